@@ -1,0 +1,1219 @@
+/* cache.c: key tree, value LRU, initial sync and watch consumer (cache.h). */
+#include "cache.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+struct cache_tomb {
+	char *key;
+	size_t key_len;
+	int64_t rev;
+	struct cache_tomb *next;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static uint64_t name_hash(uint64_t pid, int ns, const char *seg, size_t len)
+{
+	uint64_t h = 14695981039346656037ULL;
+	h = fnv(h, &pid, sizeof(pid));
+	h = fnv(h, &ns, sizeof(ns));
+	return fnv(h, seg, len);
+}
+
+static uint64_t id_hash(uint64_t id)
+{
+	id ^= id >> 33;
+	id *= 0xff51afd7ed558ccdULL;
+	id ^= id >> 33;
+	return id;
+}
+
+/* ---- hash tables (lock held for write when modifying) ---- */
+
+static int grow_tables(struct cache *c)
+{
+	if (c->n_nodes * 2 < c->by_name_cap)
+		return 0;
+	size_t ncap = c->by_name_cap ? c->by_name_cap * 2 : 1024;
+	struct cache_node **bn = calloc(ncap, sizeof(*bn));
+	struct cache_node **bi = calloc(ncap, sizeof(*bi));
+	if (!bn || !bi) {
+		free(bn);
+		free(bi);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < c->by_id_cap; i++) {
+		struct cache_node *n = c->by_id[i];
+		while (n) {
+			struct cache_node *next = n->inext;
+			size_t b = id_hash(n->id) & (ncap - 1);
+			n->inext = bi[b];
+			bi[b] = n;
+			n = next;
+		}
+	}
+	for (size_t i = 0; i < c->by_name_cap; i++) {
+		struct cache_node *n = c->by_name[i];
+		while (n) {
+			struct cache_node *next = n->hnext;
+			size_t b = name_hash(n->parent->id, n->ns, n->seg, n->seg_len) & (ncap - 1);
+			n->hnext = bn[b];
+			bn[b] = n;
+			n = next;
+		}
+	}
+	free(c->by_name);
+	free(c->by_id);
+	c->by_name = bn;
+	c->by_id = bi;
+	c->by_name_cap = c->by_id_cap = ncap;
+	return 0;
+}
+
+struct cache_node *cache_node_by_id(struct cache *c, uint64_t id)
+{
+	if (!c->by_id_cap)
+		return NULL;
+	for (struct cache_node *n = c->by_id[id_hash(id) & (c->by_id_cap - 1)]; n; n = n->inext)
+		if (n->id == id)
+			return n;
+	return NULL;
+}
+
+struct cache_node *cache_child(struct cache *c, struct cache_node *dir, int ns, const char *seg,
+			       size_t seg_len)
+{
+	if (!c->by_name_cap || dir->detached)
+		return NULL;
+	size_t b = name_hash(dir->id, ns, seg, seg_len) & (c->by_name_cap - 1);
+	for (struct cache_node *n = c->by_name[b]; n; n = n->hnext)
+		if (n->parent == dir && n->ns == ns && n->seg_len == seg_len &&
+		    memcmp(n->seg, seg, seg_len) == 0)
+			return n;
+	return NULL;
+}
+
+static void emit(struct cache *c, enum cache_change_kind kind, uint64_t parent_ino, uint64_t ino,
+		 const struct cache_node *named)
+{
+	if (!c->cfg.notify)
+		return;
+	struct cache_change chg = { .kind = kind, .parent_ino = parent_ino, .ino = ino };
+	if (named) {
+		chg.seg = named->seg;
+		chg.seg_len = named->seg_len;
+		chg.ns = named->ns;
+	}
+	c->cfg.notify(c->cfg.notify_arg, &chg);
+}
+
+/* The %value entry of a directory that is also a key. */
+static void emit_value_entry(struct cache *c, enum cache_change_kind kind, struct cache_node *n)
+{
+	if (!c->cfg.notify)
+		return;
+	struct cache_change chg = { .kind = kind, .parent_ino = cache_dir_ino(n),
+				    .ino = cache_file_ino(n), .seg = NULL, .seg_len = 0, .ns = -1 };
+	c->cfg.notify(c->cfg.notify_arg, &chg);
+}
+
+/* ---- LRU (lru_lock held) ---- */
+
+static void lru_unlink(struct cache *c, struct cache_node *n)
+{
+	if (!n->lru_next)
+		return;
+	n->lru_prev->lru_next = n->lru_next;
+	n->lru_next->lru_prev = n->lru_prev;
+	n->lru_prev = n->lru_next = NULL;
+	c->lru_bytes -= n->view_size;
+}
+
+static void lru_front(struct cache *c, struct cache_node *n)
+{
+	if (n->lru_next) {
+		n->lru_prev->lru_next = n->lru_next;
+		n->lru_next->lru_prev = n->lru_prev;
+	} else {
+		c->lru_bytes += n->view_size;
+	}
+	n->lru_next = c->lru_head.lru_next;
+	n->lru_prev = &c->lru_head;
+	c->lru_head.lru_next->lru_prev = n;
+	c->lru_head.lru_next = n;
+}
+
+static void drop_view(struct cache *c, struct cache_node *n)
+{
+	pthread_mutex_lock(&c->lru_lock);
+	lru_unlink(c, n);
+	free(n->view);
+	n->view = NULL;
+	pthread_mutex_unlock(&c->lru_lock);
+}
+
+/* Takes ownership of view. Evicts from the tail to stay under the bound. */
+static void set_view(struct cache *c, struct cache_node *n, char *view, size_t len, int64_t rev)
+{
+	pthread_mutex_lock(&c->lru_lock);
+	lru_unlink(c, n);
+	free(n->view);
+	n->view = view;
+	n->view_size = len;
+	n->view_known = true;
+	n->view_rev = rev;
+	if (view) {
+		if (len > c->cfg.max_bytes) {
+			free(n->view);
+			n->view = NULL;
+		} else {
+			lru_front(c, n);
+			while (c->lru_bytes > c->cfg.max_bytes) {
+				struct cache_node *t = c->lru_head.lru_prev;
+				if (t == n || t == &c->lru_head)
+					break;
+				lru_unlink(c, t);
+				free(t->view);
+				t->view = NULL;
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->lru_lock);
+}
+
+/* ---- tree ---- */
+
+static struct cache_node *node_alloc(struct cache *c, const char *seg, size_t len, int ns)
+{
+	struct cache_node *n = calloc(1, sizeof(*n));
+	if (!n)
+		return NULL;
+	n->seg = malloc(len + 1);
+	if (!n->seg) {
+		free(n);
+		return NULL;
+	}
+	memcpy(n->seg, seg, len);
+	n->seg[len] = 0;
+	n->seg_len = len;
+	n->ns = ns;
+	n->id = c->next_id++;
+	return n;
+}
+
+static void node_free(struct cache *c, struct cache_node *n)
+{
+	drop_view(c, n);
+	free(n->seg);
+	free(n);
+}
+
+static void id_insert(struct cache *c, struct cache_node *n)
+{
+	size_t b = id_hash(n->id) & (c->by_id_cap - 1);
+	n->inext = c->by_id[b];
+	c->by_id[b] = n;
+}
+
+static void id_remove(struct cache *c, struct cache_node *n)
+{
+	struct cache_node **pp = &c->by_id[id_hash(n->id) & (c->by_id_cap - 1)];
+	while (*pp && *pp != n)
+		pp = &(*pp)->inext;
+	if (*pp)
+		*pp = n->inext;
+}
+
+static struct cache_node *child_create(struct cache *c, struct cache_node *dir, int ns,
+				       const char *seg, size_t len)
+{
+	if (grow_tables(c) < 0)
+		return NULL;
+	struct cache_node *n = node_alloc(c, seg, len, ns);
+	if (!n)
+		return NULL;
+	bool was_dir = cache_is_dir(dir);
+	n->parent = dir;
+	size_t b = name_hash(dir->id, ns, seg, len) & (c->by_name_cap - 1);
+	n->hnext = c->by_name[b];
+	c->by_name[b] = n;
+	id_insert(c, n);
+	n->prev_sib = dir->last_child;
+	if (dir->last_child)
+		dir->last_child->next_sib = n;
+	else
+		dir->first_child = n;
+	dir->last_child = n;
+	dir->n_children++;
+	c->n_nodes++;
+	if (!was_dir && dir->parent) {
+		/* A file grew a child: it is now a directory (new inode). */
+		emit(c, CACHE_CHG_RETYPE, cache_dir_ino(dir->parent), cache_file_ino(dir), dir);
+	}
+	emit(c, CACHE_CHG_NEW, cache_dir_ino(dir), 0, n);
+	return n;
+}
+
+/* Unlinks n from its parent and the name hash. Frees it unless referenced. */
+static void node_detach(struct cache *c, struct cache_node *n)
+{
+	struct cache_node *dir = n->parent;
+	size_t b = name_hash(dir->id, n->ns, n->seg, n->seg_len) & (c->by_name_cap - 1);
+	struct cache_node **pp = &c->by_name[b];
+	while (*pp && *pp != n)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = n->hnext;
+	if (n->prev_sib)
+		n->prev_sib->next_sib = n->next_sib;
+	else
+		dir->first_child = n->next_sib;
+	if (n->next_sib)
+		n->next_sib->prev_sib = n->prev_sib;
+	else
+		dir->last_child = n->prev_sib;
+	dir->n_children--;
+	n->hnext = n->next_sib = n->prev_sib = NULL;
+	n->detached = true;
+	c->n_nodes--;
+	if (n->nlookup == 0 && n->nopen == 0) {
+		id_remove(c, n);
+		node_free(c, n);
+	} else {
+		/* Keep the content for handles that still read it, out of the
+		 * LRU so it cannot be evicted. */
+		pthread_mutex_lock(&c->lru_lock);
+		lru_unlink(c, n);
+		pthread_mutex_unlock(&c->lru_lock);
+		n->parent = NULL;
+	}
+}
+
+/* Removes n (which has no value and no children) and empty ancestors. */
+static void prune(struct cache *c, struct cache_node *n)
+{
+	while (n->parent && !n->has_value && n->n_children == 0 && !n->local_dir) {
+		struct cache_node *dir = n->parent;
+		bool file = !cache_is_dir(n);
+		emit(c, CACHE_CHG_DELETE, cache_dir_ino(dir), file ? cache_file_ino(n) : cache_dir_ino(n),
+		     n);
+		node_detach(c, n);
+		if (dir->parent && dir->n_children == 0 && !dir->local_dir && dir->has_value) {
+			/* Directory shrank back to a plain key. */
+			emit(c, CACHE_CHG_RETYPE, cache_dir_ino(dir->parent), cache_dir_ino(dir), dir);
+			return;
+		}
+		n = dir;
+	}
+}
+
+/* Splits a relative key into its namespace and first segment position. */
+static const char *rel_key(const struct cache *c, const char *key, size_t key_len, size_t *rlen,
+			   int *ns)
+{
+	const char *r = key + c->cfg.prefix_len;
+	*rlen = key_len - c->cfg.prefix_len;
+	*ns = 0;
+	if (c->cfg.prefix_len == 0) {
+		if (*rlen > 0 && r[0] == '/') {
+			r++;
+			(*rlen)--;
+		} else {
+			*ns = 1;
+		}
+	}
+	return r;
+}
+
+bool cache_key_in_prefix(const struct cache *c, const char *key, size_t key_len)
+{
+	return key_len >= c->cfg.prefix_len && memcmp(key, c->cfg.prefix, c->cfg.prefix_len) == 0 &&
+	       (key_len > c->cfg.prefix_len || c->cfg.prefix_len == 0);
+}
+
+/* Finds (create=false) or creates the node of a key. Lock held for write
+ * when creating. */
+static struct cache_node *walk(struct cache *c, const char *key, size_t key_len, bool create)
+{
+	if (!cache_key_in_prefix(c, key, key_len))
+		return NULL;
+	size_t rlen;
+	int ns;
+	const char *r = rel_key(c, key, key_len, &rlen, &ns);
+	struct cache_node *n = c->root;
+	size_t pos = 0;
+	for (;;) {
+		const char *slash = memchr(r + pos, '/', rlen - pos);
+		size_t end = slash ? (size_t)(slash - r) : rlen;
+		struct cache_node *ch = cache_child(c, n, ns, r + pos, end - pos);
+		if (!ch) {
+			if (!create)
+				return NULL;
+			ch = child_create(c, n, ns, r + pos, end - pos);
+			if (!ch)
+				return NULL;
+		}
+		n = ch;
+		ns = 0;
+		if (!slash)
+			return n;
+		pos = end + 1;
+	}
+}
+
+char *cache_node_key(struct cache *c, const struct cache_node *n, size_t *len)
+{
+	size_t total = c->cfg.prefix_len;
+	int depth = 0;
+	for (const struct cache_node *p = n; p && p->parent; p = p->parent) {
+		total += p->seg_len + 1;
+		depth++;
+	}
+	if (depth == 0) {
+		char *k = malloc(c->cfg.prefix_len + 1);
+		if (!k)
+			return NULL;
+		memcpy(k, c->cfg.prefix, c->cfg.prefix_len);
+		k[c->cfg.prefix_len] = 0;
+		*len = c->cfg.prefix_len;
+		return k;
+	}
+	total -= 1; /* no separator after the last segment */
+	const struct cache_node *top = n;
+	while (top->parent && top->parent->parent)
+		top = top->parent;
+	bool slash = c->cfg.prefix_len == 0 && top->ns == 0;
+	if (slash)
+		total += 1;
+	char *k = malloc(total + 1);
+	if (!k)
+		return NULL;
+	size_t pos = total;
+	k[pos] = 0;
+	for (const struct cache_node *p = n; p && p->parent; p = p->parent) {
+		pos -= p->seg_len;
+		memcpy(k + pos, p->seg, p->seg_len);
+		if (p->parent->parent)
+			k[--pos] = '/';
+	}
+	if (slash)
+		k[--pos] = '/';
+	memcpy(k, c->cfg.prefix, c->cfg.prefix_len);
+	*len = total;
+	return k;
+}
+
+static bool tombstoned(struct cache *c, const char *key, size_t len, int64_t rev)
+{
+	for (struct cache_tomb *t = c->tombs; t; t = t->next)
+		if (t->key_len == len && memcmp(t->key, key, len) == 0 && rev <= t->rev)
+			return true;
+	return false;
+}
+
+static void expire_tombs(struct cache *c)
+{
+	struct cache_tomb **pp = &c->tombs;
+	while (*pp) {
+		struct cache_tomb *t = *pp;
+		if (t->rev <= c->revision) {
+			*pp = t->next;
+			free(t->key);
+			free(t);
+		} else {
+			pp = &t->next;
+		}
+	}
+}
+
+/* Applies a put; view (owned, may be NULL) is the rendered content. Lock
+ * held for write. */
+static void apply_put(struct cache *c, const struct kv_kv *kv, char *view, size_t view_len,
+		      bool force)
+{
+	struct cache_node *n = walk(c, kv->key, kv->key_len, false);
+	if (n && n->has_value && kv->mod_revision <= n->mod_revision && !force) {
+		free(view);
+		return;
+	}
+	if (!force && tombstoned(c, kv->key, kv->key_len, kv->mod_revision)) {
+		free(view);
+		return;
+	}
+	if (!n)
+		n = walk(c, kv->key, kv->key_len, true);
+	if (!n) {
+		log_err("cache: out of memory adding a key");
+		free(view);
+		return;
+	}
+	bool had = n->has_value;
+	bool changed = !had || n->mod_revision != kv->mod_revision;
+	if (!had) {
+		n->has_value = true;
+		c->n_keys++;
+		if (cache_is_dir(n))
+			emit_value_entry(c, CACHE_CHG_NEW, n);
+	}
+	n->create_revision = kv->create_revision;
+	n->mod_revision = kv->mod_revision;
+	n->version = kv->version;
+	n->lease = kv->lease;
+	n->raw_size = kv->value_len;
+	set_view(c, n, view, view_len, kv->mod_revision);
+	if (changed && had)
+		emit(c, CACHE_CHG_CONTENT, 0, cache_file_ino(n), NULL);
+}
+
+static void apply_delete(struct cache *c, const char *key, size_t key_len, int64_t rev, bool force)
+{
+	struct cache_node *n = walk(c, key, key_len, false);
+	if (!n || !n->has_value)
+		return;
+	if (!force && rev <= n->mod_revision)
+		return;
+	n->has_value = false;
+	c->n_keys--;
+	n->mod_revision = rev;
+	if (n->nopen == 0)
+		drop_view(c, n);
+	if (cache_is_dir(n)) {
+		emit_value_entry(c, CACHE_CHG_DELETE, n);
+		emit(c, CACHE_CHG_CONTENT, 0, cache_file_ino(n), NULL);
+	} else {
+		prune(c, n);
+	}
+}
+
+/* ---- rendering ---- */
+
+static void render(struct cache *c, const struct kv_kv *kv, char **view, size_t *len)
+{
+	*view = NULL;
+	*len = kv->value_len;
+	if (!kv->value)
+		return;
+	if (c->cfg.render) {
+		if (c->cfg.render(c->cfg.render_arg, kv->key, kv->key_len, kv->value, kv->value_len,
+				  kv->mod_revision, view, len) == 0)
+			return;
+	}
+	*view = malloc(kv->value_len + 1);
+	if (*view) {
+		memcpy(*view, kv->value, kv->value_len);
+		(*view)[kv->value_len] = 0;
+	}
+	*len = kv->value_len;
+}
+
+/* ---- sync ---- */
+
+/* Lists the prefix at rev (0 = latest) and makes the tree equal to it.
+ * mark_sweep deletes keys not in the listing (resync). */
+static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
+{
+	char *end = malloc(c->cfg.prefix_len + 1);
+	if (!end)
+		return -ENOMEM;
+	size_t end_len = kv_prefix_end(c->cfg.prefix, c->cfg.prefix_len, end);
+	char *start = malloc(c->cfg.prefix_len + 1);
+	if (!start) {
+		free(end);
+		return -ENOMEM;
+	}
+	memcpy(start, c->cfg.prefix, c->cfg.prefix_len);
+	size_t start_len = c->cfg.prefix_len;
+	if (start_len == 0) {
+		start[0] = 0;
+		start_len = 1; /* etcd: key "\0" with range_end "\0" = everything */
+	}
+	uint64_t gen = ++c->sync_gen;
+	int ret = 0;
+	uint64_t total = 0;
+	int64_t t0 = now_ms(), last_report = t0;
+	/* Keys seen in this listing, by id, for the sweep. */
+	size_t seen_cap = 0, n_seen = 0;
+	uint64_t *seen = NULL;
+	for (;;) {
+		struct kv_range_req req = { .key = start, .key_len = start_len, .range_end = end,
+					    .range_end_len = end_len, .revision = rev,
+					    .limit = (int64_t)c->cfg.page_size, .serializable = false };
+		struct kv_range_result res;
+		ret = kv_range(c->cfg.kv, &req, &res);
+		if (ret < 0)
+			goto out;
+		if (rev == 0)
+			rev = res.revision;
+		/* Render without the lock: it may be slow (YAML). */
+		char **views = calloc(res.n_kvs ? res.n_kvs : 1, sizeof(*views));
+		size_t *lens = calloc(res.n_kvs ? res.n_kvs : 1, sizeof(*lens));
+		if (!views || !lens) {
+			free(views);
+			free(lens);
+			kv_range_result_free(&res);
+			ret = -ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0; i < res.n_kvs; i++)
+			render(c, &res.kvs[i], &views[i], &lens[i]);
+		cache_wrlock(c);
+		for (size_t i = 0; i < res.n_kvs; i++) {
+			struct kv_kv *kv = &res.kvs[i];
+			if (!cache_key_in_prefix(c, kv->key, kv->key_len)) {
+				free(views[i]);
+				continue;
+			}
+			struct cache_node *n = walk(c, kv->key, kv->key_len, false);
+			if (n && n->has_value && n->mod_revision == kv->mod_revision) {
+				free(views[i]);
+			} else {
+				/* force: a resync may legitimately go "back" after
+				 * a restore; the listing is the truth at rev. */
+				apply_put(c, kv, views[i], lens[i], mark_sweep);
+				n = walk(c, kv->key, kv->key_len, false);
+			}
+			if (mark_sweep && n) {
+				if (n_seen == seen_cap) {
+					seen_cap = seen_cap ? seen_cap * 2 : 4096;
+					uint64_t *ns = realloc(seen, seen_cap * sizeof(*ns));
+					if (!ns) {
+						cache_unlock(c);
+						free(views);
+						free(lens);
+						kv_range_result_free(&res);
+						ret = -ENOMEM;
+						goto out;
+					}
+					seen = ns;
+				}
+				seen[n_seen++] = n->id;
+			}
+		}
+		cache_unlock(c);
+		free(views);
+		free(lens);
+		total += res.n_kvs;
+		int64_t t = now_ms();
+		if (t - last_report > 2000) {
+			log_info("sync: %llu keys listed so far (%.1f s)", (unsigned long long)total,
+				 (t - t0) / 1000.0);
+			last_report = t;
+		}
+		bool more = res.more && res.n_kvs > 0;
+		if (more) {
+			struct kv_kv *last = &res.kvs[res.n_kvs - 1];
+			free(start);
+			start = malloc(last->key_len + 1);
+			if (!start) {
+				kv_range_result_free(&res);
+				ret = -ENOMEM;
+				goto out;
+			}
+			memcpy(start, last->key, last->key_len);
+			start[last->key_len] = 0; /* the smallest key after last */
+			start_len = last->key_len + 1;
+		}
+		kv_range_result_free(&res);
+		if (!more)
+			break;
+	}
+	if (mark_sweep) {
+		/* Sort-free sweep: flag seen nodes, delete the rest. */
+		cache_wrlock(c);
+		for (size_t i = 0; i < n_seen; i++) {
+			struct cache_node *n = cache_node_by_id(c, seen[i]);
+			if (n)
+				n->mark = gen;
+		}
+		size_t n_victims = 0, cap = 0;
+		char **vk = NULL;
+		size_t *vl = NULL;
+		for (size_t b = 0; b < c->by_id_cap; b++)
+			for (struct cache_node *n = c->by_id[b]; n; n = n->inext) {
+				if (!n->has_value || n->detached || n->mark == gen)
+					continue;
+				if (n_victims == cap) {
+					cap = cap ? cap * 2 : 64;
+					vk = realloc(vk, cap * sizeof(*vk));
+					vl = realloc(vl, cap * sizeof(*vl));
+				}
+				vk[n_victims] = cache_node_key(c, n, &vl[n_victims]);
+				n_victims++;
+			}
+		for (size_t i = 0; i < n_victims; i++) {
+			if (vk[i])
+				apply_delete(c, vk[i], vl[i], rev, true);
+			free(vk[i]);
+		}
+		free(vk);
+		free(vl);
+		if (n_victims)
+			log_info("resync: %zu keys deleted while the watch was away", n_victims);
+		cache_unlock(c);
+	}
+	log_info("sync: %llu keys at revision %lld in %.2f s", (unsigned long long)total,
+		 (long long)rev, (now_ms() - t0) / 1000.0);
+	*at = rev;
+out:
+	free(seen);
+	free(start);
+	free(end);
+	return ret;
+}
+
+/* ---- watch ---- */
+
+static void set_health(struct cache *c, int h)
+{
+	int old = __atomic_exchange_n(&c->health, h, __ATOMIC_SEQ_CST);
+	if (old == h)
+		return;
+	log_info("watch: %s", h == CACHE_HEALTHY ? "healthy" : h == CACHE_DEGRADED ? "degraded (serving with revalidation)" : "syncing");
+	if (h != CACHE_HEALTHY) {
+		/* Long kernel attribute/entry lifetimes are only safe while
+		 * the watch keeps them true. */
+		cache_rdlock(c);
+		emit(c, CACHE_CHG_ALL_ATTRS, 0, 0, NULL);
+		cache_unlock(c);
+	}
+}
+
+static void request_resync(struct cache *c);
+
+static void watch_cb(void *arg, const struct kv_watch_batch *b)
+{
+	struct cache *c = arg;
+	switch (b->state) {
+	case KV_WATCH_EVENTS: {
+		char **views = calloc(b->n_events ? b->n_events : 1, sizeof(*views));
+		size_t *lens = calloc(b->n_events ? b->n_events : 1, sizeof(*lens));
+		if (!views || !lens) {
+			free(views);
+			free(lens);
+			log_err("watch: out of memory; resyncing");
+			request_resync(c);
+			return;
+		}
+		for (size_t i = 0; i < b->n_events; i++)
+			if (b->events[i].type == KV_EVENT_PUT)
+				render(c, &b->events[i].kv, &views[i], &lens[i]);
+		cache_wrlock(c);
+		int64_t maxrev = c->revision;
+		for (size_t i = 0; i < b->n_events; i++) {
+			const struct kv_event *e = &b->events[i];
+			if (!cache_key_in_prefix(c, e->kv.key, e->kv.key_len)) {
+				free(views[i]);
+				continue;
+			}
+			if (e->type == KV_EVENT_PUT)
+				apply_put(c, &e->kv, views[i], lens[i], false);
+			else if (!tombstoned(c, e->kv.key, e->kv.key_len, e->kv.mod_revision))
+				apply_delete(c, e->kv.key, e->kv.key_len, e->kv.mod_revision, false);
+			if (e->kv.mod_revision > maxrev)
+				maxrev = e->kv.mod_revision;
+			__atomic_add_fetch(&c->events, 1, __ATOMIC_RELAXED);
+		}
+		if (b->revision > maxrev)
+			maxrev = b->revision;
+		__atomic_store_n(&c->revision, maxrev, __ATOMIC_SEQ_CST);
+		expire_tombs(c);
+		cache_unlock(c);
+		free(views);
+		free(lens);
+		__atomic_store_n(&c->last_ok_ms, now_ms(), __ATOMIC_SEQ_CST);
+		break;
+	}
+	case KV_WATCH_PROGRESS:
+		if (b->revision > __atomic_load_n(&c->revision, __ATOMIC_SEQ_CST))
+			__atomic_store_n(&c->revision, b->revision, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&c->last_ok_ms, now_ms(), __ATOMIC_SEQ_CST);
+		break;
+	case KV_WATCH_CONNECTED:
+		__atomic_store_n(&c->last_ok_ms, now_ms(), __ATOMIC_SEQ_CST);
+		set_health(c, CACHE_HEALTHY);
+		break;
+	case KV_WATCH_DISCONNECTED:
+		log_warn("watch: disconnected (%s); reconnecting", strerror(-b->err));
+		set_health(c, CACHE_DEGRADED);
+		break;
+	case KV_WATCH_COMPACTED:
+		log_warn("watch: revision %lld was compacted (compact revision %lld); re-listing",
+			 (long long)(c->revision + 1), (long long)b->compact_revision);
+		set_health(c, CACHE_DEGRADED);
+		request_resync(c);
+		break;
+	case KV_WATCH_CANCELED:
+		log_warn("watch: canceled (%s); re-listing", strerror(b->err ? -b->err : EIO));
+		set_health(c, CACHE_DEGRADED);
+		request_resync(c);
+		break;
+	}
+}
+
+static void request_resync(struct cache *c)
+{
+	pthread_mutex_lock(&c->health_mu);
+	c->resync_wanted = true;
+	pthread_cond_signal(&c->health_cv);
+	pthread_mutex_unlock(&c->health_mu);
+}
+
+static int start_watch(struct cache *c)
+{
+	char *end = malloc(c->cfg.prefix_len + 1);
+	if (!end)
+		return -ENOMEM;
+	size_t end_len = kv_prefix_end(c->cfg.prefix, c->cfg.prefix_len, end);
+	struct kv_watch_req req = {
+		.key = c->cfg.prefix_len ? c->cfg.prefix : "\0",
+		.key_len = c->cfg.prefix_len ? c->cfg.prefix_len : 1,
+		.range_end = end,
+		.range_end_len = end_len,
+		.start_revision = c->revision + 1,
+	};
+	int ret = kv_watch(c->cfg.kv, &req, watch_cb, c, &c->watch);
+	free(end);
+	if (ret < 0)
+		log_err("watch: cannot start: %s", strerror(-ret));
+	return ret;
+}
+
+static void *health_main(void *arg)
+{
+	struct cache *c = arg;
+	pthread_mutex_lock(&c->health_mu);
+	while (!c->stopping) {
+		if (c->resync_wanted) {
+			c->resync_wanted = false;
+			pthread_mutex_unlock(&c->health_mu);
+			if (c->watch) {
+				kv_watch_cancel(c->cfg.kv, c->watch);
+				c->watch = NULL;
+			}
+			int64_t rev;
+			int ret = list_all(c, 0, true, &rev);
+			if (ret == 0) {
+				__atomic_store_n(&c->revision, rev, __ATOMIC_SEQ_CST);
+				__atomic_add_fetch(&c->resyncs, 1, __ATOMIC_RELAXED);
+				ret = start_watch(c);
+			}
+			pthread_mutex_lock(&c->health_mu);
+			if (ret < 0) {
+				log_warn("resync failed (%s); retrying", strerror(-ret));
+				c->resync_wanted = true;
+			}
+			continue;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&c->health_cv, &c->health_mu, &ts);
+		if (c->stopping || c->resync_wanted)
+			continue;
+		pthread_mutex_unlock(&c->health_mu);
+		/* A stalled server keeps the watch stream open but silent; a
+		 * cheap probe tells. */
+		int64_t rev;
+		int ret = kv_status(c->cfg.kv, &rev);
+		if (ret < 0) {
+			set_health(c, CACHE_DEGRADED);
+		} else if (c->watch && __atomic_load_n(&c->health, __ATOMIC_SEQ_CST) == CACHE_DEGRADED &&
+			   now_ms() - __atomic_load_n(&c->last_ok_ms, __ATOMIC_SEQ_CST) < 60000) {
+			/* The server answers again and the stream was
+			 * connected; events resume from where they stopped. */
+			set_health(c, CACHE_HEALTHY);
+		}
+		pthread_mutex_lock(&c->health_mu);
+	}
+	pthread_mutex_unlock(&c->health_mu);
+	return NULL;
+}
+
+/* ---- public ---- */
+
+void cache_rdlock(struct cache *c)
+{
+	pthread_rwlock_rdlock(&c->lock);
+}
+
+void cache_wrlock(struct cache *c)
+{
+	pthread_rwlock_wrlock(&c->lock);
+}
+
+void cache_unlock(struct cache *c)
+{
+	pthread_rwlock_unlock(&c->lock);
+}
+
+int cache_new(const struct cache_config *cfg, struct cache **out)
+{
+	struct cache *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->cfg = *cfg;
+	if (!c->cfg.page_size)
+		c->cfg.page_size = 1000;
+	if (!c->cfg.stale_ms)
+		c->cfg.stale_ms = 1000;
+	pthread_rwlockattr_t attr;
+	pthread_rwlockattr_init(&attr);
+	/* Writers (the watch) must not starve behind a stream of readers. */
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&c->lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	pthread_mutex_init(&c->lru_lock, NULL);
+	pthread_mutex_init(&c->health_mu, NULL);
+	pthread_cond_init(&c->health_cv, NULL);
+	c->lru_head.lru_next = c->lru_head.lru_prev = &c->lru_head;
+	int ret = grow_tables(c);
+	if (ret < 0)
+		goto out_free;
+	c->root = node_alloc(c, "", 0, 0);
+	if (!c->root) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	id_insert(c, c->root);
+	c->health = CACHE_SYNCING;
+	int64_t rev;
+	ret = list_all(c, cfg->revision, false, &rev);
+	if (ret < 0)
+		goto out_free;
+	c->revision = rev;
+	c->last_ok_ms = now_ms();
+	if (!cfg->no_watch) {
+		ret = start_watch(c);
+		if (ret < 0)
+			goto out_free;
+		if (pthread_create(&c->health_thread, NULL, health_main, c) == 0)
+			c->health_running = true;
+	} else {
+		c->health = CACHE_HEALTHY;
+	}
+	*out = c;
+	return 0;
+out_free:
+	cache_destroy(c);
+	return ret;
+}
+
+void cache_destroy(struct cache *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->health_mu);
+	c->stopping = true;
+	pthread_cond_broadcast(&c->health_cv);
+	pthread_mutex_unlock(&c->health_mu);
+	if (c->health_running)
+		pthread_join(c->health_thread, NULL);
+	if (c->watch)
+		kv_watch_cancel(c->cfg.kv, c->watch);
+	for (size_t b = 0; b < c->by_id_cap; b++) {
+		struct cache_node *n = c->by_id[b];
+		while (n) {
+			struct cache_node *next = n->inext;
+			free(n->view);
+			free(n->seg);
+			free(n);
+			n = next;
+		}
+	}
+	while (c->tombs) {
+		struct cache_tomb *t = c->tombs;
+		c->tombs = t->next;
+		free(t->key);
+		free(t);
+	}
+	free(c->by_id);
+	free(c->by_name);
+	pthread_rwlock_destroy(&c->lock);
+	pthread_mutex_destroy(&c->lru_lock);
+	free(c);
+}
+
+bool cache_fresh(struct cache *c)
+{
+	return __atomic_load_n(&c->health, __ATOMIC_SEQ_CST) == CACHE_HEALTHY;
+}
+
+void cache_get_stats(struct cache *c, struct cache_stats *st)
+{
+	st->health = __atomic_load_n(&c->health, __ATOMIC_SEQ_CST);
+	st->revision = __atomic_load_n(&c->revision, __ATOMIC_SEQ_CST);
+	st->keys = c->n_keys;
+	st->value_bytes = c->lru_bytes;
+	st->hits = c->hits;
+	st->misses = c->misses;
+	st->fetch_errors = c->fetch_errors;
+	st->events = c->events;
+	st->resyncs = c->resyncs;
+}
+
+/* Fetches n's value from the backend and caches it. Without locks. */
+static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_len, int64_t *rev)
+{
+	cache_rdlock(c);
+	size_t klen;
+	char *key = cache_node_key(c, n, &klen);
+	cache_unlock(c);
+	if (!key)
+		return -ENOMEM;
+	struct kv_kv kv;
+	int ret = kv_get(c->cfg.kv, key, klen, &kv);
+	if (ret == -ENOENT) {
+		cache_wrlock(c);
+		if (!n->detached)
+			apply_delete(c, key, klen, n->mod_revision + 1, true);
+		cache_unlock(c);
+		free(key);
+		return -ENOENT;
+	}
+	free(key);
+	if (ret < 0) {
+		__atomic_add_fetch(&c->fetch_errors, 1, __ATOMIC_RELAXED);
+		return ret;
+	}
+	char *view;
+	size_t len;
+	render(c, &kv, &view, &len);
+	if (!view) {
+		kv_kv_free(&kv);
+		return -ENOMEM;
+	}
+	char *copy = malloc(len + 1);
+	if (!copy) {
+		free(view);
+		kv_kv_free(&kv);
+		return -ENOMEM;
+	}
+	memcpy(copy, view, len);
+	copy[len] = 0;
+	cache_wrlock(c);
+	if (!n->detached && kv.mod_revision >= n->mod_revision) {
+		bool newer = kv.mod_revision > n->mod_revision;
+		apply_put(c, &kv, view, len, true);
+		if (!newer) {
+			/* same revision: nothing changed for the kernel */
+		}
+	} else {
+		free(view);
+	}
+	cache_unlock(c);
+	*rev = kv.mod_revision;
+	kv_kv_free(&kv);
+	*out = copy;
+	*out_len = len;
+	return 0;
+}
+
+int cache_get_content(struct cache *c, struct cache_node *n, char **out, size_t *len,
+		      int64_t *mod_revision)
+{
+	cache_rdlock(c);
+	pthread_mutex_lock(&c->lru_lock);
+	if (n->view && (n->view_rev == n->mod_revision || n->detached)) {
+		*out = malloc(n->view_size + 1);
+		if (*out) {
+			memcpy(*out, n->view, n->view_size);
+			(*out)[n->view_size] = 0;
+			*len = n->view_size;
+			*mod_revision = n->view_rev;
+			if (n->lru_next)
+				lru_front(c, n);
+		}
+		pthread_mutex_unlock(&c->lru_lock);
+		cache_unlock(c);
+		__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
+		return *out ? 0 : -ENOMEM;
+	}
+	pthread_mutex_unlock(&c->lru_lock);
+	bool detached = n->detached, has = n->has_value;
+	cache_unlock(c);
+	if (detached || !has)
+		return -ENOENT;
+	__atomic_add_fetch(&c->misses, 1, __ATOMIC_RELAXED);
+	return fetch(c, n, out, len, mod_revision);
+}
+
+ssize_t cache_read(struct cache *c, struct cache_node *n, char *buf, size_t size, off_t off)
+{
+	cache_rdlock(c);
+	pthread_mutex_lock(&c->lru_lock);
+	if (n->view && (n->view_rev == n->mod_revision || n->detached)) {
+		size_t len = n->view_size;
+		size_t cnt = 0;
+		if ((size_t)off < len) {
+			cnt = len - off < size ? len - off : size;
+			memcpy(buf, n->view + off, cnt);
+		}
+		if (n->lru_next)
+			lru_front(c, n);
+		pthread_mutex_unlock(&c->lru_lock);
+		cache_unlock(c);
+		__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
+		return cnt;
+	}
+	pthread_mutex_unlock(&c->lru_lock);
+	cache_unlock(c);
+	char *content;
+	size_t len;
+	int64_t rev;
+	int ret = cache_get_content(c, n, &content, &len, &rev);
+	if (ret < 0)
+		return ret;
+	size_t cnt = 0;
+	if ((size_t)off < len) {
+		cnt = len - off < size ? len - off : size;
+		memcpy(buf, content + off, cnt);
+	}
+	free(content);
+	return cnt;
+}
+
+int cache_revalidate(struct cache *c, struct cache_node *n)
+{
+	char *content;
+	size_t len;
+	int64_t rev;
+	int ret = fetch(c, n, &content, &len, &rev);
+	if (ret == 0)
+		free(content);
+	return ret;
+}
+
+void cache_apply_local(struct cache *c, const char *key, size_t key_len, const struct kv_kv *kv,
+		       int64_t rev)
+{
+	char *view = NULL;
+	size_t len = 0;
+	if (kv)
+		render(c, kv, &view, &len);
+	cache_wrlock(c);
+	if (kv) {
+		apply_put(c, kv, view, len, false);
+	} else {
+		apply_delete(c, key, key_len, rev, false);
+		if (rev > c->revision) {
+			struct cache_tomb *t = calloc(1, sizeof(*t));
+			if (t) {
+				t->key = malloc(key_len ? key_len : 1);
+				if (t->key) {
+					memcpy(t->key, key, key_len);
+					t->key_len = key_len;
+					t->rev = rev;
+					t->next = c->tombs;
+					c->tombs = t;
+				} else {
+					free(t);
+				}
+			}
+		}
+	}
+	cache_unlock(c);
+}
+
+int cache_mkdir(struct cache *c, struct cache_node *parent, int ns, const char *seg,
+		size_t seg_len, struct cache_node **out)
+{
+	int ret = 0;
+	cache_wrlock(c);
+	if (parent->detached) {
+		ret = -ENOENT;
+		goto out;
+	}
+	struct cache_node *n = cache_child(c, parent, ns, seg, seg_len);
+	if (n) {
+		ret = -EEXIST;
+		goto out;
+	}
+	n = child_create(c, parent, ns, seg, seg_len);
+	if (!n) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	n->local_dir = true;
+	*out = n;
+out:
+	cache_unlock(c);
+	return ret;
+}
+
+int cache_rmdir(struct cache *c, struct cache_node *parent, int ns, const char *seg,
+		size_t seg_len)
+{
+	int ret = 0;
+	cache_wrlock(c);
+	struct cache_node *n = cache_child(c, parent, ns, seg, seg_len);
+	if (!n) {
+		ret = -ENOENT;
+		goto out;
+	}
+	if (!cache_is_dir(n)) {
+		ret = -ENOTDIR;
+		goto out;
+	}
+	if (n->n_children > 0 || n->has_value) {
+		ret = -ENOTEMPTY;
+		goto out;
+	}
+	n->local_dir = false;
+	prune(c, n);
+out:
+	cache_unlock(c);
+	return ret;
+}
+
+void cache_ref_lookup(struct cache *c, struct cache_node *n)
+{
+	(void)c;
+	__atomic_add_fetch(&n->nlookup, 1, __ATOMIC_RELAXED);
+}
+
+static void maybe_free(struct cache *c, struct cache_node *n)
+{
+	if (n->detached && n->nlookup == 0 && n->nopen == 0) {
+		id_remove(c, n);
+		node_free(c, n);
+	}
+}
+
+void cache_unref_lookup(struct cache *c, struct cache_node *n, uint64_t nlookup)
+{
+	n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
+	maybe_free(c, n);
+}
+
+void cache_ref_open(struct cache *c, struct cache_node *n)
+{
+	(void)c;
+	__atomic_add_fetch(&n->nopen, 1, __ATOMIC_RELAXED);
+}
+
+void cache_unref_open(struct cache *c, struct cache_node *n)
+{
+	if (n->nopen)
+		n->nopen--;
+	maybe_free(c, n);
+}

@@ -1,0 +1,226 @@
+/* cache.h: the in-memory key tree and value cache of one mounted prefix.
+ *
+ * At start the whole prefix is listed (paged) at one revision R, then
+ * watched from R+1; every event updates the tree, so lookups, listings and
+ * sizes never touch the network while the watch is healthy. Values are kept
+ * in an LRU bounded by max_bytes and fetched again when evicted.
+ *
+ * The tree is keyed by raw key segments. A key K under prefix P becomes the
+ * relative key R = K[len(P):]. When P is empty, keys starting with '/' have
+ * that slash dropped (namespace 0) and keys without it live in namespace 1
+ * of the root; fs/ shows namespace-1 names with a marker (docs/naming.md).
+ * Every other split is on '/', so empty segments are legal.
+ *
+ * Each node has a stable id for the life of the mount. Its file inode is
+ * 2*id and its directory inode 2*id+1, so a key that is also a prefix has
+ * two inodes (the directory, and its value shown inside it), and a file
+ * that turns into a directory gets a new inode as the kernel requires.
+ * The root is id 0, directory inode 1 (FUSE_ROOT_ID).
+ *
+ * No FUSE here: changes that the kernel must hear about are reported through
+ * cache_config.notify, called with the cache lock held; it must only queue.
+ *
+ * Locking: one rwlock (cache->lock) protects the tree and every node field
+ * marked "protected by lock"; the LRU has its own mutex (lru_lock), always
+ * taken after lock, never before. Network I/O is never done with either held.
+ */
+#ifndef ETCDFS_CACHE_H
+#define ETCDFS_CACHE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "kv.h"
+
+#define CACHE_ROOT_INO 1
+
+struct cache;
+
+struct cache_node {
+	uint64_t id;              /* immutable */
+	struct cache_node *parent; /* protected by lock; NULL for root or detached */
+	char *seg;                /* raw segment bytes (immutable, NUL-terminated) */
+	size_t seg_len;
+	int ns;                   /* 1 for non-slash top-level keys (see above) */
+
+	/* tree links, protected by lock */
+	struct cache_node *hnext; /* hash chain on (parent, ns, seg) */
+	struct cache_node *inext; /* hash chain on id */
+	struct cache_node *first_child, *last_child, *next_sib, *prev_sib;
+	uint32_t n_children;
+	bool local_dir;  /* created by mkdir, kept while empty */
+	bool detached;   /* removed from the tree, kept alive by references */
+
+	/* the key at this path, protected by lock */
+	bool has_value;
+	int64_t create_revision, mod_revision, version, lease;
+	size_t raw_size;   /* stored value size */
+	size_t view_size;  /* size of the content shown (rendered) */
+	bool view_known;   /* view_size is valid */
+
+	/* value cache, protected by lru_lock (and lock for the pointer swap) */
+	char *view;        /* rendered content, NULL if not cached */
+	int64_t view_rev;  /* mod_revision the cached view belongs to */
+	struct cache_node *lru_prev, *lru_next;
+
+	/* references that keep a detached node alive, protected by lock */
+	uint64_t nlookup;  /* kernel lookups (file and dir inode together) */
+	uint32_t nopen;    /* open handles */
+	uint64_t atime_ns, mtime_ns; /* local timestamps (utimens) */
+	uint32_t mode;     /* permission bits overridden by chmod, 0 = default */
+	uint64_t mark;     /* resync sweep generation, protected by lock */
+};
+
+/* What changed, for kernel invalidation. Names are raw segments. */
+enum cache_change_kind {
+	CACHE_CHG_CONTENT,   /* node's value/size changed: inode file_ino */
+	CACHE_CHG_NEW,       /* name appeared in dir parent_ino */
+	CACHE_CHG_DELETE,    /* name vanished from dir parent_ino (child_ino) */
+	CACHE_CHG_RETYPE,    /* name in parent switched file <-> directory */
+	CACHE_CHG_DIR,       /* listing of dir parent_ino changed (e.g. %value) */
+	CACHE_CHG_ALL_ATTRS, /* health changed: drop every cached attribute */
+};
+
+struct cache_change {
+	enum cache_change_kind kind;
+	uint64_t parent_ino;
+	uint64_t ino; /* CONTENT: the inode; DELETE: the child inode */
+	const char *seg; /* valid during the call only */
+	size_t seg_len;
+	int ns;
+};
+
+/* Renders a stored value to the content a file shows (YAML for Kubernetes
+ * values). Returns 0 and a malloc'd buffer, or negative errno to show the raw
+ * bytes. Called without locks held. */
+typedef int (*cache_render_fn)(void *arg, const char *key, size_t key_len, const char *val,
+			       size_t val_len, int64_t mod_revision, char **out, size_t *out_len);
+
+struct cache_config {
+	struct kv *kv;            /* borrowed */
+	const char *prefix;       /* borrowed; normalized by the caller */
+	size_t prefix_len;
+	size_t max_bytes;         /* value cache bound */
+	size_t page_size;         /* keys per range page at sync (default 1000) */
+	cache_render_fn render;   /* NULL = raw */
+	void *render_arg;
+	void (*notify)(void *arg, const struct cache_change *chg);
+	void *notify_arg;
+	bool no_watch;            /* static view (time travel, snapshot) */
+	int64_t revision;         /* list at this revision (0 = latest) */
+	long stale_ms;            /* how long an unhealthy watch may serve cache */
+};
+
+enum cache_health { CACHE_SYNCING = 0, CACHE_HEALTHY, CACHE_DEGRADED };
+
+struct cache_stats {
+	enum cache_health health;
+	int64_t revision;      /* last revision applied from etcd */
+	uint64_t keys;
+	uint64_t value_bytes;  /* bytes in the value cache */
+	uint64_t hits, misses, fetch_errors, events, resyncs;
+};
+
+struct cache {
+	struct cache_config cfg;
+	pthread_rwlock_t lock;
+	pthread_mutex_t lru_lock;
+	/* everything below protected by lock unless noted */
+	struct cache_node *root;
+	struct cache_node **by_name; size_t by_name_cap;
+	struct cache_node **by_id; size_t by_id_cap;
+	size_t n_nodes;
+	uint64_t next_id;
+	uint64_t n_keys;
+	struct cache_node lru_head; /* protected by lru_lock */
+	size_t lru_bytes;           /* protected by lru_lock */
+	struct kv_watch *watch;
+	/* health: atomics, readable without locks */
+	int health;
+	int64_t revision;
+	int64_t last_ok_ms;        /* last time the watch proved fresh */
+	uint64_t hits, misses, fetch_errors, events, resyncs;
+	/* tombstones of local writes the watch has not caught up with */
+	struct cache_tomb *tombs;
+	pthread_t health_thread;
+	bool health_running;
+	pthread_mutex_t health_mu;
+	pthread_cond_t health_cv;
+	bool stopping;          /* protected by health_mu */
+	bool resync_wanted;     /* protected by health_mu */
+	uint64_t sync_gen;      /* protected by lock */
+};
+
+/* Creates the cache and runs the initial sync (returns its error). Starts
+ * the watch unless cfg->no_watch. */
+int cache_new(const struct cache_config *cfg, struct cache **out);
+void cache_destroy(struct cache *c);
+
+void cache_rdlock(struct cache *c);
+void cache_wrlock(struct cache *c);
+void cache_unlock(struct cache *c);
+
+/* Lookups; the lock must be held (read or write). */
+struct cache_node *cache_node_by_id(struct cache *c, uint64_t id);
+struct cache_node *cache_child(struct cache *c, struct cache_node *dir, int ns, const char *seg,
+			       size_t seg_len);
+static inline uint64_t cache_file_ino(const struct cache_node *n)
+{
+	return n->id * 2;
+}
+static inline uint64_t cache_dir_ino(const struct cache_node *n)
+{
+	return n->id * 2 + 1;
+}
+static inline bool cache_is_dir(const struct cache_node *n)
+{
+	return n->n_children > 0 || n->local_dir || n->parent == NULL;
+}
+
+/* Full etcd key of a node (prefix + relative path). Lock held. malloc'd. */
+char *cache_node_key(struct cache *c, const struct cache_node *n, size_t *len);
+
+/* Maps an absolute etcd key to (is under prefix). Returns false if the key
+ * is outside the mounted prefix. */
+bool cache_key_in_prefix(const struct cache *c, const char *key, size_t key_len);
+
+/* Copies up to size bytes of n's content at off into buf. Fetches from the
+ * backend when not cached. Must be called WITHOUT the lock; n must be kept
+ * alive by a reference (nlookup/nopen). Returns bytes copied or -errno. */
+ssize_t cache_read(struct cache *c, struct cache_node *n, char *buf, size_t size, off_t off);
+
+/* Returns a malloc'd copy of n's whole content and its mod_revision.
+ * Without the lock held. */
+int cache_get_content(struct cache *c, struct cache_node *n, char **out, size_t *len,
+		      int64_t *mod_revision);
+
+/* Revalidates one node against the backend (used when the watch is
+ * unhealthy or for linearizable opens). Without the lock. */
+int cache_revalidate(struct cache *c, struct cache_node *n);
+
+/* Applies the result of a local write so reads see it at once.
+ * Without the lock. kv NULL means the key was deleted at revision rev. */
+void cache_apply_local(struct cache *c, const char *key, size_t key_len, const struct kv_kv *kv,
+		       int64_t rev);
+
+/* mkdir/rmdir of local (empty) directories; lock must NOT be held. */
+int cache_mkdir(struct cache *c, struct cache_node *parent, int ns, const char *seg,
+		size_t seg_len, struct cache_node **out);
+int cache_rmdir(struct cache *c, struct cache_node *parent, int ns, const char *seg,
+		size_t seg_len);
+
+/* Reference counting for the fs layer. Lock must be held (write for unref
+ * since it may free). */
+void cache_ref_lookup(struct cache *c, struct cache_node *n);
+void cache_unref_lookup(struct cache *c, struct cache_node *n, uint64_t nlookup);
+void cache_ref_open(struct cache *c, struct cache_node *n);
+void cache_unref_open(struct cache *c, struct cache_node *n);
+
+/* True when the cache may be trusted without asking the backend. */
+bool cache_fresh(struct cache *c);
+void cache_get_stats(struct cache *c, struct cache_stats *st);
+
+#endif

@@ -1,0 +1,808 @@
+/* fs.c: libfuse3 low-level operations over the cache (read side, xattrs,
+ * statfs, session setup). Every handler replies exactly once. */
+#include <errno.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "fs_int.h"
+#include "log.h"
+#include "naming.h"
+
+#define CNT(fs, field) __atomic_add_fetch(&(fs)->field, 1, __ATOMIC_RELAXED)
+
+struct dir_entry {
+	char *name;
+	uint64_t id;
+	bool value_entry; /* the %value file of the directory itself */
+};
+
+struct dir_handle {
+	struct dir_entry *ents;
+	size_t n;
+};
+
+struct fhandle {
+	struct cache_node *node;
+};
+
+static struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static double timeout(struct fs *fs)
+{
+	return cache_fresh(fs->cache) ? fs->cfg.timeout_fresh : fs->cfg.timeout_stale;
+}
+
+/* While the watch is unhealthy the cache may be stale: ask the backend
+ * before answering from it, so errors surface instead of old data. */
+static int check_backend(struct fs *fs)
+{
+	if (cache_fresh(fs->cache))
+		return 0;
+	int64_t rev;
+	int ret = kv_status(fs->cfg.kv, &rev);
+	if (ret < 0) {
+		log_warn("etcd unreachable (%s); failing the request", strerror(-ret));
+		return ret == -ETIMEDOUT ? -ETIMEDOUT : -EIO;
+	}
+	return 0;
+}
+
+static int errno_out(int ret)
+{
+	if (ret == -ETIMEDOUT || ret == -ENOENT || ret == -ENOMEM || ret == -EACCES ||
+	    ret == -EFBIG || ret == -EROFS || ret == -EEXIST || ret == -ENOTEMPTY)
+		return -ret;
+	return EIO;
+}
+
+static bool is_secret(struct fs *fs, struct cache_node *n)
+{
+	if (!fs->cfg.secrets_match || !*fs->cfg.secrets_match)
+		return false;
+	size_t len;
+	char *key = cache_node_key(fs->cache, n, &len);
+	if (!key)
+		return true;
+	bool s = memmem(key, len, fs->cfg.secrets_match, strlen(fs->cfg.secrets_match)) != NULL;
+	free(key);
+	return s;
+}
+
+/* Fills st for ino. Cache lock held. */
+static int fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
+{
+	struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
+	if (!n)
+		return -ENOENT;
+	bool want_dir = ino & 1;
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_blksize = 4096;
+	st->st_mtim = st->st_ctim = st->st_atim = fs->mount_time;
+	if (n->mtime_ns) {
+		st->st_mtim.tv_sec = n->mtime_ns / 1000000000ULL;
+		st->st_mtim.tv_nsec = n->mtime_ns % 1000000000ULL;
+		st->st_ctim = st->st_mtim;
+	}
+	if (want_dir) {
+		if (!cache_is_dir(n) || n->detached)
+			return -ENOENT;
+		st->st_mode = S_IFDIR | (fs->cfg.read_only ? 0555 : 0755);
+		st->st_nlink = 2;
+		st->st_size = 4096;
+		st->st_blocks = 8;
+	} else {
+		if (!n->has_value && !(n->detached && n->nopen))
+			return -ENOENT;
+		mode_t perm = fs->cfg.read_only ? 0444 : 0644;
+		if (is_secret(fs, n))
+			perm &= 0600;
+		if (n->mode)
+			perm = n->mode & 07777;
+		st->st_mode = S_IFREG | perm;
+		st->st_nlink = n->detached ? 0 : 1;
+		st->st_size = n->view_size;
+		st->st_blocks = (n->view_size + 511) / 512;
+	}
+	return 0;
+}
+
+static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct fs *fs = userdata;
+	/* We invalidate explicitly on every change the watch reports; the
+	 * kernel's mtime-based auto invalidation would only add round trips. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA)
+		conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	(void)fs;
+}
+
+static void reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, bool as_file)
+{
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	uint64_t ino = (!as_file && cache_is_dir(n)) ? cache_dir_ino(n) : cache_file_ino(n);
+	int ret = fill_attr(fs, ino, &e.attr);
+	if (ret < 0) {
+		cache_unlock(fs->cache);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	e.ino = ino;
+	e.generation = 1;
+	e.attr_timeout = e.entry_timeout = timeout(fs);
+	cache_ref_lookup(fs->cache, n);
+	cache_unlock(fs->cache);
+	if (fuse_reply_entry(req, &e) < 0) {
+		/* The kernel never saw it: undo the reference. */
+		cache_wrlock(fs->cache);
+		cache_unref_lookup(fs->cache, n, 1);
+		cache_unlock(fs->cache);
+	}
+}
+
+static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	CNT(fs, n_lookup);
+	int ret = check_backend(fs);
+	if (ret < 0) {
+		fuse_reply_err(req, errno_out(ret));
+		return;
+	}
+	char seg[NAMING_NAME_MAX + 1];
+	int ns;
+	cache_rdlock(fs->cache);
+	struct cache_node *dir = cache_node_by_id(fs->cache, parent >> 1);
+	if (!dir || !(parent & 1) || !cache_is_dir(dir)) {
+		cache_unlock(fs->cache);
+		fuse_reply_err(req, dir ? ENOTDIR : ENOENT);
+		return;
+	}
+	if (strcmp(name, NAMING_VALUE_NAME) == 0) {
+		if (!dir->has_value || !dir->parent) {
+			cache_unlock(fs->cache);
+			goto negative;
+		}
+		reply_entry(req, fs, dir, true);
+		return;
+	}
+	ssize_t len = naming_decode(name, seg, sizeof(seg), &ns);
+	if (len < 0 || (ns == 1 && (dir->parent || fs->cfg.prefix_len))) {
+		cache_unlock(fs->cache);
+		goto negative;
+	}
+	struct cache_node *n = cache_child(fs->cache, dir, ns, seg, len);
+	if (!n) {
+		cache_unlock(fs->cache);
+		goto negative;
+	}
+	reply_entry(req, fs, n, false);
+	return;
+negative:;
+	/* A negative entry is cached as long as positive ones: a new key
+	 * invalidates it through the notifier. */
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	e.entry_timeout = timeout(fs);
+	fuse_reply_entry(req, &e);
+}
+
+static void fs_op_forget_one(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
+{
+	cache_wrlock(fs->cache);
+	struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
+	if (n)
+		cache_unref_lookup(fs->cache, n, nlookup);
+	cache_unlock(fs->cache);
+}
+
+static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	fs_op_forget_one(fs_of(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct fs *fs = fs_of(req);
+	for (size_t i = 0; i < count; i++)
+		fs_op_forget_one(fs, forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	CNT(fs, n_getattr);
+	/* The root never needs the network (statfs/getattr on / must work
+	 * while etcd is down so that the mount can be inspected). */
+	if (ino != FUSE_ROOT_ID) {
+		int ret = check_backend(fs);
+		if (ret < 0) {
+			fuse_reply_err(req, errno_out(ret));
+			return;
+		}
+	}
+	struct stat st;
+	cache_rdlock(fs->cache);
+	int ret = fill_attr(fs, ino, &st);
+	cache_unlock(fs->cache);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, timeout(fs));
+}
+
+static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	int ret = check_backend(fs);
+	if (ret < 0) {
+		fuse_reply_err(req, errno_out(ret));
+		return;
+	}
+	struct dir_handle *dh = calloc(1, sizeof(*dh));
+	if (!dh) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	cache_rdlock(fs->cache);
+	struct cache_node *dir = cache_node_by_id(fs->cache, ino >> 1);
+	if (!dir || !(ino & 1) || !cache_is_dir(dir) || dir->detached) {
+		cache_unlock(fs->cache);
+		free(dh);
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	/* Snapshot the listing so offsets stay valid while the tree changes. */
+	size_t cap = dir->n_children + 1;
+	dh->ents = calloc(cap, sizeof(*dh->ents));
+	if (!dh->ents)
+		goto nomem;
+	if (dir->has_value && dir->parent) {
+		dh->ents[dh->n].name = strdup(NAMING_VALUE_NAME);
+		dh->ents[dh->n].id = dir->id;
+		dh->ents[dh->n].value_entry = true;
+		if (!dh->ents[dh->n].name)
+			goto nomem;
+		dh->n++;
+	}
+	for (struct cache_node *c = dir->first_child; c; c = c->next_sib) {
+		char name[NAMING_NAME_MAX + 1];
+		ssize_t len = naming_encode(c->seg, c->seg_len, c->ns, name, sizeof(name));
+		if (len < 0) {
+			log_warn("a key segment of %zu bytes is too long for a file name; not listed",
+				 c->seg_len);
+			continue;
+		}
+		dh->ents[dh->n].name = strdup(name);
+		dh->ents[dh->n].id = c->id;
+		if (!dh->ents[dh->n].name)
+			goto nomem;
+		dh->n++;
+	}
+	cache_unlock(fs->cache);
+	fi->fh = (uintptr_t)dh;
+	fi->cache_readdir = cache_fresh(fs->cache);
+	fi->keep_cache = cache_fresh(fs->cache);
+	if (fuse_reply_open(req, fi) < 0)
+		goto free_dh;
+	return;
+nomem:
+	cache_unlock(fs->cache);
+	fuse_reply_err(req, ENOMEM);
+free_dh:
+	for (size_t i = 0; i < dh->n; i++)
+		free(dh->ents[i].name);
+	free(dh->ents);
+	free(dh);
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, bool plus)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	CNT(fs, n_readdir);
+	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+	char *buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	size_t pos = 0;
+	/* Offsets: 0 = ".", 1 = "..", 2+i = entry i. */
+	cache_rdlock(fs->cache);
+	for (off_t i = off; (size_t)i < dh->n + 2; i++) {
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof(e));
+		const char *name;
+		struct cache_node *n = NULL;
+		if (i < 2) {
+			name = i == 0 ? "." : "..";
+			e.attr.st_ino = ino;
+			e.attr.st_mode = S_IFDIR;
+		} else {
+			struct dir_entry *de = &dh->ents[i - 2];
+			name = de->name;
+			n = cache_node_by_id(fs->cache, de->id);
+			if (!n)
+				continue; /* vanished since opendir */
+			uint64_t eino = (!de->value_entry && cache_is_dir(n)) ? cache_dir_ino(n)
+									     : cache_file_ino(n);
+			if (fill_attr(fs, eino, &e.attr) < 0)
+				continue;
+			e.ino = eino;
+			e.generation = 1;
+			e.attr_timeout = e.entry_timeout = timeout(fs);
+		}
+		size_t ent;
+		if (plus) {
+			if (i < 2)
+				e.ino = 0; /* no lookup count for . and .. */
+			ent = fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, i + 1);
+		} else {
+			ent = fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, i + 1);
+		}
+		if (ent > size - pos)
+			break;
+		if (plus && n)
+			cache_ref_lookup(fs->cache, n);
+		pos += ent;
+	}
+	cache_unlock(fs->cache);
+	fuse_reply_buf(req, buf, pos);
+	free(buf);
+}
+
+static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			  struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, false);
+}
+
+static void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			      struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, true);
+}
+
+static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+	for (size_t i = 0; i < dh->n; i++)
+		free(dh->ents[i].name);
+	free(dh->ents);
+	free(dh);
+	fuse_reply_err(req, 0);
+}
+
+static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	CNT(fs, n_open);
+	if (ino & 1) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	cache_rdlock(fs->cache);
+	struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
+	if (!n || (!n->has_value && !n->detached)) {
+		cache_unlock(fs->cache);
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	cache_ref_open(fs->cache, n);
+	cache_unlock(fs->cache);
+	bool fresh = cache_fresh(fs->cache);
+	if (!fresh) {
+		/* Stale cache: read the key itself, so the open fails now if
+		 * etcd is away and the content is current if it is not. */
+		int ret = cache_revalidate(fs->cache, n);
+		if (ret < 0) {
+			cache_wrlock(fs->cache);
+			cache_unref_open(fs->cache, n);
+			cache_unlock(fs->cache);
+			fuse_reply_err(req, errno_out(ret));
+			return;
+		}
+	}
+	struct fhandle *fh = calloc(1, sizeof(*fh));
+	if (!fh) {
+		cache_wrlock(fs->cache);
+		cache_unref_open(fs->cache, n);
+		cache_unlock(fs->cache);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fh->node = n;
+	fi->fh = (uintptr_t)fh;
+	fi->keep_cache = fresh;
+	if (fuse_reply_open(req, fi) < 0) {
+		cache_wrlock(fs->cache);
+		cache_unref_open(fs->cache, n);
+		cache_unlock(fs->cache);
+		free(fh);
+	}
+}
+
+static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	CNT(fs, n_read);
+	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
+	char *buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = cache_read(fs->cache, fh->node, buf, size, off);
+	if (n < 0)
+		fuse_reply_err(req, errno_out(n));
+	else
+		fuse_reply_buf(req, buf, n);
+	free(buf);
+}
+
+static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct fs *fs = fs_of(req);
+	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
+	cache_wrlock(fs->cache);
+	cache_unref_open(fs->cache, fh->node);
+	cache_unlock(fs->cache);
+	free(fh);
+	fuse_reply_err(req, 0);
+}
+
+static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	(void)ino;
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	struct cache_stats cs;
+	cache_get_stats(fs->cache, &cs);
+	struct statvfs sv;
+	memset(&sv, 0, sizeof(sv));
+	/* etcd's default backend quota is 2 GiB; report it as the size so
+	 * tools that check free space see sane numbers. */
+	const uint64_t quota = 2ULL << 30;
+	uint64_t used = cs.value_bytes / 4096;
+	sv.f_bsize = sv.f_frsize = 4096;
+	sv.f_blocks = quota / 4096;
+	sv.f_bfree = sv.f_bavail = sv.f_blocks > used ? sv.f_blocks - used : 0;
+	sv.f_files = cs.keys + 1000000;
+	sv.f_ffree = sv.f_favail = 1000000;
+	sv.f_namemax = NAMING_NAME_MAX;
+	fuse_reply_statfs(req, &sv);
+}
+
+/* ---- xattrs ---- */
+
+static const char *const file_xattrs[] = {
+	"user.etcd.key", "user.etcd.create_revision", "user.etcd.mod_revision",
+	"user.etcd.version", "user.etcd.lease",
+};
+static const char *const root_xattrs[] = {
+	"user.etcdfs.revision", "user.etcdfs.watch",  "user.etcdfs.keys",
+	"user.etcdfs.cache_hits", "user.etcdfs.cache_misses", "user.etcdfs.requests",
+	"user.etcdfs.reads", "user.etcdfs.opens", "user.etcdfs.errors",
+	"user.etcdfs.events", "user.etcdfs.resyncs",
+};
+
+static void reply_xattr_value(fuse_req_t req, const char *val, size_t len, size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, val, len);
+}
+
+static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	char num[64];
+	if (ino == FUSE_ROOT_ID && strncmp(name, "user.etcdfs.", 12) == 0) {
+		struct cache_stats cs;
+		cache_get_stats(fs->cache, &cs);
+		const char *k = name + 12;
+		uint64_t v;
+		if (strcmp(k, "watch") == 0) {
+			const char *s = cs.health == CACHE_HEALTHY    ? "healthy"
+					: cs.health == CACHE_DEGRADED ? "degraded"
+								      : "syncing";
+			reply_xattr_value(req, s, strlen(s), size);
+			return;
+		} else if (strcmp(k, "revision") == 0) {
+			v = cs.revision;
+		} else if (strcmp(k, "keys") == 0) {
+			v = cs.keys;
+		} else if (strcmp(k, "cache_hits") == 0) {
+			v = cs.hits;
+		} else if (strcmp(k, "cache_misses") == 0) {
+			v = cs.misses;
+		} else if (strcmp(k, "requests") == 0) {
+			v = fs->n_requests;
+		} else if (strcmp(k, "reads") == 0) {
+			v = fs->n_read;
+		} else if (strcmp(k, "opens") == 0) {
+			v = fs->n_open;
+		} else if (strcmp(k, "errors") == 0) {
+			v = log_error_count();
+		} else if (strcmp(k, "events") == 0) {
+			v = cs.events;
+		} else if (strcmp(k, "resyncs") == 0) {
+			v = cs.resyncs;
+		} else {
+			fuse_reply_err(req, ENODATA);
+			return;
+		}
+		int len = snprintf(num, sizeof(num), "%" PRIu64, v);
+		reply_xattr_value(req, num, len, size);
+		return;
+	}
+	if (strncmp(name, "user.etcd.", 10) != 0 || (ino & 1)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	cache_rdlock(fs->cache);
+	struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
+	if (!n || !n->has_value) {
+		cache_unlock(fs->cache);
+		fuse_reply_err(req, n ? ENODATA : ENOENT);
+		return;
+	}
+	const char *k = name + 10;
+	int64_t v;
+	if (strcmp(k, "key") == 0) {
+		size_t len;
+		char *key = cache_node_key(fs->cache, n, &len);
+		cache_unlock(fs->cache);
+		if (!key) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		reply_xattr_value(req, key, len, size);
+		free(key);
+		return;
+	} else if (strcmp(k, "create_revision") == 0) {
+		v = n->create_revision;
+	} else if (strcmp(k, "mod_revision") == 0) {
+		v = n->mod_revision;
+	} else if (strcmp(k, "version") == 0) {
+		v = n->version;
+	} else if (strcmp(k, "lease") == 0) {
+		v = n->lease;
+	} else {
+		cache_unlock(fs->cache);
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	cache_unlock(fs->cache);
+	int len = snprintf(num, sizeof(num), "%" PRId64, v);
+	reply_xattr_value(req, num, len, size);
+}
+
+static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	char buf[1024];
+	size_t pos = 0;
+	const char *const *names = NULL;
+	size_t count = 0;
+	if (ino == FUSE_ROOT_ID) {
+		names = root_xattrs;
+		count = sizeof(root_xattrs) / sizeof(root_xattrs[0]);
+	} else if (!(ino & 1)) {
+		cache_rdlock(fs->cache);
+		struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
+		bool has = n && n->has_value;
+		cache_unlock(fs->cache);
+		if (has) {
+			names = file_xattrs;
+			count = sizeof(file_xattrs) / sizeof(file_xattrs[0]);
+		}
+	}
+	for (size_t i = 0; i < count; i++) {
+		size_t l = strlen(names[i]) + 1;
+		memcpy(buf + pos, names[i], l);
+		pos += l;
+	}
+	reply_xattr_value(req, buf, pos, size);
+}
+
+/* ---- writes: EROFS until the write path is enabled ---- */
+
+static void fs_op_erofs_entry(fuse_req_t req)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_op_mknod(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m, dev_t d)
+{
+	(void)p, (void)n, (void)m, (void)d;
+	fs_op_erofs_entry(req);
+}
+static void fs_op_mkdir(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m)
+{
+	(void)p, (void)n, (void)m;
+	fs_op_erofs_entry(req);
+}
+static void fs_op_unlink(fuse_req_t req, fuse_ino_t p, const char *n)
+{
+	(void)p, (void)n;
+	fs_op_erofs_entry(req);
+}
+static void fs_op_rmdir(fuse_req_t req, fuse_ino_t p, const char *n)
+{
+	(void)p, (void)n;
+	fs_op_erofs_entry(req);
+}
+static void fs_op_rename(fuse_req_t req, fuse_ino_t p, const char *n, fuse_ino_t np,
+			 const char *nn, unsigned int f)
+{
+	(void)p, (void)n, (void)np, (void)nn, (void)f;
+	fs_op_erofs_entry(req);
+}
+static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			  struct fuse_file_info *fi)
+{
+	(void)ino, (void)attr, (void)to_set, (void)fi;
+	fs_op_erofs_entry(req);
+}
+static void fs_op_create(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
+			 struct fuse_file_info *fi)
+{
+	(void)p, (void)n, (void)m, (void)fi;
+	fs_op_erofs_entry(req);
+}
+static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			   size_t size, int flags)
+{
+	(void)ino, (void)name, (void)value, (void)size, (void)flags;
+	fuse_reply_err(req, ENOTSUP);
+}
+
+static const struct fuse_lowlevel_ops fs_ops = {
+	.init = fs_op_init,
+	.lookup = fs_op_lookup,
+	.forget = fs_op_forget,
+	.forget_multi = fs_op_forget_multi,
+	.getattr = fs_op_getattr,
+	.setattr = fs_op_setattr,
+	.mknod = fs_op_mknod,
+	.mkdir = fs_op_mkdir,
+	.unlink = fs_op_unlink,
+	.rmdir = fs_op_rmdir,
+	.rename = fs_op_rename,
+	.create = fs_op_create,
+	.open = fs_op_open,
+	.read = fs_op_read,
+	.release = fs_op_release,
+	.opendir = fs_op_opendir,
+	.readdir = fs_op_readdir,
+	.readdirplus = fs_op_readdirplus,
+	.releasedir = fs_op_releasedir,
+	.statfs = fs_op_statfs,
+	.getxattr = fs_op_getxattr,
+	.listxattr = fs_op_listxattr,
+	.setxattr = fs_op_setxattr,
+};
+
+/* libfuse's own messages go through our log. */
+static void fuse_log_hook(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	log_vmsg((int)level, fmt, ap);
+}
+
+int fs_new(const struct fs_config *cfg, struct fs **out)
+{
+	struct fs *fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	fs->cfg = *cfg;
+	fs->uid = getuid();
+	fs->gid = getgid();
+	clock_gettime(CLOCK_REALTIME, &fs->mount_time);
+	pthread_mutex_init(&fs->nq_lock, NULL);
+	pthread_cond_init(&fs->nq_cv, NULL);
+	fuse_set_log_func(fuse_log_hook);
+	*out = fs;
+	return 0;
+}
+
+void fs_set_cache(struct fs *fs, struct cache *cache)
+{
+	fs->cache = cache;
+}
+
+int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool single_thread,
+	     void (*ready)(void *arg), void *ready_arg)
+{
+	int ret = 0;
+	struct fuse_session *se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), fs);
+	if (!se)
+		return -EINVAL;
+	if (fuse_set_signal_handlers(se) != 0) {
+		ret = -EIO;
+		goto out_destroy;
+	}
+	if (fuse_session_mount(se, mountpoint) != 0) {
+		log_err("cannot mount on %s", mountpoint);
+		ret = -EIO;
+		goto out_signals;
+	}
+	fs->se = se;
+	ret = fs_notifier_start(fs);
+	if (ret < 0)
+		goto out_unmount;
+	if (ready)
+		ready(ready_arg);
+	if (single_thread) {
+		ret = fuse_session_loop(se);
+	} else {
+		struct fuse_loop_config *lc = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(lc, 0);
+		fuse_loop_cfg_set_max_threads(lc, 16);
+		fuse_loop_cfg_set_idle_threads(lc, 4);
+		ret = fuse_session_loop_mt(se, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
+	if (ret > 0)
+		ret = 0; /* terminated by a signal */
+	fs_notifier_stop(fs);
+out_unmount:
+	fuse_session_unmount(se);
+	fs->se = NULL;
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_destroy:
+	fuse_session_destroy(se);
+	return ret;
+}
+
+void fs_destroy(struct fs *fs)
+{
+	if (!fs)
+		return;
+	fs_notifier_stop(fs);
+	pthread_mutex_destroy(&fs->nq_lock);
+	pthread_cond_destroy(&fs->nq_cv);
+	free(fs);
+}

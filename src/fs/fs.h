@@ -1,0 +1,46 @@
+/* fs.h: the FUSE side of etcdfs: low-level operations over the cache, and
+ * the notifier thread that turns cache changes into kernel invalidations.
+ * The only module that includes FUSE headers or calls fuse_reply_* /
+ * fuse_lowlevel_notify_*.
+ */
+#ifndef ETCDFS_FS_H
+#define ETCDFS_FS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cache/cache.h"
+#include "kv.h"
+
+struct fs;
+struct fuse_args;
+
+struct fs_config {
+	struct kv *kv;          /* borrowed */
+	const char *prefix;     /* borrowed, normalized mount prefix */
+	size_t prefix_len;
+	bool read_only;         /* -o ro: EROFS everywhere */
+	double timeout_fresh;   /* kernel entry/attr timeout, watch healthy */
+	double timeout_stale;   /* the same while it is not */
+	const char *conflict_dir; /* where rejected saves are kept */
+	const char *shadow_patterns; /* editor temp names kept local, ':'-separated globs */
+	const char *secrets_match;   /* keys containing this get mode 0600 */
+	bool k8s;               /* render Kubernetes values (set by main) */
+	int format;             /* enum k8s_format, or -1 for raw */
+};
+
+/* Creates the fs; the notify hook must be given to the cache. */
+int fs_new(const struct fs_config *cfg, struct fs **out);
+void fs_set_cache(struct fs *fs, struct cache *cache);
+/* For cache_config.notify. */
+void fs_cache_notify(void *fs, const struct cache_change *chg);
+
+/* Mounts at mountpoint with the FUSE options in args and serves requests
+ * until unmounted or signalled. ready(arg) is called once the mount is up
+ * (main uses it to release the parent of a daemonized process).
+ * Returns 0 or a negative errno. */
+int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool single_thread,
+	     void (*ready)(void *arg), void *ready_arg);
+void fs_destroy(struct fs *fs);
+
+#endif

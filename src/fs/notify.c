@@ -1,0 +1,160 @@
+/* notify.c: the notifier thread.
+ *
+ * The cache reports changes while holding its write lock; we only queue
+ * them there. This thread, which holds no lock any request handler can wait
+ * on, calls fuse_lowlevel_notify_*. That ordering is what prevents the
+ * read-vs-invalidate deadlock: an invalidation may block in the kernel on a
+ * page lock held by an in-flight read, and that read can always complete
+ * because nothing it needs is held here (docs/design.md).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs_int.h"
+#include "log.h"
+#include "naming.h"
+
+struct notify_item {
+	enum cache_change_kind kind;
+	uint64_t parent_ino;
+	uint64_t ino;
+	char name[NAMING_NAME_MAX + 1];
+	size_t name_len;
+	struct notify_item *next;
+};
+
+void fs_cache_notify(void *arg, const struct cache_change *chg)
+{
+	struct fs *fs = arg;
+	struct notify_item *it = calloc(1, sizeof(*it));
+	if (!it) {
+		log_err("notify: out of memory; kernel cache may be stale");
+		return;
+	}
+	it->kind = chg->kind;
+	it->parent_ino = chg->parent_ino;
+	it->ino = chg->ino;
+	if (chg->ns == -1) {
+		strcpy(it->name, NAMING_VALUE_NAME);
+		it->name_len = strlen(NAMING_VALUE_NAME);
+	} else if (chg->seg) {
+		ssize_t n = naming_encode(chg->seg, chg->seg_len, chg->ns, it->name, sizeof(it->name));
+		if (n < 0) {
+			free(it);
+			return; /* names too long are never shown */
+		}
+		it->name_len = n;
+	}
+	pthread_mutex_lock(&fs->nq_lock);
+	if (fs->nq_tail)
+		fs->nq_tail->next = it;
+	else
+		fs->nq_head = it;
+	fs->nq_tail = it;
+	pthread_cond_signal(&fs->nq_cv);
+	pthread_mutex_unlock(&fs->nq_lock);
+}
+
+static void inval_all_attrs(struct fs *fs)
+{
+	/* Gather under the cache lock, notify after releasing it. */
+	size_t n = 0, cap = 0;
+	uint64_t *inos = NULL;
+	struct cache *c = fs->cache;
+	cache_rdlock(c);
+	for (size_t b = 0; b < c->by_id_cap; b++)
+		for (struct cache_node *nd = c->by_id[b]; nd; nd = nd->inext) {
+			if (!__atomic_load_n(&nd->nlookup, __ATOMIC_RELAXED))
+				continue;
+			if (n + 2 > cap) {
+				cap = cap ? cap * 2 : 256;
+				uint64_t *ni = realloc(inos, cap * sizeof(*ni));
+				if (!ni)
+					goto done;
+				inos = ni;
+			}
+			inos[n++] = cache_file_ino(nd);
+			inos[n++] = cache_dir_ino(nd);
+		}
+done:
+	cache_unlock(c);
+	for (size_t i = 0; i < n; i++)
+		fuse_lowlevel_notify_inval_inode(fs->se, inos[i], -1, 0);
+	free(inos);
+}
+
+static void deliver(struct fs *fs, struct notify_item *it)
+{
+	struct fuse_session *se = fs->se;
+	switch (it->kind) {
+	case CACHE_CHG_CONTENT:
+		fuse_lowlevel_notify_inval_inode(se, it->ino, 0, 0);
+		break;
+	case CACHE_CHG_NEW:
+	case CACHE_CHG_RETYPE:
+		fuse_lowlevel_notify_inval_entry(se, it->parent_ino, it->name, it->name_len);
+		fuse_lowlevel_notify_inval_inode(se, it->parent_ino, 0, 0);
+		break;
+	case CACHE_CHG_DELETE:
+		if (fuse_lowlevel_notify_delete(se, it->parent_ino, it->ino, it->name, it->name_len) < 0)
+			fuse_lowlevel_notify_inval_entry(se, it->parent_ino, it->name, it->name_len);
+		fuse_lowlevel_notify_inval_inode(se, it->parent_ino, 0, 0);
+		break;
+	case CACHE_CHG_DIR:
+		fuse_lowlevel_notify_inval_inode(se, it->parent_ino, 0, 0);
+		break;
+	case CACHE_CHG_ALL_ATTRS:
+		inval_all_attrs(fs);
+		break;
+	}
+}
+
+static void *notifier_main(void *arg)
+{
+	struct fs *fs = arg;
+	pthread_mutex_lock(&fs->nq_lock);
+	for (;;) {
+		while (!fs->nq_head && !fs->nq_stop)
+			pthread_cond_wait(&fs->nq_cv, &fs->nq_lock);
+		if (fs->nq_stop)
+			break;
+		struct notify_item *it = fs->nq_head;
+		fs->nq_head = it->next;
+		if (!fs->nq_head)
+			fs->nq_tail = NULL;
+		pthread_mutex_unlock(&fs->nq_lock);
+		deliver(fs, it);
+		free(it);
+		pthread_mutex_lock(&fs->nq_lock);
+		fs->nq_sent++;
+	}
+	pthread_mutex_unlock(&fs->nq_lock);
+	return NULL;
+}
+
+int fs_notifier_start(struct fs *fs)
+{
+	int ret = pthread_create(&fs->nq_thread, NULL, notifier_main, fs);
+	if (ret)
+		return -ret;
+	fs->nq_running = true;
+	return 0;
+}
+
+void fs_notifier_stop(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->nq_lock);
+	fs->nq_stop = true;
+	pthread_cond_signal(&fs->nq_cv);
+	pthread_mutex_unlock(&fs->nq_lock);
+	if (fs->nq_running)
+		pthread_join(fs->nq_thread, NULL);
+	fs->nq_running = false;
+	while (fs->nq_head) {
+		struct notify_item *it = fs->nq_head;
+		fs->nq_head = it->next;
+		free(it);
+	}
+	fs->nq_tail = NULL;
+}

@@ -1,0 +1,381 @@
+/* main.c: etcdfs command line: options, backend choice, daemonizing, and
+ * wiring the backend, cache and filesystem together. */
+#define FUSE_USE_VERSION 314
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <fuse_opt.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache/cache.h"
+#include "etcd/etcd.h"
+#include "fs/fs.h"
+#include "kv.h"
+#include "log.h"
+
+struct options {
+	char *endpoints;
+	char *cacert, *cert, *key;
+	int insecure_skip_tls_verify;
+	char *user, *password, *password_file;
+	char *dial_timeout, *command_timeout;
+	char *prefix;
+	char *format;
+	char *cache_size;
+	char *data_dir;
+	char *consistency;
+	char *conflict_dir;
+	char *shadow;
+	double timeout_fresh, timeout_stale;
+	int show_help, show_version, foreground, debug, single_thread, read_only;
+};
+
+#define OPT(t, p) { t, offsetof(struct options, p), 1 }
+enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO };
+
+static const struct fuse_opt opt_spec[] = {
+	OPT("--endpoints=%s", endpoints), OPT("--endpoints %s", endpoints),
+	OPT("--cacert=%s", cacert), OPT("--cacert %s", cacert),
+	OPT("--cert=%s", cert), OPT("--cert %s", cert),
+	OPT("--key=%s", key), OPT("--key %s", key),
+	OPT("--insecure-skip-tls-verify", insecure_skip_tls_verify),
+	OPT("--user=%s", user), OPT("--user %s", user),
+	OPT("--password=%s", password), OPT("--password %s", password),
+	OPT("--password-file=%s", password_file), OPT("--password-file %s", password_file),
+	OPT("--dial-timeout=%s", dial_timeout), OPT("--dial-timeout %s", dial_timeout),
+	OPT("--command-timeout=%s", command_timeout), OPT("--command-timeout %s", command_timeout),
+	OPT("--prefix=%s", prefix), OPT("--prefix %s", prefix),
+	OPT("--format=%s", format), OPT("--format %s", format),
+	OPT("--cache-size=%s", cache_size), OPT("--cache-size %s", cache_size),
+	OPT("--data-dir=%s", data_dir), OPT("--data-dir %s", data_dir),
+	OPT("--consistency=%s", consistency), OPT("--consistency %s", consistency),
+	OPT("--conflict-dir=%s", conflict_dir), OPT("--conflict-dir %s", conflict_dir),
+	OPT("--shadow=%s", shadow), OPT("--shadow %s", shadow),
+	OPT("--kernel-timeout=%lf", timeout_fresh),
+	OPT("--stale-timeout=%lf", timeout_stale),
+	OPT("-s", single_thread),
+	FUSE_OPT_KEY("-h", KEY_HELP), FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION), FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("-f", KEY_FG), FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("debug", KEY_DEBUG),
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_END,
+};
+
+static char *mountpoint;
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct options *o = data;
+	(void)outargs;
+	switch (key) {
+	case KEY_HELP:
+		o->show_help = 1;
+		return 0;
+	case KEY_VERSION:
+		o->show_version = 1;
+		return 0;
+	case KEY_FG:
+		o->foreground = 1;
+		return 0;
+	case KEY_DEBUG:
+		o->debug = 1;
+		o->foreground = 1;
+		return 0;
+	case KEY_RO:
+		o->read_only = 1;
+		return 1; /* the kernel mount is read-only too */
+	case FUSE_OPT_KEY_NONOPT:
+		if (!mountpoint) {
+			mountpoint = realpath(arg, NULL);
+			if (!mountpoint) {
+				fprintf(stderr, "etcdfs: bad mount point '%s': %s\n", arg,
+					strerror(errno));
+				return -1;
+			}
+			return 0;
+		}
+		fprintf(stderr, "etcdfs: unexpected argument '%s'\n", arg);
+		return -1;
+	default:
+		return 1;
+	}
+}
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] MOUNTPOINT\n"
+	       "\n"
+	       "Mounts the etcd v3 keyspace as files.\n"
+	       "\n"
+	       "etcd connection (etcdctl-compatible; ETCDCTL_* variables are honoured):\n"
+	       "    --endpoints=URL[,URL...]   etcd endpoints (default http://127.0.0.1:2379)\n"
+	       "    --cacert=FILE              CA bundle to verify the server\n"
+	       "    --cert=FILE                client certificate\n"
+	       "    --key=FILE                 client private key\n"
+	       "    --insecure-skip-tls-verify do not verify the server certificate\n"
+	       "    --user=NAME[:PASSWORD]     authenticate as NAME\n"
+	       "    --password=PASSWORD        password (prefer --password-file or ETCDCTL_PASSWORD)\n"
+	       "    --password-file=FILE       read the password from FILE\n"
+	       "    --dial-timeout=DUR         connect timeout (default 2s)\n"
+	       "    --command-timeout=DUR      per-request timeout (default 5s)\n"
+	       "\n"
+	       "View:\n"
+	       "    --prefix=PREFIX            mount only the keys under PREFIX\n"
+	       "    --cache-size=BYTES         value cache bound, suffix K/M/G (default 256M)\n"
+	       "    --kernel-timeout=SEC       kernel cache lifetime while the watch is healthy (default 3600)\n"
+	       "    --stale-timeout=SEC        the same while it is not (default 1)\n"
+	       "\n"
+	       "FUSE:\n"
+	       "    -f                         stay in the foreground\n"
+	       "    -d, -o debug               debug log, foreground\n"
+	       "    -s                         single-threaded\n"
+	       "    -o ro                      read-only mount\n"
+	       "    -o allow_other             let other users in (the keyspace may hold Secrets)\n"
+	       "    -o default_permissions     let the kernel check file modes\n"
+	       "\n"
+	       "    -h, --help                 this help\n"
+	       "    -V, --version              version\n",
+	       prog);
+}
+
+static int parse_size(const char *s, size_t *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || v < 0)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': v *= 1024; end++; break;
+	case 'm': case 'M': v *= 1024 * 1024; end++; break;
+	case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
+	default: break;
+	}
+	if (*end == 'i' || *end == 'B')
+		end++;
+	if (*end)
+		return -EINVAL;
+	*out = (size_t)v;
+	return 0;
+}
+
+/* Daemonizing: fork first, before any thread exists; the parent waits for
+ * the child's verdict so that mount-time errors still give a non-zero exit
+ * status and a message on the terminal. */
+static int ready_fd = -1;
+
+static void daemon_ready(void *arg)
+{
+	(void)arg;
+	if (ready_fd < 0)
+		return;
+	char ok = 0;
+	if (write(ready_fd, &ok, 1) != 1)
+		log_warn("cannot signal the parent process");
+	close(ready_fd);
+	ready_fd = -1;
+	if (chdir("/") < 0)
+		log_warn("chdir /: %s", strerror(errno));
+	/* From here on stderr is gone: log to syslog. */
+	log_use_syslog(1);
+	int fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+}
+
+static int daemonize(void)
+{
+	int p[2];
+	if (pipe(p) < 0)
+		return -errno;
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		close(p[1]);
+		char st = 1;
+		ssize_t n = read(p[0], &st, 1);
+		_exit(n == 1 && st == 0 ? 0 : 1);
+	}
+	close(p[0]);
+	ready_fd = p[1];
+	setsid();
+	return 0;
+}
+
+static int make_etcd(struct options *o, struct kv **kv, char **describe)
+{
+	struct etcd_config cfg;
+	int ret;
+	etcd_config_init(&cfg);
+	ret = etcd_config_from_env(&cfg);
+	if (ret < 0)
+		goto out;
+	if (o->endpoints && (ret = etcd_config_set_endpoints(&cfg, o->endpoints)) < 0) {
+		fprintf(stderr, "etcdfs: bad --endpoints '%s'\n", o->endpoints);
+		goto out;
+	}
+#define SETS(field)                                   \
+	if (o->field) {                               \
+		free(cfg.field);                      \
+		cfg.field = strdup(o->field);         \
+	}
+	SETS(cacert);
+	SETS(cert);
+	SETS(key);
+	SETS(user);
+	SETS(password);
+#undef SETS
+	if (o->insecure_skip_tls_verify)
+		cfg.insecure_skip_tls_verify = true;
+	if (o->password_file && (ret = etcd_config_read_password_file(&cfg, o->password_file)) < 0) {
+		fprintf(stderr, "etcdfs: cannot read --password-file %s: %s\n", o->password_file,
+			strerror(-ret));
+		goto out;
+	}
+	if (o->dial_timeout && (ret = etcd_parse_duration_ms(o->dial_timeout, &cfg.dial_timeout_ms)) < 0) {
+		fprintf(stderr, "etcdfs: bad --dial-timeout '%s'\n", o->dial_timeout);
+		goto out;
+	}
+	if (o->command_timeout &&
+	    (ret = etcd_parse_duration_ms(o->command_timeout, &cfg.command_timeout_ms)) < 0) {
+		fprintf(stderr, "etcdfs: bad --command-timeout '%s'\n", o->command_timeout);
+		goto out;
+	}
+	size_t len = 0;
+	for (size_t i = 0; i < cfg.n_endpoints; i++)
+		len += strlen(cfg.endpoints[i]) + 1;
+	*describe = calloc(1, len + 1);
+	for (size_t i = 0; *describe && i < cfg.n_endpoints; i++) {
+		if (i)
+			strcat(*describe, ",");
+		strcat(*describe, cfg.endpoints[i]);
+	}
+	ret = etcd_client_new(&cfg, kv);
+out:
+	etcd_config_free(&cfg);
+	return ret;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct options o = { .timeout_fresh = 3600, .timeout_stale = 1 };
+	struct kv *kv = NULL;
+	struct fs *fs = NULL;
+	struct cache *cache = NULL;
+	char *describe = NULL;
+	char *prefix = NULL;
+	int ret = 1;
+
+	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
+		return 1;
+	if (o.show_help) {
+		usage(argv[0]);
+		ret = 0;
+		goto out_args;
+	}
+	if (o.show_version) {
+		printf("etcdfs %s\n", ETCDFS_VERSION);
+		printf("FUSE library version %s\n", fuse_pkgversion());
+		ret = 0;
+		goto out_args;
+	}
+	if (!mountpoint) {
+		fprintf(stderr, "etcdfs: no mount point given (see --help)\n");
+		goto out_args;
+	}
+	if (o.debug)
+		log_set_level(LOG_DEBUG);
+	size_t cache_size = 256u << 20;
+	if (o.cache_size && parse_size(o.cache_size, &cache_size) < 0) {
+		fprintf(stderr, "etcdfs: bad --cache-size '%s'\n", o.cache_size);
+		goto out_args;
+	}
+	if (o.format && strcmp(o.format, "raw") != 0) {
+		fprintf(stderr, "etcdfs: --format=%s is not available in this build (raw only)\n",
+			o.format);
+		goto out_args;
+	}
+	/* Mount prefix: a non-empty prefix names a directory, so it is
+	 * normalized to end with '/' (docs/naming.md). */
+	const char *p = o.prefix ? o.prefix : "";
+	size_t plen = strlen(p);
+	prefix = malloc(plen + 2);
+	if (!prefix)
+		goto out_args;
+	memcpy(prefix, p, plen + 1);
+	if (plen && prefix[plen - 1] != '/') {
+		prefix[plen++] = '/';
+		prefix[plen] = 0;
+	}
+
+	if (!o.foreground && daemonize() < 0) {
+		fprintf(stderr, "etcdfs: cannot daemonize: %s\n", strerror(errno));
+		goto out_args;
+	}
+
+	int r = make_etcd(&o, &kv, &describe);
+	if (r < 0) {
+		fprintf(stderr, "etcdfs: cannot set up the etcd client: %s\n", strerror(-r));
+		goto out;
+	}
+	int64_t rev;
+	r = kv_status(kv, &rev);
+	if (r < 0) {
+		log_err("cannot reach etcd at %s: %s", describe ? describe : "?", strerror(-r));
+		goto out;
+	}
+	log_info("connected to %s, revision %lld", describe ? describe : "?", (long long)rev);
+
+	struct fs_config fcfg = {
+		.kv = kv,
+		.prefix = prefix,
+		.prefix_len = plen,
+		.read_only = true, /* writes arrive with the write path */
+		.timeout_fresh = o.timeout_fresh,
+		.timeout_stale = o.timeout_stale,
+		.secrets_match = "/secrets/",
+		.format = -1,
+	};
+	r = fs_new(&fcfg, &fs);
+	if (r < 0)
+		goto out;
+	struct cache_config ccfg = {
+		.kv = kv,
+		.prefix = prefix,
+		.prefix_len = plen,
+		.max_bytes = cache_size,
+		.notify = fs_cache_notify,
+		.notify_arg = fs,
+	};
+	r = cache_new(&ccfg, &cache);
+	if (r < 0) {
+		log_err("initial sync of prefix '%s' failed: %s", prefix, strerror(-r));
+		goto out;
+	}
+	fs_set_cache(fs, cache);
+	r = fs_serve(fs, &args, mountpoint, o.single_thread, daemon_ready, NULL);
+	ret = r < 0 ? 1 : 0;
+out:
+	cache_destroy(cache);
+	fs_destroy(fs);
+	kv_destroy(kv);
+	free(describe);
+out_args:
+	free(prefix);
+	free(mountpoint);
+	fuse_opt_free_args(&args);
+	return ret;
+}
