@@ -218,12 +218,14 @@ static struct cache_node *node_alloc(struct cache *c, const char *seg, size_t le
 	n->seg_len = len;
 	n->ns = ns;
 	n->id = c->next_id++;
+	n->pending_size = -1;
 	return n;
 }
 
 static void node_free(struct cache *c, struct cache_node *n)
 {
 	drop_view(c, n);
+	free(n->local_data);
 	free(n->seg);
 	free(n);
 }
@@ -312,7 +314,8 @@ static void node_detach(struct cache *c, struct cache_node *n)
 /* Removes n (which has no value and no children) and empty ancestors. */
 static void prune(struct cache *c, struct cache_node *n)
 {
-	while (n->parent && !n->has_value && n->n_children == 0 && !n->local_dir) {
+	while (n->parent && !n->has_value && n->n_children == 0 && !n->local_dir && !n->local_file &&
+	       !n->hidden) {
 		struct cache_node *dir = n->parent;
 		bool file = !cache_is_dir(n);
 		emit(c, CACHE_CHG_DELETE, cache_dir_ino(dir), file ? cache_file_ino(n) : cache_dir_ino(n),
@@ -448,9 +451,18 @@ static void expire_tombs(struct cache *c)
 
 /* Applies a put; view (owned, may be NULL) is the rendered content. Lock
  * held for write. */
+static void bump_seen(struct cache *c, int64_t rev)
+{
+	int64_t cur = __atomic_load_n(&c->seen_rev, __ATOMIC_SEQ_CST);
+	while (rev > cur && !__atomic_compare_exchange_n(&c->seen_rev, &cur, rev, false,
+							  __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+		;
+}
+
 static void apply_put(struct cache *c, const struct kv_kv *kv, char *view, size_t view_len,
 		      bool force)
 {
+	bump_seen(c, kv->mod_revision);
 	struct cache_node *n = walk(c, kv->key, kv->key_len, false);
 	if (n && n->has_value && kv->mod_revision <= n->mod_revision && !force) {
 		free(view);
@@ -487,6 +499,7 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, char *view, size_
 
 static void apply_delete(struct cache *c, const char *key, size_t key_len, int64_t rev, bool force)
 {
+	bump_seen(c, rev);
 	struct cache_node *n = walk(c, key, key_len, false);
 	if (!n || !n->has_value)
 		return;
@@ -736,6 +749,7 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 		if (b->revision > maxrev)
 			maxrev = b->revision;
 		__atomic_store_n(&c->revision, maxrev, __ATOMIC_SEQ_CST);
+		bump_seen(c, maxrev);
 		expire_tombs(c);
 		cache_unlock(c);
 		free(views);
@@ -901,6 +915,7 @@ int cache_new(const struct cache_config *cfg, struct cache **out)
 	if (ret < 0)
 		goto out_free;
 	c->revision = rev;
+	c->seen_rev = rev;
 	c->last_ok_ms = now_ms();
 	if (!cfg->no_watch) {
 		ret = start_watch(c);
@@ -935,6 +950,7 @@ void cache_destroy(struct cache *c)
 		while (n) {
 			struct cache_node *next = n->inext;
 			free(n->view);
+			free(n->local_data);
 			free(n->seg);
 			free(n);
 			n = next;
@@ -1132,6 +1148,103 @@ void cache_apply_local(struct cache *c, const char *key, size_t key_len, const s
 		}
 	}
 	cache_unlock(c);
+}
+
+int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, const char *seg,
+			size_t seg_len, bool dir, struct cache_node **out)
+{
+	if (parent->detached)
+		return -ENOENT;
+	if (cache_child(c, parent, ns, seg, seg_len))
+		return -EEXIST;
+	struct cache_node *n = child_create(c, parent, ns, seg, seg_len);
+	if (!n)
+		return -ENOMEM;
+	if (dir)
+		n->local_dir = true;
+	else
+		n->local_file = true;
+	*out = n;
+	return 0;
+}
+
+int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *newparent,
+		      int ns, const char *seg, size_t seg_len)
+{
+	char *nseg = malloc(seg_len + 1);
+	if (!nseg)
+		return -ENOMEM;
+	memcpy(nseg, seg, seg_len);
+	nseg[seg_len] = 0;
+	if (grow_tables(c) < 0) {
+		free(nseg);
+		return -ENOMEM;
+	}
+	struct cache_node *old = cache_child(c, newparent, ns, seg, seg_len);
+	if (old == n) {
+		free(nseg);
+		return 0;
+	}
+	if (old) {
+		if (old->has_value)
+			c->n_keys--;
+		old->has_value = false;
+		node_detach(c, old);
+	}
+	struct cache_node *oldparent = n->parent;
+	/* unlink from the old place, keeping the node */
+	size_t b = name_hash(oldparent->id, n->ns, n->seg, n->seg_len) & (c->by_name_cap - 1);
+	struct cache_node **pp = &c->by_name[b];
+	while (*pp && *pp != n)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = n->hnext;
+	if (n->prev_sib)
+		n->prev_sib->next_sib = n->next_sib;
+	else
+		oldparent->first_child = n->next_sib;
+	if (n->next_sib)
+		n->next_sib->prev_sib = n->prev_sib;
+	else
+		oldparent->last_child = n->prev_sib;
+	oldparent->n_children--;
+	free(n->seg);
+	n->seg = nseg;
+	n->seg_len = seg_len;
+	n->ns = ns;
+	n->parent = newparent;
+	n->next_sib = NULL;
+	b = name_hash(newparent->id, ns, seg, seg_len) & (c->by_name_cap - 1);
+	n->hnext = c->by_name[b];
+	c->by_name[b] = n;
+	n->prev_sib = newparent->last_child;
+	if (newparent->last_child)
+		newparent->last_child->next_sib = n;
+	else
+		newparent->first_child = n;
+	newparent->last_child = n;
+	newparent->n_children++;
+	if (oldparent != c->root && oldparent->n_children == 0)
+		prune(c, oldparent);
+	return 0;
+}
+
+void cache_drop_view_locked(struct cache *c, struct cache_node *n)
+{
+	drop_view(c, n);
+}
+
+void cache_forget_key_locked(struct cache *c, struct cache_node *n)
+{
+	if (n->has_value)
+		c->n_keys--;
+	n->has_value = false;
+}
+
+void cache_prune_locked(struct cache *c, struct cache_node *n)
+{
+	if (n->parent)
+		prune(c, n);
 }
 
 int cache_mkdir(struct cache *c, struct cache_node *parent, int ns, const char *seg,

@@ -72,6 +72,22 @@ struct cache_node {
 	uint64_t atime_ns, mtime_ns; /* local timestamps (utimens) */
 	uint32_t mode;     /* permission bits overridden by chmod, 0 = default */
 	uint64_t mark;     /* resync sweep generation, protected by lock */
+
+	/* Local state owned by fs/ (writes), protected by lock. A local file
+	 * exists only in this mount: a new file not yet committed, or a
+	 * "shadow" (editor temp file) that never reaches etcd. A hidden node
+	 * is a key renamed onto a shadow name: still in etcd, absent here. */
+	bool local_file;
+	bool shadow;
+	bool hidden;
+	char *local_data;  /* shadow content (and symlink target if link) */
+	size_t local_len;
+	bool is_link;
+	int64_t pending_size; /* size of dirty open content, -1 if none */
+	uint64_t origin_id;   /* shadow: the hidden key it came from (0 none) */
+	int64_t origin_rev;   /* shadow: that key's mod_revision at rename */
+	int64_t born_rev;     /* revision the cache had when the shadow was made */
+	int64_t kernel_rev;   /* content revision the kernel page cache holds */
 };
 
 /* What changed, for kernel invalidation. Names are raw segments. */
@@ -141,6 +157,7 @@ struct cache {
 	/* health: atomics, readable without locks */
 	int health;
 	int64_t revision;
+	int64_t seen_rev;          /* highest revision known, local writes included */
 	int64_t last_ok_ms;        /* last time the watch proved fresh */
 	uint64_t hits, misses, fetch_errors, events, resyncs;
 	/* tombstones of local writes the watch has not caught up with */
@@ -205,6 +222,24 @@ int cache_revalidate(struct cache *c, struct cache_node *n);
  * Without the lock. kv NULL means the key was deleted at revision rev. */
 void cache_apply_local(struct cache *c, const char *key, size_t key_len, const struct kv_kv *kv,
 		       int64_t rev);
+
+/* Creates a local node (file when dir is false) under parent. Lock must be
+ * held for write. -EEXIST if the name exists. */
+int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, const char *seg,
+			size_t seg_len, bool dir, struct cache_node **out);
+/* Moves n (with its id, so the kernel's inode stays valid) to a new name.
+ * A node already at the destination is detached first. Lock held for
+ * write. No kernel notification: the kernel did the rename itself. */
+int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *newparent,
+		      int ns, const char *seg, size_t seg_len);
+/* Drops n's cached content (e.g. when it turns into a local file). */
+void cache_drop_view_locked(struct cache *c, struct cache_node *n);
+/* Marks n as no longer holding a key (local bookkeeping). Lock held. */
+void cache_forget_key_locked(struct cache *c, struct cache_node *n);
+
+/* Removes a node that has no key, children or local state left (after the
+ * caller cleared them). Lock held for write. */
+void cache_prune_locked(struct cache *c, struct cache_node *n);
 
 /* mkdir/rmdir of local (empty) directories; lock must NOT be held. */
 int cache_mkdir(struct cache *c, struct cache_node *parent, int ns, const char *seg,

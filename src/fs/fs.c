@@ -14,7 +14,6 @@
 #include "log.h"
 #include "naming.h"
 
-#define CNT(fs, field) __atomic_add_fetch(&(fs)->field, 1, __ATOMIC_RELAXED)
 
 struct dir_entry {
 	char *name;
@@ -27,23 +26,14 @@ struct dir_handle {
 	size_t n;
 };
 
-struct fhandle {
-	struct cache_node *node;
-};
-
-static struct fs *fs_of(fuse_req_t req)
-{
-	return fuse_req_userdata(req);
-}
-
-static double timeout(struct fs *fs)
+double fs_timeout(struct fs *fs)
 {
 	return cache_fresh(fs->cache) ? fs->cfg.timeout_fresh : fs->cfg.timeout_stale;
 }
 
 /* While the watch is unhealthy the cache may be stale: ask the backend
  * before answering from it, so errors surface instead of old data. */
-static int check_backend(struct fs *fs)
+int fs_check_backend(struct fs *fs)
 {
 	if (cache_fresh(fs->cache))
 		return 0;
@@ -56,7 +46,7 @@ static int check_backend(struct fs *fs)
 	return 0;
 }
 
-static int errno_out(int ret)
+int fs_errno_out(int ret)
 {
 	if (ret == -ETIMEDOUT || ret == -ENOENT || ret == -ENOMEM || ret == -EACCES ||
 	    ret == -EFBIG || ret == -EROFS || ret == -EEXIST || ret == -ENOTEMPTY)
@@ -78,7 +68,7 @@ static bool is_secret(struct fs *fs, struct cache_node *n)
 }
 
 /* Fills st for ino. Cache lock held. */
-static int fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
+int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 {
 	struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
 	if (!n)
@@ -103,17 +93,22 @@ static int fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 		st->st_size = 4096;
 		st->st_blocks = 8;
 	} else {
-		if (!n->has_value && !(n->detached && n->nopen))
+		if (!fs_visible_file(n) && !(n->detached && n->nopen))
 			return -ENOENT;
 		mode_t perm = fs->cfg.read_only ? 0444 : 0644;
 		if (is_secret(fs, n))
 			perm &= 0600;
 		if (n->mode)
 			perm = n->mode & 07777;
-		st->st_mode = S_IFREG | perm;
+		size_t size = n->view_size;
+		if (n->pending_size >= 0)
+			size = n->pending_size;
+		else if (n->local_file)
+			size = n->local_len;
+		st->st_mode = (n->is_link ? S_IFLNK : S_IFREG) | (n->is_link ? 0777 : perm);
 		st->st_nlink = n->detached ? 0 : 1;
-		st->st_size = n->view_size;
-		st->st_blocks = (n->view_size + 511) / 512;
+		st->st_size = size;
+		st->st_blocks = (size + 511) / 512;
 	}
 	return 0;
 }
@@ -130,16 +125,21 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* Writes go through to our buffers so that each save is one commit. */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* open(O_TRUNC) must arrive as one open, not open + truncate, or a
+	 * save would first store an empty value. */
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	(void)fs;
 }
 
-static void reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, bool as_file)
+void fs_reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, bool as_file)
 {
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
 	uint64_t ino = (!as_file && cache_is_dir(n)) ? cache_dir_ino(n) : cache_file_ino(n);
-	int ret = fill_attr(fs, ino, &e.attr);
+	int ret = fs_fill_attr(fs, ino, &e.attr);
 	if (ret < 0) {
 		cache_unlock(fs->cache);
 		fuse_reply_err(req, -ret);
@@ -147,7 +147,7 @@ static void reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, boo
 	}
 	e.ino = ino;
 	e.generation = 1;
-	e.attr_timeout = e.entry_timeout = timeout(fs);
+	e.attr_timeout = e.entry_timeout = fs_timeout(fs);
 	cache_ref_lookup(fs->cache, n);
 	cache_unlock(fs->cache);
 	if (fuse_reply_entry(req, &e) < 0) {
@@ -163,9 +163,9 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	CNT(fs, n_lookup);
-	int ret = check_backend(fs);
+	int ret = fs_check_backend(fs);
 	if (ret < 0) {
-		fuse_reply_err(req, errno_out(ret));
+		fuse_reply_err(req, fs_errno_out(ret));
 		return;
 	}
 	char seg[NAMING_NAME_MAX + 1];
@@ -178,11 +178,11 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	if (strcmp(name, NAMING_VALUE_NAME) == 0) {
-		if (!dir->has_value || !dir->parent) {
+		if (!dir->has_value || dir->hidden || !dir->parent) {
 			cache_unlock(fs->cache);
 			goto negative;
 		}
-		reply_entry(req, fs, dir, true);
+		fs_reply_entry(req, fs, dir, true);
 		return;
 	}
 	ssize_t len = naming_decode(name, seg, sizeof(seg), &ns);
@@ -191,18 +191,18 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		goto negative;
 	}
 	struct cache_node *n = cache_child(fs->cache, dir, ns, seg, len);
-	if (!n) {
+	if (!n || (!cache_is_dir(n) && !fs_visible_file(n))) {
 		cache_unlock(fs->cache);
 		goto negative;
 	}
-	reply_entry(req, fs, n, false);
+	fs_reply_entry(req, fs, n, false);
 	return;
 negative:;
 	/* A negative entry is cached as long as positive ones: a new key
 	 * invalidates it through the notifier. */
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
-	e.entry_timeout = timeout(fs);
+	e.entry_timeout = fs_timeout(fs);
 	fuse_reply_entry(req, &e);
 }
 
@@ -238,29 +238,29 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	/* The root never needs the network (statfs/getattr on / must work
 	 * while etcd is down so that the mount can be inspected). */
 	if (ino != FUSE_ROOT_ID) {
-		int ret = check_backend(fs);
+		int ret = fs_check_backend(fs);
 		if (ret < 0) {
-			fuse_reply_err(req, errno_out(ret));
+			fuse_reply_err(req, fs_errno_out(ret));
 			return;
 		}
 	}
 	struct stat st;
 	cache_rdlock(fs->cache);
-	int ret = fill_attr(fs, ino, &st);
+	int ret = fs_fill_attr(fs, ino, &st);
 	cache_unlock(fs->cache);
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_attr(req, &st, timeout(fs));
+		fuse_reply_attr(req, &st, fs_timeout(fs));
 }
 
 static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
-	int ret = check_backend(fs);
+	int ret = fs_check_backend(fs);
 	if (ret < 0) {
-		fuse_reply_err(req, errno_out(ret));
+		fuse_reply_err(req, fs_errno_out(ret));
 		return;
 	}
 	struct dir_handle *dh = calloc(1, sizeof(*dh));
@@ -281,7 +281,7 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	dh->ents = calloc(cap, sizeof(*dh->ents));
 	if (!dh->ents)
 		goto nomem;
-	if (dir->has_value && dir->parent) {
+	if (dir->has_value && !dir->hidden && dir->parent) {
 		dh->ents[dh->n].name = strdup(NAMING_VALUE_NAME);
 		dh->ents[dh->n].id = dir->id;
 		dh->ents[dh->n].value_entry = true;
@@ -290,6 +290,8 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		dh->n++;
 	}
 	for (struct cache_node *c = dir->first_child; c; c = c->next_sib) {
+		if (!cache_is_dir(c) && !fs_visible_file(c))
+			continue;
 		char name[NAMING_NAME_MAX + 1];
 		ssize_t len = naming_encode(c->seg, c->seg_len, c->ns, name, sizeof(name));
 		if (len < 0) {
@@ -352,11 +354,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				continue; /* vanished since opendir */
 			uint64_t eino = (!de->value_entry && cache_is_dir(n)) ? cache_dir_ino(n)
 									     : cache_file_ino(n);
-			if (fill_attr(fs, eino, &e.attr) < 0)
+			if (fs_fill_attr(fs, eino, &e.attr) < 0)
 				continue;
 			e.ino = eino;
 			e.generation = 1;
-			e.attr_timeout = e.entry_timeout = timeout(fs);
+			e.attr_timeout = e.entry_timeout = fs_timeout(fs);
 		}
 		size_t ent;
 		if (plus) {
@@ -397,93 +399,6 @@ static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 		free(dh->ents[i].name);
 	free(dh->ents);
 	free(dh);
-	fuse_reply_err(req, 0);
-}
-
-static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct fs *fs = fs_of(req);
-	CNT(fs, n_requests);
-	CNT(fs, n_open);
-	if (ino & 1) {
-		fuse_reply_err(req, EISDIR);
-		return;
-	}
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
-	cache_rdlock(fs->cache);
-	struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
-	if (!n || (!n->has_value && !n->detached)) {
-		cache_unlock(fs->cache);
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	cache_ref_open(fs->cache, n);
-	cache_unlock(fs->cache);
-	bool fresh = cache_fresh(fs->cache);
-	if (!fresh) {
-		/* Stale cache: read the key itself, so the open fails now if
-		 * etcd is away and the content is current if it is not. */
-		int ret = cache_revalidate(fs->cache, n);
-		if (ret < 0) {
-			cache_wrlock(fs->cache);
-			cache_unref_open(fs->cache, n);
-			cache_unlock(fs->cache);
-			fuse_reply_err(req, errno_out(ret));
-			return;
-		}
-	}
-	struct fhandle *fh = calloc(1, sizeof(*fh));
-	if (!fh) {
-		cache_wrlock(fs->cache);
-		cache_unref_open(fs->cache, n);
-		cache_unlock(fs->cache);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	fh->node = n;
-	fi->fh = (uintptr_t)fh;
-	fi->keep_cache = fresh;
-	if (fuse_reply_open(req, fi) < 0) {
-		cache_wrlock(fs->cache);
-		cache_unref_open(fs->cache, n);
-		cache_unlock(fs->cache);
-		free(fh);
-	}
-}
-
-static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi)
-{
-	(void)ino;
-	struct fs *fs = fs_of(req);
-	CNT(fs, n_requests);
-	CNT(fs, n_read);
-	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
-	char *buf = malloc(size ? size : 1);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	ssize_t n = cache_read(fs->cache, fh->node, buf, size, off);
-	if (n < 0)
-		fuse_reply_err(req, errno_out(n));
-	else
-		fuse_reply_buf(req, buf, n);
-	free(buf);
-}
-
-static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	(void)ino;
-	struct fs *fs = fs_of(req);
-	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
-	cache_wrlock(fs->cache);
-	cache_unref_open(fs->cache, fh->node);
-	cache_unlock(fs->cache);
-	free(fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -647,51 +562,6 @@ static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	reply_xattr_value(req, buf, pos, size);
 }
 
-/* ---- writes: EROFS until the write path is enabled ---- */
-
-static void fs_op_erofs_entry(fuse_req_t req)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void fs_op_mknod(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m, dev_t d)
-{
-	(void)p, (void)n, (void)m, (void)d;
-	fs_op_erofs_entry(req);
-}
-static void fs_op_mkdir(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m)
-{
-	(void)p, (void)n, (void)m;
-	fs_op_erofs_entry(req);
-}
-static void fs_op_unlink(fuse_req_t req, fuse_ino_t p, const char *n)
-{
-	(void)p, (void)n;
-	fs_op_erofs_entry(req);
-}
-static void fs_op_rmdir(fuse_req_t req, fuse_ino_t p, const char *n)
-{
-	(void)p, (void)n;
-	fs_op_erofs_entry(req);
-}
-static void fs_op_rename(fuse_req_t req, fuse_ino_t p, const char *n, fuse_ino_t np,
-			 const char *nn, unsigned int f)
-{
-	(void)p, (void)n, (void)np, (void)nn, (void)f;
-	fs_op_erofs_entry(req);
-}
-static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-			  struct fuse_file_info *fi)
-{
-	(void)ino, (void)attr, (void)to_set, (void)fi;
-	fs_op_erofs_entry(req);
-}
-static void fs_op_create(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
-			 struct fuse_file_info *fi)
-{
-	(void)p, (void)n, (void)m, (void)fi;
-	fs_op_erofs_entry(req);
-}
 static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			   size_t size, int flags)
 {
@@ -706,6 +576,12 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.forget_multi = fs_op_forget_multi,
 	.getattr = fs_op_getattr,
 	.setattr = fs_op_setattr,
+	.symlink = fs_op_symlink,
+	.readlink = fs_op_readlink,
+	.write = fs_op_write,
+	.flush = fs_op_flush,
+	.fsync = fs_op_fsync,
+	.fsyncdir = fs_op_fsyncdir,
 	.mknod = fs_op_mknod,
 	.mkdir = fs_op_mkdir,
 	.unlink = fs_op_unlink,
@@ -741,6 +617,8 @@ int fs_new(const struct fs_config *cfg, struct fs **out)
 	fs->gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &fs->mount_time);
 	pthread_mutex_init(&fs->nq_lock, NULL);
+	pthread_mutex_init(&fs->dd_lock, NULL);
+	pthread_cond_init(&fs->dd_cv, NULL);
 	pthread_cond_init(&fs->nq_cv, NULL);
 	fuse_set_log_func(fuse_log_hook);
 	*out = fs;
@@ -772,6 +650,11 @@ int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool
 	ret = fs_notifier_start(fs);
 	if (ret < 0)
 		goto out_unmount;
+	ret = fs_writer_start(fs);
+	if (ret < 0) {
+		fs_notifier_stop(fs);
+		goto out_unmount;
+	}
 	if (ready)
 		ready(ready_arg);
 	if (single_thread) {
@@ -786,6 +669,7 @@ int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool
 	}
 	if (ret > 0)
 		ret = 0; /* terminated by a signal */
+	fs_writer_stop(fs); /* commits pending deletes */
 	fs_notifier_stop(fs);
 out_unmount:
 	fuse_session_unmount(se);

@@ -9,6 +9,7 @@
 #include "fs.h"
 
 struct notify_item;
+struct deferred_del;
 
 struct fs {
 	struct fs_config cfg;
@@ -27,9 +28,60 @@ struct fs {
 	pthread_t nq_thread;
 	uint64_t nq_sent; /* protected by nq_lock */
 
+	/* deferred deletes (write.c): protected by dd_lock */
+	pthread_mutex_t dd_lock;
+	pthread_cond_t dd_cv;
+	struct deferred_del *dd_head;
+	bool dd_stop, dd_running;
+	pthread_t dd_thread;
+
 	/* request counters (atomics) */
 	uint64_t n_requests, n_lookup, n_getattr, n_open, n_read, n_readdir, n_errors;
 };
+
+#define CNT(fs, field) __atomic_add_fetch(&(fs)->field, 1, __ATOMIC_RELAXED)
+
+static inline struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* fs.c helpers shared with write.c */
+double fs_timeout(struct fs *fs);
+int fs_check_backend(struct fs *fs);
+int fs_errno_out(int ret);
+int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st); /* cache lock held */
+/* Replies with n's entry; called with the cache lock held, releases it. */
+void fs_reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, bool as_file);
+/* A file the user can see: a key not hidden, or a local file. */
+static inline bool fs_visible_file(const struct cache_node *n)
+{
+	return (n->has_value && !n->hidden) || n->local_file;
+}
+
+/* write.c: the file operations and the write path */
+void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		 struct fuse_file_info *fi);
+void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		  struct fuse_file_info *fi);
+void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);
+void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		  const char *newname, unsigned int flags);
+void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		   struct fuse_file_info *fi);
+void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
+void fs_op_readlink(fuse_req_t req, fuse_ino_t ino);
+int fs_writer_start(struct fs *fs);
+void fs_writer_stop(struct fs *fs);
 
 int fs_notifier_start(struct fs *fs);
 void fs_notifier_stop(struct fs *fs);
