@@ -1,0 +1,265 @@
+"""Fixtures for etcdfs integration tests.
+
+Everything is real: an etcd server (Debian's etcd-server) on a free loopback
+port in a temporary data dir, and etcdfs mounted with FUSE in a temporary
+directory. Teardown unmounts with fusermount3 -u, kills leaked daemons, and
+fails the test if the daemon logged an error it should not have.
+"""
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("ETCDFS_BUILD", os.path.join(ROOT, "build"))
+ETCDFS = os.environ.get("ETCDFS_BIN", os.path.join(BUILD, "etcdfs"))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def b64(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.b64encode(data).decode()
+
+
+class Etcd:
+    """A real etcd process on loopback."""
+
+    def __init__(self, tmp, extra_args=(), tls=None):
+        self.dir = tempfile.mkdtemp(prefix="etcd-", dir=tmp)
+        self.port = free_port()
+        self.peer_port = free_port()
+        self.extra_args = list(extra_args)
+        self.tls = tls  # dict(cert=, key=, ca=) or None
+        scheme = "https" if tls else "http"
+        self.endpoint = f"{scheme}://127.0.0.1:{self.port}"
+        self.proc = None
+        self.log = open(os.path.join(self.dir, "etcd.log"), "ab")
+
+    def start(self):
+        args = [
+            "etcd", "--name", "t", "--data-dir", os.path.join(self.dir, "data"),
+            "--listen-client-urls", self.endpoint,
+            "--advertise-client-urls", self.endpoint,
+            "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+            "--initial-cluster", f"t=http://127.0.0.1:{self.peer_port}",
+            "--log-level", "error", "--logger", "zap",
+        ] + self.extra_args
+        if self.tls:
+            args += ["--cert-file", self.tls["cert"], "--key-file", self.tls["key"],
+                     "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("etcd exited: see " + self.log.name)
+            try:
+                self.ctl("endpoint", "health", timeout=3)
+                return
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError("etcd did not become healthy")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def ctl_env(self):
+        env = dict(os.environ)
+        env["ETCDCTL_API"] = "3"
+        return env
+
+    def ctl_args(self):
+        a = ["etcdctl", "--endpoints", self.endpoint]
+        if self.tls:
+            a += ["--cacert", self.tls["ca"], "--cert", self.tls["client_cert"],
+                  "--key", self.tls["client_key"]]
+        return a
+
+    def ctl(self, *args, timeout=20, input=None):
+        r = subprocess.run(self.ctl_args() + list(args), capture_output=True,
+                           env=self.ctl_env(), timeout=timeout, input=input)
+        if r.returncode != 0:
+            raise RuntimeError(f"etcdctl {args}: {r.stderr.decode(errors='replace')}")
+        return r.stdout
+
+    # JSON gateway helpers: arbitrary bytes, no shell quoting issues.
+    def api(self, path, body):
+        assert not self.tls
+        req = urllib.request.Request(self.endpoint + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return json.loads(r.read())
+
+    def put(self, key, value):
+        return int(self.api("/v3/kv/put", {"key": b64(key), "value": b64(value)})
+                   ["header"]["revision"])
+
+    def put_many(self, items):
+        """items: list of (key, value); one txn per 100."""
+        rev = 0
+        for i in range(0, len(items), 100):
+            ops = [{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in items[i:i + 100]]
+            rev = int(self.api("/v3/kv/txn", {"success": ops})["header"]["revision"])
+        return rev
+
+    def get(self, key):
+        """Returns (value bytes, kv dict) or (None, None)."""
+        r = self.api("/v3/kv/range", {"key": b64(key)})
+        kvs = r.get("kvs") or []
+        if not kvs:
+            return None, None
+        kv = kvs[0]
+        return base64.b64decode(kv.get("value", "")), kv
+
+    def delete(self, key, prefix=False):
+        body = {"key": b64(key)}
+        if prefix:
+            body["range_end"] = b64(prefix_end(key.encode() if isinstance(key, str) else key))
+        return self.api("/v3/kv/deleterange", body)
+
+    def keys(self, prefix=b""):
+        body = {"key": b64(prefix or b"\0"), "range_end": b64(prefix_end(prefix)),
+                "keys_only": True}
+        r = self.api("/v3/kv/range", body)
+        return [base64.b64decode(kv["key"]) for kv in r.get("kvs") or []]
+
+    def compact(self, rev):
+        return self.api("/v3/kv/compaction", {"revision": rev, "physical": True})
+
+    def revision(self):
+        return int(self.api("/v3/kv/range", {"key": b64("\0"), "limit": 1})["header"]["revision"])
+
+
+def prefix_end(p):
+    if isinstance(p, str):
+        p = p.encode()
+    b = bytearray(p)
+    while b and b[-1] == 0xFF:
+        b.pop()
+    if not b:
+        return b"\0"
+    b[-1] += 1
+    return bytes(b)
+
+
+class Mount:
+    """etcdfs mounted in the foreground as a child process."""
+
+    def __init__(self, tmp, args, name="mnt"):
+        self.path = tempfile.mkdtemp(prefix=name + "-", dir=tmp)
+        self.args = list(args)
+        self.log_path = os.path.join(tmp, os.path.basename(self.path) + ".log")
+        self.proc = None
+        self.allowed_errors = []
+
+    def start(self, wait=True, expect_fail=False):
+        self.logf = open(self.log_path, "ab")
+        cmd = [ETCDFS, "-f"] + self.args + [self.path]
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=self.logf)
+        if not wait:
+            return
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                if expect_fail:
+                    return
+                raise RuntimeError("etcdfs exited early:\n" + self.log())
+            if os.path.ismount(self.path):
+                return
+            time.sleep(0.02)
+        raise RuntimeError("etcdfs did not mount:\n" + self.log())
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def xattr(self, rel, name):
+        return os.getxattr(os.path.join(self.path, rel), name).decode()
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if os.path.ismount(self.path):
+            subprocess.run(["fusermount3", "-u", self.path], capture_output=True)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            subprocess.run(["fusermount3", "-uz", self.path], capture_output=True)
+        self.proc = None
+        self.logf.close()
+
+    def unexpected_errors(self):
+        bad = []
+        for line in self.log().splitlines():
+            if " error: " in line or "AddressSanitizer" in line or "runtime error" in line:
+                if not any(a in line for a in self.allowed_errors):
+                    bad.append(line)
+        return bad
+
+
+@pytest.fixture
+def tmp(tmp_path):
+    return str(tmp_path)
+
+
+@pytest.fixture
+def etcd(tmp):
+    e = Etcd(tmp)
+    e.start()
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def mount_factory(tmp):
+    mounts = []
+
+    def make(args, start=True, **kw):
+        m = Mount(tmp, args)
+        mounts.append(m)
+        if start:
+            m.start(**kw)
+        return m
+
+    yield make
+    errors = []
+    for m in mounts:
+        m.stop()
+        errors += m.unexpected_errors()
+    assert not errors, "daemon logged unexpected errors:\n" + "\n".join(errors)
+
+
+@pytest.fixture
+def mnt(etcd, mount_factory):
+    """etcdfs over the whole keyspace of a fresh etcd, short timeouts."""
+    return mount_factory(["--endpoints", etcd.endpoint, "--command-timeout=2s",
+                          "--dial-timeout=1s"])
