@@ -32,11 +32,11 @@ struct options {
 	char *conflict_dir;
 	char *shadow;
 	double timeout_fresh, timeout_stale;
-	int show_help, show_version, foreground, debug, single_thread, read_only;
+	int show_help, show_version, foreground, debug, single_thread, read_only, read_write;
 };
 
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
-enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO };
+enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO, KEY_RW };
 
 static const struct fuse_opt opt_spec[] = {
 	OPT("--endpoints=%s", endpoints), OPT("--endpoints %s", endpoints),
@@ -64,6 +64,7 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_KEY("-f", KEY_FG), FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("debug", KEY_DEBUG),
 	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("rw", KEY_RW),
 	FUSE_OPT_END,
 };
 
@@ -90,6 +91,9 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_RO:
 		o->read_only = 1;
 		return 1; /* the kernel mount is read-only too */
+	case KEY_RW:
+		o->read_write = 1;
+		return 0;
 	case FUSE_OPT_KEY_NONOPT:
 		if (!mountpoint) {
 			mountpoint = realpath(arg, NULL);
@@ -130,12 +134,20 @@ static void usage(const char *prog)
 	       "    --cache-size=BYTES         value cache bound, suffix K/M/G (default 256M)\n"
 	       "    --kernel-timeout=SEC       kernel cache lifetime while the watch is healthy (default 3600)\n"
 	       "    --stale-timeout=SEC        the same while it is not (default 1)\n"
+	       "    --consistency=MODE         serializable (default: watch-fed cache) or\n"
+	       "                               linearizable (every open does a quorum read)\n"
+	       "\n"
+	       "Writes:\n"
+	       "    --conflict-dir=DIR         where rejected saves are kept (default /tmp/etcdfs-conflicts-UID)\n"
+	       "    --shadow=PATTERNS          ':'-separated globs of editor temp names kept local\n"
+	       "                               (default .*.sw?:4913:*~:*.bak:.#*:#*#:sed??????:XX??????:.*.??????)\n"
 	       "\n"
 	       "FUSE:\n"
 	       "    -f                         stay in the foreground\n"
 	       "    -d, -o debug               debug log, foreground\n"
 	       "    -s                         single-threaded\n"
 	       "    -o ro                      read-only mount\n"
+	       "    -o rw                      allow writes into a Kubernetes keyspace (/registry)\n"
 	       "    -o allow_other             let other users in (the keyspace may hold Secrets)\n"
 	       "    -o default_permissions     let the kernel check file modes\n"
 	       "\n"
@@ -268,6 +280,18 @@ out:
 	return ret;
 }
 
+static bool keyspace_is_k8s(struct cache *c, const char *prefix)
+{
+	if (strncmp(prefix, "/registry", 9) == 0)
+		return true;
+	if (*prefix)
+		return false;
+	cache_rdlock(c);
+	bool k8s = cache_child(c, c->root, 0, "registry", 8) != NULL;
+	cache_unlock(c);
+	return k8s;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -298,6 +322,11 @@ int main(int argc, char *argv[])
 	}
 	if (o.debug)
 		log_set_level(LOG_DEBUG);
+	if (o.consistency && strcmp(o.consistency, "linearizable") != 0 &&
+	    strcmp(o.consistency, "serializable") != 0) {
+		fprintf(stderr, "etcdfs: --consistency must be serializable or linearizable\n");
+		goto out_args;
+	}
 	size_t cache_size = 256u << 20;
 	if (o.cache_size && parse_size(o.cache_size, &cache_size) < 0) {
 		fprintf(stderr, "etcdfs: bad --cache-size '%s'\n", o.cache_size);
@@ -343,7 +372,10 @@ int main(int argc, char *argv[])
 		.kv = kv,
 		.prefix = prefix,
 		.prefix_len = plen,
-		.read_only = true, /* writes arrive with the write path */
+		.read_only = o.read_only,
+		.linearizable = o.consistency && strcmp(o.consistency, "linearizable") == 0,
+		.conflict_dir = o.conflict_dir,
+		.shadow_patterns = o.shadow,
 		.timeout_fresh = o.timeout_fresh,
 		.timeout_stale = o.timeout_stale,
 		.secrets_match = "/secrets/",
@@ -366,6 +398,13 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	fs_set_cache(fs, cache);
+	if (!o.read_only && !o.read_write && keyspace_is_k8s(cache, prefix)) {
+		/* Writing behind the apiserver skips admission and validation:
+		 * it must be asked for. */
+		fs_set_read_only(fs, "this keyspace holds Kubernetes objects (/registry); writing "
+				     "behind the apiserver skips admission and validation, so the "
+				     "mount is read-only. Remount with -o rw to allow writes.");
+	}
 	r = fs_serve(fs, &args, mountpoint, o.single_thread, daemon_ready, NULL);
 	ret = r < 0 ? 1 : 0;
 out:

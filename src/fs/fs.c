@@ -630,6 +630,12 @@ void fs_set_cache(struct fs *fs, struct cache *cache)
 	fs->cache = cache;
 }
 
+void fs_set_read_only(struct fs *fs, const char *reason)
+{
+	fs->cfg.read_only = true;
+	fs->cfg.ro_reason = reason;
+}
+
 int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool single_thread,
 	     void (*ready)(void *arg), void *ready_arg)
 {

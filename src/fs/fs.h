@@ -20,6 +20,8 @@ struct fs_config {
 	const char *prefix;     /* borrowed, normalized mount prefix */
 	size_t prefix_len;
 	bool read_only;         /* -o ro: EROFS everywhere */
+	const char *ro_reason;  /* logged at the first refused write */
+	bool linearizable;      /* revalidate every open with a quorum read */
 	double timeout_fresh;   /* kernel entry/attr timeout, watch healthy */
 	double timeout_stale;   /* the same while it is not */
 	const char *conflict_dir; /* where rejected saves are kept */
@@ -32,6 +34,8 @@ struct fs_config {
 /* Creates the fs; the notify hook must be given to the cache. */
 int fs_new(const struct fs_config *cfg, struct fs **out);
 void fs_set_cache(struct fs *fs, struct cache *cache);
+/* Makes the mount read-only; reason is logged at the first refused write. */
+void fs_set_read_only(struct fs *fs, const char *reason);
 /* For cache_config.notify. */
 void fs_cache_notify(void *fs, const struct cache_change *chg);
 

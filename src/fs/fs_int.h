@@ -35,6 +35,8 @@ struct fs {
 	bool dd_stop, dd_running;
 	pthread_t dd_thread;
 
+	bool ro_explained; /* the first EROFS logs why */
+
 	/* request counters (atomics) */
 	uint64_t n_requests, n_lookup, n_getattr, n_open, n_read, n_readdir, n_errors;
 };
@@ -81,6 +83,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
 void fs_op_readlink(fuse_req_t req, fuse_ino_t ino);
 int fs_writer_start(struct fs *fs);
+void fs_reply_erofs(struct fs *fs, fuse_req_t req);
 void fs_writer_stop(struct fs *fs);
 
 int fs_notifier_start(struct fs *fs);

@@ -408,7 +408,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
 	bool trunc = writable && (fi->flags & O_TRUNC);
 	if ((writable || (fi->flags & O_TRUNC)) && fs->cfg.read_only) {
-		fuse_reply_err(req, EROFS);
+		fs_reply_erofs(fs, req);
 		return;
 	}
 	cache_rdlock(fs->cache);
@@ -428,7 +428,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	cache_unlock(fs->cache);
 	bool fresh = cache_fresh(fs->cache);
 	int ret;
-	if (!fresh && !local) {
+	if ((!fresh || fs->cfg.linearizable) && !local) {
 		/* Stale cache: read the key itself, so the open fails now if
 		 * etcd is away and the content is current if it is not. */
 		ret = cache_revalidate(fs->cache, n);
@@ -760,6 +760,13 @@ void fs_writer_stop(struct fs *fs)
 
 /* ---- namespace operations ---- */
 
+void fs_reply_erofs(struct fs *fs, fuse_req_t req)
+{
+	if (fs->cfg.ro_reason && !__atomic_exchange_n(&fs->ro_explained, true, __ATOMIC_SEQ_CST))
+		log_warn("write refused: %s", fs->cfg.ro_reason);
+	fuse_reply_err(req, EROFS);
+}
+
 static void reply_err(fuse_req_t req, int ret)
 {
 	fuse_reply_err(req, ret < 0 ? fs_errno_out(ret) : ret);
@@ -771,7 +778,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	if (fs->cfg.read_only) {
-		fuse_reply_err(req, EROFS);
+		fs_reply_erofs(fs, req);
 		return;
 	}
 	if (!S_ISREG(mode) && (mode & S_IFMT)) {
@@ -864,7 +871,10 @@ void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	(void)rdev;
 	struct fs *fs = fs_of(req);
 	if (!S_ISREG(mode)) {
-		fuse_reply_err(req, fs->cfg.read_only ? EROFS : EPERM);
+		if (fs->cfg.read_only)
+			fs_reply_erofs(fs, req);
+		else
+			fuse_reply_err(req, EPERM);
 		return;
 	}
 	/* A regular mknod is a create that is closed at once. */
@@ -872,7 +882,7 @@ void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	memset(&fi, 0, sizeof(fi));
 	fi.flags = O_WRONLY | O_EXCL;
 	if (fs->cfg.read_only) {
-		fuse_reply_err(req, EROFS);
+		fs_reply_erofs(fs, req);
 		return;
 	}
 	struct cache *c = fs->cache;
@@ -934,7 +944,7 @@ void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	if (fs->cfg.read_only) {
-		fuse_reply_err(req, EROFS);
+		fs_reply_erofs(fs, req);
 		return;
 	}
 	struct cache *c = fs->cache;
@@ -959,7 +969,7 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	if (fs->cfg.read_only) {
-		fuse_reply_err(req, EROFS);
+		fs_reply_erofs(fs, req);
 		return;
 	}
 	/* Pending deletes below it must land first, or it is not empty. */
@@ -999,7 +1009,7 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	if (fs->cfg.read_only) {
-		fuse_reply_err(req, EROFS);
+		fs_reply_erofs(fs, req);
 		return;
 	}
 	struct cache *c = fs->cache;
@@ -1083,7 +1093,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	if (fs->cfg.read_only) {
-		fuse_reply_err(req, EROFS);
+		fs_reply_erofs(fs, req);
 		return;
 	}
 	if (flags & ~RENAME_NOREPLACE) {
@@ -1346,7 +1356,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 	struct cache *c = fs->cache;
 	int ret = 0;
 	if (fs->cfg.read_only) {
-		fuse_reply_err(req, EROFS);
+		fs_reply_erofs(fs, req);
 		return;
 	}
 	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != fs->uid) {
@@ -1439,7 +1449,7 @@ void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const ch
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	if (fs->cfg.read_only) {
-		fuse_reply_err(req, EROFS);
+		fs_reply_erofs(fs, req);
 		return;
 	}
 	/* etcd has no symlinks; only local shadow names (emacs' .#x lock)
