@@ -2,6 +2,7 @@
 #include "codec.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,6 +192,28 @@ size_t codec_cmd_size(const struct codec_cmd *cmd)
 	return sz;
 }
 
+/* Raft entries are framed as [magic][length][Command][zero pad to 8]:
+ * libraft 0.15 writes entries padded to 8 bytes but its closed-segment loader
+ * sums the unpadded lengths, so an entry whose length is not a multiple of 8
+ * makes the log unreadable after a restart (upstream later made 8-byte
+ * multiples a requirement). A protobuf message cannot carry trailing zeros,
+ * hence the explicit length. */
+#define CMD_MAGIC 0x31534645u /* "EFS1" little endian */
+#define CMD_HDR 8
+
+static void put32le(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get32le(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 int codec_pack_cmd(const struct codec_cmd *cmd, codec_alloc_fn alloc, void **buf, size_t *len)
 {
 	Etcdfs__Store__Command m;
@@ -199,14 +222,22 @@ int codec_pack_cmd(const struct codec_cmd *cmd, codec_alloc_fn alloc, void **buf
 	if (ret < 0)
 		goto out;
 	size_t sz = etcdfs__store__command__get_packed_size(&m);
-	void *out = alloc(sz ? sz : 1);
+	if (sz > UINT32_MAX - 16) {
+		ret = -EFBIG;
+		goto out;
+	}
+	size_t total = CMD_HDR + ((sz + 7) & ~(size_t)7);
+	uint8_t *out = alloc(total);
 	if (!out) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	etcdfs__store__command__pack(&m, out);
+	put32le(out, CMD_MAGIC);
+	put32le(out + 4, (uint32_t)sz);
+	etcdfs__store__command__pack(&m, out + CMD_HDR);
+	memset(out + CMD_HDR + sz, 0, total - CMD_HDR - sz);
 	*buf = out;
-	*len = sz;
+	*len = total;
 out:
 	pb_txn_release(&s);
 	return ret;
@@ -215,10 +246,14 @@ out:
 int codec_unpack_cmd(const void *buf, size_t len, struct codec_cmd *out)
 {
 	memset(out, 0, sizeof(*out));
+	const uint8_t *b = buf;
+	if (len < CMD_HDR || get32le(b) != CMD_MAGIC || get32le(b + 4) > len - CMD_HDR)
+		return -EINVAL;
+	size_t sz = get32le(b + 4);
 	struct cmd_priv *p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	p->msg = etcdfs__store__command__unpack(NULL, len, buf);
+	p->msg = etcdfs__store__command__unpack(NULL, sz, b + CMD_HDR);
 	if (!p->msg) {
 		free(p);
 		return -EINVAL;

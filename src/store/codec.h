@@ -28,7 +28,9 @@ struct codec_cmd {
 	void *priv; /* unpacked message and arrays */
 };
 
-/* txn is used for CODEC_CMD_TXN, compact for CODEC_CMD_COMPACT. */
+/* txn is used for CODEC_CMD_TXN, compact for CODEC_CMD_COMPACT. The packed
+ * entry is framed and padded to a multiple of 8 bytes (libraft 0.15 needs
+ * that, see codec.c); codec_unpack_cmd expects that framing. */
 int codec_pack_cmd(const struct codec_cmd *cmd, codec_alloc_fn alloc, void **buf, size_t *len);
 /* Size of the packed command without packing it (request size limits). */
 size_t codec_cmd_size(const struct codec_cmd *cmd);

@@ -190,6 +190,8 @@ struct mvcc *mvcc_new(void)
 		return NULL;
 	}
 	m->level = 1;
+	/* Like etcd, an empty store is at revision 1; the first write is 2. */
+	m->rev = 1;
 	m->rng = 0x9e3779b97f4a7c15ull;
 	return m;
 }
@@ -1209,7 +1211,7 @@ static int check_key(const struct mvcc *m, const struct knode *x, size_t *n_logg
 
 int mvcc_check(const struct mvcc *m)
 {
-	if (m->rev < 0 || m->compact_rev < 0 || m->compact_rev > m->rev)
+	if (m->rev < 1 || m->compact_rev < 0 || m->compact_rev > m->rev)
 		BAD("revision %lld, compact revision %lld", (long long)m->rev,
 		    (long long)m->compact_rev);
 	/* Every level is sorted and a subsequence of level 0. */
@@ -1240,8 +1242,9 @@ int mvcc_check(const struct mvcc *m)
 	if (n_logged != m->log_len)
 		BAD("change log holds %zu versions, history %zu", m->log_len, n_logged);
 	/* The change log is ordered, each entry is in its key's history, and
-	 * every revision after the compaction point has at least one change. */
-	int64_t expect = m->compact_rev + 1;
+	 * every revision after the compaction point has at least one change
+	 * (except revision 1, the empty initial state). */
+	int64_t expect = m->compact_rev + 1 > 2 ? m->compact_rev + 1 : 2;
 	for (size_t i = 0; i < m->log_len; i++) {
 		const struct rev *r = m->log[i];
 		if (i && cmp_log(&m->log[i - 1], &m->log[i]) >= 0)

@@ -53,51 +53,52 @@ static void test_basic(void)
 {
 	struct mvcc *m = mvcc_new();
 	CHECK(m);
-	CHECK_EQ(mvcc_revision(m), 0);
+	CHECK_EQ(mvcc_revision(m), 1); /* etcd: an empty store is at revision 1 */
 	CHECK_EQ(put(m, "a", "1"), 0);
 	CHECK_EQ(put(m, "a", "2"), 0);
 	CHECK_EQ(put(m, "b", "x"), 0);
-	CHECK_EQ(mvcc_revision(m), 3);
+	CHECK_EQ(mvcc_revision(m), 4);
 	struct kv_kv kv;
 	CHECK_EQ(get_at(m, "a", 0, &kv), 0);
 	CHECK_MEM(kv.value, kv.value_len, "2");
-	CHECK_EQ(kv.create_revision, 1);
-	CHECK_EQ(kv.mod_revision, 2);
+	CHECK_EQ(kv.create_revision, 2);
+	CHECK_EQ(kv.mod_revision, 3);
 	CHECK_EQ(kv.version, 2);
 	kv_kv_free(&kv);
-	CHECK_EQ(get_at(m, "a", 1, &kv), 0);
+	CHECK_EQ(get_at(m, "a", 2, &kv), 0);
 	CHECK_MEM(kv.value, kv.value_len, "1");
 	kv_kv_free(&kv);
+	CHECK_EQ(get_at(m, "a", 1, &kv), -ENOENT);
 	/* delete resets version; a deleted key is absent at later revisions */
 	CHECK_EQ(del(m, "a", NULL), 0);
-	CHECK_EQ(mvcc_revision(m), 4);
+	CHECK_EQ(mvcc_revision(m), 5);
 	CHECK_EQ(get_at(m, "a", 0, &kv), -ENOENT);
 	CHECK_EQ(del(m, "a", NULL), 0); /* deleting nothing: no new revision */
-	CHECK_EQ(mvcc_revision(m), 4);
+	CHECK_EQ(mvcc_revision(m), 5);
 	CHECK_EQ(put(m, "a", "3"), 0);
 	CHECK_EQ(get_at(m, "a", 0, &kv), 0);
 	CHECK_EQ(kv.version, 1);
-	CHECK_EQ(kv.create_revision, 5);
+	CHECK_EQ(kv.create_revision, 6);
 	kv_kv_free(&kv);
 	CHECK_EQ(mvcc_check(m), 0);
 	/* compaction */
-	CHECK_EQ(mvcc_compact(m, 4), 0);
-	CHECK_EQ(mvcc_compact(m, 4), -ERANGE);
+	CHECK_EQ(mvcc_compact(m, 5), 0);
+	CHECK_EQ(mvcc_compact(m, 5), -ERANGE);
 	CHECK_EQ(mvcc_compact(m, 99), -ENOENT);
-	CHECK_EQ(get_at(m, "a", 3, &kv), -ERANGE);
-	CHECK_EQ(get_at(m, "b", 4, &kv), 0); /* b@3 survives as newest <= 4 */
+	CHECK_EQ(get_at(m, "a", 4, &kv), -ERANGE);
+	CHECK_EQ(get_at(m, "b", 5, &kv), 0); /* b@4 survives as newest <= 5 */
 	kv_kv_free(&kv);
-	CHECK_EQ(get_at(m, "a", 4, &kv), -ENOENT); /* tombstone at 4 dropped */
-	CHECK_EQ(get_at(m, "a", 6, &kv), -ENOENT); /* future */
+	CHECK_EQ(get_at(m, "a", 5, &kv), -ENOENT); /* tombstone at 5 dropped */
+	CHECK_EQ(get_at(m, "a", 7, &kv), -ENOENT); /* future */
 	CHECK_EQ(mvcc_check(m), 0);
 	struct kv_event *evs;
 	size_t n;
 	int64_t next;
-	CHECK_EQ(mvcc_events(m, "\0", 1, "\0", 1, 3, 100, &evs, &n, &next), -ERANGE);
-	CHECK_EQ(mvcc_events(m, "\0", 1, "\0", 1, 4, 100, &evs, &n, &next), 0);
-	CHECK_EQ(n, 1); /* only a@5: the tombstone at 4 is gone */
-	CHECK_EQ(evs[0].kv.mod_revision, 5);
-	CHECK_EQ(next, 6);
+	CHECK_EQ(mvcc_events(m, "\0", 1, "\0", 1, 4, 100, &evs, &n, &next), -ERANGE);
+	CHECK_EQ(mvcc_events(m, "\0", 1, "\0", 1, 5, 100, &evs, &n, &next), 0);
+	CHECK_EQ(n, 1); /* only a@6: the tombstone at 5 is gone */
+	CHECK_EQ(evs[0].kv.mod_revision, 6);
+	CHECK_EQ(next, 7);
 	mvcc_events_free(evs, n);
 	mvcc_free(m);
 }

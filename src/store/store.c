@@ -1,0 +1,1693 @@
+/* store.c: the embedded store: MVCC state machine replicated and persisted
+ * through libraft (libuv I/O backend) and exposed through the kv.h vtable.
+ *
+ * Write path: caller thread validates and serializes the txn as a Command,
+ * queues it for the loop thread (uv_async), which raft_apply()s it; the fsm
+ * apply callback (loop thread) applies it to the MVCC state and hands the
+ * result to the waiting caller, whose condition variable is then signalled.
+ * So a write returns success only once its entry is committed, fsync'd by
+ * libraft and applied. Reads run on the caller thread under a shared lock.
+ */
+#include "store_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define META_NAME "store.meta"
+#define META_MAGIC "etcdfs-store 1"
+#define WATCH_BATCH 1000
+#define POLL_MS 50
+
+/* ---- time ---- */
+
+int64_t store_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t store_deadline_ms(long timeout_ms)
+{
+	return store_now_ms() + timeout_ms;
+}
+
+static void ms_to_timespec(int64_t ms, struct timespec *ts)
+{
+	ts->tv_sec = ms / 1000;
+	ts->tv_nsec = (ms % 1000) * 1000000;
+}
+
+static void cond_init_mono(pthread_cond_t *c)
+{
+	pthread_condattr_t a;
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(c, &a);
+	pthread_condattr_destroy(&a);
+}
+
+/* ---- configuration ---- */
+
+void store_config_init(struct store_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->id = 1;
+	cfg->snapshot_threshold = 1024;
+	cfg->snapshot_trailing = 128;
+	cfg->apply_timeout_ms = 5000;
+	cfg->open_timeout_ms = 10000;
+	cfg->max_request_bytes = 3 * 1024 * 1024 / 2;
+	cfg->max_txn_ops = 128;
+	cfg->election_timeout_ms = 1000;
+	cfg->heartbeat_timeout_ms = 100;
+	cfg->segment_size = 8 * 1024 * 1024;
+}
+
+static int parse_addr(const char *s, size_t len, struct store_peer *p)
+{
+	/* IP:PORT[:FWDPORT], IPv4 only (raft_uv_tcp's address format). */
+	char buf[96];
+	if (len >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, s, len);
+	buf[len] = 0;
+	char *c1 = strchr(buf, ':');
+	if (!c1 || c1 == buf)
+		return -EINVAL;
+	*c1 = 0;
+	char *port = c1 + 1, *fwd = strchr(port, ':');
+	if (fwd)
+		*fwd++ = 0;
+	char *end;
+	unsigned long rp = strtoul(port, &end, 10);
+	if (*end || !*port || rp == 0 || rp > 65535)
+		return -EINVAL;
+	unsigned long fp = rp + 1000;
+	if (fwd) {
+		fp = strtoul(fwd, &end, 10);
+		if (*end || !*fwd || fp == 0)
+			return -EINVAL;
+	}
+	if (fp > 65535)
+		return -EINVAL;
+	if (strlen(buf) >= sizeof(p->fwd_host))
+		return -EINVAL;
+	snprintf(p->raft_addr, sizeof(p->raft_addr), "%s:%lu", buf, rp);
+	snprintf(p->fwd_host, sizeof(p->fwd_host), "%s", buf);
+	p->fwd_port = (unsigned)fp;
+	return 0;
+}
+
+static int parse_peers(struct store *s, const char *spec)
+{
+	const char *p = spec;
+	while (*p) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		const char *eq = memchr(p, '=', len);
+		if (!eq || s->n_peers == STORE_MAX_PEERS)
+			goto bad;
+		char *end;
+		unsigned long id = strtoul(p, &end, 10);
+		if (end != eq || id == 0 || id > UINT_MAX)
+			goto bad;
+		struct store_peer *peer = &s->peers[s->n_peers];
+		peer->id = (unsigned)id;
+		if (parse_addr(eq + 1, len - (size_t)(eq + 1 - p), peer) < 0)
+			goto bad;
+		for (unsigned i = 0; i < s->n_peers; i++)
+			if (s->peers[i].id == peer->id) {
+				log_err("store: --peers lists id %u twice", peer->id);
+				return -EINVAL;
+			}
+		s->n_peers++;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return 0;
+bad:
+	log_err("store: cannot parse --peers \"%s\": expected ID=IP:PORT[:FWDPORT],...", spec);
+	return -EINVAL;
+}
+
+/* ---- data directory ---- */
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char *tmp = strdup(path);
+	if (!tmp)
+		return -ENOMEM;
+	int ret = 0;
+	for (char *p = tmp + 1;; p++) {
+		if (*p == '/' || *p == 0) {
+			char c = *p;
+			*p = 0;
+			if (mkdir(tmp, mode) < 0 && errno != EEXIST) {
+				ret = -errno;
+				break;
+			}
+			*p = c;
+			if (!c)
+				break;
+		}
+	}
+	free(tmp);
+	if (ret == 0) {
+		struct stat st;
+		if (stat(path, &st) < 0)
+			ret = -errno;
+		else if (!S_ISDIR(st.st_mode))
+			ret = -ENOTDIR;
+	}
+	return ret;
+}
+
+static char *path_join(const char *a, const char *b)
+{
+	char *p;
+	if (asprintf(&p, "%s/%s", a, b) < 0)
+		return NULL;
+	return p;
+}
+
+static int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int ret = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return ret;
+}
+
+static void cluster_string(const struct store *s, char *buf, size_t len)
+{
+	size_t off = 0;
+	buf[0] = 0;
+	if (!s->multi) {
+		snprintf(buf, len, "single");
+		return;
+	}
+	for (unsigned i = 0; i < s->n_peers && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%u=%s", i ? "," : "",
+					s->peers[i].id, s->peers[i].raft_addr);
+}
+
+/* The meta file marks a completed bootstrap (written after it, atomically),
+ * so a crash during the very first start is recognised and redone. */
+static int meta_write(struct store *s)
+{
+	char cluster[1200], *tmp = NULL, *path = NULL;
+	int ret = -ENOMEM, fd = -1;
+	cluster_string(s, cluster, sizeof(cluster));
+	tmp = path_join(s->data_dir, META_NAME ".tmp");
+	path = path_join(s->data_dir, META_NAME);
+	if (!tmp || !path)
+		goto out;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	char buf[1400];
+	int n = snprintf(buf, sizeof(buf), "%s\nid %u\ncluster %s\n", META_MAGIC, s->cfg.id,
+			 cluster);
+	if (write(fd, buf, (size_t)n) != n || fsync(fd) < 0) {
+		ret = errno ? -errno : -EIO;
+		goto out;
+	}
+	close(fd);
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = fsync_dir(s->data_dir);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (ret < 0)
+		log_err("store: cannot write %s/%s: %s", s->data_dir, META_NAME, strerror(-ret));
+	free(tmp);
+	free(path);
+	return ret;
+}
+
+/* 1 if present and valid, 0 if absent, negative on error. */
+static int meta_read(struct store *s)
+{
+	char *path = path_join(s->data_dir, META_NAME);
+	if (!path)
+		return -ENOMEM;
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		int e = errno;
+		free(path);
+		if (e == ENOENT)
+			return 0;
+		log_err("store: cannot read %s/%s: %s", s->data_dir, META_NAME, strerror(e));
+		return -e;
+	}
+	char line[1400], cluster[1200];
+	unsigned id = 0;
+	int ret = -EUCLEAN;
+	cluster[0] = 0;
+	if (!fgets(line, sizeof(line), f) || strncmp(line, META_MAGIC, strlen(META_MAGIC)) != 0)
+		goto bad;
+	if (!fgets(line, sizeof(line), f) || sscanf(line, "id %u", &id) != 1)
+		goto bad;
+	if (fgets(line, sizeof(line), f) && sscanf(line, "cluster %1199s", cluster) != 1)
+		goto bad;
+	if (id != s->cfg.id) {
+		log_err("store: %s belongs to raft node %u, not node %u", s->data_dir, id,
+			s->cfg.id);
+		ret = -EINVAL;
+		goto out;
+	}
+	char now[1200];
+	cluster_string(s, now, sizeof(now));
+	if (strcmp(now, cluster) != 0)
+		log_warn("store: %s was bootstrapped as cluster \"%s\"; the configured \"%s\" is "
+			 "ignored (membership changes are not supported)",
+			 s->data_dir, cluster, now);
+	ret = 1;
+	goto out;
+bad:
+	log_err("store: %s/%s is not an etcdfs store marker", s->data_dir, META_NAME);
+out:
+	fclose(f);
+	free(path);
+	return ret;
+}
+
+/* Removes what an interrupted first bootstrap left in the raft directory.
+ * Only called when the meta file is absent, i.e. before any write could have
+ * been acknowledged. */
+static int clear_dir(const char *dir)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return -errno;
+	}
+	int ret = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (unlinkat(dfd, e->d_name, 0) < 0 && ret == 0)
+			ret = -errno;
+	}
+	closedir(d);
+	return ret;
+}
+
+static int lock_data_dir(struct store *s)
+{
+	char *path = path_join(s->data_dir, "LOCK");
+	if (!path)
+		return -ENOMEM;
+	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	int ret = 0;
+	if (s->lock_fd < 0) {
+		ret = -errno;
+		log_err("store: cannot create %s: %s", path, strerror(-ret));
+	} else if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		log_err("store: data dir %s is in use by another etcdfs process (%s)", s->data_dir,
+			strerror(errno));
+	}
+	free(path);
+	return ret;
+}
+
+/* Can we create files here? Gives a clear EACCES/EROFS/ENOSPC up front
+ * instead of a raft error later. */
+static int probe_writable(const char *dir)
+{
+	char *path = path_join(dir, ".probe");
+	if (!path)
+		return -ENOMEM;
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int ret = 0;
+	if (fd < 0) {
+		ret = -errno;
+	} else {
+		if (write(fd, "x", 1) != 1 || fsync(fd) < 0)
+			ret = errno ? -errno : -EIO;
+		close(fd);
+		unlink(path);
+	}
+	free(path);
+	return ret;
+}
+
+/* ---- raft error mapping ---- */
+
+static int raft_errno(int rv)
+{
+	switch (rv) {
+	case 0:
+		return 0;
+	case RAFT_NOMEM:
+		return -ENOMEM;
+	case RAFT_NOSPACE:
+		return -ENOSPC;
+	case RAFT_UNAUTHORIZED:
+		return -EACCES;
+	case RAFT_NOTLEADER:
+		return -STORE_ENOTLEADER;
+	case RAFT_TOOBIG:
+		return -EFBIG;
+	case RAFT_SHUTDOWN:
+		return -ESHUTDOWN;
+	case RAFT_CORRUPT:
+	case RAFT_MALFORMED:
+		return -EUCLEAN;
+	default:
+		return -EIO;
+	}
+}
+
+/* ---- a transport for the single-node case ----
+ *
+ * A lone node never talks to anyone, so it opens no socket at all: libraft's
+ * TCP transport has no authentication and would let any local user inject
+ * Raft messages into a laptop's store. */
+
+struct null_transport {
+	uv_timer_t timer; /* only used to defer the close callback */
+	raft_uv_transport_close_cb close_cb;
+	struct raft_uv_transport *t;
+};
+
+static int nt_init(struct raft_uv_transport *t, raft_id id, const char *address)
+{
+	(void)t, (void)id, (void)address;
+	return 0;
+}
+
+static int nt_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
+{
+	(void)t, (void)cb;
+	return 0;
+}
+
+static int nt_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,
+		      const char *address, raft_uv_connect_cb cb)
+{
+	(void)req, (void)id, (void)address, (void)cb;
+	snprintf(t->errmsg, sizeof(t->errmsg), "single-node store has no peers");
+	return RAFT_NOCONNECTION;
+}
+
+static void nt_closed(uv_handle_t *h)
+{
+	struct null_transport *nt = h->data;
+	nt->close_cb(nt->t);
+}
+
+static void nt_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
+{
+	struct null_transport *nt = t->impl;
+	nt->close_cb = cb;
+	uv_close((uv_handle_t *)&nt->timer, nt_closed);
+}
+
+static int null_transport_init(struct raft_uv_transport *t, uv_loop_t *loop)
+{
+	struct null_transport *nt = calloc(1, sizeof(*nt));
+	if (!nt)
+		return RAFT_NOMEM;
+	uv_timer_init(loop, &nt->timer);
+	nt->timer.data = nt;
+	nt->t = t;
+	memset(t, 0, sizeof(*t));
+	t->impl = nt;
+	t->init = nt_init;
+	t->listen = nt_listen;
+	t->connect = nt_connect;
+	t->close = nt_close;
+	return 0;
+}
+
+static void transport_release(struct store *s)
+{
+	if (s->multi) {
+		raft_uv_tcp_close(&s->transport);
+	} else {
+		free(s->transport.impl);
+		s->transport.impl = NULL;
+	}
+}
+
+/* ---- state machine (loop thread) ---- */
+
+static void publish_revision(struct store *s)
+{
+	pthread_rwlock_rdlock(&s->state_lock);
+	int64_t rev = mvcc_revision(s->m);
+	pthread_rwlock_unlock(&s->state_lock);
+	pthread_mutex_lock(&s->wmu);
+	s->published_rev = rev;
+	pthread_cond_broadcast(&s->wcond);
+	pthread_mutex_unlock(&s->wmu);
+}
+
+static struct preq *pending_find(struct store *s, uint64_t seq)
+{
+	for (struct preq *p = s->pending; p; p = p->pnext)
+		if (p->seq == seq)
+			return p;
+	return NULL;
+}
+
+static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+{
+	struct store *s = fsm->data;
+	*result = NULL;
+	/* libraft applies entries in index order and bumps last_applied right
+	 * after this callback, so this entry's index is last_applied + 1. */
+	uint64_t index = s->raft.last_applied + 1;
+	if (index <= mvcc_applied_index(s->m))
+		return 0; /* already in the state (raft restarted under us) */
+	struct codec_cmd cmd;
+	int ret = codec_unpack_cmd(buf->base, buf->len, &cmd);
+	if (ret == -ENOMEM) {
+		log_err("store: out of memory applying log entry %llu", (unsigned long long)index);
+		abort(); /* diverging from the log is worse than stopping */
+	}
+	if (ret < 0) {
+		/* Deterministic on every node, so skipping keeps them equal. */
+		log_err("store: log entry %llu is not a valid command; skipped",
+			(unsigned long long)index);
+		pthread_rwlock_wrlock(&s->state_lock);
+		mvcc_set_applied_index(s->m, index);
+		pthread_rwlock_unlock(&s->state_lock);
+		return 0;
+	}
+	struct preq *p = NULL;
+	if (cmd.origin == s->cfg.id && cmd.boot == s->boot)
+		p = pending_find(s, cmd.seq);
+	struct kv_txn_result *res = p && p->want_result ? &p->res : NULL;
+	pthread_rwlock_wrlock(&s->state_lock);
+	switch (cmd.kind) {
+	case CODEC_CMD_TXN:
+		ret = mvcc_txn(s->m, &cmd.txn, res);
+		break;
+	case CODEC_CMD_COMPACT:
+		ret = mvcc_compact(s->m, cmd.compact);
+		break;
+	default:
+		ret = 0;
+		break;
+	}
+	mvcc_set_applied_index(s->m, index);
+	pthread_rwlock_unlock(&s->state_lock);
+	codec_cmd_free(&cmd);
+	if (ret == -ENOMEM) {
+		log_err("store: out of memory applying log entry %llu", (unsigned long long)index);
+		abort();
+	}
+	if (p)
+		p->err = ret;
+	publish_revision(s);
+	return 0;
+}
+
+static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+	struct store *s = fsm->data;
+	void *data;
+	size_t len;
+	pthread_rwlock_wrlock(&s->state_lock);
+	/* The snapshot stands for everything up to raft's last_applied, which
+	 * may be a configuration or barrier entry the fsm never sees. */
+	if (s->raft.last_applied > mvcc_applied_index(s->m))
+		mvcc_set_applied_index(s->m, s->raft.last_applied);
+	int ret = mvcc_snapshot(s->m, &data, &len);
+	pthread_rwlock_unlock(&s->state_lock);
+	if (ret < 0)
+		return RAFT_NOMEM;
+	*bufs = raft_malloc(sizeof(**bufs));
+	if (!*bufs) {
+		free(data);
+		return RAFT_NOMEM;
+	}
+	(*bufs)[0].base = data;
+	(*bufs)[0].len = len;
+	*n_bufs = 1;
+	log_debug("store: snapshot at index %llu, %zu bytes",
+		  (unsigned long long)s->raft.last_applied, len);
+	return 0;
+}
+
+static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+	(void)fsm;
+	if (*bufs) {
+		for (unsigned i = 0; i < *n_bufs; i++)
+			free((*bufs)[i].base);
+		raft_free(*bufs);
+	}
+	*bufs = NULL;
+	*n_bufs = 0;
+	return 0;
+}
+
+static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+	struct store *s = fsm->data;
+	struct mvcc *m;
+	int ret = mvcc_restore(buf->base, buf->len, &m);
+	raft_free(buf->base);
+	if (ret < 0) {
+		log_err("store: cannot restore snapshot: %s", strerror(-ret));
+		return ret == -ENOMEM ? RAFT_NOMEM : RAFT_CORRUPT;
+	}
+	pthread_rwlock_wrlock(&s->state_lock);
+	if (mvcc_applied_index(m) <= mvcc_applied_index(s->m) && mvcc_revision(s->m) > 0) {
+		/* Our state is already at least as new (raft restarted). */
+		pthread_rwlock_unlock(&s->state_lock);
+		mvcc_free(m);
+		return 0;
+	}
+	struct mvcc *old = s->m;
+	s->m = m;
+	pthread_rwlock_unlock(&s->state_lock);
+	mvcc_free(old);
+	log_info("store: restored snapshot at revision %lld (raft index %llu)",
+		 (long long)mvcc_revision(m), (unsigned long long)mvcc_applied_index(m));
+	publish_revision(s);
+	return 0;
+}
+
+/* ---- loop thread: proposals ---- */
+
+static void preq_unref_locked(struct preq *p)
+{
+	if (--p->refs == 0) {
+		kv_txn_result_free(&p->res);
+		pthread_cond_destroy(&p->cond);
+		free(p);
+	}
+}
+
+static void preq_complete(struct store *s, struct preq *p, int err)
+{
+	pthread_mutex_lock(&s->mu);
+	if (err)
+		p->err = err;
+	p->done = true;
+	pthread_cond_signal(&p->cond);
+	preq_unref_locked(p);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void pending_remove(struct store *s, struct preq *p)
+{
+	if (p->pprev)
+		p->pprev->pnext = p->pnext;
+	else if (s->pending == p)
+		s->pending = p->pnext;
+	if (p->pnext)
+		p->pnext->pprev = p->pprev;
+	p->pprev = p->pnext = NULL;
+}
+
+static void schedule_restart(struct store *s);
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+	struct preq *p = req->data;
+	struct store *s = p->s;
+	(void)result;
+	pending_remove(s, p);
+	int err = 0;
+	if (status != 0) {
+		err = raft_errno(status);
+		if (status == RAFT_NOSPACE || status == RAFT_IOERR) {
+			log_err("store: writing the raft log failed: %s (%s); the write was not "
+				"stored, restarting raft from disk",
+				raft_strerror(status), raft_errmsg(&s->raft));
+			pthread_mutex_lock(&s->mu);
+			s->io_error = true;
+			pthread_mutex_unlock(&s->mu);
+			schedule_restart(s);
+		} else if (status == RAFT_LEADERSHIPLOST) {
+			/* The entry may still be committed by the next leader. */
+			log_warn("store: leadership lost before a write committed; its outcome is "
+				 "unknown");
+			err = -EIO;
+		} else {
+			log_err("store: write failed in raft: %s", raft_strerror(status));
+		}
+	}
+	preq_complete(s, p, err);
+}
+
+static void submit(struct store *s, struct preq *p)
+{
+	if (raft_state(&s->raft) != RAFT_LEADER) {
+		raft_free(p->buf.base);
+		p->buf.base = NULL;
+		preq_complete(s, p, -STORE_ENOTLEADER);
+		return;
+	}
+	p->apply.data = p;
+	int rv = raft_apply(&s->raft, &p->apply, &p->buf, 1, apply_cb);
+	if (rv != 0) {
+		raft_free(p->buf.base);
+		p->buf.base = NULL;
+		if (rv != RAFT_NOTLEADER)
+			log_err("store: raft_apply failed: %s", raft_errmsg(&s->raft));
+		preq_complete(s, p, raft_errno(rv));
+		return;
+	}
+	p->buf.base = NULL; /* owned by raft now */
+	p->pnext = s->pending;
+	p->pprev = NULL;
+	if (s->pending)
+		s->pending->pprev = p;
+	s->pending = p;
+}
+
+static void raft_closed_for_restart(struct raft *r);
+static void raft_closed_final(struct raft *r);
+static int raft_boot(struct store *s, bool bootstrap);
+
+static void drain_queue(struct store *s)
+{
+	pthread_mutex_lock(&s->mu);
+	struct preq *q = s->qhead;
+	s->qhead = s->qtail = NULL;
+	pthread_mutex_unlock(&s->mu);
+	while (q) {
+		struct preq *next = q->qnext;
+		q->qnext = NULL;
+		pthread_mutex_lock(&s->mu);
+		bool cancelled = q->cancelled;
+		pthread_mutex_unlock(&s->mu);
+		if (cancelled) {
+			raft_free(q->buf.base);
+			q->buf.base = NULL;
+			preq_complete(s, q, -ETIMEDOUT);
+		} else {
+			submit(s, q);
+		}
+		q = next;
+	}
+}
+
+static void fail_queue(struct store *s, int err)
+{
+	pthread_mutex_lock(&s->mu);
+	struct preq *q = s->qhead;
+	s->qhead = s->qtail = NULL;
+	pthread_mutex_unlock(&s->mu);
+	while (q) {
+		struct preq *next = q->qnext;
+		raft_free(q->buf.base);
+		q->buf.base = NULL;
+		preq_complete(s, q, err);
+		q = next;
+	}
+}
+
+static void handles_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void async_cb(uv_async_t *a)
+{
+	struct store *s = a->data;
+	pthread_mutex_lock(&s->mu);
+	bool closing = s->closing, restart = s->need_restart;
+	s->need_restart = false;
+	pthread_mutex_unlock(&s->mu);
+	if (closing) {
+		fail_queue(s, -ESHUTDOWN);
+		uv_timer_stop(&s->poll_timer);
+		uv_timer_stop(&s->restart_timer);
+		if (s->raft_up) {
+			s->raft_up = false;
+			raft_close(&s->raft, raft_closed_final);
+		} else if (!s->restarting) {
+			uv_close((uv_handle_t *)&s->async, handles_closed);
+			uv_close((uv_handle_t *)&s->poll_timer, handles_closed);
+			uv_close((uv_handle_t *)&s->restart_timer, handles_closed);
+		}
+		/* While restarting, raft_closed_for_restart finishes the close. */
+		return;
+	}
+	if (restart && s->raft_up) {
+		s->raft_up = false;
+		s->restarting = true;
+		raft_close(&s->raft, raft_closed_for_restart);
+		return;
+	}
+	if (s->raft_up)
+		drain_queue(s);
+}
+
+static void schedule_restart(struct store *s)
+{
+	pthread_mutex_lock(&s->mu);
+	s->need_restart = true;
+	pthread_mutex_unlock(&s->mu);
+	/* Not from inside libraft's callback: the loop picks it up next turn. */
+	uv_async_send(&s->async);
+}
+
+static void restart_timer_cb(uv_timer_t *t)
+{
+	struct store *s = t->data;
+	pthread_mutex_lock(&s->mu);
+	bool closing = s->closing;
+	pthread_mutex_unlock(&s->mu);
+	if (closing) {
+		s->restarting = false;
+		uv_async_send(&s->async);
+		return;
+	}
+	int ret = raft_boot(s, false);
+	if (ret < 0) {
+		log_err("store: restarting raft failed (%s); retrying in 1s", strerror(-ret));
+		/* raft_boot released what it set up; try again later. */
+		uv_timer_start(&s->restart_timer, restart_timer_cb, 1000, 0);
+		return;
+	}
+	s->restarting = false;
+	s->raft_up = true;
+	pthread_mutex_lock(&s->mu);
+	s->io_error = false;
+	pthread_mutex_unlock(&s->mu);
+	log_info("store: raft restarted from disk at index %llu",
+		 (unsigned long long)s->raft.last_applied);
+	drain_queue(s);
+}
+
+static void raft_closed_for_restart(struct raft *r)
+{
+	struct store *s = r->data;
+	raft_uv_close(&s->io);
+	transport_release(s);
+	/* Fail whatever was proposed to the old instance and never called back
+	 * (libraft 0.15 drops callbacks of all but the first entry of a failed
+	 * batch). */
+	while (s->pending) {
+		struct preq *p = s->pending;
+		pending_remove(s, p);
+		preq_complete(s, p, -EIO);
+	}
+	uv_timer_start(&s->restart_timer, restart_timer_cb, 0, 0);
+}
+
+static void raft_closed_final(struct raft *r)
+{
+	struct store *s = r->data;
+	raft_uv_close(&s->io);
+	transport_release(s);
+	while (s->pending) {
+		struct preq *p = s->pending;
+		pending_remove(s, p);
+		preq_complete(s, p, -ESHUTDOWN);
+	}
+	uv_close((uv_handle_t *)&s->async, handles_closed);
+	uv_close((uv_handle_t *)&s->poll_timer, handles_closed);
+	uv_close((uv_handle_t *)&s->restart_timer, handles_closed);
+}
+
+/* Submits a command with nobody waiting for it (loop thread). */
+static void propose_internal(struct store *s, const struct codec_cmd *cmd)
+{
+	struct preq *p = calloc(1, sizeof(*p));
+	if (!p)
+		return;
+	p->s = s;
+	p->refs = 1;
+	cond_init_mono(&p->cond);
+	p->seq = cmd->seq;
+	if (codec_pack_cmd(cmd, raft_malloc, &p->buf.base, &p->buf.len) < 0) {
+		pthread_cond_destroy(&p->cond);
+		free(p);
+		return;
+	}
+	submit(s, p);
+}
+
+static void poll_cb(uv_timer_t *t)
+{
+	struct store *s = t->data;
+	if (!s->raft_up)
+		return;
+	int role = raft_state(&s->raft);
+	raft_id lid = 0;
+	const char *laddr = NULL;
+	raft_leader(&s->raft, &lid, &laddr);
+	pthread_mutex_lock(&s->mu);
+	bool changed = s->leader_id != (unsigned)lid || s->is_leader != (role == RAFT_LEADER);
+	s->leader_id = (unsigned)lid;
+	s->is_leader = role == RAFT_LEADER;
+	uint64_t seq = ++s->next_seq;
+	if (changed)
+		pthread_cond_broadcast(&s->leader_cond);
+	pthread_mutex_unlock(&s->mu);
+	if (changed)
+		log_info("store: node %u: %s, leader %llu", s->cfg.id,
+			 role == RAFT_LEADER	 ? "leader"
+			 : role == RAFT_FOLLOWER ? "follower"
+						 : "candidate",
+			 (unsigned long long)lid);
+	if (role == RAFT_LEADER && s->last_role != RAFT_LEADER && s->multi) {
+		/* Raft commits entries of earlier terms only together with one of
+		 * the current term: propose an empty one right away so writes
+		 * acknowledged by the old leader's quorum become visible here. */
+		struct codec_cmd cmd = {
+			.origin = s->cfg.id, .boot = s->boot, .seq = seq, .kind = CODEC_CMD_NOOP};
+		propose_internal(s, &cmd);
+	}
+	s->last_role = role;
+}
+
+static void *loop_main(void *arg)
+{
+	struct store *s = arg;
+	uv_run(&s->loop, UV_RUN_DEFAULT);
+	return NULL;
+}
+
+/* ---- raft lifecycle ---- */
+
+static void raft_closed_sync(struct raft *r)
+{
+	struct store *s = r->data;
+	raft_uv_close(&s->io);
+	transport_release(s);
+	s->restarting = false; /* reused as "close finished" flag in raft_boot */
+}
+
+/* Sets up io, transport and raft and starts it. On failure everything set up
+ * here is released again. Runs on the opening thread before the loop thread
+ * exists, or on the loop thread (restart). */
+static int raft_boot(struct store *s, bool bootstrap)
+{
+	int rv, ret;
+	const char *addr =
+		s->multi ? s->self->raft_addr : (s->cfg.listen ? s->cfg.listen : "local");
+	memset(&s->raft, 0, sizeof(s->raft));
+	memset(&s->io, 0, sizeof(s->io));
+	memset(&s->transport, 0, sizeof(s->transport));
+	rv = s->multi ? raft_uv_tcp_init(&s->transport, &s->loop)
+		      : null_transport_init(&s->transport, &s->loop);
+	if (rv != 0) {
+		log_err("store: cannot set up the raft transport: %s", raft_strerror(rv));
+		return raft_errno(rv);
+	}
+	rv = raft_uv_init(&s->io, &s->loop, s->raft_dir, &s->transport);
+	if (rv != 0) {
+		log_err("store: cannot set up raft storage in %s: %s", s->raft_dir, s->io.errmsg);
+		ret = raft_errno(rv);
+		transport_release(s);
+		return ret;
+	}
+	raft_uv_set_segment_size(&s->io, s->cfg.segment_size);
+	/* libraft's "auto recovery" renames a segment it cannot parse out of the
+	 * way and starts without it, silently dropping committed entries. We
+	 * would rather refuse to start and say why. */
+	raft_uv_set_auto_recovery(&s->io, false);
+	rv = raft_init(&s->raft, &s->io, &s->fsm, s->cfg.id, addr);
+	if (rv != 0) {
+		log_err("store: cannot open raft storage in %s: %s", s->raft_dir,
+			raft_errmsg(&s->raft));
+		ret = raft_errno(rv);
+		raft_uv_close(&s->io);
+		transport_release(s);
+		return ret;
+	}
+	s->raft.data = s;
+	raft_set_election_timeout(&s->raft, s->cfg.election_timeout_ms);
+	raft_set_heartbeat_timeout(&s->raft, s->cfg.heartbeat_timeout_ms);
+	raft_set_snapshot_threshold(&s->raft, s->cfg.snapshot_threshold);
+	raft_set_snapshot_trailing(&s->raft, s->cfg.snapshot_trailing);
+	if (s->multi)
+		raft_set_pre_vote(&s->raft, true);
+	if (bootstrap) {
+		struct raft_configuration conf;
+		raft_configuration_init(&conf);
+		rv = 0;
+		if (s->multi) {
+			for (unsigned i = 0; i < s->n_peers && rv == 0; i++)
+				rv = raft_configuration_add(&conf, s->peers[i].id,
+							    s->peers[i].raft_addr, RAFT_VOTER);
+		} else {
+			rv = raft_configuration_add(&conf, s->cfg.id, addr, RAFT_VOTER);
+		}
+		if (rv == 0)
+			rv = raft_bootstrap(&s->raft, &conf);
+		raft_configuration_close(&conf);
+		if (rv != 0) {
+			log_err("store: cannot bootstrap raft in %s: %s", s->raft_dir,
+				raft_errmsg(&s->raft));
+			ret = raft_errno(rv);
+			goto err_close;
+		}
+	}
+	rv = raft_start(&s->raft);
+	if (rv != 0) {
+		log_err("store: cannot start raft from %s: %s", s->raft_dir, raft_errmsg(&s->raft));
+		ret = raft_errno(rv);
+		if (ret == -EIO || ret == -EUCLEAN)
+			ret = -EUCLEAN;
+		goto err_close;
+	}
+	return 0;
+err_close:
+	/* raft_close completes asynchronously; drive the loop until it has. */
+	s->restarting = true;
+	raft_close(&s->raft, raft_closed_sync);
+	while (s->restarting)
+		uv_run(&s->loop, UV_RUN_ONCE);
+	return ret;
+}
+
+/* ---- proposals from caller threads ---- */
+
+/* Proposes cmd and waits (bounded) for it to be applied. res receives the
+ * txn result when non-NULL. Returns the apply error, -STORE_ENOTLEADER, or
+ * -ETIMEDOUT. */
+static int propose(struct store *s, struct codec_cmd *cmd, struct kv_txn_result *res)
+{
+	struct preq *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->s = s;
+	p->refs = 2;
+	p->want_result = res != NULL;
+	cond_init_mono(&p->cond);
+	pthread_mutex_lock(&s->mu);
+	p->seq = ++s->next_seq;
+	pthread_mutex_unlock(&s->mu);
+	cmd->origin = s->cfg.id;
+	cmd->boot = s->boot;
+	cmd->seq = p->seq;
+	int ret = codec_pack_cmd(cmd, raft_malloc, &p->buf.base, &p->buf.len);
+	if (ret < 0) {
+		pthread_cond_destroy(&p->cond);
+		free(p);
+		return ret;
+	}
+	int64_t deadline = store_deadline_ms(s->cfg.apply_timeout_ms);
+	pthread_mutex_lock(&s->mu);
+	if (s->closing) {
+		pthread_mutex_unlock(&s->mu);
+		raft_free(p->buf.base);
+		pthread_cond_destroy(&p->cond);
+		free(p);
+		return -ESHUTDOWN;
+	}
+	if (s->qtail)
+		s->qtail->qnext = p;
+	else
+		s->qhead = p;
+	s->qtail = p;
+	pthread_mutex_unlock(&s->mu);
+	uv_async_send(&s->async);
+
+	struct timespec ts;
+	ms_to_timespec(deadline, &ts);
+	pthread_mutex_lock(&s->mu);
+	while (!p->done) {
+		if (pthread_cond_timedwait(&p->cond, &s->mu, &ts) == ETIMEDOUT)
+			break;
+	}
+	if (p->done) {
+		ret = p->err;
+		if (ret == 0 && res) {
+			*res = p->res;
+			memset(&p->res, 0, sizeof(p->res));
+		}
+	} else {
+		p->cancelled = true;
+		ret = -ETIMEDOUT;
+		log_warn("store: write not committed within %ld ms", s->cfg.apply_timeout_ms);
+	}
+	preq_unref_locked(p);
+	pthread_mutex_unlock(&s->mu);
+	return ret;
+}
+
+/* ---- local execution ---- */
+
+static bool leader_known_here(struct store *s, bool *is_leader)
+{
+	pthread_mutex_lock(&s->mu);
+	*is_leader = s->is_leader;
+	bool known = s->leader_id != 0;
+	pthread_mutex_unlock(&s->mu);
+	return known;
+}
+
+bool store_leader_peer(struct store *s, struct store_peer *out)
+{
+	pthread_mutex_lock(&s->mu);
+	unsigned id = s->leader_id;
+	pthread_mutex_unlock(&s->mu);
+	for (unsigned i = 0; i < s->n_peers; i++)
+		if (s->peers[i].id == id) {
+			*out = s->peers[i];
+			return true;
+		}
+	return false;
+}
+
+int store_local_range(struct store *s, const struct kv_range_req *req, struct kv_range_result *res)
+{
+	pthread_rwlock_rdlock(&s->state_lock);
+	int ret = mvcc_range(s->m, req, res);
+	pthread_rwlock_unlock(&s->state_lock);
+	return ret;
+}
+
+int store_local_txn(struct store *s, const struct kv_txn *txn, struct kv_txn_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	if (mvcc_txn_readonly(txn)) {
+		bool leader;
+		leader_known_here(s, &leader);
+		if (s->multi && !leader)
+			return -STORE_ENOTLEADER;
+		pthread_rwlock_rdlock(&s->state_lock);
+		int ret = mvcc_txn_readonly_eval(s->m, txn, res);
+		pthread_rwlock_unlock(&s->state_lock);
+		return ret;
+	}
+	struct codec_cmd cmd = {.kind = CODEC_CMD_TXN, .txn = *txn};
+	return propose(s, &cmd, res);
+}
+
+int store_local_compact(struct store *s, int64_t rev)
+{
+	struct codec_cmd cmd = {.kind = CODEC_CMD_COMPACT, .compact = rev};
+	return propose(s, &cmd, NULL);
+}
+
+/* ---- kv.h vtable ---- */
+
+static struct store *to_store(struct kv *kv)
+{
+	return (struct store *)kv;
+}
+
+static int st_range(struct kv *kv, const struct kv_range_req *req, struct kv_range_result *res)
+{
+	struct store *s = to_store(kv);
+	memset(res, 0, sizeof(*res));
+	int ret = mvcc_range_validate(req);
+	if (ret < 0)
+		return ret;
+	bool leader;
+	leader_known_here(s, &leader);
+	if (!s->multi || req->serializable || leader)
+		return store_local_range(s, req, res);
+	/* Linearizable read on a follower: the leader answers. */
+	struct codec_fwd_req fr = {.kind = CODEC_FWD_RANGE, .range = *req};
+	struct codec_fwd_resp resp = {.range = res};
+	ret = fwd_call(s, &fr, &resp, store_deadline_ms(s->cfg.apply_timeout_ms));
+	if (ret < 0)
+		return ret;
+	return resp.err;
+}
+
+static int check_size(struct store *s, const struct codec_cmd *cmd)
+{
+	size_t sz = codec_cmd_size(cmd);
+	if (sz > s->cfg.max_request_bytes) {
+		log_warn("store: request of %zu bytes exceeds the %zu byte limit", sz,
+			 s->cfg.max_request_bytes);
+		return -EFBIG;
+	}
+	return 0;
+}
+
+static int st_txn(struct kv *kv, const struct kv_txn *txn, struct kv_txn_result *res)
+{
+	struct store *s = to_store(kv);
+	memset(res, 0, sizeof(*res));
+	int ret = mvcc_txn_validate(txn, s->cfg.max_txn_ops);
+	if (ret < 0)
+		return ret;
+	struct codec_cmd cmd = {.kind = CODEC_CMD_TXN, .txn = *txn};
+	ret = check_size(s, &cmd);
+	if (ret < 0)
+		return ret;
+	int64_t deadline = store_deadline_ms(s->cfg.apply_timeout_ms);
+	for (;;) {
+		bool leader;
+		leader_known_here(s, &leader);
+		if (!s->multi || leader) {
+			ret = store_local_txn(s, txn, res);
+			if (ret != -STORE_ENOTLEADER)
+				return ret;
+			if (!s->multi) {
+				/* Single node between raft restarts: wait for it. */
+				if (store_now_ms() >= deadline)
+					return -ETIMEDOUT;
+				usleep(20000);
+				continue;
+			}
+		}
+		struct codec_fwd_req fr = {.kind = CODEC_FWD_TXN, .txn = *txn};
+		struct codec_fwd_resp resp = {.txn = res};
+		ret = fwd_call(s, &fr, &resp, deadline);
+		if (ret < 0)
+			return ret;
+		return resp.err;
+	}
+}
+
+static int st_compact(struct kv *kv, int64_t revision, bool physical)
+{
+	struct store *s = to_store(kv);
+	(void)physical; /* compaction is always physical: memory is freed at once */
+	pthread_rwlock_rdlock(&s->state_lock);
+	int64_t cur = mvcc_revision(s->m), comp = mvcc_compact_revision(s->m);
+	pthread_rwlock_unlock(&s->state_lock);
+	if (revision <= comp)
+		return -ERANGE;
+	if (revision > cur)
+		return -ENOENT;
+	int64_t deadline = store_deadline_ms(s->cfg.apply_timeout_ms);
+	for (;;) {
+		bool leader;
+		leader_known_here(s, &leader);
+		if (!s->multi || leader) {
+			int ret = store_local_compact(s, revision);
+			if (ret != -STORE_ENOTLEADER)
+				return ret;
+			if (store_now_ms() >= deadline)
+				return -ETIMEDOUT;
+			usleep(20000);
+			if (!s->multi)
+				continue;
+		}
+		struct codec_fwd_req fr = {.kind = CODEC_FWD_COMPACT, .compact = revision};
+		struct codec_fwd_resp resp = {0};
+		int ret = fwd_call(s, &fr, &resp, deadline);
+		return ret < 0 ? ret : resp.err;
+	}
+}
+
+static int st_status(struct kv *kv, int64_t *revision)
+{
+	struct store *s = to_store(kv);
+	bool leader;
+	bool known = leader_known_here(s, &leader);
+	pthread_rwlock_rdlock(&s->state_lock);
+	*revision = mvcc_revision(s->m);
+	pthread_rwlock_unlock(&s->state_lock);
+	if (s->multi && !known)
+		return -ETIMEDOUT;
+	return 0;
+}
+
+static size_t st_max_request_bytes(struct kv *kv)
+{
+	return to_store(kv)->cfg.max_request_bytes;
+}
+
+static size_t st_max_txn_ops(struct kv *kv)
+{
+	return to_store(kv)->cfg.max_txn_ops;
+}
+
+/* ---- watches ---- */
+
+struct kv_watch {
+	struct store *s;
+	pthread_t thread;
+	kv_watch_cb cb;
+	void *arg;
+	char *key, *end;
+	size_t key_len, end_len;
+	int64_t next_rev;
+	int64_t start_header;
+	bool stop;	       /* protected by s->wmu */
+	bool finished;	       /* thread ended by itself (compacted) */
+	struct kv_watch *next; /* s->watches list, protected by s->wmu */
+};
+
+static void *watch_main(void *arg)
+{
+	struct kv_watch *w = arg;
+	struct store *s = w->s;
+	struct kv_watch_batch b = {.state = KV_WATCH_CONNECTED, .revision = w->start_header};
+	w->cb(w->arg, &b);
+	for (;;) {
+		pthread_mutex_lock(&s->wmu);
+		while (!w->stop && s->published_rev < w->next_rev)
+			pthread_cond_wait(&s->wcond, &s->wmu);
+		bool stop = w->stop;
+		pthread_mutex_unlock(&s->wmu);
+		if (stop)
+			break;
+		struct kv_event *evs;
+		size_t n;
+		int64_t next;
+		pthread_rwlock_rdlock(&s->state_lock);
+		int ret = mvcc_events(s->m, w->key, w->key_len, w->end, w->end_len, w->next_rev,
+				      WATCH_BATCH, &evs, &n, &next);
+		int64_t cur = mvcc_revision(s->m), comp = mvcc_compact_revision(s->m);
+		pthread_rwlock_unlock(&s->state_lock);
+		if (ret == -ERANGE) {
+			memset(&b, 0, sizeof(b));
+			b.state = KV_WATCH_COMPACTED;
+			b.revision = cur;
+			b.compact_revision = comp;
+			w->cb(w->arg, &b);
+			break;
+		}
+		if (ret < 0) {
+			log_warn("store: watch could not read events: %s; retrying",
+				 strerror(-ret));
+			usleep(100000);
+			continue;
+		}
+		if (n) {
+			memset(&b, 0, sizeof(b));
+			b.state = KV_WATCH_EVENTS;
+			b.events = evs;
+			b.n_events = n;
+			b.revision = cur;
+			w->cb(w->arg, &b);
+		}
+		mvcc_events_free(evs, n);
+		w->next_rev = next;
+	}
+	pthread_mutex_lock(&s->wmu);
+	w->finished = true;
+	pthread_mutex_unlock(&s->wmu);
+	return NULL;
+}
+
+static char *dup_or_empty(const void *p, size_t n)
+{
+	char *d = malloc(n + 1);
+	if (d) {
+		if (n)
+			memcpy(d, p, n);
+		d[n] = 0;
+	}
+	return d;
+}
+
+static int st_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb cb, void *arg,
+		    struct kv_watch **out)
+{
+	struct store *s = to_store(kv);
+	if (!req->key_len || !cb)
+		return -EINVAL;
+	struct kv_watch *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->s = s;
+	w->cb = cb;
+	w->arg = arg;
+	w->key = dup_or_empty(req->key, req->key_len);
+	w->end = dup_or_empty(req->range_end, req->range_end_len);
+	if (!w->key || !w->end) {
+		free(w->key);
+		free(w->end);
+		free(w);
+		return -ENOMEM;
+	}
+	w->key_len = req->key_len;
+	w->end_len = req->range_end_len;
+	pthread_rwlock_rdlock(&s->state_lock);
+	int64_t cur = mvcc_revision(s->m);
+	pthread_rwlock_unlock(&s->state_lock);
+	/* etcd: start 0 means "after now"; a future start simply waits. A
+	 * compacted start is reported through KV_WATCH_COMPACTED. */
+	w->next_rev = req->start_revision > 0 ? req->start_revision : cur + 1;
+	w->start_header = cur;
+	pthread_mutex_lock(&s->wmu);
+	int ret = pthread_create(&w->thread, NULL, watch_main, w);
+	if (ret == 0) {
+		w->next = s->watches;
+		s->watches = w;
+	}
+	pthread_mutex_unlock(&s->wmu);
+	if (ret != 0) {
+		free(w->key);
+		free(w->end);
+		free(w);
+		return -ret;
+	}
+	*out = w;
+	return 0;
+}
+
+static void watch_stop_join(struct kv_watch *w)
+{
+	struct store *s = w->s;
+	pthread_mutex_lock(&s->wmu);
+	w->stop = true;
+	pthread_cond_broadcast(&s->wcond);
+	for (struct kv_watch **pp = &s->watches; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	pthread_mutex_unlock(&s->wmu);
+	if (pthread_equal(pthread_self(), w->thread)) {
+		/* kv.h forbids this; joining ourselves would deadlock. */
+		log_err("store: kv_watch_cancel called from its own callback");
+		pthread_detach(w->thread);
+		return;
+	}
+	pthread_join(w->thread, NULL);
+}
+
+static void st_watch_cancel(struct kv_watch *w)
+{
+	if (!w)
+		return;
+	watch_stop_join(w);
+	if (pthread_equal(pthread_self(), w->thread))
+		return; /* leaked deliberately: the thread still uses it */
+	free(w->key);
+	free(w->end);
+	free(w);
+}
+
+/* ---- lifecycle ---- */
+
+static void store_free(struct store *s)
+{
+	if (s->fwd_server)
+		fwd_server_stop(s->fwd_server);
+	if (s->fwd_pool)
+		fwd_pool_free(s->fwd_pool);
+	mvcc_free(s->m);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	pthread_rwlock_destroy(&s->state_lock);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->leader_cond);
+	pthread_mutex_destroy(&s->wmu);
+	pthread_cond_destroy(&s->wcond);
+	free(s->data_dir);
+	free(s->raft_dir);
+	free(s);
+}
+
+static void st_destroy(struct kv *kv)
+{
+	struct store *s = to_store(kv);
+	/* Watches left open are stopped here; their handles die with us. */
+	for (;;) {
+		pthread_mutex_lock(&s->wmu);
+		struct kv_watch *w = s->watches;
+		pthread_mutex_unlock(&s->wmu);
+		if (!w)
+			break;
+		log_warn("store: closing with a watch still open; stopping it");
+		st_watch_cancel(w);
+	}
+	if (s->fwd_server) {
+		fwd_server_stop(s->fwd_server);
+		s->fwd_server = NULL;
+	}
+	pthread_mutex_lock(&s->mu);
+	s->closing = true;
+	pthread_mutex_unlock(&s->mu);
+	if (s->loop_started) {
+		uv_async_send(&s->async);
+		pthread_join(s->loop_thread, NULL);
+	}
+	int rv = uv_loop_close(&s->loop);
+	if (rv != 0)
+		log_warn("store: libuv loop did not close cleanly: %s", uv_strerror(rv));
+	store_free(s);
+}
+
+static const struct kv_ops store_ops = {
+	.name = "store",
+	.range = st_range,
+	.txn = st_txn,
+	.watch = st_watch,
+	.watch_cancel = st_watch_cancel,
+	.compact = st_compact,
+	.status = st_status,
+	.max_request_bytes = st_max_request_bytes,
+	.max_txn_ops = st_max_txn_ops,
+	.destroy = st_destroy,
+};
+
+static int setup_dirs(struct store *s, bool *bootstrap)
+{
+	int ret = mkdir_p(s->data_dir, 0700);
+	if (ret < 0) {
+		log_err("store: cannot create data dir %s: %s", s->data_dir, strerror(-ret));
+		return ret;
+	}
+	ret = probe_writable(s->data_dir);
+	if (ret < 0) {
+		log_err("store: data dir %s is not writable: %s", s->data_dir, strerror(-ret));
+		return ret;
+	}
+	ret = lock_data_dir(s);
+	if (ret < 0)
+		return ret;
+	ret = meta_read(s);
+	if (ret < 0)
+		return ret;
+	*bootstrap = ret == 0;
+	if (*bootstrap) {
+		/* Leftovers of an interrupted first start hold no acknowledged
+		 * write (store_open never returned): start over. */
+		ret = clear_dir(s->raft_dir);
+		if (ret < 0) {
+			log_err("store: cannot clean %s: %s", s->raft_dir, strerror(-ret));
+			return ret;
+		}
+	}
+	ret = mkdir_p(s->raft_dir, 0700);
+	if (ret < 0) {
+		log_err("store: cannot create %s: %s", s->raft_dir, strerror(-ret));
+		return ret;
+	}
+	return 0;
+}
+
+static int config_check(struct store *s, const struct store_config *cfg)
+{
+	s->cfg = *cfg;
+	s->cfg.data_dir = s->cfg.listen = s->cfg.peers = NULL; /* not kept */
+	if (!cfg->data_dir || !*cfg->data_dir) {
+		log_err("store: no data dir given");
+		return -EINVAL;
+	}
+	if (!cfg->id || !cfg->apply_timeout_ms || !cfg->max_request_bytes || !cfg->max_txn_ops ||
+	    !cfg->heartbeat_timeout_ms || cfg->heartbeat_timeout_ms >= cfg->election_timeout_ms ||
+	    !cfg->segment_size) {
+		log_err("store: invalid configuration (id, timeouts or limits)");
+		return -EINVAL;
+	}
+	if (cfg->peers && *cfg->peers) {
+		int ret = parse_peers(s, cfg->peers);
+		if (ret < 0)
+			return ret;
+		for (unsigned i = 0; i < s->n_peers; i++)
+			if (s->peers[i].id == cfg->id)
+				s->self = &s->peers[i];
+		if (!s->self) {
+			log_err("store: node id %u is not in --peers", cfg->id);
+			return -EINVAL;
+		}
+		if (cfg->listen && strcmp(cfg->listen, s->self->raft_addr) != 0) {
+			log_err("store: listen address %s differs from this node's peers entry %s",
+				cfg->listen, s->self->raft_addr);
+			return -EINVAL;
+		}
+		s->multi = s->n_peers > 1;
+		if (!s->multi)
+			s->self = NULL;
+	}
+	return 0;
+}
+
+int store_open(const struct store_config *cfg, struct kv **out)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->kv.ops = &store_ops;
+	s->lock_fd = -1;
+	pthread_rwlock_init(&s->state_lock, NULL);
+	pthread_mutex_init(&s->mu, NULL);
+	cond_init_mono(&s->leader_cond);
+	pthread_mutex_init(&s->wmu, NULL);
+	pthread_cond_init(&s->wcond, NULL);
+	int ret = config_check(s, cfg);
+	if (ret < 0)
+		goto err_free;
+	s->data_dir = strdup(cfg->data_dir);
+	s->raft_dir = path_join(cfg->data_dir, "raft");
+	s->m = mvcc_new();
+	if (!s->data_dir || !s->raft_dir || !s->m) {
+		ret = -ENOMEM;
+		goto err_free;
+	}
+	if (getrandom(&s->boot, sizeof(s->boot), 0) != sizeof(s->boot))
+		s->boot = (uint64_t)store_now_ms() ^ ((uint64_t)getpid() << 32);
+	bool bootstrap;
+	ret = setup_dirs(s, &bootstrap);
+	if (ret < 0)
+		goto err_free;
+
+	s->fsm.version = 2;
+	s->fsm.data = s;
+	s->fsm.apply = fsm_apply;
+	s->fsm.snapshot = fsm_snapshot;
+	s->fsm.snapshot_finalize = fsm_snapshot_finalize;
+	s->fsm.restore = fsm_restore;
+
+	ret = uv_loop_init(&s->loop);
+	if (ret != 0) {
+		log_err("store: cannot create libuv loop: %s", uv_strerror(ret));
+		ret = -EIO;
+		goto err_free;
+	}
+	uv_async_init(&s->loop, &s->async, async_cb);
+	s->async.data = s;
+	uv_timer_init(&s->loop, &s->poll_timer);
+	s->poll_timer.data = s;
+	uv_timer_init(&s->loop, &s->restart_timer);
+	s->restart_timer.data = s;
+
+	/* Raft starts on this thread (the loop thread does not exist yet): a
+	 * single node replays its log and becomes leader inside raft_start. */
+	ret = raft_boot(s, bootstrap);
+	if (ret < 0)
+		goto err_loop;
+	if (bootstrap) {
+		ret = meta_write(s);
+		if (ret < 0) {
+			s->raft_up = true;
+			goto err_started;
+		}
+	}
+	s->raft_up = true;
+	s->last_role = RAFT_UNAVAILABLE;
+	publish_revision(s);
+	uv_timer_start(&s->poll_timer, poll_cb, 0, POLL_MS);
+	if (s->multi) {
+		s->fwd_pool = fwd_pool_new();
+		if (!s->fwd_pool) {
+			ret = -ENOMEM;
+			goto err_started;
+		}
+		ret = fwd_server_start(s, &s->fwd_server);
+		if (ret < 0)
+			goto err_started;
+	}
+	ret = pthread_create(&s->loop_thread, NULL, loop_main, s);
+	if (ret != 0) {
+		ret = -ret;
+		goto err_started;
+	}
+	s->loop_started = true;
+
+	/* Wait (bounded) until a leader is known. */
+	int64_t deadline = store_deadline_ms(s->multi ? cfg->open_timeout_ms : 5000);
+	struct timespec ts;
+	ms_to_timespec(deadline, &ts);
+	pthread_mutex_lock(&s->mu);
+	while (!(s->multi ? s->leader_id != 0 : s->is_leader))
+		if (pthread_cond_timedwait(&s->leader_cond, &s->mu, &ts) == ETIMEDOUT)
+			break;
+	bool have_leader = s->multi ? s->leader_id != 0 : s->is_leader;
+	pthread_mutex_unlock(&s->mu);
+	if (!have_leader) {
+		if (!s->multi) {
+			log_err("store: single node did not become leader");
+			st_destroy(&s->kv);
+			return -EIO;
+		}
+		log_warn("store: no raft leader yet after %ld ms; requests fail until a quorum "
+			 "of --peers is up",
+			 cfg->open_timeout_ms);
+	}
+	pthread_rwlock_rdlock(&s->state_lock);
+	log_info("store: opened %s at revision %lld (%zu keys)%s", s->data_dir,
+		 (long long)mvcc_revision(s->m), mvcc_key_count(s->m),
+		 s->multi ? ", multi-node" : "");
+	pthread_rwlock_unlock(&s->state_lock);
+	*out = &s->kv;
+	return 0;
+
+err_started:
+	/* Close raft and the handles on this thread. */
+	s->closing = true;
+	uv_timer_stop(&s->poll_timer);
+	s->raft_up = false;
+	raft_close(&s->raft, raft_closed_final);
+	uv_run(&s->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&s->loop);
+	goto err_free;
+err_loop:
+	uv_close((uv_handle_t *)&s->async, handles_closed);
+	uv_close((uv_handle_t *)&s->poll_timer, handles_closed);
+	uv_close((uv_handle_t *)&s->restart_timer, handles_closed);
+	uv_run(&s->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&s->loop);
+err_free:
+	store_free(s);
+	return ret;
+}
+
+int store_check(struct kv *kv)
+{
+	struct store *s = to_store(kv);
+	pthread_rwlock_rdlock(&s->state_lock);
+	int ret = mvcc_check(s->m);
+	pthread_rwlock_unlock(&s->state_lock);
+	return ret;
+}
+
+int store_get_status(struct kv *kv, struct store_status *st)
+{
+	struct store *s = to_store(kv);
+	memset(st, 0, sizeof(*st));
+	st->id = s->cfg.id;
+	pthread_mutex_lock(&s->mu);
+	st->leader_id = s->leader_id;
+	st->is_leader = s->is_leader;
+	st->io_error = s->io_error;
+	pthread_mutex_unlock(&s->mu);
+	pthread_rwlock_rdlock(&s->state_lock);
+	st->revision = mvcc_revision(s->m);
+	st->compact_revision = mvcc_compact_revision(s->m);
+	st->applied_index = mvcc_applied_index(s->m);
+	pthread_rwlock_unlock(&s->state_lock);
+	return 0;
+}

@@ -1,0 +1,129 @@
+/* store_int.h: internals shared by store.c (Raft, state machine, watches) and
+ * forward.c (follower -> leader request forwarding). Not a public header.
+ *
+ * Threads: the libuv loop thread owns everything Raft (raft, io, transport,
+ * the pending list); caller threads talk to it only through the submission
+ * queue + uv_async. The MVCC state is guarded by state_lock (written only on
+ * the loop thread). Watch threads wait on wmu/wcond.
+ */
+#ifndef ETCDFS_STORE_INT_H
+#define ETCDFS_STORE_INT_H
+
+#include <pthread.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "codec.h"
+#include "mvcc.h"
+#include "store.h"
+
+#define STORE_MAX_PEERS 16
+
+struct store_peer {
+	unsigned id;
+	char raft_addr[64]; /* "IP:PORT" */
+	char fwd_host[48];
+	unsigned fwd_port;
+};
+
+/* A proposal on its way through Raft. Shared by the proposing thread and the
+ * loop thread: refs and done are protected by store->mu. */
+struct preq {
+	struct store *s;
+	int refs;
+	bool done;
+	bool cancelled; /* caller gave up before submission: do not propose */
+	struct raft_apply apply;
+	struct raft_buffer buf; /* raft_malloc'd Command; owned by raft once proposed */
+	uint64_t seq;
+	bool want_result;
+	/* Filled on the loop thread before done is set. */
+	int err;
+	struct kv_txn_result res;
+	pthread_cond_t cond;
+	struct preq *qnext;	    /* submission queue, protected by mu */
+	struct preq *pprev, *pnext; /* proposed and waiting, loop thread only */
+};
+
+struct fwd_server; /* forward.c */
+struct fwd_pool;   /* forward.c */
+
+struct store {
+	struct kv kv; /* first: kv.h contract */
+	struct store_config cfg;
+	char *data_dir;
+	char *raft_dir;
+	int lock_fd;
+	bool multi;
+	struct store_peer peers[STORE_MAX_PEERS];
+	unsigned n_peers;
+	const struct store_peer *self;
+	uint64_t boot; /* random per open: makes (boot, seq) unique forever */
+
+	/* ---- state machine ---- */
+	pthread_rwlock_t state_lock;
+	struct mvcc *m; /* protected by state_lock */
+
+	/* ---- loop thread ---- */
+	uv_loop_t loop;
+	uv_async_t async;
+	uv_timer_t poll_timer;
+	uv_timer_t restart_timer;
+	pthread_t loop_thread;
+	bool loop_started;
+	struct raft raft;
+	struct raft_io io;
+	struct raft_fsm fsm;
+	struct raft_uv_transport transport;
+	bool raft_up;	      /* raft started and not closing; loop thread only */
+	bool restarting;      /* loop thread only */
+	int last_role;	      /* loop thread only */
+	struct preq *pending; /* proposed, awaiting callback; loop thread only */
+
+	/* ---- shared with callers, protected by mu ---- */
+	pthread_mutex_t mu;
+	pthread_cond_t leader_cond;
+	struct preq *qhead, *qtail; /* submission queue */
+	uint64_t next_seq;
+	bool closing;
+	bool need_restart;
+	unsigned leader_id; /* as last seen by the loop thread */
+	bool is_leader;
+	bool io_error;
+
+	/* ---- watches ---- */
+	pthread_mutex_t wmu;
+	pthread_cond_t wcond;
+	int64_t published_rev;	  /* protected by wmu */
+	struct kv_watch *watches; /* protected by wmu */
+
+	/* ---- forwarding (multi-node) ---- */
+	struct fwd_server *fwd_server;
+	struct fwd_pool *fwd_pool;
+};
+
+/* Internal error: this node is not the leader (never returned to callers). */
+#define STORE_ENOTLEADER 10000
+
+/* store.c: local execution, used by callers and by the forwarding server.
+ * Return -STORE_ENOTLEADER when the request must go to the leader. */
+int store_local_txn(struct store *s, const struct kv_txn *txn, struct kv_txn_result *res);
+int store_local_range(struct store *s, const struct kv_range_req *req, struct kv_range_result *res);
+int store_local_compact(struct store *s, int64_t rev);
+bool store_leader_peer(struct store *s, struct store_peer *out);
+int64_t store_deadline_ms(long timeout_ms);
+int64_t store_now_ms(void);
+
+/* forward.c */
+int fwd_server_start(struct store *s, struct fwd_server **out);
+void fwd_server_stop(struct fwd_server *fs);
+struct fwd_pool *fwd_pool_new(void);
+void fwd_pool_free(struct fwd_pool *p);
+/* Sends req to the current leader, retrying on "not leader" / connection
+ * refused until the deadline. Fills resp (caller sets resp->txn/range). */
+int fwd_call(struct store *s, const struct codec_fwd_req *req, struct codec_fwd_resp *resp,
+	     int64_t deadline_ms);
+
+#endif

@@ -1,0 +1,258 @@
+/* test_persist.c: durability across close/reopen: plain log replay, then
+ * snapshots taken by threshold with the log truncated behind them, history
+ * and compaction surviving a restart, and the data dir lock. */
+#include <dirent.h>
+#include <pthread.h>
+#include <sys/stat.h>
+
+#include "storetest.h"
+
+static void key_of(int i, char *buf, size_t len)
+{
+	snprintf(buf, len, "/p/%05d", i);
+}
+
+static void val_of(int i, int gen, char *buf, size_t len)
+{
+	snprintf(buf, len, "value-%d-gen-%d-%0*d", i, gen, 60, i);
+}
+
+/* Checks keys [0, n): key i has generation gen[i] (or is absent if < 0). */
+static void verify(struct kv *kv, int n, const int *gen)
+{
+	for (int i = 0; i < n; i++) {
+		char k[32], v[128];
+		key_of(i, k, sizeof(k));
+		struct kv_kv got;
+		int ret = get_s(kv, k, &got);
+		if (gen[i] < 0) {
+			CHECK_EQ(ret, -ENOENT);
+			continue;
+		}
+		CHECK_EQ(ret, 0);
+		val_of(i, gen[i], v, sizeof(v));
+		CHECK_MEM(got.value, got.value_len, v);
+		kv_kv_free(&got);
+	}
+	CHECK_EQ(store_check(kv), 0);
+}
+
+static void test_reopen(void)
+{
+	char *dir = tmpdir_new("reopen");
+	struct kv *kv = open_at(dir, NULL);
+	enum { N = 200 };
+	int gen[N];
+	int64_t rev = 0, rev_at_100 = 0;
+	for (int i = 0; i < N; i++) {
+		char k[32], v[128];
+		key_of(i, k, sizeof(k));
+		val_of(i, 0, v, sizeof(v));
+		CHECK_EQ(put_s(kv, k, v, &rev), 0);
+		gen[i] = 0;
+		if (i == 100)
+			rev_at_100 = rev;
+	}
+	for (int i = 0; i < N; i += 3) {
+		char k[32], v[128];
+		key_of(i, k, sizeof(k));
+		val_of(i, 1, v, sizeof(v));
+		CHECK_EQ(put_s(kv, k, v, &rev), 0);
+		gen[i] = 1;
+	}
+	for (int i = 1; i < N; i += 7) {
+		char k[32];
+		key_of(i, k, sizeof(k));
+		CHECK_EQ(kv_delete_range(kv, k, strlen(k), NULL, 0, NULL, &rev), 0);
+		gen[i] = -1;
+	}
+	verify(kv, N, gen);
+	kv_destroy(kv);
+
+	kv = open_at(dir, NULL);
+	int64_t rev2;
+	CHECK_EQ(kv_status(kv, &rev2), 0);
+	CHECK_EQ(rev2, rev);
+	verify(kv, N, gen);
+	/* history came back too: the range at rev_at_100 sees 101 keys */
+	struct kv_range_req req = {.key = "/p/",
+				   .key_len = 3,
+				   .range_end = "/p0",
+				   .range_end_len = 3,
+				   .revision = rev_at_100,
+				   .count_only = true};
+	struct kv_range_result res;
+	CHECK_EQ(kv_range(kv, &req, &res), 0);
+	CHECK_EQ(res.count, 101);
+	kv_range_result_free(&res);
+	/* and the revision continues where it was */
+	CHECK_EQ(put_s(kv, "/p/next", "x", &rev2), 0);
+	CHECK_EQ(rev2, rev + 1);
+	/* the data dir is locked while open */
+	struct store_config cfg;
+	store_config_init(&cfg);
+	cfg.data_dir = dir;
+	struct kv *other = NULL;
+	CHECK_EQ(store_open(&cfg, &other), -EBUSY);
+	/* compaction is a log entry too: it survives the restart */
+	CHECK_EQ(kv_compact(kv, rev_at_100, true), 0);
+	kv_destroy(kv);
+	kv = open_at(dir, NULL);
+	req.revision = rev_at_100 - 1;
+	CHECK_EQ(kv_range(kv, &req, &res), -ERANGE);
+	CHECK_EQ(res.compact_revision, rev_at_100);
+	kv_range_result_free(&res);
+	verify(kv, N, gen);
+	kv_destroy(kv);
+	rm_rf(dir);
+	free(dir);
+}
+
+struct dirstat {
+	int snapshots;			/* snapshot-* data files (not .meta) */
+	int closed;			/* closed segments */
+	unsigned long long first_index; /* lowest start index among closed segments */
+};
+
+static void scan_raft_dir(const char *dir, struct dirstat *st)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/raft", dir);
+	DIR *d = opendir(path);
+	CHECK(d != NULL);
+	memset(st, 0, sizeof(*st));
+	st->first_index = ~0ull;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		unsigned long long a, b;
+		size_t l = strlen(e->d_name);
+		if (!strncmp(e->d_name, "snapshot-", 9) &&
+		    (l < 5 || strcmp(e->d_name + l - 5, ".meta")))
+			st->snapshots++;
+		else if (sscanf(e->d_name, "%llu-%llu", &a, &b) == 2) {
+			st->closed++;
+			if (a < st->first_index)
+				st->first_index = a;
+		}
+	}
+	closedir(d);
+}
+
+static void test_snapshots(void)
+{
+	char *dir = tmpdir_new("snap");
+	struct store_config cfg;
+	store_config_init(&cfg);
+	cfg.snapshot_threshold = 64;
+	cfg.snapshot_trailing = 16;
+	cfg.segment_size = 32 * 1024;
+	struct kv *kv = open_at(dir, &cfg);
+	enum { N = 300, ROUNDS = 5 };
+	int gen[N];
+	int64_t first_rev = 0, rev = 0;
+	for (int g = 0; g < ROUNDS; g++)
+		for (int i = 0; i < N; i++) {
+			char k[32], v[128];
+			key_of(i, k, sizeof(k));
+			val_of(i, g, v, sizeof(v));
+			CHECK_EQ(put_s(kv, k, v, &rev), 0);
+			gen[i] = g;
+			if (!first_rev)
+				first_rev = rev;
+		}
+	CHECK_EQ(kv_delete_range(kv, "/p/00000", 8, "/p/00010", 8, NULL, &rev), 0);
+	for (int i = 0; i < 10; i++)
+		gen[i] = -1;
+	verify(kv, N, gen);
+	kv_destroy(kv);
+
+	/* snapshots were taken and the log before them is gone */
+	struct dirstat st;
+	scan_raft_dir(dir, &st);
+	fprintf(stderr, "raft dir: %d snapshots, %d closed segments, first index %llu\n",
+		st.snapshots, st.closed, st.first_index);
+	CHECK(st.snapshots >= 1);
+	CHECK(st.closed >= 1);
+	CHECK(st.first_index > 1); /* the segment holding entry 1 was deleted */
+
+	/* restart = snapshot + the log after it */
+	kv = open_at(dir, &cfg);
+	int64_t rev2;
+	CHECK_EQ(kv_status(kv, &rev2), 0);
+	CHECK_EQ(rev2, rev);
+	verify(kv, N, gen);
+	/* the snapshot kept the whole history: first version still readable */
+	char k0[32], v0[128];
+	key_of(20, k0, sizeof(k0));
+	struct kv_range_req req = {.key = k0, .key_len = strlen(k0), .revision = first_rev + 20};
+	struct kv_range_result res;
+	CHECK_EQ(kv_range(kv, &req, &res), 0);
+	CHECK_EQ(res.n_kvs, 1);
+	val_of(20, 0, v0, sizeof(v0));
+	CHECK_MEM(res.kvs[0].value, res.kvs[0].value_len, v0);
+	CHECK_EQ(res.kvs[0].version, 1);
+	kv_range_result_free(&res);
+	key_of(20, k0, sizeof(k0));
+	struct kv_kv kk;
+	CHECK_EQ(get_s(kv, k0, &kk), 0);
+	CHECK_EQ(kk.version, ROUNDS);
+	CHECK_EQ(kk.create_revision, first_rev + 20);
+	kv_kv_free(&kk);
+	/* compact, write more (more snapshots), reopen once more */
+	CHECK_EQ(kv_compact(kv, rev - 100, true), 0);
+	for (int i = 0; i < 200; i++) {
+		char k[32], v[128];
+		key_of(i + 50, k, sizeof(k));
+		val_of(i + 50, 9, v, sizeof(v));
+		CHECK_EQ(put_s(kv, k, v, &rev), 0);
+		gen[i + 50] = 9;
+	}
+	kv_destroy(kv);
+	kv = open_at(dir, &cfg);
+	verify(kv, N, gen);
+	struct store_status ss;
+	CHECK_EQ(store_get_status(kv, &ss), 0);
+	CHECK_EQ(ss.compact_revision, rev - 200 - 100);
+	CHECK_EQ(ss.revision, rev);
+	kv_destroy(kv);
+	rm_rf(dir);
+	free(dir);
+}
+
+static void test_layout(void)
+{
+	/* data dir created with parents, mode 0700 */
+	char *base = tmpdir_new("layout");
+	char dir[512];
+	snprintf(dir, sizeof(dir), "%s/a/b/data", base);
+	struct kv *kv = open_at(dir, NULL);
+	struct stat st;
+	CHECK_EQ(stat(dir, &st), 0);
+	CHECK_EQ(st.st_mode & 0777, 0700);
+	kv_destroy(kv);
+	/* a data dir that is a file is a clear error */
+	char file[512];
+	snprintf(file, sizeof(file), "%s/file", base);
+	FILE *f = fopen(file, "w");
+	fclose(f);
+	struct store_config cfg;
+	store_config_init(&cfg);
+	cfg.data_dir = file;
+	struct kv *bad = NULL;
+	CHECK_EQ(store_open(&cfg, &bad), -ENOTDIR);
+	/* a data dir of another node id is refused */
+	cfg.data_dir = dir;
+	cfg.id = 2;
+	CHECK_EQ(store_open(&cfg, &bad), -EINVAL);
+	rm_rf(base);
+	free(base);
+}
+
+int main(void)
+{
+	RUN(test_reopen);
+	RUN(test_snapshots);
+	RUN(test_layout);
+	fprintf(stderr, "test_persist: all %lu checks passed\n", test_checks);
+	return 0;
+}
