@@ -1,0 +1,245 @@
+/* test_crash.c: kill -9 the store at random moments; nothing acknowledged
+ * may be lost.
+ *
+ * Each round forks a child that opens the store and writes from several
+ * threads, reporting every acknowledged put through a pipe (a write to a pipe
+ * survives the writer's death). The parent kills the child with SIGKILL at a
+ * random moment: sometimes during startup (even during the very first
+ * bootstrap), usually while writes, snapshots and log truncation are in full
+ * swing. It then reopens the store itself and checks that every acknowledged
+ * put is there with its value, that overwritten counters never went back,
+ * that the revision did not go back, and that store_check passes. */
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "log.h"
+#include "storetest.h"
+
+#define ROUNDS 24
+#define THREADS 3
+#define MAX_ACKS 200000
+
+struct ack {
+	int32_t round, thread, seq, kind; /* kind 0: unique key, 1: counter */
+	int64_t rev;
+};
+
+static struct ack *acks;
+static size_t n_acks;
+static struct kv *child_kv;
+static int child_fd;
+static int child_round;
+static pthread_mutex_t pipe_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void report(const struct ack *a)
+{
+	/* One write of < PIPE_BUF bytes is atomic. */
+	pthread_mutex_lock(&pipe_mu);
+	ssize_t n = write(child_fd, a, sizeof(*a));
+	pthread_mutex_unlock(&pipe_mu);
+	if (n != (ssize_t)sizeof(*a))
+		_exit(3);
+}
+
+static void *writer(void *arg)
+{
+	int t = (int)(long)arg;
+	for (int i = 0;; i++) {
+		char k[64], v[96];
+		snprintf(k, sizeof(k), "/crash/%02d/t%d/%06d", child_round, t, i);
+		snprintf(v, sizeof(v), "round %d thread %d seq %d %032d", child_round, t, i, i);
+		int64_t rev;
+		if (put_s(child_kv, k, v, &rev) == 0) {
+			struct ack a = {child_round, t, i, 0, rev};
+			report(&a);
+		}
+		/* a counter key overwritten all the time */
+		snprintf(k, sizeof(k), "/crash/counter/t%d", t);
+		snprintf(v, sizeof(v), "%d %d", child_round, i);
+		if (put_s(child_kv, k, v, &rev) == 0) {
+			struct ack a = {child_round, t, i, 1, rev};
+			report(&a);
+		}
+		if (t == 0 && i % 97 == 96) {
+			/* compaction is a log entry too; crash around it as well */
+			int64_t cur;
+			if (kv_status(child_kv, &cur) == 0 && cur > 200)
+				kv_compact(child_kv, cur - 150, true);
+		}
+	}
+	return NULL;
+}
+
+static void config(struct store_config *cfg, const char *dir)
+{
+	store_config_init(cfg);
+	cfg->data_dir = dir;
+	cfg->snapshot_threshold = 40;
+	cfg->snapshot_trailing = 10;
+	cfg->segment_size = 16 * 1024;
+}
+
+static void child_main(const char *dir, int fd, int round)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	log_set_level(LOG_WARNING);
+	child_fd = fd;
+	child_round = round;
+	struct store_config cfg;
+	config(&cfg, dir);
+	if (store_open(&cfg, &child_kv) < 0)
+		_exit(2);
+	pthread_t th[THREADS];
+	for (long t = 0; t < THREADS; t++)
+		pthread_create(&th[t], NULL, writer, (void *)t);
+	for (;;)
+		pause();
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Reads acks until the deadline; with until_first, stops at the first one. */
+static int read_acks(int fd, int64_t deadline, bool until_first)
+{
+	int got = 0;
+	for (;;) {
+		int64_t left = deadline - now_ms();
+		if (deadline >= 0 && left <= 0)
+			return got;
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int r = poll(&p, 1, deadline >= 0 ? (int)left : -1);
+		if (r <= 0)
+			continue;
+		struct ack a;
+		ssize_t n = read(fd, &a, sizeof(a));
+		if (n == 0)
+			return -1; /* EOF: the writer is gone */
+		CHECK_EQ(n, sizeof(a));
+		CHECK(n_acks < MAX_ACKS);
+		acks[n_acks++] = a;
+		got++;
+		if (until_first)
+			return got;
+	}
+}
+
+static void verify(const char *dir)
+{
+	struct store_config cfg;
+	config(&cfg, dir);
+	struct kv *kv = NULL;
+	int ret = store_open(&cfg, &kv);
+	if (ret < 0) {
+		fprintf(stderr, "reopen after kill failed: %s\n", strerror(-ret));
+		abort();
+	}
+	CHECK_EQ(store_check(kv), 0);
+	int64_t rev;
+	CHECK_EQ(kv_status(kv, &rev), 0);
+	int last_counter_round[THREADS], last_counter_seq[THREADS];
+	memset(last_counter_round, -1, sizeof(last_counter_round));
+	memset(last_counter_seq, -1, sizeof(last_counter_seq));
+	for (size_t i = 0; i < n_acks; i++) {
+		const struct ack *a = &acks[i];
+		CHECK(a->rev <= rev); /* the revision never goes back */
+		if (a->kind == 1) {
+			if (a->round > last_counter_round[a->thread] ||
+			    (a->round == last_counter_round[a->thread] &&
+			     a->seq > last_counter_seq[a->thread])) {
+				last_counter_round[a->thread] = a->round;
+				last_counter_seq[a->thread] = a->seq;
+			}
+			continue;
+		}
+		char k[64], v[96];
+		snprintf(k, sizeof(k), "/crash/%02d/t%d/%06d", a->round, a->thread, a->seq);
+		snprintf(v, sizeof(v), "round %d thread %d seq %d %032d", a->round, a->thread,
+			 a->seq, a->seq);
+		struct kv_kv got;
+		ret = get_s(kv, k, &got);
+		if (ret != 0)
+			fprintf(stderr, "acknowledged key %s (rev %lld) missing\n", k,
+				(long long)a->rev);
+		CHECK_EQ(ret, 0);
+		CHECK_MEM(got.value, got.value_len, v);
+		CHECK_EQ(got.mod_revision, a->rev);
+		kv_kv_free(&got);
+	}
+	/* counters hold the last acknowledged value or a later one */
+	for (int t = 0; t < THREADS; t++) {
+		if (last_counter_round[t] < 0)
+			continue;
+		char k[64];
+		snprintf(k, sizeof(k), "/crash/counter/t%d", t);
+		struct kv_kv got;
+		CHECK_EQ(get_s(kv, k, &got), 0);
+		int r, s;
+		CHECK_EQ(sscanf(got.value, "%d %d", &r, &s), 2);
+		CHECK(r > last_counter_round[t] ||
+		      (r == last_counter_round[t] && s >= last_counter_seq[t]));
+		kv_kv_free(&got);
+	}
+	kv_destroy(kv);
+}
+
+int main(void)
+{
+	acks = calloc(MAX_ACKS, sizeof(*acks));
+	char *dir = tmpdir_new("crash");
+	unsigned seed = (unsigned)time(NULL);
+	if (getenv("CRASH_SEED"))
+		seed = (unsigned)atoi(getenv("CRASH_SEED"));
+	fprintf(stderr, "crash test seed %u (CRASH_SEED=%u to repeat)\n", seed, seed);
+	srand(seed);
+	int early_kills = 0;
+	for (int round = 0; round < ROUNDS; round++) {
+		int fds[2];
+		CHECK_EQ(pipe(fds), 0);
+		fflush(stderr);
+		pid_t pid = fork();
+		CHECK(pid >= 0);
+		if (pid == 0) {
+			close(fds[0]);
+			child_main(dir, fds[1], round);
+			_exit(1);
+		}
+		close(fds[1]);
+		size_t before = n_acks;
+		bool early = round == 0 || rand() % 5 == 0;
+		if (early) {
+			/* during startup / first writes, often before any ack */
+			read_acks(fds[0], now_ms() + rand() % 60, false);
+			early_kills++;
+		} else {
+			CHECK(read_acks(fds[0], now_ms() + 10000, true) == 1);
+			read_acks(fds[0], now_ms() + 20 + rand() % 300, false);
+		}
+		CHECK_EQ(kill(pid, SIGKILL), 0);
+		int status;
+		CHECK_EQ(waitpid(pid, &status, 0), pid);
+		CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+		/* acks written before the kill are still in the pipe */
+		read_acks(fds[0], -1, false);
+		close(fds[0]);
+		fprintf(stderr, "round %2d: killed %s after %zu new acks (%zu total)\n", round,
+			early ? "early" : "mid-write", n_acks - before, n_acks);
+		verify(dir);
+	}
+	CHECK(n_acks > 1000);
+	CHECK(early_kills >= 1);
+	rm_rf(dir);
+	free(dir);
+	free(acks);
+	fprintf(stderr, "test_crash: %d kills, %zu acknowledged writes verified, %lu checks\n",
+		ROUNDS, n_acks, test_checks);
+	return 0;
+}
