@@ -17,6 +17,7 @@
 #include "fs/fs.h"
 #include "kv.h"
 #include "log.h"
+#include "store/store.h"
 
 struct options {
 	char *endpoints;
@@ -28,6 +29,8 @@ struct options {
 	char *format;
 	char *cache_size;
 	char *data_dir;
+	char *peers, *listen;
+	unsigned node_id;
 	char *consistency;
 	char *conflict_dir;
 	char *shadow;
@@ -53,6 +56,9 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--format=%s", format), OPT("--format %s", format),
 	OPT("--cache-size=%s", cache_size), OPT("--cache-size %s", cache_size),
 	OPT("--data-dir=%s", data_dir), OPT("--data-dir %s", data_dir),
+	OPT("--peers=%s", peers), OPT("--peers %s", peers),
+	OPT("--listen=%s", listen), OPT("--listen %s", listen),
+	OPT("--node-id=%u", node_id), OPT("--node-id %u", node_id),
 	OPT("--consistency=%s", consistency), OPT("--consistency %s", consistency),
 	OPT("--conflict-dir=%s", conflict_dir), OPT("--conflict-dir %s", conflict_dir),
 	OPT("--shadow=%s", shadow), OPT("--shadow %s", shadow),
@@ -128,6 +134,12 @@ static void usage(const char *prog)
 	       "    --password-file=FILE       read the password from FILE\n"
 	       "    --dial-timeout=DUR         connect timeout (default 2s)\n"
 	       "    --command-timeout=DUR      per-request timeout (default 5s)\n"
+	       "\n"
+	       "Embedded store (no etcd server):\n"
+	       "    --data-dir=DIR             keep the keyspace in DIR (Raft log + snapshots)\n"
+	       "    --node-id=N                this node's Raft id (default 1)\n"
+	       "    --peers=ID=IP:PORT,...     the Raft cluster, for several nodes\n"
+	       "    --listen=IP:PORT           this node's Raft address (default: from --peers)\n"
 	       "\n"
 	       "View:\n"
 	       "    --prefix=PREFIX            mount only the keys under PREFIX\n"
@@ -355,15 +367,33 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 
-	int r = make_etcd(&o, &kv, &describe);
-	if (r < 0) {
-		fprintf(stderr, "etcdfs: cannot set up the etcd client: %s\n", strerror(-r));
-		goto out;
+	int r;
+	if (o.data_dir) {
+		struct store_config scfg;
+		store_config_init(&scfg);
+		scfg.data_dir = o.data_dir;
+		if (o.node_id)
+			scfg.id = o.node_id;
+		scfg.peers = o.peers;
+		scfg.listen = o.listen;
+		r = store_open(&scfg, &kv);
+		if (r < 0) {
+			log_err("cannot open the embedded store in %s: %s", o.data_dir, strerror(-r));
+			goto out;
+		}
+		describe = strdup(o.data_dir);
+	} else {
+		r = make_etcd(&o, &kv, &describe);
+		if (r < 0) {
+			fprintf(stderr, "etcdfs: cannot set up the etcd client: %s\n", strerror(-r));
+			goto out;
+		}
 	}
 	int64_t rev;
 	r = kv_status(kv, &rev);
 	if (r < 0) {
-		log_err("cannot reach etcd at %s: %s", describe ? describe : "?", strerror(-r));
+		log_err("cannot reach %s at %s: %s", o.data_dir ? "the store" : "etcd",
+			describe ? describe : "?", strerror(-r));
 		goto out;
 	}
 	log_info("connected to %s, revision %lld", describe ? describe : "?", (long long)rev);
@@ -413,6 +443,24 @@ out:
 	kv_destroy(kv);
 	free(describe);
 out_args:
+	free(o.endpoints);
+	free(o.cacert);
+	free(o.cert);
+	free(o.key);
+	free(o.user);
+	free(o.password);
+	free(o.password_file);
+	free(o.dial_timeout);
+	free(o.command_timeout);
+	free(o.prefix);
+	free(o.format);
+	free(o.cache_size);
+	free(o.data_dir);
+	free(o.peers);
+	free(o.listen);
+	free(o.consistency);
+	free(o.conflict_dir);
+	free(o.shadow);
 	free(prefix);
 	free(mountpoint);
 	fuse_opt_free_args(&args);

@@ -1,0 +1,206 @@
+"""Watch-driven cache: external changes show up fast; unchanged reads stay
+in the kernel; faults resynchronize to exactly etcd's state."""
+import mmap
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from naming import expected_files
+
+
+def wait_for(fn, timeout=5.0):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if fn():
+                return True
+        except OSError:
+            pass
+        if time.time() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def read(p):
+    with open(p, "rb") as f:
+        return f.read()
+
+
+def test_external_changes_visible(etcd, mnt):
+    etcd.put("/w/dir/a", "1")
+    d = os.path.join(mnt.path, "w/dir")
+    assert wait_for(lambda: os.listdir(d) == ["a"])
+    p = os.path.join(d, "a")
+    assert read(p) == b"1"
+    st1 = os.stat(p)
+    etcd.put("/w/dir/a", "22")
+    assert wait_for(lambda: read(p) == b"22")
+    assert os.stat(p).st_size == 2
+    # a new key in a directory already listed
+    etcd.put("/w/dir/b", "new")
+    assert wait_for(lambda: sorted(os.listdir(d)) == ["a", "b"])
+    assert read(os.path.join(d, "b")) == b"new"
+    # delete
+    etcd.delete("/w/dir/a")
+    assert wait_for(lambda: os.listdir(d) == ["b"])
+    assert not os.path.exists(p)
+    assert st1.st_ino != 0
+
+
+def test_open_file_rereads(etcd, mnt):
+    etcd.put("/w/k", "first")
+    p = os.path.join(mnt.path, "w/k")
+    assert wait_for(lambda: os.path.exists(p))
+    with open(p, "rb") as f:
+        assert f.read() == b"first"
+        etcd.put("/w/k", "second!")
+        def reread():
+            f.seek(0)
+            return f.read() == b"second!"
+        assert wait_for(reread)
+
+
+def test_mmap_reader_sees_change(etcd, mnt):
+    etcd.put("/w/m", "aaaa")
+    p = os.path.join(mnt.path, "w/m")
+    assert wait_for(lambda: os.path.exists(p))
+    with open(p, "rb") as f:
+        m = mmap.mmap(f.fileno(), 4, prot=mmap.PROT_READ)
+        assert m[:4] == b"aaaa"
+        etcd.put("/w/m", "bbbb")
+        assert wait_for(lambda: m[:4] == b"bbbb")
+        m.close()
+
+
+def test_rapid_updates_final_value(etcd, mnt):
+    p = os.path.join(mnt.path, "w/fast")
+    etcd.put("/w/fast", "0")
+    assert wait_for(lambda: os.path.exists(p))
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                read(p)
+            except OSError:
+                pass
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(1, 1001):
+        etcd.put("/w/fast", str(i))
+    stop.set()
+    t.join()
+    assert wait_for(lambda: read(p) == b"1000")
+
+
+def test_unchanged_reads_stay_in_kernel(etcd, mnt):
+    etcd.put("/w/cached", "x" * 10000)
+    p = os.path.join(mnt.path, "w/cached")
+    assert wait_for(lambda: os.path.exists(p))
+    read(p)
+    read(p)
+    before = int(mnt.xattr("", "user.etcdfs.reads"))
+    for _ in range(50):
+        assert read(p) == b"x" * 10000
+    after = int(mnt.xattr("", "user.etcdfs.reads"))
+    assert after == before, f"{after - before} reads reached the daemon"
+    # and a change still gets through
+    etcd.put("/w/cached", "y")
+    assert wait_for(lambda: read(p) == b"y")
+
+
+def test_status_xattrs(etcd, mnt):
+    rev = etcd.put("/w/s", "1")
+    assert wait_for(lambda: int(mnt.xattr("", "user.etcdfs.revision")) >= rev)
+    assert mnt.xattr("", "user.etcdfs.watch") == "healthy"
+    for name in ("user.etcdfs.keys", "user.etcdfs.cache_hits", "user.etcdfs.requests"):
+        int(mnt.xattr("", name))
+
+
+def tree(root):
+    out = {}
+    for d, _, fns in os.walk(os.fsencode(root)):
+        for n in fns:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, os.fsencode(root))] = read(p)
+    return out
+
+
+def test_resync_after_outage_and_compaction(etcd, mnt):
+    mnt.allowed_errors += ["watch", "etcd", "unreachable", "refused", "compacted"]
+    for i in range(20):
+        etcd.put(f"/rs/k{i}", f"v{i}")
+    assert wait_for(lambda: len(os.listdir(os.path.join(mnt.path, "rs"))) == 20)
+    etcd.stop()
+    time.sleep(1.5)
+    etcd.start()
+    # changes the watch will never see: written and compacted away
+    etcd.delete("/rs/k0")
+    etcd.put("/rs/k1", "changed")
+    etcd.put("/rs/new", "added")
+    etcd.put("/rs/k2", "a")
+    etcd.delete("/rs/k2")
+    rev = etcd.put("/other/x", "y")
+    etcd.compact(rev)
+
+    def same():
+        want = {}
+        keys = etcd.keys()
+        files, _ = expected_files(keys)
+        for k in keys:
+            v, _ = etcd.get(k)
+            want[k.lstrip(b"/")] = v
+        return tree(mnt.path) == want
+    assert wait_for(same, timeout=20)
+
+
+def test_read_invalidate_race(etcd, mnt):
+    """Readers and an external writer hammer one file: no hang, every read
+    returns a value that was written."""
+    etcd.put("/race/f", "v0-" + "x" * 5000)
+    p = os.path.join(mnt.path, "race/f")
+    assert wait_for(lambda: os.path.exists(p))
+    written = {b"v0-" + b"x" * 5000}
+    lock = threading.Lock()
+    stop = threading.Event()
+    bad = []
+    reads = [0]
+
+    def reader():
+        while not stop.is_set():
+            try:
+                data = read(p)
+            except OSError as e:
+                bad.append(repr(e))
+                return
+            with lock:
+                if data not in written:
+                    # the value may have been written an instant ago
+                    pass
+                reads[0] += 1
+            seen.append(data)
+
+    seen = []
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    t0 = time.time()
+    i = 0
+    while time.time() - t0 < 30:
+        i += 1
+        v = f"v{i}-" + "x" * (5000 + i % 300)
+        with lock:
+            written.add(v.encode())
+        etcd.put("/race/f", v)
+    stop.set()
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive(), "a reader hung"
+    assert not bad, bad
+    assert reads[0] > 100
+    for data in seen:
+        assert data in written, data[:40]
+    assert wait_for(lambda: read(p) == v.encode())
