@@ -646,7 +646,7 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
 		if (status == RAFT_NOSPACE || status == RAFT_IOERR) {
 			log_err("store: writing the raft log failed: %s (%s); the write was not "
 				"stored, restarting raft from disk",
-				raft_strerror(status), raft_errmsg(&s->raft));
+				strerror(-err), raft_errmsg(&s->raft));
 			pthread_mutex_lock(&s->mu);
 			s->io_error = true;
 			pthread_mutex_unlock(&s->mu);
