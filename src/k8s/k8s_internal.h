@@ -1,0 +1,148 @@
+/* k8s_internal.h: shared internals of the Kubernetes codec (not a public API).
+ *
+ * jval: an ordered JSON value tree. Objects keep member order, numbers keep
+ * their text, every node remembers its source line (for error messages) and,
+ * when parsed from JSON text, its byte span in that text (so unchanged parts of
+ * stored JSON can be re-emitted byte for byte). A jval tree owns all its
+ * children and strings; free it with k8s_jv_free().
+ *
+ * buf: a growable byte buffer (data is malloc'd; buf_free releases it).
+ *
+ * pb: a protobuf wire reader that splits a message into fields while keeping
+ * each field's exact bytes, so the encoder can copy unchanged fields verbatim.
+ */
+#ifndef ETCDFS_K8S_INTERNAL_H
+#define ETCDFS_K8S_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "k8s_schema.h"
+
+/* ---- growable buffer ---- */
+
+struct buf {
+	uint8_t *data;
+	size_t len, cap;
+	bool oom; /* an allocation failed; further appends are dropped */
+};
+
+void k8s_buf_init(struct buf *b);
+void k8s_buf_free(struct buf *b);
+void k8s_buf_add(struct buf *b, const void *p, size_t n);
+void k8s_buf_addc(struct buf *b, char c);
+void k8s_buf_adds(struct buf *b, const char *s);
+void k8s_buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void k8s_buf_varint(struct buf *b, uint64_t v);
+/* NUL-terminate and hand the data over (*out malloc'd); returns -ENOMEM on oom */
+int k8s_buf_finish(struct buf *b, char **out, size_t *out_len);
+
+/* ---- JSON values ---- */
+
+enum jtype { J_NULL = 0, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
+
+struct jval {
+	enum jtype t;
+	bool b;		 /* J_BOOL */
+	char *s;	 /* J_STR: bytes (NUL-terminated), J_NUM: number text */
+	size_t len;	 /* of s */
+	size_t n, cap;	 /* J_ARR, J_OBJ: element count */
+	struct jval **v; /* elements / member values */
+	char **k;	 /* J_OBJ member keys (NUL-terminated) */
+	size_t *klen;
+	int line;	 /* 1-based source line, 0 if unknown */
+	const char *src; /* J text this node was parsed from (borrowed), or NULL */
+	size_t src_off, src_len;
+};
+
+struct jval *k8s_jv_new(enum jtype t);
+void k8s_jv_free(struct jval *v);
+struct jval *k8s_jv_str(const char *s, size_t len);
+struct jval *k8s_jv_num(const char *text);
+struct jval *k8s_jv_bool(bool b);
+struct jval *k8s_jv_dup(const struct jval *v); /* deep copy without source spans */
+/* append to an array / object; take ownership of val (freed on failure) */
+int k8s_jv_push(struct jval *arr, struct jval *val);
+int k8s_jv_set(struct jval *obj, const char *key, size_t klen, struct jval *val);
+int k8s_jv_insert(struct jval *obj, size_t pos, const char *key, size_t klen, struct jval *val);
+void k8s_jv_remove(struct jval *obj, size_t idx);
+/* index of member key in obj, or -1 */
+long k8s_jv_find(const struct jval *obj, const char *key, size_t klen);
+struct jval *k8s_jv_get(const struct jval *obj, const char *key);
+/* deep equality; numbers compare by value, object member order is ignored */
+bool k8s_jv_equal(const struct jval *a, const struct jval *b);
+/* JSON number text as int64; false if not an integer in range */
+bool k8s_jv_int(const struct jval *v, int64_t *out);
+bool k8s_jv_double(const struct jval *v, double *out);
+
+/* Parse JSON text (RFC 8259; one value, surrounding whitespace allowed).
+ * On error returns -EINVAL and a malloc'd message naming the line in *err. */
+int k8s_json_parse(const char *text, size_t len, struct jval **out, char **err);
+/* Serialize like Go's encoding/json (HTML-safe escaping). indent 0 = compact. */
+void k8s_json_write(struct buf *b, const struct jval *v, int indent);
+/* Go's float64 formatting: JSON ('f' or 'e' per encoding/json) and %v ('g'). */
+void k8s_fmt_json_float(char *out, size_t n, double d);
+void k8s_fmt_go_g(char *out, size_t n, double d);
+
+/* YAML output the way kubectl -o yaml prints (sigs.k8s.io/yaml + go-yaml v2). */
+int k8s_yaml_write(struct buf *b, const struct jval *v, char **err);
+/* Parse one YAML document into a jval (YAML 1.1 scalar resolution as go-yaml). */
+int k8s_yaml_parse(const char *text, size_t len, struct jval **out, char **err);
+
+/* base64 (standard alphabet, padded) */
+void k8s_base64_encode(struct buf *b, const uint8_t *p, size_t n);
+int k8s_base64_decode(const char *s, size_t n, struct buf *out);
+
+/* ---- protobuf wire ---- */
+
+struct pbf {
+	uint32_t num;
+	uint8_t wt;	    /* wire type 0, 1, 2, 5 */
+	uint64_t v;	    /* varint / fixed value */
+	const uint8_t *p;   /* wire type 2 payload */
+	size_t len;	    /* payload length */
+	const uint8_t *raw; /* whole field: tag .. end */
+	size_t raw_len;
+};
+
+struct pbmsg {
+	struct pbf *f;
+	size_t n, cap;
+};
+
+/* Split a message into fields; -EINVAL on malformed input. Fields point into p. */
+int k8s_pb_split(const uint8_t *p, size_t len, struct pbmsg *m);
+void k8s_pb_free(struct pbmsg *m);
+bool k8s_pb_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v);
+
+/* ---- codec core ---- */
+
+struct k8s_typemeta {
+	const char *api_version, *kind; /* NUL-terminated, may be "" */
+};
+
+/* Decode a protobuf message of type m into its JSON view (Go struct order). tm,
+ * if non-NULL, fills the TypeMeta pseudo field. */
+int k8s_view_message(const struct k8s_msg *m, const uint8_t *p, size_t len,
+		     const struct k8s_typemeta *tm, struct jval **out, char **err);
+/* JSON view of one field from its occurrences in a split message;
+ * *out = NULL when Go's encoding/json would omit it. */
+int k8s_view_field(const struct k8s_field *f, const struct pbmsg *m, struct jval **out, char **err);
+
+/* Does wire field f belong to schema field fd (number and usable wire type)? */
+bool k8s_occ_matches(const struct k8s_field *fd, const struct pbf *f);
+
+/* Encode the JSON object j as message m. orig (may be NULL) is the original
+ * payload: fields whose JSON view is unchanged are copied from it verbatim,
+ * unknown fields survive, changed fields take the place of the old ones. */
+int k8s_encode_message(const struct k8s_msg *m, const struct jval *j, const uint8_t *orig,
+		       size_t orig_len, struct buf *out, char **err);
+
+/* Merge edited JSON into original stored JSON (compact, Go style); unchanged
+ * values keep their original bytes. orig may be NULL. */
+void k8s_json_merge(struct buf *b, const struct jval *orig, const struct jval *edit);
+
+char *k8s_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,99 @@
+/* k8s_pb.c: protobuf wire-format splitting. A message is cut into fields, each
+ * keeping a pointer to its exact bytes (tag included), so that the encoder can
+ * copy unchanged and unknown fields verbatim and re-encoding is lossless. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "k8s_internal.h"
+
+bool k8s_pb_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	uint64_t x = 0;
+	int shift = 0;
+	const uint8_t *q = *p;
+
+	while (q < end && shift < 64) {
+		uint8_t c = *q++;
+		x |= (uint64_t)(c & 0x7f) << shift;
+		if (!(c & 0x80)) {
+			*p = q;
+			*v = x;
+			return true;
+		}
+		shift += 7;
+	}
+	return false;
+}
+
+int k8s_pb_split(const uint8_t *p, size_t len, struct pbmsg *m)
+{
+	const uint8_t *q = p, *end = p + len;
+
+	memset(m, 0, sizeof(*m));
+	while (q < end) {
+		struct pbf f;
+		uint64_t tag, l;
+
+		memset(&f, 0, sizeof(f));
+		f.raw = q;
+		if (!k8s_pb_read_varint(&q, end, &tag))
+			goto bad;
+		if ((tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
+			goto bad;
+		f.num = (uint32_t)(tag >> 3);
+		f.wt = tag & 7;
+		switch (f.wt) {
+		case 0:
+			if (!k8s_pb_read_varint(&q, end, &f.v))
+				goto bad;
+			break;
+		case 1:
+			if (end - q < 8)
+				goto bad;
+			for (int i = 7; i >= 0; i--)
+				f.v = f.v << 8 | q[i];
+			q += 8;
+			break;
+		case 5:
+			if (end - q < 4)
+				goto bad;
+			for (int i = 3; i >= 0; i--)
+				f.v = f.v << 8 | q[i];
+			q += 4;
+			break;
+		case 2:
+			if (!k8s_pb_read_varint(&q, end, &l) || l > (uint64_t)(end - q))
+				goto bad;
+			f.p = q;
+			f.len = (size_t)l;
+			q += l;
+			break;
+		default:
+			/* groups (3, 4) are not used by Kubernetes */
+			goto bad;
+		}
+		f.raw_len = (size_t)(q - f.raw);
+		if (m->n == m->cap) {
+			size_t cap = m->cap ? m->cap * 2 : 16;
+			struct pbf *nf = realloc(m->f, cap * sizeof(*nf));
+			if (!nf) {
+				k8s_pb_free(m);
+				return -ENOMEM;
+			}
+			m->f = nf;
+			m->cap = cap;
+		}
+		m->f[m->n++] = f;
+	}
+	return 0;
+bad:
+	k8s_pb_free(m);
+	return -EINVAL;
+}
+
+void k8s_pb_free(struct pbmsg *m)
+{
+	free(m->f);
+	memset(m, 0, sizeof(*m));
+}

@@ -1,0 +1,1045 @@
+/* k8s_yaml.c: YAML text <-> jval through libyaml.
+ *
+ * Output reproduces `kubectl get -o yaml`, which is sigs.k8s.io/yaml's
+ * JSONToYAML: JSON numbers become YAML ints or floats, mapping keys are sorted
+ * with go-yaml v2's "natural" order, and a string is quoted exactly when
+ * go-yaml v2 would resolve it, unquoted, to something other than a string
+ * (YAML 1.1 booleans like "yes", numbers, timestamps, null). libyaml's emitter
+ * (of which go-yaml's is a port) then picks the final style and line folding.
+ * Input uses the same YAML 1.1 resolution, so our output parses back to the
+ * same values. */
+#include <errno.h>
+#include <locale.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <wctype.h>
+#include <yaml.h>
+
+#include "k8s_internal.h"
+
+/* ---- go-yaml v2 scalar resolution ---- */
+
+enum rtag { R_STR, R_NULL, R_BOOL, R_INT, R_FLOAT, R_TIMESTAMP };
+
+struct resolved {
+	enum rtag tag;
+	bool b;
+	bool is_uint; /* R_INT that only fits uint64 */
+	int64_t i;
+	uint64_t u;
+	double f;
+};
+
+static const struct {
+	const char *s;
+	enum rtag tag;
+	int val; /* bool value, or float kind: 0 nan, 1 +inf, -1 -inf */
+} resolve_map[] = {
+	{"y", R_BOOL, 1},	{"Y", R_BOOL, 1},	{"yes", R_BOOL, 1},
+	{"Yes", R_BOOL, 1},	{"YES", R_BOOL, 1},	{"true", R_BOOL, 1},
+	{"True", R_BOOL, 1},	{"TRUE", R_BOOL, 1},	{"on", R_BOOL, 1},
+	{"On", R_BOOL, 1},	{"ON", R_BOOL, 1},	{"n", R_BOOL, 0},
+	{"N", R_BOOL, 0},	{"no", R_BOOL, 0},	{"No", R_BOOL, 0},
+	{"NO", R_BOOL, 0},	{"false", R_BOOL, 0},	{"False", R_BOOL, 0},
+	{"FALSE", R_BOOL, 0},	{"off", R_BOOL, 0},	{"Off", R_BOOL, 0},
+	{"OFF", R_BOOL, 0},	{"", R_NULL, 0},	{"~", R_NULL, 0},
+	{"null", R_NULL, 0},	{"Null", R_NULL, 0},	{"NULL", R_NULL, 0},
+	{".nan", R_FLOAT, 0},	{".NaN", R_FLOAT, 0},	{".NAN", R_FLOAT, 0},
+	{".inf", R_FLOAT, 1},	{".Inf", R_FLOAT, 1},	{".INF", R_FLOAT, 1},
+	{"+.inf", R_FLOAT, 1},	{"+.Inf", R_FLOAT, 1},	{"+.INF", R_FLOAT, 1},
+	{"-.inf", R_FLOAT, -1}, {"-.Inf", R_FLOAT, -1}, {"-.INF", R_FLOAT, -1},
+};
+
+static bool isdig(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* Go strconv.ParseUint(s, base, 64) for base 0 (prefixes) or 2; s unsigned */
+static bool go_parse_uint(const char *s, size_t n, int base, uint64_t *out)
+{
+	uint64_t v = 0;
+	size_t i = 0;
+
+	if (n == 0)
+		return false;
+	if (base == 0) {
+		base = 10;
+		if (s[0] == '0') {
+			if (n >= 3 && (s[1] == 'x' || s[1] == 'X')) {
+				base = 16;
+				i = 2;
+			} else if (n >= 3 && (s[1] == 'o' || s[1] == 'O')) {
+				base = 8;
+				i = 2;
+			} else if (n >= 3 && (s[1] == 'b' || s[1] == 'B')) {
+				base = 2;
+				i = 2;
+			} else {
+				base = 8;
+				i = 1;
+			}
+		}
+	}
+	if (i == n && !(i == 1 && base == 8))
+		return false;
+	for (; i < n; i++) {
+		int d;
+		char c = s[i];
+		if (isdig(c))
+			d = c - '0';
+		else if (c >= 'a' && c <= 'z')
+			d = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'Z')
+			d = c - 'A' + 10;
+		else
+			return false;
+		if (d >= base)
+			return false;
+		if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base)
+			return false;
+		v = v * (uint64_t)base + (uint64_t)d;
+	}
+	*out = v;
+	return true;
+}
+
+/* Go strconv.ParseInt(s, base, 64) */
+static bool go_parse_int(const char *s, size_t n, int base, int64_t *out)
+{
+	bool neg = false;
+	uint64_t u;
+
+	if (n && (s[0] == '+' || s[0] == '-')) {
+		neg = s[0] == '-';
+		s++;
+		n--;
+	}
+	if (!go_parse_uint(s, n, base, &u))
+		return false;
+	if (neg) {
+		if (u > (uint64_t)INT64_MAX + 1)
+			return false;
+		*out = (int64_t)(0 - u);
+	} else {
+		if (u > (uint64_t)INT64_MAX)
+			return false;
+		*out = (int64_t)u;
+	}
+	return true;
+}
+
+/* ^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$ */
+static bool yaml_style_float(const char *s, size_t n)
+{
+	size_t i = 0;
+
+	if (i < n && (s[i] == '+' || s[i] == '-'))
+		i++;
+	if (i < n && s[i] == '.') {
+		i++;
+		size_t st = i;
+		while (i < n && isdig(s[i]))
+			i++;
+		if (i == st)
+			return false;
+	} else {
+		size_t st = i;
+		while (i < n && isdig(s[i]))
+			i++;
+		if (i == st)
+			return false;
+		if (i < n && s[i] == '.') {
+			i++;
+			while (i < n && isdig(s[i]))
+				i++;
+		}
+	}
+	if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+		i++;
+		if (i < n && (s[i] == '+' || s[i] == '-'))
+			i++;
+		size_t st = i;
+		while (i < n && isdig(s[i]))
+			i++;
+		if (i == st)
+			return false;
+	}
+	return i == n;
+}
+
+/* ^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$ */
+static bool is_base60_float(const char *s, size_t n)
+{
+	size_t i = 0;
+	int groups = 0;
+
+	if (!n || !memchr(s, ':', n))
+		return false;
+	if (s[i] == '+' || s[i] == '-')
+		i++;
+	if (i >= n || !isdig(s[i]))
+		return false;
+	i++;
+	while (i < n && (isdig(s[i]) || s[i] == '_'))
+		i++;
+	while (i < n && s[i] == ':') {
+		i++;
+		/* [0-5]?[0-9] */
+		if (i + 1 < n && s[i] >= '0' && s[i] <= '5' && isdig(s[i + 1]))
+			i += 2;
+		else if (i < n && isdig(s[i]))
+			i++;
+		else
+			return false;
+		groups++;
+	}
+	if (!groups)
+		return false;
+	if (i < n && s[i] == '.') {
+		i++;
+		while (i < n && (isdig(s[i]) || s[i] == '_'))
+			i++;
+	}
+	return i == n;
+}
+
+/* 1 or 2 digits (Go's non-padded layout elements) */
+static bool getnum12(const char *s, size_t n, size_t *i, int *v)
+{
+	if (*i >= n || !isdig(s[*i]))
+		return false;
+	*v = s[(*i)++] - '0';
+	if (*i < n && isdig(s[*i]))
+		*v = *v * 10 + (s[(*i)++] - '0');
+	return true;
+}
+
+static int days_in(int y, int m)
+{
+	static const int d[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+		return 29;
+	return d[m - 1];
+}
+
+/* go-yaml v2 parseTimestamp: the layouts "2006-1-2T15:4:5.999999999Z07:00",
+ * the same with 't', "2006-1-2 15:4:5.999999999" and "2006-1-2" */
+static bool parse_timestamp(const char *s, size_t n)
+{
+	size_t i = 0;
+	int y, mo, d, h, mi, se;
+
+	for (i = 0; i < n && isdig(s[i]); i++)
+		;
+	if (i != 4 || i == n || s[i] != '-')
+		return false;
+	y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
+	i++;
+	if (!getnum12(s, n, &i, &mo) || i >= n || s[i] != '-' || mo < 1 || mo > 12)
+		return false;
+	i++;
+	if (!getnum12(s, n, &i, &d) || d < 1 || d > days_in(y, mo))
+		return false;
+	if (i == n)
+		return true; /* date only */
+	char sep = s[i];
+	if (sep != 'T' && sep != 't' && sep != ' ')
+		return false;
+	i++;
+	if (!getnum12(s, n, &i, &h) || i >= n || s[i] != ':' || h > 23)
+		return false;
+	i++;
+	if (!getnum12(s, n, &i, &mi) || i >= n || s[i] != ':' || mi > 59)
+		return false;
+	i++;
+	if (!getnum12(s, n, &i, &se) || se > 59)
+		return false;
+	if (i < n && s[i] == '.' && i + 1 < n && isdig(s[i + 1])) {
+		i++;
+		while (i < n && isdig(s[i]))
+			i++;
+	}
+	if (sep == ' ')
+		return i == n;
+	if (i < n && s[i] == 'Z')
+		return i + 1 == n;
+	if (i < n && (s[i] == '+' || s[i] == '-')) {
+		/* -07:00 */
+		if (n - i != 6 || !isdig(s[i + 1]) || !isdig(s[i + 2]) || s[i + 3] != ':' ||
+		    !isdig(s[i + 4]) || !isdig(s[i + 5]))
+			return false;
+		return true;
+	}
+	return false;
+}
+
+static void resolve(const char *s, size_t n, struct resolved *r)
+{
+	char hint;
+	char plain[128];
+	size_t pn = 0;
+
+	memset(r, 0, sizeof(*r));
+	r->tag = R_STR;
+	if (n == 0) {
+		hint = 'N';
+	} else {
+		char c = s[0];
+		if (c == '+' || c == '-')
+			hint = 'S';
+		else if (isdig(c))
+			hint = 'D';
+		else if (strchr("yYnNtTfFoO~", c))
+			hint = 'M';
+		else if (c == '.')
+			hint = '.';
+		else
+			hint = 0;
+	}
+	if (!hint)
+		return;
+	for (size_t i = 0; i < sizeof(resolve_map) / sizeof(resolve_map[0]); i++) {
+		if (strlen(resolve_map[i].s) == n && memcmp(resolve_map[i].s, s, n) == 0) {
+			r->tag = resolve_map[i].tag;
+			r->b = resolve_map[i].val;
+			if (r->tag == R_FLOAT)
+				r->f = resolve_map[i].val == 0
+					       ? (double)NAN
+					       : resolve_map[i].val * (double)INFINITY;
+			return;
+		}
+	}
+	if (hint == 'M' || hint == 'N')
+		return;
+	if (n >= sizeof(plain))
+		goto try_float_long;
+	if (hint == '.') {
+		char *end;
+		memcpy(plain, s, n);
+		plain[n] = 0;
+		/* Go's ParseFloat: decimal (or hex) float syntax, no underscores here */
+		if (yaml_style_float(plain, n)) {
+			r->f = strtod(plain, &end);
+			r->tag = R_FLOAT;
+		}
+		return;
+	}
+	if (parse_timestamp(s, n)) {
+		r->tag = R_TIMESTAMP;
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (s[i] != '_')
+			plain[pn++] = s[i];
+	plain[pn] = 0;
+	if (go_parse_int(plain, pn, 0, &r->i)) {
+		r->tag = R_INT;
+		return;
+	}
+	if (plain[0] != '-' &&
+	    go_parse_uint(plain[0] == '+' ? plain + 1 : plain, pn - (plain[0] == '+'), 0, &r->u)) {
+		r->tag = R_INT;
+		r->is_uint = true;
+		return;
+	}
+	if (yaml_style_float(plain, pn)) {
+		r->f = strtod(plain, NULL);
+		r->tag = R_FLOAT;
+		return;
+	}
+	if (pn > 2 && plain[0] == '0' && plain[1] == 'b') {
+		if (go_parse_int(plain + 2, pn - 2, 2, &r->i)) {
+			r->tag = R_INT;
+		} else if (go_parse_uint(plain + 2, pn - 2, 2, &r->u)) {
+			r->tag = R_INT;
+			r->is_uint = true;
+		}
+	} else if (pn > 3 && plain[0] == '-' && plain[1] == '0' && plain[2] == 'b') {
+		plain[2] = '-';
+		if (go_parse_int(plain + 2, pn - 2, 2, &r->i))
+			r->tag = R_INT;
+	}
+	return;
+try_float_long:
+	/* very long scalars: only a plain decimal float could still match */
+	if ((hint == 'D' || hint == 'S' || hint == '.') && yaml_style_float(s, n) &&
+	    !memchr(s, '_', n)) {
+		char *tmp = strndup(s, n);
+		if (tmp) {
+			r->f = strtod(tmp, NULL);
+			r->tag = R_FLOAT;
+			free(tmp);
+		}
+	}
+}
+
+/* ---- output ---- */
+
+static locale_t utf8_locale(void)
+{
+	static __thread locale_t loc;
+	static __thread bool tried;
+
+	if (!tried) {
+		tried = true;
+		loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+	}
+	return loc;
+}
+
+static bool go_is_letter(uint32_t r)
+{
+	if (r < 0x80)
+		return (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z');
+	locale_t l = utf8_locale();
+	return l ? iswalpha_l((wint_t)r, l) != 0 : true;
+}
+
+static bool go_is_digit(uint32_t r)
+{
+	return r >= '0' && r <= '9';
+}
+
+static size_t to_runes(const char *s, size_t n, uint32_t *out)
+{
+	size_t k = 0;
+	const uint8_t *u = (const uint8_t *)s;
+
+	for (size_t i = 0; i < n;) {
+		uint8_t c = u[i];
+		uint32_t cp = 0xfffd;
+		size_t l = 1;
+		if (c < 0x80) {
+			cp = c;
+		} else if ((c & 0xe0) == 0xc0 && i + 1 < n) {
+			cp = (uint32_t)(c & 0x1f) << 6 | (u[i + 1] & 0x3f);
+			l = 2;
+		} else if ((c & 0xf0) == 0xe0 && i + 2 < n) {
+			cp = (uint32_t)(c & 0x0f) << 12 | (uint32_t)(u[i + 1] & 0x3f) << 6 |
+			     (u[i + 2] & 0x3f);
+			l = 3;
+		} else if ((c & 0xf8) == 0xf0 && i + 3 < n) {
+			cp = (uint32_t)(c & 0x07) << 18 | (uint32_t)(u[i + 1] & 0x3f) << 12 |
+			     (uint32_t)(u[i + 2] & 0x3f) << 6 | (u[i + 3] & 0x3f);
+			l = 4;
+		}
+		out[k++] = cp;
+		i += l;
+	}
+	return k;
+}
+
+/* go-yaml v2 keyList.Less for two string keys */
+static bool key_less(const char *a, size_t an_, const char *b, size_t bn_)
+{
+	uint32_t sa[64], sb[64];
+	uint32_t *ar = an_ <= 64 ? sa : malloc(an_ * sizeof(uint32_t));
+	uint32_t *br = bn_ <= 64 ? sb : malloc(bn_ * sizeof(uint32_t));
+	bool res;
+
+	if (!ar || !br) {
+		/* fall back to bytewise order */
+		size_t l = an_ < bn_ ? an_ : bn_;
+		int c = memcmp(a, b, l);
+		res = c < 0 || (c == 0 && an_ < bn_);
+		goto out;
+	}
+	size_t na = to_runes(a, an_, ar), nb = to_runes(b, bn_, br);
+	for (size_t i = 0; i < na && i < nb; i++) {
+		if (ar[i] == br[i])
+			continue;
+		bool al = go_is_letter(ar[i]), bl = go_is_letter(br[i]);
+		if (al && bl) {
+			res = ar[i] < br[i];
+			goto out;
+		}
+		if (al || bl) {
+			res = bl;
+			goto out;
+		}
+		size_t ai, bi;
+		int64_t an = 0, bn = 0;
+		if (ar[i] == '0' || br[i] == '0') {
+			for (size_t j = i; j-- > 0 && go_is_digit(ar[j]);) {
+				if (ar[j] != '0') {
+					an = 1;
+					bn = 1;
+					break;
+				}
+			}
+		}
+		for (ai = i; ai < na && go_is_digit(ar[ai]); ai++)
+			an = (int64_t)((uint64_t)an * 10 + (ar[ai] - '0'));
+		for (bi = i; bi < nb && go_is_digit(br[bi]); bi++)
+			bn = (int64_t)((uint64_t)bn * 10 + (br[bi] - '0'));
+		if (an != bn) {
+			res = an < bn;
+			goto out;
+		}
+		if (ai != bi) {
+			res = ai < bi;
+			goto out;
+		}
+		res = ar[i] < br[i];
+		goto out;
+	}
+	res = na < nb;
+out:
+	if (ar != sa)
+		free(ar);
+	if (br != sb)
+		free(br);
+	return res;
+}
+
+struct keyref {
+	const char *k;
+	size_t len;
+	size_t idx;
+};
+
+static int cmp_keyref(const void *x, const void *y)
+{
+	const struct keyref *a = x, *b = y;
+
+	if (key_less(a->k, a->len, b->k, b->len))
+		return -1;
+	if (key_less(b->k, b->len, a->k, a->len))
+		return 1;
+	return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+struct yw {
+	yaml_emitter_t em;
+	struct buf *out;
+	char **err;
+	int depth;
+};
+
+static int write_handler(void *data, unsigned char *buffer, size_t size)
+{
+	k8s_buf_add(data, buffer, size);
+	return !((struct buf *)data)->oom;
+}
+
+static int emit(struct yw *w, yaml_event_t *ev)
+{
+	if (!yaml_emitter_emit(&w->em, ev)) {
+		if (w->err && !*w->err)
+			*w->err = k8s_strdup_printf("YAML emitter: %s",
+						    w->em.problem ? w->em.problem : "error");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int emit_scalar(struct yw *w, const char *s, size_t n, yaml_scalar_style_t style)
+{
+	yaml_event_t ev;
+
+	if (!yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)s, (int)n, 1, 1, style))
+		return -ENOMEM;
+	return emit(w, &ev);
+}
+
+/* Go's JSON round trip turns invalid UTF-8 into U+FFFD; do the same. */
+static char *sanitize_utf8(const char *s, size_t n, size_t *outn)
+{
+	struct buf b;
+	char *r;
+	const uint8_t *u = (const uint8_t *)s;
+
+	k8s_buf_init(&b);
+	for (size_t i = 0; i < n;) {
+		uint8_t c = u[i];
+		size_t l = 0;
+		if (c < 0x80)
+			l = 1;
+		else if (c >= 0xc2 && c <= 0xdf && i + 1 < n && (u[i + 1] & 0xc0) == 0x80)
+			l = 2;
+		else if (c >= 0xe0 && c <= 0xef && i + 2 < n && (u[i + 1] & 0xc0) == 0x80 &&
+			 (u[i + 2] & 0xc0) == 0x80) {
+			uint32_t v = (uint32_t)(c & 0x0f) << 12 | (uint32_t)(u[i + 1] & 0x3f) << 6;
+			if (v >= 0x800 && (v < 0xd800 || v > 0xdfff))
+				l = 3;
+		} else if (c >= 0xf0 && c <= 0xf4 && i + 3 < n && (u[i + 1] & 0xc0) == 0x80 &&
+			   (u[i + 2] & 0xc0) == 0x80 && (u[i + 3] & 0xc0) == 0x80) {
+			uint32_t v = (uint32_t)(c & 0x07) << 18 | (uint32_t)(u[i + 1] & 0x3f) << 12;
+			if (v >= 0x10000 && v <= 0x10ffff)
+				l = 4;
+		}
+		if (l) {
+			k8s_buf_add(&b, s + i, l);
+			i += l;
+		} else {
+			k8s_buf_adds(&b, "\xef\xbf\xbd");
+			i++;
+		}
+	}
+	if (k8s_buf_finish(&b, &r, outn))
+		return NULL;
+	return r;
+}
+
+static int emit_string(struct yw *w, const char *s0, size_t n0)
+{
+	struct resolved r;
+	yaml_scalar_style_t style;
+	size_t n;
+	char *s = sanitize_utf8(s0, n0, &n);
+	int ret;
+
+	if (!s)
+		return -ENOMEM;
+	resolve(s, n, &r);
+	bool can_plain = r.tag == R_STR && !is_base60_float(s, n);
+	if (memchr(s, '\n', n))
+		style = YAML_LITERAL_SCALAR_STYLE;
+	else if (can_plain)
+		style = YAML_PLAIN_SCALAR_STYLE;
+	else
+		style = YAML_DOUBLE_QUOTED_SCALAR_STYLE;
+	ret = emit_scalar(w, s, n, style);
+	free(s);
+	return ret;
+}
+
+static int emit_number(struct yw *w, const struct jval *v)
+{
+	struct resolved r;
+	char tmp[64];
+
+	resolve(v->s, v->len, &r);
+	switch (r.tag) {
+	case R_INT:
+		if (r.is_uint)
+			snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)r.u);
+		else
+			snprintf(tmp, sizeof(tmp), "%lld", (long long)r.i);
+		break;
+	case R_FLOAT:
+		k8s_fmt_go_g(tmp, sizeof(tmp), r.f);
+		if (!strcmp(tmp, "+Inf"))
+			strcpy(tmp, ".inf");
+		else if (!strcmp(tmp, "-Inf"))
+			strcpy(tmp, "-.inf");
+		else if (!strcmp(tmp, "NaN"))
+			strcpy(tmp, ".nan");
+		break;
+	default:
+		/* not a number YAML knows: go-yaml would keep it as a string */
+		return emit_string(w, v->s, v->len);
+	}
+	return emit_scalar(w, tmp, strlen(tmp), YAML_PLAIN_SCALAR_STYLE);
+}
+
+static int emit_node(struct yw *w, const struct jval *v)
+{
+	yaml_event_t ev;
+	int r = 0;
+
+	if (++w->depth > 10000) {
+		if (w->err && !*w->err)
+			*w->err = k8s_strdup_printf("value nested too deeply for YAML");
+		return -EINVAL;
+	}
+	switch (v->t) {
+	case J_NULL:
+		r = emit_scalar(w, "null", 4, YAML_PLAIN_SCALAR_STYLE);
+		break;
+	case J_BOOL:
+		r = v->b ? emit_scalar(w, "true", 4, YAML_PLAIN_SCALAR_STYLE)
+			 : emit_scalar(w, "false", 5, YAML_PLAIN_SCALAR_STYLE);
+		break;
+	case J_NUM:
+		r = emit_number(w, v);
+		break;
+	case J_STR:
+		r = emit_string(w, v->s, v->len);
+		break;
+	case J_ARR:
+		if (!yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
+							  YAML_BLOCK_SEQUENCE_STYLE))
+			return -ENOMEM;
+		if ((r = emit(w, &ev)))
+			break;
+		for (size_t i = 0; i < v->n && !r; i++)
+			r = emit_node(w, v->v[i]);
+		if (r)
+			break;
+		yaml_sequence_end_event_initialize(&ev);
+		r = emit(w, &ev);
+		break;
+	case J_OBJ: {
+		struct keyref *keys = calloc(v->n ? v->n : 1, sizeof(*keys));
+		if (!keys)
+			return -ENOMEM;
+		for (size_t i = 0; i < v->n; i++)
+			keys[i] = (struct keyref){v->k[i], v->klen[i], i};
+		qsort(keys, v->n, sizeof(*keys), cmp_keyref);
+		if (!yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+							 YAML_BLOCK_MAPPING_STYLE)) {
+			free(keys);
+			return -ENOMEM;
+		}
+		r = emit(w, &ev);
+		for (size_t i = 0; i < v->n && !r; i++) {
+			r = emit_string(w, keys[i].k, keys[i].len);
+			if (!r)
+				r = emit_node(w, v->v[keys[i].idx]);
+		}
+		free(keys);
+		if (r)
+			break;
+		yaml_mapping_end_event_initialize(&ev);
+		r = emit(w, &ev);
+		break;
+	}
+	}
+	w->depth--;
+	return r;
+}
+
+int k8s_yaml_write(struct buf *b, const struct jval *v, char **err)
+{
+	struct yw w = {.out = b, .err = err};
+	yaml_event_t ev;
+	int r;
+
+	if (!yaml_emitter_initialize(&w.em))
+		return -ENOMEM;
+	yaml_emitter_set_output(&w.em, write_handler, b);
+	yaml_emitter_set_unicode(&w.em, 1);
+	yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING);
+	if ((r = emit(&w, &ev)))
+		goto out;
+	yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, 1);
+	if ((r = emit(&w, &ev)))
+		goto out;
+	if ((r = emit_node(&w, v)))
+		goto out;
+	yaml_document_end_event_initialize(&ev, 1);
+	if ((r = emit(&w, &ev)))
+		goto out;
+	/* go-yaml clears open_ended before the stream end: no "..." marker */
+	w.em.open_ended = 0;
+	yaml_stream_end_event_initialize(&ev);
+	r = emit(&w, &ev);
+	if (!r && !yaml_emitter_flush(&w.em))
+		r = -EIO;
+out:
+	yaml_emitter_delete(&w.em);
+	if (!r && b->oom)
+		r = -ENOMEM;
+	return r;
+}
+
+/* ---- input ---- */
+
+#define YAML_MAX_DEPTH 1000
+#define YAML_MAX_ALIAS_NODES 1000000
+
+struct anchor {
+	char *name;
+	struct jval *v; /* borrowed: lives in the tree being built */
+};
+
+struct yp {
+	yaml_parser_t p;
+	char **err;
+	struct anchor *anchors;
+	size_t n_anchors, cap_anchors;
+	size_t alias_nodes;
+};
+
+static int yperr(struct yp *y, int line, const char *what, const char *detail)
+{
+	if (y->err && !*y->err) {
+		if (detail)
+			*y->err = k8s_strdup_printf("invalid YAML at line %d: %s \"%s\"", line,
+						    what, detail);
+		else
+			*y->err = k8s_strdup_printf("invalid YAML at line %d: %s", line, what);
+	}
+	return -EINVAL;
+}
+
+static int next_event(struct yp *y, yaml_event_t *ev)
+{
+	if (!yaml_parser_parse(&y->p, ev)) {
+		if (y->err && !*y->err)
+			*y->err = k8s_strdup_printf(
+				"invalid YAML at line %zu: %s%s%s", y->p.problem_mark.line + 1,
+				y->p.problem ? y->p.problem : "error", y->p.context ? " " : "",
+				y->p.context ? y->p.context : "");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int add_anchor(struct yp *y, const yaml_char_t *name, struct jval *v)
+{
+	if (!name)
+		return 0;
+	if (y->n_anchors == y->cap_anchors) {
+		size_t cap = y->cap_anchors ? y->cap_anchors * 2 : 8;
+		struct anchor *a = realloc(y->anchors, cap * sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		y->anchors = a;
+		y->cap_anchors = cap;
+	}
+	y->anchors[y->n_anchors].name = strdup((const char *)name);
+	if (!y->anchors[y->n_anchors].name)
+		return -ENOMEM;
+	y->anchors[y->n_anchors++].v = v;
+	return 0;
+}
+
+static size_t count_nodes(const struct jval *v)
+{
+	size_t n = 1;
+	for (size_t i = 0; i < v->n; i++)
+		n += count_nodes(v->v[i]);
+	return n;
+}
+
+/* scalar event -> value, as go-yaml + sigs.k8s.io/yaml YAMLToJSON would */
+static int scalar_value(struct yp *y, yaml_event_t *ev, struct jval **out)
+{
+	const char *s = (const char *)ev->data.scalar.value;
+	size_t n = ev->data.scalar.length;
+	const char *tag = (const char *)ev->data.scalar.tag;
+	int line = (int)ev->start_mark.line + 1;
+	struct resolved r;
+	char tmp[64];
+
+	if (tag && (!strcmp(tag, "tag:yaml.org,2002:str") || !strcmp(tag, "!!str") ||
+		    !strcmp(tag, "tag:yaml.org,2002:binary"))) {
+		*out = k8s_jv_str(s, n);
+		return *out ? 0 : -ENOMEM;
+	}
+	if (ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE && !tag) {
+		*out = k8s_jv_str(s, n);
+		return *out ? 0 : -ENOMEM;
+	}
+	resolve(s, n, &r);
+	switch (r.tag) {
+	case R_NULL:
+		*out = k8s_jv_new(J_NULL);
+		break;
+	case R_BOOL:
+		*out = k8s_jv_bool(r.b);
+		break;
+	case R_INT:
+		if (r.is_uint)
+			snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)r.u);
+		else
+			snprintf(tmp, sizeof(tmp), "%lld", (long long)r.i);
+		*out = k8s_jv_num(tmp);
+		break;
+	case R_FLOAT:
+		if (r.f != r.f || r.f - r.f != 0)
+			return yperr(y, line, "NaN and infinity cannot be represented in JSON", s);
+		k8s_fmt_json_float(tmp, sizeof(tmp), r.f);
+		*out = k8s_jv_num(tmp);
+		break;
+	default: /* strings and timestamps (kept as their text) */
+		*out = k8s_jv_str(s, n);
+		break;
+	}
+	if (*out)
+		(*out)->line = line;
+	return *out ? 0 : -ENOMEM;
+}
+
+/* mapping keys become strings as sigs.k8s.io/yaml does */
+static int key_text(struct yp *y, yaml_event_t *ev, struct buf *key)
+{
+	struct jval *v = NULL;
+	int r = scalar_value(y, ev, &v);
+
+	if (r)
+		return r;
+	switch (v->t) {
+	case J_NULL:
+		k8s_buf_adds(key, "null");
+		break;
+	case J_BOOL:
+		k8s_buf_adds(key, v->b ? "true" : "false");
+		break;
+	default:
+		k8s_buf_add(key, v->s, v->len);
+	}
+	k8s_jv_free(v);
+	return key->oom ? -ENOMEM : 0;
+}
+
+static int parse_node(struct yp *y, yaml_event_t *ev, struct jval **out, int depth)
+{
+	int line = (int)ev->start_mark.line + 1;
+	struct jval *v = NULL;
+	int r;
+
+	*out = NULL;
+	if (depth > YAML_MAX_DEPTH)
+		return yperr(y, line, "nesting too deep", NULL);
+	switch (ev->type) {
+	case YAML_SCALAR_EVENT:
+		r = scalar_value(y, ev, &v);
+		if (r)
+			return r;
+		if ((r = add_anchor(y, ev->data.scalar.anchor, v))) {
+			k8s_jv_free(v);
+			return r;
+		}
+		*out = v;
+		return 0;
+	case YAML_ALIAS_EVENT:
+		for (size_t i = y->n_anchors; i-- > 0;) {
+			if (!strcmp(y->anchors[i].name, (const char *)ev->data.alias.anchor)) {
+				y->alias_nodes += count_nodes(y->anchors[i].v);
+				if (y->alias_nodes > YAML_MAX_ALIAS_NODES)
+					return yperr(y, line, "too many alias expansions", NULL);
+				*out = k8s_jv_dup(y->anchors[i].v);
+				if (*out)
+					(*out)->line = line;
+				return *out ? 0 : -ENOMEM;
+			}
+		}
+		return yperr(y, line, "unknown alias", (const char *)ev->data.alias.anchor);
+	case YAML_SEQUENCE_START_EVENT:
+	case YAML_MAPPING_START_EVENT: {
+		bool map = ev->type == YAML_MAPPING_START_EVENT;
+		const yaml_char_t *anchor =
+			map ? ev->data.mapping_start.anchor : ev->data.sequence_start.anchor;
+		v = k8s_jv_new(map ? J_OBJ : J_ARR);
+		if (!v)
+			return -ENOMEM;
+		v->line = line;
+		if ((r = add_anchor(y, anchor, v)))
+			goto fail;
+		for (;;) {
+			yaml_event_t kev, vev;
+			struct jval *item = NULL;
+			struct buf key;
+
+			if ((r = next_event(y, &kev)))
+				goto fail;
+			if (kev.type == (map ? YAML_MAPPING_END_EVENT : YAML_SEQUENCE_END_EVENT)) {
+				yaml_event_delete(&kev);
+				break;
+			}
+			if (!map) {
+				r = parse_node(y, &kev, &item, depth + 1);
+				yaml_event_delete(&kev);
+				if (r || (r = k8s_jv_push(v, item)))
+					goto fail;
+				continue;
+			}
+			int kline = (int)kev.start_mark.line + 1;
+			if (kev.type != YAML_SCALAR_EVENT) {
+				yaml_event_delete(&kev);
+				r = yperr(y, kline, "mapping keys must be scalars", NULL);
+				goto fail;
+			}
+			k8s_buf_init(&key);
+			r = key_text(y, &kev, &key);
+			if (!r && kev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+			    key.len == 2 && !memcmp(key.data, "<<", 2))
+				r = yperr(y, kline, "merge keys (<<) are not supported", NULL);
+			yaml_event_delete(&kev);
+			if (r) {
+				k8s_buf_free(&key);
+				goto fail;
+			}
+			const char *kd = key.data ? (const char *)key.data : "";
+			if (k8s_jv_find(v, kd, key.len) >= 0) {
+				char *kcopy = strndup(kd, key.len);
+				r = yperr(y, kline, "duplicate key", kcopy ? kcopy : "");
+				free(kcopy);
+				k8s_buf_free(&key);
+				goto fail;
+			}
+			if ((r = next_event(y, &vev))) {
+				k8s_buf_free(&key);
+				goto fail;
+			}
+			r = parse_node(y, &vev, &item, depth + 1);
+			yaml_event_delete(&vev);
+			if (!r)
+				r = k8s_jv_set(v, kd, key.len, item);
+			k8s_buf_free(&key);
+			if (r)
+				goto fail;
+		}
+		*out = v;
+		return 0;
+	}
+	default:
+		return yperr(y, line, "unexpected YAML event", NULL);
+	}
+fail:
+	/* anchors may still point into v; any failure aborts the whole parse,
+	 * so they are never used again */
+	k8s_jv_free(v);
+	return r;
+}
+
+int k8s_yaml_parse(const char *text, size_t len, struct jval **out, char **err)
+{
+	struct yp y = {.err = err};
+	yaml_event_t ev;
+	struct jval *v = NULL;
+	int r;
+	bool done = false;
+
+	*out = NULL;
+	if (!yaml_parser_initialize(&y.p))
+		return -ENOMEM;
+	yaml_parser_set_input_string(&y.p, (const unsigned char *)text, len);
+	while (!done) {
+		if ((r = next_event(&y, &ev)))
+			goto out;
+		switch (ev.type) {
+		case YAML_STREAM_START_EVENT:
+		case YAML_DOCUMENT_END_EVENT:
+			break;
+		case YAML_DOCUMENT_START_EVENT:
+			if (v) {
+				r = yperr(&y, (int)ev.start_mark.line + 1,
+					  "only one YAML document is allowed", NULL);
+				yaml_event_delete(&ev);
+				goto out;
+			}
+			break;
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		default:
+			r = parse_node(&y, &ev, &v, 0);
+			if (r) {
+				yaml_event_delete(&ev);
+				goto out;
+			}
+		}
+		yaml_event_delete(&ev);
+	}
+	if (!v) {
+		r = yperr(&y, 1, "empty document", NULL);
+		goto out;
+	}
+	*out = v;
+	v = NULL;
+	r = 0;
+out:
+	k8s_jv_free(v);
+	for (size_t i = 0; i < y.n_anchors; i++)
+		free(y.anchors[i].name);
+	free(y.anchors);
+	yaml_parser_delete(&y.p);
+	return r;
+}

@@ -1,0 +1,293 @@
+/* test_k8s_fixtures.c: conformance of the k8s codec against Kubernetes' own
+ * round-trip fixtures (../shared/k8s-fixtures/{HEAD,apiextensions}).
+ *
+ * For every <group>.<version>.<Kind>.pb with its .json and .yaml:
+ *   json     decode(.pb) as JSON equals .json (same values, same member order,
+ *            same number and string text)
+ *   yaml     decode(.pb) as YAML equals .yaml byte for byte
+ *   rt-yaml  encode(orig=.pb, decode(.pb) YAML) equals .pb byte for byte
+ *   rt-json  encode(orig=.pb, decode(.pb) JSON) equals .pb byte for byte
+ *   new-pb   encode(no orig, .json) equals .pb byte for byte
+ * Usage: test_k8s_fixtures DIR... ; prints per-check counts, exits 1 on any miss. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "k8s/k8s.h"
+#include "k8s/k8s_internal.h"
+
+enum { C_JSON, C_YAML, C_RT_YAML, C_RT_JSON, C_NEW_PB, C_N };
+static const char *const check_names[C_N] = {"json", "yaml", "rt-yaml", "rt-json", "new-pb"};
+static int pass[C_N], total[C_N];
+static int shown;
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *b = NULL;
+	long n;
+
+	if (!f)
+		return NULL;
+	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+		b = malloc((size_t)n + 1);
+		if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+			free(b);
+			b = NULL;
+		}
+		if (b) {
+			b[n] = 0;
+			*len = (size_t)n;
+		}
+	}
+	fclose(f);
+	return b;
+}
+
+/* ordered structural equality with exact scalar text */
+static bool same_json(const struct jval *a, const struct jval *b, char *where, size_t wn)
+{
+	if (a->t != b->t) {
+		snprintf(where, wn, "type differs");
+		return false;
+	}
+	switch (a->t) {
+	case J_NULL:
+		return true;
+	case J_BOOL:
+		return a->b == b->b;
+	case J_NUM:
+	case J_STR:
+		if (a->len != b->len || memcmp(a->s, b->s, a->len)) {
+			snprintf(where, wn, "'%s' vs '%s'", a->s, b->s);
+			return false;
+		}
+		return true;
+	case J_ARR:
+	case J_OBJ:
+		if (a->n != b->n) {
+			snprintf(where, wn, "%zu vs %zu members", a->n, b->n);
+			return false;
+		}
+		for (size_t i = 0; i < a->n; i++) {
+			if (a->t == J_OBJ &&
+			    (a->klen[i] != b->klen[i] || memcmp(a->k[i], b->k[i], a->klen[i]))) {
+				snprintf(where, wn, "key #%zu '%s' vs '%s'", i, a->k[i], b->k[i]);
+				return false;
+			}
+			if (!same_json(a->v[i], b->v[i], where, wn)) {
+				if (a->t == J_OBJ) {
+					size_t l = strlen(where);
+					snprintf(where + l, wn - l, " <- %s", a->k[i]);
+				}
+				return false;
+			}
+		}
+		return true;
+	}
+	return false;
+}
+
+static void fail(const char *name, int check, const char *why)
+{
+	if (shown++ < 40)
+		fprintf(stderr, "FAIL %-8s %s: %s\n", check_names[check], name, why);
+}
+
+static void type_of(const char *base, char *av, size_t avn, char *kind, size_t kn)
+{
+	/* <group>.<version>.<Kind>; core kinds use "core" as group */
+	const char *k = strrchr(base, '.');
+	const char *v = k;
+	while (v > base && v[-1] != '.')
+		v--;
+	snprintf(kind, kn, "%s", k + 1);
+	int glen = v > base ? (int)(v - base - 1) : 0;
+	if (glen == 4 && !strncmp(base, "core", 4))
+		glen = 0;
+	if (glen)
+		snprintf(av, avn, "%.*s/%.*s", glen, base, (int)(k - v), v);
+	else
+		snprintf(av, avn, "%.*s", (int)(k - v), v);
+}
+
+static void run_one(const char *dir, const char *base)
+{
+	char path[4096], av[256], kind[256], why[512];
+	size_t pblen = 0, jlen = 0, ylen = 0;
+	char *pb, *js, *ya;
+	char *out = NULL, *err = NULL;
+	size_t olen = 0;
+	void *enc = NULL;
+	size_t elen = 0;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/%s.pb", dir, base);
+	pb = slurp(path, &pblen);
+	snprintf(path, sizeof(path), "%s/%s.json", dir, base);
+	js = slurp(path, &jlen);
+	snprintf(path, sizeof(path), "%s/%s.yaml", dir, base);
+	ya = slurp(path, &ylen);
+	type_of(base, av, sizeof(av), kind, sizeof(kind));
+	if (!pb || !js || !ya) {
+		fprintf(stderr, "missing files for %s\n", base);
+		for (int c = 0; c < C_N; c++)
+			total[c]++;
+		goto out;
+	}
+
+	/* json */
+	total[C_JSON]++;
+	r = k8s_decode_typed(pb, pblen, K8S_FMT_JSON, 0, av, kind, &out, &olen, &err);
+	if (r) {
+		fail(base, C_JSON, err ? err : "decode failed");
+	} else {
+		struct jval *a = NULL, *b = NULL;
+		char *e1 = NULL, *e2 = NULL;
+		if (k8s_json_parse(out, olen, &a, &e1) || k8s_json_parse(js, jlen, &b, &e2)) {
+			fail(base, C_JSON, "unparsable JSON");
+		} else {
+			why[0] = 0;
+			if (same_json(a, b, why, sizeof(why)))
+				pass[C_JSON]++;
+			else
+				fail(base, C_JSON, why);
+		}
+		k8s_jv_free(a);
+		k8s_jv_free(b);
+		free(e1);
+		free(e2);
+	}
+	/* rt-json */
+	total[C_RT_JSON]++;
+	if (!r) {
+		free(err);
+		err = NULL;
+		if (k8s_encode_typed(pb, pblen, out, olen, NULL, NULL, 0, av, kind, K8S_ENC_RAW,
+				     &enc, &elen, &err)) {
+			fail(base, C_RT_JSON, err ? err : "encode failed");
+		} else if (elen != pblen || memcmp(enc, pb, pblen)) {
+			fail(base, C_RT_JSON, "bytes differ");
+		} else {
+			pass[C_RT_JSON]++;
+		}
+		free(enc);
+		enc = NULL;
+	}
+	free(out);
+	out = NULL;
+	free(err);
+	err = NULL;
+
+	/* yaml */
+	total[C_YAML]++;
+	total[C_RT_YAML]++;
+	r = k8s_decode_typed(pb, pblen, K8S_FMT_YAML, 0, av, kind, &out, &olen, &err);
+	if (r) {
+		fail(base, C_YAML, err ? err : "decode failed");
+	} else {
+		if (olen == ylen && !memcmp(out, ya, ylen)) {
+			pass[C_YAML]++;
+		} else {
+			size_t i = 0;
+			while (i < olen && i < ylen && out[i] == ya[i])
+				i++;
+			size_t ls = i;
+			while (ls > 0 && ya[ls - 1] != '\n')
+				ls--;
+			snprintf(why, sizeof(why), "differs at byte %zu, line: %.60s", i, ya + ls);
+			fail(base, C_YAML, why);
+		}
+		free(err);
+		err = NULL;
+		if (k8s_encode_typed(pb, pblen, out, olen, NULL, NULL, 0, av, kind, K8S_ENC_RAW,
+				     &enc, &elen, &err)) {
+			fail(base, C_RT_YAML, err ? err : "encode failed");
+		} else if (elen != pblen || memcmp(enc, pb, pblen)) {
+			fail(base, C_RT_YAML, "bytes differ");
+		} else {
+			pass[C_RT_YAML]++;
+		}
+		free(enc);
+		enc = NULL;
+	}
+	free(err);
+	err = NULL;
+
+	/* new-pb */
+	total[C_NEW_PB]++;
+	if (k8s_encode_typed(NULL, 0, js, jlen, NULL, NULL, 0, av, kind, K8S_ENC_PROTOBUF, &enc,
+			     &elen, &err)) {
+		fail(base, C_NEW_PB, err ? err : "encode failed");
+	} else if (elen != pblen || memcmp(enc, pb, pblen)) {
+		size_t i = 0;
+		const unsigned char *x = enc, *y = (const unsigned char *)pb;
+		while (i < elen && i < pblen && x[i] == y[i])
+			i++;
+		snprintf(why, sizeof(why), "bytes differ at %zu (len %zu vs %zu)", i, elen, pblen);
+		fail(base, C_NEW_PB, why);
+	} else {
+		pass[C_NEW_PB]++;
+	}
+	free(enc);
+out:
+	free(out);
+	free(err);
+	free(pb);
+	free(js);
+	free(ya);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int main(int argc, char **argv)
+{
+	int files = 0;
+
+	if (argc < 2) {
+		fprintf(stderr, "usage: %s FIXTURE_DIR...\n", argv[0]);
+		return 2;
+	}
+	for (int a = 1; a < argc; a++) {
+		DIR *d = opendir(argv[a]);
+		struct dirent *de;
+		char **names = NULL;
+		size_t n = 0, cap = 0;
+
+		if (!d) {
+			fprintf(stderr, "%s: %s\n", argv[a], strerror(errno));
+			return 1;
+		}
+		while ((de = readdir(d))) {
+			size_t l = strlen(de->d_name);
+			if (l > 3 && !strcmp(de->d_name + l - 3, ".pb")) {
+				if (n == cap) {
+					cap = cap ? cap * 2 : 256;
+					names = realloc(names, cap * sizeof(*names));
+				}
+				names[n++] = strndup(de->d_name, l - 3);
+			}
+		}
+		closedir(d);
+		qsort(names, n, sizeof(*names), cmp_str);
+		for (size_t i = 0; i < n; i++) {
+			run_one(argv[a], names[i]);
+			free(names[i]);
+			files++;
+		}
+		free(names);
+	}
+	printf("%d fixtures (x3 files = %d):", files, files * 3);
+	int bad = 0;
+	for (int c = 0; c < C_N; c++) {
+		printf(" %s %d/%d", check_names[c], pass[c], total[c]);
+		bad += total[c] - pass[c];
+	}
+	printf("\n");
+	return bad || files == 0 ? 1 : 0;
+}
