@@ -54,6 +54,10 @@ struct envelope {
 	bool has_raw;
 	const uint8_t *content_encoding;
 	size_t content_encoding_len;
+	/* bytes after the last well-formed envelope field (seen in values saved
+	 * with a trailing newline); kept so re-encoding is byte-exact */
+	const uint8_t *trailer;
+	size_t trailer_len;
 };
 
 static void envelope_free(struct envelope *e)
@@ -73,12 +77,24 @@ static int envelope_parse(const uint8_t *p, size_t len, struct envelope *e, char
 		set_err(err, k8s_strdup_printf("not a Kubernetes protobuf value"));
 		return -EINVAL;
 	}
-	if (k8s_pb_split(p + 4, len - 4, &e->fields)) {
+	size_t used = 0;
+	if (k8s_pb_split_prefix(p + 4, len - 4, &e->fields, &used)) {
 		set_err(err, k8s_strdup_printf("malformed runtime.Unknown envelope"));
-		return -EINVAL;
+		return -ENOMEM;
+	}
+	if (used < len - 4) {
+		e->trailer = p + 4 + used;
+		e->trailer_len = len - 4 - used;
+		log_debug("k8s: %zu trailing byte(s) after the protobuf envelope kept as is",
+			  e->trailer_len);
 	}
 	e->api_version = strdup("");
 	e->kind = strdup("");
+	if (e->fields.n == 0) {
+		envelope_free(e);
+		set_err(err, k8s_strdup_printf("malformed runtime.Unknown envelope"));
+		return -EINVAL;
+	}
 	if (!e->api_version || !e->kind)
 		goto nomem;
 	for (size_t i = 0; i < e->fields.n; i++) {
@@ -417,6 +433,7 @@ static int encode_protobuf(const struct k8s_msg *m, const struct envelope *oe,
 			k8s_buf_varint(out, raw.len);
 			k8s_buf_add(out, raw.data, raw.len);
 		}
+		k8s_buf_add(out, oe->trailer, oe->trailer_len);
 	} else {
 		struct buf tm;
 		k8s_buf_init(&tm);

@@ -113,6 +113,9 @@ struct pbmsg {
 
 /* Split a message into fields; -EINVAL on malformed input. Fields point into p. */
 int k8s_pb_split(const uint8_t *p, size_t len, struct pbmsg *m);
+/* As k8s_pb_split, but stops before a malformed field instead of failing;
+ * *consumed is the length of the well-formed prefix. */
+int k8s_pb_split_prefix(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed);
 void k8s_pb_free(struct pbmsg *m);
 bool k8s_pb_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v);
 

@@ -28,6 +28,11 @@ bool k8s_pb_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 
 int k8s_pb_split(const uint8_t *p, size_t len, struct pbmsg *m)
 {
+	return k8s_pb_split_prefix(p, len, m, NULL);
+}
+
+int k8s_pb_split_prefix(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed)
+{
 	const uint8_t *q = p, *end = p + len;
 
 	memset(m, 0, sizeof(*m));
@@ -86,8 +91,19 @@ int k8s_pb_split(const uint8_t *p, size_t len, struct pbmsg *m)
 		}
 		m->f[m->n++] = f;
 	}
+	if (consumed)
+		*consumed = len;
 	return 0;
 bad:
+	if (consumed) {
+		/* stop before the malformed field; the caller keeps the rest */
+		*consumed = (size_t)(q - p);
+		if (m->n)
+			*consumed = (size_t)(m->f[m->n - 1].raw + m->f[m->n - 1].raw_len - p);
+		else
+			*consumed = 0;
+		return 0;
+	}
 	k8s_pb_free(m);
 	return -EINVAL;
 }

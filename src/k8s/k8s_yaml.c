@@ -808,7 +808,18 @@ static size_t count_nodes(const struct jval *v)
 }
 
 /* scalar event -> value, as go-yaml + sigs.k8s.io/yaml YAMLToJSON would */
+static int scalar_value2(struct yp *y, yaml_event_t *ev, struct jval **out);
+
 static int scalar_value(struct yp *y, yaml_event_t *ev, struct jval **out)
+{
+	int r = scalar_value2(y, ev, out);
+
+	if (!r)
+		(*out)->line = (int)ev->start_mark.line + 1;
+	return r;
+}
+
+static int scalar_value2(struct yp *y, yaml_event_t *ev, struct jval **out)
 {
 	const char *s = (const char *)ev->data.scalar.value;
 	size_t n = ev->data.scalar.length;
