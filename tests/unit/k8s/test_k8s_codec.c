@@ -1,0 +1,600 @@
+/* test_k8s_codec.c: behaviour of the k8s codec beyond the upstream fixtures:
+ * real-cluster values (explicit zeros, a field number today's schema lacks, a
+ * JSON-stored CRD), lossless edits, validation errors, new objects, JSON-stored
+ * custom resources, YAML quoting, and the formats that stay opaque.
+ * Usage: test_k8s_codec SHARED_DIR (the ../shared folder). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "k8s/k8s.h"
+
+static int failures, checks;
+static const char *shared;
+
+#define CHECK(cond, ...)                                                                           \
+	do {                                                                                       \
+		checks++;                                                                          \
+		if (!(cond)) {                                                                     \
+			failures++;                                                                \
+			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);            \
+			fprintf(stderr, __VA_ARGS__);                                              \
+			fprintf(stderr, "\n");                                                     \
+		}                                                                                  \
+	} while (0)
+
+static char *slurp(const char *rel, size_t *len)
+{
+	char path[4096];
+	FILE *f;
+	char *b;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/%s", shared, rel);
+	f = fopen(path, "rb");
+	if (!f) {
+		fprintf(stderr, "cannot open %s\n", path);
+		exit(2);
+	}
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	b = malloc((size_t)n + 1);
+	if (!b || fread(b, 1, (size_t)n, f) != (size_t)n)
+		exit(2);
+	b[n] = 0;
+	fclose(f);
+	*len = (size_t)n;
+	return b;
+}
+
+static bool contains(const void *hay, size_t n, const void *needle, size_t m)
+{
+	return memmem(hay, n, needle, m) != NULL;
+}
+
+/* replace the first occurrence of from by to in s (malloc'd result) */
+static char *replace(const char *s, const char *from, const char *to)
+{
+	const char *at = strstr(s, from);
+	char *r;
+
+	if (!at)
+		return NULL;
+	r = malloc(strlen(s) - strlen(from) + strlen(to) + 1);
+	memcpy(r, s, (size_t)(at - s));
+	strcpy(r + (at - s), to);
+	strcat(r, at + strlen(from));
+	return r;
+}
+
+static char *dec(const void *v, size_t n, enum k8s_format fmt, int64_t rv)
+{
+	char *out = NULL, *err = NULL;
+	size_t olen;
+	int r = k8s_decode(v, n, fmt, rv, &out, &olen, &err);
+
+	CHECK(r == 0, "decode: %d %s", r, err ? err : "");
+	free(err);
+	return out;
+}
+
+static void *enc(const void *orig, size_t olen, const char *text, const char *name, const char *ns,
+		 int64_t rv, size_t *len, int *rc, char **err)
+{
+	void *out = NULL;
+	*len = 0;
+	*rc = k8s_encode(orig, olen, text, strlen(text), name, ns, rv, &out, len, err);
+	return out;
+}
+
+static void test_detect(void)
+{
+	CHECK(k8s_detect("k8s\0\x0a", 5) == K8S_ENC_PROTOBUF, "protobuf");
+	CHECK(k8s_detect("k8s:enc:aescbc:v1:key1:xxxx", 27) == K8S_ENC_ENCRYPTED, "encrypted");
+	CHECK(k8s_detect("\xd9\xd9\xf7\xa1", 4) == K8S_ENC_CBOR, "cbor");
+	CHECK(k8s_detect("{\"a\":1}\n", 8) == K8S_ENC_JSON, "json");
+	CHECK(k8s_detect("hello", 5) == K8S_ENC_RAW, "raw");
+	CHECK(k8s_detect("", 0) == K8S_ENC_RAW, "empty");
+
+	char *out = (char *)1, *err = NULL;
+	size_t n;
+	CHECK(k8s_decode("k8s:enc:aescbc:v1:key1:xxxx", 27, K8S_FMT_YAML, 0, &out, &n, &err) ==
+		      -ENOTSUP,
+	      "encrypted is opaque");
+	CHECK(out == NULL && err, "no output, a message");
+	free(err);
+	err = NULL;
+	CHECK(k8s_decode("\xd9\xd9\xf7\xa1\x61\x61\x01", 7, K8S_FMT_YAML, 0, &out, &n, &err) ==
+		      -ENOTSUP,
+	      "cbor is opaque");
+	free(err);
+	err = NULL;
+	CHECK(k8s_decode("plain text", 10, K8S_FMT_YAML, 0, &out, &n, &err) == -EINVAL, "raw");
+	free(err);
+	err = NULL;
+	/* truncated protobuf inside a valid envelope */
+	static const char bad[] = "k8s\0\x0a\x0f\x0a\x02v1\x12\x09ConfigMap\x12\x05\x0a\x09nam";
+	CHECK(k8s_decode(bad, sizeof(bad) - 1, K8S_FMT_YAML, 0, &out, &n, &err) == -EINVAL,
+	      "malformed body: %s", err ? err : "");
+	free(err);
+	err = NULL;
+	static const char unk[] =
+		"k8s\0\x0a\x10\x0a\x07x.io/v1\x12\x05Thing\x12\x00\x1a\x00\x22\x00";
+	CHECK(k8s_decode(unk, sizeof(unk) - 1, K8S_FMT_YAML, 0, &out, &n, &err) == -ENOTSUP,
+	      "unknown kind");
+	free(err);
+}
+
+/* the protobuf values from a real 1.7 cluster */
+static void test_real_protobuf(const char *rel, const char *from, const char *to)
+{
+	size_t len, tlen;
+	char *orig = slurp(rel, &len);
+	char *yaml = dec(orig, len, K8S_FMT_YAML, 0);
+	char *json = dec(orig, len, K8S_FMT_JSON, 0);
+	char *err = NULL;
+	int rc;
+	void *b;
+
+	if (!yaml || !json)
+		goto out;
+	/* unchanged text, YAML and JSON, gives the stored bytes back */
+	b = enc(orig, len, yaml, NULL, NULL, 0, &tlen, &rc, &err);
+	CHECK(rc == 0 && tlen == len && !memcmp(b, orig, len), "%s: yaml round trip (%s)", rel,
+	      err ? err : "bytes differ");
+	free(b);
+	free(err);
+	err = NULL;
+	b = enc(orig, len, json, NULL, NULL, 0, &tlen, &rc, &err);
+	CHECK(rc == 0 && tlen == len && !memcmp(b, orig, len), "%s: json round trip (%s)", rel,
+	      err ? err : "bytes differ");
+	free(b);
+	free(err);
+	err = NULL;
+
+	/* the ObjectMeta field 15 (gone from today's schema) is in the value */
+	CHECK(contains(orig, len, "\x38\x01\x7a\x00", 4) || contains(orig, len, "\x7a\x00", 2),
+	      "%s: has field 15", rel);
+
+	/* edit one field: the result decodes to the edited text, the unknown
+	 * field and explicit zeros survive, and reverting gives the original */
+	char *edited = replace(yaml, from, to);
+	CHECK(edited, "%s: edit target '%s' present", rel, from);
+	if (!edited)
+		goto out;
+	size_t elen;
+	void *eb = enc(orig, len, edited, NULL, NULL, 0, &elen, &rc, &err);
+	CHECK(rc == 0, "%s: encode edit: %s", rel, err ? err : "");
+	free(err);
+	err = NULL;
+	if (rc == 0) {
+		char *back = dec(eb, elen, K8S_FMT_YAML, 0);
+		CHECK(back && !strcmp(back, edited), "%s: edited bytes decode to the edit", rel);
+		free(back);
+		CHECK(contains(eb, elen, "\x7a\x00", 2), "%s: unknown field 15 kept", rel);
+		/* explicit zero strings/ints of ObjectMeta (selfLink.. generation) */
+		CHECK(contains(eb, elen, "\x32\x00\x38\x00", 4) ==
+			      contains(orig, len, "\x32\x00\x38\x00", 4),
+		      "%s: explicit zero values kept", rel);
+		CHECK(elen - len == strlen(to) - strlen(from),
+		      "%s: only the field grew (%zu vs %zu)", rel, elen, len);
+		size_t rlen;
+		void *rb = enc(eb, elen, yaml, NULL, NULL, 0, &rlen, &rc, &err);
+		CHECK(rc == 0 && rlen == len && !memcmp(rb, orig, len), "%s: revert gives original",
+		      rel);
+		free(rb);
+		free(err);
+		err = NULL;
+	}
+	free(eb);
+	free(edited);
+out:
+	free(yaml);
+	free(json);
+	free(orig);
+}
+
+static void test_real_crd(void)
+{
+	const char *rel = "k8s-real/values/"
+			  "registry-apiextensions.k8s.io-customresourcedefinitions-shirts.stable."
+			  "example.com.json";
+	size_t len, tlen;
+	char *orig = slurp(rel, &len);
+	char *yaml = dec(orig, len, K8S_FMT_YAML, 0);
+	char *json = dec(orig, len, K8S_FMT_JSON, 0);
+	char *err = NULL;
+	int rc;
+	void *b;
+
+	CHECK(orig[len - 1] == '\n', "stored JSON ends with a newline");
+	if (!yaml || !json)
+		goto out;
+	b = enc(orig, len, yaml, NULL, NULL, 0, &tlen, &rc, &err);
+	CHECK(rc == 0 && tlen == len && !memcmp(b, orig, len), "crd yaml round trip (%s)",
+	      err ? err : "bytes differ");
+	free(b);
+	free(err);
+	err = NULL;
+	b = enc(orig, len, json, NULL, NULL, 0, &tlen, &rc, &err);
+	CHECK(rc == 0 && tlen == len && !memcmp(b, orig, len), "crd json round trip (%s)",
+	      err ? err : "bytes differ");
+	free(b);
+	free(err);
+	err = NULL;
+	/* an edit changes only that value; the rest keeps its bytes */
+	char *edited = replace(yaml, "  scope: Namespaced", "  scope: Cluster");
+	CHECK(edited, "scope present");
+	b = edited ? enc(orig, len, edited, NULL, NULL, 0, &tlen, &rc, &err) : NULL;
+	CHECK(b && rc == 0, "crd edit: %s", err ? err : "");
+	if (b && rc == 0) {
+		char *expect = replace(orig, "\"scope\":\"Namespaced\"", "\"scope\":\"Cluster\"");
+		CHECK(expect && tlen == strlen(expect) && !memcmp(b, expect, tlen),
+		      "crd edit touches only scope");
+		free(expect);
+	}
+	free(b);
+	free(edited);
+	free(err);
+	err = NULL;
+	/* unknown field on a known kind is refused */
+	edited = replace(yaml, "  scope: Namespaced", "  scope: Namespaced\n  scopes: x");
+	b = edited ? enc(orig, len, edited, NULL, NULL, 0, &tlen, &rc, &err) : NULL;
+	CHECK(rc == -EINVAL && err && strstr(err, "spec.scopes"), "crd unknown field: %s",
+	      err ? err : "");
+	free(b);
+	free(edited);
+	free(err);
+out:
+	free(yaml);
+	free(json);
+	free(orig);
+}
+
+/* as kubectl prints it: keys sorted, a9 before a10 */
+static const char cm_yaml[] = "apiVersion: v1\n"
+			      "data:\n"
+			      "  a9: \"yes\"\n"
+			      "  a10: x\n"
+			      "  empty: \"\"\n"
+			      "  num: \"0755\"\n"
+			      "kind: ConfigMap\n"
+			      "metadata:\n"
+			      "  name: app-config\n"
+			      "  namespace: default\n";
+
+static void test_validation(void)
+{
+	size_t n, n2;
+	int rc;
+	char *err = NULL, *t;
+	void *cm = enc(NULL, 0, cm_yaml, "app-config", "default", 0, &n, &rc, &err);
+	void *b;
+
+	CHECK(rc == 0 && cm, "new ConfigMap: %s", err ? err : "");
+	CHECK(k8s_detect(cm, n) == K8S_ENC_PROTOBUF, "ConfigMap is stored as protobuf");
+	free(err);
+	err = NULL;
+	if (!cm)
+		return;
+	/* kind change */
+	t = replace(cm_yaml, "kind: ConfigMap", "kind: Secret");
+	b = enc(cm, n, t, "app-config", "default", 0, &n2, &rc, &err);
+	CHECK(rc == -EINVAL && err && strstr(err, "kind"), "kind change refused: %s", err);
+	free(t);
+	free(b);
+	free(err);
+	err = NULL;
+	/* apiVersion change */
+	t = replace(cm_yaml, "apiVersion: v1", "apiVersion: v2");
+	b = enc(cm, n, t, "app-config", "default", 0, &n2, &rc, &err);
+	CHECK(rc == -EINVAL, "apiVersion change refused");
+	free(t);
+	free(b);
+	free(err);
+	err = NULL;
+	/* name and namespace must match the key */
+	b = enc(cm, n, cm_yaml, "other", "default", 0, &n2, &rc, &err);
+	CHECK(rc == -EINVAL && err && strstr(err, "metadata.name"), "name mismatch: %s", err);
+	free(b);
+	free(err);
+	err = NULL;
+	b = enc(cm, n, cm_yaml, "app-config", "kube-system", 0, &n2, &rc, &err);
+	CHECK(rc == -EINVAL && err && strstr(err, "metadata.namespace"), "ns mismatch: %s", err);
+	free(b);
+	free(err);
+	err = NULL;
+	/* unknown field, with its path and line */
+	t = replace(cm_yaml, "\ndata:", "\ndataa:");
+	b = enc(cm, n, t, NULL, NULL, 0, &n2, &rc, &err);
+	CHECK(rc == -EINVAL && err && strstr(err, "\"dataa\"") && strstr(err, "line"),
+	      "unknown field: %s", err);
+	free(t);
+	free(b);
+	free(err);
+	err = NULL;
+	/* wrong type names the field and line */
+	t = replace(cm_yaml, "a10: x", "a10: 5");
+	b = enc(cm, n, t, NULL, NULL, 0, &n2, &rc, &err);
+	CHECK(rc == -EINVAL && err && strstr(err, "data.a10") && strstr(err, "line 4"),
+	      "wrong type: %s", err);
+	free(t);
+	free(b);
+	free(err);
+	err = NULL;
+	/* invalid YAML names the line */
+	b = enc(cm, n, "apiVersion: v1\nkind: ConfigMap\nmetadata: [x\n", NULL, NULL, 0, &n2, &rc,
+		&err);
+	CHECK(rc == -EINVAL && err && strstr(err, "line"), "invalid yaml: %s", err);
+	free(b);
+	free(err);
+	err = NULL;
+	/* invalid JSON falls back to YAML and still fails cleanly */
+	b = enc(cm, n, "{\"apiVersion\": \"v1\",", NULL, NULL, 0, &n2, &rc, &err);
+	CHECK(rc == -EINVAL && err, "invalid json");
+	free(b);
+	free(err);
+	err = NULL;
+	/* resourceVersion: shown on decode, must match, cleared when stored */
+	char *y42 = dec(cm, n, K8S_FMT_YAML, 42);
+	CHECK(y42 && strstr(y42, "  resourceVersion: \"42\"\n"), "rv shown");
+	b = enc(cm, n, y42, "app-config", "default", 42, &n2, &rc, &err);
+	CHECK(rc == 0 && n2 == n && !memcmp(b, cm, n), "rv cleared, bytes unchanged");
+	free(b);
+	free(err);
+	err = NULL;
+	b = enc(cm, n, y42, "app-config", "default", 43, &n2, &rc, &err);
+	CHECK(rc == -EINVAL && err && strstr(err, "resourceVersion"), "stale rv refused: %s", err);
+	free(b);
+	free(err);
+	err = NULL;
+	free(y42);
+	/* missing name/namespace are filled in from the key */
+	t = replace(cm_yaml, "  name: app-config\n  namespace: default\n", "  labels: {a: b}\n");
+	b = enc(NULL, 0, t, "app-config", "default", 0, &n2, &rc, &err);
+	CHECK(rc == 0, "fill name: %s", err ? err : "");
+	if (rc == 0) {
+		char *y = dec(b, n2, K8S_FMT_YAML, 0);
+		CHECK(y && strstr(y, "  name: app-config\n  namespace: default\n"), "filled: %s",
+		      y);
+		free(y);
+	}
+	free(t);
+	free(b);
+	free(err);
+	err = NULL;
+	/* kind required for new objects */
+	b = enc(NULL, 0, "metadata:\n  name: x\n", NULL, NULL, 0, &n2, &rc, &err);
+	CHECK(rc == -EINVAL, "kind required");
+	free(b);
+	free(err);
+	err = NULL;
+	/* an opaque value cannot be edited */
+	b = enc("k8s:enc:aescbc:v1:x", 19, cm_yaml, NULL, NULL, 0, &n2, &rc, &err);
+	CHECK(rc == -ENOTSUP, "encrypted values are read-only");
+	free(b);
+	free(err);
+	free(cm);
+}
+
+static void test_new_objects(void)
+{
+	size_t n;
+	int rc;
+	char *err = NULL;
+	/* Go writes every non-pointer field, even empty: the new ConfigMap has
+	 * ObjectMeta's empty strings, generation 0 and a zero creationTimestamp */
+	void *b = enc(NULL, 0, cm_yaml, NULL, NULL, 0, &n, &rc, &err);
+	CHECK(rc == 0 && contains(b, n, "\x22\x00\x2a\x00\x32\x00\x38\x00\x42\x00", 10),
+	      "Go-style zero fields");
+	char *y = b ? dec(b, n, K8S_FMT_YAML, 0) : NULL;
+	CHECK(y && !strcmp(y, cm_yaml), "ConfigMap decodes back to its text:\n%s", y ? y : "");
+	free(y);
+	free(b);
+	free(err);
+	err = NULL;
+
+	/* a Deployment with IntOrString, Quantity and a RawExtension-free spec */
+	const char *dep = "apiVersion: apps/v1\n"
+			  "kind: Deployment\n"
+			  "metadata:\n"
+			  "  name: web\n"
+			  "  namespace: default\n"
+			  "spec:\n"
+			  "  replicas: 3\n"
+			  "  selector:\n"
+			  "    matchLabels:\n"
+			  "      app: web\n"
+			  "  strategy:\n"
+			  "    rollingUpdate:\n"
+			  "      maxSurge: 25%\n"
+			  "      maxUnavailable: 1\n"
+			  "    type: RollingUpdate\n"
+			  "  template:\n"
+			  "    metadata:\n"
+			  "      labels:\n"
+			  "        app: web\n"
+			  "    spec:\n"
+			  "      containers:\n"
+			  "      - image: nginx:1.25\n"
+			  "        name: web\n"
+			  "        resources:\n"
+			  "          limits:\n"
+			  "            memory: 128Mi\n"
+			  "          requests:\n"
+			  "            cpu: 100m\n"
+			  "status: {}\n";
+	b = enc(NULL, 0, dep, "web", "default", 0, &n, &rc, &err);
+	CHECK(rc == 0, "deployment: %s", err ? err : "");
+	y = b ? dec(b, n, K8S_FMT_YAML, 0) : NULL;
+	/* Go shows non-omitempty zero fields of the structs it decoded */
+	CHECK(y && strstr(y, "      maxSurge: 25%\n      maxUnavailable: 1\n"), "intorstring: %s",
+	      y);
+	CHECK(y && strstr(y, "            memory: 128Mi\n"), "quantity");
+	CHECK(y && strstr(y, "  replicas: 3\n"), "replicas");
+	CHECK(y && strstr(y, "      creationTimestamp: null\n") == NULL, "omitzero time");
+	free(y);
+	free(b);
+	free(err);
+	err = NULL;
+
+	/* a custom resource: JSON, keys sorted like Go's map marshaling */
+	const char *cr = "apiVersion: stable.example.com/v1\nkind: Shirt\nmetadata:\n  name: s1\n"
+			 "spec:\n  size: L\n  color: red\n";
+	b = enc(NULL, 0, cr, "s1", "default", 0, &n, &rc, &err);
+	const char *want =
+		"{\"apiVersion\":\"stable.example.com/v1\",\"kind\":\"Shirt\",\"metadata\":"
+		"{\"name\":\"s1\",\"namespace\":\"default\"},\"spec\":{\"color\":\"red\","
+		"\"size\":\"L\"}}\n";
+	CHECK(rc == 0 && n == strlen(want) && !memcmp(b, want, n), "custom resource: %.*s", (int)n,
+	      b ? (char *)b : "");
+	/* edit: changed value in place, new key where it sorts */
+	if (rc == 0) {
+		size_t n2;
+		void *b2 = enc(b, n,
+			       "apiVersion: stable.example.com/v1\nkind: Shirt\nmetadata:\n"
+			       "  name: s1\n  namespace: default\nspec:\n  size: XL\n  color: "
+			       "red\n  fit: slim\n",
+			       "s1", "default", 0, &n2, &rc, &err);
+		const char *want2 =
+			"{\"apiVersion\":\"stable.example.com/v1\",\"kind\":\"Shirt\","
+			"\"metadata\":{\"name\":\"s1\",\"namespace\":\"default\"},"
+			"\"spec\":{\"color\":\"red\",\"fit\":\"slim\",\"size\":\"XL\"}}\n";
+		CHECK(rc == 0 && n2 == strlen(want2) && !memcmp(b2, want2, n2), "cr edit: %.*s",
+		      (int)n2, b2 ? (char *)b2 : "");
+		free(b2);
+	}
+	free(b);
+	free(err);
+}
+
+static void test_yaml_style(void)
+{
+	/* quoting as go-yaml v2 (kubectl) does it */
+	const char *in =
+		"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"q\"},"
+		"\"data\":{\"b1\":\"yes\",\"b2\":\"On\",\"b3\":\"y\",\"n1\":\"~\","
+		"\"n2\":\"null\",\"i1\":\"0x1F\",\"i2\":\"1_000\",\"f1\":\"1e3\","
+		"\"f2\":\".5\",\"f3\":\"08\",\"t1\":\"2006-1-2\",\"s60\":\"12:30\","
+		"\"v\":\"1.2.3\",\"c\":\"a: b\",\"h\":\"#x\",\"star\":\"*\",\"sp\":\" x\","
+		"\"ml\":\"a\\nb\",\"u\":\"h\\u00e9llo\",\"tab\":\"a\\tb\",\"lt\":\"<<\","
+		"\"x10\":\"\",\"x9\":\"\",\"x09\":\"\",\"xa\":\"\",\"X\":\"\",\"_\":\"\"}}";
+	const char *want = "apiVersion: v1\n"
+			   "data:\n"
+			   "  _: \"\"\n"
+			   "  X: \"\"\n"
+			   "  b1: \"yes\"\n"
+			   "  b2: \"On\"\n"
+			   "  b3: \"y\"\n"
+			   "  c: 'a: b'\n"
+			   "  f1: \"1e3\"\n"
+			   "  f2: \".5\"\n"
+			   "  f3: \"08\"\n"
+			   "  h: '#x'\n"
+			   "  i1: \"0x1F\"\n"
+			   "  i2: \"1_000\"\n"
+			   "  lt: <<\n"
+			   "  ml: |-\n"
+			   "    a\n"
+			   "    b\n"
+			   "  n1: \"~\"\n"
+			   "  n2: \"null\"\n"
+			   "  s60: \"12:30\"\n"
+			   "  sp: ' x'\n"
+			   "  star: '*'\n"
+			   "  t1: \"2006-1-2\"\n"
+			   "  tab: \"a\\tb\"\n"
+			   "  u: h\xc3\xa9llo\n"
+			   "  v: 1.2.3\n"
+			   "  x9: \"\"\n"
+			   "  x09: \"\"\n"
+			   "  x10: \"\"\n"
+			   "  xa: \"\"\n"
+			   "kind: ConfigMap\n"
+			   "metadata:\n"
+			   "  name: q\n";
+	size_t n, n2;
+	int rc;
+	char *err = NULL;
+	void *b = enc(NULL, 0, in, NULL, NULL, 0, &n, &rc, &err);
+	CHECK(rc == 0, "encode: %s", err ? err : "");
+	char *y = b ? dec(b, n, K8S_FMT_YAML, 0) : NULL;
+	CHECK(y && !strcmp(y, want), "yaml style:\n%s", y ? y : "");
+	/* and it parses back to the same value */
+	if (y) {
+		void *b2 = enc(b, n, y, NULL, NULL, 0, &n2, &rc, &err);
+		CHECK(rc == 0 && n2 == n && !memcmp(b2, b, n), "yaml parses back");
+		free(b2);
+	}
+	free(y);
+	free(b);
+	free(err);
+	err = NULL;
+
+	/* YAML 1.1 input resolution: unquoted yes is a boolean, not a string */
+	b = enc(NULL, 0, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: q}\ndata: {a: yes}\n",
+		NULL, NULL, 0, &n, &rc, &err);
+	CHECK(rc == -EINVAL && err && strstr(err, "data.a"), "yes is a bool: %s", err);
+	free(b);
+	free(err);
+	err = NULL;
+	/* numbers: int64, floats formatted as Go does */
+	const char *pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n"
+			  "  containers: [{name: c, image: i}]\n"
+			  "  activeDeadlineSeconds: 9007199254740993\n"
+			  "  terminationGracePeriodSeconds: 0x10\n";
+	b = enc(NULL, 0, pod, NULL, NULL, 0, &n, &rc, &err);
+	CHECK(rc == 0, "pod: %s", err ? err : "");
+	y = b ? dec(b, n, K8S_FMT_YAML, 0) : NULL;
+	CHECK(y && strstr(y, "  activeDeadlineSeconds: 9007199254740993\n") &&
+		      strstr(y, "  terminationGracePeriodSeconds: 16\n"),
+	      "int64 exact, hex int: %s", y);
+	free(y);
+	free(b);
+	free(err);
+}
+
+static void test_typed(void)
+{
+	size_t len;
+	char *pb = slurp("k8s-fixtures/HEAD/core.v1.WatchEvent.pb", &len);
+	char *out = NULL, *err = NULL;
+	size_t n;
+
+	/* the envelope of a WatchEvent has no type: the caller names it */
+	CHECK(k8s_decode(pb, len, K8S_FMT_YAML, 0, &out, &n, &err) == -ENOTSUP, "untyped");
+	free(out);
+	free(err);
+	out = err = NULL;
+	CHECK(k8s_decode_typed(pb, len, K8S_FMT_YAML, 0, "v1", "WatchEvent", &out, &n, &err) == 0,
+	      "typed: %s", err ? err : "");
+	CHECK(out && strstr(out, "type: typeValue\n"), "watch event decoded");
+	free(out);
+	free(err);
+	free(pb);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s SHARED_DIR\n", argv[0]);
+		return 2;
+	}
+	shared = argv[1];
+	test_detect();
+	test_real_protobuf("k8s-real/values/registry-pods-default-pi-dqtsw.bin", "image: perl\n",
+			   "image: perl:5.36\n");
+	test_real_protobuf("k8s-real/values/registry-jobs-default-pi.bin", "    job-name: pi\n",
+			   "    job-name: pi-edited\n");
+	test_real_crd();
+	test_validation();
+	test_new_objects();
+	test_yaml_style();
+	test_typed();
+	printf("%d checks, %d failed\n", checks, failures);
+	return failures ? 1 : 0;
+}
