@@ -948,8 +948,15 @@ static int raft_boot(struct store *s, bool bootstrap)
 	raft_set_heartbeat_timeout(&s->raft, s->cfg.heartbeat_timeout_ms);
 	raft_set_snapshot_threshold(&s->raft, s->cfg.snapshot_threshold);
 	raft_set_snapshot_trailing(&s->raft, s->cfg.snapshot_trailing);
-	if (s->multi)
+	if (s->multi) {
 		raft_set_pre_vote(&s->raft, true);
+		/* libraft 0.15 keeps a follower in "snapshot" state until this
+		 * timeout even when the InstallSnapshot went nowhere (follower
+		 * down); the 30 s default would stall a restarted follower's
+		 * catch-up for that long. Loopback/LAN snapshots take far less. */
+		unsigned ist = 3 * s->cfg.election_timeout_ms;
+		raft_set_install_snapshot_timeout(&s->raft, ist > 2000 ? ist : 2000);
+	}
 	if (bootstrap) {
 		struct raft_configuration conf;
 		raft_configuration_init(&conf);

@@ -1,0 +1,417 @@
+/* test_cluster.c: three store nodes (three processes) on loopback form one
+ * Raft cluster.
+ *
+ * Each node is a forked child serving a line protocol on a socketpair
+ * (PUT/GET/SGET/COUNT/STATUS/CHECK/QUIT), so the parent can drive it and kill
+ * it with SIGKILL. Scenario: writes through every node (followers forward to
+ * the leader); kill the leader while a writer thread keeps writing through a
+ * follower; a new leader takes over and writes continue; the old leader comes
+ * back and catches up; a follower is killed, falls far behind (past snapshots
+ * and log truncation) and catches up after a restart. At the end every
+ * acknowledged write is readable on every node and every node passes
+ * store_check. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "log.h"
+#include "storetest.h"
+
+#define NODES 3
+
+static char *base;
+static char peers[512];
+static pid_t pids[NODES + 1];
+static int ctl[NODES + 1]; /* parent's end of each node's socketpair */
+static pthread_mutex_t ctl_mu[NODES + 1];
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- node process ---- */
+
+static void node_reply(FILE *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void node_reply(FILE *out, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(out, fmt, ap);
+	va_end(ap);
+	fputc('\n', out);
+	fflush(out);
+}
+
+static void node_main(int id, int fd)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	char dir[512];
+	snprintf(dir, sizeof(dir), "%s/node%d", base, id);
+	struct store_config cfg;
+	store_config_init(&cfg);
+	cfg.data_dir = dir;
+	cfg.id = (unsigned)id;
+	cfg.peers = peers;
+	cfg.election_timeout_ms = 600;
+	cfg.heartbeat_timeout_ms = 60;
+	cfg.snapshot_threshold = 64;
+	cfg.snapshot_trailing = 16;
+	cfg.segment_size = 32 * 1024;
+	cfg.open_timeout_ms = 3000;
+	struct kv *kv;
+	int ret = store_open(&cfg, &kv);
+	FILE *in = fdopen(fd, "r"), *out = fdopen(dup(fd), "w");
+	if (ret < 0) {
+		node_reply(out, "ERR %d", ret);
+		_exit(2);
+	}
+	node_reply(out, "READY");
+	char *line = NULL;
+	size_t cap = 0;
+	while (getline(&line, &cap, in) > 0) {
+		char cmd[16], key[256], val[256];
+		key[0] = val[0] = 0;
+		if (sscanf(line, "%15s %255s %255s", cmd, key, val) < 1)
+			continue;
+		if (!strcmp(cmd, "PUT")) {
+			int64_t rev = 0;
+			ret = put_s(kv, key, val, &rev);
+			node_reply(out, "R %d %lld", ret, (long long)rev);
+		} else if (!strcmp(cmd, "GET") || !strcmp(cmd, "SGET")) {
+			struct kv_range_req req = {
+				.key = key, .key_len = strlen(key), .serializable = cmd[0] == 'S'};
+			struct kv_range_result res;
+			ret = kv_range(kv, &req, &res);
+			if (ret == 0 && res.n_kvs)
+				node_reply(out, "R 0 %.*s", (int)res.kvs[0].value_len,
+					   res.kvs[0].value);
+			else
+				node_reply(out, "R %d", ret ? ret : -ENOENT);
+			kv_range_result_free(&res);
+		} else if (!strcmp(cmd, "COUNT") || !strcmp(cmd, "SCOUNT")) {
+			char end[256];
+			size_t end_len = kv_prefix_end(key, strlen(key), end);
+			struct kv_range_req req = {.key = key,
+						   .key_len = strlen(key),
+						   .range_end = end,
+						   .range_end_len = end_len,
+						   .count_only = true,
+						   .serializable = cmd[0] == 'S'};
+			struct kv_range_result res;
+			ret = kv_range(kv, &req, &res);
+			node_reply(out, "R %d %lld", ret, (long long)res.count);
+			kv_range_result_free(&res);
+		} else if (!strcmp(cmd, "STATUS")) {
+			struct store_status st;
+			store_get_status(kv, &st);
+			node_reply(out, "R 0 %u %d %lld", st.leader_id, st.is_leader,
+				   (long long)st.revision);
+		} else if (!strcmp(cmd, "CHECK")) {
+			node_reply(out, "R %d", store_check(kv));
+		} else if (!strcmp(cmd, "QUIT")) {
+			kv_destroy(kv);
+			node_reply(out, "R 0");
+			_exit(0);
+		}
+	}
+	_exit(0);
+}
+
+static void start_node(int id)
+{
+	int sv[2];
+	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	fflush(stderr);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		close(sv[0]);
+		for (int i = 1; i <= NODES; i++)
+			if (ctl[i] > 0)
+				close(ctl[i]);
+		node_main(id, sv[1]);
+	}
+	close(sv[1]);
+	pids[id] = pid;
+	ctl[id] = sv[0];
+}
+
+/* Sends a command to node id and reads one reply line (bounded wait). */
+static int call(int id, char *reply, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int call(int id, char *reply, size_t len, const char *fmt, ...)
+{
+	char cmd[600];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(cmd, sizeof(cmd) - 1, fmt, ap);
+	va_end(ap);
+	cmd[n++] = '\n';
+	pthread_mutex_lock(&ctl_mu[id]);
+	int fd = ctl[id];
+	if (fd <= 0 || write(fd, cmd, (size_t)n) != n) {
+		pthread_mutex_unlock(&ctl_mu[id]);
+		return -EPIPE;
+	}
+	size_t got = 0;
+	int64_t deadline = now_ms() + 15000;
+	while (got < len - 1) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int64_t left = deadline - now_ms();
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
+			pthread_mutex_unlock(&ctl_mu[id]);
+			return -ETIMEDOUT;
+		}
+		ssize_t r = read(fd, reply + got, 1);
+		if (r <= 0) {
+			pthread_mutex_unlock(&ctl_mu[id]);
+			return -EPIPE;
+		}
+		if (reply[got] == '\n')
+			break;
+		got++;
+	}
+	reply[got] = 0;
+	pthread_mutex_unlock(&ctl_mu[id]);
+	int ret;
+	if (sscanf(reply, "R %d", &ret) == 1)
+		return ret;
+	return strcmp(reply, "READY") == 0 ? 0 : -EPROTO;
+}
+
+static void wait_ready(int id)
+{
+	char r[128];
+	size_t got = 0;
+	struct pollfd p = {.fd = ctl[id], .events = POLLIN};
+	while (got < sizeof(r) - 1 && poll(&p, 1, 15000) > 0 && read(ctl[id], r + got, 1) == 1 &&
+	       r[got] != '\n')
+		got++;
+	r[got] = 0;
+	if (strcmp(r, "READY") != 0) {
+		fprintf(stderr, "node %d did not start: \"%s\"\n", id, r);
+		abort();
+	}
+}
+
+static void kill_node(int id)
+{
+	CHECK_EQ(kill(pids[id], SIGKILL), 0);
+	int st;
+	CHECK_EQ(waitpid(pids[id], &st, 0), pids[id]);
+	pthread_mutex_lock(&ctl_mu[id]);
+	close(ctl[id]);
+	ctl[id] = -1;
+	pthread_mutex_unlock(&ctl_mu[id]);
+	pids[id] = 0;
+}
+
+/* The leader all live nodes agree on, waiting up to timeout_ms; 0 if none. */
+static int agreed_leader(int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	while (now_ms() < deadline) {
+		int leader = -1;
+		bool ok = true;
+		for (int i = 1; i <= NODES && ok; i++) {
+			if (!pids[i])
+				continue;
+			char r[128];
+			unsigned lid;
+			int is_leader;
+			if (call(i, r, sizeof(r), "STATUS") != 0 ||
+			    sscanf(r, "R 0 %u %d", &lid, &is_leader) != 2 || lid == 0 ||
+			    (leader >= 0 && (int)lid != leader) || !pids[lid]) {
+				ok = false;
+				break;
+			}
+			leader = (int)lid;
+		}
+		if (ok && leader > 0)
+			return leader;
+		usleep(100000);
+	}
+	return 0;
+}
+
+/* ---- acknowledged writes ---- */
+
+#define MAX_KEYS 4000
+static char acked[MAX_KEYS][40];
+static int n_acked;
+static pthread_mutex_t acked_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int put_via(int id, const char *key)
+{
+	char r[128];
+	int ret = call(id, r, sizeof(r), "PUT %s v-%s", key, key);
+	if (ret == 0) {
+		pthread_mutex_lock(&acked_mu);
+		CHECK(n_acked < MAX_KEYS);
+		snprintf(acked[n_acked++], 40, "%s", key);
+		pthread_mutex_unlock(&acked_mu);
+	}
+	return ret;
+}
+
+struct load {
+	int node;
+	volatile bool stop;
+	int ok, failed;
+	char phase[16];
+};
+
+static void *load_main(void *arg)
+{
+	struct load *l = arg;
+	for (int i = 0; !l->stop; i++) {
+		char key[40];
+		snprintf(key, sizeof(key), "/cl/%s/%05d", l->phase, i);
+		if (put_via(l->node, key) == 0)
+			l->ok++;
+		else
+			l->failed++;
+	}
+	return NULL;
+}
+
+/* Every acknowledged key is readable (linearizably) through node id, and its
+ * serializable count of /cl/ matches. */
+static void verify_node(int id)
+{
+	char r[600];
+	int64_t deadline = now_ms() + 10000;
+	long long cnt = -1;
+	/* a node that just restarted may still be catching up (serializable) */
+	while (now_ms() < deadline) {
+		if (call(id, r, sizeof(r), "SCOUNT /cl/") == 0 &&
+		    sscanf(r, "R 0 %lld", &cnt) == 1 && cnt >= n_acked)
+			break;
+		usleep(100000);
+	}
+	CHECK(cnt >= n_acked);
+	CHECK_EQ(call(id, r, sizeof(r), "COUNT /cl/"), 0);
+	CHECK(sscanf(r, "R 0 %lld", &cnt) == 1 && cnt >= n_acked);
+	for (int i = 0; i < n_acked; i++) {
+		int ret = call(id, r, sizeof(r), "GET %s", acked[i]);
+		if (ret != 0)
+			fprintf(stderr, "node %d: acknowledged %s: %s\n", id, acked[i],
+				strerror(-ret));
+		CHECK_EQ(ret, 0);
+		char want[64];
+		snprintf(want, sizeof(want), "R 0 v-%s", acked[i]);
+		CHECK(strcmp(r, want) == 0);
+	}
+	CHECK_EQ(call(id, r, sizeof(r), "CHECK"), 0);
+}
+
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	CHECK_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	socklen_t l = sizeof(sa);
+	CHECK_EQ(getsockname(fd, (struct sockaddr *)&sa, &l), 0);
+	close(fd);
+	return ntohs(sa.sin_port);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	base = tmpdir_new("cluster");
+	size_t off = 0;
+	for (int i = 1; i <= NODES; i++) {
+		pthread_mutex_init(&ctl_mu[i], NULL);
+		off += (size_t)snprintf(peers + off, sizeof(peers) - off, "%s%d=127.0.0.1:%d:%d",
+					i > 1 ? "," : "", i, free_port(), free_port());
+	}
+	fprintf(stderr, "peers: %s\n", peers);
+	for (int i = 1; i <= NODES; i++)
+		start_node(i);
+	for (int i = 1; i <= NODES; i++)
+		wait_ready(i);
+	int leader = agreed_leader(15000);
+	CHECK(leader > 0);
+	fprintf(stderr, "leader: node %d\n", leader);
+
+	/* 1. writes through every node */
+	for (int i = 0; i < 30; i++) {
+		char key[40];
+		snprintf(key, sizeof(key), "/cl/a/%05d", i);
+		CHECK_EQ(put_via(1 + i % NODES, key), 0);
+	}
+	for (int i = 1; i <= NODES; i++)
+		verify_node(i);
+	fprintf(stderr, "phase 1: 30 writes through all nodes visible everywhere\n");
+
+	/* 2. kill the leader under write load through a follower */
+	int follower = leader % NODES + 1;
+	struct load l = {.node = follower};
+	snprintf(l.phase, sizeof(l.phase), "b");
+	pthread_t th;
+	CHECK_EQ(pthread_create(&th, NULL, load_main, &l), 0);
+	usleep(400000);
+	int before_kill = l.ok;
+	int64_t t_kill = now_ms();
+	kill_node(leader);
+	int old_leader = leader;
+	leader = agreed_leader(15000);
+	CHECK(leader > 0 && leader != old_leader);
+	int64_t t_elect = now_ms();
+	usleep(800000);
+	l.stop = true;
+	pthread_join(th, NULL);
+	fprintf(stderr,
+		"phase 2: killed leader %d after %d writes; node %d leads after %lld ms; "
+		"%d writes acknowledged, %d failed during the election\n",
+		old_leader, before_kill, leader, (long long)(t_elect - t_kill), l.ok, l.failed);
+	CHECK(l.ok > before_kill); /* writes continued after the election */
+
+	/* 3. the old leader comes back and catches up */
+	start_node(old_leader);
+	wait_ready(old_leader);
+	CHECK(agreed_leader(15000) > 0);
+	for (int i = 1; i <= NODES; i++)
+		verify_node(i);
+	fprintf(stderr, "phase 3: old leader %d restarted and caught up (%d keys)\n", old_leader,
+		n_acked);
+
+	/* 4. a follower falls far behind (beyond snapshots), then restarts */
+	leader = agreed_leader(15000);
+	int lagger = leader % NODES + 1;
+	kill_node(lagger);
+	int writer = 6 - leader - lagger; /* the remaining follower */
+	for (int i = 0; i < 300; i++) {
+		char key[40];
+		snprintf(key, sizeof(key), "/cl/c/%05d", i);
+		CHECK_EQ(put_via(i % 2 ? writer : leader, key), 0);
+	}
+	start_node(lagger);
+	wait_ready(lagger);
+	for (int i = 1; i <= NODES; i++)
+		verify_node(i);
+	fprintf(stderr, "phase 4: follower %d missed 300 writes, restarted, caught up\n", lagger);
+
+	for (int i = 1; i <= NODES; i++) {
+		char r[64];
+		CHECK_EQ(call(i, r, sizeof(r), "QUIT"), 0);
+		int st;
+		waitpid(pids[i], &st, 0);
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	rm_rf(base);
+	free(base);
+	fprintf(stderr, "test_cluster: %d acknowledged writes verified on %d nodes, %lu checks\n",
+		n_acked, NODES, test_checks);
+	return 0;
+}
