@@ -1,0 +1,811 @@
+/* client.c: the etcd backend's unary requests (range, txn, compact, status) over the JSON
+ * gateway: endpoint failover, keep-alive handle pool, TLS, token auth, range paging. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+#define RESP_MAX ((size_t)256 << 20) /* refuse replies above this: a runaway, not data */
+#define PAGE_MAX 1000		     /* keys per range page */
+#define PAGE_MIN 16
+#define PAGE_BIG_BYTES ((size_t)8 << 20) /* halve the page size above this reply size */
+
+/* ---- handles ---- */
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+
+static void curl_init_once(void)
+{
+	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void etcd_setup_handle(struct etcd_client *c, CURL *h, long timeout_ms)
+{
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->dial_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPIDLE, 10L);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPINTVL, 5L);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* The gateway speaks HTTP/1.1; keep-alive gives connection reuse. */
+	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "etcdfs/" ETCDFS_VERSION);
+	if (c->cacert)
+		curl_easy_setopt(h, CURLOPT_CAINFO, c->cacert);
+	if (c->cert)
+		curl_easy_setopt(h, CURLOPT_SSLCERT, c->cert);
+	if (c->key)
+		curl_easy_setopt(h, CURLOPT_SSLKEY, c->key);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, c->insecure ? 0L : 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, c->insecure ? 0L : 2L);
+}
+
+struct curl_slist *etcd_headers(const char *token)
+{
+	struct curl_slist *l = NULL, *n;
+	/* "Expect:" stops curl from waiting for 100-continue on large bodies. */
+	if (!(n = curl_slist_append(l, "Content-Type: application/json")))
+		goto out_err;
+	l = n;
+	if (!(n = curl_slist_append(l, "Expect:")))
+		goto out_err;
+	l = n;
+	if (token) {
+		size_t len = strlen(token) + sizeof("Authorization: ");
+		char *h = malloc(len);
+		if (!h)
+			goto out_err;
+		snprintf(h, len, "Authorization: %s", token);
+		n = curl_slist_append(l, h);
+		explicit_bzero(h, len);
+		free(h);
+		if (!n)
+			goto out_err;
+		l = n;
+	}
+	return l;
+out_err:
+	curl_slist_free_all(l);
+	return NULL;
+}
+
+static CURL *pool_get(struct etcd_client *c)
+{
+	CURL *h = NULL;
+	pthread_mutex_lock(&c->pool_lock);
+	if (c->n_pool)
+		h = c->pool[--c->n_pool];
+	pthread_mutex_unlock(&c->pool_lock);
+	return h ? h : curl_easy_init();
+}
+
+static void pool_put(struct etcd_client *c, CURL *h)
+{
+	pthread_mutex_lock(&c->pool_lock);
+	if (c->n_pool < ETCD_POOL_MAX) {
+		c->pool[c->n_pool++] = h;
+		h = NULL;
+	}
+	pthread_mutex_unlock(&c->pool_lock);
+	if (h)
+		curl_easy_cleanup(h);
+}
+
+/* ---- one HTTP exchange ---- */
+
+struct buf {
+	char *p;
+	size_t len, cap;
+	bool overflow;
+};
+
+static size_t buf_write(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct buf *b = ud;
+	size_t n = size * nmemb;
+	if (b->len + n > RESP_MAX) {
+		b->overflow = true;
+		return 0;
+	}
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		char *p = realloc(b->p, cap);
+		if (!p)
+			return 0;
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, ptr, n);
+	b->len += n;
+	b->p[b->len] = 0;
+	return n;
+}
+
+static int xfer_abort(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	(void)dt, (void)dn, (void)ut, (void)un;
+	const int *abort_flag = ud;
+	return abort_flag && __atomic_load_n(abort_flag, __ATOMIC_ACQUIRE) ? 1 : 0;
+}
+
+void etcd_describe_curl_error(CURL *h, CURLcode rc, const char *errbuf, char *buf, size_t size)
+{
+	long oserr = 0;
+	curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &oserr);
+	if (rc == CURLE_COULDNT_CONNECT && oserr)
+		snprintf(buf, size, "%s", strerror((int)oserr));
+	else if (errbuf && *errbuf)
+		snprintf(buf, size, "%s", errbuf);
+	else
+		snprintf(buf, size, "%s", curl_easy_strerror(rc));
+}
+
+/* Maps a transport failure to an errno; *unsent tells whether the request surely did not
+ * reach the server (then retrying it elsewhere cannot apply it twice). */
+static int curl_errno(CURL *h, CURLcode rc, bool *unsent)
+{
+	curl_off_t pretransfer = 0;
+	curl_easy_getinfo(h, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+	*unsent = pretransfer == 0;
+	switch (rc) {
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		*unsent = true;
+		return -ECONNREFUSED;
+	case CURLE_OPERATION_TIMEDOUT:
+		return -ETIMEDOUT;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_ENGINE_NOTFOUND:
+	case CURLE_SSL_ENGINE_SETFAILED:
+		return -EACCES;
+	case CURLE_ABORTED_BY_CALLBACK:
+		return -ECANCELED;
+	default:
+		return -EIO;
+	}
+}
+
+struct exchange {
+	long status;	 /* HTTP status when the server answered */
+	struct buf resp; /* reply body */
+	bool unsent;	 /* transport failure before the request left */
+};
+
+/* Posts body to one endpoint. Returns 0 when an HTTP reply arrived (any status), else the
+ * transport errno after logging the endpoint and cause. */
+static int exchange(struct etcd_client *c, size_t idx, const char *path, const char *body,
+		    size_t body_len, const char *token, long timeout_ms, const int *abort_flag,
+		    struct exchange *x)
+{
+	char errbuf[CURL_ERROR_SIZE] = "";
+	char url[1024];
+	int ret = 0;
+	memset(x, 0, sizeof(*x));
+	snprintf(url, sizeof(url), "%s%s", c->urls[idx], path);
+	CURL *h = pool_get(c);
+	struct curl_slist *hdrs = etcd_headers(token);
+	if (!h || !hdrs) {
+		ret = -ENOMEM;
+		x->unsent = true;
+		goto out;
+	}
+	curl_easy_reset(h);
+	etcd_setup_handle(c, h, timeout_ms);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, buf_write);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &x->resp);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	if (abort_flag) {
+		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xfer_abort);
+		curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)abort_flag);
+	}
+	CURLcode rc = curl_easy_perform(h);
+	if (rc == CURLE_OK) {
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &x->status);
+	} else if (x->resp.overflow) {
+		log_err("etcd %s: reply to %s larger than %zu bytes", c->urls[idx], path, RESP_MAX);
+		ret = -EIO;
+	} else {
+		char cause[CURL_ERROR_SIZE + 64];
+		ret = curl_errno(h, rc, &x->unsent);
+		etcd_describe_curl_error(h, rc, errbuf, cause, sizeof(cause));
+		if (ret != -ECANCELED)
+			log_warn("etcd %s: %s", c->urls[idx], cause);
+	}
+	/* Do not keep the header list (token) referenced by a pooled handle. */
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+out:
+	curl_slist_free_all(hdrs);
+	if (h)
+		pool_put(c, h);
+	if (ret < 0) {
+		free(x->resp.p);
+		x->resp.p = NULL;
+	}
+	return ret;
+}
+
+/* Ranks transport errors: the one reported after every endpoint failed. */
+static int worse(int a, int b)
+{
+	static const int order[] = {-ETIMEDOUT, -EACCES, -EIO, -ECONNREFUSED, -ENOMEM, 0};
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+		if (a == order[i] || b == order[i])
+			return order[i];
+	return a ? a : b;
+}
+
+struct req_opts {
+	bool idempotent; /* safe to send again to another endpoint after it may have arrived */
+	bool use_auth;
+	bool secret; /* body holds a password: wipe it */
+	const int *abort_flag;
+};
+
+/* Sends req to the endpoints in turn (starting with the one that last answered) until one
+ * answers. On success *out is the decoded reply and *resp_bytes its size. */
+static int request(struct etcd_client *c, const char *path, const json_t *req,
+		   const struct req_opts *o, json_t **out, size_t *resp_bytes)
+{
+	char *body = json_dumps(req, JSON_COMPACT);
+	size_t body_len = body ? strlen(body) : 0;
+	bool auth_retried = false;
+	int ret;
+	*out = NULL;
+	if (!body)
+		return -ENOMEM;
+again:;
+	char *token = NULL;
+	uint64_t gen = 0;
+	if (o->use_auth && c->user) {
+		ret = etcd_get_token(c, &token, &gen, o->abort_flag);
+		if (ret < 0)
+			goto out;
+	}
+	size_t start = __atomic_load_n(&c->preferred, __ATOMIC_RELAXED) % c->n_urls;
+	int failure = 0;
+	ret = -ECONNREFUSED;
+	for (size_t i = 0; i < c->n_urls; i++) {
+		size_t idx = (start + i) % c->n_urls;
+		struct exchange x;
+		ret = exchange(c, idx, path, body, body_len, token, c->command_timeout_ms,
+			       o->abort_flag, &x);
+		if (ret == -ECANCELED || ret == -ENOMEM)
+			goto out;
+		if (ret < 0) {
+			failure = worse(failure, ret);
+			if (!o->idempotent && !x.unsent) {
+				log_err("etcd %s: %s may or may not have been applied; not "
+					"retrying it "
+					"elsewhere",
+					c->urls[idx], path);
+				goto out;
+			}
+			continue;
+		}
+		if (x.status == 200) {
+			json_error_t jerr;
+			json_t *r = json_loadb(x.resp.p ? x.resp.p : "", x.resp.len, 0, &jerr);
+			if (!r || !json_is_object(r)) {
+				log_err("etcd %s%s: malformed reply: %s", c->urls[idx], path,
+					r ? "not an object" : jerr.text);
+				json_decref(r);
+				ret = -EIO;
+			} else {
+				__atomic_store_n(&c->preferred, (unsigned)idx, __ATOMIC_RELAXED);
+				*out = r;
+				if (resp_bytes)
+					*resp_bytes = x.resp.len;
+				ret = 0;
+			}
+			free(x.resp.p);
+			goto out;
+		}
+		struct etcd_error e;
+		etcd_json_error(x.resp.p ? x.resp.p : "", x.resp.len, x.status, &e);
+		free(x.resp.p);
+		if (e.retry_auth && o->use_auth && c->user && !auth_retried) {
+			log_info("etcd %s: %s; authenticating again", c->urls[idx], e.msg);
+			etcd_invalidate_token(c, gen);
+			auth_retried = true;
+			free(token);
+			goto again;
+		}
+		if (e.grpc_code == 14 && o->idempotent) {
+			/* Unavailable (no leader, shutting down): another member may serve. */
+			log_warn("etcd %s: %s", c->urls[idx], e.msg);
+			failure = worse(failure, -EIO);
+			continue;
+		}
+		if (e.err == -EIO)
+			log_err("etcd %s%s: %s", c->urls[idx], path, e.msg);
+		else if (e.err != -EOPNOTSUPP)
+			log_warn("etcd %s%s: %s", c->urls[idx], path, e.msg);
+		ret = e.err;
+		goto out;
+	}
+	ret = failure ? failure : -ECONNREFUSED;
+	if (c->n_urls > 1)
+		log_err("etcd: %s failed on all %zu endpoints", path, c->n_urls);
+	else
+		log_err("etcd: %s failed: %s", path, strerror(-ret));
+out:
+	if (token) {
+		explicit_bzero(token, strlen(token));
+		free(token);
+		token = NULL;
+	}
+	if (o->secret)
+		explicit_bzero(body, body_len);
+	free(body);
+	return ret;
+}
+
+/* ---- auth ---- */
+
+/* Called with auth_lock held. */
+static int authenticate(struct etcd_client *c, const int *abort_flag)
+{
+	json_t *req = json_pack("{s:s, s:s}", "name", c->user, "password", c->password);
+	json_t *resp = NULL;
+	struct req_opts o = {.idempotent = true, .secret = true, .abort_flag = abort_flag};
+	int ret;
+	if (!req)
+		return -ENOMEM;
+	ret = request(c, "/v3/auth/authenticate", req, &o, &resp, NULL);
+	/* jansson keeps its own copy of the password; wipe it before freeing. */
+	json_t *pw = json_object_get(req, "password");
+	if (pw)
+		explicit_bzero((char *)json_string_value(pw), json_string_length(pw));
+	json_decref(req);
+	if (ret == -EOPNOTSUPP) {
+		log_info("etcd: authentication is not enabled on the server; going on without a "
+			 "token");
+		c->auth_disabled = true;
+		return 0;
+	}
+	if (ret < 0) {
+		log_err("etcd: authentication as user '%s' failed: %s", c->user, strerror(-ret));
+		return ret;
+	}
+	json_t *t = json_object_get(resp, "token");
+	if (!json_is_string(t) || !*json_string_value(t)) {
+		log_err("etcd: authentication reply carries no token");
+		json_decref(resp);
+		return -EIO;
+	}
+	char *tok = strdup(json_string_value(t));
+	json_decref(resp);
+	if (!tok)
+		return -ENOMEM;
+	if (c->token) {
+		explicit_bzero(c->token, strlen(c->token));
+		free(c->token);
+	}
+	c->token = tok;
+	c->token_gen++;
+	log_debug("etcd: authenticated as user '%s'", c->user);
+	return 0;
+}
+
+int etcd_get_token(struct etcd_client *c, char **token, uint64_t *gen, const int *abort_flag)
+{
+	int ret = 0;
+	*token = NULL;
+	*gen = 0;
+	if (!c->user)
+		return 0;
+	pthread_mutex_lock(&c->auth_lock);
+	if (!c->token && !c->auth_disabled)
+		ret = authenticate(c, abort_flag);
+	if (ret == 0 && c->token && !(*token = strdup(c->token)))
+		ret = -ENOMEM;
+	*gen = c->token_gen;
+	pthread_mutex_unlock(&c->auth_lock);
+	return ret;
+}
+
+void etcd_invalidate_token(struct etcd_client *c, uint64_t gen)
+{
+	pthread_mutex_lock(&c->auth_lock);
+	if (gen == c->token_gen) {
+		if (c->token) {
+			explicit_bzero(c->token, strlen(c->token));
+			free(c->token);
+			c->token = NULL;
+		}
+		c->auth_disabled = false;
+		c->token_gen++;
+	}
+	pthread_mutex_unlock(&c->auth_lock);
+}
+
+int etcd_probe_endpoint(struct etcd_client *c, size_t idx, const int *abort_flag)
+{
+	struct exchange x;
+	long timeout = c->command_timeout_ms < 2000 ? c->command_timeout_ms : 2000;
+	int ret = exchange(c, idx % c->n_urls, "/v3/maintenance/status", "{}", 2, NULL, timeout,
+			   abort_flag, &x);
+	if (ret < 0)
+		return ret;
+	free(x.resp.p);
+	/* Without a token an auth-enabled server still answers status; any HTTP reply proves
+	 * the server is alive. */
+	return 0;
+}
+
+/* ---- kv ops ---- */
+
+static const struct req_opts read_opts = {.idempotent = true, .use_auth = true};
+static const struct req_opts write_opts = {.idempotent = false, .use_auth = true};
+
+static int range_once(struct etcd_client *c, const struct kv_range_req *req, const void *key,
+		      size_t key_len, const void *end, size_t end_len, int64_t rev, int64_t limit,
+		      struct kv_range_result *res, size_t *resp_bytes)
+{
+	json_t *o = etcd_json_range_req(req, key, key_len, end, end_len, rev, limit);
+	json_t *resp = NULL;
+	int ret;
+	if (!o)
+		return -ENOMEM;
+	ret = request(c, "/v3/kv/range", o, &read_opts, &resp, resp_bytes);
+	json_decref(o);
+	if (ret < 0)
+		return ret;
+	ret = etcd_json_parse_range(resp, req->keys_only, res);
+	if (ret < 0)
+		log_err("etcd: malformed range reply: %s", strerror(-ret));
+	json_decref(resp);
+	return ret < 0 ? -EIO : 0;
+}
+
+static int client_range(struct kv *kv, const struct kv_range_req *req, struct kv_range_result *res)
+{
+	struct etcd_client *c = to_client(kv);
+	memset(res, 0, sizeof(*res));
+	bool key_order = req->sort_order == KV_SORT_NONE || req->sort_target == KV_SORT_KEY;
+	bool page = req->limit == 0 && !req->count_only && req->range_end_len > 0 && key_order;
+	int ret;
+	if (req->limit < 0)
+		return -EINVAL;
+	if (!page) {
+		ret = range_once(c, req, req->key, req->key_len, req->range_end, req->range_end_len,
+				 req->revision, req->limit, res, NULL);
+		goto out;
+	}
+	/* Page in key order, pinned to one revision. Ascending pages continue after the last
+	 * key (last + "\0"); descending ones end before it (range_end = last). */
+	bool descend = req->sort_order == KV_SORT_DESCEND;
+	char *key = malloc(req->key_len + 1), *end = malloc(req->range_end_len + 1);
+	size_t key_len = req->key_len, end_len = req->range_end_len;
+	int64_t limit = PAGE_MAX, rev = req->revision, count = 0, revision = 0;
+	bool first = true;
+	ret = -ENOMEM;
+	if (!key || !end)
+		goto out_free;
+	if (key_len)
+		memcpy(key, req->key, key_len);
+	memcpy(end, req->range_end, end_len);
+	for (;;) {
+		size_t resp_bytes = 0, before = res->n_kvs;
+		ret = range_once(c, req, key, key_len, end, end_len, rev, limit, res, &resp_bytes);
+		if (ret < 0)
+			goto out_free;
+		if (first) {
+			count = res->count;
+			revision = res->revision;
+			if (!rev)
+				rev = revision;
+			first = false;
+		}
+		if (!res->more)
+			break;
+		if (res->n_kvs == before) {
+			log_err("etcd: range page says more but holds no keys");
+			ret = -EIO;
+			goto out_free;
+		}
+		const struct kv_kv *last = &res->kvs[res->n_kvs - 1];
+		char **dst = descend ? &end : &key;
+		size_t *dst_len = descend ? &end_len : &key_len;
+		char *n = realloc(*dst, last->key_len + 1);
+		if (!n) {
+			ret = -ENOMEM;
+			goto out_free;
+		}
+		memcpy(n, last->key, last->key_len);
+		n[last->key_len] = 0; /* ascending: the smallest key after last */
+		*dst = n;
+		*dst_len = last->key_len + (descend ? 0 : 1);
+		if (resp_bytes > PAGE_BIG_BYTES && limit > PAGE_MIN)
+			limit /= 2;
+		else if (resp_bytes < PAGE_BIG_BYTES / 8 && limit < PAGE_MAX)
+			limit = limit * 2 > PAGE_MAX ? PAGE_MAX : limit * 2;
+	}
+	res->count = count;
+	res->revision = revision;
+	res->more = false;
+	ret = 0;
+out_free:
+	free(key);
+	free(end);
+out:
+	if (ret < 0)
+		kv_range_result_free(res);
+	return ret;
+}
+
+static bool branch_writes(const struct kv_op *ops, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ops[i].type != KV_OP_RANGE)
+			return true;
+	return false;
+}
+
+static int client_txn(struct kv *kv, const struct kv_txn *txn, struct kv_txn_result *res)
+{
+	struct etcd_client *c = to_client(kv);
+	json_t *o = NULL, *resp = NULL;
+	bool *keys_only = NULL;
+	int ret;
+	memset(res, 0, sizeof(*res));
+	if (txn->n_compare > c->max_txn_ops || txn->n_success > c->max_txn_ops ||
+	    txn->n_failure > c->max_txn_ops) {
+		log_warn("etcd: txn with %zu compares, %zu/%zu ops exceeds the limit of %zu",
+			 txn->n_compare, txn->n_success, txn->n_failure, c->max_txn_ops);
+		return -E2BIG;
+	}
+	size_t size = etcd_txn_size_estimate(txn);
+	if (size > c->max_request_bytes) {
+		log_warn("etcd: request of at least %zu bytes exceeds the request limit of %zu "
+			 "bytes; not sent",
+			 size, c->max_request_bytes);
+		return -EFBIG;
+	}
+	bool writes = branch_writes(txn->success, txn->n_success) ||
+		      branch_writes(txn->failure, txn->n_failure);
+	if (!(o = etcd_json_txn_req(txn)))
+		return -ENOMEM;
+	ret = request(c, "/v3/kv/txn", o, writes ? &write_opts : &read_opts, &resp, NULL);
+	if (ret < 0)
+		goto out;
+	bool succeeded;
+	if (etcd_json_bool(resp, "succeeded", &succeeded) < 0) {
+		ret = -EIO;
+		goto out_bad;
+	}
+	const struct kv_op *ops = succeeded ? txn->success : txn->failure;
+	size_t n_ops = succeeded ? txn->n_success : txn->n_failure;
+	if (n_ops && !(keys_only = calloc(n_ops, sizeof(*keys_only)))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n_ops; i++)
+		keys_only[i] = ops[i].type == KV_OP_RANGE && ops[i].keys_only;
+	ret = etcd_json_parse_txn(resp, keys_only, n_ops, res);
+	if (ret < 0 && ret != -ENOMEM)
+		goto out_bad;
+	goto out;
+out_bad:
+	log_err("etcd: malformed txn reply");
+	ret = -EIO;
+out:
+	if (ret < 0)
+		kv_txn_result_free(res);
+	free(keys_only);
+	json_decref(o);
+	json_decref(resp);
+	return ret;
+}
+
+static int client_compact(struct kv *kv, int64_t revision, bool physical)
+{
+	struct etcd_client *c = to_client(kv);
+	json_t *resp = NULL;
+	json_t *o = json_pack("{s:I, s:b}", "revision", (json_int_t)revision, "physical", physical);
+	if (!o)
+		return -ENOMEM;
+	int ret = request(c, "/v3/kv/compaction", o, &write_opts, &resp, NULL);
+	json_decref(o);
+	json_decref(resp);
+	return ret;
+}
+
+static int client_status(struct kv *kv, int64_t *revision)
+{
+	struct etcd_client *c = to_client(kv);
+	json_t *resp = NULL;
+	json_t *o = json_object();
+	if (!o)
+		return -ENOMEM;
+	int ret = request(c, "/v3/maintenance/status", o, &read_opts, &resp, NULL);
+	json_decref(o);
+	if (ret == 0 && etcd_json_header_revision(resp, revision) < 0) {
+		log_err("etcd: malformed status reply");
+		ret = -EIO;
+	}
+	json_decref(resp);
+	return ret;
+}
+
+static size_t client_max_request_bytes(struct kv *kv)
+{
+	return to_client(kv)->max_request_bytes;
+}
+
+static size_t client_max_txn_ops(struct kv *kv)
+{
+	return to_client(kv)->max_txn_ops;
+}
+
+static void client_destroy(struct kv *kv)
+{
+	struct etcd_client *c = to_client(kv);
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n_pool; i++)
+		curl_easy_cleanup(c->pool[i]);
+	for (size_t i = 0; i < c->n_urls; i++)
+		free(c->urls[i]);
+	free(c->urls);
+	free(c->cacert);
+	free(c->cert);
+	free(c->key);
+	free(c->user);
+	if (c->password) {
+		explicit_bzero(c->password, strlen(c->password));
+		free(c->password);
+	}
+	if (c->token) {
+		explicit_bzero(c->token, strlen(c->token));
+		free(c->token);
+	}
+	pthread_mutex_destroy(&c->pool_lock);
+	pthread_mutex_destroy(&c->auth_lock);
+	free(c);
+}
+
+static const struct kv_ops etcd_ops = {
+	.name = "etcd",
+	.range = client_range,
+	.txn = client_txn,
+	.watch = etcd_watch,
+	.watch_cancel = etcd_watch_cancel,
+	.compact = client_compact,
+	.status = client_status,
+	.max_request_bytes = client_max_request_bytes,
+	.max_txn_ops = client_max_txn_ops,
+	.destroy = client_destroy,
+};
+
+/* Turns an endpoint as etcdctl accepts it into a base URL. */
+static char *normalize_endpoint(const char *ep, bool tls)
+{
+	const char *scheme = tls ? "https://" : "http://";
+	const char *sep = strstr(ep, "://");
+	if (sep) {
+		size_t sl = (size_t)(sep - ep);
+		if (!((sl == 4 && !strncasecmp(ep, "http", 4)) ||
+		      (sl == 5 && !strncasecmp(ep, "https", 5)))) {
+			log_err("etcd: endpoint '%s': only http:// and https:// are supported", ep);
+			return NULL;
+		}
+		scheme = sl == 5 ? "https://" : "http://";
+		ep = sep + 3;
+	}
+	size_t len = strlen(ep);
+	while (len && ep[len - 1] == '/')
+		len--;
+	if (!len || memchr(ep, '/', len)) {
+		log_err("etcd: endpoint '%.*s' is not host:port", (int)len, ep);
+		return NULL;
+	}
+	char *url;
+	if (asprintf(&url, "%s%.*s", scheme, (int)len, ep) < 0)
+		return NULL;
+	return url;
+}
+
+static int dup_opt(char **dst, const char *src)
+{
+	return etcd_config_set_string(dst, src);
+}
+
+int etcd_client_new(const struct etcd_config *cfg, struct kv **out)
+{
+	struct etcd_client *c;
+	int ret = -EINVAL;
+	*out = NULL;
+	pthread_once(&curl_once, curl_init_once);
+	if (curl_init_rc != CURLE_OK) {
+		log_err("etcd: curl_global_init failed: %s", curl_easy_strerror(curl_init_rc));
+		return -EIO;
+	}
+	if (!cfg->n_endpoints) {
+		log_err("etcd: no endpoints given");
+		return -EINVAL;
+	}
+	if (!(c = calloc(1, sizeof(*c))))
+		return -ENOMEM;
+	c->kv.ops = &etcd_ops;
+	pthread_mutex_init(&c->pool_lock, NULL);
+	pthread_mutex_init(&c->auth_lock, NULL);
+	c->insecure = cfg->insecure_skip_tls_verify;
+	c->dial_timeout_ms =
+		cfg->dial_timeout_ms > 0 ? cfg->dial_timeout_ms : ETCD_DEFAULT_DIAL_TIMEOUT_MS;
+	c->command_timeout_ms = cfg->command_timeout_ms > 0 ? cfg->command_timeout_ms
+							    : ETCD_DEFAULT_COMMAND_TIMEOUT_MS;
+	c->max_request_bytes =
+		cfg->max_request_bytes ? cfg->max_request_bytes : ETCD_DEFAULT_MAX_REQUEST_BYTES;
+	c->max_txn_ops = cfg->max_txn_ops ? cfg->max_txn_ops : ETCD_DEFAULT_MAX_TXN_OPS;
+	c->watch_stall_ms = ETCD_DEFAULT_WATCH_STALL_MS;
+	if (dup_opt(&c->cacert, cfg->cacert) < 0 || dup_opt(&c->cert, cfg->cert) < 0 ||
+	    dup_opt(&c->key, cfg->key) < 0) {
+		ret = -ENOMEM;
+		goto out_err;
+	}
+	/* etcdctl rule: a bare host:port uses TLS exactly when TLS files are given. */
+	bool tls = cfg->cacert || cfg->cert || cfg->key;
+	if (!(c->urls = calloc(cfg->n_endpoints, sizeof(*c->urls)))) {
+		ret = -ENOMEM;
+		goto out_err;
+	}
+	for (size_t i = 0; i < cfg->n_endpoints; i++) {
+		if (!(c->urls[i] = normalize_endpoint(cfg->endpoints[i], tls)))
+			goto out_err;
+		c->n_urls++;
+	}
+	if (cfg->user) {
+		const char *colon = strchr(cfg->user, ':');
+		const char *pw = colon ? colon + 1 : cfg->password;
+		size_t name_len = colon ? (size_t)(colon - cfg->user) : strlen(cfg->user);
+		if (!name_len) {
+			log_err("etcd: --user needs a user name");
+			goto out_err;
+		}
+		if (!pw) {
+			log_err("etcd: user '%.*s' has no password (give name:password, --password "
+				"or ETCDCTL_PASSWORD)",
+				(int)name_len, cfg->user);
+			goto out_err;
+		}
+		if (!(c->user = strndup(cfg->user, name_len)) || !(c->password = strdup(pw))) {
+			ret = -ENOMEM;
+			goto out_err;
+		}
+	}
+	*out = &c->kv;
+	return 0;
+out_err:
+	client_destroy(&c->kv);
+	return ret;
+}
+
+void etcd_client_set_watch_stall_ms(struct kv *kv, long ms)
+{
+	__atomic_store_n(&to_client(kv)->watch_stall_ms, ms, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,510 @@
+/* watch.c: etcd watches over the gateway's streamed /v3/watch reply.
+ *
+ * Each watch owns a thread, a curl multi handle (so that cancel can wake it with
+ * curl_multi_wakeup) and an easy handle. The reply is a sequence of newline-delimited JSON
+ * messages {"result": WatchResponse}; they are decoded as bytes arrive and delivered to the
+ * callback from this thread. On a broken stream the thread reconnects with backoff and
+ * resumes at the revision after the last one delivered, so nothing is lost or repeated.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define LINE_MAX_BYTES ((size_t)512 << 20)
+#define ERR_BODY_MAX 65536
+
+/* Outcomes of one stream besides a negative errno (disconnect). */
+enum {
+	STREAM_FINAL = 1,     /* COMPACTED or CANCELED delivered: the thread ends */
+	STREAM_RECONNECT = 2, /* reconnect now without telling the consumer */
+};
+
+struct kv_watch {
+	struct etcd_client *c;
+	char *key, *end; /* owned copies of the request's range */
+	size_t key_len, end_len;
+	bool prev_kv;
+	kv_watch_cb cb;
+	void *arg;
+	long stall_ms;
+	pthread_t thread;
+	CURLM *multi;
+	CURL *easy;
+	int stop; /* atomic: set by watch_cancel */
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* protected by lock: wakes a backoff sleep on cancel */
+
+	/* Everything below is touched by the watch thread only. */
+	size_t ep;	    /* endpoint in use */
+	int64_t next_rev;   /* first revision not delivered yet; 0 = "now" */
+	bool announced;	    /* CONNECTED delivered and no DISCONNECTED since */
+	bool reported_down; /* DISCONNECTED delivered for the current outage */
+	int auth_retries;
+	/* state of the current stream */
+	char *line;
+	size_t line_len, line_cap;
+	bool created;
+	bool final;
+	bool failed; /* err holds why the stream must end */
+	struct etcd_error err;
+	long status;
+	int64_t last_byte_ms;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool stopped(struct kv_watch *w)
+{
+	return __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE);
+}
+
+static void deliver(struct kv_watch *w, enum kv_watch_state state, int64_t revision, int err)
+{
+	struct kv_watch_batch b = {.state = state, .revision = revision, .err = err};
+	w->cb(w->arg, &b);
+}
+
+static void fail(struct kv_watch *w, int err, const char *msg)
+{
+	w->failed = true;
+	w->err.err = err;
+	w->err.grpc_code = -1;
+	snprintf(w->err.msg, sizeof(w->err.msg), "%s", msg);
+}
+
+/* Handles one decoded message. Returns false to end the stream. */
+static bool handle_msg(struct kv_watch *w, struct etcd_watch_msg *m)
+{
+	if (m->is_error) {
+		w->failed = true;
+		w->err = m->error;
+		return false;
+	}
+	if (m->canceled) {
+		if (m->compact_revision > 0) {
+			log_warn("etcd: watch from revision %lld: revisions up to %lld are "
+				 "compacted",
+				 (long long)w->next_rev, (long long)m->compact_revision);
+			struct kv_watch_batch b = {.state = KV_WATCH_COMPACTED,
+						   .revision = m->revision,
+						   .compact_revision = m->compact_revision};
+			w->cb(w->arg, &b);
+			w->final = true;
+			return false;
+		}
+		if (m->error.retry_auth) {
+			w->failed = true;
+			w->err = m->error;
+			return false;
+		}
+		int err = m->error.err ? m->error.err : -EIO;
+		log_err("etcd: watch canceled by the server: %s",
+			m->error.msg[0] ? m->error.msg : "no reason given");
+		deliver(w, KV_WATCH_CANCELED, m->revision, err);
+		w->final = true;
+		return false;
+	}
+	if (m->created) {
+		w->created = true;
+		w->auth_retries = 0;
+		if (w->next_rev == 0)
+			w->next_rev = m->revision + 1;
+		if (!w->announced) {
+			if (w->reported_down)
+				log_info("etcd %s: watch re-established", w->c->urls[w->ep]);
+			deliver(w, KV_WATCH_CONNECTED, w->next_rev - 1, 0);
+			w->announced = true;
+			w->reported_down = false;
+		}
+		return true;
+	}
+	/* Drop what an earlier stream already delivered. */
+	size_t skip = 0;
+	while (skip < m->n_events && m->events[skip].kv.mod_revision < w->next_rev)
+		skip++;
+	if (m->n_events == 0) {
+		/* Progress: etcd sends it only to synced watchers, so every event up to the
+		 * header revision has been sent. */
+		if (m->revision + 1 > w->next_rev)
+			w->next_rev = m->revision + 1;
+		deliver(w, KV_WATCH_PROGRESS, m->revision, 0);
+		return true;
+	}
+	if (skip == m->n_events)
+		return true;
+	struct kv_watch_batch b = {.state = KV_WATCH_EVENTS,
+				   .events = m->events + skip,
+				   .n_events = m->n_events - skip,
+				   .revision = m->revision};
+	w->cb(w->arg, &b);
+	w->next_rev = m->events[m->n_events - 1].kv.mod_revision + 1;
+	return true;
+}
+
+/* Decodes every complete line in the buffer. Returns false to end the stream. */
+static bool process_lines(struct kv_watch *w)
+{
+	size_t off = 0;
+	bool go_on = true;
+	while (go_on && !stopped(w)) {
+		char *nl = memchr(w->line + off, '\n', w->line_len - off);
+		if (!nl)
+			break;
+		size_t len = (size_t)(nl - (w->line + off));
+		json_error_t jerr;
+		json_t *o = len ? json_loadb(w->line + off, len, 0, &jerr) : NULL;
+		off += len + 1;
+		if (!len)
+			continue;
+		struct etcd_watch_msg m;
+		if (!o || etcd_json_parse_watch(o, &m) < 0) {
+			char why[200];
+			snprintf(why, sizeof(why), "malformed watch message: %s",
+				 o ? "unexpected fields" : jerr.text);
+			fail(w, -EIO, why);
+			json_decref(o);
+			if (o)
+				etcd_watch_msg_free(&m);
+			return false;
+		}
+		json_decref(o);
+		go_on = handle_msg(w, &m);
+		etcd_watch_msg_free(&m);
+	}
+	memmove(w->line, w->line + off, w->line_len - off);
+	w->line_len -= off;
+	return go_on && !stopped(w);
+}
+
+static size_t stream_write(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct kv_watch *w = ud;
+	size_t n = size * nmemb;
+	w->last_byte_ms = now_ms();
+	if (!w->status)
+		curl_easy_getinfo(w->easy, CURLINFO_RESPONSE_CODE, &w->status);
+	size_t max = w->status == 200 ? LINE_MAX_BYTES : ERR_BODY_MAX;
+	if (w->line_len + n + 1 > max) {
+		fail(w, -EIO, "watch message too large");
+		return 0;
+	}
+	if (w->line_len + n + 1 > w->line_cap) {
+		size_t cap = w->line_cap ? w->line_cap : 4096;
+		while (cap < w->line_len + n + 1)
+			cap *= 2;
+		char *p = realloc(w->line, cap);
+		if (!p) {
+			fail(w, -ENOMEM, "out of memory");
+			return 0;
+		}
+		w->line = p;
+		w->line_cap = cap;
+	}
+	memcpy(w->line + w->line_len, ptr, n);
+	w->line_len += n;
+	if (w->status != 200)
+		return n; /* an error body, decoded when the reply ends */
+	return process_lines(w) ? n : 0;
+}
+
+/* Runs one stream until it ends. Returns STREAM_FINAL, STREAM_RECONNECT or a negative errno
+ * (stream lost; w->err.msg says why). */
+static int run_stream(struct kv_watch *w)
+{
+	struct etcd_client *c = w->c;
+	struct kv_watch_req req = {.key = w->key,
+				   .key_len = w->key_len,
+				   .range_end = w->end,
+				   .range_end_len = w->end_len,
+				   .prev_kv = w->prev_kv};
+	char *token = NULL, *body = NULL;
+	struct curl_slist *hdrs = NULL;
+	char url[1024], errbuf[CURL_ERROR_SIZE] = "";
+	uint64_t gen = 0;
+	int ret;
+
+	w->line_len = 0;
+	w->created = w->final = w->failed = false;
+	w->status = 0;
+	memset(&w->err, 0, sizeof(w->err));
+
+	ret = etcd_get_token(c, &token, &gen, &w->stop);
+	if (ret < 0) {
+		fail(w, ret, "authentication failed");
+		if (ret == -EACCES) {
+			deliver(w, KV_WATCH_CANCELED, 0, ret);
+			return STREAM_FINAL;
+		}
+		return ret;
+	}
+	json_t *o = etcd_json_watch_req(&req, w->next_rev);
+	body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	hdrs = etcd_headers(token);
+	if (!body || !hdrs) {
+		ret = -ENOMEM;
+		fail(w, ret, "out of memory");
+		goto out;
+	}
+	snprintf(url, sizeof(url), "%s/v3/watch", c->urls[w->ep]);
+	curl_easy_reset(w->easy);
+	etcd_setup_handle(c, w->easy, 0);
+	curl_easy_setopt(w->easy, CURLOPT_URL, url);
+	curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(w->easy, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(w->easy, CURLOPT_WRITEFUNCTION, stream_write);
+	curl_easy_setopt(w->easy, CURLOPT_WRITEDATA, w);
+	curl_easy_setopt(w->easy, CURLOPT_ERRORBUFFER, errbuf);
+	curl_multi_add_handle(w->multi, w->easy);
+
+	int64_t start = now_ms();
+	long stall_ms = w->stall_ms;
+	int64_t created_deadline = start + c->dial_timeout_ms + c->command_timeout_ms;
+	w->last_byte_ms = start;
+	CURLcode rc = CURLE_OK;
+	bool done = false;
+	ret = 0;
+	while (!done && !stopped(w)) {
+		int running = 0, q;
+		curl_multi_perform(w->multi, &running);
+		CURLMsg *msg;
+		while ((msg = curl_multi_info_read(w->multi, &q))) {
+			if (msg->msg == CURLMSG_DONE) {
+				rc = msg->data.result;
+				done = true;
+			}
+		}
+		if (done || stopped(w))
+			break;
+		int64_t now = now_ms();
+		if (!w->created && now >= created_deadline) {
+			fail(w, -ETIMEDOUT, "no reply to the watch request within the timeouts");
+			ret = -ETIMEDOUT;
+			break;
+		}
+		if (w->created && stall_ms > 0 && now - w->last_byte_ms >= stall_ms) {
+			/* Silence can be an idle watch or a dead stream; ask the server. */
+			if (etcd_probe_endpoint(c, w->ep, &w->stop) == 0) {
+				log_info("etcd %s: watch stream silent for %ld ms while the server "
+					 "answers; re-establishing it",
+					 c->urls[w->ep], stall_ms);
+				ret = STREAM_RECONNECT;
+			} else {
+				fail(w, -ETIMEDOUT,
+				     "watch stream stalled and the server does not "
+				     "answer");
+				ret = -ETIMEDOUT;
+			}
+			break;
+		}
+		long wait = 1000;
+		if (!w->created && created_deadline - now < wait)
+			wait = (long)(created_deadline - now);
+		if (w->created && stall_ms > 0 && w->last_byte_ms + stall_ms - now < wait)
+			wait = (long)(w->last_byte_ms + stall_ms - now);
+		curl_multi_poll(w->multi, NULL, 0, wait > 0 ? (int)wait : 0, NULL);
+	}
+	curl_multi_remove_handle(w->multi, w->easy);
+	curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(w->easy, CURLOPT_ERRORBUFFER, NULL);
+
+	if (stopped(w) || w->final) {
+		ret = STREAM_FINAL;
+		goto out;
+	}
+	if (ret)
+		goto out;
+	if (!w->failed && w->status && w->status != 200) {
+		etcd_json_error(w->line ? w->line : "", w->line_len, w->status, &w->err);
+		w->failed = true;
+	}
+	if (w->failed) {
+		if (w->err.retry_auth && c->user && w->auth_retries++ < 1) {
+			log_info("etcd %s: watch: %s; authenticating again", c->urls[w->ep],
+				 w->err.msg);
+			etcd_invalidate_token(c, gen);
+			ret = STREAM_RECONNECT;
+		} else if (w->err.err == -EACCES) {
+			log_err("etcd %s: watch refused: %s", c->urls[w->ep], w->err.msg);
+			deliver(w, KV_WATCH_CANCELED, 0, -EACCES);
+			ret = STREAM_FINAL;
+		} else {
+			ret = w->err.err ? w->err.err : -EIO;
+		}
+		goto out;
+	}
+	if (rc != CURLE_OK) {
+		char cause[sizeof(w->err.msg)];
+		etcd_describe_curl_error(w->easy, rc, errbuf, cause, sizeof(cause));
+		fail(w, -EIO, cause);
+		switch (rc) {
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_COULDNT_RESOLVE_HOST:
+			ret = -ECONNREFUSED;
+			break;
+		case CURLE_OPERATION_TIMEDOUT:
+			ret = -ETIMEDOUT;
+			break;
+		default:
+			ret = -EIO;
+		}
+		w->err.err = ret;
+		goto out;
+	}
+	fail(w, -ECONNRESET, "the server ended the watch stream");
+	ret = -ECONNRESET;
+out:
+	if (token) {
+		explicit_bzero(token, strlen(token));
+		free(token);
+	}
+	curl_slist_free_all(hdrs);
+	free(body);
+	return ret;
+}
+
+/* Sleeps up to ms, returning early on cancel. */
+static void backoff_sleep(struct kv_watch *w, long ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&w->lock);
+	while (!stopped(w))
+		if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void *watch_thread(void *arg)
+{
+	struct kv_watch *w = arg;
+	long backoff = BACKOFF_MIN_MS;
+	while (!stopped(w)) {
+		int ret = run_stream(w);
+		if (ret == STREAM_FINAL || stopped(w))
+			break;
+		if (w->created)
+			backoff = BACKOFF_MIN_MS;
+		if (ret == STREAM_RECONNECT)
+			continue;
+		if (!w->reported_down) {
+			log_warn("etcd %s: watch stream lost: %s; reconnecting", w->c->urls[w->ep],
+				 w->err.msg);
+			deliver(w, KV_WATCH_DISCONNECTED, w->next_rev ? w->next_rev - 1 : 0, ret);
+			w->reported_down = true;
+			w->announced = false;
+		} else {
+			log_debug("etcd %s: watch reconnect failed: %s", w->c->urls[w->ep],
+				  w->err.msg);
+		}
+		/* Another member may serve while this one is down. */
+		w->ep = (w->ep + 1) % w->c->n_urls;
+		backoff_sleep(w, backoff);
+		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+	}
+	return NULL;
+}
+
+static void watch_free(struct kv_watch *w)
+{
+	if (w->easy)
+		curl_easy_cleanup(w->easy);
+	if (w->multi)
+		curl_multi_cleanup(w->multi);
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
+	free(w->key);
+	free(w->end);
+	free(w->line);
+	free(w);
+}
+
+static char *dup_bytes(const void *p, size_t n)
+{
+	char *d = malloc(n + 1);
+	if (d) {
+		if (n)
+			memcpy(d, p, n);
+		d[n] = 0;
+	}
+	return d;
+}
+
+int etcd_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb cb, void *arg,
+	       struct kv_watch **out)
+{
+	struct etcd_client *c = to_client(kv);
+	struct kv_watch *w;
+	pthread_condattr_t ca;
+	int ret;
+	*out = NULL;
+	if (!cb || (!req->key && req->key_len) || (!req->range_end && req->range_end_len) ||
+	    req->start_revision < 0)
+		return -EINVAL;
+	if (!(w = calloc(1, sizeof(*w))))
+		return -ENOMEM;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	w->c = c;
+	w->cb = cb;
+	w->arg = arg;
+	w->prev_kv = req->prev_kv;
+	w->next_rev = req->start_revision;
+	w->stall_ms = __atomic_load_n(&c->watch_stall_ms, __ATOMIC_RELAXED);
+	w->ep = __atomic_load_n(&c->preferred, __ATOMIC_RELAXED) % c->n_urls;
+	w->key = dup_bytes(req->key, req->key_len);
+	w->key_len = req->key_len;
+	w->end = dup_bytes(req->range_end, req->range_end_len);
+	w->end_len = req->range_end_len;
+	w->multi = curl_multi_init();
+	w->easy = curl_easy_init();
+	if (!w->key || !w->end || !w->multi || !w->easy) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	ret = -pthread_create(&w->thread, NULL, watch_thread, w);
+	if (ret < 0) {
+		log_err("etcd: cannot start a watch thread: %s", strerror(-ret));
+		goto out_free;
+	}
+	*out = w;
+	return 0;
+out_free:
+	watch_free(w);
+	return ret;
+}
+
+void etcd_watch_cancel(struct kv_watch *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	__atomic_store_n(&w->stop, 1, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	curl_multi_wakeup(w->multi);
+	pthread_join(w->thread, NULL);
+	watch_free(w);
+}
