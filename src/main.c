@@ -30,10 +30,12 @@ struct options {
 	char *cache_size;
 	char *data_dir;
 	char *peers, *listen;
+	char *node_id_s;
 	unsigned node_id;
 	char *consistency;
 	char *conflict_dir;
 	char *shadow;
+	char *kernel_timeout_s, *stale_timeout_s;
 	double timeout_fresh, timeout_stale;
 	int show_help, show_version, foreground, debug, single_thread, read_only, read_write;
 };
@@ -42,28 +44,28 @@ struct options {
 enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO, KEY_RW };
 
 static const struct fuse_opt opt_spec[] = {
-	OPT("--endpoints=%s", endpoints), OPT("--endpoints %s", endpoints),
-	OPT("--cacert=%s", cacert), OPT("--cacert %s", cacert),
-	OPT("--cert=%s", cert), OPT("--cert %s", cert),
-	OPT("--key=%s", key), OPT("--key %s", key),
+	OPT("--endpoints %s", endpoints),
+	OPT("--cacert %s", cacert),
+	OPT("--cert %s", cert),
+	OPT("--key %s", key),
 	OPT("--insecure-skip-tls-verify", insecure_skip_tls_verify),
-	OPT("--user=%s", user), OPT("--user %s", user),
-	OPT("--password=%s", password), OPT("--password %s", password),
-	OPT("--password-file=%s", password_file), OPT("--password-file %s", password_file),
-	OPT("--dial-timeout=%s", dial_timeout), OPT("--dial-timeout %s", dial_timeout),
-	OPT("--command-timeout=%s", command_timeout), OPT("--command-timeout %s", command_timeout),
-	OPT("--prefix=%s", prefix), OPT("--prefix %s", prefix),
-	OPT("--format=%s", format), OPT("--format %s", format),
-	OPT("--cache-size=%s", cache_size), OPT("--cache-size %s", cache_size),
-	OPT("--data-dir=%s", data_dir), OPT("--data-dir %s", data_dir),
-	OPT("--peers=%s", peers), OPT("--peers %s", peers),
-	OPT("--listen=%s", listen), OPT("--listen %s", listen),
-	OPT("--node-id=%u", node_id), OPT("--node-id %u", node_id),
-	OPT("--consistency=%s", consistency), OPT("--consistency %s", consistency),
-	OPT("--conflict-dir=%s", conflict_dir), OPT("--conflict-dir %s", conflict_dir),
-	OPT("--shadow=%s", shadow), OPT("--shadow %s", shadow),
-	OPT("--kernel-timeout=%lf", timeout_fresh),
-	OPT("--stale-timeout=%lf", timeout_stale),
+	OPT("--user %s", user),
+	OPT("--password %s", password),
+	OPT("--password-file %s", password_file),
+	OPT("--dial-timeout %s", dial_timeout),
+	OPT("--command-timeout %s", command_timeout),
+	OPT("--prefix %s", prefix),
+	OPT("--format %s", format),
+	OPT("--cache-size %s", cache_size),
+	OPT("--data-dir %s", data_dir),
+	OPT("--peers %s", peers),
+	OPT("--listen %s", listen),
+	OPT("--node-id %s", node_id_s),
+	OPT("--consistency %s", consistency),
+	OPT("--conflict-dir %s", conflict_dir),
+	OPT("--shadow %s", shadow),
+	OPT("--kernel-timeout %s", kernel_timeout_s),
+	OPT("--stale-timeout %s", stale_timeout_s),
 	OPT("-s", single_thread),
 	FUSE_OPT_KEY("-h", KEY_HELP), FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION), FUSE_OPT_KEY("--version", KEY_VERSION),
@@ -152,7 +154,7 @@ static void usage(const char *prog)
 	       "Writes:\n"
 	       "    --conflict-dir=DIR         where rejected saves are kept (default /tmp/etcdfs-conflicts-UID)\n"
 	       "    --shadow=PATTERNS          ':'-separated globs of editor temp names kept local\n"
-	       "                               (default .*.sw?:4913:*~:*.bak:.#*:#*#:sed??????:XX??????:.*.??????)\n"
+	       "                               (default .*.sw?:4913:*~:*.bak:.#*:#*#:sed?\?\?\?\?\?:XX?\?\?\?\?\?:.*.?\?\?\?\?\?)\n"
 	       "\n"
 	       "FUSE:\n"
 	       "    -f                         stay in the foreground\n"
@@ -166,6 +168,20 @@ static void usage(const char *prog)
 	       "    -h, --help                 this help\n"
 	       "    -V, --version              version\n",
 	       prog);
+}
+
+static int parse_double_opt(const char *name, const char *s, double *out)
+{
+	if (!s)
+		return 0;
+	char *end;
+	double v = strtod(s, &end);
+	if (end == s || *end || v < 0) {
+		fprintf(stderr, "etcdfs: bad %s '%s'\n", name, s);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
 }
 
 static int parse_size(const char *s, size_t *out)
@@ -317,6 +333,28 @@ int main(int argc, char *argv[])
 
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
 		return 1;
+	/* "--opt value" and "--opt=value" both match "--opt %s"; the latter
+	 * leaves the '='. */
+	char **strs[] = { &o.endpoints, &o.cacert, &o.cert, &o.key, &o.user, &o.password,
+			  &o.password_file, &o.dial_timeout, &o.command_timeout, &o.prefix,
+			  &o.format, &o.cache_size, &o.data_dir, &o.peers, &o.listen,
+			  &o.consistency, &o.conflict_dir, &o.shadow, &o.node_id_s,
+			  &o.kernel_timeout_s, &o.stale_timeout_s };
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+		if (*strs[i] && (*strs[i])[0] == '=')
+			memmove(*strs[i], *strs[i] + 1, strlen(*strs[i]));
+	if (parse_double_opt("--kernel-timeout", o.kernel_timeout_s, &o.timeout_fresh) < 0 ||
+	    parse_double_opt("--stale-timeout", o.stale_timeout_s, &o.timeout_stale) < 0)
+		goto out_args;
+	if (o.node_id_s) {
+		char *end;
+		unsigned long v = strtoul(o.node_id_s, &end, 10);
+		if (*end || v == 0 || v > 65535) {
+			fprintf(stderr, "etcdfs: bad --node-id '%s'\n", o.node_id_s);
+			goto out_args;
+		}
+		o.node_id = (unsigned)v;
+	}
 	if (o.show_help) {
 		usage(argv[0]);
 		ret = 0;
@@ -461,6 +499,9 @@ out_args:
 	free(o.consistency);
 	free(o.conflict_dir);
 	free(o.shadow);
+	free(o.node_id_s);
+	free(o.kernel_timeout_s);
+	free(o.stale_timeout_s);
 	free(prefix);
 	free(mountpoint);
 	fuse_opt_free_args(&args);
