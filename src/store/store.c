@@ -74,6 +74,7 @@ void store_config_init(struct store_config *cfg)
 	cfg->election_timeout_ms = 1000;
 	cfg->heartbeat_timeout_ms = 100;
 	cfg->segment_size = 8 * 1024 * 1024;
+	cfg->auto_compact_retain = 10000;
 }
 
 static int parse_addr(const char *s, size_t len, struct store_peer *p)
@@ -689,9 +690,8 @@ static void submit(struct store *s, struct preq *p)
 	s->pending = p;
 }
 
-static void raft_closed_for_restart(struct raft *r);
-static void raft_closed_final(struct raft *r);
-static int raft_boot(struct store *s, bool bootstrap);
+static void raft_closed(struct raft *r);
+static int raft_boot(struct store *s, bool bootstrap, bool *inited);
 
 static void drain_queue(struct store *s)
 {
@@ -736,6 +736,32 @@ static void handles_closed(uv_handle_t *h)
 	(void)h;
 }
 
+/* Last step of shutdown: once these are closed, uv_run returns. */
+static void close_handles(struct store *s)
+{
+	uv_handle_t *hs[] = {(uv_handle_t *)&s->async, (uv_handle_t *)&s->poll_timer,
+			     (uv_handle_t *)&s->restart_timer};
+	for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
+		if (!uv_is_closing(hs[i]))
+			uv_close(hs[i], handles_closed);
+}
+
+static bool shutting_down(struct store *s)
+{
+	pthread_mutex_lock(&s->mu);
+	bool closing = s->closing;
+	pthread_mutex_unlock(&s->mu);
+	return closing;
+}
+
+/* Starts closing the raft instance; raft_closed() continues (restart or
+ * shutdown, depending on s->closing). */
+static void raft_shutdown(struct store *s)
+{
+	s->rstate = RS_CLOSING;
+	raft_close(&s->raft, raft_closed);
+}
+
 static void async_cb(uv_async_t *a)
 {
 	struct store *s = a->data;
@@ -746,25 +772,20 @@ static void async_cb(uv_async_t *a)
 	if (closing) {
 		fail_queue(s, -ESHUTDOWN);
 		uv_timer_stop(&s->poll_timer);
-		uv_timer_stop(&s->restart_timer);
-		if (s->raft_up) {
-			s->raft_up = false;
-			raft_close(&s->raft, raft_closed_final);
-		} else if (!s->restarting) {
-			uv_close((uv_handle_t *)&s->async, handles_closed);
-			uv_close((uv_handle_t *)&s->poll_timer, handles_closed);
-			uv_close((uv_handle_t *)&s->restart_timer, handles_closed);
+		if (s->rstate == RS_UP) {
+			raft_shutdown(s);
+		} else if (s->rstate == RS_DOWN) {
+			uv_timer_stop(&s->restart_timer);
+			close_handles(s);
 		}
-		/* While restarting, raft_closed_for_restart finishes the close. */
+		/* RS_CLOSING: raft_closed() sees s->closing and finishes. */
 		return;
 	}
-	if (restart && s->raft_up) {
-		s->raft_up = false;
-		s->restarting = true;
-		raft_close(&s->raft, raft_closed_for_restart);
+	if (restart && s->rstate == RS_UP) {
+		raft_shutdown(s);
 		return;
 	}
-	if (s->raft_up)
+	if (s->rstate == RS_UP)
 		drain_queue(s);
 }
 
@@ -780,23 +801,23 @@ static void schedule_restart(struct store *s)
 static void restart_timer_cb(uv_timer_t *t)
 {
 	struct store *s = t->data;
-	pthread_mutex_lock(&s->mu);
-	bool closing = s->closing;
-	pthread_mutex_unlock(&s->mu);
-	if (closing) {
-		s->restarting = false;
-		uv_async_send(&s->async);
+	if (shutting_down(s)) {
+		close_handles(s);
 		return;
 	}
-	int ret = raft_boot(s, false);
+	bool inited;
+	int ret = raft_boot(s, false, &inited);
 	if (ret < 0) {
 		log_err("store: restarting raft failed (%s); retrying in 1s", strerror(-ret));
-		/* raft_boot released what it set up; try again later. */
-		uv_timer_start(&s->restart_timer, restart_timer_cb, 1000, 0);
+		s->restart_delay_ms = 1000;
+		if (inited)
+			raft_shutdown(s); /* raft_closed() re-arms the timer */
+		else
+			uv_timer_start(&s->restart_timer, restart_timer_cb, s->restart_delay_ms, 0);
 		return;
 	}
-	s->restarting = false;
-	s->raft_up = true;
+	s->rstate = RS_UP;
+	s->restart_delay_ms = 0;
 	pthread_mutex_lock(&s->mu);
 	s->io_error = false;
 	pthread_mutex_unlock(&s->mu);
@@ -805,35 +826,27 @@ static void restart_timer_cb(uv_timer_t *t)
 	drain_queue(s);
 }
 
-static void raft_closed_for_restart(struct raft *r)
+static void raft_closed(struct raft *r)
 {
 	struct store *s = r->data;
 	raft_uv_close(&s->io);
 	transport_release(s);
+	s->rstate = RS_DOWN;
+	bool closing = shutting_down(s);
 	/* Fail whatever was proposed to the old instance and never called back
-	 * (libraft 0.15 drops callbacks of all but the first entry of a failed
-	 * batch). */
+	 * (libraft 0.15 drops the callbacks of all but the first entry of a
+	 * batch whose write failed). */
 	while (s->pending) {
 		struct preq *p = s->pending;
 		pending_remove(s, p);
-		preq_complete(s, p, -EIO);
+		preq_complete(s, p, closing ? -ESHUTDOWN : -EIO);
 	}
-	uv_timer_start(&s->restart_timer, restart_timer_cb, 0, 0);
-}
-
-static void raft_closed_final(struct raft *r)
-{
-	struct store *s = r->data;
-	raft_uv_close(&s->io);
-	transport_release(s);
-	while (s->pending) {
-		struct preq *p = s->pending;
-		pending_remove(s, p);
-		preq_complete(s, p, -ESHUTDOWN);
+	if (closing) {
+		fail_queue(s, -ESHUTDOWN);
+		close_handles(s);
+		return;
 	}
-	uv_close((uv_handle_t *)&s->async, handles_closed);
-	uv_close((uv_handle_t *)&s->poll_timer, handles_closed);
-	uv_close((uv_handle_t *)&s->restart_timer, handles_closed);
+	uv_timer_start(&s->restart_timer, restart_timer_cb, s->restart_delay_ms, 0);
 }
 
 /* Submits a command with nobody waiting for it (loop thread). */
@@ -854,10 +867,31 @@ static void propose_internal(struct store *s, const struct codec_cmd *cmd)
 	submit(s, p);
 }
 
+static void maybe_auto_compact(struct store *s)
+{
+	int64_t retain = s->cfg.auto_compact_retain;
+	pthread_rwlock_rdlock(&s->state_lock);
+	int64_t rev = mvcc_revision(s->m), comp = mvcc_compact_revision(s->m);
+	pthread_rwlock_unlock(&s->state_lock);
+	if (rev - comp <= 2 * retain || rev - retain <= s->auto_compacted)
+		return;
+	s->auto_compacted = rev - retain;
+	pthread_mutex_lock(&s->mu);
+	uint64_t seq = ++s->next_seq;
+	pthread_mutex_unlock(&s->mu);
+	struct codec_cmd cmd = {.origin = s->cfg.id,
+				.boot = s->boot,
+				.seq = seq,
+				.kind = CODEC_CMD_COMPACT,
+				.compact = rev - retain};
+	log_debug("store: auto-compacting history below revision %lld", (long long)(rev - retain));
+	propose_internal(s, &cmd);
+}
+
 static void poll_cb(uv_timer_t *t)
 {
 	struct store *s = t->data;
-	if (!s->raft_up)
+	if (s->rstate != RS_UP)
 		return;
 	int role = raft_state(&s->raft);
 	raft_id lid = 0;
@@ -886,6 +920,8 @@ static void poll_cb(uv_timer_t *t)
 		propose_internal(s, &cmd);
 	}
 	s->last_role = role;
+	if (role == RAFT_LEADER && s->cfg.auto_compact_retain > 0)
+		maybe_auto_compact(s);
 }
 
 static void *loop_main(void *arg)
@@ -897,20 +933,15 @@ static void *loop_main(void *arg)
 
 /* ---- raft lifecycle ---- */
 
-static void raft_closed_sync(struct raft *r)
-{
-	struct store *s = r->data;
-	raft_uv_close(&s->io);
-	transport_release(s);
-	s->restarting = false; /* reused as "close finished" flag in raft_boot */
-}
-
-/* Sets up io, transport and raft and starts it. On failure everything set up
- * here is released again. Runs on the opening thread before the loop thread
- * exists, or on the loop thread (restart). */
-static int raft_boot(struct store *s, bool bootstrap)
+/* Sets up io, transport and raft and starts it. On failure, *inited tells
+ * whether raft_init succeeded: then the caller must raft_close (which
+ * completes asynchronously); otherwise everything was released here. Runs on
+ * the opening thread before the loop thread exists, or on the loop thread
+ * (restart). */
+static int raft_boot(struct store *s, bool bootstrap, bool *inited)
 {
 	int rv, ret;
+	*inited = false;
 	const char *addr =
 		s->multi ? s->self->raft_addr : (s->cfg.listen ? s->cfg.listen : "local");
 	memset(&s->raft, 0, sizeof(s->raft));
@@ -944,6 +975,7 @@ static int raft_boot(struct store *s, bool bootstrap)
 		return ret;
 	}
 	s->raft.data = s;
+	*inited = true;
 	raft_set_election_timeout(&s->raft, s->cfg.election_timeout_ms);
 	raft_set_heartbeat_timeout(&s->raft, s->cfg.heartbeat_timeout_ms);
 	raft_set_snapshot_threshold(&s->raft, s->cfg.snapshot_threshold);
@@ -974,26 +1006,16 @@ static int raft_boot(struct store *s, bool bootstrap)
 		if (rv != 0) {
 			log_err("store: cannot bootstrap raft in %s: %s", s->raft_dir,
 				raft_errmsg(&s->raft));
-			ret = raft_errno(rv);
-			goto err_close;
+			return raft_errno(rv);
 		}
 	}
 	rv = raft_start(&s->raft);
 	if (rv != 0) {
 		log_err("store: cannot start raft from %s: %s", s->raft_dir, raft_errmsg(&s->raft));
 		ret = raft_errno(rv);
-		if (ret == -EIO || ret == -EUCLEAN)
-			ret = -EUCLEAN;
-		goto err_close;
+		return ret == -EIO ? -EUCLEAN : ret;
 	}
 	return 0;
-err_close:
-	/* raft_close completes asynchronously; drive the loop until it has. */
-	s->restarting = true;
-	raft_close(&s->raft, raft_closed_sync);
-	while (s->restarting)
-		uv_run(&s->loop, UV_RUN_ONCE);
-	return ret;
 }
 
 /* ---- proposals from caller threads ---- */
@@ -1226,13 +1248,12 @@ static int st_compact(struct kv *kv, int64_t revision, bool physical)
 static int st_status(struct kv *kv, int64_t *revision)
 {
 	struct store *s = to_store(kv);
-	bool leader;
-	bool known = leader_known_here(s, &leader);
+	/* The local state machine answers even while a multi-node cluster has
+	 * no quorum (writes then fail with -ETIMEDOUT): a daemon started before
+	 * its peers must not give up. */
 	pthread_rwlock_rdlock(&s->state_lock);
 	*revision = mvcc_revision(s->m);
 	pthread_rwlock_unlock(&s->state_lock);
-	if (s->multi && !known)
-		return -ETIMEDOUT;
 	return 0;
 }
 
@@ -1513,9 +1534,9 @@ static int config_check(struct store *s, const struct store_config *cfg)
 		log_err("store: no data dir given");
 		return -EINVAL;
 	}
-	if (!cfg->id || !cfg->apply_timeout_ms || !cfg->max_request_bytes || !cfg->max_txn_ops ||
-	    !cfg->heartbeat_timeout_ms || cfg->heartbeat_timeout_ms >= cfg->election_timeout_ms ||
-	    !cfg->segment_size) {
+	if (!cfg->id || cfg->auto_compact_retain < 0 || !cfg->apply_timeout_ms ||
+	    !cfg->max_request_bytes || !cfg->max_txn_ops || !cfg->heartbeat_timeout_ms ||
+	    cfg->heartbeat_timeout_ms >= cfg->election_timeout_ms || !cfg->segment_size) {
 		log_err("store: invalid configuration (id, timeouts or limits)");
 		return -EINVAL;
 	}
@@ -1593,17 +1614,19 @@ int store_open(const struct store_config *cfg, struct kv **out)
 
 	/* Raft starts on this thread (the loop thread does not exist yet): a
 	 * single node replays its log and becomes leader inside raft_start. */
-	ret = raft_boot(s, bootstrap);
-	if (ret < 0)
+	bool inited;
+	ret = raft_boot(s, bootstrap, &inited);
+	if (ret < 0) {
+		if (inited)
+			goto err_started;
 		goto err_loop;
+	}
+	s->rstate = RS_UP;
 	if (bootstrap) {
 		ret = meta_write(s);
-		if (ret < 0) {
-			s->raft_up = true;
+		if (ret < 0)
 			goto err_started;
-		}
 	}
-	s->raft_up = true;
 	s->last_role = RAFT_UNAVAILABLE;
 	publish_revision(s);
 	uv_timer_start(&s->poll_timer, poll_cb, 0, POLL_MS);
@@ -1653,18 +1676,18 @@ int store_open(const struct store_config *cfg, struct kv **out)
 	return 0;
 
 err_started:
-	/* Close raft and the handles on this thread. */
+	/* Close raft and the handles on this thread (no loop thread yet):
+	 * raft_closed() sees closing and closes the handles too. */
+	pthread_mutex_lock(&s->mu);
 	s->closing = true;
+	pthread_mutex_unlock(&s->mu);
 	uv_timer_stop(&s->poll_timer);
-	s->raft_up = false;
-	raft_close(&s->raft, raft_closed_final);
+	raft_shutdown(s);
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&s->loop);
 	goto err_free;
 err_loop:
-	uv_close((uv_handle_t *)&s->async, handles_closed);
-	uv_close((uv_handle_t *)&s->poll_timer, handles_closed);
-	uv_close((uv_handle_t *)&s->restart_timer, handles_closed);
+	close_handles(s);
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&s->loop);
 err_free:

@@ -38,6 +38,11 @@ struct store_config {
 	unsigned election_timeout_ms;  /* default 1000 */
 	unsigned heartbeat_timeout_ms; /* default 100 */
 	size_t segment_size;	       /* raft log segment size, default 8 MiB */
+	/* History older than this many revisions is compacted automatically by
+	 * the leader (a compaction entry, so every node does the same), checked
+	 * every 50 ms once twice as many have accumulated. Default 10000; 0 turns
+	 * it off (then only kv_compact() frees history). */
+	int64_t auto_compact_retain;
 };
 
 void store_config_init(struct store_config *cfg);

@@ -77,10 +77,11 @@ struct store {
 	struct raft_io io;
 	struct raft_fsm fsm;
 	struct raft_uv_transport transport;
-	bool raft_up;	      /* raft started and not closing; loop thread only */
-	bool restarting;      /* loop thread only */
-	int last_role;	      /* loop thread only */
-	struct preq *pending; /* proposed, awaiting callback; loop thread only */
+	enum { RS_DOWN = 0, RS_UP, RS_CLOSING } rstate; /* loop thread only */
+	unsigned restart_delay_ms;			/* loop thread only */
+	int last_role;					/* loop thread only */
+	struct preq *pending;	/* proposed, awaiting callback; loop thread only */
+	int64_t auto_compacted; /* last auto-compaction target; loop thread only */
 
 	/* ---- shared with callers, protected by mu ---- */
 	pthread_mutex_t mu;

@@ -248,11 +248,45 @@ static void test_layout(void)
 	free(base);
 }
 
+static void test_auto_compact(void)
+{
+	char *dir = tmpdir_new("autocompact");
+	struct store_config cfg;
+	store_config_init(&cfg);
+	cfg.auto_compact_retain = 10;
+	struct kv *kv = open_at(dir, &cfg);
+	int64_t rev = 0;
+	for (int i = 0; i < 25; i++)
+		CHECK_EQ(put_s(kv, "/ac/k", "v", &rev), 0);
+	/* the leader notices within its 50 ms poll */
+	struct store_status st;
+	for (int i = 0; i < 100; i++) {
+		CHECK_EQ(store_get_status(kv, &st), 0);
+		if (st.compact_revision)
+			break;
+		usleep(20000);
+	}
+	CHECK_EQ(st.compact_revision, rev - 10);
+	struct kv_range_req req = {.key = "/ac/k", .key_len = 5, .revision = rev - 11};
+	struct kv_range_result res;
+	CHECK_EQ(kv_range(kv, &req, &res), -ERANGE);
+	kv_range_result_free(&res);
+	req.revision = rev - 10;
+	CHECK_EQ(kv_range(kv, &req, &res), 0);
+	CHECK_EQ(res.n_kvs, 1);
+	kv_range_result_free(&res);
+	CHECK_EQ(store_check(kv), 0);
+	kv_destroy(kv);
+	rm_rf(dir);
+	free(dir);
+}
+
 int main(void)
 {
 	RUN(test_reopen);
 	RUN(test_snapshots);
 	RUN(test_layout);
+	RUN(test_auto_compact);
 	fprintf(stderr, "test_persist: all %lu checks passed\n", test_checks);
 	return 0;
 }
