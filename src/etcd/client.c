@@ -151,7 +151,7 @@ void etcd_describe_curl_error(CURL *h, CURLcode rc, const char *errbuf, char *bu
 
 /* Maps a transport failure to an errno; *unsent tells whether the request surely did not
  * reach the server (then retrying it elsewhere cannot apply it twice). */
-static int curl_errno(CURL *h, CURLcode rc, bool *unsent)
+int etcd_curl_errno(CURL *h, CURLcode rc, const char *errbuf, bool *unsent)
 {
 	curl_off_t pretransfer = 0;
 	curl_easy_getinfo(h, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
@@ -177,6 +177,14 @@ static int curl_errno(CURL *h, CURLcode rc, bool *unsent)
 		return -EACCES;
 	case CURLE_ABORTED_BY_CALLBACK:
 		return -ECANCELED;
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+		/* With TLS 1.3 a refused client certificate shows up as an alert on the first
+		 * read after the handshake, e.g. "sslv3 alert bad certificate" or "tlsv13 alert
+		 * certificate required". */
+		if (errbuf && strstr(errbuf, "alert") && strstr(errbuf, "certificate"))
+			return -EACCES;
+		return -EIO;
 	default:
 		return -EIO;
 	}
@@ -228,7 +236,7 @@ static int exchange(struct etcd_client *c, size_t idx, const char *path, const c
 		ret = -EIO;
 	} else {
 		char cause[CURL_ERROR_SIZE + 64];
-		ret = curl_errno(h, rc, &x->unsent);
+		ret = etcd_curl_errno(h, rc, errbuf, &x->unsent);
 		etcd_describe_curl_error(h, rc, errbuf, cause, sizeof(cause));
 		if (ret != -ECANCELED)
 			log_warn("etcd %s: %s", c->urls[idx], cause);

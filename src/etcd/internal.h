@@ -66,6 +66,10 @@ void etcd_invalidate_token(struct etcd_client *c, uint64_t gen);
  * probe. Returns 0 when the server answered HTTP 200. */
 int etcd_probe_endpoint(struct etcd_client *c, size_t idx, const int *abort_flag);
 
+/* Maps a transport failure to a negative errno; *unsent tells whether the request surely did
+ * not reach the server (then retrying it elsewhere cannot apply it twice). */
+int etcd_curl_errno(CURL *h, CURLcode rc, const char *errbuf, bool *unsent);
+
 /* Describes a curl failure of url into buf (cause from errno when there is one). */
 void etcd_describe_curl_error(CURL *h, CURLcode rc, const char *errbuf, char *buf, size_t size);
 

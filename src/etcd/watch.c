@@ -349,18 +349,9 @@ static int run_stream(struct kv_watch *w)
 	if (rc != CURLE_OK) {
 		char cause[sizeof(w->err.msg)];
 		etcd_describe_curl_error(w->easy, rc, errbuf, cause, sizeof(cause));
-		fail(w, -EIO, cause);
-		switch (rc) {
-		case CURLE_COULDNT_CONNECT:
-		case CURLE_COULDNT_RESOLVE_HOST:
-			ret = -ECONNREFUSED;
-			break;
-		case CURLE_OPERATION_TIMEDOUT:
-			ret = -ETIMEDOUT;
-			break;
-		default:
-			ret = -EIO;
-		}
+		bool unsent;
+		ret = etcd_curl_errno(w->easy, rc, errbuf, &unsent);
+		fail(w, ret, cause);
 		w->err.err = ret;
 		goto out;
 	}
