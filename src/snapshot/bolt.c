@@ -462,7 +462,12 @@ static int walk_node(struct walk *w, const uint8_t *buf, size_t len, uint64_t of
 			count, len);
 		return -EUCLEAN;
 	}
+	if (!pgid)
+		b->info.pages_inline++;
+	else
+		b->info.pages_overflow += len / b->info.page_size - 1;
 	if (flags & F_BRANCH) {
+		b->info.pages_branch++;
 		if (!pgid) {
 			log_err("snapshot %s: %s: an inline bucket cannot be a branch", b->name,
 				where);
@@ -493,6 +498,8 @@ static int walk_node(struct walk *w, const uint8_t *buf, size_t len, uint64_t of
 			b->name, where, flags);
 		return -EUCLEAN;
 	}
+	if (pgid)
+		b->info.pages_leaf++;
 	for (unsigned i = 0; i < count; i++) {
 		size_t e = PAGE_HDR + (size_t)i * ELEM_SIZE;
 		uint32_t eflags = le32(buf + e), pos = le32(buf + e + 4);

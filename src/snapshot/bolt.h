@@ -52,6 +52,8 @@ struct bolt_info {
 	unsigned meta_page; /* 0 or 1: the meta page in use */
 	uint64_t file_size;
 	bool has_sha256; /* etcdctl snapshot trailer present and verified */
+	/* Pages walked so far, by kind (diagnostics; tests check coverage). */
+	uint64_t pages_branch, pages_leaf, pages_overflow, pages_inline;
 };
 
 /* name is used in log lines only. */

@@ -443,6 +443,10 @@ int snapshot_open_fd(int fd, const char *name, struct kv **out)
 		snap_free(s);
 		return ret;
 	}
+	s->info.pages_branch = bi->pages_branch;
+	s->info.pages_leaf = bi->pages_leaf;
+	s->info.pages_overflow = bi->pages_overflow;
+	s->info.pages_inline = bi->pages_inline;
 	log_info("snapshot %s: %zu keys (%zu with history), %zu revisions, store revision %" PRId64
 		 ", compacted at %" PRId64 "%s",
 		 name, s->info.n_keys, s->info.n_keys_all, s->info.n_records, s->info.revision,

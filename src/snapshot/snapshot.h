@@ -59,6 +59,8 @@ struct snapshot_info {
 	uint32_t page_size;
 	uint64_t file_size;
 	bool sha256_verified; /* the etcdctl snapshot trailer was present and matched */
+	/* bbolt pages read while indexing, by kind (diagnostics). */
+	uint64_t pages_branch, pages_leaf, pages_overflow, pages_inline;
 };
 
 /* Fills *info for a kv returned by snapshot_open(); -EINVAL for any other kv. */
