@@ -463,7 +463,19 @@ int etcd_harness_signal(struct etcd_harness *h, int sig)
 {
 	if (!h->pid)
 		return -ESRCH;
-	return kill(h->pid, sig) < 0 ? -errno : 0;
+	if (kill(h->pid, sig) < 0)
+		return -errno;
+	if (sig == SIGSTOP) {
+		/* kill() only queues the signal; wait until every thread has stopped so that
+		 * the caller's next request surely meets a stopped server. */
+		int status;
+		while (waitpid(h->pid, &status, WUNTRACED) < 0)
+			if (errno != EINTR)
+				return -errno;
+		if (!WIFSTOPPED(status))
+			return -ESRCH;
+	}
+	return 0;
 }
 
 int etcd_harness_etcdctl(struct etcd_harness *h, const char *user, char *out, size_t out_size,

@@ -52,7 +52,8 @@ int etcd_harness_start(struct etcd_harness *h, const struct etcd_harness_opts *o
 int etcd_harness_stop(struct etcd_harness *h);
 /* Starts etcd again on the same ports and data dir and waits until it is healthy. */
 int etcd_harness_restart(struct etcd_harness *h);
-/* Sends a signal to the running etcd (SIGSTOP / SIGCONT to simulate a hung server). */
+/* Sends a signal to the running etcd (SIGSTOP / SIGCONT to simulate a hung server). For
+ * SIGSTOP it returns once the process has stopped. */
 int etcd_harness_signal(struct etcd_harness *h, int sig);
 /* Waits up to timeout_ms until GET /health answers {"health":"true"}. */
 int etcd_harness_wait_healthy(struct etcd_harness *h, long timeout_ms);

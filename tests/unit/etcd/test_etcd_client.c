@@ -486,6 +486,35 @@ static void test_stopped_server(void)
 	CHECK_EQ(kv_status(kv2, &rev), -ETIMEDOUT);
 	CHECK(mono_ms() - t0 <= cmd + 1000);
 	kv_destroy(kv2);
+	/* A stopped first endpoint and a live second one (a separate single-member cluster):
+	 * reads move on after the command timeout; a write that may have reached the stopped
+	 * server is not sent again elsewhere. */
+	struct etcd_harness h2;
+	if (etcd_harness_start(&h2, NULL) == 0) {
+		char both[160];
+		snprintf(both, sizeof(both), "%s,%s", H.endpoint, h2.endpoint);
+		struct kv *kv3 = client(both, cmd, 0, 0);
+		t0 = mono_ms();
+		CHECK_EQ(kv_status(kv3, &rev), 0);
+		dt = mono_ms() - t0;
+		fprintf(stderr, "read failed over from a stopped endpoint in %lld ms\n", dt);
+		CHECK(dt <= cmd + 1000);
+		/* The live endpoint is now preferred: no more waiting. */
+		t0 = mono_ms();
+		CHECK_EQ(kv_status(kv3, &rev), 0);
+		CHECK(mono_ms() - t0 < 500);
+		kv_destroy(kv3);
+		kv3 = client(both, cmd, 0, 0);
+		CHECK_EQ(put_s(kv3, "/once", "1", NULL), -ETIMEDOUT);
+		kv_destroy(kv3);
+		struct kv *only2 = client(h2.endpoint, 0, 0, 0);
+		struct kv_kv got;
+		CHECK_EQ(kv_get(only2, "/once", 5, &got), -ENOENT);
+		kv_destroy(only2);
+		etcd_harness_destroy(&h2);
+	} else {
+		CHECK(!"second etcd did not start");
+	}
 	CHECK_EQ(etcd_harness_signal(&H, SIGCONT), 0);
 	/* The server recovers and so does the client. The write that timed out may or may
 	 * not have been applied (it reached the server's socket); we only require no hang. */
@@ -497,6 +526,36 @@ static void test_stopped_server(void)
 	}
 	CHECK_EQ(ok, 0);
 	kv_delete_range(kv, "/stopped", 8, NULL, 0, NULL, NULL);
+	kv_destroy(kv);
+}
+
+/* Counts client sockets connected to port (any state) from /proc/net/tcp. */
+static int count_conns(int port)
+{
+	FILE *f = fopen("/proc/net/tcp", "r");
+	char line[512];
+	int n = 0;
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned rport;
+		if (sscanf(line, " %*d: %*x:%*x %*x:%x", &rport) == 1 && (int)rport == port)
+			n++;
+	}
+	fclose(f);
+	return n;
+}
+
+static void test_keepalive(void)
+{
+	struct kv *kv = client(H.endpoint, 0, 0, 0);
+	int64_t rev;
+	int before = count_conns(H.client_port);
+	for (int i = 0; i < 100; i++)
+		CHECK_EQ(kv_status(kv, &rev), 0);
+	int after = count_conns(H.client_port);
+	fprintf(stderr, "100 sequential requests opened %d connection(s)\n", after - before);
+	CHECK(before >= 0 && after - before <= 1);
 	kv_destroy(kv);
 }
 
@@ -559,6 +618,7 @@ int main(void)
 		test_paging(kv);
 		test_limits();
 		test_concurrency(kv);
+		test_keepalive();
 		test_dead_and_failover();
 		test_stopped_server();
 		test_compaction(kv);
