@@ -101,14 +101,14 @@ static void set_timeout(int fd, int64_t ms)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-static size_t frame_limit(struct store *s)
+/* Requests are bounded by max_request_bytes (plus framing); responses by
+ * what one range returns, which callers page, so they get a generous cap. */
+static size_t request_limit(struct store *s)
 {
-	/* Requests are bounded by max_request_bytes; range responses by what
-	 * one range returns, which the caller pages. */
-	return 2 * s->cfg.max_request_bytes + 65536 > 256u * 1024 * 1024
-		       ? 2 * s->cfg.max_request_bytes + 65536
-		       : 256u * 1024 * 1024;
+	return 2 * s->cfg.max_request_bytes + 65536;
 }
+
+#define RESPONSE_LIMIT ((size_t)1 << 30)
 
 /* ---- server (leader side; runs on every node) ---- */
 
@@ -170,7 +170,7 @@ static void *conn_main(void *arg)
 	for (;;) {
 		void *buf;
 		size_t len;
-		int ret = recv_frame(c->fd, frame_limit(s), &buf, &len);
+		int ret = recv_frame(c->fd, request_limit(s), &buf, &len);
 		if (ret < 0)
 			break;
 		struct codec_fwd_req req;
@@ -470,7 +470,7 @@ int fwd_call(struct store *s, const struct codec_fwd_req *req, struct codec_fwd_
 		void *in = NULL;
 		size_t in_len = 0;
 		if (ret == 0)
-			ret = recv_frame(fd, frame_limit(s), &in, &in_len);
+			ret = recv_frame(fd, RESPONSE_LIMIT, &in, &in_len);
 		if (ret < 0) {
 			close(fd);
 			if (!is_write || (reused && ret == -EPIPE)) {

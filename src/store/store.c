@@ -281,10 +281,16 @@ static int meta_read(struct store *s)
 	}
 	char now[1200];
 	cluster_string(s, now, sizeof(now));
-	if (strcmp(now, cluster) != 0)
-		log_warn("store: %s was bootstrapped as cluster \"%s\"; the configured \"%s\" is "
-			 "ignored (membership changes are not supported)",
-			 s->data_dir, cluster, now);
+	if (strcmp(now, cluster) != 0) {
+		/* Raft keeps the bootstrapped membership; silently running with
+		 * another one would expose a single node on the network or split
+		 * a cluster. */
+		log_err("store: %s was bootstrapped as cluster \"%s\", not \"%s\" (membership "
+			"changes are not supported)",
+			s->data_dir, cluster, now);
+		ret = -EINVAL;
+		goto out;
+	}
 	ret = 1;
 	goto out;
 bad:

@@ -244,6 +244,15 @@ static void test_layout(void)
 	cfg.data_dir = dir;
 	cfg.id = 2;
 	CHECK_EQ(store_open(&cfg, &bad), -EINVAL);
+	/* a single-node dir opened as part of a cluster is refused too */
+	cfg.id = 1;
+	cfg.peers = "1=127.0.0.1:1,2=127.0.0.1:2";
+	CHECK_EQ(store_open(&cfg, &bad), -EINVAL);
+	/* malformed peer lists */
+	cfg.peers = "1=127.0.0.1";
+	CHECK_EQ(store_open(&cfg, &bad), -EINVAL);
+	cfg.peers = "2=127.0.0.1:7002,3=127.0.0.1:7003";
+	CHECK_EQ(store_open(&cfg, &bad), -EINVAL); /* our id is not listed */
 	rm_rf(base);
 	free(base);
 }
