@@ -57,7 +57,7 @@ struct meta {
 	uint64_t root, sequence, freelist, pgid, txid, checksum;
 };
 
-enum meta_state { META_OK = 0, META_SHORT, META_MAGIC, META_VERSION, META_CHECKSUM };
+enum meta_state { META_OK = 0, META_SHORT, META_MAGIC, META_VERSION, META_CHECKSUM, META_PAGESIZE };
 
 static const char *meta_state_str(enum meta_state s)
 {
@@ -70,6 +70,8 @@ static const char *meta_state_str(enum meta_state s)
 		return "bad magic";
 	case META_VERSION:
 		return "unsupported version";
+	case META_PAGESIZE:
+		return "invalid page size";
 	default:
 		return "bad checksum";
 	}
@@ -131,6 +133,11 @@ int bolt_pread(struct bolt *b, void *buf, size_t len, uint64_t off)
 	return ret == -EUCLEAN ? -EIO : ret;
 }
 
+static bool page_size_ok(uint32_t ps)
+{
+	return ps >= MIN_PAGE && ps <= MAX_PAGE && (ps & (ps - 1)) == 0;
+}
+
 /* Reads and checks the meta page at byte offset off. */
 static enum meta_state read_meta(struct bolt *b, uint64_t off, struct meta *m)
 {
@@ -161,12 +168,9 @@ static enum meta_state read_meta(struct bolt *b, uint64_t off, struct meta *m)
 		return META_VERSION;
 	if (fnv1a64(raw, META_SUM_LEN) != m->checksum)
 		return META_CHECKSUM;
+	if (!page_size_ok(m->page_size))
+		return META_PAGESIZE;
 	return META_OK;
-}
-
-static bool page_size_ok(uint32_t ps)
-{
-	return ps >= MIN_PAGE && ps <= MAX_PAGE && (ps & (ps - 1)) == 0;
 }
 
 /* Verifies the SHA-256 trailer of an `etcdctl snapshot save` file. */
@@ -219,20 +223,19 @@ static int pick_meta(struct bolt *b, struct meta *out)
 	struct meta m0, m1;
 	enum meta_state s0 = read_meta(b, 0, &m0);
 	enum meta_state s1 = META_SHORT;
-	uint32_t ps1 = 0;
-	if (s0 == META_OK && page_size_ok(m0.page_size)) {
-		ps1 = m0.page_size;
-		s1 = read_meta(b, ps1, &m1);
-		if (s1 == META_OK && m1.page_size != ps1)
-			s1 = META_CHECKSUM;
+	if (s0 == META_OK) {
+		s1 = read_meta(b, m0.page_size, &m1);
+		if (s1 == META_OK && m1.page_size != m0.page_size)
+			s1 = META_PAGESIZE;
 	} else {
 		/* Page 0 is unusable: find page 1 by trying every page size. */
 		enum meta_state best = META_SHORT;
 		for (uint32_t ps = MIN_PAGE; ps <= 65536; ps <<= 1) {
 			enum meta_state s = read_meta(b, ps, &m1);
-			if (s == META_OK && m1.page_size == ps) {
+			if (s == META_OK && m1.page_size != ps)
+				s = META_PAGESIZE; /* a meta page, but not at its own size */
+			if (s == META_OK) {
 				best = s;
-				ps1 = ps;
 				break;
 			}
 			/* Keep the most telling failure for the message. */
@@ -243,14 +246,9 @@ static int pick_meta(struct bolt *b, struct meta *out)
 		}
 		s1 = best;
 	}
-	if (s0 == META_OK && !page_size_ok(m0.page_size)) {
-		log_err("snapshot %s: meta page 0 has invalid page size %" PRIu32, b->name,
-			m0.page_size);
-		s0 = META_CHECKSUM;
-	}
 	if (s0 != META_OK && s1 != META_OK) {
 		int ret = -EUCLEAN;
-		if (s0 == META_MAGIC && s1 != META_CHECKSUM && s1 != META_VERSION)
+		if (s0 == META_MAGIC && (s1 == META_MAGIC || s1 == META_SHORT))
 			ret = -EINVAL; /* not a bbolt file at all */
 		if (s0 == META_VERSION || s1 == META_VERSION)
 			ret = -EINVAL;
