@@ -217,7 +217,10 @@ static size_t stream_write(char *ptr, size_t size, size_t nmemb, void *ud)
 	w->line_len += n;
 	if (w->status != 200)
 		return n; /* an error body, decoded when the reply ends */
-	return process_lines(w) ? n : 0;
+	bool go_on = process_lines(w);
+	/* A slow callback is not a silent server: restart the stall clock. */
+	w->last_byte_ms = now_ms();
+	return go_on ? n : 0;
 }
 
 /* Runs one stream until it ends. Returns STREAM_FINAL, STREAM_RECONNECT or a negative errno

@@ -183,6 +183,11 @@ static void test_auth(void)
 	CHECK_EQ(etcd_harness_etcdctl(&h, NULL, NULL, 0, grant), 0);
 	CHECK_EQ(ctl(&h, NULL, "user", "add", "bob:bpw", NULL), 0);
 	CHECK_EQ(ctl(&h, NULL, "user", "grant-role", "bob", "bobs"), 0);
+	/* A user on a server without auth: the client notices and goes on without a token. */
+	struct opts o0 = {.endpoints = h.endpoint, .user = "root:pw"};
+	struct kv *early = client(&o0);
+	CHECK_EQ(put_s(early, "/a", "0"), 0);
+	kv_destroy(early);
 	CHECK_EQ(ctl(&h, NULL, "auth", "enable", NULL, NULL), 0);
 
 	char v[64];
@@ -252,6 +257,23 @@ static void test_auth(void)
 	CHECK(strstr(out, "invalid auth token") != NULL);
 	CHECK_EQ(get_s(root, "/a", v, sizeof(v)), 0); /* idle > TTL too: renewed */
 	CHECK_EQ(put_s(root, "/a", "3"), 0);
+
+	/* A restart forgets every simple token: a live watch must re-authenticate when it
+	 * reconnects instead of giving up, and deliver what was written meanwhile. */
+	struct rec rr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	struct kv_watch_req rwr = {.key = "/rs", .key_len = 3};
+	CHECK_EQ(kv_watch(root, &rwr, cb, &rr, &w), 0);
+	CHECK(wait_rec(&rr, &rr.n_connected, 1, 5000));
+	CHECK_EQ(etcd_harness_restart(&h), 0);
+	int ret = -1;
+	for (int i = 0; i < 50 && ret; i++)
+		if ((ret = put_s(root, "/rs", "after")))
+			usleep(100000);
+	CHECK_EQ(ret, 0);
+	CHECK(wait_rec(&rr, &rr.n_connected, 2, 10000));
+	CHECK(wait_rec(&rr, &rr.n_events, 1, 5000));
+	CHECK_EQ(rr.n_canceled, 0);
+	kv_watch_cancel(root, w);
 	kv_destroy(root);
 	etcd_harness_destroy(&h);
 }
