@@ -315,7 +315,7 @@ static void node_detach(struct cache *c, struct cache_node *n)
 static void prune(struct cache *c, struct cache_node *n)
 {
 	while (n->parent && !n->has_value && n->n_children == 0 && !n->local_dir && !n->local_file &&
-	       !n->hidden) {
+	       !n->hidden && !n->pinned) {
 		struct cache_node *dir = n->parent;
 		bool file = !cache_is_dir(n);
 		emit(c, CACHE_CHG_DELETE, cache_dir_ino(dir), file ? cache_file_ino(n) : cache_dir_ino(n),

@@ -80,6 +80,7 @@ struct cache_node {
 	bool local_file;
 	bool shadow;
 	bool hidden;
+	bool pinned;       /* a rename in flight: never pruned */
 	char *local_data;  /* shadow content (and symlink target if link) */
 	size_t local_len;
 	bool is_link;

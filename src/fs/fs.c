@@ -48,10 +48,20 @@ int fs_check_backend(struct fs *fs)
 
 int fs_errno_out(int ret)
 {
-	if (ret == -ETIMEDOUT || ret == -ENOENT || ret == -ENOMEM || ret == -EACCES ||
-	    ret == -EFBIG || ret == -EROFS || ret == -EEXIST || ret == -ENOTEMPTY)
-		return -ret;
-	return EIO;
+	/* Backend-specific causes become EIO (the daemon logged the detail);
+	 * everything else is already a filesystem errno. */
+	switch (ret) {
+	case -ECONNREFUSED:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+	case -ECONNRESET:
+	case -ERANGE:
+	case -EUCLEAN:
+	case -EPROTO:
+		return EIO;
+	default:
+		return ret < 0 ? -ret : EIO;
+	}
 }
 
 static bool is_secret(struct fs *fs, struct cache_node *n)
@@ -100,11 +110,11 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 			perm &= 0600;
 		if (n->mode)
 			perm = n->mode & 07777;
+		/* Others see committed content only: an open writer's buffer
+		 * is private until its save (writers use direct I/O). */
 		size_t size = n->view_size;
-		if (n->pending_size >= 0)
-			size = n->pending_size;
-		else if (n->local_file)
-			size = n->local_len;
+		if (n->local_file)
+			size = n->pending_size >= 0 ? (size_t)n->pending_size : n->local_len;
 		st->st_mode = (n->is_link ? S_IFLNK : S_IFREG) | (n->is_link ? 0777 : perm);
 		st->st_nlink = n->detached ? 0 : 1;
 		st->st_size = size;
@@ -620,6 +630,7 @@ int fs_new(const struct fs_config *cfg, struct fs **out)
 	pthread_mutex_init(&fs->dd_lock, NULL);
 	pthread_cond_init(&fs->dd_cv, NULL);
 	pthread_cond_init(&fs->nq_cv, NULL);
+	pthread_cond_init(&fs->nq_done_cv, NULL);
 	fuse_set_log_func(fuse_log_hook);
 	*out = fs;
 	return 0;

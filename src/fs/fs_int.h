@@ -26,7 +26,9 @@ struct fs {
 	bool nq_stop;
 	bool nq_running;
 	pthread_t nq_thread;
-	uint64_t nq_sent; /* protected by nq_lock */
+	uint64_t nq_sent;     /* protected by nq_lock */
+	uint64_t nq_enqueued; /* protected by nq_lock */
+	pthread_cond_t nq_done_cv;
 
 	/* deferred deletes (write.c): protected by dd_lock */
 	pthread_mutex_t dd_lock;
@@ -87,6 +89,11 @@ void fs_reply_erofs(struct fs *fs, fuse_req_t req);
 void fs_writer_stop(struct fs *fs);
 
 int fs_notifier_start(struct fs *fs);
+/* Waits (bounded) until every invalidation queued so far reached the
+ * kernel. Called by handlers holding no lock, so that a save's effect on
+ * the kernel's caches is complete when close() returns; the notifier thread
+ * still does the notifying (docs/design.md). */
+void fs_notify_wait(struct fs *fs, long timeout_ms);
 void fs_notifier_stop(struct fs *fs);
 
 #endif

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fs_int.h"
 #include "log.h"
@@ -52,6 +53,7 @@ void fs_cache_notify(void *arg, const struct cache_change *chg)
 	else
 		fs->nq_head = it;
 	fs->nq_tail = it;
+	fs->nq_enqueued++;
 	pthread_cond_signal(&fs->nq_cv);
 	pthread_mutex_unlock(&fs->nq_lock);
 }
@@ -128,9 +130,31 @@ static void *notifier_main(void *arg)
 		free(it);
 		pthread_mutex_lock(&fs->nq_lock);
 		fs->nq_sent++;
+		pthread_cond_broadcast(&fs->nq_done_cv);
 	}
 	pthread_mutex_unlock(&fs->nq_lock);
 	return NULL;
+}
+
+void fs_notify_wait(struct fs *fs, long timeout_ms)
+{
+	pthread_mutex_lock(&fs->nq_lock);
+	uint64_t target = fs->nq_enqueued;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (timeout_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	while (fs->nq_running && !fs->nq_stop && fs->nq_sent < target) {
+		if (pthread_cond_timedwait(&fs->nq_done_cv, &fs->nq_lock, &ts) != 0) {
+			log_warn("kernel cache invalidation is slow; continuing without it");
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fs->nq_lock);
 }
 
 int fs_notifier_start(struct fs *fs)

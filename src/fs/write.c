@@ -39,6 +39,8 @@ struct fhandle {
 	char *buf;
 	size_t len, cap;
 	bool dirty;
+	bool defer;       /* truncated or created, nothing written yet: a
+			     flush (close of a dup) does not commit; release does */
 	int failed;       /* sticky error of a rejected save */
 	int64_t base_rev; /* mod_revision the content was read at */
 	bool base_absent; /* the key did not exist: compare create_revision 0 */
@@ -449,14 +451,17 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			free(fh);
 			goto out_unref;
 		}
-		if (trunc) {
+		if (trunc && local) {
 			cache_rdlock(fs->cache);
 			__atomic_store_n(&n->pending_size, 0, __ATOMIC_RELAXED);
 			cache_unlock(fs->cache);
 		}
-		/* Our buffer is the truth for this handle: drop pages the
-		 * kernel may hold from an older revision. */
+		/* The buffer is private to this handle until its save, so
+		 * the handle bypasses the shared page cache (and the
+		 * kernel's i_size, which another writer may move). */
 		fi->keep_cache = 0;
+		fi->direct_io = 1;
+		fh->defer = trunc;
 	} else {
 		/* Keep the kernel's pages only if they hold the current
 		 * revision: after any change the next open rereads, whatever
@@ -573,7 +578,9 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 	if (end > fh->len)
 		fh->len = end;
 	fh->dirty = true;
-	__atomic_store_n(&fh->node->pending_size, (int64_t)fh->len, __ATOMIC_RELAXED);
+	fh->defer = false;
+	if (fh->node->local_file)
+		__atomic_store_n(&fh->node->pending_size, (int64_t)fh->len, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&fh->mu);
 	fuse_reply_write(req, size);
 }
@@ -587,16 +594,34 @@ void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int ret = 0;
 	if (fh->writable) {
 		pthread_mutex_lock(&fh->mu);
-		ret = commit(fs, fh);
+		bool was_dirty = fh->dirty;
+		/* A shell's "cmd > file" opens with O_TRUNC, dup2()s and
+		 * closes the original fd before cmd writes: committing at that
+		 * close would store an empty value first. */
+		if (!fh->defer)
+			ret = commit(fs, fh);
 		pthread_mutex_unlock(&fh->mu);
+		if (was_dirty && ret == 0)
+			fs_notify_wait(fs, 2000);
 	}
 	fuse_reply_err(req, ret < 0 ? fs_errno_out(ret) : 0);
 }
 
 void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	fs_op_flush(req, ino, fi);
-	(void)datasync;
+	(void)ino, (void)datasync;
+	struct fs *fs = fs_of(req);
+	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
+	int ret = 0;
+	if (fh->writable) {
+		pthread_mutex_lock(&fh->mu);
+		bool was_dirty = fh->dirty;
+		ret = commit(fs, fh);
+		pthread_mutex_unlock(&fh->mu);
+		if (was_dirty && ret == 0)
+			fs_notify_wait(fs, 2000);
+	}
+	fuse_reply_err(req, ret < 0 ? fs_errno_out(ret) : 0);
 }
 
 static void flush_deferred(struct fs *fs, bool all);
@@ -838,7 +863,8 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 		release_node(fs, n);
 		goto out_free;
 	}
-	__atomic_store_n(&n->pending_size, (int64_t)fh->len, __ATOMIC_RELAXED);
+	if (n->local_file)
+		__atomic_store_n(&n->pending_size, (int64_t)fh->len, __ATOMIC_RELAXED);
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
 	cache_rdlock(c);
@@ -850,6 +876,8 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	cache_unlock(c);
 	fi->fh = (uintptr_t)fh;
 	fi->keep_cache = 0;
+	fi->direct_io = 1;
+	fh->defer = true;
 	if (fuse_reply_create(req, &e, fi) < 0) {
 		cache_wrlock(c);
 		cache_unref_lookup(c, n, 1);
@@ -1293,8 +1321,11 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		}
 		goto out_unlock;
 	}
-	/* key -> key: delete the old, put the new, compares on both. */
+	/* key -> key: delete the old, put the new, compares on both. The
+	 * source node is pinned so that the watch's delete event cannot prune
+	 * it before it moves onto the new name (the kernel's inode). */
 	skey = cache_node_key(c, sn, &sklen);
+	sn->pinned = true;
 	cache_unlock(c);
 	if (!skey) {
 		ret = -ENOMEM;
@@ -1303,7 +1334,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	struct kv_kv src;
 	ret = fetch_raw(fs, skey, sklen, &src);
 	if (ret < 0)
-		goto out_reply;
+		goto out_unpin;
 	struct kv_compare scmp = { .target = KV_CMP_MOD, .result = KV_CMP_EQUAL, .key = skey,
 				   .key_len = sklen, .number = src.mod_revision };
 	struct kv_op del = { .type = KV_OP_DELETE, .key = skey, .key_len = sklen };
@@ -1312,34 +1343,52 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 			&del, 1, &scmp, 1, &rev);
 	kv_kv_free(&src);
 	if (ret < 0)
-		goto out_reply;
+		goto out_unpin;
 	if (dn_id)
 		cancel_deferred(fs, dn_id);
-	cache_apply_local(c, skey, sklen, NULL, rev);
 	cache_wrlock(c);
 	sn = cache_node_by_id(c, sn_id);
-	if (sn && !sn->detached && !sn->has_value && sn->n_children == 0) {
-		/* keep the kernel's inode: move it onto the new name */
-		struct cache_node *cur = cache_child(c, d.dir, d.ns, d.seg, d.seg_len);
-		if (cur && cur != sn) {
-			int64_t cr = cur->create_revision, mr = cur->mod_revision, ver = cur->version,
-				ls = cur->lease;
-			size_t vs = cur->view_size, rs = cur->raw_size;
-			if (cache_move_locked(c, sn, d.dir, d.ns, d.seg, d.seg_len) == 0) {
-				sn->has_value = true;
-				c->n_keys++;
-				sn->hidden = false;
-				sn->create_revision = cr;
-				sn->mod_revision = mr;
-				sn->version = ver;
-				sn->lease = ls;
-				sn->view_size = vs;
-				sn->raw_size = rs;
-				sn->view_known = true;
-				sn->kernel_rev = 0;
-			}
+	if (sn)
+		sn->pinned = false;
+	struct cache_node *cur = cache_child(c, d.dir, d.ns, d.seg, d.seg_len);
+	if (sn && !sn->detached && sn->n_children == 0 && cur && cur != sn) {
+		/* Keep the kernel's inode: the moved node takes over the new
+		 * key (store_key put its metadata on the node at the new
+		 * name). */
+		int64_t cr = cur->create_revision, mr = cur->mod_revision, ver = cur->version,
+			ls = cur->lease;
+		size_t vs = cur->view_size, rs = cur->raw_size;
+		cache_forget_key_locked(c, sn);
+		if (cache_move_locked(c, sn, d.dir, d.ns, d.seg, d.seg_len) == 0) {
+			sn->has_value = true;
+			c->n_keys++;
+			sn->hidden = false;
+			sn->local_file = false;
+			sn->create_revision = cr;
+			sn->mod_revision = mr;
+			sn->version = ver;
+			sn->lease = ls;
+			sn->view_size = vs;
+			sn->raw_size = rs;
+			sn->view_known = true;
+			sn->kernel_rev = 0;
 		}
 	}
+	cache_unlock(c);
+	/* Deletes the old name if still there, and remembers the deletion so a
+	 * late watch event cannot bring it back. */
+	cache_apply_local(c, skey, sklen, NULL, rev);
+	goto out_reply;
+out_unpin:
+	cache_wrlock(c);
+	sn = cache_node_by_id(c, sn_id);
+	if (sn) {
+		sn->pinned = false;
+		if (!sn->has_value && !sn->detached)
+			cache_prune_locked(c, sn);
+	}
+	cache_unlock(c);
+	goto out_reply;
 out_unlock:
 	cache_unlock(c);
 out_reply:
@@ -1378,8 +1427,10 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 			ret = set_len(fh, attr->st_size);
 			if (ret == 0) {
 				fh->dirty = true;
-				__atomic_store_n(&fh->node->pending_size, (int64_t)fh->len,
-						 __ATOMIC_RELAXED);
+				fh->defer = false;
+				if (fh->node->local_file)
+					__atomic_store_n(&fh->node->pending_size, (int64_t)fh->len,
+							 __ATOMIC_RELAXED);
 			}
 			pthread_mutex_unlock(&fh->mu);
 		} else {
