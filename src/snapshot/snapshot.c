@@ -403,9 +403,17 @@ static int build_index(struct snap *s)
 	if (s->n_keys)
 		qsort(s->keys, s->n_keys, sizeof(*s->keys), kent_cmp);
 	s->info.n_keys_all = s->n_keys;
-	for (size_t i = 0; i < s->n_keys; i++)
-		if (!s->keys[i].recs[s->keys[i].n - 1].tomb)
+	for (size_t i = 0; i < s->n_keys; i++) {
+		struct kent *k = &s->keys[i];
+		if (!k->recs[k->n - 1].tomb)
 			s->info.n_keys++;
+		/* Give back the slack of the doubling growth. */
+		struct rec *fit = k->n < k->cap ? realloc(k->recs, k->n * sizeof(*fit)) : NULL;
+		if (fit) {
+			k->recs = fit;
+			k->cap = k->n;
+		}
+	}
 	/* A scheduled but unfinished compaction may have removed part of the
 	 * history below it already: treat it as done, as etcd does on restart. */
 	s->info.compact_revision = mr.finished > mr.scheduled ? mr.finished : mr.scheduled;

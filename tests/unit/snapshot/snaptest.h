@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static unsigned long test_checks;
+static unsigned long test_checks __attribute__((unused));
 
 #define CHECK(cond)                                                                                \
 	do {                                                                                       \
@@ -90,8 +90,8 @@ static inline void spit(const char *path, const void *data, size_t len)
 	}
 }
 
-static int capture_saved_fd = -1;
-static char capture_path[64];
+static int capture_saved_fd __attribute__((unused)) = -1;
+static char capture_path[64] __attribute__((unused));
 
 static inline void capture_begin(void)
 {
