@@ -113,8 +113,13 @@ static int envelope_parse(const uint8_t *p, size_t len, struct envelope *e, char
 								: NULL;
 				if (!dst || tm.f[k].wt != 2)
 					continue;
+				struct buf sb;
 				free(*dst);
-				*dst = strndup((const char *)tm.f[k].p, tm.f[k].len);
+				k8s_buf_init(&sb);
+				k8s_utf8_sanitize(&sb, (const char *)tm.f[k].p, tm.f[k].len);
+				*dst = NULL;
+				if (k8s_buf_finish(&sb, dst, NULL))
+					*dst = NULL;
 				if (!*dst) {
 					k8s_pb_free(&tm);
 					goto nomem;
@@ -254,6 +259,14 @@ int k8s_decode_typed(const void *val, size_t len, enum k8s_format fmt, int64_t r
 			set_err(err, k8s_strdup_printf("stored JSON is not an object"));
 			return -EINVAL;
 		}
+		{
+			char *why = NULL;
+			if (!k8s_jv_showable(v, &why)) {
+				k8s_jv_free(v);
+				set_err(err, why);
+				return -EINVAL;
+			}
+		}
 		/* views never point into the caller's buffer */
 		{
 			struct jval *d = k8s_jv_dup(v);
@@ -387,6 +400,16 @@ static int check_resource_version(struct jval *obj, int64_t rv, char **err)
 	return 0;
 }
 
+static bool has_typemeta(const struct k8s_msg *m)
+{
+	const struct k8s_field *f = k8s_schema_fields(m);
+
+	for (size_t i = 0; i < m->n_fields; i++)
+		if (f[i].flags & K8S_F_TYPEMETA)
+			return true;
+	return false;
+}
+
 static bool stored_as_json(const char *api_version)
 {
 	return api_version && (!strncmp(api_version, "apiextensions.k8s.io/", 21) ||
@@ -408,7 +431,15 @@ static int encode_protobuf(const struct k8s_msg *m, const struct envelope *oe,
 		return r;
 	}
 	k8s_buf_add(out, pb_magic, 4);
-	if (oe) {
+	if (oe && raw.len == oe->raw_len && (!raw.len || !memcmp(raw.data, oe->raw, raw.len))) {
+		/* unchanged object: the envelope as it was, byte for byte */
+		k8s_buf_add(out, oe->fields.n ? oe->fields.f[0].raw : NULL,
+			    oe->fields.n ? (size_t)(oe->fields.f[oe->fields.n - 1].raw +
+						    oe->fields.f[oe->fields.n - 1].raw_len -
+						    oe->fields.f[0].raw)
+					 : 0);
+		k8s_buf_add(out, oe->trailer, oe->trailer_len);
+	} else if (oe) {
 		bool done = false;
 		for (size_t i = 0; i < oe->fields.n; i++) {
 			const struct pbf *f = &oe->fields.f[i];
@@ -495,7 +526,12 @@ int k8s_encode_typed(const void *orig, size_t orig_len, const char *text, size_t
 		if (r)
 			goto out;
 		have_env = true;
-		if (strcmp(tav ? tav : "", oe.api_version) || strcmp(tkind ? tkind : "", oe.kind)) {
+		const struct k8s_msg *em = k8s_schema_kind(*oe.kind ? oe.api_version : api_version,
+							   *oe.kind ? oe.kind : kind);
+		/* kinds without TypeMeta (WatchEvent) show no apiVersion/kind to compare */
+		bool shows = !em || has_typemeta(em) || tav || tkind;
+		if (shows && (strcmp(tav ? tav : "", oe.api_version) ||
+			      strcmp(tkind ? tkind : "", oe.kind))) {
 			set_err(err,
 				k8s_strdup_printf("apiVersion/kind must stay %s/%s (got %s/%s)",
 						  oe.api_version, oe.kind, tav ? tav : "(none)",
@@ -557,20 +593,45 @@ int k8s_encode_typed(const void *orig, size_t orig_len, const char *text, size_t
 			k8s_json_write(&b, view, 0);
 			k8s_jv_free(view);
 		} else {
-			if (ojson && ojson->t == J_OBJ && k8s_schema_kind(tav, tkind)) {
-				/* validate edits of known kinds against the schema */
+			const struct k8s_msg *km = k8s_schema_kind(tav, tkind);
+			if (ojson && ojson->t == J_OBJ && km) {
+				/* validate edits of known kinds against the schema, unless
+				 * the stored object itself does not fit it (written by
+				 * another version): then its extra fields must survive */
 				struct buf pb;
+				char *oerr = NULL;
 				k8s_buf_init(&pb);
-				r = k8s_encode_message(k8s_schema_kind(tav, tkind), obj, NULL, 0,
-						       &pb, err);
+				bool orig_fits =
+					k8s_encode_message(km, ojson, NULL, 0, &pb, &oerr) == 0;
+				if (!orig_fits)
+					log_debug("k8s: stored %s does not fit the schema (%s); "
+						  "edit not schema-checked",
+						  tkind, oerr ? oerr : "?");
+				free(oerr);
+				pb.len = 0;
+				r = orig_fits ? k8s_encode_message(km, obj, NULL, 0, &pb, err) : 0;
 				k8s_buf_free(&pb);
 				if (r)
 					goto out;
 			}
-			k8s_json_merge(&b, ojson, obj);
+			if (ojson) {
+				/* keep the original's surrounding whitespace (the
+				 * apiserver writes a final newline) */
+				const char *o = orig;
+				k8s_buf_add(&b, o, ojson->src_off);
+				k8s_json_merge(&b, ojson, obj);
+				size_t end = ojson->src_off + ojson->src_len;
+				k8s_buf_add(&b, o + end, orig_len - end);
+			} else {
+				k8s_json_merge(&b, ojson, obj);
+				k8s_buf_addc(&b, '\n');
+			}
+			r = b.oom ? -ENOMEM : 0;
+			goto json_done;
 		}
 		k8s_buf_addc(&b, '\n');
 		r = b.oom ? -ENOMEM : 0;
+	json_done:;
 	} else {
 		const char *av = tav ? tav : api_version, *kd = tkind ? tkind : kind;
 		const struct k8s_msg *m =

@@ -38,6 +38,11 @@ void k8s_buf_varint(struct buf *b, uint64_t v);
 /* NUL-terminate and hand the data over (*out malloc'd); returns -ENOMEM on oom */
 int k8s_buf_finish(struct buf *b, char **out, size_t *out_len);
 
+/* UTF-8: validity, and a copy with invalid bytes replaced by U+FFFD (as Go's
+ * encoding/json does on both ends) */
+bool k8s_utf8_valid(const char *s, size_t n);
+void k8s_utf8_sanitize(struct buf *b, const char *s, size_t n);
+
 /* ---- JSON values ---- */
 
 enum jtype { J_NULL = 0, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
@@ -75,6 +80,9 @@ bool k8s_jv_equal(const struct jval *a, const struct jval *b);
 /* JSON number text as int64; false if not an integer in range */
 bool k8s_jv_int(const struct jval *v, int64_t *out);
 bool k8s_jv_double(const struct jval *v, double *out);
+/* A stored JSON value we can show losslessly: no duplicate object keys and
+ * only finite numbers. Sets a malloc'd *err when not. */
+bool k8s_jv_showable(const struct jval *v, char **err);
 
 /* Parse JSON text (RFC 8259; one value, surrounding whitespace allowed).
  * On error returns -EINVAL and a malloc'd message naming the line in *err. */

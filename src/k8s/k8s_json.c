@@ -346,6 +346,41 @@ bool k8s_jv_double(const struct jval *v, double *out)
 	return *end == 0 && end != v->s;
 }
 
+bool k8s_jv_showable(const struct jval *v, char **err)
+{
+	double d;
+
+	switch (v->t) {
+	case J_NUM:
+		if (!k8s_jv_double(v, &d) || d - d != 0) {
+			if (err && !*err)
+				*err = k8s_strdup_printf("number %s is out of range", v->s);
+			return false;
+		}
+		return true;
+	case J_OBJ:
+		for (size_t i = 0; i < v->n; i++) {
+			for (size_t j = 0; j < i; j++) {
+				if (v->klen[i] == v->klen[j] &&
+				    !memcmp(v->k[i], v->k[j], v->klen[i])) {
+					if (err && !*err)
+						*err = k8s_strdup_printf(
+							"duplicate JSON key \"%s\"", v->k[i]);
+					return false;
+				}
+			}
+		}
+		/* fallthrough */
+	case J_ARR:
+		for (size_t i = 0; i < v->n; i++)
+			if (!k8s_jv_showable(v->v[i], err))
+				return false;
+		return true;
+	default:
+		return true;
+	}
+}
+
 bool k8s_jv_equal(const struct jval *a, const struct jval *b)
 {
 	if (!a || !b)
@@ -393,6 +428,81 @@ bool k8s_jv_equal(const struct jval *a, const struct jval *b)
 		return true;
 	}
 	return false;
+}
+
+/* Decode one UTF-8 sequence as Go's utf8.DecodeRune: returns the length
+ * consumed and sets *cp; invalid input yields (U+FFFD, 1). */
+static size_t utf8_decode(const uint8_t *s, size_t n, uint32_t *cp)
+{
+	uint8_t c = s[0];
+
+	if (c < 0x80) {
+		*cp = c;
+		return 1;
+	}
+	if (c >= 0xc2 && c <= 0xdf && n >= 2 && (s[1] & 0xc0) == 0x80) {
+		*cp = (uint32_t)(c & 0x1f) << 6 | (s[1] & 0x3f);
+		return 2;
+	}
+	if (c >= 0xe0 && c <= 0xef && n >= 3 && (s[1] & 0xc0) == 0x80 && (s[2] & 0xc0) == 0x80) {
+		uint32_t v =
+			(uint32_t)(c & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (s[2] & 0x3f);
+		if (v >= 0x800 && (v < 0xd800 || v > 0xdfff)) {
+			*cp = v;
+			return 3;
+		}
+	}
+	if (c >= 0xf0 && c <= 0xf4 && n >= 4 && (s[1] & 0xc0) == 0x80 && (s[2] & 0xc0) == 0x80 &&
+	    (s[3] & 0xc0) == 0x80) {
+		uint32_t v = (uint32_t)(c & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 |
+			     (uint32_t)(s[2] & 0x3f) << 6 | (s[3] & 0x3f);
+		if (v >= 0x10000 && v <= 0x10ffff) {
+			*cp = v;
+			return 4;
+		}
+	}
+	*cp = 0xfffd;
+	return 1;
+}
+
+bool k8s_utf8_valid(const char *s, size_t n)
+{
+	const uint8_t *u = (const uint8_t *)s;
+	uint32_t cp;
+
+	for (size_t i = 0; i < n;) {
+		if (u[i] < 0x80) {
+			i++;
+			continue;
+		}
+		size_t l = utf8_decode(u + i, n - i, &cp);
+		if (cp == 0xfffd && l == 1)
+			return false;
+		i += l;
+	}
+	return true;
+}
+
+void k8s_utf8_sanitize(struct buf *b, const char *s, size_t n)
+{
+	const uint8_t *u = (const uint8_t *)s;
+	size_t i = 0, start = 0;
+	uint32_t cp;
+
+	while (i < n) {
+		if (u[i] < 0x80) {
+			i++;
+			continue;
+		}
+		size_t l = utf8_decode(u + i, n - i, &cp);
+		if (cp == 0xfffd && l == 1) {
+			k8s_buf_add(b, s + start, i - start);
+			k8s_buf_adds(b, "\xef\xbf\xbd");
+			start = i + 1;
+		}
+		i += l;
+	}
+	k8s_buf_add(b, s + start, n - start);
 }
 
 /* ---- JSON parser ---- */
@@ -495,7 +605,8 @@ static int parse_string(struct jparser *p, struct buf *b)
 			while (p->pos < p->len && p->s[p->pos] != '"' && p->s[p->pos] != '\\' &&
 			       (unsigned char)p->s[p->pos] >= 0x20)
 				p->pos++;
-			k8s_buf_add(b, p->s + st, p->pos - st);
+			/* Go's decoder turns invalid UTF-8 into U+FFFD */
+			k8s_utf8_sanitize(b, p->s + st, p->pos - st);
 			continue;
 		}
 		p->pos++;
@@ -737,41 +848,6 @@ int k8s_json_parse(const char *text, size_t len, struct jval **out, char **err)
 }
 
 /* ---- JSON writer (Go encoding/json compatible) ---- */
-
-/* Decode one UTF-8 sequence as Go's utf8.DecodeRune: returns the length
- * consumed and sets *cp; invalid input yields (U+FFFD, 1). */
-static size_t utf8_decode(const uint8_t *s, size_t n, uint32_t *cp)
-{
-	uint8_t c = s[0];
-
-	if (c < 0x80) {
-		*cp = c;
-		return 1;
-	}
-	if (c >= 0xc2 && c <= 0xdf && n >= 2 && (s[1] & 0xc0) == 0x80) {
-		*cp = (uint32_t)(c & 0x1f) << 6 | (s[1] & 0x3f);
-		return 2;
-	}
-	if (c >= 0xe0 && c <= 0xef && n >= 3 && (s[1] & 0xc0) == 0x80 && (s[2] & 0xc0) == 0x80) {
-		uint32_t v =
-			(uint32_t)(c & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (s[2] & 0x3f);
-		if (v >= 0x800 && (v < 0xd800 || v > 0xdfff)) {
-			*cp = v;
-			return 3;
-		}
-	}
-	if (c >= 0xf0 && c <= 0xf4 && n >= 4 && (s[1] & 0xc0) == 0x80 && (s[2] & 0xc0) == 0x80 &&
-	    (s[3] & 0xc0) == 0x80) {
-		uint32_t v = (uint32_t)(c & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 |
-			     (uint32_t)(s[2] & 0x3f) << 6 | (s[3] & 0x3f);
-		if (v >= 0x10000 && v <= 0x10ffff) {
-			*cp = v;
-			return 4;
-		}
-	}
-	*cp = 0xfffd;
-	return 1;
-}
 
 static void write_string(struct buf *b, const char *s, size_t n)
 {

@@ -81,9 +81,19 @@ static int scalar_view(struct vctx *c, uint8_t t, uint64_t v, const uint8_t *p, 
 	char num[48];
 
 	switch (t) {
-	case K8S_T_STRING:
-		*out = k8s_jv_str((const char *)p, len);
+	case K8S_T_STRING: {
+		/* Go's JSON output replaces invalid UTF-8 with U+FFFD */
+		if (k8s_utf8_valid((const char *)p, len)) {
+			*out = k8s_jv_str((const char *)p, len);
+			return *out ? 0 : -ENOMEM;
+		}
+		struct buf b;
+		k8s_buf_init(&b);
+		k8s_utf8_sanitize(&b, (const char *)p, len);
+		*out = b.oom ? NULL : k8s_jv_str(b.data ? (char *)b.data : "", b.len);
+		k8s_buf_free(&b);
 		return *out ? 0 : -ENOMEM;
+	}
 	case K8S_T_BYTES: {
 		struct buf b;
 		k8s_buf_init(&b);
@@ -379,6 +389,11 @@ static int raw_json_view(struct vctx *c, const uint8_t *p, size_t len, bool rawe
 			return verr(c, -EINVAL, "%s", "RawExtension holds non-JSON data");
 	}
 	r = k8s_json_parse((const char *)p, len, out, &perr);
+	if (!r && !k8s_jv_showable(*out, &perr)) {
+		k8s_jv_free(*out);
+		*out = NULL;
+		r = -EINVAL;
+	}
 	if (r) {
 		if (c->err && !*c->err)
 			*c->err = k8s_strdup_printf("embedded JSON: %s", perr ? perr : "invalid");
@@ -438,14 +453,22 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 	case K8S_S_QUANTITY:
 		f = last_field(&pm, 1, 2);
 		/* stored quantities are canonical (Go writes Quantity.String()) */
-		*out = f ? k8s_jv_str((const char *)f->p, f->len) : k8s_jv_str("0", 1);
+		if (f) {
+			r = scalar_view(c, K8S_T_STRING, 0, f->p, f->len, out);
+			k8s_pb_free(&pm);
+			return r;
+		}
+		*out = k8s_jv_str("0", 1);
 		break;
 	case K8S_S_INTORSTRING: {
 		const struct pbf *ft = last_field(&pm, 1, 0);
 		uint64_t type = ft ? ft->v : 0;
 		if (type == 1) {
 			f = last_field(&pm, 3, 2);
-			*out = f ? k8s_jv_str((const char *)f->p, f->len) : k8s_jv_str("", 0);
+			r = f ? scalar_view(c, K8S_T_STRING, 0, f->p, f->len, out)
+			      : scalar_view(c, K8S_T_STRING, 0, (const uint8_t *)"", 0, out);
+			k8s_pb_free(&pm);
+			return r;
 		} else if (type == 0) {
 			f = last_field(&pm, 2, 0);
 			snprintf(tmp, sizeof(tmp), "%" PRId32, f ? (int32_t)(uint32_t)f->v : 0);
@@ -548,6 +571,115 @@ static bool msg_view_is_zero(const struct k8s_msg *sub, const struct jval *v, si
 	return len == 0;
 }
 
+/* map field: entries, last duplicate key wins, printed sorted by key */
+static int map_view(struct vctx *c, const struct k8s_field *fd, const struct pbmsg *m,
+		    struct jval **out)
+{
+	const struct k8s_msg *sub = k8s_schema_sub(fd);
+	bool omitempty = fd->flags & K8S_F_OMITEMPTY;
+	struct jval *obj = NULL, *v = NULL;
+	struct buf kb;
+	int r = 0;
+
+	k8s_buf_init(&kb);
+	obj = k8s_jv_new(J_OBJ);
+	if (!obj) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < m->n; i++) {
+		struct pbmsg em;
+		const struct pbf *kf, *vf;
+		char kbuf[48];
+		const char *key;
+		size_t klen;
+
+		if (!occ_matches(fd, &m->f[i]))
+			continue;
+		if (k8s_pb_split(m->f[i].p, m->f[i].len, &em)) {
+			r = verr(c, -EINVAL, "malformed map entry in %s", fd->json);
+			goto out;
+		}
+		if (fd->key_type == K8S_T_STRING) {
+			kf = last_field(&em, 1, 2);
+			key = kf ? (const char *)kf->p : "";
+			klen = kf ? kf->len : 0;
+			if (!k8s_utf8_valid(key, klen)) {
+				kb.len = 0;
+				k8s_utf8_sanitize(&kb, key, klen);
+				if (kb.oom) {
+					k8s_pb_free(&em);
+					r = -ENOMEM;
+					goto out;
+				}
+				key = (const char *)kb.data;
+				klen = kb.len;
+			}
+		} else {
+			struct jval *kv = NULL;
+			kf = last_field(&em, 1, wire_type(fd->key_type));
+			r = kf ? scalar_view(c, fd->key_type, kf->v, kf->p, kf->len, &kv)
+			       : zero_view(c, fd->key_type, &kv);
+			if (r) {
+				k8s_pb_free(&em);
+				goto out;
+			}
+			snprintf(kbuf, sizeof(kbuf), "%s",
+				 kv->t == J_BOOL ? (kv->b ? "true" : "false") : kv->s);
+			k8s_jv_free(kv);
+			key = kbuf;
+			klen = strlen(kbuf);
+		}
+		vf = last_field(&em, 2, wire_type(fd->type));
+		if (sub) {
+			r = view_msg(c, sub, vf ? vf->p : (const uint8_t *)"", vf ? vf->len : 0,
+				     NULL, &v);
+		} else if (fd->type == K8S_T_BYTES && !vf) {
+			v = k8s_jv_new(J_NULL); /* nil []byte */
+			r = v ? 0 : -ENOMEM;
+		} else if (vf) {
+			r = scalar_view(c, fd->type, vf->v, vf->p, vf->len, &v);
+		} else {
+			r = zero_view(c, fd->type, &v);
+		}
+		k8s_pb_free(&em);
+		if (r)
+			goto out;
+		long at = k8s_jv_find(obj, key, klen);
+		if (at >= 0)
+			k8s_jv_remove(obj, (size_t)at);
+		/* sorted insert (Go sorts map keys bytewise) */
+		size_t pos = obj->n;
+		for (size_t j = 0; j < obj->n; j++) {
+			size_t l = obj->klen[j] < klen ? obj->klen[j] : klen;
+			int cmp = memcmp(obj->k[j], key, l);
+			if (cmp > 0 || (cmp == 0 && obj->klen[j] > klen)) {
+				pos = j;
+				break;
+			}
+		}
+		r = k8s_jv_insert(obj, pos, key, klen, v);
+		v = NULL;
+		if (r)
+			goto out;
+	}
+	if (obj->n == 0) { /* nil map */
+		k8s_jv_free(obj);
+		obj = NULL;
+		if (!omitempty) {
+			*out = k8s_jv_new(J_NULL);
+			r = *out ? 0 : -ENOMEM;
+		}
+		goto out;
+	}
+	*out = obj;
+	obj = NULL;
+out:
+	k8s_jv_free(obj);
+	k8s_buf_free(&kb);
+	return r;
+}
+
 static int field_view(struct vctx *c, const struct k8s_field *fd, const struct pbmsg *m,
 		      struct jval **out)
 {
@@ -557,90 +689,8 @@ static int field_view(struct vctx *c, const struct k8s_field *fd, const struct p
 	int r;
 
 	*out = NULL;
-	if (fd->flags & K8S_F_MAP) {
-		/* entries, last duplicate key wins, printed sorted by key */
-		struct jval *obj = k8s_jv_new(J_OBJ);
-		if (!obj)
-			return -ENOMEM;
-		for (size_t i = 0; i < m->n; i++) {
-			struct pbmsg em;
-			const struct pbf *kf, *vf;
-			char kbuf[48];
-			const char *key;
-			size_t klen;
-
-			if (!occ_matches(fd, &m->f[i]))
-				continue;
-			if (k8s_pb_split(m->f[i].p, m->f[i].len, &em)) {
-				k8s_jv_free(obj);
-				return verr(c, -EINVAL, "malformed map entry in %s", fd->json);
-			}
-			if (fd->key_type == K8S_T_STRING) {
-				kf = last_field(&em, 1, 2);
-				key = kf ? (const char *)kf->p : "";
-				klen = kf ? kf->len : 0;
-			} else {
-				struct jval *kv = NULL;
-				kf = last_field(&em, 1, wire_type(fd->key_type));
-				r = kf ? scalar_view(c, fd->key_type, kf->v, kf->p, kf->len, &kv)
-				       : zero_view(c, fd->key_type, &kv);
-				if (r) {
-					k8s_pb_free(&em);
-					k8s_jv_free(obj);
-					return r;
-				}
-				snprintf(kbuf, sizeof(kbuf), "%s",
-					 kv->t == J_BOOL ? (kv->b ? "true" : "false") : kv->s);
-				k8s_jv_free(kv);
-				key = kbuf;
-				klen = strlen(kbuf);
-			}
-			vf = last_field(&em, 2, wire_type(fd->type));
-			if (sub) {
-				r = view_msg(c, sub, vf ? vf->p : (const uint8_t *)"",
-					     vf ? vf->len : 0, NULL, &v);
-			} else if (fd->type == K8S_T_BYTES && !vf) {
-				v = k8s_jv_new(J_NULL); /* nil []byte */
-				r = v ? 0 : -ENOMEM;
-			} else if (vf) {
-				r = scalar_view(c, fd->type, vf->v, vf->p, vf->len, &v);
-			} else {
-				r = zero_view(c, fd->type, &v);
-			}
-			k8s_pb_free(&em);
-			if (r) {
-				k8s_jv_free(obj);
-				return r;
-			}
-			long at = k8s_jv_find(obj, key, klen);
-			if (at >= 0)
-				k8s_jv_remove(obj, (size_t)at);
-			/* sorted insert (Go sorts map keys bytewise) */
-			size_t pos = obj->n;
-			for (size_t j = 0; j < obj->n; j++) {
-				size_t l = obj->klen[j] < klen ? obj->klen[j] : klen;
-				int cmp = memcmp(obj->k[j], key, l);
-				if (cmp > 0 || (cmp == 0 && obj->klen[j] > klen)) {
-					pos = j;
-					break;
-				}
-			}
-			r = k8s_jv_insert(obj, pos, key, klen, v);
-			if (r) {
-				k8s_jv_free(obj);
-				return r;
-			}
-		}
-		if (obj->n == 0) { /* nil map */
-			k8s_jv_free(obj);
-			if (omitempty)
-				return 0;
-			*out = k8s_jv_new(J_NULL);
-			return *out ? 0 : -ENOMEM;
-		}
-		*out = obj;
-		return 0;
-	}
+	if (fd->flags & K8S_F_MAP)
+		return map_view(c, fd, m, out);
 	if (fd->flags & K8S_F_REPEATED) {
 		struct jval *arr = k8s_jv_new(J_ARR);
 		if (!arr)

@@ -545,58 +545,33 @@ static int emit_scalar(struct yw *w, const char *s, size_t n, yaml_scalar_style_
 	return emit(w, &ev);
 }
 
-/* Go's JSON round trip turns invalid UTF-8 into U+FFFD; do the same. */
-static char *sanitize_utf8(const char *s, size_t n, size_t *outn)
+/* line breaks other than \n: YAML parsers normalize them inside block and
+ * single-quoted scalars, so only double quotes (which escape them) keep them */
+static bool has_odd_break(const char *s, size_t n)
 {
-	struct buf b;
-	char *r;
-	const uint8_t *u = (const uint8_t *)s;
-
-	k8s_buf_init(&b);
-	for (size_t i = 0; i < n;) {
-		uint8_t c = u[i];
-		size_t l = 0;
-		if (c < 0x80)
-			l = 1;
-		else if (c >= 0xc2 && c <= 0xdf && i + 1 < n && (u[i + 1] & 0xc0) == 0x80)
-			l = 2;
-		else if (c >= 0xe0 && c <= 0xef && i + 2 < n && (u[i + 1] & 0xc0) == 0x80 &&
-			 (u[i + 2] & 0xc0) == 0x80) {
-			uint32_t v = (uint32_t)(c & 0x0f) << 12 | (uint32_t)(u[i + 1] & 0x3f) << 6;
-			if (v >= 0x800 && (v < 0xd800 || v > 0xdfff))
-				l = 3;
-		} else if (c >= 0xf0 && c <= 0xf4 && i + 3 < n && (u[i + 1] & 0xc0) == 0x80 &&
-			   (u[i + 2] & 0xc0) == 0x80 && (u[i + 3] & 0xc0) == 0x80) {
-			uint32_t v = (uint32_t)(c & 0x07) << 18 | (uint32_t)(u[i + 1] & 0x3f) << 12;
-			if (v >= 0x10000 && v <= 0x10ffff)
-				l = 4;
-		}
-		if (l) {
-			k8s_buf_add(&b, s + i, l);
-			i += l;
-		} else {
-			k8s_buf_adds(&b, "\xef\xbf\xbd");
-			i++;
-		}
-	}
-	if (k8s_buf_finish(&b, &r, outn))
-		return NULL;
-	return r;
+	return memchr(s, '\r', n) || memmem(s, n, "\xc2\x85", 2) ||
+	       memmem(s, n, "\xe2\x80\xa8", 3) || memmem(s, n, "\xe2\x80\xa9", 3);
 }
 
-static int emit_string(struct yw *w, const char *s0, size_t n0)
+static int emit_string(struct yw *w, const char *s0, size_t n0, bool key)
 {
 	struct resolved r;
 	yaml_scalar_style_t style;
+	struct buf sb;
 	size_t n;
-	char *s = sanitize_utf8(s0, n0, &n);
+	char *s;
 	int ret;
 
-	if (!s)
+	/* Go's JSON round trip turns invalid UTF-8 into U+FFFD; do the same */
+	k8s_buf_init(&sb);
+	k8s_utf8_sanitize(&sb, s0, n0);
+	if (k8s_buf_finish(&sb, &s, &n))
 		return -ENOMEM;
 	resolve(s, n, &r);
 	bool can_plain = r.tag == R_STR && !is_base60_float(s, n);
-	if (memchr(s, '\n', n))
+	if (has_odd_break(s, n) || (key && n == 2 && !memcmp(s, "<<", 2)))
+		style = YAML_DOUBLE_QUOTED_SCALAR_STYLE; /* lossless where go-yaml is not */
+	else if (memchr(s, '\n', n))
 		style = YAML_LITERAL_SCALAR_STYLE;
 	else if (can_plain)
 		style = YAML_PLAIN_SCALAR_STYLE;
@@ -631,7 +606,7 @@ static int emit_number(struct yw *w, const struct jval *v)
 		break;
 	default:
 		/* not a number YAML knows: go-yaml would keep it as a string */
-		return emit_string(w, v->s, v->len);
+		return emit_string(w, v->s, v->len, false);
 	}
 	return emit_scalar(w, tmp, strlen(tmp), YAML_PLAIN_SCALAR_STYLE);
 }
@@ -658,7 +633,7 @@ static int emit_node(struct yw *w, const struct jval *v)
 		r = emit_number(w, v);
 		break;
 	case J_STR:
-		r = emit_string(w, v->s, v->len);
+		r = emit_string(w, v->s, v->len, false);
 		break;
 	case J_ARR:
 		if (!yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
@@ -687,7 +662,7 @@ static int emit_node(struct yw *w, const struct jval *v)
 		}
 		r = emit(w, &ev);
 		for (size_t i = 0; i < v->n && !r; i++) {
-			r = emit_string(w, keys[i].k, keys[i].len);
+			r = emit_string(w, keys[i].k, keys[i].len, true);
 			if (!r)
 				r = emit_node(w, v->v[keys[i].idx]);
 		}
@@ -739,7 +714,7 @@ out:
 
 /* ---- input ---- */
 
-#define YAML_MAX_DEPTH 1000
+#define YAML_MAX_DEPTH 2000
 #define YAML_MAX_ALIAS_NODES 1000000
 
 struct anchor {
