@@ -349,7 +349,8 @@ static int meta_item(void *arg, const struct bolt_item *it)
 
 static int key_cmp(const void *a, size_t al, const void *b, size_t bl)
 {
-	int c = memcmp(a, b, al < bl ? al : bl);
+	size_t n = al < bl ? al : bl;
+	int c = n ? memcmp(a, b, n) : 0; /* a or b may be NULL when empty */
 	if (c)
 		return c;
 	return al < bl ? -1 : al > bl;
@@ -455,10 +456,11 @@ int snapshot_open_fd(int fd, const char *name, struct kv **out)
 	s->info.pages_leaf = bi->pages_leaf;
 	s->info.pages_overflow = bi->pages_overflow;
 	s->info.pages_inline = bi->pages_inline;
-	log_info("snapshot %s: %zu keys (%zu with history), %zu revisions, store revision %" PRId64
+	log_info("snapshot %s: %zu keys (%zu more deleted), %zu records, store revision %" PRId64
 		 ", compacted at %" PRId64 "%s",
-		 name, s->info.n_keys, s->info.n_keys_all, s->info.n_records, s->info.revision,
-		 s->info.compact_revision, bi->has_sha256 ? ", SHA-256 verified" : "");
+		 bolt_name(s->b), s->info.n_keys, s->info.n_keys_all - s->info.n_keys,
+		 s->info.n_records, s->info.revision, s->info.compact_revision,
+		 bi->has_sha256 ? ", SHA-256 verified" : "");
 	*out = &s->kv;
 	return 0;
 }

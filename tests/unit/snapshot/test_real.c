@@ -28,7 +28,7 @@ static void test_open(void)
 	CHECK_EQ(snapshot_open(db_path, &kv), 0);
 	CHECK_EQ(snapshot_get_info(kv, &info), 0);
 	fprintf(stderr,
-		"  %zu keys (%zu with history), %zu records (%zu tombstones), revision %" PRId64
+		"  %zu keys (%zu ever in the file), %zu records (%zu tombstones), revision %" PRId64
 		" (max record %" PRId64 "), compacted at %" PRId64 ", consistent_index %" PRIu64
 		", page size %" PRIu32 "\n",
 		info.n_keys, info.n_keys_all, info.n_records, info.n_tombstones, info.revision,
