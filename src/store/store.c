@@ -590,7 +590,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 		return ret == -ENOMEM ? RAFT_NOMEM : RAFT_CORRUPT;
 	}
 	pthread_rwlock_wrlock(&s->state_lock);
-	if (mvcc_applied_index(m) <= mvcc_applied_index(s->m) && mvcc_revision(s->m) > 0) {
+	if (mvcc_applied_index(m) <= mvcc_applied_index(s->m)) {
 		/* Our state is already at least as new (raft restarted). */
 		pthread_rwlock_unlock(&s->state_lock);
 		mvcc_free(m);

@@ -67,9 +67,9 @@ static void node_main(int id, int fd)
 	cfg.snapshot_trailing = 16;
 	cfg.segment_size = 32 * 1024;
 	cfg.open_timeout_ms = 3000;
+	FILE *in = fdopen(fd, "r"), *out = fdopen(dup(fd), "w");
 	struct kv *kv;
 	int ret = store_open(&cfg, &kv);
-	FILE *in = fdopen(fd, "r"), *out = fdopen(dup(fd), "w");
 	if (ret < 0) {
 		node_reply(out, "ERR %d", ret);
 		_exit(2);
@@ -263,9 +263,10 @@ static int put_via(int id, const char *key)
 	return ret;
 }
 
+/* ok, failed and stop are shared with the main thread: atomics. */
 struct load {
 	int node;
-	volatile bool stop;
+	bool stop;
 	int ok, failed;
 	char phase[16];
 };
@@ -273,13 +274,13 @@ struct load {
 static void *load_main(void *arg)
 {
 	struct load *l = arg;
-	for (int i = 0; !l->stop; i++) {
+	for (int i = 0; !__atomic_load_n(&l->stop, __ATOMIC_RELAXED); i++) {
 		char key[40];
 		snprintf(key, sizeof(key), "/cl/%s/%05d", l->phase, i);
 		if (put_via(l->node, key) == 0)
-			l->ok++;
+			__atomic_fetch_add(&l->ok, 1, __ATOMIC_RELAXED);
 		else
-			l->failed++;
+			__atomic_fetch_add(&l->failed, 1, __ATOMIC_RELAXED);
 	}
 	return NULL;
 }
@@ -361,7 +362,7 @@ int main(void)
 	pthread_t th;
 	CHECK_EQ(pthread_create(&th, NULL, load_main, &l), 0);
 	usleep(400000);
-	int before_kill = l.ok;
+	int before_kill = __atomic_load_n(&l.ok, __ATOMIC_RELAXED);
 	int64_t t_kill = now_ms();
 	kill_node(leader);
 	int old_leader = leader;
@@ -369,7 +370,7 @@ int main(void)
 	CHECK(leader > 0 && leader != old_leader);
 	int64_t t_elect = now_ms();
 	usleep(800000);
-	l.stop = true;
+	__atomic_store_n(&l.stop, true, __ATOMIC_RELAXED);
 	pthread_join(th, NULL);
 	fprintf(stderr,
 		"phase 2: killed leader %d after %d writes; node %d leads after %lld ms; "

@@ -16,7 +16,7 @@ static unsigned long test_checks;
 
 #define CHECK(cond)                                                                                \
 	do {                                                                                       \
-		test_checks++;                                                                     \
+		__atomic_fetch_add(&test_checks, 1, __ATOMIC_RELAXED);                             \
 		if (!(cond)) {                                                                     \
 			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
 			abort();                                                                   \
@@ -26,7 +26,7 @@ static unsigned long test_checks;
 #define CHECK_EQ(a, b)                                                                             \
 	do {                                                                                       \
 		long long va_ = (long long)(a), vb_ = (long long)(b);                              \
-		test_checks++;                                                                     \
+		__atomic_fetch_add(&test_checks, 1, __ATOMIC_RELAXED);                             \
 		if (va_ != vb_) {                                                                  \
 			fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %lld, %s == %lld\n",        \
 				__FILE__, __LINE__, #a, va_, #b, vb_);                             \
@@ -36,7 +36,7 @@ static unsigned long test_checks;
 
 #define CHECK_MEM(p, n, s)                                                                         \
 	do {                                                                                       \
-		test_checks++;                                                                     \
+		__atomic_fetch_add(&test_checks, 1, __ATOMIC_RELAXED);                             \
 		size_t ln_ = strlen(s);                                                            \
 		if ((size_t)(n) != ln_ || memcmp((p), (s), ln_) != 0) {                            \
 			fprintf(stderr, "%s:%d: CHECK_MEM failed: %s is \"%.*s\", want \"%s\"\n",  \
