@@ -643,6 +643,47 @@ static bool field_unchanged(const struct k8s_field *fd, const struct jval *view,
 	return zero_like(fd, view ? view : j);
 }
 
+/* map keys, for sorting (Go order) and for finding original entries */
+struct mkey {
+	const uint8_t *k;
+	size_t len;
+	const struct pbf *f; /* original entry (okeys only) */
+	size_t ord;	     /* position, to keep equal keys in order */
+};
+
+static int cmp_mkey(const void *x, const void *y)
+{
+	const struct mkey *a = x, *b = y;
+	size_t l = a->len < b->len ? a->len : b->len;
+	int c = l ? memcmp(a->k, b->k, l) : 0;
+
+	if (c)
+		return c;
+	if (a->len != b->len)
+		return a->len < b->len ? -1 : 1;
+	return a->ord < b->ord ? -1 : a->ord > b->ord;
+}
+
+/* the last original entry with key k, or NULL */
+static const struct pbf *find_mkey(const struct mkey *ks, size_t n, const uint8_t *k, size_t len)
+{
+	size_t lo = 0, hi = n;
+	const struct pbf *found = NULL;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		struct mkey probe = {k, len, NULL, SIZE_MAX};
+		/* probe sorts after every entry with this key */
+		if (cmp_mkey(&ks[mid], &probe) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo > 0 && ks[lo - 1].len == len && (!len || !memcmp(ks[lo - 1].k, k, len)))
+		found = ks[lo - 1].f;
+	return found;
+}
+
 /* Encode the whole field fd (all its occurrences, tags included) from j, with
  * the original split message om (may be NULL) as reference. */
 static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jval *j,
@@ -659,35 +700,22 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 		if (j->t != J_OBJ)
 			return eerr(c, j, "expected object (map), got %s", jtype_name(j));
 		/* Go marshals map entries sorted by key */
-		size_t *idx = malloc((j->n ? j->n : 1) * sizeof(*idx));
+		struct mkey *idx = malloc((j->n ? j->n : 1) * sizeof(*idx));
+		struct mkey *okeys = NULL;
+		size_t nok = 0;
 		if (!idx)
 			return -ENOMEM;
 		for (size_t i = 0; i < j->n; i++)
-			idx[i] = i;
-		for (size_t a = 1; a < j->n; a++) {
-			size_t x = idx[a], b = a;
-			while (b > 0) {
-				size_t y = idx[b - 1];
-				size_t l = j->klen[y] < j->klen[x] ? j->klen[y] : j->klen[x];
-				int cmp = memcmp(j->k[y], j->k[x], l);
-				if (cmp < 0 || (cmp == 0 && j->klen[y] <= j->klen[x]))
-					break;
-				idx[b] = y;
-				b--;
+			idx[i] = (struct mkey){(const uint8_t *)j->k[i], j->klen[i], NULL, i};
+		qsort(idx, j->n, sizeof(*idx), cmp_mkey);
+		/* index of the original entries by key */
+		if (om && fd->key_type == K8S_T_STRING) {
+			okeys = malloc((om->n ? om->n : 1) * sizeof(*okeys));
+			if (!okeys) {
+				free(idx);
+				return -ENOMEM;
 			}
-			idx[b] = x;
-		}
-		for (size_t a = 0; a < j->n && !r; a++) {
-			size_t i = idx[a];
-			const char *key = j->k[i];
-			size_t klen = j->klen[i];
-			const struct jval *val = j->v[i];
-			const struct pbf *oe = NULL;
-			struct jval *oview = NULL;
-			size_t old = path_push(c, "%s%s", key, 0);
-
-			/* the original entry with this key (last one wins) */
-			for (size_t k = 0; om && k < om->n; k++) {
+			for (size_t k = 0; k < om->n; k++) {
 				const struct pbf *f = &om->f[k];
 				const struct pbf *kf = NULL;
 				if (!k8s_occ_matches(fd, f) || k8s_pb_split(f->p, f->len, &entry))
@@ -695,11 +723,23 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 				for (size_t e = 0; e < entry.n; e++)
 					if (entry.f[e].num == 1)
 						kf = &entry.f[e];
-				if (kf && fd->key_type == K8S_T_STRING && kf->wt == 2 &&
-				    kf->len == klen && !memcmp(kf->p, key, klen))
-					oe = f;
+				if (kf && kf->wt == 2)
+					okeys[nok++] = (struct mkey){kf->p, kf->len, f, k};
 				k8s_pb_free(&entry);
 			}
+			qsort(okeys, nok, sizeof(*okeys), cmp_mkey);
+		}
+		for (size_t a = 0; a < j->n && !r; a++) {
+			size_t i = idx[a].ord;
+			const char *key = j->k[i];
+			size_t klen = j->klen[i];
+			const struct jval *val = j->v[i];
+			const struct pbf *oe = NULL;
+			struct jval *oview = NULL;
+			size_t old = path_push(c, "%s%s", key, 0);
+
+			/* the original entry with this key (the last one wins) */
+			oe = find_mkey(okeys, nok, (const uint8_t *)key, klen);
 			if (oe) {
 				/* compare the original entry's value view */
 				struct pbmsg one = {.f = (struct pbf *)oe, .n = 1, .cap = 1};
@@ -755,6 +795,7 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 			path_pop(c, old);
 		}
 		free(idx);
+		free(okeys);
 		return r;
 	}
 	if (fd->flags & K8S_F_REPEATED) {
@@ -762,10 +803,21 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 			return 0;
 		if (j->t != J_ARR)
 			return eerr(c, j, "expected array, got %s", jtype_name(j));
+		/* the original elements, in order */
+		const struct pbf **occ = NULL;
+		size_t nocc = 0;
+		if (sub && om) {
+			occ = malloc((om->n ? om->n : 1) * sizeof(*occ));
+			if (!occ)
+				return -ENOMEM;
+			for (size_t k = 0; k < om->n; k++)
+				if (k8s_occ_matches(fd, &om->f[k]))
+					occ[nocc++] = &om->f[k];
+		}
 		for (size_t i = 0; i < j->n && !r; i++) {
 			size_t old = path_push(c, NULL, NULL, i);
 			if (sub) {
-				const struct pbf *oe = om ? nth_occ(om, fd, i) : NULL;
+				const struct pbf *oe = i < nocc ? occ[i] : NULL;
 				struct buf sb;
 				k8s_buf_init(&sb);
 				r = enc_msg(c, sub, j->v[i], oe ? oe->p : NULL, oe ? oe->len : 0,
@@ -787,6 +839,7 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 			}
 			path_pop(c, old);
 		}
+		free(occ);
 		return r;
 	}
 	if (sub) {

@@ -6,7 +6,8 @@
  *         (the lossless property), else we abort;
  *   odd:  edited text (YAML or JSON) -> k8s_encode as a new object and as an
  *         edit of a fixed protobuf Pod, exercising the YAML/JSON parsers and
- *         the validating encoder.
+ *         the validating encoder; what encodes must decode, and that text must
+ *         encode back to the same bytes.
  * Crashes, ASan reports and leaks are failures. */
 #include <stdint.h>
 #include <stdio.h>
@@ -70,14 +71,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		return 0;
 	}
-	k8s_encode(NULL, 0, (const char *)data, size, NULL, NULL, 0, &b, &blen, &err);
-	free(b);
-	free(err);
-	b = NULL;
-	err = NULL;
-	k8s_encode(pod, pod_len, (const char *)data, size, "p", "d", mode & 2 ? 5 : 0, &b, &blen,
-		   &err);
-	free(b);
-	free(err);
+	/* as a new object, then as an edit of the Pod; whatever encodes must
+	 * decode, and that text must re-encode to the same bytes */
+	for (int edit = 0; edit < 2; edit++) {
+		int r = edit ? k8s_encode(pod, pod_len, (const char *)data, size, "p", "d",
+					  mode & 2 ? 5 : 0, &b, &blen, &err)
+			     : k8s_encode(NULL, 0, (const char *)data, size, NULL, NULL, 0, &b,
+					  &blen, &err);
+		if (r == 0) {
+			void *b2 = NULL;
+			size_t b2len = 0;
+			if (k8s_decode(b, blen, K8S_FMT_YAML, 0, &out, &olen, &err) != 0 ||
+			    k8s_encode(b, blen, out, olen, NULL, NULL, 0, &b2, &b2len, &err) != 0 ||
+			    b2len != blen || memcmp(b2, b, blen) != 0) {
+				fprintf(stderr, "encoded text does not round trip (%s)\n",
+					err ? err : "bytes differ");
+				abort();
+			}
+			free(b2);
+		}
+		free(out);
+		free(b);
+		free(err);
+		out = err = NULL;
+		b = NULL;
+	}
 	return 0;
 }

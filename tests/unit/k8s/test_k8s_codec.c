@@ -558,6 +558,58 @@ static void test_yaml_style(void)
 	free(err);
 }
 
+/* a big map: one changed value touches one entry; added and removed keys */
+static void test_map_edits(void)
+{
+	char *y = NULL, *y2, *y3;
+	size_t len = 0, n, n2, n3;
+	FILE *f = open_memstream(&y, &len);
+	int rc;
+	char *err = NULL;
+
+	fprintf(f, "apiVersion: v1\ndata:\n");
+	for (int i = 0; i < 5000; i++)
+		fprintf(f, "  k%05d: v%d\n", i, i);
+	fprintf(f, "kind: ConfigMap\nmetadata:\n  name: big\n");
+	fclose(f);
+	void *b = enc(NULL, 0, y, NULL, NULL, 0, &n, &rc, &err);
+	CHECK(rc == 0, "big map: %s", err ? err : "");
+	y2 = replace(y, "  k02500: v2500\n", "  k02500: changed\n");
+	void *b2 = enc(b, n, y2, NULL, NULL, 0, &n2, &rc, &err);
+	CHECK(rc == 0 && n2 == n + 2, "one value changed: %zu vs %zu", n2, n);
+	/* only the envelope's length and that entry differ: the middle and the
+	 * tail are byte for byte the original */
+	const char *at = memmem(b, n, "k02500", 6);
+	if (at && rc == 0) {
+		size_t start = (size_t)(at - (const char *)b) - 4; /* entry tag, len, key tag */
+		size_t tail = n - (start + 4 + 6 + 7);
+		CHECK(!memcmp((char *)b + 24, (char *)b2 + 24, start - 24), "middle unchanged");
+		CHECK(!memcmp((char *)b + n - tail, (char *)b2 + n2 - tail, tail),
+		      "tail unchanged");
+		CHECK(memmem(b2, n2,
+			     "\x12\x07"
+			     "changed",
+			     9),
+		      "new value present");
+	}
+	/* remove one key, add one */
+	y3 = replace(y2, "  k00007: v7\n", "");
+	char *y4 = replace(y3, "  k04999: v4999\n", "  k04999: v4999\n  zz: new\n");
+	void *b3 = enc(b2, n2, y4, NULL, NULL, 0, &n3, &rc, &err);
+	CHECK(rc == 0, "add/remove: %s", err ? err : "");
+	char *back = b3 ? dec(b3, n3, K8S_FMT_YAML, 0) : NULL;
+	CHECK(back && !strcmp(back, y4), "map edits decode back");
+	free(back);
+	free(b);
+	free(b2);
+	free(b3);
+	free(y);
+	free(y2);
+	free(y3);
+	free(y4);
+	free(err);
+}
+
 static void test_typed(void)
 {
 	size_t len;
@@ -594,6 +646,7 @@ int main(int argc, char **argv)
 	test_validation();
 	test_new_objects();
 	test_yaml_style();
+	test_map_edits();
 	test_typed();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
