@@ -17,6 +17,7 @@
 #include "fs/fs.h"
 #include "kv.h"
 #include "log.h"
+#include "snapshot/snapshot.h"
 #include "store/store.h"
 
 struct options {
@@ -29,6 +30,8 @@ struct options {
 	char *format;
 	char *cache_size;
 	char *data_dir;
+	char *snapshot;
+	char *revision_s;
 	char *peers, *listen;
 	char *node_id_s;
 	unsigned node_id;
@@ -58,6 +61,8 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--format %s", format),
 	OPT("--cache-size %s", cache_size),
 	OPT("--data-dir %s", data_dir),
+	OPT("--snapshot %s", snapshot),
+	OPT("revision=%s", revision_s),
 	OPT("--peers %s", peers),
 	OPT("--listen %s", listen),
 	OPT("--node-id %s", node_id_s),
@@ -143,7 +148,12 @@ static void usage(const char *prog)
 	       "    --peers=ID=IP:PORT,...     the Raft cluster, for several nodes\n"
 	       "    --listen=IP:PORT           this node's Raft address (default: from --peers)\n"
 	       "\n"
+	       "Offline backups:\n"
+	       "    --snapshot=FILE            mount an etcd backend file (etcdctl snapshot save,\n"
+	       "                               member/snap/db) read-only, no etcd needed\n"
+	       "\n"
 	       "View:\n"
+	       "    -o revision=N              read-only view of the keyspace at revision N\n"
 	       "    --prefix=PREFIX            mount only the keys under PREFIX\n"
 	       "    --cache-size=BYTES         value cache bound, suffix K/M/G (default 256M)\n"
 	       "    --kernel-timeout=SEC       kernel cache lifetime while the watch is healthy (default 3600)\n"
@@ -337,7 +347,7 @@ int main(int argc, char *argv[])
 	 * leaves the '='. */
 	char **strs[] = { &o.endpoints, &o.cacert, &o.cert, &o.key, &o.user, &o.password,
 			  &o.password_file, &o.dial_timeout, &o.command_timeout, &o.prefix,
-			  &o.format, &o.cache_size, &o.data_dir, &o.peers, &o.listen,
+			  &o.format, &o.cache_size, &o.data_dir, &o.snapshot, &o.peers, &o.listen,
 			  &o.consistency, &o.conflict_dir, &o.shadow, &o.node_id_s,
 			  &o.kernel_timeout_s, &o.stale_timeout_s };
 	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
@@ -406,7 +416,23 @@ int main(int argc, char *argv[])
 	}
 
 	int r;
-	if (o.data_dir) {
+	long long at_rev = 0;
+	if (o.revision_s) {
+		char *end;
+		at_rev = strtoll(o.revision_s, &end, 10);
+		if (*end || at_rev <= 0) {
+			fprintf(stderr, "etcdfs: bad -o revision=%s\n", o.revision_s);
+			goto out;
+		}
+	}
+	if (o.snapshot) {
+		r = snapshot_open(o.snapshot, &kv);
+		if (r < 0) {
+			log_err("cannot open the snapshot %s: %s", o.snapshot, strerror(-r));
+			goto out;
+		}
+		describe = strdup(o.snapshot);
+	} else if (o.data_dir) {
 		struct store_config scfg;
 		store_config_init(&scfg);
 		scfg.data_dir = o.data_dir;
@@ -436,11 +462,15 @@ int main(int argc, char *argv[])
 	}
 	log_info("connected to %s, revision %lld", describe ? describe : "?", (long long)rev);
 
+	bool static_view = o.snapshot || at_rev;
 	struct fs_config fcfg = {
 		.kv = kv,
 		.prefix = prefix,
 		.prefix_len = plen,
-		.read_only = o.read_only,
+		.read_only = o.read_only || static_view,
+		.ro_reason = o.snapshot ? "a snapshot mount is read-only"
+			     : at_rev   ? "a mount at a past revision (-o revision) is read-only"
+					: NULL,
 		.linearizable = o.consistency && strcmp(o.consistency, "linearizable") == 0,
 		.conflict_dir = o.conflict_dir,
 		.shadow_patterns = o.shadow,
@@ -459,9 +489,19 @@ int main(int argc, char *argv[])
 		.max_bytes = cache_size,
 		.notify = fs_cache_notify,
 		.notify_arg = fs,
+		.no_watch = static_view,
+		.revision = at_rev,
 	};
 	r = cache_new(&ccfg, &cache);
-	if (r < 0) {
+	if (r == -ERANGE) {
+		log_err("revision %lld has been compacted: etcd no longer has the keyspace as it "
+			"was then", at_rev);
+		goto out;
+	} else if (r == -ENOENT && at_rev) {
+		log_err("revision %lld is in the future (the store is at revision %lld)", at_rev,
+			(long long)rev);
+		goto out;
+	} else if (r < 0) {
 		log_err("initial sync of prefix '%s' failed: %s", prefix, strerror(-r));
 		goto out;
 	}
@@ -494,6 +534,8 @@ out_args:
 	free(o.format);
 	free(o.cache_size);
 	free(o.data_dir);
+	free(o.snapshot);
+	free(o.revision_s);
 	free(o.peers);
 	free(o.listen);
 	free(o.consistency);

@@ -169,6 +169,8 @@ static void drop_view(struct cache *c, struct cache_node *n)
 	lru_unlink(c, n);
 	free(n->view);
 	n->view = NULL;
+	free(n->rep_view);
+	n->rep_view = NULL;
 	pthread_mutex_unlock(&c->lru_lock);
 }
 
@@ -177,6 +179,16 @@ static void set_view(struct cache *c, struct cache_node *n, char *view, size_t l
 {
 	pthread_mutex_lock(&c->lru_lock);
 	lru_unlink(c, n);
+	if (n->view && n->view_rev == n->rep_rev && rev != n->rep_rev && !n->rep_view) {
+		/* The kernel still believes in this version: keep it for
+		 * reads until it asks for attributes again. */
+		n->rep_view = n->view;
+		n->rep_size = n->view_size;
+		n->view = NULL;
+	} else if (rev == n->rep_rev) {
+		free(n->rep_view);
+		n->rep_view = NULL;
+	}
 	free(n->view);
 	n->view = view;
 	n->view_size = len;
@@ -493,8 +505,18 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, char *view, size_
 	n->lease = kv->lease;
 	n->raw_size = kv->value_len;
 	set_view(c, n, view, view_len, kv->mod_revision);
-	if (changed && had)
-		emit(c, CACHE_CHG_CONTENT, 0, cache_file_ino(n), NULL);
+	if (changed && had) {
+		pthread_mutex_lock(&c->lru_lock);
+		n->pending_inval = kv->mod_revision;
+		n->changed_ms = now_ms();
+		pthread_mutex_unlock(&c->lru_lock);
+		if (c->cfg.notify) {
+			struct cache_change chg = { .kind = CACHE_CHG_CONTENT,
+						    .ino = cache_file_ino(n),
+						    .rev = kv->mod_revision };
+			c->cfg.notify(c->cfg.notify_arg, &chg);
+		}
+	}
 }
 
 static void apply_delete(struct cache *c, const char *key, size_t key_len, int64_t rev, bool force)
@@ -950,6 +972,7 @@ void cache_destroy(struct cache *c)
 		while (n) {
 			struct cache_node *next = n->inext;
 			free(n->view);
+			free(n->rep_view);
 			free(n->local_data);
 			free(n->seg);
 			free(n);
@@ -997,7 +1020,22 @@ static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_
 	if (!key)
 		return -ENOMEM;
 	struct kv_kv kv;
-	int ret = kv_get(c->cfg.kv, key, klen, &kv);
+	int ret;
+	if (c->cfg.revision) {
+		/* a view pinned at a revision reads at that revision */
+		struct kv_range_req req = { .key = key, .key_len = klen, .revision = c->cfg.revision };
+		struct kv_range_result res;
+		ret = kv_range(c->cfg.kv, &req, &res);
+		if (ret == 0 && res.n_kvs == 0)
+			ret = -ENOENT;
+		if (ret == 0) {
+			kv = res.kvs[0];
+			memset(&res.kvs[0], 0, sizeof(res.kvs[0]));
+		}
+		kv_range_result_free(&res);
+	} else {
+		ret = kv_get(c->cfg.kv, key, klen, &kv);
+	}
 	if (ret == -ENOENT) {
 		cache_wrlock(c);
 		if (!n->detached)
@@ -1073,10 +1111,45 @@ int cache_get_content(struct cache *c, struct cache_node *n, char **out, size_t 
 	return fetch(c, n, out, len, mod_revision);
 }
 
+size_t cache_report_size(struct cache *c, struct cache_node *n)
+{
+	size_t size;
+	pthread_mutex_lock(&c->lru_lock);
+	if (n->pending_inval && n->rep_view) {
+		size = n->rep_size;
+	} else {
+		n->rep_rev = n->mod_revision;
+		free(n->rep_view);
+		n->rep_view = NULL;
+		size = n->view_size;
+	}
+	pthread_mutex_unlock(&c->lru_lock);
+	return size;
+}
+
+void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev)
+{
+	pthread_mutex_lock(&c->lru_lock);
+	if (n->pending_inval && n->pending_inval <= rev)
+		n->pending_inval = 0;
+	pthread_mutex_unlock(&c->lru_lock);
+}
+
 ssize_t cache_read(struct cache *c, struct cache_node *n, char *buf, size_t size, off_t off)
 {
 	cache_rdlock(c);
 	pthread_mutex_lock(&c->lru_lock);
+	if (n->rep_view && n->pending_inval) {
+		size_t cnt = 0;
+		if ((size_t)off < n->rep_size) {
+			cnt = n->rep_size - off < size ? n->rep_size - off : size;
+			memcpy(buf, n->rep_view + off, cnt);
+		}
+		pthread_mutex_unlock(&c->lru_lock);
+		cache_unlock(c);
+		__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
+		return cnt;
+	}
 	if (n->view && (n->view_rev == n->mod_revision || n->detached)) {
 		size_t len = n->view_size;
 		size_t cnt = 0;

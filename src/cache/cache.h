@@ -65,6 +65,15 @@ struct cache_node {
 	char *view;        /* rendered content, NULL if not cached */
 	int64_t view_rev;  /* mod_revision the cached view belongs to */
 	struct cache_node *lru_prev, *lru_next;
+	/* The version whose size the kernel was last told (protected by
+	 * lru_lock). Reads are served from it until the kernel asks for
+	 * attributes again, so data always matches the kernel's i_size and a
+	 * reader racing a change never gets a mix of two versions. */
+	int64_t rep_rev;
+	char *rep_view;    /* content of rep_rev when it is not the current */
+	size_t rep_size;
+	int64_t pending_inval; /* a change the kernel was not yet told about */
+	int64_t changed_ms;    /* monotonic ms of the last content change */
 
 	/* references that keep a detached node alive, protected by lock */
 	uint64_t nlookup;  /* kernel lookups (file and dir inode together) */
@@ -105,6 +114,7 @@ struct cache_change {
 	enum cache_change_kind kind;
 	uint64_t parent_ino;
 	uint64_t ino; /* CONTENT: the inode; DELETE: the child inode */
+	int64_t rev;  /* CONTENT: the revision now current */
 	const char *seg; /* valid during the call only */
 	size_t seg_len;
 	int ns;
@@ -204,6 +214,14 @@ char *cache_node_key(struct cache *c, const struct cache_node *n, size_t *len);
 /* Maps an absolute etcd key to (is under prefix). Returns false if the key
  * is outside the mounted prefix. */
 bool cache_key_in_prefix(const struct cache *c, const char *key, size_t key_len);
+
+/* Size to tell the kernel for n, and remembers that it was told: the
+ * previous version's while the kernel has not yet been told to drop its
+ * pages (so pages and i_size always belong to one version). Lock held. */
+size_t cache_report_size(struct cache *c, struct cache_node *n);
+/* The notifier delivered the invalidation of n's content up to rev. Lock
+ * held (read is enough). */
+void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev);
 
 /* Copies up to size bytes of n's content at off into buf. Fetches from the
  * backend when not cached. Must be called WITHOUT the lock; n must be kept

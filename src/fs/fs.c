@@ -112,9 +112,11 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 			perm = n->mode & 07777;
 		/* Others see committed content only: an open writer's buffer
 		 * is private until its save (writers use direct I/O). */
-		size_t size = n->view_size;
+		size_t size;
 		if (n->local_file)
 			size = n->pending_size >= 0 ? (size_t)n->pending_size : n->local_len;
+		else
+			size = cache_report_size(fs->cache, n);
 		st->st_mode = (n->is_link ? S_IFLNK : S_IFREG) | (n->is_link ? 0777 : perm);
 		st->st_nlink = n->detached ? 0 : 1;
 		st->st_size = size;

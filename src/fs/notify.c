@@ -20,6 +20,7 @@ struct notify_item {
 	enum cache_change_kind kind;
 	uint64_t parent_ino;
 	uint64_t ino;
+	int64_t rev;
 	char name[NAMING_NAME_MAX + 1];
 	size_t name_len;
 	struct notify_item *next;
@@ -36,6 +37,7 @@ void fs_cache_notify(void *arg, const struct cache_change *chg)
 	it->kind = chg->kind;
 	it->parent_ino = chg->parent_ino;
 	it->ino = chg->ino;
+	it->rev = chg->rev;
 	if (chg->ns == -1) {
 		strcpy(it->name, NAMING_VALUE_NAME);
 		it->name_len = strlen(NAMING_VALUE_NAME);
@@ -90,9 +92,18 @@ static void deliver(struct fs *fs, struct notify_item *it)
 {
 	struct fuse_session *se = fs->se;
 	switch (it->kind) {
-	case CACHE_CHG_CONTENT:
+	case CACHE_CHG_CONTENT: {
 		fuse_lowlevel_notify_inval_inode(se, it->ino, 0, 0);
+		/* From now on the kernel holds no page or size of older
+		 * versions: reads and getattr may serve the current one. */
+		struct cache *c = fs->cache;
+		cache_rdlock(c);
+		struct cache_node *n = cache_node_by_id(c, it->ino >> 1);
+		if (n)
+			cache_inval_done(c, n, it->rev);
+		cache_unlock(c);
 		break;
+	}
 	case CACHE_CHG_NEW:
 	case CACHE_CHG_RETYPE:
 		fuse_lowlevel_notify_inval_entry(se, it->parent_ino, it->name, it->name_len);

@@ -29,6 +29,7 @@
 #include "naming.h"
 
 #define DEFER_MS 50
+#define HOT_MS 1000
 #define DEFAULT_SHADOW ".*.sw?:4913:*~:*.bak:.#*:#*#:sed??????:XX??????:.*.??????"
 
 struct fhandle {
@@ -39,6 +40,9 @@ struct fhandle {
 	char *buf;
 	size_t len, cap;
 	bool dirty;
+	bool snapshot;    /* read-only handle of a hot file: reads come from
+			     buf, one version per pass (re-read from 0 refreshes) */
+	bool read_any;
 	bool defer;       /* truncated or created, nothing written yet: a
 			     flush (close of a dup) does not commit; release does */
 	int failed;       /* sticky error of a rejected save */
@@ -463,15 +467,30 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->direct_io = 1;
 		fh->defer = trunc;
 	} else {
-		/* Keep the kernel's pages only if they hold the current
-		 * revision: after any change the next open rereads, whatever
-		 * the notifier's timing. */
+		/* A file that changed within the last second is "hot": its
+		 * readers get direct I/O from a private copy, so a reader
+		 * racing a writer never mixes two versions. Other files are
+		 * served from the page cache, kept only if it holds the
+		 * current revision (after any change the next open rereads). */
+		int64_t t = now_ms();
 		cache_rdlock(fs->cache);
 		int64_t cur = n->mod_revision;
+		bool hot = !local && n->changed_ms && t - n->changed_ms < HOT_MS;
 		bool same = __atomic_load_n(&n->kernel_rev, __ATOMIC_RELAXED) == cur;
-		__atomic_store_n(&n->kernel_rev, cur, __ATOMIC_RELAXED);
+		if (!hot)
+			__atomic_store_n(&n->kernel_rev, cur, __ATOMIC_RELAXED);
 		cache_unlock(fs->cache);
-		fi->keep_cache = fresh && same && !local;
+		if (hot) {
+			int64_t rev;
+			ret = cache_get_content(fs->cache, n, &fh->buf, &fh->len, &rev);
+			if (ret < 0) {
+				free(fh);
+				goto out_unref;
+			}
+			fh->snapshot = true;
+		}
+		fi->direct_io = local || hot;
+		fi->keep_cache = fresh && same && !local && !hot;
 	}
 	fi->fh = (uintptr_t)fh;
 	if (fuse_reply_open(req, fi) < 0) {
@@ -492,8 +511,24 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 	CNT(fs, n_requests);
 	CNT(fs, n_read);
 	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
-	if (fh->writable) {
+	if (fh->snapshot) {
 		pthread_mutex_lock(&fh->mu);
+		if (off == 0 && fh->read_any) {
+			/* reading again from the start: take the current version */
+			char *nb;
+			size_t nl;
+			int64_t rev;
+			if (cache_get_content(fs->cache, fh->node, &nb, &nl, &rev) == 0) {
+				free(fh->buf);
+				fh->buf = nb;
+				fh->len = nl;
+			}
+		}
+		fh->read_any = true;
+	} else if (fh->writable) {
+		pthread_mutex_lock(&fh->mu);
+	}
+	if (fh->writable || fh->snapshot) {
 		size_t cnt = (size_t)off < fh->len ? fh->len - off : 0;
 		if (cnt > size)
 			cnt = size;

@@ -160,6 +160,8 @@ def test_resync_after_outage_and_compaction(etcd, mnt):
 def test_read_invalidate_race(etcd, mnt):
     """Readers and an external writer hammer one file: no hang, every read
     returns a value that was written."""
+    # etcd itself is saturated here; a slow health probe is expected
+    mnt.allowed_errors += ["maintenance/status"]
     etcd.put("/race/f", "v0-" + "x" * 5000)
     p = os.path.join(mnt.path, "race/f")
     assert wait_for(lambda: os.path.exists(p))
