@@ -549,6 +549,10 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 	 * may be a configuration or barrier entry the fsm never sees. */
 	if (s->raft.last_applied > mvcc_applied_index(s->m))
 		mvcc_set_applied_index(s->m, s->raft.last_applied);
+	pthread_rwlock_unlock(&s->state_lock);
+	/* Only this (loop) thread ever writes the state, so a shared lock is
+	 * enough to serialize it while readers carry on. */
+	pthread_rwlock_rdlock(&s->state_lock);
 	int ret = mvcc_snapshot(s->m, &data, &len);
 	pthread_rwlock_unlock(&s->state_lock);
 	if (ret < 0)

@@ -200,7 +200,7 @@ int main(void)
 		seed = (unsigned)atoi(getenv("CRASH_SEED"));
 	fprintf(stderr, "crash test seed %u (CRASH_SEED=%u to repeat)\n", seed, seed);
 	srand(seed);
-	int early_kills = 0;
+	int early_kills = 0, busy_kills = 0;
 	for (int round = 0; round < ROUNDS; round++) {
 		int fds[2];
 		CHECK_EQ(pipe(fds), 0);
@@ -230,11 +230,16 @@ int main(void)
 		/* acks written before the kill are still in the pipe */
 		read_acks(fds[0], -1, false);
 		close(fds[0]);
+		if (!early && n_acks > before)
+			busy_kills++;
 		fprintf(stderr, "round %2d: killed %s after %zu new acks (%zu total)\n", round,
 			early ? "early" : "mid-write", n_acks - before, n_acks);
 		verify(dir);
 	}
-	CHECK(n_acks > 1000);
+	/* The amount written depends on machine load; what matters is that
+	 * most kills hit a store that was acknowledging writes. */
+	CHECK(n_acks >= 200);
+	CHECK(busy_kills >= ROUNDS / 2);
 	CHECK(early_kills >= 1);
 	rm_rf(dir);
 	free(dir);
