@@ -29,6 +29,7 @@
 #define META_MAGIC "etcdfs-store 1"
 #define WATCH_BATCH 1000
 #define POLL_MS 50
+#define PROGRESS_MS 500
 
 /* ---- time ---- */
 
@@ -1287,26 +1288,54 @@ struct kv_watch {
 	char *key, *end;
 	size_t key_len, end_len;
 	int64_t next_rev;
-	int64_t start_header;
 	bool stop;	       /* protected by s->wmu */
 	bool finished;	       /* thread ended by itself (compacted) */
 	struct kv_watch *next; /* s->watches list, protected by s->wmu */
 };
 
+static void deliver(struct kv_watch *w, enum kv_watch_state state, int64_t rev,
+		    const struct kv_event *evs, size_t n, int64_t compact_rev)
+{
+	struct kv_watch_batch b = {.state = state,
+				   .events = evs,
+				   .n_events = n,
+				   .revision = rev,
+				   .compact_revision = compact_rev};
+	w->cb(w->arg, &b);
+}
+
+/* One thread per watch. Batch revisions follow kv.h: everything up to
+ * b.revision has been delivered, so a batch cut short by WATCH_BATCH reports
+ * the last revision it covers, not the store's. Revisions that bring nothing
+ * for this watch are reported as PROGRESS, at most every PROGRESS_MS. */
 static void *watch_main(void *arg)
 {
 	struct kv_watch *w = arg;
 	struct store *s = w->s;
-	struct kv_watch_batch b = {.state = KV_WATCH_CONNECTED, .revision = w->start_header};
-	w->cb(w->arg, &b);
+	int64_t owed = 0, last_progress = 0;
+	deliver(w, KV_WATCH_CONNECTED, w->next_rev - 1, NULL, 0, 0);
 	for (;;) {
 		pthread_mutex_lock(&s->wmu);
-		while (!w->stop && s->published_rev < w->next_rev)
-			pthread_cond_wait(&s->wcond, &s->wmu);
-		bool stop = w->stop;
+		while (!w->stop && s->published_rev < w->next_rev) {
+			if (!owed) {
+				pthread_cond_wait(&s->wcond, &s->wmu);
+				continue;
+			}
+			struct timespec ts;
+			ms_to_timespec(last_progress + PROGRESS_MS, &ts);
+			if (pthread_cond_timedwait(&s->wcond, &s->wmu, &ts) == ETIMEDOUT)
+				break;
+		}
+		bool stop = w->stop, fresh = s->published_rev >= w->next_rev;
 		pthread_mutex_unlock(&s->wmu);
 		if (stop)
 			break;
+		if (!fresh) {
+			deliver(w, KV_WATCH_PROGRESS, owed, NULL, 0, 0);
+			owed = 0;
+			last_progress = store_now_ms();
+			continue;
+		}
 		struct kv_event *evs;
 		size_t n;
 		int64_t next;
@@ -1316,11 +1345,7 @@ static void *watch_main(void *arg)
 		int64_t cur = mvcc_revision(s->m), comp = mvcc_compact_revision(s->m);
 		pthread_rwlock_unlock(&s->state_lock);
 		if (ret == -ERANGE) {
-			memset(&b, 0, sizeof(b));
-			b.state = KV_WATCH_COMPACTED;
-			b.revision = cur;
-			b.compact_revision = comp;
-			w->cb(w->arg, &b);
+			deliver(w, KV_WATCH_COMPACTED, cur, NULL, 0, comp);
 			break;
 		}
 		if (ret < 0) {
@@ -1330,12 +1355,16 @@ static void *watch_main(void *arg)
 			continue;
 		}
 		if (n) {
-			memset(&b, 0, sizeof(b));
-			b.state = KV_WATCH_EVENTS;
-			b.events = evs;
-			b.n_events = n;
-			b.revision = cur;
-			w->cb(w->arg, &b);
+			deliver(w, KV_WATCH_EVENTS, next - 1, evs, n, 0);
+			owed = 0;
+		} else if (next > w->next_rev) {
+			owed = next - 1;
+			int64_t now = store_now_ms();
+			if (now - last_progress >= PROGRESS_MS) {
+				deliver(w, KV_WATCH_PROGRESS, owed, NULL, 0, 0);
+				owed = 0;
+				last_progress = now;
+			}
 		}
 		mvcc_events_free(evs, n);
 		w->next_rev = next;
@@ -1385,7 +1414,6 @@ static int st_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb c
 	/* etcd: start 0 means "after now"; a future start simply waits. A
 	 * compacted start is reported through KV_WATCH_COMPACTED. */
 	w->next_rev = req->start_revision > 0 ? req->start_revision : cur + 1;
-	w->start_header = cur;
 	pthread_mutex_lock(&s->wmu);
 	int ret = pthread_create(&w->thread, NULL, watch_main, w);
 	if (ret == 0) {
@@ -1584,7 +1612,7 @@ int store_open(const struct store_config *cfg, struct kv **out)
 	pthread_mutex_init(&s->mu, NULL);
 	cond_init_mono(&s->leader_cond);
 	pthread_mutex_init(&s->wmu, NULL);
-	pthread_cond_init(&s->wcond, NULL);
+	cond_init_mono(&s->wcond);
 	int ret = config_check(s, cfg);
 	if (ret < 0)
 		goto err_free;

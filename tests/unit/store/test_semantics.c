@@ -461,6 +461,11 @@ struct collector {
 	pthread_cond_t cond;
 	int n_batches;
 	int states[256];
+	int64_t batch_revs[256];
+	int64_t covered; /* highest batch revision so far: all seen up to it */
+	bool bad_order;	 /* an event at or below an earlier batch's revision */
+	bool split_rev;	 /* one revision's events spread over two batches */
+	int64_t last_event_rev;
 	int64_t compact_rev;
 	int n_events;
 	char keys[512][32];
@@ -468,6 +473,7 @@ struct collector {
 	int64_t revs[512];
 	int batch_of[512];
 	bool concurrent; /* set if two callbacks ever overlapped */
+	int total_events;
 	bool in_cb;
 };
 
@@ -478,10 +484,23 @@ static void collect_cb(void *arg, const struct kv_watch_batch *b)
 	if (c->in_cb)
 		c->concurrent = true;
 	c->in_cb = true;
-	if (c->n_batches < 256)
+	if (c->n_batches < 256) {
 		c->states[c->n_batches] = b->state;
+		c->batch_revs[c->n_batches] = b->revision;
+	}
 	if (b->state == KV_WATCH_COMPACTED)
 		c->compact_rev = b->compact_revision;
+	for (size_t i = 0; i < b->n_events; i++) {
+		int64_t r = b->events[i].kv.mod_revision;
+		if (r <= c->covered || r > b->revision)
+			c->bad_order = true;
+		if (i == 0 && r == c->last_event_rev)
+			c->split_rev = true;
+		c->last_event_rev = r;
+	}
+	if (b->state != KV_WATCH_COMPACTED && b->revision > c->covered)
+		c->covered = b->revision;
+	c->total_events += (int)b->n_events;
 	for (size_t i = 0; i < b->n_events && c->n_events < 512; i++) {
 		int j = c->n_events++;
 		snprintf(c->keys[j], 32, "%.*s", (int)b->events[i].kv.key_len, b->events[i].kv.key);
@@ -556,6 +575,9 @@ static void test_watch(void)
 	kv_watch_cancel(kv, w);
 	pthread_mutex_lock(&c.mu);
 	CHECK_EQ(c.states[0], KV_WATCH_CONNECTED);
+	CHECK_EQ(c.batch_revs[0], start - 1); /* events resume after this revision */
+	CHECK(!c.bad_order);
+	CHECK(!c.split_rev);
 	CHECK_EQ(c.n_events, 7);
 	const char *want[] = {"/w/a", "/w/b", "/w/a", "/w/y", "/w/x", "/w/live", "/w/b"};
 	const int wtype[] = {KV_EVENT_PUT, KV_EVENT_PUT, KV_EVENT_DELETE, KV_EVENT_PUT,
@@ -585,6 +607,9 @@ static void test_watch(void)
 	wr.start_revision = 0;
 	CHECK_EQ(kv_watch(kv, &wr, collect_cb, &c2, &w), 0);
 	CHECK(wait_for(&c2, 1, true)); /* CONNECTED */
+	int64_t now_rev;
+	CHECK_EQ(kv_status(kv, &now_rev), 0);
+	CHECK_EQ(c2.batch_revs[0], now_rev);
 	CHECK_EQ(put_s(kv, "/w/new", "1", NULL), 0);
 	CHECK(wait_for(&c2, 1, false));
 	kv_watch_cancel(kv, w);
@@ -601,6 +626,86 @@ static void test_watch(void)
 	kv_watch_cancel(kv, w);
 	CHECK_EQ(c3.n_events, 1);
 	CHECK_EQ(c3.revs[0], txn_rev);
+}
+
+/* Writes outside the watched range are reported as PROGRESS, so a consumer
+ * knows how far it is up to date. */
+static void test_watch_progress(void)
+{
+	struct collector c;
+	collector_init(&c);
+	struct kv_watch_req wr = {
+		.key = "/quiet/", .key_len = 7, .range_end = "/quiet0", .range_end_len = 7};
+	struct kv_watch *w;
+	CHECK_EQ(kv_watch(kv, &wr, collect_cb, &c, &w), 0);
+	CHECK(wait_for(&c, 1, true));
+	int64_t rev;
+	CHECK_EQ(put_s(kv, "/elsewhere/1", "x", NULL), 0);
+	CHECK_EQ(put_s(kv, "/elsewhere/2", "x", &rev), 0);
+	/* within the progress interval (500 ms) plus slack */
+	bool seen = false;
+	for (int i = 0; i < 40 && !seen; i++) {
+		usleep(50000);
+		pthread_mutex_lock(&c.mu);
+		for (int b = 1; b < c.n_batches && b < 256; b++)
+			if (c.states[b] == KV_WATCH_PROGRESS && c.batch_revs[b] == rev)
+				seen = true;
+		pthread_mutex_unlock(&c.mu);
+	}
+	kv_watch_cancel(kv, w);
+	CHECK(seen);
+	CHECK_EQ(c.n_events, 0);
+}
+
+/* More events than one batch holds: replay comes in several batches, each
+ * revision whole, batch revisions never claiming events not yet sent. */
+static void test_watch_big_replay(void)
+{
+	int64_t start = 0, rev = 0;
+	for (int t = 0; t < 130; t++) {
+		struct kv_op ops[10];
+		char keys[10][32];
+		for (int i = 0; i < 10; i++) {
+			snprintf(keys[i], sizeof(keys[i]), "/big/%03d/%d", t, i);
+			ops[i] = (struct kv_op){.type = KV_OP_PUT,
+						.key = keys[i],
+						.key_len = strlen(keys[i]),
+						.value = "v",
+						.value_len = 1};
+		}
+		struct kv_txn txn = {.success = ops, .n_success = 10};
+		struct kv_txn_result r;
+		CHECK_EQ(kv_txn(kv, &txn, &r), 0);
+		rev = r.revision;
+		if (!start)
+			start = r.revision;
+		kv_txn_result_free(&r);
+	}
+	struct collector c;
+	collector_init(&c);
+	struct kv_watch_req wr = {.key = "/big/",
+				  .key_len = 5,
+				  .range_end = "/big0",
+				  .range_end_len = 5,
+				  .start_revision = start};
+	struct kv_watch *w;
+	CHECK_EQ(kv_watch(kv, &wr, collect_cb, &c, &w), 0);
+	for (int i = 0; i < 100; i++) {
+		pthread_mutex_lock(&c.mu);
+		int n = c.total_events;
+		pthread_mutex_unlock(&c.mu);
+		if (n >= 1300)
+			break;
+		usleep(50000);
+	}
+	kv_watch_cancel(kv, w);
+	CHECK_EQ(c.total_events, 1300);
+	CHECK(c.n_batches >= 3);      /* CONNECTED + at least two event batches */
+	CHECK(c.batch_revs[1] < rev); /* the first batch was cut short... */
+	CHECK_EQ(c.covered, rev);     /* ...and the last one covers everything */
+	CHECK(!c.bad_order);
+	CHECK(!c.split_rev);
+	CHECK(!c.concurrent);
 }
 
 static void test_compaction(void)
@@ -703,6 +808,8 @@ int main(void)
 	RUN(test_txn_ops);
 	RUN(test_limits);
 	RUN(test_watch);
+	RUN(test_watch_progress);
+	RUN(test_watch_big_replay);
 	RUN(test_compaction);
 	RUN(test_concurrent_writers);
 	kv_destroy(kv);
