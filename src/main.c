@@ -19,6 +19,7 @@
 #include "log.h"
 #include "snapshot/snapshot.h"
 #include "store/store.h"
+#include "view.h"
 
 struct options {
 	char *endpoints;
@@ -155,6 +156,8 @@ static void usage(const char *prog)
 	       "View:\n"
 	       "    -o revision=N              read-only view of the keyspace at revision N\n"
 	       "    --prefix=PREFIX            mount only the keys under PREFIX\n"
+	       "    --format=yaml|json|raw     how Kubernetes objects under /registry/ are shown\n"
+	       "                               (default yaml; raw bytes are always at NAME%%raw)\n"
 	       "    --cache-size=BYTES         value cache bound, suffix K/M/G (default 256M)\n"
 	       "    --kernel-timeout=SEC       kernel cache lifetime while the watch is healthy (default 3600)\n"
 	       "    --stale-timeout=SEC        the same while it is not (default 1)\n"
@@ -164,7 +167,7 @@ static void usage(const char *prog)
 	       "Writes:\n"
 	       "    --conflict-dir=DIR         where rejected saves are kept (default /tmp/etcdfs-conflicts-UID)\n"
 	       "    --shadow=PATTERNS          ':'-separated globs of editor temp names kept local\n"
-	       "                               (default .*.sw?:4913:*~:*.bak:.#*:#*#:sed?\?\?\?\?\?:XX?\?\?\?\?\?:.*.?\?\?\?\?\?)\n"
+	       "                               (default .*.sw?:.*.sw??:4913:*~:*.bak:.#*:#*#:sed?\?\?\?\?\?:XX?\?\?\?\?\?:.*.?\?\?\?\?\?)\n"
 	       "\n"
 	       "FUSE:\n"
 	       "    -f                         stay in the foreground\n"
@@ -392,10 +395,18 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "etcdfs: bad --cache-size '%s'\n", o.cache_size);
 		goto out_args;
 	}
-	if (o.format && strcmp(o.format, "raw") != 0) {
-		fprintf(stderr, "etcdfs: --format=%s is not available in this build (raw only)\n",
-			o.format);
-		goto out_args;
+	struct view view = { .format = VIEW_YAML };
+	if (o.format) {
+		if (strcmp(o.format, "yaml") == 0)
+			view.format = VIEW_YAML;
+		else if (strcmp(o.format, "json") == 0)
+			view.format = VIEW_JSON;
+		else if (strcmp(o.format, "raw") == 0)
+			view.format = VIEW_RAW;
+		else {
+			fprintf(stderr, "etcdfs: --format must be yaml, json or raw\n");
+			goto out_args;
+		}
 	}
 	/* Mount prefix: a non-empty prefix names a directory, so it is
 	 * normalized to end with '/' (docs/naming.md). */
@@ -474,10 +485,11 @@ int main(int argc, char *argv[])
 		.linearizable = o.consistency && strcmp(o.consistency, "linearizable") == 0,
 		.conflict_dir = o.conflict_dir,
 		.shadow_patterns = o.shadow,
+		.encode = view.format == VIEW_RAW ? NULL : view_encode,
+		.encode_arg = &view,
 		.timeout_fresh = o.timeout_fresh,
 		.timeout_stale = o.timeout_stale,
 		.secrets_match = "/secrets/",
-		.format = -1,
 	};
 	r = fs_new(&fcfg, &fs);
 	if (r < 0)
@@ -489,6 +501,8 @@ int main(int argc, char *argv[])
 		.max_bytes = cache_size,
 		.notify = fs_cache_notify,
 		.notify_arg = fs,
+		.render = view.format == VIEW_RAW ? NULL : view_render,
+		.render_arg = &view,
 		.no_watch = static_view,
 		.revision = at_rev,
 	};

@@ -1181,6 +1181,35 @@ ssize_t cache_read(struct cache *c, struct cache_node *n, char *buf, size_t size
 	return cnt;
 }
 
+int cache_get_raw(struct cache *c, struct cache_node *n, char **out, size_t *len)
+{
+	cache_rdlock(c);
+	size_t klen;
+	char *key = cache_node_key(c, n, &klen);
+	cache_unlock(c);
+	if (!key)
+		return -ENOMEM;
+	struct kv_range_req req = { .key = key, .key_len = klen, .revision = c->cfg.revision };
+	struct kv_range_result res;
+	int ret = kv_range(c->cfg.kv, &req, &res);
+	free(key);
+	if (ret < 0)
+		return ret;
+	if (res.n_kvs == 0) {
+		kv_range_result_free(&res);
+		return -ENOENT;
+	}
+	*out = res.kvs[0].value;
+	*len = res.kvs[0].value_len;
+	res.kvs[0].value = NULL;
+	kv_range_result_free(&res);
+	if (!*out) {
+		*out = strdup("");
+		*len = 0;
+	}
+	return *out ? 0 : -ENOMEM;
+}
+
 int cache_revalidate(struct cache *c, struct cache_node *n)
 {
 	char *content;

@@ -12,10 +12,10 @@
  * Every other split is on '/', so empty segments are legal.
  *
  * Each node has a stable id for the life of the mount. Its file inode is
- * 2*id and its directory inode 2*id+1, so a key that is also a prefix has
- * two inodes (the directory, and its value shown inside it), and a file
- * that turns into a directory gets a new inode as the kernel requires.
- * The root is id 0, directory inode 1 (FUSE_ROOT_ID).
+ * 4*id, its directory inode 4*id+1 and its raw-bytes view 4*id+2, so a key
+ * that is also a prefix has two inodes (the directory, and its value shown
+ * inside it), and a file that turns into a directory gets a new inode as
+ * the kernel requires. The root is id 0, directory inode 1 (FUSE_ROOT_ID).
  *
  * No FUSE here: changes that the kernel must hear about are reported through
  * cache_config.notify, called with the cache lock held; it must only queue.
@@ -195,13 +195,27 @@ void cache_unlock(struct cache *c);
 struct cache_node *cache_node_by_id(struct cache *c, uint64_t id);
 struct cache_node *cache_child(struct cache *c, struct cache_node *dir, int ns, const char *seg,
 			       size_t seg_len);
+/* Inode numbers: 4*id + kind. */
+enum { CACHE_INO_FILE = 0, CACHE_INO_DIR = 1, CACHE_INO_RAW = 2 };
+static inline uint64_t cache_ino_id(uint64_t ino)
+{
+	return ino >> 2;
+}
+static inline int cache_ino_kind(uint64_t ino)
+{
+	return (int)(ino & 3);
+}
 static inline uint64_t cache_file_ino(const struct cache_node *n)
 {
-	return n->id * 2;
+	return n->id * 4 + CACHE_INO_FILE;
 }
 static inline uint64_t cache_dir_ino(const struct cache_node *n)
 {
-	return n->id * 2 + 1;
+	return n->id * 4 + CACHE_INO_DIR;
+}
+static inline uint64_t cache_raw_ino(const struct cache_node *n)
+{
+	return n->id * 4 + CACHE_INO_RAW;
 }
 static inline bool cache_is_dir(const struct cache_node *n)
 {
@@ -232,6 +246,10 @@ ssize_t cache_read(struct cache *c, struct cache_node *n, char *buf, size_t size
  * Without the lock held. */
 int cache_get_content(struct cache *c, struct cache_node *n, char **out, size_t *len,
 		      int64_t *mod_revision);
+
+/* The stored bytes of n's key (not the rendered view), fetched from the
+ * backend (at the pinned revision for static views). Without the lock. */
+int cache_get_raw(struct cache *c, struct cache_node *n, char **out, size_t *len);
 
 /* Revalidates one node against the backend (used when the watch is
  * unhealthy or for linearizable opens). Without the lock. */

@@ -80,10 +80,26 @@ static bool is_secret(struct fs *fs, struct cache_node *n)
 /* Fills st for ino. Cache lock held. */
 int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 {
-	struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
+	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
 	if (!n)
 		return -ENOENT;
-	bool want_dir = ino & 1;
+	bool want_dir = cache_ino_kind(ino) == CACHE_INO_DIR;
+	if (cache_ino_kind(ino) == CACHE_INO_RAW) {
+		/* NAME%raw: the stored bytes, read-only */
+		if (!n->has_value || n->hidden)
+			return -ENOENT;
+		memset(st, 0, sizeof(*st));
+		st->st_ino = ino;
+		st->st_uid = fs->uid;
+		st->st_gid = fs->gid;
+		st->st_blksize = 4096;
+		st->st_mtim = st->st_ctim = st->st_atim = fs->mount_time;
+		st->st_mode = S_IFREG | (is_secret(fs, n) ? 0400 : 0444);
+		st->st_nlink = 1;
+		st->st_size = n->raw_size;
+		st->st_blocks = (n->raw_size + 511) / 512;
+		return 0;
+	}
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
 	st->st_uid = fs->uid;
@@ -183,10 +199,45 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char seg[NAMING_NAME_MAX + 1];
 	int ns;
 	cache_rdlock(fs->cache);
-	struct cache_node *dir = cache_node_by_id(fs->cache, parent >> 1);
-	if (!dir || !(parent & 1) || !cache_is_dir(dir)) {
+	struct cache_node *dir = cache_node_by_id(fs->cache, cache_ino_id(parent));
+	if (!dir || cache_ino_kind(parent) != CACHE_INO_DIR || !cache_is_dir(dir)) {
 		cache_unlock(fs->cache);
 		fuse_reply_err(req, dir ? ENOTDIR : ENOENT);
+		return;
+	}
+	size_t nlen = strlen(name);
+	if (nlen > 4 && strcmp(name + nlen - 4, "%raw") == 0) {
+		/* NAME%raw is never a file name the escaping produces; it
+		 * gives the stored bytes of NAME under every --format. */
+		char base[NAMING_NAME_MAX + 1];
+		memcpy(base, name, nlen - 4);
+		base[nlen - 4] = 0;
+		struct cache_node *n = NULL;
+		if (strcmp(base, NAMING_VALUE_NAME) == 0) {
+			n = dir->parent ? dir : NULL;
+		} else {
+			ssize_t l = naming_decode(base, seg, sizeof(seg), &ns);
+			if (l >= 0 && !(ns == 1 && (dir->parent || fs->cfg.prefix_len)))
+				n = cache_child(fs->cache, dir, ns, seg, l);
+		}
+		if (!n || !n->has_value || n->hidden) {
+			cache_unlock(fs->cache);
+			goto negative;
+		}
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof(e));
+		e.ino = cache_raw_ino(n);
+		e.generation = 1;
+		fs_fill_attr(fs, e.ino, &e.attr);
+		/* short lifetimes: the notifier only tracks the decoded view */
+		e.attr_timeout = e.entry_timeout = fs->cfg.timeout_stale;
+		cache_ref_lookup(fs->cache, n);
+		cache_unlock(fs->cache);
+		if (fuse_reply_entry(req, &e) < 0) {
+			cache_wrlock(fs->cache);
+			cache_unref_lookup(fs->cache, n, 1);
+			cache_unlock(fs->cache);
+		}
 		return;
 	}
 	if (strcmp(name, NAMING_VALUE_NAME) == 0) {
@@ -221,7 +272,7 @@ negative:;
 static void fs_op_forget_one(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
 {
 	cache_wrlock(fs->cache);
-	struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
+	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
 	if (n)
 		cache_unref_lookup(fs->cache, n, nlookup);
 	cache_unlock(fs->cache);
@@ -263,7 +314,8 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_attr(req, &st, fs_timeout(fs));
+		fuse_reply_attr(req, &st,
+				cache_ino_kind(ino) == CACHE_INO_RAW ? fs->cfg.timeout_stale : fs_timeout(fs));
 }
 
 static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -281,8 +333,8 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		return;
 	}
 	cache_rdlock(fs->cache);
-	struct cache_node *dir = cache_node_by_id(fs->cache, ino >> 1);
-	if (!dir || !(ino & 1) || !cache_is_dir(dir) || dir->detached) {
+	struct cache_node *dir = cache_node_by_id(fs->cache, cache_ino_id(ino));
+	if (!dir || cache_ino_kind(ino) != CACHE_INO_DIR || !cache_is_dir(dir) || dir->detached) {
 		cache_unlock(fs->cache);
 		free(dh);
 		fuse_reply_err(req, ENOENT);
@@ -503,12 +555,12 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 		reply_xattr_value(req, num, len, size);
 		return;
 	}
-	if (strncmp(name, "user.etcd.", 10) != 0 || (ino & 1)) {
+	if (strncmp(name, "user.etcd.", 10) != 0 || (cache_ino_kind(ino) == CACHE_INO_DIR)) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
 	cache_rdlock(fs->cache);
-	struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
+	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
 	if (!n || !n->has_value) {
 		cache_unlock(fs->cache);
 		fuse_reply_err(req, n ? ENODATA : ENOENT);
@@ -556,9 +608,9 @@ static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	if (ino == FUSE_ROOT_ID) {
 		names = root_xattrs;
 		count = sizeof(root_xattrs) / sizeof(root_xattrs[0]);
-	} else if (!(ino & 1)) {
+	} else if (cache_ino_kind(ino) != CACHE_INO_DIR) {
 		cache_rdlock(fs->cache);
-		struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
+		struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
 		bool has = n && n->has_value;
 		cache_unlock(fs->cache);
 		if (has) {

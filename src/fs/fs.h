@@ -27,8 +27,12 @@ struct fs_config {
 	const char *conflict_dir; /* where rejected saves are kept */
 	const char *shadow_patterns; /* editor temp names kept local, ':'-separated globs */
 	const char *secrets_match;   /* keys containing this get mode 0600 */
-	bool k8s;               /* render Kubernetes values (set by main) */
-	int format;             /* enum k8s_format, or -1 for raw */
+	/* Turns saved text into stored bytes (view.h: view_encode); NULL to
+	 * store text as is. -ENOTSUP from it also means "as is". */
+	int (*encode)(void *arg, const char *key, size_t key_len, const char *orig,
+		      size_t orig_len, int64_t orig_rev, const char *text, size_t text_len,
+		      char **out, size_t *out_len, char **err);
+	void *encode_arg;
 };
 
 /* Creates the fs; the notify hook must be given to the cache. */

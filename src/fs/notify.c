@@ -98,7 +98,7 @@ static void deliver(struct fs *fs, struct notify_item *it)
 		 * versions: reads and getattr may serve the current one. */
 		struct cache *c = fs->cache;
 		cache_rdlock(c);
-		struct cache_node *n = cache_node_by_id(c, it->ino >> 1);
+		struct cache_node *n = cache_node_by_id(c, cache_ino_id(it->ino));
 		if (n)
 			cache_inval_done(c, n, it->rev);
 		cache_unlock(c);

@@ -30,7 +30,7 @@
 
 #define DEFER_MS 50
 #define HOT_MS 1000
-#define DEFAULT_SHADOW ".*.sw?:4913:*~:*.bak:.#*:#*#:sed??????:XX??????:.*.??????"
+#define DEFAULT_SHADOW ".*.sw?:.*.sw??:4913:*~:*.bak:.#*:#*#:sed??????:XX??????:.*.??????"
 
 struct fhandle {
 	struct cache_node *node; /* referenced through nopen */
@@ -43,6 +43,7 @@ struct fhandle {
 	bool snapshot;    /* read-only handle of a hot file: reads come from
 			     buf, one version per pass (re-read from 0 refreshes) */
 	bool read_any;
+	bool raw;         /* NAME%raw: never refreshed */
 	bool defer;       /* truncated or created, nothing written yet: a
 			     flush (close of a dup) does not commit; release does */
 	int failed;       /* sticky error of a rejected save */
@@ -124,8 +125,8 @@ struct target {
 static int resolve(struct fs *fs, fuse_ino_t parent, const char *name, struct target *t)
 {
 	memset(t, 0, sizeof(*t));
-	t->dir = cache_node_by_id(fs->cache, parent >> 1);
-	if (!t->dir || !(parent & 1) || !cache_is_dir(t->dir) || t->dir->detached)
+	t->dir = cache_node_by_id(fs->cache, cache_ino_id(parent));
+	if (!t->dir || cache_ino_kind(parent) != CACHE_INO_DIR || !cache_is_dir(t->dir) || t->dir->detached)
 		return -ENOENT;
 	if (strcmp(name, NAMING_VALUE_NAME) == 0) {
 		if (!t->dir->parent)
@@ -268,6 +269,53 @@ static int store_key(struct fs *fs, const char *key, size_t klen, const char *bu
 	return 0;
 }
 
+/* Converts saved content into the bytes stored under key (Kubernetes
+ * objects are encoded back to their original encoding). *raw is buf itself
+ * unless *owned. -EINVAL/-EPERM when the content is refused (logged). */
+static int to_stored(struct fs *fs, const char *key, size_t klen, const char *buf, size_t len,
+		     int64_t base_rev, bool absent, char **raw, size_t *rawlen, bool *owned)
+{
+	*raw = (char *)buf;
+	*rawlen = len;
+	*owned = false;
+	if (!fs->cfg.encode)
+		return 0;
+	struct kv_kv orig;
+	memset(&orig, 0, sizeof(orig));
+	bool have = false;
+	if (!absent) {
+		int r = kv_get(fs->cfg.kv, key, klen, &orig);
+		if (r == 0)
+			have = true;
+		else if (r != -ENOENT)
+			return r;
+		/* Changed meanwhile: the compare will refuse the save and
+		 * report the conflict; what is "stored" does not matter. */
+		if (!have || orig.mod_revision != base_rev) {
+			kv_kv_free(&orig);
+			return 0;
+		}
+	}
+	char *out = NULL, *err = NULL;
+	size_t ol = 0;
+	int ret = fs->cfg.encode(fs->cfg.encode_arg, key, klen, have ? orig.value : NULL,
+				 have ? orig.value_len : 0, have ? orig.mod_revision : 0,
+				 buf ? buf : "", len, &out, &ol, &err);
+	if (ret == -ENOTSUP) {
+		ret = 0;
+	} else if (ret == 0) {
+		*raw = out;
+		*rawlen = ol;
+		*owned = true;
+	} else {
+		log_err("save of %.*s refused: %s; nothing written", (int)klen, key,
+			err ? err : strerror(-ret));
+	}
+	free(err);
+	kv_kv_free(&orig);
+	return ret;
+}
+
 /* Commits a handle's buffer. fh->mu held. */
 static int commit(struct fs *fs, struct fhandle *fh)
 {
@@ -324,8 +372,20 @@ static int commit(struct fs *fs, struct fhandle *fh)
 		}
 	}
 	int64_t rev;
-	ret = store_key(fs, key, klen, fh->buf, fh->len, fh->base_rev, fh->base_absent, NULL, 0,
-			NULL, 0, &rev);
+	char *raw;
+	size_t rawlen;
+	bool owned;
+	ret = to_stored(fs, key, klen, fh->buf, fh->len, fh->base_rev, fh->base_absent, &raw,
+			&rawlen, &owned);
+	if (ret < 0) {
+		if (ret == -EINVAL || ret == -EPERM)
+			fh->failed = ret;
+		goto out;
+	}
+	ret = store_key(fs, key, klen, raw, rawlen, fh->base_rev, fh->base_absent, NULL, 0, NULL,
+			0, &rev);
+	if (owned)
+		free(raw);
 	if (ret == 0) {
 		fh->base_rev = rev;
 		fh->base_absent = false;
@@ -402,23 +462,66 @@ static int load_handle(struct fs *fs, struct fhandle *fh, bool trunc)
 	return 0;
 }
 
+/* NAME%raw: a read-only snapshot of the stored bytes, read with direct I/O
+ * (its pages are not tracked by the notifier). */
+static void open_raw(fuse_req_t req, struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi,
+		     bool writable)
+{
+	if (writable) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	cache_rdlock(fs->cache);
+	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
+	if (!n || !n->has_value) {
+		cache_unlock(fs->cache);
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	cache_ref_open(fs->cache, n);
+	cache_unlock(fs->cache);
+	struct fhandle *fh = calloc(1, sizeof(*fh));
+	int ret = fh ? cache_get_raw(fs->cache, n, &fh->buf, &fh->len) : -ENOMEM;
+	if (ret < 0) {
+		free(fh);
+		release_node(fs, n);
+		fuse_reply_err(req, fs_errno_out(ret));
+		return;
+	}
+	pthread_mutex_init(&fh->mu, NULL);
+	fh->node = n;
+	fh->snapshot = true;
+	fh->raw = true;
+	fi->fh = (uintptr_t)fh;
+	fi->direct_io = 1;
+	if (fuse_reply_open(req, fi) < 0) {
+		free(fh->buf);
+		free(fh);
+		release_node(fs, n);
+	}
+}
+
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	CNT(fs, n_open);
-	if (ino & 1) {
+	if (cache_ino_kind(ino) == CACHE_INO_DIR) {
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
 	bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
 	bool trunc = writable && (fi->flags & O_TRUNC);
+	if (cache_ino_kind(ino) == CACHE_INO_RAW) {
+		open_raw(req, fs, ino, fi, writable);
+		return;
+	}
 	if ((writable || (fi->flags & O_TRUNC)) && fs->cfg.read_only) {
 		fs_reply_erofs(fs, req);
 		return;
 	}
 	cache_rdlock(fs->cache);
-	struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
+	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
 	if (!n || (!fs_visible_file(n) && !n->detached)) {
 		cache_unlock(fs->cache);
 		fuse_reply_err(req, ENOENT);
@@ -513,7 +616,7 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
 	if (fh->snapshot) {
 		pthread_mutex_lock(&fh->mu);
-		if (off == 0 && fh->read_any) {
+		if (off == 0 && fh->read_any && !fh->raw) {
 			/* reading again from the start: take the current version */
 			char *nb;
 			size_t nl;
@@ -1315,8 +1418,17 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 			goto out_reply;
 		}
 		int64_t rev;
-		ret = store_key(fs, dkey, dklen, content ? content : "", clen, d_rev, d_absent, NULL,
-				0, NULL, 0, &rev);
+		char *raw;
+		size_t rawlen;
+		bool owned;
+		ret = to_stored(fs, dkey, dklen, content ? content : "", clen, d_rev, d_absent, &raw,
+				&rawlen, &owned);
+		if (ret == 0) {
+			ret = store_key(fs, dkey, dklen, raw, rawlen, d_rev, d_absent, NULL, 0, NULL,
+					0, &rev);
+			if (owned)
+				free(raw);
+		}
 		free(content);
 		if (ret < 0)
 			goto out_reply;
@@ -1451,8 +1563,12 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		fuse_reply_err(req, EPERM);
 		return;
 	}
+	if (cache_ino_kind(ino) == CACHE_INO_RAW) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
-		if (ino & 1) {
+		if (cache_ino_kind(ino) == CACHE_INO_DIR) {
 			fuse_reply_err(req, EISDIR);
 			return;
 		}
@@ -1476,7 +1592,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 			pthread_mutex_init(&tmp.mu, NULL);
 			tmp.writable = true;
 			cache_rdlock(c);
-			struct cache_node *n = cache_node_by_id(c, ino >> 1);
+			struct cache_node *n = cache_node_by_id(c, cache_ino_id(ino));
 			if (!n || !fs_visible_file(n)) {
 				cache_unlock(c);
 				fuse_reply_err(req, ENOENT);
@@ -1505,7 +1621,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		}
 	}
 	cache_wrlock(c);
-	struct cache_node *n = cache_node_by_id(c, ino >> 1);
+	struct cache_node *n = cache_node_by_id(c, cache_ino_id(ino));
 	if (!n) {
 		cache_unlock(c);
 		fuse_reply_err(req, ENOENT);
@@ -1569,7 +1685,7 @@ void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fs *fs = fs_of(req);
 	cache_rdlock(fs->cache);
-	struct cache_node *n = cache_node_by_id(fs->cache, ino >> 1);
+	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
 	if (!n || !n->is_link || !n->local_data) {
 		cache_unlock(fs->cache);
 		fuse_reply_err(req, EINVAL);

@@ -1,4 +1,5 @@
 /* k8s_schema.c: lookups over the generated schema table (k8s_schema_data.c). */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,18 @@ static int cmp_kind(const void *key, const void *elem)
 	return r ? r : strcmp(k->kind, e->kind);
 }
 
+static int cmp_api_version(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct k8s_kind *)elem)->api_version);
+}
+
+/* Does any kind in the table live in this apiVersion? */
+static bool known_api_version(const char *api_version)
+{
+	return bsearch(api_version, k8s_kinds, k8s_n_kinds, sizeof(k8s_kinds[0]),
+		       cmp_api_version) != NULL;
+}
+
 const struct k8s_msg *k8s_schema_kind(const char *api_version, const char *kind)
 {
 	struct kind_key k = {api_version, kind};
@@ -37,9 +50,9 @@ const struct k8s_msg *k8s_schema_kind(const char *api_version, const char *kind)
 	if (!api_version || !kind)
 		return NULL;
 	e = bsearch(&k, k8s_kinds, k8s_n_kinds, sizeof(k8s_kinds[0]), cmp_kind);
-	if (!e) {
+	if (!e && known_api_version(api_version)) {
 		/* meta/v1 types (Status, ListOptions, WatchEvent...) are registered
-		 * in every group version */
+		 * in every built-in group version (not in custom resource groups) */
 		k.api_version = "meta.k8s.io/v1";
 		e = bsearch(&k, k8s_kinds, k8s_n_kinds, sizeof(k8s_kinds[0]), cmp_kind);
 	}

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,16 +379,19 @@ try_float_long:
 
 /* ---- output ---- */
 
+static locale_t utf8_loc;
+static pthread_once_t utf8_loc_once = PTHREAD_ONCE_INIT;
+
+static void utf8_loc_init(void)
+{
+	/* process-wide and never freed: a locale object, not per-call state */
+	utf8_loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+}
+
 static locale_t utf8_locale(void)
 {
-	static __thread locale_t loc;
-	static __thread bool tried;
-
-	if (!tried) {
-		tried = true;
-		loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
-	}
-	return loc;
+	pthread_once(&utf8_loc_once, utf8_loc_init);
+	return utf8_loc;
 }
 
 static bool go_is_letter(uint32_t r)

@@ -1,0 +1,34 @@
+/* view.h: which values are shown decoded, and how edited text goes back.
+ *
+ * Values under /registry/ that are Kubernetes objects (protobuf behind the
+ * k8s\0 magic, or JSON) are shown as YAML (or JSON with --format=json), with
+ * metadata.resourceVersion = the key's mod_revision like the apiserver.
+ * Everything else is shown as its raw bytes. Saves of decoded files are
+ * validated and encoded back to the original encoding (src/k8s/).
+ * No FUSE here; thread-safe; outputs are malloc'd and owned by the caller.
+ */
+#ifndef ETCDFS_VIEW_H
+#define ETCDFS_VIEW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum view_format { VIEW_RAW = 0, VIEW_YAML, VIEW_JSON };
+
+struct view {
+	enum view_format format;
+};
+
+/* cache_render_fn: 0 and the text, or -ENOTSUP to show the raw bytes. */
+int view_render(void *view, const char *key, size_t key_len, const char *val, size_t val_len,
+		int64_t mod_revision, char **out, size_t *out_len);
+
+/* Turns saved text into the bytes to store under key. orig (may be NULL for
+ * a new key) is the stored value the edit started from, at orig_rev.
+ * Returns 0 with *out, -ENOTSUP when the text is stored as is (raw keys),
+ * or -EINVAL / -EPERM with *err saying why the save is refused. */
+int view_encode(void *view, const char *key, size_t key_len, const char *orig, size_t orig_len,
+		int64_t orig_rev, const char *text, size_t text_len, char **out, size_t *out_len,
+		char **err);
+
+#endif
