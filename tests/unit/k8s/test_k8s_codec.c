@@ -433,7 +433,7 @@ static void test_new_objects(void)
 	y = b ? dec(b, n, K8S_FMT_YAML, 0) : NULL;
 	/* Go shows non-omitempty zero fields of the structs it decoded */
 	CHECK(y && strstr(y, "      maxSurge: 25%\n      maxUnavailable: 1\n"), "intorstring: %s",
-	      y);
+	      y ? y : "(null)");
 	CHECK(y && strstr(y, "            memory: 128Mi\n"), "quantity");
 	CHECK(y && strstr(y, "  replicas: 3\n"), "replicas");
 	CHECK(y && strstr(y, "      creationTimestamp: null\n") == NULL, "omitzero time");
