@@ -79,8 +79,11 @@ static void test_unwritable(void)
 	CHECK_EQ(mkdir(p, 0700), 0);
 	CHECK_EQ(chmod(base, 0755), 0);
 	if (geteuid() != 0) {
+		/* not root: the child cannot switch users, take the rights away */
 		snprintf(p, sizeof(p), "%s/locked", base);
 		CHECK_EQ(chmod(p, 0555), 0);
+		snprintf(p, sizeof(p), "%s/existing", base);
+		CHECK_EQ(chmod(p, 0500), 0);
 	}
 	CHECK_EQ(in_child(child_noperm, base), 0);
 	rm_rf(base);
