@@ -61,23 +61,32 @@ static int eerr(struct ectx *c, const struct jval *at, const char *fmt, ...)
 	return -EINVAL;
 }
 
-/* path handling: push ".name" or "[i]", pop restores the previous length */
+/* path handling: push ".name" (name != NULL) or "[i]"; pop restores the
+ * previous length. Too long paths are cut (they only feed error messages). */
 static size_t path_push(struct ectx *c, const char *fmt, const char *name, size_t i)
 {
-	size_t old = c->plen;
-	int n;
+	size_t old = c->plen, room = sizeof(c->path) - 1 - c->plen;
 
-	if (c->plen >= sizeof(c->path) - 1)
-		return old;
-	if (name)
-		n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, fmt, c->plen ? "." : "",
-			     name);
-	else
-		n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "[%zu]", i);
-	if (n > 0)
-		c->plen += (size_t)n;
-	if (c->plen >= sizeof(c->path))
-		c->plen = sizeof(c->path) - 1;
+	(void)fmt;
+	if (name) {
+		size_t l = strlen(name);
+		if (c->plen && room) {
+			c->path[c->plen++] = '.';
+			room--;
+		}
+		if (l > room)
+			l = room;
+		memcpy(c->path + c->plen, name, l);
+		c->plen += l;
+	} else {
+		char tmp[32];
+		int l = snprintf(tmp, sizeof(tmp), "[%zu]", i);
+		if (l > 0 && (size_t)l <= room) {
+			memcpy(c->path + c->plen, tmp, (size_t)l);
+			c->plen += (size_t)l;
+		}
+	}
+	c->path[c->plen] = 0;
 	return old;
 }
 

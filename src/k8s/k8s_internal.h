@@ -59,6 +59,7 @@ struct jval {
 	int line;	 /* 1-based source line, 0 if unknown */
 	const char *src; /* J text this node was parsed from (borrowed), or NULL */
 	size_t src_off, src_len;
+	bool s_inline; /* s lives in the same allocation as the node */
 };
 
 struct jval *k8s_jv_new(enum jtype t);

@@ -154,22 +154,23 @@ void k8s_jv_free(struct jval *v)
 	free(v->v);
 	free(v->k);
 	free(v->klen);
-	free(v->s);
+	if (!v->s_inline)
+		free(v->s);
 	free(v);
 }
 
 struct jval *k8s_jv_str(const char *s, size_t len)
 {
-	struct jval *v = k8s_jv_new(J_STR);
+	/* one allocation for the node and its bytes */
+	struct jval *v = len < SIZE_MAX - sizeof(*v) - 1 ? calloc(1, sizeof(*v) + len + 1) : NULL;
 
 	if (!v)
 		return NULL;
-	v->s = malloc(len + 1);
-	if (!v->s) {
-		free(v);
-		return NULL;
-	}
-	memcpy(v->s, s, len);
+	v->t = J_STR;
+	v->s = (char *)(v + 1);
+	v->s_inline = true;
+	if (len)
+		memcpy(v->s, s, len);
 	v->s[len] = 0;
 	v->len = len;
 	return v;

@@ -553,8 +553,18 @@ static int emit_scalar(struct yw *w, const char *s, size_t n, yaml_scalar_style_
  * single-quoted scalars, so only double quotes (which escape them) keep them */
 static bool has_odd_break(const char *s, size_t n)
 {
-	return memchr(s, '\r', n) || memmem(s, n, "\xc2\x85", 2) ||
-	       memmem(s, n, "\xe2\x80\xa8", 3) || memmem(s, n, "\xe2\x80\xa9", 3);
+	const uint8_t *u = (const uint8_t *)s;
+
+	for (size_t i = 0; i < n; i++) {
+		if (u[i] == '\r')
+			return true;
+		if (u[i] == 0xc2 && i + 1 < n && u[i + 1] == 0x85)
+			return true;
+		if (u[i] == 0xe2 && i + 2 < n && u[i + 1] == 0x80 &&
+		    (u[i + 2] == 0xa8 || u[i + 2] == 0xa9))
+			return true;
+	}
+	return false;
 }
 
 static int emit_string(struct yw *w, const char *s0, size_t n0, bool key)
@@ -568,9 +578,14 @@ static int emit_string(struct yw *w, const char *s0, size_t n0, bool key)
 
 	/* Go's JSON round trip turns invalid UTF-8 into U+FFFD; do the same */
 	k8s_buf_init(&sb);
-	k8s_utf8_sanitize(&sb, s0, n0);
-	if (k8s_buf_finish(&sb, &s, &n))
-		return -ENOMEM;
+	if (k8s_utf8_valid(s0, n0)) {
+		s = (char *)s0;
+		n = n0;
+	} else {
+		k8s_utf8_sanitize(&sb, s0, n0);
+		if (k8s_buf_finish(&sb, &s, &n))
+			return -ENOMEM;
+	}
 	resolve(s, n, &r);
 	bool can_plain = r.tag == R_STR && !is_base60_float(s, n);
 	if (has_odd_break(s, n) || (key && n == 2 && !memcmp(s, "<<", 2)))
@@ -582,7 +597,8 @@ static int emit_string(struct yw *w, const char *s0, size_t n0, bool key)
 	else
 		style = YAML_DOUBLE_QUOTED_SCALAR_STYLE;
 	ret = emit_scalar(w, s, n, style);
-	free(s);
+	if (s != s0)
+		free(s);
 	return ret;
 }
 
