@@ -141,18 +141,13 @@ static void handle(struct store *s, const struct codec_fwd_req *req, struct code
 		if (ret == 0)
 			resp->txn = tres;
 		break;
-	case CODEC_FWD_RANGE: {
-		struct store_status st;
-		store_get_status(&s->kv, &st);
+	case CODEC_FWD_RANGE:
 		ret = mvcc_range_validate(&req->range);
-		if (ret == 0 && !st.is_leader)
-			ret = -STORE_ENOTLEADER;
-		if (ret == 0 || ret == -ERANGE)
-			ret = store_local_range(s, &req->range, rres);
+		if (ret == 0)
+			ret = store_linear_range(s, &req->range, rres);
 		if (ret == 0 || ret == -ERANGE)
 			resp->range = rres;
 		break;
-	}
 	case CODEC_FWD_COMPACT:
 		ret = store_local_compact(s, req->compact);
 		break;
@@ -443,7 +438,7 @@ int fwd_call(struct store *s, const struct codec_fwd_req *req, struct codec_fwd_
 			else if (req->kind == CODEC_FWD_COMPACT)
 				ret = store_local_compact(s, req->compact);
 			else
-				ret = store_local_range(s, &req->range, range_out);
+				ret = store_linear_range(s, &req->range, range_out);
 			if (ret == -STORE_ENOTLEADER) {
 				usleep(20000);
 				continue;

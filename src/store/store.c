@@ -665,8 +665,9 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
 			schedule_restart(s);
 		} else if (status == RAFT_LEADERSHIPLOST) {
 			/* The entry may still be committed by the next leader. */
-			log_warn("store: leadership lost before a write committed; its outcome is "
-				 "unknown");
+			if (p->is_write)
+				log_warn("store: leadership lost before a write committed; its "
+					 "outcome is unknown");
 			err = -EIO;
 		} else {
 			log_err("store: write failed in raft: %s", raft_strerror(status));
@@ -1042,6 +1043,7 @@ static int propose(struct store *s, struct codec_cmd *cmd, struct kv_txn_result 
 	p->s = s;
 	p->refs = 2;
 	p->want_result = res != NULL;
+	p->is_write = cmd->kind != CODEC_CMD_NOOP;
 	cond_init_mono(&p->cond);
 	pthread_mutex_lock(&s->mu);
 	p->seq = ++s->next_seq;
@@ -1127,16 +1129,77 @@ int store_local_range(struct store *s, const struct kv_range_req *req, struct kv
 	return ret;
 }
 
+/* Makes the local state good for a linearizable read: afterwards, every
+ * write that completed before the call is applied here, and this node was
+ * still the leader after the call began. A lone node trivially is. In a
+ * cluster the proof is an empty entry proposed after the call began and
+ * committed by a quorum in our term (the ReadIndex idea, done through the
+ * log because libraft 0.15 has no read-index API); concurrent readers share
+ * one such entry. Returns -STORE_ENOTLEADER on a follower. */
+static int read_barrier(struct store *s)
+{
+	if (!s->multi)
+		return 0;
+	int64_t deadline = store_deadline_ms(s->cfg.apply_timeout_ms);
+	struct timespec ts;
+	ms_to_timespec(deadline, &ts);
+	int ret = 0;
+	pthread_mutex_lock(&s->mu);
+	/* Only a barrier started after this point proves anything. */
+	uint64_t target = s->rb_started + 1;
+	while (s->rb_done < target) {
+		if (!s->is_leader) {
+			ret = -STORE_ENOTLEADER;
+			break;
+		}
+		if (!s->rb_inflight) {
+			s->rb_inflight = true;
+			uint64_t gen = ++s->rb_started;
+			pthread_mutex_unlock(&s->mu);
+			struct codec_cmd cmd = {.kind = CODEC_CMD_NOOP};
+			ret = propose(s, &cmd, NULL);
+			/* Leadership lost meanwhile: the caller asks the new leader
+			 * (or times out if there is none). */
+			if (ret == -EIO)
+				ret = -STORE_ENOTLEADER;
+			pthread_mutex_lock(&s->mu);
+			s->rb_inflight = false;
+			if (ret == 0 && gen > s->rb_done)
+				s->rb_done = gen;
+			pthread_cond_broadcast(&s->rb_cond);
+			if (ret < 0)
+				break;
+			continue;
+		}
+		if (pthread_cond_timedwait(&s->rb_cond, &s->mu, &ts) == ETIMEDOUT) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	return ret;
+}
+
+int store_linear_range(struct store *s, const struct kv_range_req *req, struct kv_range_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	int ret = read_barrier(s);
+	if (ret < 0)
+		return ret;
+	return store_local_range(s, req, res);
+}
+
 int store_local_txn(struct store *s, const struct kv_txn *txn, struct kv_txn_result *res)
 {
 	memset(res, 0, sizeof(*res));
 	if (mvcc_txn_readonly(txn)) {
-		bool leader;
-		leader_known_here(s, &leader);
-		if (s->multi && !leader)
-			return -STORE_ENOTLEADER;
+		/* Read-only txns never enter the log; like ranges they are
+		 * linearizable reads. */
+		int ret = read_barrier(s);
+		if (ret < 0)
+			return ret;
 		pthread_rwlock_rdlock(&s->state_lock);
-		int ret = mvcc_txn_readonly_eval(s->m, txn, res);
+		ret = mvcc_txn_readonly_eval(s->m, txn, res);
 		pthread_rwlock_unlock(&s->state_lock);
 		return ret;
 	}
@@ -1164,10 +1227,15 @@ static int st_range(struct kv *kv, const struct kv_range_req *req, struct kv_ran
 	int ret = mvcc_range_validate(req);
 	if (ret < 0)
 		return ret;
+	if (!s->multi || req->serializable)
+		return store_local_range(s, req, res);
 	bool leader;
 	leader_known_here(s, &leader);
-	if (!s->multi || req->serializable || leader)
-		return store_local_range(s, req, res);
+	if (leader) {
+		ret = store_linear_range(s, req, res);
+		if (ret != -STORE_ENOTLEADER)
+			return ret;
+	}
 	/* Linearizable read on a follower: the leader answers. */
 	struct codec_fwd_req fr = {.kind = CODEC_FWD_RANGE, .range = *req};
 	struct codec_fwd_resp resp = {.range = res};
@@ -1478,6 +1546,7 @@ static void store_free(struct store *s)
 	pthread_rwlock_destroy(&s->state_lock);
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->leader_cond);
+	pthread_cond_destroy(&s->rb_cond);
 	pthread_mutex_destroy(&s->wmu);
 	pthread_cond_destroy(&s->wcond);
 	free(s->data_dir);
@@ -1611,6 +1680,7 @@ int store_open(const struct store_config *cfg, struct kv **out)
 	pthread_rwlock_init(&s->state_lock, NULL);
 	pthread_mutex_init(&s->mu, NULL);
 	cond_init_mono(&s->leader_cond);
+	cond_init_mono(&s->rb_cond);
 	pthread_mutex_init(&s->wmu, NULL);
 	cond_init_mono(&s->wcond);
 	int ret = config_check(s, cfg);

@@ -39,6 +39,7 @@ struct preq {
 	struct raft_buffer buf; /* raft_malloc'd Command; owned by raft once proposed */
 	uint64_t seq;
 	bool want_result;
+	bool is_write; /* not a read barrier: worth a warning if its fate is unknown */
 	/* Filled on the loop thread before done is set. */
 	int err;
 	struct kv_txn_result res;
@@ -93,6 +94,10 @@ struct store {
 	unsigned leader_id; /* as last seen by the loop thread */
 	bool is_leader;
 	bool io_error;
+	/* read barriers (multi-node linearizable reads), protected by mu */
+	uint64_t rb_started, rb_done;
+	bool rb_inflight;
+	pthread_cond_t rb_cond;
 
 	/* ---- watches ---- */
 	pthread_mutex_t wmu;
@@ -113,6 +118,11 @@ struct store {
 int store_local_txn(struct store *s, const struct kv_txn *txn, struct kv_txn_result *res);
 int store_local_range(struct store *s, const struct kv_range_req *req, struct kv_range_result *res);
 int store_local_compact(struct store *s, int64_t rev);
+/* Linearizable read on this node: confirms leadership with a read barrier
+ * (multi-node) and then reads the local state. -STORE_ENOTLEADER if this
+ * node is not the leader. */
+int store_linear_range(struct store *s, const struct kv_range_req *req,
+		       struct kv_range_result *res);
 bool store_leader_peer(struct store *s, struct store_peer *out);
 int64_t store_deadline_ms(long timeout_ms);
 int64_t store_now_ms(void);
