@@ -386,6 +386,12 @@ static int check_resource_version(struct jval *obj, int64_t rv, char **err)
 		return 0;
 	const struct jval *v = md->v[at];
 	snprintf(tmp, sizeof(tmp), "%" PRId64, rv);
+	if (v->t != J_NULL && v->t != J_STR) {
+		set_err(err, k8s_strdup_printf("field \"metadata.resourceVersion\"%s: expected "
+					       "string (quote it: \"%s\")",
+					       "", tmp));
+		return -EINVAL;
+	}
 	if (v->t != J_NULL && (v->t != J_STR || strcmp(v->s, tmp) != 0)) {
 		set_err(err,
 			k8s_strdup_printf(

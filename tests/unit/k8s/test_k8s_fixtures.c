@@ -8,6 +8,9 @@
  *   rt-yaml  encode(orig=.pb, decode(.pb) YAML) equals .pb byte for byte
  *   rt-json  encode(orig=.pb, decode(.pb) JSON) equals .pb byte for byte
  *   new-pb   encode(no orig, .json) equals .pb byte for byte
+ *   edit     for up to 8 string values "<x>Value" in the .yaml, one at a time,
+ *            changing the last letter ("<x>Valuf") and encoding against the .pb
+ *            changes exactly one byte of the .pb, and decodes to the edited YAML
  * Usage: test_k8s_fixtures DIR... ; prints per-check counts, exits 1 on any miss. */
 #include <dirent.h>
 #include <errno.h>
@@ -18,10 +21,11 @@
 #include "k8s/k8s.h"
 #include "k8s/k8s_internal.h"
 
-enum { C_JSON, C_YAML, C_RT_YAML, C_RT_JSON, C_NEW_PB, C_N };
-static const char *const check_names[C_N] = {"json", "yaml", "rt-yaml", "rt-json", "new-pb"};
+enum { C_JSON, C_YAML, C_RT_YAML, C_RT_JSON, C_NEW_PB, C_EDIT, C_N };
+static const char *const check_names[C_N] = {"json",	"yaml",	  "rt-yaml",
+					     "rt-json", "new-pb", "edit"};
 static int pass[C_N], total[C_N];
-static int shown;
+static int shown, no_edit;
 
 static char *slurp(const char *path, size_t *len)
 {
@@ -216,6 +220,62 @@ static void run_one(const char *dir, const char *base)
 	free(err);
 	err = NULL;
 
+	/* edit: every edit of one value changes one byte and reads back */
+	total[C_EDIT]++;
+	{
+		int edits = 0, good = 0;
+		for (const char *q = ya; (q = strstr(q, "Value\n")) && edits < 8; q += 6) {
+			/* the value must be a mapping value or list item on its line */
+			const char *ls = q;
+			while (ls > ya && ls[-1] != '\n')
+				ls--;
+			const char *colon = memchr(ls, ':', (size_t)(q - ls));
+			if (!colon && !(strncmp(ls, "- ", 2) == 0))
+				continue;
+			edits++;
+			char *ed = strdup(ya);
+			ed[q - ya + 4] = 'f';
+			void *eb = NULL;
+			size_t eblen = 0;
+			char *ee = NULL, *back = NULL;
+			size_t blen = 0;
+			if (k8s_encode_typed(pb, pblen, ed, ylen, NULL, NULL, 0, av, kind,
+					     K8S_ENC_RAW, &eb, &eblen, &ee) == 0 &&
+			    eblen == pblen) {
+				size_t diff = 0;
+				for (size_t i = 0; i < pblen; i++)
+					diff += ((char *)eb)[i] != pb[i];
+				if (diff == 1 &&
+				    k8s_decode_typed(eb, eblen, K8S_FMT_YAML, 0, av, kind, &back,
+						     &blen, NULL) == 0 &&
+				    blen == ylen && !memcmp(back, ed, ylen))
+					good++;
+			}
+			if (good != edits && shown < 40) {
+				int ln = 1;
+				for (const char *z = ya; z < q; z++)
+					ln += *z == '\n';
+				snprintf(why, sizeof(why), "edit at yaml line %d: %s", ln,
+					 ee ? ee : "not a one-byte change");
+			}
+			free(ed);
+			free(eb);
+			free(ee);
+			free(back);
+			if (good != edits)
+				break;
+		}
+		if (!edits) {
+			/* e.g. only integers: not applicable */
+			total[C_EDIT]--;
+			no_edit++;
+		} else if (good == edits) {
+			pass[C_EDIT]++;
+		} else {
+			fail(base, C_EDIT, why);
+		}
+	}
+
 	/* new-pb */
 	total[C_NEW_PB]++;
 	if (k8s_encode_typed(NULL, 0, js, jlen, NULL, NULL, 0, av, kind, K8S_ENC_PROTOBUF, &enc,
@@ -288,6 +348,6 @@ int main(int argc, char **argv)
 		printf(" %s %d/%d", check_names[c], pass[c], total[c]);
 		bad += total[c] - pass[c];
 	}
-	printf("\n");
+	printf(" (%d kind(s) without a string value to edit)\n", no_edit);
 	return bad || files == 0 ? 1 : 0;
 }
