@@ -4,7 +4,10 @@
  * API (see kv.h and docs/store.md). Every write is a Raft log entry (libraft
  * with its libuv I/O backend, on a store-owned loop thread); a write returns
  * only once its entry is committed, on disk and applied. Reads come from the
- * local state machine (see docs/store.md for consistency on followers).
+ * local state machine: serializable ones on any node; linearizable ones on
+ * the leader after a read barrier (followers forward them), so they never
+ * return stale data (docs/store.md). Watch callbacks run on one store-owned
+ * thread per watch, never on the Raft loop thread.
  *
  * Ownership: store_open() copies everything it needs from cfg (the caller may
  * free cfg's strings afterwards). The returned kv is freed with kv_destroy(),
