@@ -693,6 +693,112 @@ static const struct pbf *find_mkey(const struct mkey *ks, size_t n, const uint8_
 	return found;
 }
 
+/* Pair the edited list elements j->v[i] with original elements occ[k]:
+ * ref[i] = k or -1, same[i] when the values are equal (the original bytes are
+ * kept). Equal values are found first, wherever they moved (by hash); the rest
+ * pair with the original at the same position when the length is unchanged,
+ * else with the unused original of the same "name". So when elements are
+ * inserted or removed, each original's unknown fields stay with their own
+ * element instead of landing on a neighbour. */
+struct vhash {
+	uint64_t h;
+	size_t k;
+};
+
+static int cmp_vhash(const void *x, const void *y)
+{
+	const struct vhash *a = x, *b = y;
+
+	if (a->h != b->h)
+		return a->h < b->h ? -1 : 1;
+	return a->k < b->k ? -1 : a->k > b->k;
+}
+
+static const char *name_of(const struct jval *v)
+{
+	const struct jval *n = v && v->t == J_OBJ ? k8s_jv_get(v, "name") : NULL;
+
+	return n && n->t == J_STR ? n->s : NULL;
+}
+
+static int pair_elements(const struct k8s_msg *sub, const struct pbf **occ, size_t nocc,
+			 const struct jval *j, long *ref, bool *same)
+{
+	struct jval **views = calloc(nocc, sizeof(*views));
+	struct vhash *hs = calloc(nocc, sizeof(*hs));
+	bool *used = calloc(nocc, sizeof(*used));
+	int r = 0;
+
+	if (!views || !hs || !used) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t k = 0; k < nocc; k++) {
+		char *e = NULL;
+		if (k8s_view_message(sub, occ[k]->p, occ[k]->len, NULL, &views[k], &e))
+			views[k] = NULL; /* an undecodable original never compares equal */
+		free(e);
+		hs[k] = (struct vhash){views[k] ? k8s_jv_hash(views[k]) : 0, k};
+	}
+	qsort(hs, nocc, sizeof(*hs), cmp_vhash);
+	for (size_t i = 0; i < j->n; i++) {
+		ref[i] = -1;
+		same[i] = false;
+		if (i < nocc && views[i] && k8s_jv_equal(views[i], j->v[i])) {
+			ref[i] = (long)i;
+			same[i] = used[i] = true;
+		}
+	}
+	for (size_t i = 0; i < j->n; i++) {
+		if (same[i])
+			continue;
+		uint64_t h = k8s_jv_hash(j->v[i]);
+		size_t lo = 0, hi = nocc;
+		while (lo < hi) {
+			size_t mid = (lo + hi) / 2;
+			if (hs[mid].h < h)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (; lo < nocc && hs[lo].h == h; lo++) {
+			size_t k = hs[lo].k;
+			if (!used[k] && views[k] && k8s_jv_equal(views[k], j->v[i])) {
+				ref[i] = (long)k;
+				same[i] = used[k] = true;
+				break;
+			}
+		}
+	}
+	for (size_t i = 0; i < j->n; i++) {
+		if (ref[i] >= 0)
+			continue;
+		if (nocc == j->n) {
+			if (!used[i]) {
+				ref[i] = (long)i;
+				used[i] = true;
+			}
+			continue;
+		}
+		const char *name = name_of(j->v[i]);
+		for (size_t k = 0; name && k < nocc; k++) {
+			const char *on = name_of(views[k]);
+			if (!used[k] && on && !strcmp(on, name)) {
+				ref[i] = (long)k;
+				used[k] = true;
+				break;
+			}
+		}
+	}
+out:
+	for (size_t k = 0; views && k < nocc; k++)
+		k8s_jv_free(views[k]);
+	free(views);
+	free(hs);
+	free(used);
+	return r;
+}
+
 /* Encode the whole field fd (all its occurrences, tags included) from j, with
  * the original split message om (may be NULL) as reference. */
 static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jval *j,
@@ -823,11 +929,26 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 				if (k8s_occ_matches(fd, &om->f[k]))
 					occ[nocc++] = &om->f[k];
 		}
+		long *ref = NULL;
+		bool *same = NULL;
+		if (sub && nocc) {
+			ref = malloc(j->n ? j->n * sizeof(*ref) : 1);
+			same = malloc(j->n ? j->n * sizeof(*same) : 1);
+			if (!ref || !same)
+				r = -ENOMEM;
+			else
+				r = pair_elements(sub, occ, nocc, j, ref, same);
+		}
 		for (size_t i = 0; i < j->n && !r; i++) {
 			size_t old = path_push(c, NULL, NULL, i);
 			if (sub) {
-				const struct pbf *oe = i < nocc ? occ[i] : NULL;
+				const struct pbf *oe = ref && ref[i] >= 0 ? occ[ref[i]] : NULL;
 				struct buf sb;
+				if (oe && same[i]) {
+					k8s_buf_add(out, oe->raw, oe->raw_len);
+					path_pop(c, old);
+					continue;
+				}
 				k8s_buf_init(&sb);
 				r = enc_msg(c, sub, j->v[i], oe ? oe->p : NULL, oe ? oe->len : 0,
 					    oe, &sb);
@@ -848,6 +969,8 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 			}
 			path_pop(c, old);
 		}
+		free(ref);
+		free(same);
 		free(occ);
 		return r;
 	}

@@ -78,6 +78,8 @@ long k8s_jv_find(const struct jval *obj, const char *key, size_t klen);
 struct jval *k8s_jv_get(const struct jval *obj, const char *key);
 /* deep equality; numbers compare by value, object member order is ignored */
 bool k8s_jv_equal(const struct jval *a, const struct jval *b);
+/* hash consistent with k8s_jv_equal (equal values hash the same) */
+uint64_t k8s_jv_hash(const struct jval *v);
 /* JSON number text as int64; false if not an integer in range */
 bool k8s_jv_int(const struct jval *v, int64_t *out);
 bool k8s_jv_double(const struct jval *v, double *out);

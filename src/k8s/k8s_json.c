@@ -382,6 +382,56 @@ bool k8s_jv_showable(const struct jval *v, char **err)
 	}
 }
 
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+	const uint8_t *u = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= u[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+uint64_t k8s_jv_hash(const struct jval *v)
+{
+	uint64_t h = 14695981039346656037ULL ^ (uint64_t)v->t;
+	double d;
+
+	switch (v->t) {
+	case J_NULL:
+		return h;
+	case J_BOOL:
+		return fnv(h, &v->b, 1);
+	case J_NUM:
+		/* numbers compare by value: hash the value (-0 as 0) */
+		if (!k8s_jv_double(v, &d))
+			return fnv(h, v->s, v->len);
+		if (d == 0)
+			d = 0;
+		return fnv(h, &d, sizeof(d));
+	case J_STR:
+		return fnv(h, v->s, v->len);
+	case J_ARR:
+		for (size_t i = 0; i < v->n; i++) {
+			uint64_t e = k8s_jv_hash(v->v[i]);
+			h = fnv(h, &e, sizeof(e));
+		}
+		return h;
+	case J_OBJ: {
+		/* member order does not matter for equality: combine commutatively */
+		uint64_t sum = 0;
+		for (size_t i = 0; i < v->n; i++) {
+			uint64_t kh = fnv(14695981039346656037ULL, v->k[i], v->klen[i]);
+			uint64_t vh = k8s_jv_hash(v->v[i]);
+			sum += fnv(kh, &vh, sizeof(vh));
+		}
+		return fnv(h, &sum, sizeof(sum));
+	}
+	}
+	return h;
+}
+
 bool k8s_jv_equal(const struct jval *a, const struct jval *b)
 {
 	if (!a || !b)

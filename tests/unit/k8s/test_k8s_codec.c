@@ -610,6 +610,100 @@ static void test_map_edits(void)
 	free(err);
 }
 
+/* hand-made protobuf helpers */
+struct pbuf {
+	unsigned char b[512];
+	size_t n;
+};
+
+static void pb_raw(struct pbuf *p, const void *d, size_t n)
+{
+	memcpy(p->b + p->n, d, n);
+	p->n += n;
+}
+
+static void pb_len(struct pbuf *p, unsigned num, const void *d, size_t n)
+{
+	unsigned char t[2] = {(unsigned char)(num << 3 | 2), (unsigned char)n};
+	pb_raw(p, t, 2); /* small numbers and lengths only */
+	pb_raw(p, d, n);
+}
+
+static size_t count(const void *hay, size_t n, const void *needle, size_t m)
+{
+	size_t c = 0;
+	for (const char *p = hay; (p = memmem(p, n - (size_t)(p - (const char *)hay), needle, m));
+	     p++)
+		c++;
+	return c;
+}
+
+/* an unknown field inside a list element stays with that element when other
+ * elements are inserted before it or removed */
+static void test_list_unknown(void)
+{
+	static const unsigned char unk[] = {0xb8, 0x3e, 0x01}; /* field 999 = 1 */
+	struct pbuf ca = {0}, cb = {0}, spec = {0}, md = {0}, pod = {0}, tm = {0}, env = {0};
+	size_t n;
+	int rc;
+	char *err = NULL;
+
+	pb_len(&ca, 1, "a", 1);
+	pb_len(&ca, 2, "img", 3);
+	pb_len(&cb, 1, "b", 1);
+	pb_len(&cb, 2, "img", 3);
+	pb_raw(&cb, unk, 3);
+	pb_len(&spec, 2, ca.b, ca.n);
+	pb_len(&spec, 2, cb.b, cb.n);
+	pb_len(&md, 1, "p", 1);
+	pb_len(&pod, 1, md.b, md.n);
+	pb_len(&pod, 2, spec.b, spec.n);
+	pb_len(&tm, 1, "v1", 2);
+	pb_len(&tm, 2, "Pod", 3);
+	pb_raw(&env, "k8s\0", 4);
+	pb_len(&env, 1, tm.b, tm.n);
+	pb_len(&env, 2, pod.b, pod.n);
+	pb_raw(&env, "\x1a\x00\x22\x00", 4);
+
+	char *y = dec(env.b, env.n, K8S_FMT_YAML, 0);
+	CHECK(y && strstr(y, "  - image: img\n    name: b\n"), "list decoded: %s", y);
+	if (!y)
+		return;
+	/* unchanged: exact */
+	void *b = enc(env.b, env.n, y, NULL, NULL, 0, &n, &rc, &err);
+	CHECK(rc == 0 && n == env.n && !memcmp(b, env.b, n), "list round trip");
+	free(b);
+	/* insert an element in front */
+	char *ins = replace(y, "  - image: img\n    name: a\n",
+			    "  - image: img\n    name: z\n    resources: {}\n"
+			    "  - image: img\n    name: a\n");
+	b = enc(env.b, env.n, ins, NULL, NULL, 0, &n, &rc, &err);
+	CHECK(rc == 0 && count(b, n, unk, 3) == 1 && memmem(b, n, cb.b, cb.n),
+	      "insert: unknown field stays with b");
+	free(b);
+	free(ins);
+	/* remove the first element */
+	char *del = replace(y, "  - image: img\n    name: a\n    resources: {}\n", "");
+	b = enc(env.b, env.n, del, NULL, NULL, 0, &n, &rc, &err);
+	CHECK(rc == 0 && count(b, n, unk, 3) == 1 && memmem(b, n, cb.b, cb.n),
+	      "remove: unknown field stays with b");
+	free(b);
+	free(del);
+	/* change b and insert before it: the edit pairs b with b by name */
+	char *chg = replace(y, "  - image: img\n    name: b\n", "  - image: img2\n    name: b\n");
+	char *chg2 = replace(chg, "  - image: img\n    name: a\n    resources: {}\n", "");
+	b = enc(env.b, env.n, chg2, NULL, NULL, 0, &n, &rc, &err);
+	CHECK(rc == 0 && count(b, n, unk, 3) == 1, "edit + remove: unknown field kept");
+	char *back = b ? dec(b, n, K8S_FMT_YAML, 0) : NULL;
+	CHECK(back && !strcmp(back, chg2), "edit + remove decodes back");
+	free(back);
+	free(b);
+	free(chg);
+	free(chg2);
+	free(y);
+	free(err);
+}
+
 static void test_typed(void)
 {
 	size_t len;
@@ -647,6 +741,7 @@ int main(int argc, char **argv)
 	test_new_objects();
 	test_yaml_style();
 	test_map_edits();
+	test_list_unknown();
 	test_typed();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
