@@ -635,8 +635,17 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 		size_t cnt = (size_t)off < fh->len ? fh->len - off : 0;
 		if (cnt > size)
 			cnt = size;
-		fuse_reply_buf(req, fh->buf ? fh->buf + off : NULL, cnt);
+		/* Copy, then unlock, then reply: once the reply is out the
+		 * kernel may release (free) this handle at any moment. */
+		char *tmp = malloc(cnt ? cnt : 1);
+		if (tmp && cnt)
+			memcpy(tmp, fh->buf + off, cnt);
 		pthread_mutex_unlock(&fh->mu);
+		if (tmp)
+			fuse_reply_buf(req, tmp, cnt);
+		else
+			fuse_reply_err(req, ENOMEM);
+		free(tmp);
 		return;
 	}
 	struct cache_node *n = fh->node;
