@@ -666,7 +666,7 @@ static void test_list_unknown(void)
 	pb_raw(&env, "\x1a\x00\x22\x00", 4);
 
 	char *y = dec(env.b, env.n, K8S_FMT_YAML, 0);
-	CHECK(y && strstr(y, "  - image: img\n    name: b\n"), "list decoded: %s", y);
+	CHECK(y && strstr(y, "  - image: img\n    name: b\n"), "list decoded: %s", y ? y : "(null)");
 	if (!y)
 		return;
 	/* unchanged: exact */
