@@ -1,41 +1,39 @@
 #!/bin/bash
-# contrib/demo.sh: builds etcdfs and mounts a running example at /mnt/etcd.
-#
-# Until the embedded store is the default demo backend, this starts a local
-# etcd on loopback (127.0.0.1:23790, data in /tmp/etcdfs-demo) and loads a
-# few sample keys. Stop with: fusermount3 -u /mnt/etcd; pkill -f etcdfs-demo
+# contrib/demo.sh: builds etcdfs and mounts a running example at /mnt/etcd
+# (or $1), with nothing else to run: the keyspace lives in etcdfs's embedded
+# Raft store (/var/lib/etcdfs-demo), seeded with a small Kubernetes-like
+# cluster (a namespace, pods, a ConfigMap, a Secret) stored in protobuf,
+# exactly as an apiserver stores them. Unmount with: fusermount3 -u /mnt/etcd
 set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v meson >/dev/null || ! command -v etcd >/dev/null; then
+if ! command -v meson >/dev/null || ! pkg-config --exists fuse3 raft yaml-0.1 2>/dev/null; then
 	apt-get update -qq
-	apt-get install -y -qq build-essential meson ninja-build pkg-config libfuse3-dev fuse3 \
-		libcurl4-openssl-dev libjansson-dev libssl-dev libprotobuf-c-dev \
-		protobuf-c-compiler libyaml-dev libraft-dev libuv1-dev etcd-server etcd-client >/dev/null
+	apt-get install -y -qq --no-install-recommends build-essential meson ninja-build pkg-config \
+		libfuse3-dev fuse3 libcurl4-openssl-dev libjansson-dev libssl-dev libprotobuf-c-dev \
+		protobuf-c-compiler libyaml-dev libraft-dev libuv1-dev >/dev/null
 fi
 [ -d build ] || meson setup build >/dev/null
-ninja -C build >/dev/null
+ninja -C build etcdfs src/k8s/etcdfs-k8s >/dev/null
 mnt=${1:-/mnt/etcd}
-ep=http://127.0.0.1:23790
-if ! ETCDCTL_API=3 etcdctl --endpoints $ep endpoint health >/dev/null 2>&1; then
-	mkdir -p /tmp/etcdfs-demo
-	(cd /tmp/etcdfs-demo && exec -a etcdfs-demo etcd --name demo --data-dir /tmp/etcdfs-demo/data \
-		--listen-client-urls $ep --advertise-client-urls $ep \
-		--listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
-		--initial-cluster demo=http://127.0.0.1:23800 --log-level error >etcd.log 2>&1 &)
-	for _ in $(seq 50); do
-		ETCDCTL_API=3 etcdctl --endpoints $ep endpoint health >/dev/null 2>&1 && break
-		sleep 0.2
-	done
-fi
-put() { ETCDCTL_API=3 etcdctl --endpoints $ep put "$1" "$2" >/dev/null; }
-put /config/app/name "demo"
-put /config/app/color "blue"
-put /config/db/url "postgres://db.internal:5432/app"
-put /services/web/replicas "3"
-put /services/web/image "nginx:1.25"
-put /services/api/image "registry.local/api:2.1"
+data=${ETCDFS_DEMO_DIR:-/var/lib/etcdfs-demo}
 mkdir -p "$mnt"
 mountpoint -q "$mnt" && fusermount3 -u "$mnt"
-./build/etcdfs --endpoints $ep "$mnt"
-echo "etcd keyspace mounted at $mnt. Try: ls -R $mnt; grep -r image $mnt"
+# -o rw: this keyspace holds Kubernetes objects, read-only unless asked.
+./build/etcdfs --data-dir "$data" -o rw "$mnt"
+seed() { # file, key path under the mount
+	local dir
+	dir=$(dirname "$mnt/$2")
+	mkdir -p "$dir"
+	[ -e "$mnt/$2" ] || cp "contrib/sample/$1" "$mnt/$2"
+}
+seed namespace-shop.yaml registry/namespaces/shop
+seed pod-web.yaml registry/pods/shop/web-7d9f8
+seed pod-api.yaml registry/pods/shop/api-5c6b4
+seed configmap-app-config.yaml registry/configmaps/shop/app-config
+seed secret-db.yaml registry/secrets/shop/db
+echo "Mounted at $mnt (embedded store in $data). Try:"
+echo "  ls -R $mnt/registry"
+echo "  cat $mnt/registry/pods/shop/web-7d9f8"
+echo "  grep -r image: $mnt/registry/pods"
+echo "  cat $mnt/registry/pods/shop/web-7d9f8%raw | head -c 64 | od -c   # the stored protobuf"

@@ -122,10 +122,11 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 		if (!fs_visible_file(n) && !(n->detached && n->nopen))
 			return -ENOENT;
 		mode_t perm = fs->cfg.read_only ? 0444 : 0644;
-		if (is_secret(fs, n))
-			perm &= 0600;
 		if (n->mode)
 			perm = n->mode & 07777;
+		/* Secrets stay private to the owner whatever chmod said. */
+		if (is_secret(fs, n))
+			perm &= 0700;
 		/* Others see committed content only: an open writer's buffer
 		 * is private until its save (writers use direct I/O). */
 		size_t size;
