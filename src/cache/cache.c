@@ -116,7 +116,7 @@ struct cache_node *cache_child(struct cache *c, struct cache_node *dir, int ns, 
 static void emit(struct cache *c, enum cache_change_kind kind, uint64_t parent_ino, uint64_t ino,
 		 const struct cache_node *named)
 {
-	if (!c->cfg.notify)
+	if (!c->cfg.notify || c->quiet)
 		return;
 	struct cache_change chg = { .kind = kind, .parent_ino = parent_ino, .ino = ino };
 	if (named) {
@@ -130,7 +130,7 @@ static void emit(struct cache *c, enum cache_change_kind kind, uint64_t parent_i
 /* The %value entry of a directory that is also a key. */
 static void emit_value_entry(struct cache *c, enum cache_change_kind kind, struct cache_node *n)
 {
-	if (!c->cfg.notify)
+	if (!c->cfg.notify || c->quiet)
 		return;
 	struct cache_change chg = { .kind = kind, .parent_ino = cache_dir_ino(n),
 				    .ino = cache_file_ino(n), .seg = NULL, .seg_len = 0, .ns = -1 };
@@ -510,7 +510,7 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, char *view, size_
 		n->pending_inval = kv->mod_revision;
 		n->changed_ms = now_ms();
 		pthread_mutex_unlock(&c->lru_lock);
-		if (c->cfg.notify) {
+		if (c->cfg.notify && !c->quiet) {
 			struct cache_change chg = { .kind = CACHE_CHG_CONTENT,
 						    .ino = cache_file_ino(n),
 						    .rev = kv->mod_revision };
@@ -933,7 +933,9 @@ int cache_new(const struct cache_config *cfg, struct cache **out)
 	id_insert(c, c->root);
 	c->health = CACHE_SYNCING;
 	int64_t rev;
+	c->quiet = true; /* nothing is mounted yet: no kernel state to invalidate */
 	ret = list_all(c, cfg->revision, false, &rev);
+	c->quiet = false;
 	if (ret < 0)
 		goto out_free;
 	c->revision = rev;

@@ -177,6 +177,7 @@ struct cache {
 	bool health_running;
 	pthread_mutex_t health_mu;
 	pthread_cond_t health_cv;
+	bool quiet;             /* initial sync: the kernel knows nothing yet */
 	bool stopping;          /* protected by health_mu */
 	bool resync_wanted;     /* protected by health_mu */
 	uint64_t sync_gen;      /* protected by lock */
