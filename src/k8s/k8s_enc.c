@@ -63,11 +63,10 @@ static int eerr(struct ectx *c, const struct jval *at, const char *fmt, ...)
 
 /* path handling: push ".name" (name != NULL) or "[i]"; pop restores the
  * previous length. Too long paths are cut (they only feed error messages). */
-static size_t path_push(struct ectx *c, const char *fmt, const char *name, size_t i)
+static size_t path_push(struct ectx *c, const char *name, size_t i)
 {
 	size_t old = c->plen, room = sizeof(c->path) - 1 - c->plen;
 
-	(void)fmt;
 	if (name) {
 		size_t l = strlen(name);
 		if (c->plen && room) {
@@ -532,7 +531,7 @@ static int enc_special(struct ectx *c, const struct k8s_msg *m, const struct jva
 		if (j->t != J_ARR)
 			return eerr(c, j, "expected array of strings, got %s", jtype_name(j));
 		for (size_t i = 0; i < j->n; i++) {
-			size_t old = path_push(c, NULL, NULL, i);
+			size_t old = path_push(c, NULL, i);
 			r = enc_scalar(c, K8S_T_STRING, 1, j->v[i], out);
 			path_pop(c, old);
 			if (r)
@@ -592,7 +591,7 @@ static int enc_special(struct ectx *c, const struct k8s_msg *m, const struct jva
 			break;
 		}
 		for (size_t i = 0; i < j->n && !r; i++) {
-			size_t old = path_push(c, NULL, NULL, i);
+			size_t old = path_push(c, NULL, i);
 			if (m->special == K8S_S_PROPS_OR_STRARRAY) {
 				r = enc_scalar(c, K8S_T_STRING, 2, j->v[i], out);
 			} else {
@@ -851,7 +850,7 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 			const struct jval *val = j->v[i];
 			const struct pbf *oe = NULL;
 			struct jval *oview = NULL;
-			size_t old = path_push(c, "%s%s", key, 0);
+			size_t old = path_push(c, key, 0);
 
 			/* the original entry with this key (the last one wins) */
 			oe = find_mkey(okeys, nok, (const uint8_t *)key, klen);
@@ -940,7 +939,7 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 				r = pair_elements(sub, occ, nocc, j, ref, same);
 		}
 		for (size_t i = 0; i < j->n && !r; i++) {
-			size_t old = path_push(c, NULL, NULL, i);
+			size_t old = path_push(c, NULL, i);
 			if (sub) {
 				const struct pbf *oe = ref && ref[i] >= 0 ? occ[ref[i]] : NULL;
 				struct buf sb;
@@ -1108,7 +1107,7 @@ static int enc_msg2(struct ectx *c, const struct k8s_msg *m, const struct jval *
 	}
 	for (size_t i = 0; j && !inline_part && i < j->n; i++) {
 		if (!known_key(m, j->k[i], j->klen[i], 0)) {
-			size_t old = path_push(c, "%s%s", j->k[i], 0);
+			size_t old = path_push(c, j->k[i], 0);
 			r = eerr(c, j->v[i], "unknown field");
 			path_pop(c, old);
 			goto out;
@@ -1180,7 +1179,7 @@ static int enc_msg2(struct ectx *c, const struct k8s_msg *m, const struct jval *
 			k8s_jv_free(view);
 		}
 		d->kind = 1;
-		old = path_push(c, "%s%s", fd->json, 0);
+		old = path_push(c, fd->json, 0);
 		r = enc_field(c, fd, jv, have_orig ? &om : NULL, &d->bytes);
 		path_pop(c, old);
 		if (r)
@@ -1289,25 +1288,10 @@ static void write_sorted(struct buf *b, const struct jval *v)
 		k8s_json_write(b, v, 0);
 		return;
 	}
-	size_t *idx = malloc((v->n ? v->n : 1) * sizeof(*idx));
+	size_t *idx = k8s_jv_sorted_keys(v);
 	if (!idx) {
 		b->oom = true;
 		return;
-	}
-	for (size_t i = 0; i < v->n; i++)
-		idx[i] = i;
-	for (size_t a = 1; a < v->n; a++) {
-		size_t x = idx[a], c = a;
-		while (c > 0) {
-			size_t y = idx[c - 1];
-			size_t l = v->klen[y] < v->klen[x] ? v->klen[y] : v->klen[x];
-			int cmp = memcmp(v->k[y], v->k[x], l);
-			if (cmp < 0 || (cmp == 0 && v->klen[y] <= v->klen[x]))
-				break;
-			idx[c] = y;
-			c--;
-		}
-		idx[c] = x;
 	}
 	k8s_buf_addc(b, '{');
 	for (size_t a = 0; a < v->n; a++) {
@@ -1336,53 +1320,60 @@ static void merge(struct buf *b, const struct jval *o, const struct jval *e, boo
 	if (o->t == J_OBJ && e->t == J_OBJ) {
 		bool sorted = keys_sorted(o);
 		bool first = true;
-		/* original members in their order, new ones where they sort */
-		size_t ne = 0;
-		bool *placed = calloc(e->n ? e->n : 1, sizeof(bool));
-		if (!placed) {
+		size_t *ei = k8s_jv_sorted_keys(e), *oi = k8s_jv_sorted_keys(o);
+		size_t *fresh = malloc((e->n ? e->n : 1) * sizeof(*fresh));
+		size_t nf = 0, fi = 0;
+
+		if (!ei || !oi || !fresh) {
+			free(ei);
+			free(oi);
+			free(fresh);
 			b->oom = true;
 			return;
 		}
+		/* members new to the object, in key order when the original is sorted
+		 * (unstructured objects are), else in the edit's order */
+		for (size_t k = 0; k < e->n; k++) {
+			size_t m = sorted ? ei[k] : k;
+			if (k8s_jv_find_sorted(o, oi, e->k[m], e->klen[m]) < 0)
+				fresh[nf++] = m;
+		}
 		k8s_buf_addc(b, '{');
 		for (size_t i = 0; i < o->n; i++) {
-			long at = k8s_jv_find(e, o->k[i], o->klen[i]);
-			if (sorted) {
-				for (ne = 0; ne < e->n; ne++) {
-					if (placed[ne] ||
-					    k8s_jv_find(o, e->k[ne], e->klen[ne]) >= 0)
-						continue;
-					size_t l =
-						e->klen[ne] < o->klen[i] ? e->klen[ne] : o->klen[i];
-					int cmp = memcmp(e->k[ne], o->k[i], l);
-					if (cmp > 0 || (cmp == 0 && e->klen[ne] > o->klen[i]))
-						continue;
-					if (!first)
-						k8s_buf_addc(b, ',');
-					first = false;
-					write_key(b, e->k[ne], e->klen[ne]);
-					merge(b, NULL, e->v[ne], sort_new);
-					placed[ne] = true;
-				}
+			long at = k8s_jv_find_sorted(e, ei, o->k[i], o->klen[i]);
+			/* new members that sort before this one */
+			while (sorted && fi < nf) {
+				size_t m = fresh[fi];
+				size_t l = e->klen[m] < o->klen[i] ? e->klen[m] : o->klen[i];
+				int cmp = memcmp(e->k[m], o->k[i], l);
+				if (cmp > 0 || (cmp == 0 && e->klen[m] > o->klen[i]))
+					break;
+				if (!first)
+					k8s_buf_addc(b, ',');
+				first = false;
+				write_key(b, e->k[m], e->klen[m]);
+				merge(b, NULL, e->v[m], sort_new);
+				fi++;
 			}
 			if (at < 0)
-				continue;
+				continue; /* removed */
 			if (!first)
 				k8s_buf_addc(b, ',');
 			first = false;
 			write_key(b, o->k[i], o->klen[i]);
 			merge(b, o->v[i], e->v[at], sort_new);
-			placed[at] = true;
 		}
-		for (ne = 0; ne < e->n; ne++) {
-			if (placed[ne])
-				continue;
+		for (; fi < nf; fi++) {
+			size_t m = fresh[fi];
 			if (!first)
 				k8s_buf_addc(b, ',');
 			first = false;
-			write_key(b, e->k[ne], e->klen[ne]);
-			merge(b, NULL, e->v[ne], sort_new);
+			write_key(b, e->k[m], e->klen[m]);
+			merge(b, NULL, e->v[m], sort_new);
 		}
-		free(placed);
+		free(ei);
+		free(oi);
+		free(fresh);
 		k8s_buf_addc(b, '}');
 		return;
 	}

@@ -76,6 +76,12 @@ void k8s_jv_remove(struct jval *obj, size_t idx);
 /* index of member key in obj, or -1 */
 long k8s_jv_find(const struct jval *obj, const char *key, size_t klen);
 struct jval *k8s_jv_get(const struct jval *obj, const char *key);
+/* member indices of object o sorted by key bytes, ties by position (malloc'd,
+ * NULL on oom); lookup through such an index (the last of equal keys), -1 if
+ * absent; and whether o has a duplicate key (*dup = its index) */
+size_t *k8s_jv_sorted_keys(const struct jval *o);
+long k8s_jv_find_sorted(const struct jval *o, const size_t *idx, const char *key, size_t klen);
+bool k8s_jv_dup_key(const struct jval *o, size_t *dup);
 /* deep equality; numbers compare by value, object member order is ignored */
 bool k8s_jv_equal(const struct jval *a, const struct jval *b);
 /* hash consistent with k8s_jv_equal (equal values hash the same) */

@@ -347,6 +347,91 @@ bool k8s_jv_double(const struct jval *v, double *out)
 	return *end == 0 && end != v->s;
 }
 
+/* ---- sorted member indexes (large objects) ---- */
+
+static int key_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+	size_t l = al < bl ? al : bl;
+	int c = l ? memcmp(a, b, l) : 0;
+
+	if (c)
+		return c;
+	return al < bl ? -1 : al > bl;
+}
+
+static __thread const struct jval *sort_obj;
+
+static int cmp_member(const void *x, const void *y)
+{
+	size_t a = *(const size_t *)x, b = *(const size_t *)y;
+	int c = key_cmp(sort_obj->k[a], sort_obj->klen[a], sort_obj->k[b], sort_obj->klen[b]);
+
+	return c ? c : (a < b ? -1 : a > b);
+}
+
+size_t *k8s_jv_sorted_keys(const struct jval *o)
+{
+	size_t *idx = malloc((o->n ? o->n : 1) * sizeof(*idx));
+
+	if (!idx)
+		return NULL;
+	for (size_t i = 0; i < o->n; i++)
+		idx[i] = i;
+	sort_obj = o;
+	qsort(idx, o->n, sizeof(*idx), cmp_member);
+	sort_obj = NULL;
+	return idx;
+}
+
+long k8s_jv_find_sorted(const struct jval *o, const size_t *idx, const char *key, size_t klen)
+{
+	size_t lo = 0, hi = o->n;
+
+	/* first index past every member with this key */
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		size_t m = idx[mid];
+		if (key_cmp(o->k[m], o->klen[m], key, klen) <= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return -1;
+	size_t m = idx[lo - 1];
+	return key_cmp(o->k[m], o->klen[m], key, klen) == 0 ? (long)m : -1;
+}
+
+bool k8s_jv_dup_key(const struct jval *o, size_t *dup)
+{
+	size_t *idx;
+	bool found = false;
+
+	if (o->n < 2)
+		return false;
+	if (o->n <= 8) {
+		for (size_t i = 1; i < o->n; i++)
+			for (size_t j = 0; j < i; j++)
+				if (!key_cmp(o->k[i], o->klen[i], o->k[j], o->klen[j])) {
+					*dup = i;
+					return true;
+				}
+		return false;
+	}
+	idx = k8s_jv_sorted_keys(o);
+	if (!idx)
+		return false;
+	for (size_t i = 1; i < o->n && !found; i++) {
+		if (!key_cmp(o->k[idx[i]], o->klen[idx[i]], o->k[idx[i - 1]],
+			     o->klen[idx[i - 1]])) {
+			*dup = idx[i];
+			found = true;
+		}
+	}
+	free(idx);
+	return found;
+}
+
 bool k8s_jv_showable(const struct jval *v, char **err)
 {
 	double d;
@@ -359,18 +444,14 @@ bool k8s_jv_showable(const struct jval *v, char **err)
 			return false;
 		}
 		return true;
-	case J_OBJ:
-		for (size_t i = 0; i < v->n; i++) {
-			for (size_t j = 0; j < i; j++) {
-				if (v->klen[i] == v->klen[j] &&
-				    !memcmp(v->k[i], v->k[j], v->klen[i])) {
-					if (err && !*err)
-						*err = k8s_strdup_printf(
-							"duplicate JSON key \"%s\"", v->k[i]);
-					return false;
-				}
-			}
+	case J_OBJ: {
+		size_t dup;
+		if (k8s_jv_dup_key(v, &dup)) {
+			if (err && !*err)
+				*err = k8s_strdup_printf("duplicate JSON key \"%s\"", v->k[dup]);
+			return false;
 		}
+	}
 		/* fallthrough */
 	case J_ARR:
 		for (size_t i = 0; i < v->n; i++)
@@ -466,6 +547,20 @@ bool k8s_jv_equal(const struct jval *a, const struct jval *b)
 	case J_OBJ:
 		if (a->n != b->n)
 			return false;
+		if (a->n > 16) {
+			/* large objects: look members up through a sorted index */
+			size_t *bi = k8s_jv_sorted_keys(b);
+			bool eq = bi != NULL;
+			for (size_t i = 0; eq && i < a->n; i++) {
+				long j = (b->klen[i] == a->klen[i] &&
+					  !memcmp(a->k[i], b->k[i], a->klen[i]))
+						 ? (long)i
+						 : k8s_jv_find_sorted(b, bi, a->k[i], a->klen[i]);
+				eq = j >= 0 && k8s_jv_equal(a->v[i], b->v[j]);
+			}
+			free(bi);
+			return eq;
+		}
 		for (size_t i = 0; i < a->n; i++) {
 			long j;
 			/* fast path: same position */

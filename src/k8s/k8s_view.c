@@ -572,27 +572,44 @@ static bool msg_view_is_zero(const struct k8s_msg *sub, const struct jval *v, si
 }
 
 /* map field: entries, last duplicate key wins, printed sorted by key */
+struct mentry {
+	const char *key;
+	size_t klen;
+	char *owned; /* key storage when not pointing into the message */
+	struct jval *v;
+	size_t ord;
+};
+
+static int cmp_mentry(const void *x, const void *y)
+{
+	const struct mentry *a = x, *b = y;
+	size_t l = a->klen < b->klen ? a->klen : b->klen;
+	int c = l ? memcmp(a->key, b->key, l) : 0;
+
+	if (c)
+		return c;
+	if (a->klen != b->klen)
+		return a->klen < b->klen ? -1 : 1;
+	return a->ord < b->ord ? -1 : a->ord > b->ord;
+}
+
 static int map_view(struct vctx *c, const struct k8s_field *fd, const struct pbmsg *m,
 		    struct jval **out)
 {
 	const struct k8s_msg *sub = k8s_schema_sub(fd);
 	bool omitempty = fd->flags & K8S_F_OMITEMPTY;
-	struct jval *obj = NULL, *v = NULL;
-	struct buf kb;
+	struct mentry *ents = NULL;
+	size_t ne = 0;
+	struct jval *obj = NULL;
 	int r = 0;
 
-	k8s_buf_init(&kb);
-	obj = k8s_jv_new(J_OBJ);
-	if (!obj) {
-		r = -ENOMEM;
-		goto out;
-	}
+	ents = calloc(m->n ? m->n : 1, sizeof(*ents));
+	if (!ents)
+		return -ENOMEM;
 	for (size_t i = 0; i < m->n; i++) {
 		struct pbmsg em;
 		const struct pbf *kf, *vf;
-		char kbuf[48];
-		const char *key;
-		size_t klen;
+		struct mentry *e = &ents[ne];
 
 		if (!occ_matches(fd, &m->f[i]))
 			continue;
@@ -600,20 +617,21 @@ static int map_view(struct vctx *c, const struct k8s_field *fd, const struct pbm
 			r = verr(c, -EINVAL, "malformed map entry in %s", fd->json);
 			goto out;
 		}
+		e->ord = ne;
 		if (fd->key_type == K8S_T_STRING) {
 			kf = last_field(&em, 1, 2);
-			key = kf ? (const char *)kf->p : "";
-			klen = kf ? kf->len : 0;
-			if (!k8s_utf8_valid(key, klen)) {
-				kb.len = 0;
-				k8s_utf8_sanitize(&kb, key, klen);
-				if (kb.oom) {
+			e->key = kf ? (const char *)kf->p : "";
+			e->klen = kf ? kf->len : 0;
+			if (!k8s_utf8_valid(e->key, e->klen)) {
+				struct buf kb;
+				k8s_buf_init(&kb);
+				k8s_utf8_sanitize(&kb, e->key, e->klen);
+				if (k8s_buf_finish(&kb, &e->owned, &e->klen)) {
 					k8s_pb_free(&em);
 					r = -ENOMEM;
 					goto out;
 				}
-				key = (const char *)kb.data;
-				klen = kb.len;
+				e->key = e->owned;
 			}
 		} else {
 			struct jval *kv = NULL;
@@ -624,59 +642,65 @@ static int map_view(struct vctx *c, const struct k8s_field *fd, const struct pbm
 				k8s_pb_free(&em);
 				goto out;
 			}
-			snprintf(kbuf, sizeof(kbuf), "%s",
-				 kv->t == J_BOOL ? (kv->b ? "true" : "false") : kv->s);
+			e->owned = strdup(kv->t == J_BOOL ? (kv->b ? "true" : "false") : kv->s);
 			k8s_jv_free(kv);
-			key = kbuf;
-			klen = strlen(kbuf);
+			if (!e->owned) {
+				k8s_pb_free(&em);
+				r = -ENOMEM;
+				goto out;
+			}
+			e->key = e->owned;
+			e->klen = strlen(e->owned);
 		}
 		vf = last_field(&em, 2, wire_type(fd->type));
 		if (sub) {
 			r = view_msg(c, sub, vf ? vf->p : (const uint8_t *)"", vf ? vf->len : 0,
-				     NULL, &v);
+				     NULL, &e->v);
 		} else if (fd->type == K8S_T_BYTES && !vf) {
-			v = k8s_jv_new(J_NULL); /* nil []byte */
-			r = v ? 0 : -ENOMEM;
+			e->v = k8s_jv_new(J_NULL); /* nil []byte */
+			r = e->v ? 0 : -ENOMEM;
 		} else if (vf) {
-			r = scalar_view(c, fd->type, vf->v, vf->p, vf->len, &v);
+			r = scalar_view(c, fd->type, vf->v, vf->p, vf->len, &e->v);
 		} else {
-			r = zero_view(c, fd->type, &v);
+			r = zero_view(c, fd->type, &e->v);
 		}
 		k8s_pb_free(&em);
-		if (r)
-			goto out;
-		long at = k8s_jv_find(obj, key, klen);
-		if (at >= 0)
-			k8s_jv_remove(obj, (size_t)at);
-		/* sorted insert (Go sorts map keys bytewise) */
-		size_t pos = obj->n;
-		for (size_t j = 0; j < obj->n; j++) {
-			size_t l = obj->klen[j] < klen ? obj->klen[j] : klen;
-			int cmp = memcmp(obj->k[j], key, l);
-			if (cmp > 0 || (cmp == 0 && obj->klen[j] > klen)) {
-				pos = j;
-				break;
-			}
-		}
-		r = k8s_jv_insert(obj, pos, key, klen, v);
-		v = NULL;
+		ne++;
 		if (r)
 			goto out;
 	}
-	if (obj->n == 0) { /* nil map */
-		k8s_jv_free(obj);
-		obj = NULL;
+	if (ne == 0) { /* nil map */
 		if (!omitempty) {
 			*out = k8s_jv_new(J_NULL);
 			r = *out ? 0 : -ENOMEM;
 		}
 		goto out;
 	}
+	/* Go sorts map keys bytewise; of duplicate keys the last one counts */
+	qsort(ents, ne, sizeof(*ents), cmp_mentry);
+	obj = k8s_jv_new(J_OBJ);
+	if (!obj) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < ne; i++) {
+		if (i + 1 < ne && ents[i + 1].klen == ents[i].klen &&
+		    !memcmp(ents[i + 1].key, ents[i].key, ents[i].klen))
+			continue;
+		r = k8s_jv_set(obj, ents[i].key, ents[i].klen, ents[i].v);
+		ents[i].v = NULL;
+		if (r)
+			goto out;
+	}
 	*out = obj;
 	obj = NULL;
 out:
+	for (size_t i = 0; i < ne; i++) {
+		k8s_jv_free(ents[i].v);
+		free(ents[i].owned);
+	}
+	free(ents);
 	k8s_jv_free(obj);
-	k8s_buf_free(&kb);
 	return r;
 }
 

@@ -937,6 +937,11 @@ static int parse_node(struct yp *y, yaml_event_t *ev, struct jval **out, int dep
 				goto fail;
 			if (kev.type == (map ? YAML_MAPPING_END_EVENT : YAML_SEQUENCE_END_EVENT)) {
 				yaml_event_delete(&kev);
+				size_t dup;
+				if (map && k8s_jv_dup_key(v, &dup)) {
+					r = yperr(y, v->v[dup]->line, "duplicate key", v->k[dup]);
+					goto fail;
+				}
 				break;
 			}
 			if (!map) {
@@ -963,13 +968,6 @@ static int parse_node(struct yp *y, yaml_event_t *ev, struct jval **out, int dep
 				goto fail;
 			}
 			const char *kd = key.data ? (const char *)key.data : "";
-			if (k8s_jv_find(v, kd, key.len) >= 0) {
-				char *kcopy = strndup(kd, key.len);
-				r = yperr(y, kline, "duplicate key", kcopy ? kcopy : "");
-				free(kcopy);
-				k8s_buf_free(&key);
-				goto fail;
-			}
 			if ((r = next_event(y, &vev))) {
 				k8s_buf_free(&key);
 				goto fail;

@@ -367,6 +367,14 @@ static void test_validation(void)
 	free(b);
 	free(err);
 	err = NULL;
+	/* duplicate keys are refused with their line */
+	b = enc(cm, n, "apiVersion: v1\ndata:\n  x: a\n  x: b\nkind: ConfigMap\n", NULL, NULL, 0,
+		&n2, &rc, &err);
+	CHECK(rc == -EINVAL && err && strstr(err, "duplicate key") && strstr(err, "line 4"),
+	      "duplicate key: %s", err);
+	free(b);
+	free(err);
+	err = NULL;
 	/* kind required for new objects */
 	b = enc(NULL, 0, "metadata:\n  name: x\n", NULL, NULL, 0, &n2, &rc, &err);
 	CHECK(rc == -EINVAL, "kind required");
@@ -666,7 +674,8 @@ static void test_list_unknown(void)
 	pb_raw(&env, "\x1a\x00\x22\x00", 4);
 
 	char *y = dec(env.b, env.n, K8S_FMT_YAML, 0);
-	CHECK(y && strstr(y, "  - image: img\n    name: b\n"), "list decoded: %s", y ? y : "(null)");
+	CHECK(y && strstr(y, "  - image: img\n    name: b\n"), "list decoded: %s",
+	      y ? y : "(null)");
 	if (!y)
 		return;
 	/* unchanged: exact */
@@ -701,6 +710,34 @@ static void test_list_unknown(void)
 	free(chg);
 	free(chg2);
 	free(y);
+	free(err);
+}
+
+/* a big custom resource (JSON): an edit and an added key, linear time */
+static void test_big_cr(void)
+{
+	char *y = NULL;
+	size_t len = 0, n, n2;
+	FILE *f = open_memstream(&y, &len);
+	int rc;
+	char *err = NULL;
+
+	fprintf(f, "apiVersion: x.example.com/v1\nkind: Big\nmetadata:\n  name: b\nspec:\n");
+	for (int i = 0; i < 20000; i++)
+		fprintf(f, "  k%d: %d\n", i, i);
+	fclose(f);
+	void *b = enc(NULL, 0, y, NULL, NULL, 0, &n, &rc, &err);
+	CHECK(rc == 0 && k8s_detect(b, n) == K8S_ENC_JSON, "big cr: %s", err ? err : "");
+	char *y2 = replace(y, "  k777: 777\n", "  k777: 778\n  k777a: new\n");
+	void *b2 = enc(b, n, y2, NULL, NULL, 0, &n2, &rc, &err);
+	CHECK(rc == 0 && n2 == n + strlen(",\"k777a\":\"new\""), "big cr edit: %zu vs %zu", n2, n);
+	static const char want[] = "\"k7779\":7779,\"k777a\":\"new\",\"k778\":778";
+	CHECK(b2 && memmem(b2, n2, want, sizeof(want) - 1),
+	      "edit in place, new key where it sorts");
+	free(b);
+	free(b2);
+	free(y);
+	free(y2);
 	free(err);
 }
 
@@ -742,6 +779,7 @@ int main(int argc, char **argv)
 	test_yaml_style();
 	test_map_edits();
 	test_list_unknown();
+	test_big_cr();
 	test_typed();
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
