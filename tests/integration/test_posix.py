@@ -1,0 +1,514 @@
+"""POSIX behaviour of the calls users rely on: open, create, unlink,
+rename, mkdir, rmdir, truncate, ftruncate, xattrs, stat sizes, open-unlinked
+files. Each call is checked for its result and its errno on success and on
+every documented error; where etcdfs differs from POSIX on purpose
+(docs/writes.md) the documented behaviour is asserted. The differences are
+listed in docs/reliability.md."""
+import ctypes
+import errno
+import os
+import subprocess
+import time
+
+import pytest
+
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+@pytest.fixture
+def pm(etcd, mount_factory):
+    etcd.put("/p/a", "hello")
+    etcd.put("/p/b", "bee")
+    etcd.put("/p/d/x", "1")
+    m = mount_factory(["--endpoints", etcd.endpoint, "--command-timeout=2s"])
+    m.allowed_errors += ["conflict:"]
+    m.p = lambda rel: os.path.join(m.path, rel)
+    return m
+
+
+def err_of(fn, *args):
+    """The errno fn(*args) failed with, or None if it succeeded."""
+    try:
+        r = fn(*args)
+        if isinstance(r, int) and fn is os.open:
+            os.close(r)
+        return None
+    except OSError as e:
+        return e.errno
+
+
+def renameat2(old, new, flags):
+    if libc.renameat2(AT_FDCWD, old.encode(), AT_FDCWD, new.encode(), flags) == 0:
+        return None
+    return ctypes.get_errno()
+
+
+def wait_for(fn, timeout=3.0):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if fn():
+                return True
+        except OSError:
+            pass
+        if time.time() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def read(p):
+    with open(p, "rb") as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------- open / create
+
+def test_open_errors(pm):
+    p = pm.p
+    assert err_of(os.open, p("p/missing"), os.O_RDONLY) == errno.ENOENT
+    assert err_of(os.open, p("p/missing"), os.O_WRONLY) == errno.ENOENT
+    assert err_of(os.open, p("p/nodir/x"), os.O_CREAT | os.O_WRONLY, 0o644) == errno.ENOENT
+    assert err_of(os.open, p("p/d"), os.O_WRONLY) == errno.EISDIR
+    assert err_of(os.open, p("p/d"), os.O_RDWR) == errno.EISDIR
+    assert err_of(os.open, p("p/b/x"), os.O_RDONLY) == errno.ENOTDIR
+    assert err_of(os.open, p("p/b"), os.O_RDONLY | os.O_DIRECTORY) == errno.ENOTDIR
+    assert err_of(os.open, p("p/d"), os.O_RDONLY | os.O_DIRECTORY) is None
+    assert err_of(os.open, p("p/a"), os.O_RDONLY) is None
+
+
+def test_create_excl(pm, etcd):
+    p = pm.p("p/new")
+    fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    assert os.write(fd, b"fresh") == 5
+    # commit at close: not in etcd yet; visible to this mount with its size
+    assert etcd.get("/p/new")[1] is None
+    assert os.stat(p).st_size == 5
+    os.close(fd)
+    assert etcd.get("/p/new")[0] == b"fresh"
+    assert err_of(os.open, p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644) == errno.EEXIST
+    assert err_of(os.open, pm.p("p/a"), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644) == errno.EEXIST
+    assert err_of(os.open, pm.p("p/d"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644) == errno.EEXIST
+    # O_CREAT without O_EXCL opens the existing key
+    fd = os.open(pm.p("p/a"), os.O_CREAT | os.O_RDONLY, 0o644)
+    assert os.read(fd, 100) == b"hello"
+    os.close(fd)
+    # mknod of a regular file creates an empty key; other types are refused
+    os.mknod(pm.p("p/nod"), 0o644 | 0o100000)
+    assert etcd.get("/p/nod")[0] == b""
+    assert err_of(os.mkfifo, pm.p("p/fifo")) == errno.EPERM
+    assert etcd.get("/p/fifo")[1] is None
+
+
+def test_create_key_created_meanwhile_is_estale(pm, etcd):
+    """A new name created elsewhere between open(O_CREAT) and close: the
+    create compare (create_revision == 0) fails; etcd keeps the other value."""
+    fd = os.open(pm.p("p/race"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    os.write(fd, b"mine")
+    etcd.put("/p/race", "theirs")
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.ESTALE
+    assert etcd.get("/p/race")[0] == b"theirs"
+
+
+def test_commit_at_close_and_fsync(pm, etcd):
+    p = pm.p("p/b")
+    rev = etcd.revision()
+    fd = os.open(p, os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, b"longer content")
+    # not saved yet: etcd and every other reader see the committed value
+    assert etcd.get("/p/b")[0] == b"bee"
+    assert read(p) == b"bee"
+    assert os.stat(p).st_size == 3
+    # fsync commits, as one put
+    os.fsync(fd)
+    assert etcd.get("/p/b")[0] == b"longer content"
+    assert etcd.revision() == rev + 1
+    assert read(p) == b"longer content"
+    # close after fsync has nothing left to write
+    os.close(fd)
+    assert etcd.revision() == rev + 1
+    # an unchanged save writes nothing
+    with open(p, "r+b") as f:
+        data = f.read()
+        f.seek(0)
+        f.write(data)
+    assert etcd.revision() == rev + 1
+
+
+def test_conflict_is_estale_and_handle_stays_failed(pm, etcd):
+    p = pm.p("p/a")
+    fd = os.open(p, os.O_RDWR)
+    assert os.read(fd, 100) == b"hello"
+    etcd.put("/p/a", "changed elsewhere")
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, b"HELLO")
+    assert err_of(os.fsync, fd) == errno.ESTALE
+    assert etcd.get("/p/a")[0] == b"changed elsewhere"
+    # the handle stays failed: another fsync and the close report it too
+    assert err_of(os.fsync, fd) == errno.ESTALE
+    assert err_of(os.close, fd) == errno.ESTALE
+    assert etcd.get("/p/a")[0] == b"changed elsewhere"
+    # a new open sees the current value
+    assert wait_for(lambda: read(p) == b"changed elsewhere")
+
+
+def test_append(pm, etcd):
+    p = pm.p("p/b")
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"1")
+    os.stat(p)  # a getattr between writes must not move the append point
+    os.write(fd, b"2")
+    os.close(fd)
+    assert etcd.get("/p/b")[0] == b"bee12"
+    # the writer's own fstat shows the committed size until the save
+    # (attributes are per inode, and others must not see unsaved data)
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"345")
+    assert os.fstat(fd).st_size == 5
+    os.close(fd)
+    assert os.stat(p).st_size == 8
+    assert etcd.get("/p/b")[0] == b"bee12345"
+
+
+# ---------------------------------------------------------------- unlink
+
+def test_unlink(pm, etcd):
+    assert err_of(os.unlink, pm.p("p/missing")) == errno.ENOENT
+    assert err_of(os.unlink, pm.p("p/d")) == errno.EISDIR
+    assert err_of(os.unlink, pm.p("p/b/x")) == errno.ENOTDIR
+    assert os.unlink(pm.p("p/a")) is None
+    # gone from the mount at once, from etcd after the grace period
+    assert err_of(os.stat, pm.p("p/a")) == errno.ENOENT
+    assert "a" not in os.listdir(pm.p("p"))
+    assert err_of(os.unlink, pm.p("p/a")) == errno.ENOENT
+    assert wait_for(lambda: etcd.get("/p/a")[1] is None, timeout=2)
+
+
+def test_unlink_committed_by_fsync_on_directory(pm, etcd):
+    os.unlink(pm.p("p/b"))
+    dfd = os.open(pm.p("p"), os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(dfd)
+    assert etcd.get("/p/b")[1] is None  # no waiting: fsync committed it
+    os.close(dfd)
+
+
+def test_unlink_then_create_is_one_put(pm, etcd):
+    """install / cp --remove-destination: unlink and re-create within the
+    grace period become one put (the key is never absent in etcd)."""
+    _, kv = etcd.get("/p/b")
+    os.unlink(pm.p("p/b"))
+    with open(pm.p("p/b"), "wb") as f:
+        f.write(b"replaced")
+    v, kv2 = etcd.get("/p/b")
+    assert v == b"replaced"
+    assert kv2["create_revision"] == kv["create_revision"]  # never deleted
+    assert int(kv2["version"]) == int(kv["version"]) + 1
+    time.sleep(0.3)
+    assert etcd.get("/p/b")[0] == b"replaced"
+
+
+def test_unlink_conflict_keeps_the_key(pm, etcd):
+    """The deferred delete compares the revision the key had: a change
+    made meanwhile wins and the key stays."""
+    pm.allowed_errors += ["not deleted"]
+    os.unlink(pm.p("p/b"))
+    etcd.put("/p/b", "rewritten meanwhile")
+    time.sleep(0.5)
+    assert etcd.get("/p/b")[0] == b"rewritten meanwhile"
+    assert wait_for(lambda: os.path.exists(pm.p("p/b")))
+
+
+def test_open_file_survives_unlink(pm, etcd):
+    p = pm.p("p/a")
+    f = open(p, "rb")
+    os.unlink(p)
+    assert not os.path.exists(p)
+    assert f.read() == b"hello"
+    assert wait_for(lambda: etcd.get("/p/a")[1] is None)
+    st = os.fstat(f.fileno())
+    assert st.st_size == 5 and st.st_nlink == 0
+    f.seek(1)
+    assert f.read(3) == b"ell"
+    f.close()
+    assert etcd.get("/p/a")[1] is None
+
+
+def test_writer_open_across_unlink_does_not_resurrect(pm, etcd):
+    p = pm.p("p/a")
+    fd = os.open(p, os.O_RDWR)
+    os.write(fd, b"HELLO")
+    os.unlink(p)
+    assert os.write(fd, b"!") == 1
+    os.close(fd)
+    time.sleep(0.3)
+    assert etcd.get("/p/a")[1] is None
+    assert not os.path.exists(p)
+
+
+# ---------------------------------------------------------------- rename
+
+def test_rename_files(pm, etcd):
+    p = pm.p
+    assert err_of(os.rename, p("p/missing"), p("p/z")) == errno.ENOENT
+    assert err_of(os.rename, p("p/a"), p("p/nodir/a")) == errno.ENOENT
+    # a real rename is one transaction: delete + put in one revision
+    rev = etcd.revision()
+    assert os.rename(p("p/a"), p("p/a2")) is None
+    assert etcd.revision() == rev + 1
+    assert etcd.get("/p/a")[1] is None and etcd.get("/p/a2")[0] == b"hello"
+    assert read(p("p/a2")) == b"hello" and not os.path.exists(p("p/a"))
+    # over an existing file: replaced
+    assert os.rename(p("p/a2"), p("p/b")) is None
+    assert etcd.get("/p/b")[0] == b"hello" and etcd.get("/p/a2")[1] is None
+    # into another directory
+    assert os.rename(p("p/b"), p("p/d/b")) is None
+    assert etcd.get("/p/d/b")[0] == b"hello"
+    # onto itself: nothing happens
+    rev = etcd.revision()
+    assert os.rename(p("p/d/b"), p("p/d/b")) is None
+    assert etcd.revision() == rev
+    # a file onto a directory, and a directory onto a file
+    os.mkdir(p("p/e"))
+    with open(p("p/e/k"), "w") as f:
+        f.write("k")
+    assert err_of(os.rename, p("p/d/b"), p("p/e")) == errno.EISDIR
+    os.mkdir(p("p/emptydir"))
+    assert err_of(os.rename, p("p/emptydir"), p("p/d/b")) == errno.ENOTDIR
+
+
+def test_rename_noreplace_and_exchange(pm, etcd):
+    p = pm.p
+    assert renameat2(p("p/a"), p("p/b"), RENAME_NOREPLACE) == errno.EEXIST
+    assert etcd.get("/p/a")[0] == b"hello" and etcd.get("/p/b")[0] == b"bee"
+    assert renameat2(p("p/a"), p("p/c"), RENAME_NOREPLACE) is None
+    assert etcd.get("/p/c")[0] == b"hello" and etcd.get("/p/a")[1] is None
+    # mv -n leaves an existing target alone
+    subprocess.run(["mv", "-n", p("p/c"), p("p/b")])
+    assert etcd.get("/p/b")[0] == b"bee" and etcd.get("/p/c")[0] == b"hello"
+    # RENAME_EXCHANGE is not supported (documented): EINVAL, nothing moves
+    assert renameat2(p("p/c"), p("p/b"), RENAME_EXCHANGE) == errno.EINVAL
+    assert etcd.get("/p/b")[0] == b"bee" and etcd.get("/p/c")[0] == b"hello"
+
+
+def test_rename_directories(pm, etcd):
+    p = pm.p
+    # a directory with keys below it: EXDEV (documented), mv copies instead
+    assert err_of(os.rename, p("p/d"), p("p/d2")) == errno.EXDEV
+    assert etcd.get("/p/d/x")[0] == b"1"
+    etcd.put("/p/d2/x", "1")
+    # an empty (local) directory renames locally
+    os.mkdir(p("p/e1"))
+    assert os.rename(p("p/e1"), p("p/e2")) is None
+    assert os.path.isdir(p("p/e2")) and not os.path.exists(p("p/e1"))
+    # onto a non-empty directory
+    assert err_of(os.rename, p("p/e2"), p("p/d2")) == errno.ENOTEMPTY
+    # onto an empty directory: replaces it
+    os.mkdir(p("p/e3"))
+    assert os.rename(p("p/e2"), p("p/e3")) is None
+    assert os.path.isdir(p("p/e3")) and not os.path.exists(p("p/e2"))
+
+
+def test_rename_shadow_onto_changed_key_is_estale(pm, etcd):
+    """sed -i's save: a temp (shadow) file renamed onto the key commits one
+    compare-and-swap put against the revision the key had when the shadow
+    was created. A change made since then fails the rename: ESTALE, and
+    etcd keeps the other writer's value."""
+    tmpname = pm.p("p/sedAbC123")
+    with open(tmpname, "wb") as f:
+        f.write(b"sed output")
+    etcd.put("/p/b", "changed elsewhere")
+    assert wait_for(lambda: read(pm.p("p/b")) == b"changed elsewhere")
+    assert err_of(os.rename, tmpname, pm.p("p/b")) == errno.ESTALE
+    assert etcd.get("/p/b")[0] == b"changed elsewhere"
+    # the shadow keeps its base revision; a fresh one saves as one put
+    os.unlink(tmpname)
+    with open(tmpname, "wb") as f:
+        f.write(b"sed output")
+    rev = etcd.revision()
+    assert os.rename(tmpname, pm.p("p/b")) is None
+    assert etcd.get("/p/b")[0] == b"sed output" and etcd.revision() == rev + 1
+    assert etcd.get("/p/sedAbC123")[1] is None
+
+
+# ---------------------------------------------------------------- mkdir / rmdir
+
+def test_mkdir(pm, etcd, mount_factory):
+    p = pm.p
+    assert os.mkdir(p("p/new")) is None
+    assert os.path.isdir(p("p/new"))
+    assert "new" in os.listdir(p("p"))
+    assert etcd.keys(b"/p/new") == []  # local only: etcd has no directories
+    assert err_of(os.mkdir, p("p/new")) == errno.EEXIST
+    assert err_of(os.mkdir, p("p/d")) == errno.EEXIST
+    assert err_of(os.mkdir, p("p/a")) == errno.EEXIST
+    assert err_of(os.mkdir, p("p/nodir/x")) == errno.ENOENT
+    assert err_of(os.mkdir, p("p/a/x")) == errno.ENOTDIR
+    # another mount of the same etcd does not see it
+    other = mount_factory(["--endpoints", etcd.endpoint])
+    assert os.path.isdir(os.path.join(other.path, "p/d"))
+    assert not os.path.exists(os.path.join(other.path, "p/new"))
+    # a key below it makes it real
+    with open(p("p/new/k"), "w") as f:
+        f.write("v")
+    assert etcd.get("/p/new/k")[0] == b"v"
+    assert wait_for(lambda: os.path.isdir(os.path.join(other.path, "p/new")))
+
+
+def test_rmdir(pm, etcd):
+    p = pm.p
+    assert err_of(os.rmdir, p("p/d")) == errno.ENOTEMPTY
+    assert err_of(os.rmdir, p("p/a")) == errno.ENOTDIR
+    assert err_of(os.rmdir, p("p/missing")) == errno.ENOENT
+    os.mkdir(p("p/empty"))
+    assert os.rmdir(p("p/empty")) is None
+    assert not os.path.exists(p("p/empty"))
+    assert err_of(os.rmdir, p("p/empty")) == errno.ENOENT
+
+
+# ---------------------------------------------------------------- truncate
+
+def test_truncate_path(pm, etcd):
+    p = pm.p("p/a")
+    rev = etcd.revision()
+    assert os.truncate(p, 2) is None  # no open handle: one immediate put
+    assert etcd.get("/p/a")[0] == b"he" and etcd.revision() == rev + 1
+    assert os.stat(p).st_size == 2 and read(p) == b"he"
+    assert os.truncate(p, 6) is None  # grow: zero-filled
+    assert etcd.get("/p/a")[0] == b"he\0\0\0\0"
+    assert os.stat(p).st_size == 6 and read(p) == b"he\0\0\0\0"
+    assert os.truncate(p, 0) is None
+    assert etcd.get("/p/a")[0] == b"" and os.stat(p).st_size == 0
+    assert err_of(os.truncate, pm.p("p/missing"), 0) == errno.ENOENT
+    assert err_of(os.truncate, pm.p("p/d"), 0) == errno.EISDIR
+    assert err_of(os.truncate, p, -1) == errno.EINVAL
+
+
+def test_ftruncate_grow_and_shrink(pm, etcd):
+    p = pm.p("p/a")
+    rev = etcd.revision()
+    fd = os.open(p, os.O_RDWR)
+    os.ftruncate(fd, 10)
+    assert os.pread(fd, 20, 0) == b"hello\0\0\0\0\0"
+    os.ftruncate(fd, 3)
+    assert os.pread(fd, 20, 0) == b"hel"
+    os.pwrite(fd, b"p!", 3)
+    assert etcd.get("/p/a")[0] == b"hello"  # nothing saved before close
+    os.close(fd)
+    assert etcd.get("/p/a")[0] == b"help!" and etcd.revision() == rev + 1
+    assert os.stat(p).st_size == 5
+    # a truncate-only handle is saved at release
+    with open(p, "r+b") as f:
+        f.truncate(1)
+    assert wait_for(lambda: etcd.get("/p/a")[0] == b"h")
+    assert os.stat(p).st_size == 1
+    # O_TRUNC + write is one put of the new content, never an empty value
+    rev = etcd.revision()
+    with open(p, "wb") as f:
+        f.write(b"whole new")
+    assert etcd.get("/p/a")[0] == b"whole new" and etcd.revision() == rev + 1
+    fd = os.open(pm.p("p/b"), os.O_RDONLY)
+    assert err_of(os.ftruncate, fd, 0) in (errno.EBADF, errno.EINVAL)
+    os.close(fd)
+
+
+# ---------------------------------------------------------------- xattrs
+
+FILE_XATTRS = ["user.etcd.key", "user.etcd.create_revision", "user.etcd.mod_revision",
+               "user.etcd.version", "user.etcd.lease"]
+
+
+def test_xattrs(pm, etcd):
+    p = pm.p("p/b")
+    _, kv = etcd.get("/p/b")
+    assert sorted(os.listxattr(p)) == sorted(FILE_XATTRS)
+    assert os.getxattr(p, "user.etcd.key") == b"/p/b"
+    assert int(os.getxattr(p, "user.etcd.mod_revision")) == int(kv["mod_revision"])
+    assert int(os.getxattr(p, "user.etcd.create_revision")) == int(kv["create_revision"])
+    assert int(os.getxattr(p, "user.etcd.version")) == int(kv["version"])
+    assert int(os.getxattr(p, "user.etcd.lease")) == 0
+    for name in ("user.nope", "user.etcd.nope", "trusted.x", "security.selinux"):
+        assert err_of(os.getxattr, p, name) == errno.ENODATA, name
+    # directories have none
+    assert os.listxattr(pm.p("p/d")) == []
+    assert err_of(os.getxattr, pm.p("p/d"), "user.etcd.key") == errno.ENODATA
+    assert err_of(os.getxattr, pm.p("p/missing"), "user.etcd.key") == errno.ENOENT
+    # a buffer too small: ERANGE
+    buf = ctypes.create_string_buffer(2)
+    assert libc.getxattr(p.encode(), b"user.etcd.key", buf, 2) == -1
+    assert ctypes.get_errno() == errno.ERANGE
+    assert libc.getxattr(p.encode(), b"user.etcd.key", None, 0) == len(b"/p/b")
+    # they follow changes
+    rev = etcd.put("/p/b", "new")
+    assert wait_for(lambda: int(os.getxattr(p, "user.etcd.mod_revision")) == rev)
+    assert int(os.getxattr(p, "user.etcd.version")) == int(kv["version"]) + 1
+    # xattrs are read-only (documented difference): ENOTSUP
+    assert err_of(os.setxattr, p, "user.test", b"1") == errno.ENOTSUP
+    assert err_of(os.removexattr, p, "user.etcd.key") == errno.ENOTSUP
+
+
+# ---------------------------------------------------------------- stat
+
+SIZES = [0, 1, 100, 4095, 4096, 4097, 65536, 300000, 1000000]
+
+
+def test_stat_sizes_exact(pm, etcd):
+    items = [(f"/p/s/{n}", os.urandom(n)) for n in SIZES]
+    items += [("/p/s/utf8", "grüße, 世界\n".encode()), ("/p/s/nul", b"a\0b\0\0")]
+    etcd.put_many(items)
+    assert wait_for(lambda: len(os.listdir(pm.p("p/s"))) == len(items))
+    for k, v in items:
+        p = pm.p(k[1:])
+        st = os.stat(p)
+        assert st.st_size == len(v), k
+        assert st.st_blocks == (len(v) + 511) // 512, k
+        assert read(p) == v, k
+    # readdir-plus attributes agree with stat
+    out = subprocess.run(["ls", "-ln", pm.p("p/s")], capture_output=True, check=True).stdout
+    for line in out.decode().splitlines()[1:]:
+        f = line.split()
+        want = dict((k.rsplit("/", 1)[1], len(v)) for k, v in items)[f[-1]]
+        assert int(f[4]) == want, line
+    # sizes follow external changes and saves through the mount
+    etcd.put("/p/s/1", "twelve bytes")
+    assert wait_for(lambda: os.stat(pm.p("p/s/1")).st_size == 12)
+    with open(pm.p("p/s/0"), "wb") as f:
+        f.write(b"x" * 7777)
+    assert os.stat(pm.p("p/s/0")).st_size == 7777
+    st = os.stat(pm.p("p/d"))
+    assert st.st_size == 4096 and st.st_nlink == 2
+
+
+# ---------------------------------------------------------------- other calls
+
+def test_chmod_chown_utime_symlink_link(pm, etcd):
+    p = pm.p("p/b")
+    rev = etcd.revision()
+    os.chmod(p, 0o640)
+    assert os.stat(p).st_mode & 0o7777 == 0o640  # kept in memory
+    os.chown(p, os.getuid(), os.getgid())
+    assert err_of(os.chown, p, 65534, -1) == errno.EPERM
+    os.utime(p, (1000000000, 1000000000))
+    assert int(os.stat(p).st_mtime) == 1000000000
+    assert etcd.revision() == rev  # none of this reaches etcd
+    # symlinks only for shadow names (emacs' lock link); no hard links
+    assert err_of(os.symlink, "target", pm.p("p/link")) == errno.EPERM
+    os.symlink("user@host.1234", pm.p("p/.#b"))
+    assert os.readlink(pm.p("p/.#b")) == "user@host.1234"
+    assert etcd.get("/p/.#b")[1] is None
+    os.unlink(pm.p("p/.#b"))
+    assert err_of(os.link, p, pm.p("p/hard")) == errno.EPERM
+
+
+def test_shadow_names_stay_local(pm, etcd, mount_factory):
+    for name in (".b.swp", "b~", "b.bak", "4913", "sedAbC123"):
+        with open(pm.p(f"p/{name}"), "wb") as f:
+            f.write(b"local")
+        assert read(pm.p(f"p/{name}")) == b"local"
+        assert name in os.listdir(pm.p("p"))
+        assert etcd.get(f"/p/{name}")[1] is None, name
+    other = mount_factory(["--endpoints", etcd.endpoint])
+    assert sorted(os.listdir(os.path.join(other.path, "p"))) == ["a", "b", "d"]
