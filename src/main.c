@@ -48,7 +48,13 @@ struct options {
 enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO, KEY_RW };
 
 static const struct fuse_opt opt_spec[] = {
-	OPT("--endpoints %s", endpoints),
+	OPT("--endpoints %s", endpoints), OPT("endpoints=%s", endpoints),
+	OPT("cacert=%s", cacert), OPT("cert=%s", cert), OPT("key=%s", key),
+	OPT("user=%s", user), OPT("password_file=%s", password_file),
+	OPT("dial_timeout=%s", dial_timeout), OPT("command_timeout=%s", command_timeout),
+	OPT("prefix=%s", prefix), OPT("format=%s", format), OPT("cache_size=%s", cache_size),
+	OPT("data_dir=%s", data_dir), OPT("snapshot=%s", snapshot),
+	OPT("consistency=%s", consistency), OPT("insecure_skip_tls_verify", insecure_skip_tls_verify),
 	OPT("--cacert %s", cacert),
 	OPT("--cert %s", cert),
 	OPT("--key %s", key),
@@ -83,6 +89,7 @@ static const struct fuse_opt opt_spec[] = {
 };
 
 static char *mountpoint;
+static char *first_arg, *second_arg;
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
@@ -109,14 +116,15 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 		o->read_write = 1;
 		return 0;
 	case FUSE_OPT_KEY_NONOPT:
-		if (!mountpoint) {
-			mountpoint = realpath(arg, NULL);
-			if (!mountpoint) {
-				fprintf(stderr, "etcdfs: bad mount point '%s': %s\n", arg,
-					strerror(errno));
-				return -1;
-			}
-			return 0;
+		/* "etcdfs MOUNTPOINT", or "etcdfs SOURCE MOUNTPOINT" as
+		 * mount(8) and fstab call it (docs/etcdfs.1, SOURCES). */
+		if (!first_arg) {
+			first_arg = strdup(arg);
+			return first_arg ? 0 : -1;
+		}
+		if (!second_arg) {
+			second_arg = strdup(arg);
+			return second_arg ? 0 : -1;
 		}
 		fprintf(stderr, "etcdfs: unexpected argument '%s'\n", arg);
 		return -1;
@@ -127,9 +135,13 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 
 static void usage(const char *prog)
 {
-	printf("usage: %s [options] MOUNTPOINT\n"
+	printf("usage: %s [options] [SOURCE] MOUNTPOINT\n"
 	       "\n"
 	       "Mounts the etcd v3 keyspace as files.\n"
+	       "SOURCE (as mount(8) and fstab pass it): etcd endpoint URL(s), store:DIR,\n"
+	       "snapshot:FILE, or etcd (use the options). Options may also be given as\n"
+	       "-o endpoints=,cacert=,cert=,key=,user=,password_file=,prefix=,format=,\n"
+	       "data_dir=,snapshot=,cache_size=,dial_timeout=,command_timeout=,consistency=\n"
 	       "\n"
 	       "etcd connection (etcdctl-compatible; ETCDCTL_* variables are honoured):\n"
 	       "    --endpoints=URL[,URL...]   etcd endpoints (default http://127.0.0.1:2379)\n"
@@ -235,8 +247,9 @@ static void daemon_ready(void *arg)
 	ready_fd = -1;
 	if (chdir("/") < 0)
 		log_warn("chdir /: %s", strerror(errno));
-	/* From here on stderr is gone: log to syslog. */
+	/* From here on stderr is gone: log to syslog, info included. */
 	log_use_syslog(1);
+	log_set_level(LOG_INFO);
 	int fd = open("/dev/null", O_RDWR);
 	if (fd >= 0) {
 		dup2(fd, 0);
@@ -379,9 +392,29 @@ int main(int argc, char *argv[])
 		ret = 0;
 		goto out_args;
 	}
-	if (!mountpoint) {
-		fprintf(stderr, "etcdfs: no mount point given (see --help)\n");
-		goto out_args;
+	{
+		/* One argument: the mount point. Two: a source, then it. */
+		const char *mp = second_arg ? second_arg : first_arg;
+		if (!mp) {
+			fprintf(stderr, "etcdfs: no mount point given (see --help)\n");
+			goto out_args;
+		}
+		mountpoint = realpath(mp, NULL);
+		if (!mountpoint) {
+			fprintf(stderr, "etcdfs: bad mount point '%s': %s\n", mp, strerror(errno));
+			goto out_args;
+		}
+		const char *src = second_arg ? first_arg : NULL;
+		if (src && strncmp(src, "store:", 6) == 0) {
+			free(o.data_dir);
+			o.data_dir = strdup(src + 6);
+		} else if (src && strncmp(src, "snapshot:", 9) == 0) {
+			free(o.snapshot);
+			o.snapshot = strdup(src + 9);
+		} else if (src && strcmp(src, "etcd") != 0 && strcmp(src, "etcdfs") != 0 &&
+			   strcmp(src, "none") != 0 && !o.endpoints) {
+			o.endpoints = strdup(src); /* URL[,URL...] */
+		}
 	}
 	if (o.debug)
 		log_set_level(LOG_DEBUG);
@@ -421,6 +454,9 @@ int main(int argc, char *argv[])
 		prefix[plen] = 0;
 	}
 
+	/* A daemonizing mount prints only problems on the terminal. */
+	if (!o.foreground)
+		log_set_level(LOG_WARNING);
 	if (!o.foreground && daemonize() < 0) {
 		fprintf(stderr, "etcdfs: cannot daemonize: %s\n", strerror(errno));
 		goto out_args;
@@ -560,6 +596,8 @@ out_args:
 	free(o.stale_timeout_s);
 	free(prefix);
 	free(mountpoint);
+	free(first_arg);
+	free(second_arg);
 	fuse_opt_free_args(&args);
 	return ret;
 }
