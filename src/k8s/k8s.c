@@ -494,6 +494,63 @@ static int encode_protobuf(const struct k8s_msg *m, const struct envelope *oe,
 	return out->oom ? -ENOMEM : 0;
 }
 
+/* JSON-stored objects: a new known kind in Go struct order, a new unknown kind
+ * with sorted keys, an edit merged into the original JSON */
+static int encode_json(const struct jval *ojson, const char *orig, size_t orig_len, const char *tav,
+		       const char *tkind, const struct jval *obj, struct buf *b, char **err)
+{
+	const struct k8s_msg *km = k8s_schema_kind(tav, tkind);
+	struct buf pb;
+	int r = 0;
+
+	k8s_buf_init(&pb);
+	if (!ojson && km) {
+		/* validate and put it in Go order by going through the protobuf form */
+		struct jval *view = NULL;
+		struct k8s_typemeta tm = {tav, tkind};
+		r = k8s_encode_message(km, obj, NULL, 0, &pb, err);
+		if (!r)
+			r = k8s_view_message(km, pb.data ? pb.data : (const uint8_t *)"", pb.len,
+					     &tm, &view, err);
+		if (!r) {
+			k8s_json_write(b, view, 0);
+			k8s_buf_addc(b, '\n');
+		}
+		k8s_jv_free(view);
+		goto out;
+	}
+	if (ojson && km) {
+		/* validate edits of known kinds against the schema, unless the stored
+		 * object itself does not fit it (written by another version): then its
+		 * extra members must survive */
+		char *oerr = NULL;
+		bool orig_fits = k8s_encode_message(km, ojson, NULL, 0, &pb, &oerr) == 0;
+		if (!orig_fits)
+			log_debug("k8s: stored %s does not fit the schema (%s); edit not "
+				  "schema-checked",
+				  tkind, oerr ? oerr : "?");
+		free(oerr);
+		pb.len = 0;
+		if (orig_fits && (r = k8s_encode_message(km, obj, NULL, 0, &pb, err)))
+			goto out;
+	}
+	if (ojson) {
+		/* keep the original's surrounding whitespace (the final newline) */
+		k8s_buf_add(b, orig, ojson->src_off);
+		k8s_json_merge(b, ojson, obj);
+		size_t end = ojson->src_off + ojson->src_len;
+		k8s_buf_add(b, orig + end, orig_len - end);
+	} else {
+		k8s_json_merge(b, NULL, obj);
+		k8s_buf_addc(b, '\n');
+	}
+out:
+	k8s_buf_free(&pb);
+	if (!r && b->oom)
+		r = -ENOMEM;
+	return r;
+}
+
 int k8s_encode_typed(const void *orig, size_t orig_len, const char *text, size_t text_len,
 		     const char *expect_name, const char *expect_namespace,
 		     int64_t resource_version, const char *api_version, const char *kind,
@@ -581,63 +638,7 @@ int k8s_encode_typed(const void *orig, size_t orig_len, const char *text, size_t
 		as_json = stored_as_json(tav) ||
 			  !k8s_schema_kind(tav ? tav : api_version, tkind ? tkind : kind);
 	if (as_json) {
-		if (!orig && k8s_schema_kind(tav, tkind)) {
-			/* a known kind stored as JSON: validate and put it in Go order by
-			 * going through the protobuf form */
-			const struct k8s_msg *m = k8s_schema_kind(tav, tkind);
-			struct buf pb;
-			struct jval *view = NULL;
-			struct k8s_typemeta tm = {tav, tkind};
-			k8s_buf_init(&pb);
-			r = k8s_encode_message(m, obj, NULL, 0, &pb, err);
-			if (!r)
-				r = k8s_view_message(m, pb.data ? pb.data : (const uint8_t *)"",
-						     pb.len, &tm, &view, err);
-			k8s_buf_free(&pb);
-			if (r)
-				goto out;
-			k8s_json_write(&b, view, 0);
-			k8s_jv_free(view);
-		} else {
-			const struct k8s_msg *km = k8s_schema_kind(tav, tkind);
-			if (ojson && ojson->t == J_OBJ && km) {
-				/* validate edits of known kinds against the schema, unless
-				 * the stored object itself does not fit it (written by
-				 * another version): then its extra fields must survive */
-				struct buf pb;
-				char *oerr = NULL;
-				k8s_buf_init(&pb);
-				bool orig_fits =
-					k8s_encode_message(km, ojson, NULL, 0, &pb, &oerr) == 0;
-				if (!orig_fits)
-					log_debug("k8s: stored %s does not fit the schema (%s); "
-						  "edit not schema-checked",
-						  tkind, oerr ? oerr : "?");
-				free(oerr);
-				pb.len = 0;
-				r = orig_fits ? k8s_encode_message(km, obj, NULL, 0, &pb, err) : 0;
-				k8s_buf_free(&pb);
-				if (r)
-					goto out;
-			}
-			if (ojson) {
-				/* keep the original's surrounding whitespace (the
-				 * apiserver writes a final newline) */
-				const char *o = orig;
-				k8s_buf_add(&b, o, ojson->src_off);
-				k8s_json_merge(&b, ojson, obj);
-				size_t end = ojson->src_off + ojson->src_len;
-				k8s_buf_add(&b, o + end, orig_len - end);
-			} else {
-				k8s_json_merge(&b, ojson, obj);
-				k8s_buf_addc(&b, '\n');
-			}
-			r = b.oom ? -ENOMEM : 0;
-			goto json_done;
-		}
-		k8s_buf_addc(&b, '\n');
-		r = b.oom ? -ENOMEM : 0;
-	json_done:;
+		r = encode_json(ojson, orig, orig_len, tav, tkind, obj, &b, err);
 	} else {
 		const char *av = tav ? tav : api_version, *kd = tkind ? tkind : kind;
 		const struct k8s_msg *m =
@@ -651,8 +652,10 @@ int k8s_encode_typed(const void *orig, size_t orig_len, const char *text, size_t
 			r = -ENOTSUP;
 			goto out;
 		}
-		r = encode_protobuf(m, have_env ? &oe : NULL, tav ? tav : "", tkind ? tkind : "",
-				    obj, &b, err);
+		/* the envelope names the type unless the kind has no TypeMeta */
+		bool tm = has_typemeta(m);
+		r = encode_protobuf(m, have_env ? &oe : NULL, tm && av ? av : "",
+				    tm && kd ? kd : "", obj, &b, err);
 	}
 	if (r)
 		goto out;

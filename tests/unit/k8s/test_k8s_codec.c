@@ -759,6 +759,21 @@ static void test_typed(void)
 	free(out);
 	free(err);
 	free(pb);
+
+	/* text without apiVersion/kind, typed by the caller: the envelope names it */
+	void *b = NULL;
+	size_t bn;
+	const char *t = "metadata:\n  name: p\nspec:\n  containers: [{name: c, image: i}]\n";
+	err = NULL;
+	CHECK(k8s_encode_typed(NULL, 0, t, strlen(t), NULL, NULL, 0, "v1", "Pod", K8S_ENC_RAW, &b,
+			       &bn, &err) == 0,
+	      "typed encode: %s", err ? err : "");
+	out = b ? dec(b, bn, K8S_FMT_YAML, 0) : NULL;
+	CHECK(out && strstr(out, "apiVersion: v1\n") && strstr(out, "kind: Pod\n"),
+	      "typed envelope");
+	free(out);
+	free(b);
+	free(err);
 }
 
 int main(int argc, char **argv)
