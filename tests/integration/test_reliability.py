@@ -333,7 +333,7 @@ class Cluster:
                              env=dict(os.environ, ETCDCTL_API="3"))
         for st in json.loads(out.stdout or b"[]"):
             s = st["Status"]
-            if s["header"]["member_id"] == s["leader"]:
+            if s.get("leader") and s["header"]["member_id"] == s["leader"]:
                 return next(e for e in alive if e.endpoint == st["Endpoint"])
         return None
 
@@ -354,8 +354,8 @@ def test_leader_killed_saves_fail_over(cluster, mount_factory):
     """A loop of saves through a mount given all three endpoints, leader
     first; the leader is killed with SIGKILL mid-loop. Saves resume on the
     survivors, every acknowledged save is in etcd, the watch follows."""
+    assert wait_for(lambda: cluster.leader() is not None, timeout=15)
     leader = cluster.leader()
-    assert leader is not None
     order = [leader] + [e for e in cluster.members if e is not leader]
     leader.put("/ha/last", "0\n")
     m = fault_mount(mount_factory, cluster.endpoints(order))

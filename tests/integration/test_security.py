@@ -230,6 +230,9 @@ def test_tls_verified_by_default(tmp, mount_factory):
         m2 = mount_factory(["--endpoints", e.endpoint, "--insecure-skip-tls-verify"])
         with open(os.path.join(m2.path, "tls/k")) as f:
             assert f.read() == "over tls"
+        # unmount while this etcd still runs (it is not the fixture's)
+        m.stop()
+        m2.stop()
     finally:
         e.stop()
 
