@@ -1,5 +1,6 @@
-/* client.c: the etcd backend's unary requests (range, txn, compact, status) over the JSON
- * gateway: endpoint failover, keep-alive handle pool, TLS, token auth, range paging. */
+/* client.c: the etcd backend's unary requests (range, txn, compact, status): endpoint
+ * failover, keep-alive handle pools, TLS, token auth, range paging, and the choice between
+ * the JSON gateway and native gRPC (grpc.c) for ranges, with fallback to JSON. */
 #include "internal.h"
 
 #include <errno.h>
@@ -7,13 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "log.h"
 
 #define RESP_MAX ((size_t)256 << 20) /* refuse replies above this: a runaway, not data */
 #define PAGE_MAX 1000		     /* keys per range page */
 #define PAGE_MIN 16
-#define PAGE_BIG_BYTES ((size_t)8 << 20) /* halve the page size above this reply size */
+#define PAGE_BIG_BYTES ((size_t)8 << 20)   /* halve the page size above this reply size */
+#define GRPC_PAGE_MAX 10000		   /* keys per gRPC range page */
+#define GRPC_PAGE_BYTES ((size_t)16 << 20) /* aimed size of a gRPC range page */
+#define GRPC_OFF_MS 30000 /* AUTO: JSON only for this long after a gRPC protocol failure */
 
 /* ---- handles ---- */
 
@@ -76,26 +81,44 @@ out_err:
 	return NULL;
 }
 
-static CURL *pool_get(struct etcd_client *c)
+/* HTTP/1.1 and HTTP/2 handles live in separate pools so that a handle's cached connection
+ * always matches the protocol of the next request made with it. */
+CURL *etcd_pool_get(struct etcd_client *c, bool h2)
 {
 	CURL *h = NULL;
+	CURL **pool = h2 ? c->gpool : c->pool;
+	size_t *n = h2 ? &c->n_gpool : &c->n_pool;
 	pthread_mutex_lock(&c->pool_lock);
-	if (c->n_pool)
-		h = c->pool[--c->n_pool];
+	if (*n)
+		h = pool[--*n];
 	pthread_mutex_unlock(&c->pool_lock);
 	return h ? h : curl_easy_init();
 }
 
-static void pool_put(struct etcd_client *c, CURL *h)
+void etcd_pool_put(struct etcd_client *c, CURL *h, bool h2)
 {
+	CURL **pool = h2 ? c->gpool : c->pool;
+	size_t *n = h2 ? &c->n_gpool : &c->n_pool;
 	pthread_mutex_lock(&c->pool_lock);
-	if (c->n_pool < ETCD_POOL_MAX) {
-		c->pool[c->n_pool++] = h;
+	if (*n < ETCD_POOL_MAX) {
+		pool[(*n)++] = h;
 		h = NULL;
 	}
 	pthread_mutex_unlock(&c->pool_lock);
 	if (h)
 		curl_easy_cleanup(h);
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void count(uint64_t *counter)
+{
+	__atomic_add_fetch(counter, 1, __ATOMIC_RELAXED);
 }
 
 /* ---- one HTTP exchange ---- */
@@ -207,7 +230,7 @@ static int exchange(struct etcd_client *c, size_t idx, const char *path, const c
 	int ret = 0;
 	memset(x, 0, sizeof(*x));
 	snprintf(url, sizeof(url), "%s%s", c->urls[idx], path);
-	CURL *h = pool_get(c);
+	CURL *h = etcd_pool_get(c, false);
 	struct curl_slist *hdrs = etcd_headers(token);
 	if (!h || !hdrs) {
 		ret = -ENOMEM;
@@ -232,8 +255,10 @@ static int exchange(struct etcd_client *c, size_t idx, const char *path, const c
 	if (rc == CURLE_OK) {
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &x->status);
 	} else if (x->resp.overflow) {
-		log_err("etcd %s: reply to %s larger than %zu bytes", c->urls[idx], path, RESP_MAX);
-		ret = -EIO;
+		/* Not the endpoint's fault: the caller may ask for less (range paging). */
+		log_debug("etcd %s: reply to %s larger than %zu bytes", c->urls[idx], path,
+			  RESP_MAX);
+		ret = -EMSGSIZE;
 	} else {
 		char cause[CURL_ERROR_SIZE + 64];
 		ret = etcd_curl_errno(h, rc, errbuf, &x->unsent);
@@ -248,7 +273,7 @@ static int exchange(struct etcd_client *c, size_t idx, const char *path, const c
 out:
 	curl_slist_free_all(hdrs);
 	if (h)
-		pool_put(c, h);
+		etcd_pool_put(c, h, false);
 	if (ret < 0) {
 		free(x->resp.p);
 		x->resp.p = NULL;
@@ -269,12 +294,14 @@ static int worse(int a, int b)
 struct req_opts {
 	bool idempotent; /* safe to send again to another endpoint after it may have arrived */
 	bool use_auth;
-	bool secret; /* body holds a password: wipe it */
+	bool secret;	 /* body holds a password: wipe it */
+	bool may_shrink; /* -EMSGSIZE goes back to the caller, who asks for less */
 	const int *abort_flag;
 };
 
 /* Sends req to the endpoints in turn (starting with the one that last answered) until one
- * answers. On success *out is the decoded reply and *resp_bytes its size. */
+ * answers. On success *out is the decoded reply and *resp_bytes its size. -EMSGSIZE (not
+ * logged) when a reply exceeds RESP_MAX. */
 static int request(struct etcd_client *c, const char *path, const json_t *req,
 		   const struct req_opts *o, json_t **out, size_t *resp_bytes)
 {
@@ -301,7 +328,7 @@ again:;
 		struct exchange x;
 		ret = exchange(c, idx, path, body, body_len, token, c->command_timeout_ms,
 			       o->abort_flag, &x);
-		if (ret == -ECANCELED || ret == -ENOMEM)
+		if (ret == -ECANCELED || ret == -ENOMEM || ret == -EMSGSIZE)
 			goto out;
 		if (ret < 0) {
 			failure = worse(failure, ret);
@@ -361,6 +388,10 @@ again:;
 	else
 		log_err("etcd: %s failed: %s", path, strerror(-ret));
 out:
+	if (ret == -EMSGSIZE && !o->may_shrink) {
+		log_err("etcd: reply to %s larger than %zu bytes", path, RESP_MAX);
+		ret = -EIO;
+	}
 	if (token) {
 		explicit_bzero(token, strlen(token));
 		free(token);
@@ -369,6 +400,120 @@ out:
 	if (o->secret)
 		explicit_bzero(body, body_len);
 	free(body);
+	return ret;
+}
+
+/* ---- gRPC requests ---- */
+
+/* Remembers a gRPC protocol failure: AUTO sends ranges through JSON for a while. */
+static void grpc_failed(struct etcd_client *c, const char *url, const char *why)
+{
+	__atomic_store_n(&c->grpc_off_until_ms, mono_ms() + GRPC_OFF_MS, __ATOMIC_RELAXED);
+	if (!__atomic_exchange_n(&c->grpc_fallback_logged, 1, __ATOMIC_RELAXED))
+		log_info("etcd %s: gRPC request failed (%s); using the JSON gateway instead "
+			 "(for %d s)",
+			 url, why, GRPC_OFF_MS / 1000);
+	else
+		log_debug("etcd %s: gRPC request failed (%s); using the JSON gateway", url, why);
+}
+
+/* Sends a framed gRPC request to the endpoints in turn, like request(). On success *r holds
+ * the reply and *msg, *msg_len its first message (inside r->body). Returns -EPROTONOSUPPORT
+ * (logged by grpc_failed) when an endpoint did not speak gRPC over HTTP/2: the caller may
+ * send the request through JSON instead. -EMSGSIZE (not logged) when a reply exceeds max. */
+static int grpc_request(struct etcd_client *c, const char *path, const uint8_t *body,
+			size_t body_len, size_t max, const int *abort_flag,
+			struct etcd_grpc_reply *r, const uint8_t **msg, size_t *msg_len)
+{
+	bool auth_retried = false;
+	int ret;
+	memset(r, 0, sizeof(*r));
+again:;
+	char *token = NULL;
+	uint64_t gen = 0;
+	if (c->user) {
+		ret = etcd_get_token(c, &token, &gen, abort_flag);
+		if (ret < 0)
+			goto out;
+	}
+	size_t start = __atomic_load_n(&c->preferred, __ATOMIC_RELAXED) % c->n_urls;
+	int failure = 0;
+	ret = -ECONNREFUSED;
+	for (size_t i = 0; i < c->n_urls; i++) {
+		size_t idx = (start + i) % c->n_urls;
+		*r = (struct etcd_grpc_reply){.max = max};
+		ret = etcd_grpc_exchange(c, idx, path, body, body_len, token, c->command_timeout_ms,
+					 abort_flag, r);
+		if (ret == -ECANCELED || ret == -ENOMEM || ret == -EMSGSIZE)
+			goto out;
+		if (ret < 0 && r->proto_fail) {
+			grpc_failed(c, c->urls[idx], r->why);
+			ret = -EPROTONOSUPPORT;
+			goto out;
+		}
+		if (ret < 0) {
+			if (ret != -ECANCELED)
+				log_warn("etcd %s: %s", c->urls[idx], r->why);
+			failure = worse(failure, ret);
+			continue; /* ranges are idempotent: another endpoint may answer */
+		}
+		if (r->grpc_status == ETCD_GRPC_OK) {
+			size_t used;
+			int f = etcd_grpc_frame_next(r->body, r->len, max, msg, msg_len, &used);
+			if (f != 1 || used != r->len) {
+				etcd_grpc_reply_free(r);
+				grpc_failed(c, c->urls[idx],
+					    f == 1 ? "trailing bytes after the reply message"
+						   : "malformed reply frame");
+				ret = -EPROTONOSUPPORT;
+				goto out;
+			}
+			__atomic_store_n(&c->preferred, (unsigned)idx, __ATOMIC_RELAXED);
+			ret = 0;
+			goto out;
+		}
+		struct etcd_error e;
+		etcd_grpc_status_error(r->grpc_status, r->grpc_msg, &e);
+		etcd_grpc_reply_free(r);
+		if (e.grpc_code == ETCD_GRPC_UNIMPLEMENTED) {
+			/* A gRPC server without etcd's KV service (a proxy?): JSON may work. */
+			grpc_failed(c, c->urls[idx], e.msg);
+			ret = -EPROTONOSUPPORT;
+			goto out;
+		}
+		if (e.retry_auth && c->user && !auth_retried) {
+			log_info("etcd %s: %s; authenticating again", c->urls[idx], e.msg);
+			etcd_invalidate_token(c, gen);
+			auth_retried = true;
+			explicit_bzero(token, strlen(token));
+			free(token);
+			goto again;
+		}
+		if (e.grpc_code == ETCD_GRPC_UNAVAILABLE) {
+			log_warn("etcd %s: %s", c->urls[idx], e.msg);
+			failure = worse(failure, -EIO);
+			continue;
+		}
+		if (e.err == -EIO)
+			log_err("etcd %s%s: %s (gRPC status %d)", c->urls[idx], path, e.msg,
+				e.grpc_code);
+		else if (e.err != -EOPNOTSUPP)
+			log_warn("etcd %s%s: %s", c->urls[idx], path, e.msg);
+		ret = e.err;
+		goto out;
+	}
+	ret = failure ? failure : -ECONNREFUSED;
+	if (c->n_urls > 1)
+		log_err("etcd: %s failed on all %zu endpoints", path, c->n_urls);
+	else
+		log_err("etcd: %s failed: %s", path, strerror(-ret));
+out:
+	if (token) {
+		explicit_bzero(token, strlen(token));
+		free(token);
+	}
+	if (ret < 0)
+		etcd_grpc_reply_free(r);
 	return ret;
 }
 
@@ -469,8 +614,11 @@ int etcd_probe_endpoint(struct etcd_client *c, size_t idx, const int *abort_flag
 
 static const struct req_opts read_opts = {.idempotent = true, .use_auth = true};
 static const struct req_opts write_opts = {.idempotent = false, .use_auth = true};
+static const struct req_opts range_opts = {
+	.idempotent = true, .use_auth = true, .may_shrink = true};
 
-static int range_once(struct etcd_client *c, const struct kv_range_req *req, const void *key,
+/* One range request through the JSON gateway. */
+static int range_json(struct etcd_client *c, const struct kv_range_req *req, const void *key,
 		      size_t key_len, const void *end, size_t end_len, int64_t rev, int64_t limit,
 		      struct kv_range_result *res, size_t *resp_bytes)
 {
@@ -479,15 +627,100 @@ static int range_once(struct etcd_client *c, const struct kv_range_req *req, con
 	int ret;
 	if (!o)
 		return -ENOMEM;
-	ret = request(c, "/v3/kv/range", o, &read_opts, &resp, resp_bytes);
+	ret = request(c, "/v3/kv/range", o, &range_opts, &resp, resp_bytes);
 	json_decref(o);
 	if (ret < 0)
 		return ret;
+	count(&c->stats.json_ranges);
 	ret = etcd_json_parse_range(resp, req->keys_only, res);
 	if (ret < 0)
 		log_err("etcd: malformed range reply: %s", strerror(-ret));
 	json_decref(resp);
 	return ret < 0 ? -EIO : 0;
+}
+
+/* One range request through gRPC. -EPROTONOSUPPORT: use JSON instead. */
+static int range_grpc(struct etcd_client *c, const struct kv_range_req *req, const void *key,
+		      size_t key_len, const void *end, size_t end_len, int64_t rev, int64_t limit,
+		      struct kv_range_result *res, size_t *resp_bytes)
+{
+	uint8_t *body = NULL;
+	size_t body_len = 0, msg_len = 0;
+	const uint8_t *msg = NULL;
+	struct etcd_grpc_reply r;
+	int ret =
+		etcd_grpc_range_req(req, key, key_len, end, end_len, rev, limit, &body, &body_len);
+	if (ret < 0)
+		return ret;
+	ret = grpc_request(c, ETCD_GRPC_RANGE_PATH, body, body_len, RESP_MAX, NULL, &r, &msg,
+			   &msg_len);
+	free(body);
+	if (ret < 0)
+		return ret;
+	count(&c->stats.grpc_ranges);
+	if (resp_bytes)
+		*resp_bytes = r.len;
+	ret = etcd_grpc_parse_range(msg, msg_len, req->keys_only, res);
+	etcd_grpc_reply_free(&r);
+	if (ret == -EINVAL) {
+		log_err("etcd: malformed gRPC range reply");
+		return -EIO;
+	}
+	return ret;
+}
+
+static bool use_grpc(struct etcd_client *c, const struct kv_range_req *req)
+{
+	switch (__atomic_load_n(&c->transport, __ATOMIC_RELAXED)) {
+	case ETCD_TRANSPORT_JSON:
+		return false;
+	case ETCD_TRANSPORT_GRPC:
+		return true;
+	default:
+		/* A single key is served as fast by a kept-alive JSON connection; ranges of
+		 * keys are where base64 and JSON parsing cost. */
+		return req->range_end_len > 0 &&
+		       mono_ms() >= __atomic_load_n(&c->grpc_off_until_ms, __ATOMIC_RELAXED);
+	}
+}
+
+/* One range round trip by gRPC or JSON (falling back to JSON in AUTO). *grpc tells which
+ * served it. -EMSGSIZE when the reply would exceed RESP_MAX (not logged). */
+static int range_once(struct etcd_client *c, const struct kv_range_req *req, const void *key,
+		      size_t key_len, const void *end, size_t end_len, int64_t rev, int64_t limit,
+		      struct kv_range_result *res, size_t *resp_bytes, bool *grpc)
+{
+	*grpc = false;
+	if (use_grpc(c, req)) {
+		int ret =
+			range_grpc(c, req, key, key_len, end, end_len, rev, limit, res, resp_bytes);
+		if (ret != -EPROTONOSUPPORT) {
+			*grpc = true;
+			return ret;
+		}
+		if (__atomic_load_n(&c->transport, __ATOMIC_RELAXED) == ETCD_TRANSPORT_GRPC)
+			return -EIO; /* no fallback wanted; the cause is logged */
+		count(&c->stats.grpc_fallbacks);
+	}
+	return range_json(c, req, key, key_len, end, end_len, rev, limit, res, resp_bytes);
+}
+
+/* Keys for the next page: JSON keeps its proven sizes; gRPC aims at GRPC_PAGE_BYTES from the
+ * bytes per key of the page just read. */
+static int64_t next_limit(int64_t limit, bool grpc, size_t resp_bytes, size_t n_keys)
+{
+	if (grpc) {
+		size_t per_key = n_keys ? resp_bytes / n_keys : resp_bytes;
+		size_t n = GRPC_PAGE_BYTES / (per_key ? per_key : 1);
+		return n < PAGE_MIN ? PAGE_MIN : n > GRPC_PAGE_MAX ? GRPC_PAGE_MAX : (int64_t)n;
+	}
+	if (limit > PAGE_MAX)
+		limit = PAGE_MAX;
+	if (resp_bytes > PAGE_BIG_BYTES && limit > PAGE_MIN)
+		return limit / 2;
+	if (resp_bytes < PAGE_BIG_BYTES / 8 && limit < PAGE_MAX)
+		return limit * 2 > PAGE_MAX ? PAGE_MAX : limit * 2;
+	return limit;
 }
 
 static int client_range(struct kv *kv, const struct kv_range_req *req, struct kv_range_result *res)
@@ -496,12 +729,18 @@ static int client_range(struct kv *kv, const struct kv_range_req *req, struct kv
 	memset(res, 0, sizeof(*res));
 	bool key_order = req->sort_order == KV_SORT_NONE || req->sort_target == KV_SORT_KEY;
 	bool page = req->limit == 0 && !req->count_only && req->range_end_len > 0 && key_order;
+	bool grpc;
 	int ret;
 	if (req->limit < 0)
 		return -EINVAL;
 	if (!page) {
 		ret = range_once(c, req, req->key, req->key_len, req->range_end, req->range_end_len,
-				 req->revision, req->limit, res, NULL);
+				 req->revision, req->limit, res, NULL, &grpc);
+		if (ret == -EMSGSIZE) {
+			log_err("etcd: range reply larger than %zu bytes; ask for fewer keys",
+				RESP_MAX);
+			ret = -EIO;
+		}
 		goto out;
 	}
 	/* Page in key order, pinned to one revision. Ascending pages continue after the last
@@ -519,7 +758,19 @@ static int client_range(struct kv *kv, const struct kv_range_req *req, struct kv
 	memcpy(end, req->range_end, end_len);
 	for (;;) {
 		size_t resp_bytes = 0, before = res->n_kvs;
-		ret = range_once(c, req, key, key_len, end, end_len, rev, limit, res, &resp_bytes);
+		ret = range_once(c, req, key, key_len, end, end_len, rev, limit, res, &resp_bytes,
+				 &grpc);
+		if (ret == -EMSGSIZE && limit > PAGE_MIN) {
+			/* Huge values: ask again for fewer keys. */
+			limit = limit / 4 > PAGE_MIN ? limit / 4 : PAGE_MIN;
+			log_debug("etcd: range page too large; retrying with %lld keys",
+				  (long long)limit);
+			continue;
+		}
+		if (ret == -EMSGSIZE) {
+			log_err("etcd: %d keys of a range exceed %zu bytes", PAGE_MIN, RESP_MAX);
+			ret = -EIO;
+		}
 		if (ret < 0)
 			goto out_free;
 		if (first) {
@@ -548,10 +799,7 @@ static int client_range(struct kv *kv, const struct kv_range_req *req, struct kv
 		n[last->key_len] = 0; /* ascending: the smallest key after last */
 		*dst = n;
 		*dst_len = last->key_len + (descend ? 0 : 1);
-		if (resp_bytes > PAGE_BIG_BYTES && limit > PAGE_MIN)
-			limit /= 2;
-		else if (resp_bytes < PAGE_BIG_BYTES / 8 && limit < PAGE_MAX)
-			limit = limit * 2 > PAGE_MAX ? PAGE_MAX : limit * 2;
+		limit = next_limit(limit, grpc, resp_bytes, res->n_kvs - before);
 	}
 	res->count = count;
 	res->revision = revision;
@@ -677,6 +925,8 @@ static void client_destroy(struct kv *kv)
 		return;
 	for (size_t i = 0; i < c->n_pool; i++)
 		curl_easy_cleanup(c->pool[i]);
+	for (size_t i = 0; i < c->n_gpool; i++)
+		curl_easy_cleanup(c->gpool[i]);
 	for (size_t i = 0; i < c->n_urls; i++)
 		free(c->urls[i]);
 	free(c->urls);
@@ -771,6 +1021,7 @@ int etcd_client_new(const struct etcd_config *cfg, struct kv **out)
 		cfg->max_request_bytes ? cfg->max_request_bytes : ETCD_DEFAULT_MAX_REQUEST_BYTES;
 	c->max_txn_ops = cfg->max_txn_ops ? cfg->max_txn_ops : ETCD_DEFAULT_MAX_TXN_OPS;
 	c->watch_stall_ms = ETCD_DEFAULT_WATCH_STALL_MS;
+	c->transport = (int)cfg->transport;
 	if (dup_opt(&c->cacert, cfg->cacert) < 0 || dup_opt(&c->cert, cfg->cert) < 0 ||
 	    dup_opt(&c->key, cfg->key) < 0) {
 		ret = -ENOMEM;
@@ -816,4 +1067,21 @@ out_err:
 void etcd_client_set_watch_stall_ms(struct kv *kv, long ms)
 {
 	__atomic_store_n(&to_client(kv)->watch_stall_ms, ms, __ATOMIC_RELAXED);
+}
+
+void etcd_client_set_transport(struct kv *kv, enum etcd_transport t)
+{
+	struct etcd_client *c = to_client(kv);
+	__atomic_store_n(&c->transport, (int)t, __ATOMIC_RELAXED);
+	/* An explicit choice starts with a clean slate. */
+	__atomic_store_n(&c->grpc_off_until_ms, 0, __ATOMIC_RELAXED);
+}
+
+void etcd_client_get_stats(struct kv *kv, struct etcd_client_stats *out)
+{
+	struct etcd_client *c = to_client(kv);
+	out->grpc_ranges = __atomic_load_n(&c->stats.grpc_ranges, __ATOMIC_RELAXED);
+	out->json_ranges = __atomic_load_n(&c->stats.json_ranges, __ATOMIC_RELAXED);
+	out->grpc_fallbacks = __atomic_load_n(&c->stats.grpc_fallbacks, __ATOMIC_RELAXED);
+	out->grpc_connects = __atomic_load_n(&c->stats.grpc_connects, __ATOMIC_RELAXED);
 }

@@ -1,4 +1,5 @@
-/* config.c: struct etcd_config: defaults, ETCDCTL_* environment variables, durations. */
+/* config.c: struct etcd_config: defaults, ETCDCTL_* environment variables, durations,
+ * transport names. */
 #include "etcd.h"
 
 #include <ctype.h>
@@ -225,5 +226,25 @@ int etcd_config_from_env(struct etcd_config *cfg)
 		ret = env_duration("ETCDCTL_DIAL_TIMEOUT", v, &cfg->dial_timeout_ms);
 	if (!ret && (v = getenv("ETCDCTL_COMMAND_TIMEOUT")) && *v)
 		ret = env_duration("ETCDCTL_COMMAND_TIMEOUT", v, &cfg->command_timeout_ms);
+	if (!ret && (v = getenv("ETCDFS_ETCD_TRANSPORT")) && *v &&
+	    (ret = etcd_parse_transport(v, &cfg->transport)) < 0)
+		log_err("etcd: ETCDFS_ETCD_TRANSPORT: expected auto, json or grpc, got '%s'", v);
 	return ret;
+}
+
+int etcd_parse_transport(const char *s, enum etcd_transport *out)
+{
+	static const struct {
+		const char *name;
+		enum etcd_transport t;
+	} names[] = {{"auto", ETCD_TRANSPORT_AUTO},
+		     {"json", ETCD_TRANSPORT_JSON},
+		     {"grpc", ETCD_TRANSPORT_GRPC}};
+	for (size_t i = 0; s && i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!strcasecmp(s, names[i].name)) {
+			*out = names[i].t;
+			return 0;
+		}
+	}
+	return -EINVAL;
 }

@@ -1,4 +1,5 @@
-/* etcd.h: the etcd v3 backend of kv.h, over etcd's JSON gRPC-gateway (libcurl + jansson).
+/* etcd.h: the etcd v3 backend of kv.h, over etcd's JSON gRPC-gateway (libcurl + jansson)
+ * and, for bulk ranges, etcd's native gRPC API over HTTP/2 (libcurl + protobuf-c).
  *
  * Works with etcd 3.4 and later (paths /v3/...). Configuration mirrors etcdctl's flags and
  * ETCDCTL_* environment variables so that a command line copied from etcdctl works.
@@ -15,10 +16,22 @@
  *    verification failed, else -ECONNREFUSED (-EIO for a broken reply).
  *  - writes (txns holding a put or delete, compaction) are not retried on another endpoint once
  *    they may have reached a server, so they are never applied twice.
- *  - ranges with limit 0 are paged internally (1000 keys per request at first, fewer when pages
- *    are large), every page pinned to the first page's revision; count and revision come from
- *    the first page. Paging needs key order (sort NONE, or KEY ascending/descending); other sort
- *    orders are sent as one request.
+ *  - ranges with limit 0 are paged internally, every page pinned to the first page's
+ *    revision; count and revision come from the first page. Paging needs key order (sort NONE,
+ *    or KEY ascending/descending); other sort orders are sent as one request. Over the JSON
+ *    gateway pages hold up to 1000 keys (fewer when pages are large); over gRPC the first page
+ *    holds 1000 keys and later ones are sized to about 16 MiB (16 .. 10000 keys).
+ *  - transport (ETCD_TRANSPORT_AUTO, the default): ranges over a key range (range_end set)
+ *    go through gRPC (POST /etcdserverpb.KV/Range over HTTP/2: h2c with prior knowledge for
+ *    http://, ALPN h2 for https://); everything else (single-key gets, txns, compaction,
+ *    status, auth, watches) through the JSON gateway. Should gRPC fail for a reason other than
+ *    an unreachable endpoint (no HTTP/2, not a gRPC reply, broken framing), that request is
+ *    sent again through JSON, the first such fallback is logged at info level, and gRPC is not
+ *    tried again for 30 s. Errors the server reports over gRPC (compacted, permission denied,
+ *    ...) are final and map to the same errnos as over JSON.
+ *  - libcurl 7.88 (Debian 12) cannot reuse a cleartext HTTP/2 connection: the client detects
+ *    it on the first reuse and then opens one connection per gRPC request (TLS HTTP/2
+ *    connections are reused).
  *  - the size of a request is checked against max_request_bytes before it is sent (-EFBIG), as
  *    is the number of txn operations against max_txn_ops (-E2BIG).
  */
@@ -27,8 +40,15 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "kv.h"
+
+enum etcd_transport {
+	ETCD_TRANSPORT_AUTO = 0, /* gRPC where it is faster, JSON elsewhere and as fallback */
+	ETCD_TRANSPORT_JSON,	 /* JSON gateway only */
+	ETCD_TRANSPORT_GRPC,	 /* every range over gRPC, never falling back (tests, benchmarks) */
+};
 
 struct etcd_config {
 	char **endpoints; /* n_endpoints URLs: "http://h:p", "https://h:p" or bare "h:p" */
@@ -41,6 +61,7 @@ struct etcd_config {
 	long command_timeout_ms;
 	size_t max_request_bytes;
 	size_t max_txn_ops;
+	enum etcd_transport transport; /* ETCD_TRANSPORT_AUTO by default */
 };
 
 #define ETCD_DEFAULT_ENDPOINT "http://127.0.0.1:2379"
@@ -53,7 +74,8 @@ struct etcd_config {
 /* Fills defaults; endpoints = ETCD_DEFAULT_ENDPOINT. Aborts only if out of memory. */
 void etcd_config_init(struct etcd_config *cfg);
 /* Applies the ETCDCTL_ENDPOINTS, _CACERT, _CERT, _KEY, _USER, _PASSWORD,
- * _INSECURE_SKIP_TLS_VERIFY, _DIAL_TIMEOUT and _COMMAND_TIMEOUT variables that are set.
+ * _INSECURE_SKIP_TLS_VERIFY, _DIAL_TIMEOUT and _COMMAND_TIMEOUT variables that are set, and
+ * ETCDFS_ETCD_TRANSPORT (auto, json or grpc).
  * Call it before applying command-line flags so that flags override. -EINVAL (logged) on a
  * malformed value. */
 int etcd_config_from_env(struct etcd_config *cfg);
@@ -67,10 +89,25 @@ int etcd_parse_duration_ms(const char *s, long *ms);
 /* Reads the password from the first line of a file (trailing newline stripped). */
 int etcd_config_read_password_file(struct etcd_config *cfg, const char *path);
 void etcd_config_free(struct etcd_config *cfg);
+/* Parses "auto", "json" or "grpc". -EINVAL on anything else. */
+int etcd_parse_transport(const char *s, enum etcd_transport *out);
 
 /* Creates the backend. Does not contact the server (probe with kv_status()). -EINVAL (logged) on
  * a bad endpoint URL or a user without a password. */
 int etcd_client_new(const struct etcd_config *cfg, struct kv **out);
+
+/* Changes the transport of requests started afterwards. */
+void etcd_client_set_transport(struct kv *kv, enum etcd_transport t);
+
+/* Counters since etcd_client_new(), for tests and benchmarks (read without stopping
+ * traffic: each field is exact, the set is not a snapshot). */
+struct etcd_client_stats {
+	uint64_t grpc_ranges;	 /* range round trips answered over gRPC */
+	uint64_t json_ranges;	 /* range round trips answered over the JSON gateway */
+	uint64_t grpc_fallbacks; /* gRPC range requests redone over JSON */
+	uint64_t grpc_connects;	 /* connections opened for gRPC requests */
+};
+void etcd_client_get_stats(struct kv *kv, struct etcd_client_stats *out);
 
 /* Watch stall guard: when a connected watch stream receives no bytes for this long, the
  * backend probes the endpoint; if it answers, the stream is silently re-established from the

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "etcd.h"
+#include "grpc.h"
 #include "json.h"
 
 #define ETCD_POOL_MAX 16
@@ -33,8 +34,18 @@ struct etcd_client {
 	unsigned preferred;  /* atomic access: index of the endpoint that last answered */
 
 	pthread_mutex_t pool_lock;
-	CURL *pool[ETCD_POOL_MAX]; /* protected by pool_lock: idle handles, keep-alive */
-	size_t n_pool;		   /* protected by pool_lock */
+	CURL *pool[ETCD_POOL_MAX];  /* protected by pool_lock: idle HTTP/1.1 handles, keep-alive */
+	size_t n_pool;		    /* protected by pool_lock */
+	CURL *gpool[ETCD_POOL_MAX]; /* protected by pool_lock: idle HTTP/2 (gRPC) handles */
+	size_t n_gpool;		    /* protected by pool_lock */
+
+	/* gRPC transport state, all atomic access. */
+	int transport;		   /* enum etcd_transport */
+	int h2c_noreuse;	   /* cleartext HTTP/2 connections cannot be reused (libcurl bug) */
+	int h2tls_noreuse;	   /* the same for TLS (not seen, but detected the same way) */
+	int64_t grpc_off_until_ms; /* AUTO: after a protocol failure, JSON only until then */
+	int grpc_fallback_logged; /* the first fallback is logged at info level, later ones debug */
+	struct etcd_client_stats stats; /* every field atomic */
 
 	pthread_mutex_t auth_lock;
 	char *token;	    /* protected by auth_lock: current token, NULL = none yet */
@@ -46,6 +57,11 @@ static inline struct etcd_client *to_client(struct kv *kv)
 {
 	return (struct etcd_client *)kv;
 }
+
+/* Takes an idle handle of the HTTP/1.1 (h2 false) or HTTP/2 pool, or a new one; NULL on
+ * ENOMEM. etcd_pool_put() returns it (or frees it when the pool is full). */
+CURL *etcd_pool_get(struct etcd_client *c, bool h2);
+void etcd_pool_put(struct etcd_client *c, CURL *h, bool h2);
 
 /* Applies URL-independent options shared by every handle: timeouts, TLS, keepalive,
  * no signals. timeout_ms 0 = no total timeout (streams). */
@@ -72,6 +88,34 @@ int etcd_curl_errno(CURL *h, CURLcode rc, const char *errbuf, bool *unsent);
 
 /* Describes a curl failure of url into buf (cause from errno when there is one). */
 void etcd_describe_curl_error(CURL *h, CURLcode rc, const char *errbuf, char *buf, size_t size);
+
+/* One gRPC exchange (grpc.c). */
+#define ETCD_GRPC_REPLY_MAX ((size_t)256 << 20) /* refuse replies above this: a runaway */
+
+struct etcd_grpc_reply {
+	size_t max;	    /* in: largest reply accepted (0 = ETCD_GRPC_REPLY_MAX) */
+	long http_status;   /* 0 when no reply arrived */
+	int grpc_status;    /* -1 when absent */
+	char grpc_msg[256]; /* decoded grpc-message */
+	bool grpc_ct;	    /* content-type was application/grpc */
+	bool unsent;	    /* transport failure before the request left */
+	bool proto_fail;    /* the endpoint did not speak gRPC over HTTP/2: JSON may work */
+	bool overflow;	    /* the reply exceeded max */
+	long connects;	    /* new connections this exchange opened */
+	char why[CURL_ERROR_SIZE + 64]; /* cause of a failure */
+	uint8_t *body;			/* owned: the reply body (frames), len bytes */
+	size_t len, cap;
+};
+
+/* Posts one framed message to path on endpoint idx. Returns 0 when a gRPC reply arrived (any
+ * grpc_status; body holds the frames), -EMSGSIZE when it exceeded r->max, else a transport
+ * errno with r->why, r->unsent and r->proto_fail set (nothing logged). A reused connection
+ * that libcurl cannot use is retried once on a fresh one, and from then on every request to
+ * that kind of endpoint opens its own. Free r with etcd_grpc_reply_free() on success. */
+int etcd_grpc_exchange(struct etcd_client *c, size_t idx, const char *path, const uint8_t *body,
+		       size_t body_len, const char *token, long timeout_ms, const int *abort_flag,
+		       struct etcd_grpc_reply *r);
+void etcd_grpc_reply_free(struct etcd_grpc_reply *r);
 
 /* Watch entry points (watch.c). */
 int etcd_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb cb, void *arg,

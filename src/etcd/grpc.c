@@ -1,0 +1,599 @@
+/* grpc.c: etcd's native gRPC API over HTTP/2 (libcurl) and the protobuf-c codec of our own
+ * rpc.proto messages (see grpc.h). The request loop (failover, auth retry, fallback to the
+ * JSON gateway) lives in client.c; this file does one exchange with one endpoint. */
+#include "grpc.h"
+
+#include <errno.h>
+#include <stdalign.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+#include "log.h"
+#include "rpc.pb-c.h"
+
+/* ---- framing ---- */
+
+void etcd_grpc_frame_header(uint8_t hdr[ETCD_GRPC_FRAME_HDR], size_t len)
+{
+	hdr[0] = 0; /* not compressed */
+	hdr[1] = (uint8_t)(len >> 24);
+	hdr[2] = (uint8_t)(len >> 16);
+	hdr[3] = (uint8_t)(len >> 8);
+	hdr[4] = (uint8_t)len;
+}
+
+int etcd_grpc_frame_next(const uint8_t *buf, size_t len, size_t max, const uint8_t **msg,
+			 size_t *msg_len, size_t *consumed)
+{
+	*msg = NULL;
+	*msg_len = 0;
+	*consumed = 0;
+	if (len < ETCD_GRPC_FRAME_HDR)
+		return 0;
+	if (buf[0] != 0)
+		return -EPROTO; /* compressed, or a flag we do not know */
+	size_t n = (size_t)buf[1] << 24 | (size_t)buf[2] << 16 | (size_t)buf[3] << 8 | buf[4];
+	*msg_len = n;
+	if (n > max)
+		return -EMSGSIZE;
+	if (len - ETCD_GRPC_FRAME_HDR < n)
+		return 0;
+	*msg = buf + ETCD_GRPC_FRAME_HDR;
+	*consumed = ETCD_GRPC_FRAME_HDR + n;
+	return 1;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+void etcd_grpc_percent_decode(const char *in, size_t len, char *out, size_t size)
+{
+	size_t o = 0;
+	if (!size)
+		return;
+	for (size_t i = 0; i < len && o + 1 < size; i++) {
+		int hi, lo;
+		if (in[i] == '%' && i + 2 < len && (hi = hexval(in[i + 1])) >= 0 &&
+		    (lo = hexval(in[i + 2])) >= 0) {
+			out[o++] = (char)(hi << 4 | lo);
+			i += 2;
+		} else {
+			out[o++] = in[i];
+		}
+	}
+	out[o] = 0;
+}
+
+void etcd_grpc_status_error(int code, const char *msg, struct etcd_error *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->grpc_code = code;
+	snprintf(e->msg, sizeof(e->msg), "%s", msg && *msg ? msg : "no message");
+	e->err = etcd_error_errno(msg, code, &e->retry_auth);
+	/* etcd answers OUT_OF_RANGE for compacted and future revisions; both messages are
+	 * matched above, anything else out of range is a compaction-like refusal. */
+	if (e->err == -EIO && code == ETCD_GRPC_OUT_OF_RANGE)
+		e->err = -ERANGE;
+}
+
+/* ---- an arena for protobuf-c's unpacking ----
+ *
+ * Unpacking a page of 10k keys makes ~30k small allocations that are all freed together
+ * right after the copy into kv.h structs; bump allocation from a few large blocks makes both
+ * nearly free. */
+
+struct arena_block {
+	struct arena_block *next;
+	size_t used, cap;
+	alignas(max_align_t) unsigned char data[];
+};
+
+struct arena {
+	struct arena_block *head;
+	size_t next_cap;
+};
+
+static void *arena_alloc(void *ud, size_t size)
+{
+	struct arena *a = ud;
+	const size_t align = alignof(max_align_t);
+	size = (size + align - 1) & ~(align - 1);
+	struct arena_block *b = a->head;
+	if (!b || b->cap - b->used < size) {
+		size_t cap = a->next_cap > size ? a->next_cap : size;
+		b = malloc(sizeof(*b) + cap);
+		if (!b)
+			return NULL;
+		b->next = a->head;
+		b->used = 0;
+		b->cap = cap;
+		a->head = b;
+		if (a->next_cap < ((size_t)16 << 20))
+			a->next_cap *= 2;
+	}
+	void *p = b->data + b->used;
+	b->used += size;
+	return p;
+}
+
+static void arena_free(void *ud, void *p)
+{
+	(void)ud, (void)p; /* everything goes at once in arena_destroy() */
+}
+
+static void arena_init(struct arena *a, ProtobufCAllocator *pa, size_t first)
+{
+	a->head = NULL;
+	a->next_cap = first < 4096 ? 4096 : first;
+	pa->alloc = arena_alloc;
+	pa->free = arena_free;
+	pa->allocator_data = a;
+}
+
+static void arena_destroy(struct arena *a)
+{
+	while (a->head) {
+		struct arena_block *n = a->head->next;
+		free(a->head);
+		a->head = n;
+	}
+}
+
+/* ---- messages ---- */
+
+static ProtobufCBinaryData bin(const void *p, size_t n)
+{
+	ProtobufCBinaryData b = {.len = n, .data = (uint8_t *)(n ? p : NULL)};
+	return b;
+}
+
+/* Packs msg behind a frame header into a malloc'd buffer. */
+static int pack_framed(const ProtobufCMessage *msg, uint8_t **out, size_t *out_len)
+{
+	size_t n = protobuf_c_message_get_packed_size(msg);
+	uint8_t *buf = malloc(ETCD_GRPC_FRAME_HDR + n);
+	if (!buf)
+		return -ENOMEM;
+	etcd_grpc_frame_header(buf, n);
+	protobuf_c_message_pack(msg, buf + ETCD_GRPC_FRAME_HDR);
+	*out = buf;
+	*out_len = ETCD_GRPC_FRAME_HDR + n;
+	return 0;
+}
+
+int etcd_grpc_range_req(const struct kv_range_req *req, const void *key, size_t key_len,
+			const void *range_end, size_t range_end_len, int64_t revision,
+			int64_t limit, uint8_t **out, size_t *out_len)
+{
+	Etcdrpc__RangeReq r = ETCDRPC__RANGE_REQ__INIT;
+	r.key = bin(key, key_len);
+	r.range_end = bin(range_end, range_end_len);
+	r.limit = limit;
+	r.revision = revision;
+	r.sort_order = (int32_t)req->sort_order;
+	r.sort_target = (int32_t)req->sort_target;
+	r.serializable = req->serializable;
+	r.keys_only = req->keys_only;
+	r.count_only = req->count_only;
+	return pack_framed(&r.base, out, out_len);
+}
+
+static char *dup_bin(const ProtobufCBinaryData *b)
+{
+	char *p = malloc(b->len + 1);
+	if (!p)
+		return NULL;
+	if (b->len)
+		memcpy(p, b->data, b->len);
+	p[b->len] = 0;
+	return p;
+}
+
+/* Copies one Kv into a kv_kv. A missing message (NULL) is an empty one. */
+static int copy_kv(const Etcdrpc__Kv *src, bool keys_only, struct kv_kv *out)
+{
+	static const Etcdrpc__Kv empty = ETCDRPC__KV__INIT;
+	memset(out, 0, sizeof(*out));
+	if (!src)
+		src = &empty;
+	if (!(out->key = dup_bin(&src->key)))
+		return -ENOMEM;
+	out->key_len = src->key.len;
+	if (!keys_only) {
+		if (!(out->value = dup_bin(&src->value))) {
+			kv_kv_free(out);
+			return -ENOMEM;
+		}
+		out->value_len = src->value.len;
+	}
+	out->create_revision = src->create_revision;
+	out->mod_revision = src->mod_revision;
+	out->version = src->version;
+	out->lease = src->lease;
+	return 0;
+}
+
+int etcd_grpc_parse_range(const uint8_t *msg, size_t len, bool keys_only,
+			  struct kv_range_result *res)
+{
+	struct arena a;
+	ProtobufCAllocator pa;
+	int ret = 0;
+	arena_init(&a, &pa, len + len / 4 + 4096);
+	Etcdrpc__RangeResp *r = etcdrpc__range_resp__unpack(&pa, len, msg);
+	if (!r) {
+		ret = -EINVAL;
+		goto out;
+	}
+	res->revision = r->header ? r->header->revision : 0;
+	res->count = r->count;
+	res->more = r->more;
+	if (r->n_kvs) {
+		struct kv_kv *kvs = realloc(res->kvs, (res->n_kvs + r->n_kvs) * sizeof(*kvs));
+		if (!kvs) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		res->kvs = kvs;
+		for (size_t i = 0; i < r->n_kvs; i++) {
+			ret = copy_kv(r->kvs[i], keys_only, &kvs[res->n_kvs]);
+			if (ret < 0)
+				goto out;
+			res->n_kvs++;
+		}
+	}
+out:
+	arena_destroy(&a);
+	return ret;
+}
+
+int etcd_grpc_watch_req(const struct kv_watch_req *req, int64_t start_revision, uint8_t **out,
+			size_t *out_len)
+{
+	Etcdrpc__WatchCreate c = ETCDRPC__WATCH_CREATE__INIT;
+	Etcdrpc__WatchReq w = ETCDRPC__WATCH_REQ__INIT;
+	c.key = bin(req->key, req->key_len);
+	c.range_end = bin(req->range_end, req->range_end_len);
+	c.start_revision = start_revision;
+	c.progress_notify = true;
+	c.prev_kv = req->prev_kv;
+	w.union_case = ETCDRPC__WATCH_REQ__UNION_CREATE_REQUEST;
+	w.create_request = &c;
+	return pack_framed(&w.base, out, out_len);
+}
+
+int etcd_grpc_parse_watch(const uint8_t *msg, size_t len, struct etcd_watch_msg *m)
+{
+	struct arena a;
+	ProtobufCAllocator pa;
+	int ret = 0;
+	memset(m, 0, sizeof(*m));
+	arena_init(&a, &pa, len + len / 4 + 4096);
+	Etcdrpc__WatchResp *r = etcdrpc__watch_resp__unpack(&pa, len, msg);
+	if (!r) {
+		ret = -EINVAL;
+		goto out;
+	}
+	m->revision = r->header ? r->header->revision : 0;
+	m->created = r->created;
+	m->canceled = r->canceled;
+	m->compact_revision = r->compact_revision;
+	if (m->canceled && r->cancel_reason && *r->cancel_reason) {
+		m->error.grpc_code = -1;
+		snprintf(m->error.msg, sizeof(m->error.msg), "%s", r->cancel_reason);
+		m->error.err = etcd_error_errno(m->error.msg, -1, &m->error.retry_auth);
+	}
+	if (!r->n_events)
+		goto out;
+	if (!(m->events = calloc(r->n_events, sizeof(*m->events)))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < r->n_events; i++) {
+		const Etcdrpc__Event *ev = r->events[i];
+		if (ev->type != 0 && ev->type != 1) {
+			ret = -EINVAL;
+			goto out;
+		}
+		m->events[i].type = ev->type == 1 ? KV_EVENT_DELETE : KV_EVENT_PUT;
+		/* A DELETE carries no value; report it as NULL like the JSON path. */
+		ret = copy_kv(ev->kv, ev->type == 1, &m->events[i].kv);
+		if (ret < 0)
+			goto out;
+		m->n_events++;
+	}
+out:
+	arena_destroy(&a);
+	return ret;
+}
+
+/* ---- one exchange with one endpoint ---- */
+
+static size_t reply_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct etcd_grpc_reply *r = ud;
+	size_t n = size * nmemb;
+	if (r->len + n > r->max) {
+		r->overflow = true;
+		return 0;
+	}
+	size_t want = r->len + n;
+	/* Once the first frame header is in, reserve the whole message at once: pages are
+	 * megabytes and doubling would copy them several times. */
+	if (r->len < ETCD_GRPC_FRAME_HDR && want >= ETCD_GRPC_FRAME_HDR) {
+		uint8_t hdr[ETCD_GRPC_FRAME_HDR];
+		if (r->len)
+			memcpy(hdr, r->body, r->len);
+		memcpy(hdr + r->len, ptr, ETCD_GRPC_FRAME_HDR - r->len);
+		size_t announced =
+			(size_t)hdr[1] << 24 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 8 | hdr[4];
+		if (announced > r->max - ETCD_GRPC_FRAME_HDR) {
+			r->overflow = true;
+			return 0;
+		}
+		if (want < ETCD_GRPC_FRAME_HDR + announced)
+			want = ETCD_GRPC_FRAME_HDR + announced;
+	}
+	if (want > r->cap) {
+		size_t cap = r->cap * 2 > want ? r->cap * 2 : want;
+		if (cap > r->max)
+			cap = r->max;
+		uint8_t *p = realloc(r->body, cap);
+		if (!p)
+			return 0;
+		r->body = p;
+		r->cap = cap;
+	}
+	memcpy(r->body + r->len, ptr, n);
+	r->len += n;
+	return n;
+}
+
+/* Trailers arrive through the header callback too, after the body. */
+static size_t reply_header(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct etcd_grpc_reply *r = ud;
+	size_t n = size * nmemb, len = n;
+	while (len && (ptr[len - 1] == '\n' || ptr[len - 1] == '\r'))
+		len--;
+	static const char st[] = "grpc-status:", msg[] = "grpc-message:", ct[] = "content-type:";
+	const char *v = NULL;
+	size_t vlen = 0;
+#define VALUE_OF(name)                                                                             \
+	(len >= sizeof(name) - 1 && !strncasecmp(ptr, name, sizeof(name) - 1) &&                   \
+	 (v = ptr + sizeof(name) - 1, vlen = len - (sizeof(name) - 1), true))
+	if (VALUE_OF(st)) {
+		while (vlen && *v == ' ')
+			v++, vlen--;
+		int code = 0;
+		bool ok = vlen > 0 && vlen < 6;
+		for (size_t i = 0; ok && i < vlen; i++) {
+			if (v[i] < '0' || v[i] > '9')
+				ok = false;
+			else
+				code = code * 10 + (v[i] - '0');
+		}
+		r->grpc_status = ok ? code : ETCD_GRPC_UNKNOWN;
+	} else if (VALUE_OF(msg)) {
+		while (vlen && *v == ' ')
+			v++, vlen--;
+		etcd_grpc_percent_decode(v, vlen, r->grpc_msg, sizeof(r->grpc_msg));
+	} else if (VALUE_OF(ct)) {
+		while (vlen && *v == ' ')
+			v++, vlen--;
+		r->grpc_ct = vlen >= 16 && !strncasecmp(v, "application/grpc", 16);
+	}
+#undef VALUE_OF
+	return n;
+}
+
+static struct curl_slist *grpc_headers(const char *token, long timeout_ms)
+{
+	struct curl_slist *l = NULL, *n;
+	char tmo[48];
+	const char *fixed[] = {"Content-Type: application/grpc", "TE: trailers", "Expect:"};
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+		if (!(n = curl_slist_append(l, fixed[i])))
+			goto out_err;
+		l = n;
+	}
+	if (timeout_ms > 0) {
+		/* Lets the server give up too once we no longer wait ("m" = milliseconds, at
+		 * most 8 digits). */
+		snprintf(tmo, sizeof(tmo), "grpc-timeout: %ldm",
+			 timeout_ms > 99999999 ? 99999999L : timeout_ms);
+		if (!(n = curl_slist_append(l, tmo)))
+			goto out_err;
+		l = n;
+	}
+	if (token) {
+		size_t len = strlen(token) + sizeof("token: ");
+		char *h = malloc(len);
+		if (!h)
+			goto out_err;
+		snprintf(h, len, "token: %s", token);
+		n = curl_slist_append(l, h);
+		explicit_bzero(h, len);
+		free(h);
+		if (!n)
+			goto out_err;
+		l = n;
+	}
+	return l;
+out_err:
+	curl_slist_free_all(l);
+	return NULL;
+}
+
+static int xfer_abort(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	(void)dt, (void)dn, (void)ut, (void)un;
+	const int *abort_flag = ud;
+	return abort_flag && __atomic_load_n(abort_flag, __ATOMIC_ACQUIRE) ? 1 : 0;
+}
+
+/* Transport failures that say "this endpoint did not speak gRPC over HTTP/2 with us" rather
+ * than "this endpoint is unreachable": the JSON gateway may still work. */
+static bool protocol_failure(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_HTTP_RETURNED_ERROR:
+		return true;
+	default:
+		return false;
+	}
+}
+
+void etcd_grpc_reply_free(struct etcd_grpc_reply *r)
+{
+	free(r->body);
+	r->body = NULL;
+	r->len = r->cap = 0;
+}
+
+/* One attempt. *reuse_bug is set when a reused HTTP/2 connection failed before anything was
+ * sent (Debian 12's libcurl 7.88 with h2c): the caller retries on a fresh connection. */
+static int attempt(struct etcd_client *c, CURL *h, const char *url, bool tls, bool fresh,
+		   const uint8_t *body, size_t body_len, struct curl_slist *hdrs, long timeout_ms,
+		   const int *abort_flag, struct etcd_grpc_reply *r, bool *reuse_bug)
+{
+	char errbuf[CURL_ERROR_SIZE] = "";
+	size_t max = r->max;
+	etcd_grpc_reply_free(r);
+	memset(r, 0, sizeof(*r));
+	r->max = max;
+	r->grpc_status = -1;
+	*reuse_bug = false;
+
+	curl_easy_reset(h);
+	etcd_setup_handle(c, h, timeout_ms);
+	curl_easy_setopt(h, CURLOPT_HTTP_VERSION,
+			 tls ? (long)CURL_HTTP_VERSION_2TLS
+			     : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+	if (fresh) {
+		curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
+	}
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, (const char *)body);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, reply_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, reply_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	/* Bigger reads: pages are megabytes. */
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024);
+	if (abort_flag) {
+		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xfer_abort);
+		curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)abort_flag);
+	}
+	CURLcode rc = curl_easy_perform(h);
+	long connects = 0, version = 0;
+	curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
+	curl_easy_getinfo(h, CURLINFO_HTTP_VERSION, &version);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->http_status);
+	r->connects = connects;
+	int ret = 0;
+	if (rc != CURLE_OK) {
+		if (r->overflow) {
+			snprintf(r->why, sizeof(r->why), "reply larger than %zu bytes", r->max);
+			r->unsent = false;
+			ret = -EMSGSIZE;
+		} else if ((rc == CURLE_HTTP2 || rc == CURLE_HTTP2_STREAM) && !fresh &&
+			   connects == 0 && r->http_status == 0) {
+			*reuse_bug = true;
+			r->unsent = true;
+			snprintf(r->why, sizeof(r->why), "reused HTTP/2 connection failed: %s",
+				 *errbuf ? errbuf : curl_easy_strerror(rc));
+			ret = -EIO;
+		} else {
+			ret = etcd_curl_errno(h, rc, errbuf, &r->unsent);
+			etcd_describe_curl_error(h, rc, errbuf, r->why, sizeof(r->why));
+			r->proto_fail = ret == -EIO && protocol_failure(rc);
+		}
+	} else if (version != CURL_HTTP_VERSION_2_0) {
+		snprintf(r->why, sizeof(r->why), "the server did not answer over HTTP/2");
+		r->proto_fail = true;
+		ret = -EPROTO;
+	} else if (r->http_status != 200 || r->grpc_status < 0) {
+		snprintf(r->why, sizeof(r->why), "not a gRPC reply (HTTP status %ld%s)",
+			 r->http_status, r->grpc_status < 0 ? ", no grpc-status" : "");
+		r->proto_fail = true;
+		ret = -EPROTO;
+	}
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+	return ret;
+}
+
+int etcd_grpc_exchange(struct etcd_client *c, size_t idx, const char *path, const uint8_t *body,
+		       size_t body_len, const char *token, long timeout_ms, const int *abort_flag,
+		       struct etcd_grpc_reply *r)
+{
+	char url[1024];
+	size_t max = r->max ? r->max : ETCD_GRPC_REPLY_MAX;
+	memset(r, 0, sizeof(*r));
+	r->max = max;
+	r->grpc_status = -1;
+	snprintf(url, sizeof(url), "%s%s", c->urls[idx], path);
+	bool tls = !strncasecmp(url, "https:", 6);
+	int *noreuse = tls ? &c->h2tls_noreuse : &c->h2c_noreuse;
+	struct curl_slist *hdrs = grpc_headers(token, timeout_ms);
+	CURL *h = etcd_pool_get(c, true);
+	int ret;
+	if (!h || !hdrs) {
+		r->unsent = true;
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (int i = 0;; i++) {
+		bool fresh = __atomic_load_n(noreuse, __ATOMIC_RELAXED);
+		bool reuse_bug;
+		ret = attempt(c, h, url, tls, fresh, body, body_len, hdrs, timeout_ms, abort_flag,
+			      r, &reuse_bug);
+		__atomic_add_fetch(&c->stats.grpc_connects, (uint64_t)r->connects,
+				   __ATOMIC_RELAXED);
+		if (!reuse_bug || i > 0)
+			break;
+		if (!__atomic_exchange_n(noreuse, 1, __ATOMIC_RELAXED))
+			log_info("etcd %s: this libcurl cannot reuse %s HTTP/2 connections (%s); "
+				 "opening one per gRPC request",
+				 c->urls[idx], tls ? "TLS" : "cleartext", r->why);
+		/* The handle's cache still holds the broken connection: start afresh. */
+		curl_easy_cleanup(h);
+		if (!(h = curl_easy_init())) {
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+out:
+	curl_slist_free_all(hdrs);
+	if (h)
+		etcd_pool_put(c, h, true);
+	if (ret < 0)
+		etcd_grpc_reply_free(r);
+	return ret;
+}
