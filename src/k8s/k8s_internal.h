@@ -56,6 +56,7 @@ struct jval {
 	struct jval **v; /* elements / member values */
 	char **k;	 /* J_OBJ member keys (NUL-terminated) */
 	size_t *klen;
+	uint8_t *kown;	 /* J_OBJ: key i is owned (else borrowed static text) */
 	int line;	 /* 1-based source line, 0 if unknown */
 	const char *src; /* J text this node was parsed from (borrowed), or NULL */
 	size_t src_off, src_len;
@@ -72,6 +73,10 @@ struct jval *k8s_jv_dup(const struct jval *v); /* deep copy without source spans
 int k8s_jv_push(struct jval *arr, struct jval *val);
 int k8s_jv_set(struct jval *obj, const char *key, size_t klen, struct jval *val);
 int k8s_jv_insert(struct jval *obj, size_t pos, const char *key, size_t klen, struct jval *val);
+/* as k8s_jv_set, but the key is borrowed: it must outlive the tree (schema names) */
+int k8s_jv_set_static(struct jval *obj, const char *key, size_t klen, struct jval *val);
+/* make room for cap elements/members */
+bool k8s_jv_reserve(struct jval *v, size_t cap);
 void k8s_jv_remove(struct jval *obj, size_t idx);
 /* index of member key in obj, or -1 */
 long k8s_jv_find(const struct jval *obj, const char *key, size_t klen);

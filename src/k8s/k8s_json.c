@@ -148,12 +148,10 @@ void k8s_jv_free(struct jval *v)
 		return;
 	for (size_t i = 0; i < v->n; i++) {
 		k8s_jv_free(v->v[i]);
-		if (v->k)
+		if (v->k && v->kown[i])
 			free(v->k[i]);
 	}
-	free(v->v);
-	free(v->k);
-	free(v->klen);
+	free(v->v); /* also holds k, klen, kown */
 	if (!v->s_inline)
 		free(v->s);
 	free(v);
@@ -194,27 +192,48 @@ struct jval *k8s_jv_bool(bool b)
 	return v;
 }
 
+/* Arrays keep their elements in v; objects keep v, k, klen and kown in one
+ * allocation (based at v), so a member costs no allocation of its own. */
+static bool jv_resize(struct jval *v, size_t cap)
+{
+	bool obj = v->t == J_OBJ;
+	size_t per = sizeof(struct jval *) + (obj ? sizeof(char *) + sizeof(size_t) + 1 : 0);
+	uint8_t *blk;
+
+	if (cap > SIZE_MAX / per)
+		return false;
+	blk = malloc(cap * per);
+	if (!blk)
+		return false;
+	struct jval **nv = (struct jval **)blk;
+	memcpy(nv, v->v, v->n * sizeof(*nv));
+	if (obj) {
+		char **nk = (char **)(blk + cap * sizeof(struct jval *));
+		size_t *nl = (size_t *)(blk + cap * (sizeof(struct jval *) + sizeof(char *)));
+		uint8_t *no = blk + cap * (sizeof(struct jval *) + sizeof(char *) + sizeof(size_t));
+		memcpy(nk, v->k, v->n * sizeof(*nk));
+		memcpy(nl, v->klen, v->n * sizeof(*nl));
+		memcpy(no, v->kown, v->n);
+		v->k = nk;
+		v->klen = nl;
+		v->kown = no;
+	}
+	free(v->v);
+	v->v = nv;
+	v->cap = cap;
+	return true;
+}
+
 static bool jv_grow(struct jval *v)
 {
 	if (v->n < v->cap)
 		return true;
-	size_t cap = v->cap ? v->cap * 2 : 4;
-	struct jval **nv = realloc(v->v, cap * sizeof(*nv));
-	if (!nv)
-		return false;
-	v->v = nv;
-	if (v->t == J_OBJ) {
-		char **nk = realloc(v->k, cap * sizeof(*nk));
-		if (!nk)
-			return false;
-		v->k = nk;
-		size_t *nl = realloc(v->klen, cap * sizeof(*nl));
-		if (!nl)
-			return false;
-		v->klen = nl;
-	}
-	v->cap = cap;
-	return true;
+	return jv_resize(v, v->cap ? v->cap * 2 : 4);
+}
+
+bool k8s_jv_reserve(struct jval *v, size_t cap)
+{
+	return cap <= v->cap || jv_resize(v, cap);
 }
 
 int k8s_jv_push(struct jval *arr, struct jval *val)
@@ -227,26 +246,48 @@ int k8s_jv_push(struct jval *arr, struct jval *val)
 	return 0;
 }
 
-int k8s_jv_insert(struct jval *obj, size_t pos, const char *key, size_t klen, struct jval *val)
+static int jv_insert(struct jval *obj, size_t pos, const char *key, size_t klen, struct jval *val,
+		     bool borrow)
 {
 	char *k;
 
-	if (!val || !jv_grow(obj) || !(k = malloc(klen + 1))) {
+	if (!val || !jv_grow(obj)) {
 		k8s_jv_free(val);
 		return -ENOMEM;
 	}
-	memcpy(k, key, klen);
-	k[klen] = 0;
+	if (borrow) {
+		k = (char *)key;
+	} else {
+		k = malloc(klen + 1);
+		if (!k) {
+			k8s_jv_free(val);
+			return -ENOMEM;
+		}
+		memcpy(k, key, klen);
+		k[klen] = 0;
+	}
 	if (pos > obj->n)
 		pos = obj->n;
 	memmove(&obj->v[pos + 1], &obj->v[pos], (obj->n - pos) * sizeof(obj->v[0]));
 	memmove(&obj->k[pos + 1], &obj->k[pos], (obj->n - pos) * sizeof(obj->k[0]));
 	memmove(&obj->klen[pos + 1], &obj->klen[pos], (obj->n - pos) * sizeof(obj->klen[0]));
+	memmove(&obj->kown[pos + 1], &obj->kown[pos], obj->n - pos);
 	obj->v[pos] = val;
 	obj->k[pos] = k;
 	obj->klen[pos] = klen;
+	obj->kown[pos] = !borrow;
 	obj->n++;
 	return 0;
+}
+
+int k8s_jv_insert(struct jval *obj, size_t pos, const char *key, size_t klen, struct jval *val)
+{
+	return jv_insert(obj, pos, key, klen, val, false);
+}
+
+int k8s_jv_set_static(struct jval *obj, const char *key, size_t klen, struct jval *val)
+{
+	return jv_insert(obj, obj->n, key, klen, val, true);
 }
 
 int k8s_jv_set(struct jval *obj, const char *key, size_t klen, struct jval *val)
@@ -259,13 +300,14 @@ void k8s_jv_remove(struct jval *obj, size_t idx)
 	if (idx >= obj->n)
 		return;
 	k8s_jv_free(obj->v[idx]);
-	if (obj->k)
+	if (obj->k && obj->kown[idx])
 		free(obj->k[idx]);
 	size_t rest = obj->n - idx - 1;
 	memmove(&obj->v[idx], &obj->v[idx + 1], rest * sizeof(obj->v[0]));
 	if (obj->k) {
 		memmove(&obj->k[idx], &obj->k[idx + 1], rest * sizeof(obj->k[0]));
 		memmove(&obj->klen[idx], &obj->klen[idx + 1], rest * sizeof(obj->klen[0]));
+		memmove(&obj->kown[idx], &obj->kown[idx + 1], rest);
 	}
 	obj->n--;
 }

@@ -683,6 +683,10 @@ static int map_view(struct vctx *c, const struct k8s_field *fd, const struct pbm
 		r = -ENOMEM;
 		goto out;
 	}
+	if (!k8s_jv_reserve(obj, ne)) {
+		r = -ENOMEM;
+		goto out;
+	}
 	for (size_t i = 0; i < ne; i++) {
 		if (i + 1 < ne && ents[i + 1].klen == ents[i].klen &&
 		    !memcmp(ents[i + 1].key, ents[i].key, ents[i].klen))
@@ -827,7 +831,7 @@ static int view_msg(struct vctx *c, const struct k8s_msg *m, const uint8_t *p, s
 		return verr(c, -EINVAL, "malformed protobuf in %s", m->name);
 	}
 	obj = k8s_jv_new(J_OBJ);
-	if (!obj) {
+	if (!obj || !k8s_jv_reserve(obj, m->n_fields + 1)) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -841,8 +845,9 @@ static int view_msg(struct vctx *c, const struct k8s_msg *m, const uint8_t *p, s
 					    k8s_jv_str(tm->kind, strlen(tm->kind)))))
 				goto out;
 			if (tm && tm->api_version && *tm->api_version &&
-			    (r = k8s_jv_set(obj, "apiVersion", 10,
-					    k8s_jv_str(tm->api_version, strlen(tm->api_version)))))
+			    (r = k8s_jv_set_static(
+				     obj, "apiVersion", 10,
+				     k8s_jv_str(tm->api_version, strlen(tm->api_version)))))
 				goto out;
 			continue;
 		}
@@ -863,7 +868,9 @@ static int view_msg(struct vctx *c, const struct k8s_msg *m, const uint8_t *p, s
 				goto out;
 			/* flatten: the embedded struct's members join ours */
 			for (size_t j = 0; j < v->n; j++) {
-				r = k8s_jv_set(obj, v->k[j], v->klen[j], v->v[j]);
+				r = v->kown[j]
+					    ? k8s_jv_set(obj, v->k[j], v->klen[j], v->v[j])
+					    : k8s_jv_set_static(obj, v->k[j], v->klen[j], v->v[j]);
 				v->v[j] = NULL;
 				if (r) {
 					k8s_jv_free(v);
@@ -876,7 +883,7 @@ static int view_msg(struct vctx *c, const struct k8s_msg *m, const uint8_t *p, s
 		r = field_view(c, fd, &pm, &v);
 		if (r)
 			goto out;
-		if (v && (r = k8s_jv_set(obj, fd->json, strlen(fd->json), v)))
+		if (v && (r = k8s_jv_set_static(obj, fd->json, strlen(fd->json), v)))
 			goto out;
 	}
 	*out = obj;
