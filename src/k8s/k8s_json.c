@@ -206,14 +206,17 @@ static bool jv_resize(struct jval *v, size_t cap)
 	if (!blk)
 		return false;
 	struct jval **nv = (struct jval **)blk;
-	memcpy(nv, v->v, v->n * sizeof(*nv));
+	if (v->n)
+		memcpy(nv, v->v, v->n * sizeof(*nv));
 	if (obj) {
 		char **nk = (char **)(blk + cap * sizeof(struct jval *));
 		size_t *nl = (size_t *)(blk + cap * (sizeof(struct jval *) + sizeof(char *)));
 		uint8_t *no = blk + cap * (sizeof(struct jval *) + sizeof(char *) + sizeof(size_t));
-		memcpy(nk, v->k, v->n * sizeof(*nk));
-		memcpy(nl, v->klen, v->n * sizeof(*nl));
-		memcpy(no, v->kown, v->n);
+		if (v->n) {
+			memcpy(nk, v->k, v->n * sizeof(*nk));
+			memcpy(nl, v->klen, v->n * sizeof(*nl));
+			memcpy(no, v->kown, v->n);
+		}
 		v->k = nk;
 		v->klen = nl;
 		v->kown = no;
