@@ -42,10 +42,11 @@ struct options {
 	char *kernel_timeout_s, *stale_timeout_s;
 	double timeout_fresh, timeout_stale;
 	int show_help, show_version, foreground, debug, single_thread, read_only, read_write;
+	int allow_other;
 };
 
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
-enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO, KEY_RW };
+enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO, KEY_RW, KEY_ALLOW_OTHER };
 
 static const struct fuse_opt opt_spec[] = {
 	OPT("--endpoints %s", endpoints), OPT("endpoints=%s", endpoints),
@@ -85,6 +86,7 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_KEY("debug", KEY_DEBUG),
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("rw", KEY_RW),
+	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_END,
 };
 
@@ -115,6 +117,9 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_RW:
 		o->read_write = 1;
 		return 0;
+	case KEY_ALLOW_OTHER:
+		o->allow_other = 1;
+		return 1; /* passed on to the kernel */
 	case FUSE_OPT_KEY_NONOPT:
 		/* "etcdfs MOUNTPOINT", or "etcdfs SOURCE MOUNTPOINT" as
 		 * mount(8) and fstab call it (docs/etcdfs.1, SOURCES). */
@@ -334,6 +339,44 @@ out:
 	return ret;
 }
 
+/* Passwords given on the command line are parsed into our own copies by
+ * now; blank them in argv so ps(1) and /proc/PID/cmdline do not show them. */
+static void hide_secrets(int argc, char *argv[])
+{
+	for (int i = 1; i < argc; i++) {
+		char *a = argv[i];
+		char *val = NULL;
+		bool user = false;
+		if (strcmp(a, "--password") == 0 || strcmp(a, "--user") == 0) {
+			user = a[2] == 'u';
+			val = i + 1 < argc ? argv[i + 1] : NULL;
+		} else if (strncmp(a, "--password=", 11) == 0) {
+			val = a + 11;
+		} else if (strncmp(a, "--user=", 7) == 0) {
+			user = true;
+			val = a + 7;
+		}
+		if (!val)
+			continue;
+		if (user) {
+			val = strchr(val, ':');
+			if (!val)
+				continue;
+			val++;
+		}
+		memset(val, 'x', strlen(val));
+	}
+}
+
+/* The same for ETCDCTL_PASSWORD, once the client has its copy: the
+ * environment block is what /proc/PID/environ shows. */
+static void hide_env_password(void)
+{
+	char *p = getenv("ETCDCTL_PASSWORD");
+	if (p)
+		memset(p, 'x', strlen(p));
+}
+
 static bool keyspace_is_k8s(struct cache *c, const char *prefix)
 {
 	if (strncmp(prefix, "/registry", 9) == 0)
@@ -358,6 +401,11 @@ int main(int argc, char *argv[])
 	int ret = 1;
 
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
+		return 1;
+	hide_secrets(argc, argv);
+	/* Other users only get in with allow_other; then the kernel must check
+	 * file modes (Secrets are 0600), which FUSE leaves to us otherwise. */
+	if (o.allow_other && fuse_opt_add_arg(&args, "-odefault_permissions") < 0)
 		return 1;
 	/* "--opt value" and "--opt=value" both match "--opt %s"; the latter
 	 * leaves the '='. */
@@ -495,6 +543,7 @@ int main(int argc, char *argv[])
 		describe = strdup(o.data_dir);
 	} else {
 		r = make_etcd(&o, &kv, &describe);
+		hide_env_password();
 		if (r < 0) {
 			fprintf(stderr, "etcdfs: cannot set up the etcd client: %s\n", strerror(-r));
 			goto out;

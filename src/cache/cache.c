@@ -1328,8 +1328,10 @@ int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *
 		newparent->first_child = n;
 	newparent->last_child = n;
 	newparent->n_children++;
+	/* A name moved away through the mount leaves its directory in place,
+	 * as on any filesystem (it is local until a key appears in it). */
 	if (oldparent != c->root && oldparent->n_children == 0)
-		prune(c, oldparent);
+		oldparent->local_dir = true;
 	return 0;
 }
 

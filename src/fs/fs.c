@@ -37,13 +37,46 @@ int fs_check_backend(struct fs *fs)
 {
 	if (cache_fresh(fs->cache))
 		return 0;
+	/* One failed probe answers for the next second: the kernel retries a
+	 * failed lookup once, and a system call must not wait out the
+	 * timeout twice. */
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	int64_t failed_at = __atomic_load_n(&fs->probe_failed_ms, __ATOMIC_RELAXED);
+	if (failed_at && now - failed_at < 1000)
+		return __atomic_load_n(&fs->probe_err, __ATOMIC_RELAXED);
 	int64_t rev;
 	int ret = kv_status(fs->cfg.kv, &rev);
 	if (ret < 0) {
 		log_warn("etcd unreachable (%s); failing the request", strerror(-ret));
-		return ret == -ETIMEDOUT ? -ETIMEDOUT : -EIO;
+		ret = ret == -ETIMEDOUT ? -ETIMEDOUT : -EIO;
+		__atomic_store_n(&fs->probe_err, ret, __ATOMIC_RELAXED);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		__atomic_store_n(&fs->probe_failed_ms,
+				 (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, __ATOMIC_RELAXED);
+		return ret;
 	}
+	__atomic_store_n(&fs->probe_failed_ms, 0, __ATOMIC_RELAXED);
 	return 0;
+}
+
+static void on_interrupt(fuse_req_t req, void *data)
+{
+	struct fs_intr *it = data;
+	if (!__atomic_exchange_n(&it->done, 1, __ATOMIC_SEQ_CST))
+		fuse_reply_err(req, EINTR);
+}
+
+void fs_intr_arm(fuse_req_t req, struct fs_intr *it)
+{
+	it->done = 0;
+	fuse_req_interrupt_func(req, on_interrupt, it);
+}
+
+bool fs_intr_claim(struct fs_intr *it)
+{
+	return !__atomic_exchange_n(&it->done, 1, __ATOMIC_SEQ_CST);
 }
 
 int fs_errno_out(int ret)
@@ -119,7 +152,8 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 		st->st_size = 4096;
 		st->st_blocks = 8;
 	} else {
-		if (!fs_visible_file(n) && !(n->detached && n->nopen))
+		/* An open file stays stat-able after unlink (nlink 0). */
+		if (!fs_visible_file(n) && !n->nopen)
 			return -ENOENT;
 		mode_t perm = fs->cfg.read_only ? 0444 : 0644;
 		if (n->mode)
@@ -135,7 +169,7 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 		else
 			size = cache_report_size(fs->cache, n);
 		st->st_mode = (n->is_link ? S_IFLNK : S_IFREG) | (n->is_link ? 0777 : perm);
-		st->st_nlink = n->detached ? 0 : 1;
+		st->st_nlink = (n->detached || !fs_visible_file(n)) ? 0 : 1;
 		st->st_size = size;
 		st->st_blocks = (size + 511) / 512;
 	}
@@ -192,10 +226,16 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	CNT(fs, n_lookup);
-	int ret = fs_check_backend(fs);
-	if (ret < 0) {
-		fuse_reply_err(req, fs_errno_out(ret));
-		return;
+	if (!cache_fresh(fs->cache)) {
+		struct fs_intr it;
+		fs_intr_arm(req, &it);
+		int ret = fs_check_backend(fs);
+		if (!fs_intr_claim(&it))
+			return; /* interrupted: EINTR was the reply */
+		if (ret < 0) {
+			fuse_reply_err(req, fs_errno_out(ret));
+			return;
+		}
 	}
 	char seg[NAMING_NAME_MAX + 1];
 	int ns;
@@ -250,6 +290,11 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	ssize_t len = naming_decode(name, seg, sizeof(seg), &ns);
+	if (len == -ENAMETOOLONG) {
+		cache_unlock(fs->cache);
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
 	if (len < 0 || (ns == 1 && (dir->parent || fs->cfg.prefix_len))) {
 		cache_unlock(fs->cache);
 		goto negative;
@@ -301,8 +346,12 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	CNT(fs, n_getattr);
 	/* The root never needs the network (statfs/getattr on / must work
 	 * while etcd is down so that the mount can be inspected). */
-	if (ino != FUSE_ROOT_ID) {
+	if (ino != FUSE_ROOT_ID && !cache_fresh(fs->cache)) {
+		struct fs_intr it;
+		fs_intr_arm(req, &it);
 		int ret = fs_check_backend(fs);
+		if (!fs_intr_claim(&it))
+			return;
 		if (ret < 0) {
 			fuse_reply_err(req, fs_errno_out(ret));
 			return;
@@ -323,10 +372,16 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 {
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
-	int ret = fs_check_backend(fs);
-	if (ret < 0) {
-		fuse_reply_err(req, fs_errno_out(ret));
-		return;
+	if (!cache_fresh(fs->cache)) {
+		struct fs_intr it;
+		fs_intr_arm(req, &it);
+		int ret = fs_check_backend(fs);
+		if (!fs_intr_claim(&it))
+			return;
+		if (ret < 0) {
+			fuse_reply_err(req, fs_errno_out(ret));
+			return;
+		}
 	}
 	struct dir_handle *dh = calloc(1, sizeof(*dh));
 	if (!dh) {

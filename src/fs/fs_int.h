@@ -38,6 +38,8 @@ struct fs {
 	pthread_t dd_thread;
 
 	bool ro_explained; /* the first EROFS logs why */
+	int64_t probe_failed_ms; /* atomic: when the last backend probe failed */
+	int probe_err;           /* atomic: and how */
 
 	/* request counters (atomics) */
 	uint64_t n_requests, n_lookup, n_getattr, n_open, n_read, n_readdir, n_errors;
@@ -49,6 +51,16 @@ static inline struct fs *fs_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
 }
+
+/* Ctrl-C on a process waiting for a slow backend: the FUSE INTERRUPT is
+ * answered with EINTR at once, and the handler, when its backend call
+ * returns, finds the reply taken. Exactly one reply either way. */
+struct fs_intr {
+	int done;
+};
+void fs_intr_arm(fuse_req_t req, struct fs_intr *it);
+/* True if the caller still owns the reply (not interrupted). */
+bool fs_intr_claim(struct fs_intr *it);
 
 /* fs.c helpers shared with write.c */
 double fs_timeout(struct fs *fs);

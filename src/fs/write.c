@@ -137,7 +137,7 @@ static int resolve(struct fs *fs, fuse_ino_t parent, const char *name, struct ta
 	}
 	ssize_t len = naming_decode(name, t->seg, sizeof(t->seg), &t->ns);
 	if (len < 0)
-		return -EINVAL;
+		return len == -ENAMETOOLONG ? len : -EINVAL;
 	if (t->ns == 1 && (t->dir->parent || fs->cfg.prefix_len))
 		return -EINVAL;
 	t->seg_len = len;
@@ -540,7 +540,13 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if ((!fresh || fs->cfg.linearizable) && !local) {
 		/* Stale cache: read the key itself, so the open fails now if
 		 * etcd is away and the content is current if it is not. */
+		struct fs_intr it;
+		fs_intr_arm(req, &it);
 		ret = cache_revalidate(fs->cache, n);
+		if (!fs_intr_claim(&it)) {
+			release_node(fs, n);
+			return; /* interrupted: EINTR was the reply */
+		}
 		if (ret < 0)
 			goto out_unref;
 	}
@@ -1211,6 +1217,8 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		uint64_t oid = n->origin_id;
 		if (o && o->hidden && !o->local_file)
 			okey = cache_node_key(c, o, &oklen);
+		if (n->parent && n->parent->parent)
+			n->parent->local_dir = true;
 		drop_local(c, n);
 		cache_unlock(c);
 		if (okey) {
@@ -1242,6 +1250,10 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	d->due_ms = now_ms() + DEFER_MS;
 	n->hidden = true;
 	n->local_file = false;
+	/* Unlinking the last key of a directory through the mount leaves the
+	 * directory, as on any filesystem (rm -r then rmdirs it). */
+	if (n->parent && n->parent->parent)
+		n->parent->local_dir = true;
 	cache_unlock(c);
 	if (!d->key) {
 		free(d);

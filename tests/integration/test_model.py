@@ -92,8 +92,10 @@ def test_model_against_tmpfs(etcd, mount_factory, tmp, seed):
             assert got == want, f"op {i} {op}: tmpfs {errno.errorcode.get(want, want)}, " \
                                 f"etcdfs {errno.errorcode.get(got, got)}"
         assert tree(m.path) == tree(model)
-        # deferred unlinks land within their grace period
+        # deferred unlinks land within their grace period, and change
+        # nothing that can be seen
         time.sleep(0.3)
+        assert tree(m.path) == tree(model)
         files, _ = tree(m.path)
         stored = {}
         for k in etcd.keys(b"/model/"):

@@ -512,3 +512,51 @@ def test_shadow_names_stay_local(pm, etcd, mount_factory):
         assert etcd.get(f"/p/{name}")[1] is None, name
     other = mount_factory(["--endpoints", etcd.endpoint])
     assert sorted(os.listdir(os.path.join(other.path, "p"))) == ["a", "b", "d"]
+
+
+# ---- regression tests for bugs found by this suite (fixed)
+# docs/reliability.md, "Known bugs"); they are kept out of commits until then.
+
+def test_rmdir_after_unlinking_the_last_key(pm, etcd):
+    """rm -r DIR: unlink every key, then rmdir. rmdir first commits the
+    pending deletes, which must not make the directory itself vanish."""
+    os.unlink(pm.p("p/d/x"))
+    assert os.path.isdir(pm.p("p/d"))
+    assert err_of(os.rmdir, pm.p("p/d")) is None
+    assert etcd.get("/p/d/x")[1] is None
+    assert not os.path.exists(pm.p("p/d"))
+    etcd.put("/p/r/x", "1")
+    etcd.put("/p/r/y", "2")
+    assert wait_for(lambda: os.path.exists(pm.p("p/r/y")))
+    r = subprocess.run(["rm", "-r", pm.p("p/r")], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert etcd.keys(b"/p/r/") == []
+
+
+def test_mv_directory_falls_back_to_copy(pm, etcd):
+    """docs/writes.md: a directory rename returns EXDEV and mv falls back to
+    copy and delete."""
+    r = subprocess.run(["mv", pm.p("p/d"), pm.p("p/d2")], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert etcd.get("/p/d2/x")[0] == b"1"
+    assert etcd.get("/p/d/x")[1] is None
+    assert not os.path.exists(pm.p("p/d"))
+
+
+def test_fstat_of_open_file_right_after_unlink(pm):
+    f = open(pm.p("p/a"), "rb")
+    os.unlink(pm.p("p/a"))
+    st = os.fstat(f.fileno())  # within the 50 ms deferred-delete window
+    assert st.st_size == 5 and st.st_nlink == 0
+    f.close()
+
+
+def test_name_too_long(pm):
+    long = pm.p("p/" + "x" * 256)
+    assert err_of(os.open, long, os.O_CREAT | os.O_WRONLY, 0o644) == errno.ENAMETOOLONG
+    assert err_of(os.stat, long) == errno.ENAMETOOLONG
+    assert err_of(os.mkdir, long) == errno.ENAMETOOLONG
+    ok = pm.p("p/" + "x" * 255)
+    with open(ok, "w") as f:
+        f.write("max")
+    assert os.stat(ok).st_size == 3

@@ -806,3 +806,32 @@ def test_load_writers_readers_external(etcd, mount_factory, tmp):
           f"{sum(r['reads'] for r in rres)} reads ({reads} of the clock), {len(acks)} clock puts; "
           f"worst staleness {worst:.3f}s (bound {STALE_BOUND}s); RSS start {rss[0]:.0f} MB, "
           f"max {max(rss):.0f} MB, end {rss[-1]:.0f} MB")
+
+
+# ---- regression tests for bugs found by this suite (fixed)
+# docs/reliability.md, "Known bugs"); they are kept out of commits until then.
+
+def test_ctrl_c_interrupts_a_waiting_read_at_once(etcd, mount_factory):
+    """Ctrl-C on a `cat` waiting for a stalled etcd ends it at once: the
+    daemon answers FUSE_INTERRUPT instead of waiting out --command-timeout
+    (until then the process sits in D state for up to the timeout)."""
+    etcd.put("/ci/k", "v\n")
+    m = fault_mount(mount_factory, etcd.endpoint)
+    p = os.path.join(m.path, "ci/k")
+    assert read_file(p) == b"v\n"
+    etcd.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert wait_for(lambda: watch_state(m) == "degraded", timeout=1 + TIMEOUT + 2)
+        cat = subprocess.Popen(["cat", p], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.3)
+        assert cat.poll() is None
+        t0 = time.time()
+        cat.send_signal(signal.SIGINT)
+        states = []
+        while cat.poll() is None and time.time() - t0 < TIMEOUT + 3:
+            states.append(proc_state(cat.pid))
+            time.sleep(0.01)
+        secs = time.time() - t0
+        assert secs < 0.5, f"SIGINT took {secs:.2f}s; states {states[:10]}"
+    finally:
+        etcd.proc.send_signal(signal.SIGCONT)
