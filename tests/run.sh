@@ -1,43 +1,113 @@
 #!/bin/bash
 # tests/run.sh: the whole test suite, exactly as CI runs it.
 #
-# Builds etcdfs twice (plain with -Werror, and with ASan+UBSan), runs the
-# unit tests (meson test) on both builds and the integration tests (pytest,
-# real etcd + real FUSE mounts) on both, and ends with "N passed, N failed".
-# Needs root (FUSE mounts) and the Debian packages .ci/run installs.
+#  1. build (gcc, -Werror): unit tests (meson test);
+#  2. build-asan (gcc, -Werror, ASan+UBSan): unit tests, then the integration
+#     tests (pytest: real etcd servers, real FUSE mounts, real tools);
+#  3. valgrind memcheck over the unit suites that run no servers;
+#  4. build-fuzz (clang): every libFuzzer target for FUZZ_SECONDS (60).
+# Ends with "N passed, N failed"; exits non-zero on any failure.
+# Needs root (FUSE, mount) and the Debian packages .ci/run installs.
 set -u
 cd "$(dirname "$0")/.."
 top=$(pwd)
 results=$(mktemp -d)
-pytest_args=${PYTEST_ARGS:-}
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+status=0
+t0=$(date +%s)
+stamp() { echo "== $* ($(($(date +%s) - t0)) s)"; }
 
-build() { # dir, extra meson args...
+setup() { # dir, meson args...
 	local dir=$1
 	shift
-	if [ -d "$dir" ]; then
-		meson setup --reconfigure "$dir" -Dwerror=true "$@" >"$results/setup-$(basename "$dir").log" 2>&1
+	if [ -f "$dir/build.ninja" ]; then
+		meson setup --reconfigure "$dir" "$@"
 	else
-		meson setup "$dir" -Dwerror=true "$@" >"$results/setup-$(basename "$dir").log" 2>&1
-	fi || { cat "$results/setup-$(basename "$dir").log"; return 1; }
-	ninja -C "$dir"
+		meson setup "$dir" "$@"
+	fi >"$results/setup-$(basename "$dir").log" 2>&1 || {
+		cat "$results/setup-$(basename "$dir").log"
+		return 1
+	}
 }
 
-status=0
-build build || status=1
-build build-asan -Db_sanitize=address,undefined -Db_lundef=false || status=1
+unit() { # build dir, label, extra meson test args...
+	local b=$1 label=$2
+	shift 2
+	stamp "unit tests: $label"
+	meson test -C "$b" --print-errorlogs --num-processes 2 "$@" || status=1
+	cp "$b/meson-logs/testlog.json" "$results/unit-$label.json" 2>/dev/null
+}
+
+stamp "build (gcc -Werror)"
+if setup build -Dwerror=true && ninja -C build; then
+	unit build plain
+else
+	echo "BUILD FAILED: build"
+	echo "build" >>"$results/build-failures"
+	status=1
+fi
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-for b in build build-asan; do
-	[ -x "$b/etcdfs" ] || continue
-	meson test -C "$b" --print-errorlogs --num-processes 2 || status=1
-	cp "$b/meson-logs/testlog.json" "$results/unit-$b.json" 2>/dev/null
-	ETCDFS_BUILD="$top/$b" /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider \
-		--junitxml="$results/it-$b.xml" $pytest_args
-	rc=$?
-	[ $rc -ne 0 ] && status=1
-done
+stamp "build (gcc -Werror, ASan+UBSan)"
+if setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false &&
+	ninja -C build-asan; then
+	unit build-asan asan
+	stamp "integration tests (ASan+UBSan daemon)"
+	ETCDFS_BUILD="$top/build-asan" /usr/bin/python3 -m pytest tests/integration -q \
+		-p no:cacheprovider --junitxml="$results/it-asan.xml" ${PYTEST_ARGS:-} || status=1
+else
+	echo "BUILD FAILED: build-asan"
+	echo "build-asan" >>"$results/build-failures"
+	status=1
+fi
 
+if command -v valgrind >/dev/null && [ -x build/etcdfs ]; then
+	stamp "unit tests under valgrind memcheck"
+	# the C unit tests that start no servers (valgrind would watch etcd's
+	# Go runtime or a shell otherwise)
+	meson test -C build --print-errorlogs --num-processes 2 naming cache k8s-fixtures \
+		k8s-codec k8s-fuzz-replay etcd_json snapshot_real snapshot_malformed store_mvcc \
+		--wrapper='valgrind --error-exitcode=97 --leak-check=full --errors-for-leak-kinds=definite -q' \
+		--timeout-multiplier 10 || status=1
+	cp build/meson-logs/testlog-valgrind.json "$results/unit-valgrind.json" 2>/dev/null ||
+		cp build/meson-logs/testlog.json "$results/unit-valgrind.json" 2>/dev/null
+fi
+
+if command -v clang >/dev/null; then
+	stamp "fuzzing (clang, libFuzzer, ${FUZZ_SECONDS} s per target)"
+	if CC=clang setup build-fuzz -Db_sanitize=address,undefined -Db_lundef=false &&
+		ninja -C build-fuzz tests/unit/fuzz/fuzz_naming tests/unit/fuzz/fuzz_etcd_json \
+			tests/unit/k8s/fuzz_k8s tests/unit/snapshot/fuzz_snapshot; then
+		fuzzers=(build-fuzz/tests/unit/fuzz/fuzz_naming build-fuzz/tests/unit/fuzz/fuzz_etcd_json
+			build-fuzz/tests/unit/k8s/fuzz_k8s build-fuzz/tests/unit/snapshot/fuzz_snapshot)
+		run_fuzz() {
+			local f=$1 name
+			name=$(basename "$f")
+			mkdir -p "$results/corpus-$name"
+			if "$f" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+				-artifact_prefix="$results/$name-" "$results/corpus-$name" \
+				>"$results/$name.log" 2>&1; then
+				echo "$name ok" >>"$results/fuzz"
+				echo "fuzz $name: ok ($(grep -o 'Done [0-9]* runs' "$results/$name.log"))"
+			else
+				echo "$name FAIL" >>"$results/fuzz"
+				echo "fuzz $name: FAILED"
+				tail -40 "$results/$name.log"
+			fi
+		}
+		# two at a time: the machine has two cores
+		for ((i = 0; i < ${#fuzzers[@]}; i += 2)); do
+			run_fuzz "${fuzzers[i]}" &
+			[ -n "${fuzzers[i + 1]:-}" ] && run_fuzz "${fuzzers[i + 1]}" &
+			wait
+		done
+	else
+		echo "fuzz FAIL" >>"$results/fuzz"
+	fi
+fi
+
+stamp "summary"
 /usr/bin/python3 - "$results" <<'PY'
 import glob, json, os, sys
 import xml.etree.ElementTree as ET
@@ -48,7 +118,7 @@ for f in glob.glob(os.path.join(d, "unit-*.json")):
         if not line.strip():
             continue
         r = json.loads(line)
-        if r["result"] == "OK" or r["result"] == "EXPECTEDFAIL":
+        if r["result"] in ("OK", "EXPECTEDFAIL"):
             passed += 1
         elif r["result"] == "SKIP":
             skipped += 1
@@ -61,6 +131,14 @@ for f in glob.glob(os.path.join(d, "it-*.xml")):
         passed += t - e - fl - sk
         failed += e + fl
         skipped += sk
+for name in ("fuzz", "build-failures"):
+    p = os.path.join(d, name)
+    if os.path.exists(p):
+        for line in open(p):
+            if name == "fuzz" and line.split()[-1] == "ok":
+                passed += 1
+            elif line.strip():
+                failed += 1
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
 open(os.path.join(d, "counts"), "w").write(f"{passed} {failed}\n")
 PY

@@ -1,0 +1,223 @@
+/* test_cache.c: the key tree, value LRU and watch consumer, over the real
+ * embedded store (src/store/) as backend: no FUSE, no mocks. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache/cache.h"
+#include "log.h"
+#include "store/store.h"
+
+static int failures;
+#define CHECK(cond, ...)                                                   \
+	do {                                                               \
+		if (!(cond)) {                                             \
+			failures++;                                        \
+			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+			fprintf(stderr, __VA_ARGS__);                      \
+			fprintf(stderr, "\n");                             \
+		}                                                          \
+	} while (0)
+
+/* notifications seen, protected by mu */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static int n_new, n_delete, n_content, n_retype;
+
+static void notify(void *arg, const struct cache_change *chg)
+{
+	(void)arg;
+	pthread_mutex_lock(&mu);
+	switch (chg->kind) {
+	case CACHE_CHG_NEW: n_new++; break;
+	case CACHE_CHG_DELETE: n_delete++; break;
+	case CACHE_CHG_CONTENT: n_content++; break;
+	case CACHE_CHG_RETYPE: n_retype++; break;
+	default: break;
+	}
+	pthread_mutex_unlock(&mu);
+}
+
+static int counter(int *c)
+{
+	pthread_mutex_lock(&mu);
+	int v = *c;
+	pthread_mutex_unlock(&mu);
+	return v;
+}
+
+static void put(struct kv *kv, const char *k, const char *v)
+{
+	int ret = kv_put(kv, k, strlen(k), v, strlen(v), NULL);
+	CHECK(ret == 0, "put %s: %d", k, ret);
+}
+
+/* Node for an absolute key made of '/'-separated names under root ns 0. */
+static struct cache_node *find(struct cache *c, const char *path)
+{
+	struct cache_node *n = c->root;
+	char buf[256];
+	snprintf(buf, sizeof(buf), "%s", path);
+	char *save = NULL;
+	for (char *s = strtok_r(buf, "/", &save); s && n; s = strtok_r(NULL, "/", &save))
+		n = cache_child(c, n, 0, s, strlen(s));
+	return n;
+}
+
+static bool wait_until(struct cache *c, const char *path, bool present)
+{
+	for (int i = 0; i < 500; i++) {
+		cache_rdlock(c);
+		struct cache_node *n = find(c, path);
+		bool ok = present ? (n && n->has_value) : (!n || !n->has_value);
+		cache_unlock(c);
+		if (ok)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+static char *content(struct cache *c, const char *path)
+{
+	cache_rdlock(c);
+	struct cache_node *n = find(c, path);
+	if (n)
+		cache_ref_open(c, n);
+	cache_unlock(c);
+	if (!n)
+		return NULL;
+	char *out = NULL;
+	size_t len;
+	int64_t rev;
+	int ret = cache_get_content(c, n, &out, &len, &rev);
+	cache_wrlock(c);
+	cache_unref_open(c, n);
+	cache_unlock(c);
+	return ret == 0 ? out : NULL;
+}
+
+int main(void)
+{
+	log_set_level(LOG_WARNING);
+	char dir[] = "/tmp/etcdfs-cache-test-XXXXXX";
+	if (!mkdtemp(dir))
+		return 2;
+	struct store_config scfg;
+	store_config_init(&scfg);
+	scfg.data_dir = dir;
+	struct kv *kv;
+	int ret = store_open(&scfg, &kv);
+	if (ret < 0) {
+		fprintf(stderr, "store_open: %s\n", strerror(-ret));
+		return 2;
+	}
+	put(kv, "/registry/pods/default/www", "pod-www");
+	put(kv, "/a", "value of a");
+	put(kv, "/a/b", "value of b");
+	put(kv, "compact_rev_key", "7");
+	for (int i = 0; i < 20; i++) {
+		char k[64], v[64];
+		snprintf(k, sizeof(k), "/many/k%02d", i);
+		snprintf(v, sizeof(v), "%050d", i);
+		put(kv, k, v);
+	}
+
+	struct cache_config cfg = { .kv = kv, .prefix = "", .prefix_len = 0, .max_bytes = 200,
+				    .page_size = 7, .notify = notify };
+	struct cache *c;
+	ret = cache_new(&cfg, &c);
+	CHECK(ret == 0, "cache_new: %d", ret);
+	if (ret)
+		return 1;
+
+	/* the initial sync (paged by 7) built the whole tree, quietly */
+	cache_rdlock(c);
+	CHECK(c->n_keys == 24, "keys after sync: %llu", (unsigned long long)c->n_keys);
+	struct cache_node *a = find(c, "a");
+	CHECK(a && a->has_value && cache_is_dir(a), "/a is both a key and a directory");
+	struct cache_node *www = find(c, "registry/pods/default/www");
+	CHECK(www && www->has_value && !cache_is_dir(www) && www->view_size == 7, "www");
+	struct cache_node *nonslash = cache_child(c, c->root, 1, "compact_rev_key", 15);
+	CHECK(nonslash && nonslash->has_value, "a key without a leading slash is in namespace 1");
+	CHECK(cache_child(c, c->root, 0, "compact_rev_key", 15) == NULL, "and not in namespace 0");
+	size_t klen;
+	char *key = www ? cache_node_key(c, www, &klen) : NULL;
+	CHECK(key && strcmp(key, "/registry/pods/default/www") == 0, "node key");
+	free(key);
+	key = nonslash ? cache_node_key(c, nonslash, &klen) : NULL;
+	CHECK(key && strcmp(key, "compact_rev_key") == 0, "namespace-1 key");
+	free(key);
+	cache_unlock(c);
+	CHECK(counter(&n_new) == 0, "no notifications during the initial sync");
+
+	/* the LRU stays under its bound, and evicted values come back */
+	for (int round = 0; round < 2; round++)
+		for (int i = 0; i < 20; i++) {
+			char k[64], want[64];
+			snprintf(k, sizeof(k), "many/k%02d", i);
+			snprintf(want, sizeof(want), "%050d", i);
+			char *got = content(c, k);
+			CHECK(got && strcmp(got, want) == 0, "content of %s", k);
+			free(got);
+			CHECK(c->lru_bytes <= 200, "lru bytes %zu over the bound", c->lru_bytes);
+		}
+	struct cache_stats st;
+	cache_get_stats(c, &st);
+	CHECK(st.misses >= 20, "evicted values were fetched again (%llu misses)",
+	      (unsigned long long)st.misses);
+
+	/* watch: new keys, changes and deletes reach the tree and the kernel */
+	put(kv, "/new/dir/key", "fresh");
+	CHECK(wait_until(c, "new/dir/key", true), "new key appears");
+	CHECK(counter(&n_new) >= 3, "NEW for new, dir and key (%d)", counter(&n_new));
+	char *got = content(c, "new/dir/key");
+	CHECK(got && strcmp(got, "fresh") == 0, "new content");
+	free(got);
+	put(kv, "/new/dir/key", "changed!");
+	for (int i = 0; i < 500 && counter(&n_content) == 0; i++)
+		usleep(10000);
+	CHECK(counter(&n_content) >= 1, "CONTENT on change");
+	got = content(c, "new/dir/key");
+	CHECK(got && strcmp(got, "changed!") == 0, "changed content: %s", got ? got : "(null)");
+	free(got);
+	/* a file growing a child becomes a directory (new inode) */
+	put(kv, "/registry/pods/default/www/sub", "x");
+	CHECK(wait_until(c, "registry/pods/default/www/sub", true), "child of a key");
+	CHECK(counter(&n_retype) >= 1, "RETYPE when a file becomes a directory");
+	int64_t deleted;
+	ret = kv_delete_range(kv, "/new/dir/key", 12, NULL, 0, &deleted, NULL);
+	CHECK(ret == 0 && deleted == 1, "delete");
+	CHECK(wait_until(c, "new/dir/key", false), "deleted key goes");
+	cache_rdlock(c);
+	CHECK(find(c, "new") == NULL, "empty parents are pruned");
+	cache_unlock(c);
+	CHECK(counter(&n_delete) >= 1, "DELETE on delete");
+
+	/* a local write is visible at once, and its late watch event is
+	 * recognised by revision */
+	struct kv_kv local = { .key = "/local", .key_len = 6, .value = "mine", .value_len = 4,
+			       .create_revision = 1000, .mod_revision = 1000, .version = 1 };
+	cache_apply_local(c, "/local", 6, &local, 1000);
+	got = content(c, "local");
+	CHECK(got && strcmp(got, "mine") == 0, "read-your-writes");
+	free(got);
+	cache_apply_local(c, "/local", 6, NULL, 1001);
+	cache_rdlock(c);
+	CHECK(find(c, "local") == NULL, "local delete");
+	cache_unlock(c);
+
+	cache_get_stats(c, &st);
+	CHECK(st.health == CACHE_HEALTHY, "watch healthy");
+	cache_destroy(c);
+	kv_destroy(kv);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+	printf("%s: %d failures\n", failures ? "FAIL" : "ok", failures);
+	return failures ? 1 : 0;
+}
