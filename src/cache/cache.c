@@ -873,6 +873,8 @@ static void *health_main(void *arg)
 		int ret = kv_status(c->cfg.kv, &rev);
 		if (ret < 0) {
 			set_health(c, CACHE_DEGRADED);
+		} else if (__atomic_load_n(&c->health, __ATOMIC_SEQ_CST) == CACHE_HEALTHY) {
+			__atomic_store_n(&c->last_ok_ms, now_ms(), __ATOMIC_SEQ_CST);
 		} else if (c->watch && __atomic_load_n(&c->health, __ATOMIC_SEQ_CST) == CACHE_DEGRADED &&
 			   now_ms() - __atomic_load_n(&c->last_ok_ms, __ATOMIC_SEQ_CST) < 60000) {
 			/* The server answers again and the stream was
@@ -1010,6 +1012,8 @@ void cache_get_stats(struct cache *c, struct cache_stats *st)
 	st->fetch_errors = c->fetch_errors;
 	st->events = c->events;
 	st->resyncs = c->resyncs;
+	int64_t ok = __atomic_load_n(&c->last_ok_ms, __ATOMIC_SEQ_CST);
+	st->watch_age_ms = ok ? (uint64_t)(now_ms() - ok) : 0;
 }
 
 /* Fetches n's value from the backend and caches it. Without locks. */

@@ -149,6 +149,7 @@ struct cache_stats {
 	uint64_t keys;
 	uint64_t value_bytes;  /* bytes in the value cache */
 	uint64_t hits, misses, fetch_errors, events, resyncs;
+	uint64_t watch_age_ms; /* since the watch last proved current (event/progress/probe) */
 };
 
 struct cache {

@@ -29,9 +29,9 @@
  *    sent again through JSON, the first such fallback is logged at info level, and gRPC is not
  *    tried again for 30 s. Errors the server reports over gRPC (compacted, permission denied,
  *    ...) are final and map to the same errnos as over JSON.
- *  - libcurl 7.88 (Debian 12) cannot reuse a cleartext HTTP/2 connection: the client detects
- *    it on the first reuse and then opens one connection per gRPC request (TLS HTTP/2
- *    connections are reused).
+ *  - HTTP/2 connections are kept alive and reused like the JSON ones. libcurl 7.88 (Debian
+ *    12) fails a request that asks for h2c prior knowledge on a reused connection; the client
+ *    asks for it only when it opens a connection and rides cached ones without it.
  *  - the size of a request is checked against max_request_bytes before it is sent (-EFBIG), as
  *    is the number of txn operations against max_txn_ops (-E2BIG).
  */

@@ -470,11 +470,26 @@ void etcd_grpc_reply_free(struct etcd_grpc_reply *r)
 	r->len = r->cap = 0;
 }
 
-/* One attempt. *reuse_bug is set when a reused HTTP/2 connection failed before anything was
- * sent (Debian 12's libcurl 7.88 with h2c): the caller retries on a fresh connection. */
-static int attempt(struct etcd_client *c, CURL *h, const char *url, bool tls, bool fresh,
+/* How an attempt may connect. */
+enum conn_mode {
+	CONN_TLS,	/* https://: h2 negotiated by ALPN; cached connections are reused */
+	CONN_H2C_REUSE, /* http://: only over a cached h2c connection, never a new one */
+	CONN_H2C_NEW,	/* http://: a new connection with prior knowledge */
+};
+
+/* Refuses to open sockets: in CONN_H2C_REUSE a transfer either rides a cached connection or
+ * fails at once, before anything is sent. */
+static curl_socket_t refuse_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+	(void)purpose, (void)addr;
+	*(bool *)ud = true;
+	return CURL_SOCKET_BAD;
+}
+
+/* One attempt. *refused is set when CONN_H2C_REUSE found no connection to ride. */
+static int attempt(struct etcd_client *c, CURL *h, const char *url, enum conn_mode mode,
 		   const uint8_t *body, size_t body_len, struct curl_slist *hdrs, long timeout_ms,
-		   const int *abort_flag, struct etcd_grpc_reply *r, bool *reuse_bug)
+		   const int *abort_flag, struct etcd_grpc_reply *r, bool *refused)
 {
 	char errbuf[CURL_ERROR_SIZE] = "";
 	size_t max = r->max;
@@ -482,16 +497,30 @@ static int attempt(struct etcd_client *c, CURL *h, const char *url, bool tls, bo
 	memset(r, 0, sizeof(*r));
 	r->max = max;
 	r->grpc_status = -1;
-	*reuse_bug = false;
+	*refused = false;
 
 	curl_easy_reset(h);
 	etcd_setup_handle(c, h, timeout_ms);
-	curl_easy_setopt(h, CURLOPT_HTTP_VERSION,
-			 tls ? (long)CURL_HTTP_VERSION_2TLS
-			     : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
-	if (fresh) {
+	switch (mode) {
+	case CONN_TLS:
+		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+		break;
+	case CONN_H2C_REUSE:
+		/* libcurl 7.88 (Debian 12) fails a transfer that asks for prior knowledge on a
+		 * reused h2c connection ("Error in the HTTP2 framing layer": it stacks a second
+		 * HTTP/2 layer; fixed upstream in 2023). Asked for "HTTP/2 over TLS, else 1.1",
+		 * it multiplexes onto the cached h2c connection instead; the socket callback
+		 * makes sure it never opens an HTTP/1.1 one. */
+		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+		curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, refuse_socket);
+		curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, refused);
+		break;
+	case CONN_H2C_NEW:
+		curl_easy_setopt(h, CURLOPT_HTTP_VERSION,
+				 (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+		/* Never prior knowledge on a cached connection (the bug above). */
 		curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
-		curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
+		break;
 	}
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -516,18 +545,13 @@ static int attempt(struct etcd_client *c, CURL *h, const char *url, bool tls, bo
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->http_status);
 	r->connects = connects;
 	int ret = 0;
-	if (rc != CURLE_OK) {
+	if (*refused) {
+		r->unsent = true;
+		ret = -ENOTCONN;
+	} else if (rc != CURLE_OK) {
 		if (r->overflow) {
 			snprintf(r->why, sizeof(r->why), "reply larger than %zu bytes", r->max);
-			r->unsent = false;
 			ret = -EMSGSIZE;
-		} else if ((rc == CURLE_HTTP2 || rc == CURLE_HTTP2_STREAM) && !fresh &&
-			   connects == 0 && r->http_status == 0) {
-			*reuse_bug = true;
-			r->unsent = true;
-			snprintf(r->why, sizeof(r->why), "reused HTTP/2 connection failed: %s",
-				 *errbuf ? errbuf : curl_easy_strerror(rc));
-			ret = -EIO;
 		} else {
 			ret = etcd_curl_errno(h, rc, errbuf, &r->unsent);
 			etcd_describe_curl_error(h, rc, errbuf, r->why, sizeof(r->why));
@@ -560,35 +584,21 @@ int etcd_grpc_exchange(struct etcd_client *c, size_t idx, const char *path, cons
 	r->grpc_status = -1;
 	snprintf(url, sizeof(url), "%s%s", c->urls[idx], path);
 	bool tls = !strncasecmp(url, "https:", 6);
-	int *noreuse = tls ? &c->h2tls_noreuse : &c->h2c_noreuse;
 	struct curl_slist *hdrs = grpc_headers(token, timeout_ms);
 	CURL *h = etcd_pool_get(c, true);
+	bool refused = false;
 	int ret;
 	if (!h || !hdrs) {
 		r->unsent = true;
 		ret = -ENOMEM;
 		goto out;
 	}
-	for (int i = 0;; i++) {
-		bool fresh = __atomic_load_n(noreuse, __ATOMIC_RELAXED);
-		bool reuse_bug;
-		ret = attempt(c, h, url, tls, fresh, body, body_len, hdrs, timeout_ms, abort_flag,
-			      r, &reuse_bug);
-		__atomic_add_fetch(&c->stats.grpc_connects, (uint64_t)r->connects,
-				   __ATOMIC_RELAXED);
-		if (!reuse_bug || i > 0)
-			break;
-		if (!__atomic_exchange_n(noreuse, 1, __ATOMIC_RELAXED))
-			log_info("etcd %s: this libcurl cannot reuse %s HTTP/2 connections (%s); "
-				 "opening one per gRPC request",
-				 c->urls[idx], tls ? "TLS" : "cleartext", r->why);
-		/* The handle's cache still holds the broken connection: start afresh. */
-		curl_easy_cleanup(h);
-		if (!(h = curl_easy_init())) {
-			ret = -ENOMEM;
-			goto out;
-		}
-	}
+	ret = attempt(c, h, url, tls ? CONN_TLS : CONN_H2C_REUSE, body, body_len, hdrs, timeout_ms,
+		      abort_flag, r, &refused);
+	if (refused)
+		ret = attempt(c, h, url, CONN_H2C_NEW, body, body_len, hdrs, timeout_ms, abort_flag,
+			      r, &refused);
+	__atomic_add_fetch(&c->stats.grpc_connects, (uint64_t)r->connects, __ATOMIC_RELAXED);
 out:
 	curl_slist_free_all(hdrs);
 	if (h)

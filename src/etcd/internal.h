@@ -41,8 +41,6 @@ struct etcd_client {
 
 	/* gRPC transport state, all atomic access. */
 	int transport;		   /* enum etcd_transport */
-	int h2c_noreuse;	   /* cleartext HTTP/2 connections cannot be reused (libcurl bug) */
-	int h2tls_noreuse;	   /* the same for TLS (not seen, but detected the same way) */
 	int64_t grpc_off_until_ms; /* AUTO: after a protocol failure, JSON only until then */
 	int grpc_fallback_logged; /* the first fallback is logged at info level, later ones debug */
 	struct etcd_client_stats stats; /* every field atomic */
@@ -109,9 +107,9 @@ struct etcd_grpc_reply {
 
 /* Posts one framed message to path on endpoint idx. Returns 0 when a gRPC reply arrived (any
  * grpc_status; body holds the frames), -EMSGSIZE when it exceeded r->max, else a transport
- * errno with r->why, r->unsent and r->proto_fail set (nothing logged). A reused connection
- * that libcurl cannot use is retried once on a fresh one, and from then on every request to
- * that kind of endpoint opens its own. Free r with etcd_grpc_reply_free() on success. */
+ * errno with r->why, r->unsent and r->proto_fail set (nothing logged). Connections are
+ * cached in the handle and reused, h2c ones through a workaround for libcurl 7.88 (see
+ * grpc.c). Free r with etcd_grpc_reply_free() on success. */
 int etcd_grpc_exchange(struct etcd_client *c, size_t idx, const char *path, const uint8_t *body,
 		       size_t body_len, const char *token, long timeout_ms, const int *abort_flag,
 		       struct etcd_grpc_reply *r);

@@ -554,7 +554,8 @@ static const char *const root_xattrs[] = {
 	"user.etcdfs.revision", "user.etcdfs.watch",  "user.etcdfs.keys",
 	"user.etcdfs.cache_hits", "user.etcdfs.cache_misses", "user.etcdfs.requests",
 	"user.etcdfs.reads", "user.etcdfs.opens", "user.etcdfs.errors",
-	"user.etcdfs.events", "user.etcdfs.resyncs",
+	"user.etcdfs.events", "user.etcdfs.resyncs", "user.etcdfs.cache_hit_rate",
+	"user.etcdfs.watch_age_ms",
 };
 
 static void reply_xattr_value(fuse_req_t req, const char *val, size_t len, size_t size)
@@ -577,6 +578,14 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 		cache_get_stats(fs->cache, &cs);
 		const char *k = name + 12;
 		uint64_t v;
+		if (strcmp(k, "cache_hit_rate") == 0) {
+			char rate[32];
+			uint64_t all = cs.hits + cs.misses;
+			int len = snprintf(rate, sizeof(rate), "%.1f%%",
+					   all ? 100.0 * cs.hits / all : 100.0);
+			reply_xattr_value(req, rate, len, size);
+			return;
+		}
 		if (strcmp(k, "watch") == 0) {
 			const char *s = cs.health == CACHE_HEALTHY    ? "healthy"
 					: cs.health == CACHE_DEGRADED ? "degraded"
@@ -603,6 +612,8 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 			v = cs.events;
 		} else if (strcmp(k, "resyncs") == 0) {
 			v = cs.resyncs;
+		} else if (strcmp(k, "watch_age_ms") == 0) {
+			v = cs.watch_age_ms;
 		} else {
 			fuse_reply_err(req, ENODATA);
 			return;

@@ -195,3 +195,68 @@ def test_kubernetes_keyspace_read_only_without_rw(cluster, mount_factory):
     with pytest.raises(OSError) as e:
         open(os.path.join(m.path, "registry/configmaps/default/app"), "a")
     assert e.value.errno == errno.EROFS
+
+
+NEW_OBJECTS = {
+    "secret": ("registry/secrets/default/fresh-secret", """apiVersion: v1
+kind: Secret
+metadata:
+  name: fresh-secret
+  namespace: default
+data:
+  token: aGVsbG8=
+type: Opaque
+""", b"k8s\x00", "token: aGVsbG8="),
+    "deployment": ("registry/deployments/default/fresh-web", """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: fresh-web
+  namespace: default
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: fresh-web
+  template:
+    metadata:
+      labels:
+        app: fresh-web
+    spec:
+      containers:
+      - image: nginx:1.25
+        name: web
+""", b"k8s\x00", "replicas: 2"),
+    "custom-resource": ("registry/stable.example.com/shirts/default/blue", """apiVersion: stable.example.com/v1
+kind: Shirt
+metadata:
+  name: blue
+  namespace: default
+spec:
+  color: blue
+""", b"{", "color: blue"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NEW_OBJECTS))
+def test_create_and_edit_kinds(cluster, kmnt, kind):
+    path, text, magic, marker = NEW_OBJECTS[kind]
+    p = os.path.join(kmnt.path, path)
+    r = subprocess.run(["bash", "-c", f"cat > {p} <<'EOF'\n{text}EOF"], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    stored, _ = cluster.get("/" + path)
+    assert stored.startswith(magic), stored[:20]
+    with open(p) as f:
+        shown = f.read()
+    assert marker in shown
+    # and edit it with vim: stored back in the same encoding
+    r = subprocess.run(["vim", "-u", "NONE", "-i", "NONE", "-es", "+%s/^metadata:/metadata:\r  labels:\r    edited: \"yes\"/",
+                        "+wq", p], capture_output=True, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    stored2, _ = cluster.get("/" + path)
+    assert stored2.startswith(magic)
+    if magic == b"{":
+        obj = json.loads(stored2)
+        assert obj["metadata"]["labels"] == {"edited": "yes"} and stored2.endswith(b"\n")
+    else:
+        text2 = k8s("decode", data=stored2).decode()
+        assert 'edited: "yes"' in text2 and marker in text2

@@ -116,8 +116,15 @@ def test_status_xattrs(etcd, mnt):
     rev = etcd.put("/w/s", "1")
     assert wait_for(lambda: int(mnt.xattr("", "user.etcdfs.revision")) >= rev)
     assert mnt.xattr("", "user.etcdfs.watch") == "healthy"
-    for name in ("user.etcdfs.keys", "user.etcdfs.cache_hits", "user.etcdfs.requests"):
-        int(mnt.xattr("", name))
+    for name in ("user.etcdfs.keys", "user.etcdfs.cache_hits", "user.etcdfs.requests",
+                 "user.etcdfs.errors", "user.etcdfs.events"):
+        assert int(mnt.xattr("", name)) >= 0
+    assert int(mnt.xattr("", "user.etcdfs.keys")) == 1
+    read(os.path.join(mnt.path, "w/s"))
+    assert mnt.xattr("", "user.etcdfs.cache_hit_rate").endswith("%")
+    assert 0 <= int(mnt.xattr("", "user.etcdfs.watch_age_ms")) < 5000
+    names = os.listxattr(mnt.path)
+    assert "user.etcdfs.watch_age_ms" in names and "user.etcdfs.revision" in names
 
 
 def tree(root):
