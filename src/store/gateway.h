@@ -1,0 +1,48 @@
+/* gateway.h: an etcd-v3-compatible JSON gateway (HTTP/1.1) over any kv.h backend.
+ *
+ * Serves the subset of etcd 3.4's grpc-gateway that etcdfs and its tests use, with the same
+ * JSON shapes (base64 keys and values, int64 fields as strings, zero values omitted) and the
+ * same error bodies, so that src/etcd/ (and curl, Python, ...) can talk to the embedded store
+ * exactly as to etcd:
+ *
+ *   POST /v3/kv/range  /v3/kv/put  /v3/kv/deleterange  /v3/kv/txn  /v3/kv/compaction
+ *   POST /v3/maintenance/status  /v3/auth/authenticate (answers "not enabled")
+ *   POST /v3/watch     (streamed: chunked, newline-delimited {"result": WatchResponse})
+ *   GET  /health  /version
+ *
+ * (/v3beta/ and /v3alpha/ are accepted as aliases of /v3/.) docs/store.md lists the fields
+ * and what is not supported. There is no TLS and no authentication: listen on loopback.
+ *
+ * Threads: one accept thread, one thread per connection (at most 256). Request bodies above
+ * 4 MiB are refused with etcd's "request is too large" error. A watch stream asking for
+ * progress_notify gets a progress message (no events, header revision = everything up to it
+ * delivered) after every few seconds without other output, so clients see it is alive.
+ *
+ * Ownership: the gateway borrows kv; the caller keeps it alive until store_gateway_stop()
+ * has returned (which closes every connection, cancels every watch it started and joins
+ * every thread), then destroys it.
+ */
+#ifndef ETCDFS_STORE_GATEWAY_H
+#define ETCDFS_STORE_GATEWAY_H
+
+#include "kv.h"
+
+struct store_gateway; /* opaque; freed by store_gateway_stop() */
+
+/* Binds listen_addr ("IP:PORT", "[IPv6]:PORT" or "localhost:PORT"; port 0 picks a free
+ * one), starts serving and returns. Errors (logged with the address): -EINVAL bad address,
+ * -EADDRINUSE port taken, -EACCES privileged port, -EADDRNOTAVAIL not a local address. */
+int store_gateway_start(struct kv *kv, const char *listen_addr, struct store_gateway **out);
+
+/* The TCP port actually bound (useful with port 0). */
+int store_gateway_port(const struct store_gateway *gw);
+
+/* Silence after which a watch that asked for progress_notify gets a progress message
+ * (default 5000 ms; tests lower it). Applies from the next check of each stream. */
+void store_gateway_set_progress_interval(struct store_gateway *gw, long ms);
+
+/* Stops accepting, ends every connection and watch, joins all threads, frees gw. NULL is
+ * ignored. */
+void store_gateway_stop(struct store_gateway *gw);
+
+#endif

@@ -1,0 +1,168 @@
+/* server_main.c: etcdfs-server, the embedded store served over etcd's v3 JSON gateway.
+ *
+ * Opens the store in --data-dir (store.h) and serves it on --listen-client through
+ * gateway.h until SIGTERM or SIGINT, then shuts down cleanly: the gateway closes every
+ * connection and watch, then the store stops Raft and flushes nothing it has not already
+ * made durable (every acknowledged write is on disk before it is acknowledged).
+ * Any etcd v3 JSON client works against it: etcdfs --endpoints, curl, the test suite.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+#include "gateway.h"
+#include "log.h"
+#include "store.h"
+
+#define DEFAULT_LISTEN "127.0.0.1:2379"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: etcdfs-server --data-dir DIR [options]\n"
+		"\n"
+		"Serves the etcdfs embedded store through etcd's v3 JSON API (the grpc-gateway\n"
+		"paths /v3/kv/..., /v3/watch, /v3/maintenance/status), so etcdfs --endpoints,\n"
+		"curl or any etcd JSON client can use it. There is no TLS and no authentication:\n"
+		"keep the client address on loopback.\n"
+		"\n"
+		"options:\n"
+		"    --data-dir=DIR             keep the keyspace in DIR (created if missing)\n"
+		"    --listen-client=IP:PORT    client (HTTP) address, default " DEFAULT_LISTEN "\n"
+		"                               (port 0 picks a free port and logs it)\n"
+		"    --node-id=N                this node's Raft id (default 1)\n"
+		"    --peers=ID=IP:PORT,...     the Raft cluster, for several nodes\n"
+		"    --listen=IP:PORT           this node's Raft address (default: from --peers)\n"
+		"    --auto-compact-retain=N    revisions of history kept (default 10000, 0 = all)\n"
+		"    --snapshot-threshold=N     Raft entries between snapshots (default 1024)\n"
+		"    -d, --debug                log debug messages\n"
+		"    -h, --help                 this text\n"
+		"    -V, --version              print the version\n");
+}
+
+static int parse_num(const char *opt, const char *s, long long min, long long *out)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (!*s || *end || errno || v < min) {
+		fprintf(stderr, "etcdfs-server: bad value '%s' for --%s\n", s, opt);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data-dir", required_argument, NULL, 'D'},
+		{"listen-client", required_argument, NULL, 'c'},
+		{"node-id", required_argument, NULL, 'n'},
+		{"peers", required_argument, NULL, 'p'},
+		{"listen", required_argument, NULL, 'l'},
+		{"auto-compact-retain", required_argument, NULL, 'r'},
+		{"snapshot-threshold", required_argument, NULL, 's'},
+		{"debug", no_argument, NULL, 'd'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{0},
+	};
+	struct store_config cfg;
+	const char *listen_client = DEFAULT_LISTEN;
+	long long v;
+	int c;
+	store_config_init(&cfg);
+	while ((c = getopt_long(argc, argv, "dhV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'D':
+			cfg.data_dir = optarg;
+			break;
+		case 'c':
+			listen_client = optarg;
+			break;
+		case 'n':
+			if (parse_num("node-id", optarg, 1, &v) < 0 || v > 0xffffffffLL)
+				return 2;
+			cfg.id = (unsigned)v;
+			break;
+		case 'p':
+			cfg.peers = optarg;
+			break;
+		case 'l':
+			cfg.listen = optarg;
+			break;
+		case 'r':
+			if (parse_num("auto-compact-retain", optarg, 0, &v) < 0)
+				return 2;
+			cfg.auto_compact_retain = v;
+			break;
+		case 's':
+			if (parse_num("snapshot-threshold", optarg, 1, &v) < 0 || v > 0xffffffffLL)
+				return 2;
+			cfg.snapshot_threshold = (unsigned)v;
+			break;
+		case 'd':
+			log_set_level(LOG_DEBUG);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("etcdfs-server %s\n", ETCDFS_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "etcdfs-server: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (!cfg.data_dir || !*cfg.data_dir) {
+		fprintf(stderr, "etcdfs-server: --data-dir is required\n");
+		usage(stderr);
+		return 2;
+	}
+
+	/* Every thread inherits this mask, so only sigwait() below sees the signals. */
+	sigset_t stop_set;
+	sigemptyset(&stop_set);
+	sigaddset(&stop_set, SIGTERM);
+	sigaddset(&stop_set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct kv *kv = NULL;
+	struct store_gateway *gw = NULL;
+	int ret = store_open(&cfg, &kv);
+	if (ret < 0) {
+		fprintf(stderr, "etcdfs-server: cannot open the store in %s: %s\n", cfg.data_dir,
+			strerror(-ret));
+		return 1;
+	}
+	ret = store_gateway_start(kv, listen_client, &gw);
+	if (ret < 0) {
+		fprintf(stderr, "etcdfs-server: cannot serve clients on %s: %s\n", listen_client,
+			strerror(-ret));
+		kv_destroy(kv);
+		return 1;
+	}
+	log_notice("etcdfs-server: store %s, clients on http://%s (port %d)", cfg.data_dir,
+		   listen_client, store_gateway_port(gw));
+
+	int sig = 0;
+	while (sigwait(&stop_set, &sig) != 0)
+		;
+	log_notice("etcdfs-server: %s received, shutting down", strsignal(sig));
+	store_gateway_stop(gw);
+	kv_destroy(kv);
+	log_notice("etcdfs-server: stopped");
+	return 0;
+}

@@ -1,0 +1,1061 @@
+/* test_gateway.c: the etcd v3 JSON gateway (src/store/gateway.h) over the embedded store,
+ * driven by etcdfs's real etcd client (src/etcd/) so that wire compatibility is proven both
+ * ways: the client's requests are understood, and the gateway's replies and errors decode to
+ * the same results and errnos as with etcd. Also plain HTTP (curl, raw sockets) and a light
+ * fuzz of the HTTP and JSON parsers; the gateway runs in this process, so AddressSanitizer
+ * sees any memory error it makes.
+ *
+ * GATEWAY_FUZZ_ITERS (default 1500) sets the number of fuzz connections; GATEWAY_FUZZ_SEED
+ * replays a run.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "etcd/etcd.h"
+#include "log.h"
+#include "store/gateway.h"
+#include "storetest.h"
+
+struct env {
+	char *dir;
+	struct kv *store;
+	struct store_gateway *gw;
+	int port;
+	struct kv *cl; /* etcd client pointed at the gateway */
+};
+
+static struct env E;
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Opens the store in E.dir and serves it on port (0 = any free one). */
+static void server_up(int port)
+{
+	char addr[64];
+	E.store = open_at(E.dir, NULL);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	CHECK_EQ(store_gateway_start(E.store, addr, &E.gw), 0);
+	E.port = store_gateway_port(E.gw);
+	CHECK(E.port > 0);
+	if (port)
+		CHECK_EQ(E.port, port);
+	store_gateway_set_progress_interval(E.gw, 300);
+}
+
+static void server_down(void)
+{
+	store_gateway_stop(E.gw);
+	E.gw = NULL;
+	kv_destroy(E.store);
+	E.store = NULL;
+}
+
+static struct kv *client(size_t max_req, size_t max_ops)
+{
+	struct etcd_config cfg;
+	struct kv *kv = NULL;
+	char ep[64];
+	etcd_config_init(&cfg);
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", E.port);
+	CHECK_EQ(etcd_config_set_endpoints(&cfg, ep), 0);
+	cfg.dial_timeout_ms = 1000;
+	cfg.command_timeout_ms = 10000;
+	if (max_req)
+		cfg.max_request_bytes = max_req;
+	if (max_ops)
+		cfg.max_txn_ops = max_ops;
+	CHECK_EQ(etcd_client_new(&cfg, &kv), 0);
+	etcd_config_free(&cfg);
+	return kv;
+}
+
+static void check_same_kv(const struct kv_kv *a, const struct kv_kv *b)
+{
+	CHECK_EQ(a->key_len, b->key_len);
+	CHECK(!memcmp(a->key, b->key, a->key_len));
+	CHECK_EQ(a->value_len, b->value_len);
+	CHECK(!a->value_len || !memcmp(a->value, b->value, a->value_len));
+	CHECK_EQ(a->create_revision, b->create_revision);
+	CHECK_EQ(a->mod_revision, b->mod_revision);
+	CHECK_EQ(a->version, b->version);
+	CHECK_EQ(a->lease, b->lease);
+}
+
+/* ---- raw HTTP ---- */
+
+static int dial(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)E.port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK(fd >= 0);
+	CHECK_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+static void send_bytes(int fd, const void *p, size_t n)
+{
+	const char *b = p;
+	while (n) {
+		ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+		if (w <= 0)
+			return; /* the server may close early on garbage; that is fine */
+		b += w;
+		n -= (size_t)w;
+	}
+}
+
+/* Reads until EOF or timeout_ms of silence into buf (NUL-terminated); returns the length. */
+static size_t recv_all(int fd, char *buf, size_t cap, int timeout_ms)
+{
+	size_t n = 0;
+	while (n + 1 < cap) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, timeout_ms) <= 0)
+			break;
+		ssize_t r = recv(fd, buf + n, cap - 1 - n, 0);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	buf[n] = 0;
+	return n;
+}
+
+/* One request on a fresh connection; the reply (until the server closes) in buf. */
+static size_t exchange(const char *req, size_t len, char *buf, size_t cap)
+{
+	int fd = dial();
+	send_bytes(fd, req, len);
+	size_t n = recv_all(fd, buf, cap, 5000);
+	close(fd);
+	return n;
+}
+
+static size_t post(const char *path, const char *body, char *buf, size_t cap)
+{
+	char req[8192];
+	int n = snprintf(req, sizeof(req),
+			 "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+			 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+			 path, strlen(body), body);
+	CHECK(n > 0 && (size_t)n < sizeof(req));
+	return exchange(req, (size_t)n, buf, cap);
+}
+
+static int count_str(const char *hay, const char *needle)
+{
+	int n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+/* ---- tests ---- */
+
+static void test_put_get(void)
+{
+	/* Binary key and value: every byte value, including NUL and 0xff. */
+	char key[260], val[300];
+	key[0] = '/';
+	key[1] = 'b';
+	for (int i = 0; i < 256; i++)
+		key[2 + i] = (char)i;
+	for (int i = 0; i < 300; i++)
+		val[i] = (char)(255 - i % 256);
+	int64_t rev = 0, rev2 = 0;
+	CHECK_EQ(kv_put(E.cl, key, sizeof(key) - 2, val, sizeof(val), &rev), 0);
+	CHECK(rev > 1);
+	struct kv_kv a, b;
+	CHECK_EQ(kv_get(E.cl, key, sizeof(key) - 2, &a), 0);
+	CHECK_EQ(kv_get(E.store, key, sizeof(key) - 2, &b), 0);
+	check_same_kv(&a, &b);
+	CHECK_EQ(a.mod_revision, rev);
+	CHECK_EQ(a.create_revision, rev);
+	CHECK_EQ(a.version, 1);
+	CHECK_EQ(a.value_len, sizeof(val));
+	kv_kv_free(&a);
+	kv_kv_free(&b);
+	/* Overwrite with an empty value: version 2, value present but empty. */
+	CHECK_EQ(kv_put(E.cl, key, sizeof(key) - 2, "", 0, &rev2), 0);
+	CHECK_EQ(rev2, rev + 1);
+	CHECK_EQ(kv_get(E.cl, key, sizeof(key) - 2, &a), 0);
+	CHECK_EQ(a.version, 2);
+	CHECK_EQ(a.value_len, 0);
+	CHECK(a.value != NULL);
+	CHECK_EQ(a.create_revision, rev);
+	kv_kv_free(&a);
+	CHECK_EQ(kv_get(E.cl, "/missing", 8, &a), -ENOENT);
+	int64_t st = 0;
+	CHECK_EQ(kv_status(E.cl, &st), 0);
+	CHECK_EQ(st, rev2);
+}
+
+static void test_range_paging(void)
+{
+	enum { N = 2500 };
+	char k[32], v[32];
+	int64_t rev_2400 = 0, rev = 0;
+	/* 25 txns of 100 puts through the client. */
+	for (int t = 0; t < N / 100; t++) {
+		struct kv_op ops[100];
+		char keys[100][32], vals[100][32];
+		for (int i = 0; i < 100; i++) {
+			int n = t * 100 + i;
+			snprintf(keys[i], 32, "/page/%05d", n);
+			snprintf(vals[i], 32, "value-%d", n);
+			ops[i] = (struct kv_op){.type = KV_OP_PUT,
+						.key = keys[i],
+						.key_len = strlen(keys[i]),
+						.value = vals[i],
+						.value_len = strlen(vals[i])};
+		}
+		struct kv_txn txn = {.success = ops, .n_success = 100};
+		struct kv_txn_result res;
+		CHECK_EQ(kv_txn(E.cl, &txn, &res), 0);
+		CHECK(res.succeeded);
+		CHECK_EQ(res.n_results, 100);
+		rev = res.revision;
+		if (t == N / 100 - 2)
+			rev_2400 = res.revision;
+		kv_txn_result_free(&res);
+	}
+	char end[8];
+	size_t end_len = kv_prefix_end("/page/", 6, end);
+	struct kv_range_req rq = {.key = "/page/", .key_len = 6, .range_end = end,
+				  .range_end_len = end_len};
+	struct kv_range_result a, b;
+	/* limit 0: the client pages (1000 keys per request) pinned to one revision. */
+	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
+	CHECK_EQ(kv_range(E.store, &rq, &b), 0);
+	CHECK_EQ(a.n_kvs, N);
+	CHECK_EQ(a.count, N);
+	CHECK_EQ(a.revision, rev);
+	CHECK(!a.more);
+	CHECK_EQ(b.n_kvs, N);
+	for (int i = 0; i < N; i++) {
+		snprintf(k, sizeof(k), "/page/%05d", i);
+		snprintf(v, sizeof(v), "value-%d", i);
+		CHECK_MEM(a.kvs[i].key, a.kvs[i].key_len, k);
+		CHECK_MEM(a.kvs[i].value, a.kvs[i].value_len, v);
+		check_same_kv(&a.kvs[i], &b.kvs[i]);
+	}
+	kv_range_result_free(&a);
+	kv_range_result_free(&b);
+	/* limit: more + count of the whole range. */
+	rq.limit = 10;
+	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
+	CHECK_EQ(a.n_kvs, 10);
+	CHECK(a.more);
+	CHECK_EQ(a.count, N);
+	CHECK_MEM(a.kvs[9].key, a.kvs[9].key_len, "/page/00009");
+	kv_range_result_free(&a);
+	/* descending by key, limited */
+	rq.limit = 3;
+	rq.sort_order = KV_SORT_DESCEND;
+	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
+	CHECK_EQ(a.n_kvs, 3);
+	CHECK_MEM(a.kvs[0].key, a.kvs[0].key_len, "/page/02499");
+	CHECK_MEM(a.kvs[2].key, a.kvs[2].key_len, "/page/02497");
+	kv_range_result_free(&a);
+	/* descending, limit 0: the client pages backwards */
+	rq.limit = 0;
+	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
+	CHECK_EQ(a.n_kvs, N);
+	CHECK_MEM(a.kvs[0].key, a.kvs[0].key_len, "/page/02499");
+	CHECK_MEM(a.kvs[N - 1].key, a.kvs[N - 1].key_len, "/page/00000");
+	kv_range_result_free(&a);
+	rq.sort_order = KV_SORT_NONE;
+	/* keys_only and count_only */
+	rq.keys_only = true;
+	rq.limit = 5;
+	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
+	CHECK_EQ(a.n_kvs, 5);
+	CHECK(a.kvs[0].value == NULL);
+	CHECK(a.kvs[0].mod_revision > 0);
+	kv_range_result_free(&a);
+	rq.keys_only = false;
+	rq.limit = 0;
+	rq.count_only = true;
+	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
+	CHECK_EQ(a.n_kvs, 0);
+	CHECK_EQ(a.count, N);
+	kv_range_result_free(&a);
+	/* at an older revision (before the last txn) */
+	rq.count_only = false;
+	rq.revision = rev_2400;
+	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
+	CHECK_EQ(a.n_kvs, N - 100);
+	CHECK_EQ(a.count, N - 100);
+	kv_range_result_free(&a);
+	/* serializable */
+	rq.revision = 0;
+	rq.serializable = true;
+	rq.limit = 1;
+	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
+	CHECK_EQ(a.n_kvs, 1);
+	kv_range_result_free(&a);
+}
+
+static void test_txn(void)
+{
+	int64_t r1, r2;
+	CHECK_EQ(put_s(E.cl, "/t/a", "1", &r1), 0);
+	CHECK_EQ(put_s(E.cl, "/t/b", "2", &r2), 0);
+	/* success branch: value compare holds; put with prev_kv, range, delete with prev_kv */
+	struct kv_compare c1 = {.target = KV_CMP_VALUE, .result = KV_CMP_EQUAL, .key = "/t/a",
+				.key_len = 4, .value = "1", .value_len = 1};
+	struct kv_op ops[3] = {
+		{.type = KV_OP_PUT, .key = "/t/a", .key_len = 4, .value = "10", .value_len = 2,
+		 .prev_kv = true},
+		{.type = KV_OP_RANGE, .key = "/t/", .key_len = 3, .range_end = "/t0",
+		 .range_end_len = 3},
+		{.type = KV_OP_DELETE, .key = "/t/b", .key_len = 4, .prev_kv = true},
+	};
+	struct kv_op fail_op = {.type = KV_OP_RANGE, .key = "/t/a", .key_len = 4};
+	struct kv_txn txn = {.compare = &c1, .n_compare = 1, .success = ops, .n_success = 3,
+			     .failure = &fail_op, .n_failure = 1};
+	struct kv_txn_result res;
+	CHECK_EQ(kv_txn(E.cl, &txn, &res), 0);
+	CHECK(res.succeeded);
+	CHECK_EQ(res.revision, r2 + 1);
+	CHECK_EQ(res.n_results, 3);
+	CHECK_EQ(res.results[0].type, KV_OP_PUT);
+	CHECK_EQ(res.results[0].range.n_kvs, 1);
+	CHECK_MEM(res.results[0].range.kvs[0].value, res.results[0].range.kvs[0].value_len, "1");
+	CHECK_EQ(res.results[0].range.kvs[0].mod_revision, r1);
+	CHECK_EQ(res.results[1].type, KV_OP_RANGE);
+	CHECK_EQ(res.results[1].range.n_kvs, 2); /* sees its own put */
+	CHECK_MEM(res.results[1].range.kvs[0].value, res.results[1].range.kvs[0].value_len,
+		  "10");
+	CHECK_EQ(res.results[1].range.count, 2);
+	CHECK_EQ(res.results[2].type, KV_OP_DELETE);
+	CHECK_EQ(res.results[2].deleted, 1);
+	CHECK_EQ(res.results[2].range.n_kvs, 1);
+	CHECK_MEM(res.results[2].range.kvs[0].key, res.results[2].range.kvs[0].key_len, "/t/b");
+	kv_txn_result_free(&res);
+	/* the same compare now fails: failure branch runs */
+	CHECK_EQ(kv_txn(E.cl, &txn, &res), 0);
+	CHECK(!res.succeeded);
+	CHECK_EQ(res.revision, r2 + 1);
+	CHECK_EQ(res.n_results, 1);
+	CHECK_EQ(res.results[0].type, KV_OP_RANGE);
+	CHECK_MEM(res.results[0].range.kvs[0].value, res.results[0].range.kvs[0].value_len, "10");
+	kv_txn_result_free(&res);
+	/* create-if-absent: VERSION == 0 (the compared 0 must survive the JSON round trip) */
+	struct kv_compare c2 = {.target = KV_CMP_VERSION, .result = KV_CMP_EQUAL, .key = "/t/new",
+				.key_len = 6, .number = 0};
+	struct kv_op put_new = {.type = KV_OP_PUT, .key = "/t/new", .key_len = 6, .value = "n",
+				.value_len = 1};
+	struct kv_txn t2 = {.compare = &c2, .n_compare = 1, .success = &put_new, .n_success = 1};
+	CHECK_EQ(kv_txn(E.cl, &t2, &res), 0);
+	CHECK(res.succeeded);
+	kv_txn_result_free(&res);
+	CHECK_EQ(kv_txn(E.cl, &t2, &res), 0);
+	CHECK(!res.succeeded);
+	CHECK_EQ(res.n_results, 0);
+	kv_txn_result_free(&res);
+	/* MOD compare over a range: every key's mod_revision > r1 ("/t/a" and "/t/new") */
+	struct kv_compare c3 = {.target = KV_CMP_MOD, .result = KV_CMP_GREATER, .key = "/t/",
+				.key_len = 3, .range_end = "/t0", .range_end_len = 3, .number = r1};
+	struct kv_txn t3 = {.compare = &c3, .n_compare = 1};
+	CHECK_EQ(kv_txn(E.cl, &t3, &res), 0);
+	CHECK(res.succeeded);
+	kv_txn_result_free(&res);
+	c3.number = r2 + 1; /* "/t/a" was modified at r2 + 1: not greater */
+	CHECK_EQ(kv_txn(E.cl, &t3, &res), 0);
+	CHECK(!res.succeeded);
+	kv_txn_result_free(&res);
+	/* CREATE and LESS / NOT_EQUAL */
+	struct kv_compare c4[2] = {
+		{.target = KV_CMP_CREATE, .result = KV_CMP_LESS, .key = "/t/a", .key_len = 4,
+		 .number = r1 + 1},
+		{.target = KV_CMP_VALUE, .result = KV_CMP_NOT_EQUAL, .key = "/t/a", .key_len = 4,
+		 .value = "1", .value_len = 1},
+	};
+	struct kv_txn t4 = {.compare = c4, .n_compare = 2};
+	CHECK_EQ(kv_txn(E.cl, &t4, &res), 0);
+	CHECK(res.succeeded);
+	kv_txn_result_free(&res);
+	/* ignore_lease on a missing key: etcd says "key not found" (InvalidArgument) */
+	struct kv_op il = {.type = KV_OP_PUT, .key = "/t/none", .key_len = 7, .value = "x",
+			   .value_len = 1, .ignore_lease = true};
+	struct kv_txn t5 = {.success = &il, .n_success = 1};
+	CHECK_EQ(kv_txn(E.cl, &t5, &res), -EINVAL);
+	/* ignore_lease on an existing key keeps working */
+	il.key = "/t/a";
+	il.key_len = 4;
+	CHECK_EQ(kv_txn(E.cl, &t5, &res), 0);
+	kv_txn_result_free(&res);
+	/* duplicate put of one key in a branch: refused like etcd (InvalidArgument) */
+	struct kv_op dup[2] = {put_new, put_new};
+	struct kv_txn t6 = {.success = dup, .n_success = 2};
+	CHECK_EQ(kv_txn(E.cl, &t6, &res), -EINVAL);
+}
+
+static void test_delete(void)
+{
+	char k[32];
+	for (int i = 0; i < 5; i++) {
+		snprintf(k, sizeof(k), "/d/%d", i);
+		CHECK_EQ(put_s(E.cl, k, "v", NULL), 0);
+	}
+	int64_t deleted = 0, rev = 0;
+	CHECK_EQ(kv_delete_range(E.cl, "/d/0", 4, NULL, 0, &deleted, &rev), 0);
+	CHECK_EQ(deleted, 1);
+	struct kv_op del = {.type = KV_OP_DELETE, .key = "/d/", .key_len = 3, .range_end = "/d0",
+			    .range_end_len = 3, .prev_kv = true};
+	struct kv_txn txn = {.success = &del, .n_success = 1};
+	struct kv_txn_result res;
+	CHECK_EQ(kv_txn(E.cl, &txn, &res), 0);
+	CHECK_EQ(res.revision, rev + 1);
+	CHECK_EQ(res.results[0].deleted, 4);
+	CHECK_EQ(res.results[0].range.n_kvs, 4);
+	CHECK_MEM(res.results[0].range.kvs[3].key, res.results[0].range.kvs[3].key_len, "/d/4");
+	CHECK_MEM(res.results[0].range.kvs[3].value, res.results[0].range.kvs[3].value_len, "v");
+	kv_txn_result_free(&res);
+	/* deleting nothing: 0 deleted, revision unchanged */
+	CHECK_EQ(kv_delete_range(E.cl, "/d/", 3, "/d0", 3, &deleted, &rev), 0);
+	CHECK_EQ(deleted, 0);
+	CHECK_EQ(rev, res.revision);
+}
+
+static void test_compact(void)
+{
+	int64_t r1, r2, r3;
+	char buf[4096];
+	CHECK_EQ(put_s(E.cl, "/c/k", "1", &r1), 0);
+	CHECK_EQ(put_s(E.cl, "/c/k", "2", &r2), 0);
+	CHECK_EQ(put_s(E.cl, "/c/k", "3", &r3), 0);
+	CHECK_EQ(kv_compact(E.cl, r2, true), 0);
+	struct kv_range_req rq = {.key = "/c/k", .key_len = 4, .revision = r1};
+	struct kv_range_result res;
+	CHECK_EQ(kv_range(E.cl, &rq, &res), -ERANGE);
+	rq.revision = r2;
+	CHECK_EQ(kv_range(E.cl, &rq, &res), 0);
+	CHECK_EQ(res.n_kvs, 1);
+	CHECK_MEM(res.kvs[0].value, res.kvs[0].value_len, "2");
+	kv_range_result_free(&res);
+	CHECK_EQ(kv_compact(E.cl, r2, true), -ERANGE);
+	rq.revision = r3 + 100;
+	CHECK_EQ(kv_range(E.cl, &rq, &res), -ENOENT);
+	CHECK_EQ(kv_compact(E.cl, r3 + 100, true), -ENOENT);
+	/* The exact error bodies, as etcd's gateway sends them. */
+	char body[128];
+	snprintf(body, sizeof(body), "{\"key\":\"L2Mvaw==\",\"revision\":\"%lld\"}",
+		 (long long)r1);
+	post("/v3/kv/range", body, buf, sizeof(buf));
+	CHECK(!strncmp(buf, "HTTP/1.1 400 ", 13));
+	CHECK(strstr(buf, "{\"error\":\"etcdserver: mvcc: required revision has been compacted\","
+			  "\"code\":11,\"message\":\"etcdserver: mvcc: required revision has been "
+			  "compacted\"}"));
+	snprintf(body, sizeof(body), "{\"key\":\"L2Mvaw==\",\"revision\":%lld}",
+		 (long long)r3 + 100);
+	post("/v3/kv/range", body, buf, sizeof(buf));
+	CHECK(strstr(buf, "\"error\":\"etcdserver: mvcc: required revision is a future "
+			  "revision\",\"code\":11"));
+}
+
+static void test_limits(void)
+{
+	/* A client that lets big requests through, so the server's limits are what trip. */
+	struct kv *big = client((size_t)16 << 20, 10000);
+	size_t n = (size_t)2 << 20;
+	char *v = malloc((size_t)4 << 20);
+	CHECK(v);
+	memset(v, 'x', (size_t)4 << 20);
+	/* 2 MiB: under the gateway's 4 MiB body bound, over the store's 1.5 MiB limit */
+	CHECK_EQ(kv_put(big, "/big", 4, v, n, NULL), -EFBIG);
+	/* 3.5 MiB: the JSON body (base64) exceeds the gateway's 4 MiB bound */
+	CHECK_EQ(kv_put(big, "/big", 4, v, (size_t)7 << 19, NULL), -EFBIG);
+	/* just under the store's limit goes through */
+	CHECK_EQ(kv_put(big, "/big", 4, v, (size_t)1 << 20, NULL), 0);
+	struct kv_kv kv;
+	CHECK_EQ(kv_get(E.cl, "/big", 4, &kv), 0);
+	CHECK_EQ(kv.value_len, (size_t)1 << 20);
+	kv_kv_free(&kv);
+	/* too many ops: the store refuses (128), the client maps etcd's message to E2BIG */
+	enum { OPS = 200 };
+	struct kv_op *ops = calloc(OPS, sizeof(*ops));
+	char (*keys)[16] = calloc(OPS, 16);
+	CHECK(ops && keys);
+	for (int i = 0; i < OPS; i++) {
+		snprintf(keys[i], 16, "/ops/%d", i);
+		ops[i] = (struct kv_op){.type = KV_OP_PUT, .key = keys[i],
+					.key_len = strlen(keys[i]), .value = "v", .value_len = 1};
+	}
+	struct kv_txn txn = {.success = ops, .n_success = OPS};
+	struct kv_txn_result res;
+	CHECK_EQ(kv_txn(big, &txn, &res), -E2BIG);
+	txn.n_success = 128;
+	CHECK_EQ(kv_txn(big, &txn, &res), 0);
+	kv_txn_result_free(&res);
+	/* and the connection pool still works afterwards */
+	CHECK_EQ(put_s(big, "/after", "ok", NULL), 0);
+	free(ops);
+	free(keys);
+	free(v);
+	kv_destroy(big);
+}
+
+/* ---- watch ---- */
+
+struct rec_ev {
+	enum kv_event_type type;
+	char key[64];
+	char val[64];
+	int64_t mod;
+};
+
+struct rec {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct rec_ev evs[512];
+	size_t n_evs;
+	int n_state[6];
+	int64_t last_rev[6];
+	int64_t compact_rev;
+};
+
+static void rec_init(struct rec *r)
+{
+	memset(r, 0, sizeof(*r));
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
+}
+
+static void rec_cb(void *arg, const struct kv_watch_batch *b)
+{
+	struct rec *r = arg;
+	pthread_mutex_lock(&r->lock);
+	r->n_state[b->state]++;
+	r->last_rev[b->state] = b->revision;
+	if (b->state == KV_WATCH_COMPACTED)
+		r->compact_rev = b->compact_revision;
+	for (size_t i = 0; i < b->n_events && r->n_evs < 512; i++) {
+		struct rec_ev *e = &r->evs[r->n_evs++];
+		const struct kv_kv *kv = &b->events[i].kv;
+		e->type = b->events[i].type;
+		snprintf(e->key, sizeof(e->key), "%.*s", (int)kv->key_len, kv->key);
+		snprintf(e->val, sizeof(e->val), "%.*s", (int)(kv->value ? kv->value_len : 0),
+			 kv->value ? kv->value : "");
+		e->mod = kv->mod_revision;
+	}
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Waits until n events (state < 0) or n batches of a state arrived. */
+static bool rec_wait(struct rec *r, int state, int n, long ms)
+{
+	int64_t deadline = mono_ms() + ms;
+	bool ok;
+	pthread_mutex_lock(&r->lock);
+	for (;;) {
+		ok = state < 0 ? r->n_evs >= (size_t)n : r->n_state[state] >= n;
+		if (ok || mono_ms() >= deadline)
+			break;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (!ok)
+		fprintf(stderr, "  timed out waiting for state %d x%d\n", state, n);
+	return ok;
+}
+
+static void check_ev(struct rec *r, size_t i, enum kv_event_type type, const char *key,
+		     const char *val, int64_t mod)
+{
+	pthread_mutex_lock(&r->lock);
+	CHECK(i < r->n_evs);
+	struct rec_ev e = r->evs[i];
+	pthread_mutex_unlock(&r->lock);
+	CHECK_EQ(e.type, type);
+	CHECK(!strcmp(e.key, key));
+	if (val)
+		CHECK(!strcmp(e.val, val));
+	CHECK_EQ(e.mod, mod);
+}
+
+static void test_watch(void)
+{
+	struct rec r;
+	struct kv_watch *w;
+	rec_init(&r);
+	struct kv_watch_req req = {.key = "/w/", .key_len = 3, .range_end = "/w0",
+				   .range_end_len = 3};
+	CHECK_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
+	CHECK(rec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
+	int64_t r1, r2, r3, rd, st;
+	CHECK_EQ(kv_status(E.cl, &st), 0);
+	CHECK_EQ(r.last_rev[KV_WATCH_CONNECTED], st);
+	CHECK_EQ(put_s(E.cl, "/w/a", "1", &r1), 0);
+	CHECK_EQ(put_s(E.cl, "/other", "x", NULL), 0); /* outside the range */
+	CHECK_EQ(put_s(E.cl, "/w/b", "2", &r2), 0);
+	CHECK_EQ(put_s(E.store, "/w/a", "3", &r3), 0); /* straight into the store */
+	CHECK_EQ(kv_delete_range(E.cl, "/w/b", 4, NULL, 0, NULL, &rd), 0);
+	CHECK(rec_wait(&r, -1, 4, 5000));
+	check_ev(&r, 0, KV_EVENT_PUT, "/w/a", "1", r1);
+	check_ev(&r, 1, KV_EVENT_PUT, "/w/b", "2", r2);
+	check_ev(&r, 2, KV_EVENT_PUT, "/w/a", "3", r3);
+	check_ev(&r, 3, KV_EVENT_DELETE, "/w/b", NULL, rd);
+	/* heartbeats: with nothing happening, progress arrives every ~300 ms at the last
+	 * revision, and the client's stall guard (1.5 s) never fires */
+	int before = r.n_state[KV_WATCH_PROGRESS];
+	usleep(2500 * 1000);
+	pthread_mutex_lock(&r.lock);
+	int progress = r.n_state[KV_WATCH_PROGRESS] - before;
+	int64_t prog_rev = r.last_rev[KV_WATCH_PROGRESS];
+	int disc = r.n_state[KV_WATCH_DISCONNECTED];
+	size_t n_evs = r.n_evs;
+	pthread_mutex_unlock(&r.lock);
+	fprintf(stderr, "  %d progress messages in 2.5 s idle\n", progress);
+	CHECK(progress >= 3);
+	CHECK_EQ(prog_rev, rd);
+	CHECK_EQ(disc, 0);
+	CHECK_EQ(n_evs, 4);
+	kv_watch_cancel(E.cl, w);
+
+	/* from an old revision: the history is replayed in order */
+	rec_init(&r);
+	req.start_revision = r2;
+	CHECK_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
+	CHECK(rec_wait(&r, -1, 3, 5000));
+	CHECK_EQ(r.last_rev[KV_WATCH_CONNECTED], r2 - 1);
+	check_ev(&r, 0, KV_EVENT_PUT, "/w/b", "2", r2);
+	check_ev(&r, 1, KV_EVENT_PUT, "/w/a", "3", r3);
+	check_ev(&r, 2, KV_EVENT_DELETE, "/w/b", NULL, rd);
+	kv_watch_cancel(E.cl, w);
+
+	/* compacted start: COMPACTED with the compaction revision, and the watch ends */
+	CHECK_EQ(kv_compact(E.cl, r3, true), 0);
+	rec_init(&r);
+	req.start_revision = r1;
+	CHECK_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
+	CHECK(rec_wait(&r, KV_WATCH_COMPACTED, 1, 5000));
+	CHECK_EQ(r.compact_rev, r3);
+	CHECK_EQ(r.n_evs, 0);
+	kv_watch_cancel(E.cl, w);
+}
+
+/* The server goes away and comes back on the same port and data dir: the client's watch
+ * reconnects and resumes where it stopped, losing and repeating nothing. */
+static void test_restart(void)
+{
+	struct rec r;
+	struct kv_watch *w;
+	rec_init(&r);
+	struct kv_watch_req req = {.key = "/r/", .key_len = 3, .range_end = "/r0",
+				   .range_end_len = 3};
+	CHECK_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
+	CHECK(rec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
+	int64_t r1, r2, r3;
+	CHECK_EQ(put_s(E.cl, "/r/1", "one", &r1), 0);
+	CHECK(rec_wait(&r, -1, 1, 5000));
+	int port = E.port;
+	server_down();
+	CHECK(rec_wait(&r, KV_WATCH_DISCONNECTED, 1, 5000));
+	CHECK_EQ(put_s(E.cl, "/r/x", "down", NULL), -ECONNREFUSED);
+	/* a write the watch could not see while the server was down */
+	E.store = open_at(E.dir, NULL);
+	CHECK_EQ(put_s(E.store, "/r/2", "two", &r2), 0);
+	kv_destroy(E.store);
+	server_up(port);
+	CHECK_EQ(put_s(E.cl, "/r/3", "three", &r3), 0);
+	CHECK(rec_wait(&r, -1, 3, 15000));
+	CHECK(rec_wait(&r, KV_WATCH_CONNECTED, 2, 1000));
+	usleep(300 * 1000);
+	pthread_mutex_lock(&r.lock);
+	CHECK_EQ(r.n_evs, 3);
+	CHECK_EQ(r.n_state[KV_WATCH_DISCONNECTED], 1);
+	pthread_mutex_unlock(&r.lock);
+	check_ev(&r, 0, KV_EVENT_PUT, "/r/1", "one", r1);
+	check_ev(&r, 1, KV_EVENT_PUT, "/r/2", "two", r2);
+	check_ev(&r, 2, KV_EVENT_PUT, "/r/3", "three", r3);
+	CHECK_EQ(r2, r1 + 1);
+	CHECK_EQ(r3, r2 + 1);
+	kv_watch_cancel(E.cl, w);
+	/* everything written before is still there */
+	struct kv_kv kv;
+	CHECK_EQ(kv_get(E.cl, "/page/01234", 11, &kv), 0);
+	CHECK_MEM(kv.value, kv.value_len, "value-1234");
+	kv_kv_free(&kv);
+}
+
+static void test_curl(void)
+{
+	char cmd[512], out[4096];
+	CHECK_EQ(put_s(E.cl, "/curl/k", "hello", NULL), 0);
+	/* "/curl/k" and "hello" in base64 */
+	snprintf(cmd, sizeof(cmd),
+		 "curl -sS -X POST http://127.0.0.1:%d/v3/kv/range -d '{\"key\":\"L2N1cmwvaw==\"}'",
+		 E.port);
+	FILE *p = popen(cmd, "r");
+	CHECK(p);
+	size_t n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = 0;
+	CHECK_EQ(pclose(p), 0);
+	fprintf(stderr, "  curl: %s\n", out);
+	CHECK(strstr(out, "\"key\":\"L2N1cmwvaw==\""));
+	CHECK(strstr(out, "\"value\":\"aGVsbG8=\""));
+	CHECK(strstr(out, "\"count\":\"1\""));
+	CHECK(strstr(out, "\"version\":\"1\""));
+}
+
+static void test_http(void)
+{
+	static char buf[1 << 16];
+	/* Two pipelined requests on one keep-alive connection. */
+	const char *two = "POST /v3/maintenance/status HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+			  "\r\n{}"
+			  "POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+			  "Content-Length: 20\r\n\r\n{\"key\":\"L2N1cmwvaw==\"}";
+	/* (the second body is 22 bytes; Content-Length 20 cuts it, so it is invalid JSON) */
+	exchange(two, strlen(two), buf, sizeof(buf));
+	CHECK_EQ(count_str(buf, "HTTP/1.1 "), 2);
+	CHECK(!strncmp(buf, "HTTP/1.1 200 OK", 15));
+	CHECK(strstr(buf, "\"version\":\"3.4.0\""));
+	CHECK(strstr(buf, "HTTP/1.1 400 Bad Request"));
+	CHECK(strstr(buf, "invalid JSON"));
+	/* correct pipelining */
+	const char *two_ok = "POST /v3/kv/range HTTP/1.1\r\nContent-Length: 22\r\n\r\n"
+			     "{\"key\":\"L2N1cmwvaw==\"}"
+			     "POST /v3/kv/range HTTP/1.1\r\nContent-Length: 22\r\n"
+			     "Connection: close\r\n\r\n{\"key\":\"L2N1cmwvaw==\"}";
+	exchange(two_ok, strlen(two_ok), buf, sizeof(buf));
+	CHECK_EQ(count_str(buf, "HTTP/1.1 200 OK"), 2);
+	CHECK_EQ(count_str(buf, "\"value\":\"aGVsbG8=\""), 2);
+	/* HTTP/1.0: one request, then the server closes */
+	const char *h10 = "POST /v3/kv/range HTTP/1.0\r\nContent-Length: 22\r\n\r\n"
+			  "{\"key\":\"L2N1cmwvaw==\"}";
+	exchange(h10, strlen(h10), buf, sizeof(buf));
+	CHECK(strstr(buf, "Connection: close"));
+	CHECK(strstr(buf, "aGVsbG8="));
+	/* Expect: 100-continue */
+	int fd = dial();
+	const char *exp = "POST /v3/kv/range HTTP/1.1\r\nContent-Length: 22\r\n"
+			  "Expect: 100-continue\r\nConnection: close\r\n\r\n";
+	send_bytes(fd, exp, strlen(exp));
+	recv_all(fd, buf, 64, 2000);
+	CHECK(!strncmp(buf, "HTTP/1.1 100 Continue\r\n\r\n", 25));
+	send_bytes(fd, "{\"key\":\"L2N1cmwvaw==\"}", 22);
+	recv_all(fd, buf, sizeof(buf), 5000);
+	close(fd);
+	CHECK(!strncmp(buf, "HTTP/1.1 200 OK", 15));
+	CHECK(strstr(buf, "aGVsbG8="));
+	/* chunked request body, split inside the JSON, with an extension and a trailer */
+	const char *ch = "POST /v3/kv/range HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+			 "Connection: close\r\n\r\n"
+			 "5;x=y\r\n{\"key\r\n11\r\n\":\"L2N1cmwvaw==\"}\r\n0\r\nX-T: 1\r\n\r\n";
+	exchange(ch, strlen(ch), buf, sizeof(buf));
+	CHECK(!strncmp(buf, "HTTP/1.1 200 OK", 15));
+	CHECK(strstr(buf, "aGVsbG8="));
+	/* camelCase field names and enums by name, as jsonpb accepts them */
+	post("/v3/kv/range",
+	     "{\"key\":\"L3BhZ2Uv\",\"rangeEnd\":\"L3BhZ2Uw\",\"limit\":\"2\","
+	     "\"sortOrder\":\"DESCEND\",\"keysOnly\":true}",
+	     buf, sizeof(buf));
+	CHECK(strstr(buf, "\"more\":true"));
+	CHECK(strstr(buf, "\"count\":\"2500\""));
+	CHECK(!strstr(buf, "\"value\""));
+	CHECK(strstr(buf, "\"key\":\"L3BhZ2UvMDI0OTk=\"")); /* /page/02499 */
+	/* revision filters (done by the gateway): only keys created at or after a revision */
+	post("/v3/kv/range",
+	     "{\"key\":\"L3BhZ2Uv\",\"range_end\":\"L3BhZ2Uw\",\"min_create_revision\":\"1000000\"}",
+	     buf, sizeof(buf));
+	CHECK(strstr(buf, "HTTP/1.1 200 OK"));
+	CHECK(!strstr(buf, "\"kvs\""));
+	CHECK(strstr(buf, "\"count\":\"2500\""));
+	/* errors: unknown path, wrong method, empty key, bad base64, bad types, too large */
+	post("/v3/nothing", "{}", buf, sizeof(buf));
+	CHECK(!strncmp(buf, "HTTP/1.1 404 ", 13));
+	CHECK(strstr(buf, "\"code\":5"));
+	const char *get = "GET /v3/kv/range HTTP/1.1\r\nConnection: close\r\n\r\n";
+	exchange(get, strlen(get), buf, sizeof(buf));
+	CHECK(!strncmp(buf, "HTTP/1.1 405 ", 13));
+	post("/v3/kv/put", "{\"value\":\"eA==\"}", buf, sizeof(buf));
+	CHECK(strstr(buf, "\"error\":\"etcdserver: key is not provided\",\"code\":3"));
+	post("/v3/kv/put", "{\"key\":\"!!!\"}", buf, sizeof(buf));
+	CHECK(!strncmp(buf, "HTTP/1.1 400 ", 13));
+	CHECK(strstr(buf, "base64"));
+	post("/v3/kv/range", "{\"key\":\"eA==\",\"limit\":\"ten\"}", buf, sizeof(buf));
+	CHECK(strstr(buf, "\"code\":3"));
+	post("/v3/kv/range", "[1,2]", buf, sizeof(buf));
+	CHECK(strstr(buf, "\"code\":3"));
+	post("/v3/kv/txn", "{\"success\":[{\"request_txn\":{}}]}", buf, sizeof(buf));
+	CHECK(!strncmp(buf, "HTTP/1.1 501 ", 13));
+	CHECK(strstr(buf, "\"code\":12"));
+	post("/v3/auth/authenticate", "{\"name\":\"a\",\"password\":\"b\"}", buf, sizeof(buf));
+	CHECK(strstr(buf, "authentication is not enabled"));
+	const char *huge = "POST /v3/kv/put HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n{\"key\":";
+	exchange(huge, strlen(huge), buf, sizeof(buf));
+	CHECK(!strncmp(buf, "HTTP/1.1 400 ", 13));
+	CHECK(strstr(buf, "etcdserver: request is too large"));
+	char *bighead = malloc(40000);
+	CHECK(bighead);
+	int hn = snprintf(bighead, 40000, "POST /v3/kv/range HTTP/1.1\r\nX-Pad: ");
+	memset(bighead + hn, 'a', 30000);
+	memcpy(bighead + hn + 30000, "\r\n\r\n", 5);
+	exchange(bighead, strlen(bighead), buf, sizeof(buf));
+	CHECK(!strncmp(buf, "HTTP/1.1 431 ", 13));
+	free(bighead);
+	const char *both = "POST /v3/kv/range HTTP/1.1\r\nContent-Length: 3\r\n"
+			   "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+	exchange(both, strlen(both), buf, sizeof(buf));
+	CHECK(!strncmp(buf, "HTTP/1.1 400 ", 13));
+	/* health, version, aliases, an empty body */
+	const char *health = "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n";
+	exchange(health, strlen(health), buf, sizeof(buf));
+	CHECK(strstr(buf, "{\"health\":\"true\"}"));
+	post("/v3beta/maintenance/status", "", buf, sizeof(buf));
+	CHECK(!strncmp(buf, "HTTP/1.1 200 OK", 15));
+	CHECK(strstr(buf, "\"header\":{\"revision\":\""));
+}
+
+/* The watch stream on the wire: chunked, one {"result": ...} per line. */
+static void test_watch_wire(void)
+{
+	static char buf[1 << 16];
+	int64_t cur;
+	CHECK_EQ(kv_status(E.store, &cur), 0);
+	int fd = dial();
+	/* "/ww/" .. "/ww0", from now, with a NOPUT filter on a second watch */
+	const char *body = "{\"create_request\":{\"key\":\"L3d3Lw==\",\"range_end\":\"L3d3MA==\"}}"
+			   "{\"create_request\":{\"key\":\"L3d3Lw==\",\"range_end\":\"L3d3MA==\","
+			   "\"filters\":[\"NOPUT\"]}}";
+	char req[1024];
+	int n = snprintf(req, sizeof(req),
+			 "POST /v3/watch HTTP/1.1\r\nContent-Length: %zu\r\n\r\n%s",
+			 strlen(body), body);
+	send_bytes(fd, req, (size_t)n);
+	size_t got = recv_all(fd, buf, sizeof(buf), 500);
+	CHECK(got > 0);
+	CHECK(!strncmp(buf, "HTTP/1.1 200 OK", 15));
+	CHECK(strstr(buf, "Transfer-Encoding: chunked"));
+	char created0[128], created1[128];
+	snprintf(created0, sizeof(created0), "{\"result\":{\"header\":{\"revision\":\"%lld\"},"
+		 "\"created\":true}}\n", (long long)cur);
+	snprintf(created1, sizeof(created1), "{\"result\":{\"header\":{\"revision\":\"%lld\"},"
+		 "\"watch_id\":\"1\",\"created\":true}}\n", (long long)cur);
+	CHECK(strstr(buf, created0));
+	CHECK(strstr(buf, created1));
+	int64_t r1, r2;
+	CHECK_EQ(put_s(E.store, "/ww/k", "v", &r1), 0);
+	CHECK_EQ(kv_delete_range(E.store, "/ww/k", 5, NULL, 0, NULL, &r2), 0);
+	got = recv_all(fd, buf, sizeof(buf), 800);
+	close(fd);
+	char put_ev[256], del_ev[256];
+	snprintf(put_ev, sizeof(put_ev),
+		 "{\"result\":{\"header\":{\"revision\":\"%lld\"},\"events\":[{\"kv\":{\"key\":"
+		 "\"L3d3L2s=\",\"create_revision\":\"%lld\",\"mod_revision\":\"%lld\","
+		 "\"version\":\"1\",\"value\":\"dg==\"}}]}}\n",
+		 (long long)r1, (long long)r1, (long long)r1);
+	snprintf(del_ev, sizeof(del_ev),
+		 "{\"result\":{\"header\":{\"revision\":\"%lld\"},\"watch_id\":\"1\",\"events\":"
+		 "[{\"type\":\"DELETE\",\"kv\":{\"key\":\"L3d3L2s=\",\"mod_revision\":\"%lld\"}}]}}",
+		 (long long)r2, (long long)r2);
+	CHECK(strstr(buf, put_ev));
+	CHECK(strstr(buf, del_ev));
+	/* the NOPUT watch (id 1) never saw the put */
+	char bad[64];
+	snprintf(bad, sizeof(bad), "\"watch_id\":\"1\",\"events\":[{\"kv\"");
+	CHECK(!strstr(buf, bad));
+	/* a malformed watch body is a plain error reply */
+	post("/v3/watch", "{\"create_request\":", buf, sizeof(buf));
+	CHECK(!strncmp(buf, "HTTP/1.1 400 ", 13));
+}
+
+/* ---- fuzz ---- */
+
+static uint64_t rng;
+
+static uint32_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (uint32_t)(rng >> 11);
+}
+
+static const char *const templates[] = {
+	"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
+	"POST /v3/kv/txn HTTP/1.1\r\nContent-Length: %zu\r\n\r\n%s",
+	"POST /v3/kv/put HTTP/1.1\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n%s",
+	"POST /v3/watch HTTP/1.1\r\nContent-Length: %zu\r\n\r\n%s",
+	"POST /v3/kv/deleterange HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n%s\r\n0\r\n"
+	"\r\n",
+	"POST /v3/kv/compaction HTTP/1.0\r\nContent-Length: %zu\r\n\r\n%s",
+};
+
+static const char *const bodies[] = {
+	"{\"key\":\"L2Z1enov\",\"range_end\":\"L2Z1enow\",\"limit\":3,\"sort_target\":\"MOD\","
+	"\"min_mod_revision\":\"2\"}",
+	"{\"compare\":[{\"result\":\"GREATER\",\"target\":\"VERSION\",\"key\":\"L2Z1enov\","
+	"\"version\":\"0\"}],\"success\":[{\"request_put\":{\"key\":\"L2Z1enovYQ==\",\"value\":"
+	"\"eA==\",\"prev_kv\":true}},{\"request_range\":{\"key\":\"L2Z1enov\",\"range_end\":"
+	"\"L2Z1enow\",\"limit\":\"1\",\"count_only\":true,\"sort_order\":2}}],\"failure\":["
+	"{\"request_delete_range\":{\"key\":\"L2Z1enovYg==\",\"prev_kv\":true}}]}",
+	"{\"key\":\"L2Z1enovYg==\",\"value\":\"AAEC/w==\",\"lease\":\"0\",\"prev_kv\":true}",
+	"{\"create_request\":{\"key\":\"L2Z1enov\",\"range_end\":\"L2Z1enow\",\"start_revision\":"
+	"\"1\",\"progress_notify\":true,\"filters\":[\"NODELETE\"]}}{\"progress_request\":{}}"
+	"{\"cancel_request\":{\"watch_id\":\"0\"}}",
+	"{\"key\":\"L2Z1enov\",\"range_end\":\"AA==\",\"prev_kv\":true}",
+	"{\"revision\":\"1\",\"physical\":false}",
+};
+
+static void fuzz_one(char *out, size_t cap, size_t *len)
+{
+	int kind = (int)(rnd() % 4);
+	if (kind == 0) { /* random bytes, sometimes after a plausible request line */
+		size_t n = rnd() % 1500, off = 0;
+		if (rnd() % 2)
+			off = (size_t)snprintf(out, cap, "POST /v3/kv/range HTTP/1.1\r\n");
+		for (size_t i = 0; i < n && off + i < cap; i++)
+			out[off + i] = (char)rnd();
+		*len = off + n < cap ? off + n : cap;
+		return;
+	}
+	size_t t = rnd() % (sizeof(templates) / sizeof(templates[0]));
+	const char *body = bodies[t];
+	char mbody[2048];
+	size_t bl = strlen(body);
+	memcpy(mbody, body, bl + 1);
+	if (kind >= 2) { /* mutate the JSON body */
+		int muts = 1 + (int)(rnd() % 4);
+		for (int m = 0; m < muts; m++) {
+			size_t pos = rnd() % (bl + 1);
+			switch (rnd() % 4) {
+			case 0:
+				if (pos < bl)
+					mbody[pos] = (char)rnd();
+				break;
+			case 1:
+				if (pos < bl) {
+					memmove(mbody + pos, mbody + pos + 1, bl - pos);
+					bl--;
+				}
+				break;
+			case 2:
+				if (bl + 1 < sizeof(mbody)) {
+					memmove(mbody + pos + 1, mbody + pos, bl - pos + 1);
+					mbody[pos] = "{}[]\",:0-9eA\\"[rnd() % 13];
+					bl++;
+				}
+				break;
+			default: /* truncate */
+				bl = pos;
+				mbody[bl] = 0;
+				break;
+			}
+		}
+		mbody[bl] = 0;
+	}
+	int n = snprintf(out, cap, templates[t], strlen(mbody), mbody);
+	*len = n > 0 && (size_t)n < cap ? (size_t)n : 0;
+	if (kind == 3 || kind == 1) { /* mutate the HTTP bytes too, sometimes */
+		int muts = (int)(rnd() % 3);
+		for (int m = 0; m < muts && *len; m++)
+			out[rnd() % *len] = rnd() % 2 ? (char)rnd() : " :\r\n0123456789"[rnd() % 15];
+	}
+}
+
+static void test_fuzz(void)
+{
+	const char *it_s = getenv("GATEWAY_FUZZ_ITERS"), *seed_s = getenv("GATEWAY_FUZZ_SEED");
+	long iters = it_s ? atol(it_s) : 1500;
+	rng = seed_s ? strtoull(seed_s, NULL, 0) : (uint64_t)time(NULL) * 2654435761u + 1;
+	fprintf(stderr, "  fuzz: %ld connections, GATEWAY_FUZZ_SEED=%llu\n", iters,
+		(unsigned long long)rng);
+	static char req[8192], resp[1 << 16];
+	int answered = 0, ok200 = 0;
+	for (long i = 0; i < iters; i++) {
+		size_t len;
+		int fd = dial();
+		/* one to three requests on the connection, then end the input */
+		int reqs = 1 + (int)(rnd() % 3);
+		for (int k = 0; k < reqs; k++) {
+			fuzz_one(req, sizeof(req), &len);
+			send_bytes(fd, req, len);
+		}
+		shutdown(fd, SHUT_WR);
+		recv_all(fd, resp, sizeof(resp), 3000);
+		close(fd);
+		answered += !strncmp(resp, "HTTP/1.1 ", 9);
+		ok200 += !strncmp(resp, "HTTP/1.1 200", 12);
+		if (i % 250 == 249) {
+			/* still serving, through the real client */
+			int64_t rev;
+			CHECK_EQ(kv_status(E.cl, &rev), 0);
+			CHECK_EQ(put_s(E.cl, "/fuzzcheck", "alive", NULL), 0);
+		}
+	}
+	fprintf(stderr, "  fuzz: %d replies (%d with status 200)\n", answered, ok200);
+	CHECK(answered > iters / 2);
+	CHECK(ok200 > 0);
+	struct kv_kv kv;
+	CHECK_EQ(kv_get(E.cl, "/page/02499", 11, &kv), 0);
+	CHECK_MEM(kv.value, kv.value_len, "value-2499");
+	kv_kv_free(&kv);
+	CHECK_EQ(store_check(E.store), 0);
+}
+
+static void test_bad_listen(void)
+{
+	struct store_gateway *gw;
+	char addr[64];
+	CHECK_EQ(store_gateway_start(E.store, "nonsense", &gw), -EINVAL);
+	CHECK_EQ(store_gateway_start(E.store, "127.0.0.1:99999", &gw), -EINVAL);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", E.port);
+	CHECK_EQ(store_gateway_start(E.store, addr, &gw), -EADDRINUSE);
+	/* IPv6 loopback works where the machine has it */
+	int r = store_gateway_start(E.store, "[::1]:0", &gw);
+	CHECK(r == 0 || r == -EADDRNOTAVAIL || r == -EAFNOSUPPORT);
+	if (r == 0)
+		store_gateway_stop(gw);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	log_set_level(LOG_WARNING);
+	E.dir = tmpdir_new("gateway");
+	server_up(0);
+	E.cl = client(0, 0);
+	etcd_client_set_watch_stall_ms(E.cl, 1500);
+	RUN(test_put_get);
+	RUN(test_range_paging);
+	RUN(test_txn);
+	RUN(test_delete);
+	RUN(test_compact);
+	RUN(test_limits);
+	RUN(test_watch);
+	RUN(test_restart);
+	RUN(test_curl);
+	RUN(test_http);
+	RUN(test_watch_wire);
+	RUN(test_bad_listen);
+	RUN(test_fuzz);
+	kv_destroy(E.cl);
+	server_down();
+	rm_rf(E.dir);
+	free(E.dir);
+	fprintf(stderr, "gateway: all tests passed (%lu checks)\n", test_checks);
+	return 0;
+}
