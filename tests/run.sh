@@ -56,6 +56,15 @@ if setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=fals
 	stamp "integration tests (ASan+UBSan daemon)"
 	ETCDFS_BUILD="$top/build-asan" /usr/bin/python3 -m pytest tests/integration -q \
 		-p no:cacheprovider --junitxml="$results/it-asan.xml" ${PYTEST_ARGS:-} || status=1
+	# The same foundation, write, watch, Kubernetes and model tests over
+	# the embedded store (etcdfs-server serves it through etcd's JSON API).
+	stamp "integration tests over the embedded store"
+	ETCDFS_BUILD="$top/build-asan" ETCDFS_BACKENDS=store /usr/bin/python3 -m pytest -q \
+		-p no:cacheprovider --junitxml="$results/it-store.xml" \
+		tests/integration/test_read.py tests/integration/test_write.py \
+		tests/integration/test_watch.py tests/integration/test_k8s.py \
+		tests/integration/test_model.py tests/integration/test_toolbox.py \
+		${PYTEST_ARGS:-} || status=1
 else
 	echo "BUILD FAILED: build-asan"
 	echo "build-asan" >>"$results/build-failures"

@@ -154,6 +154,35 @@ class Etcd:
         return int(self.api("/v3/kv/range", {"key": b64("\0"), "limit": 1})["header"]["revision"])
 
 
+class StoreServer(Etcd):
+    """The embedded store behind etcd's JSON API (etcdfs-server): the same
+    wire protocol as Etcd above, so every test helper and etcdfs itself
+    talk to it unchanged. etcdctl speaks gRPC, which it does not serve."""
+
+    def __init__(self, tmp, extra_args=(), tls=None):
+        super().__init__(tmp, extra_args, tls)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        server = os.path.join(BUILD, "src/store/etcdfs-server")
+        args = [server, "--data-dir", os.path.join(self.dir, "data"),
+                "--listen-client", f"127.0.0.1:{self.port}"]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("etcdfs-server exited: see " + self.log.name)
+            try:
+                self.revision()
+                return
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError("etcdfs-server did not answer")
+
+    def ctl(self, *args, timeout=20, input=None):
+        pytest.skip("needs etcdctl, which speaks gRPC; the embedded store serves the JSON API")
+
+
 def prefix_end(p):
     if isinstance(p, str):
         p = p.encode()
@@ -231,9 +260,13 @@ def tmp(tmp_path):
     return str(tmp_path)
 
 
-@pytest.fixture
-def etcd(tmp):
-    e = Etcd(tmp)
+# ETCDFS_BACKENDS=etcd,store runs the tests over both back ends.
+BACKENDS = [b for b in os.environ.get("ETCDFS_BACKENDS", "etcd").split(",") if b]
+
+
+@pytest.fixture(params=BACKENDS)
+def etcd(request, tmp):
+    e = (StoreServer if request.param == "store" else Etcd)(tmp)
     e.start()
     yield e
     e.stop()

@@ -217,6 +217,9 @@ def test_read_invalidate_race(etcd, mnt):
 
 def etcd_ranges(etcd):
     import urllib.request
+    from conftest import StoreServer
+    if isinstance(etcd, StoreServer):
+        pytest.skip("counts ranges with etcd's /metrics, which the embedded store has not")
     with urllib.request.urlopen(etcd.endpoint + "/metrics", timeout=10) as r:
         for line in r.read().decode().splitlines():
             if line.startswith("etcd_mvcc_range_total "):

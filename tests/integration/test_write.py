@@ -10,43 +10,58 @@ import time
 
 import pytest
 
-from conftest import b64
+from conftest import b64, prefix_end
 
 
 class Watch:
-    """etcdctl watch --prefix, recording every event during a save."""
+    """A watch on the JSON gateway's /v3/watch stream (etcd and the embedded
+    store serve it alike), recording every event during a save."""
 
     def __init__(self, etcd, prefix):
-        self.proc = subprocess.Popen(etcd.ctl_args() + ["watch", "--prefix", prefix, "-w", "json"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     env=etcd.ctl_env())
+        import http.client
+        import urllib.parse
+        u = urllib.parse.urlparse(etcd.endpoint)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        body = json.dumps({"create_request": {"key": b64(prefix),
+                                              "range_end": b64(prefix_end(prefix))}})
+        self.conn.request("POST", "/v3/watch", body=body,
+                          headers={"Content-Type": "application/json"})
+        self.resp = self.conn.getresponse()
         self.events = []
+        self.created = threading.Event()
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()
-        time.sleep(0.5)  # let the watch start
+        assert self.created.wait(10), "watch not created"
 
     def _read(self):
-        for line in self.proc.stdout:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            for ev in msg.get("Events") or []:
-                kv = ev["kv"]
-                import base64
-                key = base64.b64decode(kv["key"]).decode(errors="replace")
-                val = base64.b64decode(kv.get("value", "")) if ev.get("type") != 1 else None
-                self.events.append(("DELETE" if ev.get("type") == 1 else "PUT", key, val))
+        import base64
+        try:
+            for line in self.resp:
+                line = line.strip()
+                if not line:
+                    continue
+                res = json.loads(line).get("result", {})
+                if res.get("created"):
+                    self.created.set()
+                for ev in res.get("events") or []:
+                    kv = ev["kv"]
+                    key = base64.b64decode(kv["key"]).decode(errors="replace")
+                    if ev.get("type") == "DELETE":
+                        self.events.append(("DELETE", key, None))
+                    else:
+                        self.events.append(("PUT", key, base64.b64decode(kv.get("value", ""))))
+        except Exception:
+            pass
 
     def stop(self, settle=0.6):
         time.sleep(settle)
-        self.proc.terminate()
-        self.proc.wait(5)
+        try:
+            self.conn.sock.shutdown(2)
+        except Exception:
+            pass
+        self.conn.close()
         self.t.join(2)
-        return self.events
+        return list(self.events)
 
 
 @pytest.fixture
