@@ -21,10 +21,10 @@
  *    or KEY ascending/descending); other sort orders are sent as one request. Over the JSON
  *    gateway pages hold up to 1000 keys (fewer when pages are large); over gRPC the first page
  *    holds 1000 keys and later ones are sized to about 16 MiB (16 .. 10000 keys).
- *  - transport (ETCD_TRANSPORT_AUTO, the default): ranges over a key range (range_end set)
- *    go through gRPC (POST /etcdserverpb.KV/Range over HTTP/2: h2c with prior knowledge for
- *    http://, ALPN h2 for https://); everything else (single-key gets, txns, compaction,
- *    status, auth, watches) through the JSON gateway. Should gRPC fail for a reason other than
+ *  - transport (ETCD_TRANSPORT_AUTO, the default): ranges, single keys included, go through
+ *    gRPC (POST /etcdserverpb.KV/Range over HTTP/2: h2c with prior knowledge for http://,
+ *    ALPN h2 for https://); everything else (txns, compaction, status, auth, watches) through
+ *    the JSON gateway. Should gRPC fail for a reason other than
  *    an unreachable endpoint (no HTTP/2, not a gRPC reply, broken framing), that request is
  *    sent again through JSON, the first such fallback is logged at info level, and gRPC is not
  *    tried again for 30 s. Errors the server reports over gRPC (compacted, permission denied,
