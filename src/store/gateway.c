@@ -206,8 +206,7 @@ static void ctx_free(struct ctx *x)
 	x->n_allocs = x->cap_allocs = 0;
 }
 
-static __attribute__((format(printf, 3, 4))) int fail(struct ctx *x, int code, const char *fmt,
-						       ...)
+static __attribute__((format(printf, 3, 4))) int fail(struct ctx *x, int code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -314,8 +313,7 @@ static int get_i64(struct ctx *x, const json_t *o, const char *snake, const char
 	return fail(x, GRPC_INVALID_ARGUMENT, "bad value for int64 field \"%s\"", snake);
 }
 
-static int get_bool(struct ctx *x, const json_t *o, const char *snake, const char *camel,
-		    bool *out)
+static int get_bool(struct ctx *x, const json_t *o, const char *snake, const char *camel, bool *out)
 {
 	const json_t *v = field(o, snake, camel);
 	*out = false;
@@ -471,8 +469,8 @@ static bool has_filters(const struct range_post *p)
 	return p->min_mod || p->max_mod || p->min_create || p->max_create;
 }
 
-static int parse_range(struct ctx *x, const json_t *o, struct kv_range_req *r,
-		       struct range_post *p, int64_t *revision)
+static int parse_range(struct ctx *x, const json_t *o, struct kv_range_req *r, struct range_post *p,
+		       int64_t *revision)
 {
 	memset(r, 0, sizeof(*r));
 	memset(p, 0, sizeof(*p));
@@ -751,7 +749,8 @@ static int parse_op(struct ctx *x, const json_t *o, struct kv_op *op, struct ran
 	if ((v = field(o, "request_range", "requestRange"))) {
 		struct kv_range_req r;
 		int64_t rev;
-		if (check_object(x, v, "request_range") < 0 || parse_range(x, v, &r, post, &rev) < 0)
+		if (check_object(x, v, "request_range") < 0 ||
+		    parse_range(x, v, &r, post, &rev) < 0)
 			return -1;
 		if (rev)
 			return fail(x, GRPC_UNIMPLEMENTED,
@@ -812,9 +811,10 @@ static json_t *op_result_json(const struct kv_op_result *r, int64_t revision)
 	case KV_OP_PUT:
 		inner = json_object();
 		name = "response_put";
-		if (inner && (json_object_set_new(inner, "header", header_json(revision)) < 0 ||
-			      (r->range.n_kvs &&
-			       json_object_set_new(inner, "prev_kv", kv_json(&r->range.kvs[0])) < 0)))
+		if (inner &&
+		    (json_object_set_new(inner, "header", header_json(revision)) < 0 ||
+		     (r->range.n_kvs &&
+		      json_object_set_new(inner, "prev_kv", kv_json(&r->range.kvs[0])) < 0)))
 			goto out_err;
 		break;
 	case KV_OP_DELETE:
@@ -1578,9 +1578,10 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 		break;
 	case KV_WATCH_CANCELED:
 		r = watch_msg(wt, b->revision);
-		if (r && (json_object_set_new(r, "canceled", json_true()) < 0 ||
-			  json_object_set_new(r, "cancel_reason",
-					      json_string(strerror(-b->err ? -b->err : EIO))) < 0)) {
+		if (r &&
+		    (json_object_set_new(r, "canceled", json_true()) < 0 ||
+		     json_object_set_new(r, "cancel_reason",
+					 json_string(strerror(-b->err ? -b->err : EIO))) < 0)) {
 			json_decref(r);
 			r = NULL;
 		}
@@ -1813,14 +1814,10 @@ static const struct route {
 	const char *path;
 	handler_fn fn;
 } routes[] = {
-	{"/v3/kv/range", h_range},
-	{"/v3/kv/put", h_put},
-	{"/v3/kv/deleterange", h_delete},
-	{"/v3/kv/txn", h_txn},
-	{"/v3/kv/compaction", h_compact},
-	{"/v3/maintenance/status", h_status},
-	{"/v3/auth/authenticate", h_auth},
-	{"/v3/watch", NULL},
+	{"/v3/kv/range", h_range},	   {"/v3/kv/put", h_put},
+	{"/v3/kv/deleterange", h_delete},  {"/v3/kv/txn", h_txn},
+	{"/v3/kv/compaction", h_compact},  {"/v3/maintenance/status", h_status},
+	{"/v3/auth/authenticate", h_auth}, {"/v3/watch", NULL},
 };
 
 /* Maps /v3beta/... and /v3alpha/... to /v3/... in place. */
@@ -1939,6 +1936,8 @@ static void *conn_main(void *arg)
 	}
 	free(c->in);
 	c->in = NULL;
+	/* The client sees the end now; the descriptor itself is closed by the reaper. */
+	shutdown(c->fd, SHUT_RDWR);
 	pthread_mutex_lock(&c->gw->lock);
 	c->done = true;
 	pthread_mutex_unlock(&c->gw->lock);
@@ -1974,8 +1973,9 @@ static void reap(struct store_gateway *gw, bool all)
 
 static void refuse_busy(int fd)
 {
-	static const char body[] = "{\"error\":\"etcdfs gateway: too many connections\","
-				   "\"code\":14,\"message\":\"etcdfs gateway: too many connections\"}";
+	static const char body[] =
+		"{\"error\":\"etcdfs gateway: too many connections\","
+		"\"code\":14,\"message\":\"etcdfs gateway: too many connections\"}";
 	char msg[512];
 	int n = snprintf(msg, sizeof(msg),
 			 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -2007,7 +2007,8 @@ static void *accept_main(void *arg)
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
 			    errno == ENOMEM) {
-				log_warn("gateway: cannot accept a connection: %s", strerror(errno));
+				log_warn("gateway: cannot accept a connection: %s",
+					 strerror(errno));
 				usleep(100000);
 			}
 			continue;
@@ -2044,8 +2045,7 @@ static void *accept_main(void *arg)
 /* ---- start / stop ---- */
 
 /* Splits "host:port" / "[v6]:port" into host and port. */
-static int split_addr(const char *addr, char *host, size_t host_size, char *port,
-		      size_t port_size)
+static int split_addr(const char *addr, char *host, size_t host_size, char *port, size_t port_size)
 {
 	const char *colon = strrchr(addr, ':');
 	if (!colon || !colon[1] || strlen(colon + 1) >= port_size ||

@@ -232,8 +232,8 @@ static void test_range_paging(void)
 	}
 	char end[8];
 	size_t end_len = kv_prefix_end("/page/", 6, end);
-	struct kv_range_req rq = {.key = "/page/", .key_len = 6, .range_end = end,
-				  .range_end_len = end_len};
+	struct kv_range_req rq = {
+		.key = "/page/", .key_len = 6, .range_end = end, .range_end_len = end_len};
 	struct kv_range_result a, b;
 	/* limit 0: the client pages (1000 keys per request) pinned to one revision. */
 	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
@@ -313,18 +313,33 @@ static void test_txn(void)
 	CHECK_EQ(put_s(E.cl, "/t/a", "1", &r1), 0);
 	CHECK_EQ(put_s(E.cl, "/t/b", "2", &r2), 0);
 	/* success branch: value compare holds; put with prev_kv, range, delete with prev_kv */
-	struct kv_compare c1 = {.target = KV_CMP_VALUE, .result = KV_CMP_EQUAL, .key = "/t/a",
-				.key_len = 4, .value = "1", .value_len = 1};
+	struct kv_compare c1 = {.target = KV_CMP_VALUE,
+				.result = KV_CMP_EQUAL,
+				.key = "/t/a",
+				.key_len = 4,
+				.value = "1",
+				.value_len = 1};
 	struct kv_op ops[3] = {
-		{.type = KV_OP_PUT, .key = "/t/a", .key_len = 4, .value = "10", .value_len = 2,
+		{.type = KV_OP_PUT,
+		 .key = "/t/a",
+		 .key_len = 4,
+		 .value = "10",
+		 .value_len = 2,
 		 .prev_kv = true},
-		{.type = KV_OP_RANGE, .key = "/t/", .key_len = 3, .range_end = "/t0",
+		{.type = KV_OP_RANGE,
+		 .key = "/t/",
+		 .key_len = 3,
+		 .range_end = "/t0",
 		 .range_end_len = 3},
 		{.type = KV_OP_DELETE, .key = "/t/b", .key_len = 4, .prev_kv = true},
 	};
 	struct kv_op fail_op = {.type = KV_OP_RANGE, .key = "/t/a", .key_len = 4};
-	struct kv_txn txn = {.compare = &c1, .n_compare = 1, .success = ops, .n_success = 3,
-			     .failure = &fail_op, .n_failure = 1};
+	struct kv_txn txn = {.compare = &c1,
+			     .n_compare = 1,
+			     .success = ops,
+			     .n_success = 3,
+			     .failure = &fail_op,
+			     .n_failure = 1};
 	struct kv_txn_result res;
 	CHECK_EQ(kv_txn(E.cl, &txn, &res), 0);
 	CHECK(res.succeeded);
@@ -336,8 +351,7 @@ static void test_txn(void)
 	CHECK_EQ(res.results[0].range.kvs[0].mod_revision, r1);
 	CHECK_EQ(res.results[1].type, KV_OP_RANGE);
 	CHECK_EQ(res.results[1].range.n_kvs, 2); /* sees its own put */
-	CHECK_MEM(res.results[1].range.kvs[0].value, res.results[1].range.kvs[0].value_len,
-		  "10");
+	CHECK_MEM(res.results[1].range.kvs[0].value, res.results[1].range.kvs[0].value_len, "10");
 	CHECK_EQ(res.results[1].range.count, 2);
 	CHECK_EQ(res.results[2].type, KV_OP_DELETE);
 	CHECK_EQ(res.results[2].deleted, 1);
@@ -353,10 +367,13 @@ static void test_txn(void)
 	CHECK_MEM(res.results[0].range.kvs[0].value, res.results[0].range.kvs[0].value_len, "10");
 	kv_txn_result_free(&res);
 	/* create-if-absent: VERSION == 0 (the compared 0 must survive the JSON round trip) */
-	struct kv_compare c2 = {.target = KV_CMP_VERSION, .result = KV_CMP_EQUAL, .key = "/t/new",
-				.key_len = 6, .number = 0};
-	struct kv_op put_new = {.type = KV_OP_PUT, .key = "/t/new", .key_len = 6, .value = "n",
-				.value_len = 1};
+	struct kv_compare c2 = {.target = KV_CMP_VERSION,
+				.result = KV_CMP_EQUAL,
+				.key = "/t/new",
+				.key_len = 6,
+				.number = 0};
+	struct kv_op put_new = {
+		.type = KV_OP_PUT, .key = "/t/new", .key_len = 6, .value = "n", .value_len = 1};
 	struct kv_txn t2 = {.compare = &c2, .n_compare = 1, .success = &put_new, .n_success = 1};
 	CHECK_EQ(kv_txn(E.cl, &t2, &res), 0);
 	CHECK(res.succeeded);
@@ -366,8 +383,13 @@ static void test_txn(void)
 	CHECK_EQ(res.n_results, 0);
 	kv_txn_result_free(&res);
 	/* MOD compare over a range: every key's mod_revision > r1 ("/t/a" and "/t/new") */
-	struct kv_compare c3 = {.target = KV_CMP_MOD, .result = KV_CMP_GREATER, .key = "/t/",
-				.key_len = 3, .range_end = "/t0", .range_end_len = 3, .number = r1};
+	struct kv_compare c3 = {.target = KV_CMP_MOD,
+				.result = KV_CMP_GREATER,
+				.key = "/t/",
+				.key_len = 3,
+				.range_end = "/t0",
+				.range_end_len = 3,
+				.number = r1};
 	struct kv_txn t3 = {.compare = &c3, .n_compare = 1};
 	CHECK_EQ(kv_txn(E.cl, &t3, &res), 0);
 	CHECK(res.succeeded);
@@ -378,18 +400,29 @@ static void test_txn(void)
 	kv_txn_result_free(&res);
 	/* CREATE and LESS / NOT_EQUAL */
 	struct kv_compare c4[2] = {
-		{.target = KV_CMP_CREATE, .result = KV_CMP_LESS, .key = "/t/a", .key_len = 4,
+		{.target = KV_CMP_CREATE,
+		 .result = KV_CMP_LESS,
+		 .key = "/t/a",
+		 .key_len = 4,
 		 .number = r1 + 1},
-		{.target = KV_CMP_VALUE, .result = KV_CMP_NOT_EQUAL, .key = "/t/a", .key_len = 4,
-		 .value = "1", .value_len = 1},
+		{.target = KV_CMP_VALUE,
+		 .result = KV_CMP_NOT_EQUAL,
+		 .key = "/t/a",
+		 .key_len = 4,
+		 .value = "1",
+		 .value_len = 1},
 	};
 	struct kv_txn t4 = {.compare = c4, .n_compare = 2};
 	CHECK_EQ(kv_txn(E.cl, &t4, &res), 0);
 	CHECK(res.succeeded);
 	kv_txn_result_free(&res);
 	/* ignore_lease on a missing key: etcd says "key not found" (InvalidArgument) */
-	struct kv_op il = {.type = KV_OP_PUT, .key = "/t/none", .key_len = 7, .value = "x",
-			   .value_len = 1, .ignore_lease = true};
+	struct kv_op il = {.type = KV_OP_PUT,
+			   .key = "/t/none",
+			   .key_len = 7,
+			   .value = "x",
+			   .value_len = 1,
+			   .ignore_lease = true};
 	struct kv_txn t5 = {.success = &il, .n_success = 1};
 	CHECK_EQ(kv_txn(E.cl, &t5, &res), -EINVAL);
 	/* ignore_lease on an existing key keeps working */
@@ -413,8 +446,12 @@ static void test_delete(void)
 	int64_t deleted = 0, rev = 0;
 	CHECK_EQ(kv_delete_range(E.cl, "/d/0", 4, NULL, 0, &deleted, &rev), 0);
 	CHECK_EQ(deleted, 1);
-	struct kv_op del = {.type = KV_OP_DELETE, .key = "/d/", .key_len = 3, .range_end = "/d0",
-			    .range_end_len = 3, .prev_kv = true};
+	struct kv_op del = {.type = KV_OP_DELETE,
+			    .key = "/d/",
+			    .key_len = 3,
+			    .range_end = "/d0",
+			    .range_end_len = 3,
+			    .prev_kv = true};
 	struct kv_txn txn = {.success = &del, .n_success = 1};
 	struct kv_txn_result res;
 	CHECK_EQ(kv_txn(E.cl, &txn, &res), 0);
@@ -452,8 +489,7 @@ static void test_compact(void)
 	CHECK_EQ(kv_compact(E.cl, r3 + 100, true), -ENOENT);
 	/* The exact error bodies, as etcd's gateway sends them. */
 	char body[128];
-	snprintf(body, sizeof(body), "{\"key\":\"L2Mvaw==\",\"revision\":\"%lld\"}",
-		 (long long)r1);
+	snprintf(body, sizeof(body), "{\"key\":\"L2Mvaw==\",\"revision\":\"%lld\"}", (long long)r1);
 	post("/v3/kv/range", body, buf, sizeof(buf));
 	CHECK(!strncmp(buf, "HTTP/1.1 400 ", 13));
 	CHECK(strstr(buf, "{\"error\":\"etcdserver: mvcc: required revision has been compacted\","
@@ -487,12 +523,15 @@ static void test_limits(void)
 	/* too many ops: the store refuses (128), the client maps etcd's message to E2BIG */
 	enum { OPS = 200 };
 	struct kv_op *ops = calloc(OPS, sizeof(*ops));
-	char (*keys)[16] = calloc(OPS, 16);
+	char(*keys)[16] = calloc(OPS, 16);
 	CHECK(ops && keys);
 	for (int i = 0; i < OPS; i++) {
 		snprintf(keys[i], 16, "/ops/%d", i);
-		ops[i] = (struct kv_op){.type = KV_OP_PUT, .key = keys[i],
-					.key_len = strlen(keys[i]), .value = "v", .value_len = 1};
+		ops[i] = (struct kv_op){.type = KV_OP_PUT,
+					.key = keys[i],
+					.key_len = strlen(keys[i]),
+					.value = "v",
+					.value_len = 1};
 	}
 	struct kv_txn txn = {.success = ops, .n_success = OPS};
 	struct kv_txn_result res;
@@ -599,8 +638,8 @@ static void test_watch(void)
 	struct rec r;
 	struct kv_watch *w;
 	rec_init(&r);
-	struct kv_watch_req req = {.key = "/w/", .key_len = 3, .range_end = "/w0",
-				   .range_end_len = 3};
+	struct kv_watch_req req = {
+		.key = "/w/", .key_len = 3, .range_end = "/w0", .range_end_len = 3};
 	CHECK_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
 	CHECK(rec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	int64_t r1, r2, r3, rd, st;
@@ -662,8 +701,8 @@ static void test_restart(void)
 	struct rec r;
 	struct kv_watch *w;
 	rec_init(&r);
-	struct kv_watch_req req = {.key = "/r/", .key_len = 3, .range_end = "/r0",
-				   .range_end_len = 3};
+	struct kv_watch_req req = {
+		.key = "/r/", .key_len = 3, .range_end = "/r0", .range_end_len = 3};
 	CHECK_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
 	CHECK(rec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	int64_t r1, r2, r3;
@@ -778,7 +817,8 @@ static void test_http(void)
 	CHECK(strstr(buf, "\"key\":\"L3BhZ2UvMDI0OTk=\"")); /* /page/02499 */
 	/* revision filters (done by the gateway): only keys created at or after a revision */
 	post("/v3/kv/range",
-	     "{\"key\":\"L3BhZ2Uv\",\"range_end\":\"L3BhZ2Uw\",\"min_create_revision\":\"1000000\"}",
+	     "{\"key\":\"L3BhZ2Uv\",\"range_end\":\"L3BhZ2Uw\",\"min_create_revision\":"
+	     "\"1000000\"}",
 	     buf, sizeof(buf));
 	CHECK(strstr(buf, "HTTP/1.1 200 OK"));
 	CHECK(!strstr(buf, "\"kvs\""));
@@ -842,18 +882,22 @@ static void test_watch_wire(void)
 			   "\"filters\":[\"NOPUT\"]}}";
 	char req[1024];
 	int n = snprintf(req, sizeof(req),
-			 "POST /v3/watch HTTP/1.1\r\nContent-Length: %zu\r\n\r\n%s",
-			 strlen(body), body);
+			 "POST /v3/watch HTTP/1.1\r\nContent-Length: %zu\r\n\r\n%s", strlen(body),
+			 body);
 	send_bytes(fd, req, (size_t)n);
 	size_t got = recv_all(fd, buf, sizeof(buf), 500);
 	CHECK(got > 0);
 	CHECK(!strncmp(buf, "HTTP/1.1 200 OK", 15));
 	CHECK(strstr(buf, "Transfer-Encoding: chunked"));
 	char created0[128], created1[128];
-	snprintf(created0, sizeof(created0), "{\"result\":{\"header\":{\"revision\":\"%lld\"},"
-		 "\"created\":true}}\n", (long long)cur);
-	snprintf(created1, sizeof(created1), "{\"result\":{\"header\":{\"revision\":\"%lld\"},"
-		 "\"watch_id\":\"1\",\"created\":true}}\n", (long long)cur);
+	snprintf(created0, sizeof(created0),
+		 "{\"result\":{\"header\":{\"revision\":\"%lld\"},"
+		 "\"created\":true}}\n",
+		 (long long)cur);
+	snprintf(created1, sizeof(created1),
+		 "{\"result\":{\"header\":{\"revision\":\"%lld\"},"
+		 "\"watch_id\":\"1\",\"created\":true}}\n",
+		 (long long)cur);
 	CHECK(strstr(buf, created0));
 	CHECK(strstr(buf, created1));
 	int64_t r1, r2;
@@ -867,10 +911,11 @@ static void test_watch_wire(void)
 		 "\"L3d3L2s=\",\"create_revision\":\"%lld\",\"mod_revision\":\"%lld\","
 		 "\"version\":\"1\",\"value\":\"dg==\"}}]}}\n",
 		 (long long)r1, (long long)r1, (long long)r1);
-	snprintf(del_ev, sizeof(del_ev),
-		 "{\"result\":{\"header\":{\"revision\":\"%lld\"},\"watch_id\":\"1\",\"events\":"
-		 "[{\"type\":\"DELETE\",\"kv\":{\"key\":\"L3d3L2s=\",\"mod_revision\":\"%lld\"}}]}}",
-		 (long long)r2, (long long)r2);
+	snprintf(
+		del_ev, sizeof(del_ev),
+		"{\"result\":{\"header\":{\"revision\":\"%lld\"},\"watch_id\":\"1\",\"events\":"
+		"[{\"type\":\"DELETE\",\"kv\":{\"key\":\"L3d3L2s=\",\"mod_revision\":\"%lld\"}}]}}",
+		(long long)r2, (long long)r2);
 	CHECK(strstr(buf, put_ev));
 	CHECK(strstr(buf, del_ev));
 	/* the NOPUT watch (id 1) never saw the put */
@@ -916,7 +961,7 @@ static const char *const bodies[] = {
 	"{\"create_request\":{\"key\":\"L2Z1enov\",\"range_end\":\"L2Z1enow\",\"start_revision\":"
 	"\"1\",\"progress_notify\":true,\"filters\":[\"NODELETE\"]}}{\"progress_request\":{}}"
 	"{\"cancel_request\":{\"watch_id\":\"0\"}}",
-	"{\"key\":\"L2Z1enov\",\"range_end\":\"AA==\",\"prev_kv\":true}",
+	"{\"key\":\"L2Z1enov\",\"range_end\":\"L2Z1enow\",\"prev_kv\":true}",
 	"{\"revision\":\"1\",\"physical\":false}",
 };
 
@@ -972,7 +1017,8 @@ static void fuzz_one(char *out, size_t cap, size_t *len)
 	if (kind == 3 || kind == 1) { /* mutate the HTTP bytes too, sometimes */
 		int muts = (int)(rnd() % 3);
 		for (int m = 0; m < muts && *len; m++)
-			out[rnd() % *len] = rnd() % 2 ? (char)rnd() : " :\r\n0123456789"[rnd() % 15];
+			out[rnd() % *len] =
+				rnd() % 2 ? (char)rnd() : " :\r\n0123456789"[rnd() % 15];
 	}
 }
 
@@ -983,6 +1029,14 @@ static void test_fuzz(void)
 	rng = seed_s ? strtoull(seed_s, NULL, 0) : (uint64_t)time(NULL) * 2654435761u + 1;
 	fprintf(stderr, "  fuzz: %ld connections, GATEWAY_FUZZ_SEED=%llu\n", iters,
 		(unsigned long long)rng);
+	/* A store of its own: mutated requests may delete or compact anything in it. */
+	char *dir = tmpdir_new("gateway-fuzz");
+	struct kv *store = open_at(dir, NULL);
+	struct store_gateway *gw;
+	CHECK_EQ(store_gateway_start(store, "127.0.0.1:0", &gw), 0);
+	int main_port = E.port;
+	E.port = store_gateway_port(gw);
+	struct kv *cl = client(0, 0);
 	static char req[8192], resp[1 << 16];
 	int answered = 0, ok200 = 0;
 	for (long i = 0; i < iters; i++) {
@@ -995,25 +1049,40 @@ static void test_fuzz(void)
 			send_bytes(fd, req, len);
 		}
 		shutdown(fd, SHUT_WR);
+		int64_t t0 = mono_ms();
 		recv_all(fd, resp, sizeof(resp), 3000);
 		close(fd);
+		if (mono_ms() - t0 > 500)
+			fprintf(stderr, "  slow fuzz case %ld: %lld ms: %.60s\n", i,
+				(long long)(mono_ms() - t0), req);
 		answered += !strncmp(resp, "HTTP/1.1 ", 9);
 		ok200 += !strncmp(resp, "HTTP/1.1 200", 12);
 		if (i % 250 == 249) {
 			/* still serving, through the real client */
 			int64_t rev;
-			CHECK_EQ(kv_status(E.cl, &rev), 0);
-			CHECK_EQ(put_s(E.cl, "/fuzzcheck", "alive", NULL), 0);
+			CHECK_EQ(kv_status(cl, &rev), 0);
+			CHECK_EQ(put_s(cl, "/fuzzcheck", "alive", NULL), 0);
 		}
 	}
 	fprintf(stderr, "  fuzz: %d replies (%d with status 200)\n", answered, ok200);
 	CHECK(answered > iters / 2);
 	CHECK(ok200 > 0);
 	struct kv_kv kv;
+	CHECK_EQ(put_s(cl, "/fuzzcheck", "end", NULL), 0);
+	CHECK_EQ(kv_get(cl, "/fuzzcheck", 10, &kv), 0);
+	CHECK_MEM(kv.value, kv.value_len, "end");
+	kv_kv_free(&kv);
+	CHECK_EQ(store_check(store), 0);
+	kv_destroy(cl);
+	store_gateway_stop(gw);
+	kv_destroy(store);
+	rm_rf(dir);
+	free(dir);
+	E.port = main_port;
+	/* the main server was not disturbed */
 	CHECK_EQ(kv_get(E.cl, "/page/02499", 11, &kv), 0);
 	CHECK_MEM(kv.value, kv.value_len, "value-2499");
 	kv_kv_free(&kv);
-	CHECK_EQ(store_check(E.store), 0);
 }
 
 static void test_bad_listen(void)
