@@ -74,6 +74,9 @@ static struct kv *client(size_t max_req, size_t max_ops)
 		cfg.max_request_bytes = max_req;
 	if (max_ops)
 		cfg.max_txn_ops = max_ops;
+	/* JSON only, so that every request exercises the gateway (test_auto_transport checks
+	 * the default transport, which tries gRPC first). */
+	cfg.transport = ETCD_TRANSPORT_JSON;
 	CHECK_EQ(etcd_client_new(&cfg, &kv), 0);
 	etcd_config_free(&cfg);
 	return kv;
@@ -1085,6 +1088,29 @@ static void test_fuzz(void)
 	kv_kv_free(&kv);
 }
 
+/* etcdfs's default transport tries gRPC (HTTP/2) for ranges first; the gateway speaks only
+ * HTTP/1.1, answers the HTTP/2 preface with an error, and the client falls back to JSON. */
+static void test_auto_transport(void)
+{
+	struct kv *cl = client(0, 0);
+	struct etcd_client_stats st;
+	struct kv_kv kv;
+	etcd_client_set_transport(cl, ETCD_TRANSPORT_AUTO);
+	CHECK_EQ(kv_get(cl, "/curl/k", 7, &kv), 0);
+	CHECK_MEM(kv.value, kv.value_len, "hello");
+	kv_kv_free(&kv);
+	CHECK_EQ(kv_get(cl, "/page/00007", 11, &kv), 0);
+	CHECK_MEM(kv.value, kv.value_len, "value-7");
+	kv_kv_free(&kv);
+	etcd_client_get_stats(cl, &st);
+	fprintf(stderr, "  auto: %llu gRPC fallbacks, %llu JSON ranges, %llu gRPC ranges\n",
+		(unsigned long long)st.grpc_fallbacks, (unsigned long long)st.json_ranges,
+		(unsigned long long)st.grpc_ranges);
+	CHECK_EQ(st.grpc_ranges, 0);
+	CHECK(st.json_ranges >= 2);
+	kv_destroy(cl);
+}
+
 static void test_bad_listen(void)
 {
 	struct store_gateway *gw;
@@ -1119,6 +1145,7 @@ int main(void)
 	RUN(test_curl);
 	RUN(test_http);
 	RUN(test_watch_wire);
+	RUN(test_auto_transport);
 	RUN(test_bad_listen);
 	RUN(test_fuzz);
 	kv_destroy(E.cl);
