@@ -405,8 +405,7 @@ out:
 
 /* ---- gRPC requests ---- */
 
-/* Remembers a gRPC protocol failure: AUTO sends ranges through JSON for a while. */
-static void grpc_failed(struct etcd_client *c, const char *url, const char *why)
+void etcd_grpc_failed(struct etcd_client *c, const char *url, const char *why)
 {
 	__atomic_store_n(&c->grpc_off_until_ms, mono_ms() + GRPC_OFF_MS, __ATOMIC_RELAXED);
 	if (!__atomic_exchange_n(&c->grpc_fallback_logged, 1, __ATOMIC_RELAXED))
@@ -419,7 +418,7 @@ static void grpc_failed(struct etcd_client *c, const char *url, const char *why)
 
 /* Sends a framed gRPC request to the endpoints in turn, like request(). On success *r holds
  * the reply and *msg, *msg_len its first message (inside r->body). Returns -EPROTONOSUPPORT
- * (logged by grpc_failed) when an endpoint did not speak gRPC over HTTP/2: the caller may
+ * (logged by etcd_grpc_failed) when an endpoint did not speak gRPC over HTTP/2: the caller may
  * send the request through JSON instead. -EMSGSIZE (not logged) when a reply exceeds max. */
 static int grpc_request(struct etcd_client *c, const char *path, const uint8_t *body,
 			size_t body_len, size_t max, const int *abort_flag,
@@ -447,7 +446,7 @@ again:;
 		if (ret == -ECANCELED || ret == -ENOMEM || ret == -EMSGSIZE)
 			goto out;
 		if (ret < 0 && r->proto_fail) {
-			grpc_failed(c, c->urls[idx], r->why);
+			etcd_grpc_failed(c, c->urls[idx], r->why);
 			ret = -EPROTONOSUPPORT;
 			goto out;
 		}
@@ -462,9 +461,9 @@ again:;
 			int f = etcd_grpc_frame_next(r->body, r->len, max, msg, msg_len, &used);
 			if (f != 1 || used != r->len) {
 				etcd_grpc_reply_free(r);
-				grpc_failed(c, c->urls[idx],
-					    f == 1 ? "trailing bytes after the reply message"
-						   : "malformed reply frame");
+				etcd_grpc_failed(c, c->urls[idx],
+						 f == 1 ? "trailing bytes after the reply message"
+							: "malformed reply frame");
 				ret = -EPROTONOSUPPORT;
 				goto out;
 			}
@@ -477,7 +476,7 @@ again:;
 		etcd_grpc_reply_free(r);
 		if (e.grpc_code == ETCD_GRPC_UNIMPLEMENTED) {
 			/* A gRPC server without etcd's KV service (a proxy?): JSON may work. */
-			grpc_failed(c, c->urls[idx], e.msg);
+			etcd_grpc_failed(c, c->urls[idx], e.msg);
 			ret = -EPROTONOSUPPORT;
 			goto out;
 		}
@@ -669,7 +668,7 @@ static int range_grpc(struct etcd_client *c, const struct kv_range_req *req, con
 	return ret;
 }
 
-static bool use_grpc(struct etcd_client *c)
+bool etcd_use_grpc(struct etcd_client *c)
 {
 	switch (__atomic_load_n(&c->transport, __ATOMIC_RELAXED)) {
 	case ETCD_TRANSPORT_JSON:
@@ -691,7 +690,7 @@ static int range_once(struct etcd_client *c, const struct kv_range_req *req, con
 		      struct kv_range_result *res, size_t *resp_bytes, bool *grpc)
 {
 	*grpc = false;
-	if (use_grpc(c)) {
+	if (etcd_use_grpc(c)) {
 		int ret =
 			range_grpc(c, req, key, key_len, end, end_len, rev, limit, res, resp_bytes);
 		if (ret != -EPROTONOSUPPORT) {
@@ -1084,4 +1083,6 @@ void etcd_client_get_stats(struct kv *kv, struct etcd_client_stats *out)
 	out->json_ranges = __atomic_load_n(&c->stats.json_ranges, __ATOMIC_RELAXED);
 	out->grpc_fallbacks = __atomic_load_n(&c->stats.grpc_fallbacks, __ATOMIC_RELAXED);
 	out->grpc_connects = __atomic_load_n(&c->stats.grpc_connects, __ATOMIC_RELAXED);
+	out->grpc_watch_streams = __atomic_load_n(&c->stats.grpc_watch_streams, __ATOMIC_RELAXED);
+	out->json_watch_streams = __atomic_load_n(&c->stats.json_watch_streams, __ATOMIC_RELAXED);
 }

@@ -102,10 +102,12 @@ void etcd_client_set_transport(struct kv *kv, enum etcd_transport t);
 /* Counters since etcd_client_new(), for tests and benchmarks (read without stopping
  * traffic: each field is exact, the set is not a snapshot). */
 struct etcd_client_stats {
-	uint64_t grpc_ranges;	 /* range round trips answered over gRPC */
-	uint64_t json_ranges;	 /* range round trips answered over the JSON gateway */
-	uint64_t grpc_fallbacks; /* gRPC range requests redone over JSON */
-	uint64_t grpc_connects;	 /* connections opened for gRPC requests */
+	uint64_t grpc_ranges;	     /* range round trips answered over gRPC */
+	uint64_t json_ranges;	     /* range round trips answered over the JSON gateway */
+	uint64_t grpc_fallbacks;     /* gRPC range requests redone over JSON */
+	uint64_t grpc_connects;	     /* connections opened for gRPC requests */
+	uint64_t grpc_watch_streams; /* watch streams created over gRPC */
+	uint64_t json_watch_streams; /* watch streams created over the JSON gateway */
 };
 void etcd_client_get_stats(struct kv *kv, struct etcd_client_stats *out);
 

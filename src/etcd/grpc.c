@@ -361,7 +361,7 @@ static size_t reply_body(char *ptr, size_t size, size_t nmemb, void *ud)
 }
 
 /* Trailers arrive through the header callback too, after the body. */
-static size_t reply_header(char *ptr, size_t size, size_t nmemb, void *ud)
+size_t etcd_grpc_header_cb(char *ptr, size_t size, size_t nmemb, void *ud)
 {
 	struct etcd_grpc_reply *r = ud;
 	size_t n = size * nmemb, len = n;
@@ -398,7 +398,7 @@ static size_t reply_header(char *ptr, size_t size, size_t nmemb, void *ud)
 	return n;
 }
 
-static struct curl_slist *grpc_headers(const char *token, long timeout_ms)
+struct curl_slist *etcd_grpc_headers(const char *token, long timeout_ms)
 {
 	struct curl_slist *l = NULL, *n;
 	char tmo[48];
@@ -445,7 +445,7 @@ static int xfer_abort(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, cur
 
 /* Transport failures that say "this endpoint did not speak gRPC over HTTP/2 with us" rather
  * than "this endpoint is unreachable": the JSON gateway may still work. */
-static bool protocol_failure(CURLcode rc)
+bool etcd_grpc_protocol_failure(CURLcode rc)
 {
 	switch (rc) {
 	case CURLE_HTTP2:
@@ -528,7 +528,7 @@ static int attempt(struct etcd_client *c, CURL *h, const char *url, enum conn_mo
 	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, reply_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, reply_header);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, etcd_grpc_header_cb);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
 	/* Bigger reads: pages are megabytes. */
@@ -555,7 +555,7 @@ static int attempt(struct etcd_client *c, CURL *h, const char *url, enum conn_mo
 		} else {
 			ret = etcd_curl_errno(h, rc, errbuf, &r->unsent);
 			etcd_describe_curl_error(h, rc, errbuf, r->why, sizeof(r->why));
-			r->proto_fail = ret == -EIO && protocol_failure(rc);
+			r->proto_fail = ret == -EIO && etcd_grpc_protocol_failure(rc);
 		}
 	} else if (version != CURL_HTTP_VERSION_2_0) {
 		snprintf(r->why, sizeof(r->why), "the server did not answer over HTTP/2");
@@ -584,7 +584,7 @@ int etcd_grpc_exchange(struct etcd_client *c, size_t idx, const char *path, cons
 	r->grpc_status = -1;
 	snprintf(url, sizeof(url), "%s%s", c->urls[idx], path);
 	bool tls = !strncasecmp(url, "https:", 6);
-	struct curl_slist *hdrs = grpc_headers(token, timeout_ms);
+	struct curl_slist *hdrs = etcd_grpc_headers(token, timeout_ms);
 	CURL *h = etcd_pool_get(c, true);
 	bool refused = false;
 	int ret;

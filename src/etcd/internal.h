@@ -115,6 +115,20 @@ int etcd_grpc_exchange(struct etcd_client *c, size_t idx, const char *path, cons
 		       struct etcd_grpc_reply *r);
 void etcd_grpc_reply_free(struct etcd_grpc_reply *r);
 
+/* The request headers of a gRPC call (content type, te, token; grpc-timeout when
+ * timeout_ms > 0). NULL on ENOMEM; free with curl_slist_free_all(). */
+struct curl_slist *etcd_grpc_headers(const char *token, long timeout_ms);
+/* CURLOPT_HEADERFUNCTION that records grpc-status, grpc-message and the content type into
+ * the struct etcd_grpc_reply given as CURLOPT_HEADERDATA (initialise grpc_status to -1). */
+size_t etcd_grpc_header_cb(char *ptr, size_t size, size_t nmemb, void *ud);
+/* Whether a curl failure says the endpoint did not speak gRPC over HTTP/2 with us (rather
+ * than that it is unreachable). */
+bool etcd_grpc_protocol_failure(CURLcode rc);
+/* Whether the next range or watch should use gRPC (transport setting, recent failures). */
+bool etcd_use_grpc(struct etcd_client *c);
+/* Records a gRPC protocol failure on url: AUTO uses JSON for a while; logged once at info. */
+void etcd_grpc_failed(struct etcd_client *c, const char *url, const char *why);
+
 /* Watch entry points (watch.c). */
 int etcd_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb cb, void *arg,
 	       struct kv_watch **out);

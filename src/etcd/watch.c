@@ -1,10 +1,16 @@
-/* watch.c: etcd watches over the gateway's streamed /v3/watch reply.
+/* watch.c: etcd watches, over etcd's native gRPC Watch stream or the gateway's streamed
+ * /v3/watch reply.
  *
  * Each watch owns a thread, a curl multi handle (so that cancel can wake it with
- * curl_multi_wakeup) and an easy handle. The reply is a sequence of newline-delimited JSON
- * messages {"result": WatchResponse}; they are decoded as bytes arrive and delivered to the
- * callback from this thread. On a broken stream the thread reconnects with backoff and
- * resumes at the revision after the last one delivered, so nothing is lost or repeated.
+ * curl_multi_wakeup) and an easy handle. Over gRPC (transport AUTO or GRPC) the stream is a
+ * POST to /etcdserverpb.Watch/Watch carrying one framed WatchRequest (create); the client
+ * half-closes its side after it, which etcd takes as "no more requests" while it keeps sending
+ * WatchResponse frames. Over JSON the reply is a sequence of newline-delimited JSON messages
+ * {"result": WatchResponse}. Either way messages are decoded as bytes arrive and delivered to
+ * the callback from this thread. On a broken stream the thread reconnects with backoff and
+ * resumes at the revision after the last one delivered, so nothing is lost or repeated. A gRPC
+ * stream that the endpoint does not understand (no HTTP/2, not a gRPC reply) is reopened at
+ * once through JSON.
  */
 #include "internal.h"
 
@@ -12,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "log.h"
@@ -49,7 +56,9 @@ struct kv_watch {
 	bool reported_down; /* DISCONNECTED delivered for the current outage */
 	int auth_retries;
 	/* state of the current stream */
-	char *line;
+	bool grpc;		   /* it speaks gRPC (else JSON lines) */
+	struct etcd_grpc_reply gr; /* gRPC: status and content type from headers/trailers */
+	char *line;		   /* JSON: partial lines; gRPC: partial frames */
 	size_t line_len, line_cap;
 	bool created;
 	bool final;
@@ -119,6 +128,9 @@ static bool handle_msg(struct kv_watch *w, struct etcd_watch_msg *m)
 	}
 	if (m->created) {
 		w->created = true;
+		__atomic_add_fetch(w->grpc ? &w->c->stats.grpc_watch_streams
+					   : &w->c->stats.json_watch_streams,
+				   1, __ATOMIC_RELAXED);
 		w->auth_retries = 0;
 		if (w->next_rev == 0)
 			w->next_rev = m->revision + 1;
@@ -189,6 +201,41 @@ static bool process_lines(struct kv_watch *w)
 	return go_on && !stopped(w);
 }
 
+/* Decodes every complete gRPC frame in the buffer. Returns false to end the stream. */
+static bool process_frames(struct kv_watch *w)
+{
+	size_t off = 0;
+	bool go_on = true;
+	while (go_on && !stopped(w)) {
+		const uint8_t *msg;
+		size_t msg_len, used;
+		int f = etcd_grpc_frame_next((const uint8_t *)w->line + off, w->line_len - off,
+					     LINE_MAX_BYTES, &msg, &msg_len, &used);
+		if (f == 0)
+			break;
+		if (f < 0) {
+			fail(w, -EIO,
+			     f == -EPROTO ? "compressed gRPC frame in the watch stream"
+					  : "gRPC watch message too large");
+			return false;
+		}
+		struct etcd_watch_msg m;
+		int ret = etcd_grpc_parse_watch(msg, msg_len, &m);
+		off += used;
+		if (ret < 0) {
+			etcd_watch_msg_free(&m);
+			fail(w, ret == -ENOMEM ? -ENOMEM : -EIO,
+			     ret == -ENOMEM ? "out of memory" : "malformed gRPC watch message");
+			return false;
+		}
+		go_on = handle_msg(w, &m);
+		etcd_watch_msg_free(&m);
+	}
+	memmove(w->line, w->line + off, w->line_len - off);
+	w->line_len -= off;
+	return go_on && !stopped(w);
+}
+
 static size_t stream_write(char *ptr, size_t size, size_t nmemb, void *ud)
 {
 	struct kv_watch *w = ud;
@@ -196,7 +243,8 @@ static size_t stream_write(char *ptr, size_t size, size_t nmemb, void *ud)
 	w->last_byte_ms = now_ms();
 	if (!w->status)
 		curl_easy_getinfo(w->easy, CURLINFO_RESPONSE_CODE, &w->status);
-	size_t max = w->status == 200 ? LINE_MAX_BYTES : ERR_BODY_MAX;
+	bool decode = w->status == 200 && (!w->grpc || w->gr.grpc_ct);
+	size_t max = decode ? LINE_MAX_BYTES : ERR_BODY_MAX;
 	if (w->line_len + n + 1 > max) {
 		fail(w, -EIO, "watch message too large");
 		return 0;
@@ -215,9 +263,9 @@ static size_t stream_write(char *ptr, size_t size, size_t nmemb, void *ud)
 	}
 	memcpy(w->line + w->line_len, ptr, n);
 	w->line_len += n;
-	if (w->status != 200)
-		return n; /* an error body, decoded when the reply ends */
-	bool go_on = process_lines(w);
+	if (!decode)
+		return n; /* an error body, looked at when the reply ends */
+	bool go_on = w->grpc ? process_frames(w) : process_lines(w);
 	/* A slow callback is not a silent server: restart the stall clock. */
 	w->last_byte_ms = now_ms();
 	return go_on ? n : 0;
@@ -234,6 +282,7 @@ static int run_stream(struct kv_watch *w)
 				   .range_end_len = w->end_len,
 				   .prev_kv = w->prev_kv};
 	char *token = NULL, *body = NULL;
+	size_t body_len = 0;
 	struct curl_slist *hdrs = NULL;
 	char url[1024], errbuf[CURL_ERROR_SIZE] = "";
 	uint64_t gen = 0;
@@ -243,6 +292,9 @@ static int run_stream(struct kv_watch *w)
 	w->created = w->final = w->failed = false;
 	w->status = 0;
 	memset(&w->err, 0, sizeof(w->err));
+	w->grpc = etcd_use_grpc(c);
+	memset(&w->gr, 0, sizeof(w->gr));
+	w->gr.grpc_status = -1;
 
 	ret = etcd_get_token(c, &token, &gen, &w->stop);
 	if (ret < 0) {
@@ -253,21 +305,43 @@ static int run_stream(struct kv_watch *w)
 		}
 		return ret;
 	}
-	json_t *o = etcd_json_watch_req(&req, w->next_rev);
-	body = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	hdrs = etcd_headers(token);
+	if (w->grpc) {
+		uint8_t *pb = NULL;
+		if (etcd_grpc_watch_req(&req, w->next_rev, &pb, &body_len) == 0)
+			body = (char *)pb;
+		hdrs = etcd_grpc_headers(token, 0);
+		snprintf(url, sizeof(url), "%s%s", c->urls[w->ep], ETCD_GRPC_WATCH_PATH);
+	} else {
+		json_t *o = etcd_json_watch_req(&req, w->next_rev);
+		body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		body_len = body ? strlen(body) : 0;
+		json_decref(o);
+		hdrs = etcd_headers(token);
+		snprintf(url, sizeof(url), "%s/v3/watch", c->urls[w->ep]);
+	}
 	if (!body || !hdrs) {
 		ret = -ENOMEM;
 		fail(w, ret, "out of memory");
 		goto out;
 	}
-	snprintf(url, sizeof(url), "%s/v3/watch", c->urls[w->ep]);
 	curl_easy_reset(w->easy);
 	etcd_setup_handle(c, w->easy, 0);
+	if (w->grpc) {
+		bool tls = !strncasecmp(url, "https:", 6);
+		/* One connection per stream, opened for it and closed after it: prior knowledge
+		 * must never meet a reused h2c connection under libcurl 7.88 (see grpc.c). */
+		curl_easy_setopt(w->easy, CURLOPT_HTTP_VERSION,
+				 tls ? (long)CURL_HTTP_VERSION_2TLS
+				     : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+		curl_easy_setopt(w->easy, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(w->easy, CURLOPT_FORBID_REUSE, 1L);
+		curl_easy_setopt(w->easy, CURLOPT_HEADERFUNCTION, etcd_grpc_header_cb);
+		curl_easy_setopt(w->easy, CURLOPT_HEADERDATA, &w->gr);
+	}
 	curl_easy_setopt(w->easy, CURLOPT_URL, url);
 	curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(w->easy, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(w->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
 	curl_easy_setopt(w->easy, CURLOPT_WRITEFUNCTION, stream_write);
 	curl_easy_setopt(w->easy, CURLOPT_WRITEDATA, w);
 	curl_easy_setopt(w->easy, CURLOPT_ERRORBUFFER, errbuf);
@@ -330,7 +404,42 @@ static int run_stream(struct kv_watch *w)
 	}
 	if (ret)
 		goto out;
-	if (!w->failed && w->status && w->status != 200) {
+	if (w->grpc && !w->failed) {
+		long version = 0;
+		curl_easy_getinfo(w->easy, CURLINFO_HTTP_VERSION, &version);
+		if (!w->status)
+			curl_easy_getinfo(w->easy, CURLINFO_RESPONSE_CODE, &w->status);
+		const char *why = NULL;
+		char cause[sizeof(w->err.msg)];
+		if (w->gr.grpc_status > 0) {
+			/* The server ended the call with an error (trailers or trailers-only). */
+			etcd_grpc_status_error(w->gr.grpc_status, w->gr.grpc_msg, &w->err);
+			w->failed = true;
+		} else if (rc == CURLE_OK && version != CURL_HTTP_VERSION_2_0) {
+			why = "the server did not answer over HTTP/2";
+		} else if (rc == CURLE_OK && (w->status != 200 || w->gr.grpc_status < 0)) {
+			snprintf(cause, sizeof(cause), "not a gRPC reply (HTTP status %ld)",
+				 w->status);
+			why = cause;
+		} else if (rc != CURLE_OK && !w->created && etcd_grpc_protocol_failure(rc)) {
+			bool unsent;
+			if (etcd_curl_errno(w->easy, rc, errbuf, &unsent) == -EIO) {
+				etcd_describe_curl_error(w->easy, rc, errbuf, cause, sizeof(cause));
+				why = cause;
+			}
+		}
+		if (why && !w->created) {
+			etcd_grpc_failed(c, c->urls[w->ep], why);
+			__atomic_add_fetch(&c->stats.grpc_fallbacks, 1, __ATOMIC_RELAXED);
+			if (__atomic_load_n(&c->transport, __ATOMIC_RELAXED) !=
+			    ETCD_TRANSPORT_GRPC) {
+				ret = STREAM_RECONNECT; /* through JSON, right away */
+				goto out;
+			}
+			fail(w, -EIO, why);
+		}
+	}
+	if (!w->grpc && !w->failed && w->status && w->status != 200) {
 		etcd_json_error(w->line ? w->line : "", w->line_len, w->status, &w->err);
 		w->failed = true;
 	}

@@ -725,6 +725,39 @@ static void proxy_stop(struct h1proxy *p)
 	close(p->wake[1]);
 }
 
+/* Counts watch callbacks. */
+struct wrec {
+	pthread_mutex_t lock;
+	int n_connected, n_disconnected, n_events;
+};
+
+static void wcb(void *arg, const struct kv_watch_batch *b)
+{
+	struct wrec *r = arg;
+	pthread_mutex_lock(&r->lock);
+	if (b->state == KV_WATCH_CONNECTED)
+		r->n_connected++;
+	else if (b->state == KV_WATCH_DISCONNECTED)
+		r->n_disconnected++;
+	else if (b->state == KV_WATCH_EVENTS)
+		r->n_events += (int)b->n_events;
+	pthread_mutex_unlock(&r->lock);
+}
+
+static bool wait_wrec(struct wrec *r, int *field, int n)
+{
+	for (long long deadline = mono_ms() + 5000;;) {
+		pthread_mutex_lock(&r->lock);
+		int v = *field;
+		pthread_mutex_unlock(&r->lock);
+		if (v >= n)
+			return true;
+		if (mono_ms() > deadline)
+			return false;
+		usleep(10000);
+	}
+}
+
 static void test_fallback(struct etcd_harness *h)
 {
 	struct h1proxy p;
@@ -763,6 +796,28 @@ static void test_fallback(struct etcd_harness *h)
 	CHECK_EQ(compare_range(a, j, &req, "again through the proxy"), 1500);
 	s = stats(a);
 	CHECK_EQ(s.grpc_fallbacks, 1);
+	kv_destroy(a);
+
+	/* A watch through the proxy: the gRPC stream is refused, JSON takes over at once. */
+	a = client(&oa);
+	struct wrec wr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	struct kv_watch_req wq = {.key = req.key,
+				  .key_len = req.key_len,
+				  .range_end = req.range_end,
+				  .range_end_len = req.range_end_len};
+	struct kv_watch *w;
+	CHECK_EQ(kv_watch(a, &wq, wcb, &wr, &w), 0);
+	CHECK(wait_wrec(&wr, &wr.n_connected, 1));
+	CHECK_EQ(put_s(j, "/f/new", "1"), 0);
+	CHECK(wait_wrec(&wr, &wr.n_events, 1));
+	kv_watch_cancel(a, w);
+	s = stats(a);
+	fprintf(stderr, "watch through the HTTP/1.1 proxy: %llu JSON stream(s), %llu fallback(s)\n",
+		(unsigned long long)s.json_watch_streams, (unsigned long long)s.grpc_fallbacks);
+	CHECK_EQ(s.json_watch_streams, 1);
+	CHECK_EQ(s.grpc_watch_streams, 0);
+	CHECK_EQ(s.grpc_fallbacks, 1);
+	CHECK_EQ(wr.n_disconnected, 0); /* the switch is invisible to the consumer */
 	kv_destroy(a);
 
 	/* gRPC only: the failure is reported, not hidden. */

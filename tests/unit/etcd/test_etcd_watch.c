@@ -1,6 +1,9 @@
 /* test_etcd_watch.c: etcd watches against a real etcd: ordered delivery, replay from a past
- * revision, resume across an etcd restart without loss, compaction, progress, the stall guard
- * with a SIGSTOPped etcd, and prompt cancellation. */
+ * revision, large messages, resume across an etcd restart without loss, compaction, progress,
+ * the stall guard with a SIGSTOPped etcd, and prompt cancellation.
+ *
+ * The transport comes from ETCDFS_ETCD_TRANSPORT like in etcdfs: meson runs this file once
+ * with the default (watches over gRPC) and once with "json"; main() checks which one served. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -123,6 +126,8 @@ static struct kv *client(const char *endpoints, long cmd_ms)
 	struct etcd_config cfg;
 	struct kv *kv = NULL;
 	etcd_config_init(&cfg);
+	if (etcd_config_from_env(&cfg) < 0)
+		return NULL;
 	etcd_config_set_endpoints(&cfg, endpoints);
 	cfg.dial_timeout_ms = 1000;
 	if (cmd_ms)
@@ -223,6 +228,58 @@ static void test_basic(struct kv *kv)
 	pthread_mutex_unlock(&r.lock);
 	kv_watch_cancel(kv, w);
 	rec_destroy(&r);
+}
+
+/* Big messages: 100 puts of 8 KiB in one txn (one ~800 KiB response, one revision) and a
+ * 1 MiB value with binary bytes; decoded across many reads. */
+static void test_bulk(struct kv *kv)
+{
+	struct rec r;
+	struct kv_watch *w;
+	rec_init(&r);
+	CHECK_EQ(start_watch(kv, "/bulk/", 0, &r, &w), 0);
+	CHECK(wait_for(&r, KV_WATCH_CONNECTED, 1, 5000));
+	static char keys[100][16];
+	static char vals[100][8192];
+	struct kv_op ops[100];
+	for (int i = 0; i < 100; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "/bulk/%03d", i);
+		memset(vals[i], 'a' + i % 26, sizeof(vals[i]));
+		snprintf(vals[i], 16, "%d", i); /* the recorder keeps the first 63 bytes */
+		ops[i] = (struct kv_op){.type = KV_OP_PUT,
+					.key = keys[i],
+					.key_len = strlen(keys[i]),
+					.value = vals[i],
+					.value_len = sizeof(vals[i])};
+	}
+	struct kv_txn txn = {.success = ops, .n_success = 100};
+	struct kv_txn_result tr;
+	CHECK_EQ(kv_txn(kv, &txn, &tr), 0);
+	kv_txn_result_free(&tr);
+	size_t big_len = 1 << 20;
+	char *big = malloc(big_len);
+	for (size_t i = 0; i < big_len; i++)
+		big[i] = (char)(i * 131);
+	memcpy(big, "big", 4); /* "big\0" then binary */
+	CHECK_EQ(kv_put(kv, "/bulk/zz", 8, big, big_len, NULL), 0);
+	free(big);
+	CHECK(wait_for(&r, -1, 101, 10000));
+	pthread_mutex_lock(&r.lock);
+	CHECK_EQ(r.n_evs, 101);
+	bool ok = r.n_evs == 101;
+	for (int i = 0; ok && i < 100; i++) {
+		char v[16];
+		snprintf(v, sizeof(v), "%d", i);
+		if (strcmp(r.evs[i].value, v) || r.evs[i].batch != r.evs[0].batch)
+			ok = false;
+	}
+	CHECK(ok);
+	CHECK(r.n_evs == 101 && strcmp(r.evs[100].value, "big") == 0);
+	CHECK(!r.split_revision);
+	pthread_mutex_unlock(&r.lock);
+	kv_watch_cancel(kv, w);
+	rec_destroy(&r);
+	CHECK_EQ(kv_delete_range(kv, "/bulk/", 6, "/bulk0", 6, NULL, NULL), 0);
 }
 
 static void test_restart(struct kv *kv)
@@ -423,11 +480,30 @@ int main(void)
 	CHECK(kv != NULL);
 	if (kv) {
 		test_basic(kv);
+		test_bulk(kv);
 		test_compacted(kv);
 		test_cancel_while_down();
 		test_progress();
 		test_stall_guard(kv);
 		test_restart(kv);
+		/* Which transport served the watches of this client. */
+		struct etcd_config cfg;
+		etcd_config_init(&cfg);
+		etcd_config_from_env(&cfg);
+		struct etcd_client_stats s;
+		etcd_client_get_stats(kv, &s);
+		fprintf(stderr, "watch streams created: %llu over gRPC, %llu over JSON\n",
+			(unsigned long long)s.grpc_watch_streams,
+			(unsigned long long)s.json_watch_streams);
+		if (cfg.transport == ETCD_TRANSPORT_JSON) {
+			CHECK(s.json_watch_streams >= 5);
+			CHECK_EQ(s.grpc_watch_streams, 0);
+		} else {
+			CHECK(s.grpc_watch_streams >= 5);
+			CHECK_EQ(s.json_watch_streams, 0);
+			CHECK_EQ(s.grpc_fallbacks, 0);
+		}
+		etcd_config_free(&cfg);
 		kv_destroy(kv);
 	}
 	etcd_harness_destroy(&H);
