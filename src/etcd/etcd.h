@@ -1,5 +1,6 @@
-/* etcd.h: the etcd v3 backend of kv.h, over etcd's JSON gRPC-gateway (libcurl + jansson)
- * and, for bulk ranges, etcd's native gRPC API over HTTP/2 (libcurl + protobuf-c).
+/* etcd.h: the etcd v3 backend of kv.h, over etcd's native gRPC API (HTTP/2 with libcurl,
+ * our own rpc.proto with protobuf-c) for ranges and watches, and etcd's JSON gRPC-gateway
+ * (libcurl + jansson) for everything else and as a fallback.
  *
  * Works with etcd 3.4 and later (paths /v3/...). Configuration mirrors etcdctl's flags and
  * ETCDCTL_* environment variables so that a command line copied from etcdctl works.
@@ -21,14 +22,16 @@
  *    or KEY ascending/descending); other sort orders are sent as one request. Over the JSON
  *    gateway pages hold up to 1000 keys (fewer when pages are large); over gRPC the first page
  *    holds 1000 keys and later ones are sized to about 16 MiB (16 .. 10000 keys).
- *  - transport (ETCD_TRANSPORT_AUTO, the default): ranges, single keys included, go through
- *    gRPC (POST /etcdserverpb.KV/Range over HTTP/2: h2c with prior knowledge for http://,
- *    ALPN h2 for https://); everything else (txns, compaction, status, auth, watches) through
- *    the JSON gateway. Should gRPC fail for a reason other than
- *    an unreachable endpoint (no HTTP/2, not a gRPC reply, broken framing), that request is
- *    sent again through JSON, the first such fallback is logged at info level, and gRPC is not
- *    tried again for 30 s. Errors the server reports over gRPC (compacted, permission denied,
- *    ...) are final and map to the same errnos as over JSON.
+ *  - transport (ETCD_TRANSPORT_AUTO, the default): ranges (single keys included) and watches
+ *    go through etcd's native gRPC API over HTTP/2 (h2c with prior knowledge for http://,
+ *    ALPN h2 for https://): POST /etcdserverpb.KV/Range and the /etcdserverpb.Watch/Watch
+ *    stream. Txns, compaction, status and authentication go through the JSON gateway. Should
+ *    gRPC fail for a reason other than an unreachable endpoint (no HTTP/2, not a gRPC reply,
+ *    broken framing), that range or watch stream is redone through JSON at once, the first
+ *    such fallback is logged at info level, and gRPC is not tried again for 30 s. Errors the
+ *    server reports over gRPC (compacted, permission denied, ...) are final and map to the
+ *    same errnos as over JSON. ETCD_TRANSPORT_JSON uses the gateway only;
+ *    ETCD_TRANSPORT_GRPC never falls back (a non-gRPC endpoint then fails with -EIO).
  *  - HTTP/2 connections are kept alive and reused like the JSON ones. libcurl 7.88 (Debian
  *    12) fails a request that asks for h2c prior knowledge on a reused connection; the client
  *    asks for it only when it opens a connection and rides cached ones without it.
