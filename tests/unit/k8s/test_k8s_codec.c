@@ -284,7 +284,8 @@ static void test_validation(void)
 	/* kind change */
 	t = replace(cm_yaml, "kind: ConfigMap", "kind: Secret");
 	b = enc(cm, n, t, "app-config", "default", 0, &n2, &rc, &err);
-	CHECK(rc == -EINVAL && err && strstr(err, "kind"), "kind change refused: %s", err);
+	CHECK(rc == -EINVAL && err && strstr(err, "kind"), "kind change refused: %s",
+	      err ? err : "(null)");
 	free(t);
 	free(b);
 	free(err);
@@ -299,12 +300,14 @@ static void test_validation(void)
 	err = NULL;
 	/* name and namespace must match the key */
 	b = enc(cm, n, cm_yaml, "other", "default", 0, &n2, &rc, &err);
-	CHECK(rc == -EINVAL && err && strstr(err, "metadata.name"), "name mismatch: %s", err);
+	CHECK(rc == -EINVAL && err && strstr(err, "metadata.name"), "name mismatch: %s",
+	      err ? err : "(null)");
 	free(b);
 	free(err);
 	err = NULL;
 	b = enc(cm, n, cm_yaml, "app-config", "kube-system", 0, &n2, &rc, &err);
-	CHECK(rc == -EINVAL && err && strstr(err, "metadata.namespace"), "ns mismatch: %s", err);
+	CHECK(rc == -EINVAL && err && strstr(err, "metadata.namespace"), "ns mismatch: %s",
+	      err ? err : "(null)");
 	free(b);
 	free(err);
 	err = NULL;
@@ -312,7 +315,7 @@ static void test_validation(void)
 	t = replace(cm_yaml, "\ndata:", "\ndataa:");
 	b = enc(cm, n, t, NULL, NULL, 0, &n2, &rc, &err);
 	CHECK(rc == -EINVAL && err && strstr(err, "\"dataa\"") && strstr(err, "line"),
-	      "unknown field: %s", err);
+	      "unknown field: %s", err ? err : "(null)");
 	free(t);
 	free(b);
 	free(err);
@@ -321,7 +324,7 @@ static void test_validation(void)
 	t = replace(cm_yaml, "a10: x", "a10: 5");
 	b = enc(cm, n, t, NULL, NULL, 0, &n2, &rc, &err);
 	CHECK(rc == -EINVAL && err && strstr(err, "data.a10") && strstr(err, "line 4"),
-	      "wrong type: %s", err);
+	      "wrong type: %s", err ? err : "(null)");
 	free(t);
 	free(b);
 	free(err);
@@ -329,7 +332,8 @@ static void test_validation(void)
 	/* invalid YAML names the line */
 	b = enc(cm, n, "apiVersion: v1\nkind: ConfigMap\nmetadata: [x\n", NULL, NULL, 0, &n2, &rc,
 		&err);
-	CHECK(rc == -EINVAL && err && strstr(err, "line"), "invalid yaml: %s", err);
+	CHECK(rc == -EINVAL && err && strstr(err, "line"), "invalid yaml: %s",
+	      err ? err : "(null)");
 	free(b);
 	free(err);
 	err = NULL;
@@ -348,7 +352,8 @@ static void test_validation(void)
 	free(err);
 	err = NULL;
 	b = enc(cm, n, y42, "app-config", "default", 43, &n2, &rc, &err);
-	CHECK(rc == -EINVAL && err && strstr(err, "resourceVersion"), "stale rv refused: %s", err);
+	CHECK(rc == -EINVAL && err && strstr(err, "resourceVersion"), "stale rv refused: %s",
+	      err ? err : "(null)");
 	free(b);
 	free(err);
 	err = NULL;
@@ -360,7 +365,7 @@ static void test_validation(void)
 	if (rc == 0) {
 		char *y = dec(b, n2, K8S_FMT_YAML, 0);
 		CHECK(y && strstr(y, "  name: app-config\n  namespace: default\n"), "filled: %s",
-		      y);
+		      y ? y : "(null)");
 		free(y);
 	}
 	free(t);
@@ -371,7 +376,7 @@ static void test_validation(void)
 	b = enc(cm, n, "apiVersion: v1\ndata:\n  x: a\n  x: b\nkind: ConfigMap\n", NULL, NULL, 0,
 		&n2, &rc, &err);
 	CHECK(rc == -EINVAL && err && strstr(err, "duplicate key") && strstr(err, "line 4"),
-	      "duplicate key: %s", err);
+	      "duplicate key: %s", err ? err : "(null)");
 	free(b);
 	free(err);
 	err = NULL;
@@ -546,7 +551,8 @@ static void test_yaml_style(void)
 	/* YAML 1.1 input resolution: unquoted yes is a boolean, not a string */
 	b = enc(NULL, 0, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: q}\ndata: {a: yes}\n",
 		NULL, NULL, 0, &n, &rc, &err);
-	CHECK(rc == -EINVAL && err && strstr(err, "data.a"), "yes is a bool: %s", err);
+	CHECK(rc == -EINVAL && err && strstr(err, "data.a"), "yes is a bool: %s",
+	      err ? err : "(null)");
 	free(b);
 	free(err);
 	err = NULL;
@@ -560,7 +566,7 @@ static void test_yaml_style(void)
 	y = b ? dec(b, n, K8S_FMT_YAML, 0) : NULL;
 	CHECK(y && strstr(y, "  activeDeadlineSeconds: 9007199254740993\n") &&
 		      strstr(y, "  terminationGracePeriodSeconds: 16\n"),
-	      "int64 exact, hex int: %s", y);
+	      "int64 exact, hex int: %s", y ? y : "(null)");
 	free(y);
 	free(b);
 	free(err);
