@@ -1,10 +1,11 @@
 #!/bin/bash
 # tests/run.sh: the whole test suite, exactly as CI runs it.
 #
-#  1. build (gcc, -Werror): unit tests (meson test);
-#  2. build-asan (gcc, -Werror, ASan+UBSan): unit tests, then the integration
-#     tests (pytest: real etcd servers, real FUSE mounts, real tools);
-#  3. valgrind memcheck over the unit suites that run no servers;
+#  1. build (gcc, -Werror): compiles everything;
+#  2. build-asan (gcc, -Werror, ASan+UBSan): unit tests (meson test), then
+#     the integration tests (pytest: real etcd servers, real FUSE mounts,
+#     real tools), over etcd and over the embedded store;
+#  3. valgrind memcheck over the plain build's unit tests that run no servers;
 #  4. build-fuzz (clang): every libFuzzer target for FUZZ_SECONDS (60).
 # Ends with "N passed, N failed"; exits non-zero on any failure.
 # Needs root (FUSE, mount) and the Debian packages .ci/run installs.
@@ -39,9 +40,7 @@ unit() { # build dir, label, extra meson test args...
 }
 
 stamp "build (gcc -Werror)"
-if setup build -Dwerror=true && ninja -C build; then
-	unit build plain
-else
+if ! { setup build -Dwerror=true && ninja -C build; }; then
 	echo "BUILD FAILED: build"
 	echo "build" >>"$results/build-failures"
 	status=1
