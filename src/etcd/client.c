@@ -12,8 +12,10 @@
 
 #include "log.h"
 
-#define RESP_MAX ((size_t)256 << 20) /* refuse replies above this: a runaway, not data */
-#define PAGE_MAX 1000		     /* keys per range page */
+/* Replies above c->max_reply (default ETCD_DEFAULT_MAX_REPLY_BYTES) are refused: a runaway,
+ * not data. Ranges then ask for fewer keys. */
+#define RESP_MAX(c) __atomic_load_n(&(c)->max_reply, __ATOMIC_RELAXED)
+#define PAGE_MAX 1000 /* keys per range page */
 #define PAGE_MIN 16
 #define PAGE_BIG_BYTES ((size_t)8 << 20)   /* halve the page size above this reply size */
 #define GRPC_PAGE_MAX 10000		   /* keys per gRPC range page */
@@ -125,7 +127,7 @@ static void count(uint64_t *counter)
 
 struct buf {
 	char *p;
-	size_t len, cap;
+	size_t len, cap, max;
 	bool overflow;
 };
 
@@ -133,7 +135,7 @@ static size_t buf_write(char *ptr, size_t size, size_t nmemb, void *ud)
 {
 	struct buf *b = ud;
 	size_t n = size * nmemb;
-	if (b->len + n > RESP_MAX) {
+	if (b->len + n > b->max) {
 		b->overflow = true;
 		return 0;
 	}
@@ -237,6 +239,7 @@ static int exchange(struct etcd_client *c, size_t idx, const char *path, const c
 		x->unsent = true;
 		goto out;
 	}
+	x->resp.max = RESP_MAX(c);
 	curl_easy_reset(h);
 	etcd_setup_handle(c, h, timeout_ms);
 	curl_easy_setopt(h, CURLOPT_URL, url);
@@ -257,7 +260,7 @@ static int exchange(struct etcd_client *c, size_t idx, const char *path, const c
 	} else if (x->resp.overflow) {
 		/* Not the endpoint's fault: the caller may ask for less (range paging). */
 		log_debug("etcd %s: reply to %s larger than %zu bytes", c->urls[idx], path,
-			  RESP_MAX);
+			  RESP_MAX(c));
 		ret = -EMSGSIZE;
 	} else {
 		char cause[CURL_ERROR_SIZE + 64];
@@ -301,7 +304,7 @@ struct req_opts {
 
 /* Sends req to the endpoints in turn (starting with the one that last answered) until one
  * answers. On success *out is the decoded reply and *resp_bytes its size. -EMSGSIZE (not
- * logged) when a reply exceeds RESP_MAX. */
+ * logged) when a reply exceeds c->max_reply. */
 static int request(struct etcd_client *c, const char *path, const json_t *req,
 		   const struct req_opts *o, json_t **out, size_t *resp_bytes)
 {
@@ -389,7 +392,7 @@ again:;
 		log_err("etcd: %s failed: %s", path, strerror(-ret));
 out:
 	if (ret == -EMSGSIZE && !o->may_shrink) {
-		log_err("etcd: reply to %s larger than %zu bytes", path, RESP_MAX);
+		log_err("etcd: reply to %s larger than %zu bytes", path, RESP_MAX(c));
 		ret = -EIO;
 	}
 	if (token) {
@@ -651,7 +654,7 @@ static int range_grpc(struct etcd_client *c, const struct kv_range_req *req, con
 		etcd_grpc_range_req(req, key, key_len, end, end_len, rev, limit, &body, &body_len);
 	if (ret < 0)
 		return ret;
-	ret = grpc_request(c, ETCD_GRPC_RANGE_PATH, body, body_len, RESP_MAX, NULL, &r, &msg,
+	ret = grpc_request(c, ETCD_GRPC_RANGE_PATH, body, body_len, RESP_MAX(c), NULL, &r, &msg,
 			   &msg_len);
 	free(body);
 	if (ret < 0)
@@ -684,7 +687,7 @@ bool etcd_use_grpc(struct etcd_client *c)
 }
 
 /* One range round trip by gRPC or JSON (falling back to JSON in AUTO). *grpc tells which
- * served it. -EMSGSIZE when the reply would exceed RESP_MAX (not logged). */
+ * served it. -EMSGSIZE when the reply would exceed c->max_reply (not logged). */
 static int range_once(struct etcd_client *c, const struct kv_range_req *req, const void *key,
 		      size_t key_len, const void *end, size_t end_len, int64_t rev, int64_t limit,
 		      struct kv_range_result *res, size_t *resp_bytes, bool *grpc)
@@ -705,19 +708,23 @@ static int range_once(struct etcd_client *c, const struct kv_range_req *req, con
 }
 
 /* Keys for the next page: JSON keeps its proven sizes; gRPC aims at GRPC_PAGE_BYTES from the
- * bytes per key of the page just read. */
-static int64_t next_limit(int64_t limit, bool grpc, size_t resp_bytes, size_t n_keys)
+ * bytes per key of the page just read. Both stay well under the reply limit max_reply, so that
+ * a limit lowered below the usual page sizes does not make pages overshoot again and again. */
+static int64_t next_limit(int64_t limit, bool grpc, size_t resp_bytes, size_t n_keys,
+			  size_t max_reply)
 {
 	if (grpc) {
+		size_t budget = GRPC_PAGE_BYTES < max_reply / 2 ? GRPC_PAGE_BYTES : max_reply / 2;
 		size_t per_key = n_keys ? resp_bytes / n_keys : resp_bytes;
-		size_t n = GRPC_PAGE_BYTES / (per_key ? per_key : 1);
+		size_t n = budget / (per_key ? per_key : 1);
 		return n < PAGE_MIN ? PAGE_MIN : n > GRPC_PAGE_MAX ? GRPC_PAGE_MAX : (int64_t)n;
 	}
+	size_t big = PAGE_BIG_BYTES < max_reply / 2 ? PAGE_BIG_BYTES : max_reply / 2;
 	if (limit > PAGE_MAX)
 		limit = PAGE_MAX;
-	if (resp_bytes > PAGE_BIG_BYTES && limit > PAGE_MIN)
+	if (resp_bytes > big && limit > PAGE_MIN)
 		return limit / 2;
-	if (resp_bytes < PAGE_BIG_BYTES / 8 && limit < PAGE_MAX)
+	if (resp_bytes < big / 8 && limit < PAGE_MAX)
 		return limit * 2 > PAGE_MAX ? PAGE_MAX : limit * 2;
 	return limit;
 }
@@ -737,7 +744,7 @@ static int client_range(struct kv *kv, const struct kv_range_req *req, struct kv
 				 req->revision, req->limit, res, NULL, &grpc);
 		if (ret == -EMSGSIZE) {
 			log_err("etcd: range reply larger than %zu bytes; ask for fewer keys",
-				RESP_MAX);
+				RESP_MAX(c));
 			ret = -EIO;
 		}
 		goto out;
@@ -767,7 +774,7 @@ static int client_range(struct kv *kv, const struct kv_range_req *req, struct kv
 			continue;
 		}
 		if (ret == -EMSGSIZE) {
-			log_err("etcd: %d keys of a range exceed %zu bytes", PAGE_MIN, RESP_MAX);
+			log_err("etcd: %d keys of a range exceed %zu bytes", PAGE_MIN, RESP_MAX(c));
 			ret = -EIO;
 		}
 		if (ret < 0)
@@ -798,7 +805,7 @@ static int client_range(struct kv *kv, const struct kv_range_req *req, struct kv
 		n[last->key_len] = 0; /* ascending: the smallest key after last */
 		*dst = n;
 		*dst_len = last->key_len + (descend ? 0 : 1);
-		limit = next_limit(limit, grpc, resp_bytes, res->n_kvs - before);
+		limit = next_limit(limit, grpc, resp_bytes, res->n_kvs - before, RESP_MAX(c));
 	}
 	res->count = count;
 	res->revision = revision;
@@ -1021,6 +1028,7 @@ int etcd_client_new(const struct etcd_config *cfg, struct kv **out)
 	c->max_txn_ops = cfg->max_txn_ops ? cfg->max_txn_ops : ETCD_DEFAULT_MAX_TXN_OPS;
 	c->watch_stall_ms = ETCD_DEFAULT_WATCH_STALL_MS;
 	c->transport = (int)cfg->transport;
+	c->max_reply = ETCD_DEFAULT_MAX_REPLY_BYTES;
 	if (dup_opt(&c->cacert, cfg->cacert) < 0 || dup_opt(&c->cert, cfg->cert) < 0 ||
 	    dup_opt(&c->key, cfg->key) < 0) {
 		ret = -ENOMEM;
@@ -1074,6 +1082,12 @@ void etcd_client_set_transport(struct kv *kv, enum etcd_transport t)
 	__atomic_store_n(&c->transport, (int)t, __ATOMIC_RELAXED);
 	/* An explicit choice starts with a clean slate. */
 	__atomic_store_n(&c->grpc_off_until_ms, 0, __ATOMIC_RELAXED);
+}
+
+void etcd_client_set_max_reply_bytes(struct kv *kv, size_t bytes)
+{
+	__atomic_store_n(&to_client(kv)->max_reply, bytes ? bytes : ETCD_DEFAULT_MAX_REPLY_BYTES,
+			 __ATOMIC_RELAXED);
 }
 
 void etcd_client_get_stats(struct kv *kv, struct etcd_client_stats *out)

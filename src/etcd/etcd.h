@@ -73,6 +73,7 @@ struct etcd_config {
 #define ETCD_DEFAULT_MAX_REQUEST_BYTES ((size_t)(1.5 * 1024 * 1024))
 #define ETCD_DEFAULT_MAX_TXN_OPS ((size_t)128)
 #define ETCD_DEFAULT_WATCH_STALL_MS 30000L
+#define ETCD_DEFAULT_MAX_REPLY_BYTES ((size_t)256 << 20)
 
 /* Fills defaults; endpoints = ETCD_DEFAULT_ENDPOINT. Aborts only if out of memory. */
 void etcd_config_init(struct etcd_config *cfg);
@@ -101,6 +102,11 @@ int etcd_client_new(const struct etcd_config *cfg, struct kv **out);
 
 /* Changes the transport of requests started afterwards. */
 void etcd_client_set_transport(struct kv *kv, enum etcd_transport t);
+
+/* Largest reply accepted (0 = ETCD_DEFAULT_MAX_REPLY_BYTES). A paged range whose page
+ * exceeds it asks again for a quarter of the keys (down to 16); other requests fail with -EIO
+ * (logged). Applies to requests started afterwards; tests lower it. */
+void etcd_client_set_max_reply_bytes(struct kv *kv, size_t bytes);
 
 /* Counters since etcd_client_new(), for tests and benchmarks (read without stopping
  * traffic: each field is exact, the set is not a snapshot). */

@@ -578,7 +578,7 @@ int etcd_grpc_exchange(struct etcd_client *c, size_t idx, const char *path, cons
 		       struct etcd_grpc_reply *r)
 {
 	char url[1024];
-	size_t max = r->max ? r->max : ETCD_GRPC_REPLY_MAX;
+	size_t max = r->max ? r->max : ETCD_DEFAULT_MAX_REPLY_BYTES;
 	memset(r, 0, sizeof(*r));
 	r->max = max;
 	r->grpc_status = -1;

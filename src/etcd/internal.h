@@ -31,6 +31,7 @@ struct etcd_client {
 	size_t max_request_bytes;
 	size_t max_txn_ops;
 	long watch_stall_ms; /* atomic access */
+	size_t max_reply;    /* atomic access: largest reply accepted */
 	unsigned preferred;  /* atomic access: index of the endpoint that last answered */
 
 	pthread_mutex_t pool_lock;
@@ -88,10 +89,9 @@ int etcd_curl_errno(CURL *h, CURLcode rc, const char *errbuf, bool *unsent);
 void etcd_describe_curl_error(CURL *h, CURLcode rc, const char *errbuf, char *buf, size_t size);
 
 /* One gRPC exchange (grpc.c). */
-#define ETCD_GRPC_REPLY_MAX ((size_t)256 << 20) /* refuse replies above this: a runaway */
 
 struct etcd_grpc_reply {
-	size_t max;	    /* in: largest reply accepted (0 = ETCD_GRPC_REPLY_MAX) */
+	size_t max;	    /* in: largest reply accepted (0 = ETCD_DEFAULT_MAX_REPLY_BYTES) */
 	long http_status;   /* 0 when no reply arrived */
 	int grpc_status;    /* -1 when absent */
 	char grpc_msg[256]; /* decoded grpc-message */

@@ -271,6 +271,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	setvbuf(stdout, NULL, _IOLBF, 0); /* figures appear as they are measured */
 	log_set_level(LOG_WARNING);
 	struct utsname u;
 	uname(&u);

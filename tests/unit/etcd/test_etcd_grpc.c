@@ -718,6 +718,57 @@ static void test_pinned_paging(struct etcd_harness *h)
 	kv_destroy(g);
 }
 
+/* ---- a reply limit: pages shrink until they fit, over both transports ---- */
+
+static void test_reply_limit(struct etcd_harness *h)
+{
+	struct copts og = {.endpoints = h->endpoint, .transport = ETCD_TRANSPORT_GRPC};
+	struct copts oj = {.endpoints = h->endpoint, .transport = ETCD_TRANSPORT_JSON};
+	struct kv *g = client(&og), *j = client(&oj);
+	/* 600 keys x 2 KiB: a first page of 1000 keys would be ~1.2 MiB (gRPC) and ~1.6 MiB
+	 * (JSON, base64), both above a 256 KiB limit. */
+	static char keys[600][16];
+	static char val[2048];
+	static struct kv_op ops[600];
+	memset(val, 'q', sizeof(val));
+	for (int i = 0; i < 600; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "/lim/%03d", i);
+		ops[i] = (struct kv_op){.type = KV_OP_PUT,
+					.key = keys[i],
+					.key_len = strlen(keys[i]),
+					.value = val,
+					.value_len = sizeof(val)};
+	}
+	CHECK_EQ(put_many(j, ops, 600), 0);
+	etcd_client_set_max_reply_bytes(g, 256 << 10);
+	etcd_client_set_max_reply_bytes(j, 256 << 10);
+	char end[16];
+	struct kv_range_req req = prefix_req("/lim/", end);
+	struct etcd_client_stats g0 = stats(g), j0 = stats(j);
+	CHECK_EQ(compare_range(g, j, &req, "pages shrunk to fit 256 KiB"), 600);
+	struct etcd_client_stats g1 = stats(g), j1 = stats(j);
+	fprintf(stderr, "256 KiB reply limit: 600 x 2 KiB keys in %llu gRPC / %llu JSON pages\n",
+		(unsigned long long)(g1.grpc_ranges - g0.grpc_ranges),
+		(unsigned long long)(j1.json_ranges - j0.json_ranges));
+	CHECK(g1.grpc_ranges - g0.grpc_ranges >= 5);
+	CHECK(j1.json_ranges - j0.json_ranges >= 6);
+	/* An explicit limit is not paged: a reply above the limit is an error. */
+	req.limit = 500;
+	CHECK_EQ(compare_range(g, j, &req, "explicit limit over the reply limit"), -EIO);
+	/* One value larger than the limit cannot be served at all. */
+	char *big = calloc(1, 300 << 10);
+	CHECK_EQ(kv_put(j, "/lim/zbig", 9, big, 300 << 10, NULL), 0);
+	free(big);
+	req.limit = 0;
+	CHECK_EQ(compare_range(g, j, &req, "a value above the reply limit"), -EIO);
+	etcd_client_set_max_reply_bytes(g, 0);
+	etcd_client_set_max_reply_bytes(j, 0);
+	CHECK_EQ(compare_range(g, j, &req, "default limit again"), 601);
+	CHECK_EQ(kv_delete_range(j, "/lim/", 5, "/lim0", 5, NULL, NULL), 0);
+	kv_destroy(g);
+	kv_destroy(j);
+}
+
 /* ---- an endpoint that does not speak HTTP/2: AUTO falls back to JSON ---- */
 
 /* A TCP proxy in front of etcd that refuses HTTP/2 like an HTTP/1.1-only reverse proxy
@@ -1196,6 +1247,7 @@ int main(void)
 	}
 	test_equivalence(&h);
 	test_pinned_paging(&h);
+	test_reply_limit(&h);
 	test_fallback(&h);
 	test_failover_timeout(&h);
 	etcd_harness_destroy(&h);
