@@ -10,8 +10,15 @@
  *   POST /v3/watch     (streamed: chunked, newline-delimited {"result": WatchResponse})
  *   GET  /health  /version
  *
- * (/v3beta/ and /v3alpha/ are accepted as aliases of /v3/.) docs/store.md lists the fields
- * and what is not supported. There is no TLS and no authentication: listen on loopback.
+ * (/v3beta/ and /v3alpha/ are accepted as aliases of /v3/.) Everything else answers 404
+ * {"error":"Not Found","code":5}. Not supported, with a clear error (gRPC code 12, HTTP 501):
+ * put's ignore_value, nested txns, and a range at a revision inside a txn. Range options kv.h
+ * lacks (min/max mod/create revision filters; limit, sort and count_only inside a txn) are
+ * applied by the gateway as etcd applies them. Watch: create/cancel/progress requests, the
+ * NOPUT/NODELETE filters; prev_kv is accepted but events carry no previous value (kv.h has
+ * none). There is no lease API, no TLS and no authentication: listen on loopback.
+ * etcd's gRPC API (HTTP/2) is not served: an HTTP/2 preface gets an HTTP/1.1 error, on which
+ * src/etcd/ falls back to JSON.
  *
  * Threads: one accept thread, one thread per connection (at most 256). Request bodies above
  * 4 MiB are refused with etcd's "request is too large" error. A watch stream asking for

@@ -597,6 +597,15 @@ static void rec_cb(void *arg, const struct kv_watch_batch *b)
 	pthread_mutex_unlock(&r->lock);
 }
 
+/* Reads one recorder field under its lock (callbacks keep running on the watch thread). */
+static int64_t rec_get(struct rec *r, const int64_t *field)
+{
+	pthread_mutex_lock(&r->lock);
+	int64_t v = *field;
+	pthread_mutex_unlock(&r->lock);
+	return v;
+}
+
 /* Waits until n events (state < 0) or n batches of a state arrived. */
 static bool rec_wait(struct rec *r, int state, int n, long ms)
 {
@@ -647,7 +656,7 @@ static void test_watch(void)
 	CHECK(rec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	int64_t r1, r2, r3, rd, st;
 	CHECK_EQ(kv_status(E.cl, &st), 0);
-	CHECK_EQ(r.last_rev[KV_WATCH_CONNECTED], st);
+	CHECK_EQ(rec_get(&r, &r.last_rev[KV_WATCH_CONNECTED]), st);
 	CHECK_EQ(put_s(E.cl, "/w/a", "1", &r1), 0);
 	CHECK_EQ(put_s(E.cl, "/other", "x", NULL), 0); /* outside the range */
 	CHECK_EQ(put_s(E.cl, "/w/b", "2", &r2), 0);
@@ -660,7 +669,9 @@ static void test_watch(void)
 	check_ev(&r, 3, KV_EVENT_DELETE, "/w/b", NULL, rd);
 	/* heartbeats: with nothing happening, progress arrives every ~300 ms at the last
 	 * revision, and the client's stall guard (1.5 s) never fires */
+	pthread_mutex_lock(&r.lock);
 	int before = r.n_state[KV_WATCH_PROGRESS];
+	pthread_mutex_unlock(&r.lock);
 	usleep(2500 * 1000);
 	pthread_mutex_lock(&r.lock);
 	int progress = r.n_state[KV_WATCH_PROGRESS] - before;
@@ -680,7 +691,7 @@ static void test_watch(void)
 	req.start_revision = r2;
 	CHECK_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
 	CHECK(rec_wait(&r, -1, 3, 5000));
-	CHECK_EQ(r.last_rev[KV_WATCH_CONNECTED], r2 - 1);
+	CHECK_EQ(rec_get(&r, &r.last_rev[KV_WATCH_CONNECTED]), r2 - 1);
 	check_ev(&r, 0, KV_EVENT_PUT, "/w/b", "2", r2);
 	check_ev(&r, 1, KV_EVENT_PUT, "/w/a", "3", r3);
 	check_ev(&r, 2, KV_EVENT_DELETE, "/w/b", NULL, rd);
@@ -692,8 +703,10 @@ static void test_watch(void)
 	req.start_revision = r1;
 	CHECK_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
 	CHECK(rec_wait(&r, KV_WATCH_COMPACTED, 1, 5000));
-	CHECK_EQ(r.compact_rev, r3);
+	CHECK_EQ(rec_get(&r, &r.compact_rev), r3);
+	pthread_mutex_lock(&r.lock);
 	CHECK_EQ(r.n_evs, 0);
+	pthread_mutex_unlock(&r.lock);
 	kv_watch_cancel(E.cl, w);
 }
 
