@@ -47,6 +47,7 @@ def test_tls_client_certs(tmp, pki, mount_factory):
     e = Etcd(tmp, tls=dict(cert=p("server.crt"), key=p("server.key"), ca=p("ca.crt"),
                            client_cert=p("client.crt"), client_key=p("client.key")))
     e.start()
+    m = None
     try:
         e.ctl("put", "/tls/k", "over tls")
         m = mount_factory(["--endpoints", e.endpoint, "--cacert", p("ca.crt"),
@@ -84,6 +85,8 @@ def test_tls_client_certs(tmp, pki, mount_factory):
                            capture_output=True, timeout=30)
         assert r.returncode != 0
     finally:
+        if m:
+            m.stop()  # before its etcd goes away
         e.stop()
 
 
