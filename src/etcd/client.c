@@ -665,8 +665,12 @@ static int range_grpc(struct etcd_client *c, const struct kv_range_req *req, con
 	ret = etcd_grpc_parse_range(msg, msg_len, req->keys_only, res);
 	etcd_grpc_reply_free(&r);
 	if (ret == -EINVAL) {
-		log_err("etcd: malformed gRPC range reply");
-		return -EIO;
+		/* Not what our rpc.proto describes (a server from the future?): the JSON
+		 * gateway may still serve it. */
+		etcd_grpc_failed(
+			c, c->urls[__atomic_load_n(&c->preferred, __ATOMIC_RELAXED) % c->n_urls],
+			"malformed RangeResponse");
+		return -EPROTONOSUPPORT;
 	}
 	return ret;
 }

@@ -57,6 +57,7 @@ struct kv_watch {
 	int auth_retries;
 	/* state of the current stream */
 	bool grpc;		   /* it speaks gRPC (else JSON lines) */
+	bool grpc_malformed;	   /* a gRPC message did not decode */
 	struct etcd_grpc_reply gr; /* gRPC: status and content type from headers/trailers */
 	char *line;		   /* JSON: partial lines; gRPC: partial frames */
 	size_t line_len, line_cap;
@@ -224,6 +225,7 @@ static bool process_frames(struct kv_watch *w)
 		off += used;
 		if (ret < 0) {
 			etcd_watch_msg_free(&m);
+			w->grpc_malformed = ret == -EINVAL;
 			fail(w, ret == -ENOMEM ? -ENOMEM : -EIO,
 			     ret == -ENOMEM ? "out of memory" : "malformed gRPC watch message");
 			return false;
@@ -293,6 +295,7 @@ static int run_stream(struct kv_watch *w)
 	w->status = 0;
 	memset(&w->err, 0, sizeof(w->err));
 	w->grpc = etcd_use_grpc(c);
+	w->grpc_malformed = false;
 	memset(&w->gr, 0, sizeof(w->gr));
 	w->gr.grpc_status = -1;
 
@@ -404,6 +407,16 @@ static int run_stream(struct kv_watch *w)
 	}
 	if (ret)
 		goto out;
+	if (w->grpc_malformed) {
+		/* Not what our rpc.proto describes (a server from the future?): resume through
+		 * JSON from the next undelivered revision; nothing is lost or repeated. */
+		etcd_grpc_failed(c, c->urls[w->ep], "malformed WatchResponse");
+		__atomic_add_fetch(&c->stats.grpc_fallbacks, 1, __ATOMIC_RELAXED);
+		if (__atomic_load_n(&c->transport, __ATOMIC_RELAXED) != ETCD_TRANSPORT_GRPC) {
+			ret = STREAM_RECONNECT;
+			goto out;
+		}
+	}
 	if (w->grpc && !w->failed) {
 		long version = 0;
 		curl_easy_getinfo(w->easy, CURLINFO_HTTP_VERSION, &version);

@@ -221,14 +221,14 @@ static int run_suite(struct etcd_harness *h, int n_keys, int runs)
 	char what[128];
 	snprintf(what, sizeof(what), "range %dk keys x 1 KiB values", n_keys / 1000);
 	row(what, fj, fg);
-	printf("%-44s JSON %llu pages; gRPC %llu pages over %llu connection(s)\n", "",
+	printf("%-44s JSON %llu pages; gRPC %llu pages, %llu new connection(s)\n", "",
 	       (unsigned long long)sj.json_ranges, (unsigned long long)sg.grpc_ranges,
 	       (unsigned long long)sg.grpc_connects);
 	fj = bench_range(j, "/b100/", false, n_keys, runs, &sj);
 	fg = bench_range(g, "/b100/", false, n_keys, runs, &sg);
 	snprintf(what, sizeof(what), "range %dk keys x 100 B values", n_keys / 1000);
 	row(what, fj, fg);
-	printf("%-44s JSON %llu pages; gRPC %llu pages over %llu connection(s)\n", "",
+	printf("%-44s JSON %llu pages; gRPC %llu pages, %llu new connection(s)\n", "",
 	       (unsigned long long)sj.json_ranges, (unsigned long long)sg.grpc_ranges,
 	       (unsigned long long)sg.grpc_connects);
 	fj = bench_range(j, "/b1k/", true, n_keys, runs, &sj);

@@ -240,7 +240,7 @@ static void *writer_main(void *arg)
 		char k[32];
 		snprintf(k, sizeof(k), "/p/zz%05d", w->n);
 		if (put_s(w->kv, k, "late", NULL) == 0)
-			w->n++;
+			__atomic_add_fetch(&w->n, 1, __ATOMIC_RELEASE);
 	}
 	return NULL;
 }
@@ -271,7 +271,9 @@ static void test_paging(struct kv *kv)
 	struct writer w = {.kv = kv};
 	pthread_t th;
 	pthread_create(&th, NULL, writer_main, &w);
-	usleep(100000);
+	/* Start paging once the writer is under way (a loaded machine may be slow to run it). */
+	for (int i = 0; i < 500 && __atomic_load_n(&w.n, __ATOMIC_ACQUIRE) < 3; i++)
+		usleep(10000);
 	struct kv_range_req req = {
 		.key = "/p/", .key_len = 3, .range_end = "/p0", .range_end_len = 3};
 	struct kv_range_result res;

@@ -655,7 +655,7 @@ static void *writer_main(void *arg)
 		/* Keys before and after the pages read so far, and overwrites. */
 		snprintf(k, sizeof(k), "/p/%05d%s", (w->n * 7919) % 12000, w->n % 2 ? "x" : "");
 		if (put_s(w->kv, k, "late") == 0)
-			w->n++;
+			__atomic_add_fetch(&w->n, 1, __ATOMIC_RELEASE);
 	}
 	return NULL;
 }
@@ -678,7 +678,9 @@ static void test_pinned_paging(struct etcd_harness *h)
 	struct writer w = {.kv = g};
 	pthread_t th;
 	pthread_create(&th, NULL, writer_main, &w);
-	usleep(50000);
+	/* Start paging once the writer is under way (a loaded machine may be slow to run it). */
+	for (int i = 0; i < 500 && __atomic_load_n(&w.n, __ATOMIC_ACQUIRE) < 3; i++)
+		usleep(10000);
 	char end[16];
 	struct kv_range_req req = prefix_req("/p/", end);
 	struct kv_range_result res;
