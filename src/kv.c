@@ -68,7 +68,7 @@ int kv_range(struct kv *kv, const struct kv_range_req *req, struct kv_range_resu
 
 int kv_get(struct kv *kv, const void *key, size_t key_len, struct kv_kv *out)
 {
-	struct kv_range_req req = { .key = key, .key_len = key_len };
+	struct kv_range_req req = {.key = key, .key_len = key_len};
 	struct kv_range_result res;
 	int ret = kv_range(kv, &req, &res);
 	if (ret < 0)
@@ -92,9 +92,12 @@ int kv_txn(struct kv *kv, const struct kv_txn *txn, struct kv_txn_result *res)
 int kv_put(struct kv *kv, const void *key, size_t key_len, const void *val, size_t val_len,
 	   int64_t *revision)
 {
-	struct kv_op op = { .type = KV_OP_PUT, .key = key, .key_len = key_len, .value = val,
-			    .value_len = val_len };
-	struct kv_txn txn = { .success = &op, .n_success = 1 };
+	struct kv_op op = {.type = KV_OP_PUT,
+			   .key = key,
+			   .key_len = key_len,
+			   .value = val,
+			   .value_len = val_len};
+	struct kv_txn txn = {.success = &op, .n_success = 1};
 	struct kv_txn_result res;
 	int ret = kv_txn(kv, &txn, &res);
 	if (ret == 0 && revision)
@@ -106,9 +109,12 @@ int kv_put(struct kv *kv, const void *key, size_t key_len, const void *val, size
 int kv_delete_range(struct kv *kv, const void *key, size_t key_len, const void *range_end,
 		    size_t range_end_len, int64_t *deleted, int64_t *revision)
 {
-	struct kv_op op = { .type = KV_OP_DELETE, .key = key, .key_len = key_len,
-			    .range_end = range_end, .range_end_len = range_end_len };
-	struct kv_txn txn = { .success = &op, .n_success = 1 };
+	struct kv_op op = {.type = KV_OP_DELETE,
+			   .key = key,
+			   .key_len = key_len,
+			   .range_end = range_end,
+			   .range_end_len = range_end_len};
+	struct kv_txn txn = {.success = &op, .n_success = 1};
 	struct kv_txn_result res;
 	int ret = kv_txn(kv, &txn, &res);
 	if (ret == 0) {

@@ -50,7 +50,13 @@ void kv_kv_free(struct kv_kv *kv); /* frees key and value, not kv itself */
 int kv_kv_copy(struct kv_kv *dst, const struct kv_kv *src);
 
 enum kv_sort_order { KV_SORT_NONE = 0, KV_SORT_ASCEND, KV_SORT_DESCEND };
-enum kv_sort_target { KV_SORT_KEY = 0, KV_SORT_VERSION, KV_SORT_CREATE, KV_SORT_MOD, KV_SORT_VALUE };
+enum kv_sort_target {
+	KV_SORT_KEY = 0,
+	KV_SORT_VERSION,
+	KV_SORT_CREATE,
+	KV_SORT_MOD,
+	KV_SORT_VALUE
+};
 
 struct kv_range_req {
 	const void *key;
@@ -58,7 +64,7 @@ struct kv_range_req {
 	const void *range_end;
 	size_t range_end_len;
 	int64_t revision; /* 0 = latest */
-	int64_t limit;    /* 0 = no limit; callers page large ranges */
+	int64_t limit;	  /* 0 = no limit; callers page large ranges */
 	bool keys_only;
 	bool count_only;
 	bool serializable; /* false = linearizable (quorum) read */
@@ -69,9 +75,9 @@ struct kv_range_req {
 struct kv_range_result {
 	struct kv_kv *kvs; /* array of n_kvs, owned */
 	size_t n_kvs;
-	bool more;        /* more keys in the range beyond limit */
-	int64_t count;    /* total keys in the range */
-	int64_t revision; /* store revision at which the range was served */
+	bool more;		  /* more keys in the range beyond limit */
+	int64_t count;		  /* total keys in the range */
+	int64_t revision;	  /* store revision at which the range was served */
 	int64_t compact_revision; /* set when the call failed with -ERANGE */
 };
 
@@ -87,7 +93,7 @@ struct kv_compare {
 	size_t key_len;
 	const void *range_end; /* optional: compare every key in range */
 	size_t range_end_len;
-	int64_t number;    /* for VERSION, CREATE, MOD, LEASE */
+	int64_t number;	   /* for VERSION, CREATE, MOD, LEASE */
 	const void *value; /* for VALUE */
 	size_t value_len;
 };
@@ -102,16 +108,16 @@ struct kv_op {
 	size_t range_end_len;
 	const void *value; /* PUT */
 	size_t value_len;
-	int64_t lease;     /* PUT */
+	int64_t lease;	   /* PUT */
 	bool ignore_lease; /* PUT: keep the key's current lease */
-	bool prev_kv;      /* PUT, DELETE: return the previous kv(s) */
-	bool keys_only;    /* RANGE */
+	bool prev_kv;	   /* PUT, DELETE: return the previous kv(s) */
+	bool keys_only;	   /* RANGE */
 };
 
 struct kv_op_result {
 	enum kv_op_type type;
 	struct kv_range_result range; /* RANGE: kvs; PUT/DELETE: prev kvs */
-	int64_t deleted;              /* DELETE: number of keys deleted */
+	int64_t deleted;	      /* DELETE: number of keys deleted */
 };
 
 struct kv_txn {
@@ -125,7 +131,7 @@ struct kv_txn {
 
 struct kv_txn_result {
 	bool succeeded;
-	int64_t revision; /* store revision after the txn */
+	int64_t revision;	      /* store revision after the txn */
 	struct kv_op_result *results; /* n_results, owned */
 	size_t n_results;
 };
@@ -142,22 +148,22 @@ struct kv_event {
 };
 
 enum kv_watch_state {
-	KV_WATCH_EVENTS = 0,  /* events[] holds changes, in revision order */
-	KV_WATCH_PROGRESS,    /* no events; everything up to revision was seen */
-	KV_WATCH_CONNECTED,   /* (re)established; events resume after revision */
-	KV_WATCH_DISCONNECTED,/* stream lost; backend retries with backoff */
-	KV_WATCH_COMPACTED,   /* start revision compacted: the watch has stopped,
-	                         the consumer must re-list and watch again */
-	KV_WATCH_CANCELED,    /* stopped for good (err says why) */
+	KV_WATCH_EVENTS = 0,   /* events[] holds changes, in revision order */
+	KV_WATCH_PROGRESS,     /* no events; everything up to revision was seen */
+	KV_WATCH_CONNECTED,    /* (re)established; events resume after revision */
+	KV_WATCH_DISCONNECTED, /* stream lost; backend retries with backoff */
+	KV_WATCH_COMPACTED,    /* start revision compacted: the watch has stopped,
+				  the consumer must re-list and watch again */
+	KV_WATCH_CANCELED,     /* stopped for good (err says why) */
 };
 
 struct kv_watch_batch {
 	enum kv_watch_state state;
 	const struct kv_event *events; /* valid only during the callback */
 	size_t n_events;
-	int64_t revision;         /* header revision of this message */
+	int64_t revision;	  /* header revision of this message */
 	int64_t compact_revision; /* COMPACTED */
-	int err;                  /* DISCONNECTED, CANCELED: negative errno */
+	int err;		  /* DISCONNECTED, CANCELED: negative errno */
 };
 
 /* Called on the backend's own watch thread, one batch at a time, never
@@ -207,7 +213,8 @@ struct kv {
 /* Convenience wrappers over the vtable (kv.c). put and delete_range are txns
  * without compares. */
 int kv_range(struct kv *kv, const struct kv_range_req *req, struct kv_range_result *res);
-int kv_get(struct kv *kv, const void *key, size_t key_len, struct kv_kv *out); /* -ENOENT if absent */
+int kv_get(struct kv *kv, const void *key, size_t key_len,
+	   struct kv_kv *out); /* -ENOENT if absent */
 int kv_put(struct kv *kv, const void *key, size_t key_len, const void *val, size_t val_len,
 	   int64_t *revision);
 int kv_delete_range(struct kv *kv, const void *key, size_t key_len, const void *range_end,

@@ -45,17 +45,29 @@ struct options {
 	int allow_other;
 };
 
-#define OPT(t, p) { t, offsetof(struct options, p), 1 }
+#define OPT(t, p)                                                                                  \
+	{                                                                                          \
+		t, offsetof(struct options, p), 1                                                  \
+	}
 enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO, KEY_RW, KEY_ALLOW_OTHER };
 
 static const struct fuse_opt opt_spec[] = {
-	OPT("--endpoints %s", endpoints), OPT("endpoints=%s", endpoints),
-	OPT("cacert=%s", cacert), OPT("cert=%s", cert), OPT("key=%s", key),
-	OPT("user=%s", user), OPT("password_file=%s", password_file),
-	OPT("dial_timeout=%s", dial_timeout), OPT("command_timeout=%s", command_timeout),
-	OPT("prefix=%s", prefix), OPT("format=%s", format), OPT("cache_size=%s", cache_size),
-	OPT("data_dir=%s", data_dir), OPT("snapshot=%s", snapshot),
-	OPT("consistency=%s", consistency), OPT("insecure_skip_tls_verify", insecure_skip_tls_verify),
+	OPT("--endpoints %s", endpoints),
+	OPT("endpoints=%s", endpoints),
+	OPT("cacert=%s", cacert),
+	OPT("cert=%s", cert),
+	OPT("key=%s", key),
+	OPT("user=%s", user),
+	OPT("password_file=%s", password_file),
+	OPT("dial_timeout=%s", dial_timeout),
+	OPT("command_timeout=%s", command_timeout),
+	OPT("prefix=%s", prefix),
+	OPT("format=%s", format),
+	OPT("cache_size=%s", cache_size),
+	OPT("data_dir=%s", data_dir),
+	OPT("snapshot=%s", snapshot),
+	OPT("consistency=%s", consistency),
+	OPT("insecure_skip_tls_verify", insecure_skip_tls_verify),
 	OPT("--cacert %s", cacert),
 	OPT("--cert %s", cert),
 	OPT("--key %s", key),
@@ -80,9 +92,12 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--kernel-timeout %s", kernel_timeout_s),
 	OPT("--stale-timeout %s", stale_timeout_s),
 	OPT("-s", single_thread),
-	FUSE_OPT_KEY("-h", KEY_HELP), FUSE_OPT_KEY("--help", KEY_HELP),
-	FUSE_OPT_KEY("-V", KEY_VERSION), FUSE_OPT_KEY("--version", KEY_VERSION),
-	FUSE_OPT_KEY("-f", KEY_FG), FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("-f", KEY_FG),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("debug", KEY_DEBUG),
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("rw", KEY_RW),
@@ -155,7 +170,8 @@ static void usage(const char *prog)
 	       "    --key=FILE                 client private key\n"
 	       "    --insecure-skip-tls-verify do not verify the server certificate\n"
 	       "    --user=NAME[:PASSWORD]     authenticate as NAME\n"
-	       "    --password=PASSWORD        password (prefer --password-file or ETCDCTL_PASSWORD)\n"
+	       "    --password=PASSWORD        password (prefer --password-file or "
+	       "ETCDCTL_PASSWORD)\n"
 	       "    --password-file=FILE       read the password from FILE\n"
 	       "    --dial-timeout=DUR         connect timeout (default 2s)\n"
 	       "    --command-timeout=DUR      per-request timeout (default 5s)\n"
@@ -176,22 +192,27 @@ static void usage(const char *prog)
 	       "    --format=yaml|json|raw     how Kubernetes objects under /registry/ are shown\n"
 	       "                               (default yaml; raw bytes are always at NAME%%raw)\n"
 	       "    --cache-size=BYTES         value cache bound, suffix K/M/G (default 256M)\n"
-	       "    --kernel-timeout=SEC       kernel cache lifetime while the watch is healthy (default 3600)\n"
+	       "    --kernel-timeout=SEC       kernel cache lifetime while the watch is healthy "
+	       "(default 3600)\n"
 	       "    --stale-timeout=SEC        the same while it is not (default 1)\n"
 	       "    --consistency=MODE         serializable (default: watch-fed cache) or\n"
 	       "                               linearizable (every open does a quorum read)\n"
 	       "\n"
 	       "Writes:\n"
-	       "    --conflict-dir=DIR         where rejected saves are kept (default /tmp/etcdfs-conflicts-UID)\n"
-	       "    --shadow=PATTERNS          ':'-separated globs of editor temp names kept local\n"
-	       "                               (default .*.sw?:.*.sw??:4913:*~:*.bak:.#*:#*#:sed?\?\?\?\?\?:XX?\?\?\?\?\?:.*.?\?\?\?\?\?)\n"
+	       "    --conflict-dir=DIR         where rejected saves are kept (default "
+	       "/tmp/etcdfs-conflicts-UID)\n"
+	       "    --shadow=PATTERNS          ':'-separated globs of editor temp names kept "
+	       "local\n"
+	       "                               (default "
+	       ".*.sw?:.*.sw??:4913:*~:*.bak:.#*:#*#:sed?\?\?\?\?\?:XX?\?\?\?\?\?:.*.?\?\?\?\?\?)\n"
 	       "\n"
 	       "FUSE:\n"
 	       "    -f                         stay in the foreground\n"
 	       "    -d, -o debug               debug log, foreground\n"
 	       "    -s                         single-threaded\n"
 	       "    -o ro                      read-only mount\n"
-	       "    -o rw                      allow writes into a Kubernetes keyspace (/registry)\n"
+	       "    -o rw                      allow writes into a Kubernetes keyspace "
+	       "(/registry)\n"
 	       "    -o allow_other             let other users in (the keyspace may hold Secrets)\n"
 	       "    -o default_permissions     let the kernel check file modes\n"
 	       "\n"
@@ -222,10 +243,23 @@ static int parse_size(const char *s, size_t *out)
 	if (errno || end == s || v < 0)
 		return -EINVAL;
 	switch (*end) {
-	case 'k': case 'K': v *= 1024; end++; break;
-	case 'm': case 'M': v *= 1024 * 1024; end++; break;
-	case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
-	default: break;
+	case 'k':
+	case 'K':
+		v *= 1024;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		v *= 1024 * 1024;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		v *= 1024.0 * 1024 * 1024;
+		end++;
+		break;
+	default:
+		break;
 	}
 	if (*end == 'i' || *end == 'B')
 		end++;
@@ -297,10 +331,10 @@ static int make_etcd(struct options *o, struct kv **kv, char **describe)
 		fprintf(stderr, "etcdfs: bad --endpoints '%s'\n", o->endpoints);
 		goto out;
 	}
-#define SETS(field)                                   \
-	if (o->field) {                               \
-		free(cfg.field);                      \
-		cfg.field = strdup(o->field);         \
+#define SETS(field)                                                                                \
+	if (o->field) {                                                                            \
+		free(cfg.field);                                                                   \
+		cfg.field = strdup(o->field);                                                      \
 	}
 	SETS(cacert);
 	SETS(cert);
@@ -310,12 +344,14 @@ static int make_etcd(struct options *o, struct kv **kv, char **describe)
 #undef SETS
 	if (o->insecure_skip_tls_verify)
 		cfg.insecure_skip_tls_verify = true;
-	if (o->password_file && (ret = etcd_config_read_password_file(&cfg, o->password_file)) < 0) {
+	if (o->password_file &&
+	    (ret = etcd_config_read_password_file(&cfg, o->password_file)) < 0) {
 		fprintf(stderr, "etcdfs: cannot read --password-file %s: %s\n", o->password_file,
 			strerror(-ret));
 		goto out;
 	}
-	if (o->dial_timeout && (ret = etcd_parse_duration_ms(o->dial_timeout, &cfg.dial_timeout_ms)) < 0) {
+	if (o->dial_timeout &&
+	    (ret = etcd_parse_duration_ms(o->dial_timeout, &cfg.dial_timeout_ms)) < 0) {
 		fprintf(stderr, "etcdfs: bad --dial-timeout '%s'\n", o->dial_timeout);
 		goto out;
 	}
@@ -392,7 +428,7 @@ static bool keyspace_is_k8s(struct cache *c, const char *prefix)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options o = { .timeout_fresh = 3600, .timeout_stale = 1 };
+	struct options o = {.timeout_fresh = 3600, .timeout_stale = 1};
 	struct kv *kv = NULL;
 	struct fs *fs = NULL;
 	struct cache *cache = NULL;
@@ -409,11 +445,28 @@ int main(int argc, char *argv[])
 		return 1;
 	/* "--opt value" and "--opt=value" both match "--opt %s"; the latter
 	 * leaves the '='. */
-	char **strs[] = { &o.endpoints, &o.cacert, &o.cert, &o.key, &o.user, &o.password,
-			  &o.password_file, &o.dial_timeout, &o.command_timeout, &o.prefix,
-			  &o.format, &o.cache_size, &o.data_dir, &o.snapshot, &o.peers, &o.listen,
-			  &o.consistency, &o.conflict_dir, &o.shadow, &o.node_id_s,
-			  &o.kernel_timeout_s, &o.stale_timeout_s };
+	char **strs[] = {&o.endpoints,
+			 &o.cacert,
+			 &o.cert,
+			 &o.key,
+			 &o.user,
+			 &o.password,
+			 &o.password_file,
+			 &o.dial_timeout,
+			 &o.command_timeout,
+			 &o.prefix,
+			 &o.format,
+			 &o.cache_size,
+			 &o.data_dir,
+			 &o.snapshot,
+			 &o.peers,
+			 &o.listen,
+			 &o.consistency,
+			 &o.conflict_dir,
+			 &o.shadow,
+			 &o.node_id_s,
+			 &o.kernel_timeout_s,
+			 &o.stale_timeout_s};
 	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
 		if (*strs[i] && (*strs[i])[0] == '=')
 			memmove(*strs[i], *strs[i] + 1, strlen(*strs[i]));
@@ -476,7 +529,7 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "etcdfs: bad --cache-size '%s'\n", o.cache_size);
 		goto out_args;
 	}
-	struct view view = { .format = VIEW_YAML };
+	struct view view = {.format = VIEW_YAML};
 	if (o.format) {
 		if (strcmp(o.format, "yaml") == 0)
 			view.format = VIEW_YAML;
@@ -537,7 +590,8 @@ int main(int argc, char *argv[])
 		scfg.listen = o.listen;
 		r = store_open(&scfg, &kv);
 		if (r < 0) {
-			log_err("cannot open the embedded store in %s: %s", o.data_dir, strerror(-r));
+			log_err("cannot open the embedded store in %s: %s", o.data_dir,
+				strerror(-r));
 			goto out;
 		}
 		describe = strdup(o.data_dir);
@@ -545,7 +599,8 @@ int main(int argc, char *argv[])
 		r = make_etcd(&o, &kv, &describe);
 		hide_env_password();
 		if (r < 0) {
-			fprintf(stderr, "etcdfs: cannot set up the etcd client: %s\n", strerror(-r));
+			fprintf(stderr, "etcdfs: cannot set up the etcd client: %s\n",
+				strerror(-r));
 			goto out;
 		}
 	}
@@ -565,7 +620,7 @@ int main(int argc, char *argv[])
 		.prefix_len = plen,
 		.read_only = o.read_only || static_view,
 		.ro_reason = o.snapshot ? "a snapshot mount is read-only"
-			     : at_rev   ? "a mount at a past revision (-o revision) is read-only"
+			     : at_rev	? "a mount at a past revision (-o revision) is read-only"
 					: NULL,
 		.linearizable = o.consistency && strcmp(o.consistency, "linearizable") == 0,
 		.conflict_dir = o.conflict_dir,
@@ -594,7 +649,8 @@ int main(int argc, char *argv[])
 	r = cache_new(&ccfg, &cache);
 	if (r == -ERANGE) {
 		log_err("revision %lld has been compacted: etcd no longer has the keyspace as it "
-			"was then", at_rev);
+			"was then",
+			at_rev);
 		goto out;
 	} else if (r == -ENOENT && at_rev) {
 		log_err("revision %lld is in the future (the store is at revision %lld)", at_rev,

@@ -52,13 +52,30 @@ static int split_key(const char *key, size_t len, char **name, char **ns_guess, 
 
 /* Cluster-scoped built-in resources: their keys are /registry/RES/NAME. */
 static const char *const cluster_scoped[] = {
-	"namespaces", "minions", "nodes", "persistentvolumes", "clusterroles",
-	"clusterrolebindings", "storageclasses", "priorityclasses", "csidrivers", "csinodes",
-	"volumeattachments", "mutatingwebhookconfigurations",
-	"validatingwebhookconfigurations", "runtimeclasses", "certificatesigningrequests",
-	"ingressclasses", "podsecuritypolicy", "apiextensions.k8s.io",
-	"apiregistration.k8s.io", "flowschemas", "prioritylevelconfigurations",
-	"validatingadmissionpolicies", "validatingadmissionpolicybindings", "ranges",
+	"namespaces",
+	"minions",
+	"nodes",
+	"persistentvolumes",
+	"clusterroles",
+	"clusterrolebindings",
+	"storageclasses",
+	"priorityclasses",
+	"csidrivers",
+	"csinodes",
+	"volumeattachments",
+	"mutatingwebhookconfigurations",
+	"validatingwebhookconfigurations",
+	"runtimeclasses",
+	"certificatesigningrequests",
+	"ingressclasses",
+	"podsecuritypolicy",
+	"apiextensions.k8s.io",
+	"apiregistration.k8s.io",
+	"flowschemas",
+	"prioritylevelconfigurations",
+	"validatingadmissionpolicies",
+	"validatingadmissionpolicybindings",
+	"ranges",
 	NULL,
 };
 
@@ -84,8 +101,8 @@ static char *orig_namespace(const char *orig, size_t orig_len)
 	free(js);
 	if (!root)
 		return NULL;
-	const char *ns = json_string_value(json_object_get(json_object_get(root, "metadata"),
-							   "namespace"));
+	const char *ns =
+		json_string_value(json_object_get(json_object_get(root, "metadata"), "namespace"));
 	char *r = ns && *ns ? strdup(ns) : NULL;
 	json_decref(root);
 	return r;

@@ -118,7 +118,7 @@ static void emit(struct cache *c, enum cache_change_kind kind, uint64_t parent_i
 {
 	if (!c->cfg.notify || c->quiet)
 		return;
-	struct cache_change chg = { .kind = kind, .parent_ino = parent_ino, .ino = ino };
+	struct cache_change chg = {.kind = kind, .parent_ino = parent_ino, .ino = ino};
 	if (named) {
 		chg.seg = named->seg;
 		chg.seg_len = named->seg_len;
@@ -132,8 +132,12 @@ static void emit_value_entry(struct cache *c, enum cache_change_kind kind, struc
 {
 	if (!c->cfg.notify || c->quiet)
 		return;
-	struct cache_change chg = { .kind = kind, .parent_ino = cache_dir_ino(n),
-				    .ino = cache_file_ino(n), .seg = NULL, .seg_len = 0, .ns = -1 };
+	struct cache_change chg = {.kind = kind,
+				   .parent_ino = cache_dir_ino(n),
+				   .ino = cache_file_ino(n),
+				   .seg = NULL,
+				   .seg_len = 0,
+				   .ns = -1};
 	c->cfg.notify(c->cfg.notify_arg, &chg);
 }
 
@@ -326,16 +330,17 @@ static void node_detach(struct cache *c, struct cache_node *n)
 /* Removes n (which has no value and no children) and empty ancestors. */
 static void prune(struct cache *c, struct cache_node *n)
 {
-	while (n->parent && !n->has_value && n->n_children == 0 && !n->local_dir && !n->local_file &&
-	       !n->hidden && !n->pinned) {
+	while (n->parent && !n->has_value && n->n_children == 0 && !n->local_dir &&
+	       !n->local_file && !n->hidden && !n->pinned) {
 		struct cache_node *dir = n->parent;
 		bool file = !cache_is_dir(n);
-		emit(c, CACHE_CHG_DELETE, cache_dir_ino(dir), file ? cache_file_ino(n) : cache_dir_ino(n),
-		     n);
+		emit(c, CACHE_CHG_DELETE, cache_dir_ino(dir),
+		     file ? cache_file_ino(n) : cache_dir_ino(n), n);
 		node_detach(c, n);
 		if (dir->parent && dir->n_children == 0 && !dir->local_dir && dir->has_value) {
 			/* Directory shrank back to a plain key. */
-			emit(c, CACHE_CHG_RETYPE, cache_dir_ino(dir->parent), cache_dir_ino(dir), dir);
+			emit(c, CACHE_CHG_RETYPE, cache_dir_ino(dir->parent), cache_dir_ino(dir),
+			     dir);
 			return;
 		}
 		n = dir;
@@ -467,7 +472,7 @@ static void bump_seen(struct cache *c, int64_t rev)
 {
 	int64_t cur = __atomic_load_n(&c->seen_rev, __ATOMIC_SEQ_CST);
 	while (rev > cur && !__atomic_compare_exchange_n(&c->seen_rev, &cur, rev, false,
-							  __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+							 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
 		;
 }
 
@@ -511,9 +516,9 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, char *view, size_
 		n->changed_ms = now_ms();
 		pthread_mutex_unlock(&c->lru_lock);
 		if (c->cfg.notify && !c->quiet) {
-			struct cache_change chg = { .kind = CACHE_CHG_CONTENT,
-						    .ino = cache_file_ino(n),
-						    .rev = kv->mod_revision };
+			struct cache_change chg = {.kind = CACHE_CHG_CONTENT,
+						   .ino = cache_file_ino(n),
+						   .rev = kv->mod_revision};
 			c->cfg.notify(c->cfg.notify_arg, &chg);
 		}
 	}
@@ -590,9 +595,13 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 	size_t seen_cap = 0, n_seen = 0;
 	uint64_t *seen = NULL;
 	for (;;) {
-		struct kv_range_req req = { .key = start, .key_len = start_len, .range_end = end,
-					    .range_end_len = end_len, .revision = rev,
-					    .limit = (int64_t)c->cfg.page_size, .serializable = false };
+		struct kv_range_req req = {.key = start,
+					   .key_len = start_len,
+					   .range_end = end,
+					   .range_end_len = end_len,
+					   .revision = rev,
+					   .limit = (int64_t)c->cfg.page_size,
+					   .serializable = false};
 		struct kv_range_result res;
 		ret = kv_range(c->cfg.kv, &req, &res);
 		if (ret < 0)
@@ -650,8 +659,8 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 		total += res.n_kvs;
 		int64_t t = now_ms();
 		if (t - last_report > 2000) {
-			log_info("sync: %llu keys listed so far (%.1f s)", (unsigned long long)total,
-				 (t - t0) / 1000.0);
+			log_info("sync: %llu keys listed so far (%.1f s)",
+				 (unsigned long long)total, (t - t0) / 1000.0);
 			last_report = t;
 		}
 		bool more = res.more && res.n_kvs > 0;
@@ -723,7 +732,9 @@ static void set_health(struct cache *c, int h)
 	int old = __atomic_exchange_n(&c->health, h, __ATOMIC_SEQ_CST);
 	if (old == h)
 		return;
-	log_info("watch: %s", h == CACHE_HEALTHY ? "healthy" : h == CACHE_DEGRADED ? "degraded (serving with revalidation)" : "syncing");
+	log_info("watch: %s", h == CACHE_HEALTHY    ? "healthy"
+			      : h == CACHE_DEGRADED ? "degraded (serving with revalidation)"
+						    : "syncing");
 	if (h != CACHE_HEALTHY) {
 		/* Long kernel attribute/entry lifetimes are only safe while
 		 * the watch keeps them true. */
@@ -763,7 +774,8 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 			if (e->type == KV_EVENT_PUT)
 				apply_put(c, &e->kv, views[i], lens[i], false);
 			else if (!tombstoned(c, e->kv.key, e->kv.key_len, e->kv.mod_revision))
-				apply_delete(c, e->kv.key, e->kv.key_len, e->kv.mod_revision, false);
+				apply_delete(c, e->kv.key, e->kv.key_len, e->kv.mod_revision,
+					     false);
 			if (e->kv.mod_revision > maxrev)
 				maxrev = e->kv.mod_revision;
 			__atomic_add_fetch(&c->events, 1, __ATOMIC_RELAXED);
@@ -875,7 +887,8 @@ static void *health_main(void *arg)
 			set_health(c, CACHE_DEGRADED);
 		} else if (__atomic_load_n(&c->health, __ATOMIC_SEQ_CST) == CACHE_HEALTHY) {
 			__atomic_store_n(&c->last_ok_ms, now_ms(), __ATOMIC_SEQ_CST);
-		} else if (c->watch && __atomic_load_n(&c->health, __ATOMIC_SEQ_CST) == CACHE_DEGRADED &&
+		} else if (c->watch &&
+			   __atomic_load_n(&c->health, __ATOMIC_SEQ_CST) == CACHE_DEGRADED &&
 			   now_ms() - __atomic_load_n(&c->last_ok_ms, __ATOMIC_SEQ_CST) < 60000) {
 			/* The server answers again and the stream was
 			 * connected; events resume from where they stopped. */
@@ -1029,7 +1042,8 @@ static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_
 	int ret;
 	if (c->cfg.revision) {
 		/* a view pinned at a revision reads at that revision */
-		struct kv_range_req req = { .key = key, .key_len = klen, .revision = c->cfg.revision };
+		struct kv_range_req req = {
+			.key = key, .key_len = klen, .revision = c->cfg.revision};
 		struct kv_range_result res;
 		ret = kv_range(c->cfg.kv, &req, &res);
 		if (ret == 0 && res.n_kvs == 0)
@@ -1195,7 +1209,7 @@ int cache_get_raw(struct cache *c, struct cache_node *n, char **out, size_t *len
 	cache_unlock(c);
 	if (!key)
 		return -ENOMEM;
-	struct kv_range_req req = { .key = key, .key_len = klen, .revision = c->cfg.revision };
+	struct kv_range_req req = {.key = key, .key_len = klen, .revision = c->cfg.revision};
 	struct kv_range_result res;
 	int ret = kv_range(c->cfg.kv, &req, &res);
 	free(key);
@@ -1276,8 +1290,8 @@ int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, cons
 	return 0;
 }
 
-int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *newparent,
-		      int ns, const char *seg, size_t seg_len)
+int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *newparent, int ns,
+		      const char *seg, size_t seg_len)
 {
 	char *nseg = malloc(seg_len + 1);
 	if (!nseg)
@@ -1357,8 +1371,8 @@ void cache_prune_locked(struct cache *c, struct cache_node *n)
 		prune(c, n);
 }
 
-int cache_mkdir(struct cache *c, struct cache_node *parent, int ns, const char *seg,
-		size_t seg_len, struct cache_node **out)
+int cache_mkdir(struct cache *c, struct cache_node *parent, int ns, const char *seg, size_t seg_len,
+		struct cache_node **out)
 {
 	int ret = 0;
 	cache_wrlock(c);
@@ -1383,8 +1397,7 @@ out:
 	return ret;
 }
 
-int cache_rmdir(struct cache *c, struct cache_node *parent, int ns, const char *seg,
-		size_t seg_len)
+int cache_rmdir(struct cache *c, struct cache_node *parent, int ns, const char *seg, size_t seg_len)
 {
 	int ret = 0;
 	cache_wrlock(c);

@@ -40,47 +40,47 @@
 struct cache;
 
 struct cache_node {
-	uint64_t id;              /* immutable */
+	uint64_t id;		   /* immutable */
 	struct cache_node *parent; /* protected by lock; NULL for root or detached */
-	char *seg;                /* raw segment bytes (immutable, NUL-terminated) */
+	char *seg;		   /* raw segment bytes (immutable, NUL-terminated) */
 	size_t seg_len;
-	int ns;                   /* 1 for non-slash top-level keys (see above) */
+	int ns; /* 1 for non-slash top-level keys (see above) */
 
 	/* tree links, protected by lock */
 	struct cache_node *hnext; /* hash chain on (parent, ns, seg) */
 	struct cache_node *inext; /* hash chain on id */
 	struct cache_node *first_child, *last_child, *next_sib, *prev_sib;
 	uint32_t n_children;
-	bool local_dir;  /* created by mkdir, kept while empty */
-	bool detached;   /* removed from the tree, kept alive by references */
+	bool local_dir; /* created by mkdir, kept while empty */
+	bool detached;	/* removed from the tree, kept alive by references */
 
 	/* the key at this path, protected by lock */
 	bool has_value;
 	int64_t create_revision, mod_revision, version, lease;
-	size_t raw_size;   /* stored value size */
-	size_t view_size;  /* size of the content shown (rendered) */
-	bool view_known;   /* view_size is valid */
+	size_t raw_size;  /* stored value size */
+	size_t view_size; /* size of the content shown (rendered) */
+	bool view_known;  /* view_size is valid */
 
 	/* value cache, protected by lru_lock (and lock for the pointer swap) */
-	char *view;        /* rendered content, NULL if not cached */
-	int64_t view_rev;  /* mod_revision the cached view belongs to */
+	char *view;	  /* rendered content, NULL if not cached */
+	int64_t view_rev; /* mod_revision the cached view belongs to */
 	struct cache_node *lru_prev, *lru_next;
 	/* The version whose size the kernel was last told (protected by
 	 * lru_lock). Reads are served from it until the kernel asks for
 	 * attributes again, so data always matches the kernel's i_size and a
 	 * reader racing a change never gets a mix of two versions. */
 	int64_t rep_rev;
-	char *rep_view;    /* content of rep_rev when it is not the current */
+	char *rep_view; /* content of rep_rev when it is not the current */
 	size_t rep_size;
 	int64_t pending_inval; /* a change the kernel was not yet told about */
 	int64_t changed_ms;    /* monotonic ms of the last content change */
 
 	/* references that keep a detached node alive, protected by lock */
-	uint64_t nlookup;  /* kernel lookups (file and dir inode together) */
-	uint32_t nopen;    /* open handles */
+	uint64_t nlookup;	     /* kernel lookups (file and dir inode together) */
+	uint32_t nopen;		     /* open handles */
 	uint64_t atime_ns, mtime_ns; /* local timestamps (utimens) */
-	uint32_t mode;     /* permission bits overridden by chmod, 0 = default */
-	uint64_t mark;     /* resync sweep generation, protected by lock */
+	uint32_t mode;		     /* permission bits overridden by chmod, 0 = default */
+	uint64_t mark;		     /* resync sweep generation, protected by lock */
 
 	/* Local state owned by fs/ (writes), protected by lock. A local file
 	 * exists only in this mount: a new file not yet committed, or a
@@ -89,8 +89,8 @@ struct cache_node {
 	bool local_file;
 	bool shadow;
 	bool hidden;
-	bool pinned;       /* a rename in flight: never pruned */
-	char *local_data;  /* shadow content (and symlink target if link) */
+	bool pinned;	  /* a rename in flight: never pruned */
+	char *local_data; /* shadow content (and symlink target if link) */
 	size_t local_len;
 	bool is_link;
 	int64_t pending_size; /* size of dirty open content, -1 if none */
@@ -103,18 +103,18 @@ struct cache_node {
 /* What changed, for kernel invalidation. Names are raw segments. */
 enum cache_change_kind {
 	CACHE_CHG_CONTENT,   /* node's value/size changed: inode file_ino */
-	CACHE_CHG_NEW,       /* name appeared in dir parent_ino */
+	CACHE_CHG_NEW,	     /* name appeared in dir parent_ino */
 	CACHE_CHG_DELETE,    /* name vanished from dir parent_ino (child_ino) */
 	CACHE_CHG_RETYPE,    /* name in parent switched file <-> directory */
-	CACHE_CHG_DIR,       /* listing of dir parent_ino changed (e.g. %value) */
+	CACHE_CHG_DIR,	     /* listing of dir parent_ino changed (e.g. %value) */
 	CACHE_CHG_ALL_ATTRS, /* health changed: drop every cached attribute */
 };
 
 struct cache_change {
 	enum cache_change_kind kind;
 	uint64_t parent_ino;
-	uint64_t ino; /* CONTENT: the inode; DELETE: the child inode */
-	int64_t rev;  /* CONTENT: the revision now current */
+	uint64_t ino;	 /* CONTENT: the inode; DELETE: the child inode */
+	int64_t rev;	 /* CONTENT: the revision now current */
 	const char *seg; /* valid during the call only */
 	size_t seg_len;
 	int ns;
@@ -127,27 +127,27 @@ typedef int (*cache_render_fn)(void *arg, const char *key, size_t key_len, const
 			       size_t val_len, int64_t mod_revision, char **out, size_t *out_len);
 
 struct cache_config {
-	struct kv *kv;            /* borrowed */
-	const char *prefix;       /* borrowed; normalized by the caller */
+	struct kv *kv;	    /* borrowed */
+	const char *prefix; /* borrowed; normalized by the caller */
 	size_t prefix_len;
-	size_t max_bytes;         /* value cache bound */
-	size_t page_size;         /* keys per range page at sync (default 1000) */
-	cache_render_fn render;   /* NULL = raw */
+	size_t max_bytes;	/* value cache bound */
+	size_t page_size;	/* keys per range page at sync (default 1000) */
+	cache_render_fn render; /* NULL = raw */
 	void *render_arg;
 	void (*notify)(void *arg, const struct cache_change *chg);
 	void *notify_arg;
-	bool no_watch;            /* static view (time travel, snapshot) */
-	int64_t revision;         /* list at this revision (0 = latest) */
-	long stale_ms;            /* how long an unhealthy watch may serve cache */
+	bool no_watch;	  /* static view (time travel, snapshot) */
+	int64_t revision; /* list at this revision (0 = latest) */
+	long stale_ms;	  /* how long an unhealthy watch may serve cache */
 };
 
 enum cache_health { CACHE_SYNCING = 0, CACHE_HEALTHY, CACHE_DEGRADED };
 
 struct cache_stats {
 	enum cache_health health;
-	int64_t revision;      /* last revision applied from etcd */
+	int64_t revision; /* last revision applied from etcd */
 	uint64_t keys;
-	uint64_t value_bytes;  /* bytes in the value cache */
+	uint64_t value_bytes; /* bytes in the value cache */
 	uint64_t hits, misses, fetch_errors, events, resyncs;
 	uint64_t watch_age_ms; /* since the watch last proved current (event/progress/probe) */
 };
@@ -158,19 +158,21 @@ struct cache {
 	pthread_mutex_t lru_lock;
 	/* everything below protected by lock unless noted */
 	struct cache_node *root;
-	struct cache_node **by_name; size_t by_name_cap;
-	struct cache_node **by_id; size_t by_id_cap;
+	struct cache_node **by_name;
+	size_t by_name_cap;
+	struct cache_node **by_id;
+	size_t by_id_cap;
 	size_t n_nodes;
 	uint64_t next_id;
 	uint64_t n_keys;
 	struct cache_node lru_head; /* protected by lru_lock */
-	size_t lru_bytes;           /* protected by lru_lock */
+	size_t lru_bytes;	    /* protected by lru_lock */
 	struct kv_watch *watch;
 	/* health: atomics, readable without locks */
 	int health;
 	int64_t revision;
-	int64_t seen_rev;          /* highest revision known, local writes included */
-	int64_t last_ok_ms;        /* last time the watch proved fresh */
+	int64_t seen_rev;   /* highest revision known, local writes included */
+	int64_t last_ok_ms; /* last time the watch proved fresh */
 	uint64_t hits, misses, fetch_errors, events, resyncs;
 	/* tombstones of local writes the watch has not caught up with */
 	struct cache_tomb *tombs;
@@ -178,10 +180,10 @@ struct cache {
 	bool health_running;
 	pthread_mutex_t health_mu;
 	pthread_cond_t health_cv;
-	bool quiet;             /* initial sync: the kernel knows nothing yet */
-	bool stopping;          /* protected by health_mu */
-	bool resync_wanted;     /* protected by health_mu */
-	uint64_t sync_gen;      /* protected by lock */
+	bool quiet;	    /* initial sync: the kernel knows nothing yet */
+	bool stopping;	    /* protected by health_mu */
+	bool resync_wanted; /* protected by health_mu */
+	uint64_t sync_gen;  /* protected by lock */
 };
 
 /* Creates the cache and runs the initial sync (returns its error). Starts
@@ -269,8 +271,8 @@ int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, cons
 /* Moves n (with its id, so the kernel's inode stays valid) to a new name.
  * A node already at the destination is detached first. Lock held for
  * write. No kernel notification: the kernel did the rename itself. */
-int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *newparent,
-		      int ns, const char *seg, size_t seg_len);
+int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *newparent, int ns,
+		      const char *seg, size_t seg_len);
 /* Drops n's cached content (e.g. when it turns into a local file). */
 void cache_drop_view_locked(struct cache *c, struct cache_node *n);
 /* Marks n as no longer holding a key (local bookkeeping). Lock held. */
@@ -281,8 +283,8 @@ void cache_forget_key_locked(struct cache *c, struct cache_node *n);
 void cache_prune_locked(struct cache *c, struct cache_node *n);
 
 /* mkdir/rmdir of local (empty) directories; lock must NOT be held. */
-int cache_mkdir(struct cache *c, struct cache_node *parent, int ns, const char *seg,
-		size_t seg_len, struct cache_node **out);
+int cache_mkdir(struct cache *c, struct cache_node *parent, int ns, const char *seg, size_t seg_len,
+		struct cache_node **out);
 int cache_rmdir(struct cache *c, struct cache_node *parent, int ns, const char *seg,
 		size_t seg_len);
 

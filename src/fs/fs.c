@@ -14,7 +14,6 @@
 #include "log.h"
 #include "naming.h"
 
-
 struct dir_entry {
 	char *name;
 	uint64_t id;
@@ -54,7 +53,8 @@ int fs_check_backend(struct fs *fs)
 		__atomic_store_n(&fs->probe_err, ret, __ATOMIC_RELAXED);
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		__atomic_store_n(&fs->probe_failed_ms,
-				 (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, __ATOMIC_RELAXED);
+				 (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+				 __ATOMIC_RELAXED);
 		return ret;
 	}
 	__atomic_store_n(&fs->probe_failed_ms, 0, __ATOMIC_RELAXED);
@@ -365,7 +365,8 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		fuse_reply_err(req, -ret);
 	else
 		fuse_reply_attr(req, &st,
-				cache_ino_kind(ino) == CACHE_INO_RAW ? fs->cfg.timeout_stale : fs_timeout(fs));
+				cache_ino_kind(ino) == CACHE_INO_RAW ? fs->cfg.timeout_stale
+								     : fs_timeout(fs));
 }
 
 static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -415,7 +416,8 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		char name[NAMING_NAME_MAX + 1];
 		ssize_t len = naming_encode(c->seg, c->seg_len, c->ns, name, sizeof(name));
 		if (len < 0) {
-			log_warn("a key segment of %zu bytes is too long for a file name; not listed",
+			log_warn("a key segment of %zu bytes is too long for a file name; not "
+				 "listed",
 				 c->seg_len);
 			continue;
 		}
@@ -473,7 +475,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			if (!n)
 				continue; /* vanished since opendir */
 			uint64_t eino = (!de->value_entry && cache_is_dir(n)) ? cache_dir_ino(n)
-									     : cache_file_ino(n);
+									      : cache_file_ino(n);
 			if (fs_fill_attr(fs, eino, &e.attr) < 0)
 				continue;
 			e.ino = eino;
@@ -547,14 +549,14 @@ static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 /* ---- xattrs ---- */
 
 static const char *const file_xattrs[] = {
-	"user.etcd.key", "user.etcd.create_revision", "user.etcd.mod_revision",
+	"user.etcd.key",     "user.etcd.create_revision", "user.etcd.mod_revision",
 	"user.etcd.version", "user.etcd.lease",
 };
 static const char *const root_xattrs[] = {
-	"user.etcdfs.revision", "user.etcdfs.watch",  "user.etcdfs.keys",
-	"user.etcdfs.cache_hits", "user.etcdfs.cache_misses", "user.etcdfs.requests",
-	"user.etcdfs.reads", "user.etcdfs.opens", "user.etcdfs.errors",
-	"user.etcdfs.events", "user.etcdfs.resyncs", "user.etcdfs.cache_hit_rate",
+	"user.etcdfs.revision",	    "user.etcdfs.watch",	"user.etcdfs.keys",
+	"user.etcdfs.cache_hits",   "user.etcdfs.cache_misses", "user.etcdfs.requests",
+	"user.etcdfs.reads",	    "user.etcdfs.opens",	"user.etcdfs.errors",
+	"user.etcdfs.events",	    "user.etcdfs.resyncs",	"user.etcdfs.cache_hit_rate",
 	"user.etcdfs.watch_age_ms",
 };
 
@@ -805,7 +807,7 @@ int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool
 		fuse_loop_cfg_destroy(lc);
 	}
 	if (ret > 0)
-		ret = 0; /* terminated by a signal */
+		ret = 0;    /* terminated by a signal */
 	fs_writer_stop(fs); /* commits pending deletes */
 	fs_notifier_stop(fs);
 out_unmount:

@@ -16,22 +16,22 @@ struct fs;
 struct fuse_args;
 
 struct fs_config {
-	struct kv *kv;          /* borrowed */
-	const char *prefix;     /* borrowed, normalized mount prefix */
+	struct kv *kv;	    /* borrowed */
+	const char *prefix; /* borrowed, normalized mount prefix */
 	size_t prefix_len;
-	bool read_only;         /* -o ro: EROFS everywhere */
-	const char *ro_reason;  /* logged at the first refused write */
-	bool linearizable;      /* revalidate every open with a quorum read */
-	double timeout_fresh;   /* kernel entry/attr timeout, watch healthy */
-	double timeout_stale;   /* the same while it is not */
-	const char *conflict_dir; /* where rejected saves are kept */
+	bool read_only;		     /* -o ro: EROFS everywhere */
+	const char *ro_reason;	     /* logged at the first refused write */
+	bool linearizable;	     /* revalidate every open with a quorum read */
+	double timeout_fresh;	     /* kernel entry/attr timeout, watch healthy */
+	double timeout_stale;	     /* the same while it is not */
+	const char *conflict_dir;    /* where rejected saves are kept */
 	const char *shadow_patterns; /* editor temp names kept local, ':'-separated globs */
 	const char *secrets_match;   /* keys containing this get mode 0600 */
 	/* Turns saved text into stored bytes (view.h: view_encode); NULL to
 	 * store text as is. -ENOTSUP from it also means "as is". */
-	int (*encode)(void *arg, const char *key, size_t key_len, const char *orig,
-		      size_t orig_len, int64_t orig_rev, const char *text, size_t text_len,
-		      char **out, size_t *out_len, char **err);
+	int (*encode)(void *arg, const char *key, size_t key_len, const char *orig, size_t orig_len,
+		      int64_t orig_rev, const char *text, size_t text_len, char **out,
+		      size_t *out_len, char **err);
 	void *encode_arg;
 };
 

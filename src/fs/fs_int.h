@@ -13,8 +13,8 @@ struct deferred_del;
 
 struct fs {
 	struct fs_config cfg;
-	struct cache *cache;      /* borrowed */
-	struct fuse_session *se;  /* set once mounted */
+	struct cache *cache;	 /* borrowed */
+	struct fuse_session *se; /* set once mounted */
 	uid_t uid;
 	gid_t gid;
 	struct timespec mount_time;
@@ -37,9 +37,9 @@ struct fs {
 	bool dd_stop, dd_running;
 	pthread_t dd_thread;
 
-	bool ro_explained; /* the first EROFS logs why */
+	bool ro_explained;	 /* the first EROFS logs why */
 	int64_t probe_failed_ms; /* atomic: when the last backend probe failed */
-	int probe_err;           /* atomic: and how */
+	int probe_err;		 /* atomic: and how */
 
 	/* request counters (atomics) */
 	uint64_t n_requests, n_lookup, n_getattr, n_open, n_read, n_readdir, n_errors;

@@ -29,7 +29,8 @@ ssize_t naming_encode(const char *seg, size_t seg_len, int ns, char *out, size_t
 		return o;
 	}
 	/* "." and ".." are reserved by every filesystem. */
-	bool dots = (seg_len == 1 && seg[0] == '.') || (seg_len == 2 && seg[0] == '.' && seg[1] == '.');
+	bool dots =
+		(seg_len == 1 && seg[0] == '.') || (seg_len == 2 && seg[0] == '.' && seg[1] == '.');
 	for (size_t i = 0; i < seg_len; i++) {
 		unsigned char b = seg[i];
 		if (must_escape(b) || (dots && b == '.')) {

@@ -42,7 +42,8 @@ void fs_cache_notify(void *arg, const struct cache_change *chg)
 		strcpy(it->name, NAMING_VALUE_NAME);
 		it->name_len = strlen(NAMING_VALUE_NAME);
 	} else if (chg->seg) {
-		ssize_t n = naming_encode(chg->seg, chg->seg_len, chg->ns, it->name, sizeof(it->name));
+		ssize_t n =
+			naming_encode(chg->seg, chg->seg_len, chg->ns, it->name, sizeof(it->name));
 		if (n < 0) {
 			free(it);
 			return; /* names too long are never shown */
@@ -110,8 +111,10 @@ static void deliver(struct fs *fs, struct notify_item *it)
 		fuse_lowlevel_notify_inval_inode(se, it->parent_ino, 0, 0);
 		break;
 	case CACHE_CHG_DELETE:
-		if (fuse_lowlevel_notify_delete(se, it->parent_ino, it->ino, it->name, it->name_len) < 0)
-			fuse_lowlevel_notify_inval_entry(se, it->parent_ino, it->name, it->name_len);
+		if (fuse_lowlevel_notify_delete(se, it->parent_ino, it->ino, it->name,
+						it->name_len) < 0)
+			fuse_lowlevel_notify_inval_entry(se, it->parent_ino, it->name,
+							 it->name_len);
 		fuse_lowlevel_notify_inval_inode(se, it->parent_ino, 0, 0);
 		break;
 	case CACHE_CHG_DIR:

@@ -40,19 +40,19 @@ struct fhandle {
 	char *buf;
 	size_t len, cap;
 	bool dirty;
-	bool snapshot;    /* read-only handle of a hot file: reads come from
-			     buf, one version per pass (re-read from 0 refreshes) */
+	bool snapshot; /* read-only handle of a hot file: reads come from
+			  buf, one version per pass (re-read from 0 refreshes) */
 	bool read_any;
-	bool raw;         /* NAME%raw: never refreshed */
-	bool defer;       /* truncated or created, nothing written yet: a
+	bool raw;	  /* NAME%raw: never refreshed */
+	bool defer;	  /* truncated or created, nothing written yet: a
 			     flush (close of a dup) does not commit; release does */
-	int failed;       /* sticky error of a rejected save */
+	int failed;	  /* sticky error of a rejected save */
 	int64_t base_rev; /* mod_revision the content was read at */
 	bool base_absent; /* the key did not exist: compare create_revision 0 */
 };
 
 struct deferred_del {
-	uint64_t id;     /* hidden node */
+	uint64_t id; /* hidden node */
 	char *key;
 	size_t key_len;
 	int64_t rev;
@@ -126,7 +126,8 @@ static int resolve(struct fs *fs, fuse_ino_t parent, const char *name, struct ta
 {
 	memset(t, 0, sizeof(*t));
 	t->dir = cache_node_by_id(fs->cache, cache_ino_id(parent));
-	if (!t->dir || cache_ino_kind(parent) != CACHE_INO_DIR || !cache_is_dir(t->dir) || t->dir->detached)
+	if (!t->dir || cache_ino_kind(parent) != CACHE_INO_DIR || !cache_is_dir(t->dir) ||
+	    t->dir->detached)
 		return -ENOENT;
 	if (strcmp(name, NAMING_VALUE_NAME) == 0) {
 		if (!t->dir->parent)
@@ -167,8 +168,8 @@ static void save_rejected(struct fs *fs, const char *key, size_t klen, const cha
 	size_t o = 0;
 	for (size_t i = 0; i < klen && o + 1 < sizeof(flat); i++) {
 		unsigned char b = key[i];
-		flat[o++] = (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') ||
-					    b == '-' || b == '.'
+		flat[o++] = (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') ||
+					    (b >= '0' && b <= '9') || b == '-' || b == '.'
 				    ? (char)b
 				    : '_';
 	}
@@ -204,7 +205,8 @@ static int store_key(struct fs *fs, const char *key, size_t klen, const char *bu
 	struct kv *kv = fs->cfg.kv;
 	size_t limit = kv->ops->max_request_bytes ? kv->ops->max_request_bytes(kv) : (3u << 19);
 	if (len + klen + 256 > limit) {
-		log_err("save of %.*s refused: the value is %zu bytes, over etcd's request limit of "
+		log_err("save of %.*s refused: the value is %zu bytes, over etcd's request limit "
+			"of "
 			"%zu bytes; nothing written",
 			(int)klen, key, len, limit);
 		return -EFBIG;
@@ -225,11 +227,20 @@ static int store_key(struct fs *fs, const char *key, size_t klen, const char *bu
 	for (size_t i = 0; i < n_extra && no < 3; i++)
 		ops[no++] = extra[i];
 	size_t put_idx = no;
-	ops[no++] = (struct kv_op){ .type = KV_OP_PUT, .key = key, .key_len = klen, .value = buf,
-				    .value_len = len, .ignore_lease = !absent, .prev_kv = true };
-	struct kv_op fail = { .type = KV_OP_RANGE, .key = key, .key_len = klen, .keys_only = true };
-	struct kv_txn txn = { .compare = cmp, .n_compare = nc, .success = ops, .n_success = no,
-			      .failure = &fail, .n_failure = 1 };
+	ops[no++] = (struct kv_op){.type = KV_OP_PUT,
+				   .key = key,
+				   .key_len = klen,
+				   .value = buf,
+				   .value_len = len,
+				   .ignore_lease = !absent,
+				   .prev_kv = true};
+	struct kv_op fail = {.type = KV_OP_RANGE, .key = key, .key_len = klen, .keys_only = true};
+	struct kv_txn txn = {.compare = cmp,
+			     .n_compare = nc,
+			     .success = ops,
+			     .n_success = no,
+			     .failure = &fail,
+			     .n_failure = 1};
 	struct kv_txn_result res;
 	int ret = kv_txn(kv, &txn, &res);
 	if (ret < 0) {
@@ -244,19 +255,26 @@ static int store_key(struct fs *fs, const char *key, size_t klen, const char *bu
 		save_rejected(fs, key, klen, buf, len, path, sizeof(path));
 		if (absent)
 			log_err("conflict: %.*s was created by someone else (revision %lld) while "
-				"this file was being written; nothing written, your version is in %s",
+				"this file was being written; nothing written, your version is in "
+				"%s",
 				(int)klen, key, (long long)now, path);
 		else
-			log_err("conflict: %.*s changed since it was opened (opened at revision %lld, "
+			log_err("conflict: %.*s changed since it was opened (opened at revision "
+				"%lld, "
 				"now %s %lld); nothing written, your version is in %s",
-				(int)klen, key, (long long)base, now ? "revision" : "deleted at or after",
+				(int)klen, key, (long long)base,
+				now ? "revision" : "deleted at or after",
 				(long long)(now ? now : base), path);
 		kv_txn_result_free(&res);
 		return -ESTALE;
 	}
-	struct kv_kv nkv = { .key = (char *)key, .key_len = klen, .value = (char *)buf,
-			     .value_len = len, .mod_revision = res.revision,
-			     .create_revision = res.revision, .version = 1 };
+	struct kv_kv nkv = {.key = (char *)key,
+			    .key_len = klen,
+			    .value = (char *)buf,
+			    .value_len = len,
+			    .mod_revision = res.revision,
+			    .create_revision = res.revision,
+			    .version = 1};
 	if (put_idx < res.n_results && res.results[put_idx].range.n_kvs) {
 		struct kv_kv *prev = &res.results[put_idx].range.kvs[0];
 		nkv.create_revision = prev->create_revision;
@@ -382,8 +400,8 @@ static int commit(struct fs *fs, struct fhandle *fh)
 			fh->failed = ret;
 		goto out;
 	}
-	ret = store_key(fs, key, klen, raw, rawlen, fh->base_rev, fh->base_absent, NULL, 0, NULL,
-			0, &rev);
+	ret = store_key(fs, key, klen, raw, rawlen, fh->base_rev, fh->base_absent, NULL, 0, NULL, 0,
+			&rev);
 	if (owned)
 		free(raw);
 	if (ret == 0) {
@@ -831,10 +849,13 @@ static void cancel_deferred(struct fs *fs, uint64_t id)
 /* Deletes key if it still is at rev. Returns 0, -ESTALE or -errno. */
 static int delete_key(struct fs *fs, const char *key, size_t klen, int64_t rev)
 {
-	struct kv_compare cmp = { .target = KV_CMP_MOD, .result = KV_CMP_EQUAL, .key = key,
-				  .key_len = klen, .number = rev };
-	struct kv_op op = { .type = KV_OP_DELETE, .key = key, .key_len = klen };
-	struct kv_txn txn = { .compare = &cmp, .n_compare = 1, .success = &op, .n_success = 1 };
+	struct kv_compare cmp = {.target = KV_CMP_MOD,
+				 .result = KV_CMP_EQUAL,
+				 .key = key,
+				 .key_len = klen,
+				 .number = rev};
+	struct kv_op op = {.type = KV_OP_DELETE, .key = key, .key_len = klen};
+	struct kv_txn txn = {.compare = &cmp, .n_compare = 1, .success = &op, .n_success = 1};
 	struct kv_txn_result res;
 	int ret = kv_txn(fs->cfg.kv, &txn, &res);
 	if (ret < 0) {
@@ -1298,7 +1319,8 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	if (ret < 0)
 		goto out_unlock;
 	struct cache_node *sn = s.n, *dn = d.n;
-	if (!sn || (!fs_visible_file(sn) && !cache_is_dir(sn)) || (s.value_entry && !fs_visible_file(sn))) {
+	if (!sn || (!fs_visible_file(sn) && !cache_is_dir(sn)) ||
+	    (s.value_entry && !fs_visible_file(sn))) {
 		ret = -ENOENT;
 		goto out_unlock;
 	}
@@ -1442,11 +1464,11 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		char *raw;
 		size_t rawlen;
 		bool owned;
-		ret = to_stored(fs, dkey, dklen, content ? content : "", clen, d_rev, d_absent, &raw,
-				&rawlen, &owned);
+		ret = to_stored(fs, dkey, dklen, content ? content : "", clen, d_rev, d_absent,
+				&raw, &rawlen, &owned);
 		if (ret == 0) {
-			ret = store_key(fs, dkey, dklen, raw, rawlen, d_rev, d_absent, NULL, 0, NULL,
-					0, &rev);
+			ret = store_key(fs, dkey, dklen, raw, rawlen, d_rev, d_absent, NULL, 0,
+					NULL, 0, &rev);
 			if (owned)
 				free(raw);
 		}
@@ -1503,9 +1525,12 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	ret = fetch_raw(fs, skey, sklen, &src);
 	if (ret < 0)
 		goto out_unpin;
-	struct kv_compare scmp = { .target = KV_CMP_MOD, .result = KV_CMP_EQUAL, .key = skey,
-				   .key_len = sklen, .number = src.mod_revision };
-	struct kv_op del = { .type = KV_OP_DELETE, .key = skey, .key_len = sklen };
+	struct kv_compare scmp = {.target = KV_CMP_MOD,
+				  .result = KV_CMP_EQUAL,
+				  .key = skey,
+				  .key_len = sklen,
+				  .number = src.mod_revision};
+	struct kv_op del = {.type = KV_OP_DELETE, .key = skey, .key_len = sklen};
 	int64_t rev;
 	ret = store_key(fs, dkey, dklen, src.value ? src.value : "", src.value_len, d_rev, d_absent,
 			&del, 1, &scmp, 1, &rev);

@@ -13,14 +13,14 @@
 #include "store/store.h"
 
 static int failures;
-#define CHECK(cond, ...)                                                   \
-	do {                                                               \
-		if (!(cond)) {                                             \
-			failures++;                                        \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                      \
-			fprintf(stderr, "\n");                             \
-		}                                                          \
+#define CHECK(cond, ...)                                                                           \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			failures++;                                                                \
+			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                       \
+			fprintf(stderr, __VA_ARGS__);                                              \
+			fprintf(stderr, "\n");                                                     \
+		}                                                                                  \
 	} while (0)
 
 /* notifications seen, protected by mu */
@@ -32,11 +32,20 @@ static void notify(void *arg, const struct cache_change *chg)
 	(void)arg;
 	pthread_mutex_lock(&mu);
 	switch (chg->kind) {
-	case CACHE_CHG_NEW: n_new++; break;
-	case CACHE_CHG_DELETE: n_delete++; break;
-	case CACHE_CHG_CONTENT: n_content++; break;
-	case CACHE_CHG_RETYPE: n_retype++; break;
-	default: break;
+	case CACHE_CHG_NEW:
+		n_new++;
+		break;
+	case CACHE_CHG_DELETE:
+		n_delete++;
+		break;
+	case CACHE_CHG_CONTENT:
+		n_content++;
+		break;
+	case CACHE_CHG_RETYPE:
+		n_retype++;
+		break;
+	default:
+		break;
 	}
 	pthread_mutex_unlock(&mu);
 }
@@ -126,8 +135,12 @@ int main(void)
 		put(kv, k, v);
 	}
 
-	struct cache_config cfg = { .kv = kv, .prefix = "", .prefix_len = 0, .max_bytes = 200,
-				    .page_size = 7, .notify = notify };
+	struct cache_config cfg = {.kv = kv,
+				   .prefix = "",
+				   .prefix_len = 0,
+				   .max_bytes = 200,
+				   .page_size = 7,
+				   .notify = notify};
 	struct cache *c;
 	ret = cache_new(&cfg, &c);
 	CHECK(ret == 0, "cache_new: %d", ret);
@@ -199,8 +212,13 @@ int main(void)
 
 	/* a local write is visible at once, and its late watch event is
 	 * recognised by revision */
-	struct kv_kv local = { .key = "/local", .key_len = 6, .value = "mine", .value_len = 4,
-			       .create_revision = 1000, .mod_revision = 1000, .version = 1 };
+	struct kv_kv local = {.key = "/local",
+			      .key_len = 6,
+			      .value = "mine",
+			      .value_len = 4,
+			      .create_revision = 1000,
+			      .mod_revision = 1000,
+			      .version = 1};
 	cache_apply_local(c, "/local", 6, &local, 1000);
 	got = content(c, "local");
 	CHECK(got && strcmp(got, "mine") == 0, "read-your-writes");

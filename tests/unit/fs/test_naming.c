@@ -8,26 +8,27 @@
 
 static int failures;
 
-#define CHECK(cond, ...)                                               \
-	do {                                                           \
-		if (!(cond)) {                                         \
-			failures++;                                    \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                  \
-			fprintf(stderr, "\n");                         \
-		}                                                      \
+#define CHECK(cond, ...)                                                                           \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			failures++;                                                                \
+			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                       \
+			fprintf(stderr, __VA_ARGS__);                                              \
+			fprintf(stderr, "\n");                                                     \
+		}                                                                                  \
 	} while (0)
 
 static void expect(const char *seg, size_t len, int ns, const char *name)
 {
 	char out[NAMING_NAME_MAX + 1];
 	ssize_t n = naming_encode(seg, len, ns, out, sizeof(out));
-	CHECK(n >= 0 && strcmp(out, name) == 0, "encode gave '%s', want '%s'", n >= 0 ? out : "(err)",
-	      name);
+	CHECK(n >= 0 && strcmp(out, name) == 0, "encode gave '%s', want '%s'",
+	      n >= 0 ? out : "(err)", name);
 	char back[NAMING_NAME_MAX + 1];
 	int bns;
 	ssize_t m = naming_decode(name, back, sizeof(back), &bns);
-	CHECK(m == (ssize_t)len && memcmp(back, seg, len) == 0 && bns == ns, "decode of '%s'", name);
+	CHECK(m == (ssize_t)len && memcmp(back, seg, len) == 0 && bns == ns, "decode of '%s'",
+	      name);
 }
 
 static void reject(const char *name)
@@ -55,10 +56,10 @@ int main(void)
 
 	reject(NAMING_VALUE_NAME);
 	reject("%+");
-	reject("%41");   /* 'A' needs no escape: not canonical */
-	reject("%2e");   /* lower-case hex is not produced */
-	reject("a%2E");  /* dot escaped outside "." / ".." */
-	reject("%2E.");  /* half-escaped ".." */
+	reject("%41");	/* 'A' needs no escape: not canonical */
+	reject("%2e");	/* lower-case hex is not produced */
+	reject("a%2E"); /* dot escaped outside "." / ".." */
+	reject("%2E."); /* half-escaped ".." */
 	reject("%4");
 	reject("%zz");
 	reject("a\x01");
@@ -108,7 +109,8 @@ int main(void)
 		m = naming_decode(name, back, sizeof(back), &bns);
 		if (m >= 0) {
 			n = naming_encode(back, m, bns, out, sizeof(out));
-			CHECK(n >= 0 && strcmp(out, name) == 0, "'%s' re-encodes as '%s'", name, out);
+			CHECK(n >= 0 && strcmp(out, name) == 0, "'%s' re-encodes as '%s'", name,
+			      out);
 		}
 	}
 	printf("%s: %d failures\n", failures ? "FAIL" : "ok", failures);

@@ -13,10 +13,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	json_t *o = json_loadb((const char *)data, size, JSON_DECODE_ANY, NULL);
 	if (!o)
 		return 0;
-	struct kv_range_result r = { 0 };
+	struct kv_range_result r = {0};
 	if (etcd_json_parse_range(o, size & 1, &r) == 0)
 		kv_range_result_free(&r);
-	struct etcd_watch_msg w = { 0 };
+	struct etcd_watch_msg w = {0};
 	if (etcd_json_parse_watch(json_object_get(o, "result") ? json_object_get(o, "result") : o,
 				  &w) == 0)
 		etcd_watch_msg_free(&w);
