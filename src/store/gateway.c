@@ -51,7 +51,6 @@ enum {
 	GRPC_OK = 0,
 	GRPC_UNKNOWN = 2,
 	GRPC_INVALID_ARGUMENT = 3,
-	GRPC_NOT_FOUND = 5,
 	GRPC_PERMISSION_DENIED = 7,
 	GRPC_RESOURCE_EXHAUSTED = 8,
 	GRPC_FAILED_PRECONDITION = 9,
@@ -71,6 +70,7 @@ enum {
 #define ERR_TIMEOUT "etcdserver: request timed out"
 #define ERR_NO_SPACE "etcdserver: mvcc: database space exceeded"
 #define ERR_AUTH_OFF "etcdserver: authentication is not enabled"
+#define ERR_DUPLICATE_KEY "etcdserver: duplicate key given in txn request"
 
 struct conn {
 	struct store_gateway *gw;
@@ -835,6 +835,40 @@ out_err:
 	return NULL;
 }
 
+static bool in_range(const struct kv_op *del, const void *key, size_t key_len)
+{
+	int c = cmp_bytes(key, key_len, del->key, del->key_len);
+	if (!del->range_end_len)
+		return c == 0;
+	if (c < 0)
+		return false;
+	if (del->range_end_len == 1 && !((const char *)del->range_end)[0])
+		return true; /* "\0": every key from key on */
+	return cmp_bytes(key, key_len, del->range_end, del->range_end_len) < 0;
+}
+
+/* etcd's rule, used to name the error the store gave: one branch may not put a key twice,
+ * nor put a key that one of its deletes covers. Only run after a refusal, on at most the
+ * few hundred ops a txn may hold. */
+static bool has_duplicate(const struct kv_op *ops, size_t n)
+{
+	for (size_t i = 0; i < n && n <= 1024; i++) {
+		if (ops[i].type != KV_OP_PUT)
+			continue;
+		for (size_t j = 0; j < n; j++) {
+			if (j == i)
+				continue;
+			if (ops[j].type == KV_OP_PUT && j > i &&
+			    !cmp_bytes(ops[i].key, ops[i].key_len, ops[j].key, ops[j].key_len))
+				return true;
+			if (ops[j].type == KV_OP_DELETE &&
+			    in_range(&ops[j], ops[i].key, ops[i].key_len))
+				return true;
+		}
+	}
+	return false;
+}
+
 static int h_txn(struct ctx *x, const json_t *body)
 {
 	struct kv_txn txn = {0};
@@ -859,30 +893,40 @@ static int h_txn(struct ctx *x, const json_t *body)
 	txn.failure = ops_f;
 	struct kv_txn_result res;
 	int ret = kv_txn(x->gw->kv, &txn, &res);
+	if (ret == -EINVAL &&
+	    (has_duplicate(ops_s, txn.n_success) || has_duplicate(ops_f, txn.n_failure)))
+		return fail(x, GRPC_INVALID_ARGUMENT, ERR_DUPLICATE_KEY);
 	if (ret < 0)
 		return kv_fail(x, ret, true);
 	const struct range_post *posts = res.succeeded ? post_s : post_f;
 	size_t n_ops = res.succeeded ? txn.n_success : txn.n_failure;
-	json_t *o = json_object(), *arr = json_array();
-	int err = (!o || !arr) ? -1 : 0;
-	if (!err && res.n_results) {
-		err = json_object_set_new(o, "responses", arr);
-		arr = err ? NULL : arr;
-		for (size_t i = 0; !err && i < res.n_results; i++) {
-			static const struct range_post none;
-			if (res.results[i].type == KV_OP_RANGE)
-				range_post_apply(&res.results[i].range,
-						 i < n_ops ? &posts[i] : &none);
-			err = json_array_append_new(arr,
-						    op_result_json(&res.results[i], res.revision));
-		}
-	} else {
-		json_decref(arr);
-	}
-	if (!err)
-		err = json_object_set_new(o, "header", header_json(res.revision));
+	/* etcd reports a range inside a txn at the revision it read: the one before the txn,
+	 * plus one once an earlier op of the txn changed something. */
+	bool changed = false;
+	for (size_t i = 0; i < res.n_results; i++)
+		changed |= res.results[i].type == KV_OP_PUT ||
+			   (res.results[i].type == KV_OP_DELETE && res.results[i].deleted > 0);
+	int64_t read_rev = changed ? res.revision - 1 : res.revision;
+	json_t *o = json_object(), *arr = NULL;
+	int err = !o ? -1 : json_object_set_new(o, "header", header_json(res.revision));
 	if (!err)
 		err = set_true(o, "succeeded", res.succeeded);
+	if (!err && res.n_results) {
+		arr = json_array();
+		err = json_object_set_new(o, "responses", arr);
+	}
+	for (size_t i = 0; !err && i < res.n_results; i++) {
+		static const struct range_post none;
+		struct kv_op_result *r = &res.results[i];
+		int64_t rev = res.revision;
+		if (r->type == KV_OP_RANGE) {
+			range_post_apply(&r->range, i < n_ops ? &posts[i] : &none);
+			rev = read_rev;
+		} else if (r->type == KV_OP_PUT || r->deleted > 0) {
+			read_rev = res.revision;
+		}
+		err = json_array_append_new(arr, op_result_json(r, rev));
+	}
 	kv_txn_result_free(&res);
 	return set_reply(x, o, err);
 }
@@ -996,13 +1040,15 @@ static int send_all(int fd, const void *p, size_t n)
 	return 0;
 }
 
-static int send_response(struct conn *c, int status, const char *body, size_t len, bool keep)
+static int send_typed(struct conn *c, int status, const char *type, const char *body, size_t len,
+		      bool keep)
 {
 	char head[256];
 	int hn = snprintf(head, sizeof(head),
-			  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+			  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
 			  "Content-Length: %zu\r\n%s\r\n",
-			  status, status_text(status), len, keep ? "" : "Connection: close\r\n");
+			  status, status_text(status), type, len,
+			  keep ? "" : "Connection: close\r\n");
 	char *all = malloc((size_t)hn + len);
 	if (!all)
 		return -ENOMEM;
@@ -1011,6 +1057,11 @@ static int send_response(struct conn *c, int status, const char *body, size_t le
 	int ret = send_all(c->fd, all, (size_t)hn + len);
 	free(all);
 	return ret;
+}
+
+static int send_response(struct conn *c, int status, const char *body, size_t len, bool keep)
+{
+	return send_typed(c, status, "application/json", body, len, keep);
 }
 
 static int send_json(struct conn *c, int status, json_t *o, bool keep)
@@ -1029,7 +1080,7 @@ static int send_json(struct conn *c, int status, json_t *o, bool keep)
 
 static int send_error(struct conn *c, int code, const char *msg, bool keep)
 {
-	json_t *o = json_pack("{s:s, s:i, s:s}", "error", msg, "code", code, "message", msg);
+	json_t *o = json_pack("{s:s, s:s, s:i}", "error", msg, "message", msg, "code", code);
 	int ret = send_json(c, http_status(code), o, keep);
 	json_decref(o);
 	return ret;
@@ -1568,8 +1619,8 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 	case KV_WATCH_COMPACTED:
 		/* etcd: compact_revision with canceled, and no header revision. */
 		r = watch_msg(wt, 0);
-		if (r && (set_i64(r, "compact_revision", b->compact_revision) < 0 ||
-			  json_object_set_new(r, "canceled", json_true()) < 0)) {
+		if (r && (json_object_set_new(r, "canceled", json_true()) < 0 ||
+			  set_i64(r, "compact_revision", b->compact_revision) < 0)) {
 			json_decref(r);
 			r = NULL;
 		}
@@ -1858,15 +1909,15 @@ static bool handle(struct conn *c, struct request *rq)
 		if (!strcmp(rq->path, routes[i].path))
 			rt = &routes[i];
 	if (!rt) {
-		json_t *o = json_pack("{s:s, s:i, s:s}", "error", "Not Found", "code",
-				      GRPC_NOT_FOUND, "message", "Not Found");
-		int ret = send_json(c, 404, o, rq->keep_alive);
-		json_decref(o);
+		/* What etcd's HTTP mux answers for a path it does not serve. */
+		static const char nf[] = "Not Found\n";
+		int ret = send_typed(c, 404, "text/plain; charset=utf-8", nf, sizeof(nf) - 1,
+				     rq->keep_alive);
 		return !ret && rq->keep_alive;
 	}
 	if (strcmp(rq->method, "POST")) {
-		json_t *o = json_pack("{s:s, s:i, s:s}", "error", "Method Not Allowed", "code",
-				      GRPC_UNIMPLEMENTED, "message", "Method Not Allowed");
+		json_t *o = json_pack("{s:s, s:s, s:i}", "error", "Method Not Allowed", "message",
+				      "Method Not Allowed", "code", GRPC_UNIMPLEMENTED);
 		int ret = send_json(c, 405, o, rq->keep_alive);
 		json_decref(o);
 		return !ret && rq->keep_alive;
@@ -1921,8 +1972,8 @@ static void *conn_main(void *arg)
 			free(rq.body);
 			if (e.status) {
 				log_debug("gateway: refusing a request: %s", e.msg);
-				json_t *o = json_pack("{s:s, s:i, s:s}", "error", e.msg, "code",
-						      e.code, "message", e.msg);
+				json_t *o = json_pack("{s:s, s:s, s:i}", "error", e.msg, "message",
+						      e.msg, "code", e.code);
 				send_json(c, e.status, o, false);
 				json_decref(o);
 				linger_drain(c);
