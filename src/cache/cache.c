@@ -292,8 +292,9 @@ static struct cache_node *child_create(struct cache *c, struct cache_node *dir, 
 	return n;
 }
 
-/* Unlinks n from its parent and the name hash. Frees it unless referenced. */
-static void node_detach(struct cache *c, struct cache_node *n)
+/* Takes n out of its parent's child list and the name hash (lock held for
+ * write); n itself is untouched otherwise. */
+static void unlink_child(struct cache *c, struct cache_node *n)
 {
 	struct cache_node *dir = n->parent;
 	size_t b = name_hash(dir->id, n->ns, n->seg, n->seg_len) & (c->by_name_cap - 1);
@@ -311,6 +312,12 @@ static void node_detach(struct cache *c, struct cache_node *n)
 	else
 		dir->last_child = n->prev_sib;
 	dir->n_children--;
+}
+
+/* Unlinks n from its parent and the name hash. Frees it unless referenced. */
+static void node_detach(struct cache *c, struct cache_node *n)
+{
+	unlink_child(c, n);
 	n->hnext = n->next_sib = n->prev_sib = NULL;
 	n->detached = true;
 	c->n_nodes--;
@@ -1315,28 +1322,14 @@ int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *
 	}
 	struct cache_node *oldparent = n->parent;
 	/* unlink from the old place, keeping the node */
-	size_t b = name_hash(oldparent->id, n->ns, n->seg, n->seg_len) & (c->by_name_cap - 1);
-	struct cache_node **pp = &c->by_name[b];
-	while (*pp && *pp != n)
-		pp = &(*pp)->hnext;
-	if (*pp)
-		*pp = n->hnext;
-	if (n->prev_sib)
-		n->prev_sib->next_sib = n->next_sib;
-	else
-		oldparent->first_child = n->next_sib;
-	if (n->next_sib)
-		n->next_sib->prev_sib = n->prev_sib;
-	else
-		oldparent->last_child = n->prev_sib;
-	oldparent->n_children--;
+	unlink_child(c, n);
 	free(n->seg);
 	n->seg = nseg;
 	n->seg_len = seg_len;
 	n->ns = ns;
 	n->parent = newparent;
 	n->next_sib = NULL;
-	b = name_hash(newparent->id, ns, seg, seg_len) & (c->by_name_cap - 1);
+	size_t b = name_hash(newparent->id, ns, seg, seg_len) & (c->by_name_cap - 1);
 	n->hnext = c->by_name[b];
 	c->by_name[b] = n;
 	n->prev_sib = newparent->last_child;

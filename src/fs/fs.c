@@ -79,6 +79,24 @@ bool fs_intr_claim(struct fs_intr *it)
 	return !__atomic_exchange_n(&it->done, 1, __ATOMIC_SEQ_CST);
 }
 
+/* While the cache is stale, checks the backend first; true if that
+ * already answered the request (with its error, or EINTR on Ctrl-C). */
+static bool stale_and_answered(fuse_req_t req, struct fs *fs)
+{
+	if (cache_fresh(fs->cache))
+		return false;
+	struct fs_intr it;
+	fs_intr_arm(req, &it);
+	int ret = fs_check_backend(fs);
+	if (!fs_intr_claim(&it))
+		return true; /* interrupted: EINTR was the reply */
+	if (ret < 0) {
+		fuse_reply_err(req, fs_errno_out(ret));
+		return true;
+	}
+	return false;
+}
+
 int fs_errno_out(int ret)
 {
 	/* Backend-specific causes become EIO (the daemon logged the detail);
@@ -226,17 +244,8 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	CNT(fs, n_lookup);
-	if (!cache_fresh(fs->cache)) {
-		struct fs_intr it;
-		fs_intr_arm(req, &it);
-		int ret = fs_check_backend(fs);
-		if (!fs_intr_claim(&it))
-			return; /* interrupted: EINTR was the reply */
-		if (ret < 0) {
-			fuse_reply_err(req, fs_errno_out(ret));
-			return;
-		}
-	}
+	if (stale_and_answered(req, fs))
+		return;
 	char seg[NAMING_NAME_MAX + 1];
 	int ns;
 	cache_rdlock(fs->cache);
@@ -346,17 +355,8 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	CNT(fs, n_getattr);
 	/* The root never needs the network (statfs/getattr on / must work
 	 * while etcd is down so that the mount can be inspected). */
-	if (ino != FUSE_ROOT_ID && !cache_fresh(fs->cache)) {
-		struct fs_intr it;
-		fs_intr_arm(req, &it);
-		int ret = fs_check_backend(fs);
-		if (!fs_intr_claim(&it))
-			return;
-		if (ret < 0) {
-			fuse_reply_err(req, fs_errno_out(ret));
-			return;
-		}
-	}
+	if (ino != FUSE_ROOT_ID && stale_and_answered(req, fs))
+		return;
 	struct stat st;
 	cache_rdlock(fs->cache);
 	int ret = fs_fill_attr(fs, ino, &st);
@@ -373,17 +373,8 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 {
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
-	if (!cache_fresh(fs->cache)) {
-		struct fs_intr it;
-		fs_intr_arm(req, &it);
-		int ret = fs_check_backend(fs);
-		if (!fs_intr_claim(&it))
-			return;
-		if (ret < 0) {
-			fuse_reply_err(req, fs_errno_out(ret));
-			return;
-		}
-	}
+	if (stale_and_answered(req, fs))
+		return;
 	struct dir_handle *dh = calloc(1, sizeof(*dh));
 	if (!dh) {
 		fuse_reply_err(req, ENOMEM);

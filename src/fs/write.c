@@ -959,6 +959,15 @@ void fs_writer_stop(struct fs *fs)
 
 /* ---- namespace operations ---- */
 
+/* Replies EROFS (explaining why, once) if the mount is read-only. */
+static bool refused_read_only(struct fs *fs, fuse_req_t req)
+{
+	if (!fs->cfg.read_only)
+		return false;
+	fs_reply_erofs(fs, req);
+	return true;
+}
+
 void fs_reply_erofs(struct fs *fs, fuse_req_t req)
 {
 	if (fs->cfg.ro_reason && !__atomic_exchange_n(&fs->ro_explained, true, __ATOMIC_SEQ_CST))
@@ -976,10 +985,8 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 {
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
-	if (fs->cfg.read_only) {
-		fs_reply_erofs(fs, req);
+	if (refused_read_only(fs, req))
 		return;
-	}
 	if (!S_ISREG(mode) && (mode & S_IFMT)) {
 		fuse_reply_err(req, EPERM);
 		return;
@@ -1083,10 +1090,8 @@ void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	struct fuse_file_info fi;
 	memset(&fi, 0, sizeof(fi));
 	fi.flags = O_WRONLY | O_EXCL;
-	if (fs->cfg.read_only) {
-		fs_reply_erofs(fs, req);
+	if (refused_read_only(fs, req))
 		return;
-	}
 	struct cache *c = fs->cache;
 	struct target t;
 	cache_wrlock(c);
@@ -1145,10 +1150,8 @@ void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	(void)mode;
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
-	if (fs->cfg.read_only) {
-		fs_reply_erofs(fs, req);
+	if (refused_read_only(fs, req))
 		return;
-	}
 	struct cache *c = fs->cache;
 	struct target t;
 	cache_wrlock(c);
@@ -1170,10 +1173,8 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
-	if (fs->cfg.read_only) {
-		fs_reply_erofs(fs, req);
+	if (refused_read_only(fs, req))
 		return;
-	}
 	/* Pending deletes below it must land first, or it is not empty. */
 	flush_deferred(fs, true);
 	struct cache *c = fs->cache;
@@ -1210,10 +1211,8 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
-	if (fs->cfg.read_only) {
-		fs_reply_erofs(fs, req);
+	if (refused_read_only(fs, req))
 		return;
-	}
 	struct cache *c = fs->cache;
 	struct target t;
 	cache_wrlock(c);
@@ -1295,15 +1294,53 @@ static int fetch_raw(struct fs *fs, const char *key, size_t klen, struct kv_kv *
 	return kv_get(fs->cfg.kv, key, klen, out);
 }
 
+/* Moves sn (the kernel's inode) onto the destination name, where a save
+ * just put a key: sn takes over that key's metadata, so the inode the
+ * kernel moved stays valid. Lock held for write. */
+static void take_over_key(struct cache *c, struct cache_node *sn, const struct target *d,
+			  int64_t rev, size_t size)
+{
+	struct cache_node *cur = cache_child(c, d->dir, d->ns, d->seg, d->seg_len);
+	int64_t cr = 0, mr = rev, ver = 1, ls = 0;
+	size_t vs = size, rs = size;
+	if (cur == sn)
+		return;
+	if (cur) {
+		cr = cur->create_revision;
+		mr = cur->mod_revision;
+		ver = cur->version;
+		ls = cur->lease;
+		vs = cur->view_size;
+		rs = cur->raw_size;
+	}
+	cache_forget_key_locked(c, sn);
+	if (cache_move_locked(c, sn, d->dir, d->ns, d->seg, d->seg_len) < 0)
+		return;
+	sn->local_file = false;
+	sn->shadow = false;
+	sn->hidden = false;
+	free(sn->local_data);
+	sn->local_data = NULL;
+	sn->local_len = 0;
+	sn->has_value = true;
+	c->n_keys++;
+	sn->create_revision = cr;
+	sn->mod_revision = mr;
+	sn->version = ver;
+	sn->lease = ls;
+	sn->view_size = vs;
+	sn->raw_size = rs;
+	sn->view_known = true;
+	sn->kernel_rev = 0;
+}
+
 void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		  const char *newname, unsigned int flags)
 {
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
-	if (fs->cfg.read_only) {
-		fs_reply_erofs(fs, req);
+	if (refused_read_only(fs, req))
 		return;
-	}
 	if (flags & ~RENAME_NOREPLACE) {
 		fuse_reply_err(req, EINVAL); /* mv falls back to copying */
 		return;
@@ -1482,32 +1519,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		dn = cache_node_by_id(c, dn_id);
 		if (sn && !sn->detached) {
 			/* The moved node takes over the key. */
-			struct cache_node *cur = cache_child(c, d.dir, d.ns, d.seg, d.seg_len);
-			int64_t cr = 0, mr = rev, ver = 1, ls = 0;
-			size_t vs = clen;
-			if (cur) {
-				cr = cur->create_revision;
-				mr = cur->mod_revision;
-				ver = cur->version;
-				ls = cur->lease;
-				vs = cur->view_size;
-			}
-			if (cache_move_locked(c, sn, d.dir, d.ns, d.seg, d.seg_len) == 0) {
-				sn->local_file = false;
-				sn->shadow = false;
-				free(sn->local_data);
-				sn->local_data = NULL;
-				sn->local_len = 0;
-				sn->has_value = true;
-				c->n_keys++;
-				sn->create_revision = cr;
-				sn->mod_revision = mr;
-				sn->version = ver;
-				sn->lease = ls;
-				sn->view_size = vs;
-				sn->view_known = true;
-				sn->kernel_rev = 0;
-			}
+			take_over_key(c, sn, &d, rev, clen);
 		}
 		goto out_unlock;
 	}
@@ -1543,29 +1555,12 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	sn = cache_node_by_id(c, sn_id);
 	if (sn)
 		sn->pinned = false;
-	struct cache_node *cur = cache_child(c, d.dir, d.ns, d.seg, d.seg_len);
-	if (sn && !sn->detached && sn->n_children == 0 && cur && cur != sn) {
+	if (sn && !sn->detached && sn->n_children == 0 &&
+	    cache_child(c, d.dir, d.ns, d.seg, d.seg_len)) {
 		/* Keep the kernel's inode: the moved node takes over the new
 		 * key (store_key put its metadata on the node at the new
 		 * name). */
-		int64_t cr = cur->create_revision, mr = cur->mod_revision, ver = cur->version,
-			ls = cur->lease;
-		size_t vs = cur->view_size, rs = cur->raw_size;
-		cache_forget_key_locked(c, sn);
-		if (cache_move_locked(c, sn, d.dir, d.ns, d.seg, d.seg_len) == 0) {
-			sn->has_value = true;
-			c->n_keys++;
-			sn->hidden = false;
-			sn->local_file = false;
-			sn->create_revision = cr;
-			sn->mod_revision = mr;
-			sn->version = ver;
-			sn->lease = ls;
-			sn->view_size = vs;
-			sn->raw_size = rs;
-			sn->view_known = true;
-			sn->kernel_rev = 0;
-		}
+		take_over_key(c, sn, &d, rev, 0);
 	}
 	cache_unlock(c);
 	/* Deletes the old name if still there, and remembers the deletion so a
@@ -1597,10 +1592,8 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 	CNT(fs, n_requests);
 	struct cache *c = fs->cache;
 	int ret = 0;
-	if (fs->cfg.read_only) {
-		fs_reply_erofs(fs, req);
+	if (refused_read_only(fs, req))
 		return;
-	}
 	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != fs->uid) {
 		fuse_reply_err(req, EPERM);
 		return;
@@ -1696,10 +1689,8 @@ void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const ch
 {
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
-	if (fs->cfg.read_only) {
-		fs_reply_erofs(fs, req);
+	if (refused_read_only(fs, req))
 		return;
-	}
 	/* etcd has no symlinks; only local shadow names (emacs' .#x lock)
 	 * may be links. */
 	if (!is_shadow_name(fs, name)) {
