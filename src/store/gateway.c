@@ -1599,9 +1599,10 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 			}
 		}
 		wt->delivered_rev = b->revision;
-		if (!json_array_size(evs))
-			json_object_del(r, "events"); /* jsonpb omits empty lists */
-		if (json_array_size(evs) || wt->progress_notify) {
+		size_t n_sent = json_array_size(evs);
+		if (!n_sent)
+			json_object_del(r, "events"); /* jsonpb omits empty lists; frees evs */
+		if (n_sent || wt->progress_notify) {
 			stream_send(st, r);
 			wt->last_send_ms = now_ms();
 		} else {
