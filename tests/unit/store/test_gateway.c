@@ -966,8 +966,8 @@ static const char *const templates[] = {
 	"POST /v3/kv/txn HTTP/1.1\r\nContent-Length: %zu\r\n\r\n%s",
 	"POST /v3/kv/put HTTP/1.1\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n%s",
 	"POST /v3/watch HTTP/1.1\r\nContent-Length: %zu\r\n\r\n%s",
-	"POST /v3/kv/deleterange HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n%s\r\n0\r\n"
-	"\r\n",
+	("POST /v3/kv/deleterange HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+	 "%zx\r\n%s\r\n0\r\n\r\n"),
 	"POST /v3/kv/compaction HTTP/1.0\r\nContent-Length: %zu\r\n\r\n%s",
 };
 
