@@ -38,6 +38,10 @@ def b64(data):
     return base64.b64encode(data).decode()
 
 
+class PortTaken(Exception):
+    pass
+
+
 class Etcd:
     """A real etcd process on loopback."""
 
@@ -53,6 +57,19 @@ class Etcd:
         self.log = open(os.path.join(self.dir, "etcd.log"), "ab")
 
     def start(self):
+        # a free port can be taken by someone else before etcd binds it:
+        # then pick new ports and try again
+        for attempt in range(5):
+            try:
+                return self._start()
+            except PortTaken:
+                self.stop()
+                self.port, self.peer_port = free_port(), free_port()
+                scheme = "https" if self.tls else "http"
+                self.endpoint = f"{scheme}://127.0.0.1:{self.port}"
+        raise RuntimeError("etcd could not bind a free port")
+
+    def _start(self):
         args = [
             "etcd", "--name", "t", "--data-dir", os.path.join(self.dir, "data"),
             "--listen-client-urls", self.endpoint,
@@ -69,6 +86,10 @@ class Etcd:
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                self.log.flush()
+                with open(self.log.name, "rb") as f:
+                    if b"address already in use" in f.read():
+                        raise PortTaken()
                 raise RuntimeError("etcd exited: see " + self.log.name)
             try:
                 self.ctl("endpoint", "health", timeout=3)
