@@ -184,7 +184,7 @@ class StoreServer(Etcd):
         super().__init__(tmp, extra_args, tls)
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
-    def start(self):
+    def _start(self):
         server = os.path.join(BUILD, "src/store/etcdfs-server")
         args = [server, "--data-dir", os.path.join(self.dir, "data"),
                 "--listen-client", f"127.0.0.1:{self.port}"]
@@ -192,6 +192,10 @@ class StoreServer(Etcd):
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                self.log.flush()
+                with open(self.log.name, "rb") as f:
+                    if b"already in use" in f.read():
+                        raise PortTaken()
                 raise RuntimeError("etcdfs-server exited: see " + self.log.name)
             try:
                 self.revision()
