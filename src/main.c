@@ -627,6 +627,7 @@ int main(int argc, char *argv[])
 		.shadow_patterns = o.shadow,
 		.encode = view.format == VIEW_RAW ? NULL : view_encode,
 		.encode_arg = &view,
+		.encode_applies = view_applies,
 		.timeout_fresh = o.timeout_fresh,
 		.timeout_stale = o.timeout_stale,
 		.secrets_match = "/secrets/",

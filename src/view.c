@@ -17,6 +17,12 @@ static bool under_registry(const char *key, size_t len)
 	return len > strlen(REGISTRY) && memcmp(key, REGISTRY, strlen(REGISTRY)) == 0;
 }
 
+bool view_applies(void *arg, const char *key, size_t key_len)
+{
+	struct view *v = arg;
+	return v->format != VIEW_RAW && under_registry(key, key_len);
+}
+
 int view_render(void *arg, const char *key, size_t key_len, const char *val, size_t val_len,
 		int64_t mod_revision, char **out, size_t *out_len)
 {

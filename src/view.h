@@ -10,6 +10,7 @@
 #ifndef ETCDFS_VIEW_H
 #define ETCDFS_VIEW_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,9 @@ struct view {
 /* cache_render_fn: 0 and the text, or -ENOTSUP to show the raw bytes. */
 int view_render(void *view, const char *key, size_t key_len, const char *val, size_t val_len,
 		int64_t mod_revision, char **out, size_t *out_len);
+
+/* True if saves of key may need encoding (it is under /registry/). */
+bool view_applies(void *view, const char *key, size_t key_len);
 
 /* Turns saved text into the bytes to store under key. orig (may be NULL for
  * a new key) is the stored value the edit started from, at orig_rev.

@@ -33,6 +33,9 @@ struct fs_config {
 		      int64_t orig_rev, const char *text, size_t text_len, char **out,
 		      size_t *out_len, char **err);
 	void *encode_arg;
+	/* Whether encode applies to a key at all (so that saves of other keys
+	 * do not fetch the original first); NULL = always. */
+	bool (*encode_applies)(void *arg, const char *key, size_t key_len);
 };
 
 /* Creates the fs; the notify hook must be given to the cache. */

@@ -296,7 +296,8 @@ static int to_stored(struct fs *fs, const char *key, size_t klen, const char *bu
 	*raw = (char *)buf;
 	*rawlen = len;
 	*owned = false;
-	if (!fs->cfg.encode)
+	if (!fs->cfg.encode ||
+	    (fs->cfg.encode_applies && !fs->cfg.encode_applies(fs->cfg.encode_arg, key, klen)))
 		return 0;
 	struct kv_kv orig;
 	memset(&orig, 0, sizeof(orig));
@@ -512,6 +513,7 @@ static void open_raw(fuse_req_t req, struct fs *fs, fuse_ino_t ino, struct fuse_
 	fh->raw = true;
 	fi->fh = (uintptr_t)fh;
 	fi->direct_io = 1;
+	fi->noflush = 1;
 	if (fuse_reply_open(req, fi) < 0) {
 		free(fh->buf);
 		free(fh);
@@ -618,6 +620,8 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 		fi->direct_io = local || hot;
 		fi->keep_cache = fresh && same && !local && !hot;
+		/* A reader has nothing to save: spare the close its FLUSH. */
+		fi->noflush = 1;
 	}
 	fi->fh = (uintptr_t)fh;
 	if (fuse_reply_open(req, fi) < 0) {
