@@ -37,6 +37,7 @@ struct options {
 	char *node_id_s;
 	unsigned node_id;
 	char *consistency;
+	char *transport;
 	char *conflict_dir;
 	char *shadow;
 	char *kernel_timeout_s, *stale_timeout_s;
@@ -87,6 +88,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--listen %s", listen),
 	OPT("--node-id %s", node_id_s),
 	OPT("--consistency %s", consistency),
+	OPT("--transport %s", transport),
 	OPT("--conflict-dir %s", conflict_dir),
 	OPT("--shadow %s", shadow),
 	OPT("--kernel-timeout %s", kernel_timeout_s),
@@ -175,6 +177,8 @@ static void usage(const char *prog)
 	       "    --password-file=FILE       read the password from FILE\n"
 	       "    --dial-timeout=DUR         connect timeout (default 2s)\n"
 	       "    --command-timeout=DUR      per-request timeout (default 5s)\n"
+	       "    --transport=auto|grpc|json ranges and watches over gRPC (auto: gRPC, falling\n"
+	       "                               back to the JSON gateway), or JSON only\n"
 	       "\n"
 	       "Embedded store (no etcd server):\n"
 	       "    --data-dir=DIR             keep the keyspace in DIR (Raft log + snapshots)\n"
@@ -344,6 +348,10 @@ static int make_etcd(struct options *o, struct kv **kv, char **describe)
 #undef SETS
 	if (o->insecure_skip_tls_verify)
 		cfg.insecure_skip_tls_verify = true;
+	if (o->transport && (ret = etcd_parse_transport(o->transport, &cfg.transport)) < 0) {
+		fprintf(stderr, "etcdfs: --transport must be auto, grpc or json\n");
+		goto out;
+	}
 	if (o->password_file &&
 	    (ret = etcd_config_read_password_file(&cfg, o->password_file)) < 0) {
 		fprintf(stderr, "etcdfs: cannot read --password-file %s: %s\n", o->password_file,
@@ -695,6 +703,7 @@ out_args:
 	free(o.peers);
 	free(o.listen);
 	free(o.consistency);
+	free(o.transport);
 	free(o.conflict_dir);
 	free(o.shadow);
 	free(o.node_id_s);
