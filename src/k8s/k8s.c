@@ -90,6 +90,18 @@ static int envelope_parse(const uint8_t *p, size_t len, struct envelope *e, char
 	}
 	e->api_version = strdup("");
 	e->kind = strdup("");
+	/* Trailing bytes are kept (real values carry a stray newline), but an
+	 * envelope cut before its raw object is a truncated value, not an
+	 * empty object. */
+	bool has_raw = false;
+	for (size_t i = 0; i < e->fields.n; i++)
+		if (e->fields.f[i].num == 2 && e->fields.f[i].wt == 2)
+			has_raw = true;
+	if (e->trailer_len && !has_raw) {
+		envelope_free(e);
+		set_err(err, k8s_strdup_printf("truncated runtime.Unknown envelope"));
+		return -EINVAL;
+	}
 	if (e->fields.n == 0) {
 		envelope_free(e);
 		set_err(err, k8s_strdup_printf("malformed runtime.Unknown envelope"));
