@@ -80,3 +80,16 @@ def test_mount_helper_script(etcd, tmp, etcdfs_in_path):
             assert f.read() == "3"
     finally:
         subprocess.run(["fusermount3", "-u", m])
+
+
+def test_bash_completion():
+    script = os.path.join(ROOT, "contrib/bash-completion/etcdfs")
+    bindir = os.path.dirname(os.path.abspath(ETCDFS))
+    out = subprocess.run(["bash", "-c", f"""
+source {script}
+COMP_WORDS=(etcdfs --end); COMP_CWORD=1; _etcdfs; echo "${{COMPREPLY[@]}}"
+COMP_WORDS=(etcdfs --format ''); COMP_CWORD=2; _etcdfs; echo "${{COMPREPLY[@]}}"
+"""], capture_output=True, env=dict(os.environ, PATH=bindir + ":" + os.environ["PATH"]),
+        check=True).stdout.decode().splitlines()
+    assert out[0].split() == ["--endpoints"]
+    assert sorted(out[1].split()) == ["json", "raw", "yaml"]
