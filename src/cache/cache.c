@@ -517,6 +517,12 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, char *view, size_
 	n->lease = kv->lease;
 	n->raw_size = kv->value_len;
 	set_view(c, n, view, view_len, kv->mod_revision);
+	if (!had && !c->quiet) {
+		/* a new key is as unsettled as a changed one */
+		pthread_mutex_lock(&c->lru_lock);
+		n->changed_ms = now_ms();
+		pthread_mutex_unlock(&c->lru_lock);
+	}
 	if (changed && had) {
 		pthread_mutex_lock(&c->lru_lock);
 		n->pending_inval = kv->mod_revision;
