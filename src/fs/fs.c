@@ -566,6 +566,17 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	char num[64];
+	/*
+	 * Only the user namespace exists here. ENOTSUP (not ENODATA) for the
+	 * others says "this filesystem has no ACLs or security labels", which
+	 * GNU ls caches per device: `ls -l` of 10,000 files then sends two
+	 * GETXATTR requests instead of 20,000 (security.selinux and
+	 * system.posix_acl_access for every entry; FUSE caches neither).
+	 */
+	if (strncmp(name, "user.", 5) != 0) {
+		fuse_reply_err(req, ENOTSUP);
+		return;
+	}
 	if (ino == FUSE_ROOT_ID && strncmp(name, "user.etcdfs.", 12) == 0) {
 		struct cache_stats cs;
 		cache_get_stats(fs->cache, &cs);

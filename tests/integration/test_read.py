@@ -143,6 +143,26 @@ def test_large_directory(etcd, mount_factory):
         assert f.read() == "v9999"
 
 
+def test_ls_l_does_not_probe_every_file(etcd, mount_factory):
+    """ls -l asks every file for security.selinux and system.posix_acl_access
+    and FUSE caches neither answer; ENOTSUP makes ls stop asking after the
+    first (it caches "unsupported" per device). 500 files: a handful of
+    requests, not 1,000 GETXATTRs."""
+    n = 500
+    etcd.put_many([(f"/lsl/k{i:04d}", f"v{i}") for i in range(n)])
+    m = mount_factory(["--endpoints", etcd.endpoint])
+    d = os.path.join(m.path, "lsl")
+    out = subprocess.run(["ls", "-l", d], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, LC_ALL="C")).stdout
+    assert len(out.splitlines()) == n + 1  # "total" line
+    before = int(m.xattr("", "user.etcdfs.requests"))
+    out = subprocess.run(["ls", "-l", d], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, LC_ALL="C")).stdout
+    assert len(out.splitlines()) == n + 1
+    spent = int(m.xattr("", "user.etcdfs.requests")) - before
+    assert spent < 50, f"ls -l of {n} files sent {spent} requests to the daemon"
+
+
 def test_writes_refused_readonly(etcd, mount_factory):
     etcd.put("/ro/x", "1")
     m = mount_factory(["--endpoints", etcd.endpoint, "-o", "ro"])
