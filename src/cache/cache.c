@@ -2,6 +2,8 @@
 #include "cache.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -579,6 +581,66 @@ static void render(struct cache *c, const struct kv_kv *kv, char **view, size_t 
 	*len = kv->value_len;
 }
 
+/*
+ * Renders a page of a listing. A YAML rendering costs 0.1-0.4 ms per object
+ * (bench/run: 316 us per Pod), so with a render function it is nearly all of
+ * an initial sync's time: 10,000 Pods take 3 s on one core against 0.2 s to
+ * fetch them. Rendering is pure (the codec keeps no shared state), so the
+ * page is shared among up to RENDER_THREADS threads, the caller being one;
+ * items are handed out one at a time because their costs vary 100-fold.
+ */
+#define RENDER_THREADS 8
+#define RENDER_MIN_PARALLEL 16 /* smaller pages: thread start-up would dominate */
+
+struct render_job {
+	struct cache *c;
+	const struct kv_kv *kvs;
+	char **views;
+	size_t *lens;
+	size_t n;
+	size_t next; /* next item to take (atomic) */
+};
+
+static void *render_worker(void *arg)
+{
+	struct render_job *j = arg;
+	for (;;) {
+		size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+		if (i >= j->n)
+			break;
+		render(j->c, &j->kvs[i], &j->views[i], &j->lens[i]);
+	}
+	return NULL;
+}
+
+static size_t usable_cpus(void)
+{
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return (size_t)CPU_COUNT(&set);
+	return 1;
+}
+
+static void render_page(struct cache *c, const struct kv_kv *kvs, size_t n, char **views,
+			size_t *lens)
+{
+	struct render_job j = {.c = c, .kvs = kvs, .views = views, .lens = lens, .n = n};
+	pthread_t th[RENDER_THREADS - 1];
+	size_t nt = 0;
+	if (c->cfg.render && n >= RENDER_MIN_PARALLEL) {
+		size_t want = c->render_threads - 1;
+		if (want > n / RENDER_MIN_PARALLEL)
+			want = n / RENDER_MIN_PARALLEL;
+		/* A thread that cannot start just leaves more work to us. */
+		while (nt < want && pthread_create(&th[nt], NULL, render_worker, &j) == 0)
+			nt++;
+	}
+	render_worker(&j);
+	for (size_t i = 0; i < nt; i++)
+		pthread_join(th[i], NULL);
+	__atomic_add_fetch(&c->render_helpers_used, nt, __ATOMIC_RELAXED);
+}
+
 /* ---- sync ---- */
 
 /* Lists the prefix at rev (0 = latest) and makes the tree equal to it.
@@ -631,8 +693,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 			ret = -ENOMEM;
 			goto out;
 		}
-		for (size_t i = 0; i < res.n_kvs; i++)
-			render(c, &res.kvs[i], &views[i], &lens[i]);
+		render_page(c, res.kvs, res.n_kvs, views, lens);
 		cache_wrlock(c);
 		for (size_t i = 0; i < res.n_kvs; i++) {
 			struct kv_kv *kv = &res.kvs[i];
@@ -938,6 +999,9 @@ int cache_new(const struct cache_config *cfg, struct cache **out)
 	c->cfg = *cfg;
 	if (!c->cfg.page_size)
 		c->cfg.page_size = 1000;
+	c->render_threads = usable_cpus();
+	if (c->render_threads > RENDER_THREADS)
+		c->render_threads = RENDER_THREADS;
 	if (!c->cfg.stale_ms)
 		c->cfg.stale_ms = 1000;
 	pthread_rwlockattr_t attr;

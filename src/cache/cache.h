@@ -184,6 +184,10 @@ struct cache {
 	bool stopping;	    /* protected by health_mu */
 	bool resync_wanted; /* protected by health_mu */
 	uint64_t sync_gen;  /* protected by lock */
+	/* Threads that render a listing page (usable CPUs, at most 8); set
+	 * before the initial sync, then read-only. */
+	size_t render_threads;
+	uint64_t render_helpers_used; /* helper threads started so far (atomic) */
 };
 
 /* Creates the cache and runs the initial sync (returns its error). Starts

@@ -109,6 +109,71 @@ static char *content(struct cache *c, const char *path)
 	return ret == 0 ? out : NULL;
 }
 
+/* A render function that is slow, deterministic, and notes which threads
+ * ran it (at most 16 distinct). */
+static pthread_t render_tids[16];
+static int n_render_tids, n_rendered;
+
+static int slow_render(void *arg, const char *key, size_t key_len, const char *val,
+		       size_t val_len, int64_t mod_revision, char **out, size_t *out_len)
+{
+	(void)arg, (void)mod_revision;
+	usleep(200);
+	pthread_mutex_lock(&mu);
+	n_rendered++;
+	bool known = false;
+	for (int i = 0; i < n_render_tids; i++)
+		known = known || pthread_equal(render_tids[i], pthread_self());
+	if (!known && n_render_tids < 16)
+		render_tids[n_render_tids++] = pthread_self();
+	pthread_mutex_unlock(&mu);
+	if (asprintf(out, "R:%.*s:%.*s", (int)val_len, val, (int)key_len, key) < 0)
+		return -ENOMEM;
+	*out_len = strlen(*out);
+	return 0;
+}
+
+/* The initial sync renders each page on several threads; every key still
+ * gets its own rendering. */
+static void test_parallel_render(struct kv *kv)
+{
+	const int n = 600;
+	for (int i = 0; i < n; i++) {
+		char k[64], v[64];
+		snprintf(k, sizeof(k), "/rend/k%04d", i);
+		snprintf(v, sizeof(v), "v%d", i * 7);
+		put(kv, k, v);
+	}
+	struct cache_config cfg = {.kv = kv,
+				   .prefix = "/rend/",
+				   .prefix_len = 6,
+				   .max_bytes = 1 << 20,
+				   .page_size = 250,
+				   .render = slow_render,
+				   .no_watch = true};
+	struct cache *c;
+	int ret = cache_new(&cfg, &c);
+	CHECK(ret == 0, "cache_new with a render function: %d", ret);
+	if (ret)
+		return;
+	CHECK(c->n_keys == (uint64_t)n, "rendered keys: %llu", (unsigned long long)c->n_keys);
+	CHECK(counter(&n_rendered) == n, "each key rendered once at sync: %d", n_rendered);
+	for (int i = 0; i < n; i++) {
+		char path[64], want[96];
+		snprintf(path, sizeof(path), "k%04d", i);
+		snprintf(want, sizeof(want), "R:v%d:/rend/k%04d", i * 7, i);
+		char *got = content(c, path);
+		CHECK(got && strcmp(got, want) == 0, "%s: %s", path, got ? got : "(none)");
+		free(got);
+	}
+	if (c->render_threads > 1) {
+		CHECK(c->render_helpers_used > 0, "no helper thread rendered (%zu usable CPUs)",
+		      c->render_threads);
+		CHECK(counter(&n_render_tids) > 1, "one thread did all the rendering");
+	}
+	cache_destroy(c);
+}
+
 int main(void)
 {
 	log_set_level(LOG_WARNING);
@@ -231,6 +296,7 @@ int main(void)
 	cache_get_stats(c, &st);
 	CHECK(st.health == CACHE_HEALTHY, "watch healthy");
 	cache_destroy(c);
+	test_parallel_render(kv);
 	kv_destroy(kv);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
