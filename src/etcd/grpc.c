@@ -224,34 +224,246 @@ static int copy_kv(const Etcdrpc__Kv *src, bool keys_only, struct kv_kv *out)
 	return 0;
 }
 
+/* Appends the kvs of a decoded RangeResponse to res and sets more, count and revision. */
+static int fill_range(const Etcdrpc__RangeResp *r, bool keys_only, struct kv_range_result *res)
+{
+	res->revision = r->header ? r->header->revision : 0;
+	res->count = r->count;
+	res->more = r->more;
+	if (!r->n_kvs)
+		return 0;
+	struct kv_kv *kvs = realloc(res->kvs, (res->n_kvs + r->n_kvs) * sizeof(*kvs));
+	if (!kvs)
+		return -ENOMEM;
+	res->kvs = kvs;
+	for (size_t i = 0; i < r->n_kvs; i++) {
+		int ret = copy_kv(r->kvs[i], keys_only, &kvs[res->n_kvs]);
+		if (ret < 0)
+			return ret;
+		res->n_kvs++;
+	}
+	return 0;
+}
+
 int etcd_grpc_parse_range(const uint8_t *msg, size_t len, bool keys_only,
 			  struct kv_range_result *res)
 {
 	struct arena a;
 	ProtobufCAllocator pa;
-	int ret = 0;
+	int ret;
 	arena_init(&a, &pa, len + len / 4 + 4096);
 	Etcdrpc__RangeResp *r = etcdrpc__range_resp__unpack(&pa, len, msg);
-	if (!r) {
+	ret = r ? fill_range(r, keys_only, res) : -EINVAL;
+	arena_destroy(&a);
+	return ret;
+}
+
+/* ---- transactions ---- */
+
+/* Room for one operation of a branch and the request it points to. */
+struct op_slot {
+	Etcdrpc__Op op;
+	union {
+		Etcdrpc__RangeReq range;
+		Etcdrpc__PutReq put;
+		Etcdrpc__DeleteReq del;
+	} u;
+};
+
+static int fill_cmp(const struct kv_compare *c, Etcdrpc__Cmp *m)
+{
+	*m = (Etcdrpc__Cmp)ETCDRPC__CMP__INIT;
+	m->result = (int32_t)c->result;
+	m->target = (int32_t)c->target;
+	m->key = bin(c->key, c->key_len);
+	m->range_end = bin(c->range_end, c->range_end_len);
+	/* Setting the oneof case is what makes protobuf-c send the operand when it is 0 or
+	 * empty (see rpc.proto). */
+	switch (c->target) {
+	case KV_CMP_VERSION:
+		m->operand_case = ETCDRPC__CMP__OPERAND_VERSION;
+		m->version = c->number;
+		break;
+	case KV_CMP_CREATE:
+		m->operand_case = ETCDRPC__CMP__OPERAND_CREATE_REVISION;
+		m->create_revision = c->number;
+		break;
+	case KV_CMP_MOD:
+		m->operand_case = ETCDRPC__CMP__OPERAND_MOD_REVISION;
+		m->mod_revision = c->number;
+		break;
+	case KV_CMP_VALUE:
+		m->operand_case = ETCDRPC__CMP__OPERAND_VALUE;
+		m->value = bin(c->value, c->value_len);
+		break;
+	case KV_CMP_LEASE:
+		m->operand_case = ETCDRPC__CMP__OPERAND_LEASE;
+		m->lease = c->number;
+		break;
+	default:
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The same fields as the JSON path sends (etcd_json_txn_req). */
+static int fill_op(const struct kv_op *op, struct op_slot *s)
+{
+	s->op = (Etcdrpc__Op)ETCDRPC__OP__INIT;
+	switch (op->type) {
+	case KV_OP_RANGE:
+		s->u.range = (Etcdrpc__RangeReq)ETCDRPC__RANGE_REQ__INIT;
+		s->u.range.key = bin(op->key, op->key_len);
+		s->u.range.range_end = bin(op->range_end, op->range_end_len);
+		s->u.range.keys_only = op->keys_only;
+		s->op.request_case = ETCDRPC__OP__REQUEST_RANGE;
+		s->op.range = &s->u.range;
+		break;
+	case KV_OP_PUT:
+		s->u.put = (Etcdrpc__PutReq)ETCDRPC__PUT_REQ__INIT;
+		s->u.put.key = bin(op->key, op->key_len);
+		s->u.put.value = bin(op->value, op->value_len);
+		s->u.put.lease = op->lease;
+		s->u.put.prev_kv = op->prev_kv;
+		s->u.put.ignore_lease = op->ignore_lease;
+		s->op.request_case = ETCDRPC__OP__REQUEST_PUT;
+		s->op.put = &s->u.put;
+		break;
+	case KV_OP_DELETE:
+		s->u.del = (Etcdrpc__DeleteReq)ETCDRPC__DELETE_REQ__INIT;
+		s->u.del.key = bin(op->key, op->key_len);
+		s->u.del.range_end = bin(op->range_end, op->range_end_len);
+		s->u.del.prev_kv = op->prev_kv;
+		s->op.request_case = ETCDRPC__OP__REQUEST_DELETE_RANGE;
+		s->op.delete_range = &s->u.del;
+		break;
+	default:
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int etcd_grpc_txn_req(const struct kv_txn *txn, uint8_t **out, size_t *out_len)
+{
+	Etcdrpc__TxnReq t = ETCDRPC__TXN_REQ__INIT;
+	size_t n_ops = txn->n_success + txn->n_failure;
+	/* One block each for the structs and the pointer arrays protobuf-c wants; +1 keeps
+	 * calloc() from returning NULL for an empty txn. */
+	Etcdrpc__Cmp *cmps = calloc(txn->n_compare + 1, sizeof(*cmps));
+	Etcdrpc__Cmp **cmp_ptrs = calloc(txn->n_compare + 1, sizeof(*cmp_ptrs));
+	struct op_slot *slots = calloc(n_ops + 1, sizeof(*slots));
+	Etcdrpc__Op **op_ptrs = calloc(n_ops + 1, sizeof(*op_ptrs));
+	int ret = -ENOMEM;
+	*out = NULL;
+	*out_len = 0;
+	if (!cmps || !cmp_ptrs || !slots || !op_ptrs)
+		goto out;
+	for (size_t i = 0; i < txn->n_compare; i++) {
+		if ((ret = fill_cmp(&txn->compare[i], &cmps[i])) < 0)
+			goto out;
+		cmp_ptrs[i] = &cmps[i];
+	}
+	for (size_t i = 0; i < n_ops; i++) {
+		const struct kv_op *op =
+			i < txn->n_success ? &txn->success[i] : &txn->failure[i - txn->n_success];
+		if ((ret = fill_op(op, &slots[i])) < 0)
+			goto out;
+		op_ptrs[i] = &slots[i].op;
+	}
+	t.n_compare = txn->n_compare;
+	t.compare = cmp_ptrs;
+	t.n_success = txn->n_success;
+	t.success = op_ptrs;
+	t.n_failure = txn->n_failure;
+	t.failure = op_ptrs + txn->n_success;
+	ret = pack_framed(&t.base, out, out_len);
+out:
+	free(cmps);
+	free(cmp_ptrs);
+	free(slots);
+	free(op_ptrs);
+	return ret;
+}
+
+/* Appends copies of kvs to res (prev kvs: values always present). */
+static int append_prev(Etcdrpc__Kv *const *kvs, size_t n, struct kv_range_result *res)
+{
+	if (!n)
+		return 0;
+	struct kv_kv *p = realloc(res->kvs, (res->n_kvs + n) * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	res->kvs = p;
+	for (size_t i = 0; i < n; i++) {
+		int ret = copy_kv(kvs[i], false, &p[res->n_kvs]);
+		if (ret < 0)
+			return ret;
+		res->n_kvs++;
+	}
+	return 0;
+}
+
+/* One ResponseOp, filled like the JSON path's parse_op_result(): every result carries the
+ * txn's revision; prev kvs count as the range of a put or delete. */
+static int fill_op_result(const Etcdrpc__OpResp *o, bool keys_only, int64_t revision,
+			  struct kv_op_result *r)
+{
+	int ret;
+	switch (o->result_case) {
+	case ETCDRPC__OP_RESP__RESULT_RANGE:
+		r->type = KV_OP_RANGE;
+		ret = fill_range(o->range, keys_only, &r->range);
+		break;
+	case ETCDRPC__OP_RESP__RESULT_PUT:
+		r->type = KV_OP_PUT;
+		ret = o->put->prev_kv ? append_prev(&o->put->prev_kv, 1, &r->range) : 0;
+		r->range.count = (int64_t)r->range.n_kvs;
+		break;
+	case ETCDRPC__OP_RESP__RESULT_DELETE_RANGE:
+		r->type = KV_OP_DELETE;
+		r->deleted = o->delete_range->deleted;
+		ret = append_prev(o->delete_range->prev_kvs, o->delete_range->n_prev_kvs,
+				  &r->range);
+		r->range.count = (int64_t)r->range.n_kvs;
+		break;
+	default:
+		/* No result we know: a nested txn's (we never send one) or one from a
+		 * future etcd. */
+		return -EINVAL;
+	}
+	r->range.revision = revision;
+	return ret;
+}
+
+int etcd_grpc_parse_txn(const uint8_t *msg, size_t len, const struct kv_txn *txn,
+			struct kv_txn_result *res)
+{
+	struct arena a;
+	ProtobufCAllocator pa;
+	int ret = 0;
+	arena_init(&a, &pa, len + len / 4 + 4096);
+	Etcdrpc__TxnResp *t = etcdrpc__txn_resp__unpack(&pa, len, msg);
+	if (!t) {
 		ret = -EINVAL;
 		goto out;
 	}
-	res->revision = r->header ? r->header->revision : 0;
-	res->count = r->count;
-	res->more = r->more;
-	if (r->n_kvs) {
-		struct kv_kv *kvs = realloc(res->kvs, (res->n_kvs + r->n_kvs) * sizeof(*kvs));
-		if (!kvs) {
-			ret = -ENOMEM;
+	res->revision = t->header ? t->header->revision : 0;
+	res->succeeded = t->succeeded;
+	if (!t->n_responses)
+		goto out;
+	const struct kv_op *ops = t->succeeded ? txn->success : txn->failure;
+	size_t n_ops = t->succeeded ? txn->n_success : txn->n_failure;
+	if (!(res->results = calloc(t->n_responses, sizeof(*res->results)))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < t->n_responses; i++) {
+		/* Count the entry first so that a partial decode is freed by the caller. */
+		res->n_results++;
+		bool keys_only = i < n_ops && ops[i].type == KV_OP_RANGE && ops[i].keys_only;
+		ret = fill_op_result(t->responses[i], keys_only, res->revision, &res->results[i]);
+		if (ret < 0)
 			goto out;
-		}
-		res->kvs = kvs;
-		for (size_t i = 0; i < r->n_kvs; i++) {
-			ret = copy_kv(r->kvs[i], keys_only, &kvs[res->n_kvs]);
-			if (ret < 0)
-				goto out;
-			res->n_kvs++;
-		}
 	}
 out:
 	arena_destroy(&a);

@@ -25,6 +25,7 @@
 #include "kv.h"
 
 #define ETCD_GRPC_RANGE_PATH "/etcdserverpb.KV/Range"
+#define ETCD_GRPC_TXN_PATH "/etcdserverpb.KV/Txn"
 #define ETCD_GRPC_WATCH_PATH "/etcdserverpb.Watch/Watch"
 #define ETCD_GRPC_FRAME_HDR 5
 
@@ -67,6 +68,17 @@ int etcd_grpc_range_req(const struct kv_range_req *req, const void *key, size_t 
  * NULL when keys_only, else an absent value is an empty one. -EINVAL when malformed. */
 int etcd_grpc_parse_range(const uint8_t *msg, size_t len, bool keys_only,
 			  struct kv_range_result *res);
+
+/* Encodes a framed TxnRequest with the same fields etcd_json_txn_req() sends. Returns 0,
+ * -EINVAL for an unknown compare target or op type, or -ENOMEM. */
+int etcd_grpc_txn_req(const struct kv_txn *txn, uint8_t **out, size_t *out_len);
+
+/* Decodes a TxnResponse message (without its frame header) into res, like
+ * etcd_json_parse_txn(): succeeded, revision, and one result per op of the branch that ran
+ * (txn tells which range ops were keys_only). -EINVAL when malformed, including an op result
+ * of a kind we never ask for. */
+int etcd_grpc_parse_txn(const uint8_t *msg, size_t len, const struct kv_txn *txn,
+			struct kv_txn_result *res);
 
 /* Encodes a framed WatchRequest holding a create request (progress notifications on). */
 int etcd_grpc_watch_req(const struct kv_watch_req *req, int64_t start_revision, uint8_t **out,

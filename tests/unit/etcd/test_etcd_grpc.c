@@ -272,22 +272,227 @@ static void test_watch_codec(void)
 	etcd_watch_msg_free(&m);
 }
 
+static void test_txn_codec(void)
+{
+	/* Three compares (a create_revision of 0 and an empty value: both must be on the wire,
+	 * they are oneof members; a range compare), a put with every flag, a range delete, an
+	 * empty put, and a keys-only range in the failure branch. */
+	/* clang-format off */
+	static const uint8_t want[] = {
+		0, 0, 0, 0, 83,			/* frame header */
+		0x0a, 8,			/* 1 compare { (result EQUAL omitted) */
+		0x10, 1,			/*   2 target CREATE */
+		0x1a, 2, '/', 'a',		/*   3 key */
+		0x28, 0,			/*   5 create_revision 0 } */
+		0x0a, 10,			/* 1 compare { */
+		0x08, 3, 0x10, 3,		/*   result NOT_EQUAL, target VALUE */
+		0x1a, 2, '/', 'a',		/*   3 key */
+		0x3a, 0,			/*   7 value "" } */
+		0x0a, 14,			/* 1 compare { */
+		0x08, 1, 0x10, 2,		/*   result GREATER, target MOD */
+		0x1a, 1, '/',			/*   3 key */
+		0x30, 0xac, 0x02,		/*   6 mod_revision 300 */
+		0x82, 0x04, 1, '0',		/*   64 range_end "0" } */
+		0x12, 15, 0x12, 13,		/* 2 success { 2 put { */
+		0x0a, 2, '/', 'a',		/*   key */
+		0x12, 1, 'v',			/*   value */
+		0x18, 5,			/*   lease 5 */
+		0x20, 1, 0x30, 1,		/*   4 prev_kv, 6 ignore_lease } } */
+		0x12, 12, 0x1a, 10,		/* 2 success { 3 delete_range { */
+		0x0a, 2, '/', 'b',		/*   key */
+		0x12, 2, '/', 'c',		/*   range_end */
+		0x18, 1,			/*   prev_kv } } */
+		0x12, 2, 0x12, 0,		/* 2 success { 2 put { } }: empty key and value */
+		0x1a, 8, 0x0a, 6,		/* 3 failure { 1 range { */
+		0x0a, 2, '/', 'a',		/*   key */
+		0x40, 1,			/*   8 keys_only } } */
+	};
+	/* clang-format on */
+	struct kv_compare cmps[] = {
+		{.target = KV_CMP_CREATE, .result = KV_CMP_EQUAL, .key = "/a", .key_len = 2},
+		{.target = KV_CMP_VALUE,
+		 .result = KV_CMP_NOT_EQUAL,
+		 .key = "/a",
+		 .key_len = 2,
+		 .value = "",
+		 .value_len = 0},
+		{.target = KV_CMP_MOD,
+		 .result = KV_CMP_GREATER,
+		 .key = "/",
+		 .key_len = 1,
+		 .range_end = "0",
+		 .range_end_len = 1,
+		 .number = 300},
+	};
+	struct kv_op succ[] = {
+		{.type = KV_OP_PUT,
+		 .key = "/a",
+		 .key_len = 2,
+		 .value = "v",
+		 .value_len = 1,
+		 .lease = 5,
+		 .prev_kv = true,
+		 .ignore_lease = true},
+		{.type = KV_OP_DELETE,
+		 .key = "/b",
+		 .key_len = 2,
+		 .range_end = "/c",
+		 .range_end_len = 2,
+		 .prev_kv = true},
+		{.type = KV_OP_PUT},
+	};
+	struct kv_op fail = {.type = KV_OP_RANGE, .key = "/a", .key_len = 2, .keys_only = true};
+	struct kv_txn txn = {.compare = cmps,
+			     .n_compare = 3,
+			     .success = succ,
+			     .n_success = 3,
+			     .failure = &fail,
+			     .n_failure = 1};
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	CHECK_EQ(etcd_grpc_txn_req(&txn, &buf, &len), 0);
+	CHECK_MEM(buf, len, want, sizeof(want));
+	free(buf);
+	/* Version and lease 0 are sent too. */
+	struct kv_compare zeros[] = {{.target = KV_CMP_VERSION}, {.target = KV_CMP_LEASE}};
+	struct kv_txn zt = {.compare = zeros, .n_compare = 2};
+	/* clang-format off */
+	static const uint8_t zwant[] = {
+		0, 0, 0, 0, 10,
+		0x0a, 2, 0x20, 0,		/* compare { 4 version 0 } */
+		0x0a, 4, 0x10, 4, 0x40, 0,	/* compare { target LEASE, 8 lease 0 } */
+	};
+	/* clang-format on */
+	CHECK_EQ(etcd_grpc_txn_req(&zt, &buf, &len), 0);
+	CHECK_MEM(buf, len, zwant, sizeof(zwant));
+	free(buf);
+	/* An empty txn is an empty message; an unknown kind is refused. */
+	struct kv_txn empty = {0};
+	static const uint8_t ewant[] = {0, 0, 0, 0, 0};
+	CHECK_EQ(etcd_grpc_txn_req(&empty, &buf, &len), 0);
+	CHECK_MEM(buf, len, ewant, sizeof(ewant));
+	free(buf);
+	buf = NULL;
+	struct kv_compare bad_cmp = {.target = (enum kv_cmp_target)9};
+	struct kv_txn bt = {.compare = &bad_cmp, .n_compare = 1};
+	CHECK_EQ(etcd_grpc_txn_req(&bt, &buf, &len), -EINVAL);
+	CHECK(buf == NULL);
+	struct kv_op bad_op = {.type = (enum kv_op_type)7};
+	struct kv_txn bo = {.failure = &bad_op, .n_failure = 1};
+	CHECK_EQ(etcd_grpc_txn_req(&bo, &buf, &len), -EINVAL);
+
+	/* A reply: header{revision 12}, succeeded, a put with its previous kv, a delete of two
+	 * keys with theirs (one with an empty value), a keys-only range, a put without a
+	 * previous kv. */
+	/* clang-format off */
+	static const uint8_t reply[] = {
+		0x0a, 2, 0x18, 12,		/* header { revision 12 } */
+		0x10, 1,			/* succeeded */
+		0x1a, 23, 0x12, 21,		/* 3 responses { 2 put { */
+		0x0a, 2, 0x18, 12,		/*   header { revision 12 } */
+		0x12, 15,			/*   2 prev_kv { */
+		0x0a, 2, '/', 'a',		/*     key */
+		0x10, 3, 0x18, 4, 0x20, 2,	/*     create 3, mod 4, version 2 */
+		0x2a, 3, 'o', 'l', 'd',		/*     value } } } */
+		0x1a, 20, 0x1a, 18,		/* 3 responses { 3 delete_range { */
+		0x10, 2,			/*   deleted 2 */
+		0x1a, 4, 0x0a, 2, '/', 'b',	/*   prev_kvs { key "/b" } */
+		0x1a, 8, 0x0a, 3, '/', 'b', '2', /*  prev_kvs { key "/b2", */
+		0x2a, 1, 'x',			/*     value "x" } } } */
+		0x1a, 10, 0x0a, 8,		/* 3 responses { 1 range { */
+		0x12, 4, 0x0a, 2, '/', 'a',	/*   kvs { key "/a" } */
+		0x20, 1,			/*   count 1 } } */
+		0x1a, 2, 0x12, 0,		/* 3 responses { 2 put { } } */
+	};
+	/* clang-format on */
+	struct kv_op rops[] = {
+		{.type = KV_OP_PUT, .prev_kv = true},
+		{.type = KV_OP_DELETE, .prev_kv = true},
+		{.type = KV_OP_RANGE, .keys_only = true},
+		{.type = KV_OP_PUT},
+	};
+	struct kv_txn rt = {.success = rops, .n_success = 4};
+	struct kv_txn_result r = {0};
+	CHECK_EQ(etcd_grpc_parse_txn(reply, sizeof(reply), &rt, &r), 0);
+	CHECK(r.succeeded && r.revision == 12 && r.n_results == 4);
+	if (r.n_results == 4) {
+		const struct kv_op_result *o = r.results;
+		CHECK(o[0].type == KV_OP_PUT && o[0].range.n_kvs == 1 && o[0].range.count == 1);
+		if (o[0].range.n_kvs == 1) {
+			const struct kv_kv *k = &o[0].range.kvs[0];
+			CHECK_MEM(k->key, k->key_len, "/a", 2);
+			CHECK_MEM(k->value, k->value_len, "old", 3);
+			CHECK(k->create_revision == 3 && k->mod_revision == 4 && k->version == 2);
+		}
+		CHECK(o[1].type == KV_OP_DELETE && o[1].deleted == 2 && o[1].range.n_kvs == 2 &&
+		      o[1].range.count == 2);
+		if (o[1].range.n_kvs == 2) {
+			CHECK(o[1].range.kvs[0].value != NULL && o[1].range.kvs[0].value_len == 0);
+			CHECK_MEM(o[1].range.kvs[1].key, o[1].range.kvs[1].key_len, "/b2", 3);
+			CHECK_MEM(o[1].range.kvs[1].value, o[1].range.kvs[1].value_len, "x", 1);
+		}
+		CHECK(o[2].type == KV_OP_RANGE && o[2].range.n_kvs == 1 && o[2].range.count == 1);
+		if (o[2].range.n_kvs == 1)
+			CHECK(o[2].range.kvs[0].value == NULL);
+		CHECK(o[3].type == KV_OP_PUT && o[3].range.n_kvs == 0 && o[3].range.count == 0);
+		for (int i = 0; i < 4; i++)
+			CHECK_EQ(o[i].range.revision, 12);
+	}
+	kv_txn_result_free(&r);
+	/* An empty message: the compares failed and the failure branch was empty. */
+	memset(&r, 0, sizeof(r));
+	CHECK_EQ(etcd_grpc_parse_txn(reply, 0, &rt, &r), 0);
+	CHECK(!r.succeeded && r.n_results == 0);
+	/* A nested txn's result (we never send one) and an empty result are malformed. */
+	static const uint8_t nested[] = {0x10, 1, 0x1a, 2, 0x22, 0};
+	CHECK_EQ(etcd_grpc_parse_txn(nested, sizeof(nested), &rt, &r), -EINVAL);
+	kv_txn_result_free(&r);
+	memset(&r, 0, sizeof(r));
+	static const uint8_t unset[] = {0x10, 1, 0x1a, 0};
+	CHECK_EQ(etcd_grpc_parse_txn(unset, sizeof(unset), &rt, &r), -EINVAL);
+	kv_txn_result_free(&r);
+	/* Every truncation decodes cleanly or is refused. */
+	int refused = 0;
+	for (size_t cut = 1; cut < sizeof(reply); cut++) {
+		memset(&r, 0, sizeof(r));
+		int ret = etcd_grpc_parse_txn(reply, cut, &rt, &r);
+		CHECK(ret == 0 || ret == -EINVAL);
+		refused += ret == -EINVAL;
+		kv_txn_result_free(&r);
+	}
+	CHECK(refused > (int)sizeof(reply) / 2);
+}
+
 /* Random byte flips, truncations and insertions into valid messages: every result is either a
  * clean decode or -EINVAL, never a crash or a leak (ASan and UBSan watch this build). */
 static void test_codec_mutations(void)
 {
-	static const uint8_t seeds[][40] = {
-		{0x0a, 2, 0x18, 7, 0x12, 11,   0x0a, 1, 'k', 0x10, 2,	0x18, 3, 0x20, 1, 0x30, 5,
-		 0x12, 9, 0x0a, 2, 0x00, 0xff, 0x2a, 3, 'x', 'y',  'z', 0x18, 1, 0x20, 42},
-		{0x0a, 2,   0x18, 9, 0x5a, 10, 0x12, 8, 0x0a, 1, 'a', 0x18, 8, 0x2a,
-		 1,    'v', 0x5a, 9, 0x08, 1,  0x12, 5, 0x0a, 1, 'b', 0x18, 9},
+	/* clang-format off */
+	static const uint8_t seeds[][72] = {
+		{0x0a, 2, 0x18, 7, 0x12, 11, 0x0a, 1, 'k', 0x10, 2, 0x18, 3, 0x20, 1, 0x30, 5,
+		 0x12, 9, 0x0a, 2, 0x00, 0xff, 0x2a, 3, 'x', 'y', 'z', 0x18, 1, 0x20, 42},
+		{0x0a, 2, 0x18, 9, 0x5a, 10, 0x12, 8, 0x0a, 1, 'a', 0x18, 8, 0x2a,
+		 1, 'v', 0x5a, 9, 0x08, 1, 0x12, 5, 0x0a, 1, 'b', 0x18, 9},
+		/* the TxnResponse of test_txn_codec() */
+		{0x0a, 2, 0x18, 12, 0x10, 1, 0x1a, 23, 0x12, 21, 0x0a, 2, 0x18, 12, 0x12, 15,
+		 0x0a, 2, '/', 'a', 0x10, 3, 0x18, 4, 0x20, 2, 0x2a, 3, 'o', 'l', 'd',
+		 0x1a, 20, 0x1a, 18, 0x10, 2, 0x1a, 4, 0x0a, 2, '/', 'b', 0x1a, 8, 0x0a, 3, '/',
+		 'b', '2', 0x2a, 1, 'x', 0x1a, 10, 0x0a, 8, 0x12, 4, 0x0a, 2, '/', 'a', 0x20, 1,
+		 0x1a, 2, 0x12, 0},
 	};
-	static const size_t lens[] = {32, 27};
+	/* clang-format on */
+	static const size_t lens[] = {32, 27, 69};
+	struct kv_op rops[] = {
+		{.type = KV_OP_PUT, .prev_kv = true},
+		{.type = KV_OP_DELETE, .prev_kv = true},
+		{.type = KV_OP_RANGE, .keys_only = true},
+	};
+	struct kv_txn rt = {.success = rops, .n_success = 3, .failure = rops + 2, .n_failure = 1};
 	unsigned seed = 12345;
 	int ok = 0, refused = 0, other = 0;
-	for (int round = 0; round < 20000; round++) {
-		uint8_t buf[64];
-		size_t which = (size_t)round % 2, len = lens[which];
+	for (int round = 0; round < 30000; round++) {
+		uint8_t buf[96];
+		size_t which = (size_t)round % 3, len = lens[which];
 		memcpy(buf, seeds[which], len);
 		int edits = 1 + (int)(rand_r(&seed) % 4);
 		for (int e = 0; e < edits; e++) {
@@ -306,8 +511,12 @@ static void test_codec_mutations(void)
 		int ret;
 		if (which == 0) {
 			struct kv_range_result res = {0};
-			ret = etcd_grpc_parse_range(buf, len, round % 3 == 0, &res);
+			ret = etcd_grpc_parse_range(buf, len, round % 2 == 0, &res);
 			kv_range_result_free(&res);
+		} else if (which == 2) {
+			struct kv_txn_result res = {0};
+			ret = etcd_grpc_parse_txn(buf, len, &rt, &res);
+			kv_txn_result_free(&res);
 		} else {
 			struct etcd_watch_msg m;
 			ret = etcd_grpc_parse_watch(buf, len, &m);
@@ -1241,6 +1450,7 @@ int main(void)
 	test_status();
 	test_range_codec();
 	test_watch_codec();
+	test_txn_codec();
 	test_codec_mutations();
 	struct etcd_harness h;
 	if (etcd_harness_start(&h, NULL) < 0) {
