@@ -1,6 +1,6 @@
 /* etcd.h: the etcd v3 backend of kv.h, over etcd's native gRPC API (HTTP/2 with libcurl,
- * our own rpc.proto with protobuf-c) for ranges and watches, and etcd's JSON gRPC-gateway
- * (libcurl + jansson) for everything else and as a fallback.
+ * our own rpc.proto with protobuf-c) for ranges, txns and watches, and etcd's JSON
+ * gRPC-gateway (libcurl + jansson) for everything else and as a fallback.
  *
  * Works with etcd 3.4 and later (paths /v3/...). Configuration mirrors etcdctl's flags and
  * ETCDCTL_* environment variables so that a command line copied from etcdctl works.
@@ -22,16 +22,23 @@
  *    or KEY ascending/descending); other sort orders are sent as one request. Over the JSON
  *    gateway pages hold up to 1000 keys (fewer when pages are large); over gRPC the first page
  *    holds 1000 keys and later ones are sized to about 16 MiB (16 .. 10000 keys).
- *  - transport (ETCD_TRANSPORT_AUTO, the default): ranges (single keys included) and watches
- *    go through etcd's native gRPC API over HTTP/2 (h2c with prior knowledge for http://,
- *    ALPN h2 for https://): POST /etcdserverpb.KV/Range and the /etcdserverpb.Watch/Watch
- *    stream. Txns, compaction, status and authentication go through the JSON gateway. Should
- *    gRPC fail for a reason other than an unreachable endpoint (no HTTP/2, not a gRPC reply,
- *    broken framing), that range or watch stream is redone through JSON at once, the first
- *    such fallback is logged at info level, and gRPC is not tried again for 30 s. Errors the
- *    server reports over gRPC (compacted, permission denied, ...) are final and map to the
- *    same errnos as over JSON. ETCD_TRANSPORT_JSON uses the gateway only;
- *    ETCD_TRANSPORT_GRPC never falls back (a non-gRPC endpoint then fails with -EIO).
+ *  - transport (ETCD_TRANSPORT_AUTO, the default): ranges (single keys included), txns and
+ *    watches go through etcd's native gRPC API over HTTP/2 (h2c with prior knowledge for
+ *    http://, ALPN h2 for https://): POST /etcdserverpb.KV/Range, /etcdserverpb.KV/Txn and
+ *    the /etcdserverpb.Watch/Watch stream. Compaction, status and authentication go through
+ *    the JSON gateway. Should gRPC fail for a reason other than an unreachable endpoint (no
+ *    HTTP/2, not a gRPC reply, broken framing), that range, read-only txn or watch stream is
+ *    redone through JSON at once, the first such fallback is logged at info level, and gRPC
+ *    is not tried again for 30 s. Errors the server reports over gRPC (compacted, permission
+ *    denied, ...) are final and map to the same errnos as over JSON.
+ *    Writes follow the rule above: over gRPC a write is redone (elsewhere or through JSON)
+ *    only when it surely was not applied (nothing or not all of it left, or the server
+ *    answered UNIMPLEMENTED); a protocol failure after it left is -EIO. As a lost reply
+ *    cannot be told from an HTTP/1.1 server refusing HTTP/2, AUTO sends a write over gRPC
+ *    only to an endpoint that has answered gRPC (a range, read-only txn or watch) since the
+ *    last gRPC failure, and through JSON before.
+ *    ETCD_TRANSPORT_JSON uses the gateway only; ETCD_TRANSPORT_GRPC never falls back (a
+ *    non-gRPC endpoint then fails with -EIO).
  *  - HTTP/2 connections are kept alive and reused like the JSON ones. libcurl 7.88 (Debian
  *    12) fails a request that asks for h2c prior knowledge on a reused connection; the client
  *    asks for it only when it opens a connection and rides cached ones without it.
@@ -50,7 +57,7 @@
 enum etcd_transport {
 	ETCD_TRANSPORT_AUTO = 0, /* gRPC where it is faster, JSON elsewhere and as fallback */
 	ETCD_TRANSPORT_JSON,	 /* JSON gateway only */
-	ETCD_TRANSPORT_GRPC,	 /* every range over gRPC, never falling back (tests, benchmarks) */
+	ETCD_TRANSPORT_GRPC,	 /* gRPC wherever AUTO may use it, no fallback (tests) */
 };
 
 struct etcd_config {
@@ -113,7 +120,9 @@ void etcd_client_set_max_reply_bytes(struct kv *kv, size_t bytes);
 struct etcd_client_stats {
 	uint64_t grpc_ranges;	     /* range round trips answered over gRPC */
 	uint64_t json_ranges;	     /* range round trips answered over the JSON gateway */
-	uint64_t grpc_fallbacks;     /* gRPC range requests redone over JSON */
+	uint64_t grpc_txns;	     /* txns answered over gRPC */
+	uint64_t json_txns;	     /* txns answered over the JSON gateway */
+	uint64_t grpc_fallbacks;     /* gRPC range or txn requests redone over JSON */
 	uint64_t grpc_connects;	     /* connections opened for gRPC requests */
 	uint64_t grpc_watch_streams; /* watch streams created over gRPC */
 	uint64_t json_watch_streams; /* watch streams created over the JSON gateway */

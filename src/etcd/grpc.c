@@ -768,6 +768,14 @@ static int attempt(struct etcd_client *c, CURL *h, const char *url, enum conn_mo
 			ret = etcd_curl_errno(h, rc, errbuf, &r->unsent);
 			etcd_describe_curl_error(h, rc, errbuf, r->why, sizeof(r->why));
 			r->proto_fail = ret == -EIO && etcd_grpc_protocol_failure(rc);
+			/* A unary call runs only once its whole request message has arrived, so
+			 * a request cut short cannot have been applied, whatever the error: e.g.
+			 * etcd resets the stream of a message above its gRPC limit before reading
+			 * it, and libcurl 7.88 reports only the reset, no grpc-status. */
+			curl_off_t up = 0;
+			if (curl_easy_getinfo(h, CURLINFO_SIZE_UPLOAD_T, &up) == CURLE_OK &&
+			    up >= 0 && (size_t)up < body_len)
+				r->unsent = true;
 		}
 	} else if (version != CURL_HTTP_VERSION_2_0) {
 		snprintf(r->why, sizeof(r->why), "the server did not answer over HTTP/2");

@@ -23,6 +23,9 @@ struct etcd_client {
 	struct kv kv; /* first member: struct kv * casts to struct etcd_client * */
 	char **urls;  /* n_urls base URLs without trailing '/', owned */
 	size_t n_urls;
+	/* Owned, n_urls flags, atomic access: the endpoint answered a gRPC request since the
+	 * last gRPC protocol failure, so writes may go to it over gRPC (see client.c). */
+	unsigned char *grpc_proven;
 	char *cacert, *cert, *key; /* owned copies or NULL */
 	bool insecure;
 	char *user, *password; /* owned; NULL user = no auth */
@@ -96,7 +99,7 @@ struct etcd_grpc_reply {
 	int grpc_status;    /* -1 when absent */
 	char grpc_msg[256]; /* decoded grpc-message */
 	bool grpc_ct;	    /* content-type was application/grpc */
-	bool unsent;	    /* transport failure before the request left */
+	bool unsent;	    /* transport failure before the whole request left */
 	bool proto_fail;    /* the endpoint did not speak gRPC over HTTP/2: JSON may work */
 	bool overflow;	    /* the reply exceeded max */
 	long connects;	    /* new connections this exchange opened */
@@ -124,10 +127,14 @@ size_t etcd_grpc_header_cb(char *ptr, size_t size, size_t nmemb, void *ud);
 /* Whether a curl failure says the endpoint did not speak gRPC over HTTP/2 with us (rather
  * than that it is unreachable). */
 bool etcd_grpc_protocol_failure(CURLcode rc);
-/* Whether the next range or watch should use gRPC (transport setting, recent failures). */
+/* Whether the next range, txn or watch should use gRPC (transport setting, recent
+ * failures; writes also need an endpoint that answered gRPC, see client.c). */
 bool etcd_use_grpc(struct etcd_client *c);
-/* Records a gRPC protocol failure on url: AUTO uses JSON for a while; logged once at info. */
+/* Records a gRPC protocol failure on url: AUTO uses JSON for a while; logged once at info.
+ * Forgets which endpoints answered gRPC. */
 void etcd_grpc_failed(struct etcd_client *c, const char *url, const char *why);
+/* Records that endpoint idx answered a gRPC request (any grpc-status, over HTTP/2). */
+void etcd_grpc_answered(struct etcd_client *c, size_t idx);
 
 /* Watch entry points (watch.c). */
 int etcd_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb cb, void *arg,

@@ -1,10 +1,14 @@
 /* test_etcd_client.c: the etcd backend's unary operations against a real etcd started by the
- * harness: put/get/delete, txn compares, range paging, limits, errors, timeouts, failover. */
+ * harness: put/get/delete, txn compares, range paging, limits, errors, timeouts, failover.
+ *
+ * The transport comes from ETCDFS_ETCD_TRANSPORT like in etcdfs (default auto): meson runs this
+ * file once per transport, so every case holds over gRPC and over the JSON gateway alike. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +39,12 @@ static struct kv *client(const char *endpoints, long cmd_ms, size_t max_req, siz
 		cfg.max_request_bytes = max_req;
 	if (max_ops)
 		cfg.max_txn_ops = max_ops;
+	/* Only the transport: ETCDCTL_* variables of whoever runs the tests must not leak in. */
+	const char *t = getenv("ETCDFS_ETCD_TRANSPORT");
+	if (t && *t && etcd_parse_transport(t, &cfg.transport) < 0) {
+		fprintf(stderr, "ETCDFS_ETCD_TRANSPORT: expected auto, json or grpc\n");
+		exit(1);
+	}
 	if (etcd_client_new(&cfg, &kv) < 0)
 		kv = NULL;
 	etcd_config_free(&cfg);
@@ -392,7 +402,12 @@ static void test_limits(void)
 	kv = client(H.endpoint, 0, 64 << 20, 1000);
 	/* 1.8 MiB passes gRPC's 2 MiB message limit and meets "request is too large". */
 	CHECK_EQ(kv_put(kv, "/big2", 5, v, 1887436, NULL), -EFBIG);
-	CHECK_EQ(kv_put(kv, "/big2", 5, v, 3 << 20, NULL), -EFBIG); /* gRPC message limit */
+	/* 3 MiB meets gRPC's message limit. Over gRPC alone that is -EIO: etcd resets the
+	 * stream without reading the message and libcurl 7.88 reports no status (nothing is
+	 * written; AUTO redoes it through JSON, whose gateway reports the limit). */
+	const char *t = getenv("ETCDFS_ETCD_TRANSPORT");
+	bool grpc_only = t && !strcasecmp(t, "grpc");
+	CHECK_EQ(kv_put(kv, "/big2", 5, v, 3 << 20, NULL), grpc_only ? -EIO : -EFBIG);
 	CHECK_EQ(kv_get(kv, "/big2", 5, &got), -ENOENT);
 	CHECK_EQ(kv_txn(kv, &txn, &r), -E2BIG); /* "too many operations in txn request" */
 	kv_txn_result_free(&r);
