@@ -55,12 +55,25 @@ def watch_state(m):
 
 
 def proc_state(pid):
-    """The one-letter state of /proc/PID/stat (R, S, D, Z, ...), None if gone."""
+    """The one-letter state of /proc/PID/stat (R, S, D, Z, ...), None if gone.
+    A D (uninterruptible) sleep outside FUSE is reported as "d": a process
+    just started sleeps in D while its binary pages in from disk
+    (filemap_fault), which says nothing about the mount. A D sleep whose
+    kernel stack is unreadable counts as FUSE's."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
+            state = f.read().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return None
+    if state == "D":
+        try:
+            with open(f"/proc/{pid}/stack") as f:
+                stack = f.read()
+            if stack and "fuse" not in stack:
+                return "d"
+        except OSError:
+            pass
+    return state
 
 
 def read_file(p):
