@@ -177,7 +177,7 @@ static void usage(const char *prog)
 	       "    --password-file=FILE       read the password from FILE\n"
 	       "    --dial-timeout=DUR         connect timeout (default 2s)\n"
 	       "    --command-timeout=DUR      per-request timeout (default 5s)\n"
-	       "    --transport=auto|grpc|json ranges and watches over gRPC (auto: gRPC, falling\n"
+	       "    --transport=auto|grpc|json ranges, saves, watches over gRPC (auto: falling\n"
 	       "                               back to the JSON gateway), or JSON only\n"
 	       "\n"
 	       "Embedded store (no etcd server):\n"
