@@ -54,33 +54,35 @@ void etcd_setup_handle(struct etcd_client *c, CURL *h, long timeout_ms)
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, c->insecure ? 0L : 2L);
 }
 
+int etcd_header_add(struct curl_slist **l, const char *name, const char *value)
+{
+	size_t len = strlen(name) + strlen(value) + sizeof(": ");
+	char *h = malloc(len);
+	if (!h)
+		return -ENOMEM;
+	/* "Name:" with nothing after it tells curl not to send its own. */
+	snprintf(h, len, "%s:%s%s", name, *value ? " " : "", value);
+	struct curl_slist *n = curl_slist_append(*l, h);
+	/* The value may be a token: do not leave a copy on the heap. */
+	explicit_bzero(h, len);
+	free(h);
+	if (!n)
+		return -ENOMEM;
+	*l = n;
+	return 0;
+}
+
 struct curl_slist *etcd_headers(const char *token)
 {
-	struct curl_slist *l = NULL, *n;
-	/* "Expect:" stops curl from waiting for 100-continue on large bodies. */
-	if (!(n = curl_slist_append(l, "Content-Type: application/json")))
-		goto out_err;
-	l = n;
-	if (!(n = curl_slist_append(l, "Expect:")))
-		goto out_err;
-	l = n;
-	if (token) {
-		size_t len = strlen(token) + sizeof("Authorization: ");
-		char *h = malloc(len);
-		if (!h)
-			goto out_err;
-		snprintf(h, len, "Authorization: %s", token);
-		n = curl_slist_append(l, h);
-		explicit_bzero(h, len);
-		free(h);
-		if (!n)
-			goto out_err;
-		l = n;
+	struct curl_slist *l = NULL;
+	/* "Expect:" (empty) stops curl from waiting for 100-continue on large bodies. */
+	if (etcd_header_add(&l, "Content-Type", "application/json") < 0 ||
+	    etcd_header_add(&l, "Expect", "") < 0 ||
+	    (token && etcd_header_add(&l, "Authorization", token) < 0)) {
+		curl_slist_free_all(l);
+		return NULL;
 	}
 	return l;
-out_err:
-	curl_slist_free_all(l);
-	return NULL;
 }
 
 /* HTTP/1.1 and HTTP/2 handles live in separate pools so that a handle's cached connection

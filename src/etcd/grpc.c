@@ -612,40 +612,20 @@ size_t etcd_grpc_header_cb(char *ptr, size_t size, size_t nmemb, void *ud)
 
 struct curl_slist *etcd_grpc_headers(const char *token, long timeout_ms)
 {
-	struct curl_slist *l = NULL, *n;
-	char tmo[48];
-	const char *fixed[] = {"Content-Type: application/grpc", "TE: trailers", "Expect:"};
-	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-		if (!(n = curl_slist_append(l, fixed[i])))
-			goto out_err;
-		l = n;
-	}
-	if (timeout_ms > 0) {
+	struct curl_slist *l = NULL;
+	char tmo[48] = "";
+	if (timeout_ms > 0)
 		/* Lets the server give up too once we no longer wait ("m" = milliseconds, at
 		 * most 8 digits). */
-		snprintf(tmo, sizeof(tmo), "grpc-timeout: %ldm",
-			 timeout_ms > 99999999 ? 99999999L : timeout_ms);
-		if (!(n = curl_slist_append(l, tmo)))
-			goto out_err;
-		l = n;
-	}
-	if (token) {
-		size_t len = strlen(token) + sizeof("token: ");
-		char *h = malloc(len);
-		if (!h)
-			goto out_err;
-		snprintf(h, len, "token: %s", token);
-		n = curl_slist_append(l, h);
-		explicit_bzero(h, len);
-		free(h);
-		if (!n)
-			goto out_err;
-		l = n;
+		snprintf(tmo, sizeof(tmo), "%ldm", timeout_ms > 99999999 ? 99999999L : timeout_ms);
+	if (etcd_header_add(&l, "Content-Type", "application/grpc") < 0 ||
+	    etcd_header_add(&l, "TE", "trailers") < 0 || etcd_header_add(&l, "Expect", "") < 0 ||
+	    (tmo[0] && etcd_header_add(&l, "grpc-timeout", tmo) < 0) ||
+	    (token && etcd_header_add(&l, "token", token) < 0)) {
+		curl_slist_free_all(l);
+		return NULL;
 	}
 	return l;
-out_err:
-	curl_slist_free_all(l);
-	return NULL;
 }
 
 static int xfer_abort(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)

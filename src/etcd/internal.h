@@ -69,6 +69,11 @@ void etcd_pool_put(struct etcd_client *c, CURL *h, bool h2);
  * no signals. timeout_ms 0 = no total timeout (streams). */
 void etcd_setup_handle(struct etcd_client *c, CURL *h, long timeout_ms);
 
+/* Appends "name: value" to *l ("name:" when value is empty, which suppresses curl's own
+ * header of that name); the temporary copy is wiped, since value may be a token. 0 or
+ * -ENOMEM (*l unchanged). */
+int etcd_header_add(struct curl_slist **l, const char *name, const char *value);
+
 /* Builds the header list (content type, no Expect, Authorization when a token is given).
  * Returns NULL on ENOMEM. Freed with curl_slist_free_all. */
 struct curl_slist *etcd_headers(const char *token);
