@@ -7,98 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- base64 ---- */
-
-static const char b64_alphabet[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-char *etcd_b64_encode(const void *data, size_t len, size_t *out_len)
-{
-	const unsigned char *p = data;
-	if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
-		return NULL;
-	size_t n = (len + 2) / 3 * 4;
-	char *out = malloc(n + 1);
-	if (!out)
-		return NULL;
-	char *o = out;
-	size_t i = 0;
-	for (; i + 3 <= len; i += 3) {
-		unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
-		*o++ = b64_alphabet[v >> 18];
-		*o++ = b64_alphabet[(v >> 12) & 63];
-		*o++ = b64_alphabet[(v >> 6) & 63];
-		*o++ = b64_alphabet[v & 63];
-	}
-	if (i < len) {
-		unsigned v = (unsigned)p[i] << 16;
-		if (i + 1 < len)
-			v |= (unsigned)p[i + 1] << 8;
-		*o++ = b64_alphabet[v >> 18];
-		*o++ = b64_alphabet[(v >> 12) & 63];
-		*o++ = i + 1 < len ? b64_alphabet[(v >> 6) & 63] : '=';
-		*o++ = '=';
-	}
-	*o = 0;
-	if (out_len)
-		*out_len = (size_t)(o - out);
-	return out;
-}
-
-static int b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-int etcd_b64_decode(const char *s, size_t len, char **out, size_t *out_len)
-{
-	/* Padding is optional, but when present it must end the input. */
-	size_t pad = 0;
-	while (len > 0 && s[len - 1] == '=' && pad < 2) {
-		len--;
-		pad++;
-	}
-	if (len % 4 == 1 || (pad && (len + pad) % 4 != 0))
-		return -EINVAL;
-	char *buf = malloc(len / 4 * 3 + 3);
-	if (!buf)
-		return -ENOMEM;
-	size_t n = 0;
-	unsigned acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < len; i++) {
-		int v = b64_value((unsigned char)s[i]);
-		if (v < 0) {
-			free(buf);
-			return -EINVAL;
-		}
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			buf[n++] = (char)((acc >> bits) & 0xff);
-		}
-	}
-	/* Leftover bits of the last character must be zero (canonical encoding). */
-	if (bits && (acc & ((1u << bits) - 1))) {
-		free(buf);
-		return -EINVAL;
-	}
-	buf[n] = 0;
-	*out = buf;
-	*out_len = n;
-	return 0;
-}
+#include "base64.h"
 
 /* ---- field readers ---- */
 
@@ -173,7 +82,7 @@ int etcd_json_bytes(const json_t *obj, const char *field, char **out, size_t *ou
 	}
 	if (!json_is_string(v))
 		return -EINVAL;
-	return etcd_b64_decode(json_string_value(v), json_string_length(v), out, out_len);
+	return base64_decode(json_string_value(v), json_string_length(v), 0, out, out_len);
 }
 
 /* ---- responses ---- */
@@ -427,7 +336,7 @@ static int set_b64(json_t *o, const char *field, const void *p, size_t n, bool a
 	if (!n && !always)
 		return 0;
 	size_t len;
-	char *s = etcd_b64_encode(p, n, &len);
+	char *s = base64_encode(p, n, &len);
 	if (!s)
 		return -ENOMEM;
 	json_t *v = json_stringn_nocheck(s, len);

@@ -20,12 +20,6 @@
 
 #include "kv.h"
 
-/* base64 (RFC 4648 standard alphabet, with padding). encode returns a NUL-terminated string
- * of *out_len chars, or NULL on ENOMEM. decode accepts missing padding, rejects anything else
- * malformed with -EINVAL, and returns a buffer with a trailing NUL not counted in *out_len. */
-char *etcd_b64_encode(const void *data, size_t len, size_t *out_len);
-int etcd_b64_decode(const char *s, size_t len, char **out, size_t *out_len);
-
 /* Reads an int64 field given as a JSON string or number. Absent or null gives 0. -EINVAL if
  * it is another type or not a whole int64. */
 int etcd_json_int64(const json_t *obj, const char *field, int64_t *out);

@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "log.h"
 
 #define BODY_MAX ((size_t)4 << 20) /* larger request bodies are refused */
@@ -103,85 +104,18 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ---- base64 (standard alphabet; the URL-safe one and missing padding are accepted) ---- */
-
-static const char b64_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/* ---- base64: src/base64.c; as a server, lenient like etcd's own gateway (the URL-safe
+ * alphabet, missing padding and non-canonical trailing bits are accepted) ---- */
 
 static json_t *b64_json(const void *data, size_t len)
 {
-	const unsigned char *p = data;
-	size_t n = (len + 2) / 3 * 4;
-	char *out = malloc(n + 1), *o = out;
+	size_t n;
+	char *out = base64_encode(data, len, &n);
 	if (!out)
 		return NULL;
-	size_t i = 0;
-	for (; i + 3 <= len; i += 3) {
-		unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
-		*o++ = b64_chars[v >> 18];
-		*o++ = b64_chars[(v >> 12) & 63];
-		*o++ = b64_chars[(v >> 6) & 63];
-		*o++ = b64_chars[v & 63];
-	}
-	if (i < len) {
-		unsigned v = (unsigned)p[i] << 16 | (i + 1 < len ? (unsigned)p[i + 1] << 8 : 0);
-		*o++ = b64_chars[v >> 18];
-		*o++ = b64_chars[(v >> 12) & 63];
-		*o++ = i + 1 < len ? b64_chars[(v >> 6) & 63] : '=';
-		*o++ = '=';
-	}
-	json_t *j = json_stringn_nocheck(out, (size_t)(o - out));
+	json_t *j = json_stringn_nocheck(out, n);
 	free(out);
 	return j;
-}
-
-static int b64_val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+' || c == '-')
-		return 62;
-	if (c == '/' || c == '_')
-		return 63;
-	return -1;
-}
-
-/* Decodes into a malloc'd buffer with a trailing NUL. -EINVAL on malformed input. */
-static int b64_decode(const char *s, size_t len, char **out, size_t *out_len)
-{
-	size_t pad = 0;
-	while (len && s[len - 1] == '=' && pad < 2) {
-		len--;
-		pad++;
-	}
-	if (len % 4 == 1 || (pad && (len + pad) % 4))
-		return -EINVAL;
-	char *buf = malloc(len / 4 * 3 + 3);
-	if (!buf)
-		return -ENOMEM;
-	size_t n = 0;
-	unsigned acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < len; i++) {
-		int v = b64_val((unsigned char)s[i]);
-		if (v < 0) {
-			free(buf);
-			return -EINVAL;
-		}
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			buf[n++] = (char)((acc >> bits) & 0xff);
-		}
-	}
-	buf[n] = 0;
-	*out = buf;
-	*out_len = n;
-	return 0;
 }
 
 /* ---- request context: reply and allocations freed after the reply is sent ---- */
@@ -357,7 +291,8 @@ static int get_bytes(struct ctx *x, const json_t *o, const char *snake, const ch
 	if (!json_is_string(v))
 		return fail(x, GRPC_INVALID_ARGUMENT, "bad value for bytes field \"%s\"", snake);
 	char *buf;
-	int ret = b64_decode(json_string_value(v), json_string_length(v), &buf, n);
+	int ret = base64_decode(json_string_value(v), json_string_length(v),
+				BASE64_URL_SAFE | BASE64_LAX, &buf, n);
 	if (ret == -ENOMEM)
 		return oom(x);
 	if (ret < 0)

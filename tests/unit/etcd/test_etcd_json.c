@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "etcd.h"
+#include "base64.h"
 #include "json.h"
 
 static json_t *load(const char *s)
@@ -26,40 +27,69 @@ static void test_b64(void)
 	/* Every length 0..256 of the all-bytes buffer round-trips (covers all padding cases). */
 	for (size_t len = 0; len <= 256; len++) {
 		size_t elen, dlen;
-		char *enc = etcd_b64_encode(all, len, &elen);
+		char *enc = base64_encode(all, len, &elen);
 		char *dec = NULL;
 		CHECK(enc != NULL);
 		CHECK_EQ(elen, (len + 2) / 3 * 4);
-		CHECK_EQ(etcd_b64_decode(enc, elen, &dec, &dlen), 0);
+		CHECK_EQ(base64_decode(enc, elen, 0, &dec, &dlen), 0);
 		CHECK_MEM(dec, dlen, all, len);
 		CHECK(dec && dec[dlen] == 0);
 		free(enc);
 		free(dec);
 	}
 	size_t n;
-	char *s = etcd_b64_encode("foo", 3, &n);
+	char *s = base64_encode("foo", 3, &n);
 	CHECK(s && strcmp(s, "Zm9v") == 0);
 	free(s);
-	s = etcd_b64_encode("", 0, &n);
+	s = base64_encode("", 0, &n);
 	CHECK(s && n == 0 && s[0] == 0);
 	free(s);
 	char *d;
-	CHECK_EQ(etcd_b64_decode("YQ==", 4, &d, &n), 0);
+	CHECK_EQ(base64_decode("YQ==", 4, 0, &d, &n), 0);
 	CHECK_MEM(d, n, "a", 1);
 	free(d);
 	/* Unpadded input is accepted. */
-	CHECK_EQ(etcd_b64_decode("YQ", 2, &d, &n), 0);
+	CHECK_EQ(base64_decode("YQ", 2, 0, &d, &n), 0);
 	CHECK_MEM(d, n, "a", 1);
 	free(d);
-	CHECK_EQ(etcd_b64_decode("", 0, &d, &n), 0);
+	CHECK_EQ(base64_decode("", 0, 0, &d, &n), 0);
 	CHECK(n == 0 && d[0] == 0);
 	free(d);
 	/* Malformed input. */
-	CHECK_EQ(etcd_b64_decode("Y", 1, &d, &n), -EINVAL);
-	CHECK_EQ(etcd_b64_decode("Zm9v!", 5, &d, &n), -EINVAL);
-	CHECK_EQ(etcd_b64_decode("Zm=v", 4, &d, &n), -EINVAL);
-	CHECK_EQ(etcd_b64_decode("YR==", 4, &d, &n), -EINVAL); /* non-zero trailing bits */
-	CHECK_EQ(etcd_b64_decode("YQ=", 3, &d, &n), -EINVAL);
+	CHECK_EQ(base64_decode("Y", 1, 0, &d, &n), -EINVAL);
+	CHECK_EQ(base64_decode("Zm9v!", 5, 0, &d, &n), -EINVAL);
+	CHECK_EQ(base64_decode("Zm=v", 4, 0, &d, &n), -EINVAL);
+	CHECK_EQ(base64_decode("YR==", 4, 0, &d, &n), -EINVAL); /* non-zero trailing bits */
+	CHECK_EQ(base64_decode("YQ=", 3, 0, &d, &n), -EINVAL);
+	CHECK_EQ(base64_decode("YR", 2, 0, &d, &n), -EINVAL);
+	CHECK_EQ(base64_decode("YWJ=", 4, 0, &d, &n), -EINVAL);
+	/* The server side is lenient: trailing bits (like Go's decoder)... */
+	CHECK_EQ(base64_decode("YR==", 4, BASE64_LAX, &d, &n), 0);
+	CHECK_MEM(d, n, "a", 1);
+	free(d);
+	CHECK_EQ(base64_decode("YWJ", 3, BASE64_LAX, &d, &n), 0);
+	CHECK_MEM(d, n, "ab", 2);
+	free(d);
+	/* ...and the URL-safe alphabet, only when asked. */
+	CHECK_EQ(base64_decode("-_8=", 4, 0, &d, &n), -EINVAL);
+	CHECK_EQ(base64_decode("-_8=", 4, BASE64_URL_SAFE, &d, &n), 0);
+	CHECK_MEM(d, n, "\xfb\xff", 2);
+	free(d);
+	CHECK_EQ(base64_decode("+/8=", 4, BASE64_URL_SAFE, &d, &n), 0);
+	CHECK_MEM(d, n, "\xfb\xff", 2);
+	free(d);
+	CHECK_EQ(base64_decode("Zm9v!", 5, BASE64_URL_SAFE | BASE64_LAX, &d, &n), -EINVAL);
+	/* Every length again through the URL-safe alphabet. */
+	for (size_t len = 0; len <= 256; len++) {
+		size_t elen, dlen;
+		char *enc = base64_encode(all, len, &elen), *dec = NULL;
+		for (size_t i = 0; enc && i < elen; i++)
+			enc[i] = enc[i] == '+' ? '-' : enc[i] == '/' ? '_' : enc[i];
+		CHECK_EQ(base64_decode(enc, elen, BASE64_URL_SAFE, &dec, &dlen), 0);
+		CHECK_MEM(dec, dlen, all, len);
+		free(enc);
+		free(dec);
+	}
 }
 
 static void test_int64(void)
