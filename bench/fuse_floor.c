@@ -36,8 +36,8 @@ struct node {
 	char *name;
 	fuse_ino_t parent;
 	struct stat st;
-	char *data;	       /* file content */
-	fuse_ino_t *kids;      /* directory entries, sorted as read */
+	char *data;	  /* file content */
+	fuse_ino_t *kids; /* directory entries, sorted as read */
 	size_t n_kids, cap_kids;
 };
 

@@ -114,8 +114,8 @@ static char *content(struct cache *c, const char *path)
 static pthread_t render_tids[16];
 static int n_render_tids, n_rendered;
 
-static int slow_render(void *arg, const char *key, size_t key_len, const char *val,
-		       size_t val_len, int64_t mod_revision, char **out, size_t *out_len)
+static int slow_render(void *arg, const char *key, size_t key_len, const char *val, size_t val_len,
+		       int64_t mod_revision, char **out, size_t *out_len)
 {
 	(void)arg, (void)mod_revision;
 	usleep(200);
