@@ -1298,6 +1298,22 @@ static int fetch_raw(struct fs *fs, const char *key, size_t klen, struct kv_kv *
 	return kv_get(fs->cfg.kv, key, klen, out);
 }
 
+/* Makes n show a key with this metadata (counted in n_keys). Lock held for
+ * write. */
+static void set_key_meta(struct cache *c, struct cache_node *n, int64_t create_rev, int64_t mod_rev,
+			 int64_t version, int64_t lease, size_t raw_size, size_t view_size)
+{
+	n->has_value = true;
+	c->n_keys++;
+	n->create_revision = create_rev;
+	n->mod_revision = mod_rev;
+	n->version = version;
+	n->lease = lease;
+	n->raw_size = raw_size;
+	n->view_size = view_size;
+	n->view_known = true;
+}
+
 /* Moves sn (the kernel's inode) onto the destination name, where a save
  * just put a key: sn takes over that key's metadata, so the inode the
  * kernel moved stays valid. Lock held for write. */
@@ -1326,15 +1342,7 @@ static void take_over_key(struct cache *c, struct cache_node *sn, const struct t
 	free(sn->local_data);
 	sn->local_data = NULL;
 	sn->local_len = 0;
-	sn->has_value = true;
-	c->n_keys++;
-	sn->create_revision = cr;
-	sn->mod_revision = mr;
-	sn->version = ver;
-	sn->lease = ls;
-	sn->view_size = vs;
-	sn->raw_size = rs;
-	sn->view_known = true;
+	set_key_meta(c, sn, cr, mr, ver, ls, rs, vs);
 	sn->kernel_rev = 0;
 }
 
@@ -1457,15 +1465,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		if (ret == 0) {
 			h->local_file = false;
 			h->hidden = true;
-			h->has_value = true;
-			c->n_keys++;
-			h->create_revision = cr;
-			h->mod_revision = mr;
-			h->version = ver;
-			h->lease = ls;
-			h->raw_size = raw;
-			h->view_size = clen;
-			h->view_known = true;
+			set_key_meta(c, h, cr, mr, ver, ls, raw, clen);
 			keep->origin_id = h->id;
 		}
 		goto out_unlock;
