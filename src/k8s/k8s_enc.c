@@ -113,26 +113,6 @@ static void put_bytes(struct buf *b, uint32_t num, const void *p, size_t n)
 	k8s_buf_add(b, p, n);
 }
 
-static int wire_type(uint8_t t)
-{
-	switch (t) {
-	case K8S_T_DOUBLE:
-	case K8S_T_FIXED64:
-	case K8S_T_SFIXED64:
-		return 1;
-	case K8S_T_FLOAT:
-	case K8S_T_FIXED32:
-	case K8S_T_SFIXED32:
-		return 5;
-	case K8S_T_STRING:
-	case K8S_T_BYTES:
-	case K8S_T_MESSAGE:
-		return 2;
-	default:
-		return 0;
-	}
-}
-
 /* Encode one scalar (tag included). v NULL or null means the zero value. */
 static int enc_scalar(struct ectx *c, uint8_t t, uint32_t num, const struct jval *v,
 		      struct buf *out)
@@ -226,7 +206,7 @@ static int enc_scalar(struct ectx *c, uint8_t t, uint32_t num, const struct jval
 	default:
 		break;
 	}
-	int wt = wire_type(t);
+	int wt = k8s_pb_wire_type(t);
 	put_tag(out, num, wt);
 	if (wt == 0) {
 		uint64_t u = (uint64_t)i;

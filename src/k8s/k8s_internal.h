@@ -139,6 +139,8 @@ int k8s_pb_split(const uint8_t *p, size_t len, struct pbmsg *m);
  * *consumed is the length of the well-formed prefix. */
 int k8s_pb_split_prefix(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed);
 void k8s_pb_free(struct pbmsg *m);
+/* The wire type a (non-packed) value of schema type t (K8S_T_*) uses: 0, 1, 2 or 5. */
+int k8s_pb_wire_type(uint8_t t);
 bool k8s_pb_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v);
 
 /* ---- codec core ---- */

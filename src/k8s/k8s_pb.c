@@ -7,6 +7,26 @@
 
 #include "k8s_internal.h"
 
+int k8s_pb_wire_type(uint8_t t)
+{
+	switch (t) {
+	case K8S_T_DOUBLE:
+	case K8S_T_FIXED64:
+	case K8S_T_SFIXED64:
+		return 1;
+	case K8S_T_FLOAT:
+	case K8S_T_FIXED32:
+	case K8S_T_SFIXED32:
+		return 5;
+	case K8S_T_STRING:
+	case K8S_T_BYTES:
+	case K8S_T_MESSAGE:
+		return 2;
+	default:
+		return 0;
+	}
+}
+
 bool k8s_pb_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
 	uint64_t x = 0;

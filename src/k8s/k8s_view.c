@@ -32,27 +32,6 @@ static int view_msg(struct vctx *c, const struct k8s_msg *m, const uint8_t *p, s
 static int field_view(struct vctx *c, const struct k8s_field *fd, const struct pbmsg *m,
 		      struct jval **out);
 
-/* wire type a (non-packed) value of this type uses */
-static int wire_type(uint8_t t)
-{
-	switch (t) {
-	case K8S_T_DOUBLE:
-	case K8S_T_FIXED64:
-	case K8S_T_SFIXED64:
-		return 1;
-	case K8S_T_FLOAT:
-	case K8S_T_FIXED32:
-	case K8S_T_SFIXED32:
-		return 5;
-	case K8S_T_STRING:
-	case K8S_T_BYTES:
-	case K8S_T_MESSAGE:
-		return 2;
-	default:
-		return 0;
-	}
-}
-
 /* Does occurrence f belong to schema field fd (number and a usable wire type)? */
 static bool occ_matches(const struct k8s_field *fd, const struct pbf *f)
 {
@@ -60,7 +39,7 @@ static bool occ_matches(const struct k8s_field *fd, const struct pbf *f)
 		return false;
 	if (fd->flags & K8S_F_MAP)
 		return f->wt == 2;
-	int wt = wire_type(fd->type);
+	int wt = k8s_pb_wire_type(fd->type);
 	if (f->wt == wt)
 		return true;
 	/* packed repeated scalars */
@@ -164,11 +143,11 @@ static int push_scalars(struct vctx *c, const struct k8s_field *fd, const struct
 	struct jval *v;
 	int r;
 
-	if (f->wt == 2 && wire_type(fd->type) != 2) {
+	if (f->wt == 2 && k8s_pb_wire_type(fd->type) != 2) {
 		const uint8_t *q = f->p, *end = f->p + f->len;
 		while (q < end) {
 			uint64_t x = 0;
-			int wt = wire_type(fd->type);
+			int wt = k8s_pb_wire_type(fd->type);
 			if (wt == 0) {
 				if (!k8s_pb_read_varint(&q, end, &x))
 					return verr(c, -EINVAL, "%s", "bad packed varint");
@@ -635,7 +614,7 @@ static int map_view(struct vctx *c, const struct k8s_field *fd, const struct pbm
 			}
 		} else {
 			struct jval *kv = NULL;
-			kf = last_field(&em, 1, wire_type(fd->key_type));
+			kf = last_field(&em, 1, k8s_pb_wire_type(fd->key_type));
 			r = kf ? scalar_view(c, fd->key_type, kf->v, kf->p, kf->len, &kv)
 			       : zero_view(c, fd->key_type, &kv);
 			if (r) {
@@ -652,7 +631,7 @@ static int map_view(struct vctx *c, const struct k8s_field *fd, const struct pbm
 			e->key = e->owned;
 			e->klen = strlen(e->owned);
 		}
-		vf = last_field(&em, 2, wire_type(fd->type));
+		vf = last_field(&em, 2, k8s_pb_wire_type(fd->type));
 		if (sub) {
 			r = view_msg(c, sub, vf ? vf->p : (const uint8_t *)"", vf ? vf->len : 0,
 				     NULL, &e->v);
