@@ -374,7 +374,7 @@ again:;
 			free(token);
 			goto again;
 		}
-		if (e.grpc_code == 14 && o->idempotent) {
+		if (e.grpc_code == ETCD_GRPC_UNAVAILABLE && o->idempotent) {
 			/* Unavailable (no leader, shutting down): another member may serve. */
 			log_warn("etcd %s: %s", c->urls[idx], e.msg);
 			failure = worse(failure, -EIO);
