@@ -19,7 +19,7 @@
 #include "etcd.h"
 #include "etcd_harness.h"
 #include "kv.h"
-#include "log.h"
+#include "core/log.h"
 #include "store/store.h"
 
 static int n_puts = 2000, n_threads = 8, n_gets = 5000, value_size = 256;

@@ -16,7 +16,7 @@
 #include "etcd/etcd.h"
 #include "fs/fs.h"
 #include "kv.h"
-#include "log.h"
+#include "core/log.h"
 #include "snapshot/snapshot.h"
 #include "store/store.h"
 #include "view.h"

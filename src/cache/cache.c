@@ -8,7 +8,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "log.h"
+#include "core/log.h"
+#include "core/util.h"
 
 struct cache_tomb {
 	char *key;
@@ -16,13 +17,6 @@ struct cache_tomb {
 	int64_t rev;
 	struct cache_tomb *next;
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n)
 {
@@ -522,13 +516,13 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, char *view, size_
 	if (!had && !c->quiet) {
 		/* a new key is as unsettled as a changed one */
 		pthread_mutex_lock(&c->lru_lock);
-		n->changed_ms = now_ms();
+		n->changed_ms = util_now_ms();
 		pthread_mutex_unlock(&c->lru_lock);
 	}
 	if (changed && had) {
 		pthread_mutex_lock(&c->lru_lock);
 		n->pending_inval = kv->mod_revision;
-		n->changed_ms = now_ms();
+		n->changed_ms = util_now_ms();
 		pthread_mutex_unlock(&c->lru_lock);
 		if (c->cfg.notify && !c->quiet) {
 			struct cache_change chg = {.kind = CACHE_CHG_CONTENT,
@@ -665,7 +659,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 	uint64_t gen = ++c->sync_gen;
 	int ret = 0;
 	uint64_t total = 0;
-	int64_t t0 = now_ms(), last_report = t0;
+	int64_t t0 = util_now_ms(), last_report = t0;
 	/* Keys seen in this listing, by id, for the sweep. */
 	size_t seen_cap = 0, n_seen = 0;
 	uint64_t *seen = NULL;
@@ -731,7 +725,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 		free(views);
 		free(lens);
 		total += res.n_kvs;
-		int64_t t = now_ms();
+		int64_t t = util_now_ms();
 		if (t - last_report > 2000) {
 			log_info("sync: %llu keys listed so far (%.1f s)",
 				 (unsigned long long)total, (t - t0) / 1000.0);
@@ -790,7 +784,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 		cache_unlock(c);
 	}
 	log_info("sync: %llu keys at revision %lld in %.2f s", (unsigned long long)total,
-		 (long long)rev, (now_ms() - t0) / 1000.0);
+		 (long long)rev, (util_now_ms() - t0) / 1000.0);
 	*at = rev;
 out:
 	free(seen);
@@ -862,16 +856,16 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 		cache_unlock(c);
 		free(views);
 		free(lens);
-		__atomic_store_n(&c->last_ok_ms, now_ms(), __ATOMIC_SEQ_CST);
+		__atomic_store_n(&c->last_ok_ms, util_now_ms(), __ATOMIC_SEQ_CST);
 		break;
 	}
 	case KV_WATCH_PROGRESS:
 		if (b->revision > __atomic_load_n(&c->revision, __ATOMIC_SEQ_CST))
 			__atomic_store_n(&c->revision, b->revision, __ATOMIC_SEQ_CST);
-		__atomic_store_n(&c->last_ok_ms, now_ms(), __ATOMIC_SEQ_CST);
+		__atomic_store_n(&c->last_ok_ms, util_now_ms(), __ATOMIC_SEQ_CST);
 		break;
 	case KV_WATCH_CONNECTED:
-		__atomic_store_n(&c->last_ok_ms, now_ms(), __ATOMIC_SEQ_CST);
+		__atomic_store_n(&c->last_ok_ms, util_now_ms(), __ATOMIC_SEQ_CST);
 		set_health(c, CACHE_HEALTHY);
 		break;
 	case KV_WATCH_DISCONNECTED:
@@ -960,10 +954,10 @@ static void *health_main(void *arg)
 		if (ret < 0) {
 			set_health(c, CACHE_DEGRADED);
 		} else if (__atomic_load_n(&c->health, __ATOMIC_SEQ_CST) == CACHE_HEALTHY) {
-			__atomic_store_n(&c->last_ok_ms, now_ms(), __ATOMIC_SEQ_CST);
+			__atomic_store_n(&c->last_ok_ms, util_now_ms(), __ATOMIC_SEQ_CST);
 		} else if (c->watch &&
 			   __atomic_load_n(&c->health, __ATOMIC_SEQ_CST) == CACHE_DEGRADED &&
-			   now_ms() - __atomic_load_n(&c->last_ok_ms, __ATOMIC_SEQ_CST) < 60000) {
+			   util_now_ms() - __atomic_load_n(&c->last_ok_ms, __ATOMIC_SEQ_CST) < 60000) {
 			/* The server answers again and the stream was
 			 * connected; events resume from where they stopped. */
 			set_health(c, CACHE_HEALTHY);
@@ -1032,7 +1026,7 @@ int cache_new(const struct cache_config *cfg, struct cache **out)
 		goto out_free;
 	c->revision = rev;
 	c->seen_rev = rev;
-	c->last_ok_ms = now_ms();
+	c->last_ok_ms = util_now_ms();
 	if (!cfg->no_watch) {
 		ret = start_watch(c);
 		if (ret < 0)
@@ -1103,7 +1097,7 @@ void cache_get_stats(struct cache *c, struct cache_stats *st)
 	st->events = c->events;
 	st->resyncs = c->resyncs;
 	int64_t ok = __atomic_load_n(&c->last_ok_ms, __ATOMIC_SEQ_CST);
-	st->watch_age_ms = ok ? (uint64_t)(now_ms() - ok) : 0;
+	st->watch_age_ms = ok ? (uint64_t)(util_now_ms() - ok) : 0;
 }
 
 /* Fetches n's value from the backend and caches it. Without locks. */

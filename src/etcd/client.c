@@ -10,7 +10,8 @@
 #include <strings.h>
 #include <time.h>
 
-#include "log.h"
+#include "core/log.h"
+#include "core/util.h"
 
 /* Replies above c->max_reply (default ETCD_DEFAULT_MAX_REPLY_BYTES) are refused: a runaway,
  * not data. Ranges then ask for fewer keys. */
@@ -111,13 +112,6 @@ void etcd_pool_put(struct etcd_client *c, CURL *h, bool h2)
 	pthread_mutex_unlock(&c->pool_lock);
 	if (h)
 		curl_easy_cleanup(h);
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void count(uint64_t *counter)
@@ -431,7 +425,7 @@ static bool grpc_write_ok(struct etcd_client *c, size_t idx)
 
 void etcd_grpc_failed(struct etcd_client *c, const char *url, const char *why)
 {
-	__atomic_store_n(&c->grpc_off_until_ms, mono_ms() + GRPC_OFF_MS, __ATOMIC_RELAXED);
+	__atomic_store_n(&c->grpc_off_until_ms, util_now_ms() + GRPC_OFF_MS, __ATOMIC_RELAXED);
 	/* Whatever answered gRPC before may not any more (a proxy put in front?): writes wait
 	 * until a read proves the endpoint again. */
 	for (size_t i = 0; i < c->n_urls; i++)
@@ -746,7 +740,7 @@ bool etcd_use_grpc(struct etcd_client *c)
 		/* Measured on etcd 3.4 (bench_grpc_vs_json): gRPC wins for single keys too
 		 * (~0.4 vs ~0.9 ms per get over a kept-alive connection: the gateway adds a
 		 * loopback gRPC hop), and by 8-30x for pages of many keys. */
-		return mono_ms() >= __atomic_load_n(&c->grpc_off_until_ms, __ATOMIC_RELAXED);
+		return util_now_ms() >= __atomic_load_n(&c->grpc_off_until_ms, __ATOMIC_RELAXED);
 	}
 }
 

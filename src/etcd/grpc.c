@@ -11,8 +11,9 @@
 #include <strings.h>
 
 #include "internal.h"
-#include "log.h"
+#include "core/log.h"
 #include "rpc.pb-c.h"
+#include "core/util.h"
 
 /* ---- framing ---- */
 
@@ -46,17 +47,6 @@ int etcd_grpc_frame_next(const uint8_t *buf, size_t len, size_t max, const uint8
 	return 1;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 void etcd_grpc_percent_decode(const char *in, size_t len, char *out, size_t size)
 {
 	size_t o = 0;
@@ -64,8 +54,8 @@ void etcd_grpc_percent_decode(const char *in, size_t len, char *out, size_t size
 		return;
 	for (size_t i = 0; i < len && o + 1 < size; i++) {
 		int hi, lo;
-		if (in[i] == '%' && i + 2 < len && (hi = hexval(in[i + 1])) >= 0 &&
-		    (lo = hexval(in[i + 2])) >= 0) {
+		if (in[i] == '%' && i + 2 < len && (hi = util_hexval(in[i + 1])) >= 0 &&
+		    (lo = util_hexval(in[i + 2])) >= 0) {
 			out[o++] = (char)(hi << 4 | lo);
 			i += 2;
 		} else {
@@ -189,17 +179,6 @@ int etcd_grpc_range_req(const struct kv_range_req *req, const void *key, size_t 
 	return pack_framed(&r.base, out, out_len);
 }
 
-static char *dup_bin(const ProtobufCBinaryData *b)
-{
-	char *p = malloc(b->len + 1);
-	if (!p)
-		return NULL;
-	if (b->len)
-		memcpy(p, b->data, b->len);
-	p[b->len] = 0;
-	return p;
-}
-
 /* Copies one Kv into a kv_kv. A missing message (NULL) is an empty one. */
 static int copy_kv(const Etcdrpc__Kv *src, bool keys_only, struct kv_kv *out)
 {
@@ -207,11 +186,11 @@ static int copy_kv(const Etcdrpc__Kv *src, bool keys_only, struct kv_kv *out)
 	memset(out, 0, sizeof(*out));
 	if (!src)
 		src = &empty;
-	if (!(out->key = dup_bin(&src->key)))
+	if (!(out->key = util_memdup(src->key.data, src->key.len)))
 		return -ENOMEM;
 	out->key_len = src->key.len;
 	if (!keys_only) {
-		if (!(out->value = dup_bin(&src->value))) {
+		if (!(out->value = util_memdup(src->value.data, src->value.len))) {
 			kv_kv_free(out);
 			return -ENOMEM;
 		}

@@ -21,7 +21,8 @@
 #include <strings.h>
 #include <time.h>
 
-#include "log.h"
+#include "core/log.h"
+#include "core/util.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -68,13 +69,6 @@ struct kv_watch {
 	long status;
 	int64_t last_byte_ms;
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static bool stopped(struct kv_watch *w)
 {
@@ -244,7 +238,7 @@ static size_t stream_write(char *ptr, size_t size, size_t nmemb, void *ud)
 {
 	struct kv_watch *w = ud;
 	size_t n = size * nmemb;
-	w->last_byte_ms = now_ms();
+	w->last_byte_ms = util_now_ms();
 	if (!w->status)
 		curl_easy_getinfo(w->easy, CURLINFO_RESPONSE_CODE, &w->status);
 	bool decode = w->status == 200 && (!w->grpc || w->gr.grpc_ct);
@@ -271,7 +265,7 @@ static size_t stream_write(char *ptr, size_t size, size_t nmemb, void *ud)
 		return n; /* an error body, looked at when the reply ends */
 	bool go_on = w->grpc ? process_frames(w) : process_lines(w);
 	/* A slow callback is not a silent server: restart the stall clock. */
-	w->last_byte_ms = now_ms();
+	w->last_byte_ms = util_now_ms();
 	return go_on ? n : 0;
 }
 
@@ -352,7 +346,7 @@ static int run_stream(struct kv_watch *w)
 	curl_easy_setopt(w->easy, CURLOPT_ERRORBUFFER, errbuf);
 	curl_multi_add_handle(w->multi, w->easy);
 
-	int64_t start = now_ms();
+	int64_t start = util_now_ms();
 	long stall_ms = w->stall_ms;
 	int64_t created_deadline = start + c->dial_timeout_ms + c->command_timeout_ms;
 	w->last_byte_ms = start;
@@ -371,7 +365,7 @@ static int run_stream(struct kv_watch *w)
 		}
 		if (done || stopped(w))
 			break;
-		int64_t now = now_ms();
+		int64_t now = util_now_ms();
 		if (!w->created && now >= created_deadline) {
 			fail(w, -ETIMEDOUT, "no reply to the watch request within the timeouts");
 			ret = -ETIMEDOUT;
@@ -498,13 +492,7 @@ out:
 static void backoff_sleep(struct kv_watch *w, long ms)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	util_deadline_ts(CLOCK_MONOTONIC, ms, &ts);
 	pthread_mutex_lock(&w->lock);
 	while (!stopped(w))
 		if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
@@ -556,17 +544,6 @@ static void watch_free(struct kv_watch *w)
 	free(w);
 }
 
-static char *dup_bytes(const void *p, size_t n)
-{
-	char *d = malloc(n + 1);
-	if (d) {
-		if (n)
-			memcpy(d, p, n);
-		d[n] = 0;
-	}
-	return d;
-}
-
 int etcd_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb cb, void *arg,
 	       struct kv_watch **out)
 {
@@ -592,9 +569,9 @@ int etcd_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb cb, vo
 	w->next_rev = req->start_revision;
 	w->stall_ms = __atomic_load_n(&c->watch_stall_ms, __ATOMIC_RELAXED);
 	w->ep = __atomic_load_n(&c->preferred, __ATOMIC_RELAXED) % c->n_urls;
-	w->key = dup_bytes(req->key, req->key_len);
+	w->key = util_memdup(req->key, req->key_len);
 	w->key_len = req->key_len;
-	w->end = dup_bytes(req->range_end, req->range_end_len);
+	w->end = util_memdup(req->range_end, req->range_end_len);
 	w->end_len = req->range_end_len;
 	w->multi = curl_multi_init();
 	w->easy = curl_easy_init();

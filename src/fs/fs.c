@@ -11,7 +11,8 @@
 #include <unistd.h>
 
 #include "fs_int.h"
-#include "log.h"
+#include "core/log.h"
+#include "core/util.h"
 #include "naming.h"
 
 struct dir_entry {
@@ -39,9 +40,7 @@ int fs_check_backend(struct fs *fs)
 	/* One failed probe answers for the next second: the kernel retries a
 	 * failed lookup once, and a system call must not wait out the
 	 * timeout twice. */
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	int64_t now = util_now_ms();
 	int64_t failed_at = __atomic_load_n(&fs->probe_failed_ms, __ATOMIC_RELAXED);
 	if (failed_at && now - failed_at < 1000)
 		return __atomic_load_n(&fs->probe_err, __ATOMIC_RELAXED);
@@ -51,10 +50,7 @@ int fs_check_backend(struct fs *fs)
 		log_warn("etcd unreachable (%s); failing the request", strerror(-ret));
 		ret = ret == -ETIMEDOUT ? -ETIMEDOUT : -EIO;
 		__atomic_store_n(&fs->probe_err, ret, __ATOMIC_RELAXED);
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		__atomic_store_n(&fs->probe_failed_ms,
-				 (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
-				 __ATOMIC_RELAXED);
+		__atomic_store_n(&fs->probe_failed_ms, util_now_ms(), __ATOMIC_RELAXED);
 		return ret;
 	}
 	__atomic_store_n(&fs->probe_failed_ms, 0, __ATOMIC_RELAXED);

@@ -1,5 +1,6 @@
 /* naming.c: key segment <-> file name escaping (naming.h, docs/naming.md). */
 #include "naming.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <string.h>
@@ -49,13 +50,10 @@ ssize_t naming_encode(const char *seg, size_t seg_len, int ns, char *out, size_t
 	return o;
 }
 
-static int hexval(char ch)
+/* Escapes are canonical (upper-case hex only), so that every key has exactly one name. */
+static int upper_hexval(char ch)
 {
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
+	return ch >= 'a' && ch <= 'f' ? -1 : util_hexval(ch);
 }
 
 ssize_t naming_decode(const char *name, char *out, size_t outsz, int *ns)
@@ -83,8 +81,8 @@ ssize_t naming_decode(const char *name, char *out, size_t outsz, int *ns)
 		}
 		if (i + 2 >= n)
 			return -EINVAL;
-		int hi = hexval(name[i + 1]);
-		int lo = hexval(name[i + 2]);
+		int hi = upper_hexval(name[i + 1]);
+		int lo = upper_hexval(name[i + 2]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		unsigned char v = (unsigned char)(hi * 16 + lo);

@@ -13,7 +13,8 @@
 #include <time.h>
 
 #include "fs_int.h"
-#include "log.h"
+#include "core/log.h"
+#include "core/util.h"
 #include "naming.h"
 
 struct notify_item {
@@ -155,13 +156,7 @@ void fs_notify_wait(struct fs *fs, long timeout_ms)
 	pthread_mutex_lock(&fs->nq_lock);
 	uint64_t target = fs->nq_enqueued;
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += timeout_ms / 1000;
-	ts.tv_nsec += (timeout_ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	util_deadline_ts(CLOCK_REALTIME, timeout_ms, &ts);
 	while (fs->nq_running && !fs->nq_stop && fs->nq_sent < target) {
 		if (pthread_cond_timedwait(&fs->nq_done_cv, &fs->nq_lock, &ts) != 0) {
 			log_warn("kernel cache invalidation is slow; continuing without it");

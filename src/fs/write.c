@@ -25,8 +25,9 @@
 #include <unistd.h>
 
 #include "fs_int.h"
-#include "log.h"
+#include "core/log.h"
 #include "naming.h"
+#include "core/util.h"
 
 #define DEFER_MS 50
 #define HOT_MS 1000
@@ -59,13 +60,6 @@ struct deferred_del {
 	int64_t due_ms;
 	struct deferred_del *next;
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static bool is_shadow_name(struct fs *fs, const char *name)
 {
@@ -601,7 +595,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		 * racing a writer never mixes two versions. Other files are
 		 * served from the page cache, kept only if it holds the
 		 * current revision (after any change the next open rereads). */
-		int64_t t = now_ms();
+		int64_t t = util_now_ms();
 		cache_rdlock(fs->cache);
 		int64_t cur = n->mod_revision;
 		bool hot = !local && n->changed_ms && t - n->changed_ms < HOT_MS;
@@ -898,7 +892,7 @@ static void flush_deferred(struct fs *fs, bool all)
 	for (;;) {
 		pthread_mutex_lock(&fs->dd_lock);
 		struct deferred_del **pp = &fs->dd_head, *d = NULL;
-		int64_t now = now_ms();
+		int64_t now = util_now_ms();
 		while (*pp) {
 			if (all || (*pp)->due_ms <= now) {
 				d = *pp;
@@ -922,12 +916,7 @@ static void *writer_main(void *arg)
 	pthread_mutex_lock(&fs->dd_lock);
 	while (!fs->dd_stop) {
 		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 20 * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		util_deadline_ts(CLOCK_REALTIME, 20, &ts);
 		pthread_cond_timedwait(&fs->dd_cv, &fs->dd_lock, &ts);
 		if (!fs->dd_head)
 			continue;
@@ -1271,7 +1260,7 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	d->key = cache_node_key(c, n, &d->key_len);
 	d->rev = n->mod_revision;
 	d->id = n->id;
-	d->due_ms = now_ms() + DEFER_MS;
+	d->due_ms = util_now_ms() + DEFER_MS;
 	n->hidden = true;
 	n->local_file = false;
 	/* Unlinking the last key of a directory through the mount leaves the

@@ -9,7 +9,7 @@
 
 #include "k8s.h"
 #include "k8s_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 static const uint8_t pb_magic[4] = {'k', '8', 's', 0};
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "k8s_internal.h"
+#include "core/util.h"
 
 /* ---- buffer ---- */
 
@@ -726,17 +727,6 @@ static void skip_ws(struct jparser *p)
 	}
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static void put_utf8(struct buf *b, uint32_t cp)
 {
 	char t[4];
@@ -768,7 +758,7 @@ static int read_u4(struct jparser *p, uint32_t *cp)
 	if (p->pos + 4 > p->len)
 		return jerr(p, "short \\u escape");
 	for (int i = 0; i < 4; i++) {
-		int h = hexval(p->s[p->pos + i]);
+		int h = util_hexval(p->s[p->pos + i]);
 		if (h < 0)
 			return jerr(p, "bad \\u escape");
 		v = v << 4 | (uint32_t)h;

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "k8s/k8s.h"
-#include "log.h"
+#include "core/log.h"
 
 static int read_all(FILE *f, char **out, size_t *len)
 {

@@ -29,7 +29,7 @@
 
 #include <openssl/evp.h>
 
-#include "log.h"
+#include "core/log.h"
 
 #define PAGE_HDR 16
 #define ELEM_SIZE 16

@@ -26,7 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "core/log.h"
 #include "snapshot/bolt.h"
 
 #define REV_KEY_LEN 17

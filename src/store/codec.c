@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "store.pb-c.h"
+#include "core/util.h"
 
 typedef Etcdfs__Store__Compare PbCompare;
 typedef Etcdfs__Store__Op PbOp;
@@ -523,17 +524,6 @@ out:
 	return ret;
 }
 
-static char *dup_bin(const ProtobufCBinaryData *b)
-{
-	char *d = malloc(b->len + 1);
-	if (!d)
-		return NULL;
-	if (b->len)
-		memcpy(d, b->data, b->len);
-	d[b->len] = 0;
-	return d;
-}
-
 static int range_from_pb(const PbRange *pr, struct kv_range_result *r)
 {
 	memset(r, 0, sizeof(*r));
@@ -552,10 +542,10 @@ static int range_from_pb(const PbRange *pr, struct kv_range_result *r)
 		const PbKv *p = pr->kvs[i];
 		struct kv_kv *k = &r->kvs[i];
 		r->n_kvs = i + 1;
-		k->key = dup_bin(&p->key);
+		k->key = util_memdup(p->key.data, p->key.len);
 		k->key_len = p->key.len;
 		if (p->has_value) {
-			k->value = dup_bin(&p->value);
+			k->value = util_memdup(p->value.data, p->value.len);
 			k->value_len = p->value.len;
 		}
 		if (!k->key || (p->has_value && !k->value)) {

@@ -22,7 +22,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "core/log.h"
+#include "core/util.h"
 
 #define POOL_MAX 8
 
@@ -396,7 +397,7 @@ static int connect_peer(const struct store_peer *peer, int64_t deadline)
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	set_timeout(fd, deadline - store_now_ms());
+	set_timeout(fd, deadline - util_now_ms());
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		int e = errno;
 		close(fd);
@@ -420,7 +421,7 @@ int fwd_call(struct store *s, const struct codec_fwd_req *req, struct codec_fwd_
 	struct kv_range_result *range_out = resp->range;
 	int last_err = -ETIMEDOUT;
 	for (;;) {
-		if (store_now_ms() >= deadline_ms) {
+		if (util_now_ms() >= deadline_ms) {
 			ret = last_err;
 			log_warn("store: node %u could not reach the raft leader in time (%s)",
 				 s->cfg.id, strerror(-ret));
@@ -460,7 +461,7 @@ int fwd_call(struct store *s, const struct codec_fwd_req *req, struct codec_fwd_
 		}
 		/* The leader bounds its own wait by apply_timeout; allow a bit
 		 * more for the answer to arrive. */
-		set_timeout(fd, deadline_ms - store_now_ms() + 1000);
+		set_timeout(fd, deadline_ms - util_now_ms() + 1000);
 		ret = send_frame(fd, out, out_len);
 		void *in = NULL;
 		size_t in_len = 0;

@@ -32,8 +32,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "base64.h"
-#include "log.h"
+#include "core/base64.h"
+#include "core/log.h"
+#include "core/util.h"
 
 #define BODY_MAX ((size_t)4 << 20) /* larger request bodies are refused */
 #define HEAD_MAX ((size_t)16 << 10)
@@ -96,13 +97,6 @@ struct store_gateway {
 	size_t n_conns;	    /* protected by lock */
 	bool stopping;	    /* protected by lock */
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- base64: src/base64.c; as a server, lenient like etcd's own gateway (the URL-safe
  * alphabet, missing padding and non-canonical trailing bits are accepted) ---- */
@@ -1027,10 +1021,10 @@ static void linger_drain(struct conn *c)
 {
 	char buf[65536];
 	size_t total = 0;
-	int64_t deadline = now_ms() + 2000;
+	int64_t deadline = util_now_ms() + 2000;
 	shutdown(c->fd, SHUT_WR);
 	while (total < DRAIN_MAX) {
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - util_now_ms();
 		struct pollfd p = {.fd = c->fd, .events = POLLIN};
 		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
 			break;
@@ -1504,7 +1498,7 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 		send_created(wt, rev);
 		if (b->state == KV_WATCH_CONNECTED)
 			wt->delivered_rev = b->revision;
-		wt->last_send_ms = now_ms();
+		wt->last_send_ms = util_now_ms();
 	}
 	switch (b->state) {
 	case KV_WATCH_CONNECTED:
@@ -1539,7 +1533,7 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 			json_object_del(r, "events"); /* jsonpb omits empty lists; frees evs */
 		if (n_sent || wt->progress_notify) {
 			stream_send(st, r);
-			wt->last_send_ms = now_ms();
+			wt->last_send_ms = util_now_ms();
 		} else {
 			json_decref(r);
 		}
@@ -1549,7 +1543,7 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 		wt->delivered_rev = b->revision;
 		if (wt->progress_notify) {
 			stream_send(st, watch_msg(wt, b->revision));
-			wt->last_send_ms = now_ms();
+			wt->last_send_ms = util_now_ms();
 		}
 		break;
 	case KV_WATCH_COMPACTED:
@@ -1691,7 +1685,7 @@ static void watch_cancel_req(struct stream *st, const json_t *o)
  * force: a progress_request). The revision is the last one fully delivered. */
 static void send_progress(struct stream *st, long interval_ms, bool force)
 {
-	int64_t now = now_ms();
+	int64_t now = util_now_ms();
 	pthread_mutex_lock(&st->lock);
 	for (size_t i = 0; i < st->n_ws && !st->broken; i++) {
 		struct watcher *wt = st->ws[i];

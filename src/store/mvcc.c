@@ -12,8 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
+#include "core/log.h"
 #include "store.pb-c.h"
+#include "core/util.h"
 
 #define MAX_LEVEL 24
 #define SNAPSHOT_FORMAT 1
@@ -260,26 +261,15 @@ static struct rev *latest_live(const struct knode *n)
 	return r->version ? r : NULL;
 }
 
-static char *dup_mem(const void *p, size_t n)
-{
-	char *d = malloc(n + 1);
-	if (!d)
-		return NULL;
-	if (n)
-		memcpy(d, p, n);
-	d[n] = 0;
-	return d;
-}
-
 static int kv_from_rev(struct kv_kv *kv, const struct rev *r, bool keys_only)
 {
 	memset(kv, 0, sizeof(*kv));
-	kv->key = dup_mem(r->key->key, r->key->key_len);
+	kv->key = util_memdup(r->key->key, r->key->key_len);
 	if (!kv->key)
 		return -ENOMEM;
 	kv->key_len = r->key->key_len;
 	if (!keys_only) {
-		kv->value = dup_mem(r->value, r->value_len);
+		kv->value = util_memdup(r->value, r->value_len);
 		if (!kv->value) {
 			kv_kv_free(kv);
 			return -ENOMEM;
@@ -974,7 +964,7 @@ int mvcc_events(const struct mvcc *m, const void *key, size_t key_len, const voi
 				goto nomem;
 		} else {
 			e->type = KV_EVENT_DELETE;
-			e->kv.key = dup_mem(r->key->key, r->key->key_len);
+			e->kv.key = util_memdup(r->key->key, r->key->key_len);
 			if (!e->kv.key)
 				goto nomem;
 			e->kv.key_len = r->key->key_len;

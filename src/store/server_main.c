@@ -15,7 +15,7 @@
 #include <syslog.h>
 
 #include "gateway.h"
-#include "log.h"
+#include "core/log.h"
 #include "store.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:2379"

@@ -23,7 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "core/log.h"
+#include "core/util.h"
 
 #define META_NAME "store.meta"
 #define META_MAGIC "etcdfs-store 1"
@@ -33,16 +34,9 @@
 
 /* ---- time ---- */
 
-int64_t store_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int64_t store_deadline_ms(long timeout_ms)
 {
-	return store_now_ms() + timeout_ms;
+	return util_now_ms() + timeout_ms;
 }
 
 static void ms_to_timespec(int64_t ms, struct timespec *ts)
@@ -1277,7 +1271,7 @@ static int st_txn(struct kv *kv, const struct kv_txn *txn, struct kv_txn_result 
 				return ret;
 			if (!s->multi) {
 				/* Single node between raft restarts: wait for it. */
-				if (store_now_ms() >= deadline)
+				if (util_now_ms() >= deadline)
 					return -ETIMEDOUT;
 				usleep(20000);
 				continue;
@@ -1311,7 +1305,7 @@ static int st_compact(struct kv *kv, int64_t revision, bool physical)
 			int ret = store_local_compact(s, revision);
 			if (ret != -STORE_ENOTLEADER)
 				return ret;
-			if (store_now_ms() >= deadline)
+			if (util_now_ms() >= deadline)
 				return -ETIMEDOUT;
 			usleep(20000);
 			if (!s->multi)
@@ -1401,7 +1395,7 @@ static void *watch_main(void *arg)
 		if (!fresh) {
 			deliver(w, KV_WATCH_PROGRESS, owed, NULL, 0, 0);
 			owed = 0;
-			last_progress = store_now_ms();
+			last_progress = util_now_ms();
 			continue;
 		}
 		struct kv_event *evs;
@@ -1427,7 +1421,7 @@ static void *watch_main(void *arg)
 			owed = 0;
 		} else if (next > w->next_rev) {
 			owed = next - 1;
-			int64_t now = store_now_ms();
+			int64_t now = util_now_ms();
 			if (now - last_progress >= PROGRESS_MS) {
 				deliver(w, KV_WATCH_PROGRESS, owed, NULL, 0, 0);
 				owed = 0;
@@ -1443,17 +1437,6 @@ static void *watch_main(void *arg)
 	return NULL;
 }
 
-static char *dup_or_empty(const void *p, size_t n)
-{
-	char *d = malloc(n + 1);
-	if (d) {
-		if (n)
-			memcpy(d, p, n);
-		d[n] = 0;
-	}
-	return d;
-}
-
 static int st_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb cb, void *arg,
 		    struct kv_watch **out)
 {
@@ -1466,8 +1449,8 @@ static int st_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb c
 	w->s = s;
 	w->cb = cb;
 	w->arg = arg;
-	w->key = dup_or_empty(req->key, req->key_len);
-	w->end = dup_or_empty(req->range_end, req->range_end_len);
+	w->key = util_memdup(req->key, req->key_len);
+	w->end = util_memdup(req->range_end, req->range_end_len);
 	if (!w->key || !w->end) {
 		free(w->key);
 		free(w->end);
@@ -1694,7 +1677,7 @@ int store_open(const struct store_config *cfg, struct kv **out)
 		goto err_free;
 	}
 	if (getrandom(&s->boot, sizeof(s->boot), 0) != sizeof(s->boot))
-		s->boot = (uint64_t)store_now_ms() ^ ((uint64_t)getpid() << 32);
+		s->boot = (uint64_t)util_now_ms() ^ ((uint64_t)getpid() << 32);
 	bool bootstrap;
 	ret = setup_dirs(s, &bootstrap);
 	if (ret < 0)

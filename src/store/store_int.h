@@ -125,7 +125,6 @@ int store_linear_range(struct store *s, const struct kv_range_req *req,
 		       struct kv_range_result *res);
 bool store_leader_peer(struct store *s, struct store_peer *out);
 int64_t store_deadline_ms(long timeout_ms);
-int64_t store_now_ms(void);
 
 /* forward.c */
 int fwd_server_start(struct store *s, struct fwd_server **out);

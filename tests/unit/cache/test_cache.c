@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "cache/cache.h"
-#include "log.h"
+#include "core/log.h"
 #include "store/store.h"
 
 static int failures;

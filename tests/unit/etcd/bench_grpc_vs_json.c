@@ -21,7 +21,7 @@
 
 #include "etcd.h"
 #include "etcd_harness.h"
-#include "log.h"
+#include "core/log.h"
 
 static double now_ms(void)
 {

@@ -15,7 +15,7 @@
 #include "check.h"
 #include "etcd.h"
 #include "etcd_harness.h"
-#include "log.h"
+#include "core/log.h"
 
 static struct etcd_harness H;
 

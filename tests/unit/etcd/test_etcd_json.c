@@ -7,7 +7,7 @@
 
 #include "check.h"
 #include "etcd.h"
-#include "base64.h"
+#include "core/base64.h"
 #include "json.h"
 
 static json_t *load(const char *s)

@@ -5,18 +5,8 @@
 #include <string.h>
 
 #include "fs/naming.h"
+#include "test.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			failures++;                                                                \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                       \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fprintf(stderr, "\n");                                                     \
-		}                                                                                  \
-	} while (0)
 
 static void expect(const char *seg, size_t len, int ns, const char *name)
 {
@@ -91,6 +81,7 @@ int main(void)
 			continue;
 		CHECK(strcmp(out, NAMING_VALUE_NAME) != 0, "produced the reserved name");
 		CHECK(strcmp(out, ".") && strcmp(out, ".."), "produced a dot name");
+		CHECK(n > 0);
 		CHECK(memchr(out, '/', n) == NULL, "produced a slash");
 		char back[NAMING_NAME_MAX + 1];
 		int bns;
@@ -113,6 +104,5 @@ int main(void)
 			      out);
 		}
 	}
-	printf("%s: %d failures\n", failures ? "FAIL" : "ok", failures);
-	return failures ? 1 : 0;
+	return test_summary();
 }

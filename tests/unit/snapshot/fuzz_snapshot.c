@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "kv.h"
-#include "log.h"
+#include "core/log.h"
 #include "snapshot/snapshot.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -20,7 +20,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "log.h"
+#include "core/log.h"
 #include "storetest.h"
 
 #define NODES 3

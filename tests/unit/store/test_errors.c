@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "log.h"
+#include "core/log.h"
 #include "storetest.h"
 
 /* Runs fn in a child; returns its exit status (77 = skipped). */

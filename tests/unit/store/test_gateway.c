@@ -18,7 +18,7 @@
 
 #include "etcd/etcd.h"
 #include "etcd_harness.h"
-#include "log.h"
+#include "core/log.h"
 #include "store/gateway.h"
 #include "storetest.h"
 

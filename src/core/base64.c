@@ -1,7 +1,7 @@
 /* base64.c: RFC 4648 base64 (see base64.h). Table-driven: the JSON transport decodes every
  * key and value through it, and a branchy per-character lookup once cost a fifth of a
  * JSON sync's CPU. */
-#include "base64.h"
+#include "core/base64.h"
 
 #include <errno.h>
 #include <pthread.h>

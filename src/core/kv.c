@@ -1,5 +1,6 @@
 /* kv.c: backend-independent helpers over the kv.h vtable. */
 #include "kv.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -15,22 +16,11 @@ void kv_kv_free(struct kv_kv *kv)
 	kv->key_len = kv->value_len = 0;
 }
 
-static char *dup_bytes(const char *p, size_t n)
-{
-	char *d = malloc(n + 1);
-	if (!d)
-		return NULL;
-	if (n)
-		memcpy(d, p, n);
-	d[n] = 0;
-	return d;
-}
-
 int kv_kv_copy(struct kv_kv *dst, const struct kv_kv *src)
 {
 	*dst = *src;
-	dst->key = dup_bytes(src->key, src->key_len);
-	dst->value = src->value ? dup_bytes(src->value, src->value_len) : NULL;
+	dst->key = util_memdup(src->key, src->key_len);
+	dst->value = src->value ? util_memdup(src->value, src->value_len) : NULL;
 	if (!dst->key || (src->value && !dst->value)) {
 		kv_kv_free(dst);
 		return -ENOMEM;

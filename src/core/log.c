@@ -1,5 +1,5 @@
 /* log.c: stderr/syslog logging with levels (see log.h). */
-#include "log.h"
+#include "core/log.h"
 
 #include <pthread.h>
 #include <stdio.h>
