@@ -2,8 +2,9 @@
  *
  * Messages go to stderr (foreground) or syslog (daemonized). libfuse's own
  * log is routed here (fs/ installs the hook), so all output has one format.
- * Thread-safe. Never log secrets: callers pass credentials through
- * log_redact() style care themselves; this module does no filtering.
+ * Thread-safe. Never log secrets: this module does no filtering, so a caller
+ * never formats a password, token or key into a message (the etcd client logs
+ * the user name and the endpoint, never the credential).
  */
 #ifndef ETCDFS_LOG_H
 #define ETCDFS_LOG_H
