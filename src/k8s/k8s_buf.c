@@ -228,7 +228,7 @@ int k8s_base64_decode(const char *s, size_t n, struct buf *out)
 	size_t len = n, dec_len;
 
 	if (n && (memchr(s, '\r', n) || memchr(s, '\n', n))) {
-		clean = malloc(n ? n : 1);
+		clean = malloc(n);
 		if (!clean)
 			return -ENOMEM;
 		len = 0;

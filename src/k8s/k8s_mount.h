@@ -5,7 +5,7 @@
  * k8s\0 magic, or JSON) are shown as YAML (or JSON with --format=json), with
  * metadata.resourceVersion = the key's mod_revision like the apiserver.
  * Everything else is shown as its raw bytes. Saves of decoded files are
- * validated and encoded back to the original encoding (src/k8s/).
+ * validated and encoded back to the original encoding (k8s.h).
  * No FUSE here; thread-safe; outputs are malloc'd and owned by the caller.
  */
 #ifndef ETCDFS_K8S_MOUNT_H
