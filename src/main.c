@@ -15,11 +15,11 @@
 #include "cache/cache.h"
 #include "etcd/etcd.h"
 #include "fs/fs.h"
+#include "k8s/k8s_mount.h"
 #include "kv.h"
 #include "core/log.h"
 #include "snapshot/snapshot.h"
 #include "store/store.h"
-#include "view.h"
 
 struct options {
 	char *endpoints;
@@ -537,14 +537,14 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "etcdfs: bad --cache-size '%s'\n", o.cache_size);
 		goto out_args;
 	}
-	struct view view = {.format = VIEW_YAML};
+	struct k8s_mount k8s = {.format = K8S_MOUNT_YAML};
 	if (o.format) {
 		if (strcmp(o.format, "yaml") == 0)
-			view.format = VIEW_YAML;
+			k8s.format = K8S_MOUNT_YAML;
 		else if (strcmp(o.format, "json") == 0)
-			view.format = VIEW_JSON;
+			k8s.format = K8S_MOUNT_JSON;
 		else if (strcmp(o.format, "raw") == 0)
-			view.format = VIEW_RAW;
+			k8s.format = K8S_MOUNT_RAW;
 		else {
 			fprintf(stderr, "etcdfs: --format must be yaml, json or raw\n");
 			goto out_args;
@@ -633,9 +633,9 @@ int main(int argc, char *argv[])
 		.linearizable = o.consistency && strcmp(o.consistency, "linearizable") == 0,
 		.conflict_dir = o.conflict_dir,
 		.shadow_patterns = o.shadow,
-		.encode = view.format == VIEW_RAW ? NULL : view_encode,
-		.encode_arg = &view,
-		.encode_applies = view_applies,
+		.encode = k8s.format == K8S_MOUNT_RAW ? NULL : k8s_mount_encode,
+		.encode_arg = &k8s,
+		.encode_applies = k8s_mount_applies,
 		.timeout_fresh = o.timeout_fresh,
 		.timeout_stale = o.timeout_stale,
 		.secrets_match = "/secrets/",
@@ -650,8 +650,8 @@ int main(int argc, char *argv[])
 		.max_bytes = cache_size,
 		.notify = fs_cache_notify,
 		.notify_arg = fs,
-		.render = view.format == VIEW_RAW ? NULL : view_render,
-		.render_arg = &view,
+		.render = k8s.format == K8S_MOUNT_RAW ? NULL : k8s_mount_render,
+		.render_arg = &k8s,
 		.no_watch = static_view,
 		.revision = at_rev,
 	};

@@ -1,6 +1,6 @@
 /* k8s.c: the public codec API (k8s.h): format detection, the protobuf
  * runtime.Unknown envelope, JSON-stored objects, resourceVersion handling and
- * edit validation. The per-message work is in k8s_view.c and k8s_enc.c. */
+ * edit validation. The per-message work is in k8s_pbjson.c and k8s_enc.c. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -255,8 +255,8 @@ int k8s_decode_typed(const void *val, size_t len, enum k8s_format fmt, int64_t r
 		}
 		tm.api_version = e.api_version;
 		tm.kind = e.kind;
-		r = k8s_view_message(m, e.raw ? e.raw : (const uint8_t *)"", e.raw_len, &tm, &v,
-				     err);
+		r = k8s_pbjson_message(m, e.raw ? e.raw : (const uint8_t *)"", e.raw_len, &tm, &v,
+				       err);
 		envelope_free(&e);
 		if (r)
 			return r;
@@ -522,8 +522,8 @@ static int encode_json(const struct jval *ojson, const char *orig, size_t orig_l
 		struct k8s_typemeta tm = {tav, tkind};
 		r = k8s_encode_message(km, obj, NULL, 0, &pb, err);
 		if (!r)
-			r = k8s_view_message(km, pb.data ? pb.data : (const uint8_t *)"", pb.len,
-					     &tm, &view, err);
+			r = k8s_pbjson_message(km, pb.data ? pb.data : (const uint8_t *)"", pb.len,
+					       &tm, &view, err);
 		if (!r) {
 			k8s_json_write(b, view, 0);
 			k8s_buf_addc(b, '\n');

@@ -4,7 +4,7 @@
  * fields in field-number order, non-pointer scalars and structs always, pointers
  * and []byte only when set, map entries sorted by key.
  *
- * With an original message, every field whose JSON view (k8s_view.c) equals the
+ * With an original message, every field whose JSON view (k8s_pbjson.c) equals the
  * edited value is copied from the original bytes verbatim, in its original
  * place; unknown fields are copied too. A changed field is re-encoded where its
  * first original occurrence was (sub-messages again against their originals),
@@ -714,7 +714,7 @@ static int pair_elements(const struct k8s_msg *sub, const struct pbf **occ, size
 	}
 	for (size_t k = 0; k < nocc; k++) {
 		char *e = NULL;
-		if (k8s_view_message(sub, occ[k]->p, occ[k]->len, NULL, &views[k], &e))
+		if (k8s_pbjson_message(sub, occ[k]->p, occ[k]->len, NULL, &views[k], &e))
 			views[k] = NULL; /* an undecodable original never compares equal */
 		free(e);
 		hs[k] = (struct vhash){views[k] ? k8s_jv_hash(views[k]) : 0, k};
@@ -838,7 +838,7 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 				/* compare the original entry's value view */
 				struct pbmsg one = {.f = (struct pbf *)oe, .n = 1, .cap = 1};
 				struct jval *mv = NULL;
-				r = k8s_view_field(fd, &one, &mv, c->err);
+				r = k8s_pbjson_field(fd, &one, &mv, c->err);
 				if (r) {
 					path_pop(c, old);
 					break;
@@ -1067,7 +1067,8 @@ static int enc_msg2(struct ectx *c, const struct k8s_msg *m, const struct jval *
 			struct jval *view = NULL;
 			char *verr = NULL;
 			bool jnull = !j || j->t == J_NULL;
-			if (k8s_view_message(m, orig, orig_len, NULL, &view, &verr) == 0 && view &&
+			if (k8s_pbjson_message(m, orig, orig_len, NULL, &view, &verr) == 0 &&
+			    view &&
 			    ((j && k8s_jv_equal(view, j)) || (jnull && view->t == J_NULL))) {
 				k8s_buf_add(out, orig, orig_len);
 				k8s_jv_free(view);
@@ -1143,7 +1144,7 @@ static int enc_msg2(struct ectx *c, const struct k8s_msg *m, const struct jval *
 		jv = j ? k8s_jv_get(j, fd->json) : NULL;
 		if (have_orig) {
 			struct jval *view = NULL;
-			r = k8s_view_field(fd, &om, &view, c->err);
+			r = k8s_pbjson_field(fd, &om, &view, c->err);
 			if (r) {
 				/* the original does not decode: treat the field as changed */
 				if (c->err && *c->err) {

@@ -38,8 +38,10 @@ void k8s_buf_varint(struct buf *b, uint64_t v);
 /* NUL-terminate and hand the data over (*out malloc'd); returns -ENOMEM on oom */
 int k8s_buf_finish(struct buf *b, char **out, size_t *out_len);
 
-/* UTF-8: validity, and a copy with invalid bytes replaced by U+FFFD (as Go's
- * encoding/json does on both ends) */
+/* UTF-8: one sequence decoded as Go's utf8.DecodeRune (returns the length consumed;
+ * invalid input yields U+FFFD and 1), validity, and a copy with invalid bytes replaced
+ * by U+FFFD (as Go's encoding/json does on both ends) */
+size_t k8s_utf8_decode(const uint8_t *s, size_t n, uint32_t *cp);
 bool k8s_utf8_valid(const char *s, size_t n);
 void k8s_utf8_sanitize(struct buf *b, const char *s, size_t n);
 
@@ -112,8 +114,10 @@ int k8s_yaml_write(struct buf *b, const struct jval *v, char **err);
 /* Parse one YAML document into a jval (YAML 1.1 scalar resolution as go-yaml). */
 int k8s_yaml_parse(const char *text, size_t len, struct jval **out, char **err);
 
-/* base64 (standard alphabet, padded) */
+/* base64 (standard alphabet, padded) appended to b; a failed allocation sets b->oom */
 void k8s_base64_encode(struct buf *b, const uint8_t *p, size_t n);
+/* Decodes s (standard alphabet; \r and \n skipped, padding optional) and appends the bytes
+ * to out. Returns 0, -EINVAL for malformed input (out unchanged) or -ENOMEM. */
 int k8s_base64_decode(const char *s, size_t n, struct buf *out);
 
 /* ---- protobuf wire ---- */
@@ -151,11 +155,12 @@ struct k8s_typemeta {
 
 /* Decode a protobuf message of type m into its JSON view (Go struct order). tm,
  * if non-NULL, fills the TypeMeta pseudo field. */
-int k8s_view_message(const struct k8s_msg *m, const uint8_t *p, size_t len,
-		     const struct k8s_typemeta *tm, struct jval **out, char **err);
+int k8s_pbjson_message(const struct k8s_msg *m, const uint8_t *p, size_t len,
+		       const struct k8s_typemeta *tm, struct jval **out, char **err);
 /* JSON view of one field from its occurrences in a split message;
  * *out = NULL when Go's encoding/json would omit it. */
-int k8s_view_field(const struct k8s_field *f, const struct pbmsg *m, struct jval **out, char **err);
+int k8s_pbjson_field(const struct k8s_field *f, const struct pbmsg *m, struct jval **out,
+		     char **err);
 
 /* Does wire field f belong to schema field fd (number and usable wire type)? */
 bool k8s_occ_matches(const struct k8s_field *fd, const struct pbf *f);

@@ -4,50 +4,29 @@
  * custom resources, YAML quoting, and the formats that stay opaque.
  * Usage: test_k8s_codec SHARED_DIR (the ../shared folder). */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "k8s/k8s.h"
+#include "test.h"
 
-static int failures, checks;
 static const char *shared;
 
-#define CHECK(cond, ...)                                                                           \
-	do {                                                                                       \
-		checks++;                                                                          \
-		if (!(cond)) {                                                                     \
-			failures++;                                                                \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);            \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fprintf(stderr, "\n");                                                     \
-		}                                                                                  \
-	} while (0)
+#define REAL_CRD                                                                                   \
+	"k8s-real/values/"                                                                         \
+	"registry-apiextensions.k8s.io-customresourcedefinitions-shirts.stable.example.com.json"
 
+/* A file under the shared folder (main() checked they all exist); malloc'd. */
 static char *slurp(const char *rel, size_t *len)
 {
 	char path[4096];
-	FILE *f;
-	char *b;
-	long n;
 
 	snprintf(path, sizeof(path), "%s/%s", shared, rel);
-	f = fopen(path, "rb");
-	if (!f) {
-		fprintf(stderr, "cannot open %s\n", path);
-		exit(2);
-	}
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	b = malloc((size_t)n + 1);
-	if (!b || fread(b, 1, (size_t)n, f) != (size_t)n)
-		exit(2);
-	b[n] = 0;
-	fclose(f);
-	*len = (size_t)n;
+	char *b = test_slurp(path, len);
+	REQUIRE(b, "cannot read %s", path);
 	return b;
 }
 
@@ -200,11 +179,8 @@ out:
 
 static void test_real_crd(void)
 {
-	const char *rel = "k8s-real/values/"
-			  "registry-apiextensions.k8s.io-customresourcedefinitions-shirts.stable."
-			  "example.com.json";
 	size_t len, tlen;
-	char *orig = slurp(rel, &len);
+	char *orig = slurp(REAL_CRD, &len);
 	char *yaml = dec(orig, len, K8S_FMT_YAML, 0);
 	char *json = dec(orig, len, K8S_FMT_JSON, 0);
 	char *err = NULL;
@@ -782,6 +758,26 @@ static void test_typed(void)
 	free(err);
 }
 
+static void test_real_pod(void)
+{
+	test_real_protobuf("k8s-real/values/registry-pods-default-pi-dqtsw.bin", "image: perl\n",
+			   "image: perl:5.36\n");
+}
+
+static void test_real_job(void)
+{
+	test_real_protobuf("k8s-real/values/registry-jobs-default-pi.bin", "    job-name: pi\n",
+			   "    job-name: pi-edited\n");
+}
+
+/* The files of the shared folder the tests read. */
+static const char *const shared_files[] = {
+	"k8s-real/values/registry-pods-default-pi-dqtsw.bin",
+	"k8s-real/values/registry-jobs-default-pi.bin",
+	REAL_CRD,
+	"k8s-fixtures/HEAD/core.v1.WatchEvent.pb",
+};
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -789,19 +785,24 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	shared = argv[1];
-	test_detect();
-	test_real_protobuf("k8s-real/values/registry-pods-default-pi-dqtsw.bin", "image: perl\n",
-			   "image: perl:5.36\n");
-	test_real_protobuf("k8s-real/values/registry-jobs-default-pi.bin", "    job-name: pi\n",
-			   "    job-name: pi-edited\n");
-	test_real_crd();
-	test_validation();
-	test_new_objects();
-	test_yaml_style();
-	test_map_edits();
-	test_list_unknown();
-	test_big_cr();
-	test_typed();
-	printf("%d checks, %d failed\n", checks, failures);
-	return failures ? 1 : 0;
+	for (size_t i = 0; i < sizeof(shared_files) / sizeof(shared_files[0]); i++) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/%s", shared, shared_files[i]);
+		if (access(path, R_OK) != 0) {
+			printf("skip: %s missing (the Kubernetes fixtures in ../shared)\n", path);
+			return 77;
+		}
+	}
+	TEST_RUN(test_detect);
+	TEST_RUN(test_real_pod);
+	TEST_RUN(test_real_job);
+	TEST_RUN(test_real_crd);
+	TEST_RUN(test_validation);
+	TEST_RUN(test_new_objects);
+	TEST_RUN(test_yaml_style);
+	TEST_RUN(test_map_edits);
+	TEST_RUN(test_list_unknown);
+	TEST_RUN(test_big_cr);
+	TEST_RUN(test_typed);
+	return test_summary();
 }

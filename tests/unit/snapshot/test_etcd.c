@@ -38,7 +38,7 @@ static char *b64_enc(const void *data, size_t n)
 {
 	const unsigned char *p = data;
 	char *out = malloc(4 * ((n + 2) / 3) + 1), *o = out;
-	CHECK(out != NULL);
+	REQUIRE(out != NULL);
 	for (size_t i = 0; i < n; i += 3) {
 		unsigned v =
 			p[i] << 16 | (i + 1 < n ? p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
@@ -58,7 +58,7 @@ static unsigned char *b64_dec(const char *s, size_t *len)
 	size_t o = 0;
 	unsigned v = 0;
 	int bits = 0;
-	CHECK(out != NULL);
+	REQUIRE(out != NULL);
 	for (size_t i = 0; i < n && s[i] != '='; i++) {
 		const char *c = strchr(b64, s[i]);
 		if (!c || !*c) {
@@ -113,13 +113,13 @@ static json_t *call(const char *path, json_t *body)
 	CURLcode rc = curl_easy_perform(curl);
 	if (rc != CURLE_OK)
 		fprintf(stderr, "POST %s: %s\n", url, curl_easy_strerror(rc));
-	CHECK(rc == CURLE_OK);
+	REQUIRE(rc == CURLE_OK);
 	free(text);
 	json_error_t err;
 	json_t *res = json_loads(b.p ? b.p : "", 0, &err);
 	if (!res)
 		fprintf(stderr, "bad JSON from %s: %s\n", path, b.p ? b.p : "");
-	CHECK(res != NULL);
+	REQUIRE(res != NULL);
 	free(b.p);
 	return res;
 }
@@ -140,7 +140,7 @@ static int64_t header_rev(json_t *res)
 	json_t *hd = json_object_get(res, "header");
 	if (!hd)
 		fprintf(stderr, "etcd error: %s\n", json_dumps(res, 0));
-	CHECK(hd != NULL);
+	REQUIRE(hd != NULL);
 	return jint(hd, "revision");
 }
 
@@ -181,7 +181,7 @@ static struct mkey *mk(const void *key, size_t len)
 	for (size_t i = 0; i < n_model; i++)
 		if (model[i].key_len == len && memcmp(model[i].key, key, len) == 0)
 			return &model[i];
-	CHECK(n_model < sizeof(model) / sizeof(model[0]) && len < sizeof(model[0].key));
+	REQUIRE(n_model < sizeof(model) / sizeof(model[0]) && len < sizeof(model[0].key));
 	struct mkey *m = &model[n_model++];
 	memcpy(m->key, key, len);
 	m->key_len = len;
@@ -192,7 +192,7 @@ static struct mkey *mk(const void *key, size_t len)
 static unsigned char *rand_value(size_t len)
 {
 	unsigned char *v = malloc(len + 1);
-	CHECK(v != NULL);
+	REQUIRE(v != NULL);
 	for (size_t i = 0; i < len; i++)
 		v[i] = (unsigned char)next_rand();
 	return v;
@@ -208,7 +208,7 @@ static size_t n_wlog;
 
 static void log_write(struct mkey *m, int64_t rev, bool tomb)
 {
-	CHECK(n_wlog < sizeof(wlog) / sizeof(wlog[0]));
+	REQUIRE(n_wlog < sizeof(wlog) / sizeof(wlog[0]));
 	wlog[n_wlog++] = (struct wlog){m, rev, tomb};
 }
 
@@ -324,19 +324,19 @@ static void check_tiny_snapshot(void)
 	snprintf(path, sizeof(path), "%s/tiny.db", h.dir);
 	const char *args[] = {"snapshot", "save", path, NULL};
 	char out[4096];
-	CHECK_EQ(etcd_harness_etcdctl(&h, NULL, out, sizeof(out), args), 0);
+	REQUIRE_EQ(etcd_harness_etcdctl(&h, NULL, out, sizeof(out), args), 0);
 	struct kv *kv;
-	CHECK_EQ(snapshot_open(path, &kv), 0);
+	REQUIRE_EQ(snapshot_open(path, &kv), 0);
 	struct snapshot_info info;
-	CHECK_EQ(snapshot_get_info(kv, &info), 0);
+	REQUIRE_EQ(snapshot_get_info(kv, &info), 0);
 	CHECK(info.sha256_verified);
 	CHECK_EQ(info.n_keys, 2);
 	CHECK_EQ(info.pages_branch, 0);
 	CHECK(info.pages_inline >= 2); /* "key" and "meta" */
 	for (size_t i = 0; i < n_model; i++) {
 		struct kv_kv got;
-		CHECK_EQ(kv_get(kv, model[i].key, model[i].key_len, &got), 0);
-		CHECK_BYTES(got.value, got.value_len, model[i].val, model[i].val_len);
+		REQUIRE_EQ(kv_get(kv, model[i].key, model[i].key_len, &got), 0);
+		CHECK_MEM(got.value, got.value_len, model[i].val, model[i].val_len);
 		CHECK_EQ(got.mod_revision, model[i].mod);
 		CHECK_EQ(got.version, 1);
 		kv_kv_free(&got);
@@ -352,7 +352,7 @@ static void write_history(void)
 	json_object_set_new(grant, "TTL", json_integer(3600));
 	json_t *res = call("/v3/lease/grant", grant);
 	lease_id = jint(res, "ID");
-	CHECK(lease_id != 0);
+	REQUIRE(lease_id != 0);
 	json_decref(res);
 
 	/* A first backup while the keyspace is tiny: bbolt keeps the bucket
@@ -452,7 +452,7 @@ static json_t *etcd_range(int64_t rev, bool keys_only)
 static void collect_oracles(void)
 {
 	oracles = calloc((size_t)final_rev + 2, sizeof(*oracles));
-	CHECK(oracles != NULL);
+	REQUIRE(oracles != NULL);
 	for (int64_t r = compact_rev - 1; r <= final_rev + 1; r++) {
 		struct oracle *o = &oracles[n_oracles++];
 		o->rev = r;
@@ -493,9 +493,9 @@ static void check_against_etcd(struct kv *kv, const struct oracle *o, size_t *n_
 		kv_range_result_free(&res);
 		return;
 	}
-	CHECK_EQ(ret, 0);
+	REQUIRE_EQ(ret, 0);
 	CHECK_EQ(res.revision, final_rev);
-	CHECK_EQ(res.n_kvs, json_array_size(o->kvs));
+	REQUIRE_EQ(res.n_kvs, json_array_size(o->kvs));
 	CHECK_EQ(res.count, (int64_t)res.n_kvs);
 	for (size_t i = 0; i < res.n_kvs; i++) {
 		json_t *e = json_array_get(o->kvs, i);
@@ -504,9 +504,9 @@ static void check_against_etcd(struct kv *kv, const struct oracle *o, size_t *n_
 		unsigned char *key = b64_dec(json_string_value(json_object_get(e, "key")), &kl);
 		json_t *jv = json_object_get(e, "value");
 		unsigned char *val = b64_dec(jv ? json_string_value(jv) : "", &vl);
-		CHECK_BYTES(k->key, k->key_len, key, kl);
+		CHECK_MEM(k->key, k->key_len, key, kl);
 		if (o->values) {
-			CHECK_BYTES(k->value, k->value_len, val, vl);
+			CHECK_MEM(k->value, k->value_len, val, vl);
 			(*n_vals)++;
 		} else {
 			CHECK(k->value == NULL && jv == NULL);
@@ -535,8 +535,8 @@ static void check_against_model(struct kv *kv)
 			continue;
 		}
 		live++;
-		CHECK_EQ(ret, 0);
-		CHECK_BYTES(got.value, got.value_len, m->val, m->val_len);
+		REQUIRE_EQ(ret, 0);
+		CHECK_MEM(got.value, got.value_len, m->val, m->val_len);
 		CHECK_EQ(got.create_revision, m->create);
 		CHECK_EQ(got.mod_revision, m->mod);
 		CHECK_EQ(got.version, m->version);
@@ -544,7 +544,7 @@ static void check_against_model(struct kv *kv)
 		kv_kv_free(&got);
 	}
 	struct snapshot_info info;
-	CHECK_EQ(snapshot_get_info(kv, &info), 0);
+	REQUIRE_EQ(snapshot_get_info(kv, &info), 0);
 	CHECK_EQ(info.n_keys, live);
 	int64_t rev;
 	CHECK_EQ(kv_status(kv, &rev), 0);
@@ -559,9 +559,9 @@ static void check_against_model(struct kv *kv)
 static void check_file(const char *path, bool want_sha)
 {
 	struct kv *kv;
-	CHECK_EQ(snapshot_open(path, &kv), 0);
+	REQUIRE_EQ(snapshot_open(path, &kv), 0);
 	struct snapshot_info info;
-	CHECK_EQ(snapshot_get_info(kv, &info), 0);
+	REQUIRE_EQ(snapshot_get_info(kv, &info), 0);
 	CHECK_EQ(info.sha256_verified, want_sha);
 	fprintf(stderr,
 		"  %s: %" PRIu64 " bytes, page size %" PRIu32 ", pages read: %" PRIu64
@@ -597,7 +597,7 @@ static void test_snapshot_save(void)
 	int st = etcd_harness_etcdctl(&h, NULL, out, sizeof(out), args);
 	if (st != 0)
 		fprintf(stderr, "etcdctl: %s\n", out);
-	CHECK_EQ(st, 0);
+	REQUIRE_EQ(st, 0);
 	check_file(snap_path, true);
 }
 
@@ -618,7 +618,7 @@ static void test_member_db_busy(void)
 
 static void test_member_db_stopped(void)
 {
-	CHECK_EQ(etcd_harness_stop(&h), 0);
+	REQUIRE_EQ(etcd_harness_stop(&h), 0);
 	char path[PATH_MAX + 32];
 	snprintf(path, sizeof(path), "%s/member/snap/db", h.data_dir);
 	check_file(path, false);
@@ -630,7 +630,7 @@ static void test_snapshot_trailer(void)
 {
 	size_t len;
 	char *data = slurp(snap_path, &len);
-	CHECK_EQ(len % 512, 32);
+	REQUIRE_EQ(len % 512, 32);
 	char path[PATH_MAX + 32];
 	snprintf(path, sizeof(path), "%s/flipped.db", h.dir);
 	data[len / 2] ^= 0x40;
@@ -654,7 +654,7 @@ int main(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	curl = curl_easy_init();
-	CHECK(curl != NULL);
+	REQUIRE(curl != NULL);
 	struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdr);
 	curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
@@ -662,10 +662,10 @@ int main(void)
 		fprintf(stderr, "cannot start etcd\n");
 		return 1;
 	}
-	RUN(test_snapshot_save);
-	RUN(test_member_db_busy);
-	RUN(test_member_db_stopped);
-	RUN(test_snapshot_trailer);
+	TEST_RUN(test_snapshot_save);
+	TEST_RUN(test_member_db_busy);
+	TEST_RUN(test_member_db_stopped);
+	TEST_RUN(test_snapshot_trailer);
 	etcd_harness_destroy(&h);
 	for (size_t i = 0; i < n_oracles; i++)
 		json_decref(oracles[i].kvs);
@@ -675,6 +675,5 @@ int main(void)
 	curl_slist_free_all(hdr);
 	curl_easy_cleanup(curl);
 	curl_global_cleanup();
-	fprintf(stderr, "test_etcd: %lu checks passed\n", test_checks);
-	return 0;
+	return test_summary();
 }

@@ -98,7 +98,7 @@ static void expect_error(const char *what, const char *data, size_t len, int wan
 static char *copy(void)
 {
 	char *c = malloc(base_len);
-	CHECK(c != NULL);
+	REQUIRE(c != NULL);
 	memcpy(c, base, base_len);
 	return c;
 }
@@ -118,7 +118,7 @@ static size_t count_keys(struct kv *kv)
 static void test_sound_base(void)
 {
 	struct kv *kv;
-	CHECK_EQ(open_bytes(base, base_len, NULL, &kv), 0);
+	REQUIRE_EQ(open_bytes(base, base_len, NULL, &kv), 0);
 	CHECK_EQ(count_keys(kv), 4);
 	kv_destroy(kv);
 }
@@ -162,14 +162,14 @@ static void test_meta_pages(void)
 
 	/* One meta page lost: bbolt falls back to the other, and so do we. */
 	memset(c, 0, PS);
-	CHECK_EQ(open_bytes(c, base_len, &log, &kv), 0);
+	REQUIRE_EQ(open_bytes(c, base_len, &log, &kv), 0);
 	CHECK(strstr(log, "meta page 0 is bad magic; using meta page 1") != NULL);
 	CHECK_EQ(count_keys(kv), 4);
 	kv_destroy(kv);
 	free(log);
 	memcpy(c, base, base_len);
 	memset(c + PS, 0, PS);
-	CHECK_EQ(open_bytes(c, base_len, &log, &kv), 0);
+	REQUIRE_EQ(open_bytes(c, base_len, &log, &kv), 0);
 	CHECK(strstr(log, "meta page 1 is bad magic; using meta page 0") != NULL);
 	CHECK_EQ(count_keys(kv), 4);
 	kv_destroy(kv);
@@ -233,7 +233,7 @@ static size_t key_bucket_header(void)
 		if (ksize == 3 && memcmp(p + e + pos, "key", 3) == 0)
 			return 4 * PS + e + pos + ksize;
 	}
-	CHECK(!"bucket 'key' not found in page 4");
+	REQUIRE(!"bucket 'key' not found in page 4");
 	return 0;
 }
 
@@ -241,7 +241,7 @@ static void test_tree_damage(void)
 {
 	char *c = copy();
 	size_t kb = key_bucket_header();
-	CHECK_EQ((unsigned char)c[kb], 2); /* the key bucket's root is page 2 */
+	REQUIRE_EQ((unsigned char)c[kb], 2); /* the key bucket's root is page 2 */
 
 	put64(c + kb, 77);
 	expect_error("child page out of range", c, base_len, -EUCLEAN, "page 77 out of range");
@@ -292,7 +292,7 @@ static void test_tree_damage(void)
 	uint32_t pos;
 	memcpy(&pos, c + 2 * PS + 16 + 4, 4);
 	size_t v0 = 2 * PS + 16 + pos + 17;
-	CHECK_EQ((unsigned char)c[v0], 0x0a);
+	REQUIRE_EQ((unsigned char)c[v0], 0x0a);
 	c[v0] = 0x02;
 	expect_error("bad protobuf", c, base_len, -EUCLEAN, "malformed KeyValue");
 
@@ -316,8 +316,8 @@ static void test_tree_damage(void)
 static void test_truncated_after_open(void)
 {
 	struct kv *kv;
-	CHECK_EQ(open_bytes(base, base_len, NULL, &kv), 0);
-	CHECK_EQ(truncate(path, 2 * PS), 0);
+	REQUIRE_EQ(open_bytes(base, base_len, NULL, &kv), 0);
+	REQUIRE_EQ(truncate(path, 2 * PS), 0);
 	struct kv_range_req req = {
 		.key = "\0", .key_len = 1, .range_end = "\0", .range_end_len = 1};
 	struct kv_range_result res;
@@ -335,7 +335,7 @@ static void test_garbage(void)
 {
 	size_t ok = 0, failed = 0;
 	char *g = malloc(6 * PS);
-	CHECK(g != NULL);
+	REQUIRE(g != NULL);
 	for (int i = 0; i < 300; i++) {
 		size_t len = 1 + next_rand() % (6 * PS);
 		for (size_t j = 0; j < len; j++)
@@ -384,7 +384,7 @@ static void test_flips(void)
 		}
 		ok++;
 		size_t k = count_keys(kv);
-		CHECK(k != (size_t)-1);
+		REQUIRE(k != (size_t)-1);
 		kvs += k;
 		kv_destroy(kv);
 	}
@@ -399,21 +399,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s DB\n", argv[0]);
 		return 2;
 	}
+	if (skip_without(argv[1]))
+		return 77;
 	base = slurp(argv[1], &base_len);
-	CHECK_EQ(base_len, 5 * PS);
-	CHECK(mkdtemp(dir) != NULL);
+	REQUIRE_EQ(base_len, 5 * PS);
+	REQUIRE(mkdtemp(dir) != NULL);
 	snprintf(path, sizeof(path), "%s/broken.db", dir);
-	RUN(test_sound_base);
-	RUN(test_empty_and_missing);
-	RUN(test_truncated);
-	RUN(test_meta_pages);
-	RUN(test_tree_damage);
-	RUN(test_truncated_after_open);
-	RUN(test_garbage);
-	RUN(test_flips);
+	TEST_RUN(test_sound_base);
+	TEST_RUN(test_empty_and_missing);
+	TEST_RUN(test_truncated);
+	TEST_RUN(test_meta_pages);
+	TEST_RUN(test_tree_damage);
+	TEST_RUN(test_truncated_after_open);
+	TEST_RUN(test_garbage);
+	TEST_RUN(test_flips);
 	unlink(path);
 	rmdir(dir);
 	free(base);
-	fprintf(stderr, "test_malformed: %lu checks passed\n", test_checks);
-	return 0;
+	return test_summary();
 }

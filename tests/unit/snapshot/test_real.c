@@ -25,8 +25,8 @@ static int str_cmp(const void *a, const void *b)
 
 static void test_open(void)
 {
-	CHECK_EQ(snapshot_open(db_path, &kv), 0);
-	CHECK_EQ(snapshot_get_info(kv, &info), 0);
+	REQUIRE_EQ(snapshot_open(db_path, &kv), 0);
+	REQUIRE_EQ(snapshot_get_info(kv, &info), 0);
 	fprintf(stderr,
 		"  %zu keys (%zu ever in the file), %zu records (%zu tombstones), revision %" PRId64
 		" (max record %" PRId64 "), compacted at %" PRId64 ", consistent_index %" PRIu64
@@ -54,7 +54,7 @@ static void test_keys_match(void)
 	char *want[4096];
 	size_t n_want = 0;
 	for (char *line = strtok(txt, "\n"); line; line = strtok(NULL, "\n")) {
-		CHECK(n_want < 4096);
+		REQUIRE(n_want < 4096);
 		want[n_want++] = line;
 	}
 	qsort(want, n_want, sizeof(*want), str_cmp);
@@ -62,8 +62,8 @@ static void test_keys_match(void)
 	struct kv_range_req req = {
 		.key = "\0", .key_len = 1, .range_end = "\0", .range_end_len = 1};
 	struct kv_range_result res;
-	CHECK_EQ(kv_range(kv, &req, &res), 0);
-	CHECK_EQ(res.n_kvs, n_want);
+	REQUIRE_EQ(kv_range(kv, &req, &res), 0);
+	REQUIRE_EQ(res.n_kvs, n_want);
 	CHECK_EQ(res.count, (int64_t)n_want);
 	CHECK_EQ(res.n_kvs, info.n_keys);
 	CHECK(!res.more);
@@ -75,7 +75,7 @@ static void test_keys_match(void)
 		CHECK_EQ(strcmp(k->key, want[i]), 0);
 		if (i)
 			CHECK(strcmp(res.kvs[i - 1].key, k->key) < 0);
-		CHECK(k->value != NULL);
+		REQUIRE(k->value != NULL);
 		CHECK(k->value_len > 0);
 		nonempty += k->value_len > 0;
 		CHECK(k->create_revision > 0);
@@ -109,13 +109,13 @@ static void test_values_exact(void)
 		snprintf(path, sizeof(path), "%s/%s", values_dir, cases[i].file);
 		char *want = slurp(path, &len);
 		struct kv_kv got;
-		CHECK_EQ(kv_get(kv, cases[i].key, strlen(cases[i].key), &got), 0);
+		REQUIRE_EQ(kv_get(kv, cases[i].key, strlen(cases[i].key), &got), 0);
 		/* The .bin copies end with the newline `etcdctl get --print-value-only`
 		 * prints: the protobuf ends with fields 3 and 4 ("\x1a\0\x22\0"), and a
 		 * lone 0x0a after them would be an invalid tag, so it is not data. */
-		CHECK(len > 5 && want[len - 1] == '\n');
+		REQUIRE(len > 5 && want[len - 1] == '\n');
 		CHECK(memcmp(want + len - 5, "\x1a\0\x22\0", 4) == 0);
-		CHECK_BYTES(got.value, got.value_len, want, len - 1);
+		CHECK_MEM(got.value, got.value_len, want, len - 1);
 		fprintf(stderr, "  %s: %zu bytes, identical to %s (minus its final newline)\n",
 			cases[i].key, got.value_len, cases[i].file);
 		kv_kv_free(&got);
@@ -138,7 +138,7 @@ static void test_range_options(void)
 	struct kv_range_result res;
 
 	req.count_only = true;
-	CHECK_EQ(kv_range(kv, &req, &res), 0);
+	REQUIRE_EQ(kv_range(kv, &req, &res), 0);
 	CHECK_EQ(res.n_kvs, 0);
 	CHECK_EQ(res.count, (int64_t)info.n_keys - 1); /* all but compact_rev_key */
 	kv_range_result_free(&res);
@@ -146,8 +146,8 @@ static void test_range_options(void)
 	req.count_only = false;
 	req.keys_only = true;
 	req.limit = 2;
-	CHECK_EQ(kv_range(kv, &req, &res), 0);
-	CHECK_EQ(res.n_kvs, 2);
+	REQUIRE_EQ(kv_range(kv, &req, &res), 0);
+	REQUIRE_EQ(res.n_kvs, 2);
 	CHECK(res.more);
 	CHECK_EQ(res.count, (int64_t)info.n_keys - 1);
 	CHECK(res.kvs[0].value == NULL);
@@ -160,7 +160,7 @@ static void test_range_options(void)
 	req.limit = 0;
 	req.sort_order = KV_SORT_DESCEND;
 	req.sort_target = KV_SORT_MOD;
-	CHECK_EQ(kv_range(kv, &req, &res), 0);
+	REQUIRE_EQ(kv_range(kv, &req, &res), 0);
 	CHECK_EQ(res.n_kvs, info.n_keys - 1);
 	for (size_t i = 1; i < res.n_kvs; i++)
 		CHECK(res.kvs[i - 1].mod_revision >= res.kvs[i].mod_revision);
@@ -168,7 +168,7 @@ static void test_range_options(void)
 
 	/* Key descending. */
 	req.sort_target = KV_SORT_KEY;
-	CHECK_EQ(kv_range(kv, &req, &res), 0);
+	REQUIRE_EQ(kv_range(kv, &req, &res), 0);
 	for (size_t i = 1; i < res.n_kvs; i++)
 		CHECK(strcmp(res.kvs[i - 1].key, res.kvs[i].key) > 0);
 	kv_range_result_free(&res);
@@ -184,7 +184,7 @@ static void test_revisions(void)
 		.key = "\0", .key_len = 1, .range_end = "\0", .range_end_len = 1};
 	struct kv_range_result res;
 	req.revision = info.revision;
-	CHECK_EQ(kv_range(kv, &req, &res), 0);
+	REQUIRE_EQ(kv_range(kv, &req, &res), 0);
 	CHECK_EQ(res.n_kvs, info.n_keys);
 	kv_range_result_free(&res);
 	req.revision = info.revision + 1;
@@ -196,7 +196,7 @@ static void test_revisions(void)
 		CHECK_EQ(res.compact_revision, info.compact_revision);
 		kv_range_result_free(&res);
 		req.revision = info.compact_revision;
-		CHECK_EQ(kv_range(kv, &req, &res), 0);
+		REQUIRE_EQ(kv_range(kv, &req, &res), 0);
 		CHECK_EQ(res.n_kvs, info.n_keys);
 		kv_range_result_free(&res);
 	}
@@ -207,7 +207,7 @@ static void test_txn(void)
 {
 	struct kv_kv pod;
 	const char *key = "/registry/pods/default/pi-dqtsw";
-	CHECK_EQ(kv_get(kv, key, strlen(key), &pod), 0);
+	REQUIRE_EQ(kv_get(kv, key, strlen(key), &pod), 0);
 	int64_t rev;
 	CHECK_EQ(kv_put(kv, "a", 1, "b", 1, &rev), -EROFS);
 	int64_t deleted;
@@ -231,20 +231,20 @@ static void test_txn(void)
 			    .value_len = 1};
 	struct kv_txn txn = {.compare = &cmp, .n_compare = 1, .success = &get, .n_success = 1};
 	struct kv_txn_result res;
-	CHECK_EQ(kv_txn(kv, &txn, &res), 0);
+	REQUIRE_EQ(kv_txn(kv, &txn, &res), 0);
 	CHECK(res.succeeded);
 	CHECK_EQ(res.revision, info.revision);
-	CHECK_EQ(res.n_results, 1);
-	CHECK_EQ(res.results[0].range.n_kvs, 1);
-	CHECK_BYTES(res.results[0].range.kvs[0].value, res.results[0].range.kvs[0].value_len,
-		    pod.value, pod.value_len);
+	REQUIRE_EQ(res.n_results, 1);
+	REQUIRE_EQ(res.results[0].range.n_kvs, 1);
+	CHECK_MEM(res.results[0].range.kvs[0].value, res.results[0].range.kvs[0].value_len,
+		  pod.value, pod.value_len);
 	kv_txn_result_free(&res);
 
 	cmp.number = pod.mod_revision + 1; /* fails: the failure branch runs */
 	txn.failure = &get;
 	txn.n_failure = 1;
 	txn.n_success = 0;
-	CHECK_EQ(kv_txn(kv, &txn, &res), 0);
+	REQUIRE_EQ(kv_txn(kv, &txn, &res), 0);
 	CHECK(!res.succeeded);
 	CHECK_EQ(res.n_results, 1);
 	kv_txn_result_free(&res);
@@ -252,7 +252,7 @@ static void test_txn(void)
 	cmp.target = KV_CMP_VALUE;
 	cmp.value = pod.value;
 	cmp.value_len = pod.value_len;
-	CHECK_EQ(kv_txn(kv, &txn, &res), 0);
+	REQUIRE_EQ(kv_txn(kv, &txn, &res), 0);
 	CHECK(res.succeeded);
 	kv_txn_result_free(&res);
 
@@ -273,13 +273,15 @@ int main(int argc, char **argv)
 	db_path = argv[1];
 	keys_path = argv[2];
 	values_dir = argv[3];
-	RUN(test_open);
-	RUN(test_keys_match);
-	RUN(test_values_exact);
-	RUN(test_range_options);
-	RUN(test_revisions);
-	RUN(test_txn);
+	for (int i = 1; i < argc; i++)
+		if (skip_without(argv[i]))
+			return 77;
+	TEST_RUN(test_open);
+	TEST_RUN(test_keys_match);
+	TEST_RUN(test_values_exact);
+	TEST_RUN(test_range_options);
+	TEST_RUN(test_revisions);
+	TEST_RUN(test_txn);
 	kv_destroy(kv);
-	fprintf(stderr, "test_real: %lu checks passed\n", test_checks);
-	return 0;
+	return test_summary();
 }

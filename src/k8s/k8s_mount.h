@@ -1,38 +1,39 @@
-/* view.h: which values are shown decoded, and how edited text goes back.
+/* k8s_mount.h: the mount's Kubernetes policy: which values are shown decoded, and how
+ * edited text goes back.
  *
  * Values under /registry/ that are Kubernetes objects (protobuf behind the
  * k8s\0 magic, or JSON) are shown as YAML (or JSON with --format=json), with
  * metadata.resourceVersion = the key's mod_revision like the apiserver.
  * Everything else is shown as its raw bytes. Saves of decoded files are
- * validated and encoded back to the original encoding (src/k8s/).
+ * validated and encoded back to the original encoding (k8s.h).
  * No FUSE here; thread-safe; outputs are malloc'd and owned by the caller.
  */
-#ifndef ETCDFS_VIEW_H
-#define ETCDFS_VIEW_H
+#ifndef ETCDFS_K8S_MOUNT_H
+#define ETCDFS_K8S_MOUNT_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-enum view_format { VIEW_RAW = 0, VIEW_YAML, VIEW_JSON };
+enum k8s_mount_format { K8S_MOUNT_RAW = 0, K8S_MOUNT_YAML, K8S_MOUNT_JSON };
 
-struct view {
-	enum view_format format;
+struct k8s_mount {
+	enum k8s_mount_format format;
 };
 
 /* cache_render_fn: 0 and the text, or -ENOTSUP to show the raw bytes. */
-int view_render(void *view, const char *key, size_t key_len, const char *val, size_t val_len,
-		int64_t mod_revision, char **out, size_t *out_len);
+int k8s_mount_render(void *mount, const char *key, size_t key_len, const char *val, size_t val_len,
+		     int64_t mod_revision, char **out, size_t *out_len);
 
 /* True if saves of key may need encoding (it is under /registry/). */
-bool view_applies(void *view, const char *key, size_t key_len);
+bool k8s_mount_applies(void *mount, const char *key, size_t key_len);
 
 /* Turns saved text into the bytes to store under key. orig (may be NULL for
  * a new key) is the stored value the edit started from, at orig_rev.
  * Returns 0 with *out, -ENOTSUP when the text is stored as is (raw keys),
  * or -EINVAL / -EPERM with *err saying why the save is refused. */
-int view_encode(void *view, const char *key, size_t key_len, const char *orig, size_t orig_len,
-		int64_t orig_rev, const char *text, size_t text_len, char **out, size_t *out_len,
-		char **err);
+int k8s_mount_encode(void *mount, const char *key, size_t key_len, const char *orig,
+		     size_t orig_len, int64_t orig_rev, const char *text, size_t text_len,
+		     char **out, size_t *out_len, char **err);
 
 #endif

@@ -1,5 +1,5 @@
-/* view.c: Kubernetes decoding and encoding for the files of a mount (view.h). */
-#include "view.h"
+/* k8s_mount.c: Kubernetes decoding and encoding for the files of a mount (k8s_mount.h). */
+#include "k8s_mount.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "k8s/k8s.h"
+#include "k8s.h"
 
 #define REGISTRY "/registry/"
 
@@ -17,22 +17,22 @@ static bool under_registry(const char *key, size_t len)
 	return len > strlen(REGISTRY) && memcmp(key, REGISTRY, strlen(REGISTRY)) == 0;
 }
 
-bool view_applies(void *arg, const char *key, size_t key_len)
+bool k8s_mount_applies(void *arg, const char *key, size_t key_len)
 {
-	struct view *v = arg;
-	return v->format != VIEW_RAW && under_registry(key, key_len);
+	struct k8s_mount *m = arg;
+	return m->format != K8S_MOUNT_RAW && under_registry(key, key_len);
 }
 
-int view_render(void *arg, const char *key, size_t key_len, const char *val, size_t val_len,
-		int64_t mod_revision, char **out, size_t *out_len)
+int k8s_mount_render(void *arg, const char *key, size_t key_len, const char *val, size_t val_len,
+		     int64_t mod_revision, char **out, size_t *out_len)
 {
-	struct view *v = arg;
-	if (v->format == VIEW_RAW || !under_registry(key, key_len))
+	struct k8s_mount *m = arg;
+	if (m->format == K8S_MOUNT_RAW || !under_registry(key, key_len))
 		return -ENOTSUP;
 	enum k8s_encoding enc = k8s_detect(val, val_len);
 	if (enc != K8S_ENC_PROTOBUF && enc != K8S_ENC_JSON)
 		return -ENOTSUP;
-	return k8s_decode(val, val_len, v->format == VIEW_JSON ? K8S_FMT_JSON : K8S_FMT_YAML,
+	return k8s_decode(val, val_len, m->format == K8S_MOUNT_JSON ? K8S_FMT_JSON : K8S_FMT_YAML,
 			  mod_revision, out, out_len, NULL);
 }
 
@@ -114,12 +114,12 @@ static char *orig_namespace(const char *orig, size_t orig_len)
 	return r;
 }
 
-int view_encode(void *arg, const char *key, size_t key_len, const char *orig, size_t orig_len,
-		int64_t orig_rev, const char *text, size_t text_len, char **out, size_t *out_len,
-		char **err)
+int k8s_mount_encode(void *arg, const char *key, size_t key_len, const char *orig, size_t orig_len,
+		     int64_t orig_rev, const char *text, size_t text_len, char **out,
+		     size_t *out_len, char **err)
 {
-	struct view *v = arg;
-	if (v->format == VIEW_RAW || !under_registry(key, key_len))
+	struct k8s_mount *m = arg;
+	if (m->format == K8S_MOUNT_RAW || !under_registry(key, key_len))
 		return -ENOTSUP;
 	if (orig) {
 		enum k8s_encoding enc = k8s_detect(orig, orig_len);

@@ -1,4 +1,5 @@
-/* k8s_view.c: protobuf + schema -> JSON view.
+/* k8s_pbjson.c: protobuf + schema -> JSON (the walk behind decode and the encoder's
+ * unchanged-field test).
  *
  * Builds the JSON value Go's encoding/json would print for the object that the
  * apiserver decodes from these bytes: fields in Go struct order, omitempty and
@@ -77,7 +78,7 @@ static int scalar_view(struct vctx *c, uint8_t t, uint64_t v, const uint8_t *p, 
 		struct buf b;
 		k8s_buf_init(&b);
 		k8s_base64_encode(&b, p, len);
-		*out = k8s_jv_str(b.data ? (char *)b.data : "", b.len);
+		*out = b.oom ? NULL : k8s_jv_str(b.data ? (char *)b.data : "", b.len);
 		k8s_buf_free(&b);
 		return *out ? 0 : -ENOMEM;
 	}
@@ -874,15 +875,16 @@ out:
 	return r;
 }
 
-int k8s_view_message(const struct k8s_msg *m, const uint8_t *p, size_t len,
-		     const struct k8s_typemeta *tm, struct jval **out, char **err)
+int k8s_pbjson_message(const struct k8s_msg *m, const uint8_t *p, size_t len,
+		       const struct k8s_typemeta *tm, struct jval **out, char **err)
 {
 	struct vctx c = {.err = err};
 
 	return view_msg(&c, m, p, len, tm, out);
 }
 
-int k8s_view_field(const struct k8s_field *f, const struct pbmsg *m, struct jval **out, char **err)
+int k8s_pbjson_field(const struct k8s_field *f, const struct pbmsg *m, struct jval **out,
+		     char **err)
 {
 	struct vctx c = {.err = err};
 
