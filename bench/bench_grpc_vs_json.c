@@ -19,15 +19,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "etcd.h"
 #include "etcd_harness.h"
 #include "core/log.h"
 
 static double now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+	return bench_seconds(CLOCK_MONOTONIC) * 1e3;
 }
 
 static double cpu_ms(void)
