@@ -10,7 +10,7 @@
  *
  * Usage: fuse_floor [--no-open] SRC_DIR MOUNTPOINT   (stays in the
  * foreground; unmount with fusermount3 -u, which ends it). Not installed; a
- * benchmark tool.
+ * benchmark tool, built by bench/meson.build (ninja -C BUILD bench/fuse_floor).
  *
  * --no-open answers OPEN and FLUSH with ENOSYS, which makes the kernel stop
  * sending OPEN, FLUSH and RELEASE for regular files on this mount

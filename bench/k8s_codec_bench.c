@@ -16,18 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "k8s/k8s.h"
 
 /* CPU time of this process: on a shared machine wall time mostly measures the
  * neighbours */
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static const char *const images[] = {"nginx:1.25.3",  "redis:7.2",
 				     "postgres:16.1", "registry.k8s.io/pause:3.9",
 				     "busybox:1.36",  "ghcr.io/example/api-server:v2.14.7"};
@@ -181,7 +174,7 @@ int main(int argc, char **argv)
 		text_total += strlen(text[i]);
 	}
 
-	t0 = now();
+	t0 = bench_seconds(CLOCK_PROCESS_CPUTIME_ID);
 	for (unsigned i = 0; i < n; i++) {
 		if (k8s_encode(NULL, 0, text[i], strlen(text[i]), NULL, NULL, 0, &pb[i], &pblen[i],
 			       &err)) {
@@ -190,13 +183,13 @@ int main(int argc, char **argv)
 		}
 		pb_total += pblen[i];
 	}
-	t = now() - t0;
+	t = bench_seconds(CLOCK_PROCESS_CPUTIME_ID) - t0;
 	printf("%u pods, %.1f MB protobuf (avg %zu B), %.1f MB YAML input\n", n, pb_total / 1e6,
 	       pb_total / n, text_total / 1e6);
 	printf("encode new   YAML -> protobuf:  %7.1f MB/s  %8.0f objects/s\n", pb_total / 1e6 / t,
 	       n / t);
 
-	t0 = now();
+	t0 = bench_seconds(CLOCK_PROCESS_CPUTIME_ID);
 	for (unsigned i = 0; i < n; i++) {
 		if (k8s_decode(pb[i], pblen[i], K8S_FMT_YAML, 0, &yaml[i], &ylen[i], &err)) {
 			fprintf(stderr, "decode %u: %s\n", i, err ? err : "failed");
@@ -204,11 +197,11 @@ int main(int argc, char **argv)
 		}
 		yaml_total += ylen[i];
 	}
-	t = now() - t0;
+	t = bench_seconds(CLOCK_PROCESS_CPUTIME_ID) - t0;
 	printf("decode       protobuf -> YAML:  %7.1f MB/s  %8.0f objects/s\n", pb_total / 1e6 / t,
 	       n / t);
 
-	t0 = now();
+	t0 = bench_seconds(CLOCK_PROCESS_CPUTIME_ID);
 	for (unsigned i = 0; i < n; i++) {
 		char *j;
 		size_t jl;
@@ -216,11 +209,11 @@ int main(int argc, char **argv)
 			return 1;
 		free(j);
 	}
-	t = now() - t0;
+	t = bench_seconds(CLOCK_PROCESS_CPUTIME_ID) - t0;
 	printf("decode       protobuf -> JSON:  %7.1f MB/s  %8.0f objects/s\n", pb_total / 1e6 / t,
 	       n / t);
 
-	t0 = now();
+	t0 = bench_seconds(CLOCK_PROCESS_CPUTIME_ID);
 	size_t same = 0;
 	for (unsigned i = 0; i < n; i++) {
 		void *o;
@@ -232,7 +225,7 @@ int main(int argc, char **argv)
 		same += ol == pblen[i] && !memcmp(o, pb[i], ol);
 		free(o);
 	}
-	t = now() - t0;
+	t = bench_seconds(CLOCK_PROCESS_CPUTIME_ID) - t0;
 	printf("encode edit  YAML -> protobuf:  %7.1f MB/s  %8.0f objects/s  (%zu/%u byte-exact)\n",
 	       pb_total / 1e6 / t, n / t, same, n);
 

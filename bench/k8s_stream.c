@@ -13,13 +13,14 @@
  * Framing, in and out: a decimal byte count, '\n', then that many bytes.
  * On a codec error it prints the record number and the codec's message and
  * exits 1, so bad generator output is never loaded silently. Built by
- * bench/run with cc against the meson build's static libraries. */
+ * bench/meson.build (ninja -C BUILD bench/k8s_stream), which bench/run runs. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "k8s/k8s.h"
 
 struct rec {
@@ -47,14 +48,6 @@ static int read_record(char **buf, size_t *len)
 	(*buf)[n] = 0;
 	*len = n;
 	return 0;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Encodes record by record: the generator streams, so nothing is kept. */
@@ -120,7 +113,7 @@ static int run_decode(void)
 		fprintf(stderr, "k8s_stream: bad framing at record %zu\n", n);
 		goto out_free;
 	}
-	double t0 = now();
+	double t0 = bench_seconds(CLOCK_MONOTONIC);
 	for (size_t i = 0; i < n; i++) {
 		char *out = NULL, *err = NULL;
 		size_t out_len = 0;
@@ -135,7 +128,7 @@ static int run_decode(void)
 		out_bytes += out_len;
 		free(out);
 	}
-	double t = now() - t0;
+	double t = bench_seconds(CLOCK_MONOTONIC) - t0;
 	fprintf(stderr, "decoded %zu objects, %zu bytes in, %zu bytes out, %.6f seconds\n", n,
 		in_bytes, out_bytes, t);
 	ret = 0;

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "etcd.h"
 #include "etcd_harness.h"
 #include "kv.h"
@@ -23,13 +24,6 @@
 #include "store/store.h"
 
 static int n_puts = 2000, n_threads = 8, n_gets = 5000, value_size = 256;
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 struct job {
 	struct kv *kv;
@@ -58,7 +52,7 @@ static double bench_puts(struct kv *kv, const char *tag, int n, int t)
 {
 	pthread_t th[64];
 	struct job jobs[64];
-	double t0 = now_s();
+	double t0 = bench_seconds(CLOCK_MONOTONIC);
 	for (int i = 0; i < t; i++) {
 		jobs[i] = (struct job){kv, tag, n * i / t, n * (i + 1) / t, 0};
 		pthread_create(&th[i], NULL, put_worker, &jobs[i]);
@@ -68,7 +62,7 @@ static double bench_puts(struct kv *kv, const char *tag, int n, int t)
 		pthread_join(th[i], NULL);
 		failed += jobs[i].failed;
 	}
-	double dt = now_s() - t0;
+	double dt = bench_seconds(CLOCK_MONOTONIC) - t0;
 	if (failed) {
 		fprintf(stderr, "%d of %d puts failed\n", failed, n);
 		return 0;
@@ -80,7 +74,7 @@ static double bench_puts(struct kv *kv, const char *tag, int n, int t)
 static double bench_gets(struct kv *kv, const char *tag, int n_keys, int n)
 {
 	unsigned seed = 42;
-	double t0 = now_s();
+	double t0 = bench_seconds(CLOCK_MONOTONIC);
 	for (int i = 0; i < n; i++) {
 		char k[64];
 		snprintf(k, sizeof(k), "/bench/%s/%08d", tag, rand_r(&seed) % n_keys);
@@ -91,7 +85,7 @@ static double bench_gets(struct kv *kv, const char *tag, int n_keys, int n)
 		}
 		kv_kv_free(&out);
 	}
-	return n / (now_s() - t0);
+	return n / (bench_seconds(CLOCK_MONOTONIC) - t0);
 }
 
 /* Ranges of `limit` keys from random starting points (limit 0 = the whole
@@ -102,7 +96,7 @@ static double bench_ranges(struct kv *kv, const char *tag, int n_keys, int limit
 	char prefix[64], end[64];
 	snprintf(prefix, sizeof(prefix), "/bench/%s/", tag);
 	size_t end_len = kv_prefix_end(prefix, strlen(prefix), end);
-	double t0 = now_s();
+	double t0 = bench_seconds(CLOCK_MONOTONIC);
 	for (int i = 0; i < n; i++) {
 		char k[64];
 		int start = limit ? rand_r(&seed) % (n_keys - limit) : 0;
@@ -122,7 +116,7 @@ static double bench_ranges(struct kv *kv, const char *tag, int n_keys, int limit
 		}
 		kv_range_result_free(&res);
 	}
-	return n / (now_s() - t0);
+	return n / (bench_seconds(CLOCK_MONOTONIC) - t0);
 }
 
 #define N_ROWS 5

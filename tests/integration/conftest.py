@@ -1,14 +1,16 @@
-"""Fixtures for etcdfs integration tests.
+"""Fixtures and shared helpers for etcdfs integration tests.
 
 Everything is real: an etcd server (Debian's etcd-server) on a free loopback
 port in a temporary data dir, and etcdfs mounted with FUSE in a temporary
 directory. Teardown unmounts with fusermount3 -u, kills leaked daemons, and
 fails the test if the daemon logged an error it should not have.
+
+The helpers the test files share (wait_for, read, read_tree, openssl, b64,
+prefix_end, free_port) live here once; test files import them from conftest.
 """
 import base64
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +38,42 @@ def b64(data):
     if isinstance(data, str):
         data = data.encode()
     return base64.b64encode(data).decode()
+
+
+def wait_for(fn, timeout=5.0):
+    """Polls fn every 10 ms until it returns something true (True) or timeout
+    seconds have passed (False). An OSError counts as "not yet": a file may
+    not have appeared yet."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if fn():
+                return True
+        except OSError:
+            pass
+        if time.time() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def read(path):
+    """The whole content of a file, as bytes."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_tree(root):
+    """{path relative to root (bytes): content} for every file below root."""
+    out = {}
+    for d, _, fns in os.walk(os.fsencode(root)):
+        for n in fns:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, os.fsencode(root))] = read(p)
+    return out
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True)
 
 
 class PortTaken(Exception):
@@ -83,20 +121,28 @@ class Etcd:
             args += ["--cert-file", self.tls["cert"], "--key-file", self.tls["key"],
                      "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        self._await_ready(lambda: self.ctl("endpoint", "health", timeout=3), 0.1,
+                          b"address already in use", "etcd exited",
+                          "etcd did not become healthy")
+
+    def _await_ready(self, probe, step, port_in_use, exited, late):
+        """Waits up to 20 s for probe() to stop raising. Raises PortTaken
+        when the server exited because its log says port_in_use, else
+        RuntimeError (exited or late)."""
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 self.log.flush()
                 with open(self.log.name, "rb") as f:
-                    if b"address already in use" in f.read():
+                    if port_in_use in f.read():
                         raise PortTaken()
-                raise RuntimeError("etcd exited: see " + self.log.name)
+                raise RuntimeError(exited + ": see " + self.log.name)
             try:
-                self.ctl("endpoint", "health", timeout=3)
+                probe()
                 return
             except Exception:
-                time.sleep(0.1)
-        raise RuntimeError("etcd did not become healthy")
+                time.sleep(step)
+        raise RuntimeError(late)
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
@@ -189,20 +235,8 @@ class StoreServer(Etcd):
         args = [server, "--data-dir", os.path.join(self.dir, "data"),
                 "--listen-client", f"127.0.0.1:{self.port}"]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                self.log.flush()
-                with open(self.log.name, "rb") as f:
-                    if b"already in use" in f.read():
-                        raise PortTaken()
-                raise RuntimeError("etcdfs-server exited: see " + self.log.name)
-            try:
-                self.revision()
-                return
-            except Exception:
-                time.sleep(0.05)
-        raise RuntimeError("etcdfs-server did not answer")
+        self._await_ready(self.revision, 0.05, b"already in use", "etcdfs-server exited",
+                          "etcdfs-server did not answer")
 
     def ctl(self, *args, timeout=20, input=None):
         pytest.skip("needs etcdctl, which speaks gRPC; the embedded store serves the JSON API")

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from conftest import read, wait_for
+
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD = -100
 RENAME_NOREPLACE = 1
@@ -44,24 +46,6 @@ def renameat2(old, new, flags):
     if libc.renameat2(AT_FDCWD, old.encode(), AT_FDCWD, new.encode(), flags) == 0:
         return None
     return ctypes.get_errno()
-
-
-def wait_for(fn, timeout=3.0):
-    deadline = time.time() + timeout
-    while True:
-        try:
-            if fn():
-                return True
-        except OSError:
-            pass
-        if time.time() > deadline:
-            return False
-        time.sleep(0.01)
-
-
-def read(p):
-    with open(p, "rb") as f:
-        return f.read()
 
 
 # ---------------------------------------------------------------- open / create
@@ -153,7 +137,7 @@ def test_conflict_is_estale_and_handle_stays_failed(pm, etcd):
     assert err_of(os.close, fd) == errno.ESTALE
     assert etcd.get("/p/a")[0] == b"changed elsewhere"
     # a new open sees the current value
-    assert wait_for(lambda: read(p) == b"changed elsewhere")
+    assert wait_for(lambda: read(p) == b"changed elsewhere", timeout=3)
 
 
 def test_append(pm, etcd):
@@ -219,7 +203,7 @@ def test_unlink_conflict_keeps_the_key(pm, etcd):
     etcd.put("/p/b", "rewritten meanwhile")
     time.sleep(0.5)
     assert etcd.get("/p/b")[0] == b"rewritten meanwhile"
-    assert wait_for(lambda: os.path.exists(pm.p("p/b")))
+    assert wait_for(lambda: os.path.exists(pm.p("p/b")), timeout=3)
 
 
 def test_open_file_survives_unlink(pm, etcd):
@@ -228,7 +212,7 @@ def test_open_file_survives_unlink(pm, etcd):
     os.unlink(p)
     assert not os.path.exists(p)
     assert f.read() == b"hello"
-    assert wait_for(lambda: etcd.get("/p/a")[1] is None)
+    assert wait_for(lambda: etcd.get("/p/a")[1] is None, timeout=3)
     st = os.fstat(f.fileno())
     assert st.st_size == 5 and st.st_nlink == 0
     f.seek(1)
@@ -321,7 +305,7 @@ def test_rename_shadow_onto_changed_key_is_estale(pm, etcd):
     with open(tmpname, "wb") as f:
         f.write(b"sed output")
     etcd.put("/p/b", "changed elsewhere")
-    assert wait_for(lambda: read(pm.p("p/b")) == b"changed elsewhere")
+    assert wait_for(lambda: read(pm.p("p/b")) == b"changed elsewhere", timeout=3)
     assert err_of(os.rename, tmpname, pm.p("p/b")) == errno.ESTALE
     assert etcd.get("/p/b")[0] == b"changed elsewhere"
     # the shadow keeps its base revision; a fresh one saves as one put
@@ -355,7 +339,7 @@ def test_mkdir(pm, etcd, mount_factory):
     with open(p("p/new/k"), "w") as f:
         f.write("v")
     assert etcd.get("/p/new/k")[0] == b"v"
-    assert wait_for(lambda: os.path.isdir(os.path.join(other.path, "p/new")))
+    assert wait_for(lambda: os.path.isdir(os.path.join(other.path, "p/new")), timeout=3)
 
 
 def test_rmdir(pm, etcd):
@@ -403,7 +387,7 @@ def test_ftruncate_grow_and_shrink(pm, etcd):
     # a truncate-only handle is saved at release
     with open(p, "r+b") as f:
         f.truncate(1)
-    assert wait_for(lambda: etcd.get("/p/a")[0] == b"h")
+    assert wait_for(lambda: etcd.get("/p/a")[0] == b"h", timeout=3)
     assert os.stat(p).st_size == 1
     # O_TRUNC + write is one put of the new content, never an empty value
     rev = etcd.revision()
@@ -448,7 +432,7 @@ def test_xattrs(pm, etcd):
     assert libc.getxattr(p.encode(), b"user.etcd.key", None, 0) == len(b"/p/b")
     # they follow changes
     rev = etcd.put("/p/b", "new")
-    assert wait_for(lambda: int(os.getxattr(p, "user.etcd.mod_revision")) == rev)
+    assert wait_for(lambda: int(os.getxattr(p, "user.etcd.mod_revision")) == rev, timeout=3)
     assert int(os.getxattr(p, "user.etcd.version")) == int(kv["version"]) + 1
     # xattrs are read-only (documented difference): ENOTSUP
     assert err_of(os.setxattr, p, "user.test", b"1") == errno.ENOTSUP
@@ -464,7 +448,7 @@ def test_stat_sizes_exact(pm, etcd):
     items = [(f"/p/s/{n}", os.urandom(n)) for n in SIZES]
     items += [("/p/s/utf8", "grüße, 世界\n".encode()), ("/p/s/nul", b"a\0b\0\0")]
     etcd.put_many(items)
-    assert wait_for(lambda: len(os.listdir(pm.p("p/s"))) == len(items))
+    assert wait_for(lambda: len(os.listdir(pm.p("p/s"))) == len(items), timeout=3)
     for k, v in items:
         p = pm.p(k[1:])
         st = os.stat(p)
@@ -479,7 +463,7 @@ def test_stat_sizes_exact(pm, etcd):
         assert int(f[4]) == want, line
     # sizes follow external changes and saves through the mount
     etcd.put("/p/s/1", "twelve bytes")
-    assert wait_for(lambda: os.stat(pm.p("p/s/1")).st_size == 12)
+    assert wait_for(lambda: os.stat(pm.p("p/s/1")).st_size == 12, timeout=3)
     with open(pm.p("p/s/0"), "wb") as f:
         f.write(b"x" * 7777)
     assert os.stat(pm.p("p/s/0")).st_size == 7777
@@ -532,7 +516,7 @@ def test_rmdir_after_unlinking_the_last_key(pm, etcd):
     assert not os.path.exists(pm.p("p/d"))
     etcd.put("/p/r/x", "1")
     etcd.put("/p/r/y", "2")
-    assert wait_for(lambda: os.path.exists(pm.p("p/r/y")))
+    assert wait_for(lambda: os.path.exists(pm.p("p/r/y")), timeout=3)
     r = subprocess.run(["rm", "-r", pm.p("p/r")], capture_output=True)
     assert r.returncode == 0, r.stderr
     assert etcd.keys(b"/p/r/") == []

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import ETCDFS, Etcd, prefix_end
+from conftest import ETCDFS
 from naming import expected_files, key_to_path
 
 

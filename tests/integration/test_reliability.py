@@ -14,13 +14,12 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import Etcd, free_port
+from conftest import Etcd, read, wait_for
 
 TIMEOUT = 2.0  # --command-timeout used by these mounts
 # etcd's gateway and curl log these while etcd is away; they are expected here
@@ -34,19 +33,6 @@ def fault_mount(mount_factory, endpoints, extra=()):
                        "--dial-timeout=1s"] + list(extra))
     m.allowed_errors += OUTAGE_LOG
     return m
-
-
-def wait_for(fn, timeout=10.0, step=0.02):
-    deadline = time.time() + timeout
-    while True:
-        try:
-            if fn():
-                return True
-        except OSError:
-            pass
-        if time.time() > deadline:
-            return False
-        time.sleep(step)
 
 
 def watch_state(m):
@@ -74,11 +60,6 @@ def proc_state(pid):
         except OSError:
             pass
     return state
-
-
-def read_file(p):
-    with open(p, "rb") as f:
-        return f.read()
 
 
 def write_file(p, data):
@@ -121,7 +102,7 @@ def test_etcd_killed_and_restarted_during_reads_saves_and_watch(etcd, mount_fact
         etcd.put(f"/f/k{i}", f"value {i}\n")
     m = fault_mount(mount_factory, etcd.endpoint)
     base = os.path.join(m.path, "f")
-    assert wait_for(lambda: len(os.listdir(base)) == 20)
+    assert wait_for(lambda: len(os.listdir(base)) == 20, timeout=10)
     os.mkdir(os.path.join(base, "saves"))
     stop = threading.Event()
     reads, saves = OpLog(), OpLog()
@@ -134,7 +115,7 @@ def test_etcd_killed_and_restarted_during_reads_saves_and_watch(etcd, mount_fact
             i = r.randrange(20)
 
             def one():
-                data = read_file(os.path.join(base, f"k{i}"))
+                data = read(os.path.join(base, f"k{i}"))
                 if data != f"value {i}\n".encode():
                     bad_reads.append((i, data))
             reads.run("read", one)
@@ -196,7 +177,7 @@ def test_etcd_killed_and_restarted_during_reads_saves_and_watch(etcd, mount_fact
     # the watch is back: an external write shows up, and the mount shows
     # exactly etcd's keys
     etcd.put("/f/k0", "after restart\n")
-    assert wait_for(lambda: read_file(os.path.join(base, "k0")) == b"after restart\n", timeout=5)
+    assert wait_for(lambda: read(os.path.join(base, "k0")) == b"after restart\n", timeout=5)
     shown = lambda: {f"/f/saves/{n}" for n in os.listdir(os.path.join(base, "saves"))}
     assert wait_for(lambda: keys <= shown(), timeout=5), sorted(keys - shown())
     # A new file whose first save failed stays in this mount as an empty,
@@ -207,7 +188,7 @@ def test_etcd_killed_and_restarted_during_reads_saves_and_watch(etcd, mount_fact
         n = int(k.rsplit("s", 1)[1])
         assert n in failed_new and n not in acked, k
         p = os.path.join(base, "saves", f"s{n}")
-        assert os.stat(p).st_size == 0 and read_file(p) == b"", k
+        assert os.stat(p).st_size == 0 and read(p) == b"", k
         assert os.listxattr(p) == [], k
     print(f"\nreads {len(reads.ops)} ({len(reads.failures())} failed), saves {len(saves.ops)} "
           f"({len(saves.failures())} failed, {len(acked)} acknowledged); slowest read "
@@ -240,7 +221,7 @@ def test_etcd_stalled_sigstop(etcd, mount_factory):
     etcd.put("/st/a/b/k", "before\n")
     m = fault_mount(mount_factory, etcd.endpoint)
     p = os.path.join(m.path, "st/a/b/k")
-    assert read_file(p) == b"before\n"
+    assert read(p) == b"before\n"
     rev_before = etcd.revision()
     t_stop = time.time()
     etcd.proc.send_signal(signal.SIGSTOP)
@@ -288,7 +269,7 @@ def test_etcd_stalled_sigstop(etcd, mount_factory):
     time.sleep(0.5)
     assert etcd.get("/st/a/b/k")[0] == b"before\n"
     assert etcd.revision() == rev_before
-    assert read_file(p) == b"before\n"
+    assert read(p) == b"before\n"
     write_file(p, b"after\n")
     assert etcd.get("/st/a/b/k")[0] == b"after\n"
     print(f"\ndegraded after {detect:.2f}s; " +
@@ -427,7 +408,7 @@ def test_leader_killed_saves_fail_over(cluster, mount_factory):
     assert last >= acked_last[0]
     # the watch moved to a survivor too
     survivor.put("/ha/external", "seen\n")
-    assert wait_for(lambda: read_file(os.path.join(base, "external")) == b"seen\n", timeout=10)
+    assert wait_for(lambda: read(os.path.join(base, "external")) == b"seen\n", timeout=10)
     assert watch_state(m) == "healthy"
     print(f"\nsaves: {len(ok)} ok ({before_kill} before the kill), {len(failed)} failed, "
           f"first success {t_first_ok - t_kill:.2f}s after the kill, {len(after)} after it; "
@@ -444,7 +425,7 @@ def test_compaction_while_watching(etcd, mount_factory):
     base = os.path.join(m.path, "cp")
     for i in range(10):
         etcd.put(f"/cp/k{i}", "0")
-    assert wait_for(lambda: len(os.listdir(base)) == 10)
+    assert wait_for(lambda: len(os.listdir(base)) == 10, timeout=10)
     stop = threading.Event()
     compactions = [0]
     errors = []
@@ -496,13 +477,13 @@ def test_compaction_while_watching(etcd, mount_factory):
             want[k.decode()] = etcd.get(k)[0]
         got = {}
         for n in os.listdir(base):
-            got["/cp/" + n] = read_file(os.path.join(base, n))
+            got["/cp/" + n] = read(os.path.join(base, n))
         return got == want
     assert wait_for(same, timeout=10)
     assert watch_state(m) == "healthy"
     # the watch still delivers new events
     etcd.put("/cp/k0", "final")
-    assert wait_for(lambda: read_file(os.path.join(base, "k0")) == b"final", timeout=5)
+    assert wait_for(lambda: read(os.path.join(base, "k0")) == b"final", timeout=5)
     print(f"\n{compactions[0]} compactions, {len(saves.ops)} saves, revision {etcd.revision()}")
 
 
@@ -516,7 +497,7 @@ def test_watch_behind_a_compaction_resyncs(etcd, mount_factory):
     etcd.put("/cb/k0", "will be deleted")
     m = fault_mount(mount_factory, etcd.endpoint)
     base = os.path.join(m.path, "cb")
-    assert read_file(os.path.join(base, "k0")) == b"will be deleted"
+    assert read(os.path.join(base, "k0")) == b"will be deleted"
     resyncs = int(m.xattr("", "user.etcdfs.resyncs"))
     m.proc.send_signal(signal.SIGSTOP)
     try:
@@ -541,10 +522,10 @@ def test_watch_behind_a_compaction_resyncs(etcd, mount_factory):
         want = sorted(k.decode()[4:] for k in etcd.keys(b"/cb/"))
         if names != want:
             return False
-        return all(read_file(os.path.join(base, n)) == etcd.get("/cb/" + n)[0] for n in names)
+        return all(read(os.path.join(base, n)) == etcd.get("/cb/" + n)[0] for n in names)
     assert wait_for(same, timeout=20)
     assert not os.path.exists(os.path.join(base, "k0"))
-    assert read_file(os.path.join(base, "stays")) == b"new"
+    assert read(os.path.join(base, "stays")) == b"new"
     assert int(m.xattr("", "user.etcdfs.revision")) >= rev
 
 
@@ -573,7 +554,7 @@ def test_etcdfs_kill9_cleanup_and_remount(etcd, mount_factory):
     m.proc.wait(10)
     for fn in (lambda: os.stat(p), lambda: os.listdir(m.path),
                lambda: reader.seek(0) or os.read(reader.fileno(), 10),
-               lambda: read_file(p)):
+               lambda: read(p)):
         with pytest.raises(OSError) as e:
             fn()
         assert e.value.errno == errno.ENOTCONN, e.value
@@ -596,7 +577,7 @@ def test_etcdfs_kill9_cleanup_and_remount(etcd, mount_factory):
     m2.allowed_errors += OUTAGE_LOG
     m2.path = m.path
     m2.start()
-    assert read_file(p) == b"acknowledged\n"
+    assert read(p) == b"acknowledged\n"
     write_file(p, b"after remount\n")
     assert etcd.get("/k9/a")[0] == b"after remount\n"
 
@@ -704,7 +685,7 @@ def test_load_writers_readers_external(etcd, mount_factory, tmp):
                        "--conflict-dir", os.path.join(tmp, "conflicts")])
     m.allowed_errors += ["conflict:"]
     base = os.path.join(m.path, "load")
-    assert wait_for(lambda: len(os.listdir(base)) == COUNTERS + 1)
+    assert wait_for(lambda: len(os.listdir(base)) == COUNTERS + 1, timeout=10)
     pid = m.proc.pid
     rss = [vm_rss_mb(pid)]
     py = sys.executable
@@ -791,7 +772,8 @@ def test_load_writers_readers_external(etcd, mount_factory, tmp):
     saves = [sum(w["tally"][i] for w in wres) + ext[i] for i in range(COUNTERS)]
     for i in range(COUNTERS):
         assert etcd.get(f"/load/c{i}")[0] == str(saves[i]).encode(), (i, saves)
-        assert wait_for(lambda: read_file(os.path.join(base, f"c{i}")) == str(saves[i]).encode())
+        assert wait_for(lambda: read(os.path.join(base, f"c{i}")) == str(saves[i]).encode(),
+                        timeout=10)
     # staleness: a read that started at t saw at least every value etcd
     # had acknowledged by t - STALE_BOUND (acks are stamped after etcdctl
     # returned, so the check can only be lenient, never wrong)
@@ -833,7 +815,7 @@ def test_ctrl_c_interrupts_a_waiting_read_at_once(etcd, mount_factory):
     etcd.put("/ci/k", "v\n")
     m = fault_mount(mount_factory, etcd.endpoint)
     p = os.path.join(m.path, "ci/k")
-    assert read_file(p) == b"v\n"
+    assert read(p) == b"v\n"
     etcd.proc.send_signal(signal.SIGSTOP)
     try:
         assert wait_for(lambda: watch_state(m) == "degraded", timeout=1 + TIMEOUT + 2)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ETCDFS, Etcd
+from conftest import ETCDFS, Etcd, openssl
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
@@ -190,10 +190,6 @@ def test_wrong_password_file_fails_clearly(auth_etcd, tmp):
 
 # ---------------------------------------------------------------- TLS
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True)
-
-
 def test_tls_verified_by_default(tmp, mount_factory):
     """A server certificate from a CA the system does not trust is refused
     unless --cacert names the CA (or verification is explicitly skipped)."""
@@ -269,9 +265,10 @@ def write_calls(m, rel_file, rel_empty_dir):
     }
 
 
-def check_refused(m, etcd, rel_file, rel_empty_dir, allowed):
-    rev = etcd.revision()
-    before = {k: etcd.get(k)[0] for k in etcd.keys()}
+def not_refused(m, rel_file, rel_empty_dir, allowed):
+    """Every write call that did not fail as it should: {call: "succeeded"
+    or its errno's name}. A call should fail with EROFS, or with one of
+    allowed[call] where allowed names it."""
     got = {}
     for name, fn in write_calls(m, rel_file, rel_empty_dir).items():
         try:
@@ -281,7 +278,13 @@ def check_refused(m, etcd, rel_file, rel_empty_dir, allowed):
             got[name] = "succeeded"
         except OSError as e:
             got[name] = errno.errorcode.get(e.errno, e.errno)
-    bad = {k: v for k, v in got.items() if v not in allowed.get(k, ("EROFS",))}
+    return {k: v for k, v in got.items() if v not in allowed.get(k, ("EROFS",))}
+
+
+def check_refused(m, etcd, rel_file, rel_empty_dir, allowed):
+    rev = etcd.revision()
+    before = {k: etcd.get(k)[0] for k in etcd.keys()}
+    bad = not_refused(m, rel_file, rel_empty_dir, allowed)
     assert not bad, bad
     time.sleep(0.2)  # a deferred delete would have landed by now
     assert etcd.revision() == rev
@@ -312,18 +315,9 @@ def test_revision_view_refuses_every_write_call(etcd, mount_factory):
     with open(os.path.join(m.path, "ro/k")) as f:
         assert f.read() == "v"
     rev_now = etcd.revision()
-    got = {}
-    for name, fn in write_calls(m, "ro/k", "ro/d").items():
-        try:
-            fd = fn()
-            if isinstance(fd, int):
-                os.close(fd)
-            got[name] = "succeeded"
-        except OSError as e:
-            got[name] = errno.errorcode.get(e.errno, e.errno)
     allowed = {"setxattr": ("EROFS", "ENOTSUP"), "removexattr": ("EROFS", "ENOTSUP"),
                "link": ("EROFS", "EPERM"), "rmdir": ("EROFS", "ENOTEMPTY")}
-    bad = {k: v for k, v in got.items() if v not in allowed.get(k, ("EROFS",))}
+    bad = not_refused(m, "ro/k", "ro/d", allowed)
     assert not bad, bad
     time.sleep(0.2)
     assert etcd.revision() == rev_now

@@ -8,8 +8,6 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from conftest import ETCDFS, free_port
 
 

@@ -5,11 +5,7 @@ import time
 
 import pytest
 
-from conftest import ETCDFS, Etcd
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True)
+from conftest import ETCDFS, Etcd, openssl
 
 
 def make_ca(d, name):

@@ -2,20 +2,9 @@
 (--snapshot FILE), against real etcd and real backend files."""
 import os
 import subprocess
-import time
 
-from conftest import ETCDFS, SHARED
+from conftest import ETCDFS, SHARED, read_tree
 from naming import expected_files
-
-
-def walk(root):
-    out = {}
-    for d, _, fns in os.walk(os.fsencode(root)):
-        for n in fns:
-            p = os.path.join(d, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, os.fsencode(root))] = f.read()
-    return out
 
 
 def test_time_travel_diff(etcd, mount_factory):
@@ -58,9 +47,9 @@ def test_snapshot_of_real_cluster(mount_factory):
         keys = [k for k in f.read().split(b"\n") if k]
     m = mount_factory(["--snapshot", db])
     files, _ = expected_files(keys)
-    got = set(walk(m.path))
+    got = set(read_tree(m.path))
     assert got == files
-    assert all(len(v) > 0 for v in walk(m.path).values())
+    assert all(len(v) > 0 for v in read_tree(m.path).values())
 
 
 def test_snapshot_saved_by_etcdctl(etcd, mount_factory, tmp):
@@ -71,7 +60,7 @@ def test_snapshot_saved_by_etcdctl(etcd, mount_factory, tmp):
     etcd.ctl("snapshot", "save", snap)
     etcd.put("/app/after", "not in the backup")
     m = mount_factory(["--snapshot", snap])
-    tree = walk(m.path)
+    tree = read_tree(m.path)
     want = {f"app/k{i}".encode(): f"value {i}".encode() for i in range(50) if i != 7}
     assert tree == want
 

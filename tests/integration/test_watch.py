@@ -2,31 +2,13 @@
 in the kernel; faults resynchronize to exactly etcd's state."""
 import mmap
 import os
-import subprocess
 import threading
 import time
 
 import pytest
 
+from conftest import read, read_tree, wait_for
 from naming import expected_files
-
-
-def wait_for(fn, timeout=5.0):
-    deadline = time.time() + timeout
-    while True:
-        try:
-            if fn():
-                return True
-        except OSError:
-            pass
-        if time.time() > deadline:
-            return False
-        time.sleep(0.01)
-
-
-def read(p):
-    with open(p, "rb") as f:
-        return f.read()
 
 
 def test_external_changes_visible(etcd, mnt):
@@ -131,15 +113,6 @@ def test_status_xattrs(etcd, mnt):
     assert "user.etcdfs.watch_age_ms" in names and "user.etcdfs.revision" in names
 
 
-def tree(root):
-    out = {}
-    for d, _, fns in os.walk(os.fsencode(root)):
-        for n in fns:
-            p = os.path.join(d, n)
-            out[os.path.relpath(p, os.fsencode(root))] = read(p)
-    return out
-
-
 def test_resync_after_outage_and_compaction(etcd, mnt):
     mnt.allowed_errors += ["watch", "etcd", "unreachable", "refused", "compacted"]
     for i in range(20):
@@ -164,7 +137,7 @@ def test_resync_after_outage_and_compaction(etcd, mnt):
         for k in keys:
             v, _ = etcd.get(k)
             want[k.lstrip(b"/")] = v
-        return tree(mnt.path) == want
+        return read_tree(mnt.path) == want
     assert wait_for(same, timeout=20)
 
 

@@ -19,15 +19,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "etcd.h"
 #include "etcd_harness.h"
 #include "core/log.h"
 
 static double now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+	return bench_seconds(CLOCK_MONOTONIC) * 1e3;
 }
 
 static double cpu_ms(void)
@@ -264,6 +263,24 @@ static void row(const char *what, struct fig j, struct fig g)
 	       what, j.med, g.med, j.med / g.med, j.min, j.max, g.min, g.max, j.cpu_med, g.cpu_med);
 }
 
+/* Ranges the whole prefix through both clients and prints their row ("range Nk keys" and what);
+ * full ranges also get a line with the pages each client asked for. */
+static void range_row(struct kv *j, struct kv *g, const char *prefix, bool keys_only, int n_keys,
+		      int runs, const char *what)
+{
+	struct etcd_client_stats sj, sg;
+	struct fig fj = bench_range(j, prefix, keys_only, n_keys, runs, &sj);
+	struct fig fg = bench_range(g, prefix, keys_only, n_keys, runs, &sg);
+	char label[128];
+
+	snprintf(label, sizeof(label), "range %dk keys%s", n_keys / 1000, what);
+	row(label, fj, fg);
+	if (!keys_only)
+		printf("%-44s JSON %llu pages; gRPC %llu pages, %llu new connection(s)\n", "",
+		       (unsigned long long)sj.json_ranges, (unsigned long long)sg.grpc_ranges,
+		       (unsigned long long)sg.grpc_connects);
+}
+
 static int run_suite(struct etcd_harness *h, int n_keys, int runs)
 {
 	struct kv *j = client(h, ETCD_TRANSPORT_JSON), *g = client(h, ETCD_TRANSPORT_GRPC);
@@ -282,25 +299,9 @@ static int run_suite(struct etcd_harness *h, int n_keys, int runs)
 	range_once(g, "/b1k/", false, n_keys, &cpu, &sg);
 
 	printf("%-44s %9s %9s %8s\n", "scenario (median ms)", "JSON", "gRPC", "JSON/gRPC");
-	struct fig fj = bench_range(j, "/b1k/", false, n_keys, runs, &sj);
-	struct fig fg = bench_range(g, "/b1k/", false, n_keys, runs, &sg);
-	char what[128];
-	snprintf(what, sizeof(what), "range %dk keys x 1 KiB values", n_keys / 1000);
-	row(what, fj, fg);
-	printf("%-44s JSON %llu pages; gRPC %llu pages, %llu new connection(s)\n", "",
-	       (unsigned long long)sj.json_ranges, (unsigned long long)sg.grpc_ranges,
-	       (unsigned long long)sg.grpc_connects);
-	fj = bench_range(j, "/b100/", false, n_keys, runs, &sj);
-	fg = bench_range(g, "/b100/", false, n_keys, runs, &sg);
-	snprintf(what, sizeof(what), "range %dk keys x 100 B values", n_keys / 1000);
-	row(what, fj, fg);
-	printf("%-44s JSON %llu pages; gRPC %llu pages, %llu new connection(s)\n", "",
-	       (unsigned long long)sj.json_ranges, (unsigned long long)sg.grpc_ranges,
-	       (unsigned long long)sg.grpc_connects);
-	fj = bench_range(j, "/b1k/", true, n_keys, runs, &sj);
-	fg = bench_range(g, "/b1k/", true, n_keys, runs, &sg);
-	snprintf(what, sizeof(what), "range %dk keys, keys only", n_keys / 1000);
-	row(what, fj, fg);
+	range_row(j, g, "/b1k/", false, n_keys, runs, " x 1 KiB values");
+	range_row(j, g, "/b100/", false, n_keys, runs, " x 100 B values");
+	range_row(j, g, "/b1k/", true, n_keys, runs, ", keys only");
 
 	struct fig e1 = bench_etcdctl(h, "/b1k/", runs), e2 = bench_etcdctl(h, "/b100/", runs);
 	printf("%-44s %9.0f ms (1 KiB), %.0f ms (100 B)   (process start included)\n",
