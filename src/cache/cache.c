@@ -1085,6 +1085,35 @@ bool cache_fresh(struct cache *c)
 	return __atomic_load_n(&c->health, __ATOMIC_SEQ_CST) == CACHE_HEALTHY;
 }
 
+int64_t cache_seen_rev(struct cache *c)
+{
+	return __atomic_load_n(&c->seen_rev, __ATOMIC_SEQ_CST);
+}
+
+int cache_probe(struct cache *c)
+{
+	if (cache_fresh(c))
+		return 0;
+	/* One failed probe answers for the next second: the kernel retries a
+	 * failed lookup once, and a system call must not wait out the
+	 * timeout twice. */
+	int64_t now = util_now_ms();
+	int64_t failed_at = __atomic_load_n(&c->probe_failed_ms, __ATOMIC_RELAXED);
+	if (failed_at && now - failed_at < 1000)
+		return __atomic_load_n(&c->probe_err, __ATOMIC_RELAXED);
+	int64_t rev;
+	int ret = kv_status(c->cfg.kv, &rev);
+	if (ret < 0) {
+		log_warn("etcd unreachable (%s); failing the request", strerror(-ret));
+		ret = ret == -ETIMEDOUT ? -ETIMEDOUT : -EIO;
+		__atomic_store_n(&c->probe_err, ret, __ATOMIC_RELAXED);
+		__atomic_store_n(&c->probe_failed_ms, util_now_ms(), __ATOMIC_RELAXED);
+		return ret;
+	}
+	__atomic_store_n(&c->probe_failed_ms, 0, __ATOMIC_RELAXED);
+	return 0;
+}
+
 void cache_get_stats(struct cache *c, struct cache_stats *st)
 {
 	st->health = __atomic_load_n(&c->health, __ATOMIC_SEQ_CST);
@@ -1420,6 +1449,20 @@ void cache_forget_key_locked(struct cache *c, struct cache_node *n)
 	if (n->has_value)
 		c->n_keys--;
 	n->has_value = false;
+}
+
+void cache_set_key_locked(struct cache *c, struct cache_node *n, const struct cache_key_meta *m)
+{
+	if (!n->has_value)
+		c->n_keys++;
+	n->has_value = true;
+	n->create_revision = m->create_revision;
+	n->mod_revision = m->mod_revision;
+	n->version = m->version;
+	n->lease = m->lease;
+	n->raw_size = m->raw_size;
+	n->view_size = m->view_size;
+	n->view_known = true;
 }
 
 void cache_prune_locked(struct cache *c, struct cache_node *n)

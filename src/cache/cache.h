@@ -188,6 +188,8 @@ struct cache {
 	 * before the initial sync, then read-only. */
 	size_t render_threads;
 	uint64_t render_helpers_used; /* helper threads started so far (atomic) */
+	int64_t probe_failed_ms;      /* atomic: when the last backend probe failed */
+	int probe_err;		      /* atomic: and how */
 };
 
 /* Creates the cache and runs the initial sync (returns its error). Starts
@@ -282,6 +284,15 @@ void cache_drop_view_locked(struct cache *c, struct cache_node *n);
 /* Marks n as no longer holding a key (local bookkeeping). Lock held. */
 void cache_forget_key_locked(struct cache *c, struct cache_node *n);
 
+/* Metadata of a key a local write just stored (cache_set_key_locked). */
+struct cache_key_meta {
+	int64_t create_revision, mod_revision, version, lease;
+	size_t raw_size, view_size;
+};
+/* Makes n show a key with this metadata (counted in the stats' keys). Lock
+ * held for write. */
+void cache_set_key_locked(struct cache *c, struct cache_node *n, const struct cache_key_meta *m);
+
 /* Removes a node that has no key, children or local state left (after the
  * caller cleared them). Lock held for write. */
 void cache_prune_locked(struct cache *c, struct cache_node *n);
@@ -301,6 +312,13 @@ void cache_unref_open(struct cache *c, struct cache_node *n);
 
 /* True when the cache may be trusted without asking the backend. */
 bool cache_fresh(struct cache *c);
+/* The highest revision known, local writes included. Any lock state. */
+int64_t cache_seen_rev(struct cache *c);
+/* While the watch is unhealthy the cache may be stale: asks the backend
+ * (kv_status) whether it is there, so errors surface instead of old data.
+ * 0 when fresh or reachable, else -ETIMEDOUT or -EIO; one failure answers
+ * for the next second. Without the lock. */
+int cache_probe(struct cache *c);
 void cache_get_stats(struct cache *c, struct cache_stats *st);
 
 #endif

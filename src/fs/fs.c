@@ -35,26 +35,7 @@ double fs_timeout(struct fs *fs)
  * before answering from it, so errors surface instead of old data. */
 int fs_check_backend(struct fs *fs)
 {
-	if (cache_fresh(fs->cache))
-		return 0;
-	/* One failed probe answers for the next second: the kernel retries a
-	 * failed lookup once, and a system call must not wait out the
-	 * timeout twice. */
-	int64_t now = util_now_ms();
-	int64_t failed_at = __atomic_load_n(&fs->probe_failed_ms, __ATOMIC_RELAXED);
-	if (failed_at && now - failed_at < 1000)
-		return __atomic_load_n(&fs->probe_err, __ATOMIC_RELAXED);
-	int64_t rev;
-	int ret = kv_status(fs->cfg.kv, &rev);
-	if (ret < 0) {
-		log_warn("etcd unreachable (%s); failing the request", strerror(-ret));
-		ret = ret == -ETIMEDOUT ? -ETIMEDOUT : -EIO;
-		__atomic_store_n(&fs->probe_err, ret, __ATOMIC_RELAXED);
-		__atomic_store_n(&fs->probe_failed_ms, util_now_ms(), __ATOMIC_RELAXED);
-		return ret;
-	}
-	__atomic_store_n(&fs->probe_failed_ms, 0, __ATOMIC_RELAXED);
-	return 0;
+	return cache_probe(fs->cache);
 }
 
 static void on_interrupt(fuse_req_t req, void *data)
@@ -748,8 +729,6 @@ int fs_new(const struct fs_config *cfg, struct fs **out)
 	fs->gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &fs->mount_time);
 	pthread_mutex_init(&fs->nq_lock, NULL);
-	pthread_mutex_init(&fs->dd_lock, NULL);
-	pthread_cond_init(&fs->dd_cv, NULL);
 	pthread_cond_init(&fs->nq_cv, NULL);
 	pthread_cond_init(&fs->nq_done_cv, NULL);
 	fuse_set_log_func(fuse_log_hook);
@@ -757,9 +736,23 @@ int fs_new(const struct fs_config *cfg, struct fs **out)
 	return 0;
 }
 
-void fs_set_cache(struct fs *fs, struct cache *cache)
+int fs_set_cache(struct fs *fs, struct cache *cache)
 {
+	struct save_config scfg = {
+		.kv = fs->cfg.kv,
+		.cache = cache,
+		.conflict_dir = fs->cfg.conflict_dir,
+		.shadow_patterns = fs->cfg.shadow_patterns,
+		.uid = fs->uid,
+		.encode = fs->cfg.encode,
+		.encode_arg = fs->cfg.encode_arg,
+		.encode_applies = fs->cfg.encode_applies,
+	};
+	int ret = save_new(&scfg, &fs->save);
+	if (ret < 0)
+		return ret;
 	fs->cache = cache;
+	return 0;
 }
 
 void fs_set_read_only(struct fs *fs, const char *reason)
@@ -788,7 +781,7 @@ int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool
 	ret = fs_notifier_start(fs);
 	if (ret < 0)
 		goto out_unmount;
-	ret = fs_writer_start(fs);
+	ret = save_start(fs->save);
 	if (ret < 0) {
 		fs_notifier_stop(fs);
 		goto out_unmount;
@@ -806,7 +799,7 @@ int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool
 	}
 	if (ret > 0)
 		ret = 0;    /* terminated by a signal */
-	fs_writer_stop(fs); /* commits pending deletes */
+	save_stop(fs->save); /* commits pending deletes */
 	fs_notifier_stop(fs);
 out_unmount:
 	fuse_session_unmount(se);
@@ -823,6 +816,7 @@ void fs_destroy(struct fs *fs)
 	if (!fs)
 		return;
 	fs_notifier_stop(fs);
+	save_destroy(fs->save);
 	pthread_mutex_destroy(&fs->nq_lock);
 	pthread_cond_destroy(&fs->nq_cv);
 	free(fs);
