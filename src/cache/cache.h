@@ -57,20 +57,20 @@ struct cache_node {
 	/* the key at this path, protected by lock */
 	bool has_value;
 	int64_t create_revision, mod_revision, version, lease;
-	size_t raw_size;  /* stored value size */
-	size_t view_size; /* size of the content shown (rendered) */
-	bool view_known;  /* view_size is valid */
+	size_t raw_size;      /* stored value size */
+	size_t rendered_size; /* size of the content shown (rendered) */
+	bool rendered_known;  /* rendered_size is valid */
 
 	/* value cache, protected by lru_lock (and lock for the pointer swap) */
-	char *view;	  /* rendered content, NULL if not cached */
-	int64_t view_rev; /* mod_revision the cached view belongs to */
+	char *rendered;	      /* rendered content, NULL if not cached */
+	int64_t rendered_rev; /* mod_revision the cached rendering belongs to */
 	struct cache_node *lru_prev, *lru_next;
 	/* The version whose size the kernel was last told (protected by
 	 * lru_lock). Reads are served from it until the kernel asks for
 	 * attributes again, so data always matches the kernel's i_size and a
 	 * reader racing a change never gets a mix of two versions. */
 	int64_t rep_rev;
-	char *rep_view; /* content of rep_rev when it is not the current */
+	char *rep_rendered; /* content of rep_rev when it is not the current */
 	size_t rep_size;
 	int64_t pending_inval; /* a change the kernel was not yet told about */
 	int64_t changed_ms;    /* monotonic ms of the last content change */
@@ -257,7 +257,7 @@ ssize_t cache_read(struct cache *c, struct cache_node *n, char *buf, size_t size
 int cache_get_content(struct cache *c, struct cache_node *n, char **out, size_t *len,
 		      int64_t *mod_revision);
 
-/* The stored bytes of n's key (not the rendered view), fetched from the
+/* The stored bytes of n's key (not the rendered content), fetched from the
  * backend (at the pinned revision for static views). Without the lock. */
 int cache_get_raw(struct cache *c, struct cache_node *n, char **out, size_t *len);
 
@@ -280,14 +280,14 @@ int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, cons
 int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *newparent, int ns,
 		      const char *seg, size_t seg_len);
 /* Drops n's cached content (e.g. when it turns into a local file). */
-void cache_drop_view_locked(struct cache *c, struct cache_node *n);
+void cache_drop_rendered_locked(struct cache *c, struct cache_node *n);
 /* Marks n as no longer holding a key (local bookkeeping). Lock held. */
 void cache_forget_key_locked(struct cache *c, struct cache_node *n);
 
 /* Metadata of a key a local write just stored (cache_set_key_locked). */
 struct cache_key_meta {
 	int64_t create_revision, mod_revision, version, lease;
-	size_t raw_size, view_size;
+	size_t raw_size, rendered_size;
 };
 /* Makes n show a key with this metadata (counted in the stats' keys). Lock
  * held for write. */

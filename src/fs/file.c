@@ -28,7 +28,6 @@ void fs_release_node(struct fs *fs, struct cache_node *n)
 	cache_unlock(fs->cache);
 }
 
-
 int fs_commit(struct fs *fs, struct fhandle *fh)
 {
 	if (fh->failed)
@@ -519,4 +518,3 @@ void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	free(fh);
 	fuse_reply_err(req, 0);
 }
-

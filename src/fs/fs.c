@@ -798,7 +798,7 @@ int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool
 		fuse_loop_cfg_destroy(lc);
 	}
 	if (ret > 0)
-		ret = 0;    /* terminated by a signal */
+		ret = 0;     /* terminated by a signal */
 	save_stop(fs->save); /* commits pending deletes */
 	fs_notifier_stop(fs);
 out_unmount:

@@ -424,7 +424,7 @@ static void take_over_key(struct cache *c, struct cache_node *sn, const struct t
 		mr = cur->mod_revision;
 		ver = cur->version;
 		ls = cur->lease;
-		vs = cur->view_size;
+		vs = cur->rendered_size;
 		rs = cur->raw_size;
 	}
 	cache_forget_key_locked(c, sn);
@@ -441,7 +441,7 @@ static void take_over_key(struct cache *c, struct cache_node *sn, const struct t
 				   .version = ver,
 				   .lease = ls,
 				   .raw_size = rs,
-				   .view_size = vs};
+				   .rendered_size = vs};
 	cache_set_key_locked(c, sn, &m);
 	sn->kernel_rev = 0;
 }
@@ -553,7 +553,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 			goto out_unlock;
 		}
 		cache_forget_key_locked(c, keep);
-		cache_drop_view_locked(c, keep);
+		cache_drop_rendered_locked(c, keep);
 		keep->local_file = true;
 		keep->shadow = true;
 		free(keep->local_data);
@@ -570,7 +570,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 						   .version = ver,
 						   .lease = ls,
 						   .raw_size = raw,
-						   .view_size = clen};
+						   .rendered_size = clen};
 			cache_set_key_locked(c, h, &m);
 			keep->origin_id = h->id;
 		}

@@ -59,8 +59,8 @@ bool save_is_shadow_name(const struct save *s, const char *name)
 
 /* ---- conflict files ---- */
 
-static void keep_rejected(struct save *s, const char *key, size_t klen, const char *buf,
-			  size_t len, char *path, size_t pathsz)
+static void keep_rejected(struct save *s, const char *key, size_t klen, const char *buf, size_t len,
+			  char *path, size_t pathsz)
 {
 	char dir[256];
 	if (s->cfg.conflict_dir)
@@ -107,8 +107,8 @@ int save_reject_edit(struct save *s, const char *key, size_t klen, const char *b
 	return -ESTALE;
 }
 
-static void log_conflict(struct save *s, const char *key, size_t klen, const char *buf,
-			 size_t len, int64_t base, bool absent, const struct kv_txn_result *res)
+static void log_conflict(struct save *s, const char *key, size_t klen, const char *buf, size_t len,
+			 int64_t base, bool absent, const struct kv_txn_result *res)
 {
 	int64_t now = 0;
 	if (res->n_results && res->results[0].range.n_kvs)
@@ -146,8 +146,7 @@ int save_put_txn(struct save *s, const char *key, size_t klen, const char *buf, 
 	if (n_xcmp + 1 > SAVE_MAX_COMPARES || n_extra > SAVE_MAX_EXTRA_OPS) {
 		log_err("save of %.*s refused: %zu compares and %zu extra operations, over the "
 			"txn builder's %d and %d; nothing written",
-			(int)klen, key, n_xcmp + 1, n_extra, SAVE_MAX_COMPARES,
-			SAVE_MAX_EXTRA_OPS);
+			(int)klen, key, n_xcmp + 1, n_extra, SAVE_MAX_COMPARES, SAVE_MAX_EXTRA_OPS);
 		return -E2BIG;
 	}
 	struct kv_compare cmp[SAVE_MAX_COMPARES];
@@ -217,7 +216,7 @@ int save_store(struct save *s, const char *key, size_t klen, const char *buf, si
 }
 
 int save_encode(struct save *s, const char *key, size_t klen, const char *buf, size_t len,
-		     int64_t base_rev, bool absent, char **raw, size_t *rawlen, bool *owned)
+		int64_t base_rev, bool absent, char **raw, size_t *rawlen, bool *owned)
 {
 	*raw = (char *)buf;
 	*rawlen = len;

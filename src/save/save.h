@@ -31,8 +31,8 @@ struct save;
 /* Turns saved text into stored bytes (view.h: view_encode); -ENOTSUP from it
  * means "store the text as is". */
 typedef int (*save_encode_fn)(void *arg, const char *key, size_t key_len, const char *orig,
-			      size_t orig_len, int64_t orig_rev, const char *text,
-			      size_t text_len, char **out, size_t *out_len, char **err);
+			      size_t orig_len, int64_t orig_rev, const char *text, size_t text_len,
+			      char **out, size_t *out_len, char **err);
 
 struct save_config {
 	struct kv *kv;		     /* borrowed */

@@ -218,7 +218,7 @@ int main(void)
 	struct cache_node *a = find(c, "a");
 	CHECK(a && a->has_value && cache_is_dir(a), "/a is both a key and a directory");
 	struct cache_node *www = find(c, "registry/pods/default/www");
-	CHECK(www && www->has_value && !cache_is_dir(www) && www->view_size == 7, "www");
+	CHECK(www && www->has_value && !cache_is_dir(www) && www->rendered_size == 7, "www");
 	struct cache_node *nonslash = cache_child(c, c->root, 1, "compact_rev_key", 15);
 	CHECK(nonslash && nonslash->has_value, "a key without a leading slash is in namespace 1");
 	CHECK(cache_child(c, c->root, 0, "compact_rev_key", 15) == NULL, "and not in namespace 0");
