@@ -231,14 +231,20 @@ static struct cache_node *node_alloc(struct cache *c, const char *seg, size_t le
 	n->seg_len = len;
 	n->ns = ns;
 	n->id = c->next_id++;
-	n->pending_size = -1;
 	return n;
+}
+
+static void free_local(struct cache *c, struct cache_node *n)
+{
+	if (n->local && c->local_ops)
+		c->local_ops->free(n->local);
+	n->local = NULL;
 }
 
 static void node_free(struct cache *c, struct cache_node *n)
 {
 	drop_rendered(c, n);
-	free(n->local_data);
+	free_local(c, n);
 	free(n->seg);
 	free(n);
 }
@@ -335,7 +341,7 @@ static void node_detach(struct cache *c, struct cache_node *n)
 static void prune(struct cache *c, struct cache_node *n)
 {
 	while (n->parent && !n->has_value && n->n_children == 0 && !n->local_dir &&
-	       !n->local_file && !n->hidden && !n->pinned) {
+	       !(n->local && c->local_ops && c->local_ops->keep(n->local))) {
 		struct cache_node *dir = n->parent;
 		bool file = !cache_is_dir(n);
 		emit(c, CACHE_CHG_DELETE, cache_dir_ino(dir),
@@ -1089,7 +1095,7 @@ void cache_destroy(struct cache *c)
 			struct cache_node *next = n->inext;
 			free(n->rendered);
 			free(n->rep_rendered);
-			free(n->local_data);
+			free_local(c, n);
 			free(n->seg);
 			free(n);
 			n = next;
@@ -1408,8 +1414,6 @@ int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, cons
 		return -ENOMEM;
 	if (dir)
 		n->local_dir = true;
-	else
-		n->local_file = true;
 	*out = n;
 	return 0;
 }
@@ -1461,6 +1465,13 @@ int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *
 	if (oldparent != c->root && oldparent->n_children == 0)
 		oldparent->local_dir = true;
 	return 0;
+}
+
+void cache_set_local_ops(struct cache *c, const struct cache_local_ops *ops)
+{
+	cache_wrlock(c);
+	c->local_ops = ops;
+	cache_unlock(c);
 }
 
 void cache_drop_rendered_locked(struct cache *c, struct cache_node *n)

@@ -38,6 +38,16 @@
 #define CACHE_ROOT_INO 1
 
 struct cache;
+struct cache_local;
+
+/* How the cache treats the write-path state of a node (set by src/save). */
+struct cache_local_ops {
+	/* A node whose state keeps it (a local file, a hidden key, a rename
+	 * in flight) is never pruned. */
+	bool (*keep)(const struct cache_local *l);
+	/* Frees the state with its node. */
+	void (*free)(struct cache_local *l);
+};
 
 struct cache_node {
 	uint64_t id;		   /* immutable */
@@ -76,28 +86,15 @@ struct cache_node {
 	int64_t changed_ms;    /* monotonic ms of the last content change */
 
 	/* references that keep a detached node alive, protected by lock */
-	uint64_t nlookup;	     /* kernel lookups (file and dir inode together) */
-	uint32_t nopen;		     /* open handles */
-	uint64_t atime_ns, mtime_ns; /* local timestamps (utimens) */
-	uint32_t mode;		     /* permission bits overridden by chmod, 0 = default */
-	uint64_t mark;		     /* resync sweep generation, protected by lock */
+	uint64_t nlookup; /* kernel lookups (file and dir inode together) */
+	uint32_t nopen;	  /* open handles */
+	uint64_t mark;	  /* resync sweep generation, protected by lock */
 
-	/* Local state owned by fs/ (writes), protected by lock. A local file
-	 * exists only in this mount: a new file not yet committed, or a
-	 * "shadow" (editor temp file) that never reaches etcd. A hidden node
-	 * is a key renamed onto a shadow name: still in etcd, absent here. */
-	bool local_file;
-	bool shadow;
-	bool hidden;
-	bool pinned;	  /* a rename in flight: never pruned */
-	char *local_data; /* shadow content (and symlink target if link) */
-	size_t local_len;
-	bool is_link;
-	int64_t pending_size; /* size of dirty open content, -1 if none */
-	uint64_t origin_id;   /* shadow: the hidden key it came from (0 none) */
-	int64_t origin_rev;   /* shadow: that key's mod_revision at rename */
-	int64_t born_rev;     /* revision the cache had when the shadow was made */
-	int64_t kernel_rev;   /* content revision the kernel page cache holds */
+	/* Write-path state (struct cache_local, src/save/save.h), owned by
+	 * src/save: NULL for the keys never written through the mount. Set
+	 * once under the write lock, then kept until the node is freed. */
+	struct cache_local *local;
+	int64_t kernel_rev; /* content revision the kernel page cache holds */
 };
 
 /* What changed, for kernel invalidation. Names are raw segments. */
@@ -187,9 +184,10 @@ struct cache {
 	/* Threads that render a listing page (usable CPUs, at most 8); set
 	 * before the initial sync, then read-only. */
 	size_t render_threads;
-	uint64_t render_helpers_used; /* helper threads started so far (atomic) */
-	int64_t probe_failed_ms;      /* atomic: when the last backend probe failed */
-	int probe_err;		      /* atomic: and how */
+	uint64_t render_helpers_used;		 /* helper threads started so far (atomic) */
+	const struct cache_local_ops *local_ops; /* protected by lock; NULL = none */
+	int64_t probe_failed_ms;		 /* atomic: when the last backend probe failed */
+	int probe_err;				 /* atomic: and how */
 };
 
 /* Creates the cache and runs the initial sync (returns its error). Starts
@@ -270,7 +268,10 @@ int cache_revalidate(struct cache *c, struct cache_node *n);
 void cache_apply_local(struct cache *c, const char *key, size_t key_len, const struct kv_kv *kv,
 		       int64_t rev);
 
-/* Creates a local node (file when dir is false) under parent. Lock must be
+/* Installs the write path's handling of cache_node.local. Lock NOT held. */
+void cache_set_local_ops(struct cache *c, const struct cache_local_ops *ops);
+
+/* Creates a node (a local directory when dir is true) under parent. Lock must be
  * held for write. -EEXIST if the name exists. */
 int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, const char *seg,
 			size_t seg_len, bool dir, struct cache_node **out);

@@ -37,23 +37,24 @@ int fs_commit(struct fs *fs, struct fhandle *fh)
 	struct cache *c = fs->cache;
 	struct cache_node *n = fh->node;
 	cache_wrlock(c);
-	if (n->detached || n->hidden) {
+	if (n->detached || save_local(n)->hidden) {
 		/* Unlinked while open: its content has nowhere to go. */
 		cache_unlock(c);
 		fh->dirty = false;
 		return 0;
 	}
-	if (n->shadow) {
+	if (save_local(n)->shadow) {
 		char *copy = malloc(fh->len ? fh->len : 1);
 		if (!copy) {
 			cache_unlock(c);
 			return -ENOMEM;
 		}
 		memcpy(copy, fh->buf, fh->len);
-		free(n->local_data);
-		n->local_data = copy;
-		n->local_len = fh->len;
-		n->pending_size = -1;
+		struct cache_local *l = save_local_mut(n); /* a shadow has one */
+		free(l->local_data);
+		l->local_data = copy;
+		l->local_len = fh->len;
+		l->pending_size = -1;
 		cache_unlock(c);
 		fh->dirty = false;
 		return 0;
@@ -76,7 +77,7 @@ int fs_commit(struct fs *fs, struct fhandle *fh)
 			if (same) {
 				fh->dirty = false;
 				cache_wrlock(c);
-				n->pending_size = -1;
+				save_set_pending(n, -1);
 				cache_unlock(c);
 				goto out;
 			}
@@ -101,12 +102,7 @@ int fs_commit(struct fs *fs, struct fhandle *fh)
 		fh->base_absent = false;
 		fh->dirty = false;
 		cache_wrlock(c);
-		n->local_file = false;
-		n->hidden = false;
-		free(n->local_data);
-		n->local_data = NULL;
-		n->local_len = 0;
-		n->pending_size = -1;
+		save_mark_stored(n);
 		n->kernel_rev = rev;
 		cache_unlock(c);
 	} else if (ret == -ESTALE || ret == -EFBIG) {
@@ -114,9 +110,10 @@ int fs_commit(struct fs *fs, struct fhandle *fh)
 		/* A rejected new file must not linger as local state: show
 		 * what etcd has. */
 		cache_wrlock(c);
-		if (n->local_file && !n->shadow) {
-			n->local_file = false;
-			n->pending_size = -1;
+		if (save_local(n)->local_file && !save_local(n)->shadow) {
+			struct cache_local *l = save_local_mut(n); /* a local file has one */
+			l->local_file = false;
+			l->pending_size = -1;
 			if (!n->has_value)
 				cache_prune_locked(c, n);
 		}
@@ -132,22 +129,22 @@ int fs_load_handle(struct fs *fs, struct fhandle *fh, bool trunc)
 	struct cache *c = fs->cache;
 	struct cache_node *n = fh->node;
 	cache_rdlock(c);
-	bool local = n->local_file;
+	bool local = save_local(n)->local_file;
 	if (local) {
-		fh->base_absent = n->origin_rev == 0 && !n->has_value;
-		fh->base_rev = n->has_value ? n->mod_revision : n->origin_rev;
-		if (!trunc && n->local_len) {
-			fh->buf = malloc(n->local_len);
+		fh->base_absent = save_local(n)->origin_rev == 0 && !n->has_value;
+		fh->base_rev = n->has_value ? n->mod_revision : save_local(n)->origin_rev;
+		if (!trunc && save_local(n)->local_len) {
+			fh->buf = malloc(save_local(n)->local_len);
 			if (!fh->buf) {
 				cache_unlock(c);
 				return -ENOMEM;
 			}
-			memcpy(fh->buf, n->local_data, n->local_len);
-			fh->len = fh->cap = n->local_len;
+			memcpy(fh->buf, save_local(n)->local_data, save_local(n)->local_len);
+			fh->len = fh->cap = save_local(n)->local_len;
 		}
 		/* a pending new (or re-created) key is stored at close even
 		 * when empty; unchanged content is still not written */
-		fh->dirty = !n->shadow;
+		fh->dirty = !save_local(n)->shadow;
 		cache_unlock(c);
 		return 0;
 	}
@@ -242,7 +239,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	cache_ref_open(fs->cache, n);
-	bool local = n->local_file;
+	bool local = save_local(n)->local_file;
 	cache_unlock(fs->cache);
 	bool fresh = cache_fresh(fs->cache);
 	int ret;
@@ -275,7 +272,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 		if (trunc && local) {
 			cache_rdlock(fs->cache);
-			__atomic_store_n(&n->pending_size, 0, __ATOMIC_RELAXED);
+			save_set_pending(n, 0);
 			cache_unlock(fs->cache);
 		}
 		/* The buffer is private to this handle until its save, so
@@ -367,11 +364,14 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 	}
 	struct cache_node *n = fh->node;
 	cache_rdlock(fs->cache);
-	if (n->local_file) {
-		size_t cnt = (size_t)off < n->local_len ? n->local_len - off : 0;
+	if (save_local(n)->local_file) {
+		size_t cnt =
+			(size_t)off < save_local(n)->local_len ? save_local(n)->local_len - off : 0;
 		if (cnt > size)
 			cnt = size;
-		fuse_reply_buf(req, n->local_data ? n->local_data + off : NULL, cnt);
+		fuse_reply_buf(req,
+			       save_local(n)->local_data ? save_local(n)->local_data + off : NULL,
+			       cnt);
 		cache_unlock(fs->cache);
 		return;
 	}
@@ -443,8 +443,8 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 		fh->len = end;
 	fh->dirty = true;
 	fh->defer = false;
-	if (fh->node->local_file)
-		__atomic_store_n(&fh->node->pending_size, (int64_t)fh->len, __ATOMIC_RELAXED);
+	if (save_local(fh->node)->local_file)
+		save_set_pending(fh->node, (int64_t)fh->len);
 	pthread_mutex_unlock(&fh->mu);
 	fuse_reply_write(req, size);
 }
@@ -508,7 +508,7 @@ void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 				log_err("save at close failed: %s", strerror(-ret));
 		}
 		cache_rdlock(fs->cache);
-		__atomic_store_n(&fh->node->pending_size, -1, __ATOMIC_RELAXED);
+		save_set_pending(fh->node, -1);
 		cache_unlock(fs->cache);
 		pthread_mutex_unlock(&fh->mu);
 	}

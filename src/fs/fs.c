@@ -114,7 +114,7 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 	bool want_dir = cache_ino_kind(ino) == CACHE_INO_DIR;
 	if (cache_ino_kind(ino) == CACHE_INO_RAW) {
 		/* NAME%raw: the stored bytes, read-only */
-		if (!n->has_value || n->hidden)
+		if (!n->has_value || save_local(n)->hidden)
 			return -ENOENT;
 		memset(st, 0, sizeof(*st));
 		st->st_ino = ino;
@@ -134,9 +134,9 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 	st->st_gid = fs->gid;
 	st->st_blksize = 4096;
 	st->st_mtim = st->st_ctim = st->st_atim = fs->mount_time;
-	if (n->mtime_ns) {
-		st->st_mtim.tv_sec = n->mtime_ns / 1000000000ULL;
-		st->st_mtim.tv_nsec = n->mtime_ns % 1000000000ULL;
+	if (save_local(n)->mtime_ns) {
+		st->st_mtim.tv_sec = save_local(n)->mtime_ns / 1000000000ULL;
+		st->st_mtim.tv_nsec = save_local(n)->mtime_ns % 1000000000ULL;
 		st->st_ctim = st->st_mtim;
 	}
 	if (want_dir) {
@@ -151,19 +151,22 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 		if (!fs_visible_file(n) && !n->nopen)
 			return -ENOENT;
 		mode_t perm = fs->cfg.read_only ? 0444 : 0644;
-		if (n->mode)
-			perm = n->mode & 07777;
+		if (save_local(n)->mode)
+			perm = save_local(n)->mode & 07777;
 		/* Secrets stay private to the owner whatever chmod said. */
 		if (is_secret(fs, n))
 			perm &= 0700;
 		/* Others see committed content only: an open writer's buffer
 		 * is private until its save (writers use direct I/O). */
 		size_t size;
-		if (n->local_file)
-			size = n->pending_size >= 0 ? (size_t)n->pending_size : n->local_len;
+		if (save_local(n)->local_file)
+			size = save_local(n)->pending_size >= 0
+				       ? (size_t)save_local(n)->pending_size
+				       : save_local(n)->local_len;
 		else
 			size = cache_report_size(fs->cache, n);
-		st->st_mode = (n->is_link ? S_IFLNK : S_IFREG) | (n->is_link ? 0777 : perm);
+		st->st_mode = (save_local(n)->is_link ? S_IFLNK : S_IFREG) |
+			      (save_local(n)->is_link ? 0777 : perm);
 		st->st_nlink = (n->detached || !fs_visible_file(n)) ? 0 : 1;
 		st->st_size = size;
 		st->st_blocks = (size + 511) / 512;
@@ -247,7 +250,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			if (l >= 0 && !(ns == 1 && (dir->parent || fs->cfg.prefix_len)))
 				n = cache_child(fs->cache, dir, ns, seg, l);
 		}
-		if (!n || !n->has_value || n->hidden) {
+		if (!n || !n->has_value || save_local(n)->hidden) {
 			cache_unlock(fs->cache);
 			goto negative;
 		}
@@ -268,7 +271,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	if (strcmp(name, NAMING_VALUE_NAME) == 0) {
-		if (!dir->has_value || dir->hidden || !dir->parent) {
+		if (!dir->has_value || save_local(dir)->hidden || !dir->parent) {
 			cache_unlock(fs->cache);
 			goto negative;
 		}
@@ -370,7 +373,7 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	dh->ents = calloc(cap, sizeof(*dh->ents));
 	if (!dh->ents)
 		goto nomem;
-	if (dir->has_value && !dir->hidden && dir->parent) {
+	if (dir->has_value && !save_local(dir)->hidden && dir->parent) {
 		dh->ents[dh->n].name = strdup(NAMING_VALUE_NAME);
 		dh->ents[dh->n].id = dir->id;
 		dh->ents[dh->n].value_entry = true;

@@ -64,7 +64,7 @@ void fs_reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, bool as
 /* A file the user can see: a key not hidden, or a local file. */
 static inline bool fs_visible_file(const struct cache_node *n)
 {
-	return (n->has_value && !n->hidden) || n->local_file;
+	return (n->has_value && !save_local(n)->hidden) || save_local(n)->local_file;
 }
 
 /* An open file: its buffer and what it was read at (file.c). */

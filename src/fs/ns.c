@@ -138,26 +138,38 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 			goto out_unlock;
 		}
 		existing = true;
-	} else if (n && (n->hidden || (t.value_entry && !n->has_value))) {
+	} else if (n && (save_local(n)->hidden || (t.value_entry && !n->has_value))) {
 		/* Re-created after rename-away or unlink: one put on the key,
 		 * compared against the revision it had. */
+		struct cache_local *l = save_local_mut(n);
+		if (!l) {
+			ret = -ENOMEM;
+			goto out_unlock;
+		}
 		save_cancel_deferred(fs->save, n->id);
-		n->hidden = false;
-		n->local_file = true;
-		n->origin_rev = n->has_value ? n->mod_revision : 0;
-		free(n->local_data);
-		n->local_data = NULL;
-		n->local_len = 0;
+		l->hidden = false;
+		l->local_file = true;
+		l->origin_rev = n->has_value ? n->mod_revision : 0;
+		free(l->local_data);
+		l->local_data = NULL;
+		l->local_len = 0;
 	} else {
-		ret = cache_mknode_locked(c, t.dir, t.ns, t.seg, t.seg_len, false, &n);
+		ret = save_mkfile_locked(c, t.dir, t.ns, t.seg, t.seg_len, &n);
 		if (ret < 0)
 			goto out_unlock;
-		n->shadow = save_is_shadow_name(fs->save, name);
-		n->origin_rev = 0;
-		n->born_rev = cache_seen_rev(c);
+		struct cache_local *l = save_local_mut(n); /* a local file has one */
+		l->shadow = save_is_shadow_name(fs->save, name);
+		l->origin_rev = 0;
+		l->born_rev = cache_seen_rev(c);
 	}
-	if (mode & 07777)
-		n->mode = mode & 07777;
+	if (mode & 07777) {
+		struct cache_local *l = save_local_mut(n);
+		if (!l) {
+			ret = -ENOMEM;
+			goto out_unlock;
+		}
+		l->mode = mode & 07777;
+	}
 	cache_ref_open(c, n);
 	fh->node = n;
 	cache_unlock(c);
@@ -166,8 +178,8 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 		fs_release_node(fs, n);
 		goto out_free;
 	}
-	if (n->local_file)
-		__atomic_store_n(&n->pending_size, (int64_t)fh->len, __ATOMIC_RELAXED);
+	if (save_local(n)->local_file)
+		save_set_pending(n, (int64_t)fh->len);
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
 	cache_rdlock(c);
@@ -224,10 +236,10 @@ void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	size_t klen = 0;
 	char *key = NULL;
 	if (ret == 0 && !t.n) {
-		ret = cache_mknode_locked(c, t.dir, t.ns, t.seg, t.seg_len, false, &n);
+		ret = save_mkfile_locked(c, t.dir, t.ns, t.seg, t.seg_len, &n);
 		if (ret == 0) {
-			n->shadow = save_is_shadow_name(fs->save, name);
-			key = n->shadow ? NULL : cache_node_key(c, n, &klen);
+			save_local_mut(n)->shadow = save_is_shadow_name(fs->save, name);
+			key = save_local(n)->shadow ? NULL : cache_node_key(c, n, &klen);
 			cache_ref_lookup(c, n);
 		}
 	} else if (ret == 0) {
@@ -244,7 +256,7 @@ void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 		free(key);
 		cache_wrlock(c);
 		if (ret == 0)
-			n->local_file = false;
+			save_local_mut(n)->local_file = false; /* it has one */
 		cache_unlock(c);
 	}
 	struct fuse_entry_param e;
@@ -258,7 +270,7 @@ void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	if (ret < 0) {
 		cache_wrlock(c);
 		cache_unref_lookup(c, n, 1);
-		n->local_file = false;
+		save_local_mut(n)->local_file = false; /* it has one */
 		cache_prune_locked(c, n);
 		cache_unlock(c);
 		reply_err(req, ret);
@@ -307,7 +319,7 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		ret = t.value_entry ? -ENOTDIR : -ENOENT;
 	if (ret == 0 && !cache_is_dir(t.n))
 		ret = -ENOTDIR;
-	if (ret == 0 && (t.n->n_children || (t.n->has_value && !t.n->hidden)))
+	if (ret == 0 && (t.n->n_children || (t.n->has_value && !save_local(t.n)->hidden)))
 		ret = -ENOTEMPTY;
 	if (ret == 0) {
 		t.n->local_dir = false;
@@ -320,12 +332,7 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 /* Removes a local-only node (shadow or never-committed file). Lock held. */
 static void drop_local(struct cache *c, struct cache_node *n)
 {
-	n->local_file = false;
-	n->shadow = false;
-	n->is_link = false;
-	free(n->local_data);
-	n->local_data = NULL;
-	n->local_len = 0;
+	save_clear_local(n);
 	cache_prune_locked(c, n);
 }
 
@@ -349,15 +356,17 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_err(req, ret);
 		return;
 	}
-	if (n->local_file && !n->has_value) {
+	if (save_local(n)->local_file && !n->has_value) {
 		/* A shadow that came from a key that was not re-created: the
 		 * pair rename(key -> shadow) + unlink(shadow) deletes the key. */
-		struct cache_node *o = n->origin_id ? cache_node_by_id(c, n->origin_id) : NULL;
+		struct cache_node *o = save_local(n)->origin_id
+					       ? cache_node_by_id(c, save_local(n)->origin_id)
+					       : NULL;
 		char *okey = NULL;
 		size_t oklen = 0;
-		int64_t orev = n->origin_rev;
-		uint64_t oid = n->origin_id;
-		if (o && o->hidden && !o->local_file)
+		int64_t orev = save_local(n)->origin_rev;
+		uint64_t oid = save_local(n)->origin_id;
+		if (o && save_local(o)->hidden && !save_local(o)->local_file)
 			okey = cache_node_key(c, o, &oklen);
 		if (n->parent && n->parent->parent)
 			n->parent->local_dir = true;
@@ -368,11 +377,8 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 			free(okey);
 			cache_wrlock(c);
 			o = cache_node_by_id(c, oid);
-			if (o && o->hidden) {
-				o->hidden = false;
-				if (!o->has_value)
-					cache_prune_locked(c, o);
-			}
+			if (o)
+				save_unhide_locked(c, o, true);
 			cache_unlock(c);
 		}
 		reply_err(req, ret);
@@ -381,7 +387,8 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	/* A key: hide it now, delete it after a short grace period unless
 	 * the same name is created again (then that create is one put). */
 	size_t klen;
-	char *key = cache_node_key(c, n, &klen);
+	struct cache_local *l = save_local_mut(n);
+	char *key = l ? cache_node_key(c, n, &klen) : NULL;
 	if (!key) {
 		cache_unlock(c);
 		fuse_reply_err(req, ENOMEM);
@@ -389,8 +396,8 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	int64_t rev = n->mod_revision;
 	uint64_t id = n->id;
-	n->hidden = true;
-	n->local_file = false;
+	l->hidden = true;
+	l->local_file = false;
 	/* Unlinking the last key of a directory through the mount leaves the
 	 * directory, as on any filesystem (rm -r then rmdirs it). */
 	if (n->parent && n->parent->parent)
@@ -402,7 +409,7 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		cache_wrlock(c);
 		n = cache_node_by_id(c, id);
 		if (n)
-			n->hidden = false;
+			save_unhide_locked(c, n, false);
 		cache_unlock(c);
 	}
 	reply_err(req, ret);
@@ -430,12 +437,15 @@ static void take_over_key(struct cache *c, struct cache_node *sn, const struct t
 	cache_forget_key_locked(c, sn);
 	if (cache_move_locked(c, sn, d->dir, d->ns, d->seg, d->seg_len) < 0)
 		return;
-	sn->local_file = false;
-	sn->shadow = false;
-	sn->hidden = false;
-	free(sn->local_data);
-	sn->local_data = NULL;
-	sn->local_len = 0;
+	struct cache_local *l = save_local_mut(sn); /* pinned or local: it has one */
+	if (l) {
+		l->local_file = false;
+		l->shadow = false;
+		l->hidden = false;
+		free(l->local_data);
+		l->local_data = NULL;
+		l->local_len = 0;
+	}
 	struct cache_key_meta m = {.create_revision = cr,
 				   .mod_revision = mr,
 				   .version = ver,
@@ -510,14 +520,14 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		ret = -EISDIR;
 		goto out_unlock;
 	}
-	bool src_local = sn->local_file && !sn->has_value;
+	bool src_local = save_local(sn)->local_file && !sn->has_value;
 	bool dst_shadow = save_is_shadow_name(fs->save, newname);
 
 	if (src_local && dst_shadow) {
 		/* shadow -> shadow: purely local */
 		ret = cache_move_locked(c, sn, d.dir, d.ns, d.seg, d.seg_len);
 		if (ret == 0)
-			sn->shadow = true;
+			save_local_mut(sn)->shadow = true; /* a local file has one */
 		goto out_unlock;
 	}
 	if (!src_local && dst_shadow) {
@@ -547,24 +557,26 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		int64_t cr = sn->create_revision, mr = sn->mod_revision, ver = sn->version,
 			ls = sn->lease;
 		size_t raw = sn->raw_size;
-		ret = cache_move_locked(c, keep, d.dir, d.ns, d.seg, d.seg_len);
+		struct cache_local *kl = save_local_mut(keep);
+		ret = kl ? cache_move_locked(c, keep, d.dir, d.ns, d.seg, d.seg_len) : -ENOMEM;
 		if (ret < 0) {
 			free(content);
 			goto out_unlock;
 		}
 		cache_forget_key_locked(c, keep);
 		cache_drop_rendered_locked(c, keep);
-		keep->local_file = true;
-		keep->shadow = true;
-		free(keep->local_data);
-		keep->local_data = content;
-		keep->local_len = clen;
-		keep->origin_rev = crev;
+		kl->local_file = true;
+		kl->shadow = true;
+		free(kl->local_data);
+		kl->local_data = content;
+		kl->local_len = clen;
+		kl->origin_rev = crev;
 		struct cache_node *h;
-		ret = cache_mknode_locked(c, sdir, sns, sseg, sseg_len, false, &h);
+		ret = save_mkfile_locked(c, sdir, sns, sseg, sseg_len, &h);
 		if (ret == 0) {
-			h->local_file = false;
-			h->hidden = true;
+			struct cache_local *hl = save_local_mut(h); /* a local file has one */
+			hl->local_file = false;
+			hl->hidden = true;
 			struct cache_key_meta m = {.create_revision = cr,
 						   .mod_revision = mr,
 						   .version = ver,
@@ -572,7 +584,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 						   .raw_size = raw,
 						   .rendered_size = clen};
 			cache_set_key_locked(c, h, &m);
-			keep->origin_id = h->id;
+			kl->origin_id = h->id;
 		}
 		goto out_unlock;
 	}
@@ -590,11 +602,13 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		/* shadow -> key (sed -i, perl -pi, rsync, emacs): a
 		 * compare-and-swap put of the shadow's content. The key must
 		 * not have changed since the shadow was made. */
-		char *content = sn->local_data ? malloc(sn->local_len + 1) : NULL;
-		size_t clen = sn->local_len;
+		char *content =
+			save_local(sn)->local_data ? malloc(save_local(sn)->local_len + 1) : NULL;
+		size_t clen = save_local(sn)->local_len;
 		if (content)
-			memcpy(content, sn->local_data, clen);
-		bool changed = !d_absent && sn->born_rev && dn->mod_revision > sn->born_rev;
+			memcpy(content, save_local(sn)->local_data, clen);
+		bool changed = !d_absent && save_local(sn)->born_rev &&
+			       dn->mod_revision > save_local(sn)->born_rev;
 		cache_unlock(c);
 		if (changed) {
 			ret = save_reject_edit(fs->save, dkey, dklen, content ? content : "", clen,
@@ -622,8 +636,10 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	/* key -> key: delete the old, put the new, compares on both. The
 	 * source node is pinned so that the watch's delete event cannot prune
 	 * it before it moves onto the new name (the kernel's inode). */
-	skey = cache_node_key(c, sn, &sklen);
-	sn->pinned = true;
+	struct cache_local *sl = save_local_mut(sn);
+	skey = sl ? cache_node_key(c, sn, &sklen) : NULL;
+	if (skey)
+		sl->pinned = true;
 	cache_unlock(c);
 	if (!skey) {
 		ret = -ENOMEM;
@@ -638,7 +654,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	cache_wrlock(c);
 	sn = cache_node_by_id(c, sn_id);
 	if (sn)
-		sn->pinned = false;
+		save_unpin_locked(sn);
 	if (sn && !sn->detached && sn->n_children == 0 &&
 	    cache_child(c, d.dir, d.ns, d.seg, d.seg_len)) {
 		/* Keep the kernel's inode: the moved node takes over the new
@@ -655,7 +671,7 @@ out_unpin:
 	cache_wrlock(c);
 	sn = cache_node_by_id(c, sn_id);
 	if (sn) {
-		sn->pinned = false;
+		save_unpin_locked(sn);
 		if (!sn->has_value && !sn->detached)
 			cache_prune_locked(c, sn);
 	}
@@ -702,9 +718,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 			if (ret == 0) {
 				fh->dirty = true;
 				fh->defer = false;
-				if (fh->node->local_file)
-					__atomic_store_n(&fh->node->pending_size, (int64_t)fh->len,
-							 __ATOMIC_RELAXED);
+				save_set_pending(fh->node, (int64_t)fh->len);
 			}
 			pthread_mutex_unlock(&fh->mu);
 		} else {
@@ -752,13 +766,20 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 	}
 	/* Modes and times are kept in memory for this mount only: etcd has
 	 * no place for them (docs/writes.md). */
+	int local_attrs = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW;
+	struct cache_local *l = (to_set & local_attrs) ? save_local_mut(n) : NULL;
+	if ((to_set & local_attrs) && !l) {
+		cache_unlock(c);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
 	if (to_set & FUSE_SET_ATTR_MODE)
-		n->mode = attr->st_mode & 07777;
+		l->mode = attr->st_mode & 07777;
 	if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
 		struct timespec ts = attr->st_mtim;
 		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
 			clock_gettime(CLOCK_REALTIME, &ts);
-		n->mtime_ns = (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+		l->mtime_ns = (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 	}
 	struct stat st;
 	ret = fs_fill_attr(fs, ino, &st);
@@ -789,12 +810,13 @@ void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const ch
 		ret = -EEXIST;
 	struct cache_node *n = NULL;
 	if (ret == 0)
-		ret = cache_mknode_locked(c, t.dir, t.ns, t.seg, t.seg_len, false, &n);
+		ret = save_mkfile_locked(c, t.dir, t.ns, t.seg, t.seg_len, &n);
 	if (ret == 0) {
-		n->shadow = true;
-		n->is_link = true;
-		n->local_data = strdup(link);
-		n->local_len = n->local_data ? strlen(link) : 0;
+		struct cache_local *l = save_local_mut(n); /* a local file has one */
+		l->shadow = true;
+		l->is_link = true;
+		l->local_data = strdup(link);
+		l->local_len = l->local_data ? strlen(link) : 0;
 		fs_reply_entry(req, fs, n, true);
 		return;
 	}
@@ -807,12 +829,12 @@ void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 	struct fs *fs = fs_of(req);
 	cache_rdlock(fs->cache);
 	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
-	if (!n || !n->is_link || !n->local_data) {
+	if (!n || !save_local(n)->is_link || !save_local(n)->local_data) {
 		cache_unlock(fs->cache);
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	char *copy = strdup(n->local_data);
+	char *copy = strdup(save_local(n)->local_data);
 	cache_unlock(fs->cache);
 	if (!copy) {
 		fuse_reply_err(req, ENOMEM);

@@ -61,11 +61,8 @@ static void run_deferred(struct save *s, struct deferred_del *d)
 	int ret = save_delete(s, d->key, d->key_len, d->rev);
 	cache_wrlock(c);
 	struct cache_node *n = cache_node_by_id(c, d->id);
-	if (n && n->hidden) {
-		n->hidden = false;
-		if (ret == 0 && !n->has_value)
-			cache_prune_locked(c, n);
-	}
+	if (n)
+		save_unhide_locked(c, n, ret == 0);
 	cache_unlock(c);
 }
 

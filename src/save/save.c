@@ -23,6 +23,7 @@ int save_new(const struct save_config *cfg, struct save **out)
 	s->cfg = *cfg;
 	pthread_mutex_init(&s->dd_lock, NULL);
 	pthread_cond_init(&s->dd_cv, NULL);
+	cache_set_local_ops(cfg->cache, &save_local_ops);
 	*out = s;
 	return 0;
 }

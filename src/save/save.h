@@ -28,6 +28,58 @@
 
 struct save;
 
+/* The write-path state of one node, the side table behind
+ * cache_node.local: allocated the first time the mount writes the node
+ * (save_local_mut), so keys never written pay one NULL pointer. Protected
+ * by the cache lock like the node (pending_size: atomic).
+ *
+ * A local file exists only in this mount: a new file not yet committed, or
+ * a "shadow" (editor temp file) that never reaches etcd. A hidden node is
+ * a key renamed onto a shadow name or unlinked: still in etcd, absent
+ * here. */
+struct cache_local {
+	bool local_file;
+	bool shadow;
+	bool hidden;
+	bool pinned; /* a rename in flight: never pruned */
+	bool is_link;
+	uint32_t mode;	  /* permission bits overridden by chmod, 0 = default */
+	char *local_data; /* shadow content (and symlink target if link) */
+	size_t local_len;
+	int64_t pending_size; /* size of dirty open content, -1 if none */
+	uint64_t origin_id;   /* shadow: the hidden key it came from (0 none) */
+	int64_t origin_rev;   /* shadow: that key's mod_revision at rename */
+	int64_t born_rev;     /* revision the cache had when the shadow was made */
+	uint64_t mtime_ns;    /* local mtime (utimens), 0 = none */
+};
+
+/* n's write-path state, or the defaults (all clear, pending_size -1) for a
+ * node never written. Cache lock held, or n kept alive by a reference
+ * (the slot never changes once set). */
+const struct cache_local *save_local(const struct cache_node *n);
+/* n's state for writing, created on first use. Cache lock held for write.
+ * NULL on ENOMEM. */
+struct cache_local *save_local_mut(struct cache_node *n);
+/* Sets (atomically) the size of n's dirty open content when n is a local
+ * file, or clears it (-1). Cache lock held (read is enough). */
+void save_set_pending(struct cache_node *n, int64_t size);
+/* Forgets n's local content: no longer a local file, shadow or link. Lock
+ * held for write. */
+void save_clear_local(struct cache_node *n);
+/* n's content is now stored in its key: no longer local, hidden or
+ * pending. Lock held for write. */
+void save_mark_stored(struct cache_node *n);
+/* Shows a hidden node again; with prune, a node left without a key goes.
+ * Lock held for write. */
+void save_unhide_locked(struct cache *c, struct cache_node *n, bool prune);
+/* Ends a rename in flight (the pin that kept n from being pruned). Lock
+ * held for write. */
+void save_unpin_locked(struct cache_node *n);
+/* Creates a local file node under parent (cache_mknode_locked plus its
+ * write-path state). Lock held for write. -EEXIST, -ENOENT, -ENOMEM. */
+int save_mkfile_locked(struct cache *c, struct cache_node *parent, int ns, const char *seg,
+		       size_t seg_len, struct cache_node **out);
+
 /* Turns saved text into stored bytes (view.h: view_encode); -ENOTSUP from it
  * means "store the text as is". */
 typedef int (*save_encode_fn)(void *arg, const char *key, size_t key_len, const char *orig,

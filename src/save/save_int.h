@@ -19,6 +19,8 @@ struct save {
 	pthread_t dd_thread;
 };
 
+extern const struct cache_local_ops save_local_ops;
+
 /* Stores buf under key as one txn: compare (absent ? create_revision == 0 :
  * mod_revision == base) plus xcmp, then extra, then the put keeping the
  * lease. More than SAVE_MAX_COMPARES compares in all or SAVE_MAX_EXTRA_OPS
