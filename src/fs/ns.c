@@ -437,15 +437,8 @@ static void take_over_key(struct cache *c, struct cache_node *sn, const struct t
 	cache_forget_key_locked(c, sn);
 	if (cache_move_locked(c, sn, d->dir, d->ns, d->seg, d->seg_len) < 0)
 		return;
-	struct cache_local *l = save_local_mut(sn); /* pinned or local: it has one */
-	if (l) {
-		l->local_file = false;
-		l->shadow = false;
-		l->hidden = false;
-		free(l->local_data);
-		l->local_data = NULL;
-		l->local_len = 0;
-	}
+	save_clear_local(sn);
+	save_unhide_locked(c, sn, false);
 	struct cache_key_meta m = {.create_revision = cr,
 				   .mod_revision = mr,
 				   .version = ver,
