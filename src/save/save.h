@@ -1,14 +1,17 @@
 /* save.h: the commit model of the write path, without FUSE.
  *
  * Builds the transactions a save sends (compare-and-put, delete-with-compare,
- * the rename txn), keeps the copies of rejected saves, and runs the deferred
- * unlinks on their own thread. Results are applied to the cache at once so
- * reads see them before the watch does. fs/ calls this module and never the
- * backend itself. See docs/writes.md.
+ * the rename txn), keeps the copies of rejected saves, runs the deferred
+ * unlinks on their own thread, and owns the write-path state of nodes (the
+ * side table behind cache_node.local: shadows, hidden keys, origins). Results
+ * are applied to the cache at once so reads see them before the watch does.
+ * fs/ calls this module and never the backend itself. See docs/writes.md.
  *
  * Locking: no function here is called with the cache lock held unless it
- * says so; the cache lock is never held across a backend call. The deferred
- * list has its own mutex (dd_lock), taken after the cache lock, never before.
+ * says so; the cache lock is never held across a backend call. The side
+ * table has no lock of its own: the cache lock protects it as it protects
+ * the node. The deferred list has its own mutex (dd_lock), taken after the
+ * cache lock, never before, and never held while calling anything else.
  */
 #ifndef ETCDFS_SAVE_H
 #define ETCDFS_SAVE_H

@@ -1,5 +1,5 @@
-/* save_int.h: the save module's txn builder, shared by its files and its
- * unit tests (not a public API). */
+/* save_int.h: the save module's state and txn builder, shared by its files
+ * and its unit tests (not a public API). */
 #ifndef ETCDFS_SAVE_INT_H
 #define ETCDFS_SAVE_INT_H
 
