@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,7 +30,8 @@ struct fault {
 };
 
 struct kvmem {
-	struct kv kv; /* first, as kv.h requires */
+	struct kv kv;	 /* first, as kv.h requires */
+	struct kv other; /* kvmem_other(): the same keyspace, uncounted and never faulted */
 	pthread_mutex_t mu;
 	pthread_cond_t changed;		 /* new revision or watch control; with mu */
 	struct mvcc *m;			 /* protected by mu */
@@ -57,9 +59,18 @@ struct kv_watch {
 static const char *const kind_names[N_KINDS] = {"call",	  "range", "txn",
 						"status", "watch", "compact"};
 
+static const struct kv_ops other_ops;
+
 static struct kvmem *to_mem(struct kv *kv)
 {
+	if (kv->ops == &other_ops)
+		return (struct kvmem *)((char *)kv - offsetof(struct kvmem, other));
 	return (struct kvmem *)kv;
+}
+
+struct kv *kvmem_other(struct kv *kv)
+{
+	return &to_mem(kv)->other;
 }
 
 /* ---- faults ---- */
@@ -71,9 +82,12 @@ static bool matches(const struct fault *f, enum kvmem_call kind)
 	return f->which == KVMEM_ANY || f->which == kind;
 }
 
-/* Counts one call of kind and returns the fault it triggers, if any, in *out. With mem->mu. */
-static bool begin_call(struct kvmem *mem, enum kvmem_call kind, struct fault *out)
+/* Counts one call of kind made through kv and returns the fault it triggers, if any, in *out.
+ * With mem->mu. */
+static bool begin_call(struct kvmem *mem, struct kv *kv, enum kvmem_call kind, struct fault *out)
 {
+	if (kv == &mem->other)
+		return false;
 	unsigned long n = ++mem->calls[kind];
 	mem->calls[KVMEM_ANY]++;
 	size_t fired = mem->n_faults;
@@ -172,7 +186,7 @@ static int mem_range(struct kv *kv, const struct kv_range_req *req, struct kv_ra
 	struct fault f;
 	memset(res, 0, sizeof(*res));
 	pthread_mutex_lock(&mem->mu);
-	int ret = begin_call(mem, KVMEM_RANGE, &f) ? f.err : mvcc_range(mem->m, req, res);
+	int ret = begin_call(mem, kv, KVMEM_RANGE, &f) ? f.err : mvcc_range(mem->m, req, res);
 	pthread_mutex_unlock(&mem->mu);
 	return ret;
 }
@@ -215,7 +229,7 @@ static int mem_txn(struct kv *kv, const struct kv_txn *txn, struct kv_txn_result
 	struct fault f = {0};
 	memset(res, 0, sizeof(*res));
 	pthread_mutex_lock(&mem->mu);
-	bool fault = begin_call(mem, KVMEM_TXN, &f);
+	bool fault = begin_call(mem, kv, KVMEM_TXN, &f);
 	int ret;
 	if (fault && f.err && !f.applied)
 		ret = f.err;
@@ -232,40 +246,18 @@ static int mem_txn(struct kv *kv, const struct kv_txn *txn, struct kv_txn_result
 
 int kvmem_external_txn(struct kv *kv, const struct kv_txn *txn, struct kv_txn_result *res)
 {
-	struct kvmem *mem = to_mem(kv);
-	memset(res, 0, sizeof(*res));
-	pthread_mutex_lock(&mem->mu);
-	int ret = apply_txn(mem, txn, false, res);
-	pthread_mutex_unlock(&mem->mu);
-	return ret;
-}
-
-static int external_op(struct kv *kv, const struct kv_op *op, int64_t *revision)
-{
-	struct kv_txn txn = {.success = op, .n_success = 1};
-	struct kv_txn_result res;
-	int ret = kvmem_external_txn(kv, &txn, &res);
-	if (ret == 0 && revision)
-		*revision = res.revision;
-	kv_txn_result_free(&res);
-	return ret;
+	return kv_txn(kvmem_other(kv), txn, res);
 }
 
 int kvmem_external_put(struct kv *kv, const void *key, size_t key_len, const void *val,
 		       size_t val_len, int64_t *revision)
 {
-	struct kv_op op = {.type = KV_OP_PUT,
-			   .key = key,
-			   .key_len = key_len,
-			   .value = val,
-			   .value_len = val_len};
-	return external_op(kv, &op, revision);
+	return kv_put(kvmem_other(kv), key, key_len, val, val_len, revision);
 }
 
 int kvmem_external_delete(struct kv *kv, const void *key, size_t key_len, int64_t *revision)
 {
-	struct kv_op op = {.type = KV_OP_DELETE, .key = key, .key_len = key_len};
-	return external_op(kv, &op, revision);
+	return kv_delete_range(kvmem_other(kv), key, key_len, NULL, 0, NULL, revision);
 }
 
 static int mem_compact(struct kv *kv, int64_t revision, bool physical)
@@ -274,7 +266,7 @@ static int mem_compact(struct kv *kv, int64_t revision, bool physical)
 	struct fault f = {0};
 	(void)physical; /* mvcc frees compacted history at once */
 	pthread_mutex_lock(&mem->mu);
-	bool fault = begin_call(mem, KVMEM_COMPACT, &f);
+	bool fault = begin_call(mem, kv, KVMEM_COMPACT, &f);
 	int ret = fault && !f.applied ? f.err : mvcc_compact(mem->m, revision);
 	if (ret == 0 && fault)
 		ret = f.err;
@@ -288,7 +280,7 @@ static int mem_status(struct kv *kv, int64_t *revision)
 	struct fault f;
 	pthread_mutex_lock(&mem->mu);
 	int ret = 0;
-	if (begin_call(mem, KVMEM_STATUS, &f))
+	if (begin_call(mem, kv, KVMEM_STATUS, &f))
 		ret = f.err;
 	else
 		*revision = mvcc_revision(mem->m);
@@ -454,7 +446,7 @@ static int mem_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb 
 	struct kvmem *mem = to_mem(kv);
 	struct fault f;
 	pthread_mutex_lock(&mem->mu);
-	bool fault = begin_call(mem, KVMEM_WATCH, &f);
+	bool fault = begin_call(mem, kv, KVMEM_WATCH, &f);
 	pthread_mutex_unlock(&mem->mu);
 	if (fault)
 		return f.err;
@@ -563,6 +555,26 @@ static const struct kv_ops kvmem_ops = {
 	.destroy = mem_destroy,
 };
 
+/* The other handle lives and dies with the first one. */
+static void other_destroy(struct kv *kv)
+{
+	(void)kv;
+	log_err("kvmem: kv_destroy on the handle of kvmem_other(); destroy the kvmem_new() one");
+}
+
+static const struct kv_ops other_ops = {
+	.name = "kvmem-other",
+	.range = mem_range,
+	.txn = mem_txn,
+	.watch = mem_watch,
+	.watch_cancel = mem_watch_cancel,
+	.compact = mem_compact,
+	.status = mem_status,
+	.max_request_bytes = mem_max_request_bytes,
+	.max_txn_ops = mem_max_txn_ops,
+	.destroy = other_destroy,
+};
+
 struct kv *kvmem_new(void)
 {
 	struct kvmem *mem = calloc(1, sizeof(*mem));
@@ -574,6 +586,7 @@ struct kv *kvmem_new(void)
 		return NULL;
 	}
 	mem->kv.ops = &kvmem_ops;
+	mem->other.ops = &other_ops;
 	pthread_mutex_init(&mem->mu, NULL);
 	pthread_cond_init(&mem->changed, NULL);
 	return &mem->kv;

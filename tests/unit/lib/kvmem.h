@@ -57,11 +57,15 @@ unsigned long kvmem_calls(struct kv *kv, enum kvmem_call which);
 
 /* ---- another writer ---- */
 
-/* A write by "someone else": applied as kv_txn() would, but neither counted nor subject to
- * faults, so it does not shift the call numbers a test armed its faults with. Same result
- * ownership and errors as kv_txn(). */
+/* A second handle on the same keyspace, for "another client": every kv_* call made through
+ * it (reads, writes, watches, compaction) behaves as on kv but is neither counted nor subject
+ * to faults, so it does not shift the call numbers a test armed its faults with. It lives as
+ * long as kv; never kv_destroy() it. */
+struct kv *kvmem_other(struct kv *kv);
+/* Shorthands for writes through kvmem_other(kv): a txn (same result ownership and errors as
+ * kv_txn()), a put of one key, a delete of one key. *revision (may be NULL) gets the new
+ * revision. */
 int kvmem_external_txn(struct kv *kv, const struct kv_txn *txn, struct kv_txn_result *res);
-/* Puts one key or deletes one key that way; *revision (may be NULL) gets the new revision. */
 int kvmem_external_put(struct kv *kv, const void *key, size_t key_len, const void *val,
 		       size_t val_len, int64_t *revision);
 int kvmem_external_delete(struct kv *kv, const void *key, size_t key_len, int64_t *revision);

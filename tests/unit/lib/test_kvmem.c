@@ -668,6 +668,15 @@ static void test_counters_and_external(void)
 	CHECK_EQ(rev, 4);
 	check_value(kv, "a", NULL);
 	CHECK_EQ(kvmem_calls(kv, KVMEM_TXN), 3);
+	/* Reads and status through the other handle are not counted either, nor faulted. */
+	struct kv *other = kvmem_other(kv);
+	CHECK(other != kv);
+	kvmem_fail_always(kv, KVMEM_ANY, -EIO);
+	CHECK_EQ(get_err(other, "a"), -ENOENT);
+	CHECK_EQ(kv_status(other, &rev), 0);
+	CHECK_EQ(rev, 4);
+	CHECK_EQ(kvmem_calls(kv, KVMEM_ANY), 10);
+	CHECK_EQ(kv_status(kv, &rev), -EIO);
 	kv_destroy(kv);
 }
 
