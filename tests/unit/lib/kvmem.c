@@ -32,6 +32,7 @@ struct fault {
 struct kvmem {
 	struct kv kv;	 /* first, as kv.h requires */
 	struct kv other; /* kvmem_other(): the same keyspace, uncounted and never faulted */
+	struct kv_ops other_ops;
 	pthread_mutex_t mu;
 	pthread_cond_t changed;		 /* new revision or watch control; with mu */
 	struct mvcc *m;			 /* protected by mu */
@@ -59,11 +60,11 @@ struct kv_watch {
 static const char *const kind_names[N_KINDS] = {"call",	  "range", "txn",
 						"status", "watch", "compact"};
 
-static const struct kv_ops other_ops;
+static void other_destroy(struct kv *kv);
 
 static struct kvmem *to_mem(struct kv *kv)
 {
-	if (kv->ops == &other_ops)
+	if (kv->ops->destroy == other_destroy)
 		return (struct kvmem *)((char *)kv - offsetof(struct kvmem, other));
 	return (struct kvmem *)kv;
 }
@@ -562,19 +563,6 @@ static void other_destroy(struct kv *kv)
 	log_err("kvmem: kv_destroy on the handle of kvmem_other(); destroy the kvmem_new() one");
 }
 
-static const struct kv_ops other_ops = {
-	.name = "kvmem-other",
-	.range = mem_range,
-	.txn = mem_txn,
-	.watch = mem_watch,
-	.watch_cancel = mem_watch_cancel,
-	.compact = mem_compact,
-	.status = mem_status,
-	.max_request_bytes = mem_max_request_bytes,
-	.max_txn_ops = mem_max_txn_ops,
-	.destroy = other_destroy,
-};
-
 struct kv *kvmem_new(void)
 {
 	struct kvmem *mem = calloc(1, sizeof(*mem));
@@ -586,7 +574,11 @@ struct kv *kvmem_new(void)
 		return NULL;
 	}
 	mem->kv.ops = &kvmem_ops;
-	mem->other.ops = &other_ops;
+	/* The other handle differs only in its name and in not destroying anything. */
+	mem->other_ops = kvmem_ops;
+	mem->other_ops.name = "kvmem-other";
+	mem->other_ops.destroy = other_destroy;
+	mem->other.ops = &mem->other_ops;
 	pthread_mutex_init(&mem->mu, NULL);
 	pthread_cond_init(&mem->changed, NULL);
 	return &mem->kv;
