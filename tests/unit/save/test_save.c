@@ -1,4 +1,4 @@
-/* Unit tests of src/save over the embedded store: the save txns, their
+/* Unit tests of src/save over the in-memory backend: the save txns, their
  * compares and limits, conflict copies, the encoder hook, deferred deletes
  * and the side table of write-path state. */
 #include <dirent.h>
@@ -9,9 +9,9 @@
 
 #include "cache/cache.h"
 #include "core/log.h"
+#include "kvmem.h"
 #include "save/save.h"
 #include "save/save_int.h"
-#include "store/store.h"
 #include "test.h"
 
 static struct kv *kv;
@@ -352,12 +352,8 @@ static void test_deferred(void)
 int main(void)
 {
 	log_set_level(LOG_CRIT);
-	char *dir = test_tmpdir("save");
-	struct store_config scfg;
-	store_config_init(&scfg);
-	scfg.data_dir = dir;
-	int ret = store_open(&scfg, &kv);
-	REQUIRE(ret == 0, "store_open: %s", strerror(-ret));
+	kv = kvmem_new();
+	REQUIRE(kv);
 	struct cache_config ccfg = {.kv = kv, .prefix = "", .max_bytes = 1 << 20};
 	REQUIRE_EQ(cache_new(&ccfg, &cache), 0);
 	conflicts = test_tmpdir("save-conflicts");
@@ -376,9 +372,7 @@ int main(void)
 	save_destroy(save);
 	cache_destroy(cache);
 	kv_destroy(kv);
-	CHECK_EQ(test_rm_rf(dir), 0);
 	CHECK_EQ(test_rm_rf(conflicts), 0);
-	free(dir);
 	free(conflicts);
 	return test_summary();
 }
