@@ -7,17 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cache/cache.h"
-#include "core/log.h"
-#include "kvmem.h"
-#include "save/save.h"
+#include "fixture.h"
 #include "save/save_int.h"
 #include "test.h"
-
-static struct kv *kv;
-static struct cache *cache;
-static struct save *save;
-static char *conflicts;
 
 /* The value under key (malloc'd), or NULL when absent. */
 static char *get(const char *key, int64_t *mod)
@@ -351,14 +343,7 @@ static void test_deferred(void)
 
 int main(void)
 {
-	log_set_level(LOG_CRIT);
-	kv = kvmem_new();
-	REQUIRE(kv);
-	struct cache_config ccfg = {.kv = kv, .prefix = "", .max_bytes = 1 << 20};
-	REQUIRE_EQ(cache_new(&ccfg, &cache), 0);
-	conflicts = test_tmpdir("save-conflicts");
-	struct save_config cfg = {.kv = kv, .cache = cache, .conflict_dir = conflicts};
-	REQUIRE_EQ(save_new(&cfg, &save), 0);
+	fixture_setup(true, "save-conflicts");
 
 	TEST_RUN(test_put_and_compare);
 	TEST_RUN(test_txn_limits);
@@ -369,10 +354,5 @@ int main(void)
 	TEST_RUN(test_side_table);
 	TEST_RUN(test_deferred);
 
-	save_destroy(save);
-	cache_destroy(cache);
-	kv_destroy(kv);
-	CHECK_EQ(test_rm_rf(conflicts), 0);
-	free(conflicts);
-	return test_summary();
+	return fixture_teardown();
 }

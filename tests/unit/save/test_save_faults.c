@@ -5,17 +5,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cache/cache.h"
-#include "core/log.h"
-#include "kvmem.h"
-#include "save/save.h"
+#include "fixture.h"
 #include "save/save_int.h"
 #include "test.h"
-
-static struct kv *kv;
-static struct cache *cache;
-static struct save *save;
-static char *conflicts;
 
 static bool value_is(const char *key, const char *want)
 {
@@ -184,14 +176,7 @@ static void test_deferred_error(void)
 
 int main(void)
 {
-	log_set_level(LOG_CRIT);
-	kv = kvmem_new();
-	REQUIRE(kv);
-	struct cache_config ccfg = {.kv = kv, .prefix = "", .max_bytes = 1 << 20, .no_watch = true};
-	REQUIRE_EQ(cache_new(&ccfg, &cache), 0);
-	conflicts = test_tmpdir("save-faults");
-	struct save_config cfg = {.kv = kv, .cache = cache, .conflict_dir = conflicts};
-	REQUIRE_EQ(save_new(&cfg, &save), 0);
+	fixture_setup(false, "save-faults");
 
 	TEST_RUN(test_txn_errors);
 	TEST_RUN(test_lost_reply);
@@ -201,10 +186,5 @@ int main(void)
 	TEST_RUN(test_encode_errors);
 	TEST_RUN(test_deferred_error);
 
-	save_destroy(save);
-	cache_destroy(cache);
-	kv_destroy(kv);
-	CHECK_EQ(test_rm_rf(conflicts), 0);
-	free(conflicts);
-	return test_summary();
+	return fixture_teardown();
 }
