@@ -669,7 +669,11 @@ int main(int argc, char *argv[])
 		log_err("initial sync of prefix '%s' failed: %s", prefix, strerror(-r));
 		goto out;
 	}
-	fs_set_cache(fs, cache);
+	r = fs_set_cache(fs, cache);
+	if (r < 0) {
+		log_err("cannot set up the write path: %s", strerror(-r));
+		goto out;
+	}
 	if (!o.read_only && !o.read_write && keyspace_is_k8s(cache, prefix)) {
 		/* Writing behind the apiserver skips admission and validation:
 		 * it must be asked for. */

@@ -77,7 +77,7 @@ if command -v valgrind >/dev/null && [ -x build/etcdfs ]; then
 	# the C unit tests that start no servers (valgrind would watch etcd's
 	# Go runtime or a shell otherwise)
 	meson test -C build --print-errorlogs --num-processes 2 naming cache k8s-fixtures \
-		k8s-codec k8s-fuzz-replay etcd_json snapshot_real snapshot_malformed store_mvcc \
+		k8s-codec k8s-fuzz-replay etcd_json snapshot_real snapshot_malformed store_mvcc kvmem \
 		--wrapper='valgrind --error-exitcode=97 --leak-check=full --errors-for-leak-kinds=definite -q' \
 		--timeout-multiplier 10 || status=1
 	cp build/meson-logs/testlog-valgrind.json "$results/unit-valgrind.json" 2>/dev/null ||

@@ -146,7 +146,7 @@ static void lru_unlink(struct cache *c, struct cache_node *n)
 	n->lru_prev->lru_next = n->lru_next;
 	n->lru_next->lru_prev = n->lru_prev;
 	n->lru_prev = n->lru_next = NULL;
-	c->lru_bytes -= n->view_size;
+	c->lru_bytes -= n->rendered_size;
 }
 
 static void lru_front(struct cache *c, struct cache_node *n)
@@ -155,7 +155,7 @@ static void lru_front(struct cache *c, struct cache_node *n)
 		n->lru_prev->lru_next = n->lru_next;
 		n->lru_next->lru_prev = n->lru_prev;
 	} else {
-		c->lru_bytes += n->view_size;
+		c->lru_bytes += n->rendered_size;
 	}
 	n->lru_next = c->lru_head.lru_next;
 	n->lru_prev = &c->lru_head;
@@ -163,41 +163,42 @@ static void lru_front(struct cache *c, struct cache_node *n)
 	c->lru_head.lru_next = n;
 }
 
-static void drop_view(struct cache *c, struct cache_node *n)
+static void drop_rendered(struct cache *c, struct cache_node *n)
 {
 	pthread_mutex_lock(&c->lru_lock);
 	lru_unlink(c, n);
-	free(n->view);
-	n->view = NULL;
-	free(n->rep_view);
-	n->rep_view = NULL;
+	free(n->rendered);
+	n->rendered = NULL;
+	free(n->rep_rendered);
+	n->rep_rendered = NULL;
 	pthread_mutex_unlock(&c->lru_lock);
 }
 
-/* Takes ownership of view. Evicts from the tail to stay under the bound. */
-static void set_view(struct cache *c, struct cache_node *n, char *view, size_t len, int64_t rev)
+/* Takes ownership of rendered. Evicts from the tail to stay under the bound. */
+static void set_rendered(struct cache *c, struct cache_node *n, char *rendered, size_t len,
+			 int64_t rev)
 {
 	pthread_mutex_lock(&c->lru_lock);
 	lru_unlink(c, n);
-	if (n->view && n->view_rev == n->rep_rev && rev != n->rep_rev && !n->rep_view) {
+	if (n->rendered && n->rendered_rev == n->rep_rev && rev != n->rep_rev && !n->rep_rendered) {
 		/* The kernel still believes in this version: keep it for
 		 * reads until it asks for attributes again. */
-		n->rep_view = n->view;
-		n->rep_size = n->view_size;
-		n->view = NULL;
+		n->rep_rendered = n->rendered;
+		n->rep_size = n->rendered_size;
+		n->rendered = NULL;
 	} else if (rev == n->rep_rev) {
-		free(n->rep_view);
-		n->rep_view = NULL;
+		free(n->rep_rendered);
+		n->rep_rendered = NULL;
 	}
-	free(n->view);
-	n->view = view;
-	n->view_size = len;
-	n->view_known = true;
-	n->view_rev = rev;
-	if (view) {
+	free(n->rendered);
+	n->rendered = rendered;
+	n->rendered_size = len;
+	n->rendered_known = true;
+	n->rendered_rev = rev;
+	if (rendered) {
 		if (len > c->cfg.max_bytes) {
-			free(n->view);
-			n->view = NULL;
+			free(n->rendered);
+			n->rendered = NULL;
 		} else {
 			lru_front(c, n);
 			while (c->lru_bytes > c->cfg.max_bytes) {
@@ -205,8 +206,8 @@ static void set_view(struct cache *c, struct cache_node *n, char *view, size_t l
 				if (t == n || t == &c->lru_head)
 					break;
 				lru_unlink(c, t);
-				free(t->view);
-				t->view = NULL;
+				free(t->rendered);
+				t->rendered = NULL;
 			}
 		}
 	}
@@ -230,14 +231,20 @@ static struct cache_node *node_alloc(struct cache *c, const char *seg, size_t le
 	n->seg_len = len;
 	n->ns = ns;
 	n->id = c->next_id++;
-	n->pending_size = -1;
 	return n;
+}
+
+static void free_local(struct cache *c, struct cache_node *n)
+{
+	if (n->local && c->local_ops)
+		c->local_ops->free(n->local);
+	n->local = NULL;
 }
 
 static void node_free(struct cache *c, struct cache_node *n)
 {
-	drop_view(c, n);
-	free(n->local_data);
+	drop_rendered(c, n);
+	free_local(c, n);
 	free(n->seg);
 	free(n);
 }
@@ -334,7 +341,7 @@ static void node_detach(struct cache *c, struct cache_node *n)
 static void prune(struct cache *c, struct cache_node *n)
 {
 	while (n->parent && !n->has_value && n->n_children == 0 && !n->local_dir &&
-	       !n->local_file && !n->hidden && !n->pinned) {
+	       !(n->local && c->local_ops && c->local_ops->keep(n->local))) {
 		struct cache_node *dir = n->parent;
 		bool file = !cache_is_dir(n);
 		emit(c, CACHE_CHG_DELETE, cache_dir_ino(dir),
@@ -469,8 +476,7 @@ static void expire_tombs(struct cache *c)
 	}
 }
 
-/* Applies a put; view (owned, may be NULL) is the rendered content. Lock
- * held for write. */
+/* Raises seen_rev to rev (it only grows). */
 static void bump_seen(struct cache *c, int64_t rev)
 {
 	int64_t cur = __atomic_load_n(&c->seen_rev, __ATOMIC_SEQ_CST);
@@ -479,24 +485,26 @@ static void bump_seen(struct cache *c, int64_t rev)
 		;
 }
 
-static void apply_put(struct cache *c, const struct kv_kv *kv, char *view, size_t view_len,
+/* Applies a put; rendered (owned, may be NULL) is its content as shown. Lock
+ * held for write. */
+static void apply_put(struct cache *c, const struct kv_kv *kv, char *rendered, size_t rendered_len,
 		      bool force)
 {
 	bump_seen(c, kv->mod_revision);
 	struct cache_node *n = walk(c, kv->key, kv->key_len, false);
 	if (n && n->has_value && kv->mod_revision <= n->mod_revision && !force) {
-		free(view);
+		free(rendered);
 		return;
 	}
 	if (!force && tombstoned(c, kv->key, kv->key_len, kv->mod_revision)) {
-		free(view);
+		free(rendered);
 		return;
 	}
 	if (!n)
 		n = walk(c, kv->key, kv->key_len, true);
 	if (!n) {
 		log_err("cache: out of memory adding a key");
-		free(view);
+		free(rendered);
 		return;
 	}
 	bool had = n->has_value;
@@ -512,7 +520,7 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, char *view, size_
 	n->version = kv->version;
 	n->lease = kv->lease;
 	n->raw_size = kv->value_len;
-	set_view(c, n, view, view_len, kv->mod_revision);
+	set_rendered(c, n, rendered, rendered_len, kv->mod_revision);
 	if (!had && !c->quiet) {
 		/* a new key is as unsettled as a changed one */
 		pthread_mutex_lock(&c->lru_lock);
@@ -545,7 +553,7 @@ static void apply_delete(struct cache *c, const char *key, size_t key_len, int64
 	c->n_keys--;
 	n->mod_revision = rev;
 	if (n->nopen == 0)
-		drop_view(c, n);
+		drop_rendered(c, n);
 	if (cache_is_dir(n)) {
 		emit_value_entry(c, CACHE_CHG_DELETE, n);
 		emit(c, CACHE_CHG_CONTENT, 0, cache_file_ino(n), NULL);
@@ -556,21 +564,21 @@ static void apply_delete(struct cache *c, const char *key, size_t key_len, int64
 
 /* ---- rendering ---- */
 
-static void render(struct cache *c, const struct kv_kv *kv, char **view, size_t *len)
+static void render(struct cache *c, const struct kv_kv *kv, char **rendered, size_t *len)
 {
-	*view = NULL;
+	*rendered = NULL;
 	*len = kv->value_len;
 	if (!kv->value)
 		return;
 	if (c->cfg.render) {
 		if (c->cfg.render(c->cfg.render_arg, kv->key, kv->key_len, kv->value, kv->value_len,
-				  kv->mod_revision, view, len) == 0)
+				  kv->mod_revision, rendered, len) == 0)
 			return;
 	}
-	*view = malloc(kv->value_len + 1);
-	if (*view) {
-		memcpy(*view, kv->value, kv->value_len);
-		(*view)[kv->value_len] = 0;
+	*rendered = malloc(kv->value_len + 1);
+	if (*rendered) {
+		memcpy(*rendered, kv->value, kv->value_len);
+		(*rendered)[kv->value_len] = 0;
 	}
 	*len = kv->value_len;
 }
@@ -589,7 +597,7 @@ static void render(struct cache *c, const struct kv_kv *kv, char **view, size_t 
 struct render_job {
 	struct cache *c;
 	const struct kv_kv *kvs;
-	char **views;
+	char **renders;
 	size_t *lens;
 	size_t n;
 	size_t next; /* next item to take (atomic) */
@@ -602,7 +610,7 @@ static void *render_worker(void *arg)
 		size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
 		if (i >= j->n)
 			break;
-		render(j->c, &j->kvs[i], &j->views[i], &j->lens[i]);
+		render(j->c, &j->kvs[i], &j->renders[i], &j->lens[i]);
 	}
 	return NULL;
 }
@@ -615,10 +623,10 @@ static size_t usable_cpus(void)
 	return 1;
 }
 
-static void render_page(struct cache *c, const struct kv_kv *kvs, size_t n, char **views,
+static void render_page(struct cache *c, const struct kv_kv *kvs, size_t n, char **renders,
 			size_t *lens)
 {
-	struct render_job j = {.c = c, .kvs = kvs, .views = views, .lens = lens, .n = n};
+	struct render_job j = {.c = c, .kvs = kvs, .renders = renders, .lens = lens, .n = n};
 	pthread_t th[RENDER_THREADS - 1];
 	size_t nt = 0;
 	if (c->cfg.render && n >= RENDER_MIN_PARALLEL) {
@@ -639,6 +647,23 @@ static void render_page(struct cache *c, const struct kv_kv *kvs, size_t n, char
 
 /* Lists the prefix at rev (0 = latest) and makes the tree equal to it.
  * mark_sweep deletes keys not in the listing (resync). */
+/* Doubles the victim arrays of a resync sweep. -ENOMEM leaves them as
+ * they were. */
+static int grow_victims(char ***vk, size_t **vl, size_t *cap)
+{
+	size_t ncap = *cap ? *cap * 2 : 64;
+	char **nk = realloc(*vk, ncap * sizeof(*nk));
+	if (!nk)
+		return -ENOMEM;
+	*vk = nk;
+	size_t *nl = realloc(*vl, ncap * sizeof(*nl));
+	if (!nl)
+		return -ENOMEM;
+	*vl = nl;
+	*cap = ncap;
+	return 0;
+}
+
 static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 {
 	char *end = malloc(c->cfg.prefix_len + 1);
@@ -678,30 +703,30 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 		if (rev == 0)
 			rev = res.revision;
 		/* Render without the lock: it may be slow (YAML). */
-		char **views = calloc(res.n_kvs ? res.n_kvs : 1, sizeof(*views));
+		char **renders = calloc(res.n_kvs ? res.n_kvs : 1, sizeof(*renders));
 		size_t *lens = calloc(res.n_kvs ? res.n_kvs : 1, sizeof(*lens));
-		if (!views || !lens) {
-			free(views);
+		if (!renders || !lens) {
+			free(renders);
 			free(lens);
 			kv_range_result_free(&res);
 			ret = -ENOMEM;
 			goto out;
 		}
-		render_page(c, res.kvs, res.n_kvs, views, lens);
+		render_page(c, res.kvs, res.n_kvs, renders, lens);
 		cache_wrlock(c);
 		for (size_t i = 0; i < res.n_kvs; i++) {
 			struct kv_kv *kv = &res.kvs[i];
 			if (!cache_key_in_prefix(c, kv->key, kv->key_len)) {
-				free(views[i]);
+				free(renders[i]);
 				continue;
 			}
 			struct cache_node *n = walk(c, kv->key, kv->key_len, false);
 			if (n && n->has_value && n->mod_revision == kv->mod_revision) {
-				free(views[i]);
+				free(renders[i]);
 			} else {
 				/* force: a resync may legitimately go "back" after
 				 * a restore; the listing is the truth at rev. */
-				apply_put(c, kv, views[i], lens[i], mark_sweep);
+				apply_put(c, kv, renders[i], lens[i], mark_sweep);
 				n = walk(c, kv->key, kv->key_len, false);
 			}
 			if (mark_sweep && n) {
@@ -710,7 +735,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 					uint64_t *ns = realloc(seen, seen_cap * sizeof(*ns));
 					if (!ns) {
 						cache_unlock(c);
-						free(views);
+						free(renders);
 						free(lens);
 						kv_range_result_free(&res);
 						ret = -ENOMEM;
@@ -722,7 +747,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 			}
 		}
 		cache_unlock(c);
-		free(views);
+		free(renders);
 		free(lens);
 		total += res.n_kvs;
 		int64_t t = util_now_ms();
@@ -764,10 +789,9 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 			for (struct cache_node *n = c->by_id[b]; n; n = n->inext) {
 				if (!n->has_value || n->detached || n->mark == gen)
 					continue;
-				if (n_victims == cap) {
-					cap = cap ? cap * 2 : 64;
-					vk = realloc(vk, cap * sizeof(*vk));
-					vl = realloc(vl, cap * sizeof(*vl));
+				if (n_victims == cap && grow_victims(&vk, &vl, &cap) < 0) {
+					ret = -ENOMEM;
+					goto sweep_out;
 				}
 				vk[n_victims] = cache_node_key(c, n, &vl[n_victims]);
 				n_victims++;
@@ -777,11 +801,20 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 				apply_delete(c, vk[i], vl[i], rev, true);
 			free(vk[i]);
 		}
-		free(vk);
-		free(vl);
 		if (n_victims)
 			log_info("resync: %zu keys deleted while the watch was away", n_victims);
+		n_victims = 0;
+	sweep_out:
+		for (size_t i = 0; i < n_victims; i++)
+			free(vk[i]);
+		free(vk);
+		free(vl);
 		cache_unlock(c);
+		if (ret < 0) {
+			log_err("resync: out of memory listing the keys deleted while the watch "
+				"was away");
+			goto out;
+		}
 	}
 	log_info("sync: %llu keys at revision %lld in %.2f s", (unsigned long long)total,
 		 (long long)rev, (util_now_ms() - t0) / 1000.0);
@@ -819,10 +852,10 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 	struct cache *c = arg;
 	switch (b->state) {
 	case KV_WATCH_EVENTS: {
-		char **views = calloc(b->n_events ? b->n_events : 1, sizeof(*views));
+		char **renders = calloc(b->n_events ? b->n_events : 1, sizeof(*renders));
 		size_t *lens = calloc(b->n_events ? b->n_events : 1, sizeof(*lens));
-		if (!views || !lens) {
-			free(views);
+		if (!renders || !lens) {
+			free(renders);
 			free(lens);
 			log_err("watch: out of memory; resyncing");
 			request_resync(c);
@@ -830,17 +863,17 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 		}
 		for (size_t i = 0; i < b->n_events; i++)
 			if (b->events[i].type == KV_EVENT_PUT)
-				render(c, &b->events[i].kv, &views[i], &lens[i]);
+				render(c, &b->events[i].kv, &renders[i], &lens[i]);
 		cache_wrlock(c);
 		int64_t maxrev = c->revision;
 		for (size_t i = 0; i < b->n_events; i++) {
 			const struct kv_event *e = &b->events[i];
 			if (!cache_key_in_prefix(c, e->kv.key, e->kv.key_len)) {
-				free(views[i]);
+				free(renders[i]);
 				continue;
 			}
 			if (e->type == KV_EVENT_PUT)
-				apply_put(c, &e->kv, views[i], lens[i], false);
+				apply_put(c, &e->kv, renders[i], lens[i], false);
 			else if (!tombstoned(c, e->kv.key, e->kv.key_len, e->kv.mod_revision))
 				apply_delete(c, e->kv.key, e->kv.key_len, e->kv.mod_revision,
 					     false);
@@ -854,7 +887,7 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 		bump_seen(c, maxrev);
 		expire_tombs(c);
 		cache_unlock(c);
-		free(views);
+		free(renders);
 		free(lens);
 		__atomic_store_n(&c->last_ok_ms, util_now_ms(), __ATOMIC_SEQ_CST);
 		break;
@@ -957,7 +990,8 @@ static void *health_main(void *arg)
 			__atomic_store_n(&c->last_ok_ms, util_now_ms(), __ATOMIC_SEQ_CST);
 		} else if (c->watch &&
 			   __atomic_load_n(&c->health, __ATOMIC_SEQ_CST) == CACHE_DEGRADED &&
-			   util_now_ms() - __atomic_load_n(&c->last_ok_ms, __ATOMIC_SEQ_CST) < 60000) {
+			   util_now_ms() - __atomic_load_n(&c->last_ok_ms, __ATOMIC_SEQ_CST) <
+				   60000) {
 			/* The server answers again and the stream was
 			 * connected; events resume from where they stopped. */
 			set_health(c, CACHE_HEALTHY);
@@ -1059,9 +1093,9 @@ void cache_destroy(struct cache *c)
 		struct cache_node *n = c->by_id[b];
 		while (n) {
 			struct cache_node *next = n->inext;
-			free(n->view);
-			free(n->rep_view);
-			free(n->local_data);
+			free(n->rendered);
+			free(n->rep_rendered);
+			free_local(c, n);
 			free(n->seg);
 			free(n);
 			n = next;
@@ -1083,6 +1117,35 @@ void cache_destroy(struct cache *c)
 bool cache_fresh(struct cache *c)
 {
 	return __atomic_load_n(&c->health, __ATOMIC_SEQ_CST) == CACHE_HEALTHY;
+}
+
+int64_t cache_seen_rev(struct cache *c)
+{
+	return __atomic_load_n(&c->seen_rev, __ATOMIC_SEQ_CST);
+}
+
+int cache_probe(struct cache *c)
+{
+	if (cache_fresh(c))
+		return 0;
+	/* One failed probe answers for the next second: the kernel retries a
+	 * failed lookup once, and a system call must not wait out the
+	 * timeout twice. */
+	int64_t now = util_now_ms();
+	int64_t failed_at = __atomic_load_n(&c->probe_failed_ms, __ATOMIC_RELAXED);
+	if (failed_at && now - failed_at < 1000)
+		return __atomic_load_n(&c->probe_err, __ATOMIC_RELAXED);
+	int64_t rev;
+	int ret = kv_status(c->cfg.kv, &rev);
+	if (ret < 0) {
+		log_warn("etcd unreachable (%s); failing the request", strerror(-ret));
+		ret = ret == -ETIMEDOUT ? -ETIMEDOUT : -EIO;
+		__atomic_store_n(&c->probe_err, ret, __ATOMIC_RELAXED);
+		__atomic_store_n(&c->probe_failed_ms, util_now_ms(), __ATOMIC_RELAXED);
+		return ret;
+	}
+	__atomic_store_n(&c->probe_failed_ms, 0, __ATOMIC_RELAXED);
+	return 0;
 }
 
 void cache_get_stats(struct cache *c, struct cache_stats *st)
@@ -1112,7 +1175,7 @@ static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_
 	struct kv_kv kv;
 	int ret;
 	if (c->cfg.revision) {
-		/* a view pinned at a revision reads at that revision */
+		/* a static view pinned at a revision reads at that revision */
 		struct kv_range_req req = {
 			.key = key, .key_len = klen, .revision = c->cfg.revision};
 		struct kv_range_result res;
@@ -1140,30 +1203,26 @@ static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_
 		__atomic_add_fetch(&c->fetch_errors, 1, __ATOMIC_RELAXED);
 		return ret;
 	}
-	char *view;
+	char *rendered;
 	size_t len;
-	render(c, &kv, &view, &len);
-	if (!view) {
+	render(c, &kv, &rendered, &len);
+	if (!rendered) {
 		kv_kv_free(&kv);
 		return -ENOMEM;
 	}
 	char *copy = malloc(len + 1);
 	if (!copy) {
-		free(view);
+		free(rendered);
 		kv_kv_free(&kv);
 		return -ENOMEM;
 	}
-	memcpy(copy, view, len);
+	memcpy(copy, rendered, len);
 	copy[len] = 0;
 	cache_wrlock(c);
 	if (!n->detached && kv.mod_revision >= n->mod_revision) {
-		bool newer = kv.mod_revision > n->mod_revision;
-		apply_put(c, &kv, view, len, true);
-		if (!newer) {
-			/* same revision: nothing changed for the kernel */
-		}
+		apply_put(c, &kv, rendered, len, true);
 	} else {
-		free(view);
+		free(rendered);
 	}
 	cache_unlock(c);
 	*rev = kv.mod_revision;
@@ -1178,13 +1237,13 @@ int cache_get_content(struct cache *c, struct cache_node *n, char **out, size_t 
 {
 	cache_rdlock(c);
 	pthread_mutex_lock(&c->lru_lock);
-	if (n->view && (n->view_rev == n->mod_revision || n->detached)) {
-		*out = malloc(n->view_size + 1);
+	if (n->rendered && (n->rendered_rev == n->mod_revision || n->detached)) {
+		*out = malloc(n->rendered_size + 1);
 		if (*out) {
-			memcpy(*out, n->view, n->view_size);
-			(*out)[n->view_size] = 0;
-			*len = n->view_size;
-			*mod_revision = n->view_rev;
+			memcpy(*out, n->rendered, n->rendered_size);
+			(*out)[n->rendered_size] = 0;
+			*len = n->rendered_size;
+			*mod_revision = n->rendered_rev;
 			if (n->lru_next)
 				lru_front(c, n);
 		}
@@ -1206,13 +1265,13 @@ size_t cache_report_size(struct cache *c, struct cache_node *n)
 {
 	size_t size;
 	pthread_mutex_lock(&c->lru_lock);
-	if (n->pending_inval && n->rep_view) {
+	if (n->pending_inval && n->rep_rendered) {
 		size = n->rep_size;
 	} else {
 		n->rep_rev = n->mod_revision;
-		free(n->rep_view);
-		n->rep_view = NULL;
-		size = n->view_size;
+		free(n->rep_rendered);
+		n->rep_rendered = NULL;
+		size = n->rendered_size;
 	}
 	pthread_mutex_unlock(&c->lru_lock);
 	return size;
@@ -1230,23 +1289,23 @@ ssize_t cache_read(struct cache *c, struct cache_node *n, char *buf, size_t size
 {
 	cache_rdlock(c);
 	pthread_mutex_lock(&c->lru_lock);
-	if (n->rep_view && n->pending_inval) {
+	if (n->rep_rendered && n->pending_inval) {
 		size_t cnt = 0;
 		if ((size_t)off < n->rep_size) {
 			cnt = n->rep_size - off < size ? n->rep_size - off : size;
-			memcpy(buf, n->rep_view + off, cnt);
+			memcpy(buf, n->rep_rendered + off, cnt);
 		}
 		pthread_mutex_unlock(&c->lru_lock);
 		cache_unlock(c);
 		__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
 		return cnt;
 	}
-	if (n->view && (n->view_rev == n->mod_revision || n->detached)) {
-		size_t len = n->view_size;
+	if (n->rendered && (n->rendered_rev == n->mod_revision || n->detached)) {
+		size_t len = n->rendered_size;
 		size_t cnt = 0;
 		if ((size_t)off < len) {
 			cnt = len - off < size ? len - off : size;
-			memcpy(buf, n->view + off, cnt);
+			memcpy(buf, n->rendered + off, cnt);
 		}
 		if (n->lru_next)
 			lru_front(c, n);
@@ -1315,13 +1374,13 @@ int cache_revalidate(struct cache *c, struct cache_node *n)
 void cache_apply_local(struct cache *c, const char *key, size_t key_len, const struct kv_kv *kv,
 		       int64_t rev)
 {
-	char *view = NULL;
+	char *rendered = NULL;
 	size_t len = 0;
 	if (kv)
-		render(c, kv, &view, &len);
+		render(c, kv, &rendered, &len);
 	cache_wrlock(c);
 	if (kv) {
-		apply_put(c, kv, view, len, false);
+		apply_put(c, kv, rendered, len, false);
 	} else {
 		apply_delete(c, key, key_len, rev, false);
 		if (rev > c->revision) {
@@ -1355,8 +1414,6 @@ int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, cons
 		return -ENOMEM;
 	if (dir)
 		n->local_dir = true;
-	else
-		n->local_file = true;
 	*out = n;
 	return 0;
 }
@@ -1410,9 +1467,16 @@ int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *
 	return 0;
 }
 
-void cache_drop_view_locked(struct cache *c, struct cache_node *n)
+void cache_set_local_ops(struct cache *c, const struct cache_local_ops *ops)
 {
-	drop_view(c, n);
+	cache_wrlock(c);
+	c->local_ops = ops;
+	cache_unlock(c);
+}
+
+void cache_drop_rendered_locked(struct cache *c, struct cache_node *n)
+{
+	drop_rendered(c, n);
 }
 
 void cache_forget_key_locked(struct cache *c, struct cache_node *n)
@@ -1420,6 +1484,20 @@ void cache_forget_key_locked(struct cache *c, struct cache_node *n)
 	if (n->has_value)
 		c->n_keys--;
 	n->has_value = false;
+}
+
+void cache_set_key_locked(struct cache *c, struct cache_node *n, const struct cache_key_meta *m)
+{
+	if (!n->has_value)
+		c->n_keys++;
+	n->has_value = true;
+	n->create_revision = m->create_revision;
+	n->mod_revision = m->mod_revision;
+	n->version = m->version;
+	n->lease = m->lease;
+	n->raw_size = m->raw_size;
+	n->rendered_size = m->rendered_size;
+	n->rendered_known = true;
 }
 
 void cache_prune_locked(struct cache *c, struct cache_node *n)

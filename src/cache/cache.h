@@ -38,6 +38,16 @@
 #define CACHE_ROOT_INO 1
 
 struct cache;
+struct cache_local;
+
+/* How the cache treats the write-path state of a node (set by src/save). */
+struct cache_local_ops {
+	/* A node whose state keeps it (a local file, a hidden key, a rename
+	 * in flight) is never pruned. */
+	bool (*keep)(const struct cache_local *l);
+	/* Frees the state with its node. */
+	void (*free)(struct cache_local *l);
+};
 
 struct cache_node {
 	uint64_t id;		   /* immutable */
@@ -57,47 +67,34 @@ struct cache_node {
 	/* the key at this path, protected by lock */
 	bool has_value;
 	int64_t create_revision, mod_revision, version, lease;
-	size_t raw_size;  /* stored value size */
-	size_t view_size; /* size of the content shown (rendered) */
-	bool view_known;  /* view_size is valid */
+	size_t raw_size;      /* stored value size */
+	size_t rendered_size; /* size of the content shown (rendered) */
+	bool rendered_known;  /* rendered_size is valid */
 
 	/* value cache, protected by lru_lock (and lock for the pointer swap) */
-	char *view;	  /* rendered content, NULL if not cached */
-	int64_t view_rev; /* mod_revision the cached view belongs to */
+	char *rendered;	      /* rendered content, NULL if not cached */
+	int64_t rendered_rev; /* mod_revision the cached rendering belongs to */
 	struct cache_node *lru_prev, *lru_next;
 	/* The version whose size the kernel was last told (protected by
 	 * lru_lock). Reads are served from it until the kernel asks for
 	 * attributes again, so data always matches the kernel's i_size and a
 	 * reader racing a change never gets a mix of two versions. */
 	int64_t rep_rev;
-	char *rep_view; /* content of rep_rev when it is not the current */
+	char *rep_rendered; /* content of rep_rev when it is not the current */
 	size_t rep_size;
 	int64_t pending_inval; /* a change the kernel was not yet told about */
 	int64_t changed_ms;    /* monotonic ms of the last content change */
 
 	/* references that keep a detached node alive, protected by lock */
-	uint64_t nlookup;	     /* kernel lookups (file and dir inode together) */
-	uint32_t nopen;		     /* open handles */
-	uint64_t atime_ns, mtime_ns; /* local timestamps (utimens) */
-	uint32_t mode;		     /* permission bits overridden by chmod, 0 = default */
-	uint64_t mark;		     /* resync sweep generation, protected by lock */
+	uint64_t nlookup; /* kernel lookups (file and dir inode together) */
+	uint32_t nopen;	  /* open handles */
+	uint64_t mark;	  /* resync sweep generation, protected by lock */
 
-	/* Local state owned by fs/ (writes), protected by lock. A local file
-	 * exists only in this mount: a new file not yet committed, or a
-	 * "shadow" (editor temp file) that never reaches etcd. A hidden node
-	 * is a key renamed onto a shadow name: still in etcd, absent here. */
-	bool local_file;
-	bool shadow;
-	bool hidden;
-	bool pinned;	  /* a rename in flight: never pruned */
-	char *local_data; /* shadow content (and symlink target if link) */
-	size_t local_len;
-	bool is_link;
-	int64_t pending_size; /* size of dirty open content, -1 if none */
-	uint64_t origin_id;   /* shadow: the hidden key it came from (0 none) */
-	int64_t origin_rev;   /* shadow: that key's mod_revision at rename */
-	int64_t born_rev;     /* revision the cache had when the shadow was made */
-	int64_t kernel_rev;   /* content revision the kernel page cache holds */
+	/* Write-path state (struct cache_local, src/save/save.h), owned by
+	 * src/save: NULL for the keys never written through the mount. Set
+	 * once under the write lock, then kept until the node is freed. */
+	struct cache_local *local;
+	int64_t kernel_rev; /* content revision the kernel page cache holds */
 };
 
 /* What changed, for kernel invalidation. Names are raw segments. */
@@ -187,7 +184,10 @@ struct cache {
 	/* Threads that render a listing page (usable CPUs, at most 8); set
 	 * before the initial sync, then read-only. */
 	size_t render_threads;
-	uint64_t render_helpers_used; /* helper threads started so far (atomic) */
+	uint64_t render_helpers_used;		 /* helper threads started so far (atomic) */
+	const struct cache_local_ops *local_ops; /* protected by lock; NULL = none */
+	int64_t probe_failed_ms;		 /* atomic: when the last backend probe failed */
+	int probe_err;				 /* atomic: and how */
 };
 
 /* Creates the cache and runs the initial sync (returns its error). Starts
@@ -255,7 +255,7 @@ ssize_t cache_read(struct cache *c, struct cache_node *n, char *buf, size_t size
 int cache_get_content(struct cache *c, struct cache_node *n, char **out, size_t *len,
 		      int64_t *mod_revision);
 
-/* The stored bytes of n's key (not the rendered view), fetched from the
+/* The stored bytes of n's key (not the rendered content), fetched from the
  * backend (at the pinned revision for static views). Without the lock. */
 int cache_get_raw(struct cache *c, struct cache_node *n, char **out, size_t *len);
 
@@ -268,7 +268,10 @@ int cache_revalidate(struct cache *c, struct cache_node *n);
 void cache_apply_local(struct cache *c, const char *key, size_t key_len, const struct kv_kv *kv,
 		       int64_t rev);
 
-/* Creates a local node (file when dir is false) under parent. Lock must be
+/* Installs the write path's handling of cache_node.local. Lock NOT held. */
+void cache_set_local_ops(struct cache *c, const struct cache_local_ops *ops);
+
+/* Creates a node (a local directory when dir is true) under parent. Lock must be
  * held for write. -EEXIST if the name exists. */
 int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, const char *seg,
 			size_t seg_len, bool dir, struct cache_node **out);
@@ -278,9 +281,18 @@ int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, cons
 int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *newparent, int ns,
 		      const char *seg, size_t seg_len);
 /* Drops n's cached content (e.g. when it turns into a local file). */
-void cache_drop_view_locked(struct cache *c, struct cache_node *n);
+void cache_drop_rendered_locked(struct cache *c, struct cache_node *n);
 /* Marks n as no longer holding a key (local bookkeeping). Lock held. */
 void cache_forget_key_locked(struct cache *c, struct cache_node *n);
+
+/* Metadata of a key a local write just stored (cache_set_key_locked). */
+struct cache_key_meta {
+	int64_t create_revision, mod_revision, version, lease;
+	size_t raw_size, rendered_size;
+};
+/* Makes n show a key with this metadata (counted in the stats' keys). Lock
+ * held for write. */
+void cache_set_key_locked(struct cache *c, struct cache_node *n, const struct cache_key_meta *m);
 
 /* Removes a node that has no key, children or local state left (after the
  * caller cleared them). Lock held for write. */
@@ -301,6 +313,13 @@ void cache_unref_open(struct cache *c, struct cache_node *n);
 
 /* True when the cache may be trusted without asking the backend. */
 bool cache_fresh(struct cache *c);
+/* The highest revision known, local writes included. Any lock state. */
+int64_t cache_seen_rev(struct cache *c);
+/* While the watch is unhealthy the cache may be stale: asks the backend
+ * (kv_status) whether it is there, so errors surface instead of old data.
+ * 0 when fresh or reachable, else -ETIMEDOUT or -EIO; one failure answers
+ * for the next second. Without the lock. */
+int cache_probe(struct cache *c);
 void cache_get_stats(struct cache *c, struct cache_stats *st);
 
 #endif

@@ -35,26 +35,7 @@ double fs_timeout(struct fs *fs)
  * before answering from it, so errors surface instead of old data. */
 int fs_check_backend(struct fs *fs)
 {
-	if (cache_fresh(fs->cache))
-		return 0;
-	/* One failed probe answers for the next second: the kernel retries a
-	 * failed lookup once, and a system call must not wait out the
-	 * timeout twice. */
-	int64_t now = util_now_ms();
-	int64_t failed_at = __atomic_load_n(&fs->probe_failed_ms, __ATOMIC_RELAXED);
-	if (failed_at && now - failed_at < 1000)
-		return __atomic_load_n(&fs->probe_err, __ATOMIC_RELAXED);
-	int64_t rev;
-	int ret = kv_status(fs->cfg.kv, &rev);
-	if (ret < 0) {
-		log_warn("etcd unreachable (%s); failing the request", strerror(-ret));
-		ret = ret == -ETIMEDOUT ? -ETIMEDOUT : -EIO;
-		__atomic_store_n(&fs->probe_err, ret, __ATOMIC_RELAXED);
-		__atomic_store_n(&fs->probe_failed_ms, util_now_ms(), __ATOMIC_RELAXED);
-		return ret;
-	}
-	__atomic_store_n(&fs->probe_failed_ms, 0, __ATOMIC_RELAXED);
-	return 0;
+	return cache_probe(fs->cache);
 }
 
 static void on_interrupt(fuse_req_t req, void *data)
@@ -133,7 +114,7 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 	bool want_dir = cache_ino_kind(ino) == CACHE_INO_DIR;
 	if (cache_ino_kind(ino) == CACHE_INO_RAW) {
 		/* NAME%raw: the stored bytes, read-only */
-		if (!n->has_value || n->hidden)
+		if (!n->has_value || save_local(n)->hidden)
 			return -ENOENT;
 		memset(st, 0, sizeof(*st));
 		st->st_ino = ino;
@@ -153,9 +134,9 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 	st->st_gid = fs->gid;
 	st->st_blksize = 4096;
 	st->st_mtim = st->st_ctim = st->st_atim = fs->mount_time;
-	if (n->mtime_ns) {
-		st->st_mtim.tv_sec = n->mtime_ns / 1000000000ULL;
-		st->st_mtim.tv_nsec = n->mtime_ns % 1000000000ULL;
+	if (save_local(n)->mtime_ns) {
+		st->st_mtim.tv_sec = save_local(n)->mtime_ns / 1000000000ULL;
+		st->st_mtim.tv_nsec = save_local(n)->mtime_ns % 1000000000ULL;
 		st->st_ctim = st->st_mtim;
 	}
 	if (want_dir) {
@@ -170,19 +151,22 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 		if (!fs_visible_file(n) && !n->nopen)
 			return -ENOENT;
 		mode_t perm = fs->cfg.read_only ? 0444 : 0644;
-		if (n->mode)
-			perm = n->mode & 07777;
+		if (save_local(n)->mode)
+			perm = save_local(n)->mode & 07777;
 		/* Secrets stay private to the owner whatever chmod said. */
 		if (is_secret(fs, n))
 			perm &= 0700;
 		/* Others see committed content only: an open writer's buffer
 		 * is private until its save (writers use direct I/O). */
 		size_t size;
-		if (n->local_file)
-			size = n->pending_size >= 0 ? (size_t)n->pending_size : n->local_len;
+		if (save_local(n)->local_file)
+			size = save_local(n)->pending_size >= 0
+				       ? (size_t)save_local(n)->pending_size
+				       : save_local(n)->local_len;
 		else
 			size = cache_report_size(fs->cache, n);
-		st->st_mode = (n->is_link ? S_IFLNK : S_IFREG) | (n->is_link ? 0777 : perm);
+		st->st_mode = (save_local(n)->is_link ? S_IFLNK : S_IFREG) |
+			      (save_local(n)->is_link ? 0777 : perm);
 		st->st_nlink = (n->detached || !fs_visible_file(n)) ? 0 : 1;
 		st->st_size = size;
 		st->st_blocks = (size + 511) / 512;
@@ -266,7 +250,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			if (l >= 0 && !(ns == 1 && (dir->parent || fs->cfg.prefix_len)))
 				n = cache_child(fs->cache, dir, ns, seg, l);
 		}
-		if (!n || !n->has_value || n->hidden) {
+		if (!n || !n->has_value || save_local(n)->hidden) {
 			cache_unlock(fs->cache);
 			goto negative;
 		}
@@ -287,7 +271,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	if (strcmp(name, NAMING_VALUE_NAME) == 0) {
-		if (!dir->has_value || dir->hidden || !dir->parent) {
+		if (!dir->has_value || save_local(dir)->hidden || !dir->parent) {
 			cache_unlock(fs->cache);
 			goto negative;
 		}
@@ -389,7 +373,7 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	dh->ents = calloc(cap, sizeof(*dh->ents));
 	if (!dh->ents)
 		goto nomem;
-	if (dir->has_value && !dir->hidden && dir->parent) {
+	if (dir->has_value && !save_local(dir)->hidden && dir->parent) {
 		dh->ents[dh->n].name = strdup(NAMING_VALUE_NAME);
 		dh->ents[dh->n].id = dir->id;
 		dh->ents[dh->n].value_entry = true;
@@ -748,8 +732,6 @@ int fs_new(const struct fs_config *cfg, struct fs **out)
 	fs->gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &fs->mount_time);
 	pthread_mutex_init(&fs->nq_lock, NULL);
-	pthread_mutex_init(&fs->dd_lock, NULL);
-	pthread_cond_init(&fs->dd_cv, NULL);
 	pthread_cond_init(&fs->nq_cv, NULL);
 	pthread_cond_init(&fs->nq_done_cv, NULL);
 	fuse_set_log_func(fuse_log_hook);
@@ -757,9 +739,23 @@ int fs_new(const struct fs_config *cfg, struct fs **out)
 	return 0;
 }
 
-void fs_set_cache(struct fs *fs, struct cache *cache)
+int fs_set_cache(struct fs *fs, struct cache *cache)
 {
+	struct save_config scfg = {
+		.kv = fs->cfg.kv,
+		.cache = cache,
+		.conflict_dir = fs->cfg.conflict_dir,
+		.shadow_patterns = fs->cfg.shadow_patterns,
+		.uid = fs->uid,
+		.encode = fs->cfg.encode,
+		.encode_arg = fs->cfg.encode_arg,
+		.encode_applies = fs->cfg.encode_applies,
+	};
+	int ret = save_new(&scfg, &fs->save);
+	if (ret < 0)
+		return ret;
 	fs->cache = cache;
+	return 0;
 }
 
 void fs_set_read_only(struct fs *fs, const char *reason)
@@ -788,7 +784,7 @@ int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool
 	ret = fs_notifier_start(fs);
 	if (ret < 0)
 		goto out_unmount;
-	ret = fs_writer_start(fs);
+	ret = save_start(fs->save);
 	if (ret < 0) {
 		fs_notifier_stop(fs);
 		goto out_unmount;
@@ -805,8 +801,8 @@ int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool
 		fuse_loop_cfg_destroy(lc);
 	}
 	if (ret > 0)
-		ret = 0;    /* terminated by a signal */
-	fs_writer_stop(fs); /* commits pending deletes */
+		ret = 0;     /* terminated by a signal */
+	save_stop(fs->save); /* commits pending deletes */
 	fs_notifier_stop(fs);
 out_unmount:
 	fuse_session_unmount(se);
@@ -823,6 +819,7 @@ void fs_destroy(struct fs *fs)
 	if (!fs)
 		return;
 	fs_notifier_stop(fs);
+	save_destroy(fs->save);
 	pthread_mutex_destroy(&fs->nq_lock);
 	pthread_cond_destroy(&fs->nq_cv);
 	free(fs);

@@ -40,7 +40,9 @@ struct fs_config {
 
 /* Creates the fs; the notify hook must be given to the cache. */
 int fs_new(const struct fs_config *cfg, struct fs **out);
-void fs_set_cache(struct fs *fs, struct cache *cache);
+/* Gives the fs its cache (borrowed) and sets up the write path over it
+ * (src/save). -ENOMEM. */
+int fs_set_cache(struct fs *fs, struct cache *cache);
 /* Makes the mount read-only; reason is logged at the first refused write. */
 void fs_set_read_only(struct fs *fs, const char *reason);
 /* For cache_config.notify. */

@@ -7,13 +7,14 @@
 #include <pthread.h>
 
 #include "fs.h"
+#include "save/save.h"
 
 struct notify_item;
-struct deferred_del;
 
 struct fs {
 	struct fs_config cfg;
 	struct cache *cache;	 /* borrowed */
+	struct save *save;	 /* the write path's commit model, owned */
 	struct fuse_session *se; /* set once mounted */
 	uid_t uid;
 	gid_t gid;
@@ -30,16 +31,7 @@ struct fs {
 	uint64_t nq_enqueued; /* protected by nq_lock */
 	pthread_cond_t nq_done_cv;
 
-	/* deferred deletes (write.c): protected by dd_lock */
-	pthread_mutex_t dd_lock;
-	pthread_cond_t dd_cv;
-	struct deferred_del *dd_head;
-	bool dd_stop, dd_running;
-	pthread_t dd_thread;
-
-	bool ro_explained;	 /* the first EROFS logs why */
-	int64_t probe_failed_ms; /* atomic: when the last backend probe failed */
-	int probe_err;		 /* atomic: and how */
+	bool ro_explained; /* the first EROFS logs why */
 
 	/* request counters (atomics) */
 	uint64_t n_requests, n_lookup, n_getattr, n_open, n_read, n_readdir, n_errors;
@@ -72,10 +64,39 @@ void fs_reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, bool as
 /* A file the user can see: a key not hidden, or a local file. */
 static inline bool fs_visible_file(const struct cache_node *n)
 {
-	return (n->has_value && !n->hidden) || n->local_file;
+	return (n->has_value && !save_local(n)->hidden) || save_local(n)->local_file;
 }
 
-/* write.c: the file operations and the write path */
+/* An open file: its buffer and what it was read at (file.c). */
+struct fhandle {
+	struct cache_node *node; /* referenced through nopen */
+	bool writable;
+	pthread_mutex_t mu;
+	/* protected by mu */
+	char *buf;
+	size_t len, cap;
+	bool dirty;
+	bool snapshot; /* read-only handle of a hot file: reads come from
+			  buf, one version per pass (re-read from 0 refreshes) */
+	bool read_any;
+	bool raw;	  /* NAME%raw: never refreshed */
+	bool defer;	  /* truncated or created, nothing written yet: a
+			     flush (close of a dup) does not commit; release does */
+	int failed;	  /* sticky error of a rejected save */
+	int64_t base_rev; /* mod_revision the content was read at */
+	bool base_absent; /* the key did not exist: compare create_revision 0 */
+};
+
+void fs_release_node(struct fs *fs, struct cache_node *n); /* drops an open reference */
+/* Fills a writable handle from n (a local file's data or the key's
+ * content); trunc starts it empty. Without the cache lock. */
+int fs_load_handle(struct fs *fs, struct fhandle *fh, bool trunc);
+/* Commits a handle's buffer through src/save. fh->mu held. */
+int fs_commit(struct fs *fs, struct fhandle *fh);
+/* Sets the buffer's length, zero-filling a gap. -ENOMEM. */
+int fs_fh_set_len(struct fhandle *fh, size_t len);
+
+/* file.c: open, read, write, flush, fsync, release */
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -84,6 +105,7 @@ void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+/* ns.c: the namespace operations and setattr */
 void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		  struct fuse_file_info *fi);
 void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);
@@ -96,9 +118,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		   struct fuse_file_info *fi);
 void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
 void fs_op_readlink(fuse_req_t req, fuse_ino_t ino);
-int fs_writer_start(struct fs *fs);
 void fs_reply_erofs(struct fs *fs, fuse_req_t req);
-void fs_writer_stop(struct fs *fs);
 
 int fs_notifier_start(struct fs *fs);
 /* Waits (bounded) until every invalidation queued so far reached the

@@ -11,17 +11,7 @@
 #include "cache/cache.h"
 #include "core/log.h"
 #include "store/store.h"
-
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			failures++;                                                                \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                       \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fprintf(stderr, "\n");                                                     \
-		}                                                                                  \
-	} while (0)
+#include "test.h"
 
 /* notifications seen, protected by mu */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -177,18 +167,13 @@ static void test_parallel_render(struct kv *kv)
 int main(void)
 {
 	log_set_level(LOG_WARNING);
-	char dir[] = "/tmp/etcdfs-cache-test-XXXXXX";
-	if (!mkdtemp(dir))
-		return 2;
+	char *dir = test_tmpdir("cache");
 	struct store_config scfg;
 	store_config_init(&scfg);
 	scfg.data_dir = dir;
 	struct kv *kv;
 	int ret = store_open(&scfg, &kv);
-	if (ret < 0) {
-		fprintf(stderr, "store_open: %s\n", strerror(-ret));
-		return 2;
-	}
+	REQUIRE(ret == 0, "store_open: %s", strerror(-ret));
 	put(kv, "/registry/pods/default/www", "pod-www");
 	put(kv, "/a", "value of a");
 	put(kv, "/a/b", "value of b");
@@ -208,9 +193,7 @@ int main(void)
 				   .notify = notify};
 	struct cache *c;
 	ret = cache_new(&cfg, &c);
-	CHECK(ret == 0, "cache_new: %d", ret);
-	if (ret)
-		return 1;
+	REQUIRE(ret == 0, "cache_new: %d", ret);
 
 	/* the initial sync (paged by 7) built the whole tree, quietly */
 	cache_rdlock(c);
@@ -218,7 +201,7 @@ int main(void)
 	struct cache_node *a = find(c, "a");
 	CHECK(a && a->has_value && cache_is_dir(a), "/a is both a key and a directory");
 	struct cache_node *www = find(c, "registry/pods/default/www");
-	CHECK(www && www->has_value && !cache_is_dir(www) && www->view_size == 7, "www");
+	CHECK(www && www->has_value && !cache_is_dir(www) && www->rendered_size == 7, "www");
 	struct cache_node *nonslash = cache_child(c, c->root, 1, "compact_rev_key", 15);
 	CHECK(nonslash && nonslash->has_value, "a key without a leading slash is in namespace 1");
 	CHECK(cache_child(c, c->root, 0, "compact_rev_key", 15) == NULL, "and not in namespace 0");
@@ -298,10 +281,7 @@ int main(void)
 	cache_destroy(c);
 	test_parallel_render(kv);
 	kv_destroy(kv);
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
-	printf("%s: %d failures\n", failures ? "FAIL" : "ok", failures);
-	return failures ? 1 : 0;
+	CHECK(test_rm_rf(dir) == 0, "could not remove %s", dir);
+	free(dir);
+	return test_summary();
 }

@@ -1,0 +1,838 @@
+/* ns.c: the namespace side of the write path: create, mknod, mkdir,
+ * unlink, rmdir, rename, setattr, symlink and readlink.
+ *
+ * Editor and tool temp files ("shadows", matched by --shadow patterns) live
+ * only in this mount, so that rename(temp -> key) is one compare-and-swap
+ * put and rename(key -> backup) followed by re-creating key is one put on
+ * the key. unlink is deferred by a short grace period (src/save) so that
+ * unlink + create of the same name (install(1)) is one put too. See
+ * docs/writes.md.
+ *
+ * Locking: the cache lock is never held across a backend call.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "fs_int.h"
+#include "naming.h"
+
+/* Key of a (possibly not yet existing) child. Lock held. malloc'd. */
+static char *child_key(struct cache *c, struct cache_node *dir, int ns, const char *seg,
+		       size_t seg_len, size_t *klen)
+{
+	size_t dlen;
+	char *dk = cache_node_key(c, dir, &dlen);
+	if (!dk)
+		return NULL;
+	const char *sep = "/";
+	if (!dir->parent)
+		sep = (c->cfg.prefix_len == 0 && ns == 0) ? "/" : "";
+	size_t sl = strlen(sep);
+	char *k = malloc(dlen + sl + seg_len + 1);
+	if (k) {
+		memcpy(k, dk, dlen);
+		memcpy(k + dlen, sep, sl);
+		memcpy(k + dlen + sl, seg, seg_len);
+		k[dlen + sl + seg_len] = 0;
+		*klen = dlen + sl + seg_len;
+	}
+	free(dk);
+	return k;
+}
+
+/* Resolves (parent ino, name) with the cache lock held. *n is NULL when the
+ * name does not exist. Returns -errno for malformed names. */
+struct target {
+	struct cache_node *dir;
+	struct cache_node *n;
+	bool value_entry; /* the name is %value: n is dir itself */
+	char seg[NAMING_NAME_MAX + 1];
+	size_t seg_len;
+	int ns;
+};
+
+static int resolve(struct fs *fs, fuse_ino_t parent, const char *name, struct target *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->dir = cache_node_by_id(fs->cache, cache_ino_id(parent));
+	if (!t->dir || cache_ino_kind(parent) != CACHE_INO_DIR || !cache_is_dir(t->dir) ||
+	    t->dir->detached)
+		return -ENOENT;
+	if (strcmp(name, NAMING_VALUE_NAME) == 0) {
+		if (!t->dir->parent)
+			return -EINVAL;
+		t->value_entry = true;
+		t->n = t->dir;
+		return 0;
+	}
+	ssize_t len = naming_decode(name, t->seg, sizeof(t->seg), &t->ns);
+	if (len < 0)
+		return len == -ENAMETOOLONG ? len : -EINVAL;
+	if (t->ns == 1 && (t->dir->parent || fs->cfg.prefix_len))
+		return -EINVAL;
+	t->seg_len = len;
+	t->n = cache_child(fs->cache, t->dir, t->ns, t->seg, t->seg_len);
+	return 0;
+}
+
+/* Replies EROFS (explaining why, once) if the mount is read-only. */
+static bool refused_read_only(struct fs *fs, fuse_req_t req)
+{
+	if (!fs->cfg.read_only)
+		return false;
+	fs_reply_erofs(fs, req);
+	return true;
+}
+
+void fs_reply_erofs(struct fs *fs, fuse_req_t req)
+{
+	if (fs->cfg.ro_reason && !__atomic_exchange_n(&fs->ro_explained, true, __ATOMIC_SEQ_CST))
+		log_warn("write refused: %s", fs->cfg.ro_reason);
+	fuse_reply_err(req, EROFS);
+}
+
+static void reply_err(fuse_req_t req, int ret)
+{
+	fuse_reply_err(req, ret < 0 ? fs_errno_out(ret) : ret);
+}
+
+void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		  struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	if (refused_read_only(fs, req))
+		return;
+	if (!S_ISREG(mode) && (mode & S_IFMT)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	struct cache *c = fs->cache;
+	struct target t;
+	struct fhandle *fh = calloc(1, sizeof(*fh));
+	if (!fh) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_init(&fh->mu, NULL);
+	fh->writable = true;
+	bool existing = false;
+	cache_wrlock(c);
+	int ret = resolve(fs, parent, name, &t);
+	if (ret < 0)
+		goto out_unlock;
+	struct cache_node *n = t.n;
+	if (n && n != t.dir && cache_is_dir(n)) {
+		ret = -EISDIR;
+		goto out_unlock;
+	}
+	if (n && fs_visible_file(n)) {
+		if (fi->flags & O_EXCL) {
+			ret = -EEXIST;
+			goto out_unlock;
+		}
+		existing = true;
+	} else if (n && (save_local(n)->hidden || (t.value_entry && !n->has_value))) {
+		/* Re-created after rename-away or unlink: one put on the key,
+		 * compared against the revision it had. */
+		struct cache_local *l = save_local_mut(n);
+		if (!l) {
+			ret = -ENOMEM;
+			goto out_unlock;
+		}
+		save_cancel_deferred(fs->save, n->id);
+		l->hidden = false;
+		l->local_file = true;
+		l->origin_rev = n->has_value ? n->mod_revision : 0;
+		free(l->local_data);
+		l->local_data = NULL;
+		l->local_len = 0;
+	} else {
+		ret = save_mkfile_locked(c, t.dir, t.ns, t.seg, t.seg_len, &n);
+		if (ret < 0)
+			goto out_unlock;
+		struct cache_local *l = save_local_mut(n); /* a local file has one */
+		l->shadow = save_is_shadow_name(fs->save, name);
+		l->origin_rev = 0;
+		l->born_rev = cache_seen_rev(c);
+	}
+	if (mode & 07777) {
+		struct cache_local *l = save_local_mut(n);
+		if (!l) {
+			ret = -ENOMEM;
+			goto out_unlock;
+		}
+		l->mode = mode & 07777;
+	}
+	cache_ref_open(c, n);
+	fh->node = n;
+	cache_unlock(c);
+	ret = fs_load_handle(fs, fh, existing ? (fi->flags & O_TRUNC) != 0 : true);
+	if (ret < 0) {
+		fs_release_node(fs, n);
+		goto out_free;
+	}
+	if (save_local(n)->local_file)
+		save_set_pending(n, (int64_t)fh->len);
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	cache_rdlock(c);
+	e.ino = cache_file_ino(n);
+	e.generation = 1;
+	fs_fill_attr(fs, e.ino, &e.attr);
+	e.attr_timeout = e.entry_timeout = fs_timeout(fs);
+	cache_ref_lookup(c, n);
+	cache_unlock(c);
+	fi->fh = (uintptr_t)fh;
+	fi->keep_cache = 0;
+	fi->direct_io = 1;
+	fh->defer = true;
+	if (fuse_reply_create(req, &e, fi) < 0) {
+		cache_wrlock(c);
+		cache_unref_lookup(c, n, 1);
+		cache_unlock(c);
+		fs_release_node(fs, n);
+		free(fh->buf);
+		free(fh);
+	}
+	return;
+out_unlock:
+	cache_unlock(c);
+out_free:
+	free(fh);
+	reply_err(req, ret);
+}
+
+void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)rdev;
+	struct fs *fs = fs_of(req);
+	if (!S_ISREG(mode)) {
+		if (fs->cfg.read_only)
+			fs_reply_erofs(fs, req);
+		else
+			fuse_reply_err(req, EPERM);
+		return;
+	}
+	/* A regular mknod is a create that is closed at once. */
+	struct fuse_file_info fi;
+	memset(&fi, 0, sizeof(fi));
+	fi.flags = O_WRONLY | O_EXCL;
+	if (refused_read_only(fs, req))
+		return;
+	struct cache *c = fs->cache;
+	struct target t;
+	cache_wrlock(c);
+	int ret = resolve(fs, parent, name, &t);
+	if (ret == 0 && t.n && (fs_visible_file(t.n) || cache_is_dir(t.n)))
+		ret = -EEXIST;
+	struct cache_node *n = NULL;
+	size_t klen = 0;
+	char *key = NULL;
+	if (ret == 0 && !t.n) {
+		ret = save_mkfile_locked(c, t.dir, t.ns, t.seg, t.seg_len, &n);
+		if (ret == 0) {
+			save_local_mut(n)->shadow = save_is_shadow_name(fs->save, name);
+			key = save_local(n)->shadow ? NULL : cache_node_key(c, n, &klen);
+			cache_ref_lookup(c, n);
+		}
+	} else if (ret == 0) {
+		ret = -EEXIST;
+	}
+	cache_unlock(c);
+	if (ret < 0) {
+		reply_err(req, ret);
+		return;
+	}
+	if (key) {
+		int64_t rev;
+		ret = save_store(fs->save, key, klen, "", 0, 0, true, &rev);
+		free(key);
+		cache_wrlock(c);
+		if (ret == 0)
+			save_local_mut(n)->local_file = false; /* it has one */
+		cache_unlock(c);
+	}
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	cache_rdlock(c);
+	e.ino = cache_file_ino(n);
+	e.generation = 1;
+	fs_fill_attr(fs, e.ino, &e.attr);
+	e.attr_timeout = e.entry_timeout = fs_timeout(fs);
+	cache_unlock(c);
+	if (ret < 0) {
+		cache_wrlock(c);
+		cache_unref_lookup(c, n, 1);
+		save_local_mut(n)->local_file = false; /* it has one */
+		cache_prune_locked(c, n);
+		cache_unlock(c);
+		reply_err(req, ret);
+		return;
+	}
+	fuse_reply_entry(req, &e);
+}
+
+void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	(void)mode;
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	if (refused_read_only(fs, req))
+		return;
+	struct cache *c = fs->cache;
+	struct target t;
+	cache_wrlock(c);
+	int ret = resolve(fs, parent, name, &t);
+	if (ret == 0 && (t.value_entry || t.n))
+		ret = -EEXIST;
+	struct cache_node *n = NULL;
+	if (ret == 0)
+		ret = cache_mknode_locked(c, t.dir, t.ns, t.seg, t.seg_len, true, &n);
+	if (ret < 0) {
+		cache_unlock(c);
+		reply_err(req, ret);
+		return;
+	}
+	fs_reply_entry(req, fs, n, false); /* releases the lock */
+}
+
+void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	if (refused_read_only(fs, req))
+		return;
+	/* Pending deletes below it must land first, or it is not empty. */
+	save_flush_deferred(fs->save, true);
+	struct cache *c = fs->cache;
+	struct target t;
+	cache_wrlock(c);
+	int ret = resolve(fs, parent, name, &t);
+	if (ret == 0 && (!t.n || t.value_entry))
+		ret = t.value_entry ? -ENOTDIR : -ENOENT;
+	if (ret == 0 && !cache_is_dir(t.n))
+		ret = -ENOTDIR;
+	if (ret == 0 && (t.n->n_children || (t.n->has_value && !save_local(t.n)->hidden)))
+		ret = -ENOTEMPTY;
+	if (ret == 0) {
+		t.n->local_dir = false;
+		cache_prune_locked(c, t.n);
+	}
+	cache_unlock(c);
+	reply_err(req, ret);
+}
+
+/* Removes a local-only node (shadow or never-committed file). Lock held. */
+static void drop_local(struct cache *c, struct cache_node *n)
+{
+	save_clear_local(n);
+	cache_prune_locked(c, n);
+}
+
+void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	if (refused_read_only(fs, req))
+		return;
+	struct cache *c = fs->cache;
+	struct target t;
+	cache_wrlock(c);
+	int ret = resolve(fs, parent, name, &t);
+	struct cache_node *n = t.n;
+	if (ret == 0 && (!n || !fs_visible_file(n)))
+		ret = (n && cache_is_dir(n) && !t.value_entry) ? -EISDIR : -ENOENT;
+	if (ret == 0 && !t.value_entry && cache_is_dir(n))
+		ret = -EISDIR;
+	if (ret < 0) {
+		cache_unlock(c);
+		reply_err(req, ret);
+		return;
+	}
+	if (save_local(n)->local_file && !n->has_value) {
+		/* A shadow that came from a key that was not re-created: the
+		 * pair rename(key -> shadow) + unlink(shadow) deletes the key. */
+		struct cache_node *o = save_local(n)->origin_id
+					       ? cache_node_by_id(c, save_local(n)->origin_id)
+					       : NULL;
+		char *okey = NULL;
+		size_t oklen = 0;
+		int64_t orev = save_local(n)->origin_rev;
+		uint64_t oid = save_local(n)->origin_id;
+		if (o && save_local(o)->hidden && !save_local(o)->local_file)
+			okey = cache_node_key(c, o, &oklen);
+		if (n->parent && n->parent->parent)
+			n->parent->local_dir = true;
+		drop_local(c, n);
+		cache_unlock(c);
+		if (okey) {
+			ret = save_delete(fs->save, okey, oklen, orev);
+			free(okey);
+			cache_wrlock(c);
+			o = cache_node_by_id(c, oid);
+			if (o)
+				save_unhide_locked(c, o, true);
+			cache_unlock(c);
+		}
+		reply_err(req, ret);
+		return;
+	}
+	/* A key: hide it now, delete it after a short grace period unless
+	 * the same name is created again (then that create is one put). */
+	size_t klen;
+	struct cache_local *l = save_local_mut(n);
+	char *key = l ? cache_node_key(c, n, &klen) : NULL;
+	if (!key) {
+		cache_unlock(c);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int64_t rev = n->mod_revision;
+	uint64_t id = n->id;
+	l->hidden = true;
+	l->local_file = false;
+	/* Unlinking the last key of a directory through the mount leaves the
+	 * directory, as on any filesystem (rm -r then rmdirs it). */
+	if (n->parent && n->parent->parent)
+		n->parent->local_dir = true;
+	cache_unlock(c);
+	ret = save_defer_delete(fs->save, id, key, klen, rev);
+	if (ret < 0) {
+		/* Nothing will delete it: show it again. */
+		cache_wrlock(c);
+		n = cache_node_by_id(c, id);
+		if (n)
+			save_unhide_locked(c, n, false);
+		cache_unlock(c);
+	}
+	reply_err(req, ret);
+}
+
+/* Moves sn (the kernel's inode) onto the destination name, where a save
+ * just put a key: sn takes over that key's metadata, so the inode the
+ * kernel moved stays valid. Lock held for write. */
+static void take_over_key(struct cache *c, struct cache_node *sn, const struct target *d,
+			  int64_t rev, size_t size)
+{
+	struct cache_node *cur = cache_child(c, d->dir, d->ns, d->seg, d->seg_len);
+	int64_t cr = 0, mr = rev, ver = 1, ls = 0;
+	size_t vs = size, rs = size;
+	if (cur == sn)
+		return;
+	if (cur) {
+		cr = cur->create_revision;
+		mr = cur->mod_revision;
+		ver = cur->version;
+		ls = cur->lease;
+		vs = cur->rendered_size;
+		rs = cur->raw_size;
+	}
+	cache_forget_key_locked(c, sn);
+	if (cache_move_locked(c, sn, d->dir, d->ns, d->seg, d->seg_len) < 0)
+		return;
+	save_clear_local(sn);
+	save_unhide_locked(c, sn, false);
+	struct cache_key_meta m = {.create_revision = cr,
+				   .mod_revision = mr,
+				   .version = ver,
+				   .lease = ls,
+				   .raw_size = rs,
+				   .rendered_size = vs};
+	cache_set_key_locked(c, sn, &m);
+	sn->kernel_rev = 0;
+}
+
+void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		  const char *newname, unsigned int flags)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	if (refused_read_only(fs, req))
+		return;
+	if (flags & ~RENAME_NOREPLACE) {
+		fuse_reply_err(req, EINVAL); /* mv falls back to copying */
+		return;
+	}
+	struct cache *c = fs->cache;
+	struct target s, d;
+	char *skey = NULL, *dkey = NULL;
+	size_t sklen = 0, dklen = 0;
+	cache_wrlock(c);
+	int ret = resolve(fs, parent, name, &s);
+	if (ret == 0)
+		ret = resolve(fs, newparent, newname, &d);
+	if (ret < 0)
+		goto out_unlock;
+	struct cache_node *sn = s.n, *dn = d.n;
+	if (!sn || (!fs_visible_file(sn) && !cache_is_dir(sn)) ||
+	    (s.value_entry && !fs_visible_file(sn))) {
+		ret = -ENOENT;
+		goto out_unlock;
+	}
+	if (s.value_entry || d.value_entry) {
+		ret = -EINVAL;
+		goto out_unlock;
+	}
+	bool src_dir = cache_is_dir(sn);
+	bool dst_visible = dn && (fs_visible_file(dn) || cache_is_dir(dn));
+	if (dn == sn) {
+		ret = 0;
+		goto out_unlock;
+	}
+	if (dst_visible && (flags & RENAME_NOREPLACE)) {
+		ret = -EEXIST;
+		goto out_unlock;
+	}
+	if (src_dir) {
+		if (dst_visible && !cache_is_dir(dn)) {
+			ret = -ENOTDIR;
+			goto out_unlock;
+		}
+		if (dst_visible && (dn->n_children || dn->has_value)) {
+			ret = -ENOTEMPTY;
+			goto out_unlock;
+		}
+		if (sn->n_children == 0 && !sn->has_value) {
+			/* an empty local directory: a local rename */
+			ret = cache_move_locked(c, sn, d.dir, d.ns, d.seg, d.seg_len);
+			goto out_unlock;
+		}
+		/* Renaming a prefix would be one txn over every key below it;
+		 * let mv copy and delete instead. */
+		ret = -EXDEV;
+		goto out_unlock;
+	}
+	if (dn && cache_is_dir(dn)) {
+		ret = -EISDIR;
+		goto out_unlock;
+	}
+	bool src_local = save_local(sn)->local_file && !sn->has_value;
+	bool dst_shadow = save_is_shadow_name(fs->save, newname);
+
+	if (src_local && dst_shadow) {
+		/* shadow -> shadow: purely local */
+		ret = cache_move_locked(c, sn, d.dir, d.ns, d.seg, d.seg_len);
+		if (ret == 0)
+			save_local_mut(sn)->shadow = true; /* a local file has one */
+		goto out_unlock;
+	}
+	if (!src_local && dst_shadow) {
+		/* key -> shadow (vim's x -> x~, sed's x -> x.bak): the key
+		 * stays in etcd, hidden; the shadow takes its content. */
+		cache_unlock(c);
+		char *content = NULL;
+		size_t clen = 0;
+		int64_t crev = 0;
+		ret = cache_get_content(c, sn, &content, &clen, &crev);
+		if (ret < 0)
+			goto out_reply;
+		cache_wrlock(c);
+		if (sn->detached || !fs_visible_file(sn)) {
+			free(content);
+			ret = -ENOENT;
+			goto out_unlock;
+		}
+		/* A fresh hidden node keeps the key's place in the tree; the
+		 * moved node (the kernel's inode) becomes the shadow. */
+		struct cache_node *keep = sn;
+		char sseg[NAMING_NAME_MAX + 1];
+		memcpy(sseg, sn->seg, sn->seg_len);
+		size_t sseg_len = sn->seg_len;
+		int sns = sn->ns;
+		struct cache_node *sdir = sn->parent;
+		int64_t cr = sn->create_revision, mr = sn->mod_revision, ver = sn->version,
+			ls = sn->lease;
+		size_t raw = sn->raw_size;
+		struct cache_local *kl = save_local_mut(keep);
+		ret = kl ? cache_move_locked(c, keep, d.dir, d.ns, d.seg, d.seg_len) : -ENOMEM;
+		if (ret < 0) {
+			free(content);
+			goto out_unlock;
+		}
+		cache_forget_key_locked(c, keep);
+		cache_drop_rendered_locked(c, keep);
+		kl->local_file = true;
+		kl->shadow = true;
+		free(kl->local_data);
+		kl->local_data = content;
+		kl->local_len = clen;
+		kl->origin_rev = crev;
+		struct cache_node *h;
+		ret = save_mkfile_locked(c, sdir, sns, sseg, sseg_len, &h);
+		if (ret == 0) {
+			struct cache_local *hl = save_local_mut(h); /* a local file has one */
+			hl->local_file = false;
+			hl->hidden = true;
+			struct cache_key_meta m = {.create_revision = cr,
+						   .mod_revision = mr,
+						   .version = ver,
+						   .lease = ls,
+						   .raw_size = raw,
+						   .rendered_size = clen};
+			cache_set_key_locked(c, h, &m);
+			kl->origin_id = h->id;
+		}
+		goto out_unlock;
+	}
+	/* The destination is a key: one txn. */
+	dkey = child_key(c, d.dir, d.ns, d.seg, d.seg_len, &dklen);
+	if (!dkey) {
+		ret = -ENOMEM;
+		goto out_unlock;
+	}
+	bool d_absent = !dn || (!dn->has_value);
+	int64_t d_rev = d_absent ? 0 : dn->mod_revision;
+	uint64_t dn_id = dn ? dn->id : 0;
+	uint64_t sn_id = sn->id;
+	if (src_local) {
+		/* shadow -> key (sed -i, perl -pi, rsync, emacs): a
+		 * compare-and-swap put of the shadow's content. The key must
+		 * not have changed since the shadow was made. */
+		char *content =
+			save_local(sn)->local_data ? malloc(save_local(sn)->local_len + 1) : NULL;
+		size_t clen = save_local(sn)->local_len;
+		if (content)
+			memcpy(content, save_local(sn)->local_data, clen);
+		bool changed = !d_absent && save_local(sn)->born_rev &&
+			       dn->mod_revision > save_local(sn)->born_rev;
+		cache_unlock(c);
+		if (changed) {
+			ret = save_reject_edit(fs->save, dkey, dklen, content ? content : "", clen,
+					       d_rev);
+			free(content);
+			goto out_reply;
+		}
+		int64_t rev;
+		ret = save_store_text(fs->save, dkey, dklen, content ? content : "", clen, d_rev,
+				      d_absent, &rev);
+		free(content);
+		if (ret < 0)
+			goto out_reply;
+		if (dn_id)
+			save_cancel_deferred(fs->save, dn_id);
+		cache_wrlock(c);
+		sn = cache_node_by_id(c, sn_id);
+		dn = cache_node_by_id(c, dn_id);
+		if (sn && !sn->detached) {
+			/* The moved node takes over the key. */
+			take_over_key(c, sn, &d, rev, clen);
+		}
+		goto out_unlock;
+	}
+	/* key -> key: delete the old, put the new, compares on both. The
+	 * source node is pinned so that the watch's delete event cannot prune
+	 * it before it moves onto the new name (the kernel's inode). */
+	struct cache_local *sl = save_local_mut(sn);
+	skey = sl ? cache_node_key(c, sn, &sklen) : NULL;
+	if (skey)
+		sl->pinned = true;
+	cache_unlock(c);
+	if (!skey) {
+		ret = -ENOMEM;
+		goto out_reply;
+	}
+	int64_t rev;
+	ret = save_move_key(fs->save, skey, sklen, dkey, dklen, d_rev, d_absent, &rev);
+	if (ret < 0)
+		goto out_unpin;
+	if (dn_id)
+		save_cancel_deferred(fs->save, dn_id);
+	cache_wrlock(c);
+	sn = cache_node_by_id(c, sn_id);
+	if (sn)
+		save_unpin_locked(sn);
+	if (sn && !sn->detached && sn->n_children == 0 &&
+	    cache_child(c, d.dir, d.ns, d.seg, d.seg_len)) {
+		/* Keep the kernel's inode: the moved node takes over the new
+		 * key (save_move_key put its metadata on the node at the new
+		 * name). */
+		take_over_key(c, sn, &d, rev, 0);
+	}
+	cache_unlock(c);
+	/* Deletes the old name if still there, and remembers the deletion so a
+	 * late watch event cannot bring it back. */
+	cache_apply_local(c, skey, sklen, NULL, rev);
+	goto out_reply;
+out_unpin:
+	cache_wrlock(c);
+	sn = cache_node_by_id(c, sn_id);
+	if (sn) {
+		save_unpin_locked(sn);
+		if (!sn->has_value && !sn->detached)
+			cache_prune_locked(c, sn);
+	}
+	cache_unlock(c);
+	goto out_reply;
+out_unlock:
+	cache_unlock(c);
+out_reply:
+	free(skey);
+	free(dkey);
+	reply_err(req, ret);
+}
+
+void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		   struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	struct cache *c = fs->cache;
+	int ret = 0;
+	if (refused_read_only(fs, req))
+		return;
+	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != fs->uid) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != fs->gid && fs->uid != 0) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (cache_ino_kind(ino) == CACHE_INO_RAW) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (cache_ino_kind(ino) == CACHE_INO_DIR) {
+			fuse_reply_err(req, EISDIR);
+			return;
+		}
+		struct fhandle *fh = fi ? (struct fhandle *)(uintptr_t)fi->fh : NULL;
+		if (fh && fh->writable) {
+			pthread_mutex_lock(&fh->mu);
+			ret = fs_fh_set_len(fh, attr->st_size);
+			if (ret == 0) {
+				fh->dirty = true;
+				fh->defer = false;
+				save_set_pending(fh->node, (int64_t)fh->len);
+			}
+			pthread_mutex_unlock(&fh->mu);
+		} else {
+			/* truncate(path): one immediate save through a
+			 * temporary handle. */
+			struct fhandle tmp;
+			memset(&tmp, 0, sizeof(tmp));
+			pthread_mutex_init(&tmp.mu, NULL);
+			tmp.writable = true;
+			cache_rdlock(c);
+			struct cache_node *n = cache_node_by_id(c, cache_ino_id(ino));
+			if (!n || !fs_visible_file(n)) {
+				cache_unlock(c);
+				fuse_reply_err(req, ENOENT);
+				return;
+			}
+			cache_ref_open(c, n);
+			cache_unlock(c);
+			tmp.node = n;
+			ret = fs_load_handle(fs, &tmp, false);
+			if (ret == 0 && (size_t)attr->st_size != tmp.len) {
+				ret = fs_fh_set_len(&tmp, attr->st_size);
+				tmp.dirty = true;
+			}
+			if (ret == 0) {
+				pthread_mutex_lock(&tmp.mu);
+				ret = fs_commit(fs, &tmp);
+				pthread_mutex_unlock(&tmp.mu);
+			}
+			free(tmp.buf);
+			pthread_mutex_destroy(&tmp.mu);
+			fs_release_node(fs, n);
+		}
+		if (ret < 0) {
+			reply_err(req, ret);
+			return;
+		}
+	}
+	cache_wrlock(c);
+	struct cache_node *n = cache_node_by_id(c, cache_ino_id(ino));
+	if (!n) {
+		cache_unlock(c);
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	/* Modes and times are kept in memory for this mount only: etcd has
+	 * no place for them (docs/writes.md). */
+	int local_attrs = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW;
+	struct cache_local *l = (to_set & local_attrs) ? save_local_mut(n) : NULL;
+	if ((to_set & local_attrs) && !l) {
+		cache_unlock(c);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (to_set & FUSE_SET_ATTR_MODE)
+		l->mode = attr->st_mode & 07777;
+	if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
+		struct timespec ts = attr->st_mtim;
+		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+			clock_gettime(CLOCK_REALTIME, &ts);
+		l->mtime_ns = (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+	}
+	struct stat st;
+	ret = fs_fill_attr(fs, ino, &st);
+	cache_unlock(c);
+	if (ret < 0)
+		reply_err(req, ret);
+	else
+		fuse_reply_attr(req, &st, fs_timeout(fs));
+}
+
+void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	if (refused_read_only(fs, req))
+		return;
+	/* etcd has no symlinks; only local shadow names (emacs' .#x lock)
+	 * may be links. */
+	if (!save_is_shadow_name(fs->save, name)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	struct cache *c = fs->cache;
+	struct target t;
+	cache_wrlock(c);
+	int ret = resolve(fs, parent, name, &t);
+	if (ret == 0 && t.n)
+		ret = -EEXIST;
+	struct cache_node *n = NULL;
+	if (ret == 0)
+		ret = save_mkfile_locked(c, t.dir, t.ns, t.seg, t.seg_len, &n);
+	if (ret == 0) {
+		struct cache_local *l = save_local_mut(n); /* a local file has one */
+		l->shadow = true;
+		l->is_link = true;
+		l->local_data = strdup(link);
+		l->local_len = l->local_data ? strlen(link) : 0;
+		fs_reply_entry(req, fs, n, true);
+		return;
+	}
+	cache_unlock(c);
+	reply_err(req, ret);
+}
+
+void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = fs_of(req);
+	cache_rdlock(fs->cache);
+	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
+	if (!n || !save_local(n)->is_link || !save_local(n)->local_data) {
+		cache_unlock(fs->cache);
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	char *copy = strdup(save_local(n)->local_data);
+	cache_unlock(fs->cache);
+	if (!copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fuse_reply_readlink(req, copy);
+	free(copy);
+}

@@ -1,0 +1,105 @@
+/* local.c: the side table of write-path state (struct cache_local), one
+ * slot per node the mount has written. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "save_int.h"
+
+static const struct cache_local none = {.pending_size = -1};
+
+static bool local_keep(const struct cache_local *l)
+{
+	return l->local_file || l->hidden || l->pinned;
+}
+
+static void local_free(struct cache_local *l)
+{
+	free(l->local_data);
+	free(l);
+}
+
+const struct cache_local_ops save_local_ops = {.keep = local_keep, .free = local_free};
+
+const struct cache_local *save_local(const struct cache_node *n)
+{
+	const struct cache_local *l = __atomic_load_n(&n->local, __ATOMIC_ACQUIRE);
+	return l ? l : &none;
+}
+
+struct cache_local *save_local_mut(struct cache_node *n)
+{
+	if (n->local)
+		return n->local;
+	struct cache_local *l = malloc(sizeof(*l));
+	if (!l)
+		return NULL;
+	*l = none;
+	__atomic_store_n(&n->local, l, __ATOMIC_RELEASE);
+	return l;
+}
+
+void save_set_pending(struct cache_node *n, int64_t size)
+{
+	struct cache_local *l = __atomic_load_n(&n->local, __ATOMIC_ACQUIRE);
+	if (l && (l->local_file || size < 0))
+		__atomic_store_n(&l->pending_size, size, __ATOMIC_RELAXED);
+}
+
+void save_clear_local(struct cache_node *n)
+{
+	struct cache_local *l = n->local;
+	if (!l)
+		return;
+	l->local_file = false;
+	l->shadow = false;
+	l->is_link = false;
+	free(l->local_data);
+	l->local_data = NULL;
+	l->local_len = 0;
+}
+
+void save_mark_stored(struct cache_node *n)
+{
+	struct cache_local *l = n->local;
+	if (!l)
+		return;
+	l->local_file = false;
+	l->hidden = false;
+	free(l->local_data);
+	l->local_data = NULL;
+	l->local_len = 0;
+	l->pending_size = -1;
+}
+
+void save_unhide_locked(struct cache *c, struct cache_node *n, bool prune)
+{
+	struct cache_local *l = n->local;
+	if (!l || !l->hidden)
+		return;
+	l->hidden = false;
+	if (prune && !n->has_value)
+		cache_prune_locked(c, n);
+}
+
+void save_unpin_locked(struct cache_node *n)
+{
+	if (n->local)
+		n->local->pinned = false;
+}
+
+int save_mkfile_locked(struct cache *c, struct cache_node *parent, int ns, const char *seg,
+		       size_t seg_len, struct cache_node **out)
+{
+	struct cache_node *n;
+	int ret = cache_mknode_locked(c, parent, ns, seg, seg_len, false, &n);
+	if (ret < 0)
+		return ret;
+	struct cache_local *l = save_local_mut(n);
+	if (!l) {
+		cache_prune_locked(c, n);
+		return -ENOMEM;
+	}
+	l->local_file = true;
+	*out = n;
+	return 0;
+}

@@ -1,0 +1,33 @@
+/* save_int.h: the save module's state and txn builder, shared by its files
+ * and its unit tests (not a public API). */
+#ifndef ETCDFS_SAVE_INT_H
+#define ETCDFS_SAVE_INT_H
+
+#include <pthread.h>
+
+#include "save/save.h"
+
+struct deferred_del;
+
+struct save {
+	struct save_config cfg;
+	/* deferred deletes (defer.c): protected by dd_lock */
+	pthread_mutex_t dd_lock;
+	pthread_cond_t dd_cv;
+	struct deferred_del *dd_head;
+	bool dd_stop, dd_running;
+	pthread_t dd_thread;
+};
+
+extern const struct cache_local_ops save_local_ops;
+
+/* Stores buf under key as one txn: compare (absent ? create_revision == 0 :
+ * mod_revision == base) plus xcmp, then extra, then the put keeping the
+ * lease. More than SAVE_MAX_COMPARES compares in all or SAVE_MAX_EXTRA_OPS
+ * extra ops is -E2BIG (logged, nothing sent). On success applies the put to
+ * the cache. */
+int save_put_txn(struct save *s, const char *key, size_t klen, const char *buf, size_t len,
+		 int64_t base, bool absent, const struct kv_op *extra, size_t n_extra,
+		 const struct kv_compare *xcmp, size_t n_xcmp, int64_t *rev);
+
+#endif

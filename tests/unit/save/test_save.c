@@ -1,0 +1,358 @@
+/* Unit tests of src/save over the in-memory backend: the save txns, their
+ * compares and limits, conflict copies, the encoder hook, deferred deletes
+ * and the side table of write-path state. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fixture.h"
+#include "save/save_int.h"
+#include "test.h"
+
+/* The value under key (malloc'd), or NULL when absent. */
+static char *get(const char *key, int64_t *mod)
+{
+	struct kv_kv out;
+	if (kv_get(kv, key, strlen(key), &out) < 0)
+		return NULL;
+	if (mod)
+		*mod = out.mod_revision;
+	char *v = strdup(out.value ? out.value : "");
+	kv_kv_free(&out);
+	return v;
+}
+
+static bool exists(const char *key)
+{
+	char *v = get(key, NULL);
+	free(v);
+	return v != NULL;
+}
+
+static bool pruned(uint64_t id)
+{
+	cache_rdlock(cache);
+	bool gone = cache_node_by_id(cache, id) == NULL;
+	cache_unlock(cache);
+	return gone;
+}
+
+static int count_conflicts(void)
+{
+	DIR *d = opendir(conflicts);
+	if (!d)
+		return 0;
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static struct cache_node *node(const char *seg)
+{
+	return cache_child(cache, cache->root, 0, seg, strlen(seg));
+}
+
+static int64_t store(const char *key, const char *v, int64_t base, bool absent, int *ret)
+{
+	int64_t rev = 0;
+	*ret = save_store(save, key, strlen(key), v, strlen(v), base, absent, &rev);
+	return rev;
+}
+
+static void test_put_and_compare(void)
+{
+	int ret;
+	int64_t r1 = store("/a", "one", 0, true, &ret);
+	CHECK_EQ(ret, 0);
+	CHECK(r1 > 0);
+	char *v = get("/a", NULL);
+	CHECK(v && strcmp(v, "one") == 0);
+	free(v);
+	/* read-your-writes: the cache has it before the watch */
+	cache_rdlock(cache);
+	struct cache_node *n = node("a");
+	CHECK(n && n->has_value && n->mod_revision == r1);
+	cache_unlock(cache);
+
+	int before = count_conflicts();
+	store("/a", "again", 0, true, &ret);
+	CHECK_EQ(ret, -ESTALE); /* created by someone else meanwhile */
+	CHECK_EQ(count_conflicts(), before + 1);
+
+	int64_t r2 = store("/a", "two", r1, false, &ret);
+	CHECK_EQ(ret, 0);
+	CHECK(r2 > r1);
+	store("/a", "stale", r1, false, &ret);
+	CHECK_EQ(ret, -ESTALE); /* changed since it was opened */
+	CHECK_EQ(count_conflicts(), before + 2);
+	v = get("/a", NULL);
+	CHECK(v && strcmp(v, "two") == 0, "a rejected save writes nothing");
+	free(v);
+}
+
+static void test_txn_limits(void)
+{
+	int ret;
+	int64_t base = store("/lim", "x", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	struct kv_compare cmp[SAVE_MAX_COMPARES];
+	for (size_t i = 0; i < SAVE_MAX_COMPARES; i++)
+		cmp[i] = (struct kv_compare){.target = KV_CMP_MOD,
+					     .result = KV_CMP_EQUAL,
+					     .key = "/lim",
+					     .key_len = 4,
+					     .number = base};
+	int64_t rev;
+	/* one over: the key's own compare plus eight */
+	ret = save_put_txn(save, "/lim", 4, "y", 1, base, false, NULL, 0, cmp, SAVE_MAX_COMPARES,
+			   &rev);
+	CHECK_EQ(ret, -E2BIG);
+	char *v = get("/lim", NULL);
+	CHECK(v && strcmp(v, "x") == 0, "nothing sent");
+	free(v);
+	/* exactly at the limit: every compare is sent and holds */
+	ret = save_put_txn(save, "/lim", 4, "y", 1, base, false, NULL, 0, cmp,
+			   SAVE_MAX_COMPARES - 1, &rev);
+	CHECK_EQ(ret, 0);
+	/* a dropped compare would let this one through: the last one fails */
+	int64_t cur = rev;
+	cmp[SAVE_MAX_COMPARES - 2].number = base; /* stale now */
+	for (size_t i = 0; i + 2 < SAVE_MAX_COMPARES; i++)
+		cmp[i].number = cur;
+	ret = save_put_txn(save, "/lim", 4, "z", 1, cur, false, NULL, 0, cmp, SAVE_MAX_COMPARES - 1,
+			   &rev);
+	CHECK_EQ(ret, -ESTALE);
+	struct kv_op ops[SAVE_MAX_EXTRA_OPS + 1];
+	for (size_t i = 0; i <= SAVE_MAX_EXTRA_OPS; i++)
+		ops[i] = (struct kv_op){.type = KV_OP_RANGE, .key = "/lim", .key_len = 4};
+	ret = save_put_txn(save, "/lim", 4, "w", 1, cur, false, ops, SAVE_MAX_EXTRA_OPS + 1, NULL,
+			   0, &rev);
+	CHECK_EQ(ret, -E2BIG);
+	ret = save_put_txn(save, "/lim", 4, "w", 1, cur, false, ops, SAVE_MAX_EXTRA_OPS, NULL, 0,
+			   &rev);
+	CHECK_EQ(ret, 0);
+}
+
+static void test_too_big(void)
+{
+	size_t len = 2u << 20;
+	char *big = malloc(len);
+	REQUIRE(big);
+	memset(big, 'b', len);
+	int64_t rev;
+	int ret = save_store(save, "/big", 4, big, len, 0, true, &rev);
+	CHECK_EQ(ret, -EFBIG);
+	CHECK(!exists("/big"));
+	free(big);
+}
+
+static void test_delete_and_move(void)
+{
+	int ret;
+	int64_t r = store("/d", "gone soon", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	CHECK_EQ(save_delete(save, "/d", 2, r - 1), -ESTALE);
+	char *v = get("/d", NULL);
+	CHECK(v != NULL, "a stale delete deletes nothing");
+	free(v);
+	CHECK_EQ(save_delete(save, "/d", 2, r), 0);
+	CHECK(!exists("/d"));
+
+	store("/src", "moving", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	int64_t rev;
+	ret = save_move_key(save, "/src", 4, "/dst", 4, 0, true, &rev);
+	CHECK_EQ(ret, 0);
+	CHECK(!exists("/src"));
+	v = get("/dst", NULL);
+	CHECK(v && strcmp(v, "moving") == 0);
+	free(v);
+	/* the source is gone: nothing to move */
+	CHECK_EQ(save_move_key(save, "/src", 4, "/dst2", 5, 0, true, &rev), -ENOENT);
+	/* the destination exists: absent is a conflict, nothing deleted */
+	store("/src", "again", 0, true, &ret);
+	CHECK_EQ(save_move_key(save, "/src", 4, "/dst", 4, 0, true, &rev), -ESTALE);
+	v = get("/src", NULL);
+	CHECK(v && strcmp(v, "again") == 0);
+	free(v);
+
+	CHECK_EQ(save_reject_edit(save, "/x", 2, "kept", 4, 9), -ESTALE);
+}
+
+/* Upper-cases text; refuses "bad"; leaves "plain" to be stored as is. */
+static int enc_calls;
+static int encode(void *arg, const char *key, size_t key_len, const char *orig, size_t orig_len,
+		  int64_t orig_rev, const char *text, size_t text_len, char **out, size_t *out_len,
+		  char **err)
+{
+	(void)arg, (void)key, (void)key_len, (void)orig, (void)orig_len, (void)orig_rev;
+	enc_calls++;
+	if (text_len == 3 && memcmp(text, "bad", 3) == 0) {
+		*err = strdup("refused by the test encoder");
+		return -EINVAL;
+	}
+	if (text_len == 5 && memcmp(text, "plain", 5) == 0)
+		return -ENOTSUP;
+	*out = malloc(text_len + 1);
+	for (size_t i = 0; i < text_len; i++)
+		(*out)[i] = (char)(text[i] >= 'a' && text[i] <= 'z' ? text[i] - 32 : text[i]);
+	*out_len = text_len;
+	return 0;
+}
+
+static bool applies(void *arg, const char *key, size_t key_len)
+{
+	(void)arg;
+	return !(key_len >= 4 && memcmp(key, "/raw", 4) == 0);
+}
+
+static void test_encode(void)
+{
+	struct save_config cfg = save->cfg;
+	cfg.encode = encode;
+	cfg.encode_applies = applies;
+	struct save *s;
+	REQUIRE_EQ(save_new(&cfg, &s), 0);
+	int64_t rev;
+	CHECK_EQ(save_store_text(s, "/enc", 4, "hello", 5, 0, true, &rev), 0);
+	char *v = get("/enc", NULL);
+	CHECK(v && strcmp(v, "HELLO") == 0);
+	free(v);
+	int64_t mod;
+	free(get("/enc", &mod));
+	CHECK_EQ(save_store_text(s, "/enc", 4, "bad", 3, mod, false, &rev), -EINVAL);
+	CHECK_EQ(save_store_text(s, "/enc", 4, "plain", 5, mod, false, &rev), 0);
+	v = get("/enc", NULL);
+	CHECK(v && strcmp(v, "plain") == 0);
+	free(v);
+	/* changed meanwhile: the encoder is skipped, the compare refuses */
+	int calls = enc_calls;
+	CHECK_EQ(save_store_text(s, "/enc", 4, "late", 4, mod, false, &rev), -ESTALE);
+	CHECK_EQ(enc_calls, calls);
+	calls = enc_calls;
+	CHECK_EQ(save_store_text(s, "/raw", 4, "as is", 5, 0, true, &rev), 0);
+	CHECK_EQ(enc_calls, calls);
+	v = get("/raw", NULL);
+	CHECK(v && strcmp(v, "as is") == 0);
+	free(v);
+	save_destroy(s);
+}
+
+static void test_shadow_names(void)
+{
+	CHECK(save_is_shadow_name(save, ".x.swp"));
+	CHECK(save_is_shadow_name(save, "x~"));
+	CHECK(save_is_shadow_name(save, "4913"));
+	CHECK(save_is_shadow_name(save, "sedAbC123"));
+	CHECK(!save_is_shadow_name(save, "x"));
+	CHECK(!save_is_shadow_name(save, "config.yaml"));
+	struct save_config cfg = save->cfg;
+	cfg.shadow_patterns = "*.tmp::x";
+	struct save *s;
+	REQUIRE_EQ(save_new(&cfg, &s), 0);
+	CHECK(save_is_shadow_name(s, "a.tmp"));
+	CHECK(save_is_shadow_name(s, "x"));
+	CHECK(!save_is_shadow_name(s, "x~"));
+	save_destroy(s);
+}
+
+static void test_side_table(void)
+{
+	cache_wrlock(cache);
+	struct cache_node *n;
+	REQUIRE_EQ(save_mkfile_locked(cache, cache->root, 0, "local", 5, &n), 0);
+	CHECK(save_local(n)->local_file);
+	CHECK_EQ(save_mkfile_locked(cache, cache->root, 0, "local", 5, &n), -EEXIST);
+	uint64_t id = n->id;
+	struct cache_local *l = save_local_mut(n);
+	REQUIRE(l);
+	l->local_data = strdup("data");
+	l->local_len = 4;
+	save_set_pending(n, 7);
+	CHECK_EQ(save_local(n)->pending_size, 7);
+	save_set_pending(n, -1);
+	CHECK_EQ(save_local(n)->pending_size, -1);
+	cache_prune_locked(cache, n);
+	CHECK(cache_node_by_id(cache, id) == n, "a local file is kept");
+	save_clear_local(n);
+	CHECK(!save_local(n)->local_file && !save_local(n)->local_data);
+	cache_prune_locked(cache, n);
+	CHECK(cache_node_by_id(cache, id) == NULL, "pruned once nothing keeps it");
+	cache_unlock(cache);
+
+	/* a key never written has no slot and reads the defaults */
+	int ret;
+	store("/plain", "p", 0, true, &ret);
+	cache_rdlock(cache);
+	n = node("plain");
+	REQUIRE(n);
+	CHECK(n->local == NULL);
+	CHECK(!save_local(n)->hidden && save_local(n)->pending_size == -1);
+	save_set_pending(n, 5); /* not a local file: ignored */
+	CHECK(n->local == NULL);
+	cache_unlock(cache);
+}
+
+static void test_deferred(void)
+{
+	REQUIRE_EQ(save_start(save), 0);
+	int ret;
+	int64_t r = store("/del", "x", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	int64_t r2 = store("/keep", "y", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	cache_wrlock(cache);
+	struct cache_node *d = node("del"), *k = node("keep");
+	REQUIRE(d && k);
+	uint64_t did = d->id, kid = k->id;
+	save_local_mut(d)->hidden = true;
+	save_local_mut(k)->hidden = true;
+	cache_unlock(cache);
+	CHECK_EQ(save_defer_delete(save, did, strdup("/del"), 4, r), 0);
+	CHECK_EQ(save_defer_delete(save, kid, strdup("/keep"), 5, r2), 0);
+	save_cancel_deferred(save, kid); /* re-created: not deleted */
+	/* the thread runs it after the grace period, then prunes the node */
+	for (int i = 0; i < 200 && !pruned(did); i++)
+		usleep(10000);
+	CHECK(!exists("/del"));
+	char *v = get("/keep", NULL);
+	CHECK(v != NULL);
+	free(v);
+	cache_rdlock(cache);
+	CHECK(cache_node_by_id(cache, did) == NULL, "the deleted node is pruned");
+	CHECK(save_local(node("keep"))->hidden, "a cancelled delete leaves the node to its caller");
+	cache_unlock(cache);
+
+	/* a stale deferred delete deletes nothing and shows the key again */
+	cache_wrlock(cache);
+	save_local_mut(node("keep"))->hidden = true;
+	cache_unlock(cache);
+	CHECK_EQ(save_defer_delete(save, kid, strdup("/keep"), 5, r2 - 1), 0);
+	save_stop(save); /* runs what is pending */
+	v = get("/keep", NULL);
+	CHECK(v != NULL);
+	free(v);
+	cache_rdlock(cache);
+	CHECK(!save_local(node("keep"))->hidden);
+	cache_unlock(cache);
+}
+
+int main(void)
+{
+	fixture_setup(true, "save-conflicts");
+
+	TEST_RUN(test_put_and_compare);
+	TEST_RUN(test_txn_limits);
+	TEST_RUN(test_too_big);
+	TEST_RUN(test_delete_and_move);
+	TEST_RUN(test_encode);
+	TEST_RUN(test_shadow_names);
+	TEST_RUN(test_side_table);
+	TEST_RUN(test_deferred);
+
+	return fixture_teardown();
+}
