@@ -27,7 +27,7 @@ struct fs_config {
 	const char *conflict_dir;    /* where rejected saves are kept */
 	const char *shadow_patterns; /* editor temp names kept local, ':'-separated globs */
 	const char *secrets_match;   /* keys containing this get mode 0600 */
-	/* Turns saved text into stored bytes (view.h: view_encode); NULL to
+	/* Turns saved text into stored bytes (k8s/k8s_mount.h: k8s_mount_encode); NULL to
 	 * store text as is. -ENOTSUP from it also means "as is". */
 	int (*encode)(void *arg, const char *key, size_t key_len, const char *orig, size_t orig_len,
 		      int64_t orig_rev, const char *text, size_t text_len, char **out,

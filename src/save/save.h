@@ -83,7 +83,7 @@ void save_unpin_locked(struct cache_node *n);
 int save_mkfile_locked(struct cache *c, struct cache_node *parent, int ns, const char *seg,
 		       size_t seg_len, struct cache_node **out);
 
-/* Turns saved text into stored bytes (view.h: view_encode); -ENOTSUP from it
+/* Turns saved text into stored bytes (k8s/k8s_mount.h: k8s_mount_encode); -ENOTSUP from it
  * means "store the text as is". */
 typedef int (*save_encode_fn)(void *arg, const char *key, size_t key_len, const char *orig,
 			      size_t orig_len, int64_t orig_rev, const char *text, size_t text_len,
