@@ -556,14 +556,9 @@ struct mentry {
 static int cmp_mentry(const void *x, const void *y)
 {
 	const struct mentry *a = x, *b = y;
-	size_t l = a->klen < b->klen ? a->klen : b->klen;
-	int c = l ? memcmp(a->key, b->key, l) : 0;
+	int c = k8s_key_cmp(a->key, a->klen, b->key, b->klen);
 
-	if (c)
-		return c;
-	if (a->klen != b->klen)
-		return a->klen < b->klen ? -1 : 1;
-	return a->ord < b->ord ? -1 : a->ord > b->ord;
+	return c ? c : (a->ord < b->ord ? -1 : a->ord > b->ord);
 }
 
 static int map_view(struct vctx *c, const struct k8s_field *fd, const struct pbmsg *m,
