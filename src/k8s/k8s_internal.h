@@ -100,6 +100,9 @@ static inline int k8s_key_cmp(const void *a, size_t al, const void *b, size_t bl
 size_t *k8s_jv_sorted_keys(const struct jval *o);
 long k8s_jv_find_sorted(const struct jval *o, const size_t *idx, const char *key, size_t klen);
 bool k8s_jv_dup_key(const struct jval *o, size_t *dup);
+/* the JSON text of a null, bool or number, or a string's bytes (unquoted); borrowed from
+ * v or static, *len its length. Not for arrays or objects. */
+const char *k8s_jv_scalar_text(const struct jval *v, size_t *len);
 /* deep equality; numbers compare by value, object member order is ignored */
 bool k8s_jv_equal(const struct jval *a, const struct jval *b);
 /* hash consistent with k8s_jv_equal (equal values hash the same) */

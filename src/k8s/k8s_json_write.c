@@ -68,14 +68,13 @@ static void write_value(struct buf *b, const struct jval *v, int indent, int dep
 {
 	switch (v->t) {
 	case J_NULL:
-		k8s_buf_adds(b, "null");
-		break;
 	case J_BOOL:
-		k8s_buf_adds(b, v->b ? "true" : "false");
+	case J_NUM: {
+		size_t n;
+		const char *t = k8s_jv_scalar_text(v, &n);
+		k8s_buf_add(b, t, n);
 		break;
-	case J_NUM:
-		k8s_buf_add(b, v->s, v->len);
-		break;
+	}
 	case J_STR:
 		write_string(b, v->s, v->len);
 		break;

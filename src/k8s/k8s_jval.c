@@ -423,6 +423,21 @@ uint64_t k8s_jv_hash(const struct jval *v)
 	return h;
 }
 
+const char *k8s_jv_scalar_text(const struct jval *v, size_t *len)
+{
+	switch (v->t) {
+	case J_NULL:
+		*len = 4;
+		return "null";
+	case J_BOOL:
+		*len = v->b ? 4 : 5;
+		return v->b ? "true" : "false";
+	default:
+		*len = v->len;
+		return v->s;
+	}
+}
+
 bool k8s_jv_equal(const struct jval *a, const struct jval *b)
 {
 	if (!a || !b)

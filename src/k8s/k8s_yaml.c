@@ -873,16 +873,9 @@ static int key_text(struct yp *y, yaml_event_t *ev, struct buf *key)
 
 	if (r)
 		return r;
-	switch (v->t) {
-	case J_NULL:
-		k8s_buf_adds(key, "null");
-		break;
-	case J_BOOL:
-		k8s_buf_adds(key, v->b ? "true" : "false");
-		break;
-	default:
-		k8s_buf_add(key, v->s, v->len);
-	}
+	size_t n;
+	const char *t = k8s_jv_scalar_text(v, &n);
+	k8s_buf_add(key, t, n);
 	k8s_jv_free(v);
 	return key->oom ? -ENOMEM : 0;
 }
