@@ -642,14 +642,9 @@ struct mkey {
 static int cmp_mkey(const void *x, const void *y)
 {
 	const struct mkey *a = x, *b = y;
-	size_t l = a->len < b->len ? a->len : b->len;
-	int c = l ? memcmp(a->k, b->k, l) : 0;
+	int c = k8s_key_cmp(a->k, a->len, b->k, b->len);
 
-	if (c)
-		return c;
-	if (a->len != b->len)
-		return a->len < b->len ? -1 : 1;
-	return a->ord < b->ord ? -1 : a->ord > b->ord;
+	return c ? c : (a->ord < b->ord ? -1 : a->ord > b->ord);
 }
 
 /* the last original entry with key k, or NULL */

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "k8s_schema.h"
 
@@ -83,12 +84,25 @@ void k8s_jv_remove(struct jval *obj, size_t idx);
 /* index of member key in obj, or -1 */
 long k8s_jv_find(const struct jval *obj, const char *key, size_t klen);
 struct jval *k8s_jv_get(const struct jval *obj, const char *key);
+/* byte order of two keys, a shorter one first when it is a prefix (memcmp-style result) */
+static inline int k8s_key_cmp(const void *a, size_t al, const void *b, size_t bl)
+{
+	size_t l = al < bl ? al : bl;
+	int c = l ? memcmp(a, b, l) : 0; /* a or b may be NULL when empty */
+
+	if (c)
+		return c;
+	return al < bl ? -1 : al > bl;
+}
 /* member indices of object o sorted by key bytes, ties by position (malloc'd,
  * NULL on oom); lookup through such an index (the last of equal keys), -1 if
  * absent; and whether o has a duplicate key (*dup = its index) */
 size_t *k8s_jv_sorted_keys(const struct jval *o);
 long k8s_jv_find_sorted(const struct jval *o, const size_t *idx, const char *key, size_t klen);
 bool k8s_jv_dup_key(const struct jval *o, size_t *dup);
+/* the JSON text of a null, bool or number, or a string's bytes (unquoted); borrowed from
+ * v or static, *len its length. Not for arrays or objects. */
+const char *k8s_jv_scalar_text(const struct jval *v, size_t *len);
 /* deep equality; numbers compare by value, object member order is ignored */
 bool k8s_jv_equal(const struct jval *a, const struct jval *b);
 /* hash consistent with k8s_jv_equal (equal values hash the same) */
@@ -103,6 +117,11 @@ bool k8s_jv_showable(const struct jval *v, char **err);
 /* Parse JSON text (RFC 8259; one value, surrounding whitespace allowed).
  * On error returns -EINVAL and a malloc'd message naming the line in *err. */
 int k8s_json_parse(const char *text, size_t len, struct jval **out, char **err);
+/* JSON's one-letter escapes (a backslash and a letter): the byte that letter stands
+ * for, and the letter that escapes byte c when writing; -1 when there is none
+ * ('/' is read, never written). */
+int k8s_json_unescape(unsigned char letter);
+int k8s_json_escape_letter(unsigned char c);
 /* Serialize like Go's encoding/json (HTML-safe escaping). indent 0 = compact. */
 void k8s_json_write(struct buf *b, const struct jval *v, int indent);
 /* Go's float64 formatting: JSON ('f' or 'e' per encoding/json) and %v ('g'). */

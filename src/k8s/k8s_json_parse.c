@@ -6,7 +6,27 @@
 #include <string.h>
 
 #include "k8s_internal.h"
+
 #include "core/util.h"
+
+/* the one-letter escapes as (letter, byte) pairs; '/' is only ever read */
+static const char short_esc[] = "\"\"\\\\//b\bf\fn\nr\rt\t";
+
+int k8s_json_unescape(unsigned char letter)
+{
+	for (size_t i = 0; i + 1 < sizeof(short_esc); i += 2)
+		if ((unsigned char)short_esc[i] == letter)
+			return (unsigned char)short_esc[i + 1];
+	return -1;
+}
+
+int k8s_json_escape_letter(unsigned char c)
+{
+	for (size_t i = 0; i + 1 < sizeof(short_esc); i += 2)
+		if ((unsigned char)short_esc[i + 1] == c && c != '/')
+			return (unsigned char)short_esc[i];
+	return -1;
+}
 
 #define JSON_MAX_DEPTH 1000
 
@@ -104,26 +124,6 @@ static int parse_string(struct jparser *p, struct buf *b)
 			return jerr(p, "unterminated escape");
 		c = (unsigned char)p->s[p->pos++];
 		switch (c) {
-		case '"':
-		case '\\':
-		case '/':
-			k8s_buf_addc(b, (char)c);
-			break;
-		case 'b':
-			k8s_buf_addc(b, '\b');
-			break;
-		case 'f':
-			k8s_buf_addc(b, '\f');
-			break;
-		case 'n':
-			k8s_buf_addc(b, '\n');
-			break;
-		case 'r':
-			k8s_buf_addc(b, '\r');
-			break;
-		case 't':
-			k8s_buf_addc(b, '\t');
-			break;
 		case 'u': {
 			uint32_t cp, lo;
 			if (read_u4(p, &cp))
@@ -146,8 +146,12 @@ static int parse_string(struct jparser *p, struct buf *b)
 			put_utf8(b, cp);
 			break;
 		}
-		default:
-			return jerr(p, "bad escape");
+		default: {
+			int e = k8s_json_unescape(c);
+			if (e < 0)
+				return jerr(p, "bad escape");
+			k8s_buf_addc(b, (char)e);
+		}
 		}
 	}
 }

@@ -22,28 +22,11 @@ static void write_string(struct buf *b, const char *s, size_t n)
 				continue;
 			}
 			k8s_buf_add(b, s + start, i - start);
-			switch (c) {
-			case '"':
-			case '\\':
+			int letter = k8s_json_escape_letter(c);
+			if (letter >= 0) {
 				k8s_buf_addc(b, '\\');
-				k8s_buf_addc(b, (char)c);
-				break;
-			case '\b':
-				k8s_buf_adds(b, "\\b");
-				break;
-			case '\f':
-				k8s_buf_adds(b, "\\f");
-				break;
-			case '\n':
-				k8s_buf_adds(b, "\\n");
-				break;
-			case '\r':
-				k8s_buf_adds(b, "\\r");
-				break;
-			case '\t':
-				k8s_buf_adds(b, "\\t");
-				break;
-			default:
+				k8s_buf_addc(b, (char)letter);
+			} else {
 				k8s_buf_adds(b, "\\u00");
 				k8s_buf_addc(b, hex[c >> 4]);
 				k8s_buf_addc(b, hex[c & 15]);
@@ -85,14 +68,13 @@ static void write_value(struct buf *b, const struct jval *v, int indent, int dep
 {
 	switch (v->t) {
 	case J_NULL:
-		k8s_buf_adds(b, "null");
-		break;
 	case J_BOOL:
-		k8s_buf_adds(b, v->b ? "true" : "false");
+	case J_NUM: {
+		size_t n;
+		const char *t = k8s_jv_scalar_text(v, &n);
+		k8s_buf_add(b, t, n);
 		break;
-	case J_NUM:
-		k8s_buf_add(b, v->s, v->len);
-		break;
+	}
 	case J_STR:
 		write_string(b, v->s, v->len);
 		break;

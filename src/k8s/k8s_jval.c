@@ -269,22 +269,12 @@ bool k8s_jv_double(const struct jval *v, double *out)
 
 /* ---- sorted member indexes (large objects) ---- */
 
-static int key_cmp(const char *a, size_t al, const char *b, size_t bl)
-{
-	size_t l = al < bl ? al : bl;
-	int c = l ? memcmp(a, b, l) : 0;
-
-	if (c)
-		return c;
-	return al < bl ? -1 : al > bl;
-}
-
 static __thread const struct jval *sort_obj;
 
 static int cmp_member(const void *x, const void *y)
 {
 	size_t a = *(const size_t *)x, b = *(const size_t *)y;
-	int c = key_cmp(sort_obj->k[a], sort_obj->klen[a], sort_obj->k[b], sort_obj->klen[b]);
+	int c = k8s_key_cmp(sort_obj->k[a], sort_obj->klen[a], sort_obj->k[b], sort_obj->klen[b]);
 
 	return c ? c : (a < b ? -1 : a > b);
 }
@@ -311,7 +301,7 @@ long k8s_jv_find_sorted(const struct jval *o, const size_t *idx, const char *key
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
 		size_t m = idx[mid];
-		if (key_cmp(o->k[m], o->klen[m], key, klen) <= 0)
+		if (k8s_key_cmp(o->k[m], o->klen[m], key, klen) <= 0)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -319,7 +309,7 @@ long k8s_jv_find_sorted(const struct jval *o, const size_t *idx, const char *key
 	if (lo == 0)
 		return -1;
 	size_t m = idx[lo - 1];
-	return key_cmp(o->k[m], o->klen[m], key, klen) == 0 ? (long)m : -1;
+	return k8s_key_cmp(o->k[m], o->klen[m], key, klen) == 0 ? (long)m : -1;
 }
 
 bool k8s_jv_dup_key(const struct jval *o, size_t *dup)
@@ -332,7 +322,7 @@ bool k8s_jv_dup_key(const struct jval *o, size_t *dup)
 	if (o->n <= 8) {
 		for (size_t i = 1; i < o->n; i++)
 			for (size_t j = 0; j < i; j++)
-				if (!key_cmp(o->k[i], o->klen[i], o->k[j], o->klen[j])) {
+				if (!k8s_key_cmp(o->k[i], o->klen[i], o->k[j], o->klen[j])) {
 					*dup = i;
 					return true;
 				}
@@ -342,8 +332,8 @@ bool k8s_jv_dup_key(const struct jval *o, size_t *dup)
 	if (!idx)
 		return false;
 	for (size_t i = 1; i < o->n && !found; i++) {
-		if (!key_cmp(o->k[idx[i]], o->klen[idx[i]], o->k[idx[i - 1]],
-			     o->klen[idx[i - 1]])) {
+		if (!k8s_key_cmp(o->k[idx[i]], o->klen[idx[i]], o->k[idx[i - 1]],
+				 o->klen[idx[i - 1]])) {
 			*dup = idx[i];
 			found = true;
 		}
@@ -431,6 +421,21 @@ uint64_t k8s_jv_hash(const struct jval *v)
 	}
 	}
 	return h;
+}
+
+const char *k8s_jv_scalar_text(const struct jval *v, size_t *len)
+{
+	switch (v->t) {
+	case J_NULL:
+		*len = 4;
+		return "null";
+	case J_BOOL:
+		*len = v->b ? 4 : 5;
+		return v->b ? "true" : "false";
+	default:
+		*len = v->len;
+		return v->s;
+	}
 }
 
 bool k8s_jv_equal(const struct jval *a, const struct jval *b)

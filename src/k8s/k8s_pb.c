@@ -51,6 +51,17 @@ int k8s_pb_split(const uint8_t *p, size_t len, struct pbmsg *m)
 	return k8s_pb_split_prefix(p, len, m, NULL);
 }
 
+/* a little-endian fixed64 (n 8) or fixed32 (n 4) at *q; false when it is cut short */
+static bool read_fixed(const uint8_t **q, const uint8_t *end, int n, uint64_t *v)
+{
+	if (end - *q < n)
+		return false;
+	for (int i = n - 1; i >= 0; i--)
+		*v = *v << 8 | (*q)[i];
+	*q += n;
+	return true;
+}
+
 int k8s_pb_split_prefix(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed)
 {
 	const uint8_t *q = p, *end = p + len;
@@ -74,18 +85,9 @@ int k8s_pb_split_prefix(const uint8_t *p, size_t len, struct pbmsg *m, size_t *c
 				goto bad;
 			break;
 		case 1:
-			if (end - q < 8)
-				goto bad;
-			for (int i = 7; i >= 0; i--)
-				f.v = f.v << 8 | q[i];
-			q += 8;
-			break;
 		case 5:
-			if (end - q < 4)
+			if (!read_fixed(&q, end, f.wt == 1 ? 8 : 4, &f.v))
 				goto bad;
-			for (int i = 3; i >= 0; i--)
-				f.v = f.v << 8 | q[i];
-			q += 4;
 			break;
 		case 2:
 			if (!k8s_pb_read_varint(&q, end, &l) || l > (uint64_t)(end - q))

@@ -252,6 +252,32 @@ static void fmt_time(char *out, size_t n, int64_t sec, int32_t nsec, bool micro)
 			 (int)(rem / 60 % 60), (int)(rem % 60));
 }
 
+/* writes v in decimal backwards, ending just before buf[*w] */
+static void put_digits(char *buf, int *w, uint64_t v)
+{
+	do {
+		buf[--*w] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+}
+
+/* writes the low prec digits of *u as a fraction without trailing zeros
+ * (and its dot only if any digit is left), then drops them from *u */
+static void put_fraction(char *buf, int *w, uint64_t *u, int prec)
+{
+	bool print = false;
+
+	for (int i = 0; i < prec; i++) {
+		int digit = (int)(*u % 10);
+		print = print || digit != 0;
+		if (print)
+			buf[--*w] = (char)('0' + digit);
+		*u /= 10;
+	}
+	if (print)
+		buf[--*w] = '.';
+}
+
 /* Go's time.Duration.String() */
 static void fmt_duration(char *out, size_t n, int64_t dur)
 {
@@ -280,53 +306,20 @@ static void fmt_duration(char *out, size_t n, int64_t dur)
 			prec = 6;
 			buf[--w] = 'm';
 		}
-		/* fraction */
-		bool print = false;
-		for (int i = 0; i < prec; i++) {
-			int digit = (int)(u % 10);
-			print = print || digit != 0;
-			if (print)
-				buf[--w] = (char)('0' + digit);
-			u /= 10;
-		}
-		if (print)
-			buf[--w] = '.';
-		do {
-			buf[--w] = (char)('0' + u % 10);
-			u /= 10;
-		} while (u);
+		put_fraction(buf, &w, &u, prec);
+		put_digits(buf, &w, u);
 	} else {
 		buf[--w] = 's';
-		bool print = false;
-		for (int i = 0; i < 9; i++) {
-			int digit = (int)(u % 10);
-			print = print || digit != 0;
-			if (print)
-				buf[--w] = (char)('0' + digit);
-			u /= 10;
-		}
-		if (print)
-			buf[--w] = '.';
-		uint64_t s = u % 60;
-		do {
-			buf[--w] = (char)('0' + s % 10);
-			s /= 10;
-		} while (s);
+		put_fraction(buf, &w, &u, 9);
+		put_digits(buf, &w, u % 60);
 		u /= 60;
 		if (u > 0) {
 			buf[--w] = 'm';
-			uint64_t mi = u % 60;
-			do {
-				buf[--w] = (char)('0' + mi % 10);
-				mi /= 10;
-			} while (mi);
+			put_digits(buf, &w, u % 60);
 			u /= 60;
 			if (u > 0) {
 				buf[--w] = 'h';
-				do {
-					buf[--w] = (char)('0' + u % 10);
-					u /= 10;
-				} while (u);
+				put_digits(buf, &w, u);
 			}
 		}
 	}
@@ -563,14 +556,9 @@ struct mentry {
 static int cmp_mentry(const void *x, const void *y)
 {
 	const struct mentry *a = x, *b = y;
-	size_t l = a->klen < b->klen ? a->klen : b->klen;
-	int c = l ? memcmp(a->key, b->key, l) : 0;
+	int c = k8s_key_cmp(a->key, a->klen, b->key, b->klen);
 
-	if (c)
-		return c;
-	if (a->klen != b->klen)
-		return a->klen < b->klen ? -1 : 1;
-	return a->ord < b->ord ? -1 : a->ord > b->ord;
+	return c ? c : (a->ord < b->ord ? -1 : a->ord > b->ord);
 }
 
 static int map_view(struct vctx *c, const struct k8s_field *fd, const struct pbmsg *m,

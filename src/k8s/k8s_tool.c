@@ -74,6 +74,17 @@ static void usage(FILE *f)
 		"stored form. With --orig, encode is lossless against the original bytes.\n");
 }
 
+/* 0 when arg is a, 1 when b; -1 after saying what opt takes */
+static int pick(const char *opt, const char *arg, const char *a, const char *b)
+{
+	if (!strcmp(arg, a))
+		return 0;
+	if (!strcmp(arg, b))
+		return 1;
+	fprintf(stderr, "etcdfs-k8s: %s takes %s or %s\n", opt, a, b);
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -94,7 +105,7 @@ int main(int argc, char **argv)
 	long long rv = 0;
 	char *in = NULL, *orig = NULL, *err = NULL;
 	size_t in_len = 0, orig_len = 0;
-	int c, r, ret = 1;
+	int c, i, r, ret = 1;
 
 	if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage(argc < 2 ? stderr : stdout);
@@ -105,14 +116,9 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
-			if (!strcmp(optarg, "yaml"))
-				fmt = K8S_FMT_YAML;
-			else if (!strcmp(optarg, "json"))
-				fmt = K8S_FMT_JSON;
-			else {
-				fprintf(stderr, "etcdfs-k8s: -o takes yaml or json\n");
+			if ((i = pick("-o", optarg, "yaml", "json")) < 0)
 				return 2;
-			}
+			fmt = i ? K8S_FMT_JSON : K8S_FMT_YAML;
 			break;
 		case 'O':
 			orig_path = optarg;
@@ -137,14 +143,9 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'e':
-			if (!strcmp(optarg, "protobuf"))
-				new_enc = K8S_ENC_PROTOBUF;
-			else if (!strcmp(optarg, "json"))
-				new_enc = K8S_ENC_JSON;
-			else {
-				fprintf(stderr, "etcdfs-k8s: --encoding takes protobuf or json\n");
+			if ((i = pick("--encoding", optarg, "protobuf", "json")) < 0)
 				return 2;
-			}
+			new_enc = i ? K8S_ENC_JSON : K8S_ENC_PROTOBUF;
 			break;
 		case 'h':
 			usage(stdout);

@@ -377,6 +377,15 @@ try_float_long:
 	}
 }
 
+/* the decimal text of an R_INT */
+static void fmt_int(char *out, size_t n, const struct resolved *r)
+{
+	if (r->is_uint)
+		snprintf(out, n, "%llu", (unsigned long long)r->u);
+	else
+		snprintf(out, n, "%lld", (long long)r->i);
+}
+
 /* ---- output ---- */
 
 static locale_t utf8_loc;
@@ -610,10 +619,7 @@ static int emit_number(struct yw *w, const struct jval *v)
 	resolve(v->s, v->len, &r);
 	switch (r.tag) {
 	case R_INT:
-		if (r.is_uint)
-			snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)r.u);
-		else
-			snprintf(tmp, sizeof(tmp), "%lld", (long long)r.i);
+		fmt_int(tmp, sizeof(tmp), &r);
 		break;
 	case R_FLOAT:
 		k8s_fmt_go_g(tmp, sizeof(tmp), r.f);
@@ -841,10 +847,7 @@ static int scalar_value2(struct yp *y, yaml_event_t *ev, struct jval **out)
 		*out = k8s_jv_bool(r.b);
 		break;
 	case R_INT:
-		if (r.is_uint)
-			snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)r.u);
-		else
-			snprintf(tmp, sizeof(tmp), "%lld", (long long)r.i);
+		fmt_int(tmp, sizeof(tmp), &r);
 		*out = k8s_jv_num(tmp);
 		break;
 	case R_FLOAT:
@@ -870,16 +873,9 @@ static int key_text(struct yp *y, yaml_event_t *ev, struct buf *key)
 
 	if (r)
 		return r;
-	switch (v->t) {
-	case J_NULL:
-		k8s_buf_adds(key, "null");
-		break;
-	case J_BOOL:
-		k8s_buf_adds(key, v->b ? "true" : "false");
-		break;
-	default:
-		k8s_buf_add(key, v->s, v->len);
-	}
+	size_t n;
+	const char *t = k8s_jv_scalar_text(v, &n);
+	k8s_buf_add(key, t, n);
 	k8s_jv_free(v);
 	return key->oom ? -ENOMEM : 0;
 }

@@ -34,6 +34,16 @@ static void init_pod(void)
 	}
 }
 
+/* frees what one decode or encode left, for the next */
+static void reset(char **out, char **err, void **b)
+{
+	free(*out);
+	free(*err);
+	free(*b);
+	*out = *err = NULL;
+	*b = NULL;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *out = NULL, *err = NULL;
@@ -63,11 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					abort();
 				}
 			}
-			free(out);
-			free(err);
-			free(b);
-			out = err = NULL;
-			b = NULL;
+			reset(&out, &err, &b);
 		}
 		return 0;
 	}
@@ -90,11 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 			free(b2);
 		}
-		free(out);
-		free(b);
-		free(err);
-		out = err = NULL;
-		b = NULL;
+		reset(&out, &err, &b);
 	}
 	return 0;
 }

@@ -5,10 +5,8 @@ set -eu
 F=$1
 S=$2
 SECS=${3:-20}
-# the fixtures live outside the repo: without them the test is skipped (77), not failed
-for d in "$S/k8s-real/values" "$S/k8s-fixtures/HEAD"; do
-	[ -d "$d" ] || { echo "skip: $d missing (the Kubernetes fixtures in ../shared)"; exit 77; }
-done
+. "$(dirname "$0")/k8s_fixtures.sh"
+need_fixtures "$S"
 C=$(mktemp -d)
 trap 'rm -rf "$C"' EXIT
 i=0

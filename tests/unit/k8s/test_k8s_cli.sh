@@ -4,10 +4,8 @@
 set -u
 T=$1
 S=$2
-# the fixtures live outside the repo: without them the test is skipped (77), not failed
-for d in "$S/k8s-real/values" "$S/k8s-fixtures/HEAD"; do
-	[ -d "$d" ] || { echo "skip: $d missing (the Kubernetes fixtures in ../shared)"; exit 77; }
-done
+. "$(dirname "$0")/k8s_fixtures.sh"
+need_fixtures "$S"
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 fails=0

@@ -108,32 +108,36 @@ static void test_detect(void)
 	free(err);
 }
 
+/* text encoded against base gives want back, byte for byte */
+static void check_gives(const void *base, size_t blen, const char *text, const void *want,
+			size_t wlen, const char *who, const char *what)
+{
+	size_t n;
+	int rc;
+	char *err = NULL;
+	void *b = enc(base, blen, text, NULL, NULL, 0, &n, &rc, &err);
+
+	CHECK(rc == 0 && n == wlen && !memcmp(b, want, wlen), "%s: %s (%s)", who, what,
+	      err ? err : "bytes differ");
+	free(b);
+	free(err);
+}
+
 /* the protobuf values from a real 1.7 cluster */
 static void test_real_protobuf(const char *rel, const char *from, const char *to)
 {
-	size_t len, tlen;
+	size_t len;
 	char *orig = slurp(rel, &len);
 	char *yaml = dec(orig, len, K8S_FMT_YAML, 0);
 	char *json = dec(orig, len, K8S_FMT_JSON, 0);
 	char *err = NULL;
 	int rc;
-	void *b;
 
 	if (!yaml || !json)
 		goto out;
 	/* unchanged text, YAML and JSON, gives the stored bytes back */
-	b = enc(orig, len, yaml, NULL, NULL, 0, &tlen, &rc, &err);
-	CHECK(rc == 0 && tlen == len && !memcmp(b, orig, len), "%s: yaml round trip (%s)", rel,
-	      err ? err : "bytes differ");
-	free(b);
-	free(err);
-	err = NULL;
-	b = enc(orig, len, json, NULL, NULL, 0, &tlen, &rc, &err);
-	CHECK(rc == 0 && tlen == len && !memcmp(b, orig, len), "%s: json round trip (%s)", rel,
-	      err ? err : "bytes differ");
-	free(b);
-	free(err);
-	err = NULL;
+	check_gives(orig, len, yaml, orig, len, rel, "yaml round trip");
+	check_gives(orig, len, json, orig, len, rel, "json round trip");
 
 	/* the ObjectMeta field 15 (gone from today's schema) is in the value */
 	CHECK(contains(orig, len, "\x38\x01\x7a\x00", 4) || contains(orig, len, "\x7a\x00", 2),
@@ -161,13 +165,7 @@ static void test_real_protobuf(const char *rel, const char *from, const char *to
 		      "%s: explicit zero values kept", rel);
 		CHECK(elen - len == strlen(to) - strlen(from),
 		      "%s: only the field grew (%zu vs %zu)", rel, elen, len);
-		size_t rlen;
-		void *rb = enc(eb, elen, yaml, NULL, NULL, 0, &rlen, &rc, &err);
-		CHECK(rc == 0 && rlen == len && !memcmp(rb, orig, len), "%s: revert gives original",
-		      rel);
-		free(rb);
-		free(err);
-		err = NULL;
+		check_gives(eb, elen, yaml, orig, len, rel, "revert gives original");
 	}
 	free(eb);
 	free(edited);
@@ -190,18 +188,8 @@ static void test_real_crd(void)
 	CHECK(orig[len - 1] == '\n', "stored JSON ends with a newline");
 	if (!yaml || !json)
 		goto out;
-	b = enc(orig, len, yaml, NULL, NULL, 0, &tlen, &rc, &err);
-	CHECK(rc == 0 && tlen == len && !memcmp(b, orig, len), "crd yaml round trip (%s)",
-	      err ? err : "bytes differ");
-	free(b);
-	free(err);
-	err = NULL;
-	b = enc(orig, len, json, NULL, NULL, 0, &tlen, &rc, &err);
-	CHECK(rc == 0 && tlen == len && !memcmp(b, orig, len), "crd json round trip (%s)",
-	      err ? err : "bytes differ");
-	free(b);
-	free(err);
-	err = NULL;
+	check_gives(orig, len, yaml, orig, len, "crd", "yaml round trip");
+	check_gives(orig, len, json, orig, len, "crd", "json round trip");
 	/* an edit changes only that value; the rest keeps its bytes */
 	char *edited = replace(yaml, "  scope: Namespaced", "  scope: Cluster");
 	CHECK(edited, "scope present");
@@ -243,6 +231,102 @@ static const char cm_yaml[] = "apiVersion: v1\n"
 			      "  name: app-config\n"
 			      "  namespace: default\n";
 
+/* an edit that encode must refuse: the text, or cm_yaml with from -> to */
+struct refusal {
+	const char *what;
+	enum { ORIG_CM, ORIG_NONE, ORIG_ENCRYPTED } orig;
+	const char *text, *from, *to;
+	const char *name, *ns;
+	int rc;
+	bool need_err;		/* err is set (implied by needles) */
+	const char *needles[2]; /* what err names */
+};
+
+static const struct refusal refusals[] = {
+	{.what = "kind change refused",
+	 .from = "kind: ConfigMap",
+	 .to = "kind: Secret",
+	 .name = "app-config",
+	 .ns = "default",
+	 .rc = -EINVAL,
+	 .needles = {"kind"}},
+	{.what = "apiVersion change refused",
+	 .from = "apiVersion: v1",
+	 .to = "apiVersion: v2",
+	 .name = "app-config",
+	 .ns = "default",
+	 .rc = -EINVAL},
+	/* name and namespace must match the key */
+	{.what = "name mismatch",
+	 .text = cm_yaml,
+	 .name = "other",
+	 .ns = "default",
+	 .rc = -EINVAL,
+	 .needles = {"metadata.name"}},
+	{.what = "ns mismatch",
+	 .text = cm_yaml,
+	 .name = "app-config",
+	 .ns = "kube-system",
+	 .rc = -EINVAL,
+	 .needles = {"metadata.namespace"}},
+	/* unknown field, with its path and line */
+	{.what = "unknown field",
+	 .from = "\ndata:",
+	 .to = "\ndataa:",
+	 .rc = -EINVAL,
+	 .needles = {"\"dataa\"", "line"}},
+	/* wrong type names the field and line */
+	{.what = "wrong type",
+	 .from = "a10: x",
+	 .to = "a10: 5",
+	 .rc = -EINVAL,
+	 .needles = {"data.a10", "line 4"}},
+	{.what = "invalid yaml",
+	 .text = "apiVersion: v1\nkind: ConfigMap\nmetadata: [x\n",
+	 .rc = -EINVAL,
+	 .needles = {"line"}},
+	/* invalid JSON falls back to YAML and still fails cleanly */
+	{.what = "invalid json",
+	 .text = "{\"apiVersion\": \"v1\",",
+	 .rc = -EINVAL,
+	 .need_err = true},
+	/* duplicate keys are refused with their line */
+	{.what = "duplicate key",
+	 .text = "apiVersion: v1\ndata:\n  x: a\n  x: b\nkind: ConfigMap\n",
+	 .rc = -EINVAL,
+	 .needles = {"duplicate key", "line 4"}},
+	/* kind required for new objects */
+	{.what = "kind required",
+	 .orig = ORIG_NONE,
+	 .text = "metadata:\n  name: x\n",
+	 .rc = -EINVAL},
+	/* an opaque value cannot be edited */
+	{.what = "encrypted values are read-only",
+	 .orig = ORIG_ENCRYPTED,
+	 .text = cm_yaml,
+	 .rc = -ENOTSUP},
+};
+
+static void check_refusal(const struct refusal *f, const void *cm, size_t cm_len)
+{
+	static const char opaque[] = "k8s:enc:aescbc:v1:x";
+	const void *orig = f->orig == ORIG_CM ? cm : f->orig == ORIG_ENCRYPTED ? opaque : NULL;
+	size_t olen = f->orig == ORIG_CM ? cm_len : f->orig == ORIG_ENCRYPTED ? 19 : 0;
+	char *t = f->text ? NULL : replace(cm_yaml, f->from, f->to);
+	char *err = NULL;
+	size_t n2;
+	int rc;
+	void *b = enc(orig, olen, f->text ? f->text : t, f->name, f->ns, 0, &n2, &rc, &err);
+	bool named = !(f->need_err || f->needles[0]) || err;
+
+	for (size_t i = 0; named && i < 2 && f->needles[i]; i++)
+		named = strstr(err, f->needles[i]) != NULL;
+	CHECK(rc == f->rc && named, "%s: %s", f->what, err ? err : "(null)");
+	free(t);
+	free(b);
+	free(err);
+}
+
 static void test_validation(void)
 {
 	size_t n, n2;
@@ -257,68 +341,8 @@ static void test_validation(void)
 	err = NULL;
 	if (!cm)
 		return;
-	/* kind change */
-	t = replace(cm_yaml, "kind: ConfigMap", "kind: Secret");
-	b = enc(cm, n, t, "app-config", "default", 0, &n2, &rc, &err);
-	CHECK(rc == -EINVAL && err && strstr(err, "kind"), "kind change refused: %s",
-	      err ? err : "(null)");
-	free(t);
-	free(b);
-	free(err);
-	err = NULL;
-	/* apiVersion change */
-	t = replace(cm_yaml, "apiVersion: v1", "apiVersion: v2");
-	b = enc(cm, n, t, "app-config", "default", 0, &n2, &rc, &err);
-	CHECK(rc == -EINVAL, "apiVersion change refused");
-	free(t);
-	free(b);
-	free(err);
-	err = NULL;
-	/* name and namespace must match the key */
-	b = enc(cm, n, cm_yaml, "other", "default", 0, &n2, &rc, &err);
-	CHECK(rc == -EINVAL && err && strstr(err, "metadata.name"), "name mismatch: %s",
-	      err ? err : "(null)");
-	free(b);
-	free(err);
-	err = NULL;
-	b = enc(cm, n, cm_yaml, "app-config", "kube-system", 0, &n2, &rc, &err);
-	CHECK(rc == -EINVAL && err && strstr(err, "metadata.namespace"), "ns mismatch: %s",
-	      err ? err : "(null)");
-	free(b);
-	free(err);
-	err = NULL;
-	/* unknown field, with its path and line */
-	t = replace(cm_yaml, "\ndata:", "\ndataa:");
-	b = enc(cm, n, t, NULL, NULL, 0, &n2, &rc, &err);
-	CHECK(rc == -EINVAL && err && strstr(err, "\"dataa\"") && strstr(err, "line"),
-	      "unknown field: %s", err ? err : "(null)");
-	free(t);
-	free(b);
-	free(err);
-	err = NULL;
-	/* wrong type names the field and line */
-	t = replace(cm_yaml, "a10: x", "a10: 5");
-	b = enc(cm, n, t, NULL, NULL, 0, &n2, &rc, &err);
-	CHECK(rc == -EINVAL && err && strstr(err, "data.a10") && strstr(err, "line 4"),
-	      "wrong type: %s", err ? err : "(null)");
-	free(t);
-	free(b);
-	free(err);
-	err = NULL;
-	/* invalid YAML names the line */
-	b = enc(cm, n, "apiVersion: v1\nkind: ConfigMap\nmetadata: [x\n", NULL, NULL, 0, &n2, &rc,
-		&err);
-	CHECK(rc == -EINVAL && err && strstr(err, "line"), "invalid yaml: %s",
-	      err ? err : "(null)");
-	free(b);
-	free(err);
-	err = NULL;
-	/* invalid JSON falls back to YAML and still fails cleanly */
-	b = enc(cm, n, "{\"apiVersion\": \"v1\",", NULL, NULL, 0, &n2, &rc, &err);
-	CHECK(rc == -EINVAL && err, "invalid json");
-	free(b);
-	free(err);
-	err = NULL;
+	for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++)
+		check_refusal(&refusals[i], cm, n);
 	/* resourceVersion: shown on decode, must match, cleared when stored */
 	char *y42 = dec(cm, n, K8S_FMT_YAML, 42);
 	CHECK(y42 && strstr(y42, "  resourceVersion: \"42\"\n"), "rv shown");
@@ -348,25 +372,6 @@ static void test_validation(void)
 	free(b);
 	free(err);
 	err = NULL;
-	/* duplicate keys are refused with their line */
-	b = enc(cm, n, "apiVersion: v1\ndata:\n  x: a\n  x: b\nkind: ConfigMap\n", NULL, NULL, 0,
-		&n2, &rc, &err);
-	CHECK(rc == -EINVAL && err && strstr(err, "duplicate key") && strstr(err, "line 4"),
-	      "duplicate key: %s", err ? err : "(null)");
-	free(b);
-	free(err);
-	err = NULL;
-	/* kind required for new objects */
-	b = enc(NULL, 0, "metadata:\n  name: x\n", NULL, NULL, 0, &n2, &rc, &err);
-	CHECK(rc == -EINVAL, "kind required");
-	free(b);
-	free(err);
-	err = NULL;
-	/* an opaque value cannot be edited */
-	b = enc("k8s:enc:aescbc:v1:x", 19, cm_yaml, NULL, NULL, 0, &n2, &rc, &err);
-	CHECK(rc == -ENOTSUP, "encrypted values are read-only");
-	free(b);
-	free(err);
 	free(cm);
 }
 

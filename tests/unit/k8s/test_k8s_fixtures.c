@@ -96,6 +96,25 @@ static void type_of(const char *base, char *av, size_t avn, char *kind, size_t k
 		snprintf(av, avn, "%.*s", (int)(k - v), v);
 }
 
+/* the decoded text, encoded with the fixture as the original, is the fixture again */
+static void check_round_trip(const char *base, int check, const char *pb, size_t pblen,
+			     const char *text, size_t tlen, const char *av, const char *kind)
+{
+	void *enc = NULL;
+	size_t elen = 0;
+	char *err = NULL;
+
+	if (k8s_encode_typed(pb, pblen, text, tlen, NULL, NULL, 0, av, kind, K8S_ENC_RAW, &enc,
+			     &elen, &err))
+		fail(base, check, err ? err : "encode failed");
+	else if (elen != pblen || memcmp(enc, pb, pblen))
+		fail(base, check, "bytes differ");
+	else
+		pass[check]++;
+	free(enc);
+	free(err);
+}
+
 static void run_one(const char *dir, const char *base)
 {
 	char path[4096], av[256], kind[256], why[512];
@@ -145,20 +164,8 @@ static void run_one(const char *dir, const char *base)
 	}
 	/* rt-json */
 	total[C_RT_JSON]++;
-	if (!r) {
-		free(err);
-		err = NULL;
-		if (k8s_encode_typed(pb, pblen, out, olen, NULL, NULL, 0, av, kind, K8S_ENC_RAW,
-				     &enc, &elen, &err)) {
-			fail(base, C_RT_JSON, err ? err : "encode failed");
-		} else if (elen != pblen || memcmp(enc, pb, pblen)) {
-			fail(base, C_RT_JSON, "bytes differ");
-		} else {
-			pass[C_RT_JSON]++;
-		}
-		free(enc);
-		enc = NULL;
-	}
+	if (!r)
+		check_round_trip(base, C_RT_JSON, pb, pblen, out, olen, av, kind);
 	free(out);
 	out = NULL;
 	free(err);
@@ -183,18 +190,7 @@ static void run_one(const char *dir, const char *base)
 			snprintf(why, sizeof(why), "differs at byte %zu, line: %.60s", i, ya + ls);
 			fail(base, C_YAML, why);
 		}
-		free(err);
-		err = NULL;
-		if (k8s_encode_typed(pb, pblen, out, olen, NULL, NULL, 0, av, kind, K8S_ENC_RAW,
-				     &enc, &elen, &err)) {
-			fail(base, C_RT_YAML, err ? err : "encode failed");
-		} else if (elen != pblen || memcmp(enc, pb, pblen)) {
-			fail(base, C_RT_YAML, "bytes differ");
-		} else {
-			pass[C_RT_YAML]++;
-		}
-		free(enc);
-		enc = NULL;
+		check_round_trip(base, C_RT_YAML, pb, pblen, out, olen, av, kind);
 	}
 	free(err);
 	err = NULL;

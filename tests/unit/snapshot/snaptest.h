@@ -1,5 +1,6 @@
 /* snaptest.h: file helpers for the snapshot backend's unit tests (assertions: test.h).
  *
+ * snap_rand() is a repeatable random sequence for generated inputs;
  * capture_begin()/capture_end() redirect stderr (where log.h writes) to a
  * temp file so a test can assert what was logged.
  */
@@ -9,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,15 @@ static inline bool skip_without(const char *path)
 		return false;
 	printf("skip: %s missing (the real Kubernetes backend file in ../shared)\n", path);
 	return true;
+}
+
+/* xorshift64: the same pseudo-random sequence on every run, from a non-zero *state */
+static inline uint64_t snap_rand(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return *state;
 }
 
 static inline void spit(const char *path, const void *data, size_t len)

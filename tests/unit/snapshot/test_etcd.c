@@ -168,14 +168,6 @@ static size_t n_model;
 static int64_t lease_id;
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 
-static uint64_t next_rand(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
 static struct mkey *mk(const void *key, size_t len)
 {
 	for (size_t i = 0; i < n_model; i++)
@@ -194,7 +186,7 @@ static unsigned char *rand_value(size_t len)
 	unsigned char *v = malloc(len + 1);
 	REQUIRE(v != NULL);
 	for (size_t i = 0; i < len; i++)
-		v[i] = (unsigned char)next_rand();
+		v[i] = (unsigned char)snap_rand(&rng);
 	return v;
 }
 
@@ -363,14 +355,14 @@ static void write_history(void)
 
 	/* Before the compaction: creates, overwrites, deletes. */
 	for (int i = 0; i < N_KEYS; i++) {
-		size_t len = i % 10 == 0 ? 0 : i == 7 ? BIG_VALUE : 1 + next_rand() % 2500;
+		size_t len = i % 10 == 0 ? 0 : i == 7 ? BIG_VALUE : 1 + snap_rand(&rng) % 2500;
 		put_str(kname(i), len, i >= 190 ? lease_id : 0);
 	}
 	static const char bin1[] = "/snap/bin/\0\x01\xff", bin2[] = "/snap/bin/\xff\xfe";
 	put(bin1, sizeof(bin1) - 1, rand_value(40), 40, 0);
 	put(bin2, sizeof(bin2) - 1, rand_value(0), 0, 0);
 	for (int i = 0; i < 120; i += 3)
-		put_str(kname(i), 1 + next_rand() % 800, 0);
+		put_str(kname(i), 1 + snap_rand(&rng) % 800, 0);
 	for (int i = 120; i < 140; i++)
 		del_range(kname(i), NULL, 1);
 	int64_t mid = del_range("/snap/k/15", "/snap/k/16", 10);
@@ -386,7 +378,7 @@ static void write_history(void)
 
 	/* After it: history that must read back at every revision. */
 	for (int i = 1; i < 120; i += 2)
-		put_str(kname(i), next_rand() % 300, 0);
+		put_str(kname(i), snap_rand(&rng) % 300, 0);
 	for (int i = 120; i < 126; i++)
 		put_str(kname(i), 33, 0); /* re-created: version 1, new create revision */
 	for (int i = 60; i < 70; i++)

@@ -25,14 +25,6 @@ static char dir[] = "/tmp/snaptest-malformed-XXXXXX";
 static char path[sizeof(dir) + 32];
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 
-static uint64_t next_rand(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
 static void put64(char *p, uint64_t v)
 {
 	for (int i = 0; i < 8; i++)
@@ -154,6 +146,22 @@ static void test_truncated(void)
 	}
 }
 
+/* one field set in both meta pages (resealed), and what opening must say */
+static const struct meta_case {
+	const char *what;
+	int off; /* in the meta page's body */
+	int width;
+	uint64_t v;
+	int err;
+	const char *msg;
+} meta_cases[] = {
+	{"bbolt version 1", 4, 4, 1, -EINVAL, "unsupported version"},
+	{"page size 1000", 8, 4, 1000, -EUCLEAN, "invalid page size"},
+	{"root page beyond the end", 16, 8, 99, -EUCLEAN, "root page 99"}, /* root bucket page */
+	{"meta claims 1000 pages", 40, 8, 1000, -EUCLEAN, "truncated"},	   /* pages in use */
+	{"no bucket 'key'", 16, 8, 3, -EINVAL, "no bucket 'key'"}, /* an empty leaf: no buckets */
+};
+
 static void test_meta_pages(void)
 {
 	char *c = copy();
@@ -161,19 +169,19 @@ static void test_meta_pages(void)
 	char *log;
 
 	/* One meta page lost: bbolt falls back to the other, and so do we. */
-	memset(c, 0, PS);
-	REQUIRE_EQ(open_bytes(c, base_len, &log, &kv), 0);
-	CHECK(strstr(log, "meta page 0 is bad magic; using meta page 1") != NULL);
-	CHECK_EQ(count_keys(kv), 4);
-	kv_destroy(kv);
-	free(log);
-	memcpy(c, base, base_len);
-	memset(c + PS, 0, PS);
-	REQUIRE_EQ(open_bytes(c, base_len, &log, &kv), 0);
-	CHECK(strstr(log, "meta page 1 is bad magic; using meta page 0") != NULL);
-	CHECK_EQ(count_keys(kv), 4);
-	kv_destroy(kv);
-	free(log);
+	for (int lost = 0; lost < 2; lost++) {
+		char want[64];
+
+		snprintf(want, sizeof(want), "meta page %d is bad magic; using meta page %d", lost,
+			 1 - lost);
+		memcpy(c, base, base_len);
+		memset(c + lost * PS, 0, PS);
+		REQUIRE_EQ(open_bytes(c, base_len, &log, &kv), 0);
+		CHECK(strstr(log, want) != NULL);
+		CHECK_EQ(count_keys(kv), 4);
+		kv_destroy(kv);
+		free(log);
+	}
 
 	memset(c, 0, 2 * PS);
 	expect_error("both meta pages zeroed", c, base_len, -EINVAL, "bad magic");
@@ -183,40 +191,19 @@ static void test_meta_pages(void)
 	c[PS + 16 + 48] ^= 1;
 	expect_error("both meta checksums wrong", c, base_len, -EUCLEAN, "bad checksum");
 
-	memcpy(c, base, base_len);
-	put32(c + 16 + 4, 1);
-	put32(c + PS + 16 + 4, 1);
-	reseal_meta(c, 0);
-	reseal_meta(c, 1);
-	expect_error("bbolt version 1", c, base_len, -EINVAL, "unsupported version");
+	for (size_t i = 0; i < sizeof(meta_cases) / sizeof(meta_cases[0]); i++) {
+		const struct meta_case *m = &meta_cases[i];
 
-	memcpy(c, base, base_len);
-	put32(c + 16 + 8, 1000);
-	put32(c + PS + 16 + 8, 1000);
-	reseal_meta(c, 0);
-	reseal_meta(c, 1);
-	expect_error("page size 1000", c, base_len, -EUCLEAN, "invalid page size");
-
-	memcpy(c, base, base_len);
-	for (int p = 0; p < 2; p++) {
-		put64(c + p * PS + 16 + 16, 99); /* root bucket page */
-		reseal_meta(c, p);
+		memcpy(c, base, base_len);
+		for (int p = 0; p < 2; p++) {
+			if (m->width == 4)
+				put32(c + p * PS + 16 + m->off, (uint32_t)m->v);
+			else
+				put64(c + p * PS + 16 + m->off, m->v);
+			reseal_meta(c, p);
+		}
+		expect_error(m->what, c, base_len, m->err, m->msg);
 	}
-	expect_error("root page beyond the end", c, base_len, -EUCLEAN, "root page 99");
-
-	memcpy(c, base, base_len);
-	for (int p = 0; p < 2; p++) {
-		put64(c + p * PS + 16 + 40, 1000); /* pages in use */
-		reseal_meta(c, p);
-	}
-	expect_error("meta claims 1000 pages", c, base_len, -EUCLEAN, "truncated");
-
-	memcpy(c, base, base_len);
-	for (int p = 0; p < 2; p++) {
-		put64(c + p * PS + 16 + 16, 3); /* an empty leaf: no buckets */
-		reseal_meta(c, p);
-	}
-	expect_error("no bucket 'key'", c, base_len, -EINVAL, "no bucket 'key'");
 	free(c);
 }
 
@@ -337,18 +324,18 @@ static void test_garbage(void)
 	char *g = malloc(6 * PS);
 	REQUIRE(g != NULL);
 	for (int i = 0; i < 300; i++) {
-		size_t len = 1 + next_rand() % (6 * PS);
+		size_t len = 1 + snap_rand(&rng) % (6 * PS);
 		for (size_t j = 0; j < len; j++)
-			g[j] = (char)next_rand();
+			g[j] = (char)snap_rand(&rng);
 		/* Half of them get a sound meta page, so the tree walk sees garbage. */
 		if (i % 2 && len >= 2 * PS) {
 			memset(g, 0, 16 + 64);
 			put32(g + 16, 0xED0CDAED);
 			put32(g + 20, 2);
 			put32(g + 24, PS);
-			put64(g + 32, 2 + next_rand() % 5); /* root */
-			put64(g + 56, 3 + next_rand() % 4); /* pages in use */
-			put64(g + 64, next_rand() % 10);    /* txid */
+			put64(g + 32, 2 + snap_rand(&rng) % 5); /* root */
+			put64(g + 56, 3 + snap_rand(&rng) % 4); /* pages in use */
+			put64(g + 64, snap_rand(&rng) % 10);	/* txid */
 			reseal_meta(g, 0);
 		}
 		int ret = open_bytes(g, len, NULL, NULL);
@@ -368,12 +355,12 @@ static void test_flips(void)
 	char *c = copy();
 	for (int i = 0; i < 1500; i++) {
 		memcpy(c, base, base_len);
-		int n = 1 + (int)(next_rand() % 8);
+		int n = 1 + (int)(snap_rand(&rng) % 8);
 		for (int j = 0; j < n; j++) {
 			/* Mostly the pages that hold data, sometimes anywhere. */
-			size_t at =
-				j % 2 ? next_rand() % base_len : 2 * PS + next_rand() % (3 * PS);
-			c[at] ^= (char)(1 + next_rand() % 255);
+			size_t at = j % 2 ? snap_rand(&rng) % base_len
+					  : 2 * PS + snap_rand(&rng) % (3 * PS);
+			c[at] ^= (char)(1 + snap_rand(&rng) % 255);
 		}
 		struct kv *kv;
 		int ret = open_bytes(c, base_len, NULL, &kv);
