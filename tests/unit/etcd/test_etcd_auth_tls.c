@@ -34,6 +34,13 @@ static struct kv *client(const struct opts *o)
 	etcd_config_set_string(&cfg.key, o->key);
 	cfg.insecure_skip_tls_verify = o->insecure;
 	cfg.command_timeout_ms = 3000;
+	/* meson runs this file once per transport: token renewal over each, through the one
+	 * request loop. */
+	const char *t = getenv("ETCDFS_ETCD_TRANSPORT");
+	if (t && *t && etcd_parse_transport(t, &cfg.transport) < 0) {
+		fprintf(stderr, "ETCDFS_ETCD_TRANSPORT: expected auto, json or grpc\n");
+		exit(1);
+	}
 	if (etcd_client_new(&cfg, &kv) < 0)
 		kv = NULL;
 	etcd_config_free(&cfg);
