@@ -1,6 +1,7 @@
-/* client.c: the etcd backend's unary requests (range, txn, compact, status): endpoint
- * failover, keep-alive handle pools, TLS, token auth, range paging, and the choice between
- * the JSON gateway and native gRPC (grpc.c) for ranges and txns, with fallback to JSON. */
+/* client.c: the etcd backend's unary requests (range, txn, compact, status): keep-alive
+ * handle pools, TLS, the JSON and gRPC transports of the request loop (request.c), token
+ * auth, range paging, and the choice between the JSON gateway and native gRPC (grpc.c) for
+ * ranges and txns, with fallback to JSON. */
 #include "internal.h"
 #include "request.h"
 

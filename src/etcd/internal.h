@@ -1,5 +1,5 @@
-/* internal.h: internal to src/etcd: the client object shared by client.c (unary requests) and
- * watch.c (streams).
+/* internal.h: internal to src/etcd: the client object shared by client.c (unary requests),
+ * request.c (the request loop) and watch.c (streams).
  *
  * Lock order: auth_lock may be held while a request runs (one re-authentication at a time);
  * pool_lock is only held to push or pop a handle and never while calling out.
@@ -24,7 +24,7 @@ struct etcd_client {
 	char **urls;  /* n_urls base URLs without trailing '/', owned */
 	size_t n_urls;
 	/* Owned, n_urls flags, atomic access: the endpoint answered a gRPC request since the
-	 * last gRPC protocol failure, so writes may go to it over gRPC (see client.c). */
+	 * last gRPC protocol failure, so writes may go to it over gRPC (see request.c). */
 	unsigned char *grpc_proven;
 	char *cacert, *cert, *key; /* owned copies or NULL */
 	bool insecure;

@@ -126,7 +126,7 @@ static bool handle_msg(struct kv_watch *w, struct etcd_watch_msg *m)
 	if (m->created) {
 		w->created = true;
 		if (w->grpc)
-			etcd_grpc_answered(w->c, w->ep); /* lets writes use gRPC (client.c) */
+			etcd_grpc_answered(w->c, w->ep); /* lets writes use gRPC (request.c) */
 		__atomic_add_fetch(w->grpc ? &w->c->stats.grpc_watch_streams
 					   : &w->c->stats.json_watch_streams,
 				   1, __ATOMIC_RELAXED);
