@@ -1,7 +1,9 @@
-/* client.c: the etcd backend's unary requests (range, txn, compact, status): endpoint
- * failover, keep-alive handle pools, TLS, token auth, range paging, and the choice between
- * the JSON gateway and native gRPC (grpc.c) for ranges and txns, with fallback to JSON. */
+/* client.c: the etcd backend's unary requests (range, txn, compact, status): keep-alive
+ * handle pools, TLS, the JSON and gRPC transports of the request loop (request.c), token
+ * auth, range paging, and the choice between the JSON gateway and native gRPC (grpc.c) for
+ * ranges and txns, with fallback to JSON. */
 #include "internal.h"
+#include "request.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -21,7 +23,6 @@
 #define PAGE_BIG_BYTES ((size_t)8 << 20)   /* halve the page size above this reply size */
 #define GRPC_PAGE_MAX 10000		   /* keys per gRPC range page */
 #define GRPC_PAGE_BYTES ((size_t)16 << 20) /* aimed size of a gRPC range page */
-#define GRPC_OFF_MS 30000 /* AUTO: JSON only for this long after a gRPC protocol failure */
 
 /* ---- handles ---- */
 
@@ -280,16 +281,6 @@ out:
 	return ret;
 }
 
-/* Ranks transport errors: the one reported after every endpoint failed. */
-static int worse(int a, int b)
-{
-	static const int order[] = {-ETIMEDOUT, -EACCES, -EIO, -ECONNREFUSED, -ENOMEM, 0};
-	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
-		if (a == order[i] || b == order[i])
-			return order[i];
-	return a ? a : b;
-}
-
 struct req_opts {
 	bool idempotent; /* safe to send again to another endpoint after it may have arrived */
 	bool use_auth;
@@ -298,279 +289,174 @@ struct req_opts {
 	const int *abort_flag;
 };
 
-/* Sends req to the endpoints in turn (starting with the one that last answered) until one
- * answers. On success *out is the decoded reply and *resp_bytes its size. -EMSGSIZE (not
- * logged) when a reply exceeds c->max_reply. */
+struct json_call {
+	const char *path, *body;
+	size_t body_len;
+	const int *abort_flag;
+	json_t *out;	   /* the decoded reply */
+	size_t resp_bytes; /* its size */
+};
+
+/* The JSON transport's attempt for the request loop. */
+static enum etcd_outcome json_perform(struct etcd_client *c, void *ctx, size_t idx,
+				      const char *token, long timeout_ms, struct etcd_attempt *a)
+{
+	struct json_call *j = ctx;
+	struct exchange x;
+	int ret = exchange(c, idx, j->path, j->body, j->body_len, token, timeout_ms, j->abort_flag,
+			   &x);
+	a->err = ret;
+	a->unsent = x.unsent;
+	if (ret == -ECANCELED || ret == -ENOMEM || ret == -EMSGSIZE)
+		return ETCD_STOP;
+	if (ret < 0)
+		return ETCD_LOST; /* exchange() logged it */
+	if (x.status != 200) {
+		etcd_json_error(x.resp.p ? x.resp.p : "", x.resp.len, x.status, &a->e);
+		free(x.resp.p);
+		return ETCD_REFUSED;
+	}
+	json_error_t jerr;
+	json_t *r = json_loadb(x.resp.p ? x.resp.p : "", x.resp.len, 0, &jerr);
+	if (!r || !json_is_object(r)) {
+		log_err("etcd %s%s: malformed reply: %s", c->urls[idx], j->path,
+			r ? "not an object" : jerr.text);
+		json_decref(r);
+		free(x.resp.p);
+		a->err = -EIO;
+		return ETCD_STOP;
+	}
+	j->out = r;
+	j->resp_bytes = x.resp.len;
+	free(x.resp.p);
+	return ETCD_DONE;
+}
+
+static const struct etcd_request_ops json_ops = {.grpc = false, .perform = json_perform};
+
+/* Sends req through the request loop over the JSON gateway. On success *out is the decoded
+ * reply and *resp_bytes its size. -EMSGSIZE (not logged) when a reply exceeds c->max_reply
+ * and o->may_shrink. */
 static int request(struct etcd_client *c, const char *path, const json_t *req,
 		   const struct req_opts *o, json_t **out, size_t *resp_bytes)
 {
 	char *body = json_dumps(req, JSON_COMPACT);
-	size_t body_len = body ? strlen(body) : 0;
-	bool auth_retried = false;
-	int ret;
 	*out = NULL;
 	if (!body)
 		return -ENOMEM;
-again:;
-	char *token = NULL;
-	uint64_t gen = 0;
-	if (o->use_auth && c->user) {
-		ret = etcd_get_token(c, &token, &gen, o->abort_flag);
-		if (ret < 0)
-			goto out;
+	struct json_call j = {
+		.path = path, .body = body, .body_len = strlen(body), .abort_flag = o->abort_flag};
+	struct etcd_request rq = {.ops = &json_ops,
+				  .ctx = &j,
+				  .path = path,
+				  .idempotent = o->idempotent,
+				  .use_auth = o->use_auth,
+				  .abort_flag = o->abort_flag};
+	int ret = etcd_request_run(c, &rq);
+	if (ret == 0) {
+		*out = j.out;
+		if (resp_bytes)
+			*resp_bytes = j.resp_bytes;
 	}
-	size_t start = __atomic_load_n(&c->preferred, __ATOMIC_RELAXED) % c->n_urls;
-	int failure = 0;
-	ret = -ECONNREFUSED;
-	for (size_t i = 0; i < c->n_urls; i++) {
-		size_t idx = (start + i) % c->n_urls;
-		struct exchange x;
-		ret = exchange(c, idx, path, body, body_len, token, c->command_timeout_ms,
-			       o->abort_flag, &x);
-		if (ret == -ECANCELED || ret == -ENOMEM || ret == -EMSGSIZE)
-			goto out;
-		if (ret < 0) {
-			failure = worse(failure, ret);
-			if (!o->idempotent && !x.unsent) {
-				log_err("etcd %s: %s may or may not have been applied; not "
-					"retrying it "
-					"elsewhere",
-					c->urls[idx], path);
-				goto out;
-			}
-			continue;
-		}
-		if (x.status == 200) {
-			json_error_t jerr;
-			json_t *r = json_loadb(x.resp.p ? x.resp.p : "", x.resp.len, 0, &jerr);
-			if (!r || !json_is_object(r)) {
-				log_err("etcd %s%s: malformed reply: %s", c->urls[idx], path,
-					r ? "not an object" : jerr.text);
-				json_decref(r);
-				ret = -EIO;
-			} else {
-				__atomic_store_n(&c->preferred, (unsigned)idx, __ATOMIC_RELAXED);
-				*out = r;
-				if (resp_bytes)
-					*resp_bytes = x.resp.len;
-				ret = 0;
-			}
-			free(x.resp.p);
-			goto out;
-		}
-		struct etcd_error e;
-		etcd_json_error(x.resp.p ? x.resp.p : "", x.resp.len, x.status, &e);
-		free(x.resp.p);
-		if (e.retry_auth && o->use_auth && c->user && !auth_retried) {
-			log_info("etcd %s: %s; authenticating again", c->urls[idx], e.msg);
-			etcd_invalidate_token(c, gen);
-			auth_retried = true;
-			free(token);
-			goto again;
-		}
-		if (e.grpc_code == ETCD_GRPC_UNAVAILABLE && o->idempotent) {
-			/* Unavailable (no leader, shutting down): another member may serve. */
-			log_warn("etcd %s: %s", c->urls[idx], e.msg);
-			failure = worse(failure, -EIO);
-			continue;
-		}
-		if (e.err == -EIO)
-			log_err("etcd %s%s: %s", c->urls[idx], path, e.msg);
-		else if (e.err != -EOPNOTSUPP)
-			log_warn("etcd %s%s: %s", c->urls[idx], path, e.msg);
-		ret = e.err;
-		goto out;
-	}
-	ret = failure ? failure : -ECONNREFUSED;
-	if (c->n_urls > 1)
-		log_err("etcd: %s failed on all %zu endpoints", path, c->n_urls);
-	else
-		log_err("etcd: %s failed: %s", path, strerror(-ret));
-out:
 	if (ret == -EMSGSIZE && !o->may_shrink) {
 		log_err("etcd: reply to %s larger than %zu bytes", path, RESP_MAX(c));
 		ret = -EIO;
 	}
-	if (token) {
-		explicit_bzero(token, strlen(token));
-		free(token);
-		token = NULL;
-	}
 	if (o->secret)
-		explicit_bzero(body, body_len);
+		explicit_bzero(body, j.body_len);
 	free(body);
 	return ret;
 }
 
 /* ---- gRPC requests ---- */
 
-void etcd_grpc_answered(struct etcd_client *c, size_t idx)
+struct grpc_call {
+	const char *path;
+	const uint8_t *body;
+	size_t body_len, max;
+	const int *abort_flag;
+	struct etcd_grpc_reply *r;
+	const uint8_t *msg; /* the reply's message, inside r->body */
+	size_t msg_len;
+};
+
+/* The gRPC transport's attempt for the request loop. */
+static enum etcd_outcome grpc_perform(struct etcd_client *c, void *ctx, size_t idx,
+				      const char *token, long timeout_ms, struct etcd_attempt *a)
 {
-	__atomic_store_n(&c->grpc_proven[idx % c->n_urls], 1, __ATOMIC_RELAXED);
+	struct grpc_call *g = ctx;
+	struct etcd_grpc_reply *r = g->r;
+	*r = (struct etcd_grpc_reply){.max = g->max};
+	int ret = etcd_grpc_exchange(c, idx, g->path, g->body, g->body_len, token, timeout_ms,
+				     g->abort_flag, r);
+	a->err = ret;
+	a->unsent = r->unsent;
+	if (ret == -ECANCELED || ret == -ENOMEM || ret == -EMSGSIZE)
+		return ETCD_STOP;
+	if (ret < 0 && r->proto_fail) {
+		snprintf(a->why, sizeof(a->why), "%s", r->why);
+		return ETCD_FOREIGN;
+	}
+	if (ret < 0) {
+		log_warn("etcd %s: %s", c->urls[idx], r->why);
+		return ETCD_LOST;
+	}
+	etcd_grpc_answered(c, idx);
+	if (r->grpc_status == ETCD_GRPC_OK) {
+		size_t used;
+		int f = etcd_grpc_frame_next(r->body, r->len, g->max, &g->msg, &g->msg_len, &used);
+		if (f == 1 && used == r->len)
+			return ETCD_DONE;
+		snprintf(a->why, sizeof(a->why), "%s",
+			 f == 1 ? "trailing bytes after the reply message"
+				: "malformed reply frame");
+		etcd_grpc_reply_free(r);
+		a->applied = true; /* status OK: the server did apply it */
+		return ETCD_FOREIGN;
+	}
+	etcd_grpc_status_error(r->grpc_status, r->grpc_msg, &a->e);
+	etcd_grpc_reply_free(r);
+	if (a->e.grpc_code == ETCD_GRPC_UNIMPLEMENTED) {
+		/* A gRPC server without etcd's KV service (a proxy?): JSON may work. It ran
+		 * nothing, so this holds for writes too. */
+		snprintf(a->why, sizeof(a->why), "%s", a->e.msg);
+		a->unsent = true;
+		return ETCD_FOREIGN;
+	}
+	return ETCD_REFUSED;
 }
 
-/* Whether a write may go to endpoint idx over gRPC. A write that may have reached a server
- * is never sent again (see request()), and a gRPC attempt that fails like a protocol problem
- * after sending is ambiguous: an HTTP/1.1-only server answering the HTTP/2 preface with an
- * error looks to libcurl exactly like an etcd that dropped the connection after applying the
- * write ("empty reply"). So in AUTO writes use gRPC only on an endpoint that has answered a
- * gRPC request since the last protocol failure (the mount's first listing does that), and go
- * through JSON before; a protocol failure there is then a broken exchange, reported as such,
- * never silently redone over JSON. */
-static bool grpc_write_ok(struct etcd_client *c, size_t idx)
-{
-	return __atomic_load_n(&c->transport, __ATOMIC_RELAXED) == ETCD_TRANSPORT_GRPC ||
-	       __atomic_load_n(&c->grpc_proven[idx % c->n_urls], __ATOMIC_RELAXED);
-}
+static const struct etcd_request_ops grpc_ops = {.grpc = true, .perform = grpc_perform};
 
-void etcd_grpc_failed(struct etcd_client *c, const char *url, const char *why)
-{
-	__atomic_store_n(&c->grpc_off_until_ms, util_now_ms() + GRPC_OFF_MS, __ATOMIC_RELAXED);
-	/* Whatever answered gRPC before may not any more (a proxy put in front?): writes wait
-	 * until a read proves the endpoint again. */
-	for (size_t i = 0; i < c->n_urls; i++)
-		__atomic_store_n(&c->grpc_proven[i], 0, __ATOMIC_RELAXED);
-	if (!__atomic_exchange_n(&c->grpc_fallback_logged, 1, __ATOMIC_RELAXED))
-		log_info("etcd %s: gRPC request failed (%s); using the JSON gateway instead "
-			 "(for %d s)",
-			 url, why, GRPC_OFF_MS / 1000);
-	else
-		log_debug("etcd %s: gRPC request failed (%s); using the JSON gateway", url, why);
-}
-
-/* Sends a framed gRPC request to the endpoints in turn, like request(). On success *r holds
- * the reply and *msg, *msg_len its first message (inside r->body). Returns -EPROTONOSUPPORT
- * (logged by etcd_grpc_failed) when an endpoint did not speak gRPC over HTTP/2: the caller may
- * send the request through JSON instead. -EMSGSIZE (not logged) when a reply exceeds max.
- *
- * A request that is not idempotent (a write) follows request()'s rule: once an attempt may
- * have reached a server it is sent neither to another endpoint nor through JSON. Then
- * -EPROTONOSUPPORT is only returned when nothing can have been applied (nothing left, the
- * server answered UNIMPLEMENTED, or the endpoint is not known to speak gRPC: see
- * grpc_write_ok()); a protocol failure after sending is -EIO. */
+/* Sends a framed gRPC request through the request loop. On success *r holds the reply and
+ * *msg, *msg_len its first message (inside r->body). Returns -EPROTONOSUPPORT (logged by
+ * etcd_grpc_failed) when the request should go through JSON instead (see request.h),
+ * -EMSGSIZE (not logged) when a reply exceeds max. */
 static int grpc_request(struct etcd_client *c, const char *path, const uint8_t *body,
 			size_t body_len, size_t max, bool idempotent, const int *abort_flag,
 			struct etcd_grpc_reply *r, const uint8_t **msg, size_t *msg_len)
 {
-	bool auth_retried = false;
-	int ret;
+	struct grpc_call g = {.path = path,
+			      .body = body,
+			      .body_len = body_len,
+			      .max = max,
+			      .abort_flag = abort_flag,
+			      .r = r};
+	struct etcd_request rq = {.ops = &grpc_ops,
+				  .ctx = &g,
+				  .path = path,
+				  .idempotent = idempotent,
+				  .use_auth = true,
+				  .abort_flag = abort_flag};
 	memset(r, 0, sizeof(*r));
-again:;
-	char *token = NULL;
-	uint64_t gen = 0;
-	if (c->user) {
-		ret = etcd_get_token(c, &token, &gen, abort_flag);
-		if (ret < 0)
-			goto out;
-	}
-	size_t start = __atomic_load_n(&c->preferred, __ATOMIC_RELAXED) % c->n_urls;
-	int failure = 0;
-	ret = -ECONNREFUSED;
-	for (size_t i = 0; i < c->n_urls; i++) {
-		size_t idx = (start + i) % c->n_urls;
-		if (!idempotent && !grpc_write_ok(c, idx)) {
-			/* Nothing was sent anywhere yet: earlier endpoints failed unsent. */
-			ret = -EPROTONOSUPPORT;
-			goto out;
-		}
-		*r = (struct etcd_grpc_reply){.max = max};
-		ret = etcd_grpc_exchange(c, idx, path, body, body_len, token, c->command_timeout_ms,
-					 abort_flag, r);
-		if (ret == -ECANCELED || ret == -ENOMEM || ret == -EMSGSIZE)
-			goto out;
-		if (ret < 0 && r->proto_fail) {
-			etcd_grpc_failed(c, c->urls[idx], r->why);
-			if (!idempotent && !r->unsent) {
-				log_err("etcd %s: %s may or may not have been applied (%s); not "
-					"retrying it",
-					c->urls[idx], path, r->why);
-				ret = -EIO;
-				goto out;
-			}
-			ret = -EPROTONOSUPPORT;
-			goto out;
-		}
-		if (ret < 0) {
-			if (ret != -ECANCELED)
-				log_warn("etcd %s: %s", c->urls[idx], r->why);
-			failure = worse(failure, ret);
-			if (!idempotent && !r->unsent) {
-				log_err("etcd %s: %s may or may not have been applied; "
-					"not retrying it elsewhere",
-					c->urls[idx], path);
-				goto out;
-			}
-			continue; /* not sent, or idempotent: another endpoint may answer */
-		}
-		etcd_grpc_answered(c, idx);
-		if (r->grpc_status == ETCD_GRPC_OK) {
-			size_t used;
-			int f = etcd_grpc_frame_next(r->body, r->len, max, msg, msg_len, &used);
-			if (f != 1 || used != r->len) {
-				const char *why = f == 1 ? "trailing bytes after the reply message"
-							 : "malformed reply frame";
-				etcd_grpc_reply_free(r);
-				etcd_grpc_failed(c, c->urls[idx], why);
-				ret = -EPROTONOSUPPORT;
-				if (!idempotent) {
-					/* Status OK: the server did apply it. */
-					log_err("etcd %s%s: %s; the request was applied, "
-						"its result is unknown",
-						c->urls[idx], path, why);
-					ret = -EIO;
-				}
-				goto out;
-			}
-			__atomic_store_n(&c->preferred, (unsigned)idx, __ATOMIC_RELAXED);
-			ret = 0;
-			goto out;
-		}
-		struct etcd_error e;
-		etcd_grpc_status_error(r->grpc_status, r->grpc_msg, &e);
+	int ret = etcd_request_run(c, &rq);
+	if (ret < 0) {
 		etcd_grpc_reply_free(r);
-		if (e.grpc_code == ETCD_GRPC_UNIMPLEMENTED) {
-			/* A gRPC server without etcd's KV service (a proxy?): JSON may work. It
-			 * ran nothing, so this holds for writes too. */
-			etcd_grpc_failed(c, c->urls[idx], e.msg);
-			ret = -EPROTONOSUPPORT;
-			goto out;
-		}
-		if (e.retry_auth && c->user && !auth_retried) {
-			log_info("etcd %s: %s; authenticating again", c->urls[idx], e.msg);
-			etcd_invalidate_token(c, gen);
-			auth_retried = true;
-			explicit_bzero(token, strlen(token));
-			free(token);
-			goto again;
-		}
-		if (e.grpc_code == ETCD_GRPC_UNAVAILABLE && idempotent) {
-			/* No leader, shutting down: another member may serve. Not for writes,
-			 * as over JSON. */
-			log_warn("etcd %s: %s", c->urls[idx], e.msg);
-			failure = worse(failure, -EIO);
-			continue;
-		}
-		if (e.err == -EIO)
-			log_err("etcd %s%s: %s (gRPC status %d)", c->urls[idx], path, e.msg,
-				e.grpc_code);
-		else if (e.err != -EOPNOTSUPP)
-			log_warn("etcd %s%s: %s", c->urls[idx], path, e.msg);
-		ret = e.err;
-		goto out;
+		return ret;
 	}
-	ret = failure ? failure : -ECONNREFUSED;
-	if (c->n_urls > 1)
-		log_err("etcd: %s failed on all %zu endpoints", path, c->n_urls);
-	else
-		log_err("etcd: %s failed: %s", path, strerror(-ret));
-out:
-	if (token) {
-		explicit_bzero(token, strlen(token));
-		free(token);
-	}
-	if (ret < 0)
-		etcd_grpc_reply_free(r);
-	return ret;
+	*msg = g.msg;
+	*msg_len = g.msg_len;
+	return 0;
 }
 
 /* ---- auth ---- */
@@ -610,10 +496,7 @@ static int authenticate(struct etcd_client *c, const int *abort_flag)
 	json_decref(resp);
 	if (!tok)
 		return -ENOMEM;
-	if (c->token) {
-		explicit_bzero(c->token, strlen(c->token));
-		free(c->token);
-	}
+	etcd_secret_free(c->token);
 	c->token = tok;
 	c->token_gen++;
 	log_debug("etcd: authenticated as user '%s'", c->user);
@@ -641,11 +524,8 @@ void etcd_invalidate_token(struct etcd_client *c, uint64_t gen)
 {
 	pthread_mutex_lock(&c->auth_lock);
 	if (gen == c->token_gen) {
-		if (c->token) {
-			explicit_bzero(c->token, strlen(c->token));
-			free(c->token);
-			c->token = NULL;
-		}
+		etcd_secret_free(c->token);
+		c->token = NULL;
 		c->auth_disabled = false;
 		c->token_gen++;
 	}
@@ -729,21 +609,6 @@ static int range_grpc(struct etcd_client *c, const struct kv_range_req *req, con
 	return ret;
 }
 
-bool etcd_use_grpc(struct etcd_client *c)
-{
-	switch (__atomic_load_n(&c->transport, __ATOMIC_RELAXED)) {
-	case ETCD_TRANSPORT_JSON:
-		return false;
-	case ETCD_TRANSPORT_GRPC:
-		return true;
-	default:
-		/* Measured on etcd 3.4 (bench_grpc_vs_json): gRPC wins for single keys too
-		 * (~0.4 vs ~0.9 ms per get over a kept-alive connection: the gateway adds a
-		 * loopback gRPC hop), and by 8-30x for pages of many keys. */
-		return util_now_ms() >= __atomic_load_n(&c->grpc_off_until_ms, __ATOMIC_RELAXED);
-	}
-}
-
 /* One range round trip by gRPC or JSON (falling back to JSON in AUTO). *grpc tells which
  * served it. -EMSGSIZE when the reply would exceed c->max_reply (not logged). */
 static int range_once(struct etcd_client *c, const struct kv_range_req *req, const void *key,
@@ -758,9 +623,8 @@ static int range_once(struct etcd_client *c, const struct kv_range_req *req, con
 			*grpc = true;
 			return ret;
 		}
-		if (__atomic_load_n(&c->transport, __ATOMIC_RELAXED) == ETCD_TRANSPORT_GRPC)
-			return -EIO; /* no fallback wanted; the cause is logged */
-		count(&c->stats.grpc_fallbacks);
+		if (!etcd_fall_back(c))
+			return -EIO;
 	}
 	return range_json(c, req, key, key_len, end, end_len, rev, limit, res, resp_bytes);
 }
@@ -1004,10 +868,10 @@ static int client_txn(struct kv *kv, const struct kv_txn *txn, struct kv_txn_res
 	}
 	bool writes = branch_writes(txn->success, txn->n_success) ||
 		      branch_writes(txn->failure, txn->n_failure);
-	/* A write starts over gRPC only where it can stay there (grpc_write_ok()): choosing
+	/* A write starts over gRPC only where it can stay there (etcd_grpc_write_ok()): choosing
 	 * JSON up front is not a fallback. */
 	size_t pref = __atomic_load_n(&c->preferred, __ATOMIC_RELAXED) % c->n_urls;
-	if (etcd_use_grpc(c) && (!writes || grpc_write_ok(c, pref))) {
+	if (etcd_use_grpc(c) && (!writes || etcd_grpc_write_ok(c, pref))) {
 		/* Measured with bench_grpc_vs_json on etcd 3.4: a save's txn takes ~0.45-0.57
 		 * ms over gRPC vs ~0.8-1.1 ms through the gateway (its loopback gRPC hop). */
 		ret = txn_grpc(c, txn, writes, res);
@@ -1015,11 +879,10 @@ static int client_txn(struct kv *kv, const struct kv_txn *txn, struct kv_txn_res
 			goto out;
 		kv_txn_result_free(res);
 		memset(res, 0, sizeof(*res));
-		if (__atomic_load_n(&c->transport, __ATOMIC_RELAXED) == ETCD_TRANSPORT_GRPC) {
-			ret = -EIO; /* no fallback wanted; the cause is logged */
+		if (!etcd_fall_back(c)) {
+			ret = -EIO;
 			goto out;
 		}
-		count(&c->stats.grpc_fallbacks);
 	}
 	ret = txn_json(c, txn, writes, res);
 out:
@@ -1085,14 +948,8 @@ static void client_destroy(struct kv *kv)
 	free(c->cert);
 	free(c->key);
 	free(c->user);
-	if (c->password) {
-		explicit_bzero(c->password, strlen(c->password));
-		free(c->password);
-	}
-	if (c->token) {
-		explicit_bzero(c->token, strlen(c->token));
-		free(c->token);
-	}
+	etcd_secret_free(c->password);
+	etcd_secret_free(c->token);
 	pthread_mutex_destroy(&c->pool_lock);
 	pthread_mutex_destroy(&c->auth_lock);
 	free(c);

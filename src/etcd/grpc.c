@@ -1,6 +1,6 @@
 /* grpc.c: etcd's native gRPC API over HTTP/2 (libcurl) and the protobuf-c codec of our own
  * rpc.proto messages (see grpc.h). The request loop (failover, auth retry, fallback to the
- * JSON gateway) lives in client.c; this file does one exchange with one endpoint. */
+ * JSON gateway) lives in request.c; this file does one exchange with one endpoint. */
 #include "grpc.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
-/* internal.h: internal to src/etcd: the client object shared by client.c (unary requests) and
- * watch.c (streams).
+/* internal.h: internal to src/etcd: the client object shared by client.c (unary requests),
+ * request.c (the request loop) and watch.c (streams).
  *
  * Lock order: auth_lock may be held while a request runs (one re-authentication at a time);
  * pool_lock is only held to push or pop a handle and never while calling out.
@@ -24,7 +24,7 @@ struct etcd_client {
 	char **urls;  /* n_urls base URLs without trailing '/', owned */
 	size_t n_urls;
 	/* Owned, n_urls flags, atomic access: the endpoint answered a gRPC request since the
-	 * last gRPC protocol failure, so writes may go to it over gRPC (see client.c). */
+	 * last gRPC protocol failure, so writes may go to it over gRPC (see request.c). */
 	unsigned char *grpc_proven;
 	char *cacert, *cert, *key; /* owned copies or NULL */
 	bool insecure;
@@ -133,11 +133,13 @@ size_t etcd_grpc_header_cb(char *ptr, size_t size, size_t nmemb, void *ud);
  * than that it is unreachable). */
 bool etcd_grpc_protocol_failure(CURLcode rc);
 /* Whether the next range, txn or watch should use gRPC (transport setting, recent
- * failures; writes also need an endpoint that answered gRPC, see client.c). */
+ * failures; writes also need an endpoint that answered gRPC, see request.c). */
 bool etcd_use_grpc(struct etcd_client *c);
 /* Records a gRPC protocol failure on url: AUTO uses JSON for a while; logged once at info.
  * Forgets which endpoints answered gRPC. */
 void etcd_grpc_failed(struct etcd_client *c, const char *url, const char *why);
+/* Whether a write may go to endpoint idx over gRPC (see request.c). */
+bool etcd_grpc_write_ok(struct etcd_client *c, size_t idx);
 /* Records that endpoint idx answered a gRPC request (any grpc-status, over HTTP/2). */
 void etcd_grpc_answered(struct etcd_client *c, size_t idx);
 

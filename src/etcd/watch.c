@@ -13,6 +13,7 @@
  * once through JSON.
  */
 #include "internal.h"
+#include "request.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -55,7 +56,8 @@ struct kv_watch {
 	int64_t next_rev;   /* first revision not delivered yet; 0 = "now" */
 	bool announced;	    /* CONNECTED delivered and no DISCONNECTED since */
 	bool reported_down; /* DISCONNECTED delivered for the current outage */
-	int auth_retries;
+	bool auth_retried;  /* the token was renewed since the last stream was created */
+	long backoff;	    /* the next reconnect delay */
 	/* state of the current stream */
 	bool grpc;		   /* it speaks gRPC (else JSON lines) */
 	bool grpc_malformed;	   /* a gRPC message did not decode */
@@ -124,11 +126,11 @@ static bool handle_msg(struct kv_watch *w, struct etcd_watch_msg *m)
 	if (m->created) {
 		w->created = true;
 		if (w->grpc)
-			etcd_grpc_answered(w->c, w->ep); /* lets writes use gRPC (client.c) */
+			etcd_grpc_answered(w->c, w->ep); /* lets writes use gRPC (request.c) */
 		__atomic_add_fetch(w->grpc ? &w->c->stats.grpc_watch_streams
 					   : &w->c->stats.json_watch_streams,
 				   1, __ATOMIC_RELAXED);
-		w->auth_retries = 0;
+		w->backoff = BACKOFF_MIN_MS;
 		if (w->next_rev == 0)
 			w->next_rev = m->revision + 1;
 		if (!w->announced) {
@@ -269,9 +271,10 @@ static size_t stream_write(char *ptr, size_t size, size_t nmemb, void *ud)
 	return go_on ? n : 0;
 }
 
-/* Runs one stream until it ends. Returns STREAM_FINAL, STREAM_RECONNECT or a negative errno
- * (stream lost; w->err.msg says why). */
-static int run_stream(struct kv_watch *w)
+/* Builds the request of one stream into w->easy (body and header list owned by the caller).
+ * Returns 0 or -ENOMEM. */
+static int stream_setup(struct kv_watch *w, size_t idx, const char *token, char **body,
+			struct curl_slist **hdrs, char *errbuf)
 {
 	struct etcd_client *c = w->c;
 	struct kv_watch_req req = {.key = w->key,
@@ -279,50 +282,24 @@ static int run_stream(struct kv_watch *w)
 				   .range_end = w->end,
 				   .range_end_len = w->end_len,
 				   .prev_kv = w->prev_kv};
-	char *token = NULL, *body = NULL;
 	size_t body_len = 0;
-	struct curl_slist *hdrs = NULL;
-	char url[1024], errbuf[CURL_ERROR_SIZE] = "";
-	uint64_t gen = 0;
-	int ret;
-
-	w->line_len = 0;
-	w->created = w->final = w->failed = false;
-	w->status = 0;
-	memset(&w->err, 0, sizeof(w->err));
-	w->grpc = etcd_use_grpc(c);
-	w->grpc_malformed = false;
-	memset(&w->gr, 0, sizeof(w->gr));
-	w->gr.grpc_status = -1;
-
-	ret = etcd_get_token(c, &token, &gen, &w->stop);
-	if (ret < 0) {
-		fail(w, ret, "authentication failed");
-		if (ret == -EACCES) {
-			deliver(w, KV_WATCH_CANCELED, 0, ret);
-			return STREAM_FINAL;
-		}
-		return ret;
-	}
+	char url[1024];
 	if (w->grpc) {
 		uint8_t *pb = NULL;
 		if (etcd_grpc_watch_req(&req, w->next_rev, &pb, &body_len) == 0)
-			body = (char *)pb;
-		hdrs = etcd_grpc_headers(token, 0);
-		snprintf(url, sizeof(url), "%s%s", c->urls[w->ep], ETCD_GRPC_WATCH_PATH);
+			*body = (char *)pb;
+		*hdrs = etcd_grpc_headers(token, 0);
+		snprintf(url, sizeof(url), "%s%s", c->urls[idx], ETCD_GRPC_WATCH_PATH);
 	} else {
 		json_t *o = etcd_json_watch_req(&req, w->next_rev);
-		body = o ? json_dumps(o, JSON_COMPACT) : NULL;
-		body_len = body ? strlen(body) : 0;
+		*body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		body_len = *body ? strlen(*body) : 0;
 		json_decref(o);
-		hdrs = etcd_headers(token);
-		snprintf(url, sizeof(url), "%s/v3/watch", c->urls[w->ep]);
+		*hdrs = etcd_headers(token);
+		snprintf(url, sizeof(url), "%s/v3/watch", c->urls[idx]);
 	}
-	if (!body || !hdrs) {
-		ret = -ENOMEM;
-		fail(w, ret, "out of memory");
-		goto out;
-	}
+	if (!*body || !*hdrs)
+		return -ENOMEM;
 	curl_easy_reset(w->easy);
 	etcd_setup_handle(c, w->easy, 0);
 	if (w->grpc) {
@@ -338,28 +315,33 @@ static int run_stream(struct kv_watch *w)
 		curl_easy_setopt(w->easy, CURLOPT_HEADERDATA, &w->gr);
 	}
 	curl_easy_setopt(w->easy, CURLOPT_URL, url);
-	curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(w->easy, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, *hdrs);
+	curl_easy_setopt(w->easy, CURLOPT_POSTFIELDS, *body);
 	curl_easy_setopt(w->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
 	curl_easy_setopt(w->easy, CURLOPT_WRITEFUNCTION, stream_write);
 	curl_easy_setopt(w->easy, CURLOPT_WRITEDATA, w);
 	curl_easy_setopt(w->easy, CURLOPT_ERRORBUFFER, errbuf);
-	curl_multi_add_handle(w->multi, w->easy);
+	return 0;
+}
 
+/* Drives the stream until it ends, is cancelled, times out before it was created or stalls.
+ * Returns 0 (*rc says how the transfer ended), STREAM_RECONNECT or -ETIMEDOUT. */
+static int stream_pump(struct kv_watch *w, long timeout_ms, CURLcode *rc)
+{
+	struct etcd_client *c = w->c;
 	int64_t start = util_now_ms();
 	long stall_ms = w->stall_ms;
-	int64_t created_deadline = start + c->dial_timeout_ms + c->command_timeout_ms;
+	int64_t created_deadline = start + c->dial_timeout_ms + timeout_ms;
 	w->last_byte_ms = start;
-	CURLcode rc = CURLE_OK;
-	bool done = false;
-	ret = 0;
-	while (!done && !stopped(w)) {
+	*rc = CURLE_OK;
+	while (!stopped(w)) {
 		int running = 0, q;
+		bool done = false;
 		curl_multi_perform(w->multi, &running);
 		CURLMsg *msg;
 		while ((msg = curl_multi_info_read(w->multi, &q))) {
 			if (msg->msg == CURLMSG_DONE) {
-				rc = msg->data.result;
+				*rc = msg->data.result;
 				done = true;
 			}
 		}
@@ -368,8 +350,7 @@ static int run_stream(struct kv_watch *w)
 		int64_t now = util_now_ms();
 		if (!w->created && now >= created_deadline) {
 			fail(w, -ETIMEDOUT, "no reply to the watch request within the timeouts");
-			ret = -ETIMEDOUT;
-			break;
+			return -ETIMEDOUT;
 		}
 		if (w->created && stall_ms > 0 && now - w->last_byte_ms >= stall_ms) {
 			/* Silence can be an idle watch or a dead stream; ask the server. */
@@ -377,14 +358,10 @@ static int run_stream(struct kv_watch *w)
 				log_info("etcd %s: watch stream silent for %ld ms while the server "
 					 "answers; re-establishing it",
 					 c->urls[w->ep], stall_ms);
-				ret = STREAM_RECONNECT;
-			} else {
-				fail(w, -ETIMEDOUT,
-				     "watch stream stalled and the server does not "
-				     "answer");
-				ret = -ETIMEDOUT;
+				return STREAM_RECONNECT;
 			}
-			break;
+			fail(w, -ETIMEDOUT, "watch stream stalled and the server does not answer");
+			return -ETIMEDOUT;
 		}
 		long wait = 1000;
 		if (!w->created && created_deadline - now < wait)
@@ -393,59 +370,54 @@ static int run_stream(struct kv_watch *w)
 			wait = (long)(w->last_byte_ms + stall_ms - now);
 		curl_multi_poll(w->multi, NULL, 0, wait > 0 ? (int)wait : 0, NULL);
 	}
-	curl_multi_remove_handle(w->multi, w->easy);
-	curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, NULL);
-	curl_easy_setopt(w->easy, CURLOPT_ERRORBUFFER, NULL);
+	return 0;
+}
 
-	if (stopped(w) || w->final) {
-		ret = STREAM_FINAL;
-		goto out;
+/* Why an ended gRPC stream was no gRPC reply at all (NULL when it was one), into cause. */
+static const char *grpc_foreign(struct kv_watch *w, CURLcode rc, const char *errbuf, char *cause,
+				size_t size)
+{
+	long version = 0;
+	curl_easy_getinfo(w->easy, CURLINFO_HTTP_VERSION, &version);
+	if (rc == CURLE_OK && version != CURL_HTTP_VERSION_2_0)
+		return "the server did not answer over HTTP/2";
+	if (rc == CURLE_OK && (w->status != 200 || w->gr.grpc_status < 0)) {
+		snprintf(cause, size, "not a gRPC reply (HTTP status %ld)", w->status);
+		return cause;
 	}
-	if (ret)
-		goto out;
+	bool unsent;
+	if (rc != CURLE_OK && !w->created && etcd_grpc_protocol_failure(rc) &&
+	    etcd_curl_errno(w->easy, rc, errbuf, &unsent) == -EIO) {
+		etcd_describe_curl_error(w->easy, rc, errbuf, cause, size);
+		return cause;
+	}
+	return NULL;
+}
+
+/* Classifies how a stream ended for the request loop. */
+static enum etcd_outcome stream_outcome(struct kv_watch *w, CURLcode rc, const char *errbuf,
+					struct etcd_attempt *a)
+{
 	if (w->grpc_malformed) {
 		/* Not what our rpc.proto describes (a server from the future?): resume through
 		 * JSON from the next undelivered revision; nothing is lost or repeated. */
-		etcd_grpc_failed(c, c->urls[w->ep], "malformed WatchResponse");
-		__atomic_add_fetch(&c->stats.grpc_fallbacks, 1, __ATOMIC_RELAXED);
-		if (__atomic_load_n(&c->transport, __ATOMIC_RELAXED) != ETCD_TRANSPORT_GRPC) {
-			ret = STREAM_RECONNECT;
-			goto out;
-		}
+		snprintf(a->why, sizeof(a->why), "malformed WatchResponse");
+		return ETCD_FOREIGN;
 	}
 	if (w->grpc && !w->failed) {
-		long version = 0;
-		curl_easy_getinfo(w->easy, CURLINFO_HTTP_VERSION, &version);
 		if (!w->status)
 			curl_easy_getinfo(w->easy, CURLINFO_RESPONSE_CODE, &w->status);
-		const char *why = NULL;
 		char cause[sizeof(w->err.msg)];
+		const char *why = NULL;
 		if (w->gr.grpc_status > 0) {
 			/* The server ended the call with an error (trailers or trailers-only). */
 			etcd_grpc_status_error(w->gr.grpc_status, w->gr.grpc_msg, &w->err);
 			w->failed = true;
-		} else if (rc == CURLE_OK && version != CURL_HTTP_VERSION_2_0) {
-			why = "the server did not answer over HTTP/2";
-		} else if (rc == CURLE_OK && (w->status != 200 || w->gr.grpc_status < 0)) {
-			snprintf(cause, sizeof(cause), "not a gRPC reply (HTTP status %ld)",
-				 w->status);
-			why = cause;
-		} else if (rc != CURLE_OK && !w->created && etcd_grpc_protocol_failure(rc)) {
-			bool unsent;
-			if (etcd_curl_errno(w->easy, rc, errbuf, &unsent) == -EIO) {
-				etcd_describe_curl_error(w->easy, rc, errbuf, cause, sizeof(cause));
-				why = cause;
-			}
-		}
-		if (why && !w->created) {
-			etcd_grpc_failed(c, c->urls[w->ep], why);
-			__atomic_add_fetch(&c->stats.grpc_fallbacks, 1, __ATOMIC_RELAXED);
-			if (__atomic_load_n(&c->transport, __ATOMIC_RELAXED) !=
-			    ETCD_TRANSPORT_GRPC) {
-				ret = STREAM_RECONNECT; /* through JSON, right away */
-				goto out;
-			}
+		} else if ((why = grpc_foreign(w, rc, errbuf, cause, sizeof(cause))) &&
+			   !w->created) {
 			fail(w, -EIO, why);
+			snprintf(a->why, sizeof(a->why), "%s", why);
+			return ETCD_FOREIGN;
 		}
 	}
 	if (!w->grpc && !w->failed && w->status && w->status != 200) {
@@ -453,38 +425,100 @@ static int run_stream(struct kv_watch *w)
 		w->failed = true;
 	}
 	if (w->failed) {
-		if (w->err.retry_auth && c->user && w->auth_retries++ < 1) {
-			log_info("etcd %s: watch: %s; authenticating again", c->urls[w->ep],
-				 w->err.msg);
-			etcd_invalidate_token(c, gen);
-			ret = STREAM_RECONNECT;
-		} else if (w->err.err == -EACCES) {
-			log_err("etcd %s: watch refused: %s", c->urls[w->ep], w->err.msg);
-			deliver(w, KV_WATCH_CANCELED, 0, -EACCES);
-			ret = STREAM_FINAL;
-		} else {
-			ret = w->err.err ? w->err.err : -EIO;
-		}
-		goto out;
+		a->e = w->err;
+		return ETCD_REFUSED;
 	}
 	if (rc != CURLE_OK) {
 		char cause[sizeof(w->err.msg)];
-		etcd_describe_curl_error(w->easy, rc, errbuf, cause, sizeof(cause));
 		bool unsent;
-		ret = etcd_curl_errno(w->easy, rc, errbuf, &unsent);
-		fail(w, ret, cause);
-		w->err.err = ret;
-		goto out;
+		etcd_describe_curl_error(w->easy, rc, errbuf, cause, sizeof(cause));
+		a->err = etcd_curl_errno(w->easy, rc, errbuf, &unsent);
+		fail(w, a->err, cause);
+		return ETCD_LOST;
 	}
 	fail(w, -ECONNRESET, "the server ended the watch stream");
-	ret = -ECONNRESET;
-out:
-	if (token) {
-		explicit_bzero(token, strlen(token));
-		free(token);
+	a->err = -ECONNRESET;
+	return ETCD_LOST;
+}
+
+/* The watch's attempt for the request loop: one stream on endpoint idx, run until it ends.
+ * Ends with STOP STREAM_FINAL or STREAM_RECONNECT, or an outcome whose cause is in w->err. */
+static enum etcd_outcome stream_perform(struct etcd_client *c, void *ctx, size_t idx,
+					const char *token, long timeout_ms, struct etcd_attempt *a)
+{
+	struct kv_watch *w = ctx;
+	char *body = NULL, errbuf[CURL_ERROR_SIZE] = "";
+	struct curl_slist *hdrs = NULL;
+	enum etcd_outcome o = ETCD_STOP;
+	CURLcode rc;
+
+	w->line_len = 0;
+	w->created = w->final = w->failed = false;
+	w->status = 0;
+	memset(&w->err, 0, sizeof(w->err));
+	w->grpc = etcd_use_grpc(c);
+	w->grpc_malformed = false;
+	memset(&w->gr, 0, sizeof(w->gr));
+	w->gr.grpc_status = -1;
+	if (stream_setup(w, idx, token, &body, &hdrs, errbuf) < 0) {
+		fail(w, -ENOMEM, "out of memory");
+		a->err = -ENOMEM;
+		goto out;
 	}
+	curl_multi_add_handle(w->multi, w->easy);
+	int ret = stream_pump(w, timeout_ms, &rc);
+	curl_multi_remove_handle(w->multi, w->easy);
+	curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(w->easy, CURLOPT_ERRORBUFFER, NULL);
+	a->token_worked = w->created;
+	if (stopped(w) || w->final)
+		a->err = STREAM_FINAL;
+	else if (ret == -ETIMEDOUT)
+		o = ETCD_LOST, a->err = ret;
+	else if (ret)
+		a->err = ret;
+	else
+		o = stream_outcome(w, rc, errbuf, a);
+out:
 	curl_slist_free_all(hdrs);
 	free(body);
+	return o;
+}
+
+static const struct etcd_request_ops stream_ops = {.grpc = false, .perform = stream_perform};
+
+/* Runs one stream on endpoint w->ep through the request loop (token, its renewal, the gRPC
+ * fallback). Returns STREAM_FINAL, STREAM_RECONNECT or a negative errno (stream lost;
+ * w->err.msg says why). */
+static int run_stream(struct kv_watch *w)
+{
+	struct etcd_client *c = w->c;
+	struct etcd_request rq = {.ops = &stream_ops,
+				  .ctx = w,
+				  .path = "/v3/watch",
+				  .idempotent = true,
+				  .use_auth = true,
+				  .abort_flag = &w->stop,
+				  .stream = true,
+				  .first = w->ep,
+				  .auth_retried = w->auth_retried};
+	int ret = etcd_request_run(c, &rq);
+	w->auth_retried = rq.auth_retried;
+	if (ret < 0 && rq.token_failed) {
+		fail(w, ret, "authentication failed");
+		if (ret == -EACCES) {
+			deliver(w, KV_WATCH_CANCELED, 0, ret);
+			return STREAM_FINAL;
+		}
+		return ret;
+	}
+	if (ret == -EPROTONOSUPPORT) /* through JSON, right away */
+		return etcd_fall_back(c) ? STREAM_RECONNECT : (w->err.err ? w->err.err : -EIO);
+	if (ret == -EACCES && rq.refused) {
+		log_err("etcd %s: watch refused: %s", c->urls[w->ep], w->err.msg);
+		deliver(w, KV_WATCH_CANCELED, 0, -EACCES);
+		return STREAM_FINAL;
+	}
 	return ret;
 }
 
@@ -503,13 +537,11 @@ static void backoff_sleep(struct kv_watch *w, long ms)
 static void *watch_thread(void *arg)
 {
 	struct kv_watch *w = arg;
-	long backoff = BACKOFF_MIN_MS;
+	w->backoff = BACKOFF_MIN_MS;
 	while (!stopped(w)) {
 		int ret = run_stream(w);
 		if (ret == STREAM_FINAL || stopped(w))
 			break;
-		if (w->created)
-			backoff = BACKOFF_MIN_MS;
 		if (ret == STREAM_RECONNECT)
 			continue;
 		if (!w->reported_down) {
@@ -524,8 +556,8 @@ static void *watch_thread(void *arg)
 		}
 		/* Another member may serve while this one is down. */
 		w->ep = (w->ep + 1) % w->c->n_urls;
-		backoff_sleep(w, backoff);
-		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+		backoff_sleep(w, w->backoff);
+		w->backoff = w->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff * 2;
 	}
 	return NULL;
 }

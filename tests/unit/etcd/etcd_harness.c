@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/util.h"
+
 static const char *etcd_bin(void)
 {
 	const char *b = getenv("ETCD_BIN");
@@ -27,13 +29,6 @@ static const char *etcdctl_bin(void)
 {
 	const char *b = getenv("ETCDCTL_BIN");
 	return b && *b ? b : "/usr/bin/etcdctl";
-}
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void sleep_ms(long ms)
@@ -229,14 +224,14 @@ static size_t sink(char *p, size_t s, size_t n, void *ud)
 
 int etcd_harness_wait_healthy(struct etcd_harness *h, long timeout_ms)
 {
-	long long deadline = mono_ms() + timeout_ms;
+	long long deadline = util_now_ms() + timeout_ms;
 	char url[128];
 	snprintf(url, sizeof(url), "%s/health", h->endpoint);
 	CURL *c = curl_easy_init();
 	if (!c)
 		return -ENOMEM;
 	int ret = -ETIMEDOUT;
-	while (mono_ms() < deadline) {
+	while (util_now_ms() < deadline) {
 		char body[256] = "";
 		int status;
 		if (h->pid && waitpid(h->pid, &status, WNOHANG) == h->pid) {
@@ -429,13 +424,13 @@ int etcd_harness_stop(struct etcd_harness *h)
 		return 0;
 	kill(h->pid, SIGCONT); /* a stopped etcd cannot handle SIGTERM */
 	kill(h->pid, SIGTERM);
-	long long deadline = mono_ms() + 5000;
+	long long deadline = util_now_ms() + 5000;
 	int status;
 	for (;;) {
 		pid_t r = waitpid(h->pid, &status, WNOHANG);
 		if (r == h->pid || (r < 0 && errno != EINTR))
 			break;
-		if (mono_ms() > deadline) {
+		if (util_now_ms() > deadline) {
 			kill(h->pid, SIGKILL);
 			waitpid(h->pid, &status, 0);
 			break;

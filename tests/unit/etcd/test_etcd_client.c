@@ -12,19 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "test.h"
 #include "etcd.h"
 #include "etcd_harness.h"
 #include "core/log.h"
 
 static struct etcd_harness H;
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Client for a comma separated endpoint list; timeouts in ms (0 = default). */
 static struct kv *client(const char *endpoints, long cmd_ms, size_t max_req, size_t max_ops)
@@ -287,9 +280,9 @@ static void test_paging(struct kv *kv)
 	struct kv_range_req req = {
 		.key = "/p/", .key_len = 3, .range_end = "/p0", .range_end_len = 3};
 	struct kv_range_result res;
-	long long t0 = mono_ms();
+	long long t0 = util_now_ms();
 	CHECK_EQ(kv_range(kv, &req, &res), 0);
-	long long t1 = mono_ms();
+	long long t1 = util_now_ms();
 	__atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
 	pthread_join(th, NULL);
 	fprintf(stderr, "paged %zu keys in %lld ms while %d keys were written\n", res.n_kvs,
@@ -454,10 +447,10 @@ static void test_dead_and_failover(void)
 	snprintf(dead, sizeof(dead), "http://127.0.0.1:%d", port);
 	struct kv *kv = client(dead, 0, 0, 0);
 	int64_t rev;
-	long long t0 = mono_ms();
+	long long t0 = util_now_ms();
 	CHECK_EQ(kv_status(kv, &rev), -ECONNREFUSED);
 	CHECK_EQ(kv_put(kv, "/x", 2, "y", 1, NULL), -ECONNREFUSED);
-	long long dt = mono_ms() - t0;
+	long long dt = util_now_ms() - t0;
 	fprintf(stderr, "dead endpoint refused in %lld ms\n", dt);
 	CHECK(dt < 1000);
 	kv_destroy(kv);
@@ -488,20 +481,20 @@ static void test_stopped_server(void)
 	int64_t rev;
 	CHECK_EQ(kv_status(kv, &rev), 0); /* warm a kept-alive connection */
 	CHECK_EQ(etcd_harness_signal(&H, SIGSTOP), 0);
-	long long t0 = mono_ms();
+	long long t0 = util_now_ms();
 	CHECK_EQ(kv_status(kv, &rev), -ETIMEDOUT);
-	long long dt = mono_ms() - t0;
+	long long dt = util_now_ms() - t0;
 	fprintf(stderr, "stopped etcd: status timed out after %lld ms\n", dt);
 	CHECK(dt >= cmd - 50 && dt <= cmd + 1000);
-	t0 = mono_ms();
+	t0 = util_now_ms();
 	CHECK_EQ(put_s(kv, "/stopped", "1", NULL), -ETIMEDOUT);
-	dt = mono_ms() - t0;
+	dt = util_now_ms() - t0;
 	CHECK(dt <= cmd + 1000);
 	/* A fresh client (new connection into the stopped server's backlog) too. */
 	struct kv *kv2 = client(H.endpoint, cmd, 0, 0);
-	t0 = mono_ms();
+	t0 = util_now_ms();
 	CHECK_EQ(kv_status(kv2, &rev), -ETIMEDOUT);
-	CHECK(mono_ms() - t0 <= cmd + 1000);
+	CHECK(util_now_ms() - t0 <= cmd + 1000);
 	kv_destroy(kv2);
 	/* A stopped first endpoint and a live second one (a separate single-member cluster):
 	 * reads move on after the command timeout; a write that may have reached the stopped
@@ -511,15 +504,15 @@ static void test_stopped_server(void)
 		char both[160];
 		snprintf(both, sizeof(both), "%s,%s", H.endpoint, h2.endpoint);
 		struct kv *kv3 = client(both, cmd, 0, 0);
-		t0 = mono_ms();
+		t0 = util_now_ms();
 		CHECK_EQ(kv_status(kv3, &rev), 0);
-		dt = mono_ms() - t0;
+		dt = util_now_ms() - t0;
 		fprintf(stderr, "read failed over from a stopped endpoint in %lld ms\n", dt);
 		CHECK(dt <= cmd + 1000);
 		/* The live endpoint is now preferred: no more waiting. */
-		t0 = mono_ms();
+		t0 = util_now_ms();
 		CHECK_EQ(kv_status(kv3, &rev), 0);
-		CHECK(mono_ms() - t0 < 500);
+		CHECK(util_now_ms() - t0 < 500);
 		kv_destroy(kv3);
 		kv3 = client(both, cmd, 0, 0);
 		CHECK_EQ(put_s(kv3, "/once", "1", NULL), -ETIMEDOUT);
@@ -642,5 +635,5 @@ int main(void)
 		kv_destroy(kv);
 	}
 	etcd_harness_destroy(&H);
-	return CHECK_SUMMARY();
+	return test_summary();
 }

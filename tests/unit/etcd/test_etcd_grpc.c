@@ -24,17 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "test.h"
 #include "etcd.h"
 #include "etcd_harness.h"
 #include "grpc.h"
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- codec, no server ---- */
 
@@ -1374,9 +1367,9 @@ static void test_pinned_paging(struct etcd_harness *h)
 	struct kv_range_req req = prefix_req("/p/", end);
 	struct kv_range_result res;
 	struct etcd_client_stats s0 = stats(g);
-	long long t0 = mono_ms();
+	long long t0 = util_now_ms();
 	CHECK_EQ(kv_range(g, &req, &res), 0);
-	long long dt = mono_ms() - t0;
+	long long dt = util_now_ms() - t0;
 	__atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
 	pthread_join(th, NULL);
 	struct etcd_client_stats s1 = stats(g);
@@ -1605,13 +1598,13 @@ static void wcb(void *arg, const struct kv_watch_batch *b)
 
 static bool wait_wrec(struct wrec *r, int *field, int n)
 {
-	for (long long deadline = mono_ms() + 5000;;) {
+	for (long long deadline = util_now_ms() + 5000;;) {
 		pthread_mutex_lock(&r->lock);
 		int v = *field;
 		pthread_mutex_unlock(&r->lock);
 		if (v >= n)
 			return true;
-		if (mono_ms() > deadline)
+		if (util_now_ms() > deadline)
 			return false;
 		usleep(10000);
 	}
@@ -1793,9 +1786,9 @@ static void test_failover_timeout(struct etcd_harness *h)
 	snprintf(dead, sizeof(dead), "http://127.0.0.1:%d", etcd_harness_free_port());
 	oa = (struct copts){.endpoints = dead};
 	a = client(&oa);
-	long long t0 = mono_ms();
+	long long t0 = util_now_ms();
 	CHECK_EQ(kv_range(a, &req, &res), -ECONNREFUSED);
-	CHECK(mono_ms() - t0 < 1000);
+	CHECK(util_now_ms() - t0 < 1000);
 	kv_range_result_free(&res);
 	kv_destroy(a);
 
@@ -1805,9 +1798,9 @@ static void test_failover_timeout(struct etcd_harness *h)
 	CHECK_EQ(kv_range(a, &req, &res), 0);
 	kv_range_result_free(&res);
 	CHECK_EQ(etcd_harness_signal(h, SIGSTOP), 0);
-	t0 = mono_ms();
+	t0 = util_now_ms();
 	CHECK_EQ(kv_range(a, &req, &res), -ETIMEDOUT);
-	long long dt = mono_ms() - t0;
+	long long dt = util_now_ms() - t0;
 	fprintf(stderr, "gRPC range against a stopped etcd timed out after %lld ms\n", dt);
 	CHECK(dt >= 950 && dt <= 1900);
 	kv_range_result_free(&res);
@@ -1860,9 +1853,9 @@ static void test_failover_timeout(struct etcd_harness *h)
 		CHECK_EQ(kv_range(g, &req, &res), 0); /* AUTO: now known to speak gRPC */
 		kv_range_result_free(&res);
 		CHECK_EQ(etcd_harness_signal(h, SIGSTOP), 0);
-		t0 = mono_ms();
+		t0 = util_now_ms();
 		CHECK_EQ(put_s(g, "/t/once", "1"), -ETIMEDOUT);
-		dt = mono_ms() - t0;
+		dt = util_now_ms() - t0;
 		CHECK(dt >= 950 && dt <= 1900);
 		CHECK_EQ(etcd_harness_signal(h, SIGCONT), 0);
 		s = stats(g);
@@ -2093,5 +2086,5 @@ int main(void)
 	etcd_harness_destroy(&h);
 	test_tls();
 	test_auth();
-	return CHECK_SUMMARY();
+	return test_summary();
 }

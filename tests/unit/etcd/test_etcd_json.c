@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "test.h"
 #include "etcd.h"
 #include "core/base64.h"
 #include "json.h"
@@ -507,5 +507,5 @@ int main(void)
 	test_watch_parse();
 	test_durations();
 	test_config();
-	return CHECK_SUMMARY();
+	return test_summary();
 }

@@ -12,18 +12,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "test.h"
 #include "etcd.h"
 #include "etcd_harness.h"
 
 static struct etcd_harness H;
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct ev {
 	enum kv_event_type type;
@@ -99,12 +92,12 @@ static void cb(void *arg, const struct kv_watch_batch *b)
 /* Waits until state has been seen at least n times (state -1: n events). */
 static bool wait_for(struct rec *r, int state, int n, long timeout_ms)
 {
-	long long deadline = mono_ms() + timeout_ms;
+	long long deadline = util_now_ms() + timeout_ms;
 	bool ok;
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
 		ok = state < 0 ? r->n_evs >= (size_t)n : r->n_state[state] >= n;
-		if (ok || mono_ms() >= deadline)
+		if (ok || util_now_ms() >= deadline)
 			break;
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -211,9 +204,9 @@ static void test_basic(struct kv *kv)
 	CHECK_EQ(r.n_state[KV_WATCH_DISCONNECTED], 0);
 	CHECK(r.n_order >= 1 && r.order[0] == KV_WATCH_CONNECTED);
 	pthread_mutex_unlock(&r.lock);
-	long long t0 = mono_ms();
+	long long t0 = util_now_ms();
 	kv_watch_cancel(kv, w);
-	long long dt = mono_ms() - t0;
+	long long dt = util_now_ms() - t0;
 	fprintf(stderr, "cancel of a connected watch took %lld ms\n", dt);
 	CHECK(dt < 500);
 	rec_destroy(&r);
@@ -384,9 +377,9 @@ static void test_cancel_while_down(void)
 	CHECK_EQ(start_watch(kv, "/d/", 0, &r, &w), 0);
 	CHECK(wait_for(&r, KV_WATCH_DISCONNECTED, 1, 5000));
 	usleep(1500000); /* let the backoff grow */
-	long long t0 = mono_ms();
+	long long t0 = util_now_ms();
 	kv_watch_cancel(kv, w);
-	long long dt = mono_ms() - t0;
+	long long dt = util_now_ms() - t0;
 	fprintf(stderr, "cancel during reconnect backoff took %lld ms\n", dt);
 	CHECK(dt < 500);
 	pthread_mutex_lock(&r.lock);
@@ -418,9 +411,9 @@ static void test_stall_guard(struct kv *kv_unused)
 	pthread_mutex_unlock(&r.lock);
 	/* A hung server: the stream stalls, the probe times out, DISCONNECTED follows. */
 	CHECK_EQ(etcd_harness_signal(&H, SIGSTOP), 0);
-	long long t0 = mono_ms();
+	long long t0 = util_now_ms();
 	CHECK(wait_for(&r, KV_WATCH_DISCONNECTED, 1, 10000));
-	long long dt = mono_ms() - t0;
+	long long dt = util_now_ms() - t0;
 	fprintf(stderr, "stalled watch reported DISCONNECTED after %lld ms\n", dt);
 	CHECK(dt < 5000);
 	pthread_mutex_lock(&r.lock);
@@ -507,5 +500,5 @@ int main(void)
 		kv_destroy(kv);
 	}
 	etcd_harness_destroy(&H);
-	return CHECK_SUMMARY();
+	return test_summary();
 }
