@@ -1,6 +1,6 @@
 /* base64.h: RFC 4648 base64, the encoding etcd's JSON API uses for every key and value.
  * One implementation for the etcd client (src/etcd/json.c) and the JSON API server of the
- * embedded store (src/store/gateway.c). */
+ * embedded store (src/gateway/). */
 #ifndef ETCDFS_BASE64_H
 #define ETCDFS_BASE64_H
 

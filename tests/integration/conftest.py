@@ -231,7 +231,7 @@ class StoreServer(Etcd):
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
     def _start(self):
-        server = os.path.join(BUILD, "src/store/etcdfs-server")
+        server = os.path.join(BUILD, "src/gateway/etcdfs-server")
         args = [server, "--data-dir", os.path.join(self.dir, "data"),
                 "--listen-client", f"127.0.0.1:{self.port}"]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)

@@ -1,44 +1,17 @@
-/* storetest.h: helpers shared by the store's tests: temp dirs, opening a
- * store with test-friendly settings, small kv.h wrappers. Header-only so each
- * test program stays one file plus this. */
+/* storetest.h: helpers shared by the tests that run the embedded store (the store's own
+ * and the gateway's): opening a store, small kv.h wrappers. Assertions and temp dirs come
+ * from test.h. Header-only so each test program stays one file plus this. */
 #ifndef ETCDFS_TEST_STORETEST_H
 #define ETCDFS_TEST_STORETEST_H
 
-#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "kv.h"
 #include "store/store.h"
-#include "testutil.h"
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st, (void)flag, (void)ftw;
-	return remove(path);
-}
-
-static inline void rm_rf(const char *path)
-{
-	nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* A fresh directory under $TMPDIR (or /tmp); caller frees and rm_rf()s. */
-static inline char *tmpdir_new(const char *tag)
-{
-	const char *base = getenv("TMPDIR");
-	char *p;
-	if (asprintf(&p, "%s/etcdfs-store-%s-XXXXXX", base ? base : "/tmp", tag) < 0)
-		abort();
-	if (!mkdtemp(p)) {
-		perror("mkdtemp");
-		abort();
-	}
-	return p;
-}
+#include "test.h"
 
 static inline struct kv *open_at(const char *dir, struct store_config *cfg_in)
 {

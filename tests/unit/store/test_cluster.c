@@ -11,14 +11,19 @@
  * acknowledged write is readable on every node and every node passes
  * store_check. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "storetest.h"
@@ -30,13 +35,6 @@ static char peers[512];
 static pid_t pids[NODES + 1];
 static int ctl[NODES + 1]; /* parent's end of each node's socketpair */
 static pthread_mutex_t ctl_mu[NODES + 1];
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- node process ---- */
 
@@ -167,10 +165,10 @@ static void node_main(int id, int fd)
 static void start_node(int id)
 {
 	int sv[2];
-	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	REQUIRE_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	fflush(stderr);
 	pid_t pid = fork();
-	CHECK(pid >= 0);
+	REQUIRE(pid >= 0);
 	if (pid == 0) {
 		close(sv[0]);
 		for (int i = 1; i <= NODES; i++)
@@ -201,10 +199,10 @@ static int call(int id, char *reply, size_t len, const char *fmt, ...)
 		return -EPIPE;
 	}
 	size_t got = 0;
-	int64_t deadline = now_ms() + 15000;
+	int64_t deadline = util_now_ms() + 15000;
 	while (got < len - 1) {
 		struct pollfd p = {.fd = fd, .events = POLLIN};
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - util_now_ms();
 		if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
 			pthread_mutex_unlock(&ctl_mu[id]);
 			return -ETIMEDOUT;
@@ -243,9 +241,9 @@ static void wait_ready(int id)
 
 static void kill_node(int id)
 {
-	CHECK_EQ(kill(pids[id], SIGKILL), 0);
+	REQUIRE_EQ(kill(pids[id], SIGKILL), 0);
 	int st;
-	CHECK_EQ(waitpid(pids[id], &st, 0), pids[id]);
+	REQUIRE_EQ(waitpid(pids[id], &st, 0), pids[id]);
 	pthread_mutex_lock(&ctl_mu[id]);
 	close(ctl[id]);
 	ctl[id] = -1;
@@ -256,8 +254,8 @@ static void kill_node(int id)
 /* The leader all live nodes agree on, waiting up to timeout_ms; 0 if none. */
 static int agreed_leader(int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
-	while (now_ms() < deadline) {
+	int64_t deadline = util_now_ms() + timeout_ms;
+	while (util_now_ms() < deadline) {
 		int leader = -1;
 		bool ok = true;
 		for (int i = 1; i <= NODES && ok; i++) {
@@ -294,7 +292,7 @@ static int put_via(int id, const char *key)
 	int ret = call(id, r, sizeof(r), "PUT %s v-%s", key, key);
 	if (ret == 0) {
 		pthread_mutex_lock(&acked_mu);
-		CHECK(n_acked < MAX_KEYS);
+		REQUIRE(n_acked < MAX_KEYS);
 		snprintf(acked[n_acked++], 40, "%s", key);
 		pthread_mutex_unlock(&acked_mu);
 	}
@@ -328,51 +326,51 @@ static void *load_main(void *arg)
 static void verify_node(int id)
 {
 	char r[600];
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = util_now_ms() + 10000;
 	long long cnt = -1;
 	/* a node that just restarted may still be catching up (serializable) */
-	while (now_ms() < deadline) {
+	while (util_now_ms() < deadline) {
 		if (call(id, r, sizeof(r), "SCOUNT /cl/") == 0 &&
 		    sscanf(r, "R 0 %lld", &cnt) == 1 && cnt >= n_acked)
 			break;
 		usleep(100000);
 	}
-	CHECK(cnt >= n_acked);
-	CHECK_EQ(call(id, r, sizeof(r), "COUNT /cl/"), 0);
-	CHECK(sscanf(r, "R 0 %lld", &cnt) == 1 && cnt >= n_acked);
+	REQUIRE(cnt >= n_acked);
+	REQUIRE_EQ(call(id, r, sizeof(r), "COUNT /cl/"), 0);
+	REQUIRE(sscanf(r, "R 0 %lld", &cnt) == 1 && cnt >= n_acked);
 	/* every acknowledged key, through one linearizable range... */
 	char list[600];
 	snprintf(list, sizeof(list), "%s/acked.txt", base);
 	FILE *f = fopen(list, "w");
-	CHECK(f != NULL);
+	REQUIRE(f != NULL);
 	for (int i = 0; i < n_acked; i++)
 		fprintf(f, "%s\n", acked[i]);
 	fclose(f);
-	CHECK_EQ(call(id, r, sizeof(r), "CHECKALL %s", list), 0);
+	REQUIRE_EQ(call(id, r, sizeof(r), "CHECKALL %s", list), 0);
 	int checked = -1;
-	CHECK(sscanf(r, "R 0 %d", &checked) == 1);
-	CHECK_EQ(checked, n_acked);
+	REQUIRE(sscanf(r, "R 0 %d", &checked) == 1);
+	REQUIRE_EQ(checked, n_acked);
 	/* ...and a sample through single-key linearizable gets */
 	for (int i = 0; i < n_acked; i += n_acked / 25 + 1) {
 		int ret = call(id, r, sizeof(r), "GET %s", acked[i]);
 		if (ret != 0)
 			fprintf(stderr, "node %d: acknowledged %s: %s\n", id, acked[i],
 				strerror(-ret));
-		CHECK_EQ(ret, 0);
+		REQUIRE_EQ(ret, 0);
 		char want[64];
 		snprintf(want, sizeof(want), "R 0 v-%s", acked[i]);
-		CHECK(strcmp(r, want) == 0);
+		REQUIRE(strcmp(r, want) == 0);
 	}
-	CHECK_EQ(call(id, r, sizeof(r), "CHECK"), 0);
+	REQUIRE_EQ(call(id, r, sizeof(r), "CHECK"), 0);
 }
 
 static int free_port(void)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	CHECK_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	REQUIRE_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	socklen_t l = sizeof(sa);
-	CHECK_EQ(getsockname(fd, (struct sockaddr *)&sa, &l), 0);
+	REQUIRE_EQ(getsockname(fd, (struct sockaddr *)&sa, &l), 0);
 	close(fd);
 	return ntohs(sa.sin_port);
 }
@@ -380,7 +378,7 @@ static int free_port(void)
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
-	base = tmpdir_new("cluster");
+	base = test_tmpdir("cluster");
 	size_t off = 0;
 	for (int i = 1; i <= NODES; i++) {
 		pthread_mutex_init(&ctl_mu[i], NULL);
@@ -393,14 +391,14 @@ int main(void)
 	for (int i = 1; i <= NODES; i++)
 		wait_ready(i);
 	int leader = agreed_leader(15000);
-	CHECK(leader > 0);
+	REQUIRE(leader > 0);
 	fprintf(stderr, "leader: node %d\n", leader);
 
 	/* 1. writes through every node */
 	for (int i = 0; i < 30; i++) {
 		char key[40];
 		snprintf(key, sizeof(key), "/cl/a/%05d", i);
-		CHECK_EQ(put_via(1 + i % NODES, key), 0);
+		REQUIRE_EQ(put_via(1 + i % NODES, key), 0);
 	}
 	for (int i = 1; i <= NODES; i++)
 		verify_node(i);
@@ -411,15 +409,15 @@ int main(void)
 	struct load l = {.node = follower};
 	snprintf(l.phase, sizeof(l.phase), "b");
 	pthread_t th;
-	CHECK_EQ(pthread_create(&th, NULL, load_main, &l), 0);
+	REQUIRE_EQ(pthread_create(&th, NULL, load_main, &l), 0);
 	usleep(400000);
 	int before_kill = __atomic_load_n(&l.ok, __ATOMIC_RELAXED);
-	int64_t t_kill = now_ms();
+	int64_t t_kill = util_now_ms();
 	kill_node(leader);
 	int old_leader = leader;
 	leader = agreed_leader(15000);
-	CHECK(leader > 0 && leader != old_leader);
-	int64_t t_elect = now_ms();
+	REQUIRE(leader > 0 && leader != old_leader);
+	int64_t t_elect = util_now_ms();
 	usleep(800000);
 	__atomic_store_n(&l.stop, true, __ATOMIC_RELAXED);
 	pthread_join(th, NULL);
@@ -427,12 +425,12 @@ int main(void)
 		"phase 2: killed leader %d after %d writes; node %d leads after %lld ms; "
 		"%d writes acknowledged, %d failed during the election\n",
 		old_leader, before_kill, leader, (long long)(t_elect - t_kill), l.ok, l.failed);
-	CHECK(l.ok > before_kill); /* writes continued after the election */
+	REQUIRE(l.ok > before_kill); /* writes continued after the election */
 
 	/* 3. the old leader comes back and catches up */
 	start_node(old_leader);
 	wait_ready(old_leader);
-	CHECK(agreed_leader(15000) > 0);
+	REQUIRE(agreed_leader(15000) > 0);
 	for (int i = 1; i <= NODES; i++)
 		verify_node(i);
 	fprintf(stderr, "phase 3: old leader %d restarted and caught up (%d keys)\n", old_leader,
@@ -446,7 +444,7 @@ int main(void)
 	for (int i = 0; i < 300; i++) {
 		char key[40];
 		snprintf(key, sizeof(key), "/cl/c/%05d", i);
-		CHECK_EQ(put_via(i % 2 ? writer : leader, key), 0);
+		REQUIRE_EQ(put_via(i % 2 ? writer : leader, key), 0);
 	}
 	start_node(lagger);
 	wait_ready(lagger);
@@ -457,30 +455,30 @@ int main(void)
 	/* 5. a leader cut off from its quorum must not serve linearizable reads
 	 * from its (possibly stale) state; serializable reads still work */
 	leader = agreed_leader(15000);
-	CHECK(leader > 0);
+	REQUIRE(leader > 0);
 	for (int i = 1; i <= NODES; i++)
 		if (i != leader)
 			kill_node(i);
 	char r5[600];
-	int64_t t5 = now_ms();
+	int64_t t5 = util_now_ms();
 	int ret5 = call(leader, r5, sizeof(r5), "GET %s", acked[0]);
 	fprintf(stderr, "phase 5: linearizable read on an isolated leader: %s after %lld ms\n",
-		strerror(-ret5), (long long)(now_ms() - t5));
-	CHECK(ret5 < 0);
-	CHECK_EQ(call(leader, r5, sizeof(r5), "SGET %s", acked[0]), 0);
+		strerror(-ret5), (long long)(util_now_ms() - t5));
+	REQUIRE(ret5 < 0);
+	REQUIRE_EQ(call(leader, r5, sizeof(r5), "SGET %s", acked[0]), 0);
 
 	for (int i = 1; i <= NODES; i++) {
 		char r[64];
 		if (!pids[i])
 			continue;
-		CHECK_EQ(call(i, r, sizeof(r), "QUIT"), 0);
+		REQUIRE_EQ(call(i, r, sizeof(r), "QUIT"), 0);
 		int st;
 		waitpid(pids[i], &st, 0);
-		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+		REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	}
-	rm_rf(base);
+	test_rm_rf(base);
 	free(base);
-	fprintf(stderr, "test_cluster: %d acknowledged writes verified on %d nodes, %lu checks\n",
-		n_acked, NODES, test_checks);
-	return 0;
+	fprintf(stderr, "test_cluster: %d acknowledged writes verified on %d nodes\n", n_acked,
+		NODES);
+	return test_summary();
 }

@@ -9,12 +9,17 @@
  * swing. It then reopens the store itself and checks that every acknowledged
  * put is there with its value, that overwritten counters never went back,
  * that the revision did not go back, and that store_check passes. */
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "storetest.h"
@@ -100,19 +105,12 @@ static void child_main(const char *dir, int fd, int round)
 		pause();
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Reads acks until the deadline; with until_first, stops at the first one. */
 static int read_acks(int fd, int64_t deadline, bool until_first)
 {
 	int got = 0;
 	for (;;) {
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - util_now_ms();
 		if (deadline >= 0 && left <= 0)
 			return got;
 		struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -123,8 +121,8 @@ static int read_acks(int fd, int64_t deadline, bool until_first)
 		ssize_t n = read(fd, &a, sizeof(a));
 		if (n == 0)
 			return -1; /* EOF: the writer is gone */
-		CHECK_EQ(n, sizeof(a));
-		CHECK(n_acks < MAX_ACKS);
+		REQUIRE_EQ(n, sizeof(a));
+		REQUIRE(n_acks < MAX_ACKS);
 		acks[n_acks++] = a;
 		got++;
 		if (until_first)
@@ -142,15 +140,15 @@ static void verify(const char *dir)
 		fprintf(stderr, "reopen after kill failed: %s\n", strerror(-ret));
 		abort();
 	}
-	CHECK_EQ(store_check(kv), 0);
+	REQUIRE_EQ(store_check(kv), 0);
 	int64_t rev;
-	CHECK_EQ(kv_status(kv, &rev), 0);
+	REQUIRE_EQ(kv_status(kv, &rev), 0);
 	int last_counter_round[THREADS], last_counter_seq[THREADS];
 	memset(last_counter_round, -1, sizeof(last_counter_round));
 	memset(last_counter_seq, -1, sizeof(last_counter_seq));
 	for (size_t i = 0; i < n_acks; i++) {
 		const struct ack *a = &acks[i];
-		CHECK(a->rev <= rev); /* the revision never goes back */
+		REQUIRE(a->rev <= rev); /* the revision never goes back */
 		if (a->kind == 1) {
 			if (a->round > last_counter_round[a->thread] ||
 			    (a->round == last_counter_round[a->thread] &&
@@ -169,9 +167,9 @@ static void verify(const char *dir)
 		if (ret != 0)
 			fprintf(stderr, "acknowledged key %s (rev %lld) missing\n", k,
 				(long long)a->rev);
-		CHECK_EQ(ret, 0);
-		CHECK_MEM(got.value, got.value_len, v);
-		CHECK_EQ(got.mod_revision, a->rev);
+		REQUIRE_EQ(ret, 0);
+		REQUIRE_STRN(got.value, got.value_len, v);
+		REQUIRE_EQ(got.mod_revision, a->rev);
 		kv_kv_free(&got);
 	}
 	/* counters hold the last acknowledged value or a later one */
@@ -181,11 +179,11 @@ static void verify(const char *dir)
 		char k[64];
 		snprintf(k, sizeof(k), "/crash/counter/t%d", t);
 		struct kv_kv got;
-		CHECK_EQ(get_s(kv, k, &got), 0);
+		REQUIRE_EQ(get_s(kv, k, &got), 0);
 		int r, s;
-		CHECK_EQ(sscanf(got.value, "%d %d", &r, &s), 2);
-		CHECK(r > last_counter_round[t] ||
-		      (r == last_counter_round[t] && s >= last_counter_seq[t]));
+		REQUIRE_EQ(sscanf(got.value, "%d %d", &r, &s), 2);
+		REQUIRE(r > last_counter_round[t] ||
+			(r == last_counter_round[t] && s >= last_counter_seq[t]));
 		kv_kv_free(&got);
 	}
 	kv_destroy(kv);
@@ -194,7 +192,7 @@ static void verify(const char *dir)
 int main(void)
 {
 	acks = calloc(MAX_ACKS, sizeof(*acks));
-	char *dir = tmpdir_new("crash");
+	char *dir = test_tmpdir("crash");
 	unsigned seed = (unsigned)time(NULL);
 	if (getenv("CRASH_SEED"))
 		seed = (unsigned)atoi(getenv("CRASH_SEED"));
@@ -203,10 +201,10 @@ int main(void)
 	int early_kills = 0, busy_kills = 0;
 	for (int round = 0; round < ROUNDS; round++) {
 		int fds[2];
-		CHECK_EQ(pipe(fds), 0);
+		REQUIRE_EQ(pipe(fds), 0);
 		fflush(stderr);
 		pid_t pid = fork();
-		CHECK(pid >= 0);
+		REQUIRE(pid >= 0);
 		if (pid == 0) {
 			close(fds[0]);
 			child_main(dir, fds[1], round);
@@ -217,16 +215,16 @@ int main(void)
 		bool early = round == 0 || rand() % 5 == 0;
 		if (early) {
 			/* during startup / first writes, often before any ack */
-			read_acks(fds[0], now_ms() + rand() % 60, false);
+			read_acks(fds[0], util_now_ms() + rand() % 60, false);
 			early_kills++;
 		} else {
-			CHECK(read_acks(fds[0], now_ms() + 10000, true) == 1);
-			read_acks(fds[0], now_ms() + 20 + rand() % 300, false);
+			REQUIRE(read_acks(fds[0], util_now_ms() + 10000, true) == 1);
+			read_acks(fds[0], util_now_ms() + 20 + rand() % 300, false);
 		}
-		CHECK_EQ(kill(pid, SIGKILL), 0);
+		REQUIRE_EQ(kill(pid, SIGKILL), 0);
 		int status;
-		CHECK_EQ(waitpid(pid, &status, 0), pid);
-		CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+		REQUIRE_EQ(waitpid(pid, &status, 0), pid);
+		REQUIRE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 		/* acks written before the kill are still in the pipe */
 		read_acks(fds[0], -1, false);
 		close(fds[0]);
@@ -238,13 +236,12 @@ int main(void)
 	}
 	/* The amount written depends on machine load; what matters is that
 	 * most kills hit a store that was acknowledging writes. */
-	CHECK(n_acks >= 200);
-	CHECK(busy_kills >= ROUNDS / 2);
-	CHECK(early_kills >= 1);
-	rm_rf(dir);
+	REQUIRE(n_acks >= 200);
+	REQUIRE(busy_kills >= ROUNDS / 2);
+	REQUIRE(early_kills >= 1);
+	test_rm_rf(dir);
 	free(dir);
 	free(acks);
-	fprintf(stderr, "test_crash: %d kills, %zu acknowledged writes verified, %lu checks\n",
-		ROUNDS, n_acks, test_checks);
-	return 0;
+	fprintf(stderr, "test_crash: %d kills, %zu acknowledged writes verified\n", ROUNDS, n_acks);
+	return test_summary();
 }

@@ -3,10 +3,15 @@
  * system) and a full disk. Mount-based cases run in a child process inside a
  * private mount namespace on a small tmpfs, so nothing leaks to the host; if
  * the namespace cannot be created (not root) they are reported as skipped. */
+#include <errno.h>
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "storetest.h"
@@ -16,13 +21,13 @@ static int in_child(void (*fn)(const char *), const char *arg)
 {
 	fflush(stderr);
 	pid_t pid = fork();
-	CHECK(pid >= 0);
+	REQUIRE(pid >= 0);
 	if (pid == 0) {
 		fn(arg);
 		_exit(0);
 	}
 	int status;
-	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	REQUIRE_EQ(waitpid(pid, &status, 0), pid);
 	if (WIFSIGNALED(status)) {
 		fprintf(stderr, "child died with signal %d\n", WTERMSIG(status));
 		return 128 + WTERMSIG(status);
@@ -71,22 +76,22 @@ static void child_noperm(const char *base)
 
 static void test_unwritable(void)
 {
-	char *base = tmpdir_new("perm");
+	char *base = test_tmpdir("perm");
 	char p[512];
 	snprintf(p, sizeof(p), "%s/locked", base);
-	CHECK_EQ(mkdir(p, 0755), 0);
+	REQUIRE_EQ(mkdir(p, 0755), 0);
 	snprintf(p, sizeof(p), "%s/existing", base);
-	CHECK_EQ(mkdir(p, 0700), 0);
-	CHECK_EQ(chmod(base, 0755), 0);
+	REQUIRE_EQ(mkdir(p, 0700), 0);
+	REQUIRE_EQ(chmod(base, 0755), 0);
 	if (geteuid() != 0) {
 		/* not root: the child cannot switch users, take the rights away */
 		snprintf(p, sizeof(p), "%s/locked", base);
-		CHECK_EQ(chmod(p, 0555), 0);
+		REQUIRE_EQ(chmod(p, 0555), 0);
 		snprintf(p, sizeof(p), "%s/existing", base);
-		CHECK_EQ(chmod(p, 0500), 0);
+		REQUIRE_EQ(chmod(p, 0500), 0);
 	}
-	CHECK_EQ(in_child(child_noperm, base), 0);
-	rm_rf(base);
+	REQUIRE_EQ(in_child(child_noperm, base), 0);
+	test_rm_rf(base);
 	free(base);
 }
 
@@ -104,24 +109,24 @@ static void child_rofs(const char *base)
 	for (int i = 0; i < 50; i++) {
 		char k[32];
 		snprintf(k, sizeof(k), "/ro/%d", i);
-		CHECK_EQ(put_s(kv, k, "v", NULL), 0);
+		REQUIRE_EQ(put_s(kv, k, "v", NULL), 0);
 	}
 	kv_destroy(kv);
-	CHECK_EQ(mount(NULL, base, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
+	REQUIRE_EQ(mount(NULL, base, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
 	expect_open_error(dir, -EROFS);
-	CHECK_EQ(mount(NULL, base, NULL, MS_REMOUNT, "size=16m"), 0);
+	REQUIRE_EQ(mount(NULL, base, NULL, MS_REMOUNT, "size=16m"), 0);
 	kv = open_at(dir, NULL);
 	for (int i = 0; i < 50; i++) {
 		char k[32];
 		snprintf(k, sizeof(k), "/ro/%d", i);
 		struct kv_kv got;
-		CHECK_EQ(get_s(kv, k, &got), 0);
+		REQUIRE_EQ(get_s(kv, k, &got), 0);
 		kv_kv_free(&got);
 	}
-	CHECK_EQ(store_check(kv), 0);
+	REQUIRE_EQ(store_check(kv), 0);
 	kv_destroy(kv);
 	/* a fresh data dir on a read-only file system */
-	CHECK_EQ(mount(NULL, base, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
+	REQUIRE_EQ(mount(NULL, base, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
 	snprintf(dir, sizeof(dir), "%s/fresh", base);
 	expect_open_error(dir, -EROFS);
 	umount(base);
@@ -129,13 +134,13 @@ static void child_rofs(const char *base)
 
 static void test_readonly_fs(void)
 {
-	char *base = tmpdir_new("rofs");
+	char *base = test_tmpdir("rofs");
 	int st = in_child(child_rofs, base);
 	if (st == 77)
 		fprintf(stderr, "SKIP read-only file system case: no private mount namespace\n");
 	else
-		CHECK_EQ(st, 0);
-	rm_rf(base);
+		REQUIRE_EQ(st, 0);
+	test_rm_rf(base);
 	free(base);
 }
 
@@ -174,28 +179,28 @@ static void child_full(const char *base)
 		acked++;
 	}
 	fprintf(stderr, "disk full after %d acknowledged puts: %s\n", acked, strerror(-ret));
-	CHECK_EQ(ret, -ENOSPC);
-	CHECK(acked > 10);
-	CHECK(log_error_count() > errs);
+	REQUIRE_EQ(ret, -ENOSPC);
+	REQUIRE(acked > 10);
+	REQUIRE(log_error_count() > errs);
 	/* everything acknowledged is still served */
 	for (int i = 0; i < acked; i++) {
 		char k[32];
 		snprintf(k, sizeof(k), "/full/%05d", i);
 		struct kv_kv got;
-		CHECK_EQ(get_s(kv, k, &got), 0);
-		CHECK_EQ(got.value_len, sizeof(val));
+		REQUIRE_EQ(get_s(kv, k, &got), 0);
+		REQUIRE_EQ(got.value_len, sizeof(val));
 		kv_kv_free(&got);
 	}
-	CHECK_EQ(store_check(kv), 0);
+	REQUIRE_EQ(store_check(kv), 0);
 	/* more space: writes work again (raft restarts from disk meanwhile) */
-	CHECK_EQ(mount(NULL, base, NULL, MS_REMOUNT, "size=64m"), 0);
+	REQUIRE_EQ(mount(NULL, base, NULL, MS_REMOUNT, "size=64m"), 0);
 	for (int tries = 0; tries < 100; tries++) {
 		ret = put_s(kv, "/full/after", "ok", NULL);
 		if (ret == 0)
 			break;
 		usleep(100000);
 	}
-	CHECK_EQ(ret, 0);
+	REQUIRE_EQ(ret, 0);
 	kv_destroy(kv);
 	/* and after a restart, nothing acknowledged is missing */
 	kv = open_at(dir, &cfg);
@@ -203,34 +208,33 @@ static void child_full(const char *base)
 		char k[32];
 		snprintf(k, sizeof(k), "/full/%05d", i);
 		struct kv_kv got;
-		CHECK_EQ(get_s(kv, k, &got), 0);
+		REQUIRE_EQ(get_s(kv, k, &got), 0);
 		kv_kv_free(&got);
 	}
 	struct kv_kv got;
-	CHECK_EQ(get_s(kv, "/full/after", &got), 0);
+	REQUIRE_EQ(get_s(kv, "/full/after", &got), 0);
 	kv_kv_free(&got);
-	CHECK_EQ(store_check(kv), 0);
+	REQUIRE_EQ(store_check(kv), 0);
 	kv_destroy(kv);
 	umount(base);
 }
 
 static void test_disk_full(void)
 {
-	char *base = tmpdir_new("full");
+	char *base = test_tmpdir("full");
 	int st = in_child(child_full, base);
 	if (st == 77)
 		fprintf(stderr, "SKIP disk-full case: no private mount namespace\n");
 	else
-		CHECK_EQ(st, 0);
-	rm_rf(base);
+		REQUIRE_EQ(st, 0);
+	test_rm_rf(base);
 	free(base);
 }
 
 int main(void)
 {
-	RUN(test_unwritable);
-	RUN(test_readonly_fs);
-	RUN(test_disk_full);
-	fprintf(stderr, "test_errors: all %lu checks passed\n", test_checks);
-	return 0;
+	TEST_RUN(test_unwritable);
+	TEST_RUN(test_readonly_fs);
+	TEST_RUN(test_disk_full);
+	return test_summary();
 }

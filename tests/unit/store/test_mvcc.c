@@ -5,9 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mvcc.h"
-#include "testutil.h"
+#include "test.h"
 
 static int put(struct mvcc *m, const char *k, const char *v)
 {
@@ -52,53 +53,53 @@ static int get_at(struct mvcc *m, const char *k, int64_t rev, struct kv_kv *out)
 static void test_basic(void)
 {
 	struct mvcc *m = mvcc_new();
-	CHECK(m);
-	CHECK_EQ(mvcc_revision(m), 1); /* etcd: an empty store is at revision 1 */
-	CHECK_EQ(put(m, "a", "1"), 0);
-	CHECK_EQ(put(m, "a", "2"), 0);
-	CHECK_EQ(put(m, "b", "x"), 0);
-	CHECK_EQ(mvcc_revision(m), 4);
+	REQUIRE(m);
+	REQUIRE_EQ(mvcc_revision(m), 1); /* etcd: an empty store is at revision 1 */
+	REQUIRE_EQ(put(m, "a", "1"), 0);
+	REQUIRE_EQ(put(m, "a", "2"), 0);
+	REQUIRE_EQ(put(m, "b", "x"), 0);
+	REQUIRE_EQ(mvcc_revision(m), 4);
 	struct kv_kv kv;
-	CHECK_EQ(get_at(m, "a", 0, &kv), 0);
-	CHECK_MEM(kv.value, kv.value_len, "2");
+	REQUIRE_EQ(get_at(m, "a", 0, &kv), 0);
+	CHECK_STRN(kv.value, kv.value_len, "2");
 	CHECK_EQ(kv.create_revision, 2);
 	CHECK_EQ(kv.mod_revision, 3);
 	CHECK_EQ(kv.version, 2);
 	kv_kv_free(&kv);
-	CHECK_EQ(get_at(m, "a", 2, &kv), 0);
-	CHECK_MEM(kv.value, kv.value_len, "1");
+	REQUIRE_EQ(get_at(m, "a", 2, &kv), 0);
+	CHECK_STRN(kv.value, kv.value_len, "1");
 	kv_kv_free(&kv);
-	CHECK_EQ(get_at(m, "a", 1, &kv), -ENOENT);
+	REQUIRE_EQ(get_at(m, "a", 1, &kv), -ENOENT);
 	/* delete resets version; a deleted key is absent at later revisions */
-	CHECK_EQ(del(m, "a", NULL), 0);
-	CHECK_EQ(mvcc_revision(m), 5);
-	CHECK_EQ(get_at(m, "a", 0, &kv), -ENOENT);
-	CHECK_EQ(del(m, "a", NULL), 0); /* deleting nothing: no new revision */
-	CHECK_EQ(mvcc_revision(m), 5);
-	CHECK_EQ(put(m, "a", "3"), 0);
-	CHECK_EQ(get_at(m, "a", 0, &kv), 0);
+	REQUIRE_EQ(del(m, "a", NULL), 0);
+	REQUIRE_EQ(mvcc_revision(m), 5);
+	REQUIRE_EQ(get_at(m, "a", 0, &kv), -ENOENT);
+	REQUIRE_EQ(del(m, "a", NULL), 0); /* deleting nothing: no new revision */
+	REQUIRE_EQ(mvcc_revision(m), 5);
+	REQUIRE_EQ(put(m, "a", "3"), 0);
+	REQUIRE_EQ(get_at(m, "a", 0, &kv), 0);
 	CHECK_EQ(kv.version, 1);
 	CHECK_EQ(kv.create_revision, 6);
 	kv_kv_free(&kv);
-	CHECK_EQ(mvcc_check(m), 0);
+	REQUIRE_EQ(mvcc_check(m), 0);
 	/* compaction */
-	CHECK_EQ(mvcc_compact(m, 5), 0);
-	CHECK_EQ(mvcc_compact(m, 5), -ERANGE);
-	CHECK_EQ(mvcc_compact(m, 99), -ENOENT);
-	CHECK_EQ(get_at(m, "a", 4, &kv), -ERANGE);
-	CHECK_EQ(get_at(m, "b", 5, &kv), 0); /* b@4 survives as newest <= 5 */
+	REQUIRE_EQ(mvcc_compact(m, 5), 0);
+	REQUIRE_EQ(mvcc_compact(m, 5), -ERANGE);
+	REQUIRE_EQ(mvcc_compact(m, 99), -ENOENT);
+	REQUIRE_EQ(get_at(m, "a", 4, &kv), -ERANGE);
+	REQUIRE_EQ(get_at(m, "b", 5, &kv), 0); /* b@4 survives as newest <= 5 */
 	kv_kv_free(&kv);
-	CHECK_EQ(get_at(m, "a", 5, &kv), -ENOENT); /* tombstone at 5 dropped */
-	CHECK_EQ(get_at(m, "a", 7, &kv), -ENOENT); /* future */
-	CHECK_EQ(mvcc_check(m), 0);
+	REQUIRE_EQ(get_at(m, "a", 5, &kv), -ENOENT); /* tombstone at 5 dropped */
+	REQUIRE_EQ(get_at(m, "a", 7, &kv), -ENOENT); /* future */
+	REQUIRE_EQ(mvcc_check(m), 0);
 	struct kv_event *evs;
 	size_t n;
 	int64_t next;
-	CHECK_EQ(mvcc_events(m, "\0", 1, "\0", 1, 4, 100, &evs, &n, &next), -ERANGE);
-	CHECK_EQ(mvcc_events(m, "\0", 1, "\0", 1, 5, 100, &evs, &n, &next), 0);
-	CHECK_EQ(n, 1); /* only a@6: the tombstone at 5 is gone */
+	REQUIRE_EQ(mvcc_events(m, "\0", 1, "\0", 1, 4, 100, &evs, &n, &next), -ERANGE);
+	REQUIRE_EQ(mvcc_events(m, "\0", 1, "\0", 1, 5, 100, &evs, &n, &next), 0);
+	REQUIRE_EQ(n, 1); /* only a@6: the tombstone at 5 is gone */
 	CHECK_EQ(evs[0].kv.mod_revision, 6);
-	CHECK_EQ(next, 7);
+	REQUIRE_EQ(next, 7);
 	mvcc_events_free(evs, n);
 	mvcc_free(m);
 }
@@ -123,20 +124,20 @@ static void check_model(struct mvcc *m, int64_t from)
 					   .range_end_len = 1,
 					   .revision = r};
 		struct kv_range_result res;
-		CHECK_EQ(mvcc_range(m, &req, &res), 0);
+		REQUIRE_EQ(mvcc_range(m, &req, &res), 0);
 		size_t j = 0;
 		for (int i = 0; i < NKEYS; i++) {
 			if (!model[r][i][0])
 				continue;
 			char kn[8];
 			key_name(i, kn);
-			CHECK(j < res.n_kvs);
-			CHECK_MEM(res.kvs[j].key, res.kvs[j].key_len, kn);
-			CHECK_MEM(res.kvs[j].value, res.kvs[j].value_len, model[r][i]);
-			CHECK(res.kvs[j].mod_revision <= r);
+			REQUIRE(j < res.n_kvs);
+			CHECK_STRN(res.kvs[j].key, res.kvs[j].key_len, kn);
+			CHECK_STRN(res.kvs[j].value, res.kvs[j].value_len, model[r][i]);
+			REQUIRE(res.kvs[j].mod_revision <= r);
 			j++;
 		}
-		CHECK_EQ(j, res.n_kvs);
+		REQUIRE_EQ(j, res.n_kvs);
 		CHECK_EQ(res.count, (int64_t)j);
 		kv_range_result_free(&res);
 	}
@@ -156,7 +157,7 @@ static void test_random_model(void)
 			int j = i + rand() % 3;
 			char end[8];
 			key_name(j, end);
-			CHECK_EQ(del(m, kn, end), 0);
+			REQUIRE_EQ(del(m, kn, end), 0);
 			if (mvcc_revision(m) != r) {
 				memcpy(model[r + 1], model[r], sizeof(model[r]));
 				for (int x = i; x < j && x < NKEYS; x++)
@@ -164,52 +165,52 @@ static void test_random_model(void)
 			}
 		} else {
 			snprintf(v, sizeof(v), "v%d", rand() % 1000);
-			CHECK_EQ(put(m, kn, v), 0);
-			CHECK_EQ(mvcc_revision(m), r + 1);
+			REQUIRE_EQ(put(m, kn, v), 0);
+			REQUIRE_EQ(mvcc_revision(m), r + 1);
 			memcpy(model[r + 1], model[r], sizeof(model[r]));
 			strcpy(model[r + 1][i], v);
 		}
 	}
-	CHECK_EQ(mvcc_check(m), 0);
+	REQUIRE_EQ(mvcc_check(m), 0);
 	check_model(m, 1);
 
 	void *buf;
 	size_t len;
-	CHECK_EQ(mvcc_snapshot(m, &buf, &len), 0);
+	REQUIRE_EQ(mvcc_snapshot(m, &buf, &len), 0);
 	struct mvcc *m2;
-	CHECK_EQ(mvcc_restore(buf, len, &m2), 0);
+	REQUIRE_EQ(mvcc_restore(buf, len, &m2), 0);
 	free(buf);
-	CHECK_EQ(mvcc_revision(m2), mvcc_revision(m));
+	REQUIRE_EQ(mvcc_revision(m2), mvcc_revision(m));
 	check_model(m2, 1);
 
 	int64_t c = mvcc_revision(m) / 2;
-	CHECK_EQ(mvcc_compact(m2, c), 0);
-	CHECK_EQ(mvcc_check(m2), 0);
+	REQUIRE_EQ(mvcc_compact(m2, c), 0);
+	REQUIRE_EQ(mvcc_check(m2), 0);
 	check_model(m2, c);
 	struct kv_range_req req = {.key = "k", .key_len = 1, .revision = c - 1};
 	struct kv_range_result res;
-	CHECK_EQ(mvcc_range(m2, &req, &res), -ERANGE);
+	REQUIRE_EQ(mvcc_range(m2, &req, &res), -ERANGE);
 	CHECK_EQ(res.compact_revision, c);
 
 	/* snapshot of a compacted state keeps compaction and history */
-	CHECK_EQ(mvcc_snapshot(m2, &buf, &len), 0);
+	REQUIRE_EQ(mvcc_snapshot(m2, &buf, &len), 0);
 	struct mvcc *m3;
-	CHECK_EQ(mvcc_restore(buf, len, &m3), 0);
+	REQUIRE_EQ(mvcc_restore(buf, len, &m3), 0);
 	free(buf);
-	CHECK_EQ(mvcc_compact_revision(m3), c);
+	REQUIRE_EQ(mvcc_compact_revision(m3), c);
 	check_model(m3, c);
 
 	/* a corrupted snapshot is rejected, not half-loaded */
-	CHECK_EQ(mvcc_snapshot(m3, &buf, &len), 0);
+	REQUIRE_EQ(mvcc_snapshot(m3, &buf, &len), 0);
 	((unsigned char *)buf)[len / 2] ^= 0xff;
 	struct mvcc *m4 = NULL;
 	int r = mvcc_restore(buf, len, &m4);
 	if (r == 0) {
 		/* the flipped byte may land in a value; the state must still be sane */
-		CHECK_EQ(mvcc_check(m4), 0);
+		REQUIRE_EQ(mvcc_check(m4), 0);
 		mvcc_free(m4);
 	} else {
-		CHECK_EQ(r, -EINVAL);
+		REQUIRE_EQ(r, -EINVAL);
 	}
 	free(buf);
 	mvcc_free(m);
@@ -224,27 +225,26 @@ static void test_validate(void)
 		{.type = KV_OP_PUT, .key = "a", .key_len = 1},
 	};
 	struct kv_txn t = {.success = ops, .n_success = 2};
-	CHECK_EQ(mvcc_txn_validate(&t, 128), -EINVAL);
+	REQUIRE_EQ(mvcc_txn_validate(&t, 128), -EINVAL);
 	ops[1] = (struct kv_op){.type = KV_OP_DELETE,
 				.key = "0",
 				.key_len = 1,
 				.range_end = "b",
 				.range_end_len = 1};
-	CHECK_EQ(mvcc_txn_validate(&t, 128), -EINVAL);
+	REQUIRE_EQ(mvcc_txn_validate(&t, 128), -EINVAL);
 	ops[1].range_end = "0\x01";
 	ops[1].range_end_len = 2;
-	CHECK_EQ(mvcc_txn_validate(&t, 128), 0);
-	CHECK_EQ(mvcc_txn_validate(&t, 1), -E2BIG);
-	CHECK(!mvcc_txn_readonly(&t));
+	REQUIRE_EQ(mvcc_txn_validate(&t, 128), 0);
+	REQUIRE_EQ(mvcc_txn_validate(&t, 1), -E2BIG);
+	REQUIRE(!mvcc_txn_readonly(&t));
 	ops[0].key_len = 0;
-	CHECK_EQ(mvcc_txn_validate(&t, 128), -EINVAL);
+	REQUIRE_EQ(mvcc_txn_validate(&t, 128), -EINVAL);
 }
 
 int main(void)
 {
-	RUN(test_basic);
-	RUN(test_random_model);
-	RUN(test_validate);
-	fprintf(stderr, "test_mvcc: all %lu checks passed\n", test_checks);
-	return 0;
+	TEST_RUN(test_basic);
+	TEST_RUN(test_random_model);
+	TEST_RUN(test_validate);
+	return test_summary();
 }

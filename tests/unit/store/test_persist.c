@@ -2,9 +2,14 @@
  * snapshots taken by threshold with the log truncated behind them, history
  * and compaction surviving a restart, and the data dir lock. */
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "storetest.h"
 
@@ -27,20 +32,20 @@ static void verify(struct kv *kv, int n, const int *gen)
 		struct kv_kv got;
 		int ret = get_s(kv, k, &got);
 		if (gen[i] < 0) {
-			CHECK_EQ(ret, -ENOENT);
+			REQUIRE_EQ(ret, -ENOENT);
 			continue;
 		}
-		CHECK_EQ(ret, 0);
+		REQUIRE_EQ(ret, 0);
 		val_of(i, gen[i], v, sizeof(v));
-		CHECK_MEM(got.value, got.value_len, v);
+		CHECK_STRN(got.value, got.value_len, v);
 		kv_kv_free(&got);
 	}
-	CHECK_EQ(store_check(kv), 0);
+	REQUIRE_EQ(store_check(kv), 0);
 }
 
 static void test_reopen(void)
 {
-	char *dir = tmpdir_new("reopen");
+	char *dir = test_tmpdir("reopen");
 	struct kv *kv = open_at(dir, NULL);
 	enum { N = 200 };
 	int gen[N];
@@ -49,7 +54,7 @@ static void test_reopen(void)
 		char k[32], v[128];
 		key_of(i, k, sizeof(k));
 		val_of(i, 0, v, sizeof(v));
-		CHECK_EQ(put_s(kv, k, v, &rev), 0);
+		REQUIRE_EQ(put_s(kv, k, v, &rev), 0);
 		gen[i] = 0;
 		if (i == 100)
 			rev_at_100 = rev;
@@ -58,13 +63,13 @@ static void test_reopen(void)
 		char k[32], v[128];
 		key_of(i, k, sizeof(k));
 		val_of(i, 1, v, sizeof(v));
-		CHECK_EQ(put_s(kv, k, v, &rev), 0);
+		REQUIRE_EQ(put_s(kv, k, v, &rev), 0);
 		gen[i] = 1;
 	}
 	for (int i = 1; i < N; i += 7) {
 		char k[32];
 		key_of(i, k, sizeof(k));
-		CHECK_EQ(kv_delete_range(kv, k, strlen(k), NULL, 0, NULL, &rev), 0);
+		REQUIRE_EQ(kv_delete_range(kv, k, strlen(k), NULL, 0, NULL, &rev), 0);
 		gen[i] = -1;
 	}
 	verify(kv, N, gen);
@@ -72,8 +77,8 @@ static void test_reopen(void)
 
 	kv = open_at(dir, NULL);
 	int64_t rev2;
-	CHECK_EQ(kv_status(kv, &rev2), 0);
-	CHECK_EQ(rev2, rev);
+	REQUIRE_EQ(kv_status(kv, &rev2), 0);
+	REQUIRE_EQ(rev2, rev);
 	verify(kv, N, gen);
 	/* history came back too: the range at rev_at_100 sees 101 keys */
 	struct kv_range_req req = {.key = "/p/",
@@ -83,29 +88,29 @@ static void test_reopen(void)
 				   .revision = rev_at_100,
 				   .count_only = true};
 	struct kv_range_result res;
-	CHECK_EQ(kv_range(kv, &req, &res), 0);
+	REQUIRE_EQ(kv_range(kv, &req, &res), 0);
 	CHECK_EQ(res.count, 101);
 	kv_range_result_free(&res);
 	/* and the revision continues where it was */
-	CHECK_EQ(put_s(kv, "/p/next", "x", &rev2), 0);
-	CHECK_EQ(rev2, rev + 1);
+	REQUIRE_EQ(put_s(kv, "/p/next", "x", &rev2), 0);
+	REQUIRE_EQ(rev2, rev + 1);
 	/* the data dir is locked while open */
 	struct store_config cfg;
 	store_config_init(&cfg);
 	cfg.data_dir = dir;
 	struct kv *other = NULL;
-	CHECK_EQ(store_open(&cfg, &other), -EBUSY);
+	REQUIRE_EQ(store_open(&cfg, &other), -EBUSY);
 	/* compaction is a log entry too: it survives the restart */
-	CHECK_EQ(kv_compact(kv, rev_at_100, true), 0);
+	REQUIRE_EQ(kv_compact(kv, rev_at_100, true), 0);
 	kv_destroy(kv);
 	kv = open_at(dir, NULL);
 	req.revision = rev_at_100 - 1;
-	CHECK_EQ(kv_range(kv, &req, &res), -ERANGE);
+	REQUIRE_EQ(kv_range(kv, &req, &res), -ERANGE);
 	CHECK_EQ(res.compact_revision, rev_at_100);
 	kv_range_result_free(&res);
 	verify(kv, N, gen);
 	kv_destroy(kv);
-	rm_rf(dir);
+	test_rm_rf(dir);
 	free(dir);
 }
 
@@ -120,7 +125,7 @@ static void scan_raft_dir(const char *dir, struct dirstat *st)
 	char path[512];
 	snprintf(path, sizeof(path), "%s/raft", dir);
 	DIR *d = opendir(path);
-	CHECK(d != NULL);
+	REQUIRE(d != NULL);
 	memset(st, 0, sizeof(*st));
 	st->first_index = ~0ull;
 	struct dirent *e;
@@ -141,7 +146,7 @@ static void scan_raft_dir(const char *dir, struct dirstat *st)
 
 static void test_snapshots(void)
 {
-	char *dir = tmpdir_new("snap");
+	char *dir = test_tmpdir("snap");
 	struct store_config cfg;
 	store_config_init(&cfg);
 	cfg.snapshot_threshold = 64;
@@ -156,12 +161,12 @@ static void test_snapshots(void)
 			char k[32], v[128];
 			key_of(i, k, sizeof(k));
 			val_of(i, g, v, sizeof(v));
-			CHECK_EQ(put_s(kv, k, v, &rev), 0);
+			REQUIRE_EQ(put_s(kv, k, v, &rev), 0);
 			gen[i] = g;
 			if (!first_rev)
 				first_rev = rev;
 		}
-	CHECK_EQ(kv_delete_range(kv, "/p/00000", 8, "/p/00010", 8, NULL, &rev), 0);
+	REQUIRE_EQ(kv_delete_range(kv, "/p/00000", 8, "/p/00010", 8, NULL, &rev), 0);
 	for (int i = 0; i < 10; i++)
 		gen[i] = -1;
 	verify(kv, N, gen);
@@ -172,64 +177,64 @@ static void test_snapshots(void)
 	scan_raft_dir(dir, &st);
 	fprintf(stderr, "raft dir: %d snapshots, %d closed segments, first index %llu\n",
 		st.snapshots, st.closed, st.first_index);
-	CHECK(st.snapshots >= 1);
-	CHECK(st.closed >= 1);
-	CHECK(st.first_index > 1); /* the segment holding entry 1 was deleted */
+	REQUIRE(st.snapshots >= 1);
+	REQUIRE(st.closed >= 1);
+	REQUIRE(st.first_index > 1); /* the segment holding entry 1 was deleted */
 
 	/* restart = snapshot + the log after it */
 	kv = open_at(dir, &cfg);
 	int64_t rev2;
-	CHECK_EQ(kv_status(kv, &rev2), 0);
-	CHECK_EQ(rev2, rev);
+	REQUIRE_EQ(kv_status(kv, &rev2), 0);
+	REQUIRE_EQ(rev2, rev);
 	verify(kv, N, gen);
 	/* the snapshot kept the whole history: first version still readable */
 	char k0[32], v0[128];
 	key_of(20, k0, sizeof(k0));
 	struct kv_range_req req = {.key = k0, .key_len = strlen(k0), .revision = first_rev + 20};
 	struct kv_range_result res;
-	CHECK_EQ(kv_range(kv, &req, &res), 0);
-	CHECK_EQ(res.n_kvs, 1);
+	REQUIRE_EQ(kv_range(kv, &req, &res), 0);
+	REQUIRE_EQ(res.n_kvs, 1);
 	val_of(20, 0, v0, sizeof(v0));
-	CHECK_MEM(res.kvs[0].value, res.kvs[0].value_len, v0);
+	CHECK_STRN(res.kvs[0].value, res.kvs[0].value_len, v0);
 	CHECK_EQ(res.kvs[0].version, 1);
 	kv_range_result_free(&res);
 	key_of(20, k0, sizeof(k0));
 	struct kv_kv kk;
-	CHECK_EQ(get_s(kv, k0, &kk), 0);
+	REQUIRE_EQ(get_s(kv, k0, &kk), 0);
 	CHECK_EQ(kk.version, ROUNDS);
 	CHECK_EQ(kk.create_revision, first_rev + 20);
 	kv_kv_free(&kk);
 	/* compact, write more (more snapshots), reopen once more */
-	CHECK_EQ(kv_compact(kv, rev - 100, true), 0);
+	REQUIRE_EQ(kv_compact(kv, rev - 100, true), 0);
 	for (int i = 0; i < 200; i++) {
 		char k[32], v[128];
 		key_of(i + 50, k, sizeof(k));
 		val_of(i + 50, 9, v, sizeof(v));
-		CHECK_EQ(put_s(kv, k, v, &rev), 0);
+		REQUIRE_EQ(put_s(kv, k, v, &rev), 0);
 		gen[i + 50] = 9;
 	}
 	kv_destroy(kv);
 	kv = open_at(dir, &cfg);
 	verify(kv, N, gen);
 	struct store_status ss;
-	CHECK_EQ(store_get_status(kv, &ss), 0);
+	REQUIRE_EQ(store_get_status(kv, &ss), 0);
 	CHECK_EQ(ss.compact_revision, rev - 200 - 100);
 	CHECK_EQ(ss.revision, rev);
 	kv_destroy(kv);
-	rm_rf(dir);
+	test_rm_rf(dir);
 	free(dir);
 }
 
 static void test_layout(void)
 {
 	/* data dir created with parents, mode 0700 */
-	char *base = tmpdir_new("layout");
+	char *base = test_tmpdir("layout");
 	char dir[512];
 	snprintf(dir, sizeof(dir), "%s/a/b/data", base);
 	struct kv *kv = open_at(dir, NULL);
 	struct stat st;
-	CHECK_EQ(stat(dir, &st), 0);
-	CHECK_EQ(st.st_mode & 0777, 0700);
+	REQUIRE_EQ(stat(dir, &st), 0);
+	REQUIRE_EQ(st.st_mode & 0777, 0700);
 	kv_destroy(kv);
 	/* a data dir that is a file is a clear error */
 	char file[512];
@@ -240,21 +245,21 @@ static void test_layout(void)
 	store_config_init(&cfg);
 	cfg.data_dir = file;
 	struct kv *bad = NULL;
-	CHECK_EQ(store_open(&cfg, &bad), -ENOTDIR);
+	REQUIRE_EQ(store_open(&cfg, &bad), -ENOTDIR);
 	/* a data dir of another node id is refused */
 	cfg.data_dir = dir;
 	cfg.id = 2;
-	CHECK_EQ(store_open(&cfg, &bad), -EINVAL);
+	REQUIRE_EQ(store_open(&cfg, &bad), -EINVAL);
 	/* a single-node dir opened as part of a cluster is refused too */
 	cfg.id = 1;
 	cfg.peers = "1=127.0.0.1:1,2=127.0.0.1:2";
-	CHECK_EQ(store_open(&cfg, &bad), -EINVAL);
+	REQUIRE_EQ(store_open(&cfg, &bad), -EINVAL);
 	/* malformed peer lists */
 	cfg.peers = "1=127.0.0.1";
-	CHECK_EQ(store_open(&cfg, &bad), -EINVAL);
+	REQUIRE_EQ(store_open(&cfg, &bad), -EINVAL);
 	cfg.peers = "2=127.0.0.1:7002,3=127.0.0.1:7003";
-	CHECK_EQ(store_open(&cfg, &bad), -EINVAL); /* our id is not listed */
-	rm_rf(base);
+	REQUIRE_EQ(store_open(&cfg, &bad), -EINVAL); /* our id is not listed */
+	test_rm_rf(base);
 	free(base);
 }
 
@@ -262,18 +267,18 @@ static void test_layout(void)
  * auto-recovery (renaming the segment away) is off. */
 static void test_corrupt_log(void)
 {
-	char *dir = tmpdir_new("corrupt");
+	char *dir = test_tmpdir("corrupt");
 	struct kv *kv = open_at(dir, NULL);
 	for (int i = 0; i < 100; i++) {
 		char k[32];
 		key_of(i, k, sizeof(k));
-		CHECK_EQ(put_s(kv, k, "some value that fills the segment", NULL), 0);
+		REQUIRE_EQ(put_s(kv, k, "some value that fills the segment", NULL), 0);
 	}
 	kv_destroy(kv);
 	char raft[512], seg[1024] = "";
 	snprintf(raft, sizeof(raft), "%s/raft", dir);
 	DIR *d = opendir(raft);
-	CHECK(d != NULL);
+	REQUIRE(d != NULL);
 	struct dirent *e;
 	while ((e = readdir(d))) {
 		unsigned long long a, b;
@@ -281,14 +286,14 @@ static void test_corrupt_log(void)
 			snprintf(seg, sizeof(seg), "%s/%s", raft, e->d_name);
 	}
 	closedir(d);
-	CHECK(seg[0] != 0);
+	REQUIRE(seg[0] != 0);
 	FILE *f = fopen(seg, "r+b");
-	CHECK(f != NULL);
-	CHECK_EQ(fseek(f, 0, SEEK_END), 0);
+	REQUIRE(f != NULL);
+	REQUIRE_EQ(fseek(f, 0, SEEK_END), 0);
 	long size = ftell(f);
-	CHECK_EQ(fseek(f, size / 2, SEEK_SET), 0);
+	REQUIRE_EQ(fseek(f, size / 2, SEEK_SET), 0);
 	int c = fgetc(f);
-	CHECK_EQ(fseek(f, size / 2, SEEK_SET), 0);
+	REQUIRE_EQ(fseek(f, size / 2, SEEK_SET), 0);
 	fputc(c ^ 0x5a, f);
 	fclose(f);
 	/* libraft 0.15 leaks the batch it failed to load (fixed upstream in
@@ -296,7 +301,7 @@ static void test_corrupt_log(void)
 	 * leaves with _exit, so LeakSanitizer does not blame this test. */
 	fflush(stderr);
 	pid_t pid = fork();
-	CHECK(pid >= 0);
+	REQUIRE(pid >= 0);
 	if (pid == 0) {
 		struct store_config cfg;
 		store_config_init(&cfg);
@@ -305,59 +310,58 @@ static void test_corrupt_log(void)
 		_exit(store_open(&cfg, &bad) == -EUCLEAN ? 0 : 1);
 	}
 	int st;
-	CHECK_EQ(waitpid(pid, &st, 0), pid);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0); /* -EUCLEAN */
-	CHECK_EQ(access(seg, F_OK), 0);		      /* still there, under its own name */
-	rm_rf(dir);
+	REQUIRE_EQ(waitpid(pid, &st, 0), pid);
+	REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0); /* -EUCLEAN */
+	REQUIRE_EQ(access(seg, F_OK), 0);		/* still there, under its own name */
+	test_rm_rf(dir);
 	free(dir);
 }
 
 static void test_auto_compact(void)
 {
-	char *dir = tmpdir_new("autocompact");
+	char *dir = test_tmpdir("autocompact");
 	struct store_config cfg;
 	store_config_init(&cfg);
 	cfg.auto_compact_retain = 10;
 	struct kv *kv = open_at(dir, &cfg);
 	int64_t rev = 0;
 	for (int i = 0; i < 25; i++)
-		CHECK_EQ(put_s(kv, "/ac/k", "v", &rev), 0);
+		REQUIRE_EQ(put_s(kv, "/ac/k", "v", &rev), 0);
 	/* the leader notices within its 50 ms poll */
 	struct store_status st;
 	for (int i = 0; i < 100; i++) {
-		CHECK_EQ(store_get_status(kv, &st), 0);
+		REQUIRE_EQ(store_get_status(kv, &st), 0);
 		if (st.compact_revision)
 			break;
 		usleep(20000);
 	}
 	/* Where exactly depends on when the 50 ms poll ran, but at least 10
 	 * revisions stay and at most twice that many accumulate. */
-	CHECK(st.compact_revision > 0);
-	CHECK(st.compact_revision <= rev - 10);
-	CHECK(st.compact_revision >= rev - 20);
+	REQUIRE(st.compact_revision > 0);
+	REQUIRE(st.compact_revision <= rev - 10);
+	REQUIRE(st.compact_revision >= rev - 20);
 	struct kv_range_req req = {
 		.key = "/ac/k", .key_len = 5, .revision = st.compact_revision - 1};
 	struct kv_range_result res;
-	CHECK_EQ(kv_range(kv, &req, &res), -ERANGE);
+	REQUIRE_EQ(kv_range(kv, &req, &res), -ERANGE);
 	CHECK_EQ(res.compact_revision, st.compact_revision);
 	kv_range_result_free(&res);
 	req.revision = rev - 10;
-	CHECK_EQ(kv_range(kv, &req, &res), 0);
-	CHECK_EQ(res.n_kvs, 1);
+	REQUIRE_EQ(kv_range(kv, &req, &res), 0);
+	REQUIRE_EQ(res.n_kvs, 1);
 	kv_range_result_free(&res);
-	CHECK_EQ(store_check(kv), 0);
+	REQUIRE_EQ(store_check(kv), 0);
 	kv_destroy(kv);
-	rm_rf(dir);
+	test_rm_rf(dir);
 	free(dir);
 }
 
 int main(void)
 {
-	RUN(test_reopen);
-	RUN(test_snapshots);
-	RUN(test_layout);
-	RUN(test_auto_compact);
-	RUN(test_corrupt_log);
-	fprintf(stderr, "test_persist: all %lu checks passed\n", test_checks);
-	return 0;
+	TEST_RUN(test_reopen);
+	TEST_RUN(test_snapshots);
+	TEST_RUN(test_layout);
+	TEST_RUN(test_auto_compact);
+	TEST_RUN(test_corrupt_log);
+	return test_summary();
 }

@@ -1,4 +1,4 @@
-/* test_gateway.c: the etcd v3 JSON gateway (src/store/gateway.h) over the embedded store,
+/* test_gateway.c: the etcd v3 JSON gateway (src/gateway/gateway.h) over the embedded store,
  * driven by etcdfs's real etcd client (src/etcd/) so that wire compatibility is proven both
  * ways: the client's requests are understood, and the gateway's replies and errors decode to
  * the same results and errnos as with etcd. Also plain HTTP (curl, raw sockets) and a light
@@ -9,35 +9,33 @@
  * replays a run.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "etcd/etcd.h"
 #include "etcd_harness.h"
 #include "core/log.h"
-#include "store/gateway.h"
+#include "gateway/gateway.h"
 #include "storetest.h"
 
 struct env {
 	char *dir;
 	struct kv *store;
-	struct store_gateway *gw;
+	struct gw *gw;
 	int port;
 	struct kv *cl; /* etcd client pointed at the gateway */
 };
 
 static struct env E;
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Opens the store in E.dir and serves it on port (0 = any free one). */
 static void server_up(int port)
@@ -45,17 +43,17 @@ static void server_up(int port)
 	char addr[64];
 	E.store = open_at(E.dir, NULL);
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-	CHECK_EQ(store_gateway_start(E.store, addr, &E.gw), 0);
-	E.port = store_gateway_port(E.gw);
-	CHECK(E.port > 0);
+	REQUIRE_EQ(gw_start(E.store, addr, &E.gw), 0);
+	E.port = gw_port(E.gw);
+	REQUIRE(E.port > 0);
 	if (port)
-		CHECK_EQ(E.port, port);
-	store_gateway_set_progress_interval(E.gw, 300);
+		REQUIRE_EQ(E.port, port);
+	gw_set_progress_interval(E.gw, 300);
 }
 
 static void server_down(void)
 {
-	store_gateway_stop(E.gw);
+	gw_stop(E.gw);
 	E.gw = NULL;
 	kv_destroy(E.store);
 	E.store = NULL;
@@ -68,7 +66,7 @@ static struct kv *client(size_t max_req, size_t max_ops)
 	char ep[64];
 	etcd_config_init(&cfg);
 	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", E.port);
-	CHECK_EQ(etcd_config_set_endpoints(&cfg, ep), 0);
+	REQUIRE_EQ(etcd_config_set_endpoints(&cfg, ep), 0);
 	cfg.dial_timeout_ms = 1000;
 	cfg.command_timeout_ms = 10000;
 	if (max_req)
@@ -78,21 +76,21 @@ static struct kv *client(size_t max_req, size_t max_ops)
 	/* JSON only, so that every request exercises the gateway (test_auto_transport checks
 	 * the default transport, which tries gRPC first). */
 	cfg.transport = ETCD_TRANSPORT_JSON;
-	CHECK_EQ(etcd_client_new(&cfg, &kv), 0);
+	REQUIRE_EQ(etcd_client_new(&cfg, &kv), 0);
 	etcd_config_free(&cfg);
 	return kv;
 }
 
 static void check_same_kv(const struct kv_kv *a, const struct kv_kv *b)
 {
-	CHECK_EQ(a->key_len, b->key_len);
-	CHECK(!memcmp(a->key, b->key, a->key_len));
-	CHECK_EQ(a->value_len, b->value_len);
-	CHECK(!a->value_len || !memcmp(a->value, b->value, a->value_len));
-	CHECK_EQ(a->create_revision, b->create_revision);
-	CHECK_EQ(a->mod_revision, b->mod_revision);
-	CHECK_EQ(a->version, b->version);
-	CHECK_EQ(a->lease, b->lease);
+	REQUIRE_EQ(a->key_len, b->key_len);
+	REQUIRE(!memcmp(a->key, b->key, a->key_len));
+	REQUIRE_EQ(a->value_len, b->value_len);
+	REQUIRE(!a->value_len || !memcmp(a->value, b->value, a->value_len));
+	REQUIRE_EQ(a->create_revision, b->create_revision);
+	REQUIRE_EQ(a->mod_revision, b->mod_revision);
+	REQUIRE_EQ(a->version, b->version);
+	REQUIRE_EQ(a->lease, b->lease);
 }
 
 /* ---- raw HTTP ---- */
@@ -102,8 +100,8 @@ static int dial_port(int port)
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	CHECK(fd >= 0);
-	CHECK_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	REQUIRE(fd >= 0);
+	REQUIRE_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	return fd;
 }
 
@@ -158,7 +156,7 @@ static size_t post(const char *path, const char *body, char *buf, size_t cap)
 			 "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 			 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
 			 path, strlen(body), body);
-	CHECK(n > 0 && (size_t)n < sizeof(req));
+	REQUIRE(n > 0 && (size_t)n < sizeof(req));
 	return exchange(req, (size_t)n, buf, cap);
 }
 
@@ -183,31 +181,31 @@ static void test_put_get(void)
 	for (int i = 0; i < 300; i++)
 		val[i] = (char)(255 - i % 256);
 	int64_t rev = 0, rev2 = 0;
-	CHECK_EQ(kv_put(E.cl, key, sizeof(key) - 2, val, sizeof(val), &rev), 0);
-	CHECK(rev > 1);
+	REQUIRE_EQ(kv_put(E.cl, key, sizeof(key) - 2, val, sizeof(val), &rev), 0);
+	REQUIRE(rev > 1);
 	struct kv_kv a, b;
-	CHECK_EQ(kv_get(E.cl, key, sizeof(key) - 2, &a), 0);
-	CHECK_EQ(kv_get(E.store, key, sizeof(key) - 2, &b), 0);
+	REQUIRE_EQ(kv_get(E.cl, key, sizeof(key) - 2, &a), 0);
+	REQUIRE_EQ(kv_get(E.store, key, sizeof(key) - 2, &b), 0);
 	check_same_kv(&a, &b);
 	CHECK_EQ(a.mod_revision, rev);
 	CHECK_EQ(a.create_revision, rev);
 	CHECK_EQ(a.version, 1);
-	CHECK_EQ(a.value_len, sizeof(val));
+	REQUIRE_EQ(a.value_len, sizeof(val));
 	kv_kv_free(&a);
 	kv_kv_free(&b);
 	/* Overwrite with an empty value: version 2, value present but empty. */
-	CHECK_EQ(kv_put(E.cl, key, sizeof(key) - 2, "", 0, &rev2), 0);
-	CHECK_EQ(rev2, rev + 1);
-	CHECK_EQ(kv_get(E.cl, key, sizeof(key) - 2, &a), 0);
+	REQUIRE_EQ(kv_put(E.cl, key, sizeof(key) - 2, "", 0, &rev2), 0);
+	REQUIRE_EQ(rev2, rev + 1);
+	REQUIRE_EQ(kv_get(E.cl, key, sizeof(key) - 2, &a), 0);
 	CHECK_EQ(a.version, 2);
-	CHECK_EQ(a.value_len, 0);
-	CHECK(a.value != NULL);
+	REQUIRE_EQ(a.value_len, 0);
+	REQUIRE(a.value != NULL);
 	CHECK_EQ(a.create_revision, rev);
 	kv_kv_free(&a);
-	CHECK_EQ(kv_get(E.cl, "/missing", 8, &a), -ENOENT);
+	REQUIRE_EQ(kv_get(E.cl, "/missing", 8, &a), -ENOENT);
 	int64_t st = 0;
-	CHECK_EQ(kv_status(E.cl, &st), 0);
-	CHECK_EQ(st, rev2);
+	REQUIRE_EQ(kv_status(E.cl, &st), 0);
+	REQUIRE_EQ(st, rev2);
 }
 
 static void test_range_paging(void)
@@ -231,9 +229,9 @@ static void test_range_paging(void)
 		}
 		struct kv_txn txn = {.success = ops, .n_success = 100};
 		struct kv_txn_result res;
-		CHECK_EQ(kv_txn(E.cl, &txn, &res), 0);
-		CHECK(res.succeeded);
-		CHECK_EQ(res.n_results, 100);
+		REQUIRE_EQ(kv_txn(E.cl, &txn, &res), 0);
+		REQUIRE(res.succeeded);
+		REQUIRE_EQ(res.n_results, 100);
 		rev = res.revision;
 		if (t == N / 100 - 2)
 			rev_2400 = res.revision;
@@ -245,82 +243,82 @@ static void test_range_paging(void)
 		.key = "/page/", .key_len = 6, .range_end = end, .range_end_len = end_len};
 	struct kv_range_result a, b;
 	/* limit 0: the client pages (1000 keys per request) pinned to one revision. */
-	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
-	CHECK_EQ(kv_range(E.store, &rq, &b), 0);
-	CHECK_EQ(a.n_kvs, N);
+	REQUIRE_EQ(kv_range(E.cl, &rq, &a), 0);
+	REQUIRE_EQ(kv_range(E.store, &rq, &b), 0);
+	REQUIRE_EQ(a.n_kvs, N);
 	CHECK_EQ(a.count, N);
 	CHECK_EQ(a.revision, rev);
-	CHECK(!a.more);
-	CHECK_EQ(b.n_kvs, N);
+	REQUIRE(!a.more);
+	REQUIRE_EQ(b.n_kvs, N);
 	for (int i = 0; i < N; i++) {
 		snprintf(k, sizeof(k), "/page/%05d", i);
 		snprintf(v, sizeof(v), "value-%d", i);
-		CHECK_MEM(a.kvs[i].key, a.kvs[i].key_len, k);
-		CHECK_MEM(a.kvs[i].value, a.kvs[i].value_len, v);
+		CHECK_STRN(a.kvs[i].key, a.kvs[i].key_len, k);
+		CHECK_STRN(a.kvs[i].value, a.kvs[i].value_len, v);
 		check_same_kv(&a.kvs[i], &b.kvs[i]);
 	}
 	kv_range_result_free(&a);
 	kv_range_result_free(&b);
 	/* limit: more + count of the whole range. */
 	rq.limit = 10;
-	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
-	CHECK_EQ(a.n_kvs, 10);
-	CHECK(a.more);
+	REQUIRE_EQ(kv_range(E.cl, &rq, &a), 0);
+	REQUIRE_EQ(a.n_kvs, 10);
+	REQUIRE(a.more);
 	CHECK_EQ(a.count, N);
-	CHECK_MEM(a.kvs[9].key, a.kvs[9].key_len, "/page/00009");
+	CHECK_STRN(a.kvs[9].key, a.kvs[9].key_len, "/page/00009");
 	kv_range_result_free(&a);
 	/* descending by key, limited */
 	rq.limit = 3;
 	rq.sort_order = KV_SORT_DESCEND;
-	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
-	CHECK_EQ(a.n_kvs, 3);
-	CHECK_MEM(a.kvs[0].key, a.kvs[0].key_len, "/page/02499");
-	CHECK_MEM(a.kvs[2].key, a.kvs[2].key_len, "/page/02497");
+	REQUIRE_EQ(kv_range(E.cl, &rq, &a), 0);
+	REQUIRE_EQ(a.n_kvs, 3);
+	CHECK_STRN(a.kvs[0].key, a.kvs[0].key_len, "/page/02499");
+	CHECK_STRN(a.kvs[2].key, a.kvs[2].key_len, "/page/02497");
 	kv_range_result_free(&a);
 	/* descending, limit 0: the client pages backwards */
 	rq.limit = 0;
-	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
-	CHECK_EQ(a.n_kvs, N);
-	CHECK_MEM(a.kvs[0].key, a.kvs[0].key_len, "/page/02499");
-	CHECK_MEM(a.kvs[N - 1].key, a.kvs[N - 1].key_len, "/page/00000");
+	REQUIRE_EQ(kv_range(E.cl, &rq, &a), 0);
+	REQUIRE_EQ(a.n_kvs, N);
+	CHECK_STRN(a.kvs[0].key, a.kvs[0].key_len, "/page/02499");
+	CHECK_STRN(a.kvs[N - 1].key, a.kvs[N - 1].key_len, "/page/00000");
 	kv_range_result_free(&a);
 	rq.sort_order = KV_SORT_NONE;
 	/* keys_only and count_only */
 	rq.keys_only = true;
 	rq.limit = 5;
-	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
-	CHECK_EQ(a.n_kvs, 5);
-	CHECK(a.kvs[0].value == NULL);
-	CHECK(a.kvs[0].mod_revision > 0);
+	REQUIRE_EQ(kv_range(E.cl, &rq, &a), 0);
+	REQUIRE_EQ(a.n_kvs, 5);
+	REQUIRE(a.kvs[0].value == NULL);
+	REQUIRE(a.kvs[0].mod_revision > 0);
 	kv_range_result_free(&a);
 	rq.keys_only = false;
 	rq.limit = 0;
 	rq.count_only = true;
-	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
-	CHECK_EQ(a.n_kvs, 0);
+	REQUIRE_EQ(kv_range(E.cl, &rq, &a), 0);
+	REQUIRE_EQ(a.n_kvs, 0);
 	CHECK_EQ(a.count, N);
 	kv_range_result_free(&a);
 	/* at an older revision (before the last txn) */
 	rq.count_only = false;
 	rq.revision = rev_2400;
-	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
-	CHECK_EQ(a.n_kvs, N - 100);
+	REQUIRE_EQ(kv_range(E.cl, &rq, &a), 0);
+	REQUIRE_EQ(a.n_kvs, N - 100);
 	CHECK_EQ(a.count, N - 100);
 	kv_range_result_free(&a);
 	/* serializable */
 	rq.revision = 0;
 	rq.serializable = true;
 	rq.limit = 1;
-	CHECK_EQ(kv_range(E.cl, &rq, &a), 0);
-	CHECK_EQ(a.n_kvs, 1);
+	REQUIRE_EQ(kv_range(E.cl, &rq, &a), 0);
+	REQUIRE_EQ(a.n_kvs, 1);
 	kv_range_result_free(&a);
 }
 
 static void test_txn(void)
 {
 	int64_t r1, r2;
-	CHECK_EQ(put_s(E.cl, "/t/a", "1", &r1), 0);
-	CHECK_EQ(put_s(E.cl, "/t/b", "2", &r2), 0);
+	REQUIRE_EQ(put_s(E.cl, "/t/a", "1", &r1), 0);
+	REQUIRE_EQ(put_s(E.cl, "/t/b", "2", &r2), 0);
 	/* success branch: value compare holds; put with prev_kv, range, delete with prev_kv */
 	struct kv_compare c1 = {.target = KV_CMP_VALUE,
 				.result = KV_CMP_EQUAL,
@@ -350,30 +348,30 @@ static void test_txn(void)
 			     .failure = &fail_op,
 			     .n_failure = 1};
 	struct kv_txn_result res;
-	CHECK_EQ(kv_txn(E.cl, &txn, &res), 0);
-	CHECK(res.succeeded);
+	REQUIRE_EQ(kv_txn(E.cl, &txn, &res), 0);
+	REQUIRE(res.succeeded);
 	CHECK_EQ(res.revision, r2 + 1);
-	CHECK_EQ(res.n_results, 3);
-	CHECK_EQ(res.results[0].type, KV_OP_PUT);
-	CHECK_EQ(res.results[0].range.n_kvs, 1);
-	CHECK_MEM(res.results[0].range.kvs[0].value, res.results[0].range.kvs[0].value_len, "1");
+	REQUIRE_EQ(res.n_results, 3);
+	REQUIRE_EQ(res.results[0].type, KV_OP_PUT);
+	REQUIRE_EQ(res.results[0].range.n_kvs, 1);
+	CHECK_STRN(res.results[0].range.kvs[0].value, res.results[0].range.kvs[0].value_len, "1");
 	CHECK_EQ(res.results[0].range.kvs[0].mod_revision, r1);
-	CHECK_EQ(res.results[1].type, KV_OP_RANGE);
-	CHECK_EQ(res.results[1].range.n_kvs, 2); /* sees its own put */
-	CHECK_MEM(res.results[1].range.kvs[0].value, res.results[1].range.kvs[0].value_len, "10");
+	REQUIRE_EQ(res.results[1].type, KV_OP_RANGE);
+	REQUIRE_EQ(res.results[1].range.n_kvs, 2); /* sees its own put */
+	CHECK_STRN(res.results[1].range.kvs[0].value, res.results[1].range.kvs[0].value_len, "10");
 	CHECK_EQ(res.results[1].range.count, 2);
-	CHECK_EQ(res.results[2].type, KV_OP_DELETE);
+	REQUIRE_EQ(res.results[2].type, KV_OP_DELETE);
 	CHECK_EQ(res.results[2].deleted, 1);
-	CHECK_EQ(res.results[2].range.n_kvs, 1);
-	CHECK_MEM(res.results[2].range.kvs[0].key, res.results[2].range.kvs[0].key_len, "/t/b");
+	REQUIRE_EQ(res.results[2].range.n_kvs, 1);
+	CHECK_STRN(res.results[2].range.kvs[0].key, res.results[2].range.kvs[0].key_len, "/t/b");
 	kv_txn_result_free(&res);
 	/* the same compare now fails: failure branch runs */
-	CHECK_EQ(kv_txn(E.cl, &txn, &res), 0);
-	CHECK(!res.succeeded);
+	REQUIRE_EQ(kv_txn(E.cl, &txn, &res), 0);
+	REQUIRE(!res.succeeded);
 	CHECK_EQ(res.revision, r2 + 1);
-	CHECK_EQ(res.n_results, 1);
-	CHECK_EQ(res.results[0].type, KV_OP_RANGE);
-	CHECK_MEM(res.results[0].range.kvs[0].value, res.results[0].range.kvs[0].value_len, "10");
+	REQUIRE_EQ(res.n_results, 1);
+	REQUIRE_EQ(res.results[0].type, KV_OP_RANGE);
+	CHECK_STRN(res.results[0].range.kvs[0].value, res.results[0].range.kvs[0].value_len, "10");
 	kv_txn_result_free(&res);
 	/* create-if-absent: VERSION == 0 (the compared 0 must survive the JSON round trip) */
 	struct kv_compare c2 = {.target = KV_CMP_VERSION,
@@ -384,12 +382,12 @@ static void test_txn(void)
 	struct kv_op put_new = {
 		.type = KV_OP_PUT, .key = "/t/new", .key_len = 6, .value = "n", .value_len = 1};
 	struct kv_txn t2 = {.compare = &c2, .n_compare = 1, .success = &put_new, .n_success = 1};
-	CHECK_EQ(kv_txn(E.cl, &t2, &res), 0);
-	CHECK(res.succeeded);
+	REQUIRE_EQ(kv_txn(E.cl, &t2, &res), 0);
+	REQUIRE(res.succeeded);
 	kv_txn_result_free(&res);
-	CHECK_EQ(kv_txn(E.cl, &t2, &res), 0);
-	CHECK(!res.succeeded);
-	CHECK_EQ(res.n_results, 0);
+	REQUIRE_EQ(kv_txn(E.cl, &t2, &res), 0);
+	REQUIRE(!res.succeeded);
+	REQUIRE_EQ(res.n_results, 0);
 	kv_txn_result_free(&res);
 	/* MOD compare over a range: every key's mod_revision > r1 ("/t/a" and "/t/new") */
 	struct kv_compare c3 = {.target = KV_CMP_MOD,
@@ -400,12 +398,12 @@ static void test_txn(void)
 				.range_end_len = 3,
 				.number = r1};
 	struct kv_txn t3 = {.compare = &c3, .n_compare = 1};
-	CHECK_EQ(kv_txn(E.cl, &t3, &res), 0);
-	CHECK(res.succeeded);
+	REQUIRE_EQ(kv_txn(E.cl, &t3, &res), 0);
+	REQUIRE(res.succeeded);
 	kv_txn_result_free(&res);
 	c3.number = r2 + 1; /* "/t/a" was modified at r2 + 1: not greater */
-	CHECK_EQ(kv_txn(E.cl, &t3, &res), 0);
-	CHECK(!res.succeeded);
+	REQUIRE_EQ(kv_txn(E.cl, &t3, &res), 0);
+	REQUIRE(!res.succeeded);
 	kv_txn_result_free(&res);
 	/* CREATE and LESS / NOT_EQUAL */
 	struct kv_compare c4[2] = {
@@ -422,8 +420,8 @@ static void test_txn(void)
 		 .value_len = 1},
 	};
 	struct kv_txn t4 = {.compare = c4, .n_compare = 2};
-	CHECK_EQ(kv_txn(E.cl, &t4, &res), 0);
-	CHECK(res.succeeded);
+	REQUIRE_EQ(kv_txn(E.cl, &t4, &res), 0);
+	REQUIRE(res.succeeded);
 	kv_txn_result_free(&res);
 	/* ignore_lease on a missing key: etcd says "key not found" (InvalidArgument) */
 	struct kv_op il = {.type = KV_OP_PUT,
@@ -433,16 +431,16 @@ static void test_txn(void)
 			   .value_len = 1,
 			   .ignore_lease = true};
 	struct kv_txn t5 = {.success = &il, .n_success = 1};
-	CHECK_EQ(kv_txn(E.cl, &t5, &res), -EINVAL);
+	REQUIRE_EQ(kv_txn(E.cl, &t5, &res), -EINVAL);
 	/* ignore_lease on an existing key keeps working */
 	il.key = "/t/a";
 	il.key_len = 4;
-	CHECK_EQ(kv_txn(E.cl, &t5, &res), 0);
+	REQUIRE_EQ(kv_txn(E.cl, &t5, &res), 0);
 	kv_txn_result_free(&res);
 	/* duplicate put of one key in a branch: refused like etcd (InvalidArgument) */
 	struct kv_op dup[2] = {put_new, put_new};
 	struct kv_txn t6 = {.success = dup, .n_success = 2};
-	CHECK_EQ(kv_txn(E.cl, &t6, &res), -EINVAL);
+	REQUIRE_EQ(kv_txn(E.cl, &t6, &res), -EINVAL);
 }
 
 static void test_delete(void)
@@ -450,11 +448,11 @@ static void test_delete(void)
 	char k[32];
 	for (int i = 0; i < 5; i++) {
 		snprintf(k, sizeof(k), "/d/%d", i);
-		CHECK_EQ(put_s(E.cl, k, "v", NULL), 0);
+		REQUIRE_EQ(put_s(E.cl, k, "v", NULL), 0);
 	}
 	int64_t deleted = 0, rev = 0;
-	CHECK_EQ(kv_delete_range(E.cl, "/d/0", 4, NULL, 0, &deleted, &rev), 0);
-	CHECK_EQ(deleted, 1);
+	REQUIRE_EQ(kv_delete_range(E.cl, "/d/0", 4, NULL, 0, &deleted, &rev), 0);
+	REQUIRE_EQ(deleted, 1);
 	struct kv_op del = {.type = KV_OP_DELETE,
 			    .key = "/d/",
 			    .key_len = 3,
@@ -463,52 +461,52 @@ static void test_delete(void)
 			    .prev_kv = true};
 	struct kv_txn txn = {.success = &del, .n_success = 1};
 	struct kv_txn_result res;
-	CHECK_EQ(kv_txn(E.cl, &txn, &res), 0);
+	REQUIRE_EQ(kv_txn(E.cl, &txn, &res), 0);
 	CHECK_EQ(res.revision, rev + 1);
 	CHECK_EQ(res.results[0].deleted, 4);
-	CHECK_EQ(res.results[0].range.n_kvs, 4);
-	CHECK_MEM(res.results[0].range.kvs[3].key, res.results[0].range.kvs[3].key_len, "/d/4");
-	CHECK_MEM(res.results[0].range.kvs[3].value, res.results[0].range.kvs[3].value_len, "v");
+	REQUIRE_EQ(res.results[0].range.n_kvs, 4);
+	CHECK_STRN(res.results[0].range.kvs[3].key, res.results[0].range.kvs[3].key_len, "/d/4");
+	CHECK_STRN(res.results[0].range.kvs[3].value, res.results[0].range.kvs[3].value_len, "v");
 	kv_txn_result_free(&res);
 	/* deleting nothing: 0 deleted, revision unchanged */
-	CHECK_EQ(kv_delete_range(E.cl, "/d/", 3, "/d0", 3, &deleted, &rev), 0);
-	CHECK_EQ(deleted, 0);
-	CHECK_EQ(rev, res.revision);
+	REQUIRE_EQ(kv_delete_range(E.cl, "/d/", 3, "/d0", 3, &deleted, &rev), 0);
+	REQUIRE_EQ(deleted, 0);
+	REQUIRE_EQ(rev, res.revision);
 }
 
 static void test_compact(void)
 {
 	int64_t r1, r2, r3;
 	char buf[4096];
-	CHECK_EQ(put_s(E.cl, "/c/k", "1", &r1), 0);
-	CHECK_EQ(put_s(E.cl, "/c/k", "2", &r2), 0);
-	CHECK_EQ(put_s(E.cl, "/c/k", "3", &r3), 0);
-	CHECK_EQ(kv_compact(E.cl, r2, true), 0);
+	REQUIRE_EQ(put_s(E.cl, "/c/k", "1", &r1), 0);
+	REQUIRE_EQ(put_s(E.cl, "/c/k", "2", &r2), 0);
+	REQUIRE_EQ(put_s(E.cl, "/c/k", "3", &r3), 0);
+	REQUIRE_EQ(kv_compact(E.cl, r2, true), 0);
 	struct kv_range_req rq = {.key = "/c/k", .key_len = 4, .revision = r1};
 	struct kv_range_result res;
-	CHECK_EQ(kv_range(E.cl, &rq, &res), -ERANGE);
+	REQUIRE_EQ(kv_range(E.cl, &rq, &res), -ERANGE);
 	rq.revision = r2;
-	CHECK_EQ(kv_range(E.cl, &rq, &res), 0);
-	CHECK_EQ(res.n_kvs, 1);
-	CHECK_MEM(res.kvs[0].value, res.kvs[0].value_len, "2");
+	REQUIRE_EQ(kv_range(E.cl, &rq, &res), 0);
+	REQUIRE_EQ(res.n_kvs, 1);
+	CHECK_STRN(res.kvs[0].value, res.kvs[0].value_len, "2");
 	kv_range_result_free(&res);
-	CHECK_EQ(kv_compact(E.cl, r2, true), -ERANGE);
+	REQUIRE_EQ(kv_compact(E.cl, r2, true), -ERANGE);
 	rq.revision = r3 + 100;
-	CHECK_EQ(kv_range(E.cl, &rq, &res), -ENOENT);
-	CHECK_EQ(kv_compact(E.cl, r3 + 100, true), -ENOENT);
+	REQUIRE_EQ(kv_range(E.cl, &rq, &res), -ENOENT);
+	REQUIRE_EQ(kv_compact(E.cl, r3 + 100, true), -ENOENT);
 	/* The exact error bodies, as etcd's gateway sends them. */
 	char body[128];
 	snprintf(body, sizeof(body), "{\"key\":\"L2Mvaw==\",\"revision\":\"%lld\"}", (long long)r1);
 	post("/v3/kv/range", body, buf, sizeof(buf));
-	CHECK(!strncmp(buf, "HTTP/1.1 400 ", 13));
-	CHECK(strstr(buf, "{\"error\":\"etcdserver: mvcc: required revision has been compacted\","
-			  "\"message\":\"etcdserver: mvcc: required revision has been "
-			  "compacted\",\"code\":11}"));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 400 ", 13));
+	REQUIRE(strstr(buf, "{\"error\":\"etcdserver: mvcc: required revision has been compacted\","
+			    "\"message\":\"etcdserver: mvcc: required revision has been "
+			    "compacted\",\"code\":11}"));
 	snprintf(body, sizeof(body), "{\"key\":\"L2Mvaw==\",\"revision\":%lld}",
 		 (long long)r3 + 100);
 	post("/v3/kv/range", body, buf, sizeof(buf));
-	CHECK(strstr(buf, "\"message\":\"etcdserver: mvcc: required revision is a future "
-			  "revision\",\"code\":11"));
+	REQUIRE(strstr(buf, "\"message\":\"etcdserver: mvcc: required revision is a future "
+			    "revision\",\"code\":11"));
 }
 
 static void test_limits(void)
@@ -517,23 +515,23 @@ static void test_limits(void)
 	struct kv *big = client((size_t)16 << 20, 10000);
 	size_t n = (size_t)2 << 20;
 	char *v = malloc((size_t)4 << 20);
-	CHECK(v);
+	REQUIRE(v);
 	memset(v, 'x', (size_t)4 << 20);
 	/* 2 MiB: under the gateway's 4 MiB body bound, over the store's 1.5 MiB limit */
-	CHECK_EQ(kv_put(big, "/big", 4, v, n, NULL), -EFBIG);
+	REQUIRE_EQ(kv_put(big, "/big", 4, v, n, NULL), -EFBIG);
 	/* 3.5 MiB: the JSON body (base64) exceeds the gateway's 4 MiB bound */
-	CHECK_EQ(kv_put(big, "/big", 4, v, (size_t)7 << 19, NULL), -EFBIG);
+	REQUIRE_EQ(kv_put(big, "/big", 4, v, (size_t)7 << 19, NULL), -EFBIG);
 	/* just under the store's limit goes through */
-	CHECK_EQ(kv_put(big, "/big", 4, v, (size_t)1 << 20, NULL), 0);
+	REQUIRE_EQ(kv_put(big, "/big", 4, v, (size_t)1 << 20, NULL), 0);
 	struct kv_kv kv;
-	CHECK_EQ(kv_get(E.cl, "/big", 4, &kv), 0);
-	CHECK_EQ(kv.value_len, (size_t)1 << 20);
+	REQUIRE_EQ(kv_get(E.cl, "/big", 4, &kv), 0);
+	REQUIRE_EQ(kv.value_len, (size_t)1 << 20);
 	kv_kv_free(&kv);
 	/* too many ops: the store refuses (128), the client maps etcd's message to E2BIG */
 	enum { OPS = 200 };
 	struct kv_op *ops = calloc(OPS, sizeof(*ops));
 	char(*keys)[16] = calloc(OPS, 16);
-	CHECK(ops && keys);
+	REQUIRE(ops && keys);
 	for (int i = 0; i < OPS; i++) {
 		snprintf(keys[i], 16, "/ops/%d", i);
 		ops[i] = (struct kv_op){.type = KV_OP_PUT,
@@ -544,12 +542,12 @@ static void test_limits(void)
 	}
 	struct kv_txn txn = {.success = ops, .n_success = OPS};
 	struct kv_txn_result res;
-	CHECK_EQ(kv_txn(big, &txn, &res), -E2BIG);
+	REQUIRE_EQ(kv_txn(big, &txn, &res), -E2BIG);
 	txn.n_success = 128;
-	CHECK_EQ(kv_txn(big, &txn, &res), 0);
+	REQUIRE_EQ(kv_txn(big, &txn, &res), 0);
 	kv_txn_result_free(&res);
 	/* and the connection pool still works afterwards */
-	CHECK_EQ(put_s(big, "/after", "ok", NULL), 0);
+	REQUIRE_EQ(put_s(big, "/after", "ok", NULL), 0);
 	free(ops);
 	free(keys);
 	free(v);
@@ -615,12 +613,12 @@ static int64_t rec_get(struct rec *r, const int64_t *field)
 /* Waits until n events (state < 0) or n batches of a state arrived. */
 static bool rec_wait(struct rec *r, int state, int n, long ms)
 {
-	int64_t deadline = mono_ms() + ms;
+	int64_t deadline = util_now_ms() + ms;
 	bool ok;
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
 		ok = state < 0 ? r->n_evs >= (size_t)n : r->n_state[state] >= n;
-		if (ok || mono_ms() >= deadline)
+		if (ok || util_now_ms() >= deadline)
 			break;
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -641,14 +639,14 @@ static void check_ev(struct rec *r, size_t i, enum kv_event_type type, const cha
 		     const char *val, int64_t mod)
 {
 	pthread_mutex_lock(&r->lock);
-	CHECK(i < r->n_evs);
+	REQUIRE(i < r->n_evs);
 	struct rec_ev e = r->evs[i];
 	pthread_mutex_unlock(&r->lock);
-	CHECK_EQ(e.type, type);
-	CHECK(!strcmp(e.key, key));
+	REQUIRE_EQ(e.type, type);
+	REQUIRE(!strcmp(e.key, key));
 	if (val)
-		CHECK(!strcmp(e.val, val));
-	CHECK_EQ(e.mod, mod);
+		REQUIRE(!strcmp(e.val, val));
+	REQUIRE_EQ(e.mod, mod);
 }
 
 static void test_watch(void)
@@ -658,17 +656,17 @@ static void test_watch(void)
 	rec_init(&r);
 	struct kv_watch_req req = {
 		.key = "/w/", .key_len = 3, .range_end = "/w0", .range_end_len = 3};
-	CHECK_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
-	CHECK(rec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
+	REQUIRE_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
+	REQUIRE(rec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	int64_t r1, r2, r3, rd, st;
-	CHECK_EQ(kv_status(E.cl, &st), 0);
-	CHECK_EQ(rec_get(&r, &r.last_rev[KV_WATCH_CONNECTED]), st);
-	CHECK_EQ(put_s(E.cl, "/w/a", "1", &r1), 0);
-	CHECK_EQ(put_s(E.cl, "/other", "x", NULL), 0); /* outside the range */
-	CHECK_EQ(put_s(E.cl, "/w/b", "2", &r2), 0);
-	CHECK_EQ(put_s(E.store, "/w/a", "3", &r3), 0); /* straight into the store */
-	CHECK_EQ(kv_delete_range(E.cl, "/w/b", 4, NULL, 0, NULL, &rd), 0);
-	CHECK(rec_wait(&r, -1, 4, 5000));
+	REQUIRE_EQ(kv_status(E.cl, &st), 0);
+	REQUIRE_EQ(rec_get(&r, &r.last_rev[KV_WATCH_CONNECTED]), st);
+	REQUIRE_EQ(put_s(E.cl, "/w/a", "1", &r1), 0);
+	REQUIRE_EQ(put_s(E.cl, "/other", "x", NULL), 0); /* outside the range */
+	REQUIRE_EQ(put_s(E.cl, "/w/b", "2", &r2), 0);
+	REQUIRE_EQ(put_s(E.store, "/w/a", "3", &r3), 0); /* straight into the store */
+	REQUIRE_EQ(kv_delete_range(E.cl, "/w/b", 4, NULL, 0, NULL, &rd), 0);
+	REQUIRE(rec_wait(&r, -1, 4, 5000));
 	check_ev(&r, 0, KV_EVENT_PUT, "/w/a", "1", r1);
 	check_ev(&r, 1, KV_EVENT_PUT, "/w/b", "2", r2);
 	check_ev(&r, 2, KV_EVENT_PUT, "/w/a", "3", r3);
@@ -686,32 +684,32 @@ static void test_watch(void)
 	size_t n_evs = r.n_evs;
 	pthread_mutex_unlock(&r.lock);
 	fprintf(stderr, "  %d progress messages in 2.5 s idle\n", progress);
-	CHECK(progress >= 3);
-	CHECK_EQ(prog_rev, rd);
-	CHECK_EQ(disc, 0);
-	CHECK_EQ(n_evs, 4);
+	REQUIRE(progress >= 3);
+	REQUIRE_EQ(prog_rev, rd);
+	REQUIRE_EQ(disc, 0);
+	REQUIRE_EQ(n_evs, 4);
 	kv_watch_cancel(E.cl, w);
 
 	/* from an old revision: the history is replayed in order */
 	rec_init(&r);
 	req.start_revision = r2;
-	CHECK_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
-	CHECK(rec_wait(&r, -1, 3, 5000));
-	CHECK_EQ(rec_get(&r, &r.last_rev[KV_WATCH_CONNECTED]), r2 - 1);
+	REQUIRE_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
+	REQUIRE(rec_wait(&r, -1, 3, 5000));
+	REQUIRE_EQ(rec_get(&r, &r.last_rev[KV_WATCH_CONNECTED]), r2 - 1);
 	check_ev(&r, 0, KV_EVENT_PUT, "/w/b", "2", r2);
 	check_ev(&r, 1, KV_EVENT_PUT, "/w/a", "3", r3);
 	check_ev(&r, 2, KV_EVENT_DELETE, "/w/b", NULL, rd);
 	kv_watch_cancel(E.cl, w);
 
 	/* compacted start: COMPACTED with the compaction revision, and the watch ends */
-	CHECK_EQ(kv_compact(E.cl, r3, true), 0);
+	REQUIRE_EQ(kv_compact(E.cl, r3, true), 0);
 	rec_init(&r);
 	req.start_revision = r1;
-	CHECK_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
-	CHECK(rec_wait(&r, KV_WATCH_COMPACTED, 1, 5000));
-	CHECK_EQ(rec_get(&r, &r.compact_rev), r3);
+	REQUIRE_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
+	REQUIRE(rec_wait(&r, KV_WATCH_COMPACTED, 1, 5000));
+	REQUIRE_EQ(rec_get(&r, &r.compact_rev), r3);
 	pthread_mutex_lock(&r.lock);
-	CHECK_EQ(r.n_evs, 0);
+	REQUIRE_EQ(r.n_evs, 0);
 	pthread_mutex_unlock(&r.lock);
 	kv_watch_cancel(E.cl, w);
 }
@@ -725,59 +723,59 @@ static void test_restart(void)
 	rec_init(&r);
 	struct kv_watch_req req = {
 		.key = "/r/", .key_len = 3, .range_end = "/r0", .range_end_len = 3};
-	CHECK_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
-	CHECK(rec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
+	REQUIRE_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
+	REQUIRE(rec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	int64_t r1, r2, r3;
-	CHECK_EQ(put_s(E.cl, "/r/1", "one", &r1), 0);
-	CHECK(rec_wait(&r, -1, 1, 5000));
+	REQUIRE_EQ(put_s(E.cl, "/r/1", "one", &r1), 0);
+	REQUIRE(rec_wait(&r, -1, 1, 5000));
 	int port = E.port;
 	server_down();
-	CHECK(rec_wait(&r, KV_WATCH_DISCONNECTED, 1, 5000));
-	CHECK_EQ(put_s(E.cl, "/r/x", "down", NULL), -ECONNREFUSED);
+	REQUIRE(rec_wait(&r, KV_WATCH_DISCONNECTED, 1, 5000));
+	REQUIRE_EQ(put_s(E.cl, "/r/x", "down", NULL), -ECONNREFUSED);
 	/* a write the watch could not see while the server was down */
 	E.store = open_at(E.dir, NULL);
-	CHECK_EQ(put_s(E.store, "/r/2", "two", &r2), 0);
+	REQUIRE_EQ(put_s(E.store, "/r/2", "two", &r2), 0);
 	kv_destroy(E.store);
 	server_up(port);
-	CHECK_EQ(put_s(E.cl, "/r/3", "three", &r3), 0);
-	CHECK(rec_wait(&r, -1, 3, 15000));
-	CHECK(rec_wait(&r, KV_WATCH_CONNECTED, 2, 1000));
+	REQUIRE_EQ(put_s(E.cl, "/r/3", "three", &r3), 0);
+	REQUIRE(rec_wait(&r, -1, 3, 15000));
+	REQUIRE(rec_wait(&r, KV_WATCH_CONNECTED, 2, 1000));
 	usleep(300 * 1000);
 	pthread_mutex_lock(&r.lock);
-	CHECK_EQ(r.n_evs, 3);
-	CHECK_EQ(r.n_state[KV_WATCH_DISCONNECTED], 1);
+	REQUIRE_EQ(r.n_evs, 3);
+	REQUIRE_EQ(r.n_state[KV_WATCH_DISCONNECTED], 1);
 	pthread_mutex_unlock(&r.lock);
 	check_ev(&r, 0, KV_EVENT_PUT, "/r/1", "one", r1);
 	check_ev(&r, 1, KV_EVENT_PUT, "/r/2", "two", r2);
 	check_ev(&r, 2, KV_EVENT_PUT, "/r/3", "three", r3);
-	CHECK_EQ(r2, r1 + 1);
-	CHECK_EQ(r3, r2 + 1);
+	REQUIRE_EQ(r2, r1 + 1);
+	REQUIRE_EQ(r3, r2 + 1);
 	kv_watch_cancel(E.cl, w);
 	/* everything written before is still there */
 	struct kv_kv kv;
-	CHECK_EQ(kv_get(E.cl, "/page/01234", 11, &kv), 0);
-	CHECK_MEM(kv.value, kv.value_len, "value-1234");
+	REQUIRE_EQ(kv_get(E.cl, "/page/01234", 11, &kv), 0);
+	CHECK_STRN(kv.value, kv.value_len, "value-1234");
 	kv_kv_free(&kv);
 }
 
 static void test_curl(void)
 {
 	char cmd[512], out[4096];
-	CHECK_EQ(put_s(E.cl, "/curl/k", "hello", NULL), 0);
+	REQUIRE_EQ(put_s(E.cl, "/curl/k", "hello", NULL), 0);
 	/* "/curl/k" and "hello" in base64 */
 	snprintf(cmd, sizeof(cmd),
 		 "curl -sS -X POST http://127.0.0.1:%d/v3/kv/range -d '{\"key\":\"L2N1cmwvaw==\"}'",
 		 E.port);
 	FILE *p = popen(cmd, "r");
-	CHECK(p);
+	REQUIRE(p);
 	size_t n = fread(out, 1, sizeof(out) - 1, p);
 	out[n] = 0;
-	CHECK_EQ(pclose(p), 0);
+	REQUIRE_EQ(pclose(p), 0);
 	fprintf(stderr, "  curl: %s\n", out);
-	CHECK(strstr(out, "\"key\":\"L2N1cmwvaw==\""));
-	CHECK(strstr(out, "\"value\":\"aGVsbG8=\""));
-	CHECK(strstr(out, "\"count\":\"1\""));
-	CHECK(strstr(out, "\"version\":\"1\""));
+	REQUIRE(strstr(out, "\"key\":\"L2N1cmwvaw==\""));
+	REQUIRE(strstr(out, "\"value\":\"aGVsbG8=\""));
+	REQUIRE(strstr(out, "\"count\":\"1\""));
+	REQUIRE(strstr(out, "\"version\":\"1\""));
 }
 
 static void test_http(void)
@@ -790,105 +788,105 @@ static void test_http(void)
 			  "Content-Length: 20\r\n\r\n{\"key\":\"L2N1cmwvaw==\"}";
 	/* (the second body is 22 bytes; Content-Length 20 cuts it, so it is invalid JSON) */
 	exchange(two, strlen(two), buf, sizeof(buf));
-	CHECK_EQ(count_str(buf, "HTTP/1.1 "), 2);
-	CHECK(!strncmp(buf, "HTTP/1.1 200 OK", 15));
-	CHECK(strstr(buf, "\"version\":\"3.4.0\""));
-	CHECK(strstr(buf, "HTTP/1.1 400 Bad Request"));
-	CHECK(strstr(buf, "invalid JSON"));
+	REQUIRE_EQ(count_str(buf, "HTTP/1.1 "), 2);
+	REQUIRE(!strncmp(buf, "HTTP/1.1 200 OK", 15));
+	REQUIRE(strstr(buf, "\"version\":\"3.4.0\""));
+	REQUIRE(strstr(buf, "HTTP/1.1 400 Bad Request"));
+	REQUIRE(strstr(buf, "invalid JSON"));
 	/* correct pipelining */
 	const char *two_ok = "POST /v3/kv/range HTTP/1.1\r\nContent-Length: 22\r\n\r\n"
 			     "{\"key\":\"L2N1cmwvaw==\"}"
 			     "POST /v3/kv/range HTTP/1.1\r\nContent-Length: 22\r\n"
 			     "Connection: close\r\n\r\n{\"key\":\"L2N1cmwvaw==\"}";
 	exchange(two_ok, strlen(two_ok), buf, sizeof(buf));
-	CHECK_EQ(count_str(buf, "HTTP/1.1 200 OK"), 2);
-	CHECK_EQ(count_str(buf, "\"value\":\"aGVsbG8=\""), 2);
+	REQUIRE_EQ(count_str(buf, "HTTP/1.1 200 OK"), 2);
+	REQUIRE_EQ(count_str(buf, "\"value\":\"aGVsbG8=\""), 2);
 	/* HTTP/1.0: one request, then the server closes */
 	const char *h10 = "POST /v3/kv/range HTTP/1.0\r\nContent-Length: 22\r\n\r\n"
 			  "{\"key\":\"L2N1cmwvaw==\"}";
 	exchange(h10, strlen(h10), buf, sizeof(buf));
-	CHECK(strstr(buf, "Connection: close"));
-	CHECK(strstr(buf, "aGVsbG8="));
+	REQUIRE(strstr(buf, "Connection: close"));
+	REQUIRE(strstr(buf, "aGVsbG8="));
 	/* Expect: 100-continue */
 	int fd = dial();
 	const char *exp = "POST /v3/kv/range HTTP/1.1\r\nContent-Length: 22\r\n"
 			  "Expect: 100-continue\r\nConnection: close\r\n\r\n";
 	send_bytes(fd, exp, strlen(exp));
 	recv_all(fd, buf, 64, 2000);
-	CHECK(!strncmp(buf, "HTTP/1.1 100 Continue\r\n\r\n", 25));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 100 Continue\r\n\r\n", 25));
 	send_bytes(fd, "{\"key\":\"L2N1cmwvaw==\"}", 22);
 	recv_all(fd, buf, sizeof(buf), 5000);
 	close(fd);
-	CHECK(!strncmp(buf, "HTTP/1.1 200 OK", 15));
-	CHECK(strstr(buf, "aGVsbG8="));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 200 OK", 15));
+	REQUIRE(strstr(buf, "aGVsbG8="));
 	/* chunked request body, split inside the JSON, with an extension and a trailer */
 	const char *ch = "POST /v3/kv/range HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
 			 "Connection: close\r\n\r\n"
 			 "5;x=y\r\n{\"key\r\n11\r\n\":\"L2N1cmwvaw==\"}\r\n0\r\nX-T: 1\r\n\r\n";
 	exchange(ch, strlen(ch), buf, sizeof(buf));
-	CHECK(!strncmp(buf, "HTTP/1.1 200 OK", 15));
-	CHECK(strstr(buf, "aGVsbG8="));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 200 OK", 15));
+	REQUIRE(strstr(buf, "aGVsbG8="));
 	/* camelCase field names and enums by name, as jsonpb accepts them */
 	post("/v3/kv/range",
 	     "{\"key\":\"L3BhZ2Uv\",\"rangeEnd\":\"L3BhZ2Uw\",\"limit\":\"2\","
 	     "\"sortOrder\":\"DESCEND\",\"keysOnly\":true}",
 	     buf, sizeof(buf));
-	CHECK(strstr(buf, "\"more\":true"));
-	CHECK(strstr(buf, "\"count\":\"2500\""));
-	CHECK(!strstr(buf, "\"value\""));
-	CHECK(strstr(buf, "\"key\":\"L3BhZ2UvMDI0OTk=\"")); /* /page/02499 */
+	REQUIRE(strstr(buf, "\"more\":true"));
+	REQUIRE(strstr(buf, "\"count\":\"2500\""));
+	REQUIRE(!strstr(buf, "\"value\""));
+	REQUIRE(strstr(buf, "\"key\":\"L3BhZ2UvMDI0OTk=\"")); /* /page/02499 */
 	/* revision filters (done by the gateway): only keys created at or after a revision */
 	post("/v3/kv/range",
 	     "{\"key\":\"L3BhZ2Uv\",\"range_end\":\"L3BhZ2Uw\",\"min_create_revision\":"
 	     "\"1000000\"}",
 	     buf, sizeof(buf));
-	CHECK(strstr(buf, "HTTP/1.1 200 OK"));
-	CHECK(!strstr(buf, "\"kvs\""));
-	CHECK(strstr(buf, "\"count\":\"2500\""));
+	REQUIRE(strstr(buf, "HTTP/1.1 200 OK"));
+	REQUIRE(!strstr(buf, "\"kvs\""));
+	REQUIRE(strstr(buf, "\"count\":\"2500\""));
 	/* errors: unknown path, wrong method, empty key, bad base64, bad types, too large */
 	post("/v3/nothing", "{}", buf, sizeof(buf));
-	CHECK(!strncmp(buf, "HTTP/1.1 404 ", 13));
-	CHECK(strstr(buf, "\r\n\r\nNot Found\n"));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 404 ", 13));
+	REQUIRE(strstr(buf, "\r\n\r\nNot Found\n"));
 	const char *get = "GET /v3/kv/range HTTP/1.1\r\nConnection: close\r\n\r\n";
 	exchange(get, strlen(get), buf, sizeof(buf));
-	CHECK(!strncmp(buf, "HTTP/1.1 405 ", 13));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 405 ", 13));
 	post("/v3/kv/put", "{\"value\":\"eA==\"}", buf, sizeof(buf));
-	CHECK(strstr(buf, "\"message\":\"etcdserver: key is not provided\",\"code\":3"));
+	REQUIRE(strstr(buf, "\"message\":\"etcdserver: key is not provided\",\"code\":3"));
 	post("/v3/kv/put", "{\"key\":\"!!!\"}", buf, sizeof(buf));
-	CHECK(!strncmp(buf, "HTTP/1.1 400 ", 13));
-	CHECK(strstr(buf, "base64"));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 400 ", 13));
+	REQUIRE(strstr(buf, "base64"));
 	post("/v3/kv/range", "{\"key\":\"eA==\",\"limit\":\"ten\"}", buf, sizeof(buf));
-	CHECK(strstr(buf, "\"code\":3"));
+	REQUIRE(strstr(buf, "\"code\":3"));
 	post("/v3/kv/range", "[1,2]", buf, sizeof(buf));
-	CHECK(strstr(buf, "\"code\":3"));
+	REQUIRE(strstr(buf, "\"code\":3"));
 	post("/v3/kv/txn", "{\"success\":[{\"request_txn\":{}}]}", buf, sizeof(buf));
-	CHECK(!strncmp(buf, "HTTP/1.1 501 ", 13));
-	CHECK(strstr(buf, "\"code\":12"));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 501 ", 13));
+	REQUIRE(strstr(buf, "\"code\":12"));
 	post("/v3/auth/authenticate", "{\"name\":\"a\",\"password\":\"b\"}", buf, sizeof(buf));
-	CHECK(strstr(buf, "authentication is not enabled"));
+	REQUIRE(strstr(buf, "authentication is not enabled"));
 	const char *huge = "POST /v3/kv/put HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n{\"key\":";
 	exchange(huge, strlen(huge), buf, sizeof(buf));
-	CHECK(!strncmp(buf, "HTTP/1.1 400 ", 13));
-	CHECK(strstr(buf, "etcdserver: request is too large"));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 400 ", 13));
+	REQUIRE(strstr(buf, "etcdserver: request is too large"));
 	char *bighead = malloc(40000);
-	CHECK(bighead);
+	REQUIRE(bighead);
 	int hn = snprintf(bighead, 40000, "POST /v3/kv/range HTTP/1.1\r\nX-Pad: ");
 	memset(bighead + hn, 'a', 30000);
 	memcpy(bighead + hn + 30000, "\r\n\r\n", 5);
 	exchange(bighead, strlen(bighead), buf, sizeof(buf));
-	CHECK(!strncmp(buf, "HTTP/1.1 431 ", 13));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 431 ", 13));
 	free(bighead);
 	const char *both = "POST /v3/kv/range HTTP/1.1\r\nContent-Length: 3\r\n"
 			   "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
 	exchange(both, strlen(both), buf, sizeof(buf));
-	CHECK(!strncmp(buf, "HTTP/1.1 400 ", 13));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 400 ", 13));
 	/* health, version, aliases, an empty body */
 	const char *health = "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n";
 	exchange(health, strlen(health), buf, sizeof(buf));
-	CHECK(strstr(buf, "{\"health\":\"true\"}"));
+	REQUIRE(strstr(buf, "{\"health\":\"true\"}"));
 	post("/v3beta/maintenance/status", "", buf, sizeof(buf));
-	CHECK(!strncmp(buf, "HTTP/1.1 200 OK", 15));
-	CHECK(strstr(buf, "\"header\":{\"revision\":\""));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 200 OK", 15));
+	REQUIRE(strstr(buf, "\"header\":{\"revision\":\""));
 }
 
 /* The watch stream on the wire: chunked, one {"result": ...} per line. */
@@ -896,7 +894,7 @@ static void test_watch_wire(void)
 {
 	static char buf[1 << 16];
 	int64_t cur;
-	CHECK_EQ(kv_status(E.store, &cur), 0);
+	REQUIRE_EQ(kv_status(E.store, &cur), 0);
 	int fd = dial();
 	/* "/ww/" .. "/ww0", from now, with a NOPUT filter on a second watch */
 	const char *body = "{\"create_request\":{\"key\":\"L3d3Lw==\",\"range_end\":\"L3d3MA==\"}}"
@@ -908,9 +906,9 @@ static void test_watch_wire(void)
 			 body);
 	send_bytes(fd, req, (size_t)n);
 	size_t got = recv_all(fd, buf, sizeof(buf), 500);
-	CHECK(got > 0);
-	CHECK(!strncmp(buf, "HTTP/1.1 200 OK", 15));
-	CHECK(strstr(buf, "Transfer-Encoding: chunked"));
+	REQUIRE(got > 0);
+	REQUIRE(!strncmp(buf, "HTTP/1.1 200 OK", 15));
+	REQUIRE(strstr(buf, "Transfer-Encoding: chunked"));
 	char created0[128], created1[128];
 	snprintf(created0, sizeof(created0),
 		 "{\"result\":{\"header\":{\"revision\":\"%lld\"},"
@@ -920,11 +918,11 @@ static void test_watch_wire(void)
 		 "{\"result\":{\"header\":{\"revision\":\"%lld\"},"
 		 "\"watch_id\":\"1\",\"created\":true}}\n",
 		 (long long)cur);
-	CHECK(strstr(buf, created0));
-	CHECK(strstr(buf, created1));
+	REQUIRE(strstr(buf, created0));
+	REQUIRE(strstr(buf, created1));
 	int64_t r1, r2;
-	CHECK_EQ(put_s(E.store, "/ww/k", "v", &r1), 0);
-	CHECK_EQ(kv_delete_range(E.store, "/ww/k", 5, NULL, 0, NULL, &r2), 0);
+	REQUIRE_EQ(put_s(E.store, "/ww/k", "v", &r1), 0);
+	REQUIRE_EQ(kv_delete_range(E.store, "/ww/k", 5, NULL, 0, NULL, &r2), 0);
 	got = recv_all(fd, buf, sizeof(buf), 800);
 	close(fd);
 	char put_ev[256], del_ev[256];
@@ -938,15 +936,15 @@ static void test_watch_wire(void)
 		"{\"result\":{\"header\":{\"revision\":\"%lld\"},\"watch_id\":\"1\",\"events\":"
 		"[{\"type\":\"DELETE\",\"kv\":{\"key\":\"L3d3L2s=\",\"mod_revision\":\"%lld\"}}]}}",
 		(long long)r2, (long long)r2);
-	CHECK(strstr(buf, put_ev));
-	CHECK(strstr(buf, del_ev));
+	REQUIRE(strstr(buf, put_ev));
+	REQUIRE(strstr(buf, del_ev));
 	/* the NOPUT watch (id 1) never saw the put */
 	char bad[64];
 	snprintf(bad, sizeof(bad), "\"watch_id\":\"1\",\"events\":[{\"kv\"");
-	CHECK(!strstr(buf, bad));
+	REQUIRE(!strstr(buf, bad));
 	/* a malformed watch body is a plain error reply */
 	post("/v3/watch", "{\"create_request\":", buf, sizeof(buf));
-	CHECK(!strncmp(buf, "HTTP/1.1 400 ", 13));
+	REQUIRE(!strncmp(buf, "HTTP/1.1 400 ", 13));
 }
 
 /* ---- fuzz ---- */
@@ -1052,12 +1050,12 @@ static void test_fuzz(void)
 	fprintf(stderr, "  fuzz: %ld connections, GATEWAY_FUZZ_SEED=%llu\n", iters,
 		(unsigned long long)rng);
 	/* A store of its own: mutated requests may delete or compact anything in it. */
-	char *dir = tmpdir_new("gateway-fuzz");
+	char *dir = test_tmpdir("gateway-fuzz");
 	struct kv *store = open_at(dir, NULL);
-	struct store_gateway *gw;
-	CHECK_EQ(store_gateway_start(store, "127.0.0.1:0", &gw), 0);
+	struct gw *gw;
+	REQUIRE_EQ(gw_start(store, "127.0.0.1:0", &gw), 0);
 	int main_port = E.port;
-	E.port = store_gateway_port(gw);
+	E.port = gw_port(gw);
 	struct kv *cl = client(0, 0);
 	static char req[8192], resp[1 << 16];
 	int answered = 0, ok200 = 0;
@@ -1071,39 +1069,39 @@ static void test_fuzz(void)
 			send_bytes(fd, req, len);
 		}
 		shutdown(fd, SHUT_WR);
-		int64_t t0 = mono_ms();
+		int64_t t0 = util_now_ms();
 		recv_all(fd, resp, sizeof(resp), 3000);
 		close(fd);
-		if (mono_ms() - t0 > 500)
+		if (util_now_ms() - t0 > 500)
 			fprintf(stderr, "  slow fuzz case %ld: %lld ms: %.60s\n", i,
-				(long long)(mono_ms() - t0), req);
+				(long long)(util_now_ms() - t0), req);
 		answered += !strncmp(resp, "HTTP/1.1 ", 9);
 		ok200 += !strncmp(resp, "HTTP/1.1 200", 12);
 		if (i % 250 == 249) {
 			/* still serving, through the real client */
 			int64_t rev;
-			CHECK_EQ(kv_status(cl, &rev), 0);
-			CHECK_EQ(put_s(cl, "/fuzzcheck", "alive", NULL), 0);
+			REQUIRE_EQ(kv_status(cl, &rev), 0);
+			REQUIRE_EQ(put_s(cl, "/fuzzcheck", "alive", NULL), 0);
 		}
 	}
 	fprintf(stderr, "  fuzz: %d replies (%d with status 200)\n", answered, ok200);
-	CHECK(answered > iters / 2);
-	CHECK(ok200 > 0);
+	REQUIRE(answered > iters / 2);
+	REQUIRE(ok200 > 0);
 	struct kv_kv kv;
-	CHECK_EQ(put_s(cl, "/fuzzcheck", "end", NULL), 0);
-	CHECK_EQ(kv_get(cl, "/fuzzcheck", 10, &kv), 0);
-	CHECK_MEM(kv.value, kv.value_len, "end");
+	REQUIRE_EQ(put_s(cl, "/fuzzcheck", "end", NULL), 0);
+	REQUIRE_EQ(kv_get(cl, "/fuzzcheck", 10, &kv), 0);
+	CHECK_STRN(kv.value, kv.value_len, "end");
 	kv_kv_free(&kv);
-	CHECK_EQ(store_check(store), 0);
+	REQUIRE_EQ(store_check(store), 0);
 	kv_destroy(cl);
-	store_gateway_stop(gw);
+	gw_stop(gw);
 	kv_destroy(store);
-	rm_rf(dir);
+	test_rm_rf(dir);
 	free(dir);
 	E.port = main_port;
 	/* the main server was not disturbed */
-	CHECK_EQ(kv_get(E.cl, "/page/02499", 11, &kv), 0);
-	CHECK_MEM(kv.value, kv.value_len, "value-2499");
+	REQUIRE_EQ(kv_get(E.cl, "/page/02499", 11, &kv), 0);
+	CHECK_STRN(kv.value, kv.value_len, "value-2499");
 	kv_kv_free(&kv);
 }
 
@@ -1115,18 +1113,18 @@ static void test_auto_transport(void)
 	struct etcd_client_stats st;
 	struct kv_kv kv;
 	etcd_client_set_transport(cl, ETCD_TRANSPORT_AUTO);
-	CHECK_EQ(kv_get(cl, "/curl/k", 7, &kv), 0);
-	CHECK_MEM(kv.value, kv.value_len, "hello");
+	REQUIRE_EQ(kv_get(cl, "/curl/k", 7, &kv), 0);
+	CHECK_STRN(kv.value, kv.value_len, "hello");
 	kv_kv_free(&kv);
-	CHECK_EQ(kv_get(cl, "/page/00007", 11, &kv), 0);
-	CHECK_MEM(kv.value, kv.value_len, "value-7");
+	REQUIRE_EQ(kv_get(cl, "/page/00007", 11, &kv), 0);
+	CHECK_STRN(kv.value, kv.value_len, "value-7");
 	kv_kv_free(&kv);
 	etcd_client_get_stats(cl, &st);
 	fprintf(stderr, "  auto: %llu gRPC fallbacks, %llu JSON ranges, %llu gRPC ranges\n",
 		(unsigned long long)st.grpc_fallbacks, (unsigned long long)st.json_ranges,
 		(unsigned long long)st.grpc_ranges);
-	CHECK_EQ(st.grpc_ranges, 0);
-	CHECK(st.json_ranges >= 2);
+	REQUIRE_EQ(st.grpc_ranges, 0);
+	REQUIRE(st.json_ranges >= 2);
 	kv_destroy(cl);
 }
 
@@ -1141,7 +1139,7 @@ static void strip_ids(char *s)
 		char *p;
 		while ((p = strstr(s, f[i]))) {
 			char *e = strchr(p + strlen(f[i]), '"');
-			CHECK(e);
+			REQUIRE(e);
 			e++;
 			if (*e == ',')
 				e++;
@@ -1163,7 +1161,7 @@ static void dechunk(const char *p, const char *end, char *out, size_t cap)
 		if (e == p || !len || strncmp(e, "\r\n", 2))
 			break;
 		p = e + 2;
-		CHECK((size_t)(end - p) >= len + 2 && o + len < cap);
+		REQUIRE((size_t)(end - p) >= len + 2 && o + len < cap);
 		memcpy(out + o, p, len);
 		o += len;
 		p += len + 2;
@@ -1180,7 +1178,7 @@ static void post_port(int port, const char *path, const char *body, char *out, s
 	size_t n = post(path, body, buf, sizeof(buf));
 	E.port = save;
 	char *b = strstr(buf, "\r\n\r\n");
-	CHECK(b && !strncmp(buf, "HTTP/1.1 ", 9));
+	REQUIRE(b && !strncmp(buf, "HTTP/1.1 ", 9));
 	*b = 0;
 	bool chunked = strcasestr(buf, "\r\nTransfer-Encoding: chunked") != NULL;
 	int hn = snprintf(out, cap, "%.3s ", buf + 9);
@@ -1210,7 +1208,7 @@ static void watch_port(int port, const char *body, const char *then_path, const 
 	char *p = strstr(buf, "\r\n\r\n");
 	if (!p || strncmp(buf, "HTTP/1.1 200", 12))
 		fprintf(stderr, "  watch reply from port %d: %.300s\n", port, buf);
-	CHECK(p && !strncmp(buf, "HTTP/1.1 200", 12));
+	REQUIRE(p && !strncmp(buf, "HTTP/1.1 200", 12));
 	dechunk(p + 4, buf + got, out, cap);
 	strip_ids(out);
 }
@@ -1269,12 +1267,12 @@ static void test_vs_etcd(void)
 		{"/v3/nothing", "{}"},
 	};
 	struct etcd_harness h;
-	CHECK_EQ(etcd_harness_start(&h, NULL), 0);
-	char *dir = tmpdir_new("gateway-diff");
+	REQUIRE_EQ(etcd_harness_start(&h, NULL), 0);
+	char *dir = test_tmpdir("gateway-diff");
 	struct kv *store = open_at(dir, NULL);
-	struct store_gateway *gw;
-	CHECK_EQ(store_gateway_start(store, "127.0.0.1:0", &gw), 0);
-	int sp = store_gateway_port(gw);
+	struct gw *gw;
+	REQUIRE_EQ(gw_start(store, "127.0.0.1:0", &gw), 0);
+	int sp = gw_port(gw);
 	static char a[1 << 15], b[1 << 15];
 	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
 		post_port(h.client_port, reqs[i][0], reqs[i][1], a, sizeof(a));
@@ -1282,7 +1280,7 @@ static void test_vs_etcd(void)
 		if (strcmp(a, b)) {
 			fprintf(stderr, "  %s %s\n  etcd:    %s\n  gateway: %s\n", reqs[i][0],
 				reqs[i][1], a, b);
-			CHECK(!strcmp(a, b));
+			REQUIRE(!strcmp(a, b));
 		}
 	}
 	/* watches: created + canceled for a compacted start; created + live delete event */
@@ -1292,62 +1290,61 @@ static void test_vs_etcd(void)
 	watch_port(h.client_port, w_compacted, NULL, NULL, a, sizeof(a));
 	watch_port(sp, w_compacted, NULL, NULL, b, sizeof(b));
 	fprintf(stderr, "  compacted watch: %s", b);
-	CHECK(!strcmp(a, b));
+	REQUIRE(!strcmp(a, b));
 	watch_port(h.client_port, w_live, "/v3/kv/deleterange", "{\"key\":\"L25ldw==\"}", a,
 		   sizeof(a));
 	watch_port(sp, w_live, "/v3/kv/deleterange", "{\"key\":\"L25ldw==\"}", b, sizeof(b));
 	fprintf(stderr, "  live watch: %s", b);
-	CHECK(!strcmp(a, b));
-	CHECK(strstr(b, "\"type\":\"DELETE\""));
-	store_gateway_stop(gw);
+	REQUIRE(!strcmp(a, b));
+	REQUIRE(strstr(b, "\"type\":\"DELETE\""));
+	gw_stop(gw);
 	kv_destroy(store);
-	rm_rf(dir);
+	test_rm_rf(dir);
 	free(dir);
 	etcd_harness_destroy(&h);
 }
 
 static void test_bad_listen(void)
 {
-	struct store_gateway *gw;
+	struct gw *gw;
 	char addr[64];
-	CHECK_EQ(store_gateway_start(E.store, "nonsense", &gw), -EINVAL);
-	CHECK_EQ(store_gateway_start(E.store, "127.0.0.1:99999", &gw), -EINVAL);
+	REQUIRE_EQ(gw_start(E.store, "nonsense", &gw), -EINVAL);
+	REQUIRE_EQ(gw_start(E.store, "127.0.0.1:99999", &gw), -EINVAL);
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", E.port);
-	CHECK_EQ(store_gateway_start(E.store, addr, &gw), -EADDRINUSE);
+	REQUIRE_EQ(gw_start(E.store, addr, &gw), -EADDRINUSE);
 	/* IPv6 loopback works where the machine has it */
-	int r = store_gateway_start(E.store, "[::1]:0", &gw);
-	CHECK(r == 0 || r == -EADDRNOTAVAIL || r == -EAFNOSUPPORT);
+	int r = gw_start(E.store, "[::1]:0", &gw);
+	REQUIRE(r == 0 || r == -EADDRNOTAVAIL || r == -EAFNOSUPPORT);
 	if (r == 0)
-		store_gateway_stop(gw);
+		gw_stop(gw);
 }
 
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	log_set_level(LOG_WARNING);
-	E.dir = tmpdir_new("gateway");
+	E.dir = test_tmpdir("gateway");
 	server_up(0);
 	E.cl = client(0, 0);
 	etcd_client_set_watch_stall_ms(E.cl, 1500);
-	RUN(test_put_get);
-	RUN(test_range_paging);
-	RUN(test_txn);
-	RUN(test_delete);
-	RUN(test_compact);
-	RUN(test_limits);
-	RUN(test_watch);
-	RUN(test_restart);
-	RUN(test_curl);
-	RUN(test_http);
-	RUN(test_watch_wire);
-	RUN(test_auto_transport);
-	RUN(test_vs_etcd);
-	RUN(test_bad_listen);
-	RUN(test_fuzz);
+	TEST_RUN(test_put_get);
+	TEST_RUN(test_range_paging);
+	TEST_RUN(test_txn);
+	TEST_RUN(test_delete);
+	TEST_RUN(test_compact);
+	TEST_RUN(test_limits);
+	TEST_RUN(test_watch);
+	TEST_RUN(test_restart);
+	TEST_RUN(test_curl);
+	TEST_RUN(test_http);
+	TEST_RUN(test_watch_wire);
+	TEST_RUN(test_auto_transport);
+	TEST_RUN(test_vs_etcd);
+	TEST_RUN(test_bad_listen);
+	TEST_RUN(test_fuzz);
 	kv_destroy(E.cl);
 	server_down();
-	rm_rf(E.dir);
+	test_rm_rf(E.dir);
 	free(E.dir);
-	fprintf(stderr, "gateway: all tests passed (%lu checks)\n", test_checks);
-	return 0;
+	return test_summary();
 }

@@ -25,31 +25,31 @@
  * progress_notify gets a progress message (no events, header revision = everything up to it
  * delivered) after every few seconds without other output, so clients see it is alive.
  *
- * Ownership: the gateway borrows kv; the caller keeps it alive until store_gateway_stop()
+ * Ownership: the gateway borrows kv; the caller keeps it alive until gw_stop()
  * has returned (which closes every connection, cancels every watch it started and joins
  * every thread), then destroys it.
  */
-#ifndef ETCDFS_STORE_GATEWAY_H
-#define ETCDFS_STORE_GATEWAY_H
+#ifndef ETCDFS_GATEWAY_H
+#define ETCDFS_GATEWAY_H
 
 #include "kv.h"
 
-struct store_gateway; /* opaque; freed by store_gateway_stop() */
+struct gw; /* opaque; freed by gw_stop() */
 
 /* Binds listen_addr ("IP:PORT", "[IPv6]:PORT" or "localhost:PORT"; port 0 picks a free
  * one), starts serving and returns. Errors (logged with the address): -EINVAL bad address,
  * -EADDRINUSE port taken, -EACCES privileged port, -EADDRNOTAVAIL not a local address. */
-int store_gateway_start(struct kv *kv, const char *listen_addr, struct store_gateway **out);
+int gw_start(struct kv *kv, const char *listen_addr, struct gw **out);
 
 /* The TCP port actually bound (useful with port 0). */
-int store_gateway_port(const struct store_gateway *gw);
+int gw_port(const struct gw *gw);
 
 /* Silence after which a watch that asked for progress_notify gets a progress message
  * (default 5000 ms; tests lower it). Applies from the next check of each stream. */
-void store_gateway_set_progress_interval(struct store_gateway *gw, long ms);
+void gw_set_progress_interval(struct gw *gw, long ms);
 
 /* Stops accepting, ends every connection and watch, joins all threads, frees gw. NULL is
  * ignored. */
-void store_gateway_stop(struct store_gateway *gw);
+void gw_stop(struct gw *gw);
 
 #endif

@@ -14,9 +14,9 @@
 #include <string.h>
 #include <syslog.h>
 
-#include "gateway.h"
 #include "core/log.h"
-#include "store.h"
+#include "gateway/gateway.h"
+#include "store/store.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:2379"
 
@@ -141,14 +141,14 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	struct kv *kv = NULL;
-	struct store_gateway *gw = NULL;
+	struct gw *gw = NULL;
 	int ret = store_open(&cfg, &kv);
 	if (ret < 0) {
 		fprintf(stderr, "etcdfs-server: cannot open the store in %s: %s\n", cfg.data_dir,
 			strerror(-ret));
 		return 1;
 	}
-	ret = store_gateway_start(kv, listen_client, &gw);
+	ret = gw_start(kv, listen_client, &gw);
 	if (ret < 0) {
 		fprintf(stderr, "etcdfs-server: cannot serve clients on %s: %s\n", listen_client,
 			strerror(-ret));
@@ -156,13 +156,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_notice("etcdfs-server: store %s, clients on http://%s (port %d)", cfg.data_dir,
-		   listen_client, store_gateway_port(gw));
+		   listen_client, gw_port(gw));
 
 	int sig = 0;
 	while (sigwait(&stop_set, &sig) != 0)
 		;
 	log_notice("etcdfs-server: %s received, shutting down", strsignal(sig));
-	store_gateway_stop(gw);
+	gw_stop(gw);
 	kv_destroy(kv);
 	log_notice("etcdfs-server: stopped");
 	return 0;

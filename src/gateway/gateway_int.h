@@ -1,0 +1,190 @@
+/* gateway_int.h: what the files of the JSON gateway share. Not a public header.
+ *
+ * server.c   listening socket, accept thread, one thread per connection, start/stop
+ * http.c     HTTP/1.1 on a connection: reading requests, sending replies
+ * dispatch.c routing a request to its handler and sending the reply or the error
+ * jsonpb.c   the request context (reply, error, allocations) and etcd's jsonpb rules
+ * kvapi.c    the unary handlers: KV, compaction, status, auth
+ * watch.c    /v3/watch streams
+ *
+ * Threads: struct gw is shared by the accept thread, every connection thread and the
+ * caller of gw_stop(); a struct conn and its struct request belong to the connection's
+ * thread, except for the fields marked otherwise. A watch stream's messages are also sent
+ * from the backend's watch callback threads, under the stream's lock.
+ */
+#ifndef ETCDFS_GATEWAY_INT_H
+#define ETCDFS_GATEWAY_INT_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gateway.h"
+#include "kv.h"
+
+#define API_VERSION "3.4.0" /* the etcd API level this gateway mimics */
+
+/* gRPC status codes used here. */
+enum {
+	GRPC_OK = 0,
+	GRPC_UNKNOWN = 2,
+	GRPC_INVALID_ARGUMENT = 3,
+	GRPC_PERMISSION_DENIED = 7,
+	GRPC_RESOURCE_EXHAUSTED = 8,
+	GRPC_FAILED_PRECONDITION = 9,
+	GRPC_OUT_OF_RANGE = 11,
+	GRPC_UNIMPLEMENTED = 12,
+	GRPC_INTERNAL = 13,
+	GRPC_UNAVAILABLE = 14,
+};
+
+#define ERR_COMPACTED "etcdserver: mvcc: required revision has been compacted"
+#define ERR_FUTURE_REV "etcdserver: mvcc: required revision is a future revision"
+#define ERR_TOO_LARGE "etcdserver: request is too large"
+#define ERR_TOO_MANY_OPS "etcdserver: too many operations in txn request"
+#define ERR_EMPTY_KEY "etcdserver: key is not provided"
+#define ERR_KEY_NOT_FOUND "etcdserver: key not found"
+#define ERR_LEASE_PROVIDED "etcdserver: lease is provided"
+#define ERR_TIMEOUT "etcdserver: request timed out"
+#define ERR_NO_SPACE "etcdserver: mvcc: database space exceeded"
+#define ERR_AUTH_OFF "etcdserver: authentication is not enabled"
+#define ERR_DUPLICATE_KEY "etcdserver: duplicate key given in txn request"
+
+struct conn {
+	struct gw *gw;
+	int fd;
+	pthread_t thread;
+	bool done;	   /* protected by gw->lock: the thread has ended */
+	struct conn *next; /* protected by gw->lock */
+	/* input buffer, conn thread only: bytes [in_off, in_len) are unconsumed */
+	char *in;
+	size_t in_len, in_cap, in_off;
+};
+
+struct gw {
+	struct kv *kv; /* borrowed */
+	int lfd;
+	int wake[2]; /* pipe: wakes the accept thread on stop */
+	int port;
+	pthread_t accept_thread;
+	long progress_ms; /* atomic */
+	pthread_mutex_t lock;
+	struct conn *conns; /* protected by lock */
+	size_t n_conns;	    /* protected by lock */
+	bool stopping;	    /* protected by lock */
+};
+
+struct request {
+	char method[16];
+	char path[1024];
+	int minor; /* HTTP/1.minor */
+	bool keep_alive;
+	bool chunked;
+	bool expect_continue;
+	long long content_length; /* -1: none */
+	char *body;		  /* malloc'd, NUL-terminated; freed by the connection thread */
+	size_t body_len;
+};
+
+/* An HTTP-level refusal: status (0: close without an answer), gRPC code and message. */
+struct http_err {
+	int status;
+	int code;
+	const char *msg;
+};
+
+/* A unary request's context: the reply (or error) and the allocations that live until
+ * the reply is sent. Handlers return 0 with a body set, or -1 with code and msg set. */
+struct ctx {
+	struct gw *gw;
+	int code; /* gRPC code; GRPC_OK with body set on success */
+	char msg[256];
+	json_t *body;
+	void **allocs;
+	size_t n_allocs, cap_allocs;
+};
+
+/* ---- server.c ---- */
+
+/* True once gw_stop() has begun: connection and stream loops end. */
+bool gw_stopping(struct gw *gw);
+
+/* ---- http.c ---- */
+
+/* Sends everything or fails (-EPIPE, -EAGAIN after the send timeout, ...). */
+int http_send_all(int fd, const void *p, size_t n);
+/* One complete response with a body of the given content type; keep false adds
+ * "Connection: close". 0 or a negative errno. */
+int http_send_typed(struct conn *c, int status, const char *type, const char *body, size_t len,
+		    bool keep);
+/* o as compact JSON (borrowed; NULL or an encoding failure sends an out-of-memory error). */
+int http_send_json(struct conn *c, int status, json_t *o, bool keep);
+/* etcd's error body {"error", "code", "message"} with grpc-gateway's HTTP status. */
+int http_send_error(struct conn *c, int code, const char *msg, bool keep);
+/* Reads one request. 0: rq filled (the caller frees rq->body, also on errors); 1: the
+ * connection ended quietly (EOF, idle timeout); -1: e says what to answer before closing. */
+int http_read_request(struct conn *c, struct request *rq, struct http_err *e);
+/* Closes the sending side and drops what the client still sends (bounded), so that the
+ * reply is not lost to a reset caused by unread input. */
+void http_linger_drain(struct conn *c);
+
+/* ---- dispatch.c ---- */
+
+/* Answers one request. Returns false when the connection must end. */
+bool gw_dispatch(struct conn *c, struct request *rq);
+
+/* ---- jsonpb.c: the request context ---- */
+
+void ctx_free(struct ctx *x);
+/* Sets the error (code and a printf-style message); returns -1. */
+int ctx_fail(struct ctx *x, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int ctx_oom(struct ctx *x);
+/* Zeroed memory freed with the context; NULL (error set) when out of memory. */
+void *ctx_calloc(struct ctx *x, size_t n, size_t size);
+/* Maps a kv.h errno to etcd's error. ENOENT means a future revision for reads and
+ * compaction, and a missing key (ignore_lease) for writes. Returns -1. */
+int ctx_kv_fail(struct ctx *x, int err, bool write);
+/* Makes body (stolen) the reply; err < 0 or a NULL body gives an out-of-memory error. */
+int ctx_reply(struct ctx *x, json_t *body, int err);
+
+/* ---- jsonpb.c: request fields (snake_case or lowerCamelCase; absent or null is zero) ---- */
+
+const json_t *jp_field(const json_t *o, const char *snake, const char *camel);
+int jp_get_i64(struct ctx *x, const json_t *o, const char *snake, const char *camel, int64_t *out);
+int jp_get_bool(struct ctx *x, const json_t *o, const char *snake, const char *camel, bool *out);
+/* An enum by name (one of names[0..n)) or number. */
+int jp_get_enum(struct ctx *x, const json_t *o, const char *snake, const char *camel,
+		const char *const *names, int n, int *out);
+/* A bytes field; absent gives ("", 0). The buffer lives as long as the context. */
+int jp_get_bytes(struct ctx *x, const json_t *o, const char *snake, const char *camel,
+		 const void **p, size_t *n);
+/* o, when present, must be an object; what names it in the error. */
+int jp_check_object(struct ctx *x, const json_t *o, const char *what);
+
+/* ---- jsonpb.c: reply builders (zero values omitted; a failure is out of memory: NULL or
+ * a negative return, callers check the final result) ---- */
+
+int jp_set_i64(json_t *o, const char *k, int64_t v);
+int jp_set_true(json_t *o, const char *k, bool v);
+json_t *jp_header(int64_t revision);
+json_t *jp_kv(const struct kv_kv *kv);
+int jp_set_kvs(json_t *o, const char *k, const struct kv_kv *kvs, size_t n);
+
+/* ---- kvapi.c: unary handlers (POST bodies, parsed into a JSON object) ---- */
+
+int api_range(struct ctx *x, const json_t *body);
+int api_put(struct ctx *x, const json_t *body);
+int api_delete(struct ctx *x, const json_t *body);
+int api_txn(struct ctx *x, const json_t *body);
+int api_compact(struct ctx *x, const json_t *body);
+int api_status(struct ctx *x, const json_t *body);
+int api_auth(struct ctx *x, const json_t *body);
+
+/* ---- watch.c ---- */
+
+/* Serves POST /v3/watch until the client goes away or the gateway stops. */
+void gw_serve_watch(struct conn *c, const struct request *rq);
+
+#endif

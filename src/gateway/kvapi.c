@@ -1,0 +1,530 @@
+/* kvapi.c: the unary calls of etcd's JSON API over kv.h: range, put, deleterange, txn,
+ * compaction, maintenance status and auth (which answers "not enabled").
+ *
+ * Range options kv.h lacks (min/max mod/create revision filters; limit, sort and count_only
+ * inside a txn) are applied here as etcd applies them.
+ */
+#include "gateway_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- range ---- */
+
+static const char *const sort_orders[] = {"NONE", "ASCEND", "DESCEND"};
+static const char *const sort_targets[] = {"KEY", "VERSION", "CREATE", "MOD", "VALUE"};
+
+/* Range options applied by the gateway itself: inside a txn (kv_op carries only key,
+ * range_end and keys_only) and for the revision filters kv.h does not have. */
+struct range_post {
+	int64_t limit;
+	bool count_only;
+	int sort_order, sort_target;
+	int64_t min_mod, max_mod, min_create, max_create;
+};
+
+static bool has_filters(const struct range_post *p)
+{
+	return p->min_mod || p->max_mod || p->min_create || p->max_create;
+}
+
+static int parse_range(struct ctx *x, const json_t *o, struct kv_range_req *r, struct range_post *p,
+		       int64_t *revision)
+{
+	memset(r, 0, sizeof(*r));
+	memset(p, 0, sizeof(*p));
+	if (jp_get_bytes(x, o, "key", NULL, &r->key, &r->key_len) < 0 ||
+	    jp_get_bytes(x, o, "range_end", "rangeEnd", &r->range_end, &r->range_end_len) < 0 ||
+	    jp_get_i64(x, o, "limit", NULL, &p->limit) < 0 ||
+	    jp_get_i64(x, o, "revision", NULL, revision) < 0 ||
+	    jp_get_enum(x, o, "sort_order", "sortOrder", sort_orders, 3, &p->sort_order) < 0 ||
+	    jp_get_enum(x, o, "sort_target", "sortTarget", sort_targets, 5, &p->sort_target) < 0 ||
+	    jp_get_bool(x, o, "serializable", NULL, &r->serializable) < 0 ||
+	    jp_get_bool(x, o, "keys_only", "keysOnly", &r->keys_only) < 0 ||
+	    jp_get_bool(x, o, "count_only", "countOnly", &p->count_only) < 0 ||
+	    jp_get_i64(x, o, "min_mod_revision", "minModRevision", &p->min_mod) < 0 ||
+	    jp_get_i64(x, o, "max_mod_revision", "maxModRevision", &p->max_mod) < 0 ||
+	    jp_get_i64(x, o, "min_create_revision", "minCreateRevision", &p->min_create) < 0 ||
+	    jp_get_i64(x, o, "max_create_revision", "maxCreateRevision", &p->max_create) < 0)
+		return -1;
+	if (!r->key_len)
+		return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_EMPTY_KEY);
+	/* etcd: a sort target other than KEY without an order sorts ascending. */
+	if (p->sort_order == KV_SORT_NONE && p->sort_target != KV_SORT_KEY)
+		p->sort_order = KV_SORT_ASCEND;
+	r->revision = *revision;
+	r->limit = p->limit;
+	r->count_only = p->count_only;
+	r->sort_order = (enum kv_sort_order)p->sort_order;
+	r->sort_target = (enum kv_sort_target)p->sort_target;
+	return 0;
+}
+
+static int cmp_bytes(const char *a, size_t al, const char *b, size_t bl)
+{
+	int c = memcmp(a, b, al < bl ? al : bl);
+	return c ? c : (al > bl) - (al < bl);
+}
+
+static int cmp_kv(const void *pa, const void *pb, void *target)
+{
+	const struct kv_kv *a = pa, *b = pb;
+	int64_t x = 0, y = 0;
+	switch (*(const int *)target) {
+	case KV_SORT_VERSION:
+		x = a->version, y = b->version;
+		break;
+	case KV_SORT_CREATE:
+		x = a->create_revision, y = b->create_revision;
+		break;
+	case KV_SORT_MOD:
+		x = a->mod_revision, y = b->mod_revision;
+		break;
+	case KV_SORT_VALUE: {
+		int c = cmp_bytes(a->value ? a->value : "", a->value ? a->value_len : 0,
+				  b->value ? b->value : "", b->value ? b->value_len : 0);
+		if (c)
+			return c;
+		break;
+	}
+	default:
+		break;
+	}
+	if (x != y)
+		return x < y ? -1 : 1;
+	return cmp_bytes(a->key, a->key_len, b->key, b->key_len);
+}
+
+/* Applies filters, sort, limit and count_only to a result holding the whole range in
+ * ascending key order, the way etcd does: count is the size of the range before filtering. */
+static void range_post_apply(struct kv_range_result *r, const struct range_post *p)
+{
+	if (!r->count)
+		r->count = (int64_t)r->n_kvs;
+	if (p->count_only) {
+		for (size_t i = 0; i < r->n_kvs; i++)
+			kv_kv_free(&r->kvs[i]);
+		r->n_kvs = 0;
+		return;
+	}
+	size_t n = 0;
+	for (size_t i = 0; i < r->n_kvs; i++) {
+		const struct kv_kv *k = &r->kvs[i];
+		bool drop = (p->min_mod && k->mod_revision < p->min_mod) ||
+			    (p->max_mod && k->mod_revision > p->max_mod) ||
+			    (p->min_create && k->create_revision < p->min_create) ||
+			    (p->max_create && k->create_revision > p->max_create);
+		if (drop)
+			kv_kv_free(&r->kvs[i]);
+		else
+			r->kvs[n++] = r->kvs[i];
+	}
+	r->n_kvs = n;
+	bool key_asc = p->sort_target == KV_SORT_KEY && p->sort_order != KV_SORT_DESCEND;
+	if (!key_asc && n > 1) {
+		int target = p->sort_target;
+		qsort_r(r->kvs, n, sizeof(*r->kvs), cmp_kv, &target);
+		if (p->sort_order == KV_SORT_DESCEND)
+			for (size_t i = 0; i < n / 2; i++) {
+				struct kv_kv t = r->kvs[i];
+				r->kvs[i] = r->kvs[n - 1 - i];
+				r->kvs[n - 1 - i] = t;
+			}
+	}
+	if (p->limit > 0 && n > (size_t)p->limit) {
+		for (size_t i = (size_t)p->limit; i < n; i++)
+			kv_kv_free(&r->kvs[i]);
+		r->n_kvs = (size_t)p->limit;
+		r->more = true;
+	}
+}
+
+static json_t *range_json(const struct kv_range_result *r, int64_t revision)
+{
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	if (json_object_set_new(o, "header", jp_header(revision)) < 0 ||
+	    jp_set_kvs(o, "kvs", r->kvs, r->n_kvs) < 0 || jp_set_true(o, "more", r->more) < 0 ||
+	    jp_set_i64(o, "count", r->count) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+int api_range(struct ctx *x, const json_t *body)
+{
+	struct kv_range_req req;
+	struct range_post post;
+	struct kv_range_result res;
+	int64_t rev;
+	if (parse_range(x, body, &req, &post, &rev) < 0)
+		return -1;
+	bool post_filter = has_filters(&post) && !post.count_only;
+	if (post_filter) {
+		/* etcd filters the whole sorted range, then applies the limit. */
+		req.limit = 0;
+		post.sort_order = KV_SORT_NONE;
+		post.sort_target = KV_SORT_KEY;
+	}
+	int ret = kv_range(x->gw->kv, &req, &res);
+	if (ret < 0)
+		return ctx_kv_fail(x, ret, false);
+	if (post_filter)
+		range_post_apply(&res, &post);
+	ret = ctx_reply(x, range_json(&res, res.revision), 0);
+	kv_range_result_free(&res);
+	return ret;
+}
+
+/* ---- put, deleterange, txn ---- */
+
+static int parse_put(struct ctx *x, const json_t *o, struct kv_op *op)
+{
+	bool ignore_value;
+	memset(op, 0, sizeof(*op));
+	op->type = KV_OP_PUT;
+	if (jp_get_bytes(x, o, "key", NULL, &op->key, &op->key_len) < 0 ||
+	    jp_get_bytes(x, o, "value", NULL, &op->value, &op->value_len) < 0 ||
+	    jp_get_i64(x, o, "lease", NULL, &op->lease) < 0 ||
+	    jp_get_bool(x, o, "prev_kv", "prevKv", &op->prev_kv) < 0 ||
+	    jp_get_bool(x, o, "ignore_value", "ignoreValue", &ignore_value) < 0 ||
+	    jp_get_bool(x, o, "ignore_lease", "ignoreLease", &op->ignore_lease) < 0)
+		return -1;
+	if (!op->key_len)
+		return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_EMPTY_KEY);
+	if (ignore_value)
+		return ctx_fail(x, GRPC_UNIMPLEMENTED,
+				"etcdfs gateway: ignore_value is not supported by this server");
+	if (op->ignore_lease && op->lease)
+		return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_LEASE_PROVIDED);
+	return 0;
+}
+
+static int parse_delete(struct ctx *x, const json_t *o, struct kv_op *op)
+{
+	memset(op, 0, sizeof(*op));
+	op->type = KV_OP_DELETE;
+	if (jp_get_bytes(x, o, "key", NULL, &op->key, &op->key_len) < 0 ||
+	    jp_get_bytes(x, o, "range_end", "rangeEnd", &op->range_end, &op->range_end_len) < 0 ||
+	    jp_get_bool(x, o, "prev_kv", "prevKv", &op->prev_kv) < 0)
+		return -1;
+	if (!op->key_len)
+		return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_EMPTY_KEY);
+	return 0;
+}
+
+static int run_one(struct ctx *x, const struct kv_op *op, struct kv_txn_result *res)
+{
+	struct kv_txn txn = {.success = op, .n_success = 1};
+	int ret = kv_txn(x->gw->kv, &txn, res);
+	if (ret < 0)
+		return ctx_kv_fail(x, ret, true);
+	if (res->n_results != 1 || res->results[0].type != op->type) {
+		kv_txn_result_free(res);
+		return ctx_fail(x, GRPC_INTERNAL, "etcdfs gateway: backend returned no result");
+	}
+	return 0;
+}
+
+int api_put(struct ctx *x, const json_t *body)
+{
+	struct kv_op op;
+	struct kv_txn_result res;
+	if (parse_put(x, body, &op) < 0 || run_one(x, &op, &res) < 0)
+		return -1;
+	json_t *o = json_object();
+	int err = !o ? -1 : json_object_set_new(o, "header", jp_header(res.revision));
+	const struct kv_range_result *prev = &res.results[0].range;
+	if (!err && op.prev_kv && prev->n_kvs)
+		err = json_object_set_new(o, "prev_kv", jp_kv(&prev->kvs[0]));
+	kv_txn_result_free(&res);
+	return ctx_reply(x, o, err);
+}
+
+static json_t *delete_json(const struct kv_op_result *r, int64_t revision)
+{
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	if (json_object_set_new(o, "header", jp_header(revision)) < 0 ||
+	    jp_set_i64(o, "deleted", r->deleted) < 0 ||
+	    jp_set_kvs(o, "prev_kvs", r->range.kvs, r->range.n_kvs) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+int api_delete(struct ctx *x, const json_t *body)
+{
+	struct kv_op op;
+	struct kv_txn_result res;
+	if (parse_delete(x, body, &op) < 0 || run_one(x, &op, &res) < 0)
+		return -1;
+	int ret = ctx_reply(x, delete_json(&res.results[0], res.revision), 0);
+	kv_txn_result_free(&res);
+	return ret;
+}
+
+static const char *const cmp_results[] = {"EQUAL", "GREATER", "LESS", "NOT_EQUAL"};
+static const char *const cmp_targets[] = {"VERSION", "CREATE", "MOD", "VALUE", "LEASE"};
+
+static int parse_compare(struct ctx *x, const json_t *o, struct kv_compare *c)
+{
+	int result, target;
+	memset(c, 0, sizeof(*c));
+	if (jp_check_object(x, o, "compare") < 0 ||
+	    jp_get_enum(x, o, "result", NULL, cmp_results, 4, &result) < 0 ||
+	    jp_get_enum(x, o, "target", NULL, cmp_targets, 5, &target) < 0 ||
+	    jp_get_bytes(x, o, "key", NULL, &c->key, &c->key_len) < 0 ||
+	    jp_get_bytes(x, o, "range_end", "rangeEnd", &c->range_end, &c->range_end_len) < 0)
+		return -1;
+	c->result = (enum kv_cmp_result)result;
+	c->target = (enum kv_cmp_target)target;
+	/* The compared value is a oneof; an absent one compares as zero / empty, as in etcd. */
+	switch (c->target) {
+	case KV_CMP_VERSION:
+		return jp_get_i64(x, o, "version", NULL, &c->number);
+	case KV_CMP_CREATE:
+		return jp_get_i64(x, o, "create_revision", "createRevision", &c->number);
+	case KV_CMP_MOD:
+		return jp_get_i64(x, o, "mod_revision", "modRevision", &c->number);
+	case KV_CMP_LEASE:
+		return jp_get_i64(x, o, "lease", NULL, &c->number);
+	case KV_CMP_VALUE:
+		return jp_get_bytes(x, o, "value", NULL, &c->value, &c->value_len);
+	}
+	return 0;
+}
+
+static int parse_op(struct ctx *x, const json_t *o, struct kv_op *op, struct range_post *post)
+{
+	const json_t *v;
+	memset(post, 0, sizeof(*post));
+	if (jp_check_object(x, o, "request op") < 0)
+		return -1;
+	if ((v = jp_field(o, "request_range", "requestRange"))) {
+		struct kv_range_req r;
+		int64_t rev;
+		if (jp_check_object(x, v, "request_range") < 0 ||
+		    parse_range(x, v, &r, post, &rev) < 0)
+			return -1;
+		if (rev)
+			return ctx_fail(x, GRPC_UNIMPLEMENTED,
+					"etcdfs gateway: a range at a revision inside a txn is not "
+					"supported");
+		memset(op, 0, sizeof(*op));
+		op->type = KV_OP_RANGE;
+		op->key = r.key;
+		op->key_len = r.key_len;
+		op->range_end = r.range_end;
+		op->range_end_len = r.range_end_len;
+		op->keys_only = r.keys_only;
+		return 0;
+	}
+	if ((v = jp_field(o, "request_put", "requestPut")))
+		return jp_check_object(x, v, "request_put") < 0 ? -1 : parse_put(x, v, op);
+	if ((v = jp_field(o, "request_delete_range", "requestDeleteRange")))
+		return jp_check_object(x, v, "request_delete_range") < 0 ? -1
+									 : parse_delete(x, v, op);
+	if (jp_field(o, "request_txn", "requestTxn"))
+		return ctx_fail(x, GRPC_UNIMPLEMENTED,
+				"etcdfs gateway: nested txns are not supported by this server");
+	return ctx_fail(x, GRPC_INVALID_ARGUMENT, "request op without a request");
+}
+
+static int parse_ops(struct ctx *x, const json_t *o, const char *name, struct kv_op **ops,
+		     struct range_post **posts, size_t *n)
+{
+	const json_t *a = jp_field(o, name, NULL);
+	*ops = NULL;
+	*posts = NULL;
+	*n = 0;
+	if (!a)
+		return 0;
+	if (!json_is_array(a))
+		return ctx_fail(x, GRPC_INVALID_ARGUMENT, "\"%s\" must be an array", name);
+	size_t cnt = json_array_size(a);
+	if (!(*ops = ctx_calloc(x, cnt, sizeof(**ops))) ||
+	    !(*posts = ctx_calloc(x, cnt, sizeof(**posts))))
+		return -1;
+	for (size_t i = 0; i < cnt; i++)
+		if (parse_op(x, json_array_get(a, i), &(*ops)[i], &(*posts)[i]) < 0)
+			return -1;
+	*n = cnt;
+	return 0;
+}
+
+static json_t *op_result_json(const struct kv_op_result *r, int64_t revision)
+{
+	json_t *inner = NULL, *o = json_object();
+	const char *name;
+	if (!o)
+		return NULL;
+	switch (r->type) {
+	case KV_OP_RANGE:
+		inner = range_json(&r->range, revision);
+		name = "response_range";
+		break;
+	case KV_OP_PUT:
+		inner = json_object();
+		name = "response_put";
+		if (inner && (json_object_set_new(inner, "header", jp_header(revision)) < 0 ||
+			      (r->range.n_kvs &&
+			       json_object_set_new(inner, "prev_kv", jp_kv(&r->range.kvs[0])) < 0)))
+			goto out_err;
+		break;
+	case KV_OP_DELETE:
+		inner = delete_json(r, revision);
+		name = "response_delete_range";
+		break;
+	default:
+		goto out_err;
+	}
+	if (!inner || json_object_set_new(o, name, inner) < 0) {
+		inner = NULL;
+		goto out_err;
+	}
+	return o;
+out_err:
+	json_decref(inner);
+	json_decref(o);
+	return NULL;
+}
+
+static bool in_range(const struct kv_op *del, const void *key, size_t key_len)
+{
+	int c = cmp_bytes(key, key_len, del->key, del->key_len);
+	if (!del->range_end_len)
+		return c == 0;
+	if (c < 0)
+		return false;
+	if (del->range_end_len == 1 && !((const char *)del->range_end)[0])
+		return true; /* "\0": every key from key on */
+	return cmp_bytes(key, key_len, del->range_end, del->range_end_len) < 0;
+}
+
+/* etcd's rule, used to name the error the store gave: one branch may not put a key twice,
+ * nor put a key that one of its deletes covers. Only run after a refusal, on at most the
+ * few hundred ops a txn may hold. */
+static bool has_duplicate(const struct kv_op *ops, size_t n)
+{
+	for (size_t i = 0; i < n && n <= 1024; i++) {
+		if (ops[i].type != KV_OP_PUT)
+			continue;
+		for (size_t j = 0; j < n; j++) {
+			if (j == i)
+				continue;
+			if (ops[j].type == KV_OP_PUT && j > i &&
+			    !cmp_bytes(ops[i].key, ops[i].key_len, ops[j].key, ops[j].key_len))
+				return true;
+			if (ops[j].type == KV_OP_DELETE &&
+			    in_range(&ops[j], ops[i].key, ops[i].key_len))
+				return true;
+		}
+	}
+	return false;
+}
+
+int api_txn(struct ctx *x, const json_t *body)
+{
+	struct kv_txn txn = {0};
+	struct kv_compare *cmps = NULL;
+	struct range_post *post_s, *post_f;
+	const json_t *a = jp_field(body, "compare", NULL);
+	if (a && !json_is_array(a))
+		return ctx_fail(x, GRPC_INVALID_ARGUMENT, "\"compare\" must be an array");
+	size_t nc = a ? json_array_size(a) : 0;
+	if (nc && !(cmps = ctx_calloc(x, nc, sizeof(*cmps))))
+		return -1;
+	for (size_t i = 0; i < nc; i++)
+		if (parse_compare(x, json_array_get(a, i), &cmps[i]) < 0)
+			return -1;
+	struct kv_op *ops_s, *ops_f;
+	if (parse_ops(x, body, "success", &ops_s, &post_s, &txn.n_success) < 0 ||
+	    parse_ops(x, body, "failure", &ops_f, &post_f, &txn.n_failure) < 0)
+		return -1;
+	txn.compare = cmps;
+	txn.n_compare = nc;
+	txn.success = ops_s;
+	txn.failure = ops_f;
+	struct kv_txn_result res;
+	int ret = kv_txn(x->gw->kv, &txn, &res);
+	if (ret == -EINVAL &&
+	    (has_duplicate(ops_s, txn.n_success) || has_duplicate(ops_f, txn.n_failure)))
+		return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_DUPLICATE_KEY);
+	if (ret < 0)
+		return ctx_kv_fail(x, ret, true);
+	const struct range_post *posts = res.succeeded ? post_s : post_f;
+	size_t n_ops = res.succeeded ? txn.n_success : txn.n_failure;
+	/* etcd reports a range inside a txn at the revision it read: the one before the txn,
+	 * plus one once an earlier op of the txn changed something. */
+	bool changed = false;
+	for (size_t i = 0; i < res.n_results; i++)
+		changed |= res.results[i].type == KV_OP_PUT ||
+			   (res.results[i].type == KV_OP_DELETE && res.results[i].deleted > 0);
+	int64_t read_rev = changed ? res.revision - 1 : res.revision;
+	json_t *o = json_object(), *arr = NULL;
+	int err = !o ? -1 : json_object_set_new(o, "header", jp_header(res.revision));
+	if (!err)
+		err = jp_set_true(o, "succeeded", res.succeeded);
+	if (!err && res.n_results) {
+		arr = json_array();
+		err = json_object_set_new(o, "responses", arr);
+	}
+	for (size_t i = 0; !err && i < res.n_results; i++) {
+		static const struct range_post none;
+		struct kv_op_result *r = &res.results[i];
+		int64_t rev = res.revision;
+		if (r->type == KV_OP_RANGE) {
+			range_post_apply(&r->range, i < n_ops ? &posts[i] : &none);
+			rev = read_rev;
+		} else if (r->type == KV_OP_PUT || r->deleted > 0) {
+			read_rev = res.revision;
+		}
+		err = json_array_append_new(arr, op_result_json(r, rev));
+	}
+	kv_txn_result_free(&res);
+	return ctx_reply(x, o, err);
+}
+
+/* ---- compaction, status, auth ---- */
+
+int api_compact(struct ctx *x, const json_t *body)
+{
+	int64_t rev, cur = 0;
+	bool physical;
+	if (jp_get_i64(x, body, "revision", NULL, &rev) < 0 ||
+	    jp_get_bool(x, body, "physical", NULL, &physical) < 0)
+		return -1;
+	int ret = kv_compact(x->gw->kv, rev, physical);
+	if (ret < 0)
+		return ctx_kv_fail(x, ret, false);
+	kv_status(x->gw->kv, &cur);
+	json_t *o = json_object();
+	return ctx_reply(x, o, !o ? -1 : json_object_set_new(o, "header", jp_header(cur)));
+}
+
+int api_status(struct ctx *x, const json_t *body)
+{
+	int64_t cur;
+	(void)body;
+	int ret = kv_status(x->gw->kv, &cur);
+	if (ret < 0)
+		return ctx_kv_fail(x, ret, false);
+	json_t *o = json_object();
+	int err = !o ? -1 : json_object_set_new(o, "header", jp_header(cur));
+	if (!err)
+		err = json_object_set_new(o, "version", json_string(API_VERSION));
+	return ctx_reply(x, o, err);
+}
+
+int api_auth(struct ctx *x, const json_t *body)
+{
+	(void)body;
+	/* etcd's answer when auth is off; clients then go on without a token. */
+	return ctx_fail(x, GRPC_FAILED_PRECONDITION, ERR_AUTH_OFF);
+}
