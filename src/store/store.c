@@ -26,11 +26,7 @@
 #include "core/log.h"
 #include "core/util.h"
 
-#define META_NAME "store.meta"
-#define META_MAGIC "etcdfs-store 1"
-#define WATCH_BATCH 1000
 #define POLL_MS 50
-#define PROGRESS_MS 500
 
 /* ---- time ---- */
 
@@ -39,7 +35,7 @@ int64_t store_deadline_ms(long timeout_ms)
 	return util_now_ms() + timeout_ms;
 }
 
-static void ms_to_timespec(int64_t ms, struct timespec *ts)
+void store_ms_to_timespec(int64_t ms, struct timespec *ts)
 {
 	ts->tv_sec = ms / 1000;
 	ts->tv_nsec = (ms % 1000) * 1000000;
@@ -138,227 +134,6 @@ static int parse_peers(struct store *s, const char *spec)
 bad:
 	log_err("store: cannot parse --peers \"%s\": expected ID=IP:PORT[:FWDPORT],...", spec);
 	return -EINVAL;
-}
-
-/* ---- data directory ---- */
-
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char *tmp = strdup(path);
-	if (!tmp)
-		return -ENOMEM;
-	int ret = 0;
-	for (char *p = tmp + 1;; p++) {
-		if (*p == '/' || *p == 0) {
-			char c = *p;
-			*p = 0;
-			if (mkdir(tmp, mode) < 0 && errno != EEXIST) {
-				ret = -errno;
-				break;
-			}
-			*p = c;
-			if (!c)
-				break;
-		}
-	}
-	free(tmp);
-	if (ret == 0) {
-		struct stat st;
-		if (stat(path, &st) < 0)
-			ret = -errno;
-		else if (!S_ISDIR(st.st_mode))
-			ret = -ENOTDIR;
-	}
-	return ret;
-}
-
-static char *path_join(const char *a, const char *b)
-{
-	char *p;
-	if (asprintf(&p, "%s/%s", a, b) < 0)
-		return NULL;
-	return p;
-}
-
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int ret = fsync(fd) < 0 ? -errno : 0;
-	close(fd);
-	return ret;
-}
-
-static void cluster_string(const struct store *s, char *buf, size_t len)
-{
-	size_t off = 0;
-	buf[0] = 0;
-	if (!s->multi) {
-		snprintf(buf, len, "single");
-		return;
-	}
-	for (unsigned i = 0; i < s->n_peers && off < len; i++)
-		off += (size_t)snprintf(buf + off, len - off, "%s%u=%s", i ? "," : "",
-					s->peers[i].id, s->peers[i].raft_addr);
-}
-
-/* The meta file marks a completed bootstrap (written after it, atomically),
- * so a crash during the very first start is recognised and redone. */
-static int meta_write(struct store *s)
-{
-	char cluster[1200], *tmp = NULL, *path = NULL;
-	int ret = -ENOMEM, fd = -1;
-	cluster_string(s, cluster, sizeof(cluster));
-	tmp = path_join(s->data_dir, META_NAME ".tmp");
-	path = path_join(s->data_dir, META_NAME);
-	if (!tmp || !path)
-		goto out;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		ret = -errno;
-		goto out;
-	}
-	char buf[1400];
-	int n = snprintf(buf, sizeof(buf), "%s\nid %u\ncluster %s\n", META_MAGIC, s->cfg.id,
-			 cluster);
-	if (write(fd, buf, (size_t)n) != n || fsync(fd) < 0) {
-		ret = errno ? -errno : -EIO;
-		goto out;
-	}
-	close(fd);
-	fd = -1;
-	if (rename(tmp, path) < 0) {
-		ret = -errno;
-		goto out;
-	}
-	ret = fsync_dir(s->data_dir);
-out:
-	if (fd >= 0)
-		close(fd);
-	if (ret < 0)
-		log_err("store: cannot write %s/%s: %s", s->data_dir, META_NAME, strerror(-ret));
-	free(tmp);
-	free(path);
-	return ret;
-}
-
-/* 1 if present and valid, 0 if absent, negative on error. */
-static int meta_read(struct store *s)
-{
-	char *path = path_join(s->data_dir, META_NAME);
-	if (!path)
-		return -ENOMEM;
-	FILE *f = fopen(path, "re");
-	if (!f) {
-		int e = errno;
-		free(path);
-		if (e == ENOENT)
-			return 0;
-		log_err("store: cannot read %s/%s: %s", s->data_dir, META_NAME, strerror(e));
-		return -e;
-	}
-	char line[1400], cluster[1200];
-	unsigned id = 0;
-	int ret = -EUCLEAN;
-	cluster[0] = 0;
-	if (!fgets(line, sizeof(line), f) || strncmp(line, META_MAGIC, strlen(META_MAGIC)) != 0)
-		goto bad;
-	if (!fgets(line, sizeof(line), f) || sscanf(line, "id %u", &id) != 1)
-		goto bad;
-	if (fgets(line, sizeof(line), f) && sscanf(line, "cluster %1199s", cluster) != 1)
-		goto bad;
-	if (id != s->cfg.id) {
-		log_err("store: %s belongs to raft node %u, not node %u", s->data_dir, id,
-			s->cfg.id);
-		ret = -EINVAL;
-		goto out;
-	}
-	char now[1200];
-	cluster_string(s, now, sizeof(now));
-	if (strcmp(now, cluster) != 0) {
-		/* Raft keeps the bootstrapped membership; silently running with
-		 * another one would expose a single node on the network or split
-		 * a cluster. */
-		log_err("store: %s was bootstrapped as cluster \"%s\", not \"%s\" (membership "
-			"changes are not supported)",
-			s->data_dir, cluster, now);
-		ret = -EINVAL;
-		goto out;
-	}
-	ret = 1;
-	goto out;
-bad:
-	log_err("store: %s/%s is not an etcdfs store marker", s->data_dir, META_NAME);
-out:
-	fclose(f);
-	free(path);
-	return ret;
-}
-
-/* Removes what an interrupted first bootstrap left in the raft directory.
- * Only called when the meta file is absent, i.e. before any write could have
- * been acknowledged. */
-static int clear_dir(const char *dir)
-{
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return errno == ENOENT ? 0 : -errno;
-	DIR *d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return -errno;
-	}
-	int ret = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		if (unlinkat(dfd, e->d_name, 0) < 0 && ret == 0)
-			ret = -errno;
-	}
-	closedir(d);
-	return ret;
-}
-
-static int lock_data_dir(struct store *s)
-{
-	char *path = path_join(s->data_dir, "LOCK");
-	if (!path)
-		return -ENOMEM;
-	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	int ret = 0;
-	if (s->lock_fd < 0) {
-		ret = -errno;
-		log_err("store: cannot create %s: %s", path, strerror(-ret));
-	} else if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		log_err("store: data dir %s is in use by another etcdfs process (%s)", s->data_dir,
-			strerror(errno));
-	}
-	free(path);
-	return ret;
-}
-
-/* Can we create files here? Gives a clear EACCES/EROFS/ENOSPC up front
- * instead of a raft error later. */
-static int probe_writable(const char *dir)
-{
-	char *path = path_join(dir, ".probe");
-	if (!path)
-		return -ENOMEM;
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	int ret = 0;
-	if (fd < 0) {
-		ret = -errno;
-	} else {
-		if (write(fd, "x", 1) != 1 || fsync(fd) < 0)
-			ret = errno ? -errno : -EIO;
-		close(fd);
-		unlink(path);
-	}
-	free(path);
-	return ret;
 }
 
 /* ---- raft error mapping ---- */
@@ -1069,7 +844,7 @@ static int propose(struct store *s, struct codec_cmd *cmd, struct kv_txn_result 
 	uv_async_send(&s->async);
 
 	struct timespec ts;
-	ms_to_timespec(deadline, &ts);
+	store_ms_to_timespec(deadline, &ts);
 	pthread_mutex_lock(&s->mu);
 	while (!p->done) {
 		if (pthread_cond_timedwait(&p->cond, &s->mu, &ts) == ETIMEDOUT)
@@ -1136,7 +911,7 @@ static int read_barrier(struct store *s)
 		return 0;
 	int64_t deadline = store_deadline_ms(s->cfg.apply_timeout_ms);
 	struct timespec ts;
-	ms_to_timespec(deadline, &ts);
+	store_ms_to_timespec(deadline, &ts);
 	int ret = 0;
 	pthread_mutex_lock(&s->mu);
 	/* Only a barrier started after this point proves anything. */
@@ -1340,183 +1115,6 @@ static size_t st_max_txn_ops(struct kv *kv)
 	return to_store(kv)->cfg.max_txn_ops;
 }
 
-/* ---- watches ---- */
-
-struct kv_watch {
-	struct store *s;
-	pthread_t thread;
-	kv_watch_cb cb;
-	void *arg;
-	char *key, *end;
-	size_t key_len, end_len;
-	int64_t next_rev;
-	bool stop;	       /* protected by s->wmu */
-	bool finished;	       /* thread ended by itself (compacted) */
-	struct kv_watch *next; /* s->watches list, protected by s->wmu */
-};
-
-static void deliver(struct kv_watch *w, enum kv_watch_state state, int64_t rev,
-		    const struct kv_event *evs, size_t n, int64_t compact_rev)
-{
-	struct kv_watch_batch b = {.state = state,
-				   .events = evs,
-				   .n_events = n,
-				   .revision = rev,
-				   .compact_revision = compact_rev};
-	w->cb(w->arg, &b);
-}
-
-/* One thread per watch. Batch revisions follow kv.h: everything up to
- * b.revision has been delivered, so a batch cut short by WATCH_BATCH reports
- * the last revision it covers, not the store's. Revisions that bring nothing
- * for this watch are reported as PROGRESS, at most every PROGRESS_MS. */
-static void *watch_main(void *arg)
-{
-	struct kv_watch *w = arg;
-	struct store *s = w->s;
-	int64_t owed = 0, last_progress = 0;
-	deliver(w, KV_WATCH_CONNECTED, w->next_rev - 1, NULL, 0, 0);
-	for (;;) {
-		pthread_mutex_lock(&s->wmu);
-		while (!w->stop && s->published_rev < w->next_rev) {
-			if (!owed) {
-				pthread_cond_wait(&s->wcond, &s->wmu);
-				continue;
-			}
-			struct timespec ts;
-			ms_to_timespec(last_progress + PROGRESS_MS, &ts);
-			if (pthread_cond_timedwait(&s->wcond, &s->wmu, &ts) == ETIMEDOUT)
-				break;
-		}
-		bool stop = w->stop, fresh = s->published_rev >= w->next_rev;
-		pthread_mutex_unlock(&s->wmu);
-		if (stop)
-			break;
-		if (!fresh) {
-			deliver(w, KV_WATCH_PROGRESS, owed, NULL, 0, 0);
-			owed = 0;
-			last_progress = util_now_ms();
-			continue;
-		}
-		struct kv_event *evs;
-		size_t n;
-		int64_t next;
-		pthread_rwlock_rdlock(&s->state_lock);
-		int ret = mvcc_events(s->m, w->key, w->key_len, w->end, w->end_len, w->next_rev,
-				      WATCH_BATCH, &evs, &n, &next);
-		int64_t cur = mvcc_revision(s->m), comp = mvcc_compact_revision(s->m);
-		pthread_rwlock_unlock(&s->state_lock);
-		if (ret == -ERANGE) {
-			deliver(w, KV_WATCH_COMPACTED, cur, NULL, 0, comp);
-			break;
-		}
-		if (ret < 0) {
-			log_warn("store: watch could not read events: %s; retrying",
-				 strerror(-ret));
-			usleep(100000);
-			continue;
-		}
-		if (n) {
-			deliver(w, KV_WATCH_EVENTS, next - 1, evs, n, 0);
-			owed = 0;
-		} else if (next > w->next_rev) {
-			owed = next - 1;
-			int64_t now = util_now_ms();
-			if (now - last_progress >= PROGRESS_MS) {
-				deliver(w, KV_WATCH_PROGRESS, owed, NULL, 0, 0);
-				owed = 0;
-				last_progress = now;
-			}
-		}
-		mvcc_events_free(evs, n);
-		w->next_rev = next;
-	}
-	pthread_mutex_lock(&s->wmu);
-	w->finished = true;
-	pthread_mutex_unlock(&s->wmu);
-	return NULL;
-}
-
-static int st_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb cb, void *arg,
-		    struct kv_watch **out)
-{
-	struct store *s = to_store(kv);
-	if (!req->key_len || !cb)
-		return -EINVAL;
-	struct kv_watch *w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
-	w->s = s;
-	w->cb = cb;
-	w->arg = arg;
-	w->key = util_memdup(req->key, req->key_len);
-	w->end = util_memdup(req->range_end, req->range_end_len);
-	if (!w->key || !w->end) {
-		free(w->key);
-		free(w->end);
-		free(w);
-		return -ENOMEM;
-	}
-	w->key_len = req->key_len;
-	w->end_len = req->range_end_len;
-	pthread_rwlock_rdlock(&s->state_lock);
-	int64_t cur = mvcc_revision(s->m);
-	pthread_rwlock_unlock(&s->state_lock);
-	/* etcd: start 0 means "after now"; a future start simply waits. A
-	 * compacted start is reported through KV_WATCH_COMPACTED. */
-	w->next_rev = req->start_revision > 0 ? req->start_revision : cur + 1;
-	pthread_mutex_lock(&s->wmu);
-	int ret = pthread_create(&w->thread, NULL, watch_main, w);
-	if (ret == 0) {
-		w->next = s->watches;
-		s->watches = w;
-	}
-	pthread_mutex_unlock(&s->wmu);
-	if (ret != 0) {
-		free(w->key);
-		free(w->end);
-		free(w);
-		return -ret;
-	}
-	*out = w;
-	return 0;
-}
-
-static void watch_stop_join(struct kv_watch *w)
-{
-	struct store *s = w->s;
-	pthread_mutex_lock(&s->wmu);
-	w->stop = true;
-	pthread_cond_broadcast(&s->wcond);
-	for (struct kv_watch **pp = &s->watches; *pp; pp = &(*pp)->next)
-		if (*pp == w) {
-			*pp = w->next;
-			break;
-		}
-	pthread_mutex_unlock(&s->wmu);
-	if (pthread_equal(pthread_self(), w->thread)) {
-		/* kv.h forbids this; joining ourselves would deadlock. */
-		log_err("store: kv_watch_cancel called from its own callback");
-		pthread_detach(w->thread);
-		return;
-	}
-	pthread_join(w->thread, NULL);
-}
-
-static void st_watch_cancel(struct kv_watch *w)
-{
-	if (!w)
-		return;
-	watch_stop_join(w);
-	if (pthread_equal(pthread_self(), w->thread))
-		return; /* leaked deliberately: the thread still uses it */
-	free(w->key);
-	free(w->end);
-	free(w);
-}
-
-/* ---- lifecycle ---- */
-
 static void store_free(struct store *s)
 {
 	if (s->fwd_server)
@@ -1548,7 +1146,7 @@ static void st_destroy(struct kv *kv)
 		if (!w)
 			break;
 		log_warn("store: closing with a watch still open; stopping it");
-		st_watch_cancel(w);
+		store_watch_cancel(w);
 	}
 	if (s->fwd_server) {
 		fwd_server_stop(s->fwd_server);
@@ -1571,50 +1169,14 @@ static const struct kv_ops store_ops = {
 	.name = "store",
 	.range = st_range,
 	.txn = st_txn,
-	.watch = st_watch,
-	.watch_cancel = st_watch_cancel,
+	.watch = store_watch,
+	.watch_cancel = store_watch_cancel,
 	.compact = st_compact,
 	.status = st_status,
 	.max_request_bytes = st_max_request_bytes,
 	.max_txn_ops = st_max_txn_ops,
 	.destroy = st_destroy,
 };
-
-static int setup_dirs(struct store *s, bool *bootstrap)
-{
-	int ret = mkdir_p(s->data_dir, 0700);
-	if (ret < 0) {
-		log_err("store: cannot create data dir %s: %s", s->data_dir, strerror(-ret));
-		return ret;
-	}
-	ret = probe_writable(s->data_dir);
-	if (ret < 0) {
-		log_err("store: data dir %s is not writable: %s", s->data_dir, strerror(-ret));
-		return ret;
-	}
-	ret = lock_data_dir(s);
-	if (ret < 0)
-		return ret;
-	ret = meta_read(s);
-	if (ret < 0)
-		return ret;
-	*bootstrap = ret == 0;
-	if (*bootstrap) {
-		/* Leftovers of an interrupted first start hold no acknowledged
-		 * write (store_open never returned): start over. */
-		ret = clear_dir(s->raft_dir);
-		if (ret < 0) {
-			log_err("store: cannot clean %s: %s", s->raft_dir, strerror(-ret));
-			return ret;
-		}
-	}
-	ret = mkdir_p(s->raft_dir, 0700);
-	if (ret < 0) {
-		log_err("store: cannot create %s: %s", s->raft_dir, strerror(-ret));
-		return ret;
-	}
-	return 0;
-}
 
 static int config_check(struct store *s, const struct store_config *cfg)
 {
@@ -1670,7 +1232,7 @@ int store_open(const struct store_config *cfg, struct kv **out)
 	if (ret < 0)
 		goto err_free;
 	s->data_dir = strdup(cfg->data_dir);
-	s->raft_dir = path_join(cfg->data_dir, "raft");
+	s->raft_dir = store_path_join(cfg->data_dir, "raft");
 	s->m = mvcc_new();
 	if (!s->data_dir || !s->raft_dir || !s->m) {
 		ret = -ENOMEM;
@@ -1679,7 +1241,7 @@ int store_open(const struct store_config *cfg, struct kv **out)
 	if (getrandom(&s->boot, sizeof(s->boot), 0) != sizeof(s->boot))
 		s->boot = (uint64_t)util_now_ms() ^ ((uint64_t)getpid() << 32);
 	bool bootstrap;
-	ret = setup_dirs(s, &bootstrap);
+	ret = store_setup_dirs(s, &bootstrap);
 	if (ret < 0)
 		goto err_free;
 
@@ -1714,7 +1276,7 @@ int store_open(const struct store_config *cfg, struct kv **out)
 	}
 	s->rstate = RS_UP;
 	if (bootstrap) {
-		ret = meta_write(s);
+		ret = store_meta_write(s);
 		if (ret < 0)
 			goto err_started;
 	}
@@ -1741,7 +1303,7 @@ int store_open(const struct store_config *cfg, struct kv **out)
 	/* Wait (bounded) until a leader is known. */
 	int64_t deadline = store_deadline_ms(s->multi ? cfg->open_timeout_ms : 5000);
 	struct timespec ts;
-	ms_to_timespec(deadline, &ts);
+	store_ms_to_timespec(deadline, &ts);
 	pthread_mutex_lock(&s->mu);
 	while (!(s->multi ? s->leader_id != 0 : s->is_leader))
 		if (pthread_cond_timedwait(&s->leader_cond, &s->mu, &ts) == ETIMEDOUT)

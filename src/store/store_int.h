@@ -125,6 +125,22 @@ int store_linear_range(struct store *s, const struct kv_range_req *req,
 		       struct kv_range_result *res);
 bool store_leader_peer(struct store *s, struct store_peer *out);
 int64_t store_deadline_ms(long timeout_ms);
+/* A monotonic millisecond time as a timespec, for cond vars on CLOCK_MONOTONIC. */
+void store_ms_to_timespec(int64_t ms, struct timespec *ts);
+
+/* datadir.c */
+/* a malloc'd "a/b", or NULL when out of memory */
+char *store_path_join(const char *a, const char *b);
+/* Creates, checks and locks the data dir and reads its meta file; *bootstrap
+ * is true when no meta file exists yet (a first start). */
+int store_setup_dirs(struct store *s, bool *bootstrap);
+/* Records the cluster and this node in the meta file (after bootstrap). */
+int store_meta_write(struct store *s);
+
+/* watch.c: the kv.h watch calls of the store */
+int store_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb cb, void *arg,
+		struct kv_watch **out);
+void store_watch_cancel(struct kv_watch *w);
 
 /* forward.c */
 int fwd_server_start(struct store *s, struct fwd_server **out);
