@@ -26,6 +26,15 @@ ETCDFS = os.environ.get("ETCDFS_BIN", os.path.join(BUILD, "etcdfs"))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 
+def shared(*parts):
+    """The path of a data file in ../shared; skips the test, naming the file, in a plain
+    clone that has no ../shared beside it."""
+    path = os.path.join(SHARED, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"needs {path} (Kubernetes data in ../shared, absent in a plain clone)")
+    return path
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

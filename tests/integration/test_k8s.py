@@ -8,11 +8,9 @@ import time
 
 import pytest
 
-from conftest import BUILD, SHARED
+from conftest import BUILD, shared
 
 K8S = os.path.join(BUILD, "src/k8s/etcdfs-k8s")
-REAL = os.path.join(SHARED, "k8s-real/values")
-FIX = os.path.join(SHARED, "k8s-fixtures/HEAD")
 
 
 def k8s(*args, data):
@@ -22,7 +20,7 @@ def k8s(*args, data):
 
 
 def real(name):
-    with open(os.path.join(REAL, name), "rb") as f:
+    with open(shared("k8s-real/values", name), "rb") as f:
         data = f.read()
     # the .bin files hold the value as etcdctl printed it: one extra "\n"
     return data[:-1] if name.endswith(".bin") else data
@@ -30,7 +28,7 @@ def real(name):
 
 def fixture_object(kind, name, namespace="default"):
     """A fixture object renamed to live at a realistic key."""
-    with open(os.path.join(FIX, kind + ".json")) as f:
+    with open(shared("k8s-fixtures/HEAD", kind + ".json")) as f:
         obj = json.load(f)
     obj["metadata"]["name"] = name
     obj["metadata"]["namespace"] = namespace

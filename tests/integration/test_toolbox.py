@@ -3,7 +3,7 @@
 import os
 import subprocess
 
-from conftest import ETCDFS, SHARED, read_tree
+from conftest import ETCDFS, read_tree, shared
 from naming import expected_files
 
 
@@ -42,8 +42,8 @@ def test_time_travel_compacted(etcd, tmp):
 
 
 def test_snapshot_of_real_cluster(mount_factory):
-    db = os.path.join(SHARED, "k8s-real/boltdb/db")
-    with open(os.path.join(SHARED, "k8s-real/boltdb/keys.txt"), "rb") as f:
+    db = shared("k8s-real/boltdb/db")
+    with open(shared("k8s-real/boltdb/keys.txt"), "rb") as f:
         keys = [k for k in f.read().split(b"\n") if k]
     m = mount_factory(["--snapshot", db])
     files, _ = expected_files(keys)
@@ -69,7 +69,7 @@ def test_snapshot_malformed(tmp):
     mp = os.path.join(tmp, "m")
     os.mkdir(mp)
     bad = os.path.join(tmp, "bad.db")
-    src = os.path.join(SHARED, "k8s-real/boltdb/db")
+    src = shared("k8s-real/boltdb/db")
     with open(src, "rb") as f:
         data = f.read()
     for blob in (b"", b"not a database at all" * 100, data[:5000]):
