@@ -1486,6 +1486,16 @@ void cache_forget_key_locked(struct cache *c, struct cache_node *n)
 	n->has_value = false;
 }
 
+void cache_told_locked(struct cache *c, struct cache_node *n)
+{
+	pthread_mutex_lock(&c->lru_lock);
+	n->rep_rev = n->mod_revision;
+	free(n->rep_rendered);
+	n->rep_rendered = NULL;
+	pthread_mutex_unlock(&c->lru_lock);
+	__atomic_store_n(&n->kernel_rev, n->mod_revision, __ATOMIC_RELAXED);
+}
+
 void cache_set_key_locked(struct cache *c, struct cache_node *n, const struct cache_key_meta *m)
 {
 	if (!n->has_value)

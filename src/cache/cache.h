@@ -292,6 +292,10 @@ struct cache_key_meta {
 };
 /* Makes n show a key with this metadata (counted in the stats' keys). Lock
  * held for write. */
+/* The kernel is being told n's current version (a save through the
+ * mount: its page cache holds what was written): sizes and reads stop
+ * serving the version it was told before. Lock held. */
+void cache_told_locked(struct cache *c, struct cache_node *n);
 void cache_set_key_locked(struct cache *c, struct cache_node *n, const struct cache_key_meta *m);
 
 /* Removes a node that has no key, children or local state left (after the

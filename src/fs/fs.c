@@ -106,71 +106,98 @@ static bool is_secret(struct fs *fs, struct cache_node *n)
 }
 
 /* Fills st for ino. Cache lock held. */
+static void set_ts(struct timespec *ts, int64_t ns)
+{
+	ts->tv_sec = ns / 1000000000;
+	ts->tv_nsec = ns % 1000000000;
+}
+
+/* When the cache last saw n change from outside this mount (0: never). */
+static int64_t seen_ns(const struct cache_node *n)
+{
+	(void)n;
+	return 0;
+}
+
+/* Owner, mode bits and times: the mount's defaults, then what was set
+ * here (src/save/attr.c). */
+static void fill_meta(struct fs *fs, struct cache_node *n, mode_t perm, struct stat *st)
+{
+	int64_t mt = (int64_t)fs->mount_time.tv_sec * 1000000000 + fs->mount_time.tv_nsec;
+	struct save_meta m = {.perm = perm,
+			      .uid = fs->uid,
+			      .gid = fs->gid,
+			      .atime_ns = mt,
+			      .mtime_ns = mt,
+			      .ctime_ns = mt};
+	save_meta_of(n, seen_ns(n), &m);
+	st->st_uid = m.uid;
+	st->st_gid = m.gid;
+	st->st_mode |= m.perm;
+	set_ts(&st->st_atim, m.atime_ns);
+	set_ts(&st->st_mtim, m.mtime_ns);
+	set_ts(&st->st_ctim, m.ctime_ns);
+}
+
+/* The size a file shows: open writers' shared content, a local file's
+ * data, else the key's (as the kernel was last told). */
+static size_t file_size(struct fs *fs, struct cache_node *n)
+{
+	size_t size;
+	if (save_file_size(n, &size))
+		return size;
+	if (save_local(n)->local_file)
+		return save_local(n)->local_len;
+	return cache_report_size(fs->cache, n);
+}
+
 int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 {
 	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
 	if (!n)
 		return -ENOENT;
-	bool want_dir = cache_ino_kind(ino) == CACHE_INO_DIR;
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_blksize = 4096;
 	if (cache_ino_kind(ino) == CACHE_INO_RAW) {
 		/* NAME%raw: the stored bytes, read-only */
 		if (!n->has_value || save_local(n)->hidden)
 			return -ENOENT;
-		memset(st, 0, sizeof(*st));
-		st->st_ino = ino;
-		st->st_uid = fs->uid;
-		st->st_gid = fs->gid;
-		st->st_blksize = 4096;
-		st->st_mtim = st->st_ctim = st->st_atim = fs->mount_time;
-		st->st_mode = S_IFREG | (is_secret(fs, n) ? 0400 : 0444);
+		st->st_mode = S_IFREG;
+		fill_meta(fs, n, 0444, st);
+		st->st_mode &= S_IFMT | 0444;
+		if (is_secret(fs, n))
+			st->st_mode &= S_IFMT | 0400;
 		st->st_nlink = 1;
 		st->st_size = n->raw_size;
 		st->st_blocks = (n->raw_size + 511) / 512;
 		return 0;
 	}
-	memset(st, 0, sizeof(*st));
-	st->st_ino = ino;
-	st->st_uid = fs->uid;
-	st->st_gid = fs->gid;
-	st->st_blksize = 4096;
-	st->st_mtim = st->st_ctim = st->st_atim = fs->mount_time;
-	if (save_local(n)->mtime_ns) {
-		st->st_mtim.tv_sec = save_local(n)->mtime_ns / 1000000000ULL;
-		st->st_mtim.tv_nsec = save_local(n)->mtime_ns % 1000000000ULL;
-		st->st_ctim = st->st_mtim;
-	}
-	if (want_dir) {
+	if (cache_ino_kind(ino) == CACHE_INO_DIR) {
 		if (!cache_is_dir(n) || n->detached)
 			return -ENOENT;
-		st->st_mode = S_IFDIR | (fs->cfg.read_only ? 0555 : 0755);
+		st->st_mode = S_IFDIR;
+		fill_meta(fs, n, fs->cfg.read_only ? 0555 : 0755, st);
 		st->st_nlink = 2;
 		st->st_size = 4096;
 		st->st_blocks = 8;
-	} else {
-		/* An open file stays stat-able after unlink (nlink 0). */
-		if (!fs_visible_file(n) && !n->nopen)
-			return -ENOENT;
-		mode_t perm = fs->cfg.read_only ? 0444 : 0644;
-		if (save_local(n)->mode)
-			perm = save_local(n)->mode & 07777;
-		/* Secrets stay private to the owner whatever chmod said. */
-		if (is_secret(fs, n))
-			perm &= 0700;
-		/* Others see committed content only: an open writer's buffer
-		 * is private until its save (writers use direct I/O). */
-		size_t size;
-		if (save_local(n)->local_file)
-			size = save_local(n)->pending_size >= 0
-				       ? (size_t)save_local(n)->pending_size
-				       : save_local(n)->local_len;
-		else
-			size = cache_report_size(fs->cache, n);
-		st->st_mode = (save_local(n)->is_link ? S_IFLNK : S_IFREG) |
-			      (save_local(n)->is_link ? 0777 : perm);
-		st->st_nlink = (n->detached || !fs_visible_file(n)) ? 0 : 1;
-		st->st_size = size;
-		st->st_blocks = (size + 511) / 512;
+		return 0;
 	}
+	/* An open file stays stat-able after unlink (nlink 0). */
+	if (!fs_visible_file(n) && !n->nopen)
+		return -ENOENT;
+	bool link = save_local(n)->is_link;
+	st->st_mode = link ? S_IFLNK : S_IFREG;
+	fill_meta(fs, n, fs->cfg.read_only ? 0444 : 0644, st);
+	if (link)
+		st->st_mode = S_IFLNK | 0777;
+	/* Secrets stay private to the owner whatever chmod said. */
+	if (is_secret(fs, n))
+		st->st_mode &= S_IFMT | 0700;
+	size_t size = file_size(fs, n);
+	st->st_nlink = (n->detached || !fs_visible_file(n)) ? 0 : 1;
+	st->st_size = size;
+	st->st_blocks = (size + 511) / 512;
 	return 0;
 }
 
@@ -211,12 +238,8 @@ void fs_reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, bool as
 	e.attr_timeout = e.entry_timeout = fs_timeout(fs);
 	cache_ref_lookup(fs->cache, n);
 	cache_unlock(fs->cache);
-	if (fuse_reply_entry(req, &e) < 0) {
-		/* The kernel never saw it: undo the reference. */
-		cache_wrlock(fs->cache);
-		cache_unref_lookup(fs->cache, n, 1);
-		cache_unlock(fs->cache);
-	}
+	if (fuse_reply_entry(req, &e) < 0)
+		fs_release_lookup(fs, n); /* the kernel never saw it */
 }
 
 static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -263,11 +286,8 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		e.attr_timeout = e.entry_timeout = fs->cfg.timeout_stale;
 		cache_ref_lookup(fs->cache, n);
 		cache_unlock(fs->cache);
-		if (fuse_reply_entry(req, &e) < 0) {
-			cache_wrlock(fs->cache);
-			cache_unref_lookup(fs->cache, n, 1);
-			cache_unlock(fs->cache);
-		}
+		if (fuse_reply_entry(req, &e) < 0)
+			fs_release_lookup(fs, n);
 		return;
 	}
 	if (strcmp(name, NAMING_VALUE_NAME) == 0) {

@@ -67,34 +67,21 @@ static inline bool fs_visible_file(const struct cache_node *n)
 	return (n->has_value && !save_local(n)->hidden) || save_local(n)->local_file;
 }
 
-/* An open file: its buffer and what it was read at (file.c). */
+/* An open file (file.c). */
 struct fhandle {
 	struct cache_node *node; /* referenced through nopen */
-	bool writable;
+	struct save_fh *file;	 /* writable handles: the inode's shared content */
+	bool raw;		 /* NAME%raw: a snapshot of the stored bytes */
+	int pid;		 /* the process that opened it */
 	pthread_mutex_t mu;
-	/* protected by mu */
-	char *buf;
-	size_t len, cap;
-	bool dirty;
-	bool snapshot; /* read-only handle of a hot file: reads come from
-			  buf, one version per pass (re-read from 0 refreshes) */
-	bool read_any;
-	bool raw;	  /* NAME%raw: never refreshed */
-	bool defer;	  /* truncated or created, nothing written yet: a
-			     flush (close of a dup) does not commit; release does */
-	int failed;	  /* sticky error of a rejected save */
-	int64_t base_rev; /* mod_revision the content was read at */
-	bool base_absent; /* the key did not exist: compare create_revision 0 */
+	char *buf; /* raw: the snapshot, protected by mu */
+	size_t len;
 };
 
-void fs_release_node(struct fs *fs, struct cache_node *n); /* drops an open reference */
-/* Fills a writable handle from n (a local file's data or the key's
- * content); trunc starts it empty. Without the cache lock. */
-int fs_load_handle(struct fs *fs, struct fhandle *fh, bool trunc);
-/* Commits a handle's buffer through src/save. fh->mu held. */
-int fs_commit(struct fs *fs, struct fhandle *fh);
-/* Sets the buffer's length, zero-filling a gap. -ENOMEM. */
-int fs_fh_set_len(struct fhandle *fh, size_t len);
+void fs_release_node(struct fs *fs, struct cache_node *n);   /* drops an open reference */
+void fs_release_lookup(struct fs *fs, struct cache_node *n); /* drops one lookup */
+/* Ends a handle: closes its share of the content, drops the node. */
+void fs_handle_free(struct fs *fs, struct fhandle *fh);
 
 /* file.c: open, read, write, flush, fsync, release */
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);

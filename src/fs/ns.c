@@ -102,6 +102,77 @@ static void reply_err(fuse_req_t req, int ret)
 	fuse_reply_err(req, ret < 0 ? fs_errno_out(ret) : ret);
 }
 
+/* Removes a local-only node (shadow or never-committed file). Lock held. */
+static void drop_local(struct cache *c, struct cache_node *n)
+{
+	save_clear_local(n);
+	cache_prune_locked(c, n);
+}
+
+/* Makes (parent, name) a file to create: a new local file, or a hidden or
+ * value-less key brought back (then its save is one put, compared against
+ * the revision it had). *existing when the name is a visible file. Lock
+ * held for write. */
+static int create_node(struct fs *fs, fuse_ino_t parent, const char *name, bool excl,
+		       struct cache_node **out, bool *existing)
+{
+	struct target t;
+	int ret = resolve(fs, parent, name, &t);
+	if (ret < 0)
+		return ret;
+	struct cache_node *n = t.n;
+	*existing = false;
+	if (n && n != t.dir && cache_is_dir(n))
+		return -EISDIR;
+	if (n && fs_visible_file(n)) {
+		if (excl)
+			return -EEXIST;
+		*existing = true;
+	} else if (n && (save_local(n)->hidden || (t.value_entry && !n->has_value))) {
+		struct cache_local *l = save_local_mut(n);
+		if (!l)
+			return -ENOMEM;
+		save_cancel_deferred(fs->save, n->id);
+		l->hidden = false;
+		l->unlinked = false;
+		l->local_file = true;
+		l->origin_rev = n->has_value ? n->mod_revision : 0;
+		free(l->local_data);
+		l->local_data = NULL;
+		l->local_len = 0;
+	} else {
+		ret = save_mkfile_locked(fs->cache, t.dir, t.ns, t.seg, t.seg_len, &n);
+		if (ret < 0)
+			return ret;
+		struct cache_local *l = save_local_mut(n); /* a local file has one */
+		l->shadow = save_is_shadow_name(fs->save, name);
+		l->origin_rev = 0;
+		l->born_rev = cache_seen_rev(fs->cache);
+	}
+	*out = n;
+	return 0;
+}
+
+/* The new node's owner is the caller, its mode the create mode. Lock held
+ * for write. */
+static int init_new(fuse_req_t req, struct cache_node *n, mode_t mode)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	return save_init_new_locked(n, n->parent, mode & 07777, ctx->uid, ctx->gid);
+}
+
+/* Fills e for n, and counts the lookup the reply gives the kernel. Lock
+ * held. */
+static void entry_of(struct fs *fs, struct cache_node *n, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = cache_file_ino(n);
+	e->generation = 1;
+	fs_fill_attr(fs, e->ino, &e->attr);
+	e->attr_timeout = e->entry_timeout = fs_timeout(fs);
+	cache_ref_lookup(fs->cache, n);
+}
+
 void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		  struct fuse_file_info *fi)
 {
@@ -114,174 +185,106 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 		return;
 	}
 	struct cache *c = fs->cache;
-	struct target t;
 	struct fhandle *fh = calloc(1, sizeof(*fh));
 	if (!fh) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	pthread_mutex_init(&fh->mu, NULL);
-	fh->writable = true;
-	bool existing = false;
+	fh->pid = fuse_req_ctx(req)->pid;
+	struct cache_node *n;
+	bool existing;
 	cache_wrlock(c);
-	int ret = resolve(fs, parent, name, &t);
-	if (ret < 0)
-		goto out_unlock;
-	struct cache_node *n = t.n;
-	if (n && n != t.dir && cache_is_dir(n)) {
-		ret = -EISDIR;
-		goto out_unlock;
-	}
-	if (n && fs_visible_file(n)) {
-		if (fi->flags & O_EXCL) {
-			ret = -EEXIST;
-			goto out_unlock;
-		}
-		existing = true;
-	} else if (n && (save_local(n)->hidden || (t.value_entry && !n->has_value))) {
-		/* Re-created after rename-away or unlink: one put on the key,
-		 * compared against the revision it had. */
-		struct cache_local *l = save_local_mut(n);
-		if (!l) {
-			ret = -ENOMEM;
-			goto out_unlock;
-		}
-		save_cancel_deferred(fs->save, n->id);
-		l->hidden = false;
-		l->local_file = true;
-		l->origin_rev = n->has_value ? n->mod_revision : 0;
-		free(l->local_data);
-		l->local_data = NULL;
-		l->local_len = 0;
-	} else {
-		ret = save_mkfile_locked(c, t.dir, t.ns, t.seg, t.seg_len, &n);
-		if (ret < 0)
-			goto out_unlock;
-		struct cache_local *l = save_local_mut(n); /* a local file has one */
-		l->shadow = save_is_shadow_name(fs->save, name);
-		l->origin_rev = 0;
-		l->born_rev = cache_seen_rev(c);
-	}
-	if (mode & 07777) {
-		struct cache_local *l = save_local_mut(n);
-		if (!l) {
-			ret = -ENOMEM;
-			goto out_unlock;
-		}
-		l->mode = mode & 07777;
+	int ret = create_node(fs, parent, name, fi->flags & O_EXCL, &n, &existing);
+	if (ret == 0 && !existing)
+		ret = init_new(req, n, mode);
+	if (ret < 0) {
+		cache_unlock(c);
+		free(fh);
+		reply_err(req, ret);
+		return;
 	}
 	cache_ref_open(c, n);
 	fh->node = n;
 	cache_unlock(c);
-	ret = fs_load_handle(fs, fh, existing ? (fi->flags & O_TRUNC) != 0 : true);
+	ret = save_file_open(fs->save, n, existing ? (fi->flags & O_TRUNC) != 0 : true,
+			     fuse_req_ctx(req)->pid, &fh->file);
 	if (ret < 0) {
 		fs_release_node(fs, n);
-		goto out_free;
+		free(fh);
+		reply_err(req, ret);
+		return;
 	}
-	if (save_local(n)->local_file)
-		save_set_pending(n, (int64_t)fh->len);
 	struct fuse_entry_param e;
-	memset(&e, 0, sizeof(e));
 	cache_rdlock(c);
-	e.ino = cache_file_ino(n);
-	e.generation = 1;
-	fs_fill_attr(fs, e.ino, &e.attr);
-	e.attr_timeout = e.entry_timeout = fs_timeout(fs);
-	cache_ref_lookup(c, n);
+	entry_of(fs, n, &e);
 	cache_unlock(c);
 	fi->fh = (uintptr_t)fh;
 	fi->keep_cache = 0;
-	fi->direct_io = 1;
-	fh->defer = true;
+	fi->direct_io = 1; /* as a writable open (file.c) */
 	if (fuse_reply_create(req, &e, fi) < 0) {
-		cache_wrlock(c);
-		cache_unref_lookup(c, n, 1);
-		cache_unlock(c);
-		fs_release_node(fs, n);
-		free(fh->buf);
-		free(fh);
+		fs_release_lookup(fs, n);
+		fs_handle_free(fs, fh);
 	}
-	return;
-out_unlock:
-	cache_unlock(c);
-out_free:
-	free(fh);
-	reply_err(req, ret);
+}
+
+/* A new file's first save (mknod): one put of empty content. */
+static int store_empty(struct fs *fs, struct cache_node *n, int pid)
+{
+	struct save_fh *f;
+	int ret = save_file_open(fs->save, n, true, pid, &f);
+	if (ret < 0)
+		return ret;
+	bool wrote;
+	ret = save_file_flush(fs->save, n, f, true, &wrote);
+	int cret = save_file_close(fs->save, n, f);
+	return ret < 0 ? ret : cret;
 }
 
 void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	(void)rdev;
 	struct fs *fs = fs_of(req);
-	if (!S_ISREG(mode)) {
-		if (fs->cfg.read_only)
-			fs_reply_erofs(fs, req);
-		else
-			fuse_reply_err(req, EPERM);
-		return;
-	}
-	/* A regular mknod is a create that is closed at once. */
-	struct fuse_file_info fi;
-	memset(&fi, 0, sizeof(fi));
-	fi.flags = O_WRONLY | O_EXCL;
+	CNT(fs, n_requests);
 	if (refused_read_only(fs, req))
 		return;
+	/* etcd keys are regular files; no devices, FIFOs or sockets. */
+	if (!S_ISREG(mode)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
 	struct cache *c = fs->cache;
-	struct target t;
+	struct cache_node *n;
+	bool existing;
 	cache_wrlock(c);
-	int ret = resolve(fs, parent, name, &t);
-	if (ret == 0 && t.n && (fs_visible_file(t.n) || cache_is_dir(t.n)))
-		ret = -EEXIST;
-	struct cache_node *n = NULL;
-	size_t klen = 0;
-	char *key = NULL;
-	if (ret == 0 && !t.n) {
-		ret = save_mkfile_locked(c, t.dir, t.ns, t.seg, t.seg_len, &n);
-		if (ret == 0) {
-			save_local_mut(n)->shadow = save_is_shadow_name(fs->save, name);
-			key = save_local(n)->shadow ? NULL : cache_node_key(c, n, &klen);
-			cache_ref_lookup(c, n);
-		}
-	} else if (ret == 0) {
-		ret = -EEXIST;
-	}
-	cache_unlock(c);
+	int ret = create_node(fs, parent, name, true, &n, &existing);
+	if (ret == 0)
+		ret = init_new(req, n, mode);
 	if (ret < 0) {
+		cache_unlock(c);
 		reply_err(req, ret);
 		return;
 	}
-	if (key) {
-		int64_t rev;
-		ret = save_store(fs->save, key, klen, "", 0, 0, true, &rev);
-		free(key);
-		cache_wrlock(c);
-		if (ret == 0)
-			save_local_mut(n)->local_file = false; /* it has one */
-		cache_unlock(c);
-	}
+	cache_ref_open(c, n);
+	cache_unlock(c);
+	/* A regular mknod is a create that is closed at once. */
+	ret = store_empty(fs, n, fuse_req_ctx(req)->pid);
 	struct fuse_entry_param e;
-	memset(&e, 0, sizeof(e));
-	cache_rdlock(c);
-	e.ino = cache_file_ino(n);
-	e.generation = 1;
-	fs_fill_attr(fs, e.ino, &e.attr);
-	e.attr_timeout = e.entry_timeout = fs_timeout(fs);
+	cache_wrlock(c);
+	if (ret == 0)
+		entry_of(fs, n, &e);
+	else if (save_local(n)->local_file && !n->has_value)
+		drop_local(c, n);
+	cache_unref_open(c, n);
 	cache_unlock(c);
-	if (ret < 0) {
-		cache_wrlock(c);
-		cache_unref_lookup(c, n, 1);
-		save_local_mut(n)->local_file = false; /* it has one */
-		cache_prune_locked(c, n);
-		cache_unlock(c);
+	if (ret < 0)
 		reply_err(req, ret);
-		return;
-	}
-	fuse_reply_entry(req, &e);
+	else if (fuse_reply_entry(req, &e) < 0)
+		fs_release_lookup(fs, n);
 }
 
 void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	(void)mode;
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	if (refused_read_only(fs, req))
@@ -295,6 +298,8 @@ void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	struct cache_node *n = NULL;
 	if (ret == 0)
 		ret = cache_mknode_locked(c, t.dir, t.ns, t.seg, t.seg_len, true, &n);
+	if (ret == 0 && (ret = init_new(req, n, mode)) < 0)
+		cache_prune_locked(c, n);
 	if (ret < 0) {
 		cache_unlock(c);
 		reply_err(req, ret);
@@ -327,13 +332,6 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	cache_unlock(c);
 	reply_err(req, ret);
-}
-
-/* Removes a local-only node (shadow or never-committed file). Lock held. */
-static void drop_local(struct cache *c, struct cache_node *n)
-{
-	save_clear_local(n);
-	cache_prune_locked(c, n);
 }
 
 void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -678,104 +676,121 @@ out_reply:
 	reply_err(req, ret);
 }
 
+/* chown by a caller who is not root: only to itself, and to a group it is
+ * in (the kernel checks this too under default_permissions). */
+static bool may_chown(fuse_req_t req, const struct stat *attr, int to_set, uid_t owner)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	if (ctx->uid == 0)
+		return true;
+	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != owner)
+		return false;
+	if (!(to_set & FUSE_SET_ATTR_GID) || attr->st_gid == ctx->gid)
+		return true;
+	gid_t groups[64];
+	int n = fuse_req_getgroups(req, 64, groups);
+	for (int i = 0; i < n && i < 64; i++)
+		if (groups[i] == attr->st_gid)
+			return true;
+	return false;
+}
+
+static int64_t ts_ns(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+/* The metadata part of a setattr, as save_attr. */
+static struct save_attr attr_of(const struct stat *attr, int to_set)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct save_attr a = {.mode = attr->st_mode & 07777,
+			      .uid = attr->st_uid,
+			      .gid = attr->st_gid,
+			      .atime_ns = ts_ns(&attr->st_atim),
+			      .mtime_ns = ts_ns(&attr->st_mtim)};
+	if (to_set & FUSE_SET_ATTR_MODE)
+		a.what |= SAVE_ATTR_MODE;
+	if (to_set & FUSE_SET_ATTR_UID)
+		a.what |= SAVE_ATTR_UID;
+	if (to_set & FUSE_SET_ATTR_GID)
+		a.what |= SAVE_ATTR_GID;
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW))
+		a.what |= SAVE_ATTR_ATIME;
+	if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))
+		a.what |= SAVE_ATTR_MTIME;
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		a.atime_ns = ts_ns(&now);
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		a.mtime_ns = ts_ns(&now);
+	return a;
+}
+
+/* truncate and ftruncate: through the handle's shared content, or one
+ * immediate save. */
+static int set_size(struct fs *fs, fuse_ino_t ino, off_t size, struct fuse_file_info *fi, int pid)
+{
+	if (cache_ino_kind(ino) == CACHE_INO_DIR)
+		return -EISDIR;
+	if (size < 0)
+		return -EINVAL;
+	if ((uint64_t)size > SAVE_MAX_FILE)
+		return -EFBIG;
+	struct fhandle *fh = fi ? (struct fhandle *)(uintptr_t)fi->fh : NULL;
+	if (fh && fh->file)
+		return save_file_truncate(fh->file, size);
+	struct cache *c = fs->cache;
+	cache_rdlock(c);
+	struct cache_node *n = cache_node_by_id(c, cache_ino_id(ino));
+	if (!n || !fs_visible_file(n)) {
+		cache_unlock(c);
+		return -ENOENT;
+	}
+	cache_ref_open(c, n);
+	cache_unlock(c);
+	int ret = save_truncate(fs->save, n, size, pid);
+	fs_release_node(fs, n);
+	return ret;
+}
+
 void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		   struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	struct cache *c = fs->cache;
-	int ret = 0;
 	if (refused_read_only(fs, req))
 		return;
-	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != fs->uid) {
-		fuse_reply_err(req, EPERM);
-		return;
-	}
-	if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != fs->gid && fs->uid != 0) {
-		fuse_reply_err(req, EPERM);
-		return;
-	}
 	if (cache_ino_kind(ino) == CACHE_INO_RAW) {
 		fuse_reply_err(req, EACCES);
 		return;
 	}
-	if (to_set & FUSE_SET_ATTR_SIZE) {
-		if (cache_ino_kind(ino) == CACHE_INO_DIR) {
-			fuse_reply_err(req, EISDIR);
-			return;
-		}
-		struct fhandle *fh = fi ? (struct fhandle *)(uintptr_t)fi->fh : NULL;
-		if (fh && fh->writable) {
-			pthread_mutex_lock(&fh->mu);
-			ret = fs_fh_set_len(fh, attr->st_size);
-			if (ret == 0) {
-				fh->dirty = true;
-				fh->defer = false;
-				save_set_pending(fh->node, (int64_t)fh->len);
-			}
-			pthread_mutex_unlock(&fh->mu);
-		} else {
-			/* truncate(path): one immediate save through a
-			 * temporary handle. */
-			struct fhandle tmp;
-			memset(&tmp, 0, sizeof(tmp));
-			pthread_mutex_init(&tmp.mu, NULL);
-			tmp.writable = true;
-			cache_rdlock(c);
-			struct cache_node *n = cache_node_by_id(c, cache_ino_id(ino));
-			if (!n || !fs_visible_file(n)) {
-				cache_unlock(c);
-				fuse_reply_err(req, ENOENT);
-				return;
-			}
-			cache_ref_open(c, n);
-			cache_unlock(c);
-			tmp.node = n;
-			ret = fs_load_handle(fs, &tmp, false);
-			if (ret == 0 && (size_t)attr->st_size != tmp.len) {
-				ret = fs_fh_set_len(&tmp, attr->st_size);
-				tmp.dirty = true;
-			}
-			if (ret == 0) {
-				pthread_mutex_lock(&tmp.mu);
-				ret = fs_commit(fs, &tmp);
-				pthread_mutex_unlock(&tmp.mu);
-			}
-			free(tmp.buf);
-			pthread_mutex_destroy(&tmp.mu);
-			fs_release_node(fs, n);
-		}
-		if (ret < 0) {
-			reply_err(req, ret);
-			return;
-		}
+	int ret = 0;
+	if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+		struct stat cur;
+		cache_rdlock(c);
+		ret = fs_fill_attr(fs, ino, &cur);
+		cache_unlock(c);
+		if (ret == 0 && !may_chown(req, attr, to_set, cur.st_uid))
+			ret = -EPERM;
+	}
+	if (ret == 0 && (to_set & FUSE_SET_ATTR_SIZE))
+		ret = set_size(fs, ino, attr->st_size, fi, fuse_req_ctx(req)->pid);
+	if (ret < 0) {
+		reply_err(req, ret);
+		return;
 	}
 	cache_wrlock(c);
 	struct cache_node *n = cache_node_by_id(c, cache_ino_id(ino));
-	if (!n) {
-		cache_unlock(c);
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	/* Modes and times are kept in memory for this mount only: etcd has
-	 * no place for them (docs/writes.md). */
-	int local_attrs = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW;
-	struct cache_local *l = (to_set & local_attrs) ? save_local_mut(n) : NULL;
-	if ((to_set & local_attrs) && !l) {
-		cache_unlock(c);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	if (to_set & FUSE_SET_ATTR_MODE)
-		l->mode = attr->st_mode & 07777;
-	if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
-		struct timespec ts = attr->st_mtim;
-		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
-			clock_gettime(CLOCK_REALTIME, &ts);
-		l->mtime_ns = (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
-	}
+	struct save_attr a = attr_of(attr, to_set);
+	/* Modes, owners and times are kept in memory for this mount only:
+	 * etcd has no place for them (docs/writes.md). A size change moves
+	 * mtime (the kernel sends MTIME_NOW with it) and ctime. */
+	ret = n ? save_setattr_locked(n, &a) : -ENOENT;
 	struct stat st;
-	ret = fs_fill_attr(fs, ino, &st);
+	if (ret == 0)
+		ret = fs_fill_attr(fs, ino, &st);
 	cache_unlock(c);
 	if (ret < 0)
 		reply_err(req, ret);

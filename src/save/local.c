@@ -5,7 +5,7 @@
 
 #include "save_int.h"
 
-static const struct cache_local none = {.pending_size = -1};
+static const struct cache_local none;
 
 static bool local_keep(const struct cache_local *l)
 {
@@ -38,13 +38,6 @@ struct cache_local *save_local_mut(struct cache_node *n)
 	return l;
 }
 
-void save_set_pending(struct cache_node *n, int64_t size)
-{
-	struct cache_local *l = __atomic_load_n(&n->local, __ATOMIC_ACQUIRE);
-	if (l && (l->local_file || size < 0))
-		__atomic_store_n(&l->pending_size, size, __ATOMIC_RELAXED);
-}
-
 void save_clear_local(struct cache_node *n)
 {
 	struct cache_local *l = n->local;
@@ -68,7 +61,6 @@ void save_mark_stored(struct cache_node *n)
 	free(l->local_data);
 	l->local_data = NULL;
 	l->local_len = 0;
-	l->pending_size = -1;
 }
 
 void save_unhide_locked(struct cache *c, struct cache_node *n, bool prune)

@@ -28,8 +28,13 @@
  * operations besides its put. Asking for more is -E2BIG. */
 #define SAVE_MAX_COMPARES 8
 #define SAVE_MAX_EXTRA_OPS 3
+/* Largest content a file may have while being written: more is -EFBIG at
+ * once (the backend's request limit still applies at commit). */
+#define SAVE_MAX_FILE (64u << 20)
 
 struct save;
+struct save_file;
+struct save_fh;
 
 /* The write-path state of one node, the side table behind
  * cache_node.local: allocated the first time the mount writes the node
@@ -46,26 +51,29 @@ struct cache_local {
 	bool hidden;
 	bool pinned; /* a rename in flight: never pruned */
 	bool is_link;
-	uint32_t mode;	  /* permission bits overridden by chmod, 0 = default */
+	bool unlinked;	  /* unlinked while open: a later close stores nothing */
 	char *local_data; /* shadow content (and symlink target if link) */
 	size_t local_len;
-	int64_t pending_size; /* size of dirty open content, -1 if none */
-	uint64_t origin_id;   /* shadow: the hidden key it came from (0 none) */
-	int64_t origin_rev;   /* shadow: that key's mod_revision at rename */
-	int64_t born_rev;     /* revision the cache had when the shadow was made */
-	uint64_t mtime_ns;    /* local mtime (utimens), 0 = none */
+	struct save_file *file; /* per process, the content its writers share */
+	uint64_t origin_id;	/* shadow: the hidden key it came from (0 none) */
+	int64_t origin_rev;	/* shadow: that key's mod_revision at rename */
+	int64_t born_rev;	/* revision the cache had when the shadow was made */
+	/* Metadata etcd has no place for, kept for the life of the mount
+	 * (docs/writes.md): set by chmod, chown, utimensat and local
+	 * changes. */
+	bool mode_set, owner_set;
+	uint32_t mode; /* permission bits (07777) when mode_set */
+	uint32_t uid, gid;
+	int64_t atime_ns, mtime_ns, ctime_ns; /* realtime; 0 = not set here */
 };
 
-/* n's write-path state, or the defaults (all clear, pending_size -1) for a
+/* n's write-path state, or the defaults (all clear) for a
  * node never written. Cache lock held, or n kept alive by a reference
  * (the slot never changes once set). */
 const struct cache_local *save_local(const struct cache_node *n);
 /* n's state for writing, created on first use. Cache lock held for write.
  * NULL on ENOMEM. */
 struct cache_local *save_local_mut(struct cache_node *n);
-/* Sets (atomically) the size of n's dirty open content when n is a local
- * file, or clears it (-1). Cache lock held (read is enough). */
-void save_set_pending(struct cache_node *n, int64_t size);
 /* Forgets n's local content: no longer a local file, shadow or link. Lock
  * held for write. */
 void save_clear_local(struct cache_node *n);
@@ -82,6 +90,97 @@ void save_unpin_locked(struct cache_node *n);
  * write-path state). Lock held for write. -EEXIST, -ENOENT, -ENOMEM. */
 int save_mkfile_locked(struct cache *c, struct cache_node *parent, int ns, const char *seg,
 		       size_t seg_len, struct cache_node **out);
+
+/* ---- the content of an inode being written (file.c) ----
+ *
+ * The writable handles one process has of an inode share one struct
+ * save_file: the same size and content through every handle and every
+ * read of that process. Other processes see the committed content until
+ * the save, so that two programs doing read-modify-write on one file get
+ * a conflict (ESTALE), never a lost update or a read of the other's
+ * unsaved bytes. Its lock is taken before the cache lock, never after. */
+
+/* A writable handle (*out) joining n's shared content (loading it on the
+ * first open: a local file's data or the key's content), emptied if trunc.
+ * The handle compares its saves against the revision it opened at, moved
+ * by its own saves and those of handles of the same process pid. Without
+ * the cache lock. -ENOMEM, or the cache's error reading the key. */
+int save_file_open(struct save *s, struct cache_node *n, bool trunc, int pid, struct save_fh **out);
+/* Copies up to size bytes at off; returns the count. */
+size_t save_file_read(struct save_file *f, char *buf, size_t size, off_t off);
+/* Writes at off (at the end if append); *end is where the write ended.
+ * -EFBIG past SAVE_MAX_FILE, -ENOMEM. */
+int save_file_write(struct save_fh *h, const char *data, size_t size, off_t off, bool append,
+		    size_t *end);
+/* Sets the length, zero-filling a gap. -EFBIG, -ENOMEM. */
+int save_file_truncate(struct save_fh *h, size_t len);
+/* The size open writers see, if n has shared content. Cache lock held. */
+bool save_file_size(const struct cache_node *n, size_t *size);
+/* Commits the content as one txn (save_store_text's rules) unless it is
+ * unchanged; a just-created or truncated file is left for the last close
+ * unless force (fsync). *wrote tells whether something was stored. */
+int save_file_flush(struct save *s, struct cache_node *n, struct save_fh *h, bool force,
+		    bool *wrote);
+/* Ends (frees) h: the last handle commits what is still dirty (logged on
+ * failure). */
+int save_file_close(struct save *s, struct cache_node *n, struct save_fh *h);
+/* truncate(path): one immediate save of n's content cut or grown to len
+ * (through the shared content if writers have it open). */
+int save_truncate(struct save *s, struct cache_node *n, size_t len, int pid);
+/* Keeps the content process pid's writers share (if any; pid -1: any
+ * process's) from being freed until save_file_unref_locked: for a read
+ * through any handle of that process. Lock held for write. */
+struct save_file *save_file_ref_locked(struct cache_node *n, int pid);
+void save_file_unref_locked(struct cache_node *n, struct save_file *f);
+/* Waits for a commit of n in flight to end and keeps the next from
+ * starting until save_file_unhold, so that unlink and rename never race a
+ * close's save. Cache lock held for write on entry and return (dropped
+ * while waiting). NULL when no writer has n open. */
+struct save_file *save_file_hold_locked(struct save *s, struct cache_node *n);
+/* Ends a hold. Cache lock held for write. */
+void save_file_unhold_locked(struct cache_node *n, struct save_file *f);
+
+/* ---- metadata (attr.c) ---- */
+
+#define SAVE_ATIME 1u
+#define SAVE_MTIME 2u
+#define SAVE_CTIME 4u
+
+/* Sets the times named by what to now. Lock held for write. -ENOMEM. */
+int save_touch_locked(struct cache_node *n, unsigned what);
+/* What chmod, chown and utimensat set; a field applies when its flag is
+ * in what (SAVE_ATTR_*). */
+enum {
+	SAVE_ATTR_MODE = 1,
+	SAVE_ATTR_UID = 2,
+	SAVE_ATTR_GID = 4,
+	SAVE_ATTR_ATIME = 8,
+	SAVE_ATTR_MTIME = 16
+};
+struct save_attr {
+	unsigned what;
+	uint32_t mode, uid, gid;
+	int64_t atime_ns, mtime_ns;
+};
+/* Applies a; ctime becomes now. Lock held for write. -ENOMEM. */
+int save_setattr_locked(struct cache_node *n, const struct save_attr *a);
+/* Ownership and mode of a new node made by uid:gid with mode under parent
+ * (a setgid directory passes on its group, and to directories its bit),
+ * all three times now, and parent's mtime and ctime. Lock held for write.
+ * -ENOMEM. */
+int save_init_new_locked(struct cache_node *n, struct cache_node *parent, uint32_t mode,
+			 uint32_t uid, uint32_t gid);
+/* The metadata a node shows. */
+struct save_meta {
+	uint32_t perm; /* permission bits */
+	uint32_t uid, gid;
+	int64_t atime_ns, mtime_ns, ctime_ns;
+};
+/* Fills m from n's local metadata over the defaults in m (which the caller
+ * sets: mount owner, default mode, seen_ns as every time). Local times
+ * win while no later change was seen (seen_ns, the cache's time of the
+ * node). Cache lock held. */
+void save_meta_of(const struct cache_node *n, int64_t seen_ns, struct save_meta *m);
 
 /* Turns saved text into stored bytes (k8s/k8s_mount.h: k8s_mount_encode); -ENOTSUP from it
  * means "store the text as is". */

@@ -272,10 +272,6 @@ static void test_side_table(void)
 	REQUIRE(l);
 	l->local_data = strdup("data");
 	l->local_len = 4;
-	save_set_pending(n, 7);
-	CHECK_EQ(save_local(n)->pending_size, 7);
-	save_set_pending(n, -1);
-	CHECK_EQ(save_local(n)->pending_size, -1);
 	cache_prune_locked(cache, n);
 	CHECK(cache_node_by_id(cache, id) == n, "a local file is kept");
 	save_clear_local(n);
@@ -291,9 +287,7 @@ static void test_side_table(void)
 	n = node("plain");
 	REQUIRE(n);
 	CHECK(n->local == NULL);
-	CHECK(!save_local(n)->hidden && save_local(n)->pending_size == -1);
-	save_set_pending(n, 5); /* not a local file: ignored */
-	CHECK(n->local == NULL);
+	CHECK(!save_local(n)->hidden && !save_local(n)->file && !save_local(n)->mode_set);
 	cache_unlock(cache);
 }
 
