@@ -121,7 +121,7 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 		st->st_uid = fs->uid;
 		st->st_gid = fs->gid;
 		st->st_blksize = 4096;
-		st->st_mtim = st->st_ctim = st->st_atim = fs->mount_time;
+		st->st_mtim = st->st_ctim = st->st_atim = cache_node_mtime(n, fs->mount_time);
 		st->st_mode = S_IFREG | (is_secret(fs, n) ? 0400 : 0444);
 		st->st_nlink = 1;
 		st->st_size = n->raw_size;
@@ -133,7 +133,7 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 	st->st_uid = fs->uid;
 	st->st_gid = fs->gid;
 	st->st_blksize = 4096;
-	st->st_mtim = st->st_ctim = st->st_atim = fs->mount_time;
+	st->st_mtim = st->st_ctim = st->st_atim = cache_node_mtime(n, fs->mount_time);
 	if (save_local(n)->mtime_ns) {
 		st->st_mtim.tv_sec = save_local(n)->mtime_ns / 1000000000ULL;
 		st->st_mtim.tv_nsec = save_local(n)->mtime_ns % 1000000000ULL;
