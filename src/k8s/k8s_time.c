@@ -18,8 +18,9 @@
 #include "k8s.h"
 
 #define NS_PER_S 1000000000LL
-/* 9999-12-31T23:59:59Z: later seconds would overflow int64 nanoseconds */
-#define MAX_SECONDS 253402300799LL
+/* Later seconds (past 2262-04-11) would overflow int64 nanoseconds: such a
+ * time is ignored. */
+#define MAX_SECONDS (INT64_MAX / NS_PER_S - 1)
 
 enum kind { KIND_OTHER, KIND_CORE_EVENT, KIND_EVENTS_EVENT };
 

@@ -128,6 +128,13 @@ static void test_pod_managed_fields(void)
 	e = envelope("apps/v1", "Deployment", &o2, "");
 	CHECK_EQ(obj_time(e.b, e.n, &got), 0);
 	CHECK_EQ(got, 1234 * S);
+	/* seconds past int64 ns are ignored, not wrapped */
+	struct pb m4 = {.n = 0}, o4 = {.n = 0};
+	t = pb_time(18850593037LL, 0);
+	pb_msg(&m4, 8, &t);
+	pb_msg(&o4, 1, &m4);
+	e = envelope("v1", "Pod", &o4, "");
+	CHECK_EQ(obj_time(e.b, e.n, &got), -ENOENT);
 
 	/* no time at all */
 	struct pb m3 = {.n = 0}, o3 = {.n = 0};
@@ -246,6 +253,10 @@ static void test_json(void)
 		  -ENOENT, 0);
 	json_case("{\"metadata\":{\"creationTimestamp\":\"not a time\"}}", -ENOENT, 0);
 	json_case("{\"metadata\":{\"creationTimestamp\":\"1969-12-31T23:59:59Z\"}}", -ENOENT, 0);
+	/* past 2262 a time no longer fits int64 ns: ignored, not wrapped */
+	json_case("{\"metadata\":{\"creationTimestamp\":\"2567-05-01T00:00:00Z\"}}", -ENOENT, 0);
+	json_case("{\"metadata\":{\"creationTimestamp\":\"2262-01-01T00:00:00Z\"}}", 0,
+		  utc(2262, 1, 1, 0, 0, 0));
 	json_case("{\"metadata\":{\"creationTimestamp\":\"2020-13-01T00:00:00Z\"}}", -ENOENT, 0);
 	json_case("{\"metadata\": {\"managedFields\": [ {\"time\": 3} ] } ,}", -EINVAL, 0);
 	json_case("{\"metadata\":{\"creationTimestamp\":\"2020-01-01T00:00:00Z\"", -ENOTSUP, 0);
@@ -305,7 +316,10 @@ static bool parse_time(const char *s, int64_t *ns)
 	}
 	if (strcmp(rest, "Z") != 0)
 		return false;
-	*ns = (int64_t)timegm(&tm) * S + frac;
+	int64_t sec = (int64_t)timegm(&tm);
+	if (sec <= 0 || sec >= INT64_MAX / S - 1)
+		return false; /* not representable in ns: ignored */
+	*ns = sec * S + frac;
 	return true;
 }
 
