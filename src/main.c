@@ -652,6 +652,8 @@ int main(int argc, char *argv[])
 		.notify_arg = fs,
 		.render = k8s.format == K8S_MOUNT_RAW ? NULL : k8s_mount_render,
 		.render_arg = &k8s,
+		.value_time = k8s_mount_value_time,
+		.value_time_arg = &k8s,
 		.no_watch = static_view,
 		.revision = at_rev,
 	};

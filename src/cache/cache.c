@@ -216,6 +216,32 @@ static void set_rendered(struct cache *c, struct cache_node *n, char *rendered, 
 
 /* ---- tree ---- */
 
+/* Node times are wall-clock (st_mtime), unlike changed_ms. */
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* An entry appeared in or vanished from dir. The initial load leaves the
+ * times to the values (load_time). */
+static void dir_changed(struct cache *c, struct cache_node *dir)
+{
+	if (!c->quiet)
+		dir->mtime_ns = now_ns();
+}
+
+/* Initial load: n's time is what its value records, and each directory
+ * takes the latest time below it. Ancestors are never earlier than their
+ * descendants here, so the walk stops at the first one already as late. */
+static void load_time(struct cache_node *n, int64_t t)
+{
+	n->mtime_ns = t;
+	for (struct cache_node *p = n->parent; p && p->mtime_ns < t; p = p->parent)
+		p->mtime_ns = t;
+}
+
 static struct cache_node *node_alloc(struct cache *c, const char *seg, size_t len, int ns)
 {
 	struct cache_node *n = calloc(1, sizeof(*n));
@@ -292,6 +318,8 @@ static struct cache_node *child_create(struct cache *c, struct cache_node *dir, 
 		emit(c, CACHE_CHG_RETYPE, cache_dir_ino(dir->parent), cache_file_ino(dir), dir);
 	}
 	emit(c, CACHE_CHG_NEW, cache_dir_ino(dir), 0, n);
+	dir_changed(c, dir);
+	dir_changed(c, n); /* a new directory on a key's path is new now */
 	return n;
 }
 
@@ -347,6 +375,7 @@ static void prune(struct cache *c, struct cache_node *n)
 		emit(c, CACHE_CHG_DELETE, cache_dir_ino(dir),
 		     file ? cache_file_ino(n) : cache_dir_ino(n), n);
 		node_detach(c, n);
+		dir_changed(c, dir);
 		if (dir->parent && dir->n_children == 0 && !dir->local_dir && dir->has_value) {
 			/* Directory shrank back to a plain key. */
 			emit(c, CACHE_CHG_RETYPE, cache_dir_ino(dir->parent), cache_dir_ino(dir),
@@ -485,10 +514,11 @@ static void bump_seen(struct cache *c, int64_t rev)
 		;
 }
 
-/* Applies a put; rendered (owned, may be NULL) is its content as shown. Lock
+/* Applies a put; rendered (owned, may be NULL) is its content as shown,
+ * loaded_ns the time its value records (used by the initial load only). Lock
  * held for write. */
 static void apply_put(struct cache *c, const struct kv_kv *kv, char *rendered, size_t rendered_len,
-		      bool force)
+		      bool force, int64_t loaded_ns)
 {
 	bump_seen(c, kv->mod_revision);
 	struct cache_node *n = walk(c, kv->key, kv->key_len, false);
@@ -520,6 +550,10 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, char *rendered, s
 	n->version = kv->version;
 	n->lease = kv->lease;
 	n->raw_size = kv->value_len;
+	if (c->quiet)
+		load_time(n, loaded_ns);
+	else if (changed)
+		n->mtime_ns = now_ns();
 	set_rendered(c, n, rendered, rendered_len, kv->mod_revision);
 	if (!had && !c->quiet) {
 		/* a new key is as unsettled as a changed one */
@@ -557,6 +591,7 @@ static void apply_delete(struct cache *c, const char *key, size_t key_len, int64
 	if (cache_is_dir(n)) {
 		emit_value_entry(c, CACHE_CHG_DELETE, n);
 		emit(c, CACHE_CHG_CONTENT, 0, cache_file_ino(n), NULL);
+		dir_changed(c, n); /* its %value entry vanished */
 	} else {
 		prune(c, n);
 	}
@@ -599,6 +634,7 @@ struct render_job {
 	const struct kv_kv *kvs;
 	char **renders;
 	size_t *lens;
+	int64_t *times; /* NULL, or the time each value records (initial load) */
 	size_t n;
 	size_t next; /* next item to take (atomic) */
 };
@@ -611,6 +647,10 @@ static void *render_worker(void *arg)
 		if (i >= j->n)
 			break;
 		render(j->c, &j->kvs[i], &j->renders[i], &j->lens[i]);
+		const struct kv_kv *kv = &j->kvs[i];
+		if (j->times && kv->value)
+			j->times[i] = j->c->cfg.value_time(j->c->cfg.value_time_arg, kv->key,
+							   kv->key_len, kv->value, kv->value_len);
 	}
 	return NULL;
 }
@@ -624,9 +664,10 @@ static size_t usable_cpus(void)
 }
 
 static void render_page(struct cache *c, const struct kv_kv *kvs, size_t n, char **renders,
-			size_t *lens)
+			size_t *lens, int64_t *times)
 {
-	struct render_job j = {.c = c, .kvs = kvs, .renders = renders, .lens = lens, .n = n};
+	struct render_job j = {
+		.c = c, .kvs = kvs, .renders = renders, .lens = lens, .times = times, .n = n};
 	pthread_t th[RENDER_THREADS - 1];
 	size_t nt = 0;
 	if (c->cfg.render && n >= RENDER_MIN_PARALLEL) {
@@ -705,14 +746,20 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 		/* Render without the lock: it may be slow (YAML). */
 		char **renders = calloc(res.n_kvs ? res.n_kvs : 1, sizeof(*renders));
 		size_t *lens = calloc(res.n_kvs ? res.n_kvs : 1, sizeof(*lens));
-		if (!renders || !lens) {
+		/* Only the initial load reads times out of values: later,
+		 * a key's time is when we saw it change. */
+		int64_t *times = NULL;
+		if (c->quiet && c->cfg.value_time)
+			times = calloc(res.n_kvs ? res.n_kvs : 1, sizeof(*times));
+		if (!renders || !lens || (c->quiet && c->cfg.value_time && !times)) {
 			free(renders);
 			free(lens);
+			free(times);
 			kv_range_result_free(&res);
 			ret = -ENOMEM;
 			goto out;
 		}
-		render_page(c, res.kvs, res.n_kvs, renders, lens);
+		render_page(c, res.kvs, res.n_kvs, renders, lens, times);
 		cache_wrlock(c);
 		for (size_t i = 0; i < res.n_kvs; i++) {
 			struct kv_kv *kv = &res.kvs[i];
@@ -726,7 +773,8 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 			} else {
 				/* force: a resync may legitimately go "back" after
 				 * a restore; the listing is the truth at rev. */
-				apply_put(c, kv, renders[i], lens[i], mark_sweep);
+				apply_put(c, kv, renders[i], lens[i], mark_sweep,
+					  times ? times[i] : 0);
 				n = walk(c, kv->key, kv->key_len, false);
 			}
 			if (mark_sweep && n) {
@@ -737,6 +785,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 						cache_unlock(c);
 						free(renders);
 						free(lens);
+						free(times);
 						kv_range_result_free(&res);
 						ret = -ENOMEM;
 						goto out;
@@ -749,6 +798,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 		cache_unlock(c);
 		free(renders);
 		free(lens);
+		free(times);
 		total += res.n_kvs;
 		int64_t t = util_now_ms();
 		if (t - last_report > 2000) {
@@ -873,7 +923,7 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 				continue;
 			}
 			if (e->type == KV_EVENT_PUT)
-				apply_put(c, &e->kv, renders[i], lens[i], false);
+				apply_put(c, &e->kv, renders[i], lens[i], false, 0);
 			else if (!tombstoned(c, e->kv.key, e->kv.key_len, e->kv.mod_revision))
 				apply_delete(c, e->kv.key, e->kv.key_len, e->kv.mod_revision,
 					     false);
@@ -1220,7 +1270,7 @@ static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_
 	copy[len] = 0;
 	cache_wrlock(c);
 	if (!n->detached && kv.mod_revision >= n->mod_revision) {
-		apply_put(c, &kv, rendered, len, true);
+		apply_put(c, &kv, rendered, len, true, 0);
 	} else {
 		free(rendered);
 	}
@@ -1380,7 +1430,7 @@ void cache_apply_local(struct cache *c, const char *key, size_t key_len, const s
 		render(c, kv, &rendered, &len);
 	cache_wrlock(c);
 	if (kv) {
-		apply_put(c, kv, rendered, len, false);
+		apply_put(c, kv, rendered, len, false, 0);
 	} else {
 		apply_delete(c, key, key_len, rev, false);
 		if (rev > c->revision) {
@@ -1460,6 +1510,8 @@ int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *
 		newparent->first_child = n;
 	newparent->last_child = n;
 	newparent->n_children++;
+	dir_changed(c, oldparent);
+	dir_changed(c, newparent);
 	/* A name moved away through the mount leaves its directory in place,
 	 * as on any filesystem (it is local until a key appears in it). */
 	if (oldparent != c->root && oldparent->n_children == 0)
@@ -1508,6 +1560,7 @@ void cache_set_key_locked(struct cache *c, struct cache_node *n, const struct ca
 	n->raw_size = m->raw_size;
 	n->rendered_size = m->rendered_size;
 	n->rendered_known = true;
+	n->mtime_ns = now_ns(); /* this mount's own save */
 }
 
 void cache_prune_locked(struct cache *c, struct cache_node *n)

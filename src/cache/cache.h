@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "kv.h"
 
@@ -66,10 +67,17 @@ struct cache_node {
 
 	/* the key at this path, protected by lock */
 	bool has_value;
+	bool rendered_known; /* rendered_size is valid (here to fill a hole) */
 	int64_t create_revision, mod_revision, version, lease;
 	size_t raw_size;      /* stored value size */
 	size_t rendered_size; /* size of the content shown (rendered) */
-	bool rendered_known;  /* rendered_size is valid */
+	/* Realtime ns of the last change seen, 0 = unknown (fs shows the mount
+	 * time); protected by lock. A key: when the watch, a resync or a save
+	 * of this mount changed it, else (initial load) the time its value
+	 * records (cache_config.value_time). A directory: when an entry last
+	 * appeared in it or vanished from it, else (initial load) the latest
+	 * time below it. Shared by a node's file and directory inodes. */
+	int64_t mtime_ns;
 
 	/* value cache, protected by lru_lock (and lock for the pointer swap) */
 	char *rendered;	      /* rendered content, NULL if not cached */
@@ -123,6 +131,13 @@ struct cache_change {
 typedef int (*cache_render_fn)(void *arg, const char *key, size_t key_len, const char *val,
 			       size_t val_len, int64_t mod_revision, char **out, size_t *out_len);
 
+/* The realtime (ns since the epoch) a stored value records as its latest
+ * write (a Kubernetes object's managedFields and creation times), or 0 when
+ * it records none. Called without locks, from several threads at once, for
+ * every key of the initial listing only. */
+typedef int64_t (*cache_time_fn)(void *arg, const char *key, size_t key_len, const char *val,
+				 size_t val_len);
+
 struct cache_config {
 	struct kv *kv;	    /* borrowed */
 	const char *prefix; /* borrowed; normalized by the caller */
@@ -131,6 +146,8 @@ struct cache_config {
 	size_t page_size;	/* keys per range page at sync (default 1000) */
 	cache_render_fn render; /* NULL = raw */
 	void *render_arg;
+	cache_time_fn value_time; /* NULL = keys load with mtime_ns 0 */
+	void *value_time_arg;
 	void (*notify)(void *arg, const struct cache_change *chg);
 	void *notify_arg;
 	bool no_watch;	  /* static view (time travel, snapshot) */
@@ -228,6 +245,16 @@ static inline uint64_t cache_raw_ino(const struct cache_node *n)
 static inline bool cache_is_dir(const struct cache_node *n)
 {
 	return n->n_children > 0 || n->local_dir || n->parent == NULL;
+}
+
+/* n's mtime_ns as a timespec, or dflt when unknown (0). Lock held. */
+static inline struct timespec cache_node_mtime(const struct cache_node *n, struct timespec dflt)
+{
+	if (!n->mtime_ns)
+		return dflt;
+	struct timespec ts = {.tv_sec = n->mtime_ns / 1000000000,
+			      .tv_nsec = n->mtime_ns % 1000000000};
+	return ts;
 }
 
 /* Full etcd key of a node (prefix + relative path). Lock held. malloc'd. */

@@ -112,11 +112,11 @@ static void set_ts(struct timespec *ts, int64_t ns)
 	ts->tv_nsec = ns % 1000000000;
 }
 
-/* When the cache last saw n change from outside this mount (0: never). */
+/* The cache's time of n (a change it saw, or the time a Kubernetes object
+ * records; 0: none). Cache lock held. */
 static int64_t seen_ns(const struct cache_node *n)
 {
-	(void)n;
-	return 0;
+	return n->mtime_ns;
 }
 
 /* Owner, mode bits and times: the mount's defaults, then what was set

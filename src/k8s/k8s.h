@@ -30,6 +30,16 @@ enum k8s_format { K8S_FMT_YAML, K8S_FMT_JSON };
 /* Classify a stored value by its first bytes (cheap; does not parse it all). */
 enum k8s_encoding k8s_detect(const void *val, size_t len);
 
+/* The latest write time a stored object records, in ns since the epoch:
+ * the maximum of metadata.creationTimestamp and metadata.managedFields[].time,
+ * and for Events (core v1, events.k8s.io v1 and v1beta1) also lastTimestamp
+ * (deprecatedLastTimestamp), eventTime and series.lastObservedTime. Reads
+ * protobuf and JSON values in place, without decoding or allocating (about
+ * as cheap as one pass over the metadata). Returns 0 and *ns, -ENOENT when
+ * the object records no time, -EINVAL when it is malformed, -ENOTSUP when it
+ * is not a Kubernetes protobuf or JSON value (or has a contentEncoding). */
+int k8s_object_time(const void *val, size_t len, int64_t *ns);
+
 /* Decode a stored value to text. resource_version > 0 is shown as
  * metadata.resourceVersion (the apiserver shows the key's mod_revision).
  * YAML is kubectl's `-o yaml`; JSON is indented by 4 like `-o json`, in Go

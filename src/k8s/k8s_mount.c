@@ -36,6 +36,16 @@ int k8s_mount_render(void *arg, const char *key, size_t key_len, const char *val
 			  mod_revision, out, out_len, NULL);
 }
 
+int64_t k8s_mount_value_time(void *arg, const char *key, size_t key_len, const char *val,
+			     size_t val_len)
+{
+	(void)arg;
+	int64_t ns;
+	if (!under_registry(key, key_len) || k8s_object_time(val, val_len, &ns) < 0)
+		return 0;
+	return ns;
+}
+
 /* The segments of key after /registry/: resource path, namespace, name. */
 static int split_key(const char *key, size_t len, char **name, char **ns_guess, int *depth)
 {

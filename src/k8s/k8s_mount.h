@@ -25,6 +25,12 @@ struct k8s_mount {
 int k8s_mount_render(void *mount, const char *key, size_t key_len, const char *val, size_t val_len,
 		     int64_t mod_revision, char **out, size_t *out_len);
 
+/* cache_time_fn: the time a value under /registry/ records as its latest
+ * write (k8s_object_time), in ns since the epoch; 0 for other keys and for
+ * values that record none. Whatever the format: raw files have times too. */
+int64_t k8s_mount_value_time(void *mount, const char *key, size_t key_len, const char *val,
+			     size_t val_len);
+
 /* True if saves of key may need encoding (it is under /registry/). */
 bool k8s_mount_applies(void *mount, const char *key, size_t key_len);
 

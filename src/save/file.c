@@ -359,6 +359,9 @@ static int store(struct save *s, struct cache_node *n, struct save_fh *h, const 
 		f->dirty = false;
 		save_mark_stored(n);
 		cache_told_locked(c, n);
+		/* The cache stamped the put now; mtime stays the last
+		 * write's, as on any filesystem. */
+		(void)save_touch_locked(n, SAVE_CTIME);
 	} else if (ret == -ESTALE || ret == -EFBIG) {
 		/* The rejected content is kept in the conflict dir; another
 		 * handle's close must not store it. */

@@ -164,6 +164,147 @@ static void test_parallel_render(struct kv *kv)
 	cache_destroy(c);
 }
 
+/* A value "T=<seconds>" records that time; others none. */
+static int64_t value_time(void *arg, const char *key, size_t key_len, const char *val,
+			  size_t val_len)
+{
+	(void)arg, (void)key, (void)key_len;
+	if (val_len < 3 || memcmp(val, "T=", 2) != 0)
+		return 0;
+	return strtoll(val + 2, NULL, 10) * 1000000000LL;
+}
+
+static int64_t wall_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t mtime_of(struct cache *c, const char *path)
+{
+	cache_rdlock(c);
+	struct cache_node *n = find(c, path);
+	int64_t t = n ? n->mtime_ns : -1;
+	cache_unlock(c);
+	return t;
+}
+
+/* Waits until path's mtime_ns is at least t. */
+static bool wait_mtime(struct cache *c, const char *path, int64_t t)
+{
+	for (int i = 0; i < 500; i++) {
+		if (mtime_of(c, path) >= t)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* Times: the initial load takes what values record (directories the
+ * latest below them); every change seen later is "now". */
+static void test_times(struct kv *kv)
+{
+	CHECK(sizeof(struct cache_node) <= 264, "cache_node grew to %zu bytes",
+	      sizeof(struct cache_node));
+	put(kv, "/t/ns1/a", "T=1000");
+	put(kv, "/t/ns1/b", "T=2000");
+	put(kv, "/t/ns2/c", "T=1500");
+	put(kv, "/t/ns2/plain", "no time here");
+	put(kv, "/t/ns3/plain", "none either");
+	struct cache_config cfg = {.kv = kv,
+				   .prefix = "/t/",
+				   .prefix_len = 3,
+				   .max_bytes = 1 << 20,
+				   .value_time = value_time,
+				   .notify = notify};
+	struct cache *c;
+	int ret = cache_new(&cfg, &c);
+	REQUIRE(ret == 0, "cache_new: %d", ret);
+	CHECK_EQ(mtime_of(c, "ns1/a"), 1000 * 1000000000LL);
+	CHECK_EQ(mtime_of(c, "ns1/b"), 2000 * 1000000000LL);
+	CHECK_EQ(mtime_of(c, "ns2/plain"), 0);
+	CHECK_EQ(mtime_of(c, "ns1"), 2000 * 1000000000LL);
+	CHECK_EQ(mtime_of(c, "ns2"), 1500 * 1000000000LL);
+	CHECK_EQ(mtime_of(c, "ns3"), 0);
+	cache_rdlock(c);
+	CHECK_EQ(c->root->mtime_ns, 2000 * 1000000000LL);
+	struct timespec dflt = {.tv_sec = 7, .tv_nsec = 8};
+	struct timespec ts = cache_node_mtime(find(c, "ns1/a"), dflt);
+	CHECK(ts.tv_sec == 1000 && ts.tv_nsec == 0, "accessor %lld", (long long)ts.tv_sec);
+	ts = cache_node_mtime(find(c, "ns2/plain"), dflt);
+	CHECK(ts.tv_sec == 7 && ts.tv_nsec == 8, "unknown time gives the default");
+	cache_unlock(c);
+
+	/* a change through the watch is "now", not the time the value records */
+	int64_t t0 = wall_ns();
+	put(kv, "/t/ns1/a", "T=5");
+	CHECK(wait_mtime(c, "ns1/a", t0), "watch-applied change moves the time");
+	CHECK(mtime_of(c, "ns1/a") <= wall_ns(), "and not into the future");
+	CHECK_EQ(mtime_of(c, "ns1"), 2000 * 1000000000LL); /* no entry came or went */
+	CHECK_EQ(mtime_of(c, "ns1/b"), 2000 * 1000000000LL);
+
+	/* entries appearing and vanishing move their directory */
+	int64_t t1 = wall_ns();
+	put(kv, "/t/ns3/new", "T=1");
+	CHECK(wait_until(c, "ns3/new", true), "new key");
+	CHECK(mtime_of(c, "ns3") >= t1, "a new entry moves its directory");
+	CHECK(mtime_of(c, "ns3/new") >= t1, "a new key is new now");
+	int64_t t2 = wall_ns();
+	int64_t deleted;
+	ret = kv_delete_range(kv, "/t/ns2/c", 8, NULL, 0, &deleted, NULL);
+	CHECK(ret == 0 && deleted == 1, "delete");
+	CHECK(wait_until(c, "ns2/c", false), "deleted key goes");
+	CHECK(mtime_of(c, "ns2") >= t2, "a vanished entry moves its directory");
+	/* a new directory on a key's path, and its parent (the root) */
+	int64_t t3 = wall_ns();
+	put(kv, "/t/ns4/x/y", "v");
+	CHECK(wait_until(c, "ns4/x/y", true), "new deep key");
+	CHECK(mtime_of(c, "ns4") >= t3 && mtime_of(c, "ns4/x") >= t3, "new directories");
+	cache_rdlock(c);
+	CHECK(c->root->mtime_ns >= t3, "root gained ns4");
+	cache_unlock(c);
+
+	/* the mount's own saves and namespace changes */
+	int64_t t4 = wall_ns();
+	struct kv_kv local = {.key = "/t/ns1/b",
+			      .key_len = 8,
+			      .value = "T=3",
+			      .value_len = 3,
+			      .create_revision = 1,
+			      .mod_revision = 100000,
+			      .version = 2};
+	cache_apply_local(c, "/t/ns1/b", 8, &local, 100000);
+	CHECK(mtime_of(c, "ns1/b") >= t4, "a local put is now");
+	int64_t t5 = wall_ns();
+	cache_wrlock(c);
+	struct cache_node *dir = find(c, "ns3"), *n = NULL;
+	ret = dir ? cache_mknode_locked(c, dir, 0, "made", 4, false, &n) : -ENOENT;
+	CHECK(ret == 0, "mknode: %d", ret);
+	CHECK(dir && dir->mtime_ns >= t5, "mknode moves the directory");
+	if (n) {
+		int64_t t6 = wall_ns();
+		struct cache_key_meta m = {.create_revision = 100001,
+					   .mod_revision = 100001,
+					   .version = 1,
+					   .raw_size = 1,
+					   .rendered_size = 1};
+		cache_set_key_locked(c, n, &m);
+		CHECK(n->mtime_ns >= t6, "cache_set_key_locked is now");
+		struct cache_node *d1 = find(c, "ns1");
+		int64_t t7 = wall_ns();
+		ret = d1 ? cache_move_locked(c, n, d1, 0, "moved", 5) : -ENOENT;
+		CHECK(ret == 0, "move: %d", ret);
+		CHECK(d1 && d1->mtime_ns >= t7 && dir->mtime_ns >= t7, "move moves both dirs");
+		cache_forget_key_locked(c, n);
+		int64_t t8 = wall_ns();
+		cache_prune_locked(c, n);
+		CHECK(d1 && d1->mtime_ns >= t8, "prune moves the directory");
+	}
+	cache_unlock(c);
+	cache_destroy(c);
+}
+
 int main(void)
 {
 	log_set_level(LOG_WARNING);
@@ -280,6 +421,7 @@ int main(void)
 	CHECK(st.health == CACHE_HEALTHY, "watch healthy");
 	cache_destroy(c);
 	test_parallel_render(kv);
+	test_times(kv);
 	kv_destroy(kv);
 	CHECK(test_rm_rf(dir) == 0, "could not remove %s", dir);
 	free(dir);
