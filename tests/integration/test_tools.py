@@ -3,6 +3,7 @@ cp -a, rsync -a (incremental), git, sqlite3 in WAL mode and make. Each tree
 the tools write is checked with diff -r against its source, and with the
 modes, owners and mtimes stat -c reports."""
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -94,7 +95,8 @@ def test_rsync_incremental(rw, tmp):
     same_tree(src, dst)
     again = run("rsync", "-a", "--stats", "--itemize-changes", src + "/", dst + "/")
     assert "Number of regular files transferred: 0" in again.stdout, again.stdout
-    changes = [l for l in again.stdout.splitlines() if l[:1] in "<>ch.*" and l[1:2] in "fdL"]
+    # itemized lines are YXcstpoguax NAME (Y: < > c h . *; X: f d L D S)
+    changes = [l for l in again.stdout.splitlines() if re.match(r"[<>ch.*][fdLDS]\S{9} ", l)]
     assert changes == [], again.stdout
     # same size, different content, newer mtime: quick check sees the mtime
     p = os.path.join(src, "a/data")
