@@ -228,7 +228,7 @@ static int64_t now_ns(void)
  * times to the values (load_time). */
 static void dir_changed(struct cache *c, struct cache_node *dir)
 {
-	if (!c->quiet)
+	if (!c->quiet && !c->own_change)
 		dir->mtime_ns = now_ns();
 }
 
@@ -552,7 +552,7 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, char *rendered, s
 	n->raw_size = kv->value_len;
 	if (c->quiet)
 		load_time(n, loaded_ns);
-	else if (changed)
+	else if (changed && !c->own_change)
 		n->mtime_ns = now_ns();
 	set_rendered(c, n, rendered, rendered_len, kv->mod_revision);
 	if (!had && !c->quiet) {
@@ -1429,6 +1429,7 @@ void cache_apply_local(struct cache *c, const char *key, size_t key_len, const s
 	if (kv)
 		render(c, kv, &rendered, &len);
 	cache_wrlock(c);
+	c->own_change = true;
 	if (kv) {
 		apply_put(c, kv, rendered, len, false, 0);
 	} else {
@@ -1449,6 +1450,7 @@ void cache_apply_local(struct cache *c, const char *key, size_t key_len, const s
 			}
 		}
 	}
+	c->own_change = false;
 	cache_unlock(c);
 }
 
@@ -1459,7 +1461,9 @@ int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, cons
 		return -ENOENT;
 	if (cache_child(c, parent, ns, seg, seg_len))
 		return -EEXIST;
+	c->own_change = true;
 	struct cache_node *n = child_create(c, parent, ns, seg, seg_len);
+	c->own_change = false;
 	if (!n)
 		return -ENOMEM;
 	if (dir)
@@ -1510,8 +1514,7 @@ int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *
 		newparent->first_child = n;
 	newparent->last_child = n;
 	newparent->n_children++;
-	dir_changed(c, oldparent);
-	dir_changed(c, newparent);
+	/* a local rename: src/save stamps both directories */
 	/* A name moved away through the mount leaves its directory in place,
 	 * as on any filesystem (it is local until a key appears in it). */
 	if (oldparent != c->root && oldparent->n_children == 0)
@@ -1560,13 +1563,14 @@ void cache_set_key_locked(struct cache *c, struct cache_node *n, const struct ca
 	n->raw_size = m->raw_size;
 	n->rendered_size = m->rendered_size;
 	n->rendered_known = true;
-	n->mtime_ns = now_ns(); /* this mount's own save */
 }
 
 void cache_prune_locked(struct cache *c, struct cache_node *n)
 {
+	c->own_change = true;
 	if (n->parent)
 		prune(c, n);
+	c->own_change = false;
 }
 
 int cache_mkdir(struct cache *c, struct cache_node *parent, int ns, const char *seg, size_t seg_len,

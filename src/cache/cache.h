@@ -194,7 +194,10 @@ struct cache {
 	bool health_running;
 	pthread_mutex_t health_mu;
 	pthread_cond_t health_cv;
-	bool quiet;	    /* initial sync: the kernel knows nothing yet */
+	bool quiet; /* initial sync: the kernel knows nothing yet */
+	/* The change being applied is this mount's own: src/save keeps its
+	 * times, the cache's mtime_ns stays (protected by lock). */
+	bool own_change;
 	bool stopping;	    /* protected by health_mu */
 	bool resync_wanted; /* protected by health_mu */
 	uint64_t sync_gen;  /* protected by lock */

@@ -302,7 +302,8 @@ static bool unchanged(struct cache *c, struct cache_node *n, struct save_fh *h)
 	int64_t currev;
 	if (cache_get_content(c, n, &cur, &curlen, &currev) < 0)
 		return false;
-	bool same = currev == h->base_rev && curlen == f->len && memcmp(cur, f->buf, curlen) == 0;
+	bool same = currev == h->base_rev && curlen == f->len &&
+		    (curlen == 0 || memcmp(cur, f->buf, curlen) == 0);
 	free(cur);
 	return same;
 }
