@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/util.h"
+#include "etcd/etcd.h"
 
 static const char *etcd_bin(void)
 {
@@ -71,6 +72,26 @@ int etcd_harness_rmtree(const char *path)
 	return 0;
 }
 
+static int open_log(const char *path)
+{
+	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+}
+
+/* In a forked child: stdout and stderr to out_fd (left alone when it is < 0), stdin from
+ * /dev/null, then argv. Never returns. */
+static void exec_child(const char *const *argv, int out_fd)
+{
+	if (out_fd >= 0) {
+		dup2(out_fd, 1);
+		dup2(out_fd, 2);
+	}
+	int nul = open("/dev/null", O_RDONLY);
+	if (nul >= 0)
+		dup2(nul, 0);
+	execv(argv[0], (char *const *)argv);
+	_exit(127);
+}
+
 /* Runs argv (NULL-terminated) and waits; output goes to out (or the file log_path, or is
  * discarded). Returns the exit status or -errno. */
 static int run(const char *const *argv, char *out, size_t out_size, const char *log_path)
@@ -88,18 +109,7 @@ static int run(const char *const *argv, char *out, size_t out_size, const char *
 		return e;
 	}
 	if (pid == 0) {
-		int fd = out ? pfd[1]
-			     : open(log_path ? log_path : "/dev/null",
-				    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		int nul = open("/dev/null", O_RDONLY);
-		if (nul >= 0)
-			dup2(nul, 0);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
+		exec_child(argv, out ? pfd[1] : open_log(log_path ? log_path : "/dev/null"));
 	}
 	size_t n = 0;
 	if (out) {
@@ -211,15 +221,15 @@ int etcd_harness_make_certs(const char *dir, const char *prefix)
 	return 0;
 }
 
-static size_t sink(char *p, size_t s, size_t n, void *ud)
+size_t etcd_harness_curl_text(char *p, size_t size, size_t n, void *ud)
 {
-	char *buf = ud;
-	size_t len = strlen(buf), take = s * n;
-	if (len + take > 255)
-		take = 255 - len;
-	memcpy(buf + len, p, take);
-	buf[len + take] = 0;
-	return s * n;
+	struct etcd_harness_text *t = ud;
+	size_t len = strlen(t->buf), take = size * n;
+	if (len + take > t->cap - 1)
+		take = t->cap - 1 - len;
+	memcpy(t->buf + len, p, take);
+	t->buf[len + take] = 0;
+	return size * n;
 }
 
 int etcd_harness_wait_healthy(struct etcd_harness *h, long timeout_ms)
@@ -233,6 +243,7 @@ int etcd_harness_wait_healthy(struct etcd_harness *h, long timeout_ms)
 	int ret = -ETIMEDOUT;
 	while (util_now_ms() < deadline) {
 		char body[256] = "";
+		struct etcd_harness_text text = {body, sizeof(body)};
 		int status;
 		if (h->pid && waitpid(h->pid, &status, WNOHANG) == h->pid) {
 			fprintf(stderr, "harness: etcd exited during start-up\n");
@@ -244,8 +255,8 @@ int etcd_harness_wait_healthy(struct etcd_harness *h, long timeout_ms)
 		curl_easy_setopt(c, CURLOPT_URL, url);
 		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 1000L);
-		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
-		curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, etcd_harness_curl_text);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, &text);
 		if (h->tls) {
 			curl_easy_setopt(c, CURLOPT_CAINFO, h->ca);
 			curl_easy_setopt(c, CURLOPT_SSLCERT, h->cert);
@@ -326,16 +337,7 @@ static int spawn(struct etcd_harness *h)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent)
 			_exit(1);
-		int fd = open(h->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		int nul = open("/dev/null", O_RDONLY);
-		if (nul >= 0)
-			dup2(nul, 0);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
+		exec_child(argv, open_log(h->log_path));
 	}
 	h->pid = pid;
 	int ret = etcd_harness_wait_healthy(h, 20000);
@@ -511,4 +513,31 @@ void etcd_harness_destroy(struct etcd_harness *h)
 		fprintf(stderr, "harness: kept %s\n", h->dir);
 	h->dir[0] = 0;
 	free_args(h);
+}
+
+int etcd_harness_ctl(struct etcd_harness *h, const char *user, ...)
+{
+	const char *args[16];
+	size_t n = 0;
+	va_list ap;
+	va_start(ap, user);
+	for (const char *a; n < 15 && (a = va_arg(ap, const char *));)
+		args[n++] = a;
+	va_end(ap);
+	args[n] = NULL;
+	char out[2048];
+	int ret = etcd_harness_etcdctl(h, user, out, sizeof(out), args);
+	if (ret != 0)
+		fprintf(stderr, "etcdctl %s %s failed (%d): %s\n", n ? args[0] : "",
+			n > 1 ? args[1] : "", ret, out);
+	return ret;
+}
+
+void etcd_harness_config_transport(struct etcd_config *cfg)
+{
+	const char *t = getenv("ETCDFS_ETCD_TRANSPORT");
+	if (t && *t && etcd_parse_transport(t, &cfg->transport) < 0) {
+		fprintf(stderr, "ETCDFS_ETCD_TRANSPORT: expected auto, json or grpc\n");
+		exit(1);
+	}
 }

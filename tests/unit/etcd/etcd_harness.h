@@ -21,6 +21,7 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 struct etcd_harness_opts {
@@ -62,6 +63,9 @@ int etcd_harness_wait_healthy(struct etcd_harness *h, long timeout_ms);
  * truncated) when out is not NULL. Returns etcdctl's exit status (0..255) or -errno. */
 int etcd_harness_etcdctl(struct etcd_harness *h, const char *user, char *out, size_t out_size,
 			 const char *const *args);
+/* etcd_harness_etcdctl with the arguments as a NULL-terminated list (NULLs after the first
+ * are ignored), its output printed on stderr when it fails. */
+int etcd_harness_ctl(struct etcd_harness *h, const char *user, ...) __attribute__((sentinel));
 /* Kills etcd if running and removes the directory. Safe to call twice. */
 void etcd_harness_destroy(struct etcd_harness *h);
 
@@ -72,5 +76,19 @@ int etcd_harness_free_port(void);
 int etcd_harness_make_certs(const char *dir, const char *prefix);
 /* Removes a directory tree (like rm -rf). */
 int etcd_harness_rmtree(const char *path);
+
+/* A curl write callback that appends to a NUL-terminated buffer (WRITEDATA: this struct),
+ * cutting what does not fit. buf starts as "". */
+struct etcd_harness_text {
+	char *buf;
+	size_t cap;
+};
+size_t etcd_harness_curl_text(char *p, size_t size, size_t n, void *ud);
+
+/* Sets cfg->transport from $ETCDFS_ETCD_TRANSPORT, as etcdfs does (meson runs some etcd
+ * tests once per transport), and nothing else: the ETCDCTL_* variables of whoever runs the
+ * tests must not leak in. Exits on a bad value. */
+struct etcd_config;
+void etcd_harness_config_transport(struct etcd_config *cfg);
 
 #endif

@@ -36,11 +36,7 @@ static struct kv *client(const struct opts *o)
 	cfg.command_timeout_ms = 3000;
 	/* meson runs this file once per transport: token renewal over each, through the one
 	 * request loop. */
-	const char *t = getenv("ETCDFS_ETCD_TRANSPORT");
-	if (t && *t && etcd_parse_transport(t, &cfg.transport) < 0) {
-		fprintf(stderr, "ETCDFS_ETCD_TRANSPORT: expected auto, json or grpc\n");
-		exit(1);
-	}
+	etcd_harness_config_transport(&cfg);
 	if (etcd_client_new(&cfg, &kv) < 0)
 		kv = NULL;
 	etcd_config_free(&cfg);
@@ -121,22 +117,12 @@ static void check_watch(struct kv *kv, const char *prefix)
 
 /* ---- raw gateway access, to prove the server side of token expiry ---- */
 
-static size_t sink(char *p, size_t s, size_t n, void *ud)
-{
-	char *buf = ud;
-	size_t len = strlen(buf), take = s * n;
-	if (len + take > 1023)
-		take = 1023 - len;
-	memcpy(buf + len, p, take);
-	buf[len + take] = 0;
-	return s * n;
-}
-
 static int raw_post(const char *url, const char *token, const char *body, char *out)
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *h = NULL;
 	char auth[256];
+	struct etcd_harness_text text = {out, 1024};
 	out[0] = 0;
 	if (token) {
 		snprintf(auth, sizeof(auth), "Authorization: %s", token);
@@ -145,24 +131,13 @@ static int raw_post(const char *url, const char *token, const char *body, char *
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, etcd_harness_curl_text);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &text);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
 	CURLcode rc = curl_easy_perform(c);
 	curl_slist_free_all(h);
 	curl_easy_cleanup(c);
 	return rc == CURLE_OK ? 0 : -EIO;
-}
-
-static int ctl(struct etcd_harness *h, const char *user, const char *a0, const char *a1,
-	       const char *a2, const char *a3)
-{
-	const char *args[] = {a0, a1, a2, a3, NULL};
-	char out[2048];
-	int ret = etcd_harness_etcdctl(h, user, out, sizeof(out), args);
-	if (ret != 0)
-		fprintf(stderr, "etcdctl %s %s failed (%d): %s\n", a0, a1 ? a1 : "", ret, out);
-	return ret;
 }
 
 static void test_auth(void)
@@ -175,20 +150,20 @@ static void test_auth(void)
 		CHECK(!"etcd did not start");
 		return;
 	}
-	CHECK_EQ(ctl(&h, NULL, "user", "add", "root:pw", NULL), 0);
-	CHECK_EQ(ctl(&h, NULL, "user", "grant-role", "root", "root"), 0);
-	CHECK_EQ(ctl(&h, NULL, "role", "add", "bobs", NULL), 0);
-	const char *grant[] = {
-		"role", "grant-permission", "bobs", "--prefix=true", "readwrite", "/bob/", NULL};
-	CHECK_EQ(etcd_harness_etcdctl(&h, NULL, NULL, 0, grant), 0);
-	CHECK_EQ(ctl(&h, NULL, "user", "add", "bob:bpw", NULL), 0);
-	CHECK_EQ(ctl(&h, NULL, "user", "grant-role", "bob", "bobs"), 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "add", "root:pw", NULL), 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "grant-role", "root", "root", NULL), 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "role", "add", "bobs", NULL), 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "role", "grant-permission", "bobs", "--prefix=true",
+				  "readwrite", "/bob/", NULL),
+		 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "add", "bob:bpw", NULL), 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "grant-role", "bob", "bobs", NULL), 0);
 	/* A user on a server without auth: the client notices and goes on without a token. */
 	struct opts o0 = {.endpoints = h.endpoint, .user = "root:pw"};
 	struct kv *early = client(&o0);
 	CHECK_EQ(put_s(early, "/a", "0"), 0);
 	kv_destroy(early);
-	CHECK_EQ(ctl(&h, NULL, "auth", "enable", NULL, NULL), 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "auth", "enable", NULL), 0);
 
 	char v[64];
 	/* name:password in --user. */

@@ -32,12 +32,7 @@ static struct kv *client(const char *endpoints, long cmd_ms, size_t max_req, siz
 		cfg.max_request_bytes = max_req;
 	if (max_ops)
 		cfg.max_txn_ops = max_ops;
-	/* Only the transport: ETCDCTL_* variables of whoever runs the tests must not leak in. */
-	const char *t = getenv("ETCDFS_ETCD_TRANSPORT");
-	if (t && *t && etcd_parse_transport(t, &cfg.transport) < 0) {
-		fprintf(stderr, "ETCDFS_ETCD_TRANSPORT: expected auto, json or grpc\n");
-		exit(1);
-	}
+	etcd_harness_config_transport(&cfg);
 	if (etcd_client_new(&cfg, &kv) < 0)
 		kv = NULL;
 	etcd_config_free(&cfg);

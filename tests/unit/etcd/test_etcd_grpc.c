@@ -1957,17 +1957,6 @@ static void test_tls(void)
 
 /* ---- authentication ---- */
 
-static int ctl(struct etcd_harness *h, const char *a0, const char *a1, const char *a2,
-	       const char *a3, const char *a4, const char *a5)
-{
-	const char *args[] = {a0, a1, a2, a3, a4, a5, NULL};
-	char out[1024];
-	int ret = etcd_harness_etcdctl(h, NULL, out, sizeof(out), args);
-	if (ret)
-		fprintf(stderr, "etcdctl %s %s: %d %s\n", a0, a1, ret, out);
-	return ret;
-}
-
 static void test_auth(void)
 {
 	struct etcd_harness h;
@@ -1977,13 +1966,15 @@ static void test_auth(void)
 		CHECK(!"etcd did not start");
 		return;
 	}
-	CHECK_EQ(ctl(&h, "user", "add", "root:pw", NULL, NULL, NULL), 0);
-	CHECK_EQ(ctl(&h, "user", "grant-role", "root", "root", NULL, NULL), 0);
-	CHECK_EQ(ctl(&h, "role", "add", "bobs", NULL, NULL, NULL), 0);
-	CHECK_EQ(ctl(&h, "role", "grant-permission", "bobs", "--prefix=true", "read", "/bob/"), 0);
-	CHECK_EQ(ctl(&h, "user", "add", "bob:bpw", NULL, NULL, NULL), 0);
-	CHECK_EQ(ctl(&h, "user", "grant-role", "bob", "bobs", NULL, NULL), 0);
-	CHECK_EQ(ctl(&h, "auth", "enable", NULL, NULL, NULL, NULL), 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "add", "root:pw", NULL), 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "grant-role", "root", "root", NULL), 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "role", "add", "bobs", NULL), 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "role", "grant-permission", "bobs", "--prefix=true",
+				  "read", "/bob/", NULL),
+		 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "add", "bob:bpw", NULL), 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "grant-role", "bob", "bobs", NULL), 0);
+	CHECK_EQ(etcd_harness_ctl(&h, NULL, "auth", "enable", NULL), 0);
 
 	struct copts og = {
 		.endpoints = h.endpoint, .transport = ETCD_TRANSPORT_GRPC, .user = "root:pw"};

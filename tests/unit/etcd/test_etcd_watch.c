@@ -15,104 +15,9 @@
 #include "test.h"
 #include "etcd.h"
 #include "etcd_harness.h"
+#include "watchrec.h"
 
 static struct etcd_harness H;
-
-struct ev {
-	enum kv_event_type type;
-	char key[64];
-	char value[64];
-	int64_t mod_revision;
-	size_t batch; /* index of the EVENTS batch it came in */
-};
-
-/* Everything the callback saw, in order. */
-struct rec {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int n_state[6];
-	int last_err[6];
-	int64_t last_rev[6];
-	int64_t compact_revision;
-	struct ev evs[4096];
-	size_t n_evs;
-	size_t n_batches;
-	int order[64]; /* first states seen, to check CONNECTED/DISCONNECTED order */
-	size_t n_order;
-	bool split_revision; /* a revision spanning two batches */
-	bool after_final;    /* a callback after COMPACTED or CANCELED */
-};
-
-static void rec_init(struct rec *r)
-{
-	memset(r, 0, sizeof(*r));
-	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->cond, NULL);
-}
-
-static void rec_destroy(struct rec *r)
-{
-	pthread_mutex_destroy(&r->lock);
-	pthread_cond_destroy(&r->cond);
-}
-
-static void cb(void *arg, const struct kv_watch_batch *b)
-{
-	struct rec *r = arg;
-	pthread_mutex_lock(&r->lock);
-	if (r->n_state[KV_WATCH_COMPACTED] || r->n_state[KV_WATCH_CANCELED])
-		r->after_final = true;
-	r->n_state[b->state]++;
-	r->last_err[b->state] = b->err;
-	r->last_rev[b->state] = b->revision;
-	if (b->state != KV_WATCH_PROGRESS && r->n_order < 64)
-		r->order[r->n_order++] = b->state;
-	if (b->state == KV_WATCH_COMPACTED)
-		r->compact_revision = b->compact_revision;
-	if (b->state == KV_WATCH_EVENTS) {
-		if (r->n_evs && b->n_events &&
-		    r->evs[r->n_evs - 1].mod_revision == b->events[0].kv.mod_revision)
-			r->split_revision = true;
-		for (size_t i = 0; i < b->n_events && r->n_evs < 4096; i++) {
-			struct ev *e = &r->evs[r->n_evs++];
-			e->type = b->events[i].type;
-			snprintf(e->key, sizeof(e->key), "%.*s", (int)b->events[i].kv.key_len,
-				 b->events[i].kv.key);
-			snprintf(e->value, sizeof(e->value), "%.*s", (int)b->events[i].kv.value_len,
-				 b->events[i].kv.value ? b->events[i].kv.value : "");
-			e->mod_revision = b->events[i].kv.mod_revision;
-			e->batch = r->n_batches;
-		}
-		r->n_batches++;
-	}
-	pthread_cond_broadcast(&r->cond);
-	pthread_mutex_unlock(&r->lock);
-}
-
-/* Waits until state has been seen at least n times (state -1: n events). */
-static bool wait_for(struct rec *r, int state, int n, long timeout_ms)
-{
-	long long deadline = util_now_ms() + timeout_ms;
-	bool ok;
-	pthread_mutex_lock(&r->lock);
-	for (;;) {
-		ok = state < 0 ? r->n_evs >= (size_t)n : r->n_state[state] >= n;
-		if (ok || util_now_ms() >= deadline)
-			break;
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&r->cond, &r->lock, &ts);
-	}
-	pthread_mutex_unlock(&r->lock);
-	if (!ok)
-		fprintf(stderr, "  timed out waiting for state %d x%d\n", state, n);
-	return ok;
-}
 
 static struct kv *client(const char *endpoints, long cmd_ms)
 {
@@ -136,7 +41,7 @@ static int put_s(struct kv *kv, const char *k, const char *v, int64_t *rev)
 	return kv_put(kv, k, strlen(k), v, strlen(v), rev);
 }
 
-static int start_watch(struct kv *kv, const char *prefix, int64_t start, struct rec *r,
+static int start_watch(struct kv *kv, const char *prefix, int64_t start, struct watchrec *r,
 		       struct kv_watch **w)
 {
 	static char ends[8][64];
@@ -148,16 +53,16 @@ static int start_watch(struct kv *kv, const char *prefix, int64_t start, struct 
 				   .range_end = end,
 				   .range_end_len = end_len,
 				   .start_revision = start};
-	return kv_watch(kv, &req, cb, r, w);
+	return kv_watch(kv, &req, watchrec_cb, r, w);
 }
 
 static void test_basic(struct kv *kv)
 {
-	struct rec r;
+	struct watchrec r;
 	struct kv_watch *w;
-	rec_init(&r);
+	watchrec_init(&r);
 	CHECK_EQ(start_watch(kv, "/w/", 0, &r, &w), 0);
-	CHECK(wait_for(&r, KV_WATCH_CONNECTED, 1, 5000));
+	CHECK(watchrec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	int64_t first_rev = 0, rev;
 	for (int i = 0; i < 20; i++) {
 		char k[16], v[16];
@@ -179,7 +84,7 @@ static void test_basic(struct kv *kv)
 	CHECK_EQ(kv_txn(kv, &txn, &tr), 0);
 	int64_t txn_rev = tr.revision;
 	kv_txn_result_free(&tr);
-	CHECK(wait_for(&r, -1, 23, 5000));
+	CHECK(watchrec_wait(&r, -1, 23, 5000));
 	pthread_mutex_lock(&r.lock);
 	CHECK_EQ(r.n_evs, 23);
 	bool in_order = true;
@@ -209,29 +114,29 @@ static void test_basic(struct kv *kv)
 	long long dt = util_now_ms() - t0;
 	fprintf(stderr, "cancel of a connected watch took %lld ms\n", dt);
 	CHECK(dt < 500);
-	rec_destroy(&r);
+	watchrec_destroy(&r);
 
 	/* Replay from a past revision. */
-	rec_init(&r);
+	watchrec_init(&r);
 	CHECK_EQ(start_watch(kv, "/w/", first_rev + 10, &r, &w), 0);
-	CHECK(wait_for(&r, -1, 13, 5000));
+	CHECK(watchrec_wait(&r, -1, 13, 5000));
 	pthread_mutex_lock(&r.lock);
 	CHECK(r.n_evs == 13 && strcmp(r.evs[0].value, "10") == 0);
 	CHECK_EQ(r.last_rev[KV_WATCH_CONNECTED], first_rev + 9);
 	pthread_mutex_unlock(&r.lock);
 	kv_watch_cancel(kv, w);
-	rec_destroy(&r);
+	watchrec_destroy(&r);
 }
 
 /* Big messages: 100 puts of 8 KiB in one txn (one ~800 KiB response, one revision) and a
  * 1 MiB value with binary bytes; decoded across many reads. */
 static void test_bulk(struct kv *kv)
 {
-	struct rec r;
+	struct watchrec r;
 	struct kv_watch *w;
-	rec_init(&r);
+	watchrec_init(&r);
 	CHECK_EQ(start_watch(kv, "/bulk/", 0, &r, &w), 0);
-	CHECK(wait_for(&r, KV_WATCH_CONNECTED, 1, 5000));
+	CHECK(watchrec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	static char keys[100][16];
 	static char vals[100][8192];
 	struct kv_op ops[100];
@@ -256,7 +161,7 @@ static void test_bulk(struct kv *kv)
 	memcpy(big, "big", 4); /* "big\0" then binary */
 	CHECK_EQ(kv_put(kv, "/bulk/zz", 8, big, big_len, NULL), 0);
 	free(big);
-	CHECK(wait_for(&r, -1, 101, 10000));
+	CHECK(watchrec_wait(&r, -1, 101, 10000));
 	pthread_mutex_lock(&r.lock);
 	CHECK_EQ(r.n_evs, 101);
 	bool ok = r.n_evs == 101;
@@ -271,26 +176,26 @@ static void test_bulk(struct kv *kv)
 	CHECK(!r.split_revision);
 	pthread_mutex_unlock(&r.lock);
 	kv_watch_cancel(kv, w);
-	rec_destroy(&r);
+	watchrec_destroy(&r);
 	CHECK_EQ(kv_delete_range(kv, "/bulk/", 6, "/bulk0", 6, NULL, NULL), 0);
 }
 
 static void test_restart(struct kv *kv)
 {
-	struct rec r;
+	struct watchrec r;
 	struct kv_watch *w;
-	rec_init(&r);
+	watchrec_init(&r);
 	CHECK_EQ(start_watch(kv, "/r/", 0, &r, &w), 0);
-	CHECK(wait_for(&r, KV_WATCH_CONNECTED, 1, 5000));
+	CHECK(watchrec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	for (int i = 0; i < 5; i++) {
 		char k[16], v[16];
 		snprintf(k, sizeof(k), "/r/%02d", i);
 		snprintf(v, sizeof(v), "%d", i);
 		CHECK_EQ(put_s(kv, k, v, NULL), 0);
 	}
-	CHECK(wait_for(&r, -1, 5, 5000));
+	CHECK(watchrec_wait(&r, -1, 5, 5000));
 	CHECK_EQ(etcd_harness_stop(&H), 0);
-	CHECK(wait_for(&r, KV_WATCH_DISCONNECTED, 1, 5000));
+	CHECK(watchrec_wait(&r, KV_WATCH_DISCONNECTED, 1, 5000));
 	CHECK_EQ(etcd_harness_restart(&H), 0);
 	/* Write right away: these may land before the watch is back; none may be lost. */
 	for (int i = 5; i < 10; i++) {
@@ -303,8 +208,8 @@ static void test_restart(struct kv *kv)
 				usleep(100000);
 		CHECK_EQ(ret, 0);
 	}
-	CHECK(wait_for(&r, KV_WATCH_CONNECTED, 2, 10000));
-	CHECK(wait_for(&r, -1, 10, 5000));
+	CHECK(watchrec_wait(&r, KV_WATCH_CONNECTED, 2, 10000));
+	CHECK(watchrec_wait(&r, -1, 10, 5000));
 	usleep(300000); /* anything extra (a duplicate) would arrive now */
 	pthread_mutex_lock(&r.lock);
 	CHECK_EQ(r.n_evs, 10);
@@ -331,7 +236,7 @@ static void test_restart(struct kv *kv)
 	CHECK(r.last_err[KV_WATCH_DISCONNECTED] < 0);
 	pthread_mutex_unlock(&r.lock);
 	kv_watch_cancel(kv, w);
-	rec_destroy(&r);
+	watchrec_destroy(&r);
 }
 
 static void test_compacted(struct kv *kv)
@@ -341,11 +246,11 @@ static void test_compacted(struct kv *kv)
 	CHECK_EQ(put_s(kv, "/k/c", "2", &r2), 0);
 	CHECK_EQ(put_s(kv, "/k/c", "3", &r3), 0);
 	CHECK_EQ(kv_compact(kv, r2, true), 0);
-	struct rec r;
+	struct watchrec r;
 	struct kv_watch *w;
-	rec_init(&r);
+	watchrec_init(&r);
 	CHECK_EQ(start_watch(kv, "/k/", r1, &r, &w), 0);
-	CHECK(wait_for(&r, KV_WATCH_COMPACTED, 1, 5000));
+	CHECK(watchrec_wait(&r, KV_WATCH_COMPACTED, 1, 5000));
 	CHECK_EQ(put_s(kv, "/k/c", "4", NULL), 0);
 	usleep(300000);
 	pthread_mutex_lock(&r.lock);
@@ -354,16 +259,16 @@ static void test_compacted(struct kv *kv)
 	CHECK(!r.after_final);
 	pthread_mutex_unlock(&r.lock);
 	kv_watch_cancel(kv, w);
-	rec_destroy(&r);
+	watchrec_destroy(&r);
 	/* From the compaction revision itself the history is still there. */
-	rec_init(&r);
+	watchrec_init(&r);
 	CHECK_EQ(start_watch(kv, "/k/", r2, &r, &w), 0);
-	CHECK(wait_for(&r, -1, 3, 5000));
+	CHECK(watchrec_wait(&r, -1, 3, 5000));
 	pthread_mutex_lock(&r.lock);
 	CHECK(r.n_evs == 3 && strcmp(r.evs[0].value, "2") == 0);
 	pthread_mutex_unlock(&r.lock);
 	kv_watch_cancel(kv, w);
-	rec_destroy(&r);
+	watchrec_destroy(&r);
 }
 
 static void test_cancel_while_down(void)
@@ -371,11 +276,11 @@ static void test_cancel_while_down(void)
 	char dead[64];
 	snprintf(dead, sizeof(dead), "http://127.0.0.1:%d", etcd_harness_free_port());
 	struct kv *kv = client(dead, 1000);
-	struct rec r;
+	struct watchrec r;
 	struct kv_watch *w;
-	rec_init(&r);
+	watchrec_init(&r);
 	CHECK_EQ(start_watch(kv, "/d/", 0, &r, &w), 0);
-	CHECK(wait_for(&r, KV_WATCH_DISCONNECTED, 1, 5000));
+	CHECK(watchrec_wait(&r, KV_WATCH_DISCONNECTED, 1, 5000));
 	usleep(1500000); /* let the backoff grow */
 	long long t0 = util_now_ms();
 	kv_watch_cancel(kv, w);
@@ -387,7 +292,7 @@ static void test_cancel_while_down(void)
 	CHECK_EQ(r.last_err[KV_WATCH_DISCONNECTED], -ECONNREFUSED);
 	CHECK_EQ(r.n_state[KV_WATCH_CONNECTED], 0);
 	pthread_mutex_unlock(&r.lock);
-	rec_destroy(&r);
+	watchrec_destroy(&r);
 	kv_destroy(kv);
 }
 
@@ -396,15 +301,15 @@ static void test_stall_guard(struct kv *kv_unused)
 	(void)kv_unused;
 	struct kv *kv = client(H.endpoint, 1000);
 	etcd_client_set_watch_stall_ms(kv, 1000);
-	struct rec r;
+	struct watchrec r;
 	struct kv_watch *w;
-	rec_init(&r);
+	watchrec_init(&r);
 	CHECK_EQ(start_watch(kv, "/s/", 0, &r, &w), 0);
-	CHECK(wait_for(&r, KV_WATCH_CONNECTED, 1, 5000));
+	CHECK(watchrec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	/* Idle but healthy: silent re-establishment, no DISCONNECTED, events still flow. */
 	usleep(2600000);
 	CHECK_EQ(put_s(kv, "/s/1", "1", NULL), 0);
-	CHECK(wait_for(&r, -1, 1, 5000));
+	CHECK(watchrec_wait(&r, -1, 1, 5000));
 	pthread_mutex_lock(&r.lock);
 	CHECK_EQ(r.n_state[KV_WATCH_DISCONNECTED], 0);
 	CHECK_EQ(r.n_state[KV_WATCH_CONNECTED], 1);
@@ -412,7 +317,7 @@ static void test_stall_guard(struct kv *kv_unused)
 	/* A hung server: the stream stalls, the probe times out, DISCONNECTED follows. */
 	CHECK_EQ(etcd_harness_signal(&H, SIGSTOP), 0);
 	long long t0 = util_now_ms();
-	CHECK(wait_for(&r, KV_WATCH_DISCONNECTED, 1, 10000));
+	CHECK(watchrec_wait(&r, KV_WATCH_DISCONNECTED, 1, 10000));
 	long long dt = util_now_ms() - t0;
 	fprintf(stderr, "stalled watch reported DISCONNECTED after %lld ms\n", dt);
 	CHECK(dt < 5000);
@@ -420,18 +325,18 @@ static void test_stall_guard(struct kv *kv_unused)
 	CHECK_EQ(r.last_err[KV_WATCH_DISCONNECTED], -ETIMEDOUT);
 	pthread_mutex_unlock(&r.lock);
 	CHECK_EQ(etcd_harness_signal(&H, SIGCONT), 0);
-	CHECK(wait_for(&r, KV_WATCH_CONNECTED, 2, 15000));
+	CHECK(watchrec_wait(&r, KV_WATCH_CONNECTED, 2, 15000));
 	int ret = -1;
 	for (int tries = 0; tries < 30 && ret; tries++)
 		if ((ret = put_s(kv, "/s/2", "2", NULL)))
 			usleep(100000);
 	CHECK_EQ(ret, 0);
-	CHECK(wait_for(&r, -1, 2, 5000));
+	CHECK(watchrec_wait(&r, -1, 2, 5000));
 	pthread_mutex_lock(&r.lock);
 	CHECK(r.n_evs == 2 && strcmp(r.evs[1].value, "2") == 0);
 	pthread_mutex_unlock(&r.lock);
 	kv_watch_cancel(kv, w);
-	rec_destroy(&r);
+	watchrec_destroy(&r);
 	kv_destroy(kv);
 }
 
@@ -447,17 +352,17 @@ static void test_progress(void)
 	struct kv *kv = client(h2.endpoint, 0);
 	int64_t rev;
 	CHECK_EQ(put_s(kv, "/other", "x", &rev), 0);
-	struct rec r;
+	struct watchrec r;
 	struct kv_watch *w;
-	rec_init(&r);
+	watchrec_init(&r);
 	CHECK_EQ(start_watch(kv, "/p/", 0, &r, &w), 0);
-	CHECK(wait_for(&r, KV_WATCH_PROGRESS, 2, 5000));
+	CHECK(watchrec_wait(&r, KV_WATCH_PROGRESS, 2, 5000));
 	pthread_mutex_lock(&r.lock);
 	CHECK(r.last_rev[KV_WATCH_PROGRESS] >= rev);
 	CHECK_EQ(r.n_evs, 0);
 	pthread_mutex_unlock(&r.lock);
 	kv_watch_cancel(kv, w);
-	rec_destroy(&r);
+	watchrec_destroy(&r);
 	kv_destroy(kv);
 	etcd_harness_destroy(&h2);
 }

@@ -26,6 +26,7 @@
 #include "core/log.h"
 #include "gateway/gateway.h"
 #include "storetest.h"
+#include "watchrec.h"
 
 struct env {
 	char *dir;
@@ -556,117 +557,38 @@ static void test_limits(void)
 
 /* ---- watch ---- */
 
-struct rec_ev {
-	enum kv_event_type type;
-	char key[64];
-	char val[64];
-	int64_t mod;
-};
-
-struct rec {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct rec_ev evs[512];
-	size_t n_evs;
-	int n_state[6];
-	int64_t last_rev[6];
-	int64_t compact_rev;
-};
-
-static void rec_init(struct rec *r)
-{
-	memset(r, 0, sizeof(*r));
-	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->cond, NULL);
-}
-
-static void rec_cb(void *arg, const struct kv_watch_batch *b)
-{
-	struct rec *r = arg;
-	pthread_mutex_lock(&r->lock);
-	r->n_state[b->state]++;
-	r->last_rev[b->state] = b->revision;
-	if (b->state == KV_WATCH_COMPACTED)
-		r->compact_rev = b->compact_revision;
-	for (size_t i = 0; i < b->n_events && r->n_evs < 512; i++) {
-		struct rec_ev *e = &r->evs[r->n_evs++];
-		const struct kv_kv *kv = &b->events[i].kv;
-		e->type = b->events[i].type;
-		snprintf(e->key, sizeof(e->key), "%.*s", (int)kv->key_len, kv->key);
-		snprintf(e->val, sizeof(e->val), "%.*s", (int)(kv->value ? kv->value_len : 0),
-			 kv->value ? kv->value : "");
-		e->mod = kv->mod_revision;
-	}
-	pthread_cond_broadcast(&r->cond);
-	pthread_mutex_unlock(&r->lock);
-}
-
-/* Reads one recorder field under its lock (callbacks keep running on the watch thread). */
-static int64_t rec_get(struct rec *r, const int64_t *field)
-{
-	pthread_mutex_lock(&r->lock);
-	int64_t v = *field;
-	pthread_mutex_unlock(&r->lock);
-	return v;
-}
-
-/* Waits until n events (state < 0) or n batches of a state arrived. */
-static bool rec_wait(struct rec *r, int state, int n, long ms)
-{
-	int64_t deadline = util_now_ms() + ms;
-	bool ok;
-	pthread_mutex_lock(&r->lock);
-	for (;;) {
-		ok = state < 0 ? r->n_evs >= (size_t)n : r->n_state[state] >= n;
-		if (ok || util_now_ms() >= deadline)
-			break;
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 20 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&r->cond, &r->lock, &ts);
-	}
-	pthread_mutex_unlock(&r->lock);
-	if (!ok)
-		fprintf(stderr, "  timed out waiting for state %d x%d\n", state, n);
-	return ok;
-}
-
-static void check_ev(struct rec *r, size_t i, enum kv_event_type type, const char *key,
+static void check_ev(struct watchrec *r, size_t i, enum kv_event_type type, const char *key,
 		     const char *val, int64_t mod)
 {
 	pthread_mutex_lock(&r->lock);
 	REQUIRE(i < r->n_evs);
-	struct rec_ev e = r->evs[i];
+	struct watchrec_ev e = r->evs[i];
 	pthread_mutex_unlock(&r->lock);
 	REQUIRE_EQ(e.type, type);
 	REQUIRE(!strcmp(e.key, key));
 	if (val)
-		REQUIRE(!strcmp(e.val, val));
-	REQUIRE_EQ(e.mod, mod);
+		REQUIRE(!strcmp(e.value, val));
+	REQUIRE_EQ(e.mod_revision, mod);
 }
 
 static void test_watch(void)
 {
-	struct rec r;
+	struct watchrec r;
 	struct kv_watch *w;
-	rec_init(&r);
+	watchrec_init(&r);
 	struct kv_watch_req req = {
 		.key = "/w/", .key_len = 3, .range_end = "/w0", .range_end_len = 3};
-	REQUIRE_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
-	REQUIRE(rec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
+	REQUIRE_EQ(kv_watch(E.cl, &req, watchrec_cb, &r, &w), 0);
+	REQUIRE(watchrec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	int64_t r1, r2, r3, rd, st;
 	REQUIRE_EQ(kv_status(E.cl, &st), 0);
-	REQUIRE_EQ(rec_get(&r, &r.last_rev[KV_WATCH_CONNECTED]), st);
+	REQUIRE_EQ(watchrec_get(&r, &r.last_rev[KV_WATCH_CONNECTED]), st);
 	REQUIRE_EQ(put_s(E.cl, "/w/a", "1", &r1), 0);
 	REQUIRE_EQ(put_s(E.cl, "/other", "x", NULL), 0); /* outside the range */
 	REQUIRE_EQ(put_s(E.cl, "/w/b", "2", &r2), 0);
 	REQUIRE_EQ(put_s(E.store, "/w/a", "3", &r3), 0); /* straight into the store */
 	REQUIRE_EQ(kv_delete_range(E.cl, "/w/b", 4, NULL, 0, NULL, &rd), 0);
-	REQUIRE(rec_wait(&r, -1, 4, 5000));
+	REQUIRE(watchrec_wait(&r, -1, 4, 5000));
 	check_ev(&r, 0, KV_EVENT_PUT, "/w/a", "1", r1);
 	check_ev(&r, 1, KV_EVENT_PUT, "/w/b", "2", r2);
 	check_ev(&r, 2, KV_EVENT_PUT, "/w/a", "3", r3);
@@ -691,11 +613,11 @@ static void test_watch(void)
 	kv_watch_cancel(E.cl, w);
 
 	/* from an old revision: the history is replayed in order */
-	rec_init(&r);
+	watchrec_init(&r);
 	req.start_revision = r2;
-	REQUIRE_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
-	REQUIRE(rec_wait(&r, -1, 3, 5000));
-	REQUIRE_EQ(rec_get(&r, &r.last_rev[KV_WATCH_CONNECTED]), r2 - 1);
+	REQUIRE_EQ(kv_watch(E.cl, &req, watchrec_cb, &r, &w), 0);
+	REQUIRE(watchrec_wait(&r, -1, 3, 5000));
+	REQUIRE_EQ(watchrec_get(&r, &r.last_rev[KV_WATCH_CONNECTED]), r2 - 1);
 	check_ev(&r, 0, KV_EVENT_PUT, "/w/b", "2", r2);
 	check_ev(&r, 1, KV_EVENT_PUT, "/w/a", "3", r3);
 	check_ev(&r, 2, KV_EVENT_DELETE, "/w/b", NULL, rd);
@@ -703,11 +625,11 @@ static void test_watch(void)
 
 	/* compacted start: COMPACTED with the compaction revision, and the watch ends */
 	REQUIRE_EQ(kv_compact(E.cl, r3, true), 0);
-	rec_init(&r);
+	watchrec_init(&r);
 	req.start_revision = r1;
-	REQUIRE_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
-	REQUIRE(rec_wait(&r, KV_WATCH_COMPACTED, 1, 5000));
-	REQUIRE_EQ(rec_get(&r, &r.compact_rev), r3);
+	REQUIRE_EQ(kv_watch(E.cl, &req, watchrec_cb, &r, &w), 0);
+	REQUIRE(watchrec_wait(&r, KV_WATCH_COMPACTED, 1, 5000));
+	REQUIRE_EQ(watchrec_get(&r, &r.compact_revision), r3);
 	pthread_mutex_lock(&r.lock);
 	REQUIRE_EQ(r.n_evs, 0);
 	pthread_mutex_unlock(&r.lock);
@@ -718,19 +640,19 @@ static void test_watch(void)
  * reconnects and resumes where it stopped, losing and repeating nothing. */
 static void test_restart(void)
 {
-	struct rec r;
+	struct watchrec r;
 	struct kv_watch *w;
-	rec_init(&r);
+	watchrec_init(&r);
 	struct kv_watch_req req = {
 		.key = "/r/", .key_len = 3, .range_end = "/r0", .range_end_len = 3};
-	REQUIRE_EQ(kv_watch(E.cl, &req, rec_cb, &r, &w), 0);
-	REQUIRE(rec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
+	REQUIRE_EQ(kv_watch(E.cl, &req, watchrec_cb, &r, &w), 0);
+	REQUIRE(watchrec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	int64_t r1, r2, r3;
 	REQUIRE_EQ(put_s(E.cl, "/r/1", "one", &r1), 0);
-	REQUIRE(rec_wait(&r, -1, 1, 5000));
+	REQUIRE(watchrec_wait(&r, -1, 1, 5000));
 	int port = E.port;
 	server_down();
-	REQUIRE(rec_wait(&r, KV_WATCH_DISCONNECTED, 1, 5000));
+	REQUIRE(watchrec_wait(&r, KV_WATCH_DISCONNECTED, 1, 5000));
 	REQUIRE_EQ(put_s(E.cl, "/r/x", "down", NULL), -ECONNREFUSED);
 	/* a write the watch could not see while the server was down */
 	E.store = open_at(E.dir, NULL);
@@ -738,8 +660,8 @@ static void test_restart(void)
 	kv_destroy(E.store);
 	server_up(port);
 	REQUIRE_EQ(put_s(E.cl, "/r/3", "three", &r3), 0);
-	REQUIRE(rec_wait(&r, -1, 3, 15000));
-	REQUIRE(rec_wait(&r, KV_WATCH_CONNECTED, 2, 1000));
+	REQUIRE(watchrec_wait(&r, -1, 3, 15000));
+	REQUIRE(watchrec_wait(&r, KV_WATCH_CONNECTED, 2, 1000));
 	usleep(300 * 1000);
 	pthread_mutex_lock(&r.lock);
 	REQUIRE_EQ(r.n_evs, 3);
