@@ -64,7 +64,7 @@ if setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=fals
 		-p no:cacheprovider --junitxml="$results/it-store.xml" \
 		tests/integration/test_read.py tests/integration/test_write.py \
 		tests/integration/test_watch.py tests/integration/test_k8s.py \
-		tests/integration/test_model.py tests/integration/test_toolbox.py \
+		tests/integration/test_model.py tests/integration/test_model_basic.py tests/integration/test_toolbox.py \
 		tests/integration/test_tools.py \
 		${PYTEST_ARGS:-} || status=1
 else

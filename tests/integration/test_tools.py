@@ -134,6 +134,9 @@ def test_git_repository(rw):
     assert run(*git, "status", "--porcelain", cwd=repo).stdout == ""
 
 
+@pytest.mark.xfail(reason="issue #14 open: writable handles bypass the page cache "
+                          "(per-process content, docs/writes.md), so MAP_SHARED writable "
+                          "mmap of the -shm file gives ENODEV", strict=False)
 def test_sqlite_wal(rw):
     need("sqlite3")
     db = os.path.join(rw.path, "db/app.sqlite")
