@@ -334,6 +334,20 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_err(req, ret);
 }
 
+/* Lets a close's save of n that is in flight end first (the kernel sends
+ * RELEASE after close() returns, so "touch f; rm f" can race it): the
+ * unlink then sees the key that save made, and deletes it; a save that
+ * starts later finds the node unlinked and stores nothing. Lock held for
+ * write; dropped and taken again. */
+static void wait_for_save(struct fs *fs, struct cache_node *n)
+{
+	cache_ref_open(fs->cache, n);
+	struct save_file *f = save_file_hold_locked(fs->save, n);
+	if (f)
+		save_file_unhold_locked(n, f);
+	cache_unref_open(fs->cache, n);
+}
+
 void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
@@ -344,6 +358,10 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct target t;
 	cache_wrlock(c);
 	int ret = resolve(fs, parent, name, &t);
+	if (ret == 0 && t.n && save_local(t.n)->file) {
+		wait_for_save(fs, t.n);
+		ret = resolve(fs, parent, name, &t); /* the lock was dropped */
+	}
 	struct cache_node *n = t.n;
 	if (ret == 0 && (!n || !fs_visible_file(n)))
 		ret = (n && cache_is_dir(n) && !t.value_entry) ? -EISDIR : -ENOENT;

@@ -557,3 +557,22 @@ def test_name_too_long(pm):
     with open(ok, "w") as f:
         f.write("max")
     assert os.stat(ok).st_size == 3
+
+
+def test_touch_then_rm_stays_gone(pm, etcd):
+    """Issue #14 bug 1: the RELEASE that saves a new empty file arrives after
+    close() returns, and raced the unlink that followed: the file came back
+    (3 times in 30 with "touch f; rm f", 19 in 20 with open/close/unlink)."""
+    back = []
+    for i in range(30):
+        p = pm.p(f"p/e{i}")
+        subprocess.run(["sh", "-c", f"touch {p}; rm {p}"], check=True)
+        fd = os.open(pm.p(f"p/o{i}"), os.O_CREAT | os.O_WRONLY, 0o644)
+        os.close(fd)
+        os.unlink(pm.p(f"p/o{i}"))
+    time.sleep(0.5)
+    for i in range(30):
+        for name in (f"e{i}", f"o{i}"):
+            if os.path.exists(pm.p(f"p/{name}")) or etcd.get(f"/p/{name}")[1] is not None:
+                back.append(name)
+    assert back == []
