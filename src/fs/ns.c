@@ -109,6 +109,15 @@ static void drop_local(struct cache *c, struct cache_node *n)
 	cache_prune_locked(c, n);
 }
 
+/* An entry of dir appeared, vanished or moved here: its mtime and ctime
+ * move (best effort under memory pressure, as every local time). Lock
+ * held for write. */
+static void dir_touched(struct cache_node *dir)
+{
+	if (dir)
+		(void)save_touch_locked(dir, SAVE_MTIME | SAVE_CTIME);
+}
+
 /* Makes (parent, name) a file to create: a new local file, or a hidden or
  * value-less key brought back (then its save is one put, compared against
  * the revision it had). *existing when the name is a visible file. Lock
@@ -329,6 +338,7 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (ret == 0) {
 		t.n->local_dir = false;
 		cache_prune_locked(c, t.n);
+		dir_touched(t.dir);
 	}
 	cache_unlock(c);
 	reply_err(req, ret);
@@ -386,6 +396,7 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 			okey = cache_node_key(c, o, &oklen);
 		if (n->parent && n->parent->parent)
 			n->parent->local_dir = true;
+		dir_touched(n->parent);
 		drop_local(c, n);
 		cache_unlock(c);
 		if (okey) {
@@ -414,6 +425,7 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	uint64_t id = n->id;
 	l->hidden = true;
 	l->local_file = false;
+	dir_touched(n->parent);
 	/* Unlinking the last key of a directory through the mount leaves the
 	 * directory, as on any filesystem (rm -r then rmdirs it). */
 	if (n->parent && n->parent->parent)
@@ -463,6 +475,16 @@ static void take_over_key(struct cache *c, struct cache_node *sn, const struct t
 				   .rendered_size = vs};
 	cache_set_key_locked(c, sn, &m);
 	sn->kernel_rev = 0;
+}
+
+/* A rename moves both directories' mtime and ctime. */
+static void rename_touched(struct fs *fs, fuse_ino_t parent, fuse_ino_t newparent)
+{
+	cache_wrlock(fs->cache);
+	dir_touched(cache_node_by_id(fs->cache, cache_ino_id(parent)));
+	if (newparent != parent)
+		dir_touched(cache_node_by_id(fs->cache, cache_ino_id(newparent)));
+	cache_unlock(fs->cache);
 }
 
 void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -689,6 +711,8 @@ out_unpin:
 out_unlock:
 	cache_unlock(c);
 out_reply:
+	if (ret == 0)
+		rename_touched(fs, parent, newparent);
 	free(skey);
 	free(dkey);
 	reply_err(req, ret);
