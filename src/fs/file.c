@@ -161,7 +161,23 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		bool same = __atomic_load_n(&n->kernel_rev, __ATOMIC_RELAXED) == cur;
 		__atomic_store_n(&n->kernel_rev, cur, __ATOMIC_RELAXED);
 		bool shared = save_local(n)->file != NULL;
+		/* A file that changed within the last second is "hot": its
+		 * readers get direct I/O from a private copy, so a reader
+		 * racing a writer never mixes two versions (mmap of a hot
+		 * file gives ENODEV for that second). */
+		bool hot = !local && !shared && n->changed_ms &&
+			   util_now_ms() - n->changed_ms < 1000;
 		cache_unlock(fs->cache);
+		if (hot) {
+			int64_t rev;
+			ret = cache_get_content(fs->cache, n, &fh->buf, &fh->len, &rev);
+			if (ret < 0) {
+				free(fh);
+				goto out_unref;
+			}
+			fh->raw = true;
+			shared = true;
+		}
 		fi->keep_cache = fresh && same && !local && !shared;
 		/* A reader in a process that writes the file too reads that
 		 * process's content, which the page cache does not hold. */
