@@ -71,10 +71,10 @@ static inline bool fs_visible_file(const struct cache_node *n)
 struct fhandle {
 	struct cache_node *node; /* referenced through nopen */
 	struct save_fh *file;	 /* writable handles: the inode's shared content */
-	bool raw;		 /* NAME%raw: a snapshot of the stored bytes */
+	bool raw;		 /* reads come from buf: NAME%raw, or a hot file */
 	int pid;		 /* the process that opened it */
 	pthread_mutex_t mu;
-	char *buf; /* raw: the snapshot, protected by mu */
+	char *buf; /* raw: the private copy, protected by mu */
 	size_t len;
 };
 

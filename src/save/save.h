@@ -39,7 +39,7 @@ struct save_fh;
 /* The write-path state of one node, the side table behind
  * cache_node.local: allocated the first time the mount writes the node
  * (save_local_mut), so keys never written pay one NULL pointer. Protected
- * by the cache lock like the node (pending_size: atomic).
+ * by the cache lock like the node.
  *
  * A local file exists only in this mount: a new file not yet committed, or
  * a "shadow" (editor temp file) that never reaches etcd. A hidden node is

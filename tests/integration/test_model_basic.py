@@ -11,18 +11,7 @@ import time
 
 import pytest
 
-
-def tree(root):
-    files, dirs = {}, set()
-    for d, dns, fns in os.walk(root):
-        rel = os.path.relpath(d, root)
-        for n in dns:
-            dirs.add(os.path.normpath(os.path.join(rel, n)))
-        for n in fns:
-            p = os.path.join(d, n)
-            with open(p, "rb") as f:
-                files[os.path.normpath(os.path.join(rel, n))] = f.read()
-    return files, dirs
+from test_model import tree
 
 
 def apply(root, op):
