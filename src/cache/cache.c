@@ -1332,6 +1332,14 @@ void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev)
 	pthread_mutex_lock(&c->lru_lock);
 	if (n->pending_inval && n->pending_inval <= rev)
 		n->pending_inval = 0;
+	/* The kernel dropped every page and size older than rev: the version
+	 * it was told of before is believed by nobody now. Serving it while a
+	 * still newer change is pending would send readers back in time, as
+	 * far as the last getattr that found nothing pending. */
+	if (n->rep_rendered && n->rep_rev < rev) {
+		free(n->rep_rendered);
+		n->rep_rendered = NULL;
+	}
 	pthread_mutex_unlock(&c->lru_lock);
 }
 

@@ -176,6 +176,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 				goto out_unref;
 			}
 			fh->raw = true;
+			fh->hot = true;
 			shared = true;
 		}
 		fi->keep_cache = fresh && same && !local && !shared;
@@ -194,10 +195,26 @@ out_unref:
 	fuse_reply_err(req, fs_errno_out(ret));
 }
 
-/* Reads the NAME%raw snapshot. */
-static void read_snapshot(fuse_req_t req, struct fhandle *fh, size_t size, off_t off)
+/* Reads a handle's private copy: NAME%raw's snapshot, or a hot file's
+ * version. A hot file read again from offset 0 (a reader that seeks back,
+ * tail -f, less's reload) takes the version current then, as a reread of
+ * any file does: one read still never mixes two versions. */
+static void read_snapshot(fuse_req_t req, struct fs *fs, struct fhandle *fh, size_t size,
+			  off_t off)
 {
 	pthread_mutex_lock(&fh->mu);
+	if (fh->hot && off == 0 && fh->read_any) {
+		char *nb;
+		size_t nl;
+		int64_t rev;
+		/* On failure the handle keeps the version it has. */
+		if (cache_get_content(fs->cache, fh->node, &nb, &nl, &rev) == 0) {
+			free(fh->buf);
+			fh->buf = nb;
+			fh->len = nl;
+		}
+	}
+	fh->read_any = true;
 	size_t cnt = (size_t)off < fh->len ? fh->len - off : 0;
 	if (cnt > size)
 		cnt = size;
@@ -257,7 +274,7 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 	CNT(fs, n_read);
 	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
 	if (fh->raw) {
-		read_snapshot(req, fh, size, off);
+		read_snapshot(req, fs, fh, size, off);
 		return;
 	}
 	char *buf = malloc(size ? size : 1);

@@ -72,6 +72,8 @@ struct fhandle {
 	struct cache_node *node; /* referenced through nopen */
 	struct save_fh *file;	 /* writable handles: the inode's shared content */
 	bool raw;		 /* reads come from buf: NAME%raw, or a hot file */
+	bool hot;		 /* raw for a hot file: rereading from 0 refreshes buf */
+	bool read_any;		 /* buf was read from, protected by mu */
 	int pid;		 /* the process that opened it */
 	pthread_mutex_t mu;
 	char *buf; /* raw: the private copy, protected by mu */

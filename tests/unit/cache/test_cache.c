@@ -305,6 +305,74 @@ static void test_times(struct kv *kv)
 	cache_destroy(c);
 }
 
+static bool wait_content(struct cache *c, const char *path, const char *want)
+{
+	for (int i = 0; i < 500; i++) {
+		char *got = content(c, path);
+		bool ok = got && strcmp(got, want) == 0;
+		free(got);
+		if (ok)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* Reads through the page cache are served from the version whose size the
+ * kernel was last told, until an invalidation is delivered. Regression: a
+ * delivered invalidation left that old version in place while a newer
+ * change was still pending, so readers went back to it (the load test saw
+ * a counter read 990, then 103). */
+static void read_node(struct cache *c, struct cache_node *n, char *buf, size_t size)
+{
+	ssize_t got = cache_read(c, n, buf, size - 1, 0);
+	buf[got > 0 ? got : 0] = 0;
+}
+
+static void test_reported_version(struct kv *kv)
+{
+	put(kv, "/rep/k", "v1");
+	struct cache_config cfg = {
+		.kv = kv, .prefix = "/rep/", .prefix_len = 5, .max_bytes = 1 << 20, .notify = notify};
+	struct cache *c;
+	int ret = cache_new(&cfg, &c);
+	REQUIRE(ret == 0, "cache_new: %d", ret);
+	cache_rdlock(c);
+	struct cache_node *n = find(c, "k");
+	REQUIRE(n, "/rep/k loaded");
+	cache_ref_open(c, n);
+	CHECK_EQ(cache_report_size(c, n), 2); /* the kernel now believes v1 */
+	cache_unlock(c);
+	char buf[64];
+	put(kv, "/rep/k", "v2 longer");
+	CHECK(wait_content(c, "k", "v2 longer"), "v2 seen");
+	read_node(c, n, buf, sizeof(buf));
+	CHECK(strcmp(buf, "v1") == 0, "before the invalidation reads serve v1: %s", buf);
+	cache_rdlock(c);
+	int64_t rev2 = n->mod_revision;
+	cache_unlock(c);
+	put(kv, "/rep/k", "v3 longest");
+	CHECK(wait_content(c, "k", "v3 longest"), "v3 seen");
+	cache_rdlock(c);
+	cache_inval_done(c, n, rev2); /* v2's invalidation reached the kernel */
+	cache_unlock(c);
+	read_node(c, n, buf, sizeof(buf));
+	CHECK(strcmp(buf, "v1") != 0, "no read goes back to v1 after an invalidation");
+	cache_rdlock(c);
+	CHECK_EQ(cache_report_size(c, n), strlen("v3 longest"));
+	int64_t rev3 = n->mod_revision;
+	cache_unlock(c);
+	cache_rdlock(c);
+	cache_inval_done(c, n, rev3);
+	cache_unlock(c);
+	read_node(c, n, buf, sizeof(buf));
+	CHECK(strcmp(buf, "v3 longest") == 0, "after every invalidation the current: %s", buf);
+	cache_wrlock(c);
+	cache_unref_open(c, n);
+	cache_unlock(c);
+	cache_destroy(c);
+}
+
 int main(void)
 {
 	log_set_level(LOG_WARNING);
@@ -422,6 +490,7 @@ int main(void)
 	cache_destroy(c);
 	test_parallel_render(kv);
 	test_times(kv);
+	test_reported_version(kv);
 	kv_destroy(kv);
 	CHECK(test_rm_rf(dir) == 0, "could not remove %s", dir);
 	free(dir);
