@@ -161,12 +161,16 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		bool same = __atomic_load_n(&n->kernel_rev, __ATOMIC_RELAXED) == cur;
 		__atomic_store_n(&n->kernel_rev, cur, __ATOMIC_RELAXED);
 		bool shared = save_local(n)->file != NULL;
-		/* A file that changed within the last second is "hot": its
-		 * readers get direct I/O from a private copy, so a reader
-		 * racing a writer never mixes two versions (mmap of a hot
-		 * file gives ENODEV for that second). */
-		bool hot = !local && !shared && n->changed_ms &&
-			   util_now_ms() - n->changed_ms < 1000;
+		size_t own_len;
+		bool own = save_file_size(n, fh->pid, &own_len);
+		/* A file that changed within the last second, or that another
+		 * process is writing, is "hot": its readers get direct I/O
+		 * from a private copy, so a reader racing a writer never
+		 * mixes two versions, even over several reads (mmap of a hot
+		 * file gives ENODEV for that second). A reader in the writing
+		 * process reads that process's content instead. */
+		bool hot = !local && !own &&
+			   (shared || (n->changed_ms && util_now_ms() - n->changed_ms < 1000));
 		cache_unlock(fs->cache);
 		if (hot) {
 			int64_t rev;

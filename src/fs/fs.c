@@ -31,6 +31,13 @@ double fs_timeout(struct fs *fs)
 	return cache_fresh(fs->cache) ? fs->cfg.timeout_fresh : fs->cfg.timeout_stale;
 }
 
+double fs_attr_timeout(struct fs *fs, uint64_t ino, int ret)
+{
+	if (ret > 0)
+		return 0;
+	return cache_ino_kind(ino) == CACHE_INO_RAW ? fs->cfg.timeout_stale : fs_timeout(fs);
+}
+
 /* While the watch is unhealthy the cache may be stale: ask the backend
  * before answering from it, so errors surface instead of old data. */
 int fs_check_backend(struct fs *fs)
@@ -139,19 +146,21 @@ static void fill_meta(struct fs *fs, struct cache_node *n, mode_t perm, struct s
 	set_ts(&st->st_ctim, m.ctime_ns);
 }
 
-/* The size a file shows: open writers' shared content, a local file's
- * data, else the key's (as the kernel was last told). */
-static size_t file_size(struct fs *fs, struct cache_node *n)
+/* The size a file shows process pid: its open writers' content, a local
+ * file's data, else the key's (as the kernel was last told). Another
+ * process's unsaved size is not shown: that process's reads would not
+ * match it (a reader given a writer's shorter size got a cut value). */
+static size_t file_size(struct fs *fs, struct cache_node *n, int pid)
 {
 	size_t size;
-	if (save_file_size(n, &size))
+	if (save_file_size(n, pid, &size))
 		return size;
 	if (save_local(n)->local_file)
 		return save_local(n)->local_len;
 	return cache_report_size(fs->cache, n);
 }
 
-int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
+int fs_fill_attr(struct fs *fs, uint64_t ino, int pid, struct stat *st)
 {
 	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
 	if (!n)
@@ -194,11 +203,11 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 	/* Secrets stay private to the owner whatever chmod said. */
 	if (is_secret(fs, n))
 		st->st_mode &= S_IFMT | 0700;
-	size_t size = file_size(fs, n);
+	size_t size = file_size(fs, n, pid);
 	st->st_nlink = (n->detached || !fs_visible_file(n)) ? 0 : 1;
 	st->st_size = size;
 	st->st_blocks = (size + 511) / 512;
-	return 0;
+	return save_file_size(n, -1, &size) ? 1 : 0;
 }
 
 static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
@@ -227,7 +236,7 @@ void fs_reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, bool as
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
 	uint64_t ino = (!as_file && cache_is_dir(n)) ? cache_dir_ino(n) : cache_file_ino(n);
-	int ret = fs_fill_attr(fs, ino, &e.attr);
+	int ret = fs_fill_attr(fs, ino, fuse_req_ctx(req)->pid, &e.attr);
 	if (ret < 0) {
 		cache_unlock(fs->cache);
 		fuse_reply_err(req, -ret);
@@ -236,6 +245,8 @@ void fs_reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, bool as
 	e.ino = ino;
 	e.generation = 1;
 	e.attr_timeout = e.entry_timeout = fs_timeout(fs);
+	if (ret > 0)
+		e.attr_timeout = 0;
 	cache_ref_lookup(fs->cache, n);
 	cache_unlock(fs->cache);
 	if (fuse_reply_entry(req, &e) < 0)
@@ -281,7 +292,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		memset(&e, 0, sizeof(e));
 		e.ino = cache_raw_ino(n);
 		e.generation = 1;
-		fs_fill_attr(fs, e.ino, &e.attr);
+		fs_fill_attr(fs, e.ino, -1, &e.attr);
 		/* short lifetimes: the notifier only tracks the decoded view */
 		e.attr_timeout = e.entry_timeout = fs->cfg.timeout_stale;
 		cache_ref_lookup(fs->cache, n);
@@ -359,14 +370,12 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		return;
 	struct stat st;
 	cache_rdlock(fs->cache);
-	int ret = fs_fill_attr(fs, ino, &st);
+	int ret = fs_fill_attr(fs, ino, fuse_req_ctx(req)->pid, &st);
 	cache_unlock(fs->cache);
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_attr(req, &st,
-				cache_ino_kind(ino) == CACHE_INO_RAW ? fs->cfg.timeout_stale
-								     : fs_timeout(fs));
+		fuse_reply_attr(req, &st, fs_attr_timeout(fs, ino, ret));
 }
 
 static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -467,11 +476,14 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				continue; /* vanished since opendir */
 			uint64_t eino = (!de->value_entry && cache_is_dir(n)) ? cache_dir_ino(n)
 									      : cache_file_ino(n);
-			if (fs_fill_attr(fs, eino, &e.attr) < 0)
+			int ret = fs_fill_attr(fs, eino, fuse_req_ctx(req)->pid, &e.attr);
+			if (ret < 0)
 				continue;
 			e.ino = eino;
 			e.generation = 1;
 			e.attr_timeout = e.entry_timeout = fs_timeout(fs);
+			if (ret > 0)
+				e.attr_timeout = 0;
 		}
 		size_t ent;
 		if (plus) {

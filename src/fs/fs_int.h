@@ -58,7 +58,13 @@ bool fs_intr_claim(struct fs_intr *it);
 double fs_timeout(struct fs *fs);
 int fs_check_backend(struct fs *fs);
 int fs_errno_out(int ret);
-int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st); /* cache lock held */
+/* Fills st as process pid sees ino (-1: as any reader). Returns 1 when the
+ * size is a writer's unsaved one, which the kernel must not keep: another
+ * process reading through the page cache is cut to the kernel's size.
+ * Cache lock held. */
+int fs_fill_attr(struct fs *fs, uint64_t ino, int pid, struct stat *st);
+/* How long the kernel may keep attributes fs_fill_attr returned ret for. */
+double fs_attr_timeout(struct fs *fs, uint64_t ino, int ret);
 /* Replies with n's entry; called with the cache lock held, releases it. */
 void fs_reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, bool as_file);
 /* A file the user can see: a key not hidden, or a local file. */

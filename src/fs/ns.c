@@ -177,8 +177,10 @@ static void entry_of(struct fs *fs, struct cache_node *n, struct fuse_entry_para
 	memset(e, 0, sizeof(*e));
 	e->ino = cache_file_ino(n);
 	e->generation = 1;
-	fs_fill_attr(fs, e->ino, &e->attr);
+	int ret = fs_fill_attr(fs, e->ino, -1, &e->attr);
 	e->attr_timeout = e->entry_timeout = fs_timeout(fs);
+	if (ret > 0)
+		e->attr_timeout = 0;
 	cache_ref_lookup(fs->cache, n);
 }
 
@@ -812,7 +814,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 	if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
 		struct stat cur;
 		cache_rdlock(c);
-		ret = fs_fill_attr(fs, ino, &cur);
+		ret = fs_fill_attr(fs, ino, fuse_req_ctx(req)->pid, &cur);
 		cache_unlock(c);
 		if (ret == 0 && !may_chown(req, attr, to_set, cur.st_uid))
 			ret = -EPERM;
@@ -832,12 +834,12 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 	ret = n ? save_setattr_locked(n, &a) : -ENOENT;
 	struct stat st;
 	if (ret == 0)
-		ret = fs_fill_attr(fs, ino, &st);
+		ret = fs_fill_attr(fs, ino, fuse_req_ctx(req)->pid, &st);
 	cache_unlock(c);
 	if (ret < 0)
 		reply_err(req, ret);
 	else
-		fuse_reply_attr(req, &st, fs_timeout(fs));
+		fuse_reply_attr(req, &st, fs_attr_timeout(fs, ino, ret));
 }
 
 void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)

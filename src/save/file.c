@@ -266,9 +266,9 @@ int save_file_truncate(struct save_fh *h, size_t len)
 	return ret;
 }
 
-bool save_file_size(const struct cache_node *n, size_t *size)
+bool save_file_size(const struct cache_node *n, int pid, size_t *size)
 {
-	const struct save_file *f = save_local(n)->file;
+	const struct save_file *f = find(n, pid);
 	if (!f)
 		return false;
 	*size = __atomic_load_n(&f->shown_len, __ATOMIC_RELAXED);

@@ -114,8 +114,9 @@ int save_file_write(struct save_fh *h, const char *data, size_t size, off_t off,
 		    size_t *end);
 /* Sets the length, zero-filling a gap. -EFBIG, -ENOMEM. */
 int save_file_truncate(struct save_fh *h, size_t len);
-/* The size open writers see, if n has shared content. Cache lock held. */
-bool save_file_size(const struct cache_node *n, size_t *size);
+/* The size process pid's open writers see, if it has content of its own
+ * for n (pid -1: any process's). Cache lock held. */
+bool save_file_size(const struct cache_node *n, int pid, size_t *size);
 /* Commits the content as one txn (save_store_text's rules) unless it is
  * unchanged; a just-created or truncated file is left for the last close
  * unless force (fsync). *wrote tells whether something was stored. */
