@@ -533,6 +533,19 @@ int etcd_harness_ctl(struct etcd_harness *h, const char *user, ...)
 	return ret;
 }
 
+int etcd_harness_add_users(struct etcd_harness *h, const char *bob_perm)
+{
+	int ret = 0;
+	ret |= etcd_harness_ctl(h, NULL, "user", "add", "root:pw", NULL);
+	ret |= etcd_harness_ctl(h, NULL, "user", "grant-role", "root", "root", NULL);
+	ret |= etcd_harness_ctl(h, NULL, "role", "add", "bobs", NULL);
+	ret |= etcd_harness_ctl(h, NULL, "role", "grant-permission", "bobs", "--prefix=true",
+				bob_perm, "/bob/", NULL);
+	ret |= etcd_harness_ctl(h, NULL, "user", "add", "bob:bpw", NULL);
+	ret |= etcd_harness_ctl(h, NULL, "user", "grant-role", "bob", "bobs", NULL);
+	return ret ? -EIO : 0;
+}
+
 void etcd_harness_config_transport(struct etcd_config *cfg)
 {
 	const char *t = getenv("ETCDFS_ETCD_TRANSPORT");

@@ -66,6 +66,10 @@ int etcd_harness_etcdctl(struct etcd_harness *h, const char *user, char *out, si
 /* etcd_harness_etcdctl with the arguments as a NULL-terminated list (NULLs after the first
  * are ignored), its output printed on stderr when it fails. */
 int etcd_harness_ctl(struct etcd_harness *h, const char *user, ...) __attribute__((sentinel));
+/* Adds the users the auth tests share: root:pw (role root) and bob:bpw, whose role "bobs"
+ * has bob_perm ("read", "readwrite") on the prefix /bob/. Auth stays disabled. -EIO when an
+ * etcdctl call failed (its output is printed). */
+int etcd_harness_add_users(struct etcd_harness *h, const char *bob_perm);
 /* Kills etcd if running and removes the directory. Safe to call twice. */
 void etcd_harness_destroy(struct etcd_harness *h);
 

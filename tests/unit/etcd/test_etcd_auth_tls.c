@@ -150,14 +150,7 @@ static void test_auth(void)
 		CHECK(!"etcd did not start");
 		return;
 	}
-	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "add", "root:pw", NULL), 0);
-	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "grant-role", "root", "root", NULL), 0);
-	CHECK_EQ(etcd_harness_ctl(&h, NULL, "role", "add", "bobs", NULL), 0);
-	CHECK_EQ(etcd_harness_ctl(&h, NULL, "role", "grant-permission", "bobs", "--prefix=true",
-				  "readwrite", "/bob/", NULL),
-		 0);
-	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "add", "bob:bpw", NULL), 0);
-	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "grant-role", "bob", "bobs", NULL), 0);
+	CHECK_EQ(etcd_harness_add_users(&h, "readwrite"), 0);
 	/* A user on a server without auth: the client notices and goes on without a token. */
 	struct opts o0 = {.endpoints = h.endpoint, .user = "root:pw"};
 	struct kv *early = client(&o0);

@@ -1966,14 +1966,7 @@ static void test_auth(void)
 		CHECK(!"etcd did not start");
 		return;
 	}
-	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "add", "root:pw", NULL), 0);
-	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "grant-role", "root", "root", NULL), 0);
-	CHECK_EQ(etcd_harness_ctl(&h, NULL, "role", "add", "bobs", NULL), 0);
-	CHECK_EQ(etcd_harness_ctl(&h, NULL, "role", "grant-permission", "bobs", "--prefix=true",
-				  "read", "/bob/", NULL),
-		 0);
-	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "add", "bob:bpw", NULL), 0);
-	CHECK_EQ(etcd_harness_ctl(&h, NULL, "user", "grant-role", "bob", "bobs", NULL), 0);
+	CHECK_EQ(etcd_harness_add_users(&h, "read"), 0);
 	CHECK_EQ(etcd_harness_ctl(&h, NULL, "auth", "enable", NULL), 0);
 
 	struct copts og = {
