@@ -38,12 +38,18 @@ void fs_release_lookup(struct fs *fs, struct cache_node *n)
 	cache_unlock(fs->cache);
 }
 
-/* Content changed here: mtime and ctime move. */
-static void touch_node(struct fs *fs, struct cache_node *n)
+/* Content changed here: mtime and ctime move. A write by anyone but root
+ * (root stands for CAP_FSETID, which FUSE does not pass on) drops setuid
+ * and setgid: for direct I/O writes the kernel leaves that to us, and
+ * libfuse 3.14 does not pass on its FUSE_WRITE_KILL_SUIDGID flag. */
+static void touch_node(struct fs *fs, struct cache_node *n, bool kill_priv)
 {
 	cache_wrlock(fs->cache);
-	/* Times are best effort under memory pressure: the data matters. */
+	/* Times and modes are best effort under memory pressure: the data
+	 * matters. */
 	(void)save_touch_locked(n, SAVE_MTIME | SAVE_CTIME);
+	if (kill_priv)
+		(void)save_kill_priv_locked(n);
 	cache_unlock(fs->cache);
 }
 
@@ -147,7 +153,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			goto out_unref;
 		}
 		if (trunc)
-			touch_node(fs, n);
+			touch_node(fs, n, fuse_req_ctx(req)->uid != 0);
 		/* The content is this process's until its save, so the handle
 		 * bypasses the shared page cache (and the kernel's i_size,
 		 * which another writer may move). */
@@ -311,7 +317,7 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	touch_node(fs, fh->node);
+	touch_node(fs, fh->node, fuse_req_ctx(req)->uid != 0);
 	fuse_reply_write(req, size);
 }
 

@@ -489,6 +489,35 @@ static void rename_touched(struct fs *fs, fuse_ino_t parent, fuse_ino_t newparen
 	cache_unlock(fs->cache);
 }
 
+/* Resolves both names of a rename once no close's save of either is in
+ * flight: "create a; close; mv a b; mv b a" raced the RELEASE that saves a,
+ * which then created a behind the rename (ESTALE and a false conflict, the
+ * issue's bug 5). Lock held for write. */
+static int resolve_pair(struct fs *fs, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+			const char *newname, struct target *s, struct target *d)
+{
+	for (int i = 0; i < 2; i++) {
+		int ret = resolve(fs, parent, name, s);
+		if (ret == 0)
+			ret = resolve(fs, newparent, newname, d);
+		if (ret < 0 || i == 1)
+			return ret;
+		bool busy = false;
+		if (s->n && save_local(s->n)->file) {
+			wait_for_save(fs, s->n);
+			busy = true;
+		}
+		if (d->n && d->n != s->n && save_local(d->n)->file) {
+			wait_for_save(fs, d->n);
+			busy = true;
+		}
+		if (!busy)
+			return 0;
+		/* the lock was dropped: resolve again */
+	}
+	return 0;
+}
+
 void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		  const char *newname, unsigned int flags)
 {
@@ -505,9 +534,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	char *skey = NULL, *dkey = NULL;
 	size_t sklen = 0, dklen = 0;
 	cache_wrlock(c);
-	int ret = resolve(fs, parent, name, &s);
-	if (ret == 0)
-		ret = resolve(fs, newparent, newname, &d);
+	int ret = resolve_pair(fs, parent, name, newparent, newname, &s, &d);
 	if (ret < 0)
 		goto out_unlock;
 	struct cache_node *sn = s.n, *dn = d.n;

@@ -43,6 +43,20 @@ int save_touch_locked(struct cache_node *n, unsigned what)
 	return 0;
 }
 
+int save_kill_priv_locked(struct cache_node *n)
+{
+	const struct cache_local *cur = save_local(n);
+	if (!cur->mode_set || !(cur->mode & (S_ISUID | S_ISGID)))
+		return 0; /* defaults carry neither bit */
+	struct cache_local *l = save_local_mut(n);
+	if (!l)
+		return -ENOMEM;
+	l->mode &= ~(uint32_t)S_ISUID;
+	if (l->mode & S_IXGRP)
+		l->mode &= ~(uint32_t)S_ISGID;
+	return 0;
+}
+
 int save_setattr_locked(struct cache_node *n, const struct save_attr *a)
 {
 	struct cache_local *l = save_local_mut(n);

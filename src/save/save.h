@@ -149,6 +149,10 @@ void save_file_unhold_locked(struct cache_node *n, struct save_file *f);
 
 /* Sets the times named by what to now. Lock held for write. -ENOMEM. */
 int save_touch_locked(struct cache_node *n, unsigned what);
+/* A write by a caller without CAP_FSETID: drops setuid, and setgid where
+ * group execute is set (setgid without it marks mandatory locking), as
+ * Linux does. Lock held for write. -ENOMEM. */
+int save_kill_priv_locked(struct cache_node *n);
 /* What chmod, chown and utimensat set; a field applies when its flag is
  * in what (SAVE_ATTR_*). */
 enum {
