@@ -245,3 +245,44 @@ def test_huge_truncate_is_efbig(public_mount):
         os.truncate(p, 999999999999999)
     assert e.value.errno == errno.EFBIG
     assert read(p) == b"x"
+
+
+# ---- by design, each with its documented errno (docs/writes.md, etcdfs(1))
+
+def test_by_design_errnos(public_mount):
+    import socket
+    d = public_mount.p("bd")
+    os.mkdir(d)
+    f = os.path.join(d, "f")
+    with open(f, "w") as fh:
+        fh.write("x")
+
+    def errno_of(fn, *args):
+        try:
+            fn(*args)
+        except OSError as e:
+            return e.errno
+        return 0
+    assert errno_of(os.symlink, "f", os.path.join(d, "l")) == errno.EPERM
+    assert errno_of(os.link, f, os.path.join(d, "h")) == errno.EPERM
+    assert errno_of(os.mkfifo, os.path.join(d, "fifo")) == errno.EPERM
+    assert errno_of(os.mknod, os.path.join(d, "dev"), stat.S_IFCHR | 0o600,
+                    os.makedev(1, 3)) == errno.EPERM
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        assert errno_of(s.bind, os.path.join(d, "sock")) == errno.EPERM
+    finally:
+        s.close()
+    assert errno_of(os.open, d, os.O_TMPFILE | os.O_RDWR, 0o600) == errno.EOPNOTSUPP
+    full = os.path.join(d, "full")
+    os.mkdir(full)
+    with open(os.path.join(full, "k"), "w") as fh:
+        fh.write("v")
+    assert errno_of(os.rename, full, os.path.join(d, "moved")) == errno.EXDEV
+    big = os.path.join(d, "big")
+    public_mount.allowed_errors += ["over etcd's request limit"]
+    with pytest.raises(OSError) as e:
+        with open(big, "wb") as fh:
+            fh.write(b"b" * (2 << 20))  # over etcd's 1.5 MiB request limit
+    assert e.value.errno == errno.EFBIG
+    assert sorted(os.listdir(d)) == ["f", "full"]
