@@ -39,6 +39,7 @@ struct options {
 	char *consistency;
 	char *transport;
 	char *conflict_dir;
+	char *log_file;
 	char *shadow;
 	char *kernel_timeout_s, *stale_timeout_s;
 	double timeout_fresh, timeout_stale;
@@ -90,6 +91,8 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--consistency %s", consistency),
 	OPT("--transport %s", transport),
 	OPT("--conflict-dir %s", conflict_dir),
+	OPT("--log-file %s", log_file),
+	OPT("log_file=%s", log_file),
 	OPT("--shadow %s", shadow),
 	OPT("--kernel-timeout %s", kernel_timeout_s),
 	OPT("--stale-timeout %s", stale_timeout_s),
@@ -211,7 +214,11 @@ static void usage(const char *prog)
 	       ".*.sw?:.*.sw??:4913:*~:*.bak:.#*:#*#:sed?\?\?\?\?\?:XX?\?\?\?\?\?:.*.?\?\?\?\?\?)\n"
 	       "\n"
 	       "FUSE:\n"
-	       "    -f                         stay in the foreground\n"
+	       "    -f                         stay in the foreground (log to stderr)\n"
+	       "    --log-file=PATH            also log to PATH (mode 0600, 8 MiB, one rotation\n"
+	       "                               to PATH.1); daemonized without syslog the\n"
+	       "                               default is /run/etcdfs/MOUNT.log (root) or\n"
+	       "                               $XDG_RUNTIME_DIR/etcdfs/MOUNT.log\n"
 	       "    -d, -o debug               debug log, foreground\n"
 	       "    -s                         single-threaded\n"
 	       "    -o ro                      read-only mount\n"
@@ -290,9 +297,9 @@ static void daemon_ready(void *arg)
 	ready_fd = -1;
 	if (chdir("/") < 0)
 		log_warn("chdir /: %s", strerror(errno));
-	/* From here on stderr is gone: log to syslog, info included. */
-	log_use_syslog(1);
-	log_set_level(LOG_INFO);
+	/* From here on stderr is gone: the file or syslog (setup_log) has
+	 * every message. */
+	log_use_stderr(0);
 	int fd = open("/dev/null", O_RDWR);
 	if (fd >= 0) {
 		dup2(fd, 0);
@@ -301,6 +308,66 @@ static void daemon_ready(void *arg)
 		if (fd > 2)
 			close(fd);
 	}
+}
+
+#define LOG_FILE_MAX_MIB 8
+
+/* The default log of a daemonized mount where no syslog listens: named
+ * after the mount point, in root's /run/etcdfs or the user's runtime dir. */
+static char *default_log_path(const char *mnt)
+{
+	const char *rt = getenv("XDG_RUNTIME_DIR");
+	char dir[512];
+	if (geteuid() == 0 || !rt || !*rt)
+		snprintf(dir, sizeof(dir), geteuid() == 0 ? "/run/etcdfs" : "/tmp/etcdfs-%u",
+			 (unsigned)geteuid());
+	else
+		snprintf(dir, sizeof(dir), "%s/etcdfs", rt);
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return NULL;
+	char *abs = realpath(mnt, NULL);
+	if (abs)
+		mnt = abs;
+	char name[256];
+	size_t n = 0;
+	for (const char *p = mnt; *p && n + 1 < sizeof(name); p++)
+		if (*p != '/' || (n && name[n - 1] != '-'))
+			name[n++] = *p == '/' ? '-' : *p;
+	while (n && name[n - 1] == '-')
+		n--;
+	name[n] = 0;
+	free(abs);
+	char *path;
+	if (asprintf(&path, "%s/%s.log", dir, n ? name : "root") < 0)
+		return NULL;
+	return path;
+}
+
+/* Where a mount's log goes (log.h): --log-file always; a daemonized mount
+ * without --log-file uses syslog where /dev/log exists, else the default
+ * file, and says so on the terminal before it detaches, so that no message
+ * is ever silently lost. */
+static int setup_log(const struct options *o, const char *mnt)
+{
+	struct stat st;
+	char *path = NULL;
+	if (o->log_file)
+		path = strdup(o->log_file);
+	else if (!o->foreground && !(stat("/dev/log", &st) == 0 && S_ISSOCK(st.st_mode)))
+		path = default_log_path(mnt);
+	else
+		return 0;
+	if (!path) {
+		fprintf(stderr, "etcdfs: cannot make a log file name: %s\n", strerror(errno));
+		return -1;
+	}
+	int r = log_use_file(path, (size_t)LOG_FILE_MAX_MIB << 20);
+	if (r < 0)
+		fprintf(stderr, "etcdfs: cannot open the log file %s: %s\n", path, strerror(-r));
+	else if (!o->log_file)
+		fprintf(stderr, "etcdfs: no syslog (/dev/log): logging to %s\n", path);
+	free(path);
+	return r < 0 ? -1 : 0;
 }
 
 static int daemonize(void)
@@ -471,6 +538,7 @@ int main(int argc, char *argv[])
 			 &o.listen,
 			 &o.consistency,
 			 &o.conflict_dir,
+			 &o.log_file,
 			 &o.shadow,
 			 &o.node_id_s,
 			 &o.kernel_timeout_s,
@@ -563,9 +631,15 @@ int main(int argc, char *argv[])
 		prefix[plen] = 0;
 	}
 
-	/* A daemonizing mount prints only problems on the terminal. */
-	if (!o.foreground)
-		log_set_level(LOG_WARNING);
+	if (setup_log(&o, mountpoint) < 0)
+		goto out_args;
+	/* A daemonizing mount prints only problems on the terminal; the file
+	 * or syslog gets every message from the start. */
+	if (!o.foreground) {
+		log_set_stderr_level(LOG_WARNING);
+		if (!log_file_path())
+			log_use_syslog(1);
+	}
 	if (!o.foreground && daemonize() < 0) {
 		fprintf(stderr, "etcdfs: cannot daemonize: %s\n", strerror(errno));
 		goto out_args;
@@ -711,6 +785,7 @@ out_args:
 	free(o.consistency);
 	free(o.transport);
 	free(o.conflict_dir);
+	free(o.log_file);
 	free(o.shadow);
 	free(o.node_id_s);
 	free(o.kernel_timeout_s);

@@ -29,3 +29,57 @@ def test_bad_option_values_fail_clearly(tmp):
         r = subprocess.run([ETCDFS, bad, tmp], capture_output=True, timeout=20)
         assert r.returncode != 0
         assert word in r.stderr.decode(), r.stderr
+
+
+def _daemon_mount(etcd, tmp, extra, env=None):
+    """Mounts etcdfs daemonized (no -f); returns (mount point, stderr)."""
+    mnt = os.path.join(tmp, "dmnt")
+    os.makedirs(mnt, exist_ok=True)
+    r = subprocess.run([ETCDFS, "--endpoints", etcd.endpoint, "--prefix", "/logtest"] + extra +
+                       [mnt], capture_output=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    assert os.path.ismount(mnt)
+    return mnt, r.stderr.decode()
+
+
+def _unmount(mnt):
+    subprocess.run(["fusermount3", "-u", mnt], check=True)
+
+
+def test_daemon_logs_to_its_log_file(etcd, tmp):
+    """--log-file: a daemonized mount's messages (info included) reach the
+    file, which is private to the owner; no syslog is needed."""
+    etcd.put("/logtest/k", "v")
+    log = os.path.join(tmp, "etcdfs.log")
+    mnt, err = _daemon_mount(etcd, tmp, ["--log-file", log])
+    try:
+        with open(os.path.join(mnt, "k")) as f:
+            assert f.read() == "v"
+    finally:
+        _unmount(mnt)
+    assert os.stat(log).st_mode & 0o777 == 0o600
+    with open(log) as f:
+        text = f.read()
+    assert "connected to " + etcd.endpoint in text, text
+    assert "sync: 1 keys" in text, text
+
+
+def test_daemon_without_syslog_logs_to_a_file_and_says_where(etcd, tmp):
+    if os.path.exists("/dev/log"):
+        import pytest
+        pytest.skip("this machine has a syslog socket (/dev/log): the daemon uses syslog")
+    env = dict(os.environ, XDG_RUNTIME_DIR=tmp)
+    mnt, err = _daemon_mount(etcd, tmp, [], env=env)
+    _unmount(mnt)
+    m = re.search(r"logging to (\S+)", err)
+    assert m, err
+    path = m.group(1)
+    # as root the default is under /run/etcdfs
+    assert path.startswith("/run/etcdfs/" if os.geteuid() == 0 else tmp), path
+    assert path.endswith(mnt.replace("/", "-").strip("-") + ".log")
+    try:
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        with open(path) as f:
+            assert "connected to " in f.read()
+    finally:
+        os.unlink(path)
