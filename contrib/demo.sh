@@ -7,12 +7,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v meson >/dev/null || ! pkg-config --exists fuse3 raft yaml-0.1 2>/dev/null; then
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends build-essential meson ninja-build pkg-config \
-		libfuse3-dev fuse3 libcurl4-openssl-dev libjansson-dev libssl-dev libprotobuf-c-dev \
-		protobuf-c-compiler libyaml-dev libraft-dev libuv1-dev >/dev/null
-fi
+tools/deps.sh build
 [ -d build ] || meson setup build >/dev/null
 ninja -C build etcdfs src/k8s/etcdfs-k8s >/dev/null
 mnt=${1:-/mnt/etcd}

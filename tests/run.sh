@@ -8,10 +8,15 @@
 #  3. valgrind memcheck over the plain build's unit tests that run no servers;
 #  4. build-fuzz (clang): every libFuzzer target for FUZZ_SECONDS (60).
 # Ends with "N passed, N failed"; exits non-zero on any failure.
-# Needs root (FUSE, mount) and the Debian packages .ci/run installs.
+# Needs root (FUSE, mount, and apt-get for tools/deps.sh on a fresh machine).
 set -u
 cd "$(dirname "$0")/.."
 top=$(pwd)
+# Every Debian package the suite needs (a no-op when all are installed).
+if ! tools/deps.sh test; then
+	echo "0 passed, 1 failed"
+	exit 1
+fi
 results=$(mktemp -d)
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 status=0
