@@ -23,7 +23,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("ETCDFS_BUILD", os.path.join(ROOT, "build"))
 ETCDFS = os.environ.get("ETCDFS_BIN", os.path.join(BUILD, "etcdfs"))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+SHARED = os.environ.get("ETCDFS_SHARED") or os.path.join(os.path.dirname(ROOT), "shared")
 
 
 def shared(*parts):
@@ -31,7 +31,8 @@ def shared(*parts):
     clone that has no ../shared beside it."""
     path = os.path.join(SHARED, *parts)
     if not os.path.exists(path):
-        pytest.skip(f"needs {path} (Kubernetes data in ../shared, absent in a plain clone)")
+        pytest.skip(f"needs {path} (Kubernetes data: ../shared, or run tools/fetch-k8s-data.sh DIR "
+                    "and set ETCDFS_SHARED=DIR)")
     return path
 
 

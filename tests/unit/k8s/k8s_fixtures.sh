@@ -4,6 +4,6 @@
 # Kubernetes fixtures, which live outside the repo, are not in SHARED.
 need_fixtures() {
 	for d in "$1/k8s-real/values" "$1/k8s-fixtures/HEAD"; do
-		[ -d "$d" ] || { echo "skip: $d missing (the Kubernetes fixtures in ../shared)"; exit 77; }
+		[ -d "$d" ] || { echo "skip: $d missing (Kubernetes fixtures: ../shared, or tools/fetch-k8s-data.sh DIR and -Dshared_dir=DIR)"; exit 77; }
 	done
 }

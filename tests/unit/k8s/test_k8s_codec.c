@@ -794,7 +794,11 @@ int main(int argc, char **argv)
 		char path[4096];
 		snprintf(path, sizeof(path), "%s/%s", shared, shared_files[i]);
 		if (access(path, R_OK) != 0) {
-			printf("skip: %s missing (the Kubernetes fixtures in ../shared)\n", path);
+			printf("skip: %s missing (%s)\n", path,
+			       strstr(path, "k8s-real")
+				       ? "a real cluster's values: only in ../shared, not public"
+				       : "Kubernetes fixtures: ../shared, or tools/fetch-k8s-data.sh DIR "
+					 "and -Dshared_dir=DIR");
 			return 77;
 		}
 	}

@@ -295,7 +295,7 @@ int main(int argc, char **argv)
 		size_t n = 0, cap = 0;
 
 		if (!d && errno == ENOENT) {
-			printf("skip: %s missing (the Kubernetes fixtures in ../shared)\n",
+			printf("skip: %s missing (Kubernetes fixtures: ../shared, or tools/fetch-k8s-data.sh DIR and -Dshared_dir=DIR)\n",
 			       argv[a]);
 			return 77;
 		}

@@ -422,7 +422,7 @@ int main(int argc, char **argv)
 	char dir[4096];
 	snprintf(dir, sizeof(dir), "%s/HEAD", argv[1]);
 	if (fixture_dir(dir) == -ENOENT) {
-		printf("skip: %s missing (the Kubernetes fixtures in ../shared); the hand-built "
+		printf("skip: %s missing (Kubernetes fixtures: ../shared, or tools/fetch-k8s-data.sh DIR and -Dshared_dir=DIR); the hand-built "
 		       "cases passed: %s\n",
 		       dir, test_failures ? "no" : "yes");
 		return test_failures ? 1 : 77;

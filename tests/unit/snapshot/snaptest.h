@@ -33,7 +33,7 @@ static inline bool skip_without(const char *path)
 {
 	if (access(path, R_OK) == 0)
 		return false;
-	printf("skip: %s missing (the real Kubernetes backend file in ../shared)\n", path);
+	printf("skip: %s missing (a real cluster's backend file: only in ../shared, not public)\n", path);
 	return true;
 }
 
