@@ -83,3 +83,28 @@ def test_daemon_without_syslog_logs_to_a_file_and_says_where(etcd, tmp):
             assert "connected to " in f.read()
     finally:
         os.unlink(path)
+
+
+def _options(text):
+    return set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", text))
+
+
+def test_help_man_page_and_readme_agree():
+    """Every option the man page or the README names for etcdfs is one
+    --help lists (the reverse, --help in the man page, is checked above)."""
+    help_opts = _options(subprocess.run([ETCDFS, "--help"], capture_output=True,
+                                        check=True).stdout.decode())
+    with open(os.path.join(ROOT, "docs/etcdfs.1")) as f:
+        man = _options(f.read().replace("\\-", "-"))
+    assert man - help_opts == set(), "in docs/etcdfs.1 but not in --help"
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    # the README's etcdfs command lines and its Options section
+    named = set()
+    for line in readme.splitlines():
+        if re.match(r"^\$? ?(sudo )?(\./build/)?etcdfs ", line):
+            named |= _options(line)
+    section = readme.split("## Options", 1)[1].split("\n## ", 1)[0]
+    named |= _options(section)
+    assert len(named) >= 8
+    assert named - help_opts == set(), "in the README but not in --help"
