@@ -76,7 +76,7 @@ if setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=fals
 		tests/integration/test_read.py tests/integration/test_write.py \
 		tests/integration/test_watch.py tests/integration/test_k8s.py \
 		tests/integration/test_model.py tests/integration/test_model_basic.py tests/integration/test_toolbox.py \
-		tests/integration/test_tools.py tests/integration/test_issue14.py \
+		tests/integration/test_tools.py tests/integration/test_issue14.py tests/integration/test_refusals.py \
 		${PYTEST_ARGS:-} || status=1
 else
 	echo "BUILD FAILED: build-asan"

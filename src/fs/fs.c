@@ -573,6 +573,35 @@ static void reply_xattr_value(fuse_req_t req, const char *val, size_t len, size_
 		fuse_reply_buf(req, val, len);
 }
 
+/* user.etcdfs.error on a file, user.etcdfs.last_error on the root: why a
+ * save was refused (src/save/why.c), where the user looks after vim says
+ * only "E667: Fsync failed". Returns whether name was one of them. */
+static bool reply_refusal(fuse_req_t req, struct fs *fs, fuse_ino_t ino, const char *name,
+			  size_t size)
+{
+	char *msg = NULL;
+	int ret;
+	if (ino == FUSE_ROOT_ID && strcmp(name, "user.etcdfs.last_error") == 0) {
+		ret = save_why_last(fs->save, &msg);
+	} else if (ino != FUSE_ROOT_ID && strcmp(name, "user.etcdfs.error") == 0) {
+		cache_rdlock(fs->cache);
+		struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
+		size_t klen = 0;
+		char *key = n ? cache_node_key(fs->cache, n, &klen) : NULL;
+		cache_unlock(fs->cache);
+		ret = !n ? -ENOENT : !key ? -ENOMEM : save_why_get(fs->save, key, klen, &msg);
+		free(key);
+	} else {
+		return false;
+	}
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		reply_xattr_value(req, msg, strlen(msg), size);
+	free(msg);
+	return true;
+}
+
 static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct fs *fs = fs_of(req);
@@ -589,6 +618,8 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 		fuse_reply_err(req, ENOTSUP);
 		return;
 	}
+	if (reply_refusal(req, fs, ino, name, size))
+		return;
 	if (ino == FUSE_ROOT_ID && strncmp(name, "user.etcdfs.", 12) == 0) {
 		struct cache_stats cs;
 		cache_get_stats(fs->cache, &cs);

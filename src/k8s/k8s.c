@@ -324,11 +324,20 @@ static int parse_text(const char *text, size_t len, struct jval **out, char **er
 {
 	size_t i = 0;
 
-	while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n'))
-		i++;
+	/* Blank lines and '#' comments first: a copy of a refused save starts
+	 * with a comment block saying why (src/save), also before JSON. */
+	for (;;) {
+		while (i < len &&
+		       (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n'))
+			i++;
+		if (i >= len || text[i] != '#')
+			break;
+		while (i < len && text[i] != '\n')
+			i++;
+	}
 	if (i < len && text[i] == '{') {
 		/* JSON is YAML too, but the JSON parser keeps numbers exact */
-		int r = k8s_json_parse(text, len, out, NULL);
+		int r = k8s_json_parse(text + i, len - i, out, NULL);
 		if (r == 0)
 			return 0;
 		if (r == -ENOMEM)

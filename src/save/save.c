@@ -22,6 +22,7 @@ int save_new(const struct save_config *cfg, struct save **out)
 		return -ENOMEM;
 	s->cfg = *cfg;
 	pthread_mutex_init(&s->dd_lock, NULL);
+	pthread_mutex_init(&s->why_lock, NULL);
 	pthread_cond_init(&s->dd_cv, NULL);
 	cache_set_local_ops(cfg->cache, &save_local_ops);
 	*out = s;
@@ -33,6 +34,8 @@ void save_destroy(struct save *s)
 	if (!s)
 		return;
 	save_stop(s);
+	save_why_destroy(s);
+	pthread_mutex_destroy(&s->why_lock);
 	pthread_mutex_destroy(&s->dd_lock);
 	pthread_cond_destroy(&s->dd_cv);
 	free(s);
@@ -58,16 +61,52 @@ bool save_is_shadow_name(const struct save *s, const char *name)
 	return false;
 }
 
-/* ---- conflict files ---- */
+/* ---- copies of rejected saves ---- */
 
+/* The conflict directory's path into dir. */
+static void kept_dir(const struct save *s, char *dir, size_t dirsz)
+{
+	if (s->cfg.conflict_dir)
+		snprintf(dir, dirsz, "%s", s->cfg.conflict_dir);
+	else
+		snprintf(dir, dirsz, "/tmp/etcdfs-conflicts-%u", (unsigned)s->cfg.uid);
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	size_t off = 0;
+	while (off < len) {
+		ssize_t w = write(fd, buf + off, len - off);
+		if (w <= 0)
+			return -EIO;
+		off += w;
+	}
+	return 0;
+}
+
+/* Writes a new file at path (0600) holding head then buf. */
+static int write_new(const char *path, const char *head, const char *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (fd < 0)
+		return -errno;
+	int ret = write_all(fd, head, strlen(head));
+	if (ret == 0)
+		ret = write_all(fd, buf, len);
+	close(fd);
+	return ret;
+}
+
+/* Keeps a rejected save's content in the conflict directory (path gets its
+ * name, or why it could not be kept) and says why it was refused, as
+ * kubectl edit does: text shown as YAML or JSON starts with a comment
+ * block (etcdfs reads past it when the copy is saved back); any other
+ * value is kept byte for byte, with the reason in PATH.why beside it. */
 static void keep_rejected(struct save *s, const char *key, size_t klen, const char *buf, size_t len,
-			  char *path, size_t pathsz)
+			  const char *reason, char *path, size_t pathsz)
 {
 	char dir[256];
-	if (s->cfg.conflict_dir)
-		snprintf(dir, sizeof(dir), "%s", s->cfg.conflict_dir);
-	else
-		snprintf(dir, sizeof(dir), "/tmp/etcdfs-conflicts-%u", (unsigned)s->cfg.uid);
+	kept_dir(s, dir, sizeof(dir));
 	mkdir(dir, 0700);
 	char flat[120];
 	size_t o = 0;
@@ -82,29 +121,36 @@ static void keep_rejected(struct save *s, const char *key, size_t klen, const ch
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	snprintf(path, pathsz, "%s/%s.%lld.%09ld", dir, flat, (long long)ts.tv_sec, ts.tv_nsec);
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-	if (fd < 0) {
-		snprintf(path, pathsz, "(could not save: %s)", strerror(errno));
-		return;
+	bool text = s->cfg.encode && (!s->cfg.encode_applies ||
+				      s->cfg.encode_applies(s->cfg.encode_arg, key, klen));
+	char head[1600];
+	snprintf(head, sizeof(head),
+		 "# etcdfs did not save this to %.*s:\n# %s\n"
+		 "# Fix it and copy it back over the file; these lines are ignored.\n#\n",
+		 (int)klen, key, reason);
+	int ret = write_new(path, text ? head : "", buf, len);
+	if (ret == 0 && !text) {
+		char why[600];
+		snprintf(why, sizeof(why), "%s.why", path);
+		snprintf(head, sizeof(head), "etcdfs did not save %s to %.*s:\n%s\n", path,
+			 (int)klen, key, reason);
+		ret = write_new(why, head, "", 0);
 	}
-	size_t off = 0;
-	while (off < len) {
-		ssize_t w = write(fd, buf + off, len - off);
-		if (w <= 0)
-			break;
-		off += w;
-	}
-	close(fd);
+	if (ret < 0)
+		snprintf(path, pathsz, "(could not keep it: %s)", strerror(-ret));
+	save_prune_kept(s, dir);
 }
 
 int save_reject_edit(struct save *s, const char *key, size_t klen, const char *buf, size_t len,
 		     int64_t now)
 {
-	char path[512];
-	keep_rejected(s, key, klen, buf, len, path, sizeof(path));
-	log_err("conflict: %.*s changed (revision %lld) while it was being edited; "
-		"nothing written, your version is in %s",
-		(int)klen, key, (long long)now, path);
+	char reason[512], path[512];
+	snprintf(reason, sizeof(reason), "it changed (revision %lld) while it was being edited",
+		 (long long)now);
+	keep_rejected(s, key, klen, buf, len, reason, path, sizeof(path));
+	save_refuse(s, key, klen, "conflict: %.*s changed (revision %lld) while it was being edited; "
+		    "nothing written, your version is in %s",
+		    (int)klen, key, (long long)now, path);
 	return -ESTALE;
 }
 
@@ -114,19 +160,27 @@ static void log_conflict(struct save *s, const char *key, size_t klen, const cha
 	int64_t now = 0;
 	if (res->n_results && res->results[0].range.n_kvs)
 		now = res->results[0].range.kvs[0].mod_revision;
-	char path[512];
-	keep_rejected(s, key, klen, buf, len, path, sizeof(path));
+	char reason[512], path[512];
 	if (absent)
-		log_err("conflict: %.*s was created by someone else (revision %lld) while "
-			"this file was being written; nothing written, your version is in "
-			"%s",
-			(int)klen, key, (long long)now, path);
+		snprintf(reason, sizeof(reason),
+			 "it was created by someone else (revision %lld) while this file was "
+			 "being written",
+			 (long long)now);
 	else
-		log_err("conflict: %.*s changed since it was opened (opened at revision "
-			"%lld, "
-			"now %s %lld); nothing written, your version is in %s",
-			(int)klen, key, (long long)base, now ? "revision" : "deleted at or after",
-			(long long)(now ? now : base), path);
+		snprintf(reason, sizeof(reason),
+			 "it changed since it was opened (opened at revision %lld, now %s %lld)",
+			 (long long)base, now ? "revision" : "deleted at or after",
+			 (long long)(now ? now : base));
+	keep_rejected(s, key, klen, buf, len, reason, path, sizeof(path));
+	if (absent)
+		save_refuse(s, key, klen, "conflict: %.*s was created by someone else (revision %lld) "
+			    "while this file was being written; nothing written, your version is in %s",
+			    (int)klen, key, (long long)now, path);
+	else
+		save_refuse(s, key, klen, "conflict: %.*s changed since it was opened (opened at "
+			    "revision %lld, now %s %lld); nothing written, your version is in %s",
+			    (int)klen, key, (long long)base, now ? "revision" : "deleted at or after",
+			    (long long)(now ? now : base), path);
 }
 
 /* ---- commit ---- */
@@ -138,16 +192,18 @@ int save_put_txn(struct save *s, const char *key, size_t klen, const char *buf, 
 	struct kv *kv = s->cfg.kv;
 	size_t limit = kv->ops->max_request_bytes ? kv->ops->max_request_bytes(kv) : (3u << 19);
 	if (len + klen + 256 > limit) {
-		log_err("save of %.*s refused: the value is %zu bytes, over etcd's request limit "
-			"of "
-			"%zu bytes; nothing written",
-			(int)klen, key, len, limit);
+		save_refuse(s, key, klen,
+			    "save of %.*s refused: the value is %zu bytes, over etcd's request "
+			    "limit of %zu bytes; nothing written",
+			    (int)klen, key, len, limit);
 		return -EFBIG;
 	}
 	if (n_xcmp + 1 > SAVE_MAX_COMPARES || n_extra > SAVE_MAX_EXTRA_OPS) {
-		log_err("save of %.*s refused: %zu compares and %zu extra operations, over the "
-			"txn builder's %d and %d; nothing written",
-			(int)klen, key, n_xcmp + 1, n_extra, SAVE_MAX_COMPARES, SAVE_MAX_EXTRA_OPS);
+		save_refuse(s, key, klen,
+			    "save of %.*s refused: %zu compares and %zu extra operations, over "
+			    "the txn builder's %d and %d; nothing written",
+			    (int)klen, key, n_xcmp + 1, n_extra, SAVE_MAX_COMPARES,
+			    SAVE_MAX_EXTRA_OPS);
 		return -E2BIG;
 	}
 	struct kv_compare cmp[SAVE_MAX_COMPARES];
@@ -183,7 +239,12 @@ int save_put_txn(struct save *s, const char *key, size_t klen, const char *buf, 
 	struct kv_txn_result res;
 	int ret = kv_txn(kv, &txn, &res);
 	if (ret < 0) {
-		log_err("save of %.*s failed: %s; nothing written", (int)klen, key, strerror(-ret));
+		save_refuse(s, key, klen, "save of %.*s failed: %s%s", (int)klen, key,
+			    strerror(-ret),
+			    ret == -ETIMEDOUT || ret == -EIO
+				    ? "; etcd did not confirm it: the value may or may not have "
+				      "been written"
+				    : "; nothing written");
 		return ret;
 	}
 	if (!res.succeeded) {
@@ -207,6 +268,7 @@ int save_put_txn(struct save *s, const char *key, size_t klen, const char *buf, 
 	*rev = res.revision;
 	kv_txn_result_free(&res);
 	cache_apply_local(s->cfg.cache, key, klen, &nkv, *rev);
+	save_why_clear(s, key, klen);
 	return 0;
 }
 
@@ -253,8 +315,11 @@ int save_encode(struct save *s, const char *key, size_t klen, const char *buf, s
 		*rawlen = ol;
 		*owned = true;
 	} else {
-		log_err("save of %.*s refused: %s; nothing written", (int)klen, key,
-			err ? err : strerror(-ret));
+		char reason[1024], path[512];
+		snprintf(reason, sizeof(reason), "%s", err ? err : strerror(-ret));
+		keep_rejected(s, key, klen, buf ? buf : "", len, reason, path, sizeof(path));
+		save_refuse(s, key, klen, "save of %.*s refused: %s; nothing written, your version "
+			    "is in %s", (int)klen, key, reason, path);
 	}
 	free(err);
 	kv_kv_free(&orig);
@@ -307,18 +372,22 @@ int save_delete(struct save *s, const char *key, size_t klen, int64_t rev)
 	struct kv_txn_result res;
 	int ret = kv_txn(s->cfg.kv, &txn, &res);
 	if (ret < 0) {
-		log_err("delete of %.*s failed: %s; the key is unchanged", (int)klen, key,
-			strerror(-ret));
+		save_refuse(s, key, klen, "delete of %.*s failed: %s%s", (int)klen, key,
+			    strerror(-ret),
+			    ret == -ETIMEDOUT || ret == -EIO
+				    ? "; etcd did not confirm it: the key may or may not be deleted"
+				    : "; the key is unchanged");
 		return ret;
 	}
 	bool ok = res.succeeded;
 	int64_t drev = res.revision;
 	kv_txn_result_free(&res);
 	if (!ok) {
-		log_err("conflict: %.*s changed since revision %lld; not deleted", (int)klen, key,
-			(long long)rev);
+		save_refuse(s, key, klen, "conflict: %.*s changed since revision %lld; not deleted",
+			    (int)klen, key, (long long)rev);
 		return -ESTALE;
 	}
 	cache_apply_local(s->cfg.cache, key, klen, NULL, drev);
+	save_why_clear(s, key, klen);
 	return 0;
 }

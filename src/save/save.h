@@ -141,6 +141,16 @@ struct save_file *save_file_hold_locked(struct save *s, struct cache_node *n);
 /* Ends a hold. Cache lock held for write. */
 void save_file_unhold_locked(struct cache_node *n, struct save_file *f);
 
+/* ---- why saves were refused (why.c) ---- */
+
+/* The sentence that refused the last save or delete of key (what was wrong,
+ * for YAML the line and field, where the rejected content was kept), as
+ * the log gave it, in *out (malloc'd). -ENODATA when the key's last save
+ * succeeded or none was refused; -ENOMEM. */
+int save_why_get(struct save *s, const char *key, size_t klen, char **out);
+/* The same for the most recent refusal of any key. */
+int save_why_last(struct save *s, char **out);
+
 /* ---- metadata (attr.c) ---- */
 
 #define SAVE_ATIME 1u

@@ -8,6 +8,7 @@
 #include "save/save.h"
 
 struct deferred_del;
+struct save_why;
 
 struct save {
 	struct save_config cfg;
@@ -17,7 +18,25 @@ struct save {
 	struct deferred_del *dd_head;
 	bool dd_stop, dd_running;
 	pthread_t dd_thread;
+	/* why saves were refused (why.c): protected by why_lock */
+	pthread_mutex_t why_lock;
+	struct save_why *why_head;
+	size_t n_why;
+	char *why_last;
 };
+
+/* Logs a refused save or delete of key (an error line) and keeps the
+ * sentence for save_why_get / save_why_last. s may be NULL (log only). */
+void save_refuse(struct save *s, const char *key, size_t klen, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* A successful save or delete: the key's refusal is over. */
+void save_why_clear(struct save *s, const char *key, size_t klen);
+void save_why_destroy(struct save *s);
+/* Keeps the conflict directory dir bounded (kept.c): removes the oldest
+ * kept copies beyond SAVE_KEPT_MAX, and those older than SAVE_KEPT_DAYS. */
+#define SAVE_KEPT_MAX 200
+#define SAVE_KEPT_DAYS 14
+void save_prune_kept(struct save *s, const char *dir);
 
 extern const struct cache_local_ops save_local_ops;
 

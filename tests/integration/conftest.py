@@ -270,6 +270,10 @@ class Mount:
     def __init__(self, tmp, args, name="mnt"):
         self.path = tempfile.mkdtemp(prefix=name + "-", dir=tmp)
         self.args = list(args)
+        # copies of refused saves go to the test's own directory, never the
+        # user's default one
+        if not any(a.startswith("--conflict-dir") for a in self.args):
+            self.args += ["--conflict-dir", os.path.join(tmp, "conflicts")]
         self.log_path = os.path.join(tmp, os.path.basename(self.path) + ".log")
         self.proc = None
         self.allowed_errors = []

@@ -185,7 +185,7 @@ def test_bad_edits_refused(cluster, kmnt, bad, why):
     assert r.returncode != 0
     assert cluster.get(key)[0] == before
     log = kmnt.log()
-    assert "refused" in log and why in log.split("refused")[-1].lower()
+    assert "refused:" in log and why in log.split("refused:")[-1].split("; ")[0].lower()
 
 
 def test_kubernetes_keyspace_read_only_without_rw(cluster, mount_factory):

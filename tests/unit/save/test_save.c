@@ -2,6 +2,10 @@
  * compares and limits, conflict copies, the encoder hook, deferred deletes
  * and the side table of write-path state. */
 #include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,10 +49,44 @@ static int count_conflicts(void)
 	if (!d)
 		return 0;
 	int n = 0;
-	for (struct dirent *e; (e = readdir(d));)
-		n += e->d_name[0] != '.';
+	for (struct dirent *e; (e = readdir(d));) {
+		size_t l = strlen(e->d_name);
+		n += e->d_name[0] != '.' && !(l > 4 && strcmp(e->d_name + l - 4, ".why") == 0);
+	}
 	closedir(d);
 	return n;
+}
+
+/* The newest copy of a key (names start with prefix, the key's flat name
+ * and a dot), or its .why, read whole (malloc'd), or NULL. */
+static char *newest_kept(const char *prefix, bool why)
+{
+	DIR *d = opendir(conflicts);
+	if (!d)
+		return NULL;
+	char best[512] = "";
+	for (struct dirent *e; (e = readdir(d));) {
+		size_t l = strlen(e->d_name);
+		bool is_why = l > 4 && strcmp(e->d_name + l - 4, ".why") == 0;
+		if (strncmp(e->d_name, prefix, strlen(prefix)) != 0 || is_why != why)
+			continue;
+		/* then seconds.nanoseconds: the greatest name is the newest */
+		if (strcmp(e->d_name, best) > 0)
+			snprintf(best, sizeof(best), "%s", e->d_name);
+	}
+	closedir(d);
+	if (!*best)
+		return NULL;
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/%s", conflicts, best);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	char *buf = calloc(1, 4096);
+	if (buf)
+		fread(buf, 1, 4095, f);
+	fclose(f);
+	return buf;
 }
 
 static struct cache_node *node(const char *seg)
@@ -92,6 +130,75 @@ static void test_put_and_compare(void)
 	v = get("/a", NULL);
 	CHECK(v && strcmp(v, "two") == 0, "a rejected save writes nothing");
 	free(v);
+}
+
+/* Why a save was refused: kept per key and for the mount, cleared by the
+ * key's next successful save; the kept copy says why too. */
+static void test_why(void)
+{
+	int ret;
+	char *msg = NULL;
+	CHECK_EQ(save_why_get(save, "/w", 2, &msg), -ENODATA);
+	int64_t r1 = store("/w", "one", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	store("/w", "two", 0, true, &ret);
+	CHECK_EQ(ret, -ESTALE);
+	REQUIRE_EQ(save_why_get(save, "/w", 2, &msg), 0);
+	CHECK(strstr(msg, "conflict: /w was created by someone else") &&
+		      strstr(msg, "your version is in /"),
+	      "%s", msg);
+	free(msg);
+	REQUIRE_EQ(save_why_last(save, &msg), 0);
+	CHECK(strstr(msg, "conflict: /w") != NULL, "%s", msg);
+	free(msg);
+	/* a raw value is kept as it was, the reason beside it */
+	char *copy = newest_kept("_w.", false);
+	CHECK(copy && strcmp(copy, "two") == 0, "raw copy: %s", copy ? copy : "(none)");
+	free(copy);
+	char *why = newest_kept("_w.", true);
+	CHECK(why && strstr(why, "created by someone else"), "%s", why ? why : "(none)");
+	free(why);
+	/* other keys keep their own */
+	CHECK_EQ(save_why_get(save, "/other", 6, &msg), -ENODATA);
+	store("/w", "three", r1, false, &ret);
+	CHECK_EQ(ret, 0);
+	CHECK_EQ(save_why_get(save, "/w", 2, &msg), -ENODATA);
+}
+
+/* The conflict dir is bounded: the oldest copies beyond SAVE_KEPT_MAX,
+ * and those older than SAVE_KEPT_DAYS, go; other files stay. */
+static void test_kept_bound(void)
+{
+	char p[1024];
+	for (int i = 0; i < SAVE_KEPT_MAX + 20; i++) {
+		snprintf(p, sizeof(p), "%s/_old.%d.%09d", conflicts, 1000 + i, i);
+		FILE *f = fopen(p, "w");
+		REQUIRE(f, "%s", p);
+		fclose(f);
+		/* i = 0 is a month old; the rest an hour old, oldest first */
+		struct timespec ts[2] = {{.tv_sec = time(NULL) - (i ? 3600 - i : 30 * 86400)}};
+		ts[1] = ts[0];
+		utimensat(AT_FDCWD, p, ts, 0);
+	}
+	snprintf(p, sizeof(p), "%s/notes.txt", conflicts);
+	FILE *f = fopen(p, "w");
+	REQUIRE(f, "notes");
+	fclose(f);
+	int ret;
+	int64_t r = store("/kb", "x", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	store("/kb", "y", r - 1, false, &ret); /* a conflict: one more copy */
+	CHECK_EQ(ret, -ESTALE);
+	CHECK(count_conflicts() <= SAVE_KEPT_MAX + 1, "%d copies", count_conflicts());
+	CHECK(access(p, F_OK) == 0, "a file etcdfs did not write stays");
+	snprintf(p, sizeof(p), "%s/_old.%d.%09d", conflicts, 1000, 0);
+	CHECK(access(p, F_OK) != 0, "a month-old copy goes");
+	snprintf(p, sizeof(p), "%s/_old.%d.%09d", conflicts, 1000 + SAVE_KEPT_MAX + 19,
+		 SAVE_KEPT_MAX + 19);
+	CHECK(access(p, F_OK) == 0, "the newest old copy stays");
+	char *copy = newest_kept("_kb.", false);
+	CHECK(copy != NULL, "the new copy is there");
+	free(copy);
 }
 
 static void test_txn_limits(void)
@@ -242,6 +349,32 @@ static void test_encode(void)
 	save_destroy(s);
 }
 
+/* A refused edit of an encoded (YAML/JSON) value is kept with a comment
+ * block first, saying why. */
+static void test_why_text(void)
+{
+	struct save_config cfg = save->cfg;
+	cfg.encode = encode;
+	cfg.encode_applies = applies;
+	struct save *s;
+	REQUIRE_EQ(save_new(&cfg, &s), 0);
+	int64_t rev;
+	CHECK_EQ(save_store_text(s, "/txt", 4, "hello", 5, 0, true, &rev), 0);
+	CHECK_EQ(save_store_text(s, "/txt", 4, "bad", 3, rev, false, &rev), -EINVAL);
+	char *copy = newest_kept("_txt.", false);
+	CHECK(copy && strncmp(copy, "# etcdfs did not save this to /txt:\n"
+				   "# refused by the test encoder\n", 59) == 0,
+	      "%s", copy ? copy : "(none)");
+	CHECK(copy && strstr(copy, "#\nbad") != NULL, "the content follows the comments");
+	free(copy);
+	char *msg;
+	REQUIRE_EQ(save_why_get(s, "/txt", 4, &msg), 0);
+	CHECK(strstr(msg, "refused by the test encoder") && strstr(msg, "your version is in"),
+	      "%s", msg);
+	free(msg);
+	save_destroy(s);
+}
+
 static void test_shadow_names(void)
 {
 	CHECK(save_is_shadow_name(save, ".x.swp"));
@@ -340,6 +473,9 @@ int main(void)
 	fixture_setup(true, "save-conflicts");
 
 	TEST_RUN(test_put_and_compare);
+	TEST_RUN(test_why);
+	TEST_RUN(test_why_text);
+	TEST_RUN(test_kept_bound);
 	TEST_RUN(test_txn_limits);
 	TEST_RUN(test_too_big);
 	TEST_RUN(test_delete_and_move);
