@@ -54,13 +54,18 @@ def test_sed_refused_then_fixed_copy_saved_back(cluster, kmnt):  # noqa: F811
     assert xattr(p, "user.etcdfs.error") == "ENODATA"  # the good save cleared it
 
 
-def test_vim_refused(cluster, kmnt):  # noqa: F811
+@pytest.mark.parametrize("backup", ["backupcopy=yes", "backupcopy=no"])
+def test_vim_refused(cluster, kmnt, backup):  # noqa: F811
     p = os.path.join(kmnt.path, CM)
-    before, _ = cluster.get("/" + CM)
-    r = tool("vim", "-u", "NONE", "-i", "NONE", "-es", "+%s/^kind: ConfigMap/kind: [unclosed/",
-             "+wq", p)
+    before, kv = cluster.get("/" + CM)
+    r = tool("vim", "-u", "NONE", "-i", "NONE", "-es", "+set " + backup,
+             "+%s/^kind: ConfigMap/kind: [unclosed/", "+wq", p)
     assert r.returncode != 0
-    assert cluster.get("/" + CM)[0] == before
+    after, kv2 = cluster.get("/" + CM)
+    assert after == before
+    # vim's restore of its backup put back the same bytes: no write at all,
+    # so the object's resourceVersion did not move (issue #16)
+    assert kv2["mod_revision"] == kv["mod_revision"]
     why = xattr(p, "user.etcdfs.error")
     assert "refused" in why and "line" in why, why
 
