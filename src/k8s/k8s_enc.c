@@ -439,6 +439,9 @@ static const struct pbf *nth_occ(const struct pbmsg *m, const struct k8s_field *
 	return NULL;
 }
 
+static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jval *j,
+		     const struct pbmsg *om, struct buf *out);
+
 static int enc_special(struct ectx *c, const struct k8s_msg *m, const struct jval *j,
 		       const uint8_t *orig, size_t orig_len, bool have_orig, struct buf *out)
 {
@@ -518,6 +521,15 @@ static int enc_special(struct ectx *c, const struct k8s_msg *m, const struct jva
 				return r;
 		}
 		return 0;
+	}
+	case K8S_S_MAPWRAP: {
+		const struct k8s_field *fd = k8s_schema_field_by_num(m, 1);
+		if (!fd || !(fd->flags & K8S_F_MAP))
+			return eerr(c, j, "schema table lacks the map of %s", m->name);
+		if (have_orig && k8s_pb_split(orig, orig_len, &om))
+			have_orig = false;
+		r = enc_field(c, fd, j, have_orig ? &om : NULL, out);
+		break;
 	}
 	case K8S_S_PROPS_OR_ARRAY:
 	case K8S_S_PROPS_OR_BOOL:
@@ -954,7 +966,7 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 		bool have = false;
 		struct buf sb;
 
-		if (null && (fd->flags & K8S_F_PTR))
+		if (null && (fd->flags & (K8S_F_PTR | K8S_F_OLD)))
 			return 0;
 		if (!null && j->t != J_OBJ && !sub->special)
 			return eerr(c, j, "expected object, got %s", jtype_name(j));
@@ -975,8 +987,8 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 		k8s_buf_free(&sb);
 		return r;
 	}
-	if (null && (fd->flags & K8S_F_PTR))
-		return 0;
+	if (null && (fd->flags & (K8S_F_PTR | K8S_F_OLD)))
+		return 0; /* nil, or a field only older releases wrote */
 	return enc_scalar(c, fd->type, fd->num, null ? NULL : j, out);
 }
 

@@ -42,6 +42,10 @@ enum k8s_ftype {
 #define K8S_F_INLINE 0x20    /* embedded struct: its JSON members are flattened into ours */
 #define K8S_F_TYPEMETA 0x40  /* pseudo field: JSON "kind", "apiVersion"; not in protobuf */
 #define K8S_F_NOJSON 0x80    /* json:"-" */
+/* A field only releases older than the newest one define (union schema, see
+ * docs/k8s.md): shown only when the bytes have it, written only when the text has
+ * it, so values of the newest release decode and encode as if it did not exist. */
+#define K8S_F_OLD 0x100
 
 /* messages whose JSON form is custom (Go MarshalJSON) */
 enum k8s_special {
@@ -57,6 +61,8 @@ enum k8s_special {
 	K8S_S_PROPS_OR_BOOL,
 	K8S_S_PROPS_OR_STRARRAY,
 	K8S_S_SLICE, /* named Go slice wrapped in a message (items = 1): JSON array */
+	K8S_S_MAPWRAP, /* message whose JSON is its map field 1, null when empty
+			* (meta/v1 Fields of releases 1.14 and 1.15) */
 };
 
 struct k8s_field {
@@ -81,6 +87,7 @@ struct k8s_kind {
 	const char *api_version; /* "v1", "apps/v1", "meta.k8s.io/v1" for meta types */
 	const char *kind;
 	uint32_t msg;
+	const char *removed_in; /* first release without the kind ("1.25"), NULL if current */
 };
 
 extern const struct k8s_field k8s_fields[];
@@ -95,6 +102,9 @@ const struct k8s_msg *k8s_schema_msg(const char *name);
 /* Message for an apiVersion/kind pair, or NULL. Meta types (Status, DeleteOptions,
  * WatchEvent, ...) are found under any apiVersion. */
 const struct k8s_msg *k8s_schema_kind(const char *api_version, const char *kind);
+/* The first release that no longer has the kind ("1.25" for a kind last defined
+ * in 1.24), or NULL when the newest release has it or the kind is unknown. */
+const char *k8s_schema_removed_in(const char *api_version, const char *kind);
 /* Field of m with protobuf number num, or NULL. */
 const struct k8s_field *k8s_schema_field_by_num(const struct k8s_msg *m, uint32_t num);
 /* Field of m (not descending into inline fields) with JSON name, or NULL. */
