@@ -25,6 +25,7 @@
 
 struct ectx {
 	char **err;
+	unsigned release; /* new objects as release 1.<release> wrote them; 0: newest */
 	int depth;
 	char path[512];
 	size_t plen;
@@ -787,12 +788,24 @@ out:
 
 /* Encode the whole field fd (all its occurrences, tags included) from j, with
  * the original split message om (may be NULL) as reference. */
+/* Is fd left out when the text has no value for it? Fields the target release
+ * did not define are; for the newest release that is every OLD field. */
+static bool skip_absent(const struct ectx *c, const struct k8s_field *fd)
+{
+	if (c->release)
+		return fd->since > c->release || (fd->until && fd->until < c->release);
+	return fd->flags & K8S_F_OLD;
+}
+
 static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jval *j,
 		     const struct pbmsg *om, struct buf *out)
 {
 	const struct k8s_msg *sub = k8s_schema_sub(fd);
 	bool null = !j || j->t == J_NULL;
 	int r = 0;
+
+	if (null && skip_absent(c, fd))
+		return 0;
 
 	if (fd->flags & K8S_F_MAP) {
 		struct pbmsg entry;
@@ -966,7 +979,7 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 		bool have = false;
 		struct buf sb;
 
-		if (null && (fd->flags & (K8S_F_PTR | K8S_F_OLD)))
+		if (null && (fd->flags & K8S_F_PTR))
 			return 0;
 		if (!null && j->t != J_OBJ && !sub->special)
 			return eerr(c, j, "expected object, got %s", jtype_name(j));
@@ -987,8 +1000,8 @@ static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jv
 		k8s_buf_free(&sb);
 		return r;
 	}
-	if (null && (fd->flags & (K8S_F_PTR | K8S_F_OLD)))
-		return 0; /* nil, or a field only older releases wrote */
+	if (null && (fd->flags & K8S_F_PTR))
+		return 0;
 	return enc_scalar(c, fd->type, fd->num, null ? NULL : j, out);
 }
 
@@ -1234,7 +1247,13 @@ out:
 int k8s_encode_message(const struct k8s_msg *m, const struct jval *j, const uint8_t *orig,
 		       size_t orig_len, struct buf *out, char **err)
 {
-	struct ectx c = {.err = err};
+	return k8s_encode_message_as(m, j, orig, orig_len, 0, out, err);
+}
+
+int k8s_encode_message_as(const struct k8s_msg *m, const struct jval *j, const uint8_t *orig,
+			  size_t orig_len, unsigned release, struct buf *out, char **err)
+{
+	struct ectx c = {.err = err, .release = release};
 
 	return enc_msg(&c, m, j, orig, orig_len, orig != NULL, out);
 }

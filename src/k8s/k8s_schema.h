@@ -60,7 +60,7 @@ enum k8s_special {
 	K8S_S_PROPS_OR_ARRAY,
 	K8S_S_PROPS_OR_BOOL,
 	K8S_S_PROPS_OR_STRARRAY,
-	K8S_S_SLICE, /* named Go slice wrapped in a message (items = 1): JSON array */
+	K8S_S_SLICE,   /* named Go slice wrapped in a message (items = 1): JSON array */
 	K8S_S_MAPWRAP, /* message whose JSON is its map field 1, null when empty
 			* (meta/v1 Fields of releases 1.14 and 1.15) */
 };
@@ -72,6 +72,10 @@ struct k8s_field {
 	uint8_t key_type; /* maps only */
 	uint16_t flags;	  /* K8S_F_* */
 	int32_t msg;	  /* index in k8s_msgs when type is MESSAGE, else -1 */
+	/* releases 1.<since> to 1.<until> define the field: since 0 = from the first
+	 * release read (1.8), 255 = newer than every release tag; until 0 = still in
+	 * the newest. Used to encode a new object as an older release wrote it. */
+	uint8_t since, until;
 };
 
 struct k8s_msg {

@@ -591,10 +591,16 @@ def merge(releases, report):
     """
     union = {}
     newest = {}  # message -> release that defined it
+    present = {}  # (message, field number) -> tags of the releases that had it
+
+    def seen(n, rows, rel):
+        for r in rows:
+            present.setdefault((n, r[1]), set()).add(rel.tag)
 
     def merge_rows(n, rows, rel, grafted_from=None):
         urows = union[n][0]
         special = union[n][1]
+        seen(n, rows, rel)
         bynum = {r[1]: r for r in urows}
         prev = None
         for r in rows:
@@ -653,6 +659,7 @@ def merge(releases, report):
             if n not in union:
                 union[n] = [list(rows), special]
                 newest[n] = rel.tag
+                seen(n, rows, rel)
                 continue
             if special != union[n][1]:
                 report.add("conflict", "%s: JSON form %s, newest %s; newest kept"
@@ -686,6 +693,15 @@ def merge(releases, report):
             report.add("meta-shadowed", "kind %s %s (%s) left out: the newest release reads "
                        "it as meta.k8s.io/v1 %s" % (av, k, n, k), last)
             del kinds[(av, k)]
+    # per field the first and last release that had it, for encoding as a release
+    order = [rel.tag for rel in releases]
+    for n, (rows, _) in union.items():
+        for i, r in enumerate(rows):
+            tags = present.get((n, r[1]), set())
+            idx = sorted(order.index(t) for t in tags)
+            since = "0" if not idx or idx[0] == 0 else release_version(order[idx[0]]) or "255"
+            until = "0" if not idx or idx[-1] == len(order) - 1 else release_version(order[idx[-1]])
+            rows[i] = r + (int(since.split(".")[-1]), int((until or "0").split(".")[-1]))
     return union, kinds
 
 
@@ -726,9 +742,10 @@ def write_c(path, union, kinds, releases, removed_in):
     for n in names:
         rows, special = union[n]
         o.append("\t/* %s */" % n)
-        for json_name, num, t, kt, flags, sub in rows:
-            o.append("\t{%s, %d, K8S_T_%s, K8S_T_%s, %s, %d}," % (
-                cstr(json_name), num, t, kt, flagexpr(flags), index[sub] if sub else -1))
+        for json_name, num, t, kt, flags, sub, since, until in rows:
+            o.append("\t{%s, %d, K8S_T_%s, K8S_T_%s, %s, %d, %d, %d}," % (
+                cstr(json_name), num, t, kt, flagexpr(flags), index[sub] if sub else -1,
+                since, until))
         numorder = sorted((r[1], i) for i, r in enumerate(rows) if "TYPEMETA" not in r[4])
         msg_rows.append((n, nfields, len(rows), len(order_rows), len(numorder), special))
         order_rows.extend(i for _, i in numorder)
