@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "k8s/k8s.h"
+#include "k8s/k8s_schema.h"
 #include "test.h"
 
 static const char *shared;
@@ -763,6 +764,82 @@ static void test_typed(void)
 	free(err);
 }
 
+/* union schema: kinds and fields only old releases define (docs/k8s.md) */
+static void test_union_schema(void)
+{
+	const char *psp = "{\"apiVersion\":\"policy/v1beta1\",\"kind\":\"PodSecurityPolicy\","
+			  "\"metadata\":{\"name\":\"p\"}}";
+	const char *cm = "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
+			 "\"metadata\":{\"name\":\"c\"},\"data\":{\"k\":\"v\"}}";
+	const char *cm_old = "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
+			     "\"metadata\":{\"name\":\"c\",\"clusterName\":\"east\"}}";
+	/* ObjectMeta.clusterName is field 15: tag 0x7a */
+	static const char empty_cluster[] = {0x7a, 0x00};
+	void *b = NULL, *b2 = NULL;
+	size_t bn = 0, bn2 = 0;
+	char *err = NULL, *out;
+
+	CHECK_STRN(k8s_schema_removed_in("policy/v1beta1", "PodSecurityPolicy"), 4, "1.29");
+	CHECK(k8s_schema_removed_in("apps/v1", "Deployment") == NULL);
+	CHECK(k8s_schema_removed_in("nope/v1", "Nothing") == NULL);
+	/* a kind removed from k8s.io/api decodes, and says since when it is gone */
+	CHECK(k8s_encode(NULL, 0, psp, strlen(psp), NULL, NULL, 0, &b, &bn, &err) == 0, "%s",
+	      err ? err : "");
+	CHECK(b && k8s_detect(b, bn) == K8S_ENC_PROTOBUF);
+	CHECK(b && k8s_removed_in(b, bn) && !strcmp(k8s_removed_in(b, bn), "1.29"));
+	out = b ? dec(b, bn, K8S_FMT_YAML, 0) : NULL;
+	CHECK(out && strstr(out, "kind: PodSecurityPolicy\n"), "%s", out ? out : "");
+	free(out);
+	free(b);
+	b = NULL;
+
+	/* a current kind: no removed-in; an old field is neither written nor shown
+	 * when absent, as the newest release writes it */
+	CHECK(k8s_encode(NULL, 0, cm, strlen(cm), NULL, NULL, 0, &b, &bn, &err) == 0);
+	CHECK(b && k8s_removed_in(b, bn) == NULL);
+	CHECK(b && !contains(b, bn, empty_cluster, 2), "no clusterName written");
+	out = b ? dec(b, bn, K8S_FMT_YAML, 0) : NULL;
+	CHECK(out && !strstr(out, "clusterName"), "%s", out ? out : "");
+	free(out);
+	/* as 1.15 wrote it: clusterName (non-pointer string then) is written empty */
+	CHECK(k8s_encode_release("1.15", NULL, 0, cm, strlen(cm), NULL, NULL, K8S_ENC_PROTOBUF, &b2,
+				 &bn2, &err) == 0,
+	      "%s", err ? err : "");
+	CHECK(b2 && bn2 == bn + 2 && contains(b2, bn2, empty_cluster, 2), "1.15 form");
+	/* which decodes as the same object (empty strings are omitempty) */
+	out = b2 ? dec(b2, bn2, K8S_FMT_YAML, 0) : NULL;
+	CHECK(out && !strstr(out, "clusterName"), "%s", out ? out : "");
+	free(out);
+	free(b2);
+	b2 = NULL;
+	CHECK(k8s_encode_release("2.0", NULL, 0, cm, strlen(cm), NULL, NULL, K8S_ENC_PROTOBUF, &b2,
+				 &bn2, &err) == -EINVAL);
+	free(err);
+	err = NULL;
+	free(b);
+	b = NULL;
+
+	/* an old field that is stored is shown, and an edit elsewhere keeps it */
+	CHECK(k8s_encode(NULL, 0, cm_old, strlen(cm_old), NULL, NULL, 0, &b, &bn, &err) == 0, "%s",
+	      err ? err : "");
+	out = b ? dec(b, bn, K8S_FMT_YAML, 0) : NULL;
+	CHECK(out && strstr(out, "  clusterName: east\n"), "%s", out ? out : "");
+	if (out && b) {
+		char *ed = replace(out, "name: c\n", "name: c\n  labels: {a: b}\n");
+		CHECK(k8s_encode(b, bn, ed, strlen(ed), NULL, NULL, 0, &b2, &bn2, &err) == 0, "%s",
+		      err ? err : "");
+		char *back = b2 ? dec(b2, bn2, K8S_FMT_YAML, 0) : NULL;
+		CHECK(back && strstr(back, "  clusterName: east\n") && strstr(back, "a: b"), "%s",
+		      back ? back : "");
+		free(back);
+		free(ed);
+	}
+	free(out);
+	free(b);
+	free(b2);
+	free(err);
+}
+
 static void test_real_pod(void)
 {
 	test_real_protobuf("k8s-real/values/registry-pods-default-pi-dqtsw.bin", "image: perl\n",
@@ -809,5 +886,6 @@ int main(int argc, char **argv)
 	TEST_RUN(test_list_unknown);
 	TEST_RUN(test_big_cr);
 	TEST_RUN(test_typed);
+	TEST_RUN(test_union_schema);
 	return test_summary();
 }

@@ -30,8 +30,46 @@ enum { C_DECODE, C_JSON, C_ENCODE, C_ORIG, C_N };
 static const char *const check_names[C_N] = {"decode", "json", "encode", "orig"};
 static int shown;
 
+/* Decoded JSON that must differ from the release's own JSON, and why: the codec
+ * shows every value as the newest release's Go types do (docs/k8s.md, "Union
+ * schema"). Each entry must still differ, so the list stays true. */
+static const struct known {
+	const char *release, *fixture, *why;
+} known[] = {
+	{"v1.15.0", "apps.v1.StatefulSet", "status.availableReplicas lost omitempty: 0 shown"},
+	{"v1.15.0", "apps.v1beta1.StatefulSet", "status.availableReplicas lost omitempty"},
+	{"v1.15.0", "apps.v1beta2.StatefulSet", "status.availableReplicas lost omitempty"},
+	{"v1.20.0", "apps.v1.StatefulSet", "status.availableReplicas lost omitempty"},
+	{"v1.20.0", "apps.v1beta1.StatefulSet", "status.availableReplicas lost omitempty"},
+	{"v1.20.0", "apps.v1beta2.StatefulSet", "status.availableReplicas lost omitempty"},
+	{"v1.15.0", "certificates.k8s.io.v1beta1.CertificateSigningRequest",
+	 "conditions[].status (added in 1.19) goes before reason: member order"},
+	{"v1.15.0", "storage.k8s.io.v1beta1.CSINode",
+	 "status (non-pointer struct) added after 1.36"},
+	{"v1.20.0", "storage.k8s.io.v1.CSINode", "status added after 1.36: {} shown"},
+	{"v1.20.0", "storage.k8s.io.v1beta1.CSINode", "status added after 1.36"},
+	{"v1.24.0", "storage.k8s.io.v1.CSINode", "status added after 1.36"},
+	{"v1.24.0", "storage.k8s.io.v1beta1.CSINode", "status added after 1.36"},
+	{"v1.28.0", "storage.k8s.io.v1.CSINode", "status added after 1.36"},
+	{"v1.28.0", "storage.k8s.io.v1beta1.CSINode", "status added after 1.36"},
+	{"v1.32.0", "storage.k8s.io.v1.CSINode", "status added after 1.36"},
+	{"v1.32.0", "storage.k8s.io.v1beta1.CSINode", "status added after 1.36"},
+};
+
+#define N_KNOWN (sizeof(known) / sizeof(known[0]))
+static bool known_seen[N_KNOWN];
+
+/* index of the known difference of release/fixture name, or -1 */
+static long find_known(const char *rel, const char *name)
+{
+	for (size_t i = 0; i < N_KNOWN; i++)
+		if (!strcmp(known[i].release, rel) && !strcmp(known[i].fixture, name))
+			return (long)i;
+	return -1;
+}
+
 struct tally {
-	int kinds, typed;
+	int kinds, typed, known;
 	int pass[C_N];
 };
 
@@ -118,7 +156,7 @@ static void type_of(const char *base, char *av, size_t avn, char *kind, size_t k
 }
 
 static bool json_equal(const char *rel, const char *base, const char *out, size_t olen,
-		       const char *js, size_t jlen)
+		       const char *js, size_t jlen, bool quiet)
 {
 	struct jval *a = NULL, *b = NULL;
 	char *e1 = NULL, *e2 = NULL, why[512] = "";
@@ -131,7 +169,7 @@ static bool json_equal(const char *rel, const char *base, const char *out, size_
 	drop_nulls(a);
 	drop_nulls(b);
 	ok = same_json(a, b, why, sizeof(why));
-	if (!ok)
+	if (!ok && !quiet)
 		fail(rel, base, C_JSON, why);
 out:
 	k8s_jv_free(a);
@@ -198,7 +236,16 @@ static void run_one(const char *dir, const char *rel, const char *base, struct t
 		fail(rel, base, C_DECODE, err ? err : "decode failed");
 	} else {
 		t->pass[C_DECODE]++;
-		t->pass[C_JSON] += json_equal(rel, base, out, olen, js, jlen);
+		long k = find_known(rel, base);
+		if (k >= 0) {
+			/* an expected difference: must still be one */
+			known_seen[k] = !json_equal(rel, base, out, olen, js, jlen, true);
+			t->known += known_seen[k];
+			if (!known_seen[k])
+				fail(rel, base, C_JSON, "listed as a known difference but equal");
+		} else {
+			t->pass[C_JSON] += json_equal(rel, base, out, olen, js, jlen, false);
+		}
 		t->pass[C_ORIG] += orig_round_trip(rel, base, pb, pblen, K8S_FMT_YAML, av, kind) &&
 				   orig_round_trip(rel, base, pb, pblen, K8S_FMT_JSON, av, kind);
 	}
@@ -283,8 +330,8 @@ int main(int argc, char **argv)
 	}
 	rels = list_dir(argv[1], "", true, &nrel);
 	REQUIRE(nrel > 0, "no release folders in %s", argv[1]);
-	printf("| release | kinds | decode ok (typed) | JSON equal | encode equal | orig equal "
-	       "|\n");
+	printf("| release | kinds | decode ok (typed) | JSON equal (+ known differences) | encode "
+	       "equal | orig equal |\n");
 	printf("|---|---|---|---|---|---|\n");
 	for (size_t i = 0; i < nrel; i++) {
 		char dir[4096];
@@ -300,15 +347,20 @@ int main(int argc, char **argv)
 			free(names[j]);
 		}
 		free(names);
-		printf("| %s | %d | %d (%d) | %d | %d | %d |\n", rels[i], t.kinds, t.pass[C_DECODE],
-		       t.typed, t.pass[C_JSON], t.pass[C_ENCODE], t.pass[C_ORIG]);
+		printf("| %s | %d | %d (%d) | %d (+%d) | %d | %d |\n", rels[i], t.kinds,
+		       t.pass[C_DECODE], t.typed, t.pass[C_JSON], t.known, t.pass[C_ENCODE],
+		       t.pass[C_ORIG]);
 		fflush(stdout);
 		CHECK(t.kinds > 0, "%s: no fixtures", rels[i]);
 		for (int c = 0; c < C_N && !measure_only; c++)
-			CHECK(t.pass[c] == t.kinds, "%s: %s: %d of %d kinds fail", rels[i],
-			      check_names[c], t.kinds - t.pass[c], t.kinds);
+			CHECK(t.pass[c] + (c == C_JSON ? t.known : 0) == t.kinds,
+			      "%s: %s: %d of %d kinds fail", rels[i], check_names[c],
+			      t.kinds - t.pass[c], t.kinds);
 		free(rels[i]);
 	}
 	free(rels);
+	for (size_t i = 0; i < N_KNOWN && !measure_only; i++)
+		CHECK(known_seen[i], "known difference %s/%s (%s) not seen", known[i].release,
+		      known[i].fixture, known[i].why);
 	return test_summary();
 }
