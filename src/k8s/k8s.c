@@ -700,7 +700,8 @@ int k8s_encode_typed(const void *orig, size_t orig_len, const char *text, size_t
 }
 
 int k8s_encode_release(const char *release, const void *orig, size_t orig_len, const char *text,
-		       size_t text_len, const char *api_version, const char *kind,
+		       size_t text_len, const char *expect_name, const char *expect_namespace,
+		       int64_t resource_version, const char *api_version, const char *kind,
 		       enum k8s_encoding new_encoding, void **out, size_t *out_len, char **err)
 {
 	unsigned minor;
@@ -712,8 +713,9 @@ int k8s_encode_release(const char *release, const void *orig, size_t orig_len, c
 		set_err(err, k8s_strdup_printf("release %s is not 1.N", release ? release : "?"));
 		return -EINVAL;
 	}
-	return encode_typed(orig, orig_len, text, text_len, NULL, NULL, 0, api_version, kind,
-			    new_encoding, minor, out, out_len, err);
+	return encode_typed(orig, orig_len, text, text_len, expect_name, expect_namespace,
+			    resource_version, api_version, kind, new_encoding, minor, out, out_len,
+			    err);
 }
 
 const char *k8s_removed_in(const void *val, size_t len)

@@ -802,8 +802,8 @@ static void test_union_schema(void)
 	CHECK(out && !strstr(out, "clusterName"), "%s", out ? out : "");
 	free(out);
 	/* as 1.15 wrote it: clusterName (non-pointer string then) is written empty */
-	CHECK(k8s_encode_release("1.15", NULL, 0, cm, strlen(cm), NULL, NULL, K8S_ENC_PROTOBUF, &b2,
-				 &bn2, &err) == 0,
+	CHECK(k8s_encode_release("1.15", NULL, 0, cm, strlen(cm), NULL, NULL, 0, NULL, NULL,
+				 K8S_ENC_PROTOBUF, &b2, &bn2, &err) == 0,
 	      "%s", err ? err : "");
 	CHECK(b2 && bn2 == bn + 2 && contains(b2, bn2, empty_cluster, 2), "1.15 form");
 	/* which decodes as the same object (empty strings are omitempty) */
@@ -812,8 +812,8 @@ static void test_union_schema(void)
 	free(out);
 	free(b2);
 	b2 = NULL;
-	CHECK(k8s_encode_release("2.0", NULL, 0, cm, strlen(cm), NULL, NULL, K8S_ENC_PROTOBUF, &b2,
-				 &bn2, &err) == -EINVAL);
+	CHECK(k8s_encode_release("2.0", NULL, 0, cm, strlen(cm), NULL, NULL, 0, NULL, NULL,
+				 K8S_ENC_PROTOBUF, &b2, &bn2, &err) == -EINVAL);
 	free(err);
 	err = NULL;
 	free(b);

@@ -256,8 +256,8 @@ static void run_one(const char *dir, const char *rel, const char *base, struct t
 	snprintf(release, sizeof(release), "%s", rel[0] == 'v' ? rel + 1 : rel);
 	if (strrchr(release, '.') != strchr(release, '.'))
 		*strrchr(release, '.') = 0;
-	if (k8s_encode_release(release, NULL, 0, js, jlen, av, kind, K8S_ENC_PROTOBUF, &enc, &elen,
-			       &err)) {
+	if (k8s_encode_release(release, NULL, 0, js, jlen, NULL, NULL, 0, av, kind,
+			       K8S_ENC_PROTOBUF, &enc, &elen, &err)) {
 		fail(rel, base, C_ENCODE, err ? err : "encode failed");
 	} else if (elen != pblen || memcmp(enc, pb, pblen)) {
 		size_t i = 0;
