@@ -91,7 +91,9 @@ struct k8s_kind {
 	const char *api_version; /* "v1", "apps/v1", "meta.k8s.io/v1" for meta types */
 	const char *kind;
 	uint32_t msg;
-	const char *removed_in; /* first release without the kind ("1.25"), NULL if current */
+	/* first release that stopped serving the kind or dropped its types ("1.25"),
+	 * NULL when current */
+	const char *removed_in;
 };
 
 extern const struct k8s_field k8s_fields[];
@@ -106,8 +108,9 @@ const struct k8s_msg *k8s_schema_msg(const char *name);
 /* Message for an apiVersion/kind pair, or NULL. Meta types (Status, DeleteOptions,
  * WatchEvent, ...) are found under any apiVersion. */
 const struct k8s_msg *k8s_schema_kind(const char *api_version, const char *kind);
-/* The first release that no longer has the kind ("1.25" for a kind last defined
- * in 1.24), or NULL when the newest release has it or the kind is unknown. */
+/* The first release that no longer serves the kind ("1.25"): the earlier of its
+ * prerelease-lifecycle removal and the first release without its types. NULL
+ * for a current kind or an unknown one. */
 const char *k8s_schema_removed_in(const char *api_version, const char *kind);
 /* Field of m with protobuf number num, or NULL. */
 const struct k8s_field *k8s_schema_field_by_num(const struct k8s_msg *m, uint32_t num);

@@ -288,6 +288,30 @@ def read_go_structs(tree, pkgdir, aliases):
     return structs
 
 
+def read_lifecycle(tree, pkgdir):
+    """{struct: minor release that stops serving it} from the
+    `+k8s:prerelease-lifecycle-gen:removed=1.N` tag above a type, or
+    `deprecated=1.N` plus three minors (the rule of prerelease-lifecycle-gen)."""
+    out = {}
+    for fn in tree.listdir(pkgdir):
+        if not fn.startswith("types") or not fn.endswith(".go"):
+            continue
+        tags = {}
+        for line in tree.read(pkgdir + "/" + fn).split("\n"):
+            line = line.strip()
+            m = re.match(r"//\s*\+k8s:prerelease-lifecycle-gen:(removed|deprecated)=1\.(\d+)", line)
+            if m:
+                tags[m.group(1)] = int(m.group(2))
+                continue
+            if line.startswith("//") or not line:
+                continue
+            m = re.match(r"type\s+(\w+)\s+struct", line)
+            if m and tags:
+                out[m.group(1)] = tags.get("removed", tags.get("deprecated", 0) + 3)
+            tags = {}
+    return out
+
+
 def read_group(tree, pkgdir):
     for fn in ("doc.go", "register.go"):
         p = pkgdir + "/" + fn
@@ -405,6 +429,7 @@ class Release:
         self.name = name
         self.msgs = {}  # message name -> (rows, special)
         self.kinds = set()  # (apiVersion, kind, message name)
+        self.unserved = {}  # (apiVersion, kind) -> minor release that stops serving it
 
 
 def extract(name, trees):
@@ -418,7 +443,8 @@ def extract(name, trees):
         package, plist = read_proto(tree, d + "/generated.proto")
         aliases = {}
         structs = read_go_structs(tree, d, aliases)
-        pkginfo[package] = (read_group(tree, d), os.path.basename(d), structs)
+        pkginfo[package] = (read_group(tree, d), os.path.basename(d), structs,
+                            read_lifecycle(tree, d))
         godirs[REPO_PREFIX[key] + "/" + d] = structs
         pending_aliases.append((structs, aliases))
         for pm in plist:
@@ -432,7 +458,7 @@ def extract(name, trees):
 
     for n in sorted(msgs):
         pm = msgs[n]
-        group, version, structs = pkginfo[pm.package]
+        group, version, structs, lifecycle = pkginfo[pm.package]
         special = SPECIAL.get(n)
         if special is None and pm.nullable_slice:
             special = "SLICE"
@@ -522,6 +548,8 @@ def extract(name, trees):
         if is_kind and group is not None:
             api_version = version if group == "" else group + "/" + version
             rel.kinds.add((api_version, pm.shortname, n))
+            if pm.shortname in lifecycle:
+                rel.unserved[(api_version, pm.shortname)] = lifecycle[pm.shortname]
             if pm.package == "k8s.io.apimachinery.pkg.apis.meta.v1":
                 # meta types are registered in every group; "v1" stands for them
                 rel.kinds.add(("meta.k8s.io/v1", pm.shortname, n))
@@ -710,7 +738,7 @@ def release_version(tag):
     return m.group(1) if m else None
 
 
-def write_c(path, union, kinds, releases, removed_in):
+def write_c(path, union, kinds, releases, kind_removed):
     names = sorted(union)
     index = {n: i for i, n in enumerate(names)}
 
@@ -774,7 +802,7 @@ def write_c(path, union, kinds, releases, removed_in):
     o.append("const struct k8s_kind k8s_kinds[] = {")
     for (av, k) in sorted(kinds):
         n, last = kinds[(av, k)]
-        rm = removed_in.get(last)
+        rm = kind_removed.get((av, k))
         o.append("\t{%s, %s, %d, %s}," % (cstr(av), cstr(k), index[n],
                                            cstr(rm) if rm else "NULL"))
     o.append("};")
@@ -836,11 +864,27 @@ def main():
             removed_in[rel.tag] = v
     report = Report()
     union, kinds = merge(releases, report)
+    # A kind is removed in the first release that stopped serving it (its
+    # prerelease-lifecycle tags) or dropped its types from k8s.io/api, whichever
+    # came first; a serving end after the newest release tag does not count yet.
+    newest_minor = max([int(release_version(r.tag).split(".")[1]) for r in releases
+                        if release_version(r.tag)] or [0])
+    bytag = {r.tag: r for r in releases}
+    kind_removed = {}
     for (av, k), (n, last) in sorted(kinds.items()):
+        cands = []
         if last in removed_in:
-            report.add("removed-kind", "%s %s (%s): removed in %s" % (av, k, n, removed_in[last]),
-                       last)
-    nm, nf, nk = write_c(args.output, union, kinds, releases, removed_in)
+            cands.append((int(removed_in[last].split(".")[1]), "types dropped"))
+        unserved = bytag[last].unserved.get((av, k))
+        if unserved and unserved <= newest_minor:
+            cands.append((unserved, "not served"))
+        if cands:
+            minor, why = min(cands)
+            kind_removed[(av, k)] = "1.%d" % minor
+            report.add("removed-kind", "%s %s (%s): removed in 1.%d (%s)" % (
+                av, k, n, minor, ", ".join("%s in 1.%d" % (w, v) for v, w in sorted(cands))),
+                last)
+    nm, nf, nk = write_c(args.output, union, kinds, releases, kind_removed)
     lines = report.lines()
     if args.report:
         with open(args.report, "w", encoding="utf-8") as f:

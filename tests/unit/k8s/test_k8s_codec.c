@@ -779,14 +779,17 @@ static void test_union_schema(void)
 	size_t bn = 0, bn2 = 0;
 	char *err = NULL, *out;
 
-	CHECK_STRN(k8s_schema_removed_in("policy/v1beta1", "PodSecurityPolicy"), 4, "1.29");
+	CHECK_STRN(k8s_schema_removed_in("policy/v1beta1", "PodSecurityPolicy"), 4, "1.25");
+	CHECK_STRN(k8s_schema_removed_in("autoscaling/v2beta2", "HorizontalPodAutoscaler"), 4,
+		   "1.26");
+	CHECK_STRN(k8s_schema_removed_in("batch/v2alpha1", "CronJob"), 4, "1.21");
 	CHECK(k8s_schema_removed_in("apps/v1", "Deployment") == NULL);
 	CHECK(k8s_schema_removed_in("nope/v1", "Nothing") == NULL);
 	/* a kind removed from k8s.io/api decodes, and says since when it is gone */
 	CHECK(k8s_encode(NULL, 0, psp, strlen(psp), NULL, NULL, 0, &b, &bn, &err) == 0, "%s",
 	      err ? err : "");
 	CHECK(b && k8s_detect(b, bn) == K8S_ENC_PROTOBUF);
-	CHECK(b && k8s_removed_in(b, bn) && !strcmp(k8s_removed_in(b, bn), "1.29"));
+	CHECK(b && k8s_removed_in(b, bn) && !strcmp(k8s_removed_in(b, bn), "1.25"));
 	out = b ? dec(b, bn, K8S_FMT_YAML, 0) : NULL;
 	CHECK(out && strstr(out, "kind: PodSecurityPolicy\n"), "%s", out ? out : "");
 	free(out);
