@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """gen_schema.py: build etcdfs' compact Kubernetes schema table (src/k8s/k8s_schema_data.c).
 
-Input: checkouts (or `git archive` snapshots) of four upstream repositories,
-given as directories on the command line:
+Input: four upstream repositories, as bare git directories (read at each release
+tag with git ls-tree / cat-file, nothing checked out) or, with --snapshot, as
+plain directories of one snapshot:
 
     --api             k8s.io/api                     (every */*/generated.proto + types*.go)
     --apimachinery    k8s.io/apimachinery            (pkg/apis/meta/v1, pkg/runtime,
@@ -10,19 +11,23 @@ given as directories on the command line:
     --apiextensions   k8s.io/apiextensions-apiserver (pkg/apis/apiextensions/v1, v1beta1)
     --aggregator      k8s.io/kube-aggregator         (pkg/apis/apiregistration/v1, v1beta1)
 
-From each package it reads two kinds of facts:
+From each package of each release it reads two kinds of facts:
   * generated.proto: message names, field numbers, protobuf types, repeated/map;
   * the Go type declarations (*.go): field order, JSON names, omitempty/omitzero,
-    Go pointer-ness and embedded (inline) structs, which TypeMeta marks as a kind.
+    Go pointer-ness and embedded (inline) structs, which TypeMeta marks as a kind,
+    and the +k8s:prerelease-lifecycle-gen tags that say when a kind stops being served.
 The group name comes from `+groupName=` in doc.go or `GroupName = ".."` in register.go.
 
-Output: a C file with three tables (messages, fields in Go/JSON order, kinds), in
-the format declared by src/k8s/k8s_schema.h. Only facts are emitted; no upstream
-text is copied. Python 3 standard library only.
+The releases (default: every kubernetes-1.N.0 tag from 1.8, then HEAD) are merged
+into one union schema by the rules of merge() below; --report writes every
+conflict found. Output: a C file with three tables (messages, fields in Go/JSON
+order, kinds), in the format declared by src/k8s/k8s_schema.h. Only facts are
+emitted; no upstream text is copied. Python 3 standard library and git only.
 
-Usage:
-    tools/k8s-schema/gen_schema.py --api A --apimachinery M --apiextensions E \
-        --aggregator G -o src/k8s/k8s_schema_data.c
+Usage (see tools/k8s-schema/README.md):
+    tools/k8s-schema/gen_schema.py --api A.git --apimachinery M.git \
+        --apiextensions E.git --aggregator G.git [--tags T1,T2,...] \
+        [--report FILE] -o src/k8s/k8s_schema_data.c
 """
 
 import argparse

@@ -36,12 +36,13 @@ static int shown;
 static const struct known {
 	const char *release, *fixture, *why;
 } known[] = {
-	{"v1.15.0", "apps.v1.StatefulSet", "status.availableReplicas lost omitempty: 0 shown"},
-	{"v1.15.0", "apps.v1beta1.StatefulSet", "status.availableReplicas lost omitempty"},
-	{"v1.15.0", "apps.v1beta2.StatefulSet", "status.availableReplicas lost omitempty"},
-	{"v1.20.0", "apps.v1.StatefulSet", "status.availableReplicas lost omitempty"},
-	{"v1.20.0", "apps.v1beta1.StatefulSet", "status.availableReplicas lost omitempty"},
-	{"v1.20.0", "apps.v1beta2.StatefulSet", "status.availableReplicas lost omitempty"},
+	{"v1.15.0", "apps.v1.StatefulSet",
+	 "status.availableReplicas (added in 1.22, no omitempty now): 0 shown"},
+	{"v1.15.0", "apps.v1beta1.StatefulSet", "status.availableReplicas added in 1.22"},
+	{"v1.15.0", "apps.v1beta2.StatefulSet", "status.availableReplicas added in 1.22"},
+	{"v1.20.0", "apps.v1.StatefulSet", "status.availableReplicas added in 1.22"},
+	{"v1.20.0", "apps.v1beta1.StatefulSet", "status.availableReplicas added in 1.22"},
+	{"v1.20.0", "apps.v1beta2.StatefulSet", "status.availableReplicas added in 1.22"},
 	{"v1.15.0", "certificates.k8s.io.v1beta1.CertificateSigningRequest",
 	 "conditions[].status (added in 1.19) goes before reason: member order"},
 	{"v1.15.0", "storage.k8s.io.v1beta1.CSINode",
