@@ -713,23 +713,39 @@ int k8s_encode_release(const char *release, const void *orig, size_t orig_len, c
 		set_err(err, k8s_strdup_printf("release %s is not 1.N", release ? release : "?"));
 		return -EINVAL;
 	}
+	/* an edit keeps what the original has: the release matters for new objects */
 	return encode_typed(orig, orig_len, text, text_len, expect_name, expect_namespace,
-			    resource_version, api_version, kind, new_encoding, minor, out, out_len,
-			    err);
+			    resource_version, api_version, kind, new_encoding, orig ? 0 : minor,
+			    out, out_len, err);
 }
 
 const char *k8s_removed_in(const void *val, size_t len)
 {
-	struct envelope e;
 	const char *r = NULL;
 
-	/* protobuf only: JSON-stored kinds (apiextensions, apiregistration) are
-	 * matched by their text's apiVersion in the mount */
-	if (k8s_detect(val, len) != K8S_ENC_PROTOBUF || envelope_parse(val, len, &e, NULL))
+	switch (k8s_detect(val, len)) {
+	case K8S_ENC_PROTOBUF: {
+		struct envelope e;
+		if (envelope_parse(val, len, &e, NULL))
+			return NULL;
+		r = k8s_schema_removed_in(e.api_version, e.kind);
+		envelope_free(&e);
+		return r;
+	}
+	case K8S_ENC_JSON: {
+		/* e.g. apiextensions.k8s.io/v1beta1 CRDs that old clusters stored */
+		struct jval *v = NULL;
+		if (k8s_json_parse(val, len, &v, NULL))
+			return NULL;
+		if (v->t == J_OBJ)
+			r = k8s_schema_removed_in(str_member(v, "apiVersion"),
+						  str_member(v, "kind"));
+		k8s_jv_free(v);
+		return r;
+	}
+	default:
 		return NULL;
-	r = k8s_schema_removed_in(e.api_version, e.kind);
-	envelope_free(&e);
-	return r;
+	}
 }
 
 int k8s_encode(const void *orig, size_t orig_len, const char *text, size_t text_len,

@@ -88,8 +88,8 @@ int k8s_encode_release(const char *release, const void *orig, size_t orig_len, c
 		       int64_t resource_version, const char *api_version, const char *kind,
 		       enum k8s_encoding new_encoding, void **out, size_t *out_len, char **err);
 
-/* For a protobuf value whose kind only older Kubernetes releases serve: the
- * first release that no longer does ("1.25"), e.g. for an xattr
+/* For a protobuf or JSON value whose kind only older Kubernetes releases serve:
+ * the first release that no longer does ("1.25"), e.g. for an xattr
  * user.etcdfs.k8s.schema=removed-in-1.25. NULL for current kinds, unknown kinds
  * and other encodings. The string is static. */
 const char *k8s_removed_in(const void *val, size_t len);

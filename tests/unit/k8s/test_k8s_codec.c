@@ -797,6 +797,15 @@ static void test_union_schema(void)
 	free(b);
 	b = NULL;
 
+	/* JSON-stored: a v1beta1 CRD as old clusters stored it */
+	const char *crd =
+		"{\"apiVersion\":\"apiextensions.k8s.io/v1beta1\","
+		"\"kind\":\"CustomResourceDefinition\",\"metadata\":{\"name\":\"a.b\"}}\n";
+	CHECK(k8s_removed_in(crd, strlen(crd)) &&
+	      !strcmp(k8s_removed_in(crd, strlen(crd)), "1.22"));
+	CHECK(k8s_removed_in("{}\n", 3) == NULL);
+	CHECK(k8s_removed_in("k8s\0", 4) == NULL);
+
 	/* a current kind: no removed-in; an old field is neither written nor shown
 	 * when absent, as the newest release writes it */
 	CHECK(k8s_encode(NULL, 0, cm, strlen(cm), NULL, NULL, 0, &b, &bn, &err) == 0);
