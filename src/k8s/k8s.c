@@ -707,8 +707,9 @@ int k8s_encode_release(const char *release, const void *orig, size_t orig_len, c
 	unsigned minor;
 	int n = 0;
 
-	if (!release || sscanf(release, "1.%u%n", &minor, &n) != 1 || release[n] || !minor ||
-	    minor > 254) {
+	/* digits only after "1." (sscanf alone would take " 15" or "+15") */
+	if (!release || strncmp(release, "1.", 2) || release[2] < '0' || release[2] > '9' ||
+	    sscanf(release, "1.%u%n", &minor, &n) != 1 || release[n] || !minor || minor > 254) {
 		*out = NULL;
 		set_err(err, k8s_strdup_printf("release %s is not 1.N", release ? release : "?"));
 		return -EINVAL;

@@ -829,6 +829,10 @@ static void test_union_schema(void)
 				 K8S_ENC_PROTOBUF, &b2, &bn2, &err) == -EINVAL);
 	free(err);
 	err = NULL;
+	CHECK(k8s_encode_release("1.+15", NULL, 0, cm, strlen(cm), NULL, NULL, 0, NULL, NULL,
+				 K8S_ENC_PROTOBUF, &b2, &bn2, &err) == -EINVAL);
+	free(err);
+	err = NULL;
 	free(b);
 	b = NULL;
 
