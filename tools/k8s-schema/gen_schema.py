@@ -365,9 +365,11 @@ class GitTree:
     def __init__(self, gitdir, rev):
         self.gitdir = gitdir
         self.rev = rev
-        self.commit = subprocess.run(["git", "-C", gitdir, "rev-parse", rev + "^{commit}"],
-                                     check=True, capture_output=True,
-                                     text=True).stdout.strip()
+        res = subprocess.run(["git", "-C", gitdir, "rev-parse", "--verify", "-q",
+                              rev + "^{commit}"], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit("gen_schema: %s has no revision %s" % (gitdir, rev))
+        self.commit = res.stdout.strip()
         self.label = "%s@%s" % (os.path.basename(gitdir.rstrip("/")), rev)
         out = subprocess.run(["git", "-C", gitdir, "ls-tree", "-r", "-z", "--name-only",
                               self.commit], check=True, capture_output=True).stdout
