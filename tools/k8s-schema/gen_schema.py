@@ -622,10 +622,13 @@ def merge(releases, report):
       * a field whose message type was renamed (same number, same JSON name, e.g.
         Handler -> LifecycleHandler) keeps the newest type, and the fields that only
         the old type had are grafted into the new type as OLD fields, recursively;
-      * any other difference of type or shape keeps the newest definition (none found).
+      * any other difference of type or shape keeps the newest definition (none found);
+      * each field records the first and last release that had it (since/until), so a
+        new object can be written as an older release wrote it.
+    Kinds: the union of all releases; an old kind the newest release reads through
+    its meta.k8s.io/v1 fallback is left out.
     """
     union = {}
-    newest = {}  # message -> release that defined it
     present = {}  # (message, field number) -> tags of the releases that had it
 
     def seen(n, rows, rel):
@@ -657,19 +660,19 @@ def merge(releases, report):
             prev = r[1]
             hflags = set(have[4]) - {"OLD"}
             rflags = set(r[4]) - {"OLD"}
-            shape = lambda fl: fl - TRAIT_FLAGS
             if special != "NONE":
                 # custom JSON form: only the protobuf facts matter
                 if have[2:4] != r[2:4] or have[5] != r[5]:
                     report.add("conflict", "%s: field %d: %s, newest %s" % (
                         n, r[1], describe(r), describe(have)), rel.tag)
                 continue
-            if have[2:4] == r[2:4] and shape(hflags) == shape(rflags) and have[5] != r[5] \
+            same_shape = hflags - TRAIT_FLAGS == rflags - TRAIT_FLAGS
+            if have[2:4] == r[2:4] and same_shape and have[5] != r[5] \
                     and have[5] and r[5]:
                 report.add("renamed-type", "%s: field %d (%s): %s, newest %s; old-only fields "
                            "grafted" % (n, r[1], have[0], r[5], have[5]), rel.tag)
                 graft(have[5], r[5], rel)
-            elif have[2:4] != r[2:4] or shape(hflags) != shape(rflags) or have[5] != r[5]:
+            elif have[2:4] != r[2:4] or not same_shape or have[5] != r[5]:
                 report.add("conflict", "%s: field %d: %s, newest %s; newest kept" % (
                     n, r[1], describe(r), describe(have)), rel.tag)
             if have[0] != r[0]:
@@ -693,7 +696,6 @@ def merge(releases, report):
         for n, (rows, special) in rel.msgs.items():
             if n not in union:
                 union[n] = [list(rows), special]
-                newest[n] = rel.tag
                 seen(n, rows, rel)
                 continue
             if special != union[n][1]:
