@@ -445,14 +445,14 @@ static bool stored_as_json(const char *api_version)
 
 static int encode_protobuf(const struct k8s_msg *m, const struct envelope *oe,
 			   const char *api_version, const char *kind, const struct jval *obj,
-			   struct buf *out, char **err)
+			   unsigned release, struct buf *out, char **err)
 {
 	struct buf raw;
 	int r;
 
 	k8s_buf_init(&raw);
-	r = k8s_encode_message(m, obj, oe ? (oe->raw ? oe->raw : (const uint8_t *)"") : NULL,
-			       oe ? oe->raw_len : 0, &raw, err);
+	r = k8s_encode_message_as(m, obj, oe ? (oe->raw ? oe->raw : (const uint8_t *)"") : NULL,
+				  oe ? oe->raw_len : 0, release, &raw, err);
 	if (r) {
 		k8s_buf_free(&raw);
 		return r;
@@ -572,10 +572,11 @@ out:
 	return r;
 }
 
-int k8s_encode_typed(const void *orig, size_t orig_len, const char *text, size_t text_len,
-		     const char *expect_name, const char *expect_namespace,
-		     int64_t resource_version, const char *api_version, const char *kind,
-		     enum k8s_encoding new_encoding, void **out, size_t *out_len, char **err)
+static int encode_typed(const void *orig, size_t orig_len, const char *text, size_t text_len,
+			const char *expect_name, const char *expect_namespace,
+			int64_t resource_version, const char *api_version, const char *kind,
+			enum k8s_encoding new_encoding, unsigned release, void **out,
+			size_t *out_len, char **err)
 {
 	enum k8s_encoding enc = orig ? k8s_detect(orig, orig_len) : K8S_ENC_RAW;
 	struct jval *obj = NULL, *ojson = NULL;
@@ -676,7 +677,7 @@ int k8s_encode_typed(const void *orig, size_t orig_len, const char *text, size_t
 		/* the envelope names the type unless the kind has no TypeMeta */
 		bool tm = has_typemeta(m);
 		r = encode_protobuf(m, have_env ? &oe : NULL, tm && av ? av : "",
-				    tm && kd ? kd : "", obj, &b, err);
+				    tm && kd ? kd : "", obj, release, &b, err);
 	}
 	if (r)
 		goto out;
@@ -695,6 +696,66 @@ out:
 	if (have_env)
 		envelope_free(&oe);
 	return r;
+}
+
+int k8s_encode_typed(const void *orig, size_t orig_len, const char *text, size_t text_len,
+		     const char *expect_name, const char *expect_namespace,
+		     int64_t resource_version, const char *api_version, const char *kind,
+		     enum k8s_encoding new_encoding, void **out, size_t *out_len, char **err)
+{
+	return encode_typed(orig, orig_len, text, text_len, expect_name, expect_namespace,
+			    resource_version, api_version, kind, new_encoding, 0, out, out_len,
+			    err);
+}
+
+int k8s_encode_release(const char *release, const void *orig, size_t orig_len, const char *text,
+		       size_t text_len, const char *expect_name, const char *expect_namespace,
+		       int64_t resource_version, const char *api_version, const char *kind,
+		       enum k8s_encoding new_encoding, void **out, size_t *out_len, char **err)
+{
+	unsigned minor;
+	int n = 0;
+
+	/* digits only after "1." (sscanf alone would take " 15" or "+15") */
+	if (!release || strncmp(release, "1.", 2) || release[2] < '0' || release[2] > '9' ||
+	    sscanf(release, "1.%u%n", &minor, &n) != 1 || release[n] || !minor || minor > 254) {
+		*out = NULL;
+		set_err(err, k8s_strdup_printf("release %s is not 1.N", release ? release : "?"));
+		return -EINVAL;
+	}
+	/* an edit keeps what the original has: the release matters for new objects */
+	return encode_typed(orig, orig_len, text, text_len, expect_name, expect_namespace,
+			    resource_version, api_version, kind, new_encoding, orig ? 0 : minor,
+			    out, out_len, err);
+}
+
+const char *k8s_removed_in(const void *val, size_t len)
+{
+	const char *r = NULL;
+
+	switch (k8s_detect(val, len)) {
+	case K8S_ENC_PROTOBUF: {
+		struct envelope e;
+		if (envelope_parse(val, len, &e, NULL))
+			return NULL;
+		r = k8s_schema_removed_in(e.api_version, e.kind);
+		envelope_free(&e);
+		return r;
+	}
+	case K8S_ENC_JSON: {
+		/* e.g. apiextensions.k8s.io/v1beta1 CRDs that old clusters stored */
+		struct jval *v = NULL;
+		if (k8s_json_parse(val, len, &v, NULL))
+			return NULL;
+		if (v->t == J_OBJ)
+			r = k8s_schema_removed_in(str_member(v, "apiVersion"),
+						  str_member(v, "kind"));
+		k8s_jv_free(v);
+		return r;
+	}
+	default:
+		return NULL;
+	}
 }
 
 int k8s_encode(const void *orig, size_t orig_len, const char *text, size_t text_len,

@@ -78,4 +78,20 @@ int k8s_encode_typed(const void *orig, size_t orig_len, const char *text, size_t
 		     int64_t resource_version, const char *api_version, const char *kind,
 		     enum k8s_encoding new_encoding, void **out, size_t *out_len, char **err);
 
+/* As k8s_encode_typed, but a new protobuf object (orig NULL) is written as
+ * Kubernetes release `release` ("1.15") wrote it: fields that release did not
+ * define are written only when the text has them, and fields only older
+ * releases define are written as they were then. Edits (orig set) are the same
+ * as with k8s_encode_typed. -EINVAL when release is not "1.N". */
+int k8s_encode_release(const char *release, const void *orig, size_t orig_len, const char *text,
+		       size_t text_len, const char *expect_name, const char *expect_namespace,
+		       int64_t resource_version, const char *api_version, const char *kind,
+		       enum k8s_encoding new_encoding, void **out, size_t *out_len, char **err);
+
+/* For a protobuf or JSON value whose kind only older Kubernetes releases serve:
+ * the first release that no longer does ("1.25"), e.g. for an xattr
+ * user.etcdfs.k8s.schema=removed-in-1.25. NULL for current kinds, unknown kinds
+ * and other encodings. The string is static. */
+const char *k8s_removed_in(const void *val, size_t len);
+
 #endif

@@ -25,6 +25,7 @@
 
 struct ectx {
 	char **err;
+	unsigned release; /* new objects as release 1.<release> wrote them; 0: newest */
 	int depth;
 	char path[512];
 	size_t plen;
@@ -439,6 +440,9 @@ static const struct pbf *nth_occ(const struct pbmsg *m, const struct k8s_field *
 	return NULL;
 }
 
+static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jval *j,
+		     const struct pbmsg *om, struct buf *out);
+
 static int enc_special(struct ectx *c, const struct k8s_msg *m, const struct jval *j,
 		       const uint8_t *orig, size_t orig_len, bool have_orig, struct buf *out)
 {
@@ -518,6 +522,15 @@ static int enc_special(struct ectx *c, const struct k8s_msg *m, const struct jva
 				return r;
 		}
 		return 0;
+	}
+	case K8S_S_MAPWRAP: {
+		const struct k8s_field *fd = k8s_schema_field_by_num(m, 1);
+		if (!fd || !(fd->flags & K8S_F_MAP))
+			return eerr(c, j, "schema table lacks the map of %s", m->name);
+		if (have_orig && k8s_pb_split(orig, orig_len, &om))
+			have_orig = false;
+		r = enc_field(c, fd, j, have_orig ? &om : NULL, out);
+		break;
 	}
 	case K8S_S_PROPS_OR_ARRAY:
 	case K8S_S_PROPS_OR_BOOL:
@@ -775,12 +788,24 @@ out:
 
 /* Encode the whole field fd (all its occurrences, tags included) from j, with
  * the original split message om (may be NULL) as reference. */
+/* Is fd left out when the text has no value for it? Fields the target release
+ * did not define are; for the newest release that is every OLD field. */
+static bool skip_absent(const struct ectx *c, const struct k8s_field *fd)
+{
+	if (c->release)
+		return fd->since > c->release || (fd->until && fd->until < c->release);
+	return fd->flags & K8S_F_OLD;
+}
+
 static int enc_field(struct ectx *c, const struct k8s_field *fd, const struct jval *j,
 		     const struct pbmsg *om, struct buf *out)
 {
 	const struct k8s_msg *sub = k8s_schema_sub(fd);
 	bool null = !j || j->t == J_NULL;
 	int r = 0;
+
+	if (null && skip_absent(c, fd))
+		return 0;
 
 	if (fd->flags & K8S_F_MAP) {
 		struct pbmsg entry;
@@ -1222,7 +1247,13 @@ out:
 int k8s_encode_message(const struct k8s_msg *m, const struct jval *j, const uint8_t *orig,
 		       size_t orig_len, struct buf *out, char **err)
 {
-	struct ectx c = {.err = err};
+	return k8s_encode_message_as(m, j, orig, orig_len, 0, out, err);
+}
+
+int k8s_encode_message_as(const struct k8s_msg *m, const struct jval *j, const uint8_t *orig,
+			  size_t orig_len, unsigned release, struct buf *out, char **err)
+{
+	struct ectx c = {.err = err, .release = release};
 
 	return enc_msg(&c, m, j, orig, orig_len, orig != NULL, out);
 }

@@ -189,6 +189,10 @@ bool k8s_occ_matches(const struct k8s_field *fd, const struct pbf *f);
  * unknown fields survive, changed fields take the place of the old ones. */
 int k8s_encode_message(const struct k8s_msg *m, const struct jval *j, const uint8_t *orig,
 		       size_t orig_len, struct buf *out, char **err);
+/* As k8s_encode_message; fields absent from j are written as Kubernetes 1.<release>
+ * wrote them (release 0: the newest), see the since/until of k8s_field. */
+int k8s_encode_message_as(const struct k8s_msg *m, const struct jval *j, const uint8_t *orig,
+			  size_t orig_len, unsigned release, struct buf *out, char **err);
 
 /* Merge edited JSON into original stored JSON (compact, Go style); unchanged
  * values keep their original bytes. orig may be NULL. */

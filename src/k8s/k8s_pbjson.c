@@ -377,6 +377,9 @@ static int raw_json_view(struct vctx *c, const uint8_t *p, size_t len, bool rawe
 	return 0;
 }
 
+static int map_view(struct vctx *c, const struct k8s_field *fd, const struct pbmsg *m,
+		    struct jval **out);
+
 static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *p, size_t len,
 			struct jval **out)
 {
@@ -481,6 +484,14 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 			*out = k8s_jv_new(J_NULL);
 		}
 		break;
+	}
+	case K8S_S_MAPWRAP: {
+		const struct k8s_field *fd = k8s_schema_field_by_num(m, 1);
+		r = fd ? map_view(c, fd, &pm, out) : 0;
+		if (!r && !*out) /* nil map */
+			*out = k8s_jv_new(J_NULL);
+		k8s_pb_free(&pm);
+		return r ? r : *out ? 0 : -ENOMEM;
 	}
 	case K8S_S_PROPS_OR_ARRAY:
 	case K8S_S_PROPS_OR_BOOL:
@@ -637,8 +648,8 @@ static int map_view(struct vctx *c, const struct k8s_field *fd, const struct pbm
 		if (r)
 			goto out;
 	}
-	if (ne == 0) { /* nil map */
-		if (!omitempty) {
+	if (ne == 0) { /* nil map; an old field absent from the bytes is not shown */
+		if (!omitempty && !(fd->flags & K8S_F_OLD)) {
 			*out = k8s_jv_new(J_NULL);
 			r = *out ? 0 : -ENOMEM;
 		}
@@ -708,7 +719,7 @@ static int field_view(struct vctx *c, const struct k8s_field *fd, const struct p
 		}
 		if (arr->n == 0) { /* nil slice */
 			k8s_jv_free(arr);
-			if (omitempty)
+			if (omitempty || (fd->flags & K8S_F_OLD))
 				return 0;
 			*out = k8s_jv_new(J_NULL);
 			return *out ? 0 : -ENOMEM;
@@ -725,9 +736,9 @@ static int field_view(struct vctx *c, const struct k8s_field *fd, const struct p
 		r = merged_payload(fd, m, &p, &len, &tofree, &present);
 		if (r)
 			return r;
-		if (!present && (fd->flags & K8S_F_PTR)) {
+		if (!present && (fd->flags & (K8S_F_PTR | K8S_F_OLD))) {
 			free(tofree);
-			if (omitempty)
+			if (omitempty || (fd->flags & K8S_F_OLD))
 				return 0;
 			*out = k8s_jv_new(J_NULL);
 			return *out ? 0 : -ENOMEM;
@@ -752,6 +763,8 @@ static int field_view(struct vctx *c, const struct k8s_field *fd, const struct p
 	for (size_t i = 0; i < m->n; i++)
 		if (occ_matches(fd, &m->f[i]))
 			f = &m->f[i];
+	if (!f && (fd->flags & K8S_F_OLD))
+		return 0; /* a field of older releases only: shown when stored */
 	if (fd->type == K8S_T_BYTES) {
 		/* []byte: omitempty tests the length; without it nil prints null */
 		if (omitempty && (!f || f->len == 0))

@@ -42,7 +42,7 @@ static bool known_api_version(const char *api_version)
 		       cmp_api_version) != NULL;
 }
 
-const struct k8s_msg *k8s_schema_kind(const char *api_version, const char *kind)
+static const struct k8s_kind *find_kind(const char *api_version, const char *kind)
 {
 	struct kind_key k = {api_version, kind};
 	const struct k8s_kind *e;
@@ -56,7 +56,21 @@ const struct k8s_msg *k8s_schema_kind(const char *api_version, const char *kind)
 		k.api_version = "meta.k8s.io/v1";
 		e = bsearch(&k, k8s_kinds, k8s_n_kinds, sizeof(k8s_kinds[0]), cmp_kind);
 	}
+	return e;
+}
+
+const struct k8s_msg *k8s_schema_kind(const char *api_version, const char *kind)
+{
+	const struct k8s_kind *e = find_kind(api_version, kind);
+
 	return e ? &k8s_msgs[e->msg] : NULL;
+}
+
+const char *k8s_schema_removed_in(const char *api_version, const char *kind)
+{
+	const struct k8s_kind *e = find_kind(api_version, kind);
+
+	return e ? e->removed_in : NULL;
 }
 
 const struct k8s_field *k8s_schema_field_by_num(const struct k8s_msg *m, uint32_t num)

@@ -42,6 +42,10 @@ enum k8s_ftype {
 #define K8S_F_INLINE 0x20    /* embedded struct: its JSON members are flattened into ours */
 #define K8S_F_TYPEMETA 0x40  /* pseudo field: JSON "kind", "apiVersion"; not in protobuf */
 #define K8S_F_NOJSON 0x80    /* json:"-" */
+/* A field only releases older than the newest one define (union schema, see
+ * docs/k8s.md): shown only when the bytes have it, written only when the text has
+ * it, so values of the newest release decode and encode as if it did not exist. */
+#define K8S_F_OLD 0x100
 
 /* messages whose JSON form is custom (Go MarshalJSON) */
 enum k8s_special {
@@ -56,7 +60,9 @@ enum k8s_special {
 	K8S_S_PROPS_OR_ARRAY,
 	K8S_S_PROPS_OR_BOOL,
 	K8S_S_PROPS_OR_STRARRAY,
-	K8S_S_SLICE, /* named Go slice wrapped in a message (items = 1): JSON array */
+	K8S_S_SLICE,   /* named Go slice wrapped in a message (items = 1): JSON array */
+	K8S_S_MAPWRAP, /* message whose JSON is its map field 1, null when empty
+			* (meta/v1 Fields of releases 1.14 and 1.15) */
 };
 
 struct k8s_field {
@@ -66,6 +72,10 @@ struct k8s_field {
 	uint8_t key_type; /* maps only */
 	uint16_t flags;	  /* K8S_F_* */
 	int32_t msg;	  /* index in k8s_msgs when type is MESSAGE, else -1 */
+	/* releases 1.<since> to 1.<until> define the field: since 0 = from the first
+	 * release read (1.8), 255 = newer than every release tag; until 0 = still in
+	 * the newest. Used to encode a new object as an older release wrote it. */
+	uint8_t since, until;
 };
 
 struct k8s_msg {
@@ -81,6 +91,9 @@ struct k8s_kind {
 	const char *api_version; /* "v1", "apps/v1", "meta.k8s.io/v1" for meta types */
 	const char *kind;
 	uint32_t msg;
+	/* first release that stopped serving the kind or dropped its types ("1.25"),
+	 * NULL when current */
+	const char *removed_in;
 };
 
 extern const struct k8s_field k8s_fields[];
@@ -95,6 +108,10 @@ const struct k8s_msg *k8s_schema_msg(const char *name);
 /* Message for an apiVersion/kind pair, or NULL. Meta types (Status, DeleteOptions,
  * WatchEvent, ...) are found under any apiVersion. */
 const struct k8s_msg *k8s_schema_kind(const char *api_version, const char *kind);
+/* The first release that no longer serves the kind ("1.25"): the earlier of its
+ * prerelease-lifecycle removal and the first release without its types. NULL
+ * for a current kind or an unknown one. */
+const char *k8s_schema_removed_in(const char *api_version, const char *kind);
 /* Field of m with protobuf number num, or NULL. */
 const struct k8s_field *k8s_schema_field_by_num(const struct k8s_msg *m, uint32_t num);
 /* Field of m (not descending into inline fields) with JSON name, or NULL. */

@@ -68,10 +68,12 @@ static void usage(FILE *f)
 		"usage: etcdfs-k8s decode [-o yaml|json] [--rv N] [--type APIVERSION/KIND]\n"
 		"       etcdfs-k8s encode [--orig FILE] [--name NAME] [--namespace NS] [--rv N]\n"
 		"                         [--type APIVERSION/KIND] [--encoding protobuf|json]\n"
+		"                         [--release 1.N]\n"
 		"       etcdfs-k8s detect\n"
 		"Reads stdin, writes stdout. decode turns a stored etcd value (protobuf or\n"
 		"JSON) into YAML (default) or JSON; encode turns YAML or JSON back into the\n"
-		"stored form. With --orig, encode is lossless against the original bytes.\n");
+		"stored form. With --orig, encode is lossless against the original bytes;\n"
+		"with --release, a new object is written as that Kubernetes release did.\n");
 }
 
 /* 0 when arg is a, 1 when b; -1 after saying what opt takes */
@@ -95,12 +97,13 @@ int main(int argc, char **argv)
 		{"rv", required_argument, NULL, 'r'},
 		{"type", required_argument, NULL, 't'},
 		{"encoding", required_argument, NULL, 'e'},
+		{"release", required_argument, NULL, 'R'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	enum k8s_format fmt = K8S_FMT_YAML;
 	enum k8s_encoding new_enc = K8S_ENC_RAW;
-	const char *orig_path = NULL, *name = NULL, *ns = NULL;
+	const char *orig_path = NULL, *name = NULL, *ns = NULL, *release = NULL;
 	char *type_av = NULL, *type_kind = NULL;
 	long long rv = 0;
 	char *in = NULL, *orig = NULL, *err = NULL;
@@ -147,6 +150,9 @@ int main(int argc, char **argv)
 				return 2;
 			new_enc = i ? K8S_ENC_JSON : K8S_ENC_PROTOBUF;
 			break;
+		case 'R':
+			release = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -185,8 +191,12 @@ int main(int argc, char **argv)
 			fprintf(stderr, "etcdfs-k8s: %s: %s\n", orig_path, strerror(-r));
 			goto out;
 		}
-		r = k8s_encode_typed(orig, orig_len, in, in_len, name, ns, rv, type_av, type_kind,
-				     new_enc, &val, &vlen, &err);
+		if (release)
+			r = k8s_encode_release(release, orig, orig_len, in, in_len, name, ns, rv,
+					       type_av, type_kind, new_enc, &val, &vlen, &err);
+		else
+			r = k8s_encode_typed(orig, orig_len, in, in_len, name, ns, rv, type_av,
+					     type_kind, new_enc, &val, &vlen, &err);
 		if (r) {
 			fprintf(stderr, "etcdfs-k8s: encode: %s\n", err ? err : strerror(-r));
 			goto out;

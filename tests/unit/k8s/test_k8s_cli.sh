@@ -96,5 +96,30 @@ else
 	bad "create ConfigMap"
 fi
 
+# a release fixture: a kind k8s.io/api no longer has decodes, and the JSON
+# encoded as that release (--release) is its protobuf; the newest form differs
+R="$S/k8s-fixtures/releases/v1.15.0"
+if [ -d "$R" ]; then
+	k=policy.v1beta1.PodSecurityPolicy
+	if "$T" decode < "$R/$k.pb" | grep -q '^kind: PodSecurityPolicy$'; then
+		ok "decode removed kind $k"
+	else
+		bad "decode removed kind $k"
+	fi
+	if "$T" encode --release 1.15 --encoding protobuf < "$R/$k.json" | cmp -s - "$R/$k.pb" &&
+		! "$T" encode --encoding protobuf < "$R/$k.json" | cmp -s - "$R/$k.pb"; then
+		ok "encode --release 1.15 $k"
+	else
+		bad "encode --release 1.15 $k"
+	fi
+	if ! "$T" encode --release 2.1 < "$R/$k.json" > /dev/null 2>&1; then
+		ok "encode --release 2.1 refused"
+	else
+		bad "encode --release 2.1 refused"
+	fi
+else
+	echo "skip release checks: $R missing"
+fi
+
 echo "$fails failure(s)"
 [ $fails -eq 0 ]

@@ -1,5 +1,5 @@
 /* test_k8s_codec.c: behaviour of the k8s codec beyond the upstream fixtures:
- * real-cluster values (explicit zeros, a field number today's schema lacks, a
+ * real-cluster values (explicit zeros, a field only old releases define, a
  * JSON-stored CRD), lossless edits, validation errors, new objects, JSON-stored
  * custom resources, YAML quoting, and the formats that stay opaque.
  * Usage: test_k8s_codec SHARED_DIR (the ../shared folder). */
@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "k8s/k8s.h"
+#include "k8s/k8s_schema.h"
 #include "test.h"
 
 static const char *shared;
@@ -139,12 +140,13 @@ static void test_real_protobuf(const char *rel, const char *from, const char *to
 	check_gives(orig, len, yaml, orig, len, rel, "yaml round trip");
 	check_gives(orig, len, json, orig, len, rel, "json round trip");
 
-	/* the ObjectMeta field 15 (gone from today's schema) is in the value */
+	/* the ObjectMeta field 15 (clusterName, removed after 1.24; an old field of
+	 * the union schema) is in the value, empty, so not shown */
 	CHECK(contains(orig, len, "\x38\x01\x7a\x00", 4) || contains(orig, len, "\x7a\x00", 2),
 	      "%s: has field 15", rel);
 
 	/* edit one field: the result decodes to the edited text, the unknown
-	 * field and explicit zeros survive, and reverting gives the original */
+	 * field 15 and explicit zeros survive, and reverting gives the original */
 	char *edited = replace(yaml, from, to);
 	CHECK(edited, "%s: edit target '%s' present", rel, from);
 	if (!edited)
@@ -158,7 +160,7 @@ static void test_real_protobuf(const char *rel, const char *from, const char *to
 		char *back = dec(eb, elen, K8S_FMT_YAML, 0);
 		CHECK(back && !strcmp(back, edited), "%s: edited bytes decode to the edit", rel);
 		free(back);
-		CHECK(contains(eb, elen, "\x7a\x00", 2), "%s: unknown field 15 kept", rel);
+		CHECK(contains(eb, elen, "\x7a\x00", 2), "%s: old field 15 kept", rel);
 		/* explicit zero strings/ints of ObjectMeta (selfLink.. generation) */
 		CHECK(contains(eb, elen, "\x32\x00\x38\x00", 4) ==
 			      contains(orig, len, "\x32\x00\x38\x00", 4),
@@ -763,6 +765,98 @@ static void test_typed(void)
 	free(err);
 }
 
+/* union schema: kinds and fields only old releases define (docs/k8s.md) */
+static void test_union_schema(void)
+{
+	const char *psp = "{\"apiVersion\":\"policy/v1beta1\",\"kind\":\"PodSecurityPolicy\","
+			  "\"metadata\":{\"name\":\"p\"}}";
+	const char *cm = "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
+			 "\"metadata\":{\"name\":\"c\"},\"data\":{\"k\":\"v\"}}";
+	const char *cm_old = "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
+			     "\"metadata\":{\"name\":\"c\",\"clusterName\":\"east\"}}";
+	/* ObjectMeta.clusterName is field 15: tag 0x7a */
+	static const char empty_cluster[] = {0x7a, 0x00};
+	void *b = NULL, *b2 = NULL;
+	size_t bn = 0, bn2 = 0;
+	char *err = NULL, *out;
+
+	CHECK_STRN(k8s_schema_removed_in("policy/v1beta1", "PodSecurityPolicy"), 4, "1.25");
+	CHECK_STRN(k8s_schema_removed_in("autoscaling/v2beta2", "HorizontalPodAutoscaler"), 4,
+		   "1.26");
+	CHECK_STRN(k8s_schema_removed_in("batch/v2alpha1", "CronJob"), 4, "1.21");
+	CHECK(k8s_schema_removed_in("apps/v1", "Deployment") == NULL);
+	CHECK(k8s_schema_removed_in("nope/v1", "Nothing") == NULL);
+	/* a kind removed from k8s.io/api decodes, and says since when it is gone */
+	CHECK(k8s_encode(NULL, 0, psp, strlen(psp), NULL, NULL, 0, &b, &bn, &err) == 0, "%s",
+	      err ? err : "");
+	CHECK(b && k8s_detect(b, bn) == K8S_ENC_PROTOBUF);
+	CHECK(b && k8s_removed_in(b, bn) && !strcmp(k8s_removed_in(b, bn), "1.25"));
+	out = b ? dec(b, bn, K8S_FMT_YAML, 0) : NULL;
+	CHECK(out && strstr(out, "kind: PodSecurityPolicy\n"), "%s", out ? out : "");
+	free(out);
+	free(b);
+	b = NULL;
+
+	/* JSON-stored: a v1beta1 CRD as old clusters stored it */
+	const char *crd =
+		"{\"apiVersion\":\"apiextensions.k8s.io/v1beta1\","
+		"\"kind\":\"CustomResourceDefinition\",\"metadata\":{\"name\":\"a.b\"}}\n";
+	CHECK(k8s_removed_in(crd, strlen(crd)) &&
+	      !strcmp(k8s_removed_in(crd, strlen(crd)), "1.22"));
+	CHECK(k8s_removed_in("{}\n", 3) == NULL);
+	CHECK(k8s_removed_in("k8s\0", 4) == NULL);
+
+	/* a current kind: no removed-in; an old field is neither written nor shown
+	 * when absent, as the newest release writes it */
+	CHECK(k8s_encode(NULL, 0, cm, strlen(cm), NULL, NULL, 0, &b, &bn, &err) == 0);
+	CHECK(b && k8s_removed_in(b, bn) == NULL);
+	CHECK(b && !contains(b, bn, empty_cluster, 2), "no clusterName written");
+	out = b ? dec(b, bn, K8S_FMT_YAML, 0) : NULL;
+	CHECK(out && !strstr(out, "clusterName"), "%s", out ? out : "");
+	free(out);
+	/* as 1.15 wrote it: clusterName (non-pointer string then) is written empty */
+	CHECK(k8s_encode_release("1.15", NULL, 0, cm, strlen(cm), NULL, NULL, 0, NULL, NULL,
+				 K8S_ENC_PROTOBUF, &b2, &bn2, &err) == 0,
+	      "%s", err ? err : "");
+	CHECK(b2 && bn2 == bn + 2 && contains(b2, bn2, empty_cluster, 2), "1.15 form");
+	/* which decodes as the same object (empty strings are omitempty) */
+	out = b2 ? dec(b2, bn2, K8S_FMT_YAML, 0) : NULL;
+	CHECK(out && !strstr(out, "clusterName"), "%s", out ? out : "");
+	free(out);
+	free(b2);
+	b2 = NULL;
+	CHECK(k8s_encode_release("2.0", NULL, 0, cm, strlen(cm), NULL, NULL, 0, NULL, NULL,
+				 K8S_ENC_PROTOBUF, &b2, &bn2, &err) == -EINVAL);
+	free(err);
+	err = NULL;
+	CHECK(k8s_encode_release("1.+15", NULL, 0, cm, strlen(cm), NULL, NULL, 0, NULL, NULL,
+				 K8S_ENC_PROTOBUF, &b2, &bn2, &err) == -EINVAL);
+	free(err);
+	err = NULL;
+	free(b);
+	b = NULL;
+
+	/* an old field that is stored is shown, and an edit elsewhere keeps it */
+	CHECK(k8s_encode(NULL, 0, cm_old, strlen(cm_old), NULL, NULL, 0, &b, &bn, &err) == 0, "%s",
+	      err ? err : "");
+	out = b ? dec(b, bn, K8S_FMT_YAML, 0) : NULL;
+	CHECK(out && strstr(out, "  clusterName: east\n"), "%s", out ? out : "");
+	if (out && b) {
+		char *ed = replace(out, "name: c\n", "name: c\n  labels: {a: b}\n");
+		CHECK(k8s_encode(b, bn, ed, strlen(ed), NULL, NULL, 0, &b2, &bn2, &err) == 0, "%s",
+		      err ? err : "");
+		char *back = b2 ? dec(b2, bn2, K8S_FMT_YAML, 0) : NULL;
+		CHECK(back && strstr(back, "  clusterName: east\n") && strstr(back, "a: b"), "%s",
+		      back ? back : "");
+		free(back);
+		free(ed);
+	}
+	free(out);
+	free(b);
+	free(b2);
+	free(err);
+}
+
 static void test_real_pod(void)
 {
 	test_real_protobuf("k8s-real/values/registry-pods-default-pi-dqtsw.bin", "image: perl\n",
@@ -813,5 +907,6 @@ int main(int argc, char **argv)
 	TEST_RUN(test_list_unknown);
 	TEST_RUN(test_big_cr);
 	TEST_RUN(test_typed);
+	TEST_RUN(test_union_schema);
 	return test_summary();
 }

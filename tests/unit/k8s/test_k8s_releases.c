@@ -1,0 +1,368 @@
+/* test_k8s_releases.c: conformance of the k8s codec against the round-trip fixtures
+ * that earlier Kubernetes releases wrote (../shared/k8s-fixtures/releases/vX.Y.Z/).
+ *
+ * For every <group>.<version>.<Kind>.pb with its .json, per release folder:
+ *   decode   decode(.pb) succeeds; a kind whose envelope names no type (never stored
+ *            in etcd, e.g. WatchEvent) is decoded with the type its file name gives,
+ *            as `etcdfs-k8s decode --type` does (counted apart as "typed")
+ *   json     decode(.pb) as JSON equals .json once every member whose value is null
+ *            is dropped on both sides (old Go wrote `creationTimestamp: null`); member
+ *            order and scalar text must match
+ *   encode   encode(no orig, .json) as that release (k8s_encode_release) equals .pb
+ *            byte for byte
+ *   orig     encode(orig=.pb, decode(.pb)) equals .pb byte for byte, for the YAML and
+ *            the JSON view both (`etcdfs-k8s encode --orig`)
+ * Usage: test_k8s_releases RELEASES_DIR [--table]. Prints one table row per release;
+ * fails on any miss (a JSON difference listed in known[] must instead still differ)
+ * unless --table (measure only). Skips (exit 77) when RELEASES_DIR does not exist:
+ * the fixtures live outside the repository, in ../shared. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "k8s/k8s.h"
+#include "k8s/k8s_internal.h"
+#include "test.h"
+
+enum { C_DECODE, C_JSON, C_ENCODE, C_ORIG, C_N };
+static const char *const check_names[C_N] = {"decode", "json", "encode", "orig"};
+static int shown;
+
+/* Decoded JSON that must differ from the release's own JSON, and why: the codec
+ * shows every value as the newest release's Go types do (docs/k8s.md, "Union
+ * schema"). Each entry must still differ, so the list stays true. */
+static const struct known {
+	const char *release, *fixture, *why;
+} known[] = {
+	{"v1.15.0", "apps.v1.StatefulSet",
+	 "status.availableReplicas (added in 1.22, no omitempty now): 0 shown"},
+	{"v1.15.0", "apps.v1beta1.StatefulSet", "status.availableReplicas added in 1.22"},
+	{"v1.15.0", "apps.v1beta2.StatefulSet", "status.availableReplicas added in 1.22"},
+	{"v1.20.0", "apps.v1.StatefulSet", "status.availableReplicas added in 1.22"},
+	{"v1.20.0", "apps.v1beta1.StatefulSet", "status.availableReplicas added in 1.22"},
+	{"v1.20.0", "apps.v1beta2.StatefulSet", "status.availableReplicas added in 1.22"},
+	{"v1.15.0", "certificates.k8s.io.v1beta1.CertificateSigningRequest",
+	 "conditions[].status (added in 1.19) goes before reason: member order"},
+	{"v1.15.0", "storage.k8s.io.v1beta1.CSINode",
+	 "status (non-pointer struct) added after 1.36"},
+	{"v1.20.0", "storage.k8s.io.v1.CSINode", "status added after 1.36: {} shown"},
+	{"v1.20.0", "storage.k8s.io.v1beta1.CSINode", "status added after 1.36"},
+	{"v1.24.0", "storage.k8s.io.v1.CSINode", "status added after 1.36"},
+	{"v1.24.0", "storage.k8s.io.v1beta1.CSINode", "status added after 1.36"},
+	{"v1.28.0", "storage.k8s.io.v1.CSINode", "status added after 1.36"},
+	{"v1.28.0", "storage.k8s.io.v1beta1.CSINode", "status added after 1.36"},
+	{"v1.32.0", "storage.k8s.io.v1.CSINode", "status added after 1.36"},
+	{"v1.32.0", "storage.k8s.io.v1beta1.CSINode", "status added after 1.36"},
+};
+
+#define N_KNOWN (sizeof(known) / sizeof(known[0]))
+static bool known_seen[N_KNOWN];
+
+/* index of the known difference of release/fixture name, or -1 */
+static long find_known(const char *rel, const char *name)
+{
+	for (size_t i = 0; i < N_KNOWN; i++)
+		if (!strcmp(known[i].release, rel) && !strcmp(known[i].fixture, name))
+			return (long)i;
+	return -1;
+}
+
+struct tally {
+	int kinds, typed, known;
+	int pass[C_N];
+};
+
+static void fail(const char *rel, const char *name, int check, const char *why)
+{
+	if (shown++ < 60)
+		fprintf(stderr, "FAIL %-6s %s/%s: %s\n", check_names[check], rel, name, why);
+}
+
+/* drops every object member whose value is null, at any depth */
+static void drop_nulls(struct jval *v)
+{
+	if (v->t != J_ARR && v->t != J_OBJ)
+		return;
+	for (size_t i = v->n; i-- > 0;) {
+		if (v->t == J_OBJ && v->v[i]->t == J_NULL)
+			k8s_jv_remove(v, i);
+		else
+			drop_nulls(v->v[i]);
+	}
+}
+
+/* ordered structural equality with exact scalar text; *where says what differs */
+static bool same_json(const struct jval *a, const struct jval *b, char *where, size_t wn)
+{
+	if (a->t != b->t) {
+		snprintf(where, wn, "type differs");
+		return false;
+	}
+	switch (a->t) {
+	case J_NULL:
+		return true;
+	case J_BOOL:
+		return a->b == b->b;
+	case J_NUM:
+	case J_STR:
+		if (a->len != b->len || memcmp(a->s, b->s, a->len)) {
+			snprintf(where, wn, "'%.40s' vs '%.40s'", a->s, b->s);
+			return false;
+		}
+		return true;
+	case J_ARR:
+	case J_OBJ:
+		for (size_t i = 0; i < a->n && i < b->n; i++) {
+			if (a->t == J_OBJ &&
+			    (a->klen[i] != b->klen[i] || memcmp(a->k[i], b->k[i], a->klen[i]))) {
+				snprintf(where, wn, "member #%zu '%s' vs '%s'", i, a->k[i],
+					 b->k[i]);
+				return false;
+			}
+			if (!same_json(a->v[i], b->v[i], where, wn)) {
+				if (a->t == J_OBJ) {
+					size_t l = strlen(where);
+					snprintf(where + l, wn - l, " <- %s", a->k[i]);
+				}
+				return false;
+			}
+		}
+		if (a->n != b->n) {
+			snprintf(where, wn, "%zu vs %zu members", a->n, b->n);
+			return false;
+		}
+		return true;
+	}
+	return false;
+}
+
+/* <group>.<version>.<Kind>, the core group spelled "core" */
+static void type_of(const char *base, char *av, size_t avn, char *kind, size_t kn)
+{
+	const char *k = strrchr(base, '.');
+	const char *v = k;
+
+	while (v > base && v[-1] != '.')
+		v--;
+	snprintf(kind, kn, "%s", k + 1);
+	int glen = v > base ? (int)(v - base - 1) : 0;
+	if (glen == 4 && !strncmp(base, "core", 4))
+		glen = 0;
+	if (glen)
+		snprintf(av, avn, "%.*s/%.*s", glen, base, (int)(k - v), v);
+	else
+		snprintf(av, avn, "%.*s", (int)(k - v), v);
+}
+
+static bool json_equal(const char *rel, const char *base, const char *out, size_t olen,
+		       const char *js, size_t jlen, bool quiet)
+{
+	struct jval *a = NULL, *b = NULL;
+	char *e1 = NULL, *e2 = NULL, why[512] = "";
+	bool ok = false;
+
+	if (k8s_json_parse(out, olen, &a, &e1) || k8s_json_parse(js, jlen, &b, &e2)) {
+		fail(rel, base, C_JSON, e1 ? e1 : e2 ? e2 : "unparsable JSON");
+		goto out;
+	}
+	drop_nulls(a);
+	drop_nulls(b);
+	ok = same_json(a, b, why, sizeof(why));
+	if (!ok && !quiet)
+		fail(rel, base, C_JSON, why);
+out:
+	k8s_jv_free(a);
+	k8s_jv_free(b);
+	free(e1);
+	free(e2);
+	return ok;
+}
+
+/* encode(orig=pb, decode(pb) in fmt) == pb */
+static bool orig_round_trip(const char *rel, const char *base, const char *pb, size_t pblen,
+			    enum k8s_format fmt, const char *av, const char *kind)
+{
+	char *text = NULL, *err = NULL;
+	size_t tlen = 0, elen = 0;
+	void *enc = NULL;
+	bool ok = false;
+
+	if (k8s_decode_typed(pb, pblen, fmt, 0, av, kind, &text, &tlen, &err))
+		goto out;
+	if (k8s_encode_typed(pb, pblen, text, tlen, NULL, NULL, 0, av, kind, K8S_ENC_RAW, &enc,
+			     &elen, &err))
+		fail(rel, base, C_ORIG, err ? err : "encode failed");
+	else if (!(ok = elen == pblen && !memcmp(enc, pb, pblen)))
+		fail(rel, base, C_ORIG,
+		     fmt == K8S_FMT_YAML ? "YAML: bytes differ" : "JSON: bytes differ");
+out:
+	free(text);
+	free(err);
+	free(enc);
+	return ok;
+}
+
+static void run_one(const char *dir, const char *rel, const char *base, struct tally *t)
+{
+	char path[4096], av[256], kind[256], why[256], release[32];
+	size_t pblen = 0, jlen = 0, olen = 0, elen = 0;
+	char *pb, *js, *out = NULL, *err = NULL;
+	void *enc = NULL;
+	int r;
+
+	t->kinds++;
+	pb = (size_t)snprintf(path, sizeof(path), "%s/%s.pb", dir, base) < sizeof(path)
+		     ? test_slurp(path, &pblen)
+		     : NULL;
+	js = (size_t)snprintf(path, sizeof(path), "%s/%s.json", dir, base) < sizeof(path)
+		     ? test_slurp(path, &jlen)
+		     : NULL;
+	if (!pb || !js) {
+		fail(rel, base, C_DECODE, "missing .pb or .json");
+		goto out;
+	}
+	type_of(base, av, sizeof(av), kind, sizeof(kind));
+
+	r = k8s_decode(pb, pblen, K8S_FMT_JSON, 0, &out, &olen, &err);
+	if (r) {
+		/* the envelope may name no type: decode as --type does */
+		free(err);
+		err = NULL;
+		r = k8s_decode_typed(pb, pblen, K8S_FMT_JSON, 0, av, kind, &out, &olen, &err);
+		t->typed += !r;
+	}
+	if (r) {
+		fail(rel, base, C_DECODE, err ? err : "decode failed");
+	} else {
+		t->pass[C_DECODE]++;
+		long k = find_known(rel, base);
+		if (k >= 0) {
+			/* an expected difference: must still be one */
+			known_seen[k] = !json_equal(rel, base, out, olen, js, jlen, true);
+			t->known += known_seen[k];
+			if (!known_seen[k])
+				fail(rel, base, C_JSON, "listed as a known difference but equal");
+		} else {
+			t->pass[C_JSON] += json_equal(rel, base, out, olen, js, jlen, false);
+		}
+		t->pass[C_ORIG] += orig_round_trip(rel, base, pb, pblen, K8S_FMT_YAML, av, kind) &&
+				   orig_round_trip(rel, base, pb, pblen, K8S_FMT_JSON, av, kind);
+	}
+	free(err);
+	err = NULL;
+
+	/* as the release wrote it: "v1.15.0" -> "1.15" */
+	snprintf(release, sizeof(release), "%s", rel[0] == 'v' ? rel + 1 : rel);
+	if (strrchr(release, '.') != strchr(release, '.'))
+		*strrchr(release, '.') = 0;
+	if (k8s_encode_release(release, NULL, 0, js, jlen, NULL, NULL, 0, av, kind,
+			       K8S_ENC_PROTOBUF, &enc, &elen, &err)) {
+		fail(rel, base, C_ENCODE, err ? err : "encode failed");
+	} else if (elen != pblen || memcmp(enc, pb, pblen)) {
+		size_t i = 0;
+		const unsigned char *x = enc, *y = (const unsigned char *)pb;
+
+		while (i < elen && i < pblen && x[i] == y[i])
+			i++;
+		snprintf(why, sizeof(why), "bytes differ at %zu (len %zu vs %zu)", i, elen, pblen);
+		fail(rel, base, C_ENCODE, why);
+	} else {
+		t->pass[C_ENCODE]++;
+	}
+out:
+	free(enc);
+	free(out);
+	free(err);
+	free(pb);
+	free(js);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* sorted names in dir that end in suffix (suffix stripped); dirs_only for folders */
+static char **list_dir(const char *dir, const char *suffix, bool dirs_only, size_t *n)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char **names = NULL;
+	size_t cap = 0, sl = strlen(suffix);
+
+	*n = 0;
+	REQUIRE(d, "%s: %s", dir, strerror(errno));
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+
+		if (de->d_name[0] == '.' || l <= sl || strcmp(de->d_name + l - sl, suffix))
+			continue;
+		if (dirs_only && de->d_type != DT_DIR)
+			continue;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 256;
+			names = realloc(names, cap * sizeof(*names));
+			REQUIRE(names);
+		}
+		names[(*n)++] = strndup(de->d_name, l - sl);
+	}
+	closedir(d);
+	if (*n)
+		qsort(names, *n, sizeof(*names), cmp_str);
+	return names;
+}
+
+int main(int argc, char **argv)
+{
+	bool measure_only = argc > 2 && !strcmp(argv[2], "--table");
+	size_t nrel = 0;
+	char **rels;
+
+	if (argc < 2) {
+		fprintf(stderr, "usage: %s RELEASES_DIR [--table]\n", argv[0]);
+		return 2;
+	}
+	if (access(argv[1], F_OK) != 0) {
+		printf("skip: %s missing (the Kubernetes release fixtures in ../shared)\n",
+		       argv[1]);
+		return 77;
+	}
+	rels = list_dir(argv[1], "", true, &nrel);
+	REQUIRE(nrel > 0, "no release folders in %s", argv[1]);
+	printf("| release | kinds | decode ok (typed) | JSON equal (+ known differences) | encode "
+	       "equal | orig equal |\n");
+	printf("|---|---|---|---|---|---|\n");
+	for (size_t i = 0; i < nrel; i++) {
+		char dir[4096];
+		struct tally t = {0};
+		size_t n = 0;
+		char **names;
+
+		REQUIRE((size_t)snprintf(dir, sizeof(dir), "%s/%s", argv[1], rels[i]) <
+			sizeof(dir));
+		names = list_dir(dir, ".pb", false, &n);
+		for (size_t j = 0; j < n; j++) {
+			run_one(dir, rels[i], names[j], &t);
+			free(names[j]);
+		}
+		free(names);
+		printf("| %s | %d | %d (%d) | %d (+%d) | %d | %d |\n", rels[i], t.kinds,
+		       t.pass[C_DECODE], t.typed, t.pass[C_JSON], t.known, t.pass[C_ENCODE],
+		       t.pass[C_ORIG]);
+		fflush(stdout);
+		CHECK(t.kinds > 0, "%s: no fixtures", rels[i]);
+		for (int c = 0; c < C_N && !measure_only; c++)
+			CHECK(t.pass[c] + (c == C_JSON ? t.known : 0) == t.kinds,
+			      "%s: %s: %d of %d kinds fail", rels[i], check_names[c],
+			      t.kinds - t.pass[c], t.kinds);
+		free(rels[i]);
+	}
+	free(rels);
+	for (size_t i = 0; i < N_KNOWN && !measure_only; i++)
+		CHECK(known_seen[i], "known difference %s/%s (%s) not seen", known[i].release,
+		      known[i].fixture, known[i].why);
+	return test_summary();
+}
