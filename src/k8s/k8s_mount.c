@@ -91,11 +91,22 @@ int k8s_mount_xattr(void *arg, const char *key, size_t key_len, const char *val,
 int64_t k8s_mount_value_time(void *arg, const char *key, size_t key_len, const char *val,
 			     size_t val_len)
 {
-	(void)arg;
+	struct k8s_mount *m = arg;
 	int64_t ns;
-	if (!under_registry(key, key_len) || k8s_object_time(val, val_len, &ns) < 0)
+	void *plain = NULL;
+	size_t pl = 0;
+	if (!under_registry(key, key_len))
 		return 0;
-	return ns;
+	/* an encrypted value's times are inside it; failures are logged when
+	 * the file is read */
+	if (k8s_detect(val, val_len) == K8S_ENC_ENCRYPTED &&
+	    decrypt(m, key, key_len, val, val_len, &plain, &pl, NULL) == 0) {
+		val = plain;
+		val_len = pl;
+	}
+	int r = k8s_object_time(val, val_len, &ns);
+	free(plain);
+	return r < 0 ? 0 : ns;
 }
 
 /* The segments of key after /registry/: resource path, namespace, name. */

@@ -59,6 +59,7 @@ metadata:
   name: {name}
   namespace: default
   uid: 0a0a0a0a-0000-4000-8000-{abs(hash(name)) % 10**12:012d}
+  creationTimestamp: "2024-03-04T05:06:07Z"
 data:
   password: {base64.b64encode(password).decode()}
 type: Opaque
@@ -155,6 +156,8 @@ def test_read_decrypted(cluster, kmnt):
         # NAME%raw still holds the ciphertext
         with open(path(kmnt, key) + "%raw", "rb") as f:
             assert f.read() == stored
+        # the file's time is the one recorded inside the encrypted object
+        assert os.stat(path(kmnt, key)).st_mtime == 1709528767
         assert kmnt.xattr(key.lstrip("/"), "user.etcdfs.k8s.encryption").startswith(
             {"cbc": "aescbc:v1:key2", "gcm": "aesgcm:v1:gkey", "sb": "secretbox:v1:sbkey"}[name])
 

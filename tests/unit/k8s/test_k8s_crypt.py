@@ -53,7 +53,12 @@ def check(name, cond, detail=""):
 
 def run(args, data):
     p = subprocess.run([TOOL] + args, input=data, capture_output=True)
-    return p.returncode, p.stdout, p.stderr.decode(errors="replace")
+    err = p.stderr.decode(errors="replace")
+    # key material never appears in a message
+    for k in (K1, K2, GCM1, SB1):
+        if b64(k) in err or k.hex() in err:
+            check("no key material in: " + " ".join(args), False, err)
+    return p.returncode, p.stdout, err
 
 
 def write_config(text, mode=0o600, name="enc.yaml"):
@@ -248,6 +253,44 @@ def main():
                        b"apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sa\n"
                        b"  namespace: default\n")
     check("unlisted resource: plain", rc == 0 and out.startswith(b"k8s\0"), err)
+
+    # a JSON configuration (k3s writes encryption-config.json) with wildcards:
+    # "*." is the core group, "*.*" everything else; identity first stores plain
+    jcfg = write_config(json.dumps({
+        "kind": "EncryptionConfiguration", "apiVersion": "apiserver.config.k8s.io/v1",
+        "resources": [
+            {"resources": ["*."], "providers": [
+                {"identity": {}},
+                {"secretbox": {"keys": [{"name": "core", "secret": b64(SB1)}]}}]},
+            {"resources": ["*.*"], "providers": [
+                {"aesgcm": {"keys": [{"name": "all", "secret": b64(K1)}]}}]}]}),
+        name="enc.json")
+    core = secretbox(SB1, "core", plain)
+    rc, out, err = run(["decode", "--encryption-config", jcfg, "--key", KEY], core)
+    check("JSON config, '*.' covers secrets", rc == 0 and out == want, err)
+    rc, out, err = run(["encode", "--encryption-config", jcfg, "--key", KEY], want)
+    check("identity first: encode stores plain", rc == 0 and out == plain, err)
+    # the same value under a key of another group is not the core entry's
+    rc, out, err = run(["decode", "--encryption-config", jcfg, "--key",
+                        "/registry/deployments/default/web"], core)
+    check("'*.' does not cover deployments.apps", rc != 0 and "deployments.apps" in err, err)
+    gkey = "/registry/example.com/widgets/default/w"
+    rc, out, err = run(["decode", "--encryption-config", jcfg, "--key", gkey],
+                       aesgcm(K1, "all", plain, gkey))
+    check("'*.*' covers a custom resource (AES-256-GCM)", rc == 0 and out == want, err)
+
+    # bad configurations are refused with a reason
+    bad_cfgs = {
+        "wrong kind": CONFIG.replace("EncryptionConfiguration", "Pod"),
+        "short aescbc key": CONFIG.replace(b64(K1), b64(K1[:10])),
+        "short secretbox key": CONFIG.replace(b64(SB1), b64(SB1[:16])),
+        "unknown provider": CONFIG.replace("identity: {}", "rot13: {}"),
+        "not YAML": "resources: [\n",
+    }
+    for name, text in bad_cfgs.items():
+        path = write_config(text, name="bad.yaml")
+        rc, out, err = run(["decode", "--encryption-config", path, "--key", KEY], plain)
+        check("bad config refused: " + name, rc != 0 and out == b"" and "bad.yaml" in err, err)
 
     if FAILS:
         print(f"{len(FAILS)} failed: " + ", ".join(FAILS))
