@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -185,10 +186,61 @@ static int conv(const cbor_item_t *it, int depth, struct jval **out, char **err)
 	return refuse(err, "an unknown item");
 }
 
+/*
+ * Checks one item's shape at *p without allocating: every declared length fits
+ * in the bytes left (an array element takes at least one byte, a map entry
+ * two), lengths are definite, nesting is bounded. libcbor allocates what a
+ * header declares before it reads the items, so without this a 12-byte value
+ * declaring 2^28 map entries costs gigabytes. Returns 0 or -1.
+ */
+static int scan(const uint8_t **p, const uint8_t *end, int depth)
+{
+	if (depth > MAX_DEPTH || *p >= end)
+		return -1;
+	uint8_t ib = *(*p)++;
+	unsigned major = ib >> 5, info = ib & 31;
+	uint64_t v = info;
+	if (info >= 28)
+		return -1; /* reserved, or indefinite length / break */
+	if (info >= 24) {
+		size_t n = (size_t)1 << (info - 24);
+		if ((size_t)(end - *p) < n)
+			return -1;
+		v = 0;
+		for (size_t i = 0; i < n; i++)
+			v = v << 8 | *(*p)++;
+	}
+	uint64_t left = (uint64_t)(end - *p);
+	switch (major) {
+	case 2: /* byte string */
+	case 3: /* text string */
+		if (v > left)
+			return -1;
+		*p += v;
+		return 0;
+	case 4: /* array */
+	case 5: /* map */
+		if (v > left || (major == 5 && v > left / 2))
+			return -1;
+		for (uint64_t i = 0; i < (major == 5 ? 2 * v : v); i++)
+			if (scan(p, end, depth + 1) < 0)
+				return -1;
+		return 0;
+	case 6: /* tag */
+		return scan(p, end, depth + 1);
+	default: /* integers, floats, simple values: the header is all */
+		return 0;
+	}
+}
+
 int k8s_cbor_to_jval(const void *val, size_t len, struct jval **out, char **err)
 {
 	struct cbor_load_result res;
 	*out = NULL;
+	const uint8_t *p = val;
+	if (scan(&p, p + len, 0) < 0 || p != (const uint8_t *)val + len)
+		return refuse(err, "malformed, of indefinite length, too deeply nested, or "
+				   "followed by other bytes");
 	cbor_item_t *it = cbor_load(val, len, &res);
 	if (!it) {
 		if (res.error.code == CBOR_ERR_MEMERROR)

@@ -108,7 +108,21 @@ static void test_detect(void)
 		{"\xd9\xd9\xf7\xa1\x61\x61\x62\xc3\x28", 9, "invalid UTF-8"},
 		{"\xd9\xd9\xf7\xbf\x61\x61\x01\xff", 8, "indefinite map"},
 		{"\xd9\xd9\xf7\xa1\x61", 5, "truncated"},
+		/* headers declaring more than the value holds (libcbor would
+		 * allocate gigabytes for them) */
+		{"\xd9\xd9\xf7\xbb\0\0\0\0\x10\0\0\0", 12, "map of 2^28 entries"},
+		{"\xd9\xd9\xf7\xbb\0\0\x10\0\0\0\0\0", 12, "map of 2^44 entries"},
+		{"\xd9\xd9\xf7\x9b\0\0\0\0\x10\0\0\0", 12, "array of 2^28 items"},
+		{"\xd9\xd9\xf7\xa1\x61\x61\x5b\0\0\0\0\x10\0\0\0", 15, "2^28-byte string"},
 	};
+	/* 300 nested arrays: refused, not a deep recursion */
+	char deep[310] = "\xd9\xd9\xf7\xa1\x61\x61";
+	memset(deep + 6, 0x81, 300);
+	deep[306] = 0x01;
+	CHECK(k8s_decode(deep, 307, K8S_FMT_YAML, 0, &out, &n, &err) == -ENOTSUP && out == NULL,
+	      "nested too deeply");
+	free(err);
+	err = NULL;
 	for (size_t i = 0; i < sizeof(bad_cbor) / sizeof(bad_cbor[0]); i++) {
 		CHECK(k8s_decode(bad_cbor[i].v, bad_cbor[i].len, K8S_FMT_YAML, 0, &out, &n, &err) ==
 				      -ENOTSUP &&
