@@ -257,3 +257,14 @@ def test_loose_config_refused(cluster, config, mount_factory):
     assert m.proc.wait(10) != 0
     assert "chmod 600" in m.log()
     assert not os.path.ismount(m.path)
+
+
+def test_fstab_option_form_and_missing_file(cluster, config, mount_factory, tmp):
+    m = mount_factory(["--endpoints", cluster.endpoint, "-o", "encryption_config=" + config])
+    with open(path(m, "/registry/secrets/default/gcm"), "rb") as f:
+        assert base64.b64encode(b"pw-gcm") in f.read()
+    missing = os.path.join(tmp, "nope.yaml")
+    m2 = mount_factory(["--endpoints", cluster.endpoint, "--encryption-config", missing],
+                       expect_fail=True)
+    assert m2.proc.wait(10) != 0
+    assert "nope.yaml" in m2.log() and not os.path.ismount(m2.path)
