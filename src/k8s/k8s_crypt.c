@@ -624,12 +624,16 @@ int k8s_crypt_decrypt(const struct k8s_crypt *c, const char *key, size_t key_len
 		if (p->type != t)
 			continue;
 		for (size_t j = 0; j < p->n_keys && ret == -EIO; j++) {
-			if (strlen(p->keys[j].name) != kl || memcmp(p->keys[j].name, kn, kl))
+			/* the whole "k8s:enc:TYPE:v1:NAME:" prefix, as the apiserver
+			 * matches it (so a key name may hold a colon) */
+			size_t nl = strlen(p->keys[j].name), at = kn - (const char *)val;
+			if (len < at + nl + 1 || memcmp(kn, p->keys[j].name, nl) || kn[nl] != ':')
 				continue;
 			known = true;
 			unsigned char *pl = NULL;
 			ret = open_with(t, &p->keys[j], key, key_len,
-					(const unsigned char *)val + off, len - off, &pl, out_len);
+					(const unsigned char *)val + at + nl + 1, len - at - nl - 1,
+					&pl, out_len);
 			if (ret == 0)
 				*out = pl;
 		}

@@ -81,6 +81,8 @@ resources:
               secret: {b64(K1)}
             - name: key2
               secret: {b64(K2)}
+            - name: "rot:3"
+              secret: {b64(K2)}
       - aesgcm:
           keys:
             - name: gkey
@@ -146,6 +148,7 @@ def main():
     cases = {
         "aescbc (openssl, second key of two)": aescbc(K2, "key2", plain),
         "aescbc (openssl, first key)": aescbc(K1, "key1", plain),
+        "aescbc (openssl, a key name with a colon)": aescbc(K2, "rot:3", plain),
         "aesgcm (python3-cryptography)": aesgcm(GCM1, "gkey", plain, KEY),
         "secretbox (python3-nacl)": secretbox(SB1, "sbkey", plain),
         "identity": plain,
