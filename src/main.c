@@ -15,6 +15,7 @@
 #include "cache/cache.h"
 #include "etcd/etcd.h"
 #include "fs/fs.h"
+#include "k8s/k8s_crypt.h"
 #include "k8s/k8s_mount.h"
 #include "kv.h"
 #include "core/log.h"
@@ -29,6 +30,7 @@ struct options {
 	char *dial_timeout, *command_timeout;
 	char *prefix;
 	char *format;
+	char *encryption_config;
 	char *cache_size;
 	char *data_dir;
 	char *snapshot;
@@ -65,6 +67,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("command_timeout=%s", command_timeout),
 	OPT("prefix=%s", prefix),
 	OPT("format=%s", format),
+	OPT("encryption_config=%s", encryption_config),
 	OPT("cache_size=%s", cache_size),
 	OPT("data_dir=%s", data_dir),
 	OPT("snapshot=%s", snapshot),
@@ -81,6 +84,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--command-timeout %s", command_timeout),
 	OPT("--prefix %s", prefix),
 	OPT("--format %s", format),
+	OPT("--encryption-config %s", encryption_config),
 	OPT("--cache-size %s", cache_size),
 	OPT("--data-dir %s", data_dir),
 	OPT("--snapshot %s", snapshot),
@@ -166,7 +170,8 @@ static void usage(const char *prog)
 	       "SOURCE (as mount(8) and fstab pass it): etcd endpoint URL(s), store:DIR,\n"
 	       "snapshot:FILE, or etcd (use the options). Options may also be given as\n"
 	       "-o endpoints=,cacert=,cert=,key=,user=,password_file=,prefix=,format=,\n"
-	       "data_dir=,snapshot=,cache_size=,dial_timeout=,command_timeout=,consistency=\n"
+	       "data_dir=,snapshot=,cache_size=,dial_timeout=,command_timeout=,consistency=,\n"
+	       "encryption_config=\n"
 	       "\n"
 	       "etcd connection (etcdctl-compatible; ETCDCTL_* variables are honoured):\n"
 	       "    --endpoints=URL[,URL...]   etcd endpoints (default http://127.0.0.1:2379)\n"
@@ -198,6 +203,8 @@ static void usage(const char *prog)
 	       "    --prefix=PREFIX            mount only the keys under PREFIX\n"
 	       "    --format=yaml|json|raw     how Kubernetes objects under /registry/ are shown\n"
 	       "                               (default yaml; raw bytes are always at NAME%%raw)\n"
+	       "    --encryption-config=FILE   kube-apiserver's encryption config (mode 600):\n"
+	       "                               show encrypted values decrypted, encrypt saves\n"
 	       "    --cache-size=BYTES         value cache bound, suffix K/M/G (default 256M)\n"
 	       "    --kernel-timeout=SEC       kernel cache lifetime while the watch is healthy "
 	       "(default 3600)\n"
@@ -509,6 +516,7 @@ int main(int argc, char *argv[])
 	struct cache *cache = NULL;
 	char *describe = NULL;
 	char *prefix = NULL;
+	struct k8s_crypt *crypt = NULL;
 	int ret = 1;
 
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
@@ -531,6 +539,7 @@ int main(int argc, char *argv[])
 			 &o.command_timeout,
 			 &o.prefix,
 			 &o.format,
+			 &o.encryption_config,
 			 &o.cache_size,
 			 &o.data_dir,
 			 &o.snapshot,
@@ -617,6 +626,17 @@ int main(int argc, char *argv[])
 			fprintf(stderr, "etcdfs: --format must be yaml, json or raw\n");
 			goto out_args;
 		}
+	}
+	if (o.encryption_config) {
+		char *err = NULL;
+		int cr = k8s_crypt_load(o.encryption_config, &crypt, &err);
+		if (cr < 0) {
+			fprintf(stderr, "etcdfs: --encryption-config: %s\n",
+				err ? err : strerror(-cr));
+			free(err);
+			goto out_args;
+		}
+		k8s.crypt = crypt;
 	}
 	/* Mount prefix: a non-empty prefix names a directory, so it is
 	 * normalized to end with '/' (docs/naming.md). */
@@ -710,6 +730,8 @@ int main(int argc, char *argv[])
 		.encode = k8s.format == K8S_MOUNT_RAW ? NULL : k8s_mount_encode,
 		.encode_arg = &k8s,
 		.encode_applies = k8s_mount_applies,
+		.value_xattr = k8s_mount_xattr,
+		.value_xattr_arg = &k8s,
 		.timeout_fresh = o.timeout_fresh,
 		.timeout_stale = o.timeout_stale,
 		.secrets_match = "/secrets/",
@@ -776,6 +798,8 @@ out_args:
 	free(o.command_timeout);
 	free(o.prefix);
 	free(o.format);
+	free(o.encryption_config);
+	k8s_crypt_free(crypt);
 	free(o.cache_size);
 	free(o.data_dir);
 	free(o.snapshot);

@@ -599,16 +599,25 @@ static void apply_delete(struct cache *c, const char *key, size_t key_len, int64
 
 /* ---- rendering ---- */
 
-static void render(struct cache *c, const struct kv_kv *kv, char **rendered, size_t *len)
+/* -EIO from the render function: the value must not be shown at all (an
+ * encrypted value the key does not open). It keeps no rendering, so every
+ * read fetches and renders again, and fails. */
+static int render(struct cache *c, const struct kv_kv *kv, char **rendered, size_t *len)
 {
 	*rendered = NULL;
 	*len = kv->value_len;
 	if (!kv->value)
-		return;
+		return 0;
 	if (c->cfg.render) {
-		if (c->cfg.render(c->cfg.render_arg, kv->key, kv->key_len, kv->value, kv->value_len,
-				  kv->mod_revision, rendered, len) == 0)
-			return;
+		int r = c->cfg.render(c->cfg.render_arg, kv->key, kv->key_len, kv->value,
+				      kv->value_len, kv->mod_revision, rendered, len);
+		if (r == 0)
+			return 0;
+		if (r == -EIO) {
+			*rendered = NULL;
+			*len = kv->value_len;
+			return -EIO;
+		}
 	}
 	*rendered = malloc(kv->value_len + 1);
 	if (*rendered) {
@@ -616,6 +625,7 @@ static void render(struct cache *c, const struct kv_kv *kv, char **rendered, siz
 		(*rendered)[kv->value_len] = 0;
 	}
 	*len = kv->value_len;
+	return *rendered ? 0 : -ENOMEM;
 }
 
 /*
@@ -1255,7 +1265,16 @@ static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_
 	}
 	char *rendered;
 	size_t len;
-	render(c, &kv, &rendered, &len);
+	ret = render(c, &kv, &rendered, &len);
+	if (ret < 0) {
+		cache_wrlock(c);
+		/* the stat size follows the value even when it cannot be shown */
+		if (ret == -EIO && !n->detached && kv.mod_revision >= n->mod_revision)
+			apply_put(c, &kv, NULL, len, true, 0);
+		cache_unlock(c);
+		kv_kv_free(&kv);
+		return ret;
+	}
 	if (!rendered) {
 		kv_kv_free(&kv);
 		return -ENOMEM;

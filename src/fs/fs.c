@@ -602,6 +602,38 @@ static bool reply_refusal(fuse_req_t req, struct fs *fs, fuse_ino_t ino, const c
 	return true;
 }
 
+/* "user.etcdfs.k8s.*" of a file: computed by the mount's hook from the
+ * stored bytes (fetched like NAME%raw's). */
+static void value_xattr(fuse_req_t req, struct fs *fs, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	cache_rdlock(fs->cache);
+	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
+	if (!n || !n->has_value) {
+		cache_unlock(fs->cache);
+		fuse_reply_err(req, n ? ENODATA : ENOENT);
+		return;
+	}
+	cache_ref_open(fs->cache, n);
+	size_t klen;
+	char *key = cache_node_key(fs->cache, n, &klen);
+	cache_unlock(fs->cache);
+	char *val = NULL, *out = NULL;
+	size_t vlen = 0, olen = 0;
+	int ret = key ? cache_get_raw(fs->cache, n, &val, &vlen) : -ENOMEM;
+	fs_release_node(fs, n);
+	if (ret == 0)
+		ret = fs->cfg.value_xattr(fs->cfg.value_xattr_arg, key, klen, val, vlen, name, &out,
+					  &olen);
+	if (ret == 0)
+		reply_xattr_value(req, out, olen, size);
+	else
+		fuse_reply_err(req, fs_errno_out(ret));
+	free(key);
+	free(val);
+	free(out);
+}
+
 static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct fs *fs = fs_of(req);
@@ -667,6 +699,11 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 		}
 		int len = snprintf(num, sizeof(num), "%" PRIu64, v);
 		reply_xattr_value(req, num, len, size);
+		return;
+	}
+	if (strncmp(name, "user.etcdfs.k8s.", 16) == 0 && cache_ino_kind(ino) != CACHE_INO_DIR &&
+	    fs->cfg.value_xattr) {
+		value_xattr(req, fs, ino, name, size);
 		return;
 	}
 	if (strncmp(name, "user.etcd.", 10) != 0 || (cache_ino_kind(ino) == CACHE_INO_DIR)) {

@@ -36,6 +36,11 @@ struct fs_config {
 	/* Whether encode applies to a key at all (so that saves of other keys
 	 * do not fetch the original first); NULL = always. */
 	bool (*encode_applies)(void *arg, const char *key, size_t key_len);
+	/* A file's "user.etcdfs.k8s.*" xattr from its key and stored value
+	 * (k8s_mount_xattr): 0 and a malloc'd value, or -ENODATA. NULL = none. */
+	int (*value_xattr)(void *arg, const char *key, size_t key_len, const char *val,
+			   size_t val_len, const char *name, char **out, size_t *out_len);
+	void *value_xattr_arg;
 };
 
 /* Creates the fs; the notify hook must be given to the cache. */

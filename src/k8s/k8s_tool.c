@@ -4,6 +4,11 @@
  *   etcdfs-k8s encode [--orig FILE] [--name N] [--namespace NS] [--rv N]
  *                     [--type APIVERSION/KIND] [--encoding protobuf|json] < text > value
  *   etcdfs-k8s detect                                                   < value
+ *   decode and encode also take --encryption-config FILE --key ETCDKEY: the
+ *   apiserver's EncryptionConfiguration, and the etcd key the value is stored
+ *   under (it selects the resource's providers and is aesgcm's authenticated
+ *   data). decode decrypts; encode decrypts --orig and encrypts the result with
+ *   the resource's first provider.
  *
  * encode with --orig FILE (the stored bytes the text was decoded from) keeps
  * everything the text does not show: unknown fields, explicit zero values,
@@ -17,6 +22,7 @@
 #include <string.h>
 
 #include "k8s/k8s.h"
+#include "k8s/k8s_crypt.h"
 #include "core/log.h"
 
 static int read_all(FILE *f, char **out, size_t *len)
@@ -70,10 +76,28 @@ static void usage(FILE *f)
 		"                         [--type APIVERSION/KIND] [--encoding protobuf|json]\n"
 		"                         [--release 1.N]\n"
 		"       etcdfs-k8s detect\n"
+		"decode and encode also take --encryption-config FILE --key ETCDKEY to\n"
+		"decrypt (and, for encode, encrypt) as the apiserver does for that key.\n"
 		"Reads stdin, writes stdout. decode turns a stored etcd value (protobuf or\n"
 		"JSON) into YAML (default) or JSON; encode turns YAML or JSON back into the\n"
 		"stored form. With --orig, encode is lossless against the original bytes;\n"
 		"with --release, a new object is written as that Kubernetes release did.\n");
+}
+
+/* Replaces *buf by its plaintext when it is encrypted; plain values stay. */
+static int decrypt(const struct k8s_crypt *c, const char *key, char **buf, size_t *len, char **err)
+{
+	void *plain = NULL;
+	size_t pl = 0;
+	int r = k8s_crypt_decrypt(c, key, strlen(key), *buf, *len, &plain, &pl, err);
+	if (r == -ENOENT)
+		return 0;
+	if (r)
+		return r;
+	free(*buf);
+	*buf = plain;
+	*len = pl;
+	return 0;
 }
 
 /* 0 when arg is a, 1 when b; -1 after saying what opt takes */
@@ -98,12 +122,16 @@ int main(int argc, char **argv)
 		{"type", required_argument, NULL, 't'},
 		{"encoding", required_argument, NULL, 'e'},
 		{"release", required_argument, NULL, 'R'},
+		{"encryption-config", required_argument, NULL, 'C'},
+		{"key", required_argument, NULL, 'k'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	enum k8s_format fmt = K8S_FMT_YAML;
 	enum k8s_encoding new_enc = K8S_ENC_RAW;
 	const char *orig_path = NULL, *name = NULL, *ns = NULL, *release = NULL;
+	const char *crypt_path = NULL, *key = NULL;
+	struct k8s_crypt *crypt = NULL;
 	char *type_av = NULL, *type_kind = NULL;
 	long long rv = 0;
 	char *in = NULL, *orig = NULL, *err = NULL;
@@ -153,6 +181,12 @@ int main(int argc, char **argv)
 		case 'R':
 			release = optarg;
 			break;
+		case 'C':
+			crypt_path = optarg;
+			break;
+		case 'k':
+			key = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -164,6 +198,16 @@ int main(int argc, char **argv)
 	if (optind != argc) {
 		usage(stderr);
 		return 2;
+	}
+	if (crypt_path && !key) {
+		fprintf(stderr,
+			"etcdfs-k8s: --encryption-config needs --key, the etcd key of the "
+			"value (it selects the providers and is aesgcm's authenticated data)\n");
+		return 2;
+	}
+	if (crypt_path && (r = k8s_crypt_load(crypt_path, &crypt, &err))) {
+		fprintf(stderr, "etcdfs-k8s: %s\n", err ? err : strerror(-r));
+		goto out;
 	}
 	r = read_all(stdin, &in, &in_len);
 	if (r) {
@@ -177,6 +221,10 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cmd, "decode")) {
 		char *text = NULL;
 		size_t tlen = 0;
+		if (crypt && (r = decrypt(crypt, key, &in, &in_len, &err))) {
+			fprintf(stderr, "etcdfs-k8s: decode: %s\n", err ? err : strerror(-r));
+			goto out;
+		}
 		r = k8s_decode_typed(in, in_len, fmt, rv, type_av, type_kind, &text, &tlen, &err);
 		if (r) {
 			fprintf(stderr, "etcdfs-k8s: decode: %s\n", err ? err : strerror(-r));
@@ -191,12 +239,24 @@ int main(int argc, char **argv)
 			fprintf(stderr, "etcdfs-k8s: %s: %s\n", orig_path, strerror(-r));
 			goto out;
 		}
+		if (orig && crypt && (r = decrypt(crypt, key, &orig, &orig_len, &err))) {
+			fprintf(stderr, "etcdfs-k8s: encode: --orig: %s\n",
+				err ? err : strerror(-r));
+			goto out;
+		}
 		if (release)
 			r = k8s_encode_release(release, orig, orig_len, in, in_len, name, ns, rv,
 					       type_av, type_kind, new_enc, &val, &vlen, &err);
 		else
 			r = k8s_encode_typed(orig, orig_len, in, in_len, name, ns, rv, type_av,
 					     type_kind, new_enc, &val, &vlen, &err);
+		if (!r && crypt) {
+			void *sealed = NULL;
+			r = k8s_crypt_encrypt(crypt, key, strlen(key), val, vlen, &sealed, &vlen,
+					      &err);
+			free(val);
+			val = sealed;
+		}
 		if (r) {
 			fprintf(stderr, "etcdfs-k8s: encode: %s\n", err ? err : strerror(-r));
 			goto out;
@@ -208,6 +268,7 @@ int main(int argc, char **argv)
 		ret = 2;
 	}
 out:
+	k8s_crypt_free(crypt);
 	free(in);
 	free(orig);
 	free(err);

@@ -69,7 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			int r = k8s_decode_typed(data, size, fmt ? K8S_FMT_JSON : K8S_FMT_YAML,
 						 mode & 2 ? 7 : 0, "v1", "WatchEvent", &out, &olen,
 						 &err);
-			if (r == 0 && !(mode & 2)) {
+			/* CBOR values are read-only: no encoder to round-trip */
+			if (r == 0 && !(mode & 2) && k8s_detect(data, size) != K8S_ENC_CBOR) {
 				int e = k8s_encode_typed(data, size, out, olen, NULL, NULL, 0, "v1",
 							 "WatchEvent", K8S_ENC_RAW, &b, &blen,
 							 &err);

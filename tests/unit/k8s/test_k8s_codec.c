@@ -88,11 +88,50 @@ static void test_detect(void)
 	CHECK(out == NULL && err, "no output, a message");
 	free(err);
 	err = NULL;
-	CHECK(k8s_decode("\xd9\xd9\xf7\xa1\x61\x61\x01", 7, K8S_FMT_YAML, 0, &out, &n, &err) ==
-		      -ENOTSUP,
-	      "cbor is opaque");
+	/* CBOR: the self-describe tag around a map decodes (more in k8s-cbor) */
+	CHECK(k8s_decode("\xd9\xd9\xf7\xa1\x61\x61\x01", 7, K8S_FMT_YAML, 0, &out, &n, &err) == 0 &&
+		      n == 5 && !memcmp(out, "a: 1\n", 5),
+	      "cbor map decodes");
+	free(out);
+	out = NULL;
+	static const struct {
+		const char *v;
+		size_t len;
+		const char *what;
+	} bad_cbor[] = {
+		{"\xd9\xd9\xf7\x01", 4, "not a map"},
+		{"\xd9\xd9\xf7\xa1\x61\x61\x01\x00", 8, "trailing byte"},
+		{"\xd9\xd9\xf7\xa1\x61\x61\xc1\x01", 8, "tag 1 (epoch time)"},
+		{"\xd9\xd9\xf7\xa1\x61\x61\xf7", 7, "undefined"},
+		{"\xd9\xd9\xf7\xa1\x61\x61\xf9\x7e\x00", 9, "NaN"},
+		{"\xd9\xd9\xf7\xa1\x61\x61\x1b\x80\0\0\0\0\0\0\0", 15, "beyond int64"},
+		{"\xd9\xd9\xf7\xa2\x61\x61\x01\x61\x61\x02", 10, "duplicate key"},
+		{"\xd9\xd9\xf7\xa1\x61\x61\x62\xc3\x28", 9, "invalid UTF-8"},
+		{"\xd9\xd9\xf7\xbf\x61\x61\x01\xff", 8, "indefinite map"},
+		{"\xd9\xd9\xf7\xa1\x61", 5, "truncated"},
+		/* headers declaring more than the value holds (libcbor would
+		 * allocate gigabytes for them) */
+		{"\xd9\xd9\xf7\xbb\0\0\0\0\x10\0\0\0", 12, "map of 2^28 entries"},
+		{"\xd9\xd9\xf7\xbb\0\0\x10\0\0\0\0\0", 12, "map of 2^44 entries"},
+		{"\xd9\xd9\xf7\x9b\0\0\0\0\x10\0\0\0", 12, "array of 2^28 items"},
+		{"\xd9\xd9\xf7\xa1\x61\x61\x5b\0\0\0\0\x10\0\0\0", 15, "2^28-byte string"},
+	};
+	/* 300 nested arrays: refused, not a deep recursion */
+	char deep[310] = "\xd9\xd9\xf7\xa1\x61\x61";
+	memset(deep + 6, 0x81, 300);
+	deep[306] = 0x01;
+	CHECK(k8s_decode(deep, 307, K8S_FMT_YAML, 0, &out, &n, &err) == -ENOTSUP && out == NULL,
+	      "nested too deeply");
 	free(err);
 	err = NULL;
+	for (size_t i = 0; i < sizeof(bad_cbor) / sizeof(bad_cbor[0]); i++) {
+		CHECK(k8s_decode(bad_cbor[i].v, bad_cbor[i].len, K8S_FMT_YAML, 0, &out, &n, &err) ==
+				      -ENOTSUP &&
+			      out == NULL && err,
+		      "%s", bad_cbor[i].what);
+		free(err);
+		err = NULL;
+	}
 	CHECK(k8s_decode("plain text", 10, K8S_FMT_YAML, 0, &out, &n, &err) == -EINVAL, "raw");
 	free(err);
 	err = NULL;
