@@ -66,13 +66,39 @@ int k8s_mount_render(void *arg, const char *key, size_t key_len, const char *val
 	return r;
 }
 
+/* user.etcdfs.k8s.schema: "removed-in-1.N" for a kind only older releases
+ * served (the value is what such a cluster stored, decoded by the union
+ * schema), so the user knows why kubectl of today has never heard of it. */
+static int schema_xattr(struct k8s_mount *m, const char *key, size_t key_len, const char *val,
+			size_t val_len, char **out, size_t *out_len)
+{
+	void *plain = NULL;
+	size_t pl = 0;
+	if (k8s_detect(val, val_len) == K8S_ENC_ENCRYPTED) {
+		if (decrypt(m, key, key_len, val, val_len, &plain, &pl, NULL) < 0)
+			return -ENODATA;
+		val = plain;
+		val_len = pl;
+	}
+	const char *rel = k8s_removed_in(val, val_len);
+	free(plain);
+	if (!rel)
+		return -ENODATA;
+	if (asprintf(out, "removed-in-%s", rel) < 0)
+		return -ENOMEM;
+	*out_len = strlen(*out);
+	return 0;
+}
+
 int k8s_mount_xattr(void *arg, const char *key, size_t key_len, const char *val, size_t val_len,
 		    const char *name, char **out, size_t *out_len)
 {
-	(void)arg;
 	static const char prefix[] = "k8s:enc:";
-	if (!under_registry(key, key_len) || strcmp(name, "user.etcdfs.k8s.encryption") ||
-	    k8s_detect(val, val_len) != K8S_ENC_ENCRYPTED)
+	if (!under_registry(key, key_len))
+		return -ENODATA;
+	if (strcmp(name, "user.etcdfs.k8s.schema") == 0)
+		return schema_xattr(arg, key, key_len, val, val_len, out, out_len);
+	if (strcmp(name, "user.etcdfs.k8s.encryption") || k8s_detect(val, val_len) != K8S_ENC_ENCRYPTED)
 		return -ENODATA;
 	/* "k8s:enc:PROVIDER:vN:NAME:" without "k8s:enc:" and the last colon */
 	const char *p = val + strlen(prefix), *end = val + val_len;

@@ -258,3 +258,23 @@ def test_create_and_edit_kinds(cluster, kmnt, kind):
     else:
         text2 = k8s("decode", data=stored2).decode()
         assert 'edited: "yes"' in text2 and marker in text2
+
+
+def test_removed_kind_decodes_and_says_so(etcd, mount_factory):
+    """A kind only older releases served (PodSecurityPolicy, gone in 1.25)
+    decodes through the union schema, and user.etcdfs.k8s.schema says when
+    it was removed; a current kind has no such xattr."""
+    with open(shared("k8s-fixtures/releases/v1.15.0/policy.v1beta1.PodSecurityPolicy.pb"),
+              "rb") as f:
+        etcd.put("/registry/podsecuritypolicy/restricted", f.read())
+    etcd.put("/registry/configmaps/default/app", fixture_object("core.v1.ConfigMap", "app"))
+    m = mount_factory(["--endpoints", etcd.endpoint])
+    p = os.path.join(m.path, "registry/podsecuritypolicy/restricted")
+    with open(p) as f:
+        text = f.read()
+    assert "kind: PodSecurityPolicy" in text and "apiVersion: policy/v1beta1" in text
+    assert os.getxattr(p, "user.etcdfs.k8s.schema") == b"removed-in-1.25"
+    with pytest.raises(OSError) as e:
+        os.getxattr(os.path.join(m.path, "registry/configmaps/default/app"),
+                    "user.etcdfs.k8s.schema")
+    assert e.value.errno == errno.ENODATA
