@@ -21,6 +21,7 @@
 
 #include "k8s/k8s.h"
 #include "k8s/k8s_internal.h"
+#include "jsoncmp.h"
 #include "test.h"
 
 enum { C_JSON, C_YAML, C_RT_YAML, C_RT_JSON, C_NEW_PB, C_EDIT, C_N };
@@ -29,49 +30,6 @@ static const char *const check_names[C_N] = {"json",	"yaml",	  "rt-yaml",
 static int pass[C_N], total[C_N];
 static int shown, no_edit;
 
-/* ordered structural equality with exact scalar text */
-static bool same_json(const struct jval *a, const struct jval *b, char *where, size_t wn)
-{
-	if (a->t != b->t) {
-		snprintf(where, wn, "type differs");
-		return false;
-	}
-	switch (a->t) {
-	case J_NULL:
-		return true;
-	case J_BOOL:
-		return a->b == b->b;
-	case J_NUM:
-	case J_STR:
-		if (a->len != b->len || memcmp(a->s, b->s, a->len)) {
-			snprintf(where, wn, "'%s' vs '%s'", a->s, b->s);
-			return false;
-		}
-		return true;
-	case J_ARR:
-	case J_OBJ:
-		if (a->n != b->n) {
-			snprintf(where, wn, "%zu vs %zu members", a->n, b->n);
-			return false;
-		}
-		for (size_t i = 0; i < a->n; i++) {
-			if (a->t == J_OBJ &&
-			    (a->klen[i] != b->klen[i] || memcmp(a->k[i], b->k[i], a->klen[i]))) {
-				snprintf(where, wn, "key #%zu '%s' vs '%s'", i, a->k[i], b->k[i]);
-				return false;
-			}
-			if (!same_json(a->v[i], b->v[i], where, wn)) {
-				if (a->t == J_OBJ) {
-					size_t l = strlen(where);
-					snprintf(where + l, wn - l, " <- %s", a->k[i]);
-				}
-				return false;
-			}
-		}
-		return true;
-	}
-	return false;
-}
 
 static void fail(const char *name, int check, const char *why)
 {
@@ -152,7 +110,7 @@ static void run_one(const char *dir, const char *base)
 			fail(base, C_JSON, "unparsable JSON");
 		} else {
 			why[0] = 0;
-			if (same_json(a, b, why, sizeof(why)))
+			if (k8s_test_same_json(a, b, why, sizeof(why)))
 				pass[C_JSON]++;
 			else
 				fail(base, C_JSON, why);

@@ -25,6 +25,7 @@
 
 #include "k8s/k8s.h"
 #include "k8s/k8s_internal.h"
+#include "jsoncmp.h"
 #include "test.h"
 
 enum { C_DECODE, C_JSON, C_ENCODE, C_ORIG, C_N };
@@ -94,50 +95,6 @@ static void drop_nulls(struct jval *v)
 	}
 }
 
-/* ordered structural equality with exact scalar text; *where says what differs */
-static bool same_json(const struct jval *a, const struct jval *b, char *where, size_t wn)
-{
-	if (a->t != b->t) {
-		snprintf(where, wn, "type differs");
-		return false;
-	}
-	switch (a->t) {
-	case J_NULL:
-		return true;
-	case J_BOOL:
-		return a->b == b->b;
-	case J_NUM:
-	case J_STR:
-		if (a->len != b->len || memcmp(a->s, b->s, a->len)) {
-			snprintf(where, wn, "'%.40s' vs '%.40s'", a->s, b->s);
-			return false;
-		}
-		return true;
-	case J_ARR:
-	case J_OBJ:
-		for (size_t i = 0; i < a->n && i < b->n; i++) {
-			if (a->t == J_OBJ &&
-			    (a->klen[i] != b->klen[i] || memcmp(a->k[i], b->k[i], a->klen[i]))) {
-				snprintf(where, wn, "member #%zu '%s' vs '%s'", i, a->k[i],
-					 b->k[i]);
-				return false;
-			}
-			if (!same_json(a->v[i], b->v[i], where, wn)) {
-				if (a->t == J_OBJ) {
-					size_t l = strlen(where);
-					snprintf(where + l, wn - l, " <- %s", a->k[i]);
-				}
-				return false;
-			}
-		}
-		if (a->n != b->n) {
-			snprintf(where, wn, "%zu vs %zu members", a->n, b->n);
-			return false;
-		}
-		return true;
-	}
-	return false;
-}
 
 /* <group>.<version>.<Kind>, the core group spelled "core" */
 static void type_of(const char *base, char *av, size_t avn, char *kind, size_t kn)
@@ -170,7 +127,7 @@ static bool json_equal(const char *rel, const char *base, const char *out, size_
 	}
 	drop_nulls(a);
 	drop_nulls(b);
-	ok = same_json(a, b, why, sizeof(why));
+	ok = k8s_test_same_json(a, b, why, sizeof(why));
 	if (!ok && !quiet)
 		fail(rel, base, C_JSON, why);
 out:

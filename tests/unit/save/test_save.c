@@ -317,13 +317,20 @@ static bool applies(void *arg, const char *key, size_t key_len)
 	return !(key_len >= 4 && memcmp(key, "/raw", 4) == 0);
 }
 
-static void test_encode(void)
+/* A second save module over the fixture's, with the test encoder. */
+static struct save *encoding_save(void)
 {
 	struct save_config cfg = save->cfg;
 	cfg.encode = encode;
 	cfg.encode_applies = applies;
-	struct save *s;
+	struct save *s = NULL;
 	REQUIRE_EQ(save_new(&cfg, &s), 0);
+	return s;
+}
+
+static void test_encode(void)
+{
+	struct save *s = encoding_save();
 	int64_t rev;
 	CHECK_EQ(save_store_text(s, "/enc", 4, "hello", 5, 0, true, &rev), 0);
 	char *v = get("/enc", NULL);
@@ -353,11 +360,7 @@ static void test_encode(void)
  * block first, saying why. */
 static void test_why_text(void)
 {
-	struct save_config cfg = save->cfg;
-	cfg.encode = encode;
-	cfg.encode_applies = applies;
-	struct save *s;
-	REQUIRE_EQ(save_new(&cfg, &s), 0);
+	struct save *s = encoding_save();
 	int64_t rev;
 	CHECK_EQ(save_store_text(s, "/txt", 4, "hello", 5, 0, true, &rev), 0);
 	CHECK_EQ(save_store_text(s, "/txt", 4, "bad", 3, rev, false, &rev), -EINVAL);

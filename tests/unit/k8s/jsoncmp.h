@@ -1,0 +1,14 @@
+/* jsoncmp.h: ordered structural equality of two parsed JSON trees with exact
+ * scalar text, for the k8s conformance tests; *where says what differs first
+ * (a member's value, then a member's name, then the member count). */
+#ifndef ETCDFS_TEST_JSONCMP_H
+#define ETCDFS_TEST_JSONCMP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "k8s/k8s_internal.h"
+
+bool k8s_test_same_json(const struct jval *a, const struct jval *b, char *where, size_t wn);
+
+#endif
