@@ -317,7 +317,13 @@ static struct cache_node *child_create(struct cache *c, struct cache_node *dir, 
 		/* A file grew a child: it is now a directory (new inode). */
 		emit(c, CACHE_CHG_RETYPE, cache_dir_ino(dir->parent), cache_file_ino(dir), dir);
 	}
-	emit(c, CACHE_CHG_NEW, cache_dir_ino(dir), 0, n);
+	/* NEW clears negative dentries of a name that appeared in etcd. The
+	 * mount's own mkdir or create needs none: the kernel takes the entry
+	 * from its reply, and a late invalidation would unhash that fresh
+	 * dentry under a process that already chdir'd into it (getcwd then
+	 * fails with ENOENT). */
+	if (!c->own_change)
+		emit(c, CACHE_CHG_NEW, cache_dir_ino(dir), 0, n);
 	dir_changed(c, dir);
 	dir_changed(c, n); /* a new directory on a key's path is new now */
 	return n;

@@ -576,3 +576,27 @@ def test_touch_then_rm_stays_gone(pm, etcd):
             if os.path.exists(pm.p(f"p/{name}")) or etcd.get(f"/p/{name}")[1] is not None:
                 back.append(name)
     assert back == []
+
+
+def test_cwd_in_a_new_directory_stays_valid(pm):
+    """A directory made here is the kernel's from the mkdir reply: no later
+    invalidation may unhash it, or a process that chdir'd into it gets
+    ENOENT from getcwd (git init failed so: "unable to get current working
+    directory", 1 run in 4 over the store)."""
+    here = os.getcwd()
+    bad = []
+    try:
+        for i in range(40):
+            d = pm.p(f"p/cwd{i}")
+            os.mkdir(d)
+            os.chdir(d)
+            time.sleep(0.02)
+            try:
+                os.getcwd()
+            except OSError as e:
+                bad.append((i, errno.errorcode[e.errno]))
+            fd = os.open(os.path.join(d, "f"), os.O_CREAT | os.O_WRONLY, 0o644)
+            os.close(fd)
+    finally:
+        os.chdir(here)
+    assert bad == []
