@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -742,6 +743,10 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 	int ret = 0;
 	uint64_t total = 0;
 	int64_t t0 = util_now_ms(), last_report = t0;
+	__atomic_store_n(&c->sync_done, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&c->sync_total, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&c->sync_t0_ms, t0, __ATOMIC_RELAXED);
+	__atomic_store_n(&c->syncing, true, __ATOMIC_RELAXED);
 	/* Keys seen in this listing, by id, for the sweep. */
 	size_t seen_cap = 0, n_seen = 0;
 	uint64_t *seen = NULL;
@@ -816,10 +821,17 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 		free(lens);
 		free(times);
 		total += res.n_kvs;
+		/* each page's count is what is left from its first key on */
+		if (total == res.n_kvs && res.count > 0)
+			__atomic_store_n(&c->sync_total, (uint64_t)res.count, __ATOMIC_RELAXED);
+		__atomic_store_n(&c->sync_done, total, __ATOMIC_RELAXED);
 		int64_t t = util_now_ms();
 		if (t - last_report > 2000) {
-			log_info("sync: %llu keys listed so far (%.1f s)",
-				 (unsigned long long)total, (t - t0) / 1000.0);
+			char line[160];
+			cache_progress_text(line, sizeof(line), total,
+					    __atomic_load_n(&c->sync_total, __ATOMIC_RELAXED), t - t0,
+					    false);
+			log_info("sync: %s", line);
 			last_report = t;
 		}
 		bool more = res.more && res.n_kvs > 0;
@@ -885,11 +897,33 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 	log_info("sync: %llu keys at revision %lld in %.2f s", (unsigned long long)total,
 		 (long long)rev, (util_now_ms() - t0) / 1000.0);
 	*at = rev;
+	__atomic_store_n(&c->sync_total, total, __ATOMIC_RELAXED);
 out:
+	__atomic_store_n(&c->syncing, false, __ATOMIC_RELAXED);
 	free(seen);
 	free(start);
 	free(end);
 	return ret;
+}
+
+void cache_progress_text(char *buf, size_t size, uint64_t done, uint64_t total,
+			 int64_t elapsed_ms, bool finished)
+{
+	if (finished) {
+		snprintf(buf, size, "%llu keys", (unsigned long long)done);
+		return;
+	}
+	int n = total ? snprintf(buf, size, "%llu of %llu keys (%llu%%)", (unsigned long long)done,
+				 (unsigned long long)total,
+				 (unsigned long long)(done * 100 / total))
+		      : snprintf(buf, size, "%llu keys", (unsigned long long)done);
+	if (n < 0 || (size_t)n >= size || elapsed_ms < 1000 || !done)
+		return;
+	double rate = done * 1000.0 / elapsed_ms;
+	int m = snprintf(buf + n, size - n, ", %.0f keys/s", rate);
+	if (m < 0 || (size_t)(n + m) >= size || total <= done)
+		return;
+	snprintf(buf + n + m, size - n - m, ", about %.0f s left", (total - done) / rate);
 }
 
 /* ---- watch ---- */
@@ -1227,6 +1261,10 @@ void cache_get_stats(struct cache *c, struct cache_stats *st)
 	st->resyncs = c->resyncs;
 	int64_t ok = __atomic_load_n(&c->last_ok_ms, __ATOMIC_SEQ_CST);
 	st->watch_age_ms = ok ? (uint64_t)(util_now_ms() - ok) : 0;
+	st->sync_done = __atomic_load_n(&c->sync_done, __ATOMIC_RELAXED);
+	st->sync_total = __atomic_load_n(&c->sync_total, __ATOMIC_RELAXED);
+	st->syncing = __atomic_load_n(&c->syncing, __ATOMIC_RELAXED);
+	st->sync_elapsed_ms = util_now_ms() - __atomic_load_n(&c->sync_t0_ms, __ATOMIC_RELAXED);
 }
 
 /* Fetches n's value from the backend and caches it. Without locks. */

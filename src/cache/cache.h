@@ -166,7 +166,16 @@ struct cache_stats {
 	uint64_t value_bytes; /* bytes in the value cache */
 	uint64_t hits, misses, fetch_errors, events, resyncs;
 	uint64_t watch_age_ms; /* since the watch last proved current (event/progress/probe) */
+	uint64_t sync_done, sync_total; /* keys listed by the current or last listing, of */
+	bool syncing;			/* a listing (initial sync or resync) is running */
+	int64_t sync_elapsed_ms;	/* since that listing started */
 };
+
+/* One line on a listing's progress into buf: "12000 of 100000 keys (12%),
+ * 45000 keys/s, about 2 s left" (no rate or time left before a second has
+ * passed; "N keys" once done). */
+void cache_progress_text(char *buf, size_t size, uint64_t done, uint64_t total,
+			 int64_t elapsed_ms, bool finished);
 
 struct cache {
 	struct cache_config cfg;
@@ -203,6 +212,11 @@ struct cache {
 	bool stopping;	    /* protected by health_mu */
 	bool resync_wanted; /* protected by health_mu */
 	uint64_t sync_gen;  /* protected by lock */
+	/* the running or last listing's progress (atomic), for the log and the
+	 * mount root's user.etcdfs.sync */
+	uint64_t sync_done, sync_total;
+	int64_t sync_t0_ms;
+	bool syncing;
 	/* Threads that render a listing page (usable CPUs, at most 8); set
 	 * before the initial sync, then read-only. */
 	size_t render_threads;

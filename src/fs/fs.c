@@ -560,7 +560,7 @@ static const char *const root_xattrs[] = {
 	"user.etcdfs.cache_hits",   "user.etcdfs.cache_misses", "user.etcdfs.requests",
 	"user.etcdfs.reads",	    "user.etcdfs.opens",	"user.etcdfs.errors",
 	"user.etcdfs.events",	    "user.etcdfs.resyncs",	"user.etcdfs.cache_hit_rate",
-	"user.etcdfs.watch_age_ms",
+	"user.etcdfs.watch_age_ms", "user.etcdfs.sync",
 };
 
 static void reply_xattr_value(fuse_req_t req, const char *val, size_t len, size_t size)
@@ -663,6 +663,13 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 			int len = snprintf(rate, sizeof(rate), "%.1f%%",
 					   all ? 100.0 * cs.hits / all : 100.0);
 			reply_xattr_value(req, rate, len, size);
+			return;
+		}
+		if (strcmp(k, "sync") == 0) {
+			char line[160];
+			cache_progress_text(line, sizeof(line), cs.sync_done, cs.sync_total,
+					    cs.sync_elapsed_ms, !cs.syncing);
+			reply_xattr_value(req, line, strlen(line), size);
 			return;
 		}
 		if (strcmp(k, "watch") == 0) {

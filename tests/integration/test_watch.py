@@ -113,6 +113,17 @@ def test_status_xattrs(etcd, mnt):
     assert "user.etcdfs.watch_age_ms" in names and "user.etcdfs.revision" in names
 
 
+def test_sync_progress_xattr(etcd, mount_factory):
+    """The mount root's user.etcdfs.sync tells how the initial sync (or a
+    running resync) went: here all 30 keys, done."""
+    for i in range(30):
+        etcd.put(f"/sp/k{i:02d}", "v")
+    m = mount_factory(["--endpoints", etcd.endpoint, "--prefix", "/sp"])
+    assert m.xattr("", "user.etcdfs.sync") == "30 keys"
+    assert "user.etcdfs.sync" in os.listxattr(m.path)
+    assert "sync: 30 keys at revision" in m.log()
+
+
 def test_resync_after_outage_and_compaction(etcd, mnt):
     mnt.allowed_errors += ["watch", "etcd", "unreachable", "refused", "compacted"]
     for i in range(20):

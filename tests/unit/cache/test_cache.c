@@ -329,6 +329,23 @@ static void read_node(struct cache *c, struct cache_node *n, char *buf, size_t s
 	buf[got > 0 ? got : 0] = 0;
 }
 
+/* The progress line of a listing: done, total, rate, time left. */
+static void test_progress_text(void)
+{
+	char b[160];
+	cache_progress_text(b, sizeof(b), 12000, 100000, 500, false);
+	CHECK(strcmp(b, "12000 of 100000 keys (12%)") == 0, "%s", b);
+	cache_progress_text(b, sizeof(b), 25000, 100000, 2000, false);
+	CHECK(strcmp(b, "25000 of 100000 keys (25%), 12500 keys/s, about 6 s left") == 0, "%s",
+	      b);
+	cache_progress_text(b, sizeof(b), 700, 0, 2000, false);
+	CHECK(strcmp(b, "700 keys, 350 keys/s") == 0, "%s", b);
+	cache_progress_text(b, sizeof(b), 100000, 100000, 9000, true);
+	CHECK(strcmp(b, "100000 keys") == 0, "%s", b);
+	cache_progress_text(b, 12, 12000, 100000, 5000, false); /* cut, still a string */
+	CHECK(strlen(b) == 11, "%s", b);
+}
+
 static void test_reported_version(struct kv *kv)
 {
 	put(kv, "/rep/k", "v1");
@@ -404,7 +421,12 @@ int main(void)
 	ret = cache_new(&cfg, &c);
 	REQUIRE(ret == 0, "cache_new: %d", ret);
 
-	/* the initial sync (paged by 7) built the whole tree, quietly */
+	/* the initial sync (paged by 7) built the whole tree, quietly, and
+	 * its progress counted every key listed, of the total etcd gave */
+	struct cache_stats st;
+	cache_get_stats(c, &st);
+	CHECK(!st.syncing && st.sync_done == 24 && st.sync_total == 24, "sync %llu of %llu",
+	      (unsigned long long)st.sync_done, (unsigned long long)st.sync_total);
 	cache_rdlock(c);
 	CHECK(c->n_keys == 24, "keys after sync: %llu", (unsigned long long)c->n_keys);
 	struct cache_node *a = find(c, "a");
@@ -435,7 +457,6 @@ int main(void)
 			free(got);
 			CHECK(c->lru_bytes <= 200, "lru bytes %zu over the bound", c->lru_bytes);
 		}
-	struct cache_stats st;
 	cache_get_stats(c, &st);
 	CHECK(st.misses >= 20, "evicted values were fetched again (%llu misses)",
 	      (unsigned long long)st.misses);
@@ -491,6 +512,7 @@ int main(void)
 	test_parallel_render(kv);
 	test_times(kv);
 	test_reported_version(kv);
+	test_progress_text();
 	kv_destroy(kv);
 	CHECK(test_rm_rf(dir) == 0, "could not remove %s", dir);
 	free(dir);
