@@ -1,4 +1,4 @@
-/* jsoncmp.c: the k8s tests' JSON tree comparison (jsoncmp.h). */
+/* jsoncmp.c: what the k8s conformance tests share (jsoncmp.h). */
 #include <stdio.h>
 #include <string.h>
 
@@ -46,4 +46,21 @@ bool k8s_test_same_json(const struct jval *a, const struct jval *b, char *where,
 		return true;
 	}
 	return false;
+}
+
+void k8s_test_type_of(const char *base, char *av, size_t avn, char *kind, size_t kn)
+{
+	const char *k = strrchr(base, '.');
+	const char *v = k;
+
+	while (v > base && v[-1] != '.')
+		v--;
+	snprintf(kind, kn, "%s", k + 1);
+	int glen = v > base ? (int)(v - base - 1) : 0;
+	if (glen == 4 && !strncmp(base, "core", 4))
+		glen = 0;
+	if (glen)
+		snprintf(av, avn, "%.*s/%.*s", glen, base, (int)(k - v), v);
+	else
+		snprintf(av, avn, "%.*s", (int)(k - v), v);
 }

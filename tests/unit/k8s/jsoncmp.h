@@ -10,5 +10,8 @@
 #include "k8s/k8s_internal.h"
 
 bool k8s_test_same_json(const struct jval *a, const struct jval *b, char *where, size_t wn);
+/* A fixture's base name <group>.<version>.<Kind> (the core group spelled
+ * "core") as apiVersion and kind. */
+void k8s_test_type_of(const char *base, char *av, size_t avn, char *kind, size_t kn);
 
 #endif

@@ -37,22 +37,6 @@ static void fail(const char *name, int check, const char *why)
 		fprintf(stderr, "FAIL %-8s %s: %s\n", check_names[check], name, why);
 }
 
-static void type_of(const char *base, char *av, size_t avn, char *kind, size_t kn)
-{
-	/* <group>.<version>.<Kind>; core kinds use "core" as group */
-	const char *k = strrchr(base, '.');
-	const char *v = k;
-	while (v > base && v[-1] != '.')
-		v--;
-	snprintf(kind, kn, "%s", k + 1);
-	int glen = v > base ? (int)(v - base - 1) : 0;
-	if (glen == 4 && !strncmp(base, "core", 4))
-		glen = 0;
-	if (glen)
-		snprintf(av, avn, "%.*s/%.*s", glen, base, (int)(k - v), v);
-	else
-		snprintf(av, avn, "%.*s", (int)(k - v), v);
-}
 
 /* the decoded text, encoded with the fixture as the original, is the fixture again */
 static void check_round_trip(const char *base, int check, const char *pb, size_t pblen,
@@ -90,7 +74,7 @@ static void run_one(const char *dir, const char *base)
 	js = test_slurp(path, &jlen);
 	snprintf(path, sizeof(path), "%s/%s.yaml", dir, base);
 	ya = test_slurp(path, &ylen);
-	type_of(base, av, sizeof(av), kind, sizeof(kind));
+	k8s_test_type_of(base, av, sizeof(av), kind, sizeof(kind));
 	if (!pb || !js || !ya) {
 		fprintf(stderr, "missing files for %s\n", base);
 		for (int c = 0; c < C_N; c++)

@@ -96,23 +96,6 @@ static void drop_nulls(struct jval *v)
 }
 
 
-/* <group>.<version>.<Kind>, the core group spelled "core" */
-static void type_of(const char *base, char *av, size_t avn, char *kind, size_t kn)
-{
-	const char *k = strrchr(base, '.');
-	const char *v = k;
-
-	while (v > base && v[-1] != '.')
-		v--;
-	snprintf(kind, kn, "%s", k + 1);
-	int glen = v > base ? (int)(v - base - 1) : 0;
-	if (glen == 4 && !strncmp(base, "core", 4))
-		glen = 0;
-	if (glen)
-		snprintf(av, avn, "%.*s/%.*s", glen, base, (int)(k - v), v);
-	else
-		snprintf(av, avn, "%.*s", (int)(k - v), v);
-}
 
 static bool json_equal(const char *rel, const char *base, const char *out, size_t olen,
 		       const char *js, size_t jlen, bool quiet)
@@ -181,7 +164,7 @@ static void run_one(const char *dir, const char *rel, const char *base, struct t
 		fail(rel, base, C_DECODE, "missing .pb or .json");
 		goto out;
 	}
-	type_of(base, av, sizeof(av), kind, sizeof(kind));
+	k8s_test_type_of(base, av, sizeof(av), kind, sizeof(kind));
 
 	r = k8s_decode(pb, pblen, K8S_FMT_JSON, 0, &out, &olen, &err);
 	if (r) {
