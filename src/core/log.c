@@ -162,7 +162,8 @@ void log_vmsg(int level, const char *fmt, va_list ap)
 	localtime_r(&tv.tv_sec, &tm);
 	char line[4200];
 	int len = snprintf(line, sizeof(line), "etcdfs: %02d:%02d:%02d.%03ld %s: %s\n", tm.tm_hour,
-			   tm.tm_min, tm.tm_sec, (long)tv.tv_usec / 1000, level_names[level & 7], buf);
+			   tm.tm_min, tm.tm_sec, (long)tv.tv_usec / 1000, level_names[level & 7],
+			   buf);
 	if (len < 0)
 		return;
 	if ((size_t)len >= sizeof(line))

@@ -121,8 +121,8 @@ static void keep_rejected(struct save *s, const char *key, size_t klen, const ch
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	snprintf(path, pathsz, "%s/%s.%lld.%09ld", dir, flat, (long long)ts.tv_sec, ts.tv_nsec);
-	bool text = s->cfg.encode && (!s->cfg.encode_applies ||
-				      s->cfg.encode_applies(s->cfg.encode_arg, key, klen));
+	bool text = s->cfg.encode &&
+		    (!s->cfg.encode_applies || s->cfg.encode_applies(s->cfg.encode_arg, key, klen));
 	char head[1600];
 	snprintf(head, sizeof(head),
 		 "# etcdfs did not save this to %.*s:\n# %s\n"
@@ -148,7 +148,8 @@ int save_reject_edit(struct save *s, const char *key, size_t klen, const char *b
 	snprintf(reason, sizeof(reason), "it changed (revision %lld) while it was being edited",
 		 (long long)now);
 	keep_rejected(s, key, klen, buf, len, reason, path, sizeof(path));
-	save_refuse(s, key, klen, "conflict: %.*s changed (revision %lld) while it was being edited; "
+	save_refuse(s, key, klen,
+		    "conflict: %.*s changed (revision %lld) while it was being edited; "
 		    "nothing written, your version is in %s",
 		    (int)klen, key, (long long)now, path);
 	return -ESTALE;
@@ -173,14 +174,18 @@ static void log_conflict(struct save *s, const char *key, size_t klen, const cha
 			 (long long)(now ? now : base));
 	keep_rejected(s, key, klen, buf, len, reason, path, sizeof(path));
 	if (absent)
-		save_refuse(s, key, klen, "conflict: %.*s was created by someone else (revision %lld) "
-			    "while this file was being written; nothing written, your version is in %s",
-			    (int)klen, key, (long long)now, path);
+		save_refuse(
+			s, key, klen,
+			"conflict: %.*s was created by someone else (revision %lld) "
+			"while this file was being written; nothing written, your version is in %s",
+			(int)klen, key, (long long)now, path);
 	else
-		save_refuse(s, key, klen, "conflict: %.*s changed since it was opened (opened at "
+		save_refuse(s, key, klen,
+			    "conflict: %.*s changed since it was opened (opened at "
 			    "revision %lld, now %s %lld); nothing written, your version is in %s",
-			    (int)klen, key, (long long)base, now ? "revision" : "deleted at or after",
-			    (long long)(now ? now : base), path);
+			    (int)klen, key, (long long)base,
+			    now ? "revision" : "deleted at or after", (long long)(now ? now : base),
+			    path);
 }
 
 /* ---- commit ---- */
@@ -318,8 +323,10 @@ int save_encode(struct save *s, const char *key, size_t klen, const char *buf, s
 		char reason[1024], path[512];
 		snprintf(reason, sizeof(reason), "%s", err ? err : strerror(-ret));
 		keep_rejected(s, key, klen, buf ? buf : "", len, reason, path, sizeof(path));
-		save_refuse(s, key, klen, "save of %.*s refused: %s; nothing written, your version "
-			    "is in %s", (int)klen, key, reason, path);
+		save_refuse(s, key, klen,
+			    "save of %.*s refused: %s; nothing written, your version "
+			    "is in %s",
+			    (int)klen, key, reason, path);
 	}
 	free(err);
 	kv_kv_free(&orig);
