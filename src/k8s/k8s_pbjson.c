@@ -687,6 +687,17 @@ out:
 	return r;
 }
 
+/* Whether an absent singular field is one the value's writer did not have:
+ * every release writes its non-pointer fields, even zero, so a field added
+ * after the first release read (since > 0) that is missing was unknown to
+ * the release that wrote the value, and is not shown, as that release did
+ * not show it (the release fixtures' JSON). Old fields absent are hidden
+ * too (K8S_F_OLD). */
+static bool writer_lacked(const struct k8s_field *fd)
+{
+	return (fd->flags & K8S_F_OLD) || (fd->since > 0 && !(fd->flags & K8S_F_PTR));
+}
+
 static int field_view(struct vctx *c, const struct k8s_field *fd, const struct pbmsg *m,
 		      struct jval **out)
 {
@@ -736,9 +747,9 @@ static int field_view(struct vctx *c, const struct k8s_field *fd, const struct p
 		r = merged_payload(fd, m, &p, &len, &tofree, &present);
 		if (r)
 			return r;
-		if (!present && (fd->flags & (K8S_F_PTR | K8S_F_OLD))) {
+		if (!present && ((fd->flags & K8S_F_PTR) || writer_lacked(fd))) {
 			free(tofree);
-			if (omitempty || (fd->flags & K8S_F_OLD))
+			if (omitempty || writer_lacked(fd))
 				return 0;
 			*out = k8s_jv_new(J_NULL);
 			return *out ? 0 : -ENOMEM;
@@ -763,8 +774,8 @@ static int field_view(struct vctx *c, const struct k8s_field *fd, const struct p
 	for (size_t i = 0; i < m->n; i++)
 		if (occ_matches(fd, &m->f[i]))
 			f = &m->f[i];
-	if (!f && (fd->flags & K8S_F_OLD))
-		return 0; /* a field of older releases only: shown when stored */
+	if (!f && writer_lacked(fd))
+		return 0; /* not a field of the writer's release: not shown */
 	if (fd->type == K8S_T_BYTES) {
 		/* []byte: omitempty tests the length; without it nil prints null */
 		if (omitempty && (!f || f->len == 0))

@@ -13,8 +13,7 @@
  *   orig     encode(orig=.pb, decode(.pb)) equals .pb byte for byte, for the YAML and
  *            the JSON view both (`etcdfs-k8s encode --orig`)
  * Usage: test_k8s_releases RELEASES_DIR [--table]. Prints one table row per release;
- * fails on any miss (a JSON difference listed in known[] must instead still differ)
- * unless --table (measure only). Skips (exit 77) when RELEASES_DIR does not exist:
+ * fails on any miss unless --table (measure only). Skips (exit 77) when RELEASES_DIR does not exist:
  * the fixtures live outside the repository, in ../shared. */
 #include <dirent.h>
 #include <errno.h>
@@ -32,47 +31,8 @@ enum { C_DECODE, C_JSON, C_ENCODE, C_ORIG, C_N };
 static const char *const check_names[C_N] = {"decode", "json", "encode", "orig"};
 static int shown;
 
-/* Decoded JSON that must differ from the release's own JSON, and why: the codec
- * shows every value as the newest release's Go types do (docs/k8s.md, "Union
- * schema"). Each entry must still differ, so the list stays true. */
-static const struct known {
-	const char *release, *fixture, *why;
-} known[] = {
-	{"v1.15.0", "apps.v1.StatefulSet",
-	 "status.availableReplicas (added in 1.22, no omitempty now): 0 shown"},
-	{"v1.15.0", "apps.v1beta1.StatefulSet", "status.availableReplicas added in 1.22"},
-	{"v1.15.0", "apps.v1beta2.StatefulSet", "status.availableReplicas added in 1.22"},
-	{"v1.20.0", "apps.v1.StatefulSet", "status.availableReplicas added in 1.22"},
-	{"v1.20.0", "apps.v1beta1.StatefulSet", "status.availableReplicas added in 1.22"},
-	{"v1.20.0", "apps.v1beta2.StatefulSet", "status.availableReplicas added in 1.22"},
-	{"v1.15.0", "certificates.k8s.io.v1beta1.CertificateSigningRequest",
-	 "conditions[].status (added in 1.19) goes before reason: member order"},
-	{"v1.15.0", "storage.k8s.io.v1beta1.CSINode",
-	 "status (non-pointer struct) added after 1.36"},
-	{"v1.20.0", "storage.k8s.io.v1.CSINode", "status added after 1.36: {} shown"},
-	{"v1.20.0", "storage.k8s.io.v1beta1.CSINode", "status added after 1.36"},
-	{"v1.24.0", "storage.k8s.io.v1.CSINode", "status added after 1.36"},
-	{"v1.24.0", "storage.k8s.io.v1beta1.CSINode", "status added after 1.36"},
-	{"v1.28.0", "storage.k8s.io.v1.CSINode", "status added after 1.36"},
-	{"v1.28.0", "storage.k8s.io.v1beta1.CSINode", "status added after 1.36"},
-	{"v1.32.0", "storage.k8s.io.v1.CSINode", "status added after 1.36"},
-	{"v1.32.0", "storage.k8s.io.v1beta1.CSINode", "status added after 1.36"},
-};
-
-#define N_KNOWN (sizeof(known) / sizeof(known[0]))
-static bool known_seen[N_KNOWN];
-
-/* index of the known difference of release/fixture name, or -1 */
-static long find_known(const char *rel, const char *name)
-{
-	for (size_t i = 0; i < N_KNOWN; i++)
-		if (!strcmp(known[i].release, rel) && !strcmp(known[i].fixture, name))
-			return (long)i;
-	return -1;
-}
-
 struct tally {
-	int kinds, typed, known;
+	int kinds, typed;
 	int pass[C_N];
 };
 
@@ -95,10 +55,8 @@ static void drop_nulls(struct jval *v)
 	}
 }
 
-
-
 static bool json_equal(const char *rel, const char *base, const char *out, size_t olen,
-		       const char *js, size_t jlen, bool quiet)
+		       const char *js, size_t jlen)
 {
 	struct jval *a = NULL, *b = NULL;
 	char *e1 = NULL, *e2 = NULL, why[512] = "";
@@ -111,7 +69,7 @@ static bool json_equal(const char *rel, const char *base, const char *out, size_
 	drop_nulls(a);
 	drop_nulls(b);
 	ok = k8s_test_same_json(a, b, why, sizeof(why));
-	if (!ok && !quiet)
+	if (!ok)
 		fail(rel, base, C_JSON, why);
 out:
 	k8s_jv_free(a);
@@ -178,16 +136,7 @@ static void run_one(const char *dir, const char *rel, const char *base, struct t
 		fail(rel, base, C_DECODE, err ? err : "decode failed");
 	} else {
 		t->pass[C_DECODE]++;
-		long k = find_known(rel, base);
-		if (k >= 0) {
-			/* an expected difference: must still be one */
-			known_seen[k] = !json_equal(rel, base, out, olen, js, jlen, true);
-			t->known += known_seen[k];
-			if (!known_seen[k])
-				fail(rel, base, C_JSON, "listed as a known difference but equal");
-		} else {
-			t->pass[C_JSON] += json_equal(rel, base, out, olen, js, jlen, false);
-		}
+		t->pass[C_JSON] += json_equal(rel, base, out, olen, js, jlen);
 		t->pass[C_ORIG] += orig_round_trip(rel, base, pb, pblen, K8S_FMT_YAML, av, kind) &&
 				   orig_round_trip(rel, base, pb, pblen, K8S_FMT_JSON, av, kind);
 	}
@@ -272,8 +221,8 @@ int main(int argc, char **argv)
 	}
 	rels = list_dir(argv[1], "", true, &nrel);
 	REQUIRE(nrel > 0, "no release folders in %s", argv[1]);
-	printf("| release | kinds | decode ok (typed) | JSON equal (+ known differences) | encode "
-	       "equal | orig equal |\n");
+	printf("| release | kinds | decode ok (typed) | JSON equal | encode equal | orig equal "
+	       "|\n");
 	printf("|---|---|---|---|---|---|\n");
 	for (size_t i = 0; i < nrel; i++) {
 		char dir[4096];
@@ -289,20 +238,16 @@ int main(int argc, char **argv)
 			free(names[j]);
 		}
 		free(names);
-		printf("| %s | %d | %d (%d) | %d (+%d) | %d | %d |\n", rels[i], t.kinds,
-		       t.pass[C_DECODE], t.typed, t.pass[C_JSON], t.known, t.pass[C_ENCODE],
-		       t.pass[C_ORIG]);
+		printf("| %s | %d | %d (%d) | %d | %d | %d |\n", rels[i], t.kinds,
+		       t.pass[C_DECODE], t.typed, t.pass[C_JSON], t.pass[C_ENCODE], t.pass[C_ORIG]);
 		fflush(stdout);
 		CHECK(t.kinds > 0, "%s: no fixtures", rels[i]);
 		for (int c = 0; c < C_N && !measure_only; c++)
-			CHECK(t.pass[c] + (c == C_JSON ? t.known : 0) == t.kinds,
+			CHECK(t.pass[c] == t.kinds,
 			      "%s: %s: %d of %d kinds fail", rels[i], check_names[c],
 			      t.kinds - t.pass[c], t.kinds);
 		free(rels[i]);
 	}
 	free(rels);
-	for (size_t i = 0; i < N_KNOWN && !measure_only; i++)
-		CHECK(known_seen[i], "known difference %s/%s (%s) not seen", known[i].release,
-		      known[i].fixture, known[i].why);
 	return test_summary();
 }
