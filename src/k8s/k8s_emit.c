@@ -158,14 +158,13 @@ static void write_indent(struct em *e)
 	e->indention = true;
 }
 
-static void write_indicator(struct em *e, const char *ind, bool need_whitespace, bool is_whitespace,
+/* the emitter's indicators are all one character here */
+static void write_indicator(struct em *e, char ind, bool need_whitespace, bool is_whitespace,
 			    bool is_indention)
 {
-	size_t n = strlen(ind);
-
 	if (need_whitespace && !e->whitespace)
 		put(e, ' ');
-	put_text(e, (const uint8_t *)ind, n, n);
+	put(e, ind);
 	e->whitespace = is_whitespace;
 	e->indention = e->indention && is_indention;
 }
@@ -351,7 +350,7 @@ static void write_single(struct em *e, const uint8_t *s, size_t n, bool allow_br
 {
 	bool spaces = false, breaks = false;
 
-	write_indicator(e, "'", true, false, false);
+	write_indicator(e, '\'', true, false, false);
 	for (size_t i = 0; i < n;) {
 		if (s[i] == ' ') {
 			if (allow_breaks && !spaces && e->column > BEST_WIDTH && i != 0 &&
@@ -382,7 +381,7 @@ static void write_single(struct em *e, const uint8_t *s, size_t n, bool allow_br
 	}
 	if (breaks)
 		write_indent(e);
-	write_indicator(e, "'", false, false, false);
+	write_indicator(e, '\'', false, false, false);
 	e->whitespace = false;
 	e->indention = false;
 }
@@ -465,7 +464,7 @@ static void write_double(struct em *e, const uint8_t *s, size_t n, bool allow_br
 {
 	bool spaces = false;
 
-	write_indicator(e, "\"", true, false, false);
+	write_indicator(e, '"', true, false, false);
 	for (size_t i = 0; i < n;) {
 		uint8_t c = s[i];
 		size_t w = cwidth(c);
@@ -494,7 +493,7 @@ static void write_double(struct em *e, const uint8_t *s, size_t n, bool allow_br
 			spaces = false;
 		}
 	}
-	write_indicator(e, "\"", false, false, false);
+	write_indicator(e, '"', false, false, false);
 	e->whitespace = false;
 	e->indention = false;
 }
@@ -514,17 +513,17 @@ static void write_literal(struct em *e, const uint8_t *s, size_t n)
 {
 	bool breaks = true;
 
-	write_indicator(e, "|", true, false, false);
+	write_indicator(e, '|', true, false, false);
 	if (n && (s[0] == ' ' || is_break(s, n, 0)))
-		write_indicator(e, "2", false, false, false); /* BEST_INDENT */
+		write_indicator(e, '2', false, false, false); /* BEST_INDENT */
 	if (n == 0) {
-		write_indicator(e, "-", false, false, false);
+		write_indicator(e, '-', false, false, false);
 	} else {
 		size_t last = prev_char(s, n);
 		if (!is_break(s, n, last))
-			write_indicator(e, "-", false, false, false);
+			write_indicator(e, '-', false, false, false);
 		else if (last == 0 || is_break(s, n, prev_char(s, last)))
-			write_indicator(e, "+", false, false, false);
+			write_indicator(e, '+', false, false, false);
 	}
 	put_break(e);
 	e->indention = true;
@@ -639,12 +638,12 @@ static int emit_key(struct em *e, const char *s0, size_t n0)
 		return -ENOMEM;
 	if (!a.multiline && n <= SIMPLE_KEY_MAX) {
 		emit_scalar(e, s, n, req, &a, true);
-		write_indicator(e, ":", false, false, false);
+		write_indicator(e, ':', false, false, false);
 	} else {
-		write_indicator(e, "?", true, false, true);
+		write_indicator(e, '?', true, false, true);
 		emit_scalar(e, s, n, req, &a, false);
 		write_indent(e);
-		write_indicator(e, ":", true, false, true);
+		write_indicator(e, ':', true, false, true);
 	}
 	free(tofree);
 	return 0;
@@ -669,7 +668,7 @@ static int emit_seq(struct em *e, const struct jval *v, bool mapping_ctx)
 		e->indent += BEST_INDENT; /* else indentless: "- " under its key */
 	for (size_t i = 0; i < v->n && !r; i++) {
 		write_indent(e);
-		write_indicator(e, "-", true, false, true);
+		write_indicator(e, '-', true, false, true);
 		r = emit_node(e, v->v[i], false);
 	}
 	e->indent = saved;
@@ -734,8 +733,8 @@ static int emit_node(struct em *e, const struct jval *v, bool mapping_ctx)
 	case J_OBJ:
 		if (v->n == 0) {
 			/* the emitter writes an empty collection in flow style */
-			write_indicator(e, v->t == J_ARR ? "[" : "{", true, true, false);
-			write_indicator(e, v->t == J_ARR ? "]" : "}", false, false, false);
+			write_indicator(e, v->t == J_ARR ? '[' : '{', true, true, false);
+			write_indicator(e, v->t == J_ARR ? ']' : '}', false, false, false);
 		} else {
 			r = v->t == J_ARR ? emit_seq(e, v, mapping_ctx) : emit_map(e, v);
 		}

@@ -164,6 +164,9 @@ int k8s_pb_split(const uint8_t *p, size_t len, struct pbmsg *m);
 /* As k8s_pb_split, but stops before a malformed field instead of failing;
  * *consumed is the length of the well-formed prefix. */
 int k8s_pb_split_prefix(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed);
+/* As k8s_pb_split into a message already split before (or zeroed), keeping its
+ * array: a walk that splits many messages allocates once per level. */
+int k8s_pb_split_reuse(const uint8_t *p, size_t len, struct pbmsg *m);
 void k8s_pb_free(struct pbmsg *m);
 /* The wire type a (non-packed) value of schema type t (K8S_T_*) uses: 0, 1, 2 or 5. */
 int k8s_pb_wire_type(uint8_t t);

@@ -15,11 +15,41 @@
 #include "k8s_internal.h"
 
 #define VIEW_MAX_DEPTH 500
+#define SCRATCH_DEPTH 32
 
 struct vctx {
 	int depth;
 	char **err;
+	/* per nesting level, the field array of the message split there, kept for the
+	 * next message at that level (one allocation per level instead of per message) */
+	struct pbmsg scratch[SCRATCH_DEPTH];
 };
+
+/* split a message at the current depth (released by release() at the same depth) */
+static int split(struct vctx *c, const uint8_t *p, size_t len, struct pbmsg *pm)
+{
+	if (c->depth >= SCRATCH_DEPTH)
+		return k8s_pb_split(p, len, pm);
+	*pm = c->scratch[c->depth];
+	int r = k8s_pb_split_reuse(p, len, pm);
+	if (r)
+		memset(&c->scratch[c->depth], 0, sizeof(c->scratch[0])); /* pm was freed */
+	return r;
+}
+
+static void release(struct vctx *c, struct pbmsg *pm)
+{
+	if (c->depth >= SCRATCH_DEPTH)
+		k8s_pb_free(pm);
+	else
+		c->scratch[c->depth] = *pm;
+}
+
+static void vctx_free(struct vctx *c)
+{
+	for (int i = 0; i < SCRATCH_DEPTH; i++)
+		k8s_pb_free(&c->scratch[i]);
+}
 
 static int verr(struct vctx *c, int code, const char *fmt, const char *arg)
 {
@@ -386,7 +416,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 	int r;
 
 	*out = NULL;
-	if (k8s_pb_split(p, len, &pm))
+	if (split(c, p, len, &pm))
 		return verr(c, -EINVAL, "malformed protobuf in %s", m->name);
 	switch (m->special) {
 	case K8S_S_TIME:
@@ -428,7 +458,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 		/* stored quantities are canonical (Go writes Quantity.String()) */
 		if (f) {
 			r = scalar_view(c, K8S_T_STRING, 0, f->p, f->len, out);
-			k8s_pb_free(&pm);
+			release(c, &pm);
 			return r;
 		}
 		*out = k8s_jv_str("0", 1);
@@ -440,14 +470,14 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 			f = last_field(&pm, 3, 2);
 			r = f ? scalar_view(c, K8S_T_STRING, 0, f->p, f->len, out)
 			      : scalar_view(c, K8S_T_STRING, 0, (const uint8_t *)"", 0, out);
-			k8s_pb_free(&pm);
+			release(c, &pm);
 			return r;
 		} else if (type == 0) {
 			f = last_field(&pm, 2, 0);
 			snprintf(tmp, sizeof(tmp), "%" PRId32, f ? (int32_t)(uint32_t)f->v : 0);
 			*out = k8s_jv_num(tmp);
 		} else {
-			k8s_pb_free(&pm);
+			release(c, &pm);
 			return verr(c, -EINVAL, "%s", "impossible IntOrString.Type");
 		}
 		break;
@@ -460,7 +490,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 			break;
 		}
 		r = raw_json_view(c, f->p, f->len, m->special == K8S_S_RAWEXT, out);
-		k8s_pb_free(&pm);
+		release(c, &pm);
 		return r;
 	case K8S_S_SLICE: {
 		const struct k8s_field *fd = k8s_schema_field_by_num(m, 1);
@@ -472,7 +502,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 			cnt++;
 			r = push_scalars(c, fd, &pm.f[i], *out);
 			if (r) {
-				k8s_pb_free(&pm);
+				release(c, &pm);
 				return r;
 			}
 		}
@@ -494,7 +524,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 		bool has_schema = false;
 		size_t nlist = 0;
 		if (!sf || !lf) {
-			k8s_pb_free(&pm);
+			release(c, &pm);
 			return verr(c, -EINVAL, "%s",
 				    "schema table lacks JSONSchemaPropsOr fields");
 		}
@@ -507,7 +537,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 		if (m->special == K8S_S_PROPS_OR_BOOL) {
 			if (has_schema) {
 				r = field_view(c, sf, &pm, out);
-				k8s_pb_free(&pm);
+				release(c, &pm);
 				return r;
 			}
 			f = last_field(&pm, 1, 0);
@@ -516,22 +546,22 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 		}
 		if (nlist > 0) {
 			r = field_view(c, lf, &pm, out);
-			k8s_pb_free(&pm);
+			release(c, &pm);
 			return r;
 		}
 		if (has_schema) {
 			r = field_view(c, sf, &pm, out);
-			k8s_pb_free(&pm);
+			release(c, &pm);
 			return r;
 		}
 		*out = k8s_jv_new(J_NULL);
 		break;
 	}
 	default:
-		k8s_pb_free(&pm);
+		release(c, &pm);
 		return verr(c, -EINVAL, "%s", "unknown special type");
 	}
-	k8s_pb_free(&pm);
+	release(c, &pm);
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -794,7 +824,7 @@ static int view_msg(struct vctx *c, const struct k8s_msg *m, const uint8_t *p, s
 		c->depth--;
 		return r;
 	}
-	if (k8s_pb_split(p, len, &pm)) {
+	if (split(c, p, len, &pm)) {
 		c->depth--;
 		return verr(c, -EINVAL, "malformed protobuf in %s", m->name);
 	}
@@ -858,7 +888,7 @@ static int view_msg(struct vctx *c, const struct k8s_msg *m, const uint8_t *p, s
 	obj = NULL;
 out:
 	k8s_jv_free(obj);
-	k8s_pb_free(&pm);
+	release(c, &pm);
 	c->depth--;
 	return r;
 }
@@ -867,16 +897,20 @@ int k8s_pbjson_message(const struct k8s_msg *m, const uint8_t *p, size_t len,
 		       const struct k8s_typemeta *tm, struct jval **out, char **err)
 {
 	struct vctx c = {.err = err};
+	int r = view_msg(&c, m, p, len, tm, out);
 
-	return view_msg(&c, m, p, len, tm, out);
+	vctx_free(&c);
+	return r;
 }
 
 int k8s_pbjson_field(const struct k8s_field *f, const struct pbmsg *m, struct jval **out,
 		     char **err)
 {
 	struct vctx c = {.err = err};
+	int r = field_view(&c, f, m, out);
 
-	return field_view(&c, f, m, out);
+	vctx_free(&c);
+	return r;
 }
 
 bool k8s_occ_matches(const struct k8s_field *fd, const struct pbf *f)

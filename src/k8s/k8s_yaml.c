@@ -309,7 +309,8 @@ static void resolve(const char *s, size_t n, struct resolved *r)
 	}
 	if (!hint)
 		return;
-	for (size_t i = 0; i < sizeof(resolve_map) / sizeof(resolve_map[0]); i++) {
+	/* the table's words are at most 5 bytes long */
+	for (size_t i = 0; n <= 5 && i < sizeof(resolve_map) / sizeof(resolve_map[0]); i++) {
 		if (resolve_map[i].len == n && memcmp(resolve_map[i].s, s, n) == 0) {
 			r->tag = resolve_map[i].tag;
 			r->b = resolve_map[i].val;
