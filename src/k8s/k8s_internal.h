@@ -157,7 +157,19 @@ struct pbf {
 struct pbmsg {
 	struct pbf *f;
 	size_t n, cap;
+	/* set by the split functions: bit k when field number k < 63 occurs, bit 63 for
+	 * any larger number (a message built otherwise leaves indexed false) */
+	uint64_t nums;
+	bool indexed;
 };
+
+/* false only when field number num certainly does not occur in m */
+static inline bool k8s_pb_may_have(const struct pbmsg *m, uint32_t num)
+{
+	if (!m->indexed)
+		return true;
+	return (m->nums >> (num < 63 ? num : 63)) & 1;
+}
 
 /* Split a message into fields; -EINVAL on malformed input. Fields point into p. */
 int k8s_pb_split(const uint8_t *p, size_t len, struct pbmsg *m);

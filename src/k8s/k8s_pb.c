@@ -80,6 +80,8 @@ static int split(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed
 {
 	const uint8_t *q = p, *end = p + len;
 
+	m->nums = 0;
+	m->indexed = true;
 	while (q < end) {
 		struct pbf f;
 		uint64_t tag, l;
@@ -125,6 +127,7 @@ static int split(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed
 			m->cap = cap;
 		}
 		m->f[m->n++] = f;
+		m->nums |= 1ULL << (f.num < 63 ? f.num : 63);
 	}
 	if (consumed)
 		*consumed = len;

@@ -709,12 +709,17 @@ out:
 static int field_view(struct vctx *c, const struct k8s_field *fd, const struct pbmsg *m,
 		      struct jval **out)
 {
+	static const struct pbmsg none;
 	const struct k8s_msg *sub = k8s_schema_sub(fd);
 	bool omitempty = fd->flags & K8S_F_OMITEMPTY;
 	struct jval *v = NULL;
 	int r;
 
 	*out = NULL;
+	/* most schema fields are absent: skip the searches through every occurrence
+	 * (an empty message answers them the same way) */
+	if (!k8s_pb_may_have(m, fd->num))
+		m = &none;
 	if (fd->flags & K8S_F_MAP)
 		return map_view(c, fd, m, out);
 	if (fd->flags & K8S_F_REPEATED) {
