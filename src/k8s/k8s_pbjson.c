@@ -84,6 +84,36 @@ static bool is_zero_scalar(uint8_t t, uint64_t v, size_t len)
 	return v == 0;
 }
 
+/* v in decimal with at least width digits (zero-padded) at out; returns the end.
+ * Numbers and times are most of a view's scalars, and snprintf was a tenth of it. */
+static char *put_dec(char *out, uint64_t v, int width)
+{
+	char tmp[24];
+	int w = sizeof(tmp);
+
+	do {
+		tmp[--w] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while ((int)sizeof(tmp) - w < width)
+		tmp[--w] = '0';
+	memcpy(out, tmp + w, sizeof(tmp) - (size_t)w);
+	return out + sizeof(tmp) - w;
+}
+
+/* "%" PRId64 and "%" PRIu64 (out: 21 bytes or more) */
+static void fmt_int(char *out, int64_t v)
+{
+	if (v < 0)
+		*out++ = '-';
+	*put_dec(out, v < 0 ? 0 - (uint64_t)v : (uint64_t)v, 1) = 0;
+}
+
+static void fmt_uint(char *out, uint64_t v)
+{
+	*put_dec(out, v, 1) = 0;
+}
+
 /* scalar from its wire value (v for numeric, p/len for string and bytes) */
 static int scalar_view(struct vctx *c, uint8_t t, uint64_t v, const uint8_t *p, size_t len,
 		       struct jval **out)
@@ -117,26 +147,25 @@ static int scalar_view(struct vctx *c, uint8_t t, uint64_t v, const uint8_t *p, 
 		return *out ? 0 : -ENOMEM;
 	case K8S_T_INT32:
 	case K8S_T_SFIXED32:
-		snprintf(num, sizeof(num), "%" PRId32, (int32_t)(uint32_t)v);
+		fmt_int(num, (int32_t)(uint32_t)v);
 		break;
 	case K8S_T_INT64:
 	case K8S_T_SFIXED64:
-		snprintf(num, sizeof(num), "%" PRId64, (int64_t)v);
+		fmt_int(num, (int64_t)v);
 		break;
 	case K8S_T_UINT32:
 	case K8S_T_FIXED32:
-		snprintf(num, sizeof(num), "%" PRIu32, (uint32_t)v);
+		fmt_uint(num, (uint32_t)v);
 		break;
 	case K8S_T_UINT64:
 	case K8S_T_FIXED64:
-		snprintf(num, sizeof(num), "%" PRIu64, v);
+		fmt_uint(num, v);
 		break;
 	case K8S_T_SINT32:
-		snprintf(num, sizeof(num), "%" PRId32,
-			 (int32_t)(((uint32_t)v >> 1) ^ (uint32_t) - (int32_t)(v & 1)));
+		fmt_int(num, (int32_t)(((uint32_t)v >> 1) ^ (uint32_t) - (int32_t)(v & 1)));
 		break;
 	case K8S_T_SINT64:
-		snprintf(num, sizeof(num), "%" PRId64, (int64_t)((v >> 1) ^ (uint64_t) - (v & 1)));
+		fmt_int(num, (int64_t)((v >> 1) ^ (uint64_t) - (v & 1)));
 		break;
 	case K8S_T_DOUBLE:
 	case K8S_T_FLOAT: {
@@ -258,12 +287,13 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *mo, unsigned *d)
 }
 
 /* RFC 3339 in UTC, as Go's time.Format: micro adds ".000000" */
-static void fmt_time(char *out, size_t n, int64_t sec, int32_t nsec, bool micro)
+/* out: at least 48 bytes */
+static void fmt_time(char *out, int64_t sec, int32_t nsec, bool micro)
 {
 	int64_t days = sec / 86400, rem = sec % 86400;
 	int64_t y;
 	unsigned mo, d;
-	char year[32];
+	char *o = out;
 
 	if (rem < 0) {
 		rem += 86400;
@@ -271,15 +301,24 @@ static void fmt_time(char *out, size_t n, int64_t sec, int32_t nsec, bool micro)
 	}
 	civil_from_days(days, &y, &mo, &d);
 	if (y < 0)
-		snprintf(year, sizeof(year), "-%04" PRId64, -y);
-	else
-		snprintf(year, sizeof(year), "%04" PRId64, y);
-	if (micro)
-		snprintf(out, n, "%s-%02u-%02uT%02d:%02d:%02d.%06dZ", year, mo, d,
-			 (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), nsec / 1000);
-	else
-		snprintf(out, n, "%s-%02u-%02uT%02d:%02d:%02dZ", year, mo, d, (int)(rem / 3600),
-			 (int)(rem / 60 % 60), (int)(rem % 60));
+		*o++ = '-';
+	o = put_dec(o, y < 0 ? 0 - (uint64_t)y : (uint64_t)y, 4);
+	*o++ = '-';
+	o = put_dec(o, mo, 2);
+	*o++ = '-';
+	o = put_dec(o, d, 2);
+	*o++ = 'T';
+	o = put_dec(o, (uint64_t)(rem / 3600), 2);
+	*o++ = ':';
+	o = put_dec(o, (uint64_t)(rem / 60 % 60), 2);
+	*o++ = ':';
+	o = put_dec(o, (uint64_t)(rem % 60), 2);
+	if (micro) {
+		*o++ = '.';
+		o = put_dec(o, (uint64_t)(nsec / 1000), 6);
+	}
+	*o++ = 'Z';
+	*o = 0;
 }
 
 /* writes v in decimal backwards, ending just before buf[*w] */
@@ -444,7 +483,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 			*out = k8s_jv_new(J_NULL);
 			break;
 		}
-		fmt_time(tmp, sizeof(tmp), sec, nsec, m->special == K8S_S_MICROTIME);
+		fmt_time(tmp, sec, nsec, m->special == K8S_S_MICROTIME);
 		*out = k8s_jv_str(tmp, strlen(tmp));
 		break;
 	}
@@ -474,7 +513,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 			return r;
 		} else if (type == 0) {
 			f = last_field(&pm, 2, 0);
-			snprintf(tmp, sizeof(tmp), "%" PRId32, f ? (int32_t)(uint32_t)f->v : 0);
+			fmt_int(tmp, f ? (int32_t)(uint32_t)f->v : 0);
 			*out = k8s_jv_num(tmp);
 		} else {
 			release(c, &pm);
