@@ -35,6 +35,7 @@ struct em {
 /* what libyaml's scalar analysis allows for a value */
 struct sallow {
 	bool multiline, block_plain, single, block;
+	bool ascii; /* every byte below 0x80: a character per byte */
 };
 
 enum style { S_PLAIN, S_SINGLE, S_DOUBLE, S_LITERAL };
@@ -201,11 +202,20 @@ static bool first_indicator(uint8_t c)
  * special characters, and blank means a space or the end. False for any other string. */
 static bool analyze_ascii(const uint8_t *s, size_t n, struct sallow *a)
 {
+	/* 1: not printable ASCII, 2: ':' or '#', which need a look at their neighbours */
+	static const uint8_t cls[256] = {
+		[0x00 ... 0x1f] = 1,
+		[0x7f ... 0xff] = 1,
+		[':'] = 2,
+		['#'] = 2,
+	};
 	bool block_ind = false;
 
 	for (size_t i = 0; i < n; i++) {
-		uint8_t c = s[i];
-		if (c < 0x20 || c > 0x7e)
+		uint8_t c = s[i], k = cls[c];
+		if (!k)
+			continue;
+		if (k == 1)
 			return false;
 		if ((c == ':' && (i + 1 == n || s[i + 1] == ' ')) ||
 		    (c == '#' && i > 0 && s[i - 1] == ' '))
@@ -221,6 +231,7 @@ static bool analyze_ascii(const uint8_t *s, size_t n, struct sallow *a)
 	a->block_plain = !(lead || trail || block_ind);
 	a->single = true;
 	a->block = !trail;
+	a->ascii = true;
 	return true;
 }
 
@@ -234,7 +245,7 @@ static void analyze(const uint8_t *s, size_t n, struct sallow *a)
 	bool preceded_by_ws = true, followed_by_ws, prev_space = false, prev_break = false;
 
 	if (n == 0) {
-		*a = (struct sallow){.block_plain = true, .single = true};
+		*a = (struct sallow){.block_plain = true, .single = true, .ascii = true};
 		return;
 	}
 	if ((s[0] == '-' && at(s, n, 1) == '-' && at(s, n, 2) == '-') ||
@@ -278,6 +289,7 @@ static void analyze(const uint8_t *s, size_t n, struct sallow *a)
 		if (i < n)
 			followed_by_ws = is_blankz(s, n, i + cwidth(s[i]));
 	}
+	a->ascii = false;
 	a->multiline = line_breaks;
 	a->block_plain = !(leading_space || leading_break || trailing_space || trailing_break ||
 			   break_space || space_break || special || line_breaks || block_ind);
@@ -304,7 +316,7 @@ static enum style select_style(enum k8s_ystyle req, const struct sallow *a, size
 }
 
 /* plain scalars hold no line break (analyze forbids them) */
-static void write_plain(struct em *e, const uint8_t *s, size_t n, bool allow_breaks)
+static void write_plain(struct em *e, const uint8_t *s, size_t n, bool allow_breaks, bool ascii)
 {
 	bool spaces = false;
 
@@ -323,7 +335,7 @@ static void write_plain(struct em *e, const uint8_t *s, size_t n, bool allow_bre
 		}
 		const uint8_t *sp = memchr(s + i, ' ', n - i);
 		size_t end = sp ? (size_t)(sp - s) : n;
-		put_text(e, s + i, end - i, count_chars(s + i, end - i));
+		put_text(e, s + i, end - i, ascii ? end - i : count_chars(s + i, end - i));
 		e->indention = false;
 		spaces = false;
 		i = end;
@@ -556,7 +568,7 @@ static void emit_scalar(struct em *e, const char *str, size_t n, enum k8s_ystyle
 	e->indent = e->indent < 0 ? BEST_INDENT : e->indent + BEST_INDENT;
 	switch (select_style(req, a, n, simple_key)) {
 	case S_PLAIN:
-		write_plain(e, s, n, !simple_key);
+		write_plain(e, s, n, !simple_key, a->ascii);
 		break;
 	case S_SINGLE:
 		write_single(e, s, n, !simple_key);
@@ -651,7 +663,8 @@ static int emit_key(struct em *e, const char *s0, size_t n0)
 
 static void emit_fixed(struct em *e, const char *s, size_t n)
 {
-	static const struct sallow plain = {.block_plain = true, .single = true, .block = true};
+	static const struct sallow plain = {
+		.block_plain = true, .single = true, .block = true, .ascii = true};
 
 	emit_scalar(e, s, n, K8S_Y_PLAIN, &plain, false);
 }
