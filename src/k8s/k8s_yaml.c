@@ -1,13 +1,14 @@
-/* k8s_yaml.c: YAML text <-> jval through libyaml.
+/* k8s_yaml.c: YAML input through libyaml, and go-yaml's decisions for output.
  *
  * Output reproduces `kubectl get -o yaml`, which is sigs.k8s.io/yaml's
  * JSONToYAML: JSON numbers become YAML ints or floats, mapping keys are sorted
  * with go-yaml v2's "natural" order, and a string is quoted exactly when
  * go-yaml v2 would resolve it, unquoted, to something other than a string
- * (YAML 1.1 booleans like "yes", numbers, timestamps, null). libyaml's emitter
- * (of which go-yaml's is a port) then picks the final style and line folding.
- * Input uses the same YAML 1.1 resolution, so our output parses back to the
- * same values. */
+ * (YAML 1.1 booleans like "yes", numbers, timestamps, null). An emitter (of
+ * which go-yaml's is a port of libyaml's) then picks the final style and line
+ * folding: k8s_emit.c writes what it would; the libyaml-based writer here
+ * (k8s_yaml_write_libyaml) is kept to prove that. Input uses the same YAML 1.1
+ * resolution, so our output parses back to the same values. */
 #include <errno.h>
 #include <locale.h>
 #include <math.h>
