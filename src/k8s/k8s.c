@@ -217,16 +217,13 @@ static int render(const struct jval *v, enum k8s_format fmt, char **out, size_t 
 	return k8s_buf_finish(&b, out, out_len);
 }
 
-int k8s_decode_typed(const void *val, size_t len, enum k8s_format fmt, int64_t resource_version,
-		     const char *api_version, const char *kind, char **out, size_t *out_len,
-		     char **err)
+int k8s_decode_view(const void *val, size_t len, int64_t resource_version, const char *api_version,
+		    const char *kind, struct jval **out, char **err)
 {
 	struct jval *v = NULL;
 	int r;
 
 	*out = NULL;
-	if (out_len)
-		*out_len = 0;
 	switch (k8s_detect(val, len)) {
 	case K8S_ENC_PROTOBUF: {
 		struct envelope e;
@@ -309,8 +306,28 @@ int k8s_decode_typed(const void *val, size_t len, enum k8s_format fmt, int64_t r
 		return -EINVAL;
 	}
 	r = set_resource_version(v, resource_version);
-	if (!r)
-		r = render(v, fmt, out, out_len, err);
+	if (r) {
+		k8s_jv_free(v);
+		return r;
+	}
+	*out = v;
+	return 0;
+}
+
+int k8s_decode_typed(const void *val, size_t len, enum k8s_format fmt, int64_t resource_version,
+		     const char *api_version, const char *kind, char **out, size_t *out_len,
+		     char **err)
+{
+	struct jval *v;
+	int r;
+
+	*out = NULL;
+	if (out_len)
+		*out_len = 0;
+	r = k8s_decode_view(val, len, resource_version, api_version, kind, &v, err);
+	if (r)
+		return r;
+	r = render(v, fmt, out, out_len, err);
 	k8s_jv_free(v);
 	return r;
 }

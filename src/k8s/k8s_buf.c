@@ -22,7 +22,7 @@ void k8s_buf_free(struct buf *b)
 	memset(b, 0, sizeof(*b));
 }
 
-static bool buf_reserve(struct buf *b, size_t n)
+bool k8s_buf_reserve(struct buf *b, size_t n)
 {
 	if (b->oom)
 		return false;
@@ -48,7 +48,7 @@ static bool buf_reserve(struct buf *b, size_t n)
 
 void k8s_buf_add(struct buf *b, const void *p, size_t n)
 {
-	if (n == 0 || !buf_reserve(b, n))
+	if (n == 0 || !k8s_buf_reserve(b, n))
 		return;
 	memcpy(b->data + b->len, p, n);
 	b->len += n;
@@ -56,7 +56,7 @@ void k8s_buf_add(struct buf *b, const void *p, size_t n)
 
 void k8s_buf_addc(struct buf *b, char c)
 {
-	if (!buf_reserve(b, 1))
+	if (!k8s_buf_reserve(b, 1))
 		return;
 	b->data[b->len++] = (uint8_t)c;
 }
@@ -81,7 +81,7 @@ void k8s_buf_printf(struct buf *b, const char *fmt, ...)
 		k8s_buf_add(b, tmp, (size_t)n);
 		return;
 	}
-	if (!buf_reserve(b, (size_t)n))
+	if (!k8s_buf_reserve(b, (size_t)n))
 		return;
 	va_start(ap, fmt);
 	vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
@@ -104,7 +104,7 @@ void k8s_buf_varint(struct buf *b, uint64_t v)
 
 int k8s_buf_finish(struct buf *b, char **out, size_t *out_len)
 {
-	if (!buf_reserve(b, 0)) {
+	if (!k8s_buf_reserve(b, 0)) {
 		k8s_buf_free(b);
 		return -ENOMEM;
 	}

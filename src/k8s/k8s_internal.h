@@ -36,6 +36,8 @@ void k8s_buf_addc(struct buf *b, char c);
 void k8s_buf_adds(struct buf *b, const char *s);
 void k8s_buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void k8s_buf_varint(struct buf *b, uint64_t v);
+/* room for n more bytes and a NUL after them; false (and oom set) when out of memory */
+bool k8s_buf_reserve(struct buf *b, size_t n);
 /* NUL-terminate and hand the data over (*out malloc'd); returns -ENOMEM on oom */
 int k8s_buf_finish(struct buf *b, char **out, size_t *out_len);
 
@@ -128,7 +130,8 @@ void k8s_json_write(struct buf *b, const struct jval *v, int indent);
 void k8s_fmt_json_float(char *out, size_t n, double d);
 void k8s_fmt_go_g(char *out, size_t n, double d);
 
-/* YAML output the way kubectl -o yaml prints (sigs.k8s.io/yaml + go-yaml v2). */
+/* YAML output the way kubectl -o yaml prints (sigs.k8s.io/yaml + go-yaml v2): k8s_emit.c,
+ * with the style decisions of k8s_yaml.c. */
 int k8s_yaml_write(struct buf *b, const struct jval *v, char **err);
 /* Parse one YAML document into a jval (YAML 1.1 scalar resolution as go-yaml). */
 int k8s_yaml_parse(const char *text, size_t len, struct jval **out, char **err);
@@ -154,13 +157,28 @@ struct pbf {
 struct pbmsg {
 	struct pbf *f;
 	size_t n, cap;
+	/* set by the split functions: bit k when field number k < 63 occurs, bit 63 for
+	 * any larger number (a message built otherwise leaves indexed false) */
+	uint64_t nums;
+	bool indexed;
 };
+
+/* false only when field number num certainly does not occur in m */
+static inline bool k8s_pb_may_have(const struct pbmsg *m, uint32_t num)
+{
+	if (!m->indexed)
+		return true;
+	return (m->nums >> (num < 63 ? num : 63)) & 1;
+}
 
 /* Split a message into fields; -EINVAL on malformed input. Fields point into p. */
 int k8s_pb_split(const uint8_t *p, size_t len, struct pbmsg *m);
 /* As k8s_pb_split, but stops before a malformed field instead of failing;
  * *consumed is the length of the well-formed prefix. */
 int k8s_pb_split_prefix(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed);
+/* As k8s_pb_split into a message already split before (or zeroed), keeping its
+ * array: a walk that splits many messages allocates once per level. */
+int k8s_pb_split_reuse(const uint8_t *p, size_t len, struct pbmsg *m);
 void k8s_pb_free(struct pbmsg *m);
 /* The wire type a (non-packed) value of schema type t (K8S_T_*) uses: 0, 1, 2 or 5. */
 int k8s_pb_wire_type(uint8_t t);
@@ -183,6 +201,11 @@ int k8s_pbjson_field(const struct k8s_field *f, const struct pbmsg *m, struct jv
 
 /* Does wire field f belong to schema field fd (number and usable wire type)? */
 bool k8s_occ_matches(const struct k8s_field *fd, const struct pbf *f);
+
+/* The JSON view k8s_decode_typed renders (protobuf or stored JSON, with the
+ * resourceVersion set); *out is the caller's to free with k8s_jv_free. Same errors. */
+int k8s_decode_view(const void *val, size_t len, int64_t resource_version, const char *api_version,
+		    const char *kind, struct jval **out, char **err);
 
 /* Encode the JSON object j as message m. orig (may be NULL) is the original
  * payload: fields whose JSON view is unchanged are copied from it verbatim,

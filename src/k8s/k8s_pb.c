@@ -62,11 +62,26 @@ static bool read_fixed(const uint8_t **q, const uint8_t *end, int n, uint64_t *v
 	return true;
 }
 
+static int split(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed);
+
 int k8s_pb_split_prefix(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed)
+{
+	memset(m, 0, sizeof(*m));
+	return split(p, len, m, consumed);
+}
+
+int k8s_pb_split_reuse(const uint8_t *p, size_t len, struct pbmsg *m)
+{
+	m->n = 0;
+	return split(p, len, m, NULL);
+}
+
+static int split(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed)
 {
 	const uint8_t *q = p, *end = p + len;
 
-	memset(m, 0, sizeof(*m));
+	m->nums = 0;
+	m->indexed = true;
 	while (q < end) {
 		struct pbf f;
 		uint64_t tag, l;
@@ -112,6 +127,7 @@ int k8s_pb_split_prefix(const uint8_t *p, size_t len, struct pbmsg *m, size_t *c
 			m->cap = cap;
 		}
 		m->f[m->n++] = f;
+		m->nums |= 1ULL << (f.num < 63 ? f.num : 63);
 	}
 	if (consumed)
 		*consumed = len;

@@ -15,11 +15,41 @@
 #include "k8s_internal.h"
 
 #define VIEW_MAX_DEPTH 500
+#define SCRATCH_DEPTH 32
 
 struct vctx {
 	int depth;
 	char **err;
+	/* per nesting level, the field array of the message split there, kept for the
+	 * next message at that level (one allocation per level instead of per message) */
+	struct pbmsg scratch[SCRATCH_DEPTH];
 };
+
+/* split a message at the current depth (released by release() at the same depth) */
+static int split(struct vctx *c, const uint8_t *p, size_t len, struct pbmsg *pm)
+{
+	if (c->depth >= SCRATCH_DEPTH)
+		return k8s_pb_split(p, len, pm);
+	*pm = c->scratch[c->depth];
+	int r = k8s_pb_split_reuse(p, len, pm);
+	if (r)
+		memset(&c->scratch[c->depth], 0, sizeof(c->scratch[0])); /* pm was freed */
+	return r;
+}
+
+static void release(struct vctx *c, struct pbmsg *pm)
+{
+	if (c->depth >= SCRATCH_DEPTH)
+		k8s_pb_free(pm);
+	else
+		c->scratch[c->depth] = *pm;
+}
+
+static void vctx_free(struct vctx *c)
+{
+	for (int i = 0; i < SCRATCH_DEPTH; i++)
+		k8s_pb_free(&c->scratch[i]);
+}
 
 static int verr(struct vctx *c, int code, const char *fmt, const char *arg)
 {
@@ -52,6 +82,36 @@ static bool is_zero_scalar(uint8_t t, uint64_t v, size_t len)
 	if (t == K8S_T_STRING || t == K8S_T_BYTES)
 		return len == 0;
 	return v == 0;
+}
+
+/* v in decimal with at least width digits (zero-padded) at out; returns the end.
+ * Numbers and times are most of a view's scalars, and snprintf was a tenth of it. */
+static char *put_dec(char *out, uint64_t v, int width)
+{
+	char tmp[24];
+	int w = sizeof(tmp);
+
+	do {
+		tmp[--w] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while ((int)sizeof(tmp) - w < width)
+		tmp[--w] = '0';
+	memcpy(out, tmp + w, sizeof(tmp) - (size_t)w);
+	return out + sizeof(tmp) - w;
+}
+
+/* "%" PRId64 and "%" PRIu64 (out: 21 bytes or more) */
+static void fmt_int(char *out, int64_t v)
+{
+	if (v < 0)
+		*out++ = '-';
+	*put_dec(out, v < 0 ? 0 - (uint64_t)v : (uint64_t)v, 1) = 0;
+}
+
+static void fmt_uint(char *out, uint64_t v)
+{
+	*put_dec(out, v, 1) = 0;
 }
 
 /* scalar from its wire value (v for numeric, p/len for string and bytes) */
@@ -87,26 +147,25 @@ static int scalar_view(struct vctx *c, uint8_t t, uint64_t v, const uint8_t *p, 
 		return *out ? 0 : -ENOMEM;
 	case K8S_T_INT32:
 	case K8S_T_SFIXED32:
-		snprintf(num, sizeof(num), "%" PRId32, (int32_t)(uint32_t)v);
+		fmt_int(num, (int32_t)(uint32_t)v);
 		break;
 	case K8S_T_INT64:
 	case K8S_T_SFIXED64:
-		snprintf(num, sizeof(num), "%" PRId64, (int64_t)v);
+		fmt_int(num, (int64_t)v);
 		break;
 	case K8S_T_UINT32:
 	case K8S_T_FIXED32:
-		snprintf(num, sizeof(num), "%" PRIu32, (uint32_t)v);
+		fmt_uint(num, (uint32_t)v);
 		break;
 	case K8S_T_UINT64:
 	case K8S_T_FIXED64:
-		snprintf(num, sizeof(num), "%" PRIu64, v);
+		fmt_uint(num, v);
 		break;
 	case K8S_T_SINT32:
-		snprintf(num, sizeof(num), "%" PRId32,
-			 (int32_t)(((uint32_t)v >> 1) ^ (uint32_t) - (int32_t)(v & 1)));
+		fmt_int(num, (int32_t)(((uint32_t)v >> 1) ^ (uint32_t) - (int32_t)(v & 1)));
 		break;
 	case K8S_T_SINT64:
-		snprintf(num, sizeof(num), "%" PRId64, (int64_t)((v >> 1) ^ (uint64_t) - (v & 1)));
+		fmt_int(num, (int64_t)((v >> 1) ^ (uint64_t) - (v & 1)));
 		break;
 	case K8S_T_DOUBLE:
 	case K8S_T_FLOAT: {
@@ -228,12 +287,13 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *mo, unsigned *d)
 }
 
 /* RFC 3339 in UTC, as Go's time.Format: micro adds ".000000" */
-static void fmt_time(char *out, size_t n, int64_t sec, int32_t nsec, bool micro)
+/* out: at least 48 bytes */
+static void fmt_time(char *out, int64_t sec, int32_t nsec, bool micro)
 {
 	int64_t days = sec / 86400, rem = sec % 86400;
 	int64_t y;
 	unsigned mo, d;
-	char year[32];
+	char *o = out;
 
 	if (rem < 0) {
 		rem += 86400;
@@ -241,15 +301,24 @@ static void fmt_time(char *out, size_t n, int64_t sec, int32_t nsec, bool micro)
 	}
 	civil_from_days(days, &y, &mo, &d);
 	if (y < 0)
-		snprintf(year, sizeof(year), "-%04" PRId64, -y);
-	else
-		snprintf(year, sizeof(year), "%04" PRId64, y);
-	if (micro)
-		snprintf(out, n, "%s-%02u-%02uT%02d:%02d:%02d.%06dZ", year, mo, d,
-			 (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), nsec / 1000);
-	else
-		snprintf(out, n, "%s-%02u-%02uT%02d:%02d:%02dZ", year, mo, d, (int)(rem / 3600),
-			 (int)(rem / 60 % 60), (int)(rem % 60));
+		*o++ = '-';
+	o = put_dec(o, y < 0 ? 0 - (uint64_t)y : (uint64_t)y, 4);
+	*o++ = '-';
+	o = put_dec(o, mo, 2);
+	*o++ = '-';
+	o = put_dec(o, d, 2);
+	*o++ = 'T';
+	o = put_dec(o, (uint64_t)(rem / 3600), 2);
+	*o++ = ':';
+	o = put_dec(o, (uint64_t)(rem / 60 % 60), 2);
+	*o++ = ':';
+	o = put_dec(o, (uint64_t)(rem % 60), 2);
+	if (micro) {
+		*o++ = '.';
+		o = put_dec(o, (uint64_t)(nsec / 1000), 6);
+	}
+	*o++ = 'Z';
+	*o = 0;
 }
 
 /* writes v in decimal backwards, ending just before buf[*w] */
@@ -389,7 +458,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 	int r;
 
 	*out = NULL;
-	if (k8s_pb_split(p, len, &pm))
+	if (split(c, p, len, &pm))
 		return verr(c, -EINVAL, "malformed protobuf in %s", m->name);
 	switch (m->special) {
 	case K8S_S_TIME:
@@ -417,7 +486,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 			*out = k8s_jv_new(J_NULL);
 			break;
 		}
-		fmt_time(tmp, sizeof(tmp), sec, nsec, m->special == K8S_S_MICROTIME);
+		fmt_time(tmp, sec, nsec, m->special == K8S_S_MICROTIME);
 		*out = k8s_jv_str(tmp, strlen(tmp));
 		break;
 	}
@@ -431,7 +500,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 		/* stored quantities are canonical (Go writes Quantity.String()) */
 		if (f) {
 			r = scalar_view(c, K8S_T_STRING, 0, f->p, f->len, out);
-			k8s_pb_free(&pm);
+			release(c, &pm);
 			return r;
 		}
 		*out = k8s_jv_str("0", 1);
@@ -443,14 +512,14 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 			f = last_field(&pm, 3, 2);
 			r = f ? scalar_view(c, K8S_T_STRING, 0, f->p, f->len, out)
 			      : scalar_view(c, K8S_T_STRING, 0, (const uint8_t *)"", 0, out);
-			k8s_pb_free(&pm);
+			release(c, &pm);
 			return r;
 		} else if (type == 0) {
 			f = last_field(&pm, 2, 0);
-			snprintf(tmp, sizeof(tmp), "%" PRId32, f ? (int32_t)(uint32_t)f->v : 0);
+			fmt_int(tmp, f ? (int32_t)(uint32_t)f->v : 0);
 			*out = k8s_jv_num(tmp);
 		} else {
-			k8s_pb_free(&pm);
+			release(c, &pm);
 			return verr(c, -EINVAL, "%s", "impossible IntOrString.Type");
 		}
 		break;
@@ -463,7 +532,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 			break;
 		}
 		r = raw_json_view(c, f->p, f->len, m->special == K8S_S_RAWEXT, out);
-		k8s_pb_free(&pm);
+		release(c, &pm);
 		return r;
 	case K8S_S_SLICE: {
 		const struct k8s_field *fd = k8s_schema_field_by_num(m, 1);
@@ -475,7 +544,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 			cnt++;
 			r = push_scalars(c, fd, &pm.f[i], *out);
 			if (r) {
-				k8s_pb_free(&pm);
+				release(c, &pm);
 				return r;
 			}
 		}
@@ -490,7 +559,10 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 		r = fd ? map_view(c, fd, &pm, out) : 0;
 		if (!r && !*out) /* nil map */
 			*out = k8s_jv_new(J_NULL);
-		k8s_pb_free(&pm);
+		/* back to the scratch of this depth: freeing it here left the
+		 * scratch pointing at freed memory (ASan, on the release
+		 * fixtures' MAPWRAP fields) */
+		release(c, &pm);
 		return r ? r : *out ? 0 : -ENOMEM;
 	}
 	case K8S_S_PROPS_OR_ARRAY:
@@ -505,7 +577,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 		bool has_schema = false;
 		size_t nlist = 0;
 		if (!sf || !lf) {
-			k8s_pb_free(&pm);
+			release(c, &pm);
 			return verr(c, -EINVAL, "%s",
 				    "schema table lacks JSONSchemaPropsOr fields");
 		}
@@ -518,7 +590,7 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 		if (m->special == K8S_S_PROPS_OR_BOOL) {
 			if (has_schema) {
 				r = field_view(c, sf, &pm, out);
-				k8s_pb_free(&pm);
+				release(c, &pm);
 				return r;
 			}
 			f = last_field(&pm, 1, 0);
@@ -527,22 +599,22 @@ static int special_view(struct vctx *c, const struct k8s_msg *m, const uint8_t *
 		}
 		if (nlist > 0) {
 			r = field_view(c, lf, &pm, out);
-			k8s_pb_free(&pm);
+			release(c, &pm);
 			return r;
 		}
 		if (has_schema) {
 			r = field_view(c, sf, &pm, out);
-			k8s_pb_free(&pm);
+			release(c, &pm);
 			return r;
 		}
 		*out = k8s_jv_new(J_NULL);
 		break;
 	}
 	default:
-		k8s_pb_free(&pm);
+		release(c, &pm);
 		return verr(c, -EINVAL, "%s", "unknown special type");
 	}
-	k8s_pb_free(&pm);
+	release(c, &pm);
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -701,12 +773,17 @@ static bool writer_lacked(const struct k8s_field *fd)
 static int field_view(struct vctx *c, const struct k8s_field *fd, const struct pbmsg *m,
 		      struct jval **out)
 {
+	static const struct pbmsg none;
 	const struct k8s_msg *sub = k8s_schema_sub(fd);
 	bool omitempty = fd->flags & K8S_F_OMITEMPTY;
 	struct jval *v = NULL;
 	int r;
 
 	*out = NULL;
+	/* most schema fields are absent: skip the searches through every occurrence
+	 * (an empty message answers them the same way) */
+	if (!k8s_pb_may_have(m, fd->num))
+		m = &none;
 	if (fd->flags & K8S_F_MAP)
 		return map_view(c, fd, m, out);
 	if (fd->flags & K8S_F_REPEATED) {
@@ -818,7 +895,7 @@ static int view_msg(struct vctx *c, const struct k8s_msg *m, const uint8_t *p, s
 		c->depth--;
 		return r;
 	}
-	if (k8s_pb_split(p, len, &pm)) {
+	if (split(c, p, len, &pm)) {
 		c->depth--;
 		return verr(c, -EINVAL, "malformed protobuf in %s", m->name);
 	}
@@ -882,7 +959,7 @@ static int view_msg(struct vctx *c, const struct k8s_msg *m, const uint8_t *p, s
 	obj = NULL;
 out:
 	k8s_jv_free(obj);
-	k8s_pb_free(&pm);
+	release(c, &pm);
 	c->depth--;
 	return r;
 }
@@ -891,16 +968,20 @@ int k8s_pbjson_message(const struct k8s_msg *m, const uint8_t *p, size_t len,
 		       const struct k8s_typemeta *tm, struct jval **out, char **err)
 {
 	struct vctx c = {.err = err};
+	int r = view_msg(&c, m, p, len, tm, out);
 
-	return view_msg(&c, m, p, len, tm, out);
+	vctx_free(&c);
+	return r;
 }
 
 int k8s_pbjson_field(const struct k8s_field *f, const struct pbmsg *m, struct jval **out,
 		     char **err)
 {
 	struct vctx c = {.err = err};
+	int r = field_view(&c, f, m, out);
 
-	return field_view(&c, f, m, out);
+	vctx_free(&c);
+	return r;
 }
 
 bool k8s_occ_matches(const struct k8s_field *fd, const struct pbf *f)

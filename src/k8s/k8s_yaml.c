@@ -1,13 +1,14 @@
-/* k8s_yaml.c: YAML text <-> jval through libyaml.
+/* k8s_yaml.c: YAML input through libyaml, and go-yaml's decisions for output.
  *
  * Output reproduces `kubectl get -o yaml`, which is sigs.k8s.io/yaml's
  * JSONToYAML: JSON numbers become YAML ints or floats, mapping keys are sorted
  * with go-yaml v2's "natural" order, and a string is quoted exactly when
  * go-yaml v2 would resolve it, unquoted, to something other than a string
- * (YAML 1.1 booleans like "yes", numbers, timestamps, null). libyaml's emitter
- * (of which go-yaml's is a port) then picks the final style and line folding.
- * Input uses the same YAML 1.1 resolution, so our output parses back to the
- * same values. */
+ * (YAML 1.1 booleans like "yes", numbers, timestamps, null). An emitter (of
+ * which go-yaml's is a port of libyaml's) then picks the final style and line
+ * folding: k8s_emit.c writes what it would; the libyaml-based writer here
+ * (k8s_yaml_write_libyaml) is kept to prove that. Input uses the same YAML 1.1
+ * resolution, so our output parses back to the same values. */
 #include <errno.h>
 #include <locale.h>
 #include <math.h>
@@ -18,6 +19,7 @@
 #include <wctype.h>
 #include <yaml.h>
 
+#include "k8s_emit.h"
 #include "k8s_internal.h"
 
 /* ---- go-yaml v2 scalar resolution ---- */
@@ -36,21 +38,27 @@ struct resolved {
 static const struct {
 	const char *s;
 	enum rtag tag;
-	int val; /* bool value, or float kind: 0 nan, 1 +inf, -1 -inf */
+	int val;    /* bool value, or float kind: 0 nan, 1 +inf, -1 -inf */
+	size_t len; /* of s: comparing it first spares a strlen per entry and scalar */
 } resolve_map[] = {
-	{"y", R_BOOL, 1},	{"Y", R_BOOL, 1},	{"yes", R_BOOL, 1},
-	{"Yes", R_BOOL, 1},	{"YES", R_BOOL, 1},	{"true", R_BOOL, 1},
-	{"True", R_BOOL, 1},	{"TRUE", R_BOOL, 1},	{"on", R_BOOL, 1},
-	{"On", R_BOOL, 1},	{"ON", R_BOOL, 1},	{"n", R_BOOL, 0},
-	{"N", R_BOOL, 0},	{"no", R_BOOL, 0},	{"No", R_BOOL, 0},
-	{"NO", R_BOOL, 0},	{"false", R_BOOL, 0},	{"False", R_BOOL, 0},
-	{"FALSE", R_BOOL, 0},	{"off", R_BOOL, 0},	{"Off", R_BOOL, 0},
-	{"OFF", R_BOOL, 0},	{"", R_NULL, 0},	{"~", R_NULL, 0},
-	{"null", R_NULL, 0},	{"Null", R_NULL, 0},	{"NULL", R_NULL, 0},
-	{".nan", R_FLOAT, 0},	{".NaN", R_FLOAT, 0},	{".NAN", R_FLOAT, 0},
-	{".inf", R_FLOAT, 1},	{".Inf", R_FLOAT, 1},	{".INF", R_FLOAT, 1},
-	{"+.inf", R_FLOAT, 1},	{"+.Inf", R_FLOAT, 1},	{"+.INF", R_FLOAT, 1},
-	{"-.inf", R_FLOAT, -1}, {"-.Inf", R_FLOAT, -1}, {"-.INF", R_FLOAT, -1},
+#define RM(str, tag, val)                                                                          \
+	{                                                                                          \
+		str, tag, val, sizeof(str) - 1                                                     \
+	}
+	RM("y", R_BOOL, 1),	  RM("Y", R_BOOL, 1),	    RM("yes", R_BOOL, 1),
+	RM("Yes", R_BOOL, 1),	  RM("YES", R_BOOL, 1),	    RM("true", R_BOOL, 1),
+	RM("True", R_BOOL, 1),	  RM("TRUE", R_BOOL, 1),    RM("on", R_BOOL, 1),
+	RM("On", R_BOOL, 1),	  RM("ON", R_BOOL, 1),	    RM("n", R_BOOL, 0),
+	RM("N", R_BOOL, 0),	  RM("no", R_BOOL, 0),	    RM("No", R_BOOL, 0),
+	RM("NO", R_BOOL, 0),	  RM("false", R_BOOL, 0),   RM("False", R_BOOL, 0),
+	RM("FALSE", R_BOOL, 0),	  RM("off", R_BOOL, 0),	    RM("Off", R_BOOL, 0),
+	RM("OFF", R_BOOL, 0),	  RM("", R_NULL, 0),	    RM("~", R_NULL, 0),
+	RM("null", R_NULL, 0),	  RM("Null", R_NULL, 0),    RM("NULL", R_NULL, 0),
+	RM(".nan", R_FLOAT, 0),	  RM(".NaN", R_FLOAT, 0),   RM(".NAN", R_FLOAT, 0),
+	RM(".inf", R_FLOAT, 1),	  RM(".Inf", R_FLOAT, 1),   RM(".INF", R_FLOAT, 1),
+	RM("+.inf", R_FLOAT, 1),  RM("+.Inf", R_FLOAT, 1),  RM("+.INF", R_FLOAT, 1),
+	RM("-.inf", R_FLOAT, -1), RM("-.Inf", R_FLOAT, -1), RM("-.INF", R_FLOAT, -1),
+#undef RM
 };
 
 static bool isdig(char c)
@@ -293,7 +301,7 @@ static void resolve(const char *s, size_t n, struct resolved *r)
 			hint = 'S';
 		else if (isdig(c))
 			hint = 'D';
-		else if (strchr("yYnNtTfFoO~", c))
+		else if (c && memchr("yYnNtTfFoO~", c, 11))
 			hint = 'M';
 		else if (c == '.')
 			hint = '.';
@@ -302,8 +310,9 @@ static void resolve(const char *s, size_t n, struct resolved *r)
 	}
 	if (!hint)
 		return;
-	for (size_t i = 0; i < sizeof(resolve_map) / sizeof(resolve_map[0]); i++) {
-		if (strlen(resolve_map[i].s) == n && memcmp(resolve_map[i].s, s, n) == 0) {
+	/* the table's words are at most 5 bytes long */
+	for (size_t i = 0; n <= 5 && i < sizeof(resolve_map) / sizeof(resolve_map[0]); i++) {
+		if (resolve_map[i].len == n && memcmp(resolve_map[i].s, s, n) == 0) {
 			r->tag = resolve_map[i].tag;
 			r->b = resolve_map[i].val;
 			if (r->tag == R_FLOAT)
@@ -445,9 +454,62 @@ static size_t to_runes(const char *s, size_t n, uint32_t *out)
 	return k;
 }
 
+static bool all_ascii(const char *s, size_t n)
+{
+	const uint8_t *u = (const uint8_t *)s;
+
+	for (size_t i = 0; i < n; i++)
+		if (u[i] >= 0x80)
+			return false;
+	return true;
+}
+
+static bool ascii_letter(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* key_less for two ASCII keys, where runes are bytes: the same steps without decoding
+ * (decoding into rune arrays was a tenth of the renderer's time) */
+static bool key_less_ascii(const char *a, size_t na, const char *b, size_t nb)
+{
+	for (size_t i = 0; i < na && i < nb; i++) {
+		if (a[i] == b[i])
+			continue;
+		bool al = ascii_letter(a[i]), bl = ascii_letter(b[i]);
+		if (al && bl)
+			return (uint8_t)a[i] < (uint8_t)b[i];
+		if (al || bl)
+			return bl;
+		size_t ai, bi;
+		int64_t an = 0, bn = 0;
+		if (a[i] == '0' || b[i] == '0') {
+			for (size_t j = i; j-- > 0 && isdig(a[j]);) {
+				if (a[j] != '0') {
+					an = 1;
+					bn = 1;
+					break;
+				}
+			}
+		}
+		for (ai = i; ai < na && isdig(a[ai]); ai++)
+			an = (int64_t)((uint64_t)an * 10 + (uint64_t)(a[ai] - '0'));
+		for (bi = i; bi < nb && isdig(b[bi]); bi++)
+			bn = (int64_t)((uint64_t)bn * 10 + (uint64_t)(b[bi] - '0'));
+		if (an != bn)
+			return an < bn;
+		if (ai != bi)
+			return ai < bi;
+		return (uint8_t)a[i] < (uint8_t)b[i];
+	}
+	return na < nb;
+}
+
 /* go-yaml v2 keyList.Less for two string keys */
 static bool key_less(const char *a, size_t an_, const char *b, size_t bn_)
 {
+	if (all_ascii(a, an_) && all_ascii(b, bn_))
+		return key_less_ascii(a, an_, b, bn_);
 	uint32_t sa[64], sb[64];
 	uint32_t *ar = an_ <= 64 ? sa : malloc(an_ * sizeof(uint32_t));
 	uint32_t *br = bn_ <= 64 ? sb : malloc(bn_ * sizeof(uint32_t));
@@ -508,15 +570,9 @@ out:
 	return res;
 }
 
-struct keyref {
-	const char *k;
-	size_t len;
-	size_t idx;
-};
-
 static int cmp_keyref(const void *x, const void *y)
 {
-	const struct keyref *a = x, *b = y;
+	const struct k8s_ykey *a = x, *b = y;
 
 	if (key_less(a->k, a->len, b->k, b->len))
 		return -1;
@@ -525,6 +581,125 @@ static int cmp_keyref(const void *x, const void *y)
 	return a->idx < b->idx ? -1 : a->idx > b->idx;
 }
 
+/* Without digits, key_less compares ASCII keys at their first difference, non-letters
+ * (by byte) before letters (by byte), a prefix first: a total order, so every stable sort
+ * gives qsort's result. With digits it compares numbers, which is not always transitive;
+ * then only the same qsort and comparator give the same order. */
+static uint16_t rank(uint8_t c)
+{
+	return ascii_letter((char)c) ? 0x100 | c : c;
+}
+
+static int cmp_nodigit(const struct k8s_ykey *a, const struct k8s_ykey *b)
+{
+	size_t n = a->len < b->len ? a->len : b->len;
+
+	for (size_t i = 0; i < n; i++) {
+		uint8_t x = (uint8_t)a->k[i], y = (uint8_t)b->k[i];
+		if (x != y)
+			return rank(x) < rank(y) ? -1 : 1;
+	}
+	return a->len < b->len ? -1 : a->len > b->len;
+}
+
+static bool ascii_no_digit(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((uint8_t)s[i] >= 0x80 || isdig(s[i]))
+			return false;
+	return true;
+}
+
+#define INSERTION_SORT_MAX 64
+
+void k8s_yaml_sort_keys(const struct jval *obj, struct k8s_ykey *keys)
+{
+	bool simple = obj->n <= INSERTION_SORT_MAX;
+
+	for (size_t i = 0; i < obj->n; i++) {
+		keys[i] = (struct k8s_ykey){obj->k[i], obj->klen[i], i};
+		simple = simple && ascii_no_digit(obj->k[i], obj->klen[i]);
+	}
+	if (!simple) {
+		qsort(keys, obj->n, sizeof(*keys), cmp_keyref);
+		return;
+	}
+	/* stable insertion sort; struct members mostly come in few runs */
+	for (size_t i = 1; i < obj->n; i++) {
+		struct k8s_ykey k = keys[i];
+		size_t j = i;
+		while (j > 0 && cmp_nodigit(&k, &keys[j - 1]) < 0) {
+			keys[j] = keys[j - 1];
+			j--;
+		}
+		keys[j] = k;
+	}
+}
+
+/* line breaks other than \n: YAML parsers normalize them inside block and
+ * single-quoted scalars, so only double quotes (which escape them) keep them */
+static bool has_odd_break(const char *s, size_t n)
+{
+	const uint8_t *u = (const uint8_t *)s;
+
+	for (size_t i = 0; i < n; i++) {
+		if (u[i] == '\r')
+			return true;
+		if (u[i] == 0xc2 && i + 1 < n && u[i + 1] == 0x85)
+			return true;
+		if (u[i] == 0xe2 && i + 2 < n && u[i + 1] == 0x80 &&
+		    (u[i + 2] == 0xa8 || u[i + 2] == 0xa9))
+			return true;
+	}
+	return false;
+}
+
+enum k8s_ystyle k8s_yaml_style_line(const char *s, size_t n, bool key)
+{
+	struct resolved r;
+
+	if (key && n == 2 && !memcmp(s, "<<", 2))
+		return K8S_Y_DOUBLE; /* lossless where go-yaml is not */
+	resolve(s, n, &r);
+	return r.tag == R_STR && !is_base60_float(s, n) ? K8S_Y_PLAIN : K8S_Y_DOUBLE;
+}
+
+enum k8s_ystyle k8s_yaml_style(const char *s, size_t n, bool key)
+{
+	if (has_odd_break(s, n))
+		return K8S_Y_DOUBLE; /* lossless where go-yaml is not */
+	if (memchr(s, '\n', n))
+		return K8S_Y_LITERAL;
+	return k8s_yaml_style_line(s, n, key);
+}
+
+int k8s_yaml_number(const struct jval *v, char *out, size_t n)
+{
+	struct resolved r;
+
+	resolve(v->s, v->len, &r);
+	switch (r.tag) {
+	case R_INT:
+		fmt_int(out, n, &r);
+		break;
+	case R_FLOAT:
+		k8s_fmt_go_g(out, n, r.f);
+		if (!strcmp(out, "+Inf"))
+			snprintf(out, n, ".inf");
+		else if (!strcmp(out, "-Inf"))
+			snprintf(out, n, "-.inf");
+		else if (!strcmp(out, "NaN"))
+			snprintf(out, n, ".nan");
+		break;
+	default:
+		/* not a number YAML knows: go-yaml would keep it as a string */
+		return -1;
+	}
+	return (int)strlen(out);
+}
+
+/* The first emitter, through libyaml's event API: kept for the differential test
+ * (tests/unit/k8s/test_k8s_render.c) that proves k8s_emit.c prints the same bytes. */
 struct yw {
 	yaml_emitter_t em;
 	struct buf *out;
@@ -558,28 +733,13 @@ static int emit_scalar(struct yw *w, const char *s, size_t n, yaml_scalar_style_
 	return emit(w, &ev);
 }
 
-/* line breaks other than \n: YAML parsers normalize them inside block and
- * single-quoted scalars, so only double quotes (which escape them) keep them */
-static bool has_odd_break(const char *s, size_t n)
-{
-	const uint8_t *u = (const uint8_t *)s;
-
-	for (size_t i = 0; i < n; i++) {
-		if (u[i] == '\r')
-			return true;
-		if (u[i] == 0xc2 && i + 1 < n && u[i + 1] == 0x85)
-			return true;
-		if (u[i] == 0xe2 && i + 2 < n && u[i + 1] == 0x80 &&
-		    (u[i + 2] == 0xa8 || u[i + 2] == 0xa9))
-			return true;
-	}
-	return false;
-}
-
 static int emit_string(struct yw *w, const char *s0, size_t n0, bool key)
 {
-	struct resolved r;
-	yaml_scalar_style_t style;
+	static const yaml_scalar_style_t styles[] = {
+		[K8S_Y_PLAIN] = YAML_PLAIN_SCALAR_STYLE,
+		[K8S_Y_DOUBLE] = YAML_DOUBLE_QUOTED_SCALAR_STYLE,
+		[K8S_Y_LITERAL] = YAML_LITERAL_SCALAR_STYLE,
+	};
 	struct buf sb;
 	size_t n;
 	char *s;
@@ -595,17 +755,7 @@ static int emit_string(struct yw *w, const char *s0, size_t n0, bool key)
 		if (k8s_buf_finish(&sb, &s, &n))
 			return -ENOMEM;
 	}
-	resolve(s, n, &r);
-	bool can_plain = r.tag == R_STR && !is_base60_float(s, n);
-	if (has_odd_break(s, n) || (key && n == 2 && !memcmp(s, "<<", 2)))
-		style = YAML_DOUBLE_QUOTED_SCALAR_STYLE; /* lossless where go-yaml is not */
-	else if (memchr(s, '\n', n))
-		style = YAML_LITERAL_SCALAR_STYLE;
-	else if (can_plain)
-		style = YAML_PLAIN_SCALAR_STYLE;
-	else
-		style = YAML_DOUBLE_QUOTED_SCALAR_STYLE;
-	ret = emit_scalar(w, s, n, style);
+	ret = emit_scalar(w, s, n, styles[k8s_yaml_style(s, n, key)]);
 	if (s != s0)
 		free(s);
 	return ret;
@@ -613,28 +763,12 @@ static int emit_string(struct yw *w, const char *s0, size_t n0, bool key)
 
 static int emit_number(struct yw *w, const struct jval *v)
 {
-	struct resolved r;
 	char tmp[64];
+	int n = k8s_yaml_number(v, tmp, sizeof(tmp));
 
-	resolve(v->s, v->len, &r);
-	switch (r.tag) {
-	case R_INT:
-		fmt_int(tmp, sizeof(tmp), &r);
-		break;
-	case R_FLOAT:
-		k8s_fmt_go_g(tmp, sizeof(tmp), r.f);
-		if (!strcmp(tmp, "+Inf"))
-			strcpy(tmp, ".inf");
-		else if (!strcmp(tmp, "-Inf"))
-			strcpy(tmp, "-.inf");
-		else if (!strcmp(tmp, "NaN"))
-			strcpy(tmp, ".nan");
-		break;
-	default:
-		/* not a number YAML knows: go-yaml would keep it as a string */
+	if (n < 0)
 		return emit_string(w, v->s, v->len, false);
-	}
-	return emit_scalar(w, tmp, strlen(tmp), YAML_PLAIN_SCALAR_STYLE);
+	return emit_scalar(w, tmp, (size_t)n, YAML_PLAIN_SCALAR_STYLE);
 }
 
 static int emit_node(struct yw *w, const struct jval *v)
@@ -642,7 +776,7 @@ static int emit_node(struct yw *w, const struct jval *v)
 	yaml_event_t ev;
 	int r = 0;
 
-	if (++w->depth > 10000) {
+	if (++w->depth > K8S_YAML_MAX_DEPTH) {
 		if (w->err && !*w->err)
 			*w->err = k8s_strdup_printf("value nested too deeply for YAML");
 		return -EINVAL;
@@ -675,12 +809,10 @@ static int emit_node(struct yw *w, const struct jval *v)
 		r = emit(w, &ev);
 		break;
 	case J_OBJ: {
-		struct keyref *keys = calloc(v->n ? v->n : 1, sizeof(*keys));
+		struct k8s_ykey *keys = calloc(v->n ? v->n : 1, sizeof(*keys));
 		if (!keys)
 			return -ENOMEM;
-		for (size_t i = 0; i < v->n; i++)
-			keys[i] = (struct keyref){v->k[i], v->klen[i], i};
-		qsort(keys, v->n, sizeof(*keys), cmp_keyref);
+		k8s_yaml_sort_keys(v, keys);
 		if (!yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
 							 YAML_BLOCK_MAPPING_STYLE)) {
 			free(keys);
@@ -704,7 +836,7 @@ static int emit_node(struct yw *w, const struct jval *v)
 	return r;
 }
 
-int k8s_yaml_write(struct buf *b, const struct jval *v, char **err)
+int k8s_yaml_write_libyaml(struct buf *b, const struct jval *v, char **err)
 {
 	struct yw w = {.out = b, .err = err};
 	yaml_event_t ev;
