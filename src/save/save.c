@@ -23,6 +23,7 @@ int save_new(const struct save_config *cfg, struct save **out)
 	s->cfg = *cfg;
 	pthread_mutex_init(&s->dd_lock, NULL);
 	pthread_cond_init(&s->dd_cv, NULL);
+	pthread_cond_init(&s->dd_done, NULL);
 	cache_set_local_ops(cfg->cache, &save_local_ops);
 	*out = s;
 	return 0;
@@ -33,8 +34,10 @@ void save_destroy(struct save *s)
 	if (!s)
 		return;
 	save_stop(s);
+	save_flush_deferred(s, true); /* also when the thread never ran */
 	pthread_mutex_destroy(&s->dd_lock);
 	pthread_cond_destroy(&s->dd_cv);
+	pthread_cond_destroy(&s->dd_done);
 	free(s);
 }
 

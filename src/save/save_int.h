@@ -14,8 +14,10 @@ struct save {
 	/* deferred deletes (defer.c): protected by dd_lock */
 	pthread_mutex_t dd_lock;
 	pthread_cond_t dd_cv;
+	pthread_cond_t dd_done; /* a delete in flight ended */
 	struct deferred_del *dd_head;
-	bool dd_stop, dd_running;
+	unsigned dd_running; /* deletes taken off the list, not yet done */
+	bool dd_stop, dd_running_thread;
 	pthread_t dd_thread;
 };
 
