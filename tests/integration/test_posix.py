@@ -287,6 +287,9 @@ def test_rename_directories(pm, etcd):
     assert err_of(os.rename, p("p/d"), p("p/d2")) == errno.EXDEV
     assert etcd.get("/p/d/x")[0] == b"1"
     etcd.put("/p/d2/x", "1")
+    # (the watch delivers it within milliseconds: as long as a mkdir and a
+    # rename take on the embedded store)
+    assert wait_for(lambda: os.path.exists(p("p/d2/x")), timeout=3)
     # an empty (local) directory renames locally
     os.mkdir(p("p/e1"))
     assert os.rename(p("p/e1"), p("p/e2")) is None
