@@ -15,9 +15,7 @@ allow_other mount) that succeed where modes allow and get EACCES elsewhere.
 Left out by design (docs/writes.md): symlink, link, mknod, renaming a
 non-empty directory (EXDEV), a directory that is also a key, shadow names
 (none of the names below match a --shadow pattern), sizes over the request
-limit (EFBIG; test_huge_truncate_is_efbig covers it), and the second user
-writing a file this process holds open for writing: each process writes
-its own copy, and the second save is a conflict (ESTALE; "Commit model")."""
+limit (EFBIG; test_huge_truncate_is_efbig covers it)."""
 import errno
 import os
 import random
@@ -227,16 +225,6 @@ def nonempty_dir(path):
     return os.path.isdir(path) and bool(os.listdir(path))
 
 
-def open_for_writing(side, rel):
-    """Whether side holds a handle (all of them are writable) on the file
-    at rel."""
-    try:
-        ino = os.stat(side.p(rel)).st_ino
-    except OSError:
-        return False
-    return any(os.fstat(fd).st_ino == ino for fd in side.fds.values())
-
-
 def paths_of(op):
     """The paths an op may change: its path arguments and their parents."""
     out = []
@@ -320,8 +308,6 @@ def test_model_against_tmpfs(etcd, mount_factory, public_dir, seed):
             op = random_op(rng)
             if op[0] == "rename" and nonempty_dir(a.p(op[1])):
                 continue  # EXDEV by design
-            if op[0] in ("ucreate", "uwrite") and open_for_writing(a, op[1]):
-                continue  # two processes writing one file: a conflict by design
             try:
                 check_op(i, op, a, b, prev)
             except AssertionError as e:
