@@ -499,10 +499,19 @@ void save_file_moved(struct save *s, struct cache_node *n, int64_t from_rev, boo
 		     int64_t rev)
 {
 	struct cache *c = s->cfg.cache;
-	struct save_file *fs[16];
-	size_t nf = 0;
 	cache_wrlock(c);
-	for (struct save_file *f = save_local(n)->file; f && nf < 16; f = f->next) {
+	size_t nf = 0;
+	for (struct save_file *f = save_local(n)->file; f; f = f->next)
+		nf++;
+	struct save_file **fs = nf ? malloc(nf * sizeof(*fs)) : NULL;
+	if (!fs) {
+		cache_unlock(c);
+		if (nf)
+			log_err("rename: out of memory; open writers of the file will get ESTALE");
+		return;
+	}
+	nf = 0;
+	for (struct save_file *f = save_local(n)->file; f; f = f->next) {
 		f->refs++;
 		fs[nf++] = f;
 	}
@@ -516,6 +525,7 @@ void save_file_moved(struct save *s, struct cache_node *n, int64_t from_rev, boo
 	for (size_t i = 0; i < nf; i++)
 		save_file_unref_locked(n, fs[i]);
 	cache_unlock(c);
+	free(fs);
 }
 
 struct save_file *save_file_hold_locked(struct save *s, struct cache_node *n)

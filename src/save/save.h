@@ -148,8 +148,7 @@ void save_file_unhold_locked(struct cache_node *n, struct save_file *f);
  * stored it under the new name at rev: n's writers that built on what
  * moved now build on rev (a handle's save goes to the new key, not a
  * conflict with its own rename). Without the cache lock; n kept alive by
- * a reference. (At most 16 processes' writers are moved; others get
- * ESTALE at close.) */
+ * a reference. */
 void save_file_moved(struct save *s, struct cache_node *n, int64_t from_rev, bool from_absent,
 		     int64_t rev);
 
