@@ -295,7 +295,6 @@ static int unlink_node(const char *seg)
 
 static void test_deferred(void)
 {
-	REQUIRE_EQ(save_start(save), 0);
 	int ret;
 	store("/del", "x", 0, true, &ret);
 	REQUIRE_EQ(ret, 0);
@@ -312,7 +311,9 @@ static void test_deferred(void)
 	CHECK(!save_take_deferred_locked(save, "/keep", 5, &taken), "taken once");
 	cache_unlock(cache);
 	CHECK(exists("/del"));
-	/* the thread runs the rest after the grace period */
+	/* the thread runs the rest after the grace period (started only now,
+	 * so that the checks above do not race it) */
+	REQUIRE_EQ(save_start(save), 0);
 	for (int i = 0; i < 200 && exists("/del"); i++)
 		usleep(10000);
 	CHECK(!exists("/del"));
