@@ -132,10 +132,10 @@ static void take_pending_delete(struct fs *fs, struct cache_node *n)
 	free(key);
 }
 
-/* Makes (parent, name) a file to create: a new local file (replacing a key
- * whose unlink is pending, if any), or a hidden or value-less key brought
- * back (then its save is one put, compared against the revision it had).
- * *existing when the name is a visible file. Lock held for write. */
+/* Makes (parent, name) a file to create: a new local file, or a directory's
+ * value-less %value; either replaces a key whose delete is pending or
+ * parked (its save is then one put, compared against the revision the key
+ * had). *existing when the name is a visible file. Lock held for write. */
 static int create_node(struct fs *fs, fuse_ino_t parent, const char *name, bool excl,
 		       struct cache_node **out, bool *existing)
 {
@@ -151,22 +151,17 @@ static int create_node(struct fs *fs, fuse_ino_t parent, const char *name, bool 
 		if (excl)
 			return -EEXIST;
 		*existing = true;
-	} else if (n && (save_local(n)->hidden || (t.value_entry && !n->has_value))) {
-		/* a key renamed onto a shadow name (still in etcd), or a
-		 * directory's %value */
+	} else if (n && t.value_entry && !n->has_value) {
+		/* a directory's %value */
 		struct cache_local *l = save_local_mut(n);
 		if (!l)
 			return -ENOMEM;
-		bool was_hidden = l->hidden;
-		l->hidden = false;
-		l->unlinked = false;
 		l->local_file = true;
-		l->origin_rev = n->has_value ? n->mod_revision : 0;
+		l->origin_rev = 0;
 		free(l->local_data);
 		l->local_data = NULL;
 		l->local_len = 0;
-		if (!was_hidden)
-			take_pending_delete(fs, n);
+		take_pending_delete(fs, n);
 	} else {
 		ret = save_mkfile_locked(fs->cache, t.dir, t.ns, t.seg, t.seg_len, &n);
 		if (ret < 0)
@@ -403,31 +398,15 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (save_local(n)->shadow && !n->has_value) {
 		/* A shadow that came from a key that was not re-created: the
-		 * pair rename(key -> shadow) + unlink(shadow) deletes the key. */
-		struct cache_node *o = save_local(n)->origin_id
-					       ? cache_node_by_id(c, save_local(n)->origin_id)
-					       : NULL;
-		char *okey = NULL;
-		size_t oklen = 0;
-		int64_t orev = save_local(n)->origin_rev;
-		uint64_t oid = save_local(n)->origin_id;
-		if (o && save_local(o)->hidden && !save_local(o)->local_file)
-			okey = cache_node_key(c, o, &oklen);
+		 * pair rename(key -> shadow) + unlink(shadow) deletes the key
+		 * (after the grace period, as any unlink). */
+		save_unpark_locked(fs->save, n->id);
 		if (n->parent && n->parent->parent)
 			n->parent->local_dir = true;
 		dir_touched(n->parent);
 		drop_local(c, n);
 		cache_unlock(c);
-		if (okey) {
-			ret = save_delete(fs->save, okey, oklen, orev);
-			free(okey);
-			cache_wrlock(c);
-			o = cache_node_by_id(c, oid);
-			if (o)
-				save_unhide_locked(c, o, true);
-			cache_unlock(c);
-		}
-		reply_err(req, ret);
+		reply_err(req, 0);
 		return;
 	}
 	/* A key, or a file replacing one: it leaves the directory now, and
@@ -597,20 +576,19 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 			ret = -ENOENT;
 			goto out_unlock;
 		}
-		/* A fresh hidden node keeps the key's place in the tree; the
-		 * moved node (the kernel's inode) becomes the shadow. */
+		/* The moved node (the kernel's inode) becomes the shadow; the
+		 * key's name is free, its delete parked until the shadow goes
+		 * (or taken by a create of the name). */
 		struct cache_node *keep = sn;
-		char sseg[NAMING_NAME_MAX + 1];
-		memcpy(sseg, sn->seg, sn->seg_len);
-		size_t sseg_len = sn->seg_len;
-		int sns = sn->ns;
-		struct cache_node *sdir = sn->parent;
-		int64_t cr = sn->create_revision, mr = sn->mod_revision, ver = sn->version,
-			ls = sn->lease;
-		size_t raw = sn->raw_size;
+		int64_t mr = sn->mod_revision;
 		struct cache_local *kl = save_local_mut(keep);
-		ret = kl ? cache_move_locked(c, keep, d.dir, d.ns, d.seg, d.seg_len) : -ENOMEM;
+		skey = kl ? cache_node_key(c, keep, &sklen) : NULL;
+		ret = skey ? save_park_key_locked(fs->save, skey, sklen, mr, keep->id) : -ENOMEM;
+		if (ret == 0)
+			ret = cache_move_locked(c, keep, d.dir, d.ns, d.seg, d.seg_len);
 		if (ret < 0) {
+			if (skey)
+				save_take_deferred_locked(fs->save, skey, sklen, &mr);
 			free(content);
 			goto out_unlock;
 		}
@@ -622,21 +600,6 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		kl->local_data = content;
 		kl->local_len = clen;
 		kl->origin_rev = crev;
-		struct cache_node *h;
-		ret = save_mkfile_locked(c, sdir, sns, sseg, sseg_len, &h);
-		if (ret == 0) {
-			struct cache_local *hl = save_local_mut(h); /* a local file has one */
-			hl->local_file = false;
-			hl->hidden = true;
-			struct cache_key_meta m = {.create_revision = cr,
-						   .mod_revision = mr,
-						   .version = ver,
-						   .lease = ls,
-						   .raw_size = raw,
-						   .rendered_size = clen};
-			cache_set_key_locked(c, h, &m);
-			kl->origin_id = h->id;
-		}
 		goto out_unlock;
 	}
 	/* The destination is a key: one txn. */

@@ -19,10 +19,13 @@ struct deferred_del {
 	size_t key_len;
 	int64_t rev;
 	int64_t due_ms;
+	/* Parked by this shadow node (a key renamed onto a shadow name): not
+	 * due until the shadow is unlinked (save_unpark_locked); 0: due. */
+	uint64_t owner;
 	struct deferred_del *next;
 };
 
-int save_defer_delete_locked(struct save *s, const char *key, size_t klen, int64_t rev)
+static int add(struct save *s, const char *key, size_t klen, int64_t rev, uint64_t owner)
 {
 	struct deferred_del *d = calloc(1, sizeof(*d));
 	char *k = malloc(klen ? klen : 1);
@@ -36,6 +39,7 @@ int save_defer_delete_locked(struct save *s, const char *key, size_t klen, int64
 	d->key_len = klen;
 	d->rev = rev;
 	d->due_ms = util_now_ms() + DEFER_MS;
+	d->owner = owner;
 	pthread_mutex_lock(&s->dd_lock);
 	d->next = s->dd_head;
 	s->dd_head = d;
@@ -69,6 +73,28 @@ int save_unlink_locked(struct save *s, struct cache_node *n)
 	}
 	free(key);
 	return ret;
+}
+
+int save_defer_delete_locked(struct save *s, const char *key, size_t klen, int64_t rev)
+{
+	return add(s, key, klen, rev, 0);
+}
+
+int save_park_key_locked(struct save *s, const char *key, size_t klen, int64_t rev, uint64_t owner)
+{
+	return add(s, key, klen, rev, owner);
+}
+
+void save_unpark_locked(struct save *s, uint64_t owner)
+{
+	pthread_mutex_lock(&s->dd_lock);
+	for (struct deferred_del *d = s->dd_head; d; d = d->next)
+		if (d->owner == owner) {
+			d->owner = 0;
+			d->due_ms = util_now_ms() + DEFER_MS;
+		}
+	pthread_cond_signal(&s->dd_cv);
+	pthread_mutex_unlock(&s->dd_lock);
 }
 
 bool save_take_deferred_locked(struct save *s, const char *key, size_t klen, int64_t *rev)
@@ -126,7 +152,7 @@ void save_flush_deferred(struct save *s, bool all)
 		struct deferred_del **pp = &s->dd_head, *d = NULL;
 		int64_t now = util_now_ms();
 		while (*pp) {
-			if (all || (*pp)->due_ms <= now) {
+			if (!(*pp)->owner && (all || (*pp)->due_ms <= now)) {
 				d = *pp;
 				*pp = d->next;
 				break;
@@ -177,6 +203,18 @@ int save_start(struct save *s)
 		return -ret;
 	s->dd_running_thread = true;
 	return 0;
+}
+
+void save_drop_parked(struct save *s)
+{
+	pthread_mutex_lock(&s->dd_lock);
+	while (s->dd_head) {
+		struct deferred_del *d = s->dd_head;
+		s->dd_head = d->next;
+		free(d->key);
+		free(d);
+	}
+	pthread_mutex_unlock(&s->dd_lock);
 }
 
 void save_stop(struct save *s)

@@ -35,6 +35,7 @@ void save_destroy(struct save *s)
 		return;
 	save_stop(s);
 	save_flush_deferred(s, true); /* also when the thread never ran */
+	save_drop_parked(s);	      /* hidden keys stay in etcd */
 	pthread_mutex_destroy(&s->dd_lock);
 	pthread_cond_destroy(&s->dd_cv);
 	pthread_cond_destroy(&s->dd_done);

@@ -3,7 +3,7 @@
  * Builds the transactions a save sends (compare-and-put, delete-with-compare,
  * the rename txn), keeps the copies of rejected saves, runs the deferred
  * unlinks on their own thread, and owns the write-path state of nodes (the
- * side table behind cache_node.local: shadows, hidden keys, origins). Results
+ * side table behind cache_node.local: shadows, origins). Results
  * are applied to the cache at once so reads see them before the watch does.
  * fs/ calls this module and never the backend itself. See docs/writes.md.
  *
@@ -42,9 +42,9 @@ struct save_fh;
  * by the cache lock like the node.
  *
  * A local file exists only in this mount: a new file not yet committed, or
- * a "shadow" (editor temp file) that never reaches etcd. A hidden node is
- * a key renamed onto a shadow name: still in etcd, absent here. (An
- * unlinked key leaves the tree at once: save_unlink_locked.) */
+ * a "shadow" (editor temp file) that never reaches etcd. (An unlinked
+ * key, or one renamed onto a shadow name, leaves the tree at once:
+ * save_unlink_locked, save_park_key_locked. hidden is no longer set.) */
 struct cache_local {
 	bool local_file;
 	bool shadow;
@@ -55,7 +55,6 @@ struct cache_local {
 	char *local_data; /* shadow content (and symlink target if link) */
 	size_t local_len;
 	struct save_file *file; /* per process, the content its writers share */
-	uint64_t origin_id;	/* shadow: the hidden key it came from (0 none) */
 	/* A shadow: that key's mod_revision at rename. A local file that
 	 * is not a shadow: the key it replaces is still in etcd at this
 	 * revision (created again within an unlink's grace period), so its
@@ -270,6 +269,13 @@ int save_unlink_locked(struct save *s, struct cache_node *n);
  * cache holds it (cache_hold_key_locked), so that nothing shows it again.
  * Lock held for write. -ENOMEM. */
 int save_defer_delete_locked(struct save *s, const char *key, size_t klen, int64_t rev);
+/* rename(key -> shadow name): the key stays in etcd, hidden: the name is
+ * free as after an unlink, but the delete is parked until the shadow
+ * (node owner) is unlinked (save_unpark_locked: then it is due after the
+ * grace period). A create or rename onto the name takes it, as a pending
+ * delete. Lock held for write. -ENOMEM. */
+int save_park_key_locked(struct save *s, const char *key, size_t klen, int64_t rev, uint64_t owner);
+void save_unpark_locked(struct save *s, uint64_t owner);
 /* The name of key is created (or renamed onto) again: takes its pending
  * delete, if any, so that the new content is one put compared against
  * *rev instead of a delete and a create. false when none is pending (or

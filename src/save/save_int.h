@@ -23,6 +23,9 @@ struct save {
 
 extern const struct cache_local_ops save_local_ops;
 
+/* Frees the deletes left parked at the end (their keys stay). */
+void save_drop_parked(struct save *s);
+
 /* Stores buf under key as one txn: compare (absent ? create_revision == 0 :
  * mod_revision == base) plus xcmp, then extra, then the put keeping the
  * lease. More than SAVE_MAX_COMPARES compares in all or SAVE_MAX_EXTRA_OPS

@@ -695,3 +695,27 @@ def test_create_over_pending_unlink_then_move_or_unlink(pm, etcd):
     time.sleep(0.3)
     v, kv2 = etcd.get("/p/d/x")
     assert v == b"again" and kv2["create_revision"] == kv["create_revision"]
+
+
+def test_key_renamed_to_shadow_name_frees_its_name(pm, etcd):
+    """rename(key -> shadow name) (vim's backup, sed -i.bak) keeps the key in
+    etcd until the shadow goes or the name is created again, but the name is
+    free at once: mkdir of it gave EEXIST and rmdir of its directory
+    ENOTEMPTY although ls showed it empty."""
+    p = pm.p
+    os.mkdir(p("p/s"))
+    with open(p("p/s/f"), "w") as f:
+        f.write("v")
+    os.rename(p("p/s/f"), p("p/f~"))
+    assert os.listdir(p("p/s")) == []
+    assert os.mkdir(p("p/s/f")) is None  # was EEXIST
+    assert os.rmdir(p("p/s/f")) is None
+    assert os.rmdir(p("p/s")) is None  # was ENOTEMPTY
+    dfd = os.open(p("p"), os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(dfd)  # commits pending deletes; a hidden key is not one
+    os.close(dfd)
+    assert etcd.get("/p/s/f")[0] == b"v"  # kept while the shadow lives
+    assert read(p("p/f~")) == b"v"
+    os.unlink(p("p/f~"))  # rename + unlink: the key goes
+    assert wait_for(lambda: etcd.get("/p/s/f")[1] is None, timeout=3)
+    assert not os.path.exists(p("p/s"))

@@ -382,6 +382,39 @@ static void test_unlink_frees_the_name(void)
 	cache_unlock(cache);
 }
 
+/* rename(key -> shadow name) parks the key's delete: nothing deletes it
+ * (not fsync of the directory, not unmount) until the shadow goes; a
+ * create of the name takes it. */
+static void test_parked(void)
+{
+	int ret;
+	int64_t r = store("/pk", "v", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	cache_wrlock(cache);
+	CHECK_EQ(save_park_key_locked(save, "/pk", 3, r, 42), 0);
+	cache_unlock(cache);
+	save_flush_deferred(save, true);
+	CHECK(exists("/pk"), "parked: not deleted");
+	cache_wrlock(cache);
+	save_unpark_locked(save, 42);
+	cache_unlock(cache);
+	save_flush_deferred(save, true);
+	CHECK(!exists("/pk"), "the shadow went: deleted");
+
+	r = store("/pk", "w", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	int64_t taken = 0;
+	cache_wrlock(cache);
+	CHECK_EQ(save_park_key_locked(save, "/pk", 3, r, 43), 0);
+	CHECK(save_take_deferred_locked(save, "/pk", 3, &taken));
+	CHECK_EQ(taken, r);
+	save_unpark_locked(save, 43); /* the shadow goes after the re-create */
+	CHECK_EQ(save_park_key_locked(save, "/left", 5, r, 44), 0); /* freed at the end */
+	cache_unlock(cache);
+	save_flush_deferred(save, true);
+	CHECK(exists("/pk"), "taken: not deleted");
+}
+
 int main(void)
 {
 	fixture_setup(true, "save-conflicts");
@@ -394,6 +427,7 @@ int main(void)
 	TEST_RUN(test_shadow_names);
 	TEST_RUN(test_side_table);
 	TEST_RUN(test_unlink_frees_the_name);
+	TEST_RUN(test_parked);
 	TEST_RUN(test_deferred);
 
 	return fixture_teardown();
