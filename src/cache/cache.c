@@ -12,10 +12,15 @@
 #include "core/log.h"
 #include "core/util.h"
 
+/* A key this mount deleted (or is about to delete: held) at rev: events
+ * and listings of it at rev or before are old news and must not bring it
+ * back. An ordinary tomb expires once the watch is past rev; a held one
+ * stays until cache_release_key_locked (docs/writes.md, unlink). */
 struct cache_tomb {
 	char *key;
 	size_t key_len;
 	int64_t rev;
+	bool held;
 	struct cache_tomb *next;
 };
 
@@ -497,12 +502,41 @@ static bool tombstoned(struct cache *c, const char *key, size_t len, int64_t rev
 	return false;
 }
 
+/* Even a resync's listing may not bring back a key held for a pending
+ * delete: the delete has not reached etcd yet. */
+static bool held(struct cache *c, const char *key, size_t len, int64_t rev)
+{
+	for (struct cache_tomb *t = c->tombs; t; t = t->next)
+		if (t->held && t->key_len == len && memcmp(t->key, key, len) == 0 && rev <= t->rev)
+			return true;
+	return false;
+}
+
+static int add_tomb(struct cache *c, const char *key, size_t key_len, int64_t rev, bool hold)
+{
+	struct cache_tomb *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->key = malloc(key_len ? key_len : 1);
+	if (!t->key) {
+		free(t);
+		return -ENOMEM;
+	}
+	memcpy(t->key, key, key_len);
+	t->key_len = key_len;
+	t->rev = rev;
+	t->held = hold;
+	t->next = c->tombs;
+	c->tombs = t;
+	return 0;
+}
+
 static void expire_tombs(struct cache *c)
 {
 	struct cache_tomb **pp = &c->tombs;
 	while (*pp) {
 		struct cache_tomb *t = *pp;
-		if (t->rev <= c->revision) {
+		if (!t->held && t->rev <= c->revision) {
 			*pp = t->next;
 			free(t->key);
 			free(t);
@@ -533,7 +567,8 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, char *rendered, s
 		free(rendered);
 		return;
 	}
-	if (!force && tombstoned(c, kv->key, kv->key_len, kv->mod_revision)) {
+	if (!force ? tombstoned(c, kv->key, kv->key_len, kv->mod_revision)
+		   : held(c, kv->key, kv->key_len, kv->mod_revision)) {
 		free(rendered);
 		return;
 	}
@@ -1505,24 +1540,44 @@ void cache_apply_local(struct cache *c, const char *key, size_t key_len, const s
 		apply_put(c, kv, rendered, len, false, 0);
 	} else {
 		apply_delete(c, key, key_len, rev, false);
-		if (rev > c->revision) {
-			struct cache_tomb *t = calloc(1, sizeof(*t));
-			if (t) {
-				t->key = malloc(key_len ? key_len : 1);
-				if (t->key) {
-					memcpy(t->key, key, key_len);
-					t->key_len = key_len;
-					t->rev = rev;
-					t->next = c->tombs;
-					c->tombs = t;
-				} else {
-					free(t);
-				}
-			}
-		}
+		if (rev > c->revision && add_tomb(c, key, key_len, rev, false) < 0)
+			log_warn("cache: out of memory remembering a deletion");
 	}
 	c->own_change = false;
 	cache_unlock(c);
+}
+
+int cache_hold_key_locked(struct cache *c, const char *key, size_t key_len, int64_t rev)
+{
+	return add_tomb(c, key, key_len, rev, true);
+}
+
+void cache_release_key_locked(struct cache *c, const char *key, size_t key_len, int64_t rev,
+			      bool forget)
+{
+	for (struct cache_tomb **pp = &c->tombs; *pp; pp = &(*pp)->next) {
+		struct cache_tomb *t = *pp;
+		if (!t->held || t->rev != rev || t->key_len != key_len ||
+		    memcmp(t->key, key, key_len) != 0)
+			continue;
+		if (forget) {
+			*pp = t->next;
+			free(t->key);
+			free(t);
+		} else {
+			t->held = false; /* expires once the watch is past rev */
+		}
+		return;
+	}
+}
+
+void cache_unlink_locked(struct cache *c, struct cache_node *n, const char *key, size_t key_len)
+{
+	if (!n->has_value || n->detached)
+		return;
+	c->own_change = true;
+	apply_delete(c, key, key_len, n->mod_revision, true);
+	c->own_change = false;
 }
 
 int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, const char *seg,

@@ -314,6 +314,18 @@ int cache_revalidate(struct cache *c, struct cache_node *n);
 void cache_apply_local(struct cache *c, const char *key, size_t key_len, const struct kv_kv *kv,
 		       int64_t rev);
 
+/* A pending delete of key at rev (src/save's deferred unlink): no event or
+ * listing of the key at rev or before may show it again, until
+ * cache_release_key_locked: then forget, or keep refusing the events (not
+ * a listing) until the watch is past rev. Lock held for write. -ENOMEM. */
+int cache_hold_key_locked(struct cache *c, const char *key, size_t key_len, int64_t rev);
+void cache_release_key_locked(struct cache *c, const char *key, size_t key_len, int64_t rev,
+			      bool forget);
+/* This mount removed n's key (key is n's): n no longer shows it, and a
+ * node left with nothing leaves the tree (its directory stays, as the
+ * caller's own change: no time moves here). Lock held for write. */
+void cache_unlink_locked(struct cache *c, struct cache_node *n, const char *key, size_t key_len);
+
 /* Installs the write path's handling of cache_node.local. Lock NOT held. */
 void cache_set_local_ops(struct cache *c, const struct cache_local_ops *ops);
 

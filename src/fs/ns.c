@@ -118,10 +118,24 @@ static void dir_touched(struct cache_node *dir)
 		(void)save_touch_locked(dir, SAVE_MTIME | SAVE_CTIME);
 }
 
-/* Makes (parent, name) a file to create: a new local file, or a hidden or
- * value-less key brought back (then its save is one put, compared against
- * the revision it had). *existing when the name is a visible file. Lock
- * held for write. */
+/* A new file's name may be a key whose unlink is still pending: the
+ * create then replaces that key with one put (install(1)). Lock held for
+ * write. */
+static void take_pending_delete(struct fs *fs, struct cache_node *n)
+{
+	struct cache_local *l = save_local_mut(n); /* a local file has one */
+	size_t klen;
+	char *key = l && !l->shadow ? cache_node_key(fs->cache, n, &klen) : NULL;
+	int64_t rev;
+	if (key && save_take_deferred_locked(fs->save, key, klen, &rev))
+		l->origin_rev = rev;
+	free(key);
+}
+
+/* Makes (parent, name) a file to create: a new local file, or a directory's
+ * value-less %value; either replaces a key whose delete is pending or
+ * parked (its save is then one put, compared against the revision the key
+ * had). *existing when the name is a visible file. Lock held for write. */
 static int create_node(struct fs *fs, fuse_ino_t parent, const char *name, bool excl,
 		       struct cache_node **out, bool *existing)
 {
@@ -137,18 +151,17 @@ static int create_node(struct fs *fs, fuse_ino_t parent, const char *name, bool 
 		if (excl)
 			return -EEXIST;
 		*existing = true;
-	} else if (n && (save_local(n)->hidden || (t.value_entry && !n->has_value))) {
+	} else if (n && t.value_entry && !n->has_value) {
+		/* a directory's %value */
 		struct cache_local *l = save_local_mut(n);
 		if (!l)
 			return -ENOMEM;
-		save_cancel_deferred(fs->save, n->id);
-		l->hidden = false;
-		l->unlinked = false;
 		l->local_file = true;
-		l->origin_rev = n->has_value ? n->mod_revision : 0;
+		l->origin_rev = 0;
 		free(l->local_data);
 		l->local_data = NULL;
 		l->local_len = 0;
+		take_pending_delete(fs, n);
 	} else {
 		ret = save_mkfile_locked(fs->cache, t.dir, t.ns, t.seg, t.seg_len, &n);
 		if (ret < 0)
@@ -157,6 +170,7 @@ static int create_node(struct fs *fs, fuse_ino_t parent, const char *name, bool 
 		l->shadow = save_is_shadow_name(fs->save, name);
 		l->origin_rev = 0;
 		l->born_rev = cache_seen_rev(fs->cache);
+		take_pending_delete(fs, n);
 	}
 	*out = n;
 	return 0;
@@ -384,64 +398,25 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_err(req, ret);
 		return;
 	}
-	if (save_local(n)->local_file && !n->has_value) {
+	if (save_local(n)->shadow && !n->has_value) {
 		/* A shadow that came from a key that was not re-created: the
-		 * pair rename(key -> shadow) + unlink(shadow) deletes the key. */
-		struct cache_node *o = save_local(n)->origin_id
-					       ? cache_node_by_id(c, save_local(n)->origin_id)
-					       : NULL;
-		char *okey = NULL;
-		size_t oklen = 0;
-		int64_t orev = save_local(n)->origin_rev;
-		uint64_t oid = save_local(n)->origin_id;
-		if (o && save_local(o)->hidden && !save_local(o)->local_file)
-			okey = cache_node_key(c, o, &oklen);
+		 * pair rename(key -> shadow) + unlink(shadow) deletes the key
+		 * (after the grace period, as any unlink). */
+		save_unpark_locked(fs->save, n->id);
 		if (n->parent && n->parent->parent)
 			n->parent->local_dir = true;
 		dir_touched(n->parent);
 		drop_local(c, n);
 		cache_unlock(c);
-		if (okey) {
-			ret = save_delete(fs->save, okey, oklen, orev);
-			free(okey);
-			cache_wrlock(c);
-			o = cache_node_by_id(c, oid);
-			if (o)
-				save_unhide_locked(c, o, true);
-			cache_unlock(c);
-		}
-		reply_err(req, ret);
+		reply_err(req, 0);
 		return;
 	}
-	/* A key: hide it now, delete it after a short grace period unless
-	 * the same name is created again (then that create is one put). */
-	size_t klen;
-	struct cache_local *l = save_local_mut(n);
-	char *key = l ? cache_node_key(c, n, &klen) : NULL;
-	if (!key) {
-		cache_unlock(c);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	int64_t rev = n->mod_revision;
-	uint64_t id = n->id;
-	l->hidden = true;
-	l->local_file = false;
+	/* A key, or a file replacing one: it leaves the directory now, and
+	 * the key is deleted after a short grace period unless the same name
+	 * is created again (then that create is one put). */
 	dir_touched(n->parent);
-	/* Unlinking the last key of a directory through the mount leaves the
-	 * directory, as on any filesystem (rm -r then rmdirs it). */
-	if (n->parent && n->parent->parent)
-		n->parent->local_dir = true;
+	ret = save_unlink_locked(fs->save, n);
 	cache_unlock(c);
-	ret = save_defer_delete(fs->save, id, key, klen, rev);
-	if (ret < 0) {
-		/* Nothing will delete it: show it again. */
-		cache_wrlock(c);
-		n = cache_node_by_id(c, id);
-		if (n)
-			save_unhide_locked(c, n, false);
-		cache_unlock(c);
-	}
 	reply_err(req, ret);
 }
 
@@ -477,6 +452,23 @@ static void take_over_key(struct cache *c, struct cache_node *sn, const struct t
 				   .rendered_size = vs};
 	cache_set_key_locked(c, sn, &m);
 	sn->kernel_rev = 0;
+}
+
+/* A new file that replaces a key (created within its unlink's grace
+ * period) is renamed away: the key goes, as by unlink. Lock held for
+ * write. -ENOMEM. */
+static int leave_replaced_key(struct fs *fs, struct cache_node *n)
+{
+	struct cache_local *l = n->local;
+	if (!l || l->shadow || !l->origin_rev)
+		return 0;
+	size_t klen;
+	char *key = cache_node_key(fs->cache, n, &klen);
+	int ret = key ? save_defer_delete_locked(fs->save, key, klen, l->origin_rev) : -ENOMEM;
+	if (ret == 0)
+		l->origin_rev = 0;
+	free(key);
+	return ret;
 }
 
 /* A rename moves both directories' mtime and ctime. */
@@ -533,6 +525,10 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	struct target s, d;
 	char *skey = NULL, *dkey = NULL;
 	size_t sklen = 0, dklen = 0;
+	int64_t taken = 0; /* the destination's pending delete, taken over */
+	/* the moved node's writers follow it (save_file_moved) */
+	struct cache_node *moved = NULL;
+	int64_t from_rev = 0, moved_rev = 0;
 	cache_wrlock(c);
 	int ret = resolve_pair(fs, parent, name, newparent, newname, &s, &d);
 	if (ret < 0)
@@ -584,8 +580,11 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	bool dst_shadow = save_is_shadow_name(fs->save, newname);
 
 	if (src_local && dst_shadow) {
-		/* shadow -> shadow: purely local */
-		ret = cache_move_locked(c, sn, d.dir, d.ns, d.seg, d.seg_len);
+		/* shadow -> shadow: purely local (a new file that replaces
+		 * a key leaves that key's name: the key goes, as by unlink) */
+		ret = leave_replaced_key(fs, sn);
+		if (ret == 0)
+			ret = cache_move_locked(c, sn, d.dir, d.ns, d.seg, d.seg_len);
 		if (ret == 0)
 			save_local_mut(sn)->shadow = true; /* a local file has one */
 		goto out_unlock;
@@ -606,20 +605,19 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 			ret = -ENOENT;
 			goto out_unlock;
 		}
-		/* A fresh hidden node keeps the key's place in the tree; the
-		 * moved node (the kernel's inode) becomes the shadow. */
+		/* The moved node (the kernel's inode) becomes the shadow; the
+		 * key's name is free, its delete parked until the shadow goes
+		 * (or taken by a create of the name). */
 		struct cache_node *keep = sn;
-		char sseg[NAMING_NAME_MAX + 1];
-		memcpy(sseg, sn->seg, sn->seg_len);
-		size_t sseg_len = sn->seg_len;
-		int sns = sn->ns;
-		struct cache_node *sdir = sn->parent;
-		int64_t cr = sn->create_revision, mr = sn->mod_revision, ver = sn->version,
-			ls = sn->lease;
-		size_t raw = sn->raw_size;
+		int64_t mr = sn->mod_revision;
 		struct cache_local *kl = save_local_mut(keep);
-		ret = kl ? cache_move_locked(c, keep, d.dir, d.ns, d.seg, d.seg_len) : -ENOMEM;
+		skey = kl ? cache_node_key(c, keep, &sklen) : NULL;
+		ret = skey ? save_park_key_locked(fs->save, skey, sklen, mr, keep->id) : -ENOMEM;
+		if (ret == 0)
+			ret = cache_move_locked(c, keep, d.dir, d.ns, d.seg, d.seg_len);
 		if (ret < 0) {
+			if (skey)
+				save_take_deferred_locked(fs->save, skey, sklen, &mr);
 			free(content);
 			goto out_unlock;
 		}
@@ -631,21 +629,6 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		kl->local_data = content;
 		kl->local_len = clen;
 		kl->origin_rev = crev;
-		struct cache_node *h;
-		ret = save_mkfile_locked(c, sdir, sns, sseg, sseg_len, &h);
-		if (ret == 0) {
-			struct cache_local *hl = save_local_mut(h); /* a local file has one */
-			hl->local_file = false;
-			hl->hidden = true;
-			struct cache_key_meta m = {.create_revision = cr,
-						   .mod_revision = mr,
-						   .version = ver,
-						   .lease = ls,
-						   .raw_size = raw,
-						   .rendered_size = clen};
-			cache_set_key_locked(c, h, &m);
-			kl->origin_id = h->id;
-		}
 		goto out_unlock;
 	}
 	/* The destination is a key: one txn. */
@@ -656,7 +639,14 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	}
 	bool d_absent = !dn || (!dn->has_value);
 	int64_t d_rev = d_absent ? 0 : dn->mod_revision;
-	uint64_t dn_id = dn ? dn->id : 0;
+	/* The destination may be a key whose unlink is pending, or a new
+	 * file replacing one: the rename's put replaces it at that
+	 * revision. A failed rename leaves the pending delete as it was. */
+	if (d_absent && dn && save_local(dn)->local_file && !save_local(dn)->shadow)
+		d_rev = save_local(dn)->origin_rev;
+	else if (d_absent && save_take_deferred_locked(fs->save, dkey, dklen, &taken))
+		d_rev = taken;
+	d_absent = d_rev == 0;
 	uint64_t sn_id = sn->id;
 	if (src_local) {
 		/* shadow -> key (sed -i, perl -pi, rsync, emacs): a
@@ -667,30 +657,40 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		size_t clen = save_local(sn)->local_len;
 		if (content)
 			memcpy(content, save_local(sn)->local_data, clen);
-		bool changed = !d_absent && save_local(sn)->born_rev &&
+		bool changed = dn && dn->has_value && save_local(sn)->born_rev &&
 			       dn->mod_revision > save_local(sn)->born_rev;
+		/* a new file replacing a key: that key goes with its name */
+		int64_t s_origin = save_local(sn)->shadow ? 0 : save_local(sn)->origin_rev;
+		from_rev = save_local(sn)->origin_rev;
+		if (s_origin && !(skey = cache_node_key(c, sn, &sklen))) {
+			free(content);
+			ret = -ENOMEM;
+			goto out_untake;
+		}
 		cache_unlock(c);
 		if (changed) {
 			ret = save_reject_edit(fs->save, dkey, dklen, content ? content : "", clen,
 					       d_rev);
 			free(content);
-			goto out_reply;
+			goto out_untake_lock;
 		}
 		int64_t rev;
 		ret = save_store_text(fs->save, dkey, dklen, content ? content : "", clen, d_rev,
 				      d_absent, &rev);
 		free(content);
 		if (ret < 0)
-			goto out_reply;
-		if (dn_id)
-			save_cancel_deferred(fs->save, dn_id);
+			goto out_untake_lock;
 		cache_wrlock(c);
 		sn = cache_node_by_id(c, sn_id);
-		dn = cache_node_by_id(c, dn_id);
 		if (sn && !sn->detached) {
 			/* The moved node takes over the key. */
 			take_over_key(c, sn, &d, rev, clen);
+			cache_ref_open(c, sn);
+			moved = sn;
+			moved_rev = rev;
 		}
+		if (s_origin && save_defer_delete_locked(fs->save, skey, sklen, s_origin) < 0)
+			log_err("rename: out of memory; %.*s stays in etcd", (int)sklen, skey);
 		goto out_unlock;
 	}
 	/* key -> key: delete the old, put the new, compares on both. The
@@ -700,17 +700,16 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	skey = sl ? cache_node_key(c, sn, &sklen) : NULL;
 	if (skey)
 		sl->pinned = true;
+	from_rev = sn->mod_revision;
 	cache_unlock(c);
 	if (!skey) {
 		ret = -ENOMEM;
-		goto out_reply;
+		goto out_untake_lock;
 	}
 	int64_t rev;
 	ret = save_move_key(fs->save, skey, sklen, dkey, dklen, d_rev, d_absent, &rev);
 	if (ret < 0)
 		goto out_unpin;
-	if (dn_id)
-		save_cancel_deferred(fs->save, dn_id);
 	cache_wrlock(c);
 	sn = cache_node_by_id(c, sn_id);
 	if (sn)
@@ -721,6 +720,9 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		 * key (save_move_key put its metadata on the node at the new
 		 * name). */
 		take_over_key(c, sn, &d, rev, 0);
+		cache_ref_open(c, sn);
+		moved = sn;
+		moved_rev = rev;
 	}
 	cache_unlock(c);
 	/* Deletes the old name if still there, and remembers the deletion so a
@@ -735,11 +737,20 @@ out_unpin:
 		if (!sn->has_value && !sn->detached)
 			cache_prune_locked(c, sn);
 	}
-	cache_unlock(c);
-	goto out_reply;
+	goto out_untake;
+out_untake_lock:
+	cache_wrlock(c);
+out_untake:
+	/* the pending delete of the destination goes on */
+	if (taken && save_defer_delete_locked(fs->save, dkey, dklen, taken) < 0)
+		log_err("rename: out of memory; %.*s stays in etcd", (int)dklen, dkey);
 out_unlock:
 	cache_unlock(c);
 out_reply:
+	if (moved) {
+		save_file_moved(fs->save, moved, from_rev, from_rev == 0, moved_rev);
+		fs_release_node(fs, moved);
+	}
 	if (ret == 0)
 		rename_touched(fs, parent, newparent);
 	free(skey);
@@ -843,11 +854,20 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		cache_rdlock(c);
 		ret = fs_fill_attr(fs, ino, fuse_req_ctx(req)->pid, &cur);
 		cache_unlock(c);
+		if (ret > 0)
+			ret = 0; /* a writer's size: the owner is what matters here */
 		if (ret == 0 && !may_chown(req, attr, to_set, cur.st_uid))
 			ret = -EPERM;
 	}
-	if (ret == 0 && (to_set & FUSE_SET_ATTR_SIZE))
+	bool resized = false;
+	if (ret == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
+		struct stat cur;
+		cache_rdlock(c);
+		resized = fs_fill_attr(fs, ino, fuse_req_ctx(req)->pid, &cur) >= 0 &&
+			  cur.st_size != attr->st_size;
+		cache_unlock(c);
 		ret = set_size(fs, ino, attr->st_size, fi, fuse_req_ctx(req)->pid);
+	}
 	if (ret < 0) {
 		reply_err(req, ret);
 		return;
@@ -857,7 +877,14 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 	struct save_attr a = attr_of(attr, to_set);
 	/* Modes, owners and times are kept in memory for this mount only:
 	 * etcd has no place for them (docs/writes.md). A size change moves
-	 * mtime (the kernel sends MTIME_NOW with it) and ctime. */
+	 * mtime and ctime: ftruncate sends MTIME_NOW with it, truncate(2)
+	 * does not (the filesystem is to do it, as tmpfs and ext4 do). */
+	if (resized && !(a.what & SAVE_ATTR_MTIME)) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		a.what |= SAVE_ATTR_MTIME;
+		a.mtime_ns = ts_ns(&now);
+	}
 	ret = n ? save_setattr_locked(n, &a) : -ENOENT;
 	struct stat st;
 	if (ret == 0)

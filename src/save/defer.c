@@ -1,8 +1,12 @@
-/* defer.c: deferred unlinks. An unlinked key is hidden at once and deleted
- * after a short grace period, so that unlink + create of the same name
- * (install(1)) is one put on the key (docs/writes.md). */
+/* defer.c: deferred unlinks. An unlinked key leaves the tree at once and is
+ * deleted after a short grace period, so that unlink + create of the same
+ * name (install(1)) is one put on the key (docs/writes.md, "unlink, create
+ * and rename"). While the delete is pending the key is held in the cache
+ * (cache_hold_key_locked): nothing but a create of the same name can tell
+ * it is still in etcd. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "core/util.h"
@@ -11,26 +15,31 @@
 #define DEFER_MS 50
 
 struct deferred_del {
-	uint64_t id; /* hidden node */
 	char *key;
 	size_t key_len;
 	int64_t rev;
 	int64_t due_ms;
+	/* Parked by this shadow node (a key renamed onto a shadow name): not
+	 * due until the shadow is unlinked (save_unpark_locked); 0: due. */
+	uint64_t owner;
 	struct deferred_del *next;
 };
 
-int save_defer_delete(struct save *s, uint64_t id, char *key, size_t klen, int64_t rev)
+static int add(struct save *s, const char *key, size_t klen, int64_t rev, uint64_t owner)
 {
 	struct deferred_del *d = calloc(1, sizeof(*d));
-	if (!d) {
-		free(key);
+	char *k = malloc(klen ? klen : 1);
+	if (!d || !k || cache_hold_key_locked(s->cfg.cache, key, klen, rev) < 0) {
+		free(d);
+		free(k);
 		return -ENOMEM;
 	}
-	d->key = key;
+	memcpy(k, key, klen);
+	d->key = k;
 	d->key_len = klen;
 	d->rev = rev;
-	d->id = id;
 	d->due_ms = util_now_ms() + DEFER_MS;
+	d->owner = owner;
 	pthread_mutex_lock(&s->dd_lock);
 	d->next = s->dd_head;
 	s->dd_head = d;
@@ -39,20 +48,88 @@ int save_defer_delete(struct save *s, uint64_t id, char *key, size_t klen, int64
 	return 0;
 }
 
-void save_cancel_deferred(struct save *s, uint64_t id)
+int save_unlink_locked(struct save *s, struct cache_node *n)
+{
+	struct cache *c = s->cfg.cache;
+	struct cache_local *l = n->local;
+	size_t klen;
+	char *key = cache_node_key(c, n, &klen);
+	if (!key)
+		return -ENOMEM;
+	int64_t rev = n->has_value ? n->mod_revision : (l && !l->shadow ? l->origin_rev : 0);
+	int ret = rev ? save_defer_delete_locked(s, key, klen, rev) : 0;
+	if (ret == 0) {
+		/* The directory stays, even if this was its last entry (rm -r
+		 * then rmdirs it). */
+		if (n->parent && n->parent->parent)
+			n->parent->local_dir = true;
+		save_clear_local(n);
+		if (l)
+			l->origin_rev = 0;
+		if (n->has_value)
+			cache_unlink_locked(c, n, key, klen);
+		else
+			cache_prune_locked(c, n);
+	}
+	free(key);
+	return ret;
+}
+
+int save_defer_delete_locked(struct save *s, const char *key, size_t klen, int64_t rev)
+{
+	return add(s, key, klen, rev, 0);
+}
+
+int save_park_key_locked(struct save *s, const char *key, size_t klen, int64_t rev, uint64_t owner)
+{
+	return add(s, key, klen, rev, owner);
+}
+
+void save_unpark_locked(struct save *s, uint64_t owner)
 {
 	pthread_mutex_lock(&s->dd_lock);
-	for (struct deferred_del **pp = &s->dd_head; *pp;) {
-		struct deferred_del *d = *pp;
-		if (d->id == id) {
-			*pp = d->next;
-			free(d->key);
-			free(d);
-		} else {
-			pp = &d->next;
+	for (struct deferred_del *d = s->dd_head; d; d = d->next)
+		if (d->owner == owner) {
+			d->owner = 0;
+			d->due_ms = util_now_ms() + DEFER_MS;
 		}
-	}
+	pthread_cond_signal(&s->dd_cv);
 	pthread_mutex_unlock(&s->dd_lock);
+}
+
+bool save_take_deferred_locked(struct save *s, const char *key, size_t klen, int64_t *rev)
+{
+	struct deferred_del *d = NULL;
+	pthread_mutex_lock(&s->dd_lock);
+	for (struct deferred_del **pp = &s->dd_head; *pp; pp = &(*pp)->next)
+		if ((*pp)->key_len == klen && memcmp((*pp)->key, key, klen) == 0) {
+			d = *pp;
+			*pp = d->next;
+			break;
+		}
+	pthread_mutex_unlock(&s->dd_lock);
+	if (!d)
+		return false;
+	/* The taker's save replaces the key at d->rev; until the watch is
+	 * past it, old events still must not show it. */
+	cache_release_key_locked(s->cfg.cache, key, klen, d->rev, false);
+	*rev = d->rev;
+	free(d->key);
+	free(d);
+	return true;
+}
+
+/* A delete that failed for another reason than a change made meanwhile
+ * (which the watch shows) may have left the key as it was: show it again
+ * if so. */
+static void show_again(struct save *s, const struct deferred_del *d)
+{
+	struct kv_kv kv;
+	if (kv_get(s->cfg.kv, d->key, d->key_len, &kv) < 0)
+		return;
+	if (kv.mod_revision == d->rev)
+		cache_apply_local(s->cfg.cache, d->key, d->key_len, &kv, kv.mod_revision);
+	kv_kv_free(&kv);
 }
 
 static void run_deferred(struct save *s, struct deferred_del *d)
@@ -60,10 +137,12 @@ static void run_deferred(struct save *s, struct deferred_del *d)
 	struct cache *c = s->cfg.cache;
 	int ret = save_delete(s, d->key, d->key_len, d->rev);
 	cache_wrlock(c);
-	struct cache_node *n = cache_node_by_id(c, d->id);
-	if (n)
-		save_unhide_locked(c, n, ret == 0);
+	/* done: a delete applied left its own tomb (save_delete), a failed
+	 * one leaves the key to what etcd says */
+	cache_release_key_locked(c, d->key, d->key_len, d->rev, true);
 	cache_unlock(c);
+	if (ret < 0 && ret != -ESTALE)
+		show_again(s, d);
 }
 
 void save_flush_deferred(struct save *s, bool all)
@@ -73,19 +152,29 @@ void save_flush_deferred(struct save *s, bool all)
 		struct deferred_del **pp = &s->dd_head, *d = NULL;
 		int64_t now = util_now_ms();
 		while (*pp) {
-			if (all || (*pp)->due_ms <= now) {
+			if (!(*pp)->owner && (all || (*pp)->due_ms <= now)) {
 				d = *pp;
 				*pp = d->next;
 				break;
 			}
 			pp = &(*pp)->next;
 		}
+		if (d)
+			s->dd_running++;
+		/* fsync on a directory and rmdir promise that every delete
+		 * is in etcd when they return: wait for those in flight */
+		while (!d && all && s->dd_running)
+			pthread_cond_wait(&s->dd_done, &s->dd_lock);
 		pthread_mutex_unlock(&s->dd_lock);
 		if (!d)
 			return;
 		run_deferred(s, d);
 		free(d->key);
 		free(d);
+		pthread_mutex_lock(&s->dd_lock);
+		s->dd_running--;
+		pthread_cond_broadcast(&s->dd_done);
+		pthread_mutex_unlock(&s->dd_lock);
 	}
 }
 
@@ -112,19 +201,31 @@ int save_start(struct save *s)
 	int ret = pthread_create(&s->dd_thread, NULL, writer_main, s);
 	if (ret)
 		return -ret;
-	s->dd_running = true;
+	s->dd_running_thread = true;
 	return 0;
+}
+
+void save_drop_parked(struct save *s)
+{
+	pthread_mutex_lock(&s->dd_lock);
+	while (s->dd_head) {
+		struct deferred_del *d = s->dd_head;
+		s->dd_head = d->next;
+		free(d->key);
+		free(d);
+	}
+	pthread_mutex_unlock(&s->dd_lock);
 }
 
 void save_stop(struct save *s)
 {
-	if (!s->dd_running)
+	if (!s->dd_running_thread)
 		return;
 	pthread_mutex_lock(&s->dd_lock);
 	s->dd_stop = true;
 	pthread_cond_signal(&s->dd_cv);
 	pthread_mutex_unlock(&s->dd_lock);
 	pthread_join(s->dd_thread, NULL);
-	s->dd_running = false;
+	s->dd_running_thread = false;
 	save_flush_deferred(s, true);
 }

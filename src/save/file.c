@@ -481,6 +481,53 @@ void save_file_unref_locked(struct cache_node *n, struct save_file *f)
 	file_free(f);
 }
 
+/* Moves one file's base (and its handles'): mu held. */
+static void rebase(struct save_file *f, int64_t from_rev, bool from_absent, int64_t rev)
+{
+	if (f->base_absent ? from_absent : f->base_rev == from_rev) {
+		f->base_rev = rev;
+		f->base_absent = false;
+	}
+	for (struct save_fh *h = f->fhs; h; h = h->next)
+		if (h->base_absent ? from_absent : h->base_rev == from_rev) {
+			h->base_rev = rev;
+			h->base_absent = false;
+		}
+}
+
+void save_file_moved(struct save *s, struct cache_node *n, int64_t from_rev, bool from_absent,
+		     int64_t rev)
+{
+	struct cache *c = s->cfg.cache;
+	cache_wrlock(c);
+	size_t nf = 0;
+	for (struct save_file *f = save_local(n)->file; f; f = f->next)
+		nf++;
+	struct save_file **fs = nf ? malloc(nf * sizeof(*fs)) : NULL;
+	if (!fs) {
+		cache_unlock(c);
+		if (nf)
+			log_err("rename: out of memory; open writers of the file will get ESTALE");
+		return;
+	}
+	nf = 0;
+	for (struct save_file *f = save_local(n)->file; f; f = f->next) {
+		f->refs++;
+		fs[nf++] = f;
+	}
+	cache_unlock(c);
+	for (size_t i = 0; i < nf; i++) {
+		pthread_mutex_lock(&fs[i]->mu);
+		rebase(fs[i], from_rev, from_absent, rev);
+		pthread_mutex_unlock(&fs[i]->mu);
+	}
+	cache_wrlock(c);
+	for (size_t i = 0; i < nf; i++)
+		save_file_unref_locked(n, fs[i]);
+	cache_unlock(c);
+	free(fs);
+}
+
 struct save_file *save_file_hold_locked(struct save *s, struct cache_node *n)
 {
 	struct cache *c = s->cfg.cache;

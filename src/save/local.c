@@ -58,6 +58,7 @@ void save_mark_stored(struct cache_node *n)
 		return;
 	l->local_file = false;
 	l->hidden = false;
+	l->origin_rev = 0; /* the key it replaced is replaced */
 	free(l->local_data);
 	l->local_data = NULL;
 	l->local_len = 0;

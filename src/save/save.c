@@ -24,6 +24,7 @@ int save_new(const struct save_config *cfg, struct save **out)
 	pthread_mutex_init(&s->dd_lock, NULL);
 	pthread_mutex_init(&s->why_lock, NULL);
 	pthread_cond_init(&s->dd_cv, NULL);
+	pthread_cond_init(&s->dd_done, NULL);
 	cache_set_local_ops(cfg->cache, &save_local_ops);
 	*out = s;
 	return 0;
@@ -34,10 +35,13 @@ void save_destroy(struct save *s)
 	if (!s)
 		return;
 	save_stop(s);
+	save_flush_deferred(s, true); /* also when the thread never ran */
+	save_drop_parked(s);	      /* hidden keys stay in etcd */
 	save_why_destroy(s);
 	pthread_mutex_destroy(&s->why_lock);
 	pthread_mutex_destroy(&s->dd_lock);
 	pthread_cond_destroy(&s->dd_cv);
+	pthread_cond_destroy(&s->dd_done);
 	free(s);
 }
 

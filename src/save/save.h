@@ -3,7 +3,7 @@
  * Builds the transactions a save sends (compare-and-put, delete-with-compare,
  * the rename txn), keeps the copies of rejected saves, runs the deferred
  * unlinks on their own thread, and owns the write-path state of nodes (the
- * side table behind cache_node.local: shadows, hidden keys, origins). Results
+ * side table behind cache_node.local: shadows, origins). Results
  * are applied to the cache at once so reads see them before the watch does.
  * fs/ calls this module and never the backend itself. See docs/writes.md.
  *
@@ -42,9 +42,9 @@ struct save_fh;
  * by the cache lock like the node.
  *
  * A local file exists only in this mount: a new file not yet committed, or
- * a "shadow" (editor temp file) that never reaches etcd. A hidden node is
- * a key renamed onto a shadow name or unlinked: still in etcd, absent
- * here. */
+ * a "shadow" (editor temp file) that never reaches etcd. (An unlinked
+ * key, or one renamed onto a shadow name, leaves the tree at once:
+ * save_unlink_locked, save_park_key_locked. hidden is no longer set.) */
 struct cache_local {
 	bool local_file;
 	bool shadow;
@@ -55,9 +55,12 @@ struct cache_local {
 	char *local_data; /* shadow content (and symlink target if link) */
 	size_t local_len;
 	struct save_file *file; /* per process, the content its writers share */
-	uint64_t origin_id;	/* shadow: the hidden key it came from (0 none) */
-	int64_t origin_rev;	/* shadow: that key's mod_revision at rename */
-	int64_t born_rev;	/* revision the cache had when the shadow was made */
+	/* A shadow: that key's mod_revision at rename. A local file that
+	 * is not a shadow: the key it replaces is still in etcd at this
+	 * revision (created again within an unlink's grace period), so its
+	 * first save is one put compared against it (0: no key). */
+	int64_t origin_rev;
+	int64_t born_rev; /* revision the cache had when the shadow was made */
 	/* Metadata etcd has no place for, kept for the life of the mount
 	 * (docs/writes.md): set by chmod, chown, utimensat and local
 	 * changes. */
@@ -151,6 +154,14 @@ int save_why_get(struct save *s, const char *key, size_t klen, char **out);
 /* The same for the most recent refusal of any key. */
 int save_why_last(struct save *s, char **out);
 
+/* A rename moved n's key (from_rev, or from_absent: a new file) and
+ * stored it under the new name at rev: n's writers that built on what
+ * moved now build on rev (a handle's save goes to the new key, not a
+ * conflict with its own rename). Without the cache lock; n kept alive by
+ * a reference. */
+void save_file_moved(struct save *s, struct cache_node *n, int64_t from_rev, bool from_absent,
+		     int64_t rev);
+
 /* ---- metadata (attr.c) ---- */
 
 #define SAVE_ATIME 1u
@@ -218,7 +229,7 @@ struct save_config {
 
 /* Creates the module; the deferred-delete thread starts with save_start. */
 int save_new(const struct save_config *cfg, struct save **out);
-/* Stops the thread if running (committing pending deletes) and frees s.
+/* Stops the thread if running, commits pending deletes and frees s.
  * NULL is fine. */
 void save_destroy(struct save *s);
 int save_start(struct save *s);
@@ -260,13 +271,32 @@ int save_delete(struct save *s, const char *key, size_t klen, int64_t rev);
 int save_reject_edit(struct save *s, const char *key, size_t klen, const char *buf, size_t len,
 		     int64_t now);
 
-/* Deferred unlink: the hidden node id holds key at rev; it is deleted after
- * a short grace period unless cancelled (the same name created again).
- * Takes ownership of key (freed on every path). */
-int save_defer_delete(struct save *s, uint64_t id, char *key, size_t klen, int64_t rev);
-/* Drops the deferred delete of node id. May be called with the cache lock
- * held. */
-void save_cancel_deferred(struct save *s, uint64_t id);
+/* ---- unlink, create and rename (defer.c; docs/writes.md) ---- */
+
+/* unlink of n, a file the user sees: n leaves its directory at once, as on
+ * any filesystem (the name is free, the directory stays and may be empty),
+ * and an open handle keeps it (nlink 0). A key, or a new file that replaces
+ * one (cache_local.origin_rev), is deleted in etcd after a short grace
+ * period by save_defer_delete_locked; any other local file just goes.
+ * Lock held for write. -ENOMEM (nothing changed). */
+int save_unlink_locked(struct save *s, struct cache_node *n);
+/* Deletes key if still at rev after the grace period; until then the
+ * cache holds it (cache_hold_key_locked), so that nothing shows it again.
+ * Lock held for write. -ENOMEM. */
+int save_defer_delete_locked(struct save *s, const char *key, size_t klen, int64_t rev);
+/* rename(key -> shadow name): the key stays in etcd, hidden: the name is
+ * free as after an unlink, but the delete is parked until the shadow
+ * (node owner) is unlinked (save_unpark_locked: then it is due after the
+ * grace period). A create or rename onto the name takes it, as a pending
+ * delete. Lock held for write. -ENOMEM. */
+int save_park_key_locked(struct save *s, const char *key, size_t klen, int64_t rev, uint64_t owner);
+void save_unpark_locked(struct save *s, uint64_t owner);
+/* The name of key is created (or renamed onto) again: takes its pending
+ * delete, if any, so that the new content is one put compared against
+ * *rev instead of a delete and a create. false when none is pending (or
+ * it is being sent: then the key is gone, or the watch shows why not).
+ * Lock held for write. */
+bool save_take_deferred_locked(struct save *s, const char *key, size_t klen, int64_t *rev);
 /* Runs deferred deletes now: those due, or all of them. */
 void save_flush_deferred(struct save *s, bool all);
 

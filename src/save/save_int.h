@@ -15,8 +15,10 @@ struct save {
 	/* deferred deletes (defer.c): protected by dd_lock */
 	pthread_mutex_t dd_lock;
 	pthread_cond_t dd_cv;
+	pthread_cond_t dd_done; /* a delete in flight ended */
 	struct deferred_del *dd_head;
-	bool dd_stop, dd_running;
+	unsigned dd_running; /* deletes taken off the list, not yet done */
+	bool dd_stop, dd_running_thread;
 	pthread_t dd_thread;
 	/* why saves were refused (why.c): protected by why_lock */
 	pthread_mutex_t why_lock;
@@ -39,6 +41,9 @@ void save_why_destroy(struct save *s);
 void save_prune_kept(struct save *s, const char *dir);
 
 extern const struct cache_local_ops save_local_ops;
+
+/* Frees the deletes left parked at the end (their keys stay). */
+void save_drop_parked(struct save *s);
 
 /* Stores buf under key as one txn: compare (absent ? create_revision == 0 :
  * mod_revision == base) plus xcmp, then extra, then the put keeping the

@@ -286,13 +286,6 @@ def public_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-# Issue #14 is open: the widened model still finds differences from tmpfs
-# (seen: directory times when a deferred unlink lands or a rename moves an
-# entry, and the deferred-unlink leaks of the issue's bug 2). Not strict:
-# the mismatches depend on the seed and the timing. The basic generator in
-# test_model_basic.py must pass.
-@pytest.mark.xfail(reason="issue #14 open: namespace semantics (deferred unlink, rename, "
-                          "directory times) still differ from tmpfs", strict=False)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_model_against_tmpfs(etcd, mount_factory, public_dir, seed):
     model = os.path.join(public_dir, "model")

@@ -287,6 +287,9 @@ def test_rename_directories(pm, etcd):
     assert err_of(os.rename, p("p/d"), p("p/d2")) == errno.EXDEV
     assert etcd.get("/p/d/x")[0] == b"1"
     etcd.put("/p/d2/x", "1")
+    # (the watch delivers it within milliseconds: as long as a mkdir and a
+    # rename take on the embedded store)
+    assert wait_for(lambda: os.path.exists(p("p/d2/x")), timeout=3)
     # an empty (local) directory renames locally
     os.mkdir(p("p/e1"))
     assert os.rename(p("p/e1"), p("p/e2")) is None
@@ -600,3 +603,143 @@ def test_cwd_in_a_new_directory_stays_valid(pm):
     finally:
         os.chdir(here)
     assert bad == []
+
+
+def test_unlinked_name_is_free_at_once(pm, etcd):
+    """Issue #14 bug 2: while its delete waited for the grace period, an
+    unlinked key kept its name: mkdir of the name gave EEXIST, and its
+    directory was not empty for rename and rmdir although ls showed it
+    empty. The grace period must be invisible to every syscall."""
+    p = pm.p
+    os.unlink(p("p/a"))
+    assert os.mkdir(p("p/a")) is None  # was EEXIST
+    assert os.path.isdir(p("p/a"))
+    os.unlink(p("p/d/x"))
+    assert os.listdir(p("p/d")) == []
+    os.mkdir(p("p/e"))
+    assert os.rename(p("p/e"), p("p/d")) is None  # was ENOTEMPTY
+    assert os.rename(p("p/d"), p("p/d2")) is None  # was EXDEV
+    assert os.rmdir(p("p/d2")) is None
+    time.sleep(0.3)  # the deletes land and change nothing that can be seen
+    assert os.path.isdir(p("p/a")) and os.listdir(p("p/a")) == []
+    assert not os.path.exists(p("p/d")) and not os.path.exists(p("p/d2"))
+    assert etcd.get("/p/a")[1] is None and etcd.get("/p/d/x")[1] is None
+
+
+def test_rmdir_right_after_unlink(pm, etcd):
+    """Issue #14 bug 2: rmdir right after unlinking the last entry gave
+    ENOTEMPTY when the deferred delete was in flight (17 times in 50)."""
+    fails = []
+    for i in range(50):
+        d = pm.p(f"p/r{i}")
+        os.mkdir(d)
+        with open(os.path.join(d, "x"), "w") as f:
+            f.write("x")
+        os.unlink(os.path.join(d, "x"))
+        # meet the delete at every phase: pending, in flight, landed
+        time.sleep(0.045 + 0.001 * (i % 30))
+        e = err_of(os.rmdir, d)
+        if e is not None:
+            fails.append((i, errno.errorcode[e]))
+    assert fails == []
+    assert etcd.keys(b"/p/r") == []
+
+
+def test_unlink_leaves_directory_times_alone(pm, etcd):
+    """Directory times move when the entry vanishes (the unlink), not when
+    its deferred delete reaches etcd."""
+    d = pm.p("p/d")
+    os.unlink(os.path.join(d, "x"))
+    before = os.stat(d)
+    time.sleep(0.3)
+    after = os.stat(d)
+    assert (after.st_mtime_ns, after.st_ctime_ns) == (before.st_mtime_ns, before.st_ctime_ns)
+
+
+def test_truncate_path_moves_mtime(pm, etcd):
+    """truncate(2) sends no MTIME_NOW to FUSE (ftruncate does): the
+    filesystem moves mtime and ctime itself when the size changes, as tmpfs
+    does. Found by test_model (seeds 2, 3, 5, 6, 7, 9, 10)."""
+    p = pm.p("p/a")
+    os.truncate(p, 4)  # the first local change sets every time
+    before = os.stat(p)
+    time.sleep(0.01)
+    os.truncate(p, 3)
+    after = os.stat(p)
+    assert after.st_size == 3
+    assert after.st_mtime_ns > before.st_mtime_ns
+    assert after.st_ctime_ns > before.st_ctime_ns
+
+
+def test_rename_of_open_file_keeps_its_writer(pm, etcd):
+    """A file renamed while a handle writes it: the handle's save goes to
+    the new name, as on any filesystem. It compared against the revision
+    the old name had and failed with ESTALE (test_model seeds 1, 7, 10)."""
+    p = pm.p
+    fd = os.open(p("p/a"), os.O_RDWR)
+    os.pwrite(fd, b"HE", 0)
+    os.rename(p("p/a"), p("p/a2"))
+    os.rename(p("p/a2"), p("p/d/a3"))
+    os.pwrite(fd, b"LL", 2)
+    os.close(fd)  # was ESTALE
+    assert etcd.get("/p/d/a3")[0] == b"HELLo"
+    assert etcd.get("/p/a")[1] is None and etcd.get("/p/a2")[1] is None
+    # a new file, renamed before its first save
+    fd = os.open(p("p/n"), os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"new")
+    os.rename(p("p/n"), p("p/n2"))
+    os.close(fd)  # was ESTALE: "created by someone else"
+    assert etcd.get("/p/n2")[0] == b"new" and etcd.get("/p/n")[1] is None
+    assert read(p("p/n2")) == b"new"
+
+
+def test_create_over_pending_unlink_then_move_or_unlink(pm, etcd):
+    """The unlink/create/rename state machine (docs/writes.md): a file
+    created within an unlink's grace period replaces the key with one put;
+    renamed or unlinked before that put, the key still goes."""
+    p = pm.p
+    os.unlink(p("p/a"))
+    fd = os.open(p("p/a"), os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"again")
+    os.rename(p("p/a"), p("p/c"))
+    os.close(fd)
+    os.unlink(p("p/b"))
+    fd = os.open(p("p/b"), os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"gone")
+    os.unlink(p("p/b"))
+    os.close(fd)
+    time.sleep(0.3)
+    assert etcd.get("/p/c")[0] == b"again"
+    assert etcd.get("/p/a")[1] is None and etcd.get("/p/b")[1] is None
+    assert sorted(os.listdir(p("p"))) == ["c", "d"]
+    # a rename onto a name whose unlink is pending replaces the key
+    _, kv = etcd.get("/p/d/x")
+    os.unlink(p("p/d/x"))
+    os.rename(p("p/c"), p("p/d/x"))
+    time.sleep(0.3)
+    v, kv2 = etcd.get("/p/d/x")
+    assert v == b"again" and kv2["create_revision"] == kv["create_revision"]
+
+
+def test_key_renamed_to_shadow_name_frees_its_name(pm, etcd):
+    """rename(key -> shadow name) (vim's backup, sed -i.bak) keeps the key in
+    etcd until the shadow goes or the name is created again, but the name is
+    free at once: mkdir of it gave EEXIST and rmdir of its directory
+    ENOTEMPTY although ls showed it empty."""
+    p = pm.p
+    os.mkdir(p("p/s"))
+    with open(p("p/s/f"), "w") as f:
+        f.write("v")
+    os.rename(p("p/s/f"), p("p/f~"))
+    assert os.listdir(p("p/s")) == []
+    assert os.mkdir(p("p/s/f")) is None  # was EEXIST
+    assert os.rmdir(p("p/s/f")) is None
+    assert os.rmdir(p("p/s")) is None  # was ENOTEMPTY
+    dfd = os.open(p("p"), os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(dfd)  # commits pending deletes; a hidden key is not one
+    os.close(dfd)
+    assert etcd.get("/p/s/f")[0] == b"v"  # kept while the shadow lives
+    assert read(p("p/f~")) == b"v"
+    os.unlink(p("p/f~"))  # rename + unlink: the key goes
+    assert wait_for(lambda: etcd.get("/p/s/f")[1] is None, timeout=3)
+    assert not os.path.exists(p("p/s"))

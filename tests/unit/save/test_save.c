@@ -35,14 +35,6 @@ static bool exists(const char *key)
 	return v != NULL;
 }
 
-static bool pruned(uint64_t id)
-{
-	cache_rdlock(cache);
-	bool gone = cache_node_by_id(cache, id) == NULL;
-	cache_unlock(cache);
-	return gone;
-}
-
 static int count_conflicts(void)
 {
 	DIR *d = opendir(conflicts);
@@ -427,48 +419,136 @@ static void test_side_table(void)
 	cache_unlock(cache);
 }
 
+/* unlink(n) through save_unlink_locked; the lock is taken here. */
+static int unlink_node(const char *seg)
+{
+	cache_wrlock(cache);
+	struct cache_node *n = node(seg);
+	int ret = n ? save_unlink_locked(save, n) : -ENOENT;
+	cache_unlock(cache);
+	return ret;
+}
+
 static void test_deferred(void)
 {
-	REQUIRE_EQ(save_start(save), 0);
 	int ret;
-	int64_t r = store("/del", "x", 0, true, &ret);
+	store("/del", "x", 0, true, &ret);
 	REQUIRE_EQ(ret, 0);
 	int64_t r2 = store("/keep", "y", 0, true, &ret);
 	REQUIRE_EQ(ret, 0);
+	CHECK_EQ(unlink_node("del"), 0);
+	CHECK_EQ(unlink_node("keep"), 0);
 	cache_wrlock(cache);
-	struct cache_node *d = node("del"), *k = node("keep");
-	REQUIRE(d && k);
-	uint64_t did = d->id, kid = k->id;
-	save_local_mut(d)->hidden = true;
-	save_local_mut(k)->hidden = true;
+	/* the names are gone at once; the keys are still in etcd */
+	CHECK(node("del") == NULL && node("keep") == NULL);
+	int64_t taken = 0;
+	CHECK(save_take_deferred_locked(save, "/keep", 5, &taken), "re-created: taken");
+	CHECK_EQ(taken, r2);
+	CHECK(!save_take_deferred_locked(save, "/keep", 5, &taken), "taken once");
 	cache_unlock(cache);
-	CHECK_EQ(save_defer_delete(save, did, strdup("/del"), 4, r), 0);
-	CHECK_EQ(save_defer_delete(save, kid, strdup("/keep"), 5, r2), 0);
-	save_cancel_deferred(save, kid); /* re-created: not deleted */
-	/* the thread runs it after the grace period, then prunes the node */
-	for (int i = 0; i < 200 && !pruned(did); i++)
+	CHECK(exists("/del"));
+	/* the thread runs the rest after the grace period (started only now,
+	 * so that the checks above do not race it) */
+	REQUIRE_EQ(save_start(save), 0);
+	for (int i = 0; i < 200 && exists("/del"); i++)
 		usleep(10000);
 	CHECK(!exists("/del"));
 	char *v = get("/keep", NULL);
-	CHECK(v != NULL);
+	CHECK(v != NULL, "a taken delete is not run");
 	free(v);
-	cache_rdlock(cache);
-	CHECK(cache_node_by_id(cache, did) == NULL, "the deleted node is pruned");
-	CHECK(save_local(node("keep"))->hidden, "a cancelled delete leaves the node to its caller");
-	cache_unlock(cache);
 
-	/* a stale deferred delete deletes nothing and shows the key again */
+	/* a stale deferred delete deletes nothing and the key shows again */
+	int64_t r3 = store("/keep", "z", r2, false, &ret);
+	REQUIRE_EQ(ret, 0);
 	cache_wrlock(cache);
-	save_local_mut(node("keep"))->hidden = true;
+	CHECK_EQ(save_defer_delete_locked(save, "/keep", 5, r3 - 1), 0);
 	cache_unlock(cache);
-	CHECK_EQ(save_defer_delete(save, kid, strdup("/keep"), 5, r2 - 1), 0);
 	save_stop(save); /* runs what is pending */
 	v = get("/keep", NULL);
-	CHECK(v != NULL);
+	CHECK(v && strcmp(v, "z") == 0);
 	free(v);
 	cache_rdlock(cache);
-	CHECK(!save_local(node("keep"))->hidden);
+	CHECK(node("keep") && node("keep")->has_value);
 	cache_unlock(cache);
+}
+
+/* Issue #14 bug 2: an unlinked key waiting for its delete kept its name,
+ * so mkdir of the name gave EEXIST and its directory stayed non-empty for
+ * rmdir and rename. Now it leaves the tree at once, and neither the watch
+ * nor a resync brings it back before the delete lands. */
+static void test_unlink_frees_the_name(void)
+{
+	int ret;
+	int64_t r = store("/u/x", "1", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	cache_wrlock(cache);
+	struct cache_node *u = node("u");
+	REQUIRE(u);
+	struct cache_node *x = cache_child(cache, u, 0, "x", 1);
+	REQUIRE(x);
+	cache_ref_open(cache, x); /* an open handle */
+	CHECK_EQ(save_unlink_locked(save, x), 0);
+	CHECK(x->detached && !x->has_value, "an open unlinked file is kept out of the tree");
+	CHECK(node("u") == u && cache_is_dir(u), "the directory stays");
+	CHECK(u->n_children == 0, "and is empty");
+	CHECK(cache_child(cache, u, 0, "x", 1) == NULL);
+	struct cache_node *d;
+	CHECK(cache_mknode_locked(cache, u, 0, "x", 1, true, &d) == 0, "mkdir of the name");
+	cache_unref_open(cache, x);
+	cache_unlock(cache);
+	CHECK(exists("/u/x"), "the delete waits for its grace period");
+	/* an event of the key's revision arrives late: it stays gone */
+	struct kv_kv late = {.key = "/u/x",
+			     .key_len = 4,
+			     .value = "1",
+			     .value_len = 1,
+			     .mod_revision = r,
+			     .create_revision = r,
+			     .version = 1};
+	cache_apply_local(cache, "/u/x", 4, &late, r);
+	cache_rdlock(cache);
+	struct cache_node *now = cache_child(cache, node("u"), 0, "x", 1);
+	CHECK(now && !now->has_value && now->local_dir, "still the new directory");
+	cache_unlock(cache);
+	save_flush_deferred(save, true);
+	CHECK(!exists("/u/x"));
+	cache_rdlock(cache);
+	now = cache_child(cache, node("u"), 0, "x", 1);
+	CHECK(now && !now->has_value, "the delete landing changes nothing seen");
+	cache_unlock(cache);
+}
+
+/* rename(key -> shadow name) parks the key's delete: nothing deletes it
+ * (not fsync of the directory, not unmount) until the shadow goes; a
+ * create of the name takes it. */
+static void test_parked(void)
+{
+	int ret;
+	int64_t r = store("/pk", "v", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	cache_wrlock(cache);
+	CHECK_EQ(save_park_key_locked(save, "/pk", 3, r, 42), 0);
+	cache_unlock(cache);
+	save_flush_deferred(save, true);
+	CHECK(exists("/pk"), "parked: not deleted");
+	cache_wrlock(cache);
+	save_unpark_locked(save, 42);
+	cache_unlock(cache);
+	save_flush_deferred(save, true);
+	CHECK(!exists("/pk"), "the shadow went: deleted");
+
+	r = store("/pk", "w", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	int64_t taken = 0;
+	cache_wrlock(cache);
+	CHECK_EQ(save_park_key_locked(save, "/pk", 3, r, 43), 0);
+	CHECK(save_take_deferred_locked(save, "/pk", 3, &taken));
+	CHECK_EQ(taken, r);
+	save_unpark_locked(save, 43); /* the shadow goes after the re-create */
+	CHECK_EQ(save_park_key_locked(save, "/left", 5, r, 44), 0); /* freed at the end */
+	cache_unlock(cache);
+	save_flush_deferred(save, true);
+	CHECK(exists("/pk"), "taken: not deleted");
 }
 
 int main(void)
@@ -485,6 +565,8 @@ int main(void)
 	TEST_RUN(test_encode);
 	TEST_RUN(test_shadow_names);
 	TEST_RUN(test_side_table);
+	TEST_RUN(test_unlink_frees_the_name);
+	TEST_RUN(test_parked);
 	TEST_RUN(test_deferred);
 
 	return fixture_teardown();

@@ -151,26 +151,35 @@ static void test_encode_errors(void)
 	save_destroy(s);
 }
 
-/* A deferred delete that fails leaves the key and shows it again. */
+/* A deferred delete that fails leaves the key and shows it again; one
+ * applied whose reply was lost leaves it gone. */
 static void test_deferred_error(void)
 {
 	CHECK_EQ(put("/dd", "a", 0, true), 0);
-	int64_t m = mod_of("/dd");
 	cache_wrlock(cache);
 	struct cache_node *n = cache_child(cache, cache->root, 0, "dd", 2);
 	REQUIRE(n);
-	uint64_t id = n->id;
-	struct cache_local *l = save_local_mut(n);
-	REQUIRE(l);
-	l->hidden = true;
+	CHECK_EQ(save_unlink_locked(save, n), 0);
+	CHECK(cache_child(cache, cache->root, 0, "dd", 2) == NULL);
 	cache_unlock(cache);
 	kvmem_fail(kv, KVMEM_TXN, 0, -EIO, false);
-	CHECK_EQ(save_defer_delete(save, id, strdup("/dd"), 3, m), 0);
 	save_flush_deferred(save, true);
 	CHECK(value_is("/dd", "a"));
 	cache_rdlock(cache);
-	n = cache_node_by_id(cache, id);
-	CHECK(n && !save_local(n)->hidden && n->has_value);
+	n = cache_child(cache, cache->root, 0, "dd", 2);
+	CHECK(n && n->has_value, "shown again");
+	cache_unlock(cache);
+
+	cache_wrlock(cache);
+	n = cache_child(cache, cache->root, 0, "dd", 2);
+	REQUIRE(n);
+	CHECK_EQ(save_unlink_locked(save, n), 0);
+	cache_unlock(cache);
+	kvmem_fail(kv, KVMEM_TXN, 0, -ETIMEDOUT, true);
+	save_flush_deferred(save, true);
+	CHECK(value_is("/dd", NULL));
+	cache_rdlock(cache);
+	CHECK(cache_child(cache, cache->root, 0, "dd", 2) == NULL, "applied: stays gone");
 	cache_unlock(cache);
 }
 
