@@ -219,6 +219,7 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	 * save would first store an empty value. */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	fs_want_dio_mmap(NULL, conn);
 	(void)fs;
 }
 
@@ -801,6 +802,7 @@ int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool
 		goto out_signals;
 	}
 	fs->se = se;
+	fs_want_dio_mmap(se, NULL);
 	ret = fs_notifier_start(fs);
 	if (ret < 0)
 		goto out_unmount;

@@ -74,6 +74,7 @@ struct fhandle {
 	bool raw;		 /* reads come from buf: NAME%raw, or a hot file */
 	bool hot;		 /* raw for a hot file: rereading from 0 refreshes buf */
 	bool read_any;		 /* buf was read from, protected by mu */
+	bool cached;		 /* through the page cache with its process's content */
 	int pid;		 /* the process that opened it */
 	pthread_mutex_t mu;
 	char *buf; /* raw: the private copy, protected by mu */
@@ -85,6 +86,15 @@ void fs_release_lookup(struct fs *fs, struct cache_node *n); /* drops one lookup
 /* Ends a handle: closes its share of the content, drops the node. */
 void fs_handle_free(struct fs *fs, struct fhandle *fh);
 
+/* Sets how the writable handle fh (its file joined) reaches the kernel:
+ * the page cache when its process's content is the page cache's (mmap
+ * works), else direct I/O (docs/writes.md). created: n is new from this
+ * request, so the kernel holds no older size of it. Without the lock. */
+void fs_writer_io(struct fs *fs, struct fhandle *fh, struct fuse_file_info *fi, bool created);
+/* Asks the kernel to allow MAP_SHARED on direct I/O handles
+ * (FUSE_DIRECT_IO_ALLOW_MMAP): through conn in init with a libfuse that
+ * names it, else through se once mounted, before the session loop. */
+void fs_want_dio_mmap(struct fuse_session *se, struct fuse_conn_info *conn);
 /* file.c: open, read, write, flush, fsync, release */
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);

@@ -1,0 +1,182 @@
+"""mmap through the mount (issue #14): a shared writable mapping of an
+ordinary file is saved as exactly one put, a read-only mapping works on a
+file that just changed through the watch, and the commit model's
+guarantees (one process's unsaved bytes are its own; read-modify-write by
+two processes is a conflict, not a lost update) hold with the page cache.
+docs/writes.md, "Commit model"."""
+import errno
+import mmap
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import wait_for, read
+from test_write import Watch, assert_one_put
+
+
+@pytest.fixture
+def m(etcd, mount_factory):
+    m = mount_factory(["--endpoints", etcd.endpoint, "--command-timeout=3s"])
+    m.allowed_errors += ["conflict:"]
+    return m
+
+
+def test_shared_writable_mmap_msync_is_one_put(etcd, m):
+    orig = b"a" * 5000 + b"\n"
+    etcd.put("/mm/f", orig)
+    p = os.path.join(m.path, "mm/f")
+    assert wait_for(lambda: read(p) == orig)
+    w = Watch(etcd, "/mm/")
+    fd = os.open(p, os.O_RDWR)
+    try:
+        mp = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        assert mp[:3] == b"aaa"
+        mp[0:5] = b"HELLO"
+        mp[4096:4101] = b"WORLD"
+        # the process's own reads see what it wrote through the mapping
+        assert os.pread(fd, 5, 4096) == b"WORLD"
+        mp.flush()  # msync(MS_SYNC): the save
+        mp.close()  # munmap
+    finally:
+        os.close(fd)
+    want = b"HELLO" + b"a" * 4091 + b"WORLD" + b"a" * 899 + b"\n"
+    assert_one_put(w.stop(), "/mm/f", want)
+    assert etcd.get("/mm/f")[0] == want
+    assert read(p) == want
+
+
+def test_shared_writable_mmap_saved_at_close(etcd, m):
+    """No msync: munmap leaves dirty pages, close writes them and saves
+    once. The file grows with ftruncate first, as SQLite's -shm does."""
+    p = os.path.join(m.path, "mm/g")
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    w = Watch(etcd, "/mm/")
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, 8192)
+        assert os.fstat(fd).st_size == 8192
+        mp = mmap.mmap(fd, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        mp[8000:8004] = b"tail"
+        mp[0:4] = b"head"
+        mp.close()
+    finally:
+        os.close(fd)
+    want = b"head" + b"\0" * 7996 + b"tail" + b"\0" * 188
+    assert_one_put(w.stop(), "/mm/g", want)
+    assert etcd.get("/mm/g")[0] == want
+
+
+def test_read_only_mmap_of_a_file_just_changed(etcd, m):
+    """A file an external put changed an instant ago maps (read-only,
+    MAP_SHARED: its reader has direct I/O, FUSE_DIRECT_IO_ALLOW_MMAP) and
+    shows the new version, then the next one."""
+    etcd.put("/mm/h", "v1 " + "x" * 6000)
+    p = os.path.join(m.path, "mm/h")
+    assert wait_for(lambda: read(p).startswith(b"v1 "))
+    new = b"v2 " + b"y" * 7000
+    etcd.put("/mm/h", new)
+    t0 = time.monotonic()
+    assert wait_for(lambda: read(p) == new)
+    with open(p, "rb") as f:
+        mp = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        # within the second after the change: what "hot" means (file.c)
+        assert time.monotonic() - t0 < 1.0
+        try:
+            assert mp[:] == new
+            # the mapping follows the next change too
+            newer = b"v3 " + b"z" * 7000
+            etcd.put("/mm/h", newer)
+            assert wait_for(lambda: mp[:] == newer)
+        finally:
+            mp.close()
+
+
+OTHER = r'''
+import sys
+for line in sys.stdin:
+    with open(sys.argv[1], "rb") as f:
+        sys.stdout.write(repr(f.read()) + "\n")
+    sys.stdout.flush()
+'''
+
+
+def test_other_process_reads_saved_content_while_mapped(etcd, m):
+    """One process writing through a shared mapping: another process reads
+    the saved version until the save, then the new one. (The reader starts
+    first: a child forked while the file is open would close its copy of
+    the descriptor at exec, and every close saves.)"""
+    etcd.put("/mm/k", "saved\n")
+    p = os.path.join(m.path, "mm/k")
+    assert wait_for(lambda: read(p) == b"saved\n")
+    other = subprocess.Popen([sys.executable, "-c", OTHER, p], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+
+    def other_reads():
+        other.stdin.write("\n")
+        other.stdin.flush()
+        return other.stdout.readline()
+
+    try:
+        fd = os.open(p, os.O_RDWR)
+        try:
+            mp = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            mp[0:5] = b"SAVED"
+            assert os.pread(fd, 6, 0) == b"SAVED\n"
+            assert other_reads() == repr(b"saved\n") + "\n"
+            mp.flush()
+            assert other_reads() == repr(b"SAVED\n") + "\n"
+            mp.close()
+        finally:
+            os.close(fd)
+    finally:
+        other.stdin.close()
+        other.wait(10)
+    assert etcd.get("/mm/k")[0] == b"SAVED\n"
+
+
+def test_read_modify_write_by_two_processes_conflicts(etcd, m):
+    """The first writer goes through the page cache (alone), the second
+    (another process) with direct I/O. Both read 5; the second saves 60;
+    the first still reads its own version, writes 6 and gets ESTALE:
+    never a lost update, and the second's truncate and save do not move
+    what the first reads."""
+    etcd.put("/mm/c", "5")
+    p = os.path.join(m.path, "mm/c")
+    assert wait_for(lambda: read(p) == b"5")
+    a = os.open(p, os.O_RDWR)
+    try:
+        assert os.read(a, 64) == b"5"
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                b = os.open(p, os.O_RDWR)
+                if os.read(b, 64) == b"5":
+                    os.lseek(b, 0, 0)
+                    os.ftruncate(b, 0)
+                    os.write(b, b"60")
+                    code = 2
+                os.close(b)
+                code = 0 if code == 2 else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert etcd.get("/mm/c")[0] == b"60"
+        assert os.pread(a, 64, 0) == b"5"
+        assert os.fstat(a).st_size == 1
+        os.lseek(a, 0, 0)
+        os.ftruncate(a, 0)
+        os.write(a, b"6")
+        assert os.pread(a, 64, 0) == b"6"
+    except BaseException:
+        os.close(a)
+        raise
+    with pytest.raises(OSError) as e:
+        os.close(a)
+    assert e.value.errno == errno.ESTALE
+    assert etcd.get("/mm/c")[0] == b"60"
+    assert wait_for(lambda: read(p) == b"60")
