@@ -205,12 +205,15 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		 * writers with direct I/O: this handle's content is not the
 		 * page cache's. */
 		bool shared = save_local(n)->file != NULL && !mine;
-		/* A file that changed within the last second is "hot": its
+		bool own = save_file_writes_locked(n, fh->pid);
+		/* A file that changed within the last second is "hot", and one
+		 * that another process writes may change at any save: their
 		 * readers get direct I/O from a private copy, so a reader
-		 * racing a writer never mixes two versions (mmap of a hot
-		 * file gives ENODEV for that second). */
-		bool hot =
-			!local && !shared && n->changed_ms && util_now_ms() - n->changed_ms < 1000;
+		 * racing a change never mixes two versions, even over several
+		 * read calls. A reader in a process that writes the file
+		 * reads that process's content instead. */
+		bool hot = !local && !own &&
+			   (shared || (n->changed_ms && util_now_ms() - n->changed_ms < 1000));
 		cache_unlock(fs->cache);
 		if (hot) {
 			int64_t rev;
@@ -224,8 +227,6 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			shared = true;
 		}
 		fi->keep_cache = mine || (fresh && same && !local && !shared);
-		/* A reader in a process that writes the file too reads that
-		 * process's content, which the page cache does not hold. */
 		fi->direct_io = shared;
 		/* A reader has nothing to save: spare the close its FLUSH. */
 		fi->noflush = 1;
@@ -274,8 +275,8 @@ static void read_snapshot(fuse_req_t req, struct fs *fs, struct fhandle *fh, siz
 	free(tmp);
 }
 
-/* Reads n for any handle: the content open writers share, a local file's
- * data, else the key's content. */
+/* Reads n for any handle: the content process pid's writers share, a
+ * local file's data, else the key's content (pid -1: no process's). */
 static ssize_t read_node(struct fs *fs, struct cache_node *n, int pid, char *buf, size_t size,
 			 off_t off)
 {
@@ -286,7 +287,7 @@ static ssize_t read_node(struct fs *fs, struct cache_node *n, int pid, char *buf
 	if (plain)
 		return cache_read(c, n, buf, size, off);
 	cache_wrlock(c);
-	struct save_file *f = save_file_ref_locked(n, pid);
+	struct save_file *f = pid >= 0 ? save_file_ref_locked(n, pid) : NULL;
 	if (f) {
 		cache_unlock(c);
 		size_t cnt = save_file_read(f, buf, size, off);
@@ -316,16 +317,30 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 	CNT(fs, n_requests);
 	CNT(fs, n_read);
 	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
-	if (fh->raw) {
+	/* A read that fills the page cache (the kernel sends a lock owner
+	 * with every direct read, none with a fill) through a direct I/O
+	 * handle comes from mmap: it reads the content the page cache holds
+	 * (the page-cache writer's, else the key's), never the handle's own
+	 * view, so every user of the page cache sees one content. */
+	bool fill = fi->lock_owner == 0;
+	if (fh->raw && !(fh->hot && fill)) {
 		read_snapshot(req, fs, fh, size, off);
 		return;
+	}
+	int pid = fh->pid;
+	if (fill) {
+		cache_rdlock(fs->cache);
+		int owner = save_file_cached_pid_locked(fh->node);
+		cache_unlock(fs->cache);
+		if (owner >= 0 || fh->hot)
+			pid = owner;
 	}
 	char *buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ssize_t n_read = read_node(fs, fh->node, fh->pid, buf, size, off);
+	ssize_t n_read = read_node(fs, fh->node, pid, buf, size, off);
 	if (n_read < 0)
 		fuse_reply_err(req, fs_errno_out(n_read));
 	else

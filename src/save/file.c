@@ -300,12 +300,22 @@ bool save_file_cache_locked(struct cache_node *n, struct save_fh *h)
 	return true;
 }
 
-bool save_file_cached_by_locked(const struct cache_node *n, int pid)
+int save_file_cached_pid_locked(const struct cache_node *n)
 {
 	for (const struct save_file *f = save_local(n)->file; f; f = f->next)
 		if (f->cached)
-			return f->pid == pid;
-	return false;
+			return f->pid;
+	return -1;
+}
+
+bool save_file_writes_locked(const struct cache_node *n, int pid)
+{
+	return pid >= 0 && find(n, pid) != NULL;
+}
+
+bool save_file_cached_by_locked(const struct cache_node *n, int pid)
+{
+	return pid >= 0 && save_file_cached_pid_locked(n) == pid;
 }
 
 /* A shadow's content stays in this mount. Lock held for write. */

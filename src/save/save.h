@@ -125,6 +125,10 @@ bool save_file_cache_locked(struct cache_node *n, struct save_fh *h);
 /* Whether process pid's content is what the page cache of n holds. Lock
  * held. */
 bool save_file_cached_by_locked(const struct cache_node *n, int pid);
+/* Whether process pid has content of n (writers open). Lock held. */
+bool save_file_writes_locked(const struct cache_node *n, int pid);
+/* The process whose content the page cache of n holds, or -1. Lock held. */
+int save_file_cached_pid_locked(const struct cache_node *n);
 /* Commits the content as one txn (save_store_text's rules) unless it is
  * unchanged; a just-created or truncated file is left for the last close
  * unless force (fsync). *wrote tells whether something was stored. */

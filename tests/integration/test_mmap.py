@@ -180,3 +180,44 @@ def test_read_modify_write_by_two_processes_conflicts(etcd, m):
     assert e.value.errno == errno.ESTALE
     assert etcd.get("/mm/c")[0] == b"60"
     assert wait_for(lambda: read(p) == b"60")
+
+
+STEPS = r'''
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+first = os.read(fd, 1)
+print(first.decode(), flush=True)
+sys.stdin.readline()
+rest = b""
+while True:
+    b = os.read(fd, 1)
+    if not b:
+        break
+    rest += b
+print((first + rest).decode(), flush=True)
+'''
+
+
+def test_reader_of_a_file_another_process_writes_sees_one_version(etcd, m):
+    """A reader in another process than a writer that holds the file
+    open reads one saved version over all its read calls, even when a save
+    lands between them (it read byte by byte from whatever was saved last
+    before: "ABBB")."""
+    etcd.put("/mm/r", "AAAA")
+    p = os.path.join(m.path, "mm/r")
+    assert wait_for(lambda: read(p) == b"AAAA")
+    w = os.open(p, os.O_RDWR)
+    try:
+        r = subprocess.Popen([sys.executable, "-c", STEPS, p], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        assert r.stdout.readline() == "A\n"
+        os.pwrite(w, b"BBBB", 0)
+        os.fsync(w)  # saved: the reader's next read calls come after it
+        assert etcd.get("/mm/r")[0] == b"BBBB"
+        r.stdin.write("\n")
+        r.stdin.flush()
+        assert r.stdout.readline() == "AAAA\n"
+        assert r.wait(10) == 0
+    finally:
+        os.close(w)
+    assert read(p) == b"BBBB"
