@@ -221,3 +221,44 @@ def test_reader_of_a_file_another_process_writes_sees_one_version(etcd, m):
     finally:
         os.close(w)
     assert read(p) == b"BBBB"
+
+
+MAPS = r'''
+import mmap, os, sys
+sys.stdin.readline()
+fd = os.open(sys.argv[1], os.O_RDONLY)
+mp = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+print(repr(mp[:]), flush=True)
+mp.close()
+os.close(fd)
+'''
+
+
+def test_other_process_mapping_keeps_the_writers_view(etcd, m):
+    """While a process writes a file through the page cache, another maps
+    it (its handle has direct I/O): the mapping's pages come from the page
+    cache's one content, the writer's, so the writer still reads what it
+    wrote (pages filled from the other process's copy showed it the saved
+    bytes). docs/writes.md says the mapping may show unsaved bytes. The
+    mapper starts first: a child started while the file is open would
+    close its copy of the descriptor at exec, and every close saves."""
+    etcd.put("/mm/o", "saved-content\n")
+    p = os.path.join(m.path, "mm/o")
+    assert wait_for(lambda: read(p) == b"saved-content\n")
+    other = subprocess.Popen([sys.executable, "-c", MAPS, p], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        w = os.open(p, os.O_RDWR)
+        try:
+            os.pwrite(w, b"WRITER", 0)
+            other.stdin.write("\n")
+            other.stdin.flush()
+            assert other.stdout.readline() == repr(b"WRITERcontent\n") + "\n"
+            assert os.pread(w, 64, 0) == b"WRITERcontent\n"
+            assert etcd.get("/mm/o")[0] == b"saved-content\n"
+        finally:
+            os.close(w)
+    finally:
+        other.stdin.close()
+        other.wait(10)
+    assert etcd.get("/mm/o")[0] == b"WRITERcontent\n"
