@@ -72,7 +72,11 @@ void fs_writer_io(struct fs *fs, struct fhandle *fh, struct fuse_file_info *fi, 
 	struct cache_node *n = fh->node;
 	cache_wrlock(fs->cache);
 	bool joined = save_file_cached_by_locked(n, fh->pid);
-	fh->cached = save_file_cache_locked(n, fh->file);
+	/* An append lands where the kernel's i_size says, which the
+	 * invalidation below leaves as it was until a getattr: appends never
+	 * start writing through the page cache (they join it once it holds
+	 * their process's content, whose size the kernel then tracks). */
+	fh->cached = joined || (!(fi->flags & O_APPEND) && save_file_cache_locked(n, fh->file));
 	if (fh->cached)
 		__atomic_store_n(&n->kernel_rev, -1, __ATOMIC_RELAXED);
 	cache_unlock(fs->cache);

@@ -289,3 +289,22 @@ def test_refused_save_leaves_no_size_behind(etcd, m):
     # attributes for --kernel-timeout, an hour)
     assert wait_for(lambda: os.stat(p).st_size == 6)
     assert read(p) == b"small\n"
+
+
+def test_append_after_an_external_change(etcd, m):
+    """An append lands at the end of the version the writer opened, even
+    when the kernel still holds an older size: an external put grew the
+    file and nothing asked for its attributes since (appends keep direct
+    I/O and their offset is the content's end)."""
+    etcd.put("/mm/log", "abc")
+    p = os.path.join(m.path, "mm/log")
+    assert wait_for(lambda: read(p) == b"abc")
+    assert os.stat(p).st_size == 3
+    rev = etcd.put("/mm/log", "abcdef")
+    assert wait_for(lambda: int(m.xattr("mm/log", "user.etcd.mod_revision")) == rev)
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"X")
+    finally:
+        os.close(fd)
+    assert etcd.get("/mm/log")[0] == b"abcdefX"
