@@ -88,8 +88,10 @@ void fs_handle_free(struct fs *fs, struct fhandle *fh);
 
 /* Sets how the writable handle fh (its file joined) reaches the kernel:
  * the page cache when its process's content is the page cache's (mmap
- * works), else direct I/O (docs/writes.md). created: n is new from this
- * request, so the kernel holds no older size of it. Without the lock. */
+ * works), else direct I/O (docs/writes.md). created: a FUSE_CREATE, whose
+ * reply carries the size (and whose caller holds the directory's lock, so
+ * waiting for the notifier, which may need it, could stall). Without the
+ * lock. */
 void fs_writer_io(struct fs *fs, struct fhandle *fh, struct fuse_file_info *fi, bool created);
 /* Asks the kernel to allow MAP_SHARED on direct I/O handles
  * (FUSE_DIRECT_IO_ALLOW_MMAP): through conn in init with a libfuse that

@@ -229,7 +229,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	entry_of(fs, n, &e);
 	cache_unlock(c);
 	fi->fh = (uintptr_t)fh;
-	fs_writer_io(fs, fh, fi, !existing); /* as a writable open (file.c) */
+	fs_writer_io(fs, fh, fi, true); /* as a writable open (file.c) */
 	if (fuse_reply_create(req, &e, fi) < 0) {
 		fs_release_lookup(fs, n);
 		fs_handle_free(fs, fh);
