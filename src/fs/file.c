@@ -7,18 +7,24 @@
  * key). Shadows (editor temp files) keep their content in this mount. See
  * docs/writes.md.
  *
- * Every handle but NAME%raw goes through the kernel's page cache, so mmap
- * works on every file; reads of a key are served from the version the
- * kernel was last told the size of (src/cache), so a reader racing a change
- * never mixes two versions.
+ * The kernel's page cache of an inode holds one content: the key's (the
+ * version the kernel was last told the size of, src/cache), or the
+ * unsaved content of the one process writing it through the page cache
+ * (fs_writer_io). Handles that would see another content (another
+ * process's writes, its readers meanwhile, a hot file's private copy,
+ * NAME%raw) use direct I/O. See docs/writes.md, "Commit model".
  *
  * Locking: the cache lock is never held across a backend call; a save_file
  * lock is taken before the cache lock.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fuse.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/util.h"
@@ -51,6 +57,46 @@ static void touch_node(struct fs *fs, struct cache_node *n, bool kill_priv)
 	if (kill_priv)
 		(void)save_kill_priv_locked(n);
 	cache_unlock(fs->cache);
+}
+
+/* The kernel forgets its pages and size of n (and has, on return): the
+ * content its page cache holds changes owner. */
+static void forget_kernel_view(struct fs *fs, struct cache_node *n)
+{
+	cache_rdlock(fs->cache);
+	struct cache_change chg = {
+		.kind = CACHE_CHG_CONTENT, .ino = cache_file_ino(n), .rev = n->mod_revision};
+	/* The next reader's open drops whatever pages are left. */
+	__atomic_store_n(&n->kernel_rev, -1, __ATOMIC_RELAXED);
+	cache_unlock(fs->cache);
+	fs_cache_notify(fs, &chg);
+	fs_notify_wait(fs, 2000);
+}
+
+void fs_writer_io(struct fs *fs, struct fhandle *fh, struct fuse_file_info *fi, bool created)
+{
+	struct cache_node *n = fh->node;
+	cache_wrlock(fs->cache);
+	bool joined = save_file_cached_by_locked(n, fh->pid);
+	/* An append lands where the kernel's i_size says, which the
+	 * invalidation below leaves as it was until a getattr: appends never
+	 * start writing through the page cache (they join it once it holds
+	 * their process's content, whose size the kernel then tracks). */
+	fh->cached = joined || (!(fi->flags & O_APPEND) && save_file_cache_locked(n, fh->file));
+	if (fh->cached)
+		__atomic_store_n(&n->kernel_rev, -1, __ATOMIC_RELAXED);
+	cache_unlock(fs->cache);
+	/* Alone with the file, a writer goes through the page cache, so a
+	 * shared writable mmap works. Else its content is its process's
+	 * until the save (the kernel's i_size and pages are another's), and
+	 * the handle bypasses them. */
+	fi->direct_io = !fh->cached;
+	fi->keep_cache = joined;
+	/* The kernel may still hold the size of an older version, or of
+	 * another process's content that a save rejected: the first
+	 * reader of this content must not read it with that size. */
+	if (fh->cached && !joined && !created)
+		forget_kernel_view(fs, n);
 }
 
 /* NAME%raw: a read-only snapshot of the stored bytes, read with direct I/O
@@ -154,27 +200,28 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 		if (trunc)
 			touch_node(fs, n, fuse_req_ctx(req)->uid != 0);
-		/* The content is this process's until its save, so the handle
-		 * bypasses the shared page cache (and the kernel's i_size,
-		 * which another writer may move). */
-		fi->keep_cache = 0;
-		fi->direct_io = 1;
+		fs_writer_io(fs, fh, fi, false);
 	} else {
 		/* The page cache is kept only if it holds the current
-		 * revision (after any change the next open rereads). */
+		 * revision (after any change the next open rereads), or
+		 * this process's content that it writes through it. */
 		cache_rdlock(fs->cache);
+		bool mine = save_file_cached_by_locked(n, fh->pid);
 		int64_t cur = n->mod_revision;
 		bool same = __atomic_load_n(&n->kernel_rev, __ATOMIC_RELAXED) == cur;
-		__atomic_store_n(&n->kernel_rev, cur, __ATOMIC_RELAXED);
-		bool shared = save_local(n)->file != NULL;
-		size_t own_len;
-		bool own = save_file_size(n, fh->pid, &own_len);
-		/* A file that changed within the last second, or that another
-		 * process is writing, is "hot": its readers get direct I/O
-		 * from a private copy, so a reader racing a writer never
-		 * mixes two versions, even over several reads (mmap of a hot
-		 * file gives ENODEV for that second). A reader in the writing
-		 * process reads that process's content instead. */
+		if (!mine && !save_local(n)->file)
+			__atomic_store_n(&n->kernel_rev, cur, __ATOMIC_RELAXED);
+		/* Another process's writer through the page cache, or
+		 * writers with direct I/O: this handle's content is not the
+		 * page cache's. */
+		bool shared = save_local(n)->file != NULL && !mine;
+		bool own = save_file_writes_locked(n, fh->pid);
+		/* A file that changed within the last second is "hot", and one
+		 * that another process writes may change at any save: their
+		 * readers get direct I/O from a private copy, so a reader
+		 * racing a change never mixes two versions, even over several
+		 * read calls. A reader in a process that writes the file
+		 * reads that process's content instead. */
 		bool hot = !local && !own &&
 			   (shared || (n->changed_ms && util_now_ms() - n->changed_ms < 1000));
 		cache_unlock(fs->cache);
@@ -189,9 +236,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			fh->hot = true;
 			shared = true;
 		}
-		fi->keep_cache = fresh && same && !local && !shared;
-		/* A reader in a process that writes the file too reads that
-		 * process's content, which the page cache does not hold. */
+		fi->keep_cache = mine || (fresh && same && !local && !shared);
 		fi->direct_io = shared;
 		/* A reader has nothing to save: spare the close its FLUSH. */
 		fi->noflush = 1;
@@ -209,8 +254,7 @@ out_unref:
  * version. A hot file read again from offset 0 (a reader that seeks back,
  * tail -f, less's reload) takes the version current then, as a reread of
  * any file does: one read still never mixes two versions. */
-static void read_snapshot(fuse_req_t req, struct fs *fs, struct fhandle *fh, size_t size,
-			  off_t off)
+static void read_snapshot(fuse_req_t req, struct fs *fs, struct fhandle *fh, size_t size, off_t off)
 {
 	pthread_mutex_lock(&fh->mu);
 	if (fh->hot && off == 0 && fh->read_any) {
@@ -241,8 +285,8 @@ static void read_snapshot(fuse_req_t req, struct fs *fs, struct fhandle *fh, siz
 	free(tmp);
 }
 
-/* Reads n for any handle: the content open writers share, a local file's
- * data, else the key's content. */
+/* Reads n for any handle: the content process pid's writers share, a
+ * local file's data, else the key's content (pid -1: no process's). */
 static ssize_t read_node(struct fs *fs, struct cache_node *n, int pid, char *buf, size_t size,
 			 off_t off)
 {
@@ -253,7 +297,7 @@ static ssize_t read_node(struct fs *fs, struct cache_node *n, int pid, char *buf
 	if (plain)
 		return cache_read(c, n, buf, size, off);
 	cache_wrlock(c);
-	struct save_file *f = save_file_ref_locked(n, pid);
+	struct save_file *f = pid >= 0 ? save_file_ref_locked(n, pid) : NULL;
 	if (f) {
 		cache_unlock(c);
 		size_t cnt = save_file_read(f, buf, size, off);
@@ -283,16 +327,30 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 	CNT(fs, n_requests);
 	CNT(fs, n_read);
 	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
-	if (fh->raw) {
+	/* A read that fills the page cache (the kernel sends a lock owner
+	 * with every direct read, none with a fill) through a direct I/O
+	 * handle comes from mmap: it reads the content the page cache holds
+	 * (the page-cache writer's, else the key's), never the handle's own
+	 * view, so every user of the page cache sees one content. */
+	bool fill = fi->lock_owner == 0;
+	if (fh->raw && !(fh->hot && fill)) {
 		read_snapshot(req, fs, fh, size, off);
 		return;
+	}
+	int pid = fh->pid;
+	if (fill) {
+		cache_rdlock(fs->cache);
+		int owner = save_file_cached_pid_locked(fh->node);
+		cache_unlock(fs->cache);
+		if (owner >= 0 || fh->hot)
+			pid = owner;
 	}
 	char *buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ssize_t n_read = read_node(fs, fh->node, fh->pid, buf, size, off);
+	ssize_t n_read = read_node(fs, fh->node, pid, buf, size, off);
 	if (n_read < 0)
 		fuse_reply_err(req, fs_errno_out(n_read));
 	else
@@ -312,7 +370,10 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 		return;
 	}
 	size_t end;
-	int ret = save_file_write(fh->file, buf, size, off, fi->flags & O_APPEND, &end);
+	/* Through the page cache the kernel placed an append itself, at the
+	 * i_size that is this content's length. */
+	bool append = (fi->flags & O_APPEND) && !fh->cached;
+	int ret = save_file_write(fh->file, buf, size, off, append, &end);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -361,8 +422,13 @@ void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_fi
 
 void fs_handle_free(struct fs *fs, struct fhandle *fh)
 {
+	bool stale = false;
 	if (fh->file)
-		save_file_close(fs->save, fh->node, fh->file);
+		save_file_close_view(fs->save, fh->node, fh->file, &stale);
+	/* The page cache held content that was not saved: others must not
+	 * read its pages or size. */
+	if (stale)
+		forget_kernel_view(fs, fh->node);
 	fs_release_node(fs, fh->node);
 	pthread_mutex_destroy(&fh->mu);
 	free(fh->buf);
@@ -374,4 +440,68 @@ void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	(void)ino;
 	fs_handle_free(fs_of(req), (struct fhandle *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
+}
+
+/* FUSE_DIRECT_IO_ALLOW_MMAP (protocol 7.39, Linux 6.6): MAP_SHARED on a
+ * handle opened with direct I/O (a hot file's reader, a writer that is not
+ * alone). Bit 36 of the INIT flags: bit 4 of flags2. libfuse before 3.16
+ * has no name for it, so the INIT reply is completed on its way out. */
+#ifndef FUSE_CAP_DIRECT_IO_ALLOW_MMAP
+#define DIO_MMAP_FLAG2 (1u << (36 - 32))
+
+static uint64_t init_unique; /* the kernel's INIT request */
+static bool init_offered;    /* ...offered the flag; cleared once answered */
+
+static ssize_t io_read(int fd, void *buf, size_t len, void *arg)
+{
+	(void)arg;
+	ssize_t n = read(fd, buf, len);
+	struct fuse_in_header h;
+	struct fuse_init_in in;
+	if (n < (ssize_t)(sizeof(h) + offsetof(struct fuse_init_in, unused)))
+		return n;
+	memcpy(&h, buf, sizeof(h));
+	if (h.opcode != FUSE_INIT)
+		return n;
+	memset(&in, 0, sizeof(in));
+	memcpy(&in, (char *)buf + sizeof(h), offsetof(struct fuse_init_in, unused));
+	__atomic_store_n(&init_unique, h.unique, __ATOMIC_RELAXED);
+	__atomic_store_n(&init_offered, (in.flags & FUSE_INIT_EXT) && (in.flags2 & DIO_MMAP_FLAG2),
+			 __ATOMIC_RELEASE);
+	return n;
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *arg)
+{
+	(void)arg;
+	if (__atomic_load_n(&init_offered, __ATOMIC_ACQUIRE) && count >= 2 &&
+	    iov[0].iov_len == sizeof(struct fuse_out_header) &&
+	    iov[1].iov_len >= offsetof(struct fuse_init_out, unused)) {
+		struct fuse_out_header *oh = iov[0].iov_base;
+		struct fuse_init_out *out = iov[1].iov_base;
+		if (oh->unique == __atomic_load_n(&init_unique, __ATOMIC_RELAXED) &&
+		    oh->error == 0) {
+			if (out->flags & FUSE_INIT_EXT)
+				out->flags2 |= DIO_MMAP_FLAG2;
+			__atomic_store_n(&init_offered, false, __ATOMIC_RELAXED);
+		}
+	}
+	return writev(fd, iov, count);
+}
+#endif
+
+void fs_want_dio_mmap(struct fuse_session *se, struct fuse_conn_info *conn)
+{
+#ifdef FUSE_CAP_DIRECT_IO_ALLOW_MMAP
+	if (conn && (conn->capable & FUSE_CAP_DIRECT_IO_ALLOW_MMAP))
+		conn->want |= FUSE_CAP_DIRECT_IO_ALLOW_MMAP;
+	(void)se;
+#else
+	if (conn || !se)
+		return;
+	static const struct fuse_custom_io io = {.read = io_read, .writev = io_writev};
+	/* Without it, MAP_SHARED of a direct I/O handle is ENODEV. */
+	if (fuse_session_custom_io(se, &io, fuse_session_fd(se)) < 0)
+		log_warn("cannot ask for shared mmap of direct I/O files");
+#endif
 }

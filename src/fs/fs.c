@@ -146,21 +146,20 @@ static void fill_meta(struct fs *fs, struct cache_node *n, mode_t perm, struct s
 	set_ts(&st->st_ctim, m.ctime_ns);
 }
 
-/* The size a file shows process pid: its open writers' content, a local
- * file's data, else the key's (as the kernel was last told). Another
- * process's unsaved size is not shown: that process's reads would not
- * match it (a reader given a writer's shorter size got a cut value). */
-static size_t file_size(struct fs *fs, struct cache_node *n, int pid)
+/* The size a file shows: open writers' content (the one the page cache
+ * holds, save_file_size), a local file's data, else the key's (as the
+ * kernel was last told). */
+static size_t file_size(struct fs *fs, struct cache_node *n)
 {
 	size_t size;
-	if (save_file_size(n, pid, &size))
+	if (save_file_size(n, &size))
 		return size;
 	if (save_local(n)->local_file)
 		return save_local(n)->local_len;
 	return cache_report_size(fs->cache, n);
 }
 
-int fs_fill_attr(struct fs *fs, uint64_t ino, int pid, struct stat *st)
+int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 {
 	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
 	if (!n)
@@ -203,11 +202,11 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, int pid, struct stat *st)
 	/* Secrets stay private to the owner whatever chmod said. */
 	if (is_secret(fs, n))
 		st->st_mode &= S_IFMT | 0700;
-	size_t size = file_size(fs, n, pid);
+	size_t size = file_size(fs, n);
 	st->st_nlink = (n->detached || !fs_visible_file(n)) ? 0 : 1;
 	st->st_size = size;
 	st->st_blocks = (size + 511) / 512;
-	return save_file_size(n, -1, &size) ? 1 : 0;
+	return save_file_size(n, &size) ? 1 : 0;
 }
 
 static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
@@ -228,6 +227,7 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	 * save would first store an empty value. */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	fs_want_dio_mmap(NULL, conn);
 	(void)fs;
 }
 
@@ -236,7 +236,7 @@ void fs_reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, bool as
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
 	uint64_t ino = (!as_file && cache_is_dir(n)) ? cache_dir_ino(n) : cache_file_ino(n);
-	int ret = fs_fill_attr(fs, ino, fuse_req_ctx(req)->pid, &e.attr);
+	int ret = fs_fill_attr(fs, ino, &e.attr);
 	if (ret < 0) {
 		cache_unlock(fs->cache);
 		fuse_reply_err(req, -ret);
@@ -292,7 +292,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		memset(&e, 0, sizeof(e));
 		e.ino = cache_raw_ino(n);
 		e.generation = 1;
-		fs_fill_attr(fs, e.ino, -1, &e.attr);
+		fs_fill_attr(fs, e.ino, &e.attr);
 		/* short lifetimes: the notifier only tracks the decoded view */
 		e.attr_timeout = e.entry_timeout = fs->cfg.timeout_stale;
 		cache_ref_lookup(fs->cache, n);
@@ -370,7 +370,7 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		return;
 	struct stat st;
 	cache_rdlock(fs->cache);
-	int ret = fs_fill_attr(fs, ino, fuse_req_ctx(req)->pid, &st);
+	int ret = fs_fill_attr(fs, ino, &st);
 	cache_unlock(fs->cache);
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
@@ -476,7 +476,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				continue; /* vanished since opendir */
 			uint64_t eino = (!de->value_entry && cache_is_dir(n)) ? cache_dir_ino(n)
 									      : cache_file_ino(n);
-			int ret = fs_fill_attr(fs, eino, fuse_req_ctx(req)->pid, &e.attr);
+			int ret = fs_fill_attr(fs, eino, &e.attr);
 			if (ret < 0)
 				continue;
 			e.ino = eino;
@@ -888,6 +888,7 @@ int fs_serve(struct fs *fs, struct fuse_args *args, const char *mountpoint, bool
 		goto out_signals;
 	}
 	fs->se = se;
+	fs_want_dio_mmap(se, NULL);
 	ret = fs_notifier_start(fs);
 	if (ret < 0)
 		goto out_unmount;

@@ -58,11 +58,10 @@ bool fs_intr_claim(struct fs_intr *it);
 double fs_timeout(struct fs *fs);
 int fs_check_backend(struct fs *fs);
 int fs_errno_out(int ret);
-/* Fills st as process pid sees ino (-1: as any reader). Returns 1 when the
- * size is a writer's unsaved one, which the kernel must not keep: another
- * process reading through the page cache is cut to the kernel's size.
- * Cache lock held. */
-int fs_fill_attr(struct fs *fs, uint64_t ino, int pid, struct stat *st);
+/* Fills st for ino. Returns 1 when the size is a writer's unsaved one,
+ * which the kernel must not keep for long (it changes with every write
+ * and goes with a refused save). Cache lock held. */
+int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st);
 /* How long the kernel may keep attributes fs_fill_attr returned ret for. */
 double fs_attr_timeout(struct fs *fs, uint64_t ino, int ret);
 /* Replies with n's entry; called with the cache lock held, releases it. */
@@ -80,6 +79,7 @@ struct fhandle {
 	bool raw;		 /* reads come from buf: NAME%raw, or a hot file */
 	bool hot;		 /* raw for a hot file: rereading from 0 refreshes buf */
 	bool read_any;		 /* buf was read from, protected by mu */
+	bool cached;		 /* through the page cache with its process's content */
 	int pid;		 /* the process that opened it */
 	pthread_mutex_t mu;
 	char *buf; /* raw: the private copy, protected by mu */
@@ -91,6 +91,17 @@ void fs_release_lookup(struct fs *fs, struct cache_node *n); /* drops one lookup
 /* Ends a handle: closes its share of the content, drops the node. */
 void fs_handle_free(struct fs *fs, struct fhandle *fh);
 
+/* Sets how the writable handle fh (its file joined) reaches the kernel:
+ * the page cache when its process's content is the page cache's (mmap
+ * works), else direct I/O (docs/writes.md). created: a FUSE_CREATE, whose
+ * reply carries the size (and whose caller holds the directory's lock, so
+ * waiting for the notifier, which may need it, could stall). Without the
+ * lock. */
+void fs_writer_io(struct fs *fs, struct fhandle *fh, struct fuse_file_info *fi, bool created);
+/* Asks the kernel to allow MAP_SHARED on direct I/O handles
+ * (FUSE_DIRECT_IO_ALLOW_MMAP): through conn in init with a libfuse that
+ * names it, else through se once mounted, before the session loop. */
+void fs_want_dio_mmap(struct fuse_session *se, struct fuse_conn_info *conn);
 /* file.c: open, read, write, flush, fsync, release */
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);

@@ -191,7 +191,7 @@ static void entry_of(struct fs *fs, struct cache_node *n, struct fuse_entry_para
 	memset(e, 0, sizeof(*e));
 	e->ino = cache_file_ino(n);
 	e->generation = 1;
-	int ret = fs_fill_attr(fs, e->ino, -1, &e->attr);
+	int ret = fs_fill_attr(fs, e->ino, &e->attr);
 	e->attr_timeout = e->entry_timeout = fs_timeout(fs);
 	if (ret > 0)
 		e->attr_timeout = 0;
@@ -245,8 +245,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	entry_of(fs, n, &e);
 	cache_unlock(c);
 	fi->fh = (uintptr_t)fh;
-	fi->keep_cache = 0;
-	fi->direct_io = 1; /* as a writable open (file.c) */
+	fs_writer_io(fs, fh, fi, true); /* as a writable open (file.c) */
 	if (fuse_reply_create(req, &e, fi) < 0) {
 		fs_release_lookup(fs, n);
 		fs_handle_free(fs, fh);
@@ -852,7 +851,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 	if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
 		struct stat cur;
 		cache_rdlock(c);
-		ret = fs_fill_attr(fs, ino, fuse_req_ctx(req)->pid, &cur);
+		ret = fs_fill_attr(fs, ino, &cur);
 		cache_unlock(c);
 		if (ret > 0)
 			ret = 0; /* a writer's size: the owner is what matters here */
@@ -863,7 +862,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 	if (ret == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
 		struct stat cur;
 		cache_rdlock(c);
-		resized = fs_fill_attr(fs, ino, fuse_req_ctx(req)->pid, &cur) >= 0 &&
+		resized = fs_fill_attr(fs, ino, &cur) >= 0 &&
 			  cur.st_size != attr->st_size;
 		cache_unlock(c);
 		ret = set_size(fs, ino, attr->st_size, fi, fuse_req_ctx(req)->pid);
@@ -888,7 +887,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 	ret = n ? save_setattr_locked(n, &a) : -ENOENT;
 	struct stat st;
 	if (ret == 0)
-		ret = fs_fill_attr(fs, ino, fuse_req_ctx(req)->pid, &st);
+		ret = fs_fill_attr(fs, ino, &st);
 	cache_unlock(c);
 	if (ret < 0)
 		reply_err(req, ret);

@@ -28,6 +28,9 @@ struct save_file {
 	char *buf;
 	size_t len, cap;
 	bool dirty;
+	/* differs from what other processes read (the key's, a local file's
+	 * data) */
+	bool diverged;
 	bool defer;		/* created or truncated, nothing written yet: a flush
 				   (close of a dup) does not commit; the last close does */
 	int64_t base_rev;	/* mod_revision of the content last loaded or stored */
@@ -40,6 +43,10 @@ struct save_file {
 	/* protected by the cache lock (write to change) */
 	unsigned users; /* writable handles: the last one commits */
 	unsigned refs;	/* users and readers in flight: the last one frees */
+	/* The kernel's page cache (and i_size) of the inode hold this
+	 * content: its process's handles use the page cache (mmap works),
+	 * every other process's use direct I/O. At most one per inode. */
+	bool cached;
 };
 
 static void set_len(struct save_file *f, size_t len)
@@ -197,7 +204,7 @@ int save_file_open(struct save *s, struct cache_node *n, bool trunc, int pid, st
 	f->fhs = h;
 	if (trunc) {
 		if (f->len || f->base_absent)
-			f->dirty = true;
+			f->dirty = f->diverged = true;
 		set_len(f, 0);
 		f->defer = true;
 	}
@@ -229,7 +236,7 @@ static int resize(struct save_file *f, size_t len)
 		memset(f->buf + f->len, 0, len - f->len);
 	}
 	set_len(f, len);
-	f->dirty = true;
+	f->dirty = f->diverged = true;
 	f->defer = false;
 	return 0;
 }
@@ -249,7 +256,7 @@ int save_file_write(struct save_fh *h, const char *data, size_t size, off_t off,
 		memcpy(f->buf + off, data, size);
 		if (end > f->len)
 			set_len(f, end);
-		f->dirty = true;
+		f->dirty = f->diverged = true;
 		f->defer = false;
 		*end_out = end;
 	}
@@ -266,13 +273,49 @@ int save_file_truncate(struct save_fh *h, size_t len)
 	return ret;
 }
 
-bool save_file_size(const struct cache_node *n, int pid, size_t *size)
+bool save_file_size(const struct cache_node *n, size_t *size)
 {
-	const struct save_file *f = find(n, pid);
+	const struct save_file *f = save_local(n)->file;
 	if (!f)
 		return false;
+	/* The kernel's i_size must stay the one of the content its page
+	 * cache holds, whoever asks. */
+	for (const struct save_file *o = f; o; o = o->next)
+		if (o->cached)
+			f = o;
 	*size = __atomic_load_n(&f->shown_len, __ATOMIC_RELAXED);
 	return true;
+}
+
+bool save_file_cache_locked(struct cache_node *n, struct save_fh *h)
+{
+	struct save_file *f = h->f;
+	if (f->cached)
+		return true;
+	/* Alone: no other handle of any process, no other process's
+	 * content (readers in flight keep one alive). */
+	if (n->nopen != 1 || f->users != 1 || save_local(n)->file != f || f->next)
+		return false;
+	f->cached = true;
+	return true;
+}
+
+int save_file_cached_pid_locked(const struct cache_node *n)
+{
+	for (const struct save_file *f = save_local(n)->file; f; f = f->next)
+		if (f->cached)
+			return f->pid;
+	return -1;
+}
+
+bool save_file_writes_locked(const struct cache_node *n, int pid)
+{
+	return pid >= 0 && find(n, pid) != NULL;
+}
+
+bool save_file_cached_by_locked(const struct cache_node *n, int pid)
+{
+	return pid >= 0 && save_file_cached_pid_locked(n) == pid;
 }
 
 /* A shadow's content stays in this mount. Lock held for write. */
@@ -287,7 +330,7 @@ static int keep_local(struct cache_node *n, struct save_file *f)
 	free(l->local_data);
 	l->local_data = copy;
 	l->local_len = f->len;
-	f->dirty = false;
+	f->dirty = f->diverged = false;
 	return 0;
 }
 
@@ -357,7 +400,7 @@ static int store(struct save *s, struct cache_node *n, struct save_fh *h, const 
 	cache_wrlock(c);
 	if (ret == 0) {
 		advance(h, rev);
-		f->dirty = false;
+		f->dirty = f->diverged = false;
 		save_mark_stored(n);
 		cache_told_locked(c, n);
 		/* The cache stamped the put now; mtime stays the last
@@ -403,7 +446,7 @@ static int commit(struct save *s, struct cache_node *n, struct save_fh *h)
 		return -ENOMEM;
 	int ret = 0;
 	if (unchanged(c, n, h))
-		f->dirty = false;
+		f->dirty = f->diverged = false;
 	else
 		ret = store(s, n, h, key, klen);
 	free(key);
@@ -424,14 +467,22 @@ int save_file_flush(struct save *s, struct cache_node *n, struct save_fh *h, boo
 
 int save_file_close(struct save *s, struct cache_node *n, struct save_fh *h)
 {
+	return save_file_close_view(s, n, h, NULL);
+}
+
+int save_file_close_view(struct save *s, struct cache_node *n, struct save_fh *h, bool *stale_view)
+{
 	struct save_file *f = h->f;
 	pthread_mutex_lock(&f->mu);
 	cache_rdlock(s->cfg.cache);
 	bool last = f->users == 1;
+	bool cached = f->cached;
 	cache_unlock(s->cfg.cache);
 	int ret = 0;
 	if (last && f->dirty && !h->failed)
 		ret = commit(s, n, h);
+	if (stale_view)
+		*stale_view = last && cached && f->diverged;
 	for (struct save_fh **pp = &f->fhs; *pp; pp = &(*pp)->next)
 		if (*pp == h) {
 			*pp = h->next;

@@ -117,9 +117,21 @@ int save_file_write(struct save_fh *h, const char *data, size_t size, off_t off,
 		    size_t *end);
 /* Sets the length, zero-filling a gap. -EFBIG, -ENOMEM. */
 int save_file_truncate(struct save_fh *h, size_t len);
-/* The size process pid's open writers see, if it has content of its own
- * for n (pid -1: any process's). Cache lock held. */
-bool save_file_size(const struct cache_node *n, int pid, size_t *size);
+/* The size open writers see, if n has shared content (the content the
+ * page cache holds, if any: save_file_cache_locked). Cache lock held. */
+bool save_file_size(const struct cache_node *n, size_t *size);
+/* Whether h's content may be what the kernel's page cache of n holds
+ * (docs/writes.md, "Commit model"): yes if it already is, or if h is the
+ * only open handle of n (n->nopen counts it) and the first of its process;
+ * then it becomes so until its last handle closes. Lock held for write. */
+bool save_file_cache_locked(struct cache_node *n, struct save_fh *h);
+/* Whether process pid's content is what the page cache of n holds. Lock
+ * held. */
+bool save_file_cached_by_locked(const struct cache_node *n, int pid);
+/* Whether process pid has content of n (writers open). Lock held. */
+bool save_file_writes_locked(const struct cache_node *n, int pid);
+/* The process whose content the page cache of n holds, or -1. Lock held. */
+int save_file_cached_pid_locked(const struct cache_node *n);
 /* Commits the content as one txn (save_store_text's rules) unless it is
  * unchanged; a just-created or truncated file is left for the last close
  * unless force (fsync). *wrote tells whether something was stored. */
@@ -128,6 +140,11 @@ int save_file_flush(struct save *s, struct cache_node *n, struct save_fh *h, boo
 /* Ends (frees) h: the last handle commits what is still dirty (logged on
  * failure). */
 int save_file_close(struct save *s, struct cache_node *n, struct save_fh *h);
+/* save_file_close, telling in *stale_view whether h was the last handle of
+ * the content the page cache holds (save_file_cache_locked) and that content
+ * is not what other processes read (a rejected or failed save): the kernel
+ * must then forget its pages and size of n. */
+int save_file_close_view(struct save *s, struct cache_node *n, struct save_fh *h, bool *stale_view);
 /* truncate(path): one immediate save of n's content cut or grown to len
  * (through the shared content if writers have it open). */
 int save_truncate(struct save *s, struct cache_node *n, size_t len, int pid);

@@ -134,10 +134,9 @@ def test_git_repository(rw):
     assert run(*git, "status", "--porcelain", cwd=repo).stdout == ""
 
 
-@pytest.mark.xfail(reason="issue #14 open: writable handles bypass the page cache "
-                          "(per-process content, docs/writes.md), so MAP_SHARED writable "
-                          "mmap of the -shm file gives ENODEV", strict=False)
 def test_sqlite_wal(rw):
+    """The -shm file is mapped MAP_SHARED writable: a writer alone with a
+    file goes through the page cache (docs/writes.md, "Commit model")."""
     need("sqlite3")
     db = os.path.join(rw.path, "db/app.sqlite")
     os.mkdir(os.path.dirname(db))

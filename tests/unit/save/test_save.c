@@ -429,6 +429,68 @@ static int unlink_node(const char *seg)
 	return ret;
 }
 
+/* Which process's content the page cache may hold (docs/writes.md,
+ * "Commit model"): a writer alone with the file; not a second process,
+ * whose size never shows; and the kernel must forget it when its last
+ * handle closes after a refused save. */
+static void test_page_cache_owner(void)
+{
+	int ret;
+	int64_t r = store("/pc", "abc", 0, true, &ret);
+	REQUIRE_EQ(ret, 0);
+	cache_wrlock(cache);
+	struct cache_node *n = node("pc");
+	REQUIRE(n);
+	cache_ref_open(cache, n);
+	cache_unlock(cache);
+	struct save_fh *a, *b, *a2;
+	REQUIRE_EQ(save_file_open(save, n, false, 100, &a), 0);
+	cache_wrlock(cache);
+	CHECK(save_file_cache_locked(n, a), "alone: through the page cache");
+	CHECK_EQ(save_file_cached_pid_locked(n), 100);
+	cache_ref_open(cache, n);
+	cache_unlock(cache);
+	REQUIRE_EQ(save_file_open(save, n, false, 200, &b), 0);
+	size_t end, size = 0;
+	REQUIRE_EQ(save_file_write(b, "0123456789", 10, 0, false, &end), 0);
+	cache_wrlock(cache);
+	CHECK(!save_file_cache_locked(n, b), "another process: direct I/O");
+	CHECK(save_file_cached_by_locked(n, 100) && !save_file_cached_by_locked(n, 200));
+	CHECK(save_file_writes_locked(n, 200) && !save_file_writes_locked(n, 300));
+	CHECK(save_file_size(n, &size));
+	CHECK(size == 3, "the size shown is the page cache's content's");
+	cache_ref_open(cache, n);
+	cache_unlock(cache);
+	REQUIRE_EQ(save_file_open(save, n, false, 100, &a2), 0);
+	cache_wrlock(cache);
+	CHECK(save_file_cache_locked(n, a2), "the same process joins");
+	cache_unlock(cache);
+
+	REQUIRE_EQ(save_file_write(a, "X", 1, 0, false, &end), 0);
+	bool stale = true;
+	CHECK_EQ(save_file_close_view(save, n, a2, &stale), 0);
+	CHECK(!stale, "not the last handle");
+	/* someone else saves first: a's save is refused */
+	store("/pc", "zzz", r, false, &ret);
+	REQUIRE_EQ(ret, 0);
+	bool wrote;
+	CHECK_EQ(save_file_flush(save, n, a, false, &wrote), -ESTALE);
+	CHECK_EQ(save_file_close_view(save, n, a, &stale), 0);
+	CHECK(stale, "the page cache held content etcd does not");
+	/* b's own save at its last close is refused too: no lost update */
+	CHECK_EQ(save_file_close_view(save, n, b, &stale), -ESTALE);
+	CHECK(!stale, "its content was never the page cache's");
+	cache_wrlock(cache);
+	CHECK_EQ(save_file_cached_pid_locked(n), -1);
+	cache_unref_open(cache, n);
+	cache_unref_open(cache, n);
+	cache_unref_open(cache, n);
+	cache_unlock(cache);
+	char *v = get("/pc", NULL);
+	CHECK(v && strcmp(v, "zzz") == 0);
+	free(v);
+}
+
 static void test_deferred(void)
 {
 	int ret;
@@ -567,6 +629,7 @@ int main(void)
 	TEST_RUN(test_side_table);
 	TEST_RUN(test_unlink_frees_the_name);
 	TEST_RUN(test_parked);
+	TEST_RUN(test_page_cache_owner);
 	TEST_RUN(test_deferred);
 
 	return fixture_teardown();
