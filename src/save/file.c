@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "save_int.h"
@@ -184,8 +185,32 @@ static void leave(struct save *s, struct cache_node *n, struct save_file *f)
 	cache_unlock(s->cfg.cache);
 }
 
+/* Another process left n created or truncated with nothing written, to be
+ * saved by its RELEASE, which the kernel sends after close() returned: a
+ * second user's "touch f" then our "echo x >> f" raced it into a false
+ * conflict (ESTALE; the model test's second user found it). Wait a little
+ * (at most 200 ms) for that save, so this open builds on it. A process
+ * still holding the file open ("cmd > f" running) costs this open only
+ * the bound. defer is written under the file's mu and read here without
+ * it (the lock order puts mu first), hence atomics. */
+static void wait_other_release(struct save *s, struct cache_node *n, int pid)
+{
+	struct cache *c = s->cfg.cache;
+	for (int i = 0; i < 100; i++) {
+		bool busy = false;
+		cache_rdlock(c);
+		for (const struct save_file *f = save_local(n)->file; f; f = f->next)
+			busy |= f->pid != pid && __atomic_load_n(&f->defer, __ATOMIC_RELAXED);
+		cache_unlock(c);
+		if (!busy)
+			return;
+		usleep(2000);
+	}
+}
+
 int save_file_open(struct save *s, struct cache_node *n, bool trunc, int pid, struct save_fh **out)
 {
+	wait_other_release(s, n, pid);
 	struct save_fh *h = calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
@@ -206,7 +231,7 @@ int save_file_open(struct save *s, struct cache_node *n, bool trunc, int pid, st
 		if (f->len || f->base_absent)
 			f->dirty = f->diverged = true;
 		set_len(f, 0);
-		f->defer = true;
+		__atomic_store_n(&f->defer, true, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&f->mu);
 	*out = h;
@@ -237,7 +262,7 @@ static int resize(struct save_file *f, size_t len)
 	}
 	set_len(f, len);
 	f->dirty = f->diverged = true;
-	f->defer = false;
+	__atomic_store_n(&f->defer, false, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -257,7 +282,7 @@ int save_file_write(struct save_fh *h, const char *data, size_t size, off_t off,
 		if (end > f->len)
 			set_len(f, end);
 		f->dirty = f->diverged = true;
-		f->defer = false;
+		__atomic_store_n(&f->defer, false, __ATOMIC_RELAXED);
 		*end_out = end;
 	}
 	pthread_mutex_unlock(&f->mu);

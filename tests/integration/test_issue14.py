@@ -289,3 +289,26 @@ def test_by_design_errnos(public_mount):
             fh.write(b"b" * (2 << 20))  # over etcd's 1.5 MiB request limit
     assert e.value.errno == errno.EFBIG
     assert sorted(os.listdir(d)) == ["f", "full"]
+
+
+def test_write_right_after_another_users_touch(public_mount):
+    """Another process's "touch f" is saved by its RELEASE, which the kernel
+    sends after close() returned; our write to f right after raced that
+    save into a false conflict (ESTALE at close; the model test's second
+    user found it)."""
+    d = public_mount.p("touched")
+    os.mkdir(d, 0o777)
+    os.chmod(d, 0o777)
+    failed = []
+    for i in range(30):
+        p = os.path.join(d, f"f{i}")
+        assert as_user(lambda: os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o666))) == 0
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, b"mine")
+            os.close(fd)
+        except OSError as e:
+            failed.append((i, errno.errorcode[e.errno]))
+    assert failed == []
+    for i in range(30):
+        assert read(os.path.join(d, f"f{i}")) == b"mine"
