@@ -224,8 +224,8 @@ static void usage(const char *prog)
 	       "    -f                         stay in the foreground (log to stderr)\n"
 	       "    --log-file=PATH            also log to PATH (mode 0600, 8 MiB, one rotation\n"
 	       "                               to PATH.1); daemonized without syslog the\n"
-	       "                               default is /run/etcdfs/MOUNT.log (root) or\n"
-	       "                               $XDG_RUNTIME_DIR/etcdfs/MOUNT.log\n"
+	       "                               default is $XDG_RUNTIME_DIR/etcdfs/MOUNT.log,\n"
+	       "                               else /run/etcdfs/MOUNT.log (root)\n"
 	       "    -d, -o debug               debug log, foreground\n"
 	       "    -s                         single-threaded\n"
 	       "    -o ro                      read-only mount\n"
@@ -320,16 +320,17 @@ static void daemon_ready(void *arg)
 #define LOG_FILE_MAX_MIB 8
 
 /* The default log of a daemonized mount where no syslog listens: named
- * after the mount point, in root's /run/etcdfs or the user's runtime dir. */
+ * after the mount point, in the user's runtime dir, else root's
+ * /run/etcdfs (another user's /tmp/etcdfs-UID). */
 static char *default_log_path(const char *mnt)
 {
 	const char *rt = getenv("XDG_RUNTIME_DIR");
 	char dir[512];
-	if (geteuid() == 0 || !rt || !*rt)
+	if (rt && *rt)
+		snprintf(dir, sizeof(dir), "%s/etcdfs", rt);
+	else
 		snprintf(dir, sizeof(dir), geteuid() == 0 ? "/run/etcdfs" : "/tmp/etcdfs-%u",
 			 (unsigned)geteuid());
-	else
-		snprintf(dir, sizeof(dir), "%s/etcdfs", rt);
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return NULL;
 	char *abs = realpath(mnt, NULL);

@@ -26,6 +26,11 @@ ETCDFS = os.environ.get("ETCDFS_BIN", os.path.join(BUILD, "etcdfs"))
 SHARED = os.environ.get("ETCDFS_SHARED") or os.path.join(os.path.dirname(ROOT), "shared")
 
 
+# A daemonized etcdfs without syslog logs under $XDG_RUNTIME_DIR/etcdfs:
+# the tests' daemons log into one temp dir, not the machine's /run/etcdfs.
+os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="etcdfs-test-run-")
+
+
 def shared(*parts):
     """The path of a data file in ../shared; skips the test, naming the file, in a plain
     clone that has no ../shared beside it."""
