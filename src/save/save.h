@@ -170,6 +170,8 @@ void save_file_unhold_locked(struct cache_node *n, struct save_file *f);
 int save_why_get(struct save *s, const char *key, size_t klen, char **out);
 /* The same for the most recent refusal of any key. */
 int save_why_last(struct save *s, char **out);
+/* A refusal of no one key (a read-only mount's EROFS) for save_why_last. */
+void save_why_note(struct save *s, const char *msg);
 
 /* A rename moved n's key (from_rev, or from_absent: a new file) and
  * stored it under the new name at rev: n's writers that built on what

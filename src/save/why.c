@@ -95,6 +95,15 @@ void save_refuse(struct save *s, const char *key, size_t klen, const char *fmt, 
 		record(s, key, klen, msg);
 }
 
+void save_why_note(struct save *s, const char *msg)
+{
+	char *last = strdup(msg);
+	pthread_mutex_lock(&s->why_lock);
+	free(s->why_last);
+	s->why_last = last;
+	pthread_mutex_unlock(&s->why_lock);
+}
+
 void save_why_clear(struct save *s, const char *key, size_t klen)
 {
 	pthread_mutex_lock(&s->why_lock);

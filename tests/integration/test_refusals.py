@@ -6,10 +6,12 @@ records what the tool itself printed (pytest -s shows them)."""
 import errno
 import os
 import re
+import signal
 import subprocess
 
 import pytest
 
+from conftest import wait_for
 from test_k8s import cluster, kmnt  # noqa: F401 (fixtures)
 
 
@@ -106,3 +108,38 @@ def test_kept_copies_go_to_the_tests_own_directory(etcd, mount_factory, tmp):
     m = mount_factory(["--endpoints", etcd.endpoint])
     assert "--conflict-dir" in m.args
     assert m.args[m.args.index("--conflict-dir") + 1].startswith(tmp)
+
+
+def test_read_only_refusal_reaches_last_error(cluster, mount_factory):  # noqa: F811
+    """/registry without -o rw refuses writes with EROFS; the mount root's
+    user.etcdfs.last_error says why (no file holds it: nothing was saved)."""
+    m = mount_factory(["--endpoints", cluster.endpoint])
+    p = os.path.join(m.path, CM)
+    r = tool("sed", "-i", "s/dataValue/x/", p)
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    why = xattr(m.path, "user.etcdfs.last_error")
+    assert why.startswith("write refused: ") and "-o rw" in why, why
+
+
+def test_etcd_down_says_the_write_may_or_may_not_have_landed(etcd, mount_factory, tmp):
+    """A save that gets no answer (etcd stopped) fails with ETIMEDOUT and the
+    file's user.etcdfs.error says what the log says: it may or may not be in
+    etcd."""
+    etcd.put("/d/k", "v1")
+    m = mount_factory(["--endpoints", etcd.endpoint, "--command-timeout=1s"])
+    m.allowed_errors += ["failed", "etcd", "watch", "timed out", "status"]
+    p = os.path.join(m.path, "d/k")
+    src = os.path.join(tmp, "new")
+    with open(src, "w") as f:
+        f.write("v2")
+    etcd.proc.send_signal(signal.SIGSTOP)
+    try:
+        r = tool("cp", src, p)
+    finally:
+        etcd.proc.send_signal(signal.SIGCONT)
+    # asked once etcd answers again (looking the path up needs it)
+    assert wait_for(lambda: xattr(p, "user.etcdfs.error").startswith("save"), timeout=15)
+    why = xattr(p, "user.etcdfs.error")
+    assert r.returncode != 0 and "Connection timed out" in r.stderr, r.stderr
+    assert why.startswith("save of /d/k failed: Connection timed out") and \
+        "may or may not" in why, why
