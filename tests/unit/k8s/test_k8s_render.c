@@ -23,6 +23,7 @@
 #include "k8s/k8s.h"
 #include "k8s/k8s_emit.h"
 #include "k8s/k8s_internal.h"
+#include "jsoncmp.h"
 #include "test.h"
 
 static int compared, differ, fixture_yaml, fixture_json;
@@ -84,23 +85,6 @@ static bool file_is(const char *path, const struct buf *b)
 
 	free(f);
 	return eq;
-}
-
-static void type_of(const char *base, char *av, size_t avn, char *kind, size_t kn)
-{
-	/* <group>.<version>.<Kind>; core kinds use "core" as group */
-	const char *k = strrchr(base, '.');
-	const char *v = k;
-	while (v > base && v[-1] != '.')
-		v--;
-	snprintf(kind, kn, "%s", k + 1);
-	int glen = v > base ? (int)(v - base - 1) : 0;
-	if (glen == 4 && !strncmp(base, "core", 4))
-		glen = 0;
-	if (glen)
-		snprintf(av, avn, "%.*s/%.*s", glen, base, (int)(k - v), v);
-	else
-		snprintf(av, avn, "%.*s", (int)(k - v), v);
 }
 
 /* one stored value: both renderers, and k8s_decode's text equal to the new one */
@@ -192,7 +176,7 @@ static int run_fixture_dir(const char *dir, bool exact)
 		char *data = test_slurp(path, &len);
 		REQUIRE(data, "%s", path);
 		(*p)[strlen(*p) - 3] = 0;
-		type_of(*p, av, sizeof(av), kind, sizeof(kind));
+		k8s_test_type_of(*p, av, sizeof(av), kind, sizeof(kind));
 		check_value(path, data, len, av, kind, exact);
 		free(data);
 		free(*p);
