@@ -24,6 +24,7 @@ struct dir_entry {
 struct dir_handle {
 	struct dir_entry *ents;
 	size_t n;
+	bool built; /* ents holds a listing (taken at offset 0) */
 };
 
 double fs_timeout(struct fs *fs)
@@ -378,38 +379,45 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		fuse_reply_attr(req, &st, fs_attr_timeout(fs, ino, ret));
 }
 
-static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void free_listing(struct dir_handle *dh)
 {
-	struct fs *fs = fs_of(req);
-	CNT(fs, n_requests);
-	if (stale_and_answered(req, fs))
-		return;
-	struct dir_handle *dh = calloc(1, sizeof(*dh));
-	if (!dh) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	cache_rdlock(fs->cache);
+	for (size_t i = 0; i < dh->n; i++)
+		free(dh->ents[i].name);
+	free(dh->ents);
+	dh->ents = NULL;
+	dh->n = 0;
+}
+
+static struct cache_node *dir_node(struct fs *fs, fuse_ino_t ino)
+{
 	struct cache_node *dir = cache_node_by_id(fs->cache, cache_ino_id(ino));
-	if (!dir || cache_ino_kind(ino) != CACHE_INO_DIR || !cache_is_dir(dir) || dir->detached) {
-		cache_unlock(fs->cache);
-		free(dh);
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	/* Snapshot the listing so offsets stay valid while the tree changes. */
-	size_t cap = dir->n_children + 1;
-	dh->ents = calloc(cap, sizeof(*dh->ents));
+	if (!dir || cache_ino_kind(ino) != CACHE_INO_DIR || !cache_is_dir(dir) || dir->detached)
+		return NULL;
+	return dir;
+}
+
+static int add_entry(struct dir_handle *dh, const char *name, uint64_t id, bool value_entry)
+{
+	dh->ents[dh->n].name = strdup(name);
+	if (!dh->ents[dh->n].name)
+		return -ENOMEM;
+	dh->ents[dh->n].id = id;
+	dh->ents[dh->n].value_entry = value_entry;
+	dh->n++;
+	return 0;
+}
+
+/* Snapshots dir's listing into dh so offsets stay valid while the tree
+ * changes. Cache lock held. */
+static int build_listing(struct dir_handle *dh, struct cache_node *dir)
+{
+	free_listing(dh);
+	dh->ents = calloc(dir->n_children + 1, sizeof(*dh->ents));
 	if (!dh->ents)
-		goto nomem;
-	if (dir->has_value && !save_local(dir)->hidden && dir->parent) {
-		dh->ents[dh->n].name = strdup(NAMING_VALUE_NAME);
-		dh->ents[dh->n].id = dir->id;
-		dh->ents[dh->n].value_entry = true;
-		if (!dh->ents[dh->n].name)
-			goto nomem;
-		dh->n++;
-	}
+		return -ENOMEM;
+	if (dir->has_value && !save_local(dir)->hidden && dir->parent &&
+	    add_entry(dh, NAMING_VALUE_NAME, dir->id, true) < 0)
+		return -ENOMEM;
 	for (struct cache_node *c = dir->first_child; c; c = c->next_sib) {
 		if (!cache_is_dir(c) && !fs_visible_file(c))
 			continue;
@@ -421,27 +429,39 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 				 c->seg_len);
 			continue;
 		}
-		dh->ents[dh->n].name = strdup(name);
-		dh->ents[dh->n].id = c->id;
-		if (!dh->ents[dh->n].name)
-			goto nomem;
-		dh->n++;
+		if (add_entry(dh, name, c->id, false) < 0)
+			return -ENOMEM;
 	}
+	return 0;
+}
+
+/* The listing is taken by the READDIR at offset 0, not here: a change that
+ * lands between OPENDIR and READDIR has its invalidation processed by the
+ * kernel before that READDIR, and a listing taken at OPENDIR would then be
+ * cached by the kernel (cache_readdir) with the change missing, for good. */
+static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	CNT(fs, n_requests);
+	if (stale_and_answered(req, fs))
+		return;
+	cache_rdlock(fs->cache);
+	struct cache_node *dir = dir_node(fs, ino);
 	cache_unlock(fs->cache);
+	if (!dir) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	struct dir_handle *dh = calloc(1, sizeof(*dh));
+	if (!dh) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
 	fi->fh = (uintptr_t)dh;
 	fi->cache_readdir = cache_fresh(fs->cache);
 	fi->keep_cache = cache_fresh(fs->cache);
 	if (fuse_reply_open(req, fi) < 0)
-		goto free_dh;
-	return;
-nomem:
-	cache_unlock(fs->cache);
-	fuse_reply_err(req, ENOMEM);
-free_dh:
-	for (size_t i = 0; i < dh->n; i++)
-		free(dh->ents[i].name);
-	free(dh->ents);
-	free(dh);
+		free(dh);
 }
 
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -459,6 +479,21 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	size_t pos = 0;
 	/* Offsets: 0 = ".", 1 = "..", 2+i = entry i. */
 	cache_rdlock(fs->cache);
+	if (off == 0 || !dh->built) {
+		/* a directory removed since OPENDIR lists as empty, as on tmpfs */
+		struct cache_node *dir = dir_node(fs, ino);
+		int ret = dir ? build_listing(dh, dir) : 0;
+		if (!dir)
+			free_listing(dh);
+		dh->built = ret == 0;
+		if (ret < 0) {
+			cache_unlock(fs->cache);
+			free_listing(dh);
+			free(buf);
+			fuse_reply_err(req, -ret);
+			return;
+		}
+	}
 	for (off_t i = off; (size_t)i < dh->n + 2; i++) {
 		struct fuse_entry_param e;
 		memset(&e, 0, sizeof(e));
@@ -520,9 +555,7 @@ static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 {
 	(void)ino;
 	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
-	for (size_t i = 0; i < dh->n; i++)
-		free(dh->ents[i].name);
-	free(dh->ents);
+	free_listing(dh);
 	free(dh);
 	fuse_reply_err(req, 0);
 }

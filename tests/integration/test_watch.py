@@ -32,6 +32,31 @@ def test_external_changes_visible(etcd, mnt):
     assert st1.st_ino != 0
 
 
+def test_new_keys_listed_while_listing(etcd, mnt):
+    """Each new key shows in a directory that is listed over and over. A key
+    that arrived between the kernel's OPENDIR and its READDIR once stayed
+    out of the kernel's cached listing for good."""
+    etcd.put("/w/l/k0", "0")
+    d = os.path.join(mnt.path, "w/l")
+    assert wait_for(lambda: os.listdir(d) == ["k0"])
+    stop = threading.Event()
+
+    def lister():
+        while not stop.is_set():
+            os.listdir(d)
+    t = threading.Thread(target=lister)
+    t.start()
+    try:
+        for i in range(1, 41):
+            etcd.put("/w/l/k%d" % i, str(i))
+            want = sorted("k%d" % j for j in range(i + 1))
+            assert wait_for(lambda: sorted(os.listdir(d)) == want, timeout=5), \
+                (i, sorted(os.listdir(d)))
+    finally:
+        stop.set()
+        t.join()
+
+
 def test_open_file_rereads(etcd, mnt):
     etcd.put("/w/k", "first")
     p = os.path.join(mnt.path, "w/k")
