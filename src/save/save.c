@@ -130,7 +130,8 @@ static void keep_rejected(struct save *s, const char *key, size_t klen, const ch
 	char head[1600];
 	snprintf(head, sizeof(head),
 		 "# etcdfs did not save this to %.*s:\n# %s\n"
-		 "# Fix it and copy it back over the file; these lines are ignored.\n#\n",
+		 "# Fix it and copy it back over the file; these lines are ignored, and\n"
+		 "# line numbers above count from the first line after them.\n#\n",
 		 (int)klen, key, reason);
 	int ret = write_new(path, text ? head : "", buf, len);
 	if (ret == 0 && !text) {

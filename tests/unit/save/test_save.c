@@ -361,6 +361,9 @@ static void test_why_text(void)
 				   "# refused by the test encoder\n", 59) == 0,
 	      "%s", copy ? copy : "(none)");
 	CHECK(copy && strstr(copy, "#\nbad") != NULL, "the content follows the comments");
+	/* an error's line number counts the user's lines, not the copy's */
+	CHECK(copy && strstr(copy, "line numbers above count from the first line after them"),
+	      "%s", copy ? copy : "(none)");
 	free(copy);
 	char *msg;
 	REQUIRE_EQ(save_why_get(s, "/txt", 4, &msg), 0);
