@@ -22,6 +22,7 @@
 #include "bench.h"
 #include "etcd.h"
 #include "etcd_harness.h"
+#include "kvtest.h"
 #include "core/log.h"
 
 static double now_ms(void)
@@ -195,27 +196,13 @@ static double bench_get(struct kv *kv, const char *prefix, int n)
  * block times, so that alternating two clients spreads any drift over both). */
 static int bench_save_block(struct kv *kv, const char *key, int n, int64_t *mod, double *us)
 {
-	struct kv_compare same = {
-		.target = KV_CMP_MOD, .result = KV_CMP_EQUAL, .key = key, .key_len = strlen(key)};
-	struct kv_op put = {.type = KV_OP_PUT,
-			    .key = key,
-			    .key_len = strlen(key),
-			    .value = "saved by bench_grpc_vs_json",
-			    .value_len = 27,
-			    .prev_kv = true};
-	struct kv_op look = {
-		.type = KV_OP_RANGE, .key = key, .key_len = strlen(key), .keys_only = true};
-	struct kv_txn txn = {.compare = &same,
-			     .n_compare = 1,
-			     .success = &put,
-			     .n_success = 1,
-			     .failure = &look,
-			     .n_failure = 1};
+	struct kvtest_save save;
+	kvtest_save_init(&save, KV_CMP_MOD, key, "saved by bench_grpc_vs_json", 27);
 	double t0 = now_ms();
 	for (int i = 0; i < n; i++) {
 		struct kv_txn_result r;
-		same.number = *mod;
-		int ret = kv_txn(kv, &txn, &r);
+		save.cmp.number = *mod;
+		int ret = kv_txn(kv, &save.txn, &r);
 		bool ok = ret == 0 && r.succeeded;
 		*mod = r.revision;
 		kv_txn_result_free(&r);

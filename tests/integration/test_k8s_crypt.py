@@ -8,13 +8,15 @@ import errno
 import json
 import os
 import subprocess
+import sys
 
 import cbor2
-import nacl.secret
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from conftest import BUILD
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "unit", "k8s"))
+from k8s_testlib import aescbc, aescbc_open, aesgcm, secretbox  # noqa: E402
 
 K8S = os.path.join(BUILD, "src/k8s/etcdfs-k8s")
 
@@ -64,30 +66,6 @@ data:
   password: {base64.b64encode(password).decode()}
 type: Opaque
 """.encode())
-
-
-def aescbc(key, name, plain):
-    iv = os.urandom(16)
-    ct = subprocess.run(["openssl", "enc", "-aes-256-cbc", "-K", key.hex(), "-iv", iv.hex()],
-                        input=plain, capture_output=True, check=True).stdout
-    return b"k8s:enc:aescbc:v1:" + name.encode() + b":" + iv + ct
-
-
-def aescbc_open(key, body):
-    return subprocess.run(["openssl", "enc", "-d", "-aes-256-cbc", "-K", key.hex(), "-iv",
-                           body[:16].hex()], input=body[16:], capture_output=True,
-                          check=True).stdout
-
-
-def aesgcm(key, name, plain, etcd_key):
-    nonce = os.urandom(12)
-    return (b"k8s:enc:aesgcm:v1:" + name.encode() + b":" + nonce +
-            AESGCM(key).encrypt(nonce, plain, etcd_key.encode()))
-
-
-def secretbox(key, name, plain):
-    return (b"k8s:enc:secretbox:v1:" + name.encode() + b":" +
-            bytes(nacl.secret.SecretBox(key).encrypt(plain, os.urandom(24))))
 
 
 WIDGET = {"apiVersion": "example.com/v1", "kind": "Widget",

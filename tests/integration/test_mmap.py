@@ -4,6 +4,7 @@ file that just changed through the watch, and the commit model's
 guarantees (one process's unsaved bytes are its own; read-modify-write by
 two processes is a conflict, not a lost update) hold with the page cache.
 docs/writes.md, "Commit model"."""
+import contextlib
 import errno
 import mmap
 import os
@@ -24,11 +25,32 @@ def m(etcd, mount_factory):
     return m
 
 
+def put_shown(etcd, m, key, content):
+    """Puts key = content (bytes) and waits until the mount shows it; the
+    file's path."""
+    etcd.put(key, content)
+    p = os.path.join(m.path, key.lstrip("/"))
+    assert wait_for(lambda: read(p) == content)
+    return p
+
+
+@contextlib.contextmanager
+def refused_at_close(fd, err):
+    """The block works on fd; then its close, which saves, must fail with
+    err. fd is closed either way."""
+    try:
+        yield
+    except BaseException:
+        os.close(fd)
+        raise
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == err
+
+
 def test_shared_writable_mmap_msync_is_one_put(etcd, m):
     orig = b"a" * 5000 + b"\n"
-    etcd.put("/mm/f", orig)
-    p = os.path.join(m.path, "mm/f")
-    assert wait_for(lambda: read(p) == orig)
+    p = put_shown(etcd, m, "/mm/f", orig)
     w = Watch(etcd, "/mm/")
     fd = os.open(p, os.O_RDWR)
     try:
@@ -94,6 +116,31 @@ def test_read_only_mmap_of_a_file_just_changed(etcd, m):
             mp.close()
 
 
+@contextlib.contextmanager
+def other_process(etcd, m, key, content, script):
+    """Puts key = content, waits until the mount shows it, then starts
+    script (a Python program given the file's path) as another process that
+    reads a line from its stdin before each of its reads. Gives the path and
+    a function that lets it read once and returns the line it printed. The
+    process starts before the caller opens the file: a child started while
+    the file is open would close its copy of the descriptor at exec, and
+    every close saves."""
+    p = put_shown(etcd, m, key, content)
+    other = subprocess.Popen([sys.executable, "-c", script, p], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+
+    def ask():
+        other.stdin.write("\n")
+        other.stdin.flush()
+        return other.stdout.readline()
+
+    try:
+        yield p, ask
+    finally:
+        other.stdin.close()
+        other.wait(10)
+
+
 OTHER = r'''
 import sys
 for line in sys.stdin:
@@ -108,18 +155,7 @@ def test_other_process_reads_saved_content_while_mapped(etcd, m):
     the saved version until the save, then the new one. (The reader starts
     first: a child forked while the file is open would close its copy of
     the descriptor at exec, and every close saves.)"""
-    etcd.put("/mm/k", "saved\n")
-    p = os.path.join(m.path, "mm/k")
-    assert wait_for(lambda: read(p) == b"saved\n")
-    other = subprocess.Popen([sys.executable, "-c", OTHER, p], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-
-    def other_reads():
-        other.stdin.write("\n")
-        other.stdin.flush()
-        return other.stdout.readline()
-
-    try:
+    with other_process(etcd, m, "/mm/k", b"saved\n", OTHER) as (p, other_reads):
         fd = os.open(p, os.O_RDWR)
         try:
             mp = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -131,9 +167,6 @@ def test_other_process_reads_saved_content_while_mapped(etcd, m):
             mp.close()
         finally:
             os.close(fd)
-    finally:
-        other.stdin.close()
-        other.wait(10)
     assert etcd.get("/mm/k")[0] == b"SAVED\n"
 
 
@@ -143,11 +176,9 @@ def test_read_modify_write_by_two_processes_conflicts(etcd, m):
     the first still reads its own version, writes 6 and gets ESTALE:
     never a lost update, and the second's truncate and save do not move
     what the first reads."""
-    etcd.put("/mm/c", "5")
-    p = os.path.join(m.path, "mm/c")
-    assert wait_for(lambda: read(p) == b"5")
+    p = put_shown(etcd, m, "/mm/c", b"5")
     a = os.open(p, os.O_RDWR)
-    try:
+    with refused_at_close(a, errno.ESTALE):
         assert os.read(a, 64) == b"5"
         pid = os.fork()
         if pid == 0:
@@ -172,12 +203,6 @@ def test_read_modify_write_by_two_processes_conflicts(etcd, m):
         os.ftruncate(a, 0)
         os.write(a, b"6")
         assert os.pread(a, 64, 0) == b"6"
-    except BaseException:
-        os.close(a)
-        raise
-    with pytest.raises(OSError) as e:
-        os.close(a)
-    assert e.value.errno == errno.ESTALE
     assert etcd.get("/mm/c")[0] == b"60"
     assert wait_for(lambda: read(p) == b"60")
 
@@ -203,9 +228,7 @@ def test_reader_of_a_file_another_process_writes_sees_one_version(etcd, m):
     open reads one saved version over all its read calls, even when a save
     lands between them (it read byte by byte from whatever was saved last
     before: "ABBB")."""
-    etcd.put("/mm/r", "AAAA")
-    p = os.path.join(m.path, "mm/r")
-    assert wait_for(lambda: read(p) == b"AAAA")
+    p = put_shown(etcd, m, "/mm/r", b"AAAA")
     w = os.open(p, os.O_RDWR)
     try:
         r = subprocess.Popen([sys.executable, "-c", STEPS, p], stdin=subprocess.PIPE,
@@ -242,25 +265,15 @@ def test_other_process_mapping_keeps_the_writers_view(etcd, m):
     bytes). docs/writes.md says the mapping may show unsaved bytes. The
     mapper starts first: a child started while the file is open would
     close its copy of the descriptor at exec, and every close saves."""
-    etcd.put("/mm/o", "saved-content\n")
-    p = os.path.join(m.path, "mm/o")
-    assert wait_for(lambda: read(p) == b"saved-content\n")
-    other = subprocess.Popen([sys.executable, "-c", MAPS, p], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
+    with other_process(etcd, m, "/mm/o", b"saved-content\n", MAPS) as (p, other_maps):
         w = os.open(p, os.O_RDWR)
         try:
             os.pwrite(w, b"WRITER", 0)
-            other.stdin.write("\n")
-            other.stdin.flush()
-            assert other.stdout.readline() == repr(b"WRITERcontent\n") + "\n"
+            assert other_maps() == repr(b"WRITERcontent\n") + "\n"
             assert os.pread(w, 64, 0) == b"WRITERcontent\n"
             assert etcd.get("/mm/o")[0] == b"saved-content\n"
         finally:
             os.close(w)
-    finally:
-        other.stdin.close()
-        other.wait(10)
     assert etcd.get("/mm/o")[0] == b"WRITERcontent\n"
 
 
@@ -270,19 +283,11 @@ def test_refused_save_leaves_no_size_behind(etcd, m):
     content's pages and size, so stat and readers show the key's again,
     not the 2 MiB that was never saved."""
     m.allowed_errors += ["over etcd's request limit", "save at close failed"]
-    etcd.put("/mm/big", "small\n")
-    p = os.path.join(m.path, "mm/big")
-    assert wait_for(lambda: read(p) == b"small\n")
+    p = put_shown(etcd, m, "/mm/big", b"small\n")
     fd = os.open(p, os.O_RDWR)
-    try:
+    with refused_at_close(fd, errno.EFBIG):
         os.write(fd, b"x" * (2 * 1024 * 1024))
         assert os.stat(p).st_size == 2 * 1024 * 1024
-    except BaseException:
-        os.close(fd)
-        raise
-    with pytest.raises(OSError) as e:
-        os.close(fd)
-    assert e.value.errno == errno.EFBIG
     assert etcd.get("/mm/big")[0] == b"small\n"
     # the release after close is asynchronous: the writer's content (and
     # size) lasts until it arrives, then never again (the kernel keeps
@@ -296,9 +301,7 @@ def test_append_after_an_external_change(etcd, m):
     when the kernel still holds an older size: an external put grew the
     file and nothing asked for its attributes since (appends keep direct
     I/O and their offset is the content's end)."""
-    etcd.put("/mm/log", "abc")
-    p = os.path.join(m.path, "mm/log")
-    assert wait_for(lambda: read(p) == b"abc")
+    p = put_shown(etcd, m, "/mm/log", b"abc")
     assert os.stat(p).st_size == 3
     rev = etcd.put("/mm/log", "abcdef")
     assert wait_for(lambda: int(m.xattr("mm/log", "user.etcd.mod_revision")) == rev)

@@ -50,6 +50,22 @@ def tree(root):
     return files, dirs
 
 
+def check_end_state(etcd, mnt, model):
+    """After a run: the mount's tree equals the model's, still after the
+    deferred unlinks' grace period, and etcd holds exactly the mount's files
+    under /model/."""
+    assert tree(mnt) == tree(model)
+    # deferred unlinks land within their grace period, and change
+    # nothing that can be seen
+    time.sleep(0.3)
+    assert tree(mnt) == tree(model)
+    files, _ = tree(mnt)
+    stored = {}
+    for k in etcd.keys(b"/model/"):
+        stored[k[len(b"/model/"):].decode()] = etcd.get(k)[0]
+    assert stored == files
+
+
 def as_user(fn):
     """Runs fn() in a forked child as uid/gid USER; returns its errno (0)."""
     pid = os.fork()
@@ -336,16 +352,7 @@ def test_model_against_tmpfs(etcd, mount_factory, public_dir, seed):
         assert a.user_calls > 10 and b.user_calls == a.user_calls, a.user_calls
         for s in sides:
             s.close_all()
-        assert tree(m.path) == tree(model)
-        # deferred unlinks land within their grace period, and change
-        # nothing that can be seen
-        time.sleep(0.3)
-        assert tree(m.path) == tree(model)
-        files, _ = tree(m.path)
-        stored = {}
-        for k in etcd.keys(b"/model/"):
-            stored[k[len(b"/model/"):].decode()] = etcd.get(k)[0]
-        assert stored == files
+        check_end_state(etcd, m.path, model)
     finally:
         for s in sides:
             s.close_all()

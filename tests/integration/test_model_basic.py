@@ -7,42 +7,10 @@ import errno
 import os
 import random
 import subprocess
-import time
 
 import pytest
 
-from test_model import tree
-
-
-def apply(root, op):
-    kind, a = op[0], op[1:]
-    p = lambda x: os.path.join(root, x)
-    try:
-        if kind == "create":
-            with open(p(a[0]), "wb") as f:
-                f.write(a[1])
-        elif kind == "pwrite":
-            fd = os.open(p(a[0]), os.O_WRONLY)
-            try:
-                os.pwrite(fd, a[2], a[1])
-            finally:
-                os.close(fd)
-        elif kind == "append":
-            with open(p(a[0]), "ab") as f:
-                f.write(a[1])
-        elif kind == "truncate":
-            os.truncate(p(a[0]), a[1])
-        elif kind == "rename":
-            os.rename(p(a[0]), p(a[1]))
-        elif kind == "unlink":
-            os.unlink(p(a[0]))
-        elif kind == "mkdir":
-            os.mkdir(p(a[0]))
-        elif kind == "rmdir":
-            os.rmdir(p(a[0]))
-        return 0
-    except OSError as e:
-        return e.errno
+from test_model import Side, check_end_state
 
 
 def random_op(rng):
@@ -51,7 +19,7 @@ def random_op(rng):
     data = lambda: bytes(rng.choice(b"abc\n\x00\xff") for _ in range(rng.randrange(0, 40)))
     k = rng.random()
     if k < 0.25:
-        return ("create", name(), data())
+        return ("create", name(), os.O_TRUNC, 0o666, data())  # as open(path, "wb")
     if k < 0.35:
         return ("pwrite", name(), rng.randrange(0, 60), data())
     if k < 0.42:
@@ -63,7 +31,7 @@ def random_op(rng):
     if k < 0.78:
         return ("unlink", name())
     if k < 0.90:
-        return ("mkdir", rng.choice(["d0", "d1", "d0/e", "d1/e"]))
+        return ("mkdir", rng.choice(["d0", "d1", "d0/e", "d1/e"]), 0o777)
     return ("rmdir", rng.choice(["d0", "d1", "d0/e", "d1/e"]))
 
 
@@ -74,22 +42,14 @@ def test_model_basic_against_tmpfs(etcd, mount_factory, tmp, seed):
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", model], check=True)
     try:
         m = mount_factory(["--endpoints", etcd.endpoint, "--prefix", "/model"])
+        a, b = Side(model), Side(m.path)
         rng = random.Random(seed)
         for i in range(300):
             op = random_op(rng)
-            want = apply(model, op)
-            got = apply(m.path, op)
+            want = a.run(op)
+            got = b.run(op)
             assert got == want, f"op {i} {op}: tmpfs {errno.errorcode.get(want, want)}, " \
                                 f"etcdfs {errno.errorcode.get(got, got)}"
-        assert tree(m.path) == tree(model)
-        # deferred unlinks land within their grace period, and change
-        # nothing that can be seen
-        time.sleep(0.3)
-        assert tree(m.path) == tree(model)
-        files, _ = tree(m.path)
-        stored = {}
-        for k in etcd.keys(b"/model/"):
-            stored[k[len(b"/model/"):].decode()] = etcd.get(k)[0]
-        assert stored == files
+        check_end_state(etcd, m.path, model)
     finally:
         subprocess.run(["umount", model])

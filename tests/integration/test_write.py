@@ -78,6 +78,23 @@ def assert_one_put(events, key, content):
     assert not others, f"auxiliary keys reached etcd: {others}"
 
 
+def run_watched(etcd, args, **kw):
+    """Runs a tool with a watch on every key; checks that it succeeded and
+    returns the events its run caused."""
+    w = Watch(etcd, "/")
+    r = subprocess.run(args, capture_output=True, timeout=60, **kw)
+    events = w.stop()
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    return events
+
+
+def assert_saved(etcd, key, path, content):
+    """etcd holds content at key, and the file at path reads it."""
+    assert etcd.get(key)[0] == content
+    with open(path, "rb") as f:
+        assert f.read() == content
+
+
 EDITS = {
     "vim-default": ["vim", "-u", "/usr/share/vim/vim90/defaults.vim", "-i", "NONE", "-n", "-es",
                     "+%s/blue/green/", "+wq"],
@@ -100,18 +117,10 @@ def test_editor_saves_once(etcd, wmnt, tool):
     if not shutil.which(EDITS[tool][0]):
         pytest.fail(f"{EDITS[tool][0]} is not installed")
     p = os.path.join(wmnt.path, "cfg/app.conf")
-    w = Watch(etcd, "/")
-    args = EDITS[tool] + [p]
-    if tool == "emacs":
-        args = EDITS[tool] + [p]
-    r = subprocess.run(args, capture_output=True, timeout=60, cwd=os.path.dirname(p),
-                       stdin=subprocess.DEVNULL)
-    events = w.stop()
-    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    events = run_watched(etcd, EDITS[tool] + [p], cwd=os.path.dirname(p),
+                         stdin=subprocess.DEVNULL)
     want = b"name = demo\ncolor = green\n"
-    assert etcd.get("/cfg/app.conf")[0] == want
-    with open(p, "rb") as f:
-        assert f.read() == want
+    assert_saved(etcd, "/cfg/app.conf", p, want)
     assert_one_put(events, "/cfg/app.conf", want)
 
 
@@ -157,15 +166,10 @@ SHELL_WRITES = {
 def test_tool_writes_once(etcd, wmnt, tmp, tool):
     p = os.path.join(wmnt.path, "cfg/app.conf")
     d = os.path.dirname(p)
-    w = Watch(etcd, "/")
     cmd = SHELL_WRITES[tool].format(p=p, tmp=tmp, d=d)
-    r = subprocess.run(["bash", "-c", cmd], capture_output=True, timeout=60)
-    events = w.stop()
-    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    events = run_watched(etcd, ["bash", "-c", cmd])
     want = b"new content\n"
-    assert etcd.get("/cfg/app.conf")[0] == want
-    with open(p, "rb") as f:
-        assert f.read() == want
+    assert_saved(etcd, "/cfg/app.conf", p, want)
     if tool == "mv":
         # a real rename: the temp name is a real key, created then moved
         on_key = [e for e in events if e[1] == "/cfg/app.conf"]

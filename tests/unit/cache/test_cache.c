@@ -11,6 +11,7 @@
 #include "cache/cache.h"
 #include "core/log.h"
 #include "store/store.h"
+#include "kvtest.h"
 #include "test.h"
 
 /* notifications seen, protected by mu */
@@ -269,13 +270,7 @@ static void test_times(struct kv *kv)
 	 * alone: src/save stamps them as local metadata (so that a time set
 	 * with utimensat survives the save that follows, as rsync needs). */
 	int64_t b1 = mtime_of(c, "ns1/b");
-	struct kv_kv local = {.key = "/t/ns1/b",
-			      .key_len = 8,
-			      .value = "T=3",
-			      .value_len = 3,
-			      .create_revision = 1,
-			      .mod_revision = 100000,
-			      .version = 2};
+	struct kv_kv local = kvtest_kv("/t/ns1/b", "T=3", 1, 100000, 2);
 	cache_apply_local(c, "/t/ns1/b", 8, &local, 100000);
 	CHECK(mtime_of(c, "ns1/b") == b1, "a local put keeps the cache's time");
 	cache_wrlock(c);
@@ -490,13 +485,7 @@ int main(void)
 
 	/* a local write is visible at once, and its late watch event is
 	 * recognised by revision */
-	struct kv_kv local = {.key = "/local",
-			      .key_len = 6,
-			      .value = "mine",
-			      .value_len = 4,
-			      .create_revision = 1000,
-			      .mod_revision = 1000,
-			      .version = 1};
+	struct kv_kv local = kvtest_kv("/local", "mine", 1000, 1000, 1);
 	cache_apply_local(c, "/local", 6, &local, 1000);
 	got = content(c, "local");
 	CHECK(got && strcmp(got, "mine") == 0, "read-your-writes");

@@ -546,6 +546,34 @@ int etcd_harness_add_users(struct etcd_harness *h, const char *bob_perm)
 	return ret ? -EIO : 0;
 }
 
+int etcd_harness_start_tls(struct etcd_harness *h)
+{
+	struct etcd_harness_opts o = {.tls = true};
+	return etcd_harness_start(h, &o);
+}
+
+int etcd_harness_start_auth(struct etcd_harness *h, const char *bob_perm)
+{
+	const char *args[] = {"--auth-token-ttl=2", NULL};
+	struct etcd_harness_opts o = {.extra_args = args};
+	int ret = etcd_harness_start(h, &o);
+	if (ret < 0)
+		return ret;
+	ret = etcd_harness_add_users(h, bob_perm);
+	if (ret < 0)
+		etcd_harness_destroy(h);
+	return ret;
+}
+
+struct kv *etcd_harness_client(struct etcd_config *cfg)
+{
+	struct kv *kv = NULL;
+	if (etcd_client_new(cfg, &kv) < 0)
+		kv = NULL;
+	etcd_config_free(cfg);
+	return kv;
+}
+
 void etcd_harness_config_transport(struct etcd_config *cfg)
 {
 	const char *t = getenv("ETCDFS_ETCD_TRANSPORT");

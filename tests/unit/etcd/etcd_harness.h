@@ -70,6 +70,13 @@ int etcd_harness_ctl(struct etcd_harness *h, const char *user, ...) __attribute_
  * has bob_perm ("read", "readwrite") on the prefix /bob/. Auth stays disabled. -EIO when an
  * etcdctl call failed (its output is printed). */
 int etcd_harness_add_users(struct etcd_harness *h, const char *bob_perm);
+/* etcd_harness_start for the TLS tests: https with client certificates (opts.tls). */
+int etcd_harness_start_tls(struct etcd_harness *h);
+/* etcd_harness_start for the auth tests: tokens expire after 2 s (--auth-token-ttl=2), so
+ * that a test sees its client renew one, and the shared users are added as
+ * etcd_harness_add_users(h, bob_perm) does; auth stays disabled. On failure nothing is left
+ * running. */
+int etcd_harness_start_auth(struct etcd_harness *h, const char *bob_perm);
 /* Kills etcd if running and removes the directory. Safe to call twice. */
 void etcd_harness_destroy(struct etcd_harness *h);
 
@@ -93,6 +100,10 @@ size_t etcd_harness_curl_text(char *p, size_t size, size_t n, void *ud);
  * tests once per transport), and nothing else: the ETCDCTL_* variables of whoever runs the
  * tests must not leak in. Exits on a bad value. */
 struct etcd_config;
+struct kv;
 void etcd_harness_config_transport(struct etcd_config *cfg);
+/* The etcd client cfg describes, or NULL when it cannot be made (the client logs why);
+ * frees cfg either way. */
+struct kv *etcd_harness_client(struct etcd_config *cfg);
 
 #endif

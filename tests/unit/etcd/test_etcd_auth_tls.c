@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "kvtest.h"
 #include "etcd.h"
 #include "etcd_harness.h"
+#include "watchrec.h"
 
 struct opts {
 	const char *endpoints;
@@ -24,7 +26,6 @@ struct opts {
 static struct kv *client(const struct opts *o)
 {
 	struct etcd_config cfg;
-	struct kv *kv = NULL;
 	etcd_config_init(&cfg);
 	etcd_config_set_endpoints(&cfg, o->endpoints);
 	etcd_config_set_string(&cfg.user, o->user);
@@ -37,15 +38,7 @@ static struct kv *client(const struct opts *o)
 	/* meson runs this file once per transport: token renewal over each, through the one
 	 * request loop. */
 	etcd_harness_config_transport(&cfg);
-	if (etcd_client_new(&cfg, &kv) < 0)
-		kv = NULL;
-	etcd_config_free(&cfg);
-	return kv;
-}
-
-static int put_s(struct kv *kv, const char *k, const char *v)
-{
-	return kv_put(kv, k, strlen(k), v, strlen(v), NULL);
+	return etcd_harness_client(&cfg);
 }
 
 static int get_s(struct kv *kv, const char *k, char *v, size_t size)
@@ -59,47 +52,11 @@ static int get_s(struct kv *kv, const char *k, char *v, size_t size)
 	return ret;
 }
 
-/* ---- watch recording ---- */
-
-struct rec {
-	pthread_mutex_t lock;
-	int n_connected, n_canceled, n_events, cancel_err;
-};
-
-static void cb(void *arg, const struct kv_watch_batch *b)
-{
-	struct rec *r = arg;
-	pthread_mutex_lock(&r->lock);
-	if (b->state == KV_WATCH_CONNECTED)
-		r->n_connected++;
-	if (b->state == KV_WATCH_CANCELED) {
-		r->n_canceled++;
-		r->cancel_err = b->err;
-	}
-	if (b->state == KV_WATCH_EVENTS)
-		r->n_events += (int)b->n_events;
-	pthread_mutex_unlock(&r->lock);
-}
-
-static bool wait_rec(struct rec *r, int *field, int n, long timeout_ms)
-{
-	long long deadline = util_now_ms() + timeout_ms;
-	for (;;) {
-		pthread_mutex_lock(&r->lock);
-		int v = *field;
-		pthread_mutex_unlock(&r->lock);
-		if (v >= n)
-			return true;
-		if (util_now_ms() > deadline)
-			return false;
-		usleep(20000);
-	}
-}
-
 /* Watches prefix, writes one key through kv, and expects CONNECTED and the event. */
 static void check_watch(struct kv *kv, const char *prefix)
 {
-	struct rec r = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	static struct watchrec r; /* large: not on the stack */
+	watchrec_init(&r);
 	char end[64], key[64];
 	size_t end_len = kv_prefix_end(prefix, strlen(prefix), end);
 	struct kv_watch_req req = {.key = prefix,
@@ -107,12 +64,13 @@ static void check_watch(struct kv *kv, const char *prefix)
 				   .range_end = end,
 				   .range_end_len = end_len};
 	struct kv_watch *w;
-	CHECK_EQ(kv_watch(kv, &req, cb, &r, &w), 0);
-	CHECK(wait_rec(&r, &r.n_connected, 1, 5000));
+	CHECK_EQ(kv_watch(kv, &req, watchrec_cb, &r, &w), 0);
+	CHECK(watchrec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	snprintf(key, sizeof(key), "%swatched", prefix);
-	CHECK_EQ(put_s(kv, key, "1"), 0);
-	CHECK(wait_rec(&r, &r.n_events, 1, 5000));
+	CHECK_EQ(put_s(kv, key, "1", NULL), 0);
+	CHECK(watchrec_wait(&r, -1, 1, 5000));
 	kv_watch_cancel(kv, w);
+	watchrec_destroy(&r);
 }
 
 /* ---- raw gateway access, to prove the server side of token expiry ---- */
@@ -143,18 +101,14 @@ static int raw_post(const char *url, const char *token, const char *body, char *
 static void test_auth(void)
 {
 	struct etcd_harness h;
-	/* A 2 s token TTL lets the test see a token expire. */
-	const char *args[] = {"--auth-token-ttl=2", NULL};
-	struct etcd_harness_opts ho = {.extra_args = args};
-	if (etcd_harness_start(&h, &ho) < 0) {
-		CHECK(!"etcd did not start");
+	if (etcd_harness_start_auth(&h, "readwrite") < 0) {
+		CHECK(!"etcd with the auth users did not start");
 		return;
 	}
-	CHECK_EQ(etcd_harness_add_users(&h, "readwrite"), 0);
 	/* A user on a server without auth: the client notices and goes on without a token. */
 	struct opts o0 = {.endpoints = h.endpoint, .user = "root:pw"};
 	struct kv *early = client(&o0);
-	CHECK_EQ(put_s(early, "/a", "0"), 0);
+	CHECK_EQ(put_s(early, "/a", "0", NULL), 0);
 	kv_destroy(early);
 	CHECK_EQ(etcd_harness_ctl(&h, NULL, "auth", "enable", NULL), 0);
 
@@ -163,7 +117,7 @@ static void test_auth(void)
 	struct opts o = {.endpoints = h.endpoint, .user = "root:pw"};
 	struct kv *root = client(&o);
 	CHECK(root != NULL);
-	CHECK_EQ(put_s(root, "/a", "1"), 0);
+	CHECK_EQ(put_s(root, "/a", "1", NULL), 0);
 	CHECK_EQ(get_s(root, "/a", v, sizeof(v)), 0);
 	CHECK(strcmp(v, "1") == 0);
 	int64_t rev;
@@ -180,15 +134,19 @@ static void test_auth(void)
 	o = (struct opts){.endpoints = h.endpoint, .user = "root:wrong"};
 	struct kv *bad = client(&o);
 	CHECK_EQ(get_s(bad, "/a", v, sizeof(v)), -EACCES);
-	CHECK_EQ(put_s(bad, "/a", "2"), -EACCES);
+	CHECK_EQ(put_s(bad, "/a", "2", NULL), -EACCES);
 	CHECK_EQ(kv_status(bad, &rev), -EACCES);
-	struct rec r = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	static struct watchrec r; /* large: not on the stack */
+	watchrec_init(&r);
 	struct kv_watch_req wr = {.key = "/a", .key_len = 2};
 	struct kv_watch *w;
-	CHECK_EQ(kv_watch(bad, &wr, cb, &r, &w), 0);
-	CHECK(wait_rec(&r, &r.n_canceled, 1, 5000));
-	CHECK_EQ(r.cancel_err, -EACCES);
+	CHECK_EQ(kv_watch(bad, &wr, watchrec_cb, &r, &w), 0);
+	CHECK(watchrec_wait(&r, KV_WATCH_CANCELED, 1, 5000));
+	pthread_mutex_lock(&r.lock);
+	CHECK_EQ(r.last_err[KV_WATCH_CANCELED], -EACCES);
+	pthread_mutex_unlock(&r.lock);
 	kv_watch_cancel(bad, w);
+	watchrec_destroy(&r);
 	kv_destroy(bad);
 
 	/* No user at all on an auth-enabled server. */
@@ -200,8 +158,8 @@ static void test_auth(void)
 	/* A user limited to /bob/. */
 	o = (struct opts){.endpoints = h.endpoint, .user = "bob:bpw"};
 	struct kv *bob = client(&o);
-	CHECK_EQ(put_s(bob, "/bob/x", "1"), 0);
-	CHECK_EQ(put_s(bob, "/a", "2"), -EACCES);
+	CHECK_EQ(put_s(bob, "/bob/x", "1", NULL), 0);
+	CHECK_EQ(put_s(bob, "/a", "2", NULL), -EACCES);
 	CHECK_EQ(get_s(bob, "/a", v, sizeof(v)), -EACCES);
 	kv_destroy(bob);
 	CHECK_EQ(get_s(root, "/a", v, sizeof(v)), 0);
@@ -224,24 +182,27 @@ static void test_auth(void)
 	CHECK_EQ(raw_post(url, token, "{\"key\":\"L2E=\"}", out), 0);
 	CHECK(strstr(out, "invalid auth token") != NULL);
 	CHECK_EQ(get_s(root, "/a", v, sizeof(v)), 0); /* idle > TTL too: renewed */
-	CHECK_EQ(put_s(root, "/a", "3"), 0);
+	CHECK_EQ(put_s(root, "/a", "3", NULL), 0);
 
 	/* A restart forgets every simple token: a live watch must re-authenticate when it
 	 * reconnects instead of giving up, and deliver what was written meanwhile. */
-	struct rec rr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	watchrec_init(&r);
 	struct kv_watch_req rwr = {.key = "/rs", .key_len = 3};
-	CHECK_EQ(kv_watch(root, &rwr, cb, &rr, &w), 0);
-	CHECK(wait_rec(&rr, &rr.n_connected, 1, 5000));
+	CHECK_EQ(kv_watch(root, &rwr, watchrec_cb, &r, &w), 0);
+	CHECK(watchrec_wait(&r, KV_WATCH_CONNECTED, 1, 5000));
 	CHECK_EQ(etcd_harness_restart(&h), 0);
 	int ret = -1;
 	for (int i = 0; i < 50 && ret; i++)
-		if ((ret = put_s(root, "/rs", "after")))
+		if ((ret = put_s(root, "/rs", "after", NULL)))
 			usleep(100000);
 	CHECK_EQ(ret, 0);
-	CHECK(wait_rec(&rr, &rr.n_connected, 2, 10000));
-	CHECK(wait_rec(&rr, &rr.n_events, 1, 5000));
-	CHECK_EQ(rr.n_canceled, 0);
+	CHECK(watchrec_wait(&r, KV_WATCH_CONNECTED, 2, 10000));
+	CHECK(watchrec_wait(&r, -1, 1, 5000));
+	pthread_mutex_lock(&r.lock);
+	CHECK_EQ(r.n_state[KV_WATCH_CANCELED], 0);
+	pthread_mutex_unlock(&r.lock);
 	kv_watch_cancel(root, w);
+	watchrec_destroy(&r);
 	kv_destroy(root);
 	etcd_harness_destroy(&h);
 }
@@ -249,8 +210,7 @@ static void test_auth(void)
 static void test_tls(void)
 {
 	struct etcd_harness h;
-	struct etcd_harness_opts ho = {.tls = true};
-	if (etcd_harness_start(&h, &ho) < 0) {
+	if (etcd_harness_start_tls(&h) < 0) {
 		CHECK(!"TLS etcd did not start");
 		return;
 	}
@@ -258,7 +218,7 @@ static void test_tls(void)
 	int64_t rev;
 	struct opts o = {.endpoints = h.endpoint, .cacert = h.ca, .cert = h.cert, .key = h.key};
 	struct kv *kv = client(&o);
-	CHECK_EQ(put_s(kv, "/tls", "yes"), 0);
+	CHECK_EQ(put_s(kv, "/tls", "yes", NULL), 0);
 	CHECK_EQ(get_s(kv, "/tls", v, sizeof(v)), 0);
 	CHECK(strcmp(v, "yes") == 0);
 	check_watch(kv, "/tw/");

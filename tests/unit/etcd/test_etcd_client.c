@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "kvtest.h"
 #include "etcd.h"
 #include "etcd_harness.h"
 #include "core/log.h"
@@ -23,7 +24,6 @@ static struct etcd_harness H;
 static struct kv *client(const char *endpoints, long cmd_ms, size_t max_req, size_t max_ops)
 {
 	struct etcd_config cfg;
-	struct kv *kv = NULL;
 	etcd_config_init(&cfg);
 	etcd_config_set_endpoints(&cfg, endpoints);
 	if (cmd_ms)
@@ -33,15 +33,7 @@ static struct kv *client(const char *endpoints, long cmd_ms, size_t max_req, siz
 	if (max_ops)
 		cfg.max_txn_ops = max_ops;
 	etcd_harness_config_transport(&cfg);
-	if (etcd_client_new(&cfg, &kv) < 0)
-		kv = NULL;
-	etcd_config_free(&cfg);
-	return kv;
-}
-
-static int put_s(struct kv *kv, const char *k, const char *v, int64_t *rev)
-{
-	return kv_put(kv, k, strlen(k), v, strlen(v), rev);
+	return etcd_harness_client(&cfg);
 }
 
 static void test_put_get_delete(struct kv *kv)
@@ -225,22 +217,10 @@ static int keycmp(const struct kv_kv *a, const struct kv_kv *b)
 	return c ? c : (a->key_len > b->key_len) - (a->key_len < b->key_len);
 }
 
-struct writer {
-	struct kv *kv;
-	int stop;
-	int n;
-};
-
-static void *writer_main(void *arg)
+/* keys sorting after all those test_paging loads */
+static void late_key(int n, char *buf, size_t size)
 {
-	struct writer *w = arg;
-	while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE) && w->n < 400) {
-		char k[32];
-		snprintf(k, sizeof(k), "/p/zz%05d", w->n);
-		if (put_s(w->kv, k, "late", NULL) == 0)
-			__atomic_add_fetch(&w->n, 1, __ATOMIC_RELEASE);
-	}
-	return NULL;
+	snprintf(buf, size, "/p/zz%05d", n);
 }
 
 static void test_paging(struct kv *kv)
@@ -253,36 +233,24 @@ static void test_paging(struct kv *kv)
 		for (int i = 0; i < 100; i++) {
 			snprintf(keys[i], sizeof(keys[i]), "/p/%05d", base + i);
 			snprintf(vals[i], sizeof(vals[i]), "v%d", base + i);
-			ops[i] = (struct kv_op){.type = KV_OP_PUT,
-						.key = keys[i],
-						.key_len = strlen(keys[i]),
-						.value = vals[i],
-						.value_len = strlen(vals[i])};
+			ops[i] = kvtest_put(keys[i], strlen(keys[i]), vals[i], strlen(vals[i]));
 		}
-		struct kv_txn txn = {.success = ops, .n_success = 100};
-		struct kv_txn_result r;
-		CHECK_EQ(kv_txn(kv, &txn, &r), 0);
-		kv_txn_result_free(&r);
+		CHECK_EQ(kvtest_put_all(kv, ops, 100), 0);
 	}
 	/* Writers append keys sorting after all others while we page: with every page pinned
 	 * to the first page's revision none of them may show up, and count must match. */
-	struct writer w = {.kv = kv};
-	pthread_t th;
-	pthread_create(&th, NULL, writer_main, &w);
-	/* Start paging once the writer is under way (a loaded machine may be slow to run it). */
-	for (int i = 0; i < 500 && __atomic_load_n(&w.n, __ATOMIC_ACQUIRE) < 3; i++)
-		usleep(10000);
+	struct kvtest_writer w = {.kv = kv, .max = 400, .key = late_key};
+	kvtest_writer_start(&w);
 	struct kv_range_req req = {
 		.key = "/p/", .key_len = 3, .range_end = "/p0", .range_end_len = 3};
 	struct kv_range_result res;
 	long long t0 = util_now_ms();
 	CHECK_EQ(kv_range(kv, &req, &res), 0);
 	long long t1 = util_now_ms();
-	__atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
-	pthread_join(th, NULL);
+	int written = kvtest_writer_stop(&w);
 	fprintf(stderr, "paged %zu keys in %lld ms while %d keys were written\n", res.n_kvs,
-		t1 - t0, w.n);
-	CHECK(w.n > 0);
+		t1 - t0, written);
+	CHECK(written > 0);
 	CHECK_EQ((long long)res.n_kvs, res.count);
 	CHECK(!res.more);
 	CHECK(res.n_kvs >= (size_t)N);
@@ -306,10 +274,10 @@ static void test_paging(struct kv *kv)
 	CHECK(values_ok);
 	kv_range_result_free(&res);
 
-	/* Now without concurrent writers: exactly N + w.n keys. */
+	/* Now without concurrent writers: exactly N + written keys. */
 	CHECK_EQ(kv_range(kv, &req, &res), 0);
-	CHECK_EQ(res.n_kvs, N + w.n);
-	CHECK_EQ(res.count, N + w.n);
+	CHECK_EQ(res.n_kvs, N + written);
+	CHECK_EQ(res.count, N + written);
 	int64_t rev_all = res.revision;
 	kv_range_result_free(&res);
 
@@ -320,7 +288,7 @@ static void test_paging(struct kv *kv)
 	d.keys_only = true;
 	d.revision = rev_all;
 	CHECK_EQ(kv_range(kv, &d, &res), 0);
-	CHECK_EQ(res.n_kvs, N + w.n);
+	CHECK_EQ(res.n_kvs, N + written);
 	bool desc = true, no_values = true;
 	for (size_t i = 1; i < res.n_kvs; i++)
 		if (keycmp(&res.kvs[i - 1], &res.kvs[i]) <= 0)
@@ -338,7 +306,7 @@ static void test_paging(struct kv *kv)
 	CHECK_EQ(kv_range(kv, &l, &res), 0);
 	CHECK_EQ(res.n_kvs, 10);
 	CHECK(res.more);
-	CHECK_EQ(res.count, N + w.n);
+	CHECK_EQ(res.count, N + written);
 	CHECK(res.n_kvs == 10 && memcmp(res.kvs[9].key, "/p/00009", 8) == 0);
 	kv_range_result_free(&res);
 
@@ -347,7 +315,7 @@ static void test_paging(struct kv *kv)
 	c.count_only = true;
 	CHECK_EQ(kv_range(kv, &c, &res), 0);
 	CHECK_EQ(res.n_kvs, 0);
-	CHECK_EQ(res.count, N + w.n);
+	CHECK_EQ(res.count, N + written);
 	kv_range_result_free(&res);
 
 	/* Serializable read of a single key. */
@@ -358,7 +326,7 @@ static void test_paging(struct kv *kv)
 
 	int64_t deleted;
 	CHECK_EQ(kv_delete_range(kv, "/p/", 3, "/p0", 3, &deleted, NULL), 0);
-	CHECK_EQ(deleted, N + w.n);
+	CHECK_EQ(deleted, N + written);
 }
 
 static void test_limits(void)

@@ -25,9 +25,11 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "kvtest.h"
 #include "etcd.h"
 #include "etcd_harness.h"
 #include "grpc.h"
+#include "watchrec.h"
 
 /* ---- codec, no server ---- */
 
@@ -544,7 +546,6 @@ struct copts {
 static struct kv *client(const struct copts *o)
 {
 	struct etcd_config cfg;
-	struct kv *kv = NULL;
 	etcd_config_init(&cfg);
 	etcd_config_set_endpoints(&cfg, o->endpoints);
 	cfg.transport = o->transport;
@@ -556,10 +557,7 @@ static struct kv *client(const struct copts *o)
 	etcd_config_set_string(&cfg.cacert, o->cacert);
 	etcd_config_set_string(&cfg.cert, o->cert);
 	etcd_config_set_string(&cfg.key, o->key);
-	if (etcd_client_new(&cfg, &kv) < 0)
-		kv = NULL;
-	etcd_config_free(&cfg);
-	return kv;
+	return etcd_harness_client(&cfg);
 }
 
 static struct etcd_client_stats stats(struct kv *kv)
@@ -614,25 +612,6 @@ static long compare_range(struct kv *g, struct kv *j, const struct kv_range_req 
 }
 
 /* Puts n_ops (key, value) pairs in txns of up to 100 puts. */
-static int put_many(struct kv *kv, struct kv_op *ops, size_t n_ops)
-{
-	for (size_t i = 0; i < n_ops; i += 100) {
-		struct kv_txn txn = {.success = ops + i,
-				     .n_success = n_ops - i < 100 ? n_ops - i : 100};
-		struct kv_txn_result r;
-		int ret = kv_txn(kv, &txn, &r);
-		kv_txn_result_free(&r);
-		if (ret < 0)
-			return ret;
-	}
-	return 0;
-}
-
-static int put_s(struct kv *kv, const char *k, const char *v)
-{
-	return kv_put(kv, k, strlen(k), v, strlen(v), NULL);
-}
-
 static struct kv_range_req prefix_req(const char *prefix, char *end_buf)
 {
 	size_t end_len = kv_prefix_end(prefix, strlen(prefix), end_buf);
@@ -686,25 +665,17 @@ static void test_equivalence(struct etcd_harness *h)
 		else
 			for (size_t k = 0; k < vlen; k++)
 				vals[i][k] = (char)('a' + (i + k) % 26);
-		ops[i] = (struct kv_op){.type = KV_OP_PUT,
-					.key = keys[i],
-					.key_len = strlen(keys[i]),
-					.value = v,
-					.value_len = vlen};
+		ops[i] = kvtest_put(keys[i], strlen(keys[i]), v, vlen);
 	}
-	CHECK_EQ(put_many(j, ops, N_PAGED), 0);
+	CHECK_EQ(kvtest_put_all(j, ops, N_PAGED), 0);
 	/* Binary keys: "/g/b/" followed by each byte value, and NULs inside a key. */
 	static char bkeys[256][8];
 	for (int i = 0; i < 256; i++) {
 		memcpy(bkeys[i], "/g/b/", 5);
 		bkeys[i][5] = (char)i;
-		ops[i] = (struct kv_op){.type = KV_OP_PUT,
-					.key = bkeys[i],
-					.key_len = 6,
-					.value = all,
-					.value_len = (size_t)i};
+		ops[i] = kvtest_put(bkeys[i], 6, all, (size_t)i);
 	}
-	CHECK_EQ(put_many(j, ops, 256), 0);
+	CHECK_EQ(kvtest_put_all(j, ops, 256), 0);
 	CHECK_EQ(kv_put(j, "/g/n\0ul\0", 8, "\0\0", 2, NULL), 0);
 	CHECK_EQ(kv_put(j, "/g/\xff\xff", 5, "ff", 2, NULL), 0);
 	/* A 200 KiB value, a key with three versions, a key with a lease. */
@@ -714,7 +685,7 @@ static void test_equivalence(struct etcd_harness *h)
 	CHECK_EQ(kv_put(j, "/g/big", 6, big, 200 << 10, NULL), 0);
 	free(big);
 	for (int i = 0; i < 3; i++)
-		CHECK_EQ(put_s(j, "/g/versions", i == 2 ? "third" : "earlier"), 0);
+		CHECK_EQ(put_s(j, "/g/versions", i == 2 ? "third" : "earlier", NULL), 0);
 	int64_t lease = grant_lease(h);
 	CHECK(lease != 0);
 	struct kv_op lop = {.type = KV_OP_PUT,
@@ -723,13 +694,13 @@ static void test_equivalence(struct etcd_harness *h)
 			    .value = "L",
 			    .value_len = 1,
 			    .lease = lease};
-	CHECK_EQ(put_many(j, &lop, 1), 0);
+	CHECK_EQ(kvtest_put_all(j, &lop, 1), 0);
 	int64_t rev_a;
 	CHECK_EQ(kv_status(j, &rev_a), 0);
 	/* Later changes, so that the old revision differs from the latest. */
 	CHECK_EQ(kv_delete_range(j, "/g/k/00100", 10, "/g/k/00200", 10, NULL, NULL), 0);
-	CHECK_EQ(put_s(j, "/g/k/00001", "changed"), 0);
-	CHECK_EQ(put_s(j, "/g/late", "x"), 0);
+	CHECK_EQ(put_s(j, "/g/k/00001", "changed", NULL), 0);
+	CHECK_EQ(put_s(j, "/g/late", "x", NULL), 0);
 
 	struct etcd_client_stats g0 = stats(g), j0 = stats(j);
 	char end[64];
@@ -969,23 +940,9 @@ static void txn_suite(struct kv *kv, const char *pfx, int64_t lease, struct tx *
 	struct kv_txn_result r;
 
 	/* 1. Create: create_revision == 0 holds on an absent key. */
-	struct kv_compare absent = {
-		.target = KV_CMP_CREATE, .result = KV_CMP_EQUAL, .key = k, .key_len = strlen(k)};
-	struct kv_op put1 = {.type = KV_OP_PUT,
-			     .key = k,
-			     .key_len = strlen(k),
-			     .value = "v1",
-			     .value_len = 2,
-			     .prev_kv = true};
-	struct kv_op look = {
-		.type = KV_OP_RANGE, .key = k, .key_len = strlen(k), .keys_only = true};
-	struct kv_txn create = {.compare = &absent,
-				.n_compare = 1,
-				.success = &put1,
-				.n_success = 1,
-				.failure = &look,
-				.n_failure = 1};
-	CHECK_EQ(tx_run(kv, t, "create on an absent key", &create, &r), 0);
+	struct kvtest_save create;
+	kvtest_save_init(&create, KV_CMP_CREATE, k, "v1", 2);
+	CHECK_EQ(tx_run(kv, t, "create on an absent key", &create.txn, &r), 0);
 	CHECK(r.succeeded && r.n_results == 1);
 	CHECK(r.n_results == 1 && r.results[0].type == KV_OP_PUT && r.results[0].range.n_kvs == 0);
 	int64_t rev1 = r.revision;
@@ -993,7 +950,7 @@ static void txn_suite(struct kv *kv, const char *pfx, int64_t lease, struct tx *
 	kv_txn_result_free(&r);
 
 	/* 2. The same on the present key: the failure branch's keys-only range. */
-	CHECK_EQ(tx_run(kv, t, "create on a present key", &create, &r), 0);
+	CHECK_EQ(tx_run(kv, t, "create on a present key", &create.txn, &r), 0);
 	CHECK(!r.succeeded && r.n_results == 1 && r.revision == rev1);
 	if (r.n_results == 1) {
 		const struct kv_range_result *g = &r.results[0].range;
@@ -1005,20 +962,10 @@ static void txn_suite(struct kv *kv, const char *pfx, int64_t lease, struct tx *
 	kv_txn_result_free(&r);
 
 	/* 3. A save: mod_revision matches, the put returns the previous kv. */
-	struct kv_compare same = {.target = KV_CMP_MOD,
-				  .result = KV_CMP_EQUAL,
-				  .key = k,
-				  .key_len = strlen(k),
-				  .number = rev1};
-	struct kv_op put2 = put1;
-	put2.value = "v2";
-	struct kv_txn save = {.compare = &same,
-			      .n_compare = 1,
-			      .success = &put2,
-			      .n_success = 1,
-			      .failure = &look,
-			      .n_failure = 1};
-	CHECK_EQ(tx_run(kv, t, "save", &save, &r), 0);
+	struct kvtest_save save;
+	kvtest_save_init(&save, KV_CMP_MOD, k, "v2", 2);
+	save.cmp.number = rev1;
+	CHECK_EQ(tx_run(kv, t, "save", &save.txn, &r), 0);
 	CHECK(r.succeeded && r.n_results == 1 && r.revision == rev1 + 1);
 	if (r.n_results == 1 && r.results[0].range.n_kvs == 1) {
 		const struct kv_kv *p = &r.results[0].range.kvs[0];
@@ -1029,7 +976,7 @@ static void txn_suite(struct kv *kv, const char *pfx, int64_t lease, struct tx *
 	kv_txn_result_free(&r);
 
 	/* 4. The same save again: a conflict, nothing written. */
-	CHECK_EQ(tx_run(kv, t, "stale save", &save, &r), 0);
+	CHECK_EQ(tx_run(kv, t, "stale save", &save.txn, &r), 0);
 	CHECK(!r.succeeded && r.revision == rev1 + 1 && r.n_results == 1);
 	if (r.n_results == 1 && r.results[0].range.n_kvs == 1)
 		CHECK(r.results[0].range.kvs[0].mod_revision == rev1 + 1 &&
@@ -1039,7 +986,7 @@ static void txn_suite(struct kv *kv, const char *pfx, int64_t lease, struct tx *
 	/* 5. Many ops: puts (a 0-byte value, all 256 byte values, one with a lease), a range
 	 * that sees them, a delete with prev_kv (of another key: etcd refuses a txn that puts
 	 * and deletes one key). */
-	CHECK_EQ(put_s(kv, gone, "g"), 0);
+	CHECK_EQ(put_s(kv, gone, "g", NULL), 0);
 	struct kv_compare v2 = {.target = KV_CMP_VERSION,
 				.result = KV_CMP_EQUAL,
 				.key = k,
@@ -1202,7 +1149,7 @@ static void txn_suite(struct kv *kv, const char *pfx, int64_t lease, struct tx *
 	kv_txn_result_free(&r);
 
 	/* 9. Refused by etcd: one key put twice in a txn. Nothing written. */
-	struct kv_op twice[] = {put1, put2};
+	struct kv_op twice[] = {create.put, save.put};
 	struct kv_txn dup = {.success = twice, .n_success = 2};
 	CHECK_EQ(tx_run(kv, t, "duplicate key", &dup, &r), -EINVAL);
 	kv_txn_result_free(&r);
@@ -1323,23 +1270,10 @@ static void test_txn_limits(struct etcd_harness *h)
 
 /* ---- paging pinned to one revision while others write ---- */
 
-struct writer {
-	struct kv *kv;
-	int stop;
-	int n;
-};
-
-static void *writer_main(void *arg)
+/* Keys before and after the pages read so far, and overwrites. */
+static void late_key(int n, char *buf, size_t size)
 {
-	struct writer *w = arg;
-	while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE) && w->n < 2000) {
-		char k[32];
-		/* Keys before and after the pages read so far, and overwrites. */
-		snprintf(k, sizeof(k), "/p/%05d%s", (w->n * 7919) % 12000, w->n % 2 ? "x" : "");
-		if (put_s(w->kv, k, "late") == 0)
-			__atomic_add_fetch(&w->n, 1, __ATOMIC_RELEASE);
-	}
-	return NULL;
+	snprintf(buf, size, "/p/%05d%s", (n * 7919) % 12000, n % 2 ? "x" : "");
 }
 
 static void test_pinned_paging(struct etcd_harness *h)
@@ -1350,19 +1284,11 @@ static void test_pinned_paging(struct etcd_harness *h)
 	static struct kv_op ops[12000];
 	for (int i = 0; i < 12000; i++) {
 		snprintf(keys[i], sizeof(keys[i]), "/p/%05d", i);
-		ops[i] = (struct kv_op){.type = KV_OP_PUT,
-					.key = keys[i],
-					.key_len = strlen(keys[i]),
-					.value = keys[i],
-					.value_len = strlen(keys[i])};
+		ops[i] = kvtest_put(keys[i], strlen(keys[i]), keys[i], strlen(keys[i]));
 	}
-	CHECK_EQ(put_many(g, ops, 12000), 0);
-	struct writer w = {.kv = g};
-	pthread_t th;
-	pthread_create(&th, NULL, writer_main, &w);
-	/* Start paging once the writer is under way (a loaded machine may be slow to run it). */
-	for (int i = 0; i < 500 && __atomic_load_n(&w.n, __ATOMIC_ACQUIRE) < 3; i++)
-		usleep(10000);
+	CHECK_EQ(kvtest_put_all(g, ops, 12000), 0);
+	struct kvtest_writer w = {.kv = g, .max = 2000, .key = late_key};
+	kvtest_writer_start(&w);
 	char end[16];
 	struct kv_range_req req = prefix_req("/p/", end);
 	struct kv_range_result res;
@@ -1370,12 +1296,11 @@ static void test_pinned_paging(struct etcd_harness *h)
 	long long t0 = util_now_ms();
 	CHECK_EQ(kv_range(g, &req, &res), 0);
 	long long dt = util_now_ms() - t0;
-	__atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
-	pthread_join(th, NULL);
+	int written = kvtest_writer_stop(&w);
 	struct etcd_client_stats s1 = stats(g);
 	fprintf(stderr, "gRPC paged %zu keys in %lld ms (%llu pages) while %d writes happened\n",
-		res.n_kvs, dt, (unsigned long long)(s1.grpc_ranges - s0.grpc_ranges), w.n);
-	CHECK(w.n > 0);
+		res.n_kvs, dt, (unsigned long long)(s1.grpc_ranges - s0.grpc_ranges), written);
+	CHECK(written > 0);
 	CHECK(s1.grpc_ranges - s0.grpc_ranges >= 2);
 	CHECK_EQ((long long)res.n_kvs, res.count);
 	bool pinned = true, ordered = true;
@@ -1417,13 +1342,9 @@ static void test_reply_limit(struct etcd_harness *h)
 	memset(val, 'q', sizeof(val));
 	for (int i = 0; i < 600; i++) {
 		snprintf(keys[i], sizeof(keys[i]), "/lim/%03d", i);
-		ops[i] = (struct kv_op){.type = KV_OP_PUT,
-					.key = keys[i],
-					.key_len = strlen(keys[i]),
-					.value = val,
-					.value_len = sizeof(val)};
+		ops[i] = kvtest_put(keys[i], strlen(keys[i]), val, sizeof(val));
 	}
-	CHECK_EQ(put_many(j, ops, 600), 0);
+	CHECK_EQ(kvtest_put_all(j, ops, 600), 0);
 	etcd_client_set_max_reply_bytes(g, 256 << 10);
 	etcd_client_set_max_reply_bytes(j, 256 << 10);
 	char end[16];
@@ -1577,52 +1498,19 @@ static void proxy_stop(struct h1proxy *p)
 	close(p->wake[1]);
 }
 
-/* Counts watch callbacks. */
-struct wrec {
-	pthread_mutex_t lock;
-	int n_connected, n_disconnected, n_events;
-};
-
-static void wcb(void *arg, const struct kv_watch_batch *b)
-{
-	struct wrec *r = arg;
-	pthread_mutex_lock(&r->lock);
-	if (b->state == KV_WATCH_CONNECTED)
-		r->n_connected++;
-	else if (b->state == KV_WATCH_DISCONNECTED)
-		r->n_disconnected++;
-	else if (b->state == KV_WATCH_EVENTS)
-		r->n_events += (int)b->n_events;
-	pthread_mutex_unlock(&r->lock);
-}
-
-static bool wait_wrec(struct wrec *r, int *field, int n)
-{
-	for (long long deadline = util_now_ms() + 5000;;) {
-		pthread_mutex_lock(&r->lock);
-		int v = *field;
-		pthread_mutex_unlock(&r->lock);
-		if (v >= n)
-			return true;
-		if (util_now_ms() > deadline)
-			return false;
-		usleep(10000);
-	}
-}
-
 /* AUTO: writes go over gRPC once the endpoint has answered gRPC (see client.c). */
 static void test_txn_auto(struct etcd_harness *h)
 {
 	struct copts oa = {.endpoints = h->endpoint};
 	struct kv *a = client(&oa);
 	struct kv_kv got;
-	CHECK_EQ(put_s(a, "/auto/1", "a"), 0); /* a fresh client: JSON */
+	CHECK_EQ(put_s(a, "/auto/1", "a", NULL), 0); /* a fresh client: JSON */
 	struct etcd_client_stats s = stats(a);
 	CHECK(s.json_txns == 1 && s.grpc_txns == 0);
 	CHECK_EQ(kv_get(a, "/auto/1", 7, &got), 0); /* gRPC: the endpoint speaks it */
 	kv_kv_free(&got);
 	for (int i = 0; i < 10; i++)
-		CHECK_EQ(put_s(a, "/auto/1", "b"), 0);
+		CHECK_EQ(put_s(a, "/auto/1", "b", NULL), 0);
 	/* A read-only txn needs no proof. */
 	struct kv_op look = {.type = KV_OP_RANGE, .key = "/auto/1", .key_len = 7};
 	struct kv_txn ro = {.success = &look, .n_success = 1};
@@ -1645,13 +1533,15 @@ static void test_txn_auto(struct etcd_harness *h)
 	kv_destroy(a);
 	/* A watch stream created over gRPC proves the endpoint too: the next write uses it. */
 	a = client(&oa);
-	struct wrec wr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	static struct watchrec wr; /* large: not on the stack */
+	watchrec_init(&wr);
 	struct kv_watch_req wq = {.key = "/auto/", .key_len = 6};
 	struct kv_watch *w;
-	CHECK_EQ(kv_watch(a, &wq, wcb, &wr, &w), 0);
-	CHECK(wait_wrec(&wr, &wr.n_connected, 1));
-	CHECK_EQ(put_s(a, "/auto/1", "c"), 0);
+	CHECK_EQ(kv_watch(a, &wq, watchrec_cb, &wr, &w), 0);
+	CHECK(watchrec_wait(&wr, KV_WATCH_CONNECTED, 1, 5000));
+	CHECK_EQ(put_s(a, "/auto/1", "c", NULL), 0);
 	kv_watch_cancel(a, w);
+	watchrec_destroy(&wr);
 	s = stats(a);
 	CHECK(s.grpc_watch_streams == 1 && s.grpc_txns == 1 && s.json_txns == 0);
 	CHECK_EQ(kv_delete_range(a, "/auto/1", 7, NULL, 0, NULL, NULL), 0);
@@ -1673,13 +1563,9 @@ static void test_fallback(struct etcd_harness *h)
 	static struct kv_op ops[1500];
 	for (int i = 0; i < 1500; i++) {
 		snprintf(keys[i], sizeof(keys[i]), "/f/%04d", i);
-		ops[i] = (struct kv_op){.type = KV_OP_PUT,
-					.key = keys[i],
-					.key_len = strlen(keys[i]),
-					.value = "v",
-					.value_len = 1};
+		ops[i] = kvtest_put(keys[i], strlen(keys[i]), "v", 1);
 	}
-	CHECK_EQ(put_many(j, ops, 1500), 0);
+	CHECK_EQ(kvtest_put_all(j, ops, 1500), 0);
 
 	struct copts oa = {.endpoints = ep};
 	struct kv *a = client(&oa);
@@ -1688,7 +1574,7 @@ static void test_fallback(struct etcd_harness *h)
 	/* A write first: the endpoint has not answered gRPC yet, so it goes through JSON
 	 * without trying gRPC (an HTTP/1.1 server's refusal could not be told from a lost
 	 * reply after the write was applied). */
-	CHECK_EQ(put_s(a, "/f/w", "1"), 0);
+	CHECK_EQ(put_s(a, "/f/w", "1", NULL), 0);
 	struct etcd_client_stats s = stats(a);
 	CHECK(s.json_txns == 1 && s.grpc_txns == 0 && s.grpc_fallbacks == 0);
 	CHECK_EQ(kv_delete_range(a, "/f/w", 4, NULL, 0, NULL, NULL), 0);
@@ -1701,7 +1587,7 @@ static void test_fallback(struct etcd_harness *h)
 	CHECK(s.json_ranges >= 2); /* 1500 keys are two JSON pages */
 	/* gRPC is not tried again right away: no second fallback, writes stay on JSON. */
 	CHECK_EQ(compare_range(a, j, &req, "again through the proxy"), 1500);
-	CHECK_EQ(put_s(a, "/f/w", "2"), 0);
+	CHECK_EQ(put_s(a, "/f/w", "2", NULL), 0);
 	s = stats(a);
 	CHECK_EQ(s.grpc_fallbacks, 1);
 	CHECK(s.json_txns == 3 && s.grpc_txns == 0);
@@ -1720,16 +1606,17 @@ static void test_fallback(struct etcd_harness *h)
 
 	/* A watch through the proxy: the gRPC stream is refused, JSON takes over at once. */
 	a = client(&oa);
-	struct wrec wr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	static struct watchrec wr; /* large: not on the stack */
+	watchrec_init(&wr);
 	struct kv_watch_req wq = {.key = req.key,
 				  .key_len = req.key_len,
 				  .range_end = req.range_end,
 				  .range_end_len = req.range_end_len};
 	struct kv_watch *w;
-	CHECK_EQ(kv_watch(a, &wq, wcb, &wr, &w), 0);
-	CHECK(wait_wrec(&wr, &wr.n_connected, 1));
-	CHECK_EQ(put_s(j, "/f/new", "1"), 0);
-	CHECK(wait_wrec(&wr, &wr.n_events, 1));
+	CHECK_EQ(kv_watch(a, &wq, watchrec_cb, &wr, &w), 0);
+	CHECK(watchrec_wait(&wr, KV_WATCH_CONNECTED, 1, 5000));
+	CHECK_EQ(put_s(j, "/f/new", "1", NULL), 0);
+	CHECK(watchrec_wait(&wr, -1, 1, 5000));
 	kv_watch_cancel(a, w);
 	s = stats(a);
 	fprintf(stderr, "watch through the HTTP/1.1 proxy: %llu JSON stream(s), %llu fallback(s)\n",
@@ -1737,7 +1624,9 @@ static void test_fallback(struct etcd_harness *h)
 	CHECK_EQ(s.json_watch_streams, 1);
 	CHECK_EQ(s.grpc_watch_streams, 0);
 	CHECK_EQ(s.grpc_fallbacks, 1);
-	CHECK_EQ(wr.n_disconnected, 0); /* the switch is invisible to the consumer */
+	/* the switch is invisible to the consumer */
+	CHECK_EQ(wr.n_state[KV_WATCH_DISCONNECTED], 0);
+	watchrec_destroy(&wr);
 	kv_destroy(a);
 
 	/* gRPC only: the failure is reported, not hidden; a write too (never redone through
@@ -1747,7 +1636,7 @@ static void test_fallback(struct etcd_harness *h)
 	struct kv_range_result res;
 	CHECK_EQ(kv_range(g, &req, &res), -EIO);
 	kv_range_result_free(&res);
-	CHECK_EQ(put_s(g, "/f/g", "1"), -EIO);
+	CHECK_EQ(put_s(g, "/f/g", "1", NULL), -EIO);
 	s = stats(g);
 	CHECK(s.json_txns == 0 && s.grpc_txns == 0);
 	struct kv_kv got;
@@ -1768,7 +1657,7 @@ static void test_failover_timeout(struct etcd_harness *h)
 		 h->endpoint);
 	struct copts oa = {.endpoints = both, .cmd_ms = 1000};
 	struct kv *a = client(&oa);
-	CHECK_EQ(put_s(a, "/t/1", "x"), 0); /* JSON txn fails over to the live endpoint */
+	CHECK_EQ(put_s(a, "/t/1", "x", NULL), 0); /* JSON txn fails over to the live endpoint */
 	char end[16];
 	struct kv_range_req req = prefix_req("/t/", end);
 	struct kv_range_result res;
@@ -1835,7 +1724,7 @@ static void test_failover_timeout(struct etcd_harness *h)
 	 * write; a stopped server may have it, so it is not sent again elsewhere. */
 	struct copts og = {.endpoints = both, .transport = ETCD_TRANSPORT_GRPC, .cmd_ms = 1000};
 	struct kv *g = client(&og);
-	CHECK_EQ(put_s(g, "/t/2", "x"), 0);
+	CHECK_EQ(put_s(g, "/t/2", "x", NULL), 0);
 	s = stats(g);
 	CHECK(s.grpc_txns == 1 && s.json_txns == 0);
 	kv_destroy(g);
@@ -1854,7 +1743,7 @@ static void test_failover_timeout(struct etcd_harness *h)
 		kv_range_result_free(&res);
 		CHECK_EQ(etcd_harness_signal(h, SIGSTOP), 0);
 		t0 = util_now_ms();
-		CHECK_EQ(put_s(g, "/t/once", "1"), -ETIMEDOUT);
+		CHECK_EQ(put_s(g, "/t/once", "1", NULL), -ETIMEDOUT);
 		dt = util_now_ms() - t0;
 		CHECK(dt >= 950 && dt <= 1900);
 		CHECK_EQ(etcd_harness_signal(h, SIGCONT), 0);
@@ -1883,8 +1772,7 @@ static void test_failover_timeout(struct etcd_harness *h)
 static void test_tls(void)
 {
 	struct etcd_harness h;
-	struct etcd_harness_opts ho = {.tls = true};
-	if (etcd_harness_start(&h, &ho) < 0) {
+	if (etcd_harness_start_tls(&h) < 0) {
 		CHECK(!"TLS etcd did not start");
 		return;
 	}
@@ -1900,13 +1788,9 @@ static void test_tls(void)
 	static struct kv_op ops[1500];
 	for (int i = 0; i < 1500; i++) {
 		snprintf(keys[i], sizeof(keys[i]), "/s/%04d", i);
-		ops[i] = (struct kv_op){.type = KV_OP_PUT,
-					.key = keys[i],
-					.key_len = strlen(keys[i]),
-					.value = keys[i],
-					.value_len = (size_t)(i % 9)};
+		ops[i] = kvtest_put(keys[i], strlen(keys[i]), keys[i], (size_t)(i % 9));
 	}
-	CHECK_EQ(put_many(j, ops, 1500), 0);
+	CHECK_EQ(kvtest_put_all(j, ops, 1500), 0);
 	char end[16];
 	struct kv_range_req req = prefix_req("/s/", end);
 	for (int i = 0; i < 5; i++)
@@ -1960,13 +1844,10 @@ static void test_tls(void)
 static void test_auth(void)
 {
 	struct etcd_harness h;
-	const char *args[] = {"--auth-token-ttl=2", NULL};
-	struct etcd_harness_opts ho = {.extra_args = args};
-	if (etcd_harness_start(&h, &ho) < 0) {
-		CHECK(!"etcd did not start");
+	if (etcd_harness_start_auth(&h, "read") < 0) {
+		CHECK(!"etcd with the auth users did not start");
 		return;
 	}
-	CHECK_EQ(etcd_harness_add_users(&h, "read"), 0);
 	CHECK_EQ(etcd_harness_ctl(&h, NULL, "auth", "enable", NULL), 0);
 
 	struct copts og = {
@@ -1978,13 +1859,9 @@ static void test_auth(void)
 	static struct kv_op ops[1200];
 	for (int i = 0; i < 1200; i++) {
 		snprintf(keys[i], sizeof(keys[i]), i % 2 ? "/bob/%04d" : "/eve/%04d", i);
-		ops[i] = (struct kv_op){.type = KV_OP_PUT,
-					.key = keys[i],
-					.key_len = strlen(keys[i]),
-					.value = "s",
-					.value_len = 1};
+		ops[i] = kvtest_put(keys[i], strlen(keys[i]), "s", 1);
 	}
-	CHECK_EQ(put_many(j, ops, 1200), 0);
+	CHECK_EQ(kvtest_put_all(j, ops, 1200), 0);
 	char end[16];
 	struct kv_range_req bobs = prefix_req("/bob/", end);
 	char end2[16];
@@ -2003,7 +1880,7 @@ static void test_auth(void)
 	CHECK_EQ(kv_range(bob, &eves, &res), -EACCES);
 	kv_range_result_free(&res);
 	/* bob may not write, over gRPC as over JSON; a read-only txn is fine. */
-	CHECK_EQ(put_s(bob, "/bob/new", "1"), -EACCES);
+	CHECK_EQ(put_s(bob, "/bob/new", "1", NULL), -EACCES);
 	struct kv_op look = {.type = KV_OP_RANGE, .key = "/bob/0001", .key_len = 9};
 	struct kv_txn ro = {.success = &look, .n_success = 1};
 	struct kv_txn_result tr;
@@ -2034,7 +1911,7 @@ static void test_auth(void)
 	CHECK(s.grpc_ranges >= 3);
 	/* A write with an expired token: refused before it ran, so sent again. */
 	sleep(4);
-	CHECK_EQ(put_s(g, "/eve/new", "1"), 0);
+	CHECK_EQ(put_s(g, "/eve/new", "1", NULL), 0);
 	s = stats(g);
 	CHECK(s.grpc_txns == 1 && s.json_txns == 0 && s.grpc_fallbacks == 0);
 	struct kv_kv got;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "kvtest.h"
 #include "etcd.h"
 #include "etcd_harness.h"
 #include "watchrec.h"
@@ -22,7 +23,6 @@ static struct etcd_harness H;
 static struct kv *client(const char *endpoints, long cmd_ms)
 {
 	struct etcd_config cfg;
-	struct kv *kv = NULL;
 	etcd_config_init(&cfg);
 	if (etcd_config_from_env(&cfg) < 0)
 		return NULL;
@@ -30,15 +30,7 @@ static struct kv *client(const char *endpoints, long cmd_ms)
 	cfg.dial_timeout_ms = 1000;
 	if (cmd_ms)
 		cfg.command_timeout_ms = cmd_ms;
-	if (etcd_client_new(&cfg, &kv) < 0)
-		kv = NULL;
-	etcd_config_free(&cfg);
-	return kv;
-}
-
-static int put_s(struct kv *kv, const char *k, const char *v, int64_t *rev)
-{
-	return kv_put(kv, k, strlen(k), v, strlen(v), rev);
+	return etcd_harness_client(&cfg);
 }
 
 static int start_watch(struct kv *kv, const char *prefix, int64_t start, struct watchrec *r,
@@ -144,11 +136,7 @@ static void test_bulk(struct kv *kv)
 		snprintf(keys[i], sizeof(keys[i]), "/bulk/%03d", i);
 		memset(vals[i], 'a' + i % 26, sizeof(vals[i]));
 		snprintf(vals[i], 16, "%d", i); /* the recorder keeps the first 63 bytes */
-		ops[i] = (struct kv_op){.type = KV_OP_PUT,
-					.key = keys[i],
-					.key_len = strlen(keys[i]),
-					.value = vals[i],
-					.value_len = sizeof(vals[i])};
+		ops[i] = kvtest_put(keys[i], strlen(keys[i]), vals[i], sizeof(vals[i]));
 	}
 	struct kv_txn txn = {.success = ops, .n_success = 100};
 	struct kv_txn_result tr;

@@ -25,6 +25,7 @@
 #include "etcd_harness.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
+#include "kvtest.h"
 #include "storetest.h"
 #include "watchrec.h"
 
@@ -222,11 +223,7 @@ static void test_range_paging(void)
 			int n = t * 100 + i;
 			snprintf(keys[i], 32, "/page/%05d", n);
 			snprintf(vals[i], 32, "value-%d", n);
-			ops[i] = (struct kv_op){.type = KV_OP_PUT,
-						.key = keys[i],
-						.key_len = strlen(keys[i]),
-						.value = vals[i],
-						.value_len = strlen(vals[i])};
+			ops[i] = kvtest_put(keys[i], strlen(keys[i]), vals[i], strlen(vals[i]));
 		}
 		struct kv_txn txn = {.success = ops, .n_success = 100};
 		struct kv_txn_result res;
@@ -535,11 +532,7 @@ static void test_limits(void)
 	REQUIRE(ops && keys);
 	for (int i = 0; i < OPS; i++) {
 		snprintf(keys[i], 16, "/ops/%d", i);
-		ops[i] = (struct kv_op){.type = KV_OP_PUT,
-					.key = keys[i],
-					.key_len = strlen(keys[i]),
-					.value = "v",
-					.value_len = 1};
+		ops[i] = kvtest_put(keys[i], strlen(keys[i]), "v", 1);
 	}
 	struct kv_txn txn = {.success = ops, .n_success = OPS};
 	struct kv_txn_result res;

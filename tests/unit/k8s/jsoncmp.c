@@ -4,6 +4,19 @@
 
 #include "jsoncmp.h"
 
+bool k8s_test_same_bytes(const void *a, size_t an, const void *b, size_t bn, char *why, size_t wn)
+{
+	const unsigned char *x = a, *y = b;
+	size_t i = 0;
+
+	if (an == bn && (an == 0 || memcmp(a, b, an) == 0))
+		return true;
+	while (i < an && i < bn && x[i] == y[i])
+		i++;
+	snprintf(why, wn, "bytes differ at %zu (len %zu vs %zu)", i, an, bn);
+	return false;
+}
+
 bool k8s_test_same_json(const struct jval *a, const struct jval *b, char *where, size_t wn)
 {
 	if (a->t != b->t) {

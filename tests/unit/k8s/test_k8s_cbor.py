@@ -13,14 +13,9 @@ import tempfile
 
 import cbor2
 
+from k8s_testlib import check, summary
+
 TOOL = sys.argv[1]
-FAILS = []
-
-
-def check(name, cond, detail=""):
-    print(("ok   " if cond else "FAIL ") + name + (": " + detail if detail and not cond else ""))
-    if not cond:
-        FAILS.append(name)
 
 
 def decode(value, *args):
@@ -118,11 +113,7 @@ def main():
     check("encode over CBOR refused, saying why", p.returncode != 0 and p.stdout == b"" and
           b"round trip" in p.stderr, p.stderr.decode())
 
-    if FAILS:
-        print(f"{len(FAILS)} failed: " + ", ".join(FAILS))
-        return 1
-    print("all passed")
-    return 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ import sys
 import tempfile
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-import nacl.secret
+
+from k8s_testlib import aescbc, aescbc_open, aesgcm, check, secretbox, summary
 
 TOOL = sys.argv[1]
 TMP = tempfile.mkdtemp(prefix="k8s-crypt-")
 KEY = "/registry/secrets/default/db"
-FAILS = []
 
 SECRET_YAML = b"""apiVersion: v1
 kind: Secret
@@ -43,12 +43,6 @@ SB1 = bytes(range(200, 232))
 
 def b64(b):
     return base64.b64encode(b).decode()
-
-
-def check(name, cond, detail=""):
-    print(("ok   " if cond else "FAIL ") + name + (": " + detail if detail and not cond else ""))
-    if not cond:
-        FAILS.append(name)
 
 
 def run(args, data):
@@ -107,31 +101,6 @@ resources:
           name: vault
           endpoint: unix:///run/kms.sock
 """
-
-
-def aescbc(key, name, plain):
-    iv = os.urandom(16)
-    ct = subprocess.run(["openssl", "enc", "-aes-256-cbc", "-K", key.hex(), "-iv", iv.hex()],
-                        input=plain, capture_output=True, check=True).stdout
-    return b"k8s:enc:aescbc:v1:" + name.encode() + b":" + iv + ct
-
-
-def aescbc_open(key, blob):
-    iv, ct = blob[:16], blob[16:]
-    return subprocess.run(["openssl", "enc", "-d", "-aes-256-cbc", "-K", key.hex(), "-iv",
-                           iv.hex()], input=ct, capture_output=True, check=True).stdout
-
-
-def aesgcm(key, name, plain, aad):
-    nonce = os.urandom(12)
-    return (b"k8s:enc:aesgcm:v1:" + name.encode() + b":" + nonce +
-            AESGCM(key).encrypt(nonce, plain, aad.encode()))
-
-
-def secretbox(key, name, plain):
-    nonce = os.urandom(24)
-    box = nacl.secret.SecretBox(key).encrypt(plain, nonce)  # nonce + tag + ct
-    return b"k8s:enc:secretbox:v1:" + name.encode() + b":" + bytes(box)
 
 
 def main():
@@ -295,11 +264,7 @@ def main():
         rc, out, err = run(["decode", "--encryption-config", path, "--key", KEY], plain)
         check("bad config refused: " + name, rc != 0 and out == b"" and "bad.yaml" in err, err)
 
-    if FAILS:
-        print(f"{len(FAILS)} failed: " + ", ".join(FAILS))
-        return 1
-    print("all passed")
-    return 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@
  *            changes exactly one byte of the .pb, and decodes to the edited YAML
  * Usage: test_k8s_fixtures DIR... ; prints per-check counts, fails on any miss, skips
  * (exit 77) when a DIR does not exist (the fixtures live outside the repo, in ../shared). */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "k8s/k8s.h"
 #include "k8s/k8s_internal.h"
@@ -198,12 +198,7 @@ static void run_one(const char *dir, const char *base)
 	if (k8s_encode_typed(NULL, 0, js, jlen, NULL, NULL, 0, av, kind, K8S_ENC_PROTOBUF, &enc,
 			     &elen, &err)) {
 		fail(base, C_NEW_PB, err ? err : "encode failed");
-	} else if (elen != pblen || memcmp(enc, pb, pblen)) {
-		size_t i = 0;
-		const unsigned char *x = enc, *y = (const unsigned char *)pb;
-		while (i < elen && i < pblen && x[i] == y[i])
-			i++;
-		snprintf(why, sizeof(why), "bytes differ at %zu (len %zu vs %zu)", i, elen, pblen);
+	} else if (!k8s_test_same_bytes(enc, elen, pb, pblen, why, sizeof(why))) {
 		fail(base, C_NEW_PB, why);
 	} else {
 		pass[C_NEW_PB]++;
@@ -217,11 +212,6 @@ out:
 	free(ya);
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 int main(int argc, char **argv)
 {
 	int files = 0;
@@ -231,35 +221,17 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	for (int a = 1; a < argc; a++) {
-		DIR *d = opendir(argv[a]);
-		struct dirent *de;
-		char **names = NULL;
-		size_t n = 0, cap = 0;
-
-		if (!d && errno == ENOENT) {
+		if (access(argv[a], F_OK) != 0 && errno == ENOENT) {
 			printf("skip: %s missing (Kubernetes fixtures: ../shared, or tools/fetch-k8s-data.sh DIR and -Dshared_dir=DIR)\n",
 			       argv[a]);
 			return 77;
 		}
-		REQUIRE(d, "%s: %s", argv[a], strerror(errno));
-		while ((de = readdir(d))) {
-			size_t l = strlen(de->d_name);
-			if (l > 3 && !strcmp(de->d_name + l - 3, ".pb")) {
-				if (n == cap) {
-					cap = cap ? cap * 2 : 256;
-					names = realloc(names, cap * sizeof(*names));
-				}
-				names[n++] = strndup(de->d_name, l - 3);
-			}
-		}
-		closedir(d);
-		qsort(names, n, sizeof(*names), cmp_str);
-		for (size_t i = 0; i < n; i++) {
-			run_one(argv[a], names[i]);
-			free(names[i]);
+		char **names = test_list_dir(argv[a], ".pb", false, NULL);
+		for (char **p = names; *p; p++) {
+			run_one(argv[a], *p);
 			files++;
 		}
-		free(names);
+		test_free_names(names);
 	}
 	printf("%d fixtures (x3 files = %d):", files, files * 3);
 	for (int c = 0; c < C_N; c++)

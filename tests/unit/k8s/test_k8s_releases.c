@@ -15,7 +15,6 @@
  * Usage: test_k8s_releases RELEASES_DIR [--table]. Prints one table row per release;
  * fails on any miss unless --table (measure only). Skips (exit 77) when RELEASES_DIR does not exist:
  * the fixtures live outside the repository, in ../shared. */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,13 +149,7 @@ static void run_one(const char *dir, const char *rel, const char *base, struct t
 	if (k8s_encode_release(release, NULL, 0, js, jlen, NULL, NULL, 0, av, kind,
 			       K8S_ENC_PROTOBUF, &enc, &elen, &err)) {
 		fail(rel, base, C_ENCODE, err ? err : "encode failed");
-	} else if (elen != pblen || memcmp(enc, pb, pblen)) {
-		size_t i = 0;
-		const unsigned char *x = enc, *y = (const unsigned char *)pb;
-
-		while (i < elen && i < pblen && x[i] == y[i])
-			i++;
-		snprintf(why, sizeof(why), "bytes differ at %zu (len %zu vs %zu)", i, elen, pblen);
+	} else if (!k8s_test_same_bytes(enc, elen, pb, pblen, why, sizeof(why))) {
 		fail(rel, base, C_ENCODE, why);
 	} else {
 		t->pass[C_ENCODE]++;
@@ -167,41 +160,6 @@ out:
 	free(err);
 	free(pb);
 	free(js);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* sorted names in dir that end in suffix (suffix stripped); dirs_only for folders */
-static char **list_dir(const char *dir, const char *suffix, bool dirs_only, size_t *n)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char **names = NULL;
-	size_t cap = 0, sl = strlen(suffix);
-
-	*n = 0;
-	REQUIRE(d, "%s: %s", dir, strerror(errno));
-	while ((de = readdir(d))) {
-		size_t l = strlen(de->d_name);
-
-		if (de->d_name[0] == '.' || l <= sl || strcmp(de->d_name + l - sl, suffix))
-			continue;
-		if (dirs_only && de->d_type != DT_DIR)
-			continue;
-		if (*n == cap) {
-			cap = cap ? cap * 2 : 256;
-			names = realloc(names, cap * sizeof(*names));
-			REQUIRE(names);
-		}
-		names[(*n)++] = strndup(de->d_name, l - sl);
-	}
-	closedir(d);
-	if (*n)
-		qsort(names, *n, sizeof(*names), cmp_str);
-	return names;
 }
 
 int main(int argc, char **argv)
@@ -219,7 +177,7 @@ int main(int argc, char **argv)
 		       argv[1]);
 		return 77;
 	}
-	rels = list_dir(argv[1], "", true, &nrel);
+	rels = test_list_dir(argv[1], "", true, &nrel);
 	REQUIRE(nrel > 0, "no release folders in %s", argv[1]);
 	printf("| release | kinds | decode ok (typed) | JSON equal | encode equal | orig equal "
 	       "|\n");
@@ -227,17 +185,14 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < nrel; i++) {
 		char dir[4096];
 		struct tally t = {0};
-		size_t n = 0;
 		char **names;
 
 		REQUIRE((size_t)snprintf(dir, sizeof(dir), "%s/%s", argv[1], rels[i]) <
 			sizeof(dir));
-		names = list_dir(dir, ".pb", false, &n);
-		for (size_t j = 0; j < n; j++) {
-			run_one(dir, rels[i], names[j], &t);
-			free(names[j]);
-		}
-		free(names);
+		names = test_list_dir(dir, ".pb", false, NULL);
+		for (char **p = names; *p; p++)
+			run_one(dir, rels[i], *p, &t);
+		test_free_names(names);
 		printf("| %s | %d | %d (%d) | %d | %d | %d |\n", rels[i], t.kinds,
 		       t.pass[C_DECODE], t.typed, t.pass[C_JSON], t.pass[C_ENCODE], t.pass[C_ORIG]);
 		fflush(stdout);
@@ -246,8 +201,7 @@ int main(int argc, char **argv)
 			CHECK(t.pass[c] == t.kinds,
 			      "%s: %s: %d of %d kinds fail", rels[i], check_names[c],
 			      t.kinds - t.pass[c], t.kinds);
-		free(rels[i]);
 	}
-	free(rels);
+	test_free_names(rels);
 	return test_summary();
 }

@@ -13,7 +13,6 @@
  *                               breaks of every kind, tabs, NUL, control and non-ASCII
  *                               characters, invalid UTF-8, long lines, long and
  *                               multi-line keys, nested and empty collections. */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,54 +133,22 @@ out:
 	k8s_jv_free(v);
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* the files of dir ending in suffix, sorted; NULL-terminated */
-static char **list_dir(const char *dir, const char *suffix)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char **names = NULL;
-	size_t n = 0;
-
-	REQUIRE(d, "%s", dir);
-	while ((de = readdir(d))) {
-		size_t l = strlen(de->d_name), sl = strlen(suffix);
-		if (l <= sl || strcmp(de->d_name + l - sl, suffix))
-			continue;
-		names = realloc(names, (n + 2) * sizeof(*names));
-		REQUIRE(names);
-		names[n++] = strdup(de->d_name);
-	}
-	closedir(d);
-	names = realloc(names, (n + 1) * sizeof(*names));
-	REQUIRE(names);
-	names[n] = NULL;
-	qsort(names, n, sizeof(*names), cmp_str);
-	return names;
-}
-
 static int run_fixture_dir(const char *dir, bool exact)
 {
-	char **names = list_dir(dir, ".pb");
+	char **names = test_list_dir(dir, ".pb", false, NULL);
 	int n = 0;
 
 	for (char **p = names; *p; p++, n++) {
 		char path[4096], av[256], kind[256];
 		size_t len = 0;
-		snprintf(path, sizeof(path), "%s/%s", dir, *p);
+		snprintf(path, sizeof(path), "%s/%s.pb", dir, *p);
 		char *data = test_slurp(path, &len);
 		REQUIRE(data, "%s", path);
-		(*p)[strlen(*p) - 3] = 0;
 		k8s_test_type_of(*p, av, sizeof(av), kind, sizeof(kind));
 		check_value(path, data, len, av, kind, exact);
 		free(data);
-		free(*p);
 	}
-	free(names);
+	test_free_names(names);
 	return n;
 }
 
@@ -205,32 +172,27 @@ static int run_shared(const char *shared)
 	int nhead = run_fixture_dir(head, true);
 	int napi = run_fixture_dir(apiext, true);
 	int nrel = 0;
-	DIR *d = opendir(releases);
-	struct dirent *de;
-	REQUIRE(d);
-	while ((de = readdir(d))) {
+	char **rels = test_list_dir(releases, "", false, NULL);
+	for (char **p = rels; *p; p++) {
 		char dir[4096];
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(dir, sizeof(dir), "%s/%s", releases, de->d_name);
+		snprintf(dir, sizeof(dir), "%s/%s", releases, *p);
 		nrel += run_fixture_dir(dir, false);
 	}
-	closedir(d);
+	test_free_names(rels);
 	int nreal = 0;
 	const char *suffixes[] = {".bin", ".json"};
 	for (size_t s = 0; s < 2; s++) {
-		char **names = list_dir(values, suffixes[s]);
+		char **names = test_list_dir(values, suffixes[s], false, NULL);
 		for (char **p = names; *p; p++, nreal++) {
 			char path[4096];
 			size_t len = 0;
-			snprintf(path, sizeof(path), "%s/%s", values, *p);
+			snprintf(path, sizeof(path), "%s/%s%s", values, *p, suffixes[s]);
 			char *data = test_slurp(path, &len);
 			REQUIRE(data, "%s", path);
 			check_value(path, data, len, NULL, NULL, false);
 			free(data);
-			free(*p);
 		}
-		free(names);
+		test_free_names(names);
 	}
 	printf("fixtures: %d HEAD, %d apiextensions, %d from releases, %d real values; %d "
 	       "renderings compared, %d differ; %d of %d .yaml and %d .json equal byte for "

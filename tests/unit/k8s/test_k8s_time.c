@@ -2,7 +2,6 @@
  * malformed input, and every Kubernetes round-trip fixture in ../shared
  * (expected times computed independently from the fixture's .json with
  * jansson and timegm). */
-#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -10,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "k8s/k8s.h"
 #include "test.h"
@@ -51,8 +51,8 @@ static void pb_str(struct pb *p, uint32_t num, const char *s)
 	pb_bytes(p, num, s, strlen(s));
 }
 
-/* a metav1.Time / MicroTime message */
-static struct pb pb_time(int64_t sec, int32_t nsec)
+/* a metav1.Time / MicroTime message as field num of p */
+static void pb_time(struct pb *p, uint32_t num, int64_t sec, int32_t nsec)
 {
 	struct pb t = {.n = 0};
 	pb_varint(&t, 1 << 3 | 0);
@@ -61,7 +61,7 @@ static struct pb pb_time(int64_t sec, int32_t nsec)
 		pb_varint(&t, 2 << 3 | 0);
 		pb_varint(&t, (uint64_t)(uint32_t)nsec);
 	}
-	return t;
+	pb_msg(p, num, &t);
 }
 
 /* k8s\0 + runtime.Unknown{typeMeta, raw, contentEncoding, contentType} */
@@ -97,115 +97,93 @@ static void truncations(const void *p, size_t n)
 	}
 }
 
+/* obj wrapped as api/kind: k8s_object_time returns want_ret and, when that is 0, the time
+ * want; every prefix of the value gives an error or a time. */
+static void pb_case(const char *api, const char *kind, const struct pb *obj, int want_ret,
+		    int64_t want)
+{
+	struct pb e = envelope(api, kind, obj, "");
+	int64_t got;
+	int r = obj_time(e.b, e.n, &got);
+	CHECK(r == want_ret, "%s %s: returned %d", api, kind, r);
+	if (want_ret == 0)
+		CHECK(got == want, "%s %s: %lld, want %lld", api, kind, (long long)got,
+		      (long long)want);
+	truncations(e.b, e.n);
+}
+
 static void test_pod_managed_fields(void)
 {
 	struct pb meta = {.n = 0}, mf1 = {.n = 0}, mf2 = {.n = 0}, obj = {.n = 0};
-	struct pb t;
 	pb_str(&meta, 1, "web");
-	t = pb_time(1000, 0);
-	pb_msg(&meta, 8, &t); /* creationTimestamp */
+	pb_time(&meta, 8, 1000, 0); /* creationTimestamp */
 	pb_str(&mf1, 1, "kubectl");
-	t = pb_time(3000, 0);
-	pb_msg(&mf1, 4, &t);
-	t = pb_time(2000, 0);
-	pb_msg(&mf2, 4, &t);
+	pb_time(&mf1, 4, 3000, 0);
+	pb_time(&mf2, 4, 2000, 0);
 	pb_msg(&meta, 17, &mf1);
 	pb_msg(&meta, 17, &mf2);
 	pb_msg(&obj, 1, &meta);
-	t = pb_time(9000, 0); /* Pod field 7 is not a time: ignored */
-	pb_msg(&obj, 7, &t);
-	struct pb e = envelope("v1", "Pod", &obj, "");
-	int64_t got;
-	CHECK_EQ(obj_time(e.b, e.n, &got), 0);
-	CHECK_EQ(got, 3000 * S);
-	truncations(e.b, e.n);
+	pb_time(&obj, 7, 9000, 0); /* Pod field 7 is not a time: ignored */
+	pb_case("v1", "Pod", &obj, 0, 3000 * S);
 
 	/* only a creationTimestamp */
 	struct pb m2 = {.n = 0}, o2 = {.n = 0};
-	t = pb_time(1234, 0);
-	pb_msg(&m2, 8, &t);
+	pb_time(&m2, 8, 1234, 0);
 	pb_msg(&o2, 1, &m2);
-	e = envelope("apps/v1", "Deployment", &o2, "");
-	CHECK_EQ(obj_time(e.b, e.n, &got), 0);
-	CHECK_EQ(got, 1234 * S);
+	pb_case("apps/v1", "Deployment", &o2, 0, 1234 * S);
 	/* seconds past int64 ns are ignored, not wrapped */
 	struct pb m4 = {.n = 0}, o4 = {.n = 0};
-	t = pb_time(18850593037LL, 0);
-	pb_msg(&m4, 8, &t);
+	pb_time(&m4, 8, 18850593037LL, 0);
 	pb_msg(&o4, 1, &m4);
-	e = envelope("v1", "Pod", &o4, "");
-	CHECK_EQ(obj_time(e.b, e.n, &got), -ENOENT);
+	pb_case("v1", "Pod", &o4, -ENOENT, 0);
 
 	/* no time at all */
 	struct pb m3 = {.n = 0}, o3 = {.n = 0};
 	pb_str(&m3, 1, "x");
 	pb_msg(&o3, 1, &m3);
-	e = envelope("v1", "ConfigMap", &o3, "");
-	CHECK_EQ(obj_time(e.b, e.n, &got), -ENOENT);
+	pb_case("v1", "ConfigMap", &o3, -ENOENT, 0);
 
 	/* a contentEncoding: raw is not the object */
-	e = envelope("v1", "Pod", &obj, "gzip");
+	struct pb e = envelope("v1", "Pod", &obj, "gzip");
+	int64_t got;
 	CHECK_EQ(obj_time(e.b, e.n, &got), -ENOTSUP);
 }
 
 static void test_events_pb(void)
 {
-	struct pb meta = {.n = 0}, obj = {.n = 0}, series = {.n = 0}, t;
-	int64_t got;
-	t = pb_time(100, 0);
-	pb_msg(&meta, 8, &t);
+	struct pb meta = {.n = 0}, obj = {.n = 0}, series = {.n = 0};
+	pb_time(&meta, 8, 100, 0);
 	pb_msg(&obj, 1, &meta);
-	t = pb_time(500, 0);
-	pb_msg(&obj, 7, &t); /* lastTimestamp */
-	t = pb_time(700, 5000);
-	pb_msg(&obj, 10, &t); /* eventTime (MicroTime) */
+	pb_time(&obj, 7, 500, 0);     /* lastTimestamp */
+	pb_time(&obj, 10, 700, 5000); /* eventTime (MicroTime) */
 	pb_varint(&series, 1 << 3 | 0);
 	pb_varint(&series, 3);
-	t = pb_time(900, 42000);
-	pb_msg(&series, 2, &t);
+	pb_time(&series, 2, 900, 42000);
 	pb_msg(&obj, 11, &series);
-	struct pb e = envelope("v1", "Event", &obj, "");
-	CHECK_EQ(obj_time(e.b, e.n, &got), 0);
-	CHECK_EQ(got, 900 * S + 42000);
-	truncations(e.b, e.n);
+	pb_case("v1", "Event", &obj, 0, 900 * S + 42000);
 
 	/* lastTimestamp alone wins over creation */
 	struct pb o2 = {.n = 0};
 	pb_msg(&o2, 1, &meta);
-	t = pb_time(555, 0);
-	pb_msg(&o2, 7, &t);
-	e = envelope("v1", "Event", &o2, "");
-	CHECK_EQ(obj_time(e.b, e.n, &got), 0);
-	CHECK_EQ(got, 555 * S);
+	pb_time(&o2, 7, 555, 0);
+	pb_case("v1", "Event", &o2, 0, 555 * S);
 	/* the same field in another kind is not a time */
-	e = envelope("v1", "Pod", &o2, "");
-	CHECK_EQ(obj_time(e.b, e.n, &got), 0);
-	CHECK_EQ(got, 100 * S);
+	pb_case("v1", "Pod", &o2, 0, 100 * S);
 
 	/* events.k8s.io: eventTime 2, series 3, deprecatedLastTimestamp 14 */
 	struct pb o3 = {.n = 0}, s3 = {.n = 0};
 	pb_msg(&o3, 1, &meta);
-	t = pb_time(150, 0);
-	pb_msg(&o3, 2, &t);
-	t = pb_time(400, 0);
-	pb_msg(&s3, 2, &t);
+	pb_time(&o3, 2, 150, 0);
+	pb_time(&s3, 2, 400, 0);
 	pb_msg(&o3, 3, &s3);
-	t = pb_time(600, 0);
-	pb_msg(&o3, 14, &t);
-	e = envelope("events.k8s.io/v1", "Event", &o3, "");
-	CHECK_EQ(obj_time(e.b, e.n, &got), 0);
-	CHECK_EQ(got, 600 * S);
-	e = envelope("events.k8s.io/v1beta1", "Event", &o3, "");
-	CHECK_EQ(obj_time(e.b, e.n, &got), 0);
-	CHECK_EQ(got, 600 * S);
+	pb_time(&o3, 14, 600, 0);
+	pb_case("events.k8s.io/v1", "Event", &o3, 0, 600 * S);
+	pb_case("events.k8s.io/v1beta1", "Event", &o3, 0, 600 * S);
 	/* core numbering does not apply to events.k8s.io (7 is reason there) */
 	struct pb o4 = {.n = 0};
 	pb_msg(&o4, 1, &meta);
-	t = pb_time(5000, 0);
-	pb_msg(&o4, 7, &t);
-	e = envelope("events.k8s.io/v1", "Event", &o4, "");
-	CHECK_EQ(obj_time(e.b, e.n, &got), 0);
-	CHECK_EQ(got, 100 * S);
+	pb_time(&o4, 7, 5000, 0);
+	pb_case("events.k8s.io/v1", "Event", &o4, 0, 100 * S);
 }
 
 static int64_t utc(int y, int mo, int d, int h, int mi, int s)
@@ -395,19 +373,12 @@ static void fixture(const char *dir, const char *base)
 
 static int fixture_dir(const char *dir)
 {
-	DIR *d = opendir(dir);
-	if (!d)
+	if (access(dir, F_OK) != 0)
 		return -errno;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		size_t l = strlen(de->d_name);
-		if (l > 3 && !strcmp(de->d_name + l - 3, ".pb")) {
-			char *base = strndup(de->d_name, l - 3);
-			fixture(dir, base);
-			free(base);
-		}
-	}
-	closedir(d);
+	char **names = test_list_dir(dir, ".pb", false, NULL);
+	for (char **p = names; *p; p++)
+		fixture(dir, *p);
+	test_free_names(names);
 	return 0;
 }
 

@@ -2,6 +2,7 @@
 #include "test.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -135,4 +136,46 @@ char *test_slurp(const char *path, size_t *len)
 	if (len)
 		*len = n;
 	return buf;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char **test_list_dir(const char *dir, const char *suffix, bool dirs_only, size_t *count)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	size_t n = 0, sl = strlen(suffix);
+	char **names = malloc(sizeof(*names));
+
+	REQUIRE(d, "%s: %s", dir, strerror(errno));
+	REQUIRE(names);
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+
+		if (de->d_name[0] == '.' || l <= sl || strcmp(de->d_name + l - sl, suffix))
+			continue;
+		if (dirs_only && de->d_type != DT_DIR)
+			continue;
+		names = realloc(names, (n + 2) * sizeof(*names));
+		REQUIRE(names);
+		names[n] = strndup(de->d_name, l - sl);
+		REQUIRE(names[n]);
+		n++;
+	}
+	closedir(d);
+	names[n] = NULL;
+	qsort(names, n, sizeof(*names), cmp_name);
+	if (count)
+		*count = n;
+	return names;
+}
+
+void test_free_names(char **names)
+{
+	for (char **p = names; p && *p; p++)
+		free(*p);
+	free(names);
 }

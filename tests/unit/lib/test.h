@@ -72,5 +72,11 @@ int test_rm_rf(const char *path);
 /* Reads a whole file into a malloc'd, NUL-terminated buffer (length in *len if len is not
  * NULL); NULL with errno set when it cannot. */
 char *test_slurp(const char *path, size_t *len);
+/* The names in dir that end in suffix ("" for any), with the suffix cut off, sorted and
+ * NULL-terminated; names starting with '.' are left out, and so is anything but a folder
+ * when dirs_only (as readdir's d_type tells). *count (may be NULL) gets how many. Aborts when
+ * dir cannot be read. Free the list with test_free_names(). */
+char **test_list_dir(const char *dir, const char *suffix, bool dirs_only, size_t *count);
+void test_free_names(char **names);
 
 #endif

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "kvmem.h"
+#include "kvtest.h"
 #include "test.h"
 
 static struct kv *fresh(void)
@@ -14,11 +15,6 @@ static struct kv *fresh(void)
 	struct kv *kv = kvmem_new();
 	REQUIRE(kv != NULL);
 	return kv;
-}
-
-static int put(struct kv *kv, const char *k, const char *v, int64_t *rev)
-{
-	return kv_put(kv, k, strlen(k), v, strlen(v), rev);
 }
 
 static void check_value(struct kv *kv, const char *k, const char *want)
@@ -66,16 +62,13 @@ static void test_put_get(void)
 	CHECK(strcmp(kv->ops->name, "kvmem") == 0);
 	CHECK_EQ(kv_status(kv, &rev), 0);
 	CHECK_EQ(rev, 1);
-	CHECK_EQ(put(kv, "a", "1", &rev), 0);
+	CHECK_EQ(put_s(kv, "a", "1", &rev), 0);
 	CHECK_EQ(rev, 2);
-	CHECK_EQ(put(kv, "a", "22", &rev), 0);
+	CHECK_EQ(put_s(kv, "a", "22", &rev), 0);
 	CHECK_EQ(rev, 3);
 	struct kv_kv got;
 	REQUIRE_EQ(kv_get(kv, "a", 1, &got), 0);
-	CHECK_STRN(got.value, got.value_len, "22");
-	CHECK_EQ(got.create_revision, 2);
-	CHECK_EQ(got.mod_revision, 3);
-	CHECK_EQ(got.version, 2);
+	CHECK_KV(got, "22", 2, 3, 2);
 	kv_kv_free(&got);
 	int64_t deleted = 0;
 	CHECK_EQ(kv_delete_range(kv, "a", 1, NULL, 0, &deleted, &rev), 0);
@@ -114,7 +107,7 @@ static void fill(struct kv *kv, int n)
 		char k[16], v[16];
 		snprintf(k, sizeof(k), "p/%02d", i);
 		snprintf(v, sizeof(v), "v%d", i);
-		REQUIRE_EQ(put(kv, k, v, NULL), 0);
+		REQUIRE_EQ(put_s(kv, k, v, NULL), 0);
 	}
 }
 
@@ -122,7 +115,7 @@ static void test_paging(void)
 {
 	struct kv *kv = fresh();
 	fill(kv, 10);
-	REQUIRE_EQ(put(kv, "q", "outside", NULL), 0);
+	REQUIRE_EQ(put_s(kv, "q", "outside", NULL), 0);
 	char end[2];
 	size_t end_len = kv_prefix_end("p/", 2, end);
 	char from[16] = "p/";
@@ -184,9 +177,9 @@ static void test_paging(void)
 static void test_revisions(void)
 {
 	struct kv *kv = fresh();
-	REQUIRE_EQ(put(kv, "a", "v1", NULL), 0); /* rev 2 */
-	REQUIRE_EQ(put(kv, "a", "v2", NULL), 0); /* rev 3 */
-	REQUIRE_EQ(put(kv, "a", "v3", NULL), 0); /* rev 4 */
+	REQUIRE_EQ(put_s(kv, "a", "v1", NULL), 0); /* rev 2 */
+	REQUIRE_EQ(put_s(kv, "a", "v2", NULL), 0); /* rev 3 */
+	REQUIRE_EQ(put_s(kv, "a", "v3", NULL), 0); /* rev 4 */
 	struct kv_range_req req = {.key = "a", .key_len = 1, .revision = 2};
 	struct kv_range_result res;
 	REQUIRE_EQ(kv_range(kv, &req, &res), 0);
@@ -377,9 +370,9 @@ static void test_watch(void)
 	collector_init(&c);
 	struct kv_watch *w = watch_prefix(kv, "w/", 0, &c);
 	REQUIRE(wait_for(&c, 0, KV_WATCH_CONNECTED));
-	REQUIRE_EQ(put(kv, "w/a", "1", NULL), 0); /* rev 2 */
-	REQUIRE_EQ(put(kv, "x", "1", NULL), 0);	  /* rev 3, outside the prefix */
-	REQUIRE_EQ(put(kv, "w/b", "2", NULL), 0); /* rev 4 */
+	REQUIRE_EQ(put_s(kv, "w/a", "1", NULL), 0); /* rev 2 */
+	REQUIRE_EQ(put_s(kv, "x", "1", NULL), 0);   /* rev 3, outside the prefix */
+	REQUIRE_EQ(put_s(kv, "w/b", "2", NULL), 0); /* rev 4 */
 	REQUIRE_EQ(kv_delete_range(kv, "w/a", 3, NULL, 0, NULL, NULL), 0); /* rev 5 */
 	REQUIRE(wait_for(&c, 3, 0));
 	pthread_mutex_lock(&c.mu);
@@ -397,7 +390,7 @@ static void test_watch(void)
 	pthread_mutex_lock(&c.mu);
 	size_t states = c.n_states;
 	pthread_mutex_unlock(&c.mu);
-	REQUIRE_EQ(put(kv, "w/c", "3", NULL), 0);
+	REQUIRE_EQ(put_s(kv, "w/c", "3", NULL), 0);
 	usleep(50000);
 	CHECK_EQ(c.n_states, states);
 	CHECK(!c.concurrent && !c.out_of_order);
@@ -448,7 +441,7 @@ static void test_watch_streams(void)
 	CHECK_EQ(c.states[1], KV_WATCH_DISCONNECTED);
 	CHECK_EQ(c.err, -ECONNREFUSED);
 	pthread_mutex_unlock(&c.mu);
-	REQUIRE_EQ(put(kv, "s/1", "x", NULL), 0);
+	REQUIRE_EQ(put_s(kv, "s/1", "x", NULL), 0);
 	REQUIRE(wait_for(&c, 1, 0));
 	CHECK_EQ(kvmem_watch_cancel_all(kv, -EACCES), 1);
 	REQUIRE(wait_for(&c, 0, KV_WATCH_CANCELED));
@@ -475,7 +468,7 @@ static void *write_many(void *arg)
 	for (int i = 0; i < 100; i++) {
 		char k[16];
 		snprintf(k, sizeof(k), "c/%d/%d", wr->id, i);
-		CHECK_EQ(put(wr->kv, k, "v", NULL), 0);
+		CHECK_EQ(put_s(wr->kv, k, "v", NULL), 0);
 	}
 	return NULL;
 }
@@ -518,12 +511,12 @@ static void test_fail_after_n(void)
 {
 	struct kv *kv = fresh();
 	kvmem_fail(kv, KVMEM_TXN, 2, -ETIMEDOUT, false);
-	CHECK_EQ(put(kv, "a", "1", NULL), 0);
-	CHECK_EQ(put(kv, "a", "2", NULL), 0);
-	CHECK_EQ(put(kv, "a", "3", NULL), -ETIMEDOUT);
+	CHECK_EQ(put_s(kv, "a", "1", NULL), 0);
+	CHECK_EQ(put_s(kv, "a", "2", NULL), 0);
+	CHECK_EQ(put_s(kv, "a", "3", NULL), -ETIMEDOUT);
 	CHECK_EQ(kvmem_revision(kv), 3); /* not applied */
 	check_value(kv, "a", "2");
-	CHECK_EQ(put(kv, "a", "4", NULL), 0); /* once only */
+	CHECK_EQ(put_s(kv, "a", "4", NULL), 0); /* once only */
 
 	kvmem_fail(kv, KVMEM_RANGE, 1, -EIO, false);
 	CHECK_EQ(get_err(kv, "a"), 0);
@@ -559,7 +552,7 @@ static void test_fail_after_n(void)
 	kvmem_fail(kv, KVMEM_ANY, 1, -EIO, false);
 	CHECK_EQ(kv_status(kv, &rev), 0);
 	CHECK_EQ(get_err(kv, "a"), -EIO);
-	CHECK_EQ(put(kv, "a", "5", NULL), 0);
+	CHECK_EQ(put_s(kv, "a", "5", NULL), 0);
 	kv_destroy(kv);
 }
 
@@ -567,7 +560,7 @@ static void test_fail_applied(void)
 {
 	struct kv *kv = fresh();
 	kvmem_fail(kv, KVMEM_TXN, 1, -ETIMEDOUT, true);
-	CHECK_EQ(put(kv, "a", "1", NULL), 0);
+	CHECK_EQ(put_s(kv, "a", "1", NULL), 0);
 	struct kv_txn_result res;
 	CHECK_EQ(put_if_version(kv, "a", "2", 1, &res), -ETIMEDOUT);
 	CHECK_EQ(res.n_results, 0); /* the reply is lost: nothing to free */
@@ -578,8 +571,8 @@ static void test_fail_applied(void)
 
 	/* A lost reply on a txn that fails on its own gives that txn's own error. */
 	kvmem_fail(kv, KVMEM_TXN, 0, -ETIMEDOUT, true);
-	CHECK_EQ(put(kv, "", "x", NULL), -EINVAL);
-	CHECK_EQ(put(kv, "a", "3", NULL), 0);
+	CHECK_EQ(put_s(kv, "", "x", NULL), -EINVAL);
+	CHECK_EQ(put_s(kv, "a", "3", NULL), 0);
 
 	kvmem_fail(kv, KVMEM_COMPACT, 0, -EIO, true);
 	CHECK_EQ(kv_compact(kv, 3, true), -EIO);
@@ -637,7 +630,7 @@ static void test_counters_and_external(void)
 	struct kv *kv = fresh();
 	CHECK_EQ(kvmem_calls(kv, KVMEM_ANY), 0);
 	int64_t rev;
-	CHECK_EQ(put(kv, "a", "1", NULL), 0);
+	CHECK_EQ(put_s(kv, "a", "1", NULL), 0);
 	CHECK_EQ(get_err(kv, "a"), 0);
 	CHECK_EQ(get_err(kv, "b"), -ENOENT);
 	CHECK_EQ(kv_status(kv, &rev), 0);
@@ -658,7 +651,7 @@ static void test_counters_and_external(void)
 	CHECK_EQ(kvmem_external_put(kv, "a", 1, "ext", 3, &rev), 0);
 	CHECK_EQ(rev, 3);
 	CHECK_EQ(kvmem_calls(kv, KVMEM_TXN), 1);
-	CHECK_EQ(put(kv, "a", "mine", NULL), -EIO);
+	CHECK_EQ(put_s(kv, "a", "mine", NULL), -EIO);
 	check_value(kv, "a", "ext");
 	struct kv_txn_result res;
 	CHECK_EQ(put_if_version(kv, "a", "mine", 1, &res), 0);
@@ -687,13 +680,13 @@ static void test_fail_always_and_clear(void)
 	kvmem_fail_always(kv, KVMEM_ANY, -ECONNREFUSED);
 	for (int i = 0; i < 3; i++) {
 		CHECK_EQ(kv_status(kv, &rev), -ECONNREFUSED);
-		CHECK_EQ(put(kv, "a", "1", NULL), -ECONNREFUSED);
+		CHECK_EQ(put_s(kv, "a", "1", NULL), -ECONNREFUSED);
 	}
 	kvmem_fail(kv, KVMEM_TXN, 0, -EIO, false);
 	kvmem_fail_compare(kv, 0);
 	kvmem_fail_clear(kv);
 	CHECK_EQ(kv_status(kv, &rev), 0);
-	CHECK_EQ(put(kv, "a", "1", NULL), 0);
+	CHECK_EQ(put_s(kv, "a", "1", NULL), 0);
 	struct kv_txn_result res;
 	CHECK_EQ(put_if_version(kv, "a", "2", 1, &res), 0);
 	CHECK(res.succeeded);
@@ -702,14 +695,14 @@ static void test_fail_always_and_clear(void)
 	/* Two faults on one call: the one armed first fires, the other on the next call. */
 	kvmem_fail(kv, KVMEM_TXN, 0, -EIO, false);
 	kvmem_fail(kv, KVMEM_TXN, 0, -ETIMEDOUT, false);
-	CHECK_EQ(put(kv, "a", "3", NULL), -EIO);
-	CHECK_EQ(put(kv, "a", "3", NULL), -ETIMEDOUT);
-	CHECK_EQ(put(kv, "a", "3", NULL), 0);
+	CHECK_EQ(put_s(kv, "a", "3", NULL), -EIO);
+	CHECK_EQ(put_s(kv, "a", "3", NULL), -ETIMEDOUT);
+	CHECK_EQ(put_s(kv, "a", "3", NULL), 0);
 	/* A status call does not move a txn fault's count. */
 	kvmem_fail(kv, KVMEM_TXN, 1, -ENOMEM, false);
 	CHECK_EQ(kv_status(kv, &rev), 0);
-	CHECK_EQ(put(kv, "a", "4", NULL), 0);
-	CHECK_EQ(put(kv, "a", "5", NULL), -ENOMEM);
+	CHECK_EQ(put_s(kv, "a", "4", NULL), 0);
+	CHECK_EQ(put_s(kv, "a", "5", NULL), -ENOMEM);
 	check_value(kv, "a", "4");
 	kv_destroy(kv);
 }

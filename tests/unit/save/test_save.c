@@ -13,6 +13,7 @@
 
 #include "fixture.h"
 #include "save/save_int.h"
+#include "kvtest.h"
 #include "test.h"
 
 /* The value under key (malloc'd), or NULL when absent. */
@@ -93,6 +94,15 @@ static int64_t store(const char *key, const char *v, int64_t base, bool absent, 
 	return rev;
 }
 
+/* Stores a key that must be new; aborts when that fails. Its revision. */
+static int64_t store_new(const char *key, const char *v)
+{
+	int ret;
+	int64_t rev = store(key, v, 0, true, &ret);
+	REQUIRE(ret == 0, "%s: %d", key, ret);
+	return rev;
+}
+
 static void test_put_and_compare(void)
 {
 	int ret;
@@ -131,8 +141,7 @@ static void test_why(void)
 	int ret;
 	char *msg = NULL;
 	CHECK_EQ(save_why_get(save, "/w", 2, &msg), -ENODATA);
-	int64_t r1 = store("/w", "one", 0, true, &ret);
-	REQUIRE_EQ(ret, 0);
+	int64_t r1 = store_new("/w", "one");
 	store("/w", "two", 0, true, &ret);
 	CHECK_EQ(ret, -ESTALE);
 	REQUIRE_EQ(save_why_get(save, "/w", 2, &msg), 0);
@@ -177,8 +186,7 @@ static void test_kept_bound(void)
 	REQUIRE(f, "notes");
 	fclose(f);
 	int ret;
-	int64_t r = store("/kb", "x", 0, true, &ret);
-	REQUIRE_EQ(ret, 0);
+	int64_t r = store_new("/kb", "x");
 	store("/kb", "y", r - 1, false, &ret); /* a conflict: one more copy */
 	CHECK_EQ(ret, -ESTALE);
 	CHECK(count_conflicts() <= SAVE_KEPT_MAX + 1, "%d copies", count_conflicts());
@@ -196,8 +204,7 @@ static void test_kept_bound(void)
 static void test_txn_limits(void)
 {
 	int ret;
-	int64_t base = store("/lim", "x", 0, true, &ret);
-	REQUIRE_EQ(ret, 0);
+	int64_t base = store_new("/lim", "x");
 	struct kv_compare cmp[SAVE_MAX_COMPARES];
 	for (size_t i = 0; i < SAVE_MAX_COMPARES; i++)
 		cmp[i] = (struct kv_compare){.target = KV_CMP_MOD,
@@ -252,8 +259,7 @@ static void test_too_big(void)
 static void test_delete_and_move(void)
 {
 	int ret;
-	int64_t r = store("/d", "gone soon", 0, true, &ret);
-	REQUIRE_EQ(ret, 0);
+	int64_t r = store_new("/d", "gone soon");
 	CHECK_EQ(save_delete(save, "/d", 2, r - 1), -ESTALE);
 	char *v = get("/d", NULL);
 	CHECK(v != NULL, "a stale delete deletes nothing");
@@ -261,8 +267,7 @@ static void test_delete_and_move(void)
 	CHECK_EQ(save_delete(save, "/d", 2, r), 0);
 	CHECK(!exists("/d"));
 
-	store("/src", "moving", 0, true, &ret);
-	REQUIRE_EQ(ret, 0);
+	store_new("/src", "moving");
 	int64_t rev;
 	ret = save_move_key(save, "/src", 4, "/dst", 4, 0, true, &rev);
 	CHECK_EQ(ret, 0);
@@ -439,8 +444,7 @@ static int unlink_node(const char *seg)
 static void test_page_cache_owner(void)
 {
 	int ret;
-	int64_t r = store("/pc", "abc", 0, true, &ret);
-	REQUIRE_EQ(ret, 0);
+	int64_t r = store_new("/pc", "abc");
 	cache_wrlock(cache);
 	struct cache_node *n = node("pc");
 	REQUIRE(n);
@@ -497,10 +501,8 @@ static void test_page_cache_owner(void)
 static void test_deferred(void)
 {
 	int ret;
-	store("/del", "x", 0, true, &ret);
-	REQUIRE_EQ(ret, 0);
-	int64_t r2 = store("/keep", "y", 0, true, &ret);
-	REQUIRE_EQ(ret, 0);
+	store_new("/del", "x");
+	int64_t r2 = store_new("/keep", "y");
 	CHECK_EQ(unlink_node("del"), 0);
 	CHECK_EQ(unlink_node("keep"), 0);
 	cache_wrlock(cache);
@@ -543,9 +545,7 @@ static void test_deferred(void)
  * nor a resync brings it back before the delete lands. */
 static void test_unlink_frees_the_name(void)
 {
-	int ret;
-	int64_t r = store("/u/x", "1", 0, true, &ret);
-	REQUIRE_EQ(ret, 0);
+	int64_t r = store_new("/u/x", "1");
 	cache_wrlock(cache);
 	struct cache_node *u = node("u");
 	REQUIRE(u);
@@ -563,13 +563,7 @@ static void test_unlink_frees_the_name(void)
 	cache_unlock(cache);
 	CHECK(exists("/u/x"), "the delete waits for its grace period");
 	/* an event of the key's revision arrives late: it stays gone */
-	struct kv_kv late = {.key = "/u/x",
-			     .key_len = 4,
-			     .value = "1",
-			     .value_len = 1,
-			     .mod_revision = r,
-			     .create_revision = r,
-			     .version = 1};
+	struct kv_kv late = kvtest_kv("/u/x", "1", r, r, 1);
 	cache_apply_local(cache, "/u/x", 4, &late, r);
 	cache_rdlock(cache);
 	struct cache_node *now = cache_child(cache, node("u"), 0, "x", 1);
@@ -588,9 +582,7 @@ static void test_unlink_frees_the_name(void)
  * create of the name takes it. */
 static void test_parked(void)
 {
-	int ret;
-	int64_t r = store("/pk", "v", 0, true, &ret);
-	REQUIRE_EQ(ret, 0);
+	int64_t r = store_new("/pk", "v");
 	cache_wrlock(cache);
 	CHECK_EQ(save_park_key_locked(save, "/pk", 3, r, 42), 0);
 	cache_unlock(cache);
@@ -602,8 +594,7 @@ static void test_parked(void)
 	save_flush_deferred(save, true);
 	CHECK(!exists("/pk"), "the shadow went: deleted");
 
-	r = store("/pk", "w", 0, true, &ret);
-	REQUIRE_EQ(ret, 0);
+	r = store_new("/pk", "w");
 	int64_t taken = 0;
 	cache_wrlock(cache);
 	CHECK_EQ(save_park_key_locked(save, "/pk", 3, r, 43), 0);

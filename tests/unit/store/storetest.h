@@ -1,6 +1,6 @@
 /* storetest.h: helpers shared by the tests that run the embedded store (the store's own
  * and the gateway's): opening a store, small kv.h wrappers. Assertions and temp dirs come
- * from test.h. Header-only so each test program stays one file plus this. */
+ * from test.h, put_s() from kvtest.h. Header-only so each test program stays one file plus this. */
 #ifndef ETCDFS_TEST_STORETEST_H
 #define ETCDFS_TEST_STORETEST_H
 
@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "kv.h"
+#include "kvtest.h"
 #include "store/store.h"
 #include "test.h"
 
@@ -29,11 +30,6 @@ static inline struct kv *open_at(const char *dir, struct store_config *cfg_in)
 		abort();
 	}
 	return kv;
-}
-
-static inline int put_s(struct kv *kv, const char *k, const char *v, int64_t *rev)
-{
-	return kv_put(kv, k, strlen(k), v, strlen(v), rev);
 }
 
 /* 0 and the value in *out (malloc'd) or -ENOENT. */

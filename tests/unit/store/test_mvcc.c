@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "mvcc.h"
+#include "kvtest.h"
 #include "test.h"
 
 static int put(struct mvcc *m, const char *k, const char *v)
@@ -61,10 +62,7 @@ static void test_basic(void)
 	REQUIRE_EQ(mvcc_revision(m), 4);
 	struct kv_kv kv;
 	REQUIRE_EQ(get_at(m, "a", 0, &kv), 0);
-	CHECK_STRN(kv.value, kv.value_len, "2");
-	CHECK_EQ(kv.create_revision, 2);
-	CHECK_EQ(kv.mod_revision, 3);
-	CHECK_EQ(kv.version, 2);
+	CHECK_KV(kv, "2", 2, 3, 2);
 	kv_kv_free(&kv);
 	REQUIRE_EQ(get_at(m, "a", 2, &kv), 0);
 	CHECK_STRN(kv.value, kv.value_len, "1");

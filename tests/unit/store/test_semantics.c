@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvtest.h"
 #include "storetest.h"
 
 static struct kv *kv;
@@ -29,10 +30,7 @@ static void test_revisions(void)
 	REQUIRE_EQ(rev, 3);
 	struct kv_kv k;
 	REQUIRE_EQ(get_s(kv, "/rev/a", &k), 0);
-	CHECK_STRN(k.value, k.value_len, "2");
-	CHECK_EQ(k.create_revision, 2);
-	CHECK_EQ(k.mod_revision, 3);
-	CHECK_EQ(k.version, 2);
+	CHECK_KV(k, "2", 2, 3, 2);
 	CHECK_EQ(k.lease, 0);
 	kv_kv_free(&k);
 	int64_t deleted;
@@ -432,11 +430,7 @@ static void test_limits(void)
 	char(*keys)[16] = calloc(129, 16);
 	for (int i = 0; i < 129; i++) {
 		snprintf(keys[i], 16, "/lim/%03d", i);
-		ops[i] = (struct kv_op){.type = KV_OP_PUT,
-					.key = keys[i],
-					.key_len = 8,
-					.value = "v",
-					.value_len = 1};
+		ops[i] = kvtest_put(keys[i], 8, "v", 1);
 	}
 	struct kv_txn t = {.success = ops, .n_success = 129};
 	struct kv_txn_result r;
@@ -672,11 +666,7 @@ static void test_watch_big_replay(void)
 		char keys[10][32];
 		for (int i = 0; i < 10; i++) {
 			snprintf(keys[i], sizeof(keys[i]), "/big/%03d/%d", t, i);
-			ops[i] = (struct kv_op){.type = KV_OP_PUT,
-						.key = keys[i],
-						.key_len = strlen(keys[i]),
-						.value = "v",
-						.value_len = 1};
+			ops[i] = kvtest_put(keys[i], strlen(keys[i]), "v", 1);
 		}
 		struct kv_txn txn = {.success = ops, .n_success = 10};
 		struct kv_txn_result r;
