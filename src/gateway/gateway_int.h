@@ -167,8 +167,8 @@ int jp_check_object(struct ctx *x, const json_t *o, const char *what);
  * a negative return, callers check the final result) ---- */
 
 int jp_set_i64(json_t *o, const char *k, int64_t v);
-int jp_set_true(json_t *o, const char *k, bool v);
-json_t *jp_header(int64_t revision);
+/* A reply object holding its header (the store revision); NULL when out of memory. */
+json_t *jp_reply(int64_t revision);
 json_t *jp_kv(const struct kv_kv *kv);
 int jp_set_kvs(json_t *o, const char *k, const struct kv_kv *kvs, size_t n);
 

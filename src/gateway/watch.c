@@ -74,9 +74,8 @@ out_broken:
 
 static json_t *watch_msg(const struct watcher *wt, int64_t revision)
 {
-	json_t *r = json_object();
-	if (r && (json_object_set_new(r, "header", jp_header(revision)) < 0 ||
-		  jp_set_i64(r, "watch_id", wt->id) < 0)) {
+	json_t *r = jp_reply(revision);
+	if (r && jp_set_i64(r, "watch_id", wt->id) < 0) {
 		json_decref(r);
 		return NULL;
 	}
