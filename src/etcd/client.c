@@ -136,16 +136,8 @@ static size_t buf_write(char *ptr, size_t size, size_t nmemb, void *ud)
 		b->overflow = true;
 		return 0;
 	}
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		char *p = realloc(b->p, cap);
-		if (!p)
-			return 0;
-		b->p = p;
-		b->cap = cap;
-	}
+	if (util_grow(&b->p, &b->cap, b->len + n + 1, 1, 4096) < 0)
+		return 0;
 	memcpy(b->p + b->len, ptr, n);
 	b->len += n;
 	b->p[b->len] = 0;

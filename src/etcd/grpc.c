@@ -536,16 +536,8 @@ static size_t reply_body(char *ptr, size_t size, size_t nmemb, void *ud)
 		if (want < ETCD_GRPC_FRAME_HDR + announced)
 			want = ETCD_GRPC_FRAME_HDR + announced;
 	}
-	if (want > r->cap) {
-		size_t cap = r->cap * 2 > want ? r->cap * 2 : want;
-		if (cap > r->max)
-			cap = r->max;
-		uint8_t *p = realloc(r->body, cap);
-		if (!p)
-			return 0;
-		r->body = p;
-		r->cap = cap;
-	}
+	if (util_grow(&r->body, &r->cap, want, 1, 0) < 0)
+		return 0;
 	memcpy(r->body + r->len, ptr, n);
 	r->len += n;
 	return n;

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/util.h"
 #include "snapshot/bolt.h"
 
 #define REV_KEY_LEN 17
@@ -218,14 +219,8 @@ static struct kent *key_lookup(struct build *bd, const uint8_t *key, size_t len)
 			return k;
 		h = (h + 1) & (bd->table_cap - 1);
 	}
-	if (s->n_keys == bd->keys_cap) {
-		size_t cap = bd->keys_cap ? bd->keys_cap * 2 : 256;
-		struct kent *nk = realloc(s->keys, cap * sizeof(*nk));
-		if (!nk)
-			return NULL;
-		s->keys = nk;
-		bd->keys_cap = cap;
-	}
+	if (util_grow(&s->keys, &bd->keys_cap, s->n_keys + 1, sizeof(*s->keys), 256) < 0)
+		return NULL;
 	struct kent *k = &s->keys[s->n_keys];
 	memset(k, 0, sizeof(*k));
 	k->key = malloc(len + 1);
@@ -292,14 +287,8 @@ static int key_item(void *arg, const struct bolt_item *it)
 	struct kent *k = key_lookup(bd, pkv.key, pkv.key_len);
 	if (!k)
 		return -ENOMEM;
-	if (k->n == k->cap) {
-		size_t cap = k->cap ? k->cap * 2 : 1;
-		struct rec *nr = realloc(k->recs, cap * sizeof(*nr));
-		if (!nr)
-			return -ENOMEM;
-		k->recs = nr;
-		k->cap = cap;
-	}
+	if (util_grow(&k->recs, &k->cap, k->n + 1, sizeof(*k->recs), 1) < 0)
+		return -ENOMEM;
 	struct rec *r = &k->recs[k->n++];
 	*r = (struct rec){
 		.main = (int64_t)main,
@@ -619,15 +608,9 @@ static int snap_range(struct kv *kv, const struct kv_range_req *req, struct kv_r
 		count++;
 		if (req->count_only || (!resort && limit && n >= limit))
 			continue;
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			struct pick *np = realloc(picks, ncap * sizeof(*np));
-			if (!np) {
-				ret = -ENOMEM;
-				goto out;
-			}
-			picks = np;
-			cap = ncap;
+		if (util_grow(&picks, &cap, n + 1, sizeof(*picks), 16) < 0) {
+			ret = -ENOMEM;
+			goto out;
 		}
 		picks[n++] = (struct pick){.k = &s->keys[i], .r = r};
 	}

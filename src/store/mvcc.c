@@ -274,28 +274,17 @@ static int kv_from_rev(struct kv_kv *kv, const struct rev *r, bool keys_only)
 
 static int log_append(struct mvcc *m, struct rev *r)
 {
-	if (m->log_len == m->log_cap) {
-		size_t cap = m->log_cap ? m->log_cap * 2 : 1024;
-		struct rev **nl = realloc(m->log, cap * sizeof(*nl));
-		if (!nl)
-			return -ENOMEM;
-		m->log = nl;
-		m->log_cap = cap;
-	}
+	if (util_grow(&m->log, &m->log_cap, m->log_len + 1, sizeof(*m->log), 1024) < 0)
+		return -ENOMEM;
 	m->log[m->log_len++] = r;
 	return 0;
 }
 
+/* A key's history starts small: most keys have a few revisions. */
 static int hist_append(struct knode *n, struct rev *r)
 {
-	if (n->n_revs == n->cap_revs) {
-		size_t cap = n->cap_revs ? n->cap_revs * 2 : 2;
-		struct rev **nr = realloc(n->revs, cap * sizeof(*nr));
-		if (!nr)
-			return -ENOMEM;
-		n->revs = nr;
-		n->cap_revs = cap;
-	}
+	if (util_grow(&n->revs, &n->cap_revs, n->n_revs + 1, sizeof(*n->revs), 2) < 0)
+		return -ENOMEM;
 	n->revs[n->n_revs++] = r;
 	return 0;
 }
@@ -490,15 +479,9 @@ static int collect(const struct mvcc *m, const void *key, size_t key_len, const 
 		cnt++;
 		if (!store || (limit && n >= limit))
 			continue;
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			struct rev **na = realloc(arr, ncap * sizeof(*na));
-			if (!na) {
-				free(arr);
-				return -ENOMEM;
-			}
-			arr = na;
-			cap = ncap;
+		if (util_grow(&arr, &cap, n + 1, sizeof(*arr), 16) < 0) {
+			free(arr);
+			return -ENOMEM;
 		}
 		arr[n++] = r;
 	}
@@ -880,14 +863,8 @@ int mvcc_events(const struct mvcc *m, const void *key, size_t key_len, const voi
 		if (!kv_key_in_range(r->key->key, r->key->key_len, key, key_len, range_end,
 				     range_end_len))
 			continue;
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			struct kv_event *na = realloc(arr, ncap * sizeof(*na));
-			if (!na)
-				goto nomem;
-			arr = na;
-			cap = ncap;
-		}
+		if (util_grow(&arr, &cap, n + 1, sizeof(*arr), 16) < 0)
+			goto nomem;
 		struct kv_event *e = &arr[n];
 		memset(e, 0, sizeof(*e));
 		if (r->version) {
