@@ -2,6 +2,7 @@
 #include "core/util.h"
 
 #include <errno.h>
+#include <sys/socket.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,22 @@ int util_grow(void *arr, size_t *cap, size_t need, size_t size, size_t first)
 		return -ENOMEM;
 	memcpy(arr, &p, sizeof(p));
 	*cap = n;
+	return 0;
+}
+
+int util_send_all(int fd, const void *p, size_t n)
+{
+	const char *b = p;
+	while (n) {
+		ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		b += w;
+		n -= (size_t)w;
+	}
 	return 0;
 }
 

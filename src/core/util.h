@@ -29,6 +29,10 @@ char *util_memdup(const void *p, size_t n);
  * appending one element at a time stays linear. 0, or -ENOMEM with *arr and *cap unchanged. */
 int util_grow(void *arr, size_t *cap, size_t need, size_t size, size_t first);
 
+/* Sends all n bytes of p on the socket fd, going on after EINTR and short sends; never raises
+ * SIGPIPE. 0 or a negative errno (-EPIPE, -EAGAIN once the socket's send timeout passed, ...). */
+int util_send_all(int fd, const void *p, size_t n);
+
 /* The value of one hexadecimal digit (either case), or -1 for any other character. */
 int util_hexval(char c);
 

@@ -113,8 +113,6 @@ bool gw_stopping(struct gw *gw);
 
 /* ---- http.c ---- */
 
-/* Sends everything or fails (-EPIPE, -EAGAIN after the send timeout, ...). */
-int http_send_all(int fd, const void *p, size_t n);
 /* One complete response with a body of the given content type; keep false adds
  * "Connection: close". 0 or a negative errno. */
 int http_send_typed(struct conn *c, int status, const char *type, const char *body, size_t len,

@@ -56,11 +56,11 @@ static void stream_send(struct stream *st, json_t *r)
 	size_t n = strlen(s);
 	char head[24];
 	int hn = snprintf(head, sizeof(head), "%zx\r\n", n + 1);
-	int ret = st->broken ? -EPIPE : http_send_all(st->c->fd, head, (size_t)hn);
+	int ret = st->broken ? -EPIPE : util_send_all(st->c->fd, head, (size_t)hn);
 	if (!ret)
-		ret = http_send_all(st->c->fd, s, n);
+		ret = util_send_all(st->c->fd, s, n);
 	if (!ret)
-		ret = http_send_all(st->c->fd, "\n\r\n", 3);
+		ret = util_send_all(st->c->fd, "\n\r\n", 3);
 	free(s);
 	if (!ret)
 		return;
@@ -348,7 +348,7 @@ void gw_serve_watch(struct conn *c, const struct request *rq)
 	pthread_mutex_init(&st.lock, NULL);
 	static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 				   "Transfer-Encoding: chunked\r\n\r\n";
-	if (http_send_all(c->fd, head, sizeof(head) - 1) < 0)
+	if (util_send_all(c->fd, head, sizeof(head) - 1) < 0)
 		goto out;
 	size_t i;
 	json_t *m;
