@@ -165,6 +165,8 @@ int jp_check_object(struct ctx *x, const json_t *o, const char *what);
  * a negative return, callers check the final result) ---- */
 
 int jp_set_i64(json_t *o, const char *k, int64_t v);
+/* o, or NULL with o dropped when building it failed: builders check their calls together. */
+json_t *jp_done(json_t *o, bool failed);
 /* A reply object holding its header (the store revision); NULL when out of memory. */
 json_t *jp_reply(int64_t revision);
 json_t *jp_kv(const struct kv_kv *kv);

@@ -184,6 +184,14 @@ int jp_set_i64(json_t *o, const char *k, int64_t v)
 	return v ? json_object_set_new(o, k, i64_json(v)) : 0;
 }
 
+json_t *jp_done(json_t *o, bool failed)
+{
+	if (!failed)
+		return o;
+	json_decref(o);
+	return NULL;
+}
+
 json_t *jp_reply(int64_t revision)
 {
 	json_t *h = json_object(), *o = json_object();

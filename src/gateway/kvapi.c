@@ -114,13 +114,9 @@ static void range_post_apply(struct kv_range_result *r, const struct range_post 
 static json_t *range_json(const struct kv_range_result *r, int64_t revision)
 {
 	json_t *o = jp_reply(revision);
-	if (o &&
-	    (jp_set_kvs(o, "kvs", r->kvs, r->n_kvs) < 0 ||
-	     v3json_set_true(o, "more", r->more) < 0 || jp_set_i64(o, "count", r->count) < 0)) {
-		json_decref(o);
-		return NULL;
-	}
-	return o;
+	return jp_done(o, !o || jp_set_kvs(o, "kvs", r->kvs, r->n_kvs) < 0 ||
+				  v3json_set_true(o, "more", r->more) < 0 ||
+				  jp_set_i64(o, "count", r->count) < 0);
 }
 
 int api_range(struct ctx *x, const json_t *body)
@@ -216,12 +212,8 @@ int api_put(struct ctx *x, const json_t *body)
 static json_t *delete_json(const struct kv_op_result *r, int64_t revision)
 {
 	json_t *o = jp_reply(revision);
-	if (o && (jp_set_i64(o, "deleted", r->deleted) < 0 ||
-		  jp_set_kvs(o, "prev_kvs", r->range.kvs, r->range.n_kvs) < 0)) {
-		json_decref(o);
-		return NULL;
-	}
-	return o;
+	return jp_done(o, !o || jp_set_i64(o, "deleted", r->deleted) < 0 ||
+				  jp_set_kvs(o, "prev_kvs", r->range.kvs, r->range.n_kvs) < 0);
 }
 
 int api_delete(struct ctx *x, const json_t *body)

@@ -75,11 +75,7 @@ out_broken:
 static json_t *watch_msg(const struct watcher *wt, int64_t revision)
 {
 	json_t *r = jp_reply(revision);
-	if (r && jp_set_i64(r, "watch_id", wt->id) < 0) {
-		json_decref(r);
-		return NULL;
-	}
-	return r;
+	return jp_done(r, !r || jp_set_i64(r, "watch_id", wt->id) < 0);
 }
 
 static void send_created(struct watcher *wt, int64_t revision)
