@@ -79,32 +79,10 @@ int kv_txn(struct kv *kv, const struct kv_txn *txn, struct kv_txn_result *res)
 	return kv->ops->txn(kv, txn, res);
 }
 
-int kv_put(struct kv *kv, const void *key, size_t key_len, const void *val, size_t val_len,
-	   int64_t *revision)
+/* Runs op as a txn of its own; revision and deleted (each may be NULL) get its results. */
+static int txn_one(struct kv *kv, const struct kv_op *op, int64_t *revision, int64_t *deleted)
 {
-	struct kv_op op = {.type = KV_OP_PUT,
-			   .key = key,
-			   .key_len = key_len,
-			   .value = val,
-			   .value_len = val_len};
-	struct kv_txn txn = {.success = &op, .n_success = 1};
-	struct kv_txn_result res;
-	int ret = kv_txn(kv, &txn, &res);
-	if (ret == 0 && revision)
-		*revision = res.revision;
-	kv_txn_result_free(&res);
-	return ret;
-}
-
-int kv_delete_range(struct kv *kv, const void *key, size_t key_len, const void *range_end,
-		    size_t range_end_len, int64_t *deleted, int64_t *revision)
-{
-	struct kv_op op = {.type = KV_OP_DELETE,
-			   .key = key,
-			   .key_len = key_len,
-			   .range_end = range_end,
-			   .range_end_len = range_end_len};
-	struct kv_txn txn = {.success = &op, .n_success = 1};
+	struct kv_txn txn = {.success = op, .n_success = 1};
 	struct kv_txn_result res;
 	int ret = kv_txn(kv, &txn, &res);
 	if (ret == 0) {
@@ -115,6 +93,28 @@ int kv_delete_range(struct kv *kv, const void *key, size_t key_len, const void *
 	}
 	kv_txn_result_free(&res);
 	return ret;
+}
+
+int kv_put(struct kv *kv, const void *key, size_t key_len, const void *val, size_t val_len,
+	   int64_t *revision)
+{
+	struct kv_op op = {.type = KV_OP_PUT,
+			   .key = key,
+			   .key_len = key_len,
+			   .value = val,
+			   .value_len = val_len};
+	return txn_one(kv, &op, revision, NULL);
+}
+
+int kv_delete_range(struct kv *kv, const void *key, size_t key_len, const void *range_end,
+		    size_t range_end_len, int64_t *deleted, int64_t *revision)
+{
+	struct kv_op op = {.type = KV_OP_DELETE,
+			   .key = key,
+			   .key_len = key_len,
+			   .range_end = range_end,
+			   .range_end_len = range_end_len};
+	return txn_one(kv, &op, revision, deleted);
 }
 
 int kv_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb cb, void *arg,
