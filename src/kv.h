@@ -233,4 +233,24 @@ void kv_destroy(struct kv *kv);
  * (length 1) meaning "to the end of the keyspace". */
 size_t kv_prefix_end(const void *prefix, size_t prefix_len, char *buf);
 
+/* etcd's order of keys and values: bytewise, a prefix before what extends it. Either pointer
+ * may be NULL when its length is 0. Returns <0, 0 or >0 like memcmp. */
+int kv_key_cmp(const void *a, size_t a_len, const void *b, size_t b_len);
+/* Whether key k is selected by [key, end) in etcd's conventions: an empty end selects key
+ * alone, "\0" every key from key on. */
+bool kv_key_in_range(const void *k, size_t k_len, const void *key, size_t key_len, const void *end,
+		     size_t end_len);
+
+/* etcd's order of a range sorted by target (a NULL value sorts as an empty one); ties, and
+ * KV_SORT_KEY, go by key. Returns <0, 0 or >0. */
+int kv_sort_cmp(const struct kv_kv *a, const struct kv_kv *b, enum kv_sort_target target);
+
+/* etcd's compareKV, for the backends that evaluate txns themselves: whether compare c holds
+ * for kv (its key and range are not looked at). kv NULL stands for the zero KeyValue of a
+ * key that does not exist: numbers 0, empty value. */
+bool kv_compare_kv(const struct kv_compare *c, const struct kv_kv *kv);
+/* etcd's applyCompare for a range in which no key exists: the zero KeyValue is compared,
+ * except that a VALUE compare then fails. */
+bool kv_compare_empty(const struct kv_compare *c);
+
 #endif

@@ -79,32 +79,10 @@ int kv_txn(struct kv *kv, const struct kv_txn *txn, struct kv_txn_result *res)
 	return kv->ops->txn(kv, txn, res);
 }
 
-int kv_put(struct kv *kv, const void *key, size_t key_len, const void *val, size_t val_len,
-	   int64_t *revision)
+/* Runs op as a txn of its own; revision and deleted (each may be NULL) get its results. */
+static int txn_one(struct kv *kv, const struct kv_op *op, int64_t *revision, int64_t *deleted)
 {
-	struct kv_op op = {.type = KV_OP_PUT,
-			   .key = key,
-			   .key_len = key_len,
-			   .value = val,
-			   .value_len = val_len};
-	struct kv_txn txn = {.success = &op, .n_success = 1};
-	struct kv_txn_result res;
-	int ret = kv_txn(kv, &txn, &res);
-	if (ret == 0 && revision)
-		*revision = res.revision;
-	kv_txn_result_free(&res);
-	return ret;
-}
-
-int kv_delete_range(struct kv *kv, const void *key, size_t key_len, const void *range_end,
-		    size_t range_end_len, int64_t *deleted, int64_t *revision)
-{
-	struct kv_op op = {.type = KV_OP_DELETE,
-			   .key = key,
-			   .key_len = key_len,
-			   .range_end = range_end,
-			   .range_end_len = range_end_len};
-	struct kv_txn txn = {.success = &op, .n_success = 1};
+	struct kv_txn txn = {.success = op, .n_success = 1};
 	struct kv_txn_result res;
 	int ret = kv_txn(kv, &txn, &res);
 	if (ret == 0) {
@@ -115,6 +93,28 @@ int kv_delete_range(struct kv *kv, const void *key, size_t key_len, const void *
 	}
 	kv_txn_result_free(&res);
 	return ret;
+}
+
+int kv_put(struct kv *kv, const void *key, size_t key_len, const void *val, size_t val_len,
+	   int64_t *revision)
+{
+	struct kv_op op = {.type = KV_OP_PUT,
+			   .key = key,
+			   .key_len = key_len,
+			   .value = val,
+			   .value_len = val_len};
+	return txn_one(kv, &op, revision, NULL);
+}
+
+int kv_delete_range(struct kv *kv, const void *key, size_t key_len, const void *range_end,
+		    size_t range_end_len, int64_t *deleted, int64_t *revision)
+{
+	struct kv_op op = {.type = KV_OP_DELETE,
+			   .key = key,
+			   .key_len = key_len,
+			   .range_end = range_end,
+			   .range_end_len = range_end_len};
+	return txn_one(kv, &op, revision, deleted);
 }
 
 int kv_watch(struct kv *kv, const struct kv_watch_req *req, kv_watch_cb cb, void *arg,
@@ -158,4 +158,101 @@ size_t kv_prefix_end(const void *prefix, size_t prefix_len, char *buf)
 	memcpy(buf, p, n);
 	buf[n - 1] = (char)(p[n - 1] + 1);
 	return n;
+}
+
+int kv_key_cmp(const void *a, size_t a_len, const void *b, size_t b_len)
+{
+	size_t n = a_len < b_len ? a_len : b_len;
+	int c = n ? memcmp(a, b, n) : 0; /* a or b may be NULL when empty */
+	if (c)
+		return c;
+	return a_len < b_len ? -1 : a_len > b_len;
+}
+
+bool kv_key_in_range(const void *k, size_t k_len, const void *key, size_t key_len, const void *end,
+		     size_t end_len)
+{
+	int c = kv_key_cmp(k, k_len, key, key_len);
+	if (!end_len)
+		return c == 0;
+	if (c < 0)
+		return false;
+	if (end_len == 1 && !((const char *)end)[0])
+		return true;
+	return kv_key_cmp(k, k_len, end, end_len) < 0;
+}
+
+int kv_sort_cmp(const struct kv_kv *a, const struct kv_kv *b, enum kv_sort_target target)
+{
+	int64_t x = 0, y = 0;
+	switch (target) {
+	case KV_SORT_VERSION:
+		x = a->version, y = b->version;
+		break;
+	case KV_SORT_CREATE:
+		x = a->create_revision, y = b->create_revision;
+		break;
+	case KV_SORT_MOD:
+		x = a->mod_revision, y = b->mod_revision;
+		break;
+	case KV_SORT_VALUE: {
+		int c = kv_key_cmp(a->value, a->value ? a->value_len : 0, b->value,
+				   b->value ? b->value_len : 0);
+		if (c)
+			return c;
+		break;
+	}
+	default:
+		break;
+	}
+	if (x != y)
+		return x < y ? -1 : 1;
+	/* Ties keep key order so results are deterministic. */
+	return kv_key_cmp(a->key, a->key_len, b->key, b->key_len);
+}
+
+static int64_t cmp_number(const struct kv_kv *kv, enum kv_cmp_target t)
+{
+	if (!kv)
+		return 0;
+	switch (t) {
+	case KV_CMP_VERSION:
+		return kv->version;
+	case KV_CMP_CREATE:
+		return kv->create_revision;
+	case KV_CMP_MOD:
+		return kv->mod_revision;
+	case KV_CMP_LEASE:
+		return kv->lease;
+	default:
+		return 0;
+	}
+}
+
+bool kv_compare_kv(const struct kv_compare *c, const struct kv_kv *kv)
+{
+	int res;
+	if (c->target == KV_CMP_VALUE) {
+		res = kv_key_cmp(kv ? kv->value : NULL, kv ? kv->value_len : 0, c->value,
+				 c->value_len);
+	} else {
+		int64_t v = cmp_number(kv, c->target);
+		res = v < c->number ? -1 : v > c->number;
+	}
+	switch (c->result) {
+	case KV_CMP_EQUAL:
+		return res == 0;
+	case KV_CMP_NOT_EQUAL:
+		return res != 0;
+	case KV_CMP_GREATER:
+		return res > 0;
+	case KV_CMP_LESS:
+		return res < 0;
+	}
+	return false;
+}
+
+bool kv_compare_empty(const struct kv_compare *c)
+{
+	return c->target != KV_CMP_VALUE && kv_compare_kv(c, NULL);
 }

@@ -1,6 +1,9 @@
 /* util.c: see util.h. */
 #include "core/util.h"
 
+#include <errno.h>
+#include <sys/socket.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +34,42 @@ char *util_memdup(const void *p, size_t n)
 		memcpy(d, p, n);
 	d[n] = 0;
 	return d;
+}
+
+int util_grow(void *arr, size_t *cap, size_t need, size_t size, size_t first)
+{
+	if (need <= *cap)
+		return 0;
+	size_t n = *cap ? *cap * 2 : first;
+	if (n < need)
+		n = need;
+	if (n > SIZE_MAX / size)
+		return -ENOMEM;
+	/* arr points to a pointer of the caller's type; it is read and written as bytes. */
+	void *p;
+	memcpy(&p, arr, sizeof(p));
+	p = realloc(p, n * size);
+	if (!p)
+		return -ENOMEM;
+	memcpy(arr, &p, sizeof(p));
+	*cap = n;
+	return 0;
+}
+
+int util_send_all(int fd, const void *p, size_t n)
+{
+	const char *b = p;
+	while (n) {
+		ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		b += w;
+		n -= (size_t)w;
+	}
+	return 0;
 }
 
 int util_hexval(char c)

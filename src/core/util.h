@@ -23,6 +23,16 @@ void util_deadline_ts(clockid_t clock, long ms, struct timespec *ts);
  * the caller owns the copy. */
 char *util_memdup(const void *p, size_t n);
 
+/* Makes the array at *arr (arr is the address of the array pointer, of any element type),
+ * which has room for *cap elements of size bytes, hold at least need elements. The room
+ * doubles (from first when there is none yet) or jumps to need when that is more, so that
+ * appending one element at a time stays linear. 0, or -ENOMEM with *arr and *cap unchanged. */
+int util_grow(void *arr, size_t *cap, size_t need, size_t size, size_t first);
+
+/* Sends all n bytes of p on the socket fd, going on after EINTR and short sends; never raises
+ * SIGPIPE. 0 or a negative errno (-EPIPE, -EAGAIN once the socket's send timeout passed, ...). */
+int util_send_all(int fd, const void *p, size_t n);
+
 /* The value of one hexadecimal digit (either case), or -1 for any other character. */
 int util_hexval(char c);
 

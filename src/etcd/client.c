@@ -122,32 +122,26 @@ static void count(uint64_t *counter)
 
 /* ---- one HTTP exchange ---- */
 
-struct buf {
-	char *p;
-	size_t len, cap, max;
-	bool overflow;
-};
-
-static size_t buf_write(char *ptr, size_t size, size_t nmemb, void *ud)
+int etcd_body_add(struct etcd_body *b, const void *data, size_t n, size_t reserve)
 {
-	struct buf *b = ud;
-	size_t n = size * nmemb;
 	if (b->len + n > b->max) {
 		b->overflow = true;
-		return 0;
+		return -EMSGSIZE;
 	}
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		char *p = realloc(b->p, cap);
-		if (!p)
-			return 0;
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, ptr, n);
+	if (util_grow(&b->p, &b->cap, reserve, 1, 4096) < 0)
+		return -ENOMEM;
+	memcpy(b->p + b->len, data, n);
 	b->len += n;
+	return 0;
+}
+
+/* Keeps a JSON reply NUL-terminated (not counted) for the parser. */
+static size_t buf_write(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct etcd_body *b = ud;
+	size_t n = size * nmemb;
+	if (etcd_body_add(b, ptr, n, b->len + n + 1) < 0)
+		return 0;
 	b->p[b->len] = 0;
 	return n;
 }
@@ -213,9 +207,9 @@ int etcd_curl_errno(CURL *h, CURLcode rc, const char *errbuf, bool *unsent)
 }
 
 struct exchange {
-	long status;	 /* HTTP status when the server answered */
-	struct buf resp; /* reply body */
-	bool unsent;	 /* transport failure before the request left */
+	long status;	       /* HTTP status when the server answered */
+	struct etcd_body resp; /* reply body */
+	bool unsent;	       /* transport failure before the request left */
 };
 
 /* Posts body to one endpoint. Returns 0 when an HTTP reply arrived (any status), else the
@@ -376,7 +370,7 @@ struct grpc_call {
 	size_t body_len, max;
 	const int *abort_flag;
 	struct etcd_grpc_reply *r;
-	const uint8_t *msg; /* the reply's message, inside r->body */
+	const uint8_t *msg; /* the reply's message, inside r->body.p */
 	size_t msg_len;
 };
 
@@ -386,7 +380,7 @@ static enum etcd_outcome grpc_perform(struct etcd_client *c, void *ctx, size_t i
 {
 	struct grpc_call *g = ctx;
 	struct etcd_grpc_reply *r = g->r;
-	*r = (struct etcd_grpc_reply){.max = g->max};
+	*r = (struct etcd_grpc_reply){.body.max = g->max};
 	int ret = etcd_grpc_exchange(c, idx, g->path, g->body, g->body_len, token, timeout_ms,
 				     g->abort_flag, r);
 	a->err = ret;
@@ -404,8 +398,9 @@ static enum etcd_outcome grpc_perform(struct etcd_client *c, void *ctx, size_t i
 	etcd_grpc_answered(c, idx);
 	if (r->grpc_status == ETCD_GRPC_OK) {
 		size_t used;
-		int f = etcd_grpc_frame_next(r->body, r->len, g->max, &g->msg, &g->msg_len, &used);
-		if (f == 1 && used == r->len)
+		int f = etcd_grpc_frame_next((const uint8_t *)r->body.p, r->body.len, g->max,
+					     &g->msg, &g->msg_len, &used);
+		if (f == 1 && used == r->body.len)
 			return ETCD_DONE;
 		snprintf(a->why, sizeof(a->why), "%s",
 			 f == 1 ? "trailing bytes after the reply message"
@@ -429,7 +424,7 @@ static enum etcd_outcome grpc_perform(struct etcd_client *c, void *ctx, size_t i
 static const struct etcd_request_ops grpc_ops = {.grpc = true, .perform = grpc_perform};
 
 /* Sends a framed gRPC request through the request loop. On success *r holds the reply and
- * *msg, *msg_len its first message (inside r->body). Returns -EPROTONOSUPPORT (logged by
+ * *msg, *msg_len its first message (inside r->body.p). Returns -EPROTONOSUPPORT (logged by
  * etcd_grpc_failed) when the request should go through JSON instead (see request.h),
  * -EMSGSIZE (not logged) when a reply exceeds max. */
 static int grpc_request(struct etcd_client *c, const char *path, const uint8_t *body,
@@ -595,7 +590,7 @@ static int range_grpc(struct etcd_client *c, const struct kv_range_req *req, con
 		return ret;
 	count(&c->stats.grpc_ranges);
 	if (resp_bytes)
-		*resp_bytes = r.len;
+		*resp_bytes = r.body.len;
 	ret = etcd_grpc_parse_range(msg, msg_len, req->keys_only, res);
 	etcd_grpc_reply_free(&r);
 	if (ret == -EINVAL) {

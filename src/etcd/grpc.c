@@ -513,42 +513,26 @@ out:
 
 static size_t reply_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
-	struct etcd_grpc_reply *r = ud;
+	struct etcd_body *b = &((struct etcd_grpc_reply *)ud)->body;
 	size_t n = size * nmemb;
-	if (r->len + n > r->max) {
-		r->overflow = true;
-		return 0;
-	}
-	size_t want = r->len + n;
+	size_t want = b->len + n;
 	/* Once the first frame header is in, reserve the whole message at once: pages are
 	 * megabytes and doubling would copy them several times. */
-	if (r->len < ETCD_GRPC_FRAME_HDR && want >= ETCD_GRPC_FRAME_HDR) {
+	if (b->len < ETCD_GRPC_FRAME_HDR && want >= ETCD_GRPC_FRAME_HDR) {
 		uint8_t hdr[ETCD_GRPC_FRAME_HDR];
-		if (r->len)
-			memcpy(hdr, r->body, r->len);
-		memcpy(hdr + r->len, ptr, ETCD_GRPC_FRAME_HDR - r->len);
+		if (b->len)
+			memcpy(hdr, b->p, b->len);
+		memcpy(hdr + b->len, ptr, ETCD_GRPC_FRAME_HDR - b->len);
 		size_t announced =
 			(size_t)hdr[1] << 24 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 8 | hdr[4];
-		if (announced > r->max - ETCD_GRPC_FRAME_HDR) {
-			r->overflow = true;
+		if (announced > b->max - ETCD_GRPC_FRAME_HDR) {
+			b->overflow = true;
 			return 0;
 		}
 		if (want < ETCD_GRPC_FRAME_HDR + announced)
 			want = ETCD_GRPC_FRAME_HDR + announced;
 	}
-	if (want > r->cap) {
-		size_t cap = r->cap * 2 > want ? r->cap * 2 : want;
-		if (cap > r->max)
-			cap = r->max;
-		uint8_t *p = realloc(r->body, cap);
-		if (!p)
-			return 0;
-		r->body = p;
-		r->cap = cap;
-	}
-	memcpy(r->body + r->len, ptr, n);
-	r->len += n;
-	return n;
+	return etcd_body_add(b, ptr, n, want) < 0 ? 0 : n;
 }
 
 /* Trailers arrive through the header callback too, after the body. */
@@ -636,9 +620,9 @@ bool etcd_grpc_protocol_failure(CURLcode rc)
 
 void etcd_grpc_reply_free(struct etcd_grpc_reply *r)
 {
-	free(r->body);
-	r->body = NULL;
-	r->len = r->cap = 0;
+	free(r->body.p);
+	r->body.p = NULL;
+	r->body.len = r->body.cap = 0;
 }
 
 /* How an attempt may connect. */
@@ -663,10 +647,10 @@ static int attempt(struct etcd_client *c, CURL *h, const char *url, enum conn_mo
 		   const int *abort_flag, struct etcd_grpc_reply *r, bool *refused)
 {
 	char errbuf[CURL_ERROR_SIZE] = "";
-	size_t max = r->max;
+	size_t max = r->body.max;
 	etcd_grpc_reply_free(r);
 	memset(r, 0, sizeof(*r));
-	r->max = max;
+	r->body.max = max;
 	r->grpc_status = -1;
 	*refused = false;
 
@@ -720,8 +704,9 @@ static int attempt(struct etcd_client *c, CURL *h, const char *url, enum conn_mo
 		r->unsent = true;
 		ret = -ENOTCONN;
 	} else if (rc != CURLE_OK) {
-		if (r->overflow) {
-			snprintf(r->why, sizeof(r->why), "reply larger than %zu bytes", r->max);
+		if (r->body.overflow) {
+			snprintf(r->why, sizeof(r->why), "reply larger than %zu bytes",
+				 r->body.max);
 			ret = -EMSGSIZE;
 		} else {
 			ret = etcd_curl_errno(h, rc, errbuf, &r->unsent);
@@ -757,9 +742,9 @@ int etcd_grpc_exchange(struct etcd_client *c, size_t idx, const char *path, cons
 		       struct etcd_grpc_reply *r)
 {
 	char url[1024];
-	size_t max = r->max ? r->max : ETCD_DEFAULT_MAX_REPLY_BYTES;
+	size_t max = r->body.max ? r->body.max : ETCD_DEFAULT_MAX_REPLY_BYTES;
 	memset(r, 0, sizeof(*r));
-	r->max = max;
+	r->body.max = max;
 	r->grpc_status = -1;
 	snprintf(url, sizeof(url), "%s%s", c->urls[idx], path);
 	bool tls = !strncasecmp(url, "https:", 6);

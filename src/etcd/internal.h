@@ -96,21 +96,33 @@ int etcd_curl_errno(CURL *h, CURLcode rc, const char *errbuf, bool *unsent);
 /* Describes a curl failure of url into buf (cause from errno when there is one). */
 void etcd_describe_curl_error(CURL *h, CURLcode rc, const char *errbuf, char *buf, size_t size);
 
+/* A reply body as curl hands it over, piece by piece, bounded by max. */
+struct etcd_body {
+	char *p; /* owned, len bytes */
+	size_t len, cap;
+	size_t max;    /* in: the largest body accepted */
+	bool overflow; /* the body exceeded max */
+};
+
+/* Appends the n bytes at data after first making room for reserve bytes (at least len + n).
+ * -EMSGSIZE with overflow set when the body would exceed max (the write callback then fails
+ * the transfer), -ENOMEM. */
+int etcd_body_add(struct etcd_body *b, const void *data, size_t n, size_t reserve);
+
 /* One gRPC exchange (grpc.c). */
 
 struct etcd_grpc_reply {
-	size_t max;	    /* in: largest reply accepted (0 = ETCD_DEFAULT_MAX_REPLY_BYTES) */
+	/* the reply body (frames); body.max in: largest reply accepted (0 =
+	 * ETCD_DEFAULT_MAX_REPLY_BYTES) */
+	struct etcd_body body;
 	long http_status;   /* 0 when no reply arrived */
 	int grpc_status;    /* -1 when absent */
 	char grpc_msg[256]; /* decoded grpc-message */
 	bool grpc_ct;	    /* content-type was application/grpc */
 	bool unsent;	    /* transport failure before the whole request left */
 	bool proto_fail;    /* the endpoint did not speak gRPC over HTTP/2: JSON may work */
-	bool overflow;	    /* the reply exceeded max */
 	long connects;	    /* new connections this exchange opened */
 	char why[CURL_ERROR_SIZE + 64]; /* cause of a failure */
-	uint8_t *body;			/* owned: the reply body (frames), len bytes */
-	size_t len, cap;
 };
 
 /* Posts one framed message to path on endpoint idx. Returns 0 when a gRPC reply arrived (any

@@ -8,68 +8,24 @@
 #include <string.h>
 
 #include "core/base64.h"
+#include "v3json/v3json.h"
 
 /* ---- field readers ---- */
 
 int etcd_json_int64(const json_t *obj, const char *field, int64_t *out)
 {
-	json_t *v = json_object_get(obj, field);
-	*out = 0;
-	if (!v || json_is_null(v))
-		return 0;
-	if (json_is_integer(v)) {
-		*out = (int64_t)json_integer_value(v);
-		return 0;
-	}
-	if (!json_is_string(v))
-		return -EINVAL;
-	const char *s = json_string_value(v);
-	if (!*s)
-		return -EINVAL;
-	errno = 0;
-	char *end;
-	long long x = strtoll(s, &end, 10);
-	if (errno || *end)
-		return -EINVAL;
-	*out = (int64_t)x;
-	return 0;
+	return v3json_int64(json_object_get(obj, field), out);
 }
 
 int etcd_json_bool(const json_t *obj, const char *field, bool *out)
 {
-	json_t *v = json_object_get(obj, field);
-	*out = false;
-	if (!v || json_is_null(v))
-		return 0;
-	if (!json_is_boolean(v))
-		return -EINVAL;
-	*out = json_is_true(v);
-	return 0;
+	return v3json_bool(json_object_get(obj, field), out);
 }
 
 int etcd_json_enum(const json_t *obj, const char *field, const char *const *names, int n_names,
 		   int *out)
 {
-	json_t *v = json_object_get(obj, field);
-	*out = 0;
-	if (!v || json_is_null(v))
-		return 0;
-	if (json_is_integer(v)) {
-		json_int_t x = json_integer_value(v);
-		if (x < 0 || x >= n_names)
-			return -EINVAL;
-		*out = (int)x;
-		return 0;
-	}
-	if (!json_is_string(v))
-		return -EINVAL;
-	for (int i = 0; i < n_names; i++) {
-		if (strcmp(json_string_value(v), names[i]) == 0) {
-			*out = i;
-			return 0;
-		}
-	}
-	return -EINVAL;
+	return v3json_enum(json_object_get(obj, field), names, n_names, out);
 }
 
 int etcd_json_bytes(const json_t *obj, const char *field, char **out, size_t *out_len)
@@ -126,19 +82,16 @@ int etcd_json_header_revision(const json_t *o, int64_t *rev)
 /* Appends the kvs of a JSON array to res->kvs. */
 static int append_kvs(const json_t *arr, bool keys_only, struct kv_range_result *res)
 {
-	if (!arr || json_is_null(arr))
-		return 0;
-	if (!json_is_array(arr))
-		return -EINVAL;
-	size_t n = json_array_size(arr);
-	if (n == 0)
-		return 0;
+	size_t n;
+	int ret = v3json_array(arr, &n);
+	if (ret < 0 || n == 0)
+		return ret;
 	struct kv_kv *kvs = realloc(res->kvs, (res->n_kvs + n) * sizeof(*kvs));
 	if (!kvs)
 		return -ENOMEM;
 	res->kvs = kvs;
 	for (size_t i = 0; i < n; i++) {
-		int ret = etcd_json_parse_kv(json_array_get(arr, i), keys_only, &kvs[res->n_kvs]);
+		ret = etcd_json_parse_kv(json_array_get(arr, i), keys_only, &kvs[res->n_kvs]);
 		if (ret < 0)
 			return ret;
 		res->n_kvs++;
@@ -209,13 +162,9 @@ int etcd_json_parse_txn(const json_t *o, const bool *keys_only, size_t n_ops,
 	    (ret = etcd_json_bool(o, "succeeded", &res->succeeded)) < 0)
 		return ret;
 	json_t *arr = json_object_get(o, "responses");
-	if (!arr || json_is_null(arr))
-		return 0;
-	if (!json_is_array(arr))
-		return -EINVAL;
-	size_t n = json_array_size(arr);
-	if (n == 0)
-		return 0;
+	size_t n;
+	if ((ret = v3json_array(arr, &n)) < 0 || n == 0)
+		return ret;
 	res->results = calloc(n, sizeof(*res->results));
 	if (!res->results)
 		return -ENOMEM;
@@ -330,22 +279,6 @@ void etcd_json_error(const char *body, size_t len, long http_status, struct etcd
 
 /* ---- requests ---- */
 
-/* Sets a base64 field; an empty value is still sent when always is set (compare on ""). */
-static int set_b64(json_t *o, const char *field, const void *p, size_t n, bool always)
-{
-	if (!n && !always)
-		return 0;
-	size_t len;
-	char *s = base64_encode(p, n, &len);
-	if (!s)
-		return -ENOMEM;
-	json_t *v = json_stringn_nocheck(s, len);
-	free(s);
-	if (!v || json_object_set_new(o, field, v) < 0)
-		return -ENOMEM;
-	return 0;
-}
-
 static int set_int(json_t *o, const char *field, int64_t v)
 {
 	if (!v)
@@ -353,26 +286,19 @@ static int set_int(json_t *o, const char *field, int64_t v)
 	return json_object_set_new(o, field, json_integer((json_int_t)v)) < 0 ? -ENOMEM : 0;
 }
 
-static int set_bool(json_t *o, const char *field, bool v)
-{
-	if (!v)
-		return 0;
-	return json_object_set_new(o, field, json_true()) < 0 ? -ENOMEM : 0;
-}
-
 json_t *etcd_json_range_req(const struct kv_range_req *req, const void *key, size_t key_len,
 			    const void *range_end, size_t range_end_len, int64_t revision,
 			    int64_t limit)
 {
 	json_t *o = json_object();
-	if (!o || set_b64(o, "key", key, key_len, true) < 0 ||
-	    set_b64(o, "range_end", range_end, range_end_len, false) < 0 ||
+	if (!o || v3json_set_b64(o, "key", key, key_len, true) < 0 ||
+	    v3json_set_b64(o, "range_end", range_end, range_end_len, false) < 0 ||
 	    set_int(o, "limit", limit) < 0 || set_int(o, "revision", revision) < 0 ||
 	    set_int(o, "sort_order", req->sort_order) < 0 ||
 	    set_int(o, "sort_target", req->sort_target) < 0 ||
-	    set_bool(o, "serializable", req->serializable) < 0 ||
-	    set_bool(o, "keys_only", req->keys_only) < 0 ||
-	    set_bool(o, "count_only", req->count_only) < 0) {
+	    v3json_set_true(o, "serializable", req->serializable) < 0 ||
+	    v3json_set_true(o, "keys_only", req->keys_only) < 0 ||
+	    v3json_set_true(o, "count_only", req->count_only) < 0) {
 		json_decref(o);
 		return NULL;
 	}
@@ -387,14 +313,14 @@ static json_t *compare_json(const struct kv_compare *c)
 		return NULL;
 	if (json_object_set_new(o, "result", json_integer(c->result)) < 0 ||
 	    json_object_set_new(o, "target", json_integer(c->target)) < 0 ||
-	    set_b64(o, "key", c->key, c->key_len, true) < 0 ||
-	    set_b64(o, "range_end", c->range_end, c->range_end_len, false) < 0)
+	    v3json_set_b64(o, "key", c->key, c->key_len, true) < 0 ||
+	    v3json_set_b64(o, "range_end", c->range_end, c->range_end_len, false) < 0)
 		goto out_err;
 	/* The compared field is a oneof: it must be present even when 0 or empty, or etcd
 	 * compares against nothing (e.g. "version = 0" means "the key does not exist"). */
 	switch (c->target) {
 	case KV_CMP_VALUE:
-		ret = set_b64(o, "value", c->value, c->value_len, true);
+		ret = v3json_set_b64(o, "value", c->value, c->value_len, true);
 		break;
 	case KV_CMP_VERSION:
 		ret = json_object_set_new(o, "version", json_integer(c->number));
@@ -421,45 +347,39 @@ out_err:
 
 static json_t *op_json(const struct kv_op *op)
 {
-	json_t *inner = json_object();
-	json_t *o = json_object();
+	json_t *in = json_object();
 	const char *name;
-	if (!inner || !o)
-		goto out_err;
-	if (set_b64(inner, "key", op->key, op->key_len, true) < 0)
+	if (!in)
+		return NULL;
+	if (v3json_set_b64(in, "key", op->key, op->key_len, true) < 0)
 		goto out_err;
 	switch (op->type) {
 	case KV_OP_RANGE:
 		name = "request_range";
-		if (set_b64(inner, "range_end", op->range_end, op->range_end_len, false) < 0 ||
-		    set_bool(inner, "keys_only", op->keys_only) < 0)
+		if (v3json_set_b64(in, "range_end", op->range_end, op->range_end_len, false) < 0 ||
+		    v3json_set_true(in, "keys_only", op->keys_only) < 0)
 			goto out_err;
 		break;
 	case KV_OP_PUT:
 		name = "request_put";
-		if (set_b64(inner, "value", op->value, op->value_len, false) < 0 ||
-		    set_int(inner, "lease", op->lease) < 0 ||
-		    set_bool(inner, "prev_kv", op->prev_kv) < 0 ||
-		    set_bool(inner, "ignore_lease", op->ignore_lease) < 0)
+		if (v3json_set_b64(in, "value", op->value, op->value_len, false) < 0 ||
+		    set_int(in, "lease", op->lease) < 0 ||
+		    v3json_set_true(in, "prev_kv", op->prev_kv) < 0 ||
+		    v3json_set_true(in, "ignore_lease", op->ignore_lease) < 0)
 			goto out_err;
 		break;
 	case KV_OP_DELETE:
 		name = "request_delete_range";
-		if (set_b64(inner, "range_end", op->range_end, op->range_end_len, false) < 0 ||
-		    set_bool(inner, "prev_kv", op->prev_kv) < 0)
+		if (v3json_set_b64(in, "range_end", op->range_end, op->range_end_len, false) < 0 ||
+		    v3json_set_true(in, "prev_kv", op->prev_kv) < 0)
 			goto out_err;
 		break;
 	default:
 		goto out_err;
 	}
-	if (json_object_set_new(o, name, inner) < 0) {
-		inner = NULL;
-		goto out_err;
-	}
-	return o;
+	return v3json_wrap(name, in);
 out_err:
-	json_decref(inner);
-	json_decref(o);
+	json_decref(in);
 	return NULL;
 }
 
@@ -501,21 +421,15 @@ out_err:
 json_t *etcd_json_watch_req(const struct kv_watch_req *req, int64_t start_revision)
 {
 	json_t *c = json_object();
-	json_t *o = json_object();
-	if (!c || !o || set_b64(c, "key", req->key, req->key_len, true) < 0 ||
-	    set_b64(c, "range_end", req->range_end, req->range_end_len, false) < 0 ||
+	if (!c || v3json_set_b64(c, "key", req->key, req->key_len, true) < 0 ||
+	    v3json_set_b64(c, "range_end", req->range_end, req->range_end_len, false) < 0 ||
 	    set_int(c, "start_revision", start_revision) < 0 ||
-	    set_bool(c, "progress_notify", true) < 0 || set_bool(c, "prev_kv", req->prev_kv) < 0)
-		goto out_err;
-	if (json_object_set_new(o, "create_request", c) < 0) {
-		c = NULL;
-		goto out_err;
+	    v3json_set_true(c, "progress_notify", true) < 0 ||
+	    v3json_set_true(c, "prev_kv", req->prev_kv) < 0) {
+		json_decref(c);
+		return NULL;
 	}
-	return o;
-out_err:
-	json_decref(c);
-	json_decref(o);
-	return NULL;
+	return v3json_wrap("create_request", c);
 }
 
 size_t etcd_txn_size_estimate(const struct kv_txn *txn)
@@ -569,13 +483,9 @@ int etcd_json_parse_watch(const json_t *o, struct etcd_watch_msg *out)
 		out->error.err = etcd_error_errno(out->error.msg, -1, &out->error.retry_auth);
 	}
 	json_t *evs = json_object_get(r, "events");
-	if (!evs || json_is_null(evs))
-		return 0;
-	if (!json_is_array(evs))
-		return -EINVAL;
-	size_t n = json_array_size(evs);
-	if (!n)
-		return 0;
+	size_t n;
+	if ((ret = v3json_array(evs, &n)) < 0 || n == 0)
+		return ret;
 	out->events = calloc(n, sizeof(*out->events));
 	if (!out->events)
 		return -ENOMEM;

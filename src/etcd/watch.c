@@ -249,17 +249,9 @@ static size_t stream_write(char *ptr, size_t size, size_t nmemb, void *ud)
 		fail(w, -EIO, "watch message too large");
 		return 0;
 	}
-	if (w->line_len + n + 1 > w->line_cap) {
-		size_t cap = w->line_cap ? w->line_cap : 4096;
-		while (cap < w->line_len + n + 1)
-			cap *= 2;
-		char *p = realloc(w->line, cap);
-		if (!p) {
-			fail(w, -ENOMEM, "out of memory");
-			return 0;
-		}
-		w->line = p;
-		w->line_cap = cap;
+	if (util_grow(&w->line, &w->line_cap, w->line_len + n + 1, 1, 4096) < 0) {
+		fail(w, -ENOMEM, "out of memory");
+		return 0;
 	}
 	memcpy(w->line + w->line_len, ptr, n);
 	w->line_len += n;

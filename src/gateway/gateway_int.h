@@ -113,8 +113,6 @@ bool gw_stopping(struct gw *gw);
 
 /* ---- http.c ---- */
 
-/* Sends everything or fails (-EPIPE, -EAGAIN after the send timeout, ...). */
-int http_send_all(int fd, const void *p, size_t n);
 /* One complete response with a body of the given content type; keep false adds
  * "Connection: close". 0 or a negative errno. */
 int http_send_typed(struct conn *c, int status, const char *type, const char *body, size_t len,
@@ -167,8 +165,10 @@ int jp_check_object(struct ctx *x, const json_t *o, const char *what);
  * a negative return, callers check the final result) ---- */
 
 int jp_set_i64(json_t *o, const char *k, int64_t v);
-int jp_set_true(json_t *o, const char *k, bool v);
-json_t *jp_header(int64_t revision);
+/* o, or NULL with o dropped when building it failed: builders check their calls together. */
+json_t *jp_done(json_t *o, bool failed);
+/* A reply object holding its header (the store revision); NULL when out of memory. */
+json_t *jp_reply(int64_t revision);
 json_t *jp_kv(const struct kv_kv *kv);
 int jp_set_kvs(json_t *o, const char *k, const struct kv_kv *kvs, size_t n);
 

@@ -73,22 +73,6 @@ static int http_status(int code)
 	return code >= 0 && code < (int)(sizeof(map) / sizeof(map[0])) ? map[code] : 500;
 }
 
-int http_send_all(int fd, const void *p, size_t n)
-{
-	const char *b = p;
-	while (n) {
-		ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		b += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 int http_send_typed(struct conn *c, int status, const char *type, const char *body, size_t len,
 		    bool keep)
 {
@@ -103,7 +87,7 @@ int http_send_typed(struct conn *c, int status, const char *type, const char *bo
 		return -ENOMEM;
 	memcpy(all, head, (size_t)hn);
 	memcpy(all + hn, body, len);
-	int ret = http_send_all(c->fd, all, (size_t)hn + len);
+	int ret = util_send_all(c->fd, all, (size_t)hn + len);
 	free(all);
 	return ret;
 }
@@ -473,7 +457,7 @@ int http_read_request(struct conn *c, struct request *rq, struct http_err *e)
 		return -1;
 	if (rq->chunked) {
 		if (rq->expect_continue &&
-		    http_send_all(c->fd, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
+		    util_send_all(c->fd, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
 			return http_fail(e, 0, 0, NULL);
 		return read_chunked(c, rq, e);
 	}
@@ -481,7 +465,7 @@ int http_read_request(struct conn *c, struct request *rq, struct http_err *e)
 	if (rq->content_length > (long long)BODY_MAX)
 		return http_fail(e, 400, GRPC_INVALID_ARGUMENT, ERR_TOO_LARGE);
 	if (cl && rq->expect_continue && c->in_len == c->in_off &&
-	    http_send_all(c->fd, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
+	    util_send_all(c->fd, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
 		return http_fail(e, 0, 0, NULL);
 	while (c->in_len - c->in_off < cl) {
 		ssize_t r = fill(c, IO_TIMEOUT_MS);

@@ -15,20 +15,7 @@
 #include <string.h>
 
 #include "core/base64.h"
-
-/* ---- base64: src/base64.c; as a server, lenient like etcd's own gateway (the URL-safe
- * alphabet, missing padding and non-canonical trailing bits are accepted) ---- */
-
-static json_t *b64_json(const void *data, size_t len)
-{
-	size_t n;
-	char *out = base64_encode(data, len, &n);
-	if (!out)
-		return NULL;
-	json_t *j = json_stringn_nocheck(out, n);
-	free(out);
-	return j;
-}
+#include "v3json/v3json.h"
 
 /* ---- request context: reply and allocations freed after the reply is sent ---- */
 
@@ -128,59 +115,29 @@ const json_t *jp_field(const json_t *o, const char *snake, const char *camel)
 
 int jp_get_i64(struct ctx *x, const json_t *o, const char *snake, const char *camel, int64_t *out)
 {
-	const json_t *v = jp_field(o, snake, camel);
-	*out = 0;
-	if (!v)
-		return 0;
-	if (json_is_integer(v)) {
-		*out = (int64_t)json_integer_value(v);
-		return 0;
-	}
-	if (json_is_string(v)) {
-		const char *s = json_string_value(v);
-		char *end;
-		errno = 0;
-		long long n = strtoll(s, &end, 10);
-		if (*s && !*end && !errno && strlen(s) == json_string_length(v)) {
-			*out = (int64_t)n;
-			return 0;
-		}
-	}
-	return ctx_fail(x, GRPC_INVALID_ARGUMENT, "bad value for int64 field \"%s\"", snake);
+	if (v3json_int64(jp_field(o, snake, camel), out) < 0)
+		return ctx_fail(x, GRPC_INVALID_ARGUMENT, "bad value for int64 field \"%s\"",
+				snake);
+	return 0;
 }
 
 int jp_get_bool(struct ctx *x, const json_t *o, const char *snake, const char *camel, bool *out)
 {
-	const json_t *v = jp_field(o, snake, camel);
-	*out = false;
-	if (!v)
-		return 0;
-	if (!json_is_boolean(v))
+	if (v3json_bool(jp_field(o, snake, camel), out) < 0)
 		return ctx_fail(x, GRPC_INVALID_ARGUMENT, "bad value for bool field \"%s\"", snake);
-	*out = json_is_true(v);
 	return 0;
 }
 
 int jp_get_enum(struct ctx *x, const json_t *o, const char *snake, const char *camel,
 		const char *const *names, int n, int *out)
 {
-	const json_t *v = jp_field(o, snake, camel);
-	*out = 0;
-	if (!v)
-		return 0;
-	if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) < n) {
-		*out = (int)json_integer_value(v);
-		return 0;
-	}
-	if (json_is_string(v))
-		for (int i = 0; i < n; i++)
-			if (!strcmp(json_string_value(v), names[i])) {
-				*out = i;
-				return 0;
-			}
-	return ctx_fail(x, GRPC_INVALID_ARGUMENT, "bad value for enum field \"%s\"", snake);
+	if (v3json_enum(jp_field(o, snake, camel), names, n, out) < 0)
+		return ctx_fail(x, GRPC_INVALID_ARGUMENT, "bad value for enum field \"%s\"", snake);
+	return 0;
 }
 
+/* As a server, lenient like etcd's own gateway: the URL-safe alphabet, missing padding and
+ * non-canonical trailing bits are accepted. */
 int jp_get_bytes(struct ctx *x, const json_t *o, const char *snake, const char *camel,
 		 const void **p, size_t *n)
 {
@@ -227,24 +184,27 @@ int jp_set_i64(json_t *o, const char *k, int64_t v)
 	return v ? json_object_set_new(o, k, i64_json(v)) : 0;
 }
 
-static int set_bytes(json_t *o, const char *k, const void *p, size_t n)
+json_t *jp_done(json_t *o, bool failed)
 {
-	return n ? json_object_set_new(o, k, b64_json(p, n)) : 0;
+	if (!failed)
+		return o;
+	json_decref(o);
+	return NULL;
 }
 
-int jp_set_true(json_t *o, const char *k, bool v)
+json_t *jp_reply(int64_t revision)
 {
-	return v ? json_object_set_new(o, k, json_true()) : 0;
-}
-
-json_t *jp_header(int64_t revision)
-{
-	json_t *h = json_object();
-	if (h && jp_set_i64(h, "revision", revision) < 0) {
+	json_t *h = json_object(), *o = json_object();
+	if (!h || !o || jp_set_i64(h, "revision", revision) < 0) {
 		json_decref(h);
+		json_decref(o);
 		return NULL;
 	}
-	return h;
+	if (json_object_set_new(o, "header", h) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
 }
 
 json_t *jp_kv(const struct kv_kv *kv)
@@ -252,11 +212,11 @@ json_t *jp_kv(const struct kv_kv *kv)
 	json_t *o = json_object();
 	if (!o)
 		return NULL;
-	if (set_bytes(o, "key", kv->key, kv->key_len) < 0 ||
+	if (v3json_set_b64(o, "key", kv->key, kv->key_len, false) < 0 ||
 	    jp_set_i64(o, "create_revision", kv->create_revision) < 0 ||
 	    jp_set_i64(o, "mod_revision", kv->mod_revision) < 0 ||
 	    jp_set_i64(o, "version", kv->version) < 0 ||
-	    (kv->value && set_bytes(o, "value", kv->value, kv->value_len) < 0) ||
+	    (kv->value && v3json_set_b64(o, "value", kv->value, kv->value_len, false) < 0) ||
 	    jp_set_i64(o, "lease", kv->lease) < 0) {
 		json_decref(o);
 		return NULL;

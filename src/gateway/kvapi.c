@@ -5,6 +5,7 @@
  * inside a txn) are applied here as etcd applies them.
  */
 #include "gateway_int.h"
+#include "v3json/v3json.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -61,39 +62,9 @@ static int parse_range(struct ctx *x, const json_t *o, struct kv_range_req *r, s
 	return 0;
 }
 
-static int cmp_bytes(const char *a, size_t al, const char *b, size_t bl)
-{
-	int c = memcmp(a, b, al < bl ? al : bl);
-	return c ? c : (al > bl) - (al < bl);
-}
-
 static int cmp_kv(const void *pa, const void *pb, void *target)
 {
-	const struct kv_kv *a = pa, *b = pb;
-	int64_t x = 0, y = 0;
-	switch (*(const int *)target) {
-	case KV_SORT_VERSION:
-		x = a->version, y = b->version;
-		break;
-	case KV_SORT_CREATE:
-		x = a->create_revision, y = b->create_revision;
-		break;
-	case KV_SORT_MOD:
-		x = a->mod_revision, y = b->mod_revision;
-		break;
-	case KV_SORT_VALUE: {
-		int c = cmp_bytes(a->value ? a->value : "", a->value ? a->value_len : 0,
-				  b->value ? b->value : "", b->value ? b->value_len : 0);
-		if (c)
-			return c;
-		break;
-	}
-	default:
-		break;
-	}
-	if (x != y)
-		return x < y ? -1 : 1;
-	return cmp_bytes(a->key, a->key_len, b->key, b->key_len);
+	return kv_sort_cmp(pa, pb, *(const enum kv_sort_target *)target);
 }
 
 /* Applies filters, sort, limit and count_only to a result holding the whole range in
@@ -123,7 +94,7 @@ static void range_post_apply(struct kv_range_result *r, const struct range_post 
 	r->n_kvs = n;
 	bool key_asc = p->sort_target == KV_SORT_KEY && p->sort_order != KV_SORT_DESCEND;
 	if (!key_asc && n > 1) {
-		int target = p->sort_target;
+		enum kv_sort_target target = (enum kv_sort_target)p->sort_target;
 		qsort_r(r->kvs, n, sizeof(*r->kvs), cmp_kv, &target);
 		if (p->sort_order == KV_SORT_DESCEND)
 			for (size_t i = 0; i < n / 2; i++) {
@@ -142,16 +113,10 @@ static void range_post_apply(struct kv_range_result *r, const struct range_post 
 
 static json_t *range_json(const struct kv_range_result *r, int64_t revision)
 {
-	json_t *o = json_object();
-	if (!o)
-		return NULL;
-	if (json_object_set_new(o, "header", jp_header(revision)) < 0 ||
-	    jp_set_kvs(o, "kvs", r->kvs, r->n_kvs) < 0 || jp_set_true(o, "more", r->more) < 0 ||
-	    jp_set_i64(o, "count", r->count) < 0) {
-		json_decref(o);
-		return NULL;
-	}
-	return o;
+	json_t *o = jp_reply(revision);
+	return jp_done(o, !o || jp_set_kvs(o, "kvs", r->kvs, r->n_kvs) < 0 ||
+				  v3json_set_true(o, "more", r->more) < 0 ||
+				  jp_set_i64(o, "count", r->count) < 0);
 }
 
 int api_range(struct ctx *x, const json_t *body)
@@ -235,10 +200,10 @@ int api_put(struct ctx *x, const json_t *body)
 	struct kv_txn_result res;
 	if (parse_put(x, body, &op) < 0 || run_one(x, &op, &res) < 0)
 		return -1;
-	json_t *o = json_object();
-	int err = !o ? -1 : json_object_set_new(o, "header", jp_header(res.revision));
+	json_t *o = jp_reply(res.revision);
+	int err = 0;
 	const struct kv_range_result *prev = &res.results[0].range;
-	if (!err && op.prev_kv && prev->n_kvs)
+	if (o && op.prev_kv && prev->n_kvs)
 		err = json_object_set_new(o, "prev_kv", jp_kv(&prev->kvs[0]));
 	kv_txn_result_free(&res);
 	return ctx_reply(x, o, err);
@@ -246,16 +211,9 @@ int api_put(struct ctx *x, const json_t *body)
 
 static json_t *delete_json(const struct kv_op_result *r, int64_t revision)
 {
-	json_t *o = json_object();
-	if (!o)
-		return NULL;
-	if (json_object_set_new(o, "header", jp_header(revision)) < 0 ||
-	    jp_set_i64(o, "deleted", r->deleted) < 0 ||
-	    jp_set_kvs(o, "prev_kvs", r->range.kvs, r->range.n_kvs) < 0) {
-		json_decref(o);
-		return NULL;
-	}
-	return o;
+	json_t *o = jp_reply(revision);
+	return jp_done(o, !o || jp_set_i64(o, "deleted", r->deleted) < 0 ||
+				  jp_set_kvs(o, "prev_kvs", r->range.kvs, r->range.n_kvs) < 0);
 }
 
 int api_delete(struct ctx *x, const json_t *body)
@@ -360,21 +318,18 @@ static int parse_ops(struct ctx *x, const json_t *o, const char *name, struct kv
 
 static json_t *op_result_json(const struct kv_op_result *r, int64_t revision)
 {
-	json_t *inner = NULL, *o = json_object();
+	json_t *inner = NULL;
 	const char *name;
-	if (!o)
-		return NULL;
 	switch (r->type) {
 	case KV_OP_RANGE:
 		inner = range_json(&r->range, revision);
 		name = "response_range";
 		break;
 	case KV_OP_PUT:
-		inner = json_object();
+		inner = jp_reply(revision);
 		name = "response_put";
-		if (inner && (json_object_set_new(inner, "header", jp_header(revision)) < 0 ||
-			      (r->range.n_kvs &&
-			       json_object_set_new(inner, "prev_kv", jp_kv(&r->range.kvs[0])) < 0)))
+		if (inner && r->range.n_kvs &&
+		    json_object_set_new(inner, "prev_kv", jp_kv(&r->range.kvs[0])) < 0)
 			goto out_err;
 		break;
 	case KV_OP_DELETE:
@@ -384,27 +339,10 @@ static json_t *op_result_json(const struct kv_op_result *r, int64_t revision)
 	default:
 		goto out_err;
 	}
-	if (!inner || json_object_set_new(o, name, inner) < 0) {
-		inner = NULL;
-		goto out_err;
-	}
-	return o;
+	return v3json_wrap(name, inner);
 out_err:
 	json_decref(inner);
-	json_decref(o);
 	return NULL;
-}
-
-static bool in_range(const struct kv_op *del, const void *key, size_t key_len)
-{
-	int c = cmp_bytes(key, key_len, del->key, del->key_len);
-	if (!del->range_end_len)
-		return c == 0;
-	if (c < 0)
-		return false;
-	if (del->range_end_len == 1 && !((const char *)del->range_end)[0])
-		return true; /* "\0": every key from key on */
-	return cmp_bytes(key, key_len, del->range_end, del->range_end_len) < 0;
 }
 
 /* etcd's rule, used to name the error the store gave: one branch may not put a key twice,
@@ -419,10 +357,11 @@ static bool has_duplicate(const struct kv_op *ops, size_t n)
 			if (j == i)
 				continue;
 			if (ops[j].type == KV_OP_PUT && j > i &&
-			    !cmp_bytes(ops[i].key, ops[i].key_len, ops[j].key, ops[j].key_len))
+			    !kv_key_cmp(ops[i].key, ops[i].key_len, ops[j].key, ops[j].key_len))
 				return true;
 			if (ops[j].type == KV_OP_DELETE &&
-			    in_range(&ops[j], ops[i].key, ops[i].key_len))
+			    kv_key_in_range(ops[i].key, ops[i].key_len, ops[j].key, ops[j].key_len,
+					    ops[j].range_end, ops[j].range_end_len))
 				return true;
 		}
 	}
@@ -467,10 +406,8 @@ int api_txn(struct ctx *x, const json_t *body)
 		changed |= res.results[i].type == KV_OP_PUT ||
 			   (res.results[i].type == KV_OP_DELETE && res.results[i].deleted > 0);
 	int64_t read_rev = changed ? res.revision - 1 : res.revision;
-	json_t *o = json_object(), *arr = NULL;
-	int err = !o ? -1 : json_object_set_new(o, "header", jp_header(res.revision));
-	if (!err)
-		err = jp_set_true(o, "succeeded", res.succeeded);
+	json_t *o = jp_reply(res.revision), *arr = NULL;
+	int err = !o ? -1 : v3json_set_true(o, "succeeded", res.succeeded);
 	if (!err && res.n_results) {
 		arr = json_array();
 		err = json_object_set_new(o, "responses", arr);
@@ -504,8 +441,7 @@ int api_compact(struct ctx *x, const json_t *body)
 	if (ret < 0)
 		return ctx_kv_fail(x, ret, false);
 	kv_status(x->gw->kv, &cur);
-	json_t *o = json_object();
-	return ctx_reply(x, o, !o ? -1 : json_object_set_new(o, "header", jp_header(cur)));
+	return ctx_reply(x, jp_reply(cur), 0);
 }
 
 int api_status(struct ctx *x, const json_t *body)
@@ -515,10 +451,8 @@ int api_status(struct ctx *x, const json_t *body)
 	int ret = kv_status(x->gw->kv, &cur);
 	if (ret < 0)
 		return ctx_kv_fail(x, ret, false);
-	json_t *o = json_object();
-	int err = !o ? -1 : json_object_set_new(o, "header", jp_header(cur));
-	if (!err)
-		err = json_object_set_new(o, "version", json_string(API_VERSION));
+	json_t *o = jp_reply(cur);
+	int err = !o ? -1 : json_object_set_new(o, "version", json_string(API_VERSION));
 	return ctx_reply(x, o, err);
 }
 

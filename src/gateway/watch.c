@@ -56,11 +56,11 @@ static void stream_send(struct stream *st, json_t *r)
 	size_t n = strlen(s);
 	char head[24];
 	int hn = snprintf(head, sizeof(head), "%zx\r\n", n + 1);
-	int ret = st->broken ? -EPIPE : http_send_all(st->c->fd, head, (size_t)hn);
+	int ret = st->broken ? -EPIPE : util_send_all(st->c->fd, head, (size_t)hn);
 	if (!ret)
-		ret = http_send_all(st->c->fd, s, n);
+		ret = util_send_all(st->c->fd, s, n);
 	if (!ret)
-		ret = http_send_all(st->c->fd, "\n\r\n", 3);
+		ret = util_send_all(st->c->fd, "\n\r\n", 3);
 	free(s);
 	if (!ret)
 		return;
@@ -74,13 +74,8 @@ out_broken:
 
 static json_t *watch_msg(const struct watcher *wt, int64_t revision)
 {
-	json_t *r = json_object();
-	if (r && (json_object_set_new(r, "header", jp_header(revision)) < 0 ||
-		  jp_set_i64(r, "watch_id", wt->id) < 0)) {
-		json_decref(r);
-		return NULL;
-	}
-	return r;
+	json_t *r = jp_reply(revision);
+	return jp_done(r, !r || jp_set_i64(r, "watch_id", wt->id) < 0);
 }
 
 static void send_created(struct watcher *wt, int64_t revision)
@@ -349,7 +344,7 @@ void gw_serve_watch(struct conn *c, const struct request *rq)
 	pthread_mutex_init(&st.lock, NULL);
 	static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 				   "Transfer-Encoding: chunked\r\n\r\n";
-	if (http_send_all(c->fd, head, sizeof(head) - 1) < 0)
+	if (util_send_all(c->fd, head, sizeof(head) - 1) < 0)
 		goto out;
 	size_t i;
 	json_t *m;

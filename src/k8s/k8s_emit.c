@@ -603,61 +603,61 @@ static int valid_text(const char *s, size_t n, const char **out, size_t *out_n, 
 	return 0;
 }
 
-/* s0 made valid UTF-8 (*tofree then holds the copy), analyzed, and its requested style */
-static int prepare(const char *s0, size_t n0, bool key, const char **s, size_t *n, char **tofree,
-		   struct sallow *a, enum k8s_ystyle *req)
+/* A string ready to be written: valid UTF-8 (tofree holds the copy when it had to be
+ * made valid), what its text allows and the style its content asks for. */
+struct scalar {
+	const char *s;
+	size_t n;
+	char *tofree;
+	struct sallow a;
+	enum k8s_ystyle req;
+};
+
+static int prepare(const char *s0, size_t n0, bool key, struct scalar *sc)
 {
-	*tofree = NULL;
-	if (n0 && analyze_ascii((const uint8_t *)s0, n0, a)) {
+	sc->tofree = NULL;
+	if (n0 && analyze_ascii((const uint8_t *)s0, n0, &sc->a)) {
 		/* printable ASCII: valid, and without line breaks */
-		*s = s0;
-		*n = n0;
-		*req = k8s_yaml_style_line(s0, n0, key);
+		sc->s = s0;
+		sc->n = n0;
+		sc->req = k8s_yaml_style_line(s0, n0, key);
 		return 0;
 	}
-	if (valid_text(s0, n0, s, n, tofree))
+	if (valid_text(s0, n0, &sc->s, &sc->n, &sc->tofree))
 		return -ENOMEM;
-	analyze((const uint8_t *)*s, *n, a);
-	*req = k8s_yaml_style(*s, *n, key);
+	analyze((const uint8_t *)sc->s, sc->n, &sc->a);
+	sc->req = k8s_yaml_style(sc->s, sc->n, key);
 	return 0;
 }
 
 static int emit_string(struct em *e, const char *s0, size_t n0)
 {
-	enum k8s_ystyle req;
-	struct sallow a;
-	const char *s;
-	char *tofree;
-	size_t n;
+	struct scalar sc;
 
-	if (prepare(s0, n0, false, &s, &n, &tofree, &a, &req))
+	if (prepare(s0, n0, false, &sc))
 		return -ENOMEM;
-	emit_scalar(e, s, n, req, &a, false);
-	free(tofree);
+	emit_scalar(e, sc.s, sc.n, sc.req, &sc.a, false);
+	free(sc.tofree);
 	return 0;
 }
 
 /* a key: "key:" when it is a simple key, else "? key" and ":" on the next line */
 static int emit_key(struct em *e, const char *s0, size_t n0)
 {
-	enum k8s_ystyle req;
-	struct sallow a;
-	const char *s;
-	char *tofree;
-	size_t n;
+	struct scalar sc;
 
-	if (prepare(s0, n0, true, &s, &n, &tofree, &a, &req))
+	if (prepare(s0, n0, true, &sc))
 		return -ENOMEM;
-	if (!a.multiline && n <= SIMPLE_KEY_MAX) {
-		emit_scalar(e, s, n, req, &a, true);
+	if (!sc.a.multiline && sc.n <= SIMPLE_KEY_MAX) {
+		emit_scalar(e, sc.s, sc.n, sc.req, &sc.a, true);
 		write_indicator(e, ':', false, false, false);
 	} else {
 		write_indicator(e, '?', true, false, true);
-		emit_scalar(e, s, n, req, &a, false);
+		emit_scalar(e, sc.s, sc.n, sc.req, &sc.a, false);
 		write_indent(e);
 		write_indicator(e, ':', true, false, true);
 	}
-	free(tofree);
+	free(sc.tofree);
 	return 0;
 }
 

@@ -234,6 +234,14 @@ static void ws(struct js *s)
 		s->p++;
 }
 
+/* Whether the next value starts with c ('{', '[' or '"'); a member of another type than the
+ * one looked for is skipped by the caller. */
+static bool at(struct js *s, char c)
+{
+	ws(s);
+	return s->p < s->end && *s->p == c;
+}
+
 static bool eat(struct js *s, char c)
 {
 	ws(s);
@@ -300,12 +308,20 @@ static bool skip(struct js *s)
 	return true;
 }
 
-/* Iterates an object's members: *first true before the first call. 1 with
- * the key (the value is next), 0 after the closing brace, -1 on error. */
-static int member(struct js *s, bool *first, const char **k, size_t *kl)
+/* Where member() is in an object: first is true before the first call; k and kl are the
+ * key of the member whose value is next. */
+struct memb {
+	bool first;
+	const char *k;
+	size_t kl;
+};
+
+/* Iterates an object's members: 1 with m->k set (the value is next), 0 after the closing
+ * brace, -1 on error. */
+static int member(struct js *s, struct memb *m)
 {
-	if (*first) {
-		*first = false;
+	if (m->first) {
+		m->first = false;
 		if (!eat(s, '{'))
 			return -1;
 		if (eat(s, '}'))
@@ -313,7 +329,7 @@ static int member(struct js *s, bool *first, const char **k, size_t *kl)
 	} else if (!eat(s, ',')) {
 		return eat(s, '}') ? 0 : -1;
 	}
-	return str(s, k, kl) && eat(s, ':') ? 1 : -1;
+	return str(s, &m->k, &m->kl) && eat(s, ':') ? 1 : -1;
 }
 
 static bool digits(const char *p, int n, int *v)
@@ -381,8 +397,7 @@ static bool rfc3339(const char *p, size_t len, int64_t *ns)
  * anything else (null for a zero time) is skipped. */
 static bool js_time(struct js *s, int64_t *best)
 {
-	ws(s);
-	if (s->p < s->end && *s->p == '"') {
+	if (at(s, '"')) {
 		const char *v;
 		size_t vl;
 		int64_t t;
@@ -398,23 +413,19 @@ static bool js_time(struct js *s, int64_t *best)
 /* The time member named name inside an object value (EventSeries). */
 static bool js_nested_time(struct js *s, const char *name, int64_t *best)
 {
-	ws(s);
-	if (s->p >= s->end || *s->p != '{')
+	if (!at(s, '{'))
 		return skip(s);
-	bool first = true;
-	const char *k;
-	size_t kl;
+	struct memb m = {.first = true};
 	int r;
-	while ((r = member(s, &first, &k, &kl)) > 0)
-		if (!(is(k, kl, name) ? js_time(s, best) : skip(s)))
+	while ((r = member(s, &m)) > 0)
+		if (!(is(m.k, m.kl, name) ? js_time(s, best) : skip(s)))
 			return false;
 	return r == 0;
 }
 
 static bool js_managed_fields(struct js *s, int64_t *best)
 {
-	ws(s);
-	if (s->p >= s->end || *s->p != '[')
+	if (!at(s, '['))
 		return skip(s);
 	s->p++;
 	if (eat(s, ']'))
@@ -428,18 +439,15 @@ static bool js_managed_fields(struct js *s, int64_t *best)
 
 static bool js_metadata(struct js *s, int64_t *best)
 {
-	ws(s);
-	if (s->p >= s->end || *s->p != '{')
+	if (!at(s, '{'))
 		return skip(s);
-	bool first = true;
-	const char *k;
-	size_t kl;
+	struct memb m = {.first = true};
 	int r;
-	while ((r = member(s, &first, &k, &kl)) > 0) {
+	while ((r = member(s, &m)) > 0) {
 		bool ok;
-		if (is(k, kl, "creationTimestamp"))
+		if (is(m.k, m.kl, "creationTimestamp"))
 			ok = js_time(s, best);
-		else if (is(k, kl, "managedFields"))
+		else if (is(m.k, m.kl, "managedFields"))
 			ok = js_managed_fields(s, best);
 		else
 			ok = skip(s);
@@ -452,23 +460,23 @@ static bool js_metadata(struct js *s, int64_t *best)
 static int json_object(const char *p, size_t len, int64_t *best)
 {
 	struct js s = {p, p + len};
-	bool first = true;
-	const char *k, *api = NULL, *kind = NULL;
-	size_t kl, api_len = 0, kind_len = 0;
+	struct memb m = {.first = true};
+	const char *api = NULL, *kind = NULL;
+	size_t api_len = 0, kind_len = 0;
 	int64_t ev = 0; /* Event times, taken once kind says it is one */
 	int r;
-	while ((r = member(&s, &first, &k, &kl)) > 0) {
+	while ((r = member(&s, &m)) > 0) {
 		bool ok;
-		if (is(k, kl, "metadata"))
+		if (is(m.k, m.kl, "metadata"))
 			ok = js_metadata(&s, best);
-		else if (is(k, kl, "apiVersion"))
+		else if (is(m.k, m.kl, "apiVersion"))
 			ok = str(&s, &api, &api_len) || skip(&s);
-		else if (is(k, kl, "kind"))
+		else if (is(m.k, m.kl, "kind"))
 			ok = str(&s, &kind, &kind_len) || skip(&s);
-		else if (is(k, kl, "lastTimestamp") || is(k, kl, "eventTime") ||
-			 is(k, kl, "deprecatedLastTimestamp"))
+		else if (is(m.k, m.kl, "lastTimestamp") || is(m.k, m.kl, "eventTime") ||
+			 is(m.k, m.kl, "deprecatedLastTimestamp"))
 			ok = js_time(&s, &ev);
-		else if (is(k, kl, "series"))
+		else if (is(m.k, m.kl, "series"))
 			ok = js_nested_time(&s, "lastObservedTime", &ev);
 		else
 			ok = skip(&s);

@@ -464,105 +464,80 @@ static bool all_ascii(const char *s, size_t n)
 	return true;
 }
 
-static bool ascii_letter(char c)
+/* A key's runes as go-yaml's keyList.Less reads them: the bytes themselves when the key is
+ * all ASCII (decoding into rune arrays was a tenth of the renderer's time), else decoded. */
+struct runes {
+	const uint8_t *b; /* ASCII: rune i is b[i] */
+	const uint32_t *r;
+	size_t n;
+};
+
+static uint32_t rune_at(const struct runes *s, size_t i)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+	return s->b ? s->b[i] : s->r[i];
 }
 
-/* key_less for two ASCII keys, where runes are bytes: the same steps without decoding
- * (decoding into rune arrays was a tenth of the renderer's time) */
-static bool key_less_ascii(const char *a, size_t na, const char *b, size_t nb)
+/* go-yaml v2 keyList.Less */
+static bool runes_less(const struct runes *a, const struct runes *b)
 {
+	size_t na = a->n, nb = b->n;
+
 	for (size_t i = 0; i < na && i < nb; i++) {
-		if (a[i] == b[i])
+		uint32_t x = rune_at(a, i), y = rune_at(b, i);
+		if (x == y)
 			continue;
-		bool al = ascii_letter(a[i]), bl = ascii_letter(b[i]);
+		bool al = go_is_letter(x), bl = go_is_letter(y);
 		if (al && bl)
-			return (uint8_t)a[i] < (uint8_t)b[i];
+			return x < y;
 		if (al || bl)
 			return bl;
 		size_t ai, bi;
 		int64_t an = 0, bn = 0;
-		if (a[i] == '0' || b[i] == '0') {
-			for (size_t j = i; j-- > 0 && isdig(a[j]);) {
-				if (a[j] != '0') {
+		if (x == '0' || y == '0') {
+			for (size_t j = i; j-- > 0 && go_is_digit(rune_at(a, j));) {
+				if (rune_at(a, j) != '0') {
 					an = 1;
 					bn = 1;
 					break;
 				}
 			}
 		}
-		for (ai = i; ai < na && isdig(a[ai]); ai++)
-			an = (int64_t)((uint64_t)an * 10 + (uint64_t)(a[ai] - '0'));
-		for (bi = i; bi < nb && isdig(b[bi]); bi++)
-			bn = (int64_t)((uint64_t)bn * 10 + (uint64_t)(b[bi] - '0'));
+		for (ai = i; ai < na && go_is_digit(rune_at(a, ai)); ai++)
+			an = (int64_t)((uint64_t)an * 10 + (rune_at(a, ai) - '0'));
+		for (bi = i; bi < nb && go_is_digit(rune_at(b, bi)); bi++)
+			bn = (int64_t)((uint64_t)bn * 10 + (rune_at(b, bi) - '0'));
 		if (an != bn)
 			return an < bn;
 		if (ai != bi)
 			return ai < bi;
-		return (uint8_t)a[i] < (uint8_t)b[i];
+		return x < y;
 	}
 	return na < nb;
 }
 
 /* go-yaml v2 keyList.Less for two string keys */
-static bool key_less(const char *a, size_t an_, const char *b, size_t bn_)
+static bool key_less(const char *a, size_t an, const char *b, size_t bn)
 {
-	if (all_ascii(a, an_) && all_ascii(b, bn_))
-		return key_less_ascii(a, an_, b, bn_);
+	if (all_ascii(a, an) && all_ascii(b, bn)) {
+		struct runes x = {.b = (const uint8_t *)a, .n = an};
+		struct runes y = {.b = (const uint8_t *)b, .n = bn};
+		return runes_less(&x, &y);
+	}
 	uint32_t sa[64], sb[64];
-	uint32_t *ar = an_ <= 64 ? sa : malloc(an_ * sizeof(uint32_t));
-	uint32_t *br = bn_ <= 64 ? sb : malloc(bn_ * sizeof(uint32_t));
+	uint32_t *ar = an <= 64 ? sa : malloc(an * sizeof(uint32_t));
+	uint32_t *br = bn <= 64 ? sb : malloc(bn * sizeof(uint32_t));
 	bool res;
 
 	if (!ar || !br) {
 		/* fall back to bytewise order */
-		size_t l = an_ < bn_ ? an_ : bn_;
+		size_t l = an < bn ? an : bn;
 		int c = memcmp(a, b, l);
-		res = c < 0 || (c == 0 && an_ < bn_);
-		goto out;
+		res = c < 0 || (c == 0 && an < bn);
+	} else {
+		struct runes x = {.r = ar, .n = to_runes(a, an, ar)};
+		struct runes y = {.r = br, .n = to_runes(b, bn, br)};
+		res = runes_less(&x, &y);
 	}
-	size_t na = to_runes(a, an_, ar), nb = to_runes(b, bn_, br);
-	for (size_t i = 0; i < na && i < nb; i++) {
-		if (ar[i] == br[i])
-			continue;
-		bool al = go_is_letter(ar[i]), bl = go_is_letter(br[i]);
-		if (al && bl) {
-			res = ar[i] < br[i];
-			goto out;
-		}
-		if (al || bl) {
-			res = bl;
-			goto out;
-		}
-		size_t ai, bi;
-		int64_t an = 0, bn = 0;
-		if (ar[i] == '0' || br[i] == '0') {
-			for (size_t j = i; j-- > 0 && go_is_digit(ar[j]);) {
-				if (ar[j] != '0') {
-					an = 1;
-					bn = 1;
-					break;
-				}
-			}
-		}
-		for (ai = i; ai < na && go_is_digit(ar[ai]); ai++)
-			an = (int64_t)((uint64_t)an * 10 + (ar[ai] - '0'));
-		for (bi = i; bi < nb && go_is_digit(br[bi]); bi++)
-			bn = (int64_t)((uint64_t)bn * 10 + (br[bi] - '0'));
-		if (an != bn) {
-			res = an < bn;
-			goto out;
-		}
-		if (ai != bi) {
-			res = ai < bi;
-			goto out;
-		}
-		res = ar[i] < br[i];
-		goto out;
-	}
-	res = na < nb;
-out:
 	if (ar != sa)
 		free(ar);
 	if (br != sb)
@@ -587,7 +562,7 @@ static int cmp_keyref(const void *x, const void *y)
  * then only the same qsort and comparator give the same order. */
 static uint16_t rank(uint8_t c)
 {
-	return ascii_letter((char)c) ? 0x100 | c : c;
+	return go_is_letter(c) ? 0x100 | c : c;
 }
 
 static int cmp_nodigit(const struct k8s_ykey *a, const struct k8s_ykey *b)

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/util.h"
 #include "snapshot/bolt.h"
 
 #define REV_KEY_LEN 17
@@ -218,14 +219,8 @@ static struct kent *key_lookup(struct build *bd, const uint8_t *key, size_t len)
 			return k;
 		h = (h + 1) & (bd->table_cap - 1);
 	}
-	if (s->n_keys == bd->keys_cap) {
-		size_t cap = bd->keys_cap ? bd->keys_cap * 2 : 256;
-		struct kent *nk = realloc(s->keys, cap * sizeof(*nk));
-		if (!nk)
-			return NULL;
-		s->keys = nk;
-		bd->keys_cap = cap;
-	}
+	if (util_grow(&s->keys, &bd->keys_cap, s->n_keys + 1, sizeof(*s->keys), 256) < 0)
+		return NULL;
 	struct kent *k = &s->keys[s->n_keys];
 	memset(k, 0, sizeof(*k));
 	k->key = malloc(len + 1);
@@ -292,14 +287,8 @@ static int key_item(void *arg, const struct bolt_item *it)
 	struct kent *k = key_lookup(bd, pkv.key, pkv.key_len);
 	if (!k)
 		return -ENOMEM;
-	if (k->n == k->cap) {
-		size_t cap = k->cap ? k->cap * 2 : 1;
-		struct rec *nr = realloc(k->recs, cap * sizeof(*nr));
-		if (!nr)
-			return -ENOMEM;
-		k->recs = nr;
-		k->cap = cap;
-	}
+	if (util_grow(&k->recs, &k->cap, k->n + 1, sizeof(*k->recs), 1) < 0)
+		return -ENOMEM;
 	struct rec *r = &k->recs[k->n++];
 	*r = (struct rec){
 		.main = (int64_t)main,
@@ -347,19 +336,10 @@ static int meta_item(void *arg, const struct bolt_item *it)
 	return 0;
 }
 
-static int key_cmp(const void *a, size_t al, const void *b, size_t bl)
-{
-	size_t n = al < bl ? al : bl;
-	int c = n ? memcmp(a, b, n) : 0; /* a or b may be NULL when empty */
-	if (c)
-		return c;
-	return al < bl ? -1 : al > bl;
-}
-
 static int kent_cmp(const void *a, const void *b)
 {
 	const struct kent *x = a, *y = b;
-	return key_cmp(x->key, x->key_len, y->key, y->key_len);
+	return kv_key_cmp(x->key, x->key_len, y->key, y->key_len);
 }
 
 static void snap_free(struct snap *s)
@@ -509,7 +489,7 @@ static size_t lower_bound(const struct snap *s, const void *key, size_t len)
 	size_t lo = 0, hi = s->n_keys;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (key_cmp(s->keys[mid].key, s->keys[mid].key_len, key, len) < 0)
+		if (kv_key_cmp(s->keys[mid].key, s->keys[mid].key_len, key, len) < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -524,7 +504,7 @@ static void key_span(const struct snap *s, const void *key, size_t key_len, cons
 	*lo = lower_bound(s, key, key_len);
 	if (!end_len) {
 		bool hit = *lo < s->n_keys &&
-			   key_cmp(s->keys[*lo].key, s->keys[*lo].key_len, key, key_len) == 0;
+			   kv_key_cmp(s->keys[*lo].key, s->keys[*lo].key_len, key, key_len) == 0;
 		*hi = *lo + hit;
 	} else if (end_len == 1 && ((const char *)end)[0] == 0) {
 		*hi = s->n_keys;
@@ -565,7 +545,7 @@ static int pick_cmp(const void *a, const void *b, void *arg)
 {
 	const struct pick *x = a, *y = b;
 	const struct sort_ctx *c = arg;
-	int keys = key_cmp(x->k->key, x->k->key_len, y->k->key, y->k->key_len);
+	int keys = kv_key_cmp(x->k->key, x->k->key_len, y->k->key, y->k->key_len);
 	int res = 0;
 	int64_t vx = 0, vy = 0;
 	switch (c->target) {
@@ -581,7 +561,7 @@ static int pick_cmp(const void *a, const void *b, void *arg)
 		vx = x->r->mod, vy = y->r->mod;
 		break;
 	case KV_SORT_VALUE:
-		res = key_cmp(x->value, x->r->val_len, y->value, y->r->val_len);
+		res = kv_key_cmp(x->value, x->r->val_len, y->value, y->r->val_len);
 		break;
 	}
 	if (!res)
@@ -628,15 +608,9 @@ static int snap_range(struct kv *kv, const struct kv_range_req *req, struct kv_r
 		count++;
 		if (req->count_only || (!resort && limit && n >= limit))
 			continue;
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			struct pick *np = realloc(picks, ncap * sizeof(*np));
-			if (!np) {
-				ret = -ENOMEM;
-				goto out;
-			}
-			picks = np;
-			cap = ncap;
+		if (util_grow(&picks, &cap, n + 1, sizeof(*picks), 16) < 0) {
+			ret = -ENOMEM;
+			goto out;
 		}
 		picks[n++] = (struct pick){.k = &s->keys[i], .r = r};
 	}
@@ -704,52 +678,24 @@ out:
 
 /* ---- txn: reads only ---- */
 
-static int64_t cmp_number(const struct rec *r, enum kv_cmp_target t)
-{
-	if (!r)
-		return 0; /* a missing key compares as the zero KeyValue */
-	switch (t) {
-	case KV_CMP_VERSION:
-		return r->version;
-	case KV_CMP_CREATE:
-		return r->create;
-	case KV_CMP_MOD:
-		return r->mod;
-	case KV_CMP_LEASE:
-		return r->lease;
-	default:
-		return 0;
-	}
-}
-
+/* etcd's compareKV on the record r of a key that exists; only a VALUE compare reads the
+ * value. */
 static int compare_one(struct snap *s, const struct kv_compare *c, const struct rec *r, bool *ok)
 {
-	int res;
+	struct kv_kv kv = {
+		.create_revision = r->create,
+		.mod_revision = r->mod,
+		.version = r->version,
+		.lease = r->lease,
+	};
 	if (c->target == KV_CMP_VALUE) {
-		char *v;
-		int ret = read_value(s, r, &v);
+		int ret = read_value(s, r, &kv.value);
 		if (ret < 0)
 			return ret;
-		res = key_cmp(v, r->val_len, c->value, c->value_len);
-		free(v);
-	} else {
-		int64_t v = cmp_number(r, c->target);
-		res = v < c->number ? -1 : v > c->number;
+		kv.value_len = r->val_len;
 	}
-	switch (c->result) {
-	case KV_CMP_EQUAL:
-		*ok = res == 0;
-		break;
-	case KV_CMP_NOT_EQUAL:
-		*ok = res != 0;
-		break;
-	case KV_CMP_GREATER:
-		*ok = res > 0;
-		break;
-	default:
-		*ok = res < 0;
-		break;
-	}
+	*ok = kv_compare_kv(c, &kv);
+	free(kv.value);
 	return 0;
 }
 
@@ -769,12 +715,8 @@ static int eval_compare(struct snap *s, const struct kv_compare *c, bool *ok)
 		if (ret < 0)
 			return ret;
 	}
-	if (!seen) {
-		if (c->target == KV_CMP_VALUE)
-			*ok = false;
-		else
-			return compare_one(s, c, NULL, ok);
-	}
+	if (!seen)
+		*ok = kv_compare_empty(c);
 	return 0;
 }
 

@@ -147,12 +147,43 @@ static int txn_view_build(const PbTxn *p, struct kv_txn *t, struct txn_view *v)
 	return 0;
 }
 
-/* ---- Command ---- */
+/* ---- decoded messages ---- */
 
-struct cmd_priv {
-	Etcdfs__Store__Command *msg;
+/* What a decoded codec_cmd or codec_fwd_req points to (priv) until it is freed: the
+ * message protobuf-c unpacked and the kv.h view over its txn. */
+struct unpacked {
+	ProtobufCMessage *msg;
 	struct txn_view view;
 };
+
+/* Decodes len bytes of buf as a message of descriptor d into priv. */
+static int unpack(const ProtobufCMessageDescriptor *d, const void *buf, size_t len, void **priv)
+{
+	struct unpacked *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->msg = protobuf_c_message_unpack(d, NULL, len, buf);
+	if (!p->msg) {
+		free(p);
+		return -EINVAL;
+	}
+	*priv = p;
+	return 0;
+}
+
+static void unpacked_free(void **priv)
+{
+	struct unpacked *p = *priv;
+	if (!p)
+		return;
+	protobuf_c_message_free_unpacked(p->msg, NULL);
+	free(p->view.cmps);
+	free(p->view.ops);
+	free(p);
+	*priv = NULL;
+}
+
+/* ---- Command ---- */
 
 static int cmd_msg(const struct codec_cmd *cmd, Etcdfs__Store__Command *m, struct pb_txn_store *s)
 {
@@ -250,30 +281,26 @@ int codec_unpack_cmd(const void *buf, size_t len, struct codec_cmd *out)
 	const uint8_t *b = buf;
 	if (len < CMD_HDR || get32le(b) != CMD_MAGIC || get32le(b + 4) > len - CMD_HDR)
 		return -EINVAL;
-	size_t sz = get32le(b + 4);
-	struct cmd_priv *p = calloc(1, sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	p->msg = etcdfs__store__command__unpack(NULL, sz, b + CMD_HDR);
-	if (!p->msg) {
-		free(p);
-		return -EINVAL;
-	}
-	out->priv = p;
-	out->origin = p->msg->origin;
-	out->boot = p->msg->boot;
-	out->seq = p->msg->seq;
-	switch (p->msg->body_case) {
+	int ret = unpack(&etcdfs__store__command__descriptor, b + CMD_HDR, get32le(b + 4),
+			 &out->priv);
+	if (ret < 0)
+		return ret;
+	struct unpacked *p = out->priv;
+	const Etcdfs__Store__Command *m = (const Etcdfs__Store__Command *)p->msg;
+	out->origin = m->origin;
+	out->boot = m->boot;
+	out->seq = m->seq;
+	switch (m->body_case) {
 	case ETCDFS__STORE__COMMAND__BODY_TXN:
 		out->kind = CODEC_CMD_TXN;
-		if (txn_view_build(p->msg->txn, &out->txn, &p->view) < 0) {
+		if (txn_view_build(m->txn, &out->txn, &p->view) < 0) {
 			codec_cmd_free(out);
 			return -ENOMEM;
 		}
 		break;
 	case ETCDFS__STORE__COMMAND__BODY_COMPACT:
 		out->kind = CODEC_CMD_COMPACT;
-		out->compact = p->msg->compact;
+		out->compact = m->compact;
 		break;
 	case ETCDFS__STORE__COMMAND__BODY_NOOP:
 		out->kind = CODEC_CMD_NOOP;
@@ -287,22 +314,10 @@ int codec_unpack_cmd(const void *buf, size_t len, struct codec_cmd *out)
 
 void codec_cmd_free(struct codec_cmd *cmd)
 {
-	struct cmd_priv *p = cmd->priv;
-	if (!p)
-		return;
-	etcdfs__store__command__free_unpacked(p->msg, NULL);
-	free(p->view.cmps);
-	free(p->view.ops);
-	free(p);
-	cmd->priv = NULL;
+	unpacked_free(&cmd->priv);
 }
 
 /* ---- forwarding requests ---- */
-
-struct fwd_priv {
-	Etcdfs__Store__ForwardRequest *msg;
-	struct txn_view view;
-};
 
 int codec_pack_fwd_req(const struct codec_fwd_req *req, void **buf, size_t *len)
 {
@@ -357,27 +372,23 @@ out:
 int codec_unpack_fwd_req(const void *buf, size_t len, struct codec_fwd_req *out)
 {
 	memset(out, 0, sizeof(*out));
-	struct fwd_priv *p = calloc(1, sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	p->msg = etcdfs__store__forward_request__unpack(NULL, len, buf);
-	if (!p->msg) {
-		free(p);
-		return -EINVAL;
-	}
-	out->priv = p;
+	int ret = unpack(&etcdfs__store__forward_request__descriptor, buf, len, &out->priv);
+	if (ret < 0)
+		return ret;
+	struct unpacked *p = out->priv;
+	const Etcdfs__Store__ForwardRequest *m = (const Etcdfs__Store__ForwardRequest *)p->msg;
 	const Etcdfs__Store__RangeRequest *rr;
-	switch (p->msg->body_case) {
+	switch (m->body_case) {
 	case ETCDFS__STORE__FORWARD_REQUEST__BODY_TXN:
 		out->kind = CODEC_FWD_TXN;
-		if (txn_view_build(p->msg->txn, &out->txn, &p->view) < 0) {
+		if (txn_view_build(m->txn, &out->txn, &p->view) < 0) {
 			codec_fwd_req_free(out);
 			return -ENOMEM;
 		}
 		break;
 	case ETCDFS__STORE__FORWARD_REQUEST__BODY_RANGE:
 		out->kind = CODEC_FWD_RANGE;
-		rr = p->msg->range;
+		rr = m->range;
 		out->range = (struct kv_range_req){
 			.key = rr->key.data,
 			.key_len = rr->key.len,
@@ -393,7 +404,7 @@ int codec_unpack_fwd_req(const void *buf, size_t len, struct codec_fwd_req *out)
 		break;
 	case ETCDFS__STORE__FORWARD_REQUEST__BODY_COMPACT:
 		out->kind = CODEC_FWD_COMPACT;
-		out->compact = p->msg->compact;
+		out->compact = m->compact;
 		break;
 	default:
 		codec_fwd_req_free(out);
@@ -404,14 +415,7 @@ int codec_unpack_fwd_req(const void *buf, size_t len, struct codec_fwd_req *out)
 
 void codec_fwd_req_free(struct codec_fwd_req *req)
 {
-	struct fwd_priv *p = req->priv;
-	if (!p)
-		return;
-	etcdfs__store__forward_request__free_unpacked(p->msg, NULL);
-	free(p->view.cmps);
-	free(p->view.ops);
-	free(p);
-	req->priv = NULL;
+	unpacked_free(&req->priv);
 }
 
 /* ---- forwarding responses ---- */

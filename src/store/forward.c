@@ -29,22 +29,6 @@
 
 /* ---- framing ---- */
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* -ECONNRESET on EOF before the first byte too (peer closed). */
 static int read_all(int fd, void *buf, size_t len)
 {
@@ -67,8 +51,8 @@ static int read_all(int fd, void *buf, size_t len)
 static int send_frame(int fd, const void *buf, size_t len)
 {
 	uint32_t hdr = htonl((uint32_t)len);
-	int ret = write_all(fd, &hdr, sizeof(hdr));
-	return ret < 0 ? ret : write_all(fd, buf, len);
+	int ret = util_send_all(fd, &hdr, sizeof(hdr));
+	return ret < 0 ? ret : util_send_all(fd, buf, len);
 }
 
 static int recv_frame(int fd, size_t max, void **buf, size_t *len)

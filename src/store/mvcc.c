@@ -55,18 +55,15 @@ struct mvcc {
 
 /* ---- keys and ranges ---- */
 
-static int key_cmp(const void *a, size_t alen, const void *b, size_t blen)
-{
-	size_t n = alen < blen ? alen : blen;
-	int c = n ? memcmp(a, b, n) : 0;
-	if (c)
-		return c;
-	return alen < blen ? -1 : alen > blen ? 1 : 0;
-}
-
 static bool end_is_all(const void *end, size_t end_len)
 {
 	return end_len == 1 && ((const char *)end)[0] == 0;
+}
+
+/* An end at or before key selects nothing (etcd answers such a range with no keys). */
+static bool range_empty(const void *key, size_t key_len, const void *end, size_t end_len)
+{
+	return end_len && !end_is_all(end, end_len) && kv_key_cmp(end, end_len, key, key_len) <= 0;
 }
 
 /* Is k inside [key, end) in etcd's conventions (empty end = key only)? Only
@@ -75,18 +72,10 @@ static bool below_end(const void *k, size_t klen, const void *key, size_t key_le
 		      size_t end_len)
 {
 	if (end_len == 0)
-		return key_cmp(k, klen, key, key_len) == 0;
+		return kv_key_cmp(k, klen, key, key_len) == 0;
 	if (end_is_all(end, end_len))
 		return true;
-	return key_cmp(k, klen, end, end_len) < 0;
-}
-
-static bool in_range(const void *k, size_t klen, const void *key, size_t key_len, const void *end,
-		     size_t end_len)
-{
-	if (key_cmp(k, klen, key, key_len) < 0)
-		return false;
-	return below_end(k, klen, key, key_len, end, end_len);
+	return kv_key_cmp(k, klen, end, end_len) < 0;
 }
 
 /* ---- skip list ---- */
@@ -147,7 +136,7 @@ static struct knode *lower_bound(const struct mvcc *m, const void *k, size_t kle
 {
 	struct knode *x = m->head;
 	for (int l = m->level - 1; l >= 0; l--) {
-		while (x->next[l] && key_cmp(x->next[l]->key, x->next[l]->key_len, k, klen) < 0)
+		while (x->next[l] && kv_key_cmp(x->next[l]->key, x->next[l]->key_len, k, klen) < 0)
 			x = x->next[l];
 		if (update)
 			update[l] = x;
@@ -159,7 +148,7 @@ static struct knode *find_or_insert(struct mvcc *m, const void *k, size_t klen)
 {
 	struct knode *update[MAX_LEVEL];
 	struct knode *n = lower_bound(m, k, klen, update);
-	if (n && key_cmp(n->key, n->key_len, k, klen) == 0)
+	if (n && kv_key_cmp(n->key, n->key_len, k, klen) == 0)
 		return n;
 	int level = random_level(m);
 	n = knode_new(level, k, klen);
@@ -285,28 +274,17 @@ static int kv_from_rev(struct kv_kv *kv, const struct rev *r, bool keys_only)
 
 static int log_append(struct mvcc *m, struct rev *r)
 {
-	if (m->log_len == m->log_cap) {
-		size_t cap = m->log_cap ? m->log_cap * 2 : 1024;
-		struct rev **nl = realloc(m->log, cap * sizeof(*nl));
-		if (!nl)
-			return -ENOMEM;
-		m->log = nl;
-		m->log_cap = cap;
-	}
+	if (util_grow(&m->log, &m->log_cap, m->log_len + 1, sizeof(*m->log), 1024) < 0)
+		return -ENOMEM;
 	m->log[m->log_len++] = r;
 	return 0;
 }
 
+/* A key's history starts small: most keys have a few revisions. */
 static int hist_append(struct knode *n, struct rev *r)
 {
-	if (n->n_revs == n->cap_revs) {
-		size_t cap = n->cap_revs ? n->cap_revs * 2 : 2;
-		struct rev **nr = realloc(n->revs, cap * sizeof(*nr));
-		if (!nr)
-			return -ENOMEM;
-		n->revs = nr;
-		n->cap_revs = cap;
-	}
+	if (util_grow(&n->revs, &n->cap_revs, n->n_revs + 1, sizeof(*n->revs), 2) < 0)
+		return -ENOMEM;
 	n->revs[n->n_revs++] = r;
 	return 0;
 }
@@ -358,7 +336,7 @@ struct interval {
 /* Does point p fall inside delete interval d? */
 static bool point_in(const struct interval *p, const struct interval *d)
 {
-	return in_range(p->key, p->key_len, d->key, d->key_len, d->end, d->end_len);
+	return kv_key_in_range(p->key, p->key_len, d->key, d->key_len, d->end, d->end_len);
 }
 
 static int validate_ops(const struct kv_op *ops, size_t n, size_t max_ops)
@@ -405,8 +383,8 @@ static int validate_ops(const struct kv_op *ops, size_t n, size_t max_ops)
 	 * delete of the same branch covers ("duplicate key given in txn"). */
 	for (size_t i = 0; i < np; i++) {
 		for (size_t j = i + 1; j < np; j++)
-			if (key_cmp(puts[i].key, puts[i].key_len, puts[j].key, puts[j].key_len) ==
-			    0) {
+			if (kv_key_cmp(puts[i].key, puts[i].key_len, puts[j].key,
+				       puts[j].key_len) == 0) {
 				ret = -EINVAL;
 				goto out;
 			}
@@ -454,40 +432,26 @@ struct sort_ctx {
 	enum kv_sort_target target;
 };
 
-static int cmp_rev_target(const struct rev *a, const struct rev *b, enum kv_sort_target t)
+/* r as a kv_kv that borrows its key and value, for the kv.h helpers that read one. */
+static struct kv_kv rev_view(const struct rev *r)
 {
-	int64_t x, y;
-	switch (t) {
-	case KV_SORT_VERSION:
-		x = a->version, y = b->version;
-		break;
-	case KV_SORT_CREATE:
-		x = a->create, y = b->create;
-		break;
-	case KV_SORT_MOD:
-		x = a->main, y = b->main;
-		break;
-	case KV_SORT_VALUE: {
-		int c = key_cmp(a->value, a->value_len, b->value, b->value_len);
-		if (c)
-			return c;
-		x = y = 0;
-		break;
-	}
-	default:
-		x = y = 0;
-		break;
-	}
-	if (x != y)
-		return x < y ? -1 : 1;
-	/* Ties keep key order so results are deterministic. */
-	return key_cmp(a->key->key, a->key->key_len, b->key->key, b->key->key_len);
+	return (struct kv_kv){
+		.key = r->key->key,
+		.key_len = r->key->key_len,
+		.value = (char *)r->value,
+		.value_len = r->value_len,
+		.create_revision = r->create,
+		.mod_revision = r->main,
+		.version = r->version,
+		.lease = r->lease,
+	};
 }
 
 static int cmp_asc(const void *pa, const void *pb, void *arg)
 {
 	const struct sort_ctx *c = arg;
-	return cmp_rev_target(*(struct rev *const *)pa, *(struct rev *const *)pb, c->target);
+	struct kv_kv a = rev_view(*(struct rev *const *)pa), b = rev_view(*(struct rev *const *)pb);
+	return kv_sort_cmp(&a, &b, c->target);
 }
 
 static int cmp_desc(const void *pa, const void *pb, void *arg)
@@ -504,7 +468,7 @@ static int collect(const struct mvcc *m, const void *key, size_t key_len, const 
 	struct rev **arr = NULL;
 	size_t n = 0, cap = 0;
 	int64_t cnt = 0;
-	if (end_len && !end_is_all(end, end_len) && key_cmp(end, end_len, key, key_len) <= 0)
+	if (range_empty(key, key_len, end, end_len))
 		goto done; /* empty interval */
 	for (struct knode *x = lower_bound(m, key, key_len, NULL); x; x = x->next[0]) {
 		if (!below_end(x->key, x->key_len, key, key_len, end, end_len))
@@ -515,15 +479,9 @@ static int collect(const struct mvcc *m, const void *key, size_t key_len, const 
 		cnt++;
 		if (!store || (limit && n >= limit))
 			continue;
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			struct rev **na = realloc(arr, ncap * sizeof(*na));
-			if (!na) {
-				free(arr);
-				return -ENOMEM;
-			}
-			arr = na;
-			cap = ncap;
+		if (util_grow(&arr, &cap, n + 1, sizeof(*arr), 16) < 0) {
+			free(arr);
+			return -ENOMEM;
 		}
 		arr[n++] = r;
 	}
@@ -592,47 +550,6 @@ int mvcc_range(const struct mvcc *m, const struct kv_range_req *req, struct kv_r
 
 /* ---- txn ---- */
 
-static int64_t cmp_field(const struct rev *r, enum kv_cmp_target t)
-{
-	if (!r)
-		return 0;
-	switch (t) {
-	case KV_CMP_VERSION:
-		return r->version;
-	case KV_CMP_CREATE:
-		return r->create;
-	case KV_CMP_MOD:
-		return r->main;
-	case KV_CMP_LEASE:
-		return r->lease;
-	default:
-		return 0;
-	}
-}
-
-/* etcd's compareKV: r NULL stands for the zero key-value of a missing key. */
-static bool compare_one(const struct kv_compare *c, const struct rev *r)
-{
-	int res;
-	if (c->target == KV_CMP_VALUE) {
-		res = key_cmp(r->value, r->value_len, c->value, c->value_len);
-	} else {
-		int64_t v = cmp_field(r, c->target);
-		res = v < c->number ? -1 : v > c->number ? 1 : 0;
-	}
-	switch (c->result) {
-	case KV_CMP_EQUAL:
-		return res == 0;
-	case KV_CMP_NOT_EQUAL:
-		return res != 0;
-	case KV_CMP_GREATER:
-		return res > 0;
-	case KV_CMP_LESS:
-		return res < 0;
-	}
-	return false;
-}
-
 /* etcd's applyCompare: every key of the range must satisfy the compare; an
  * empty range compares the zero key-value, except VALUE which then fails. */
 static bool compare_holds(const struct mvcc *m, const struct kv_compare *c)
@@ -640,7 +557,7 @@ static bool compare_holds(const struct mvcc *m, const struct kv_compare *c)
 	const void *key = c->key, *end = c->range_end;
 	size_t key_len = c->key_len, end_len = c->range_end_len;
 	bool any = false;
-	if (!(end_len && !end_is_all(end, end_len) && key_cmp(end, end_len, key, key_len) <= 0)) {
+	if (!range_empty(key, key_len, end, end_len)) {
 		for (struct knode *x = lower_bound(m, key, key_len, NULL); x; x = x->next[0]) {
 			if (!below_end(x->key, x->key_len, key, key_len, end, end_len))
 				break;
@@ -648,15 +565,12 @@ static bool compare_holds(const struct mvcc *m, const struct kv_compare *c)
 			if (!r)
 				continue;
 			any = true;
-			if (!compare_one(c, r))
+			struct kv_kv kv = rev_view(r);
+			if (!kv_compare_kv(c, &kv))
 				return false;
 		}
 	}
-	if (any)
-		return true;
-	if (c->target == KV_CMP_VALUE)
-		return false;
-	return compare_one(c, NULL);
+	return any || kv_compare_empty(c);
 }
 
 struct txn_state {
@@ -718,7 +632,7 @@ static int do_delete(struct txn_state *t, const struct kv_op *op, struct kv_op_r
 	struct mvcc *m = t->m;
 	const void *key = op->key, *end = op->range_end;
 	size_t key_len = op->key_len, end_len = op->range_end_len;
-	if (end_len && !end_is_all(end, end_len) && key_cmp(end, end_len, key, key_len) <= 0)
+	if (range_empty(key, key_len, end, end_len))
 		return 0;
 	for (struct knode *x = lower_bound(m, key, key_len, NULL); x; x = x->next[0]) {
 		if (!below_end(x->key, x->key_len, key, key_len, end, end_len))
@@ -770,7 +684,7 @@ static int check_ignore_lease(const struct mvcc *m, const struct kv_op *ops, siz
 		if (ops[i].type != KV_OP_PUT || !ops[i].ignore_lease)
 			continue;
 		struct knode *x = lower_bound(m, ops[i].key, ops[i].key_len, NULL);
-		if (!x || key_cmp(x->key, x->key_len, ops[i].key, ops[i].key_len) != 0 ||
+		if (!x || kv_key_cmp(x->key, x->key_len, ops[i].key, ops[i].key_len) != 0 ||
 		    !latest_live(x))
 			return -ENOENT;
 	}
@@ -946,16 +860,11 @@ int mvcc_events(const struct mvcc *m, const void *key, size_t key_len, const voi
 		if (n >= max_events && r->main != last_main)
 			break;
 		last_main = r->main;
-		if (!in_range(r->key->key, r->key->key_len, key, key_len, range_end, range_end_len))
+		if (!kv_key_in_range(r->key->key, r->key->key_len, key, key_len, range_end,
+				     range_end_len))
 			continue;
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			struct kv_event *na = realloc(arr, ncap * sizeof(*na));
-			if (!na)
-				goto nomem;
-			arr = na;
-			cap = ncap;
-		}
+		if (util_grow(&arr, &cap, n + 1, sizeof(*arr), 16) < 0)
+			goto nomem;
 		struct kv_event *e = &arr[n];
 		memset(e, 0, sizeof(*e));
 		if (r->version) {
@@ -1086,7 +995,8 @@ int mvcc_restore(const void *buf, size_t len, struct mvcc **out)
 	for (size_t k = 0; k < snap->n_keys; k++) {
 		const Etcdfs__Store__KeyHistory *kh = snap->keys[k];
 		if (!kh->key.len || !kh->n_versions ||
-		    (prev && key_cmp(prev->key, prev->key_len, kh->key.data, kh->key.len) >= 0)) {
+		    (prev &&
+		     kv_key_cmp(prev->key, prev->key_len, kh->key.data, kh->key.len) >= 0)) {
 			log_err("store: snapshot key %zu is empty or out of order", k);
 			goto out;
 		}
@@ -1219,7 +1129,7 @@ int mvcc_check(const struct mvcc *m)
 	for (const struct knode *x = m->head->next[0]; x; x = x->next[0]) {
 		if (!x->key_len)
 			BAD("empty key in index");
-		if (prev && key_cmp(prev->key, prev->key_len, x->key, x->key_len) >= 0)
+		if (prev && kv_key_cmp(prev->key, prev->key_len, x->key, x->key_len) >= 0)
 			BAD("index not in key order");
 		int ret = check_key(m, x, &n_logged);
 		if (ret < 0)

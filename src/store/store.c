@@ -445,22 +445,26 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
 	preq_complete(s, p, err);
 }
 
+/* Completes a proposal that never reached raft with err, freeing its entry. */
+static void preq_drop(struct store *s, struct preq *q, int err)
+{
+	raft_free(q->buf.base);
+	q->buf.base = NULL;
+	preq_complete(s, q, err);
+}
+
 static void submit(struct store *s, struct preq *p)
 {
 	if (raft_state(&s->raft) != RAFT_LEADER) {
-		raft_free(p->buf.base);
-		p->buf.base = NULL;
-		preq_complete(s, p, -STORE_ENOTLEADER);
+		preq_drop(s, p, -STORE_ENOTLEADER);
 		return;
 	}
 	p->apply.data = p;
 	int rv = raft_apply(&s->raft, &p->apply, &p->buf, 1, apply_cb);
 	if (rv != 0) {
-		raft_free(p->buf.base);
-		p->buf.base = NULL;
 		if (rv != RAFT_NOTLEADER)
 			log_err("store: raft_apply failed: %s", raft_errmsg(&s->raft));
-		preq_complete(s, p, raft_errno(rv));
+		preq_drop(s, p, raft_errno(rv));
 		return;
 	}
 	p->buf.base = NULL; /* owned by raft now */
@@ -474,41 +478,36 @@ static void submit(struct store *s, struct preq *p)
 static void raft_closed(struct raft *r);
 static int raft_boot(struct store *s, bool bootstrap, bool *inited);
 
-static void drain_queue(struct store *s)
+/* Takes every queued proposal off the queue, to be submitted or failed without the lock. */
+static struct preq *take_queue(struct store *s)
 {
 	pthread_mutex_lock(&s->mu);
 	struct preq *q = s->qhead;
 	s->qhead = s->qtail = NULL;
 	pthread_mutex_unlock(&s->mu);
-	while (q) {
-		struct preq *next = q->qnext;
+	return q;
+}
+
+static void drain_queue(struct store *s)
+{
+	for (struct preq *q = take_queue(s), *next; q; q = next) {
+		next = q->qnext;
 		q->qnext = NULL;
 		pthread_mutex_lock(&s->mu);
 		bool cancelled = q->cancelled;
 		pthread_mutex_unlock(&s->mu);
-		if (cancelled) {
-			raft_free(q->buf.base);
-			q->buf.base = NULL;
-			preq_complete(s, q, -ETIMEDOUT);
-		} else {
+		if (cancelled)
+			preq_drop(s, q, -ETIMEDOUT);
+		else
 			submit(s, q);
-		}
-		q = next;
 	}
 }
 
 static void fail_queue(struct store *s, int err)
 {
-	pthread_mutex_lock(&s->mu);
-	struct preq *q = s->qhead;
-	s->qhead = s->qtail = NULL;
-	pthread_mutex_unlock(&s->mu);
-	while (q) {
-		struct preq *next = q->qnext;
-		raft_free(q->buf.base);
-		q->buf.base = NULL;
-		preq_complete(s, q, err);
-		q = next;
+	for (struct preq *q = take_queue(s), *next; q; q = next) {
+		next = q->qnext;
+		preq_drop(s, q, err);
 	}
 }
 

@@ -334,7 +334,19 @@ def read_group(tree, pkgdir):
 
 # ---------------------------------------------------------------------------
 
-class FsTree:
+class Tree:
+    """What both kinds of source tree share: self.dirs maps each directory to its sorted
+    file names; subclasses fill it and read files."""
+
+    def listdir(self, d):
+        return self.dirs.get(d, [])
+
+    def exists(self, path):
+        d, f = os.path.split(path)
+        return f in self.dirs.get(d, [])
+
+
+class FsTree(Tree):
     """A snapshot directory (a checkout or `git archive` tree)."""
 
     def __init__(self, root):
@@ -345,19 +357,12 @@ class FsTree:
             rel = os.path.relpath(d, root)
             self.dirs["" if rel == "." else rel] = sorted(files)
 
-    def listdir(self, d):
-        return self.dirs.get(d, [])
-
-    def exists(self, path):
-        d, f = os.path.split(path)
-        return f in self.dirs.get(d, [])
-
     def read(self, path):
         with open(os.path.join(self.root, path), encoding="utf-8") as f:
             return f.read()
 
 
-class GitTree:
+class GitTree(Tree):
     """One revision of a (bare) git repository, read with git ls-tree / cat-file."""
 
     _catfile = {}
@@ -380,13 +385,6 @@ class GitTree:
                 self.dirs.setdefault(d, []).append(f)
         for v in self.dirs.values():
             v.sort()
-
-    def listdir(self, d):
-        return self.dirs.get(d, [])
-
-    def exists(self, path):
-        d, f = os.path.split(path)
-        return f in self.dirs.get(d, [])
 
     def read(self, path):
         proc = GitTree._catfile.get(self.gitdir)
