@@ -307,8 +307,7 @@ static void set_value(struct cache *c, struct cache_node *n, struct cache_val *v
 	}
 	if (text)
 		text_set(c, n, text, text_len, rev);
-	else if (n->text && n->text->rev != rev &&
-		 !(n->rep_val && n->text->rev == n->rep_val->rev))
+	else if (n->text && n->text->rev != rev && !(n->rep_val && n->text->rev == n->rep_val->rev))
 		text_drop(c, n);
 	n->val = val;
 	if (val) {
@@ -495,9 +494,10 @@ static void keep_key(struct cache *c, struct cache_node *n)
 		return;
 	size_t klen;
 	char *key = cache_node_key(c, n, &klen);
-	struct cache_val *nv = key && klen <= UINT32_MAX
-				       ? realloc(v, offsetof(struct cache_val, data) + v->len + klen)
-				       : NULL;
+	struct cache_val *nv =
+		key && klen <= UINT32_MAX
+			? realloc(v, offsetof(struct cache_val, data) + v->len + klen)
+			: NULL;
 	if (nv) {
 		memcpy(nv->data + nv->len, key, klen);
 		nv->key_len = (uint32_t)klen;
@@ -764,7 +764,6 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, struct shown sh, 
 	else if (changed && !c->own_change)
 		n->mtime_ns = now_ns();
 	n->rendered_size = sh.size;
-	n->rendered_known = true;
 	set_value(c, n, sh.val, sh.text, sh.size, kv->mod_revision);
 	if (!had && !c->quiet) {
 		/* a new key is as unsettled as a changed one */
@@ -949,7 +948,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 		start[0] = 0;
 		start_len = 1; /* etcd: key "\0" with range_end "\0" = everything */
 	}
-	uint64_t gen = ++c->sync_gen;
+	uint32_t gen = ++c->sync_gen;
 	int ret = 0;
 	uint64_t total = 0;
 	int64_t t0 = util_now_ms(), last_report = t0;
@@ -1933,7 +1932,6 @@ void cache_set_key_locked(struct cache *c, struct cache_node *n, const struct ca
 	n->lease = m->lease;
 	n->raw_size = m->raw_size;
 	n->rendered_size = m->rendered_size;
-	n->rendered_known = true;
 }
 
 void cache_prune_locked(struct cache *c, struct cache_node *n)

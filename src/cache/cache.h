@@ -59,21 +59,21 @@ struct cache_local_ops {
 struct cache_node {
 	uint64_t id;		   /* immutable */
 	struct cache_node *parent; /* protected by lock; NULL for root or detached */
-	char *seg;		   /* raw segment bytes (immutable, NUL-terminated) */
+	char *seg;		   /* raw segment bytes (NUL-terminated) */
 	size_t seg_len;
-	int ns; /* 1 for non-slash top-level keys (see above) */
 
 	/* tree links, protected by lock */
 	struct cache_node *hnext; /* hash chain on (parent, ns, seg) */
 	struct cache_node *inext; /* hash chain on id */
 	struct cache_node *first_child, *last_child, *next_sib, *prev_sib;
 	uint32_t n_children;
+	uint32_t nopen; /* open handles (a reference, see nlookup) */
+	int8_t ns;	/* 1 for non-slash top-level keys (see above) */
 	bool local_dir; /* created by mkdir, kept while empty */
 	bool detached;	/* removed from the tree, kept alive by references */
-
 	/* the key at this path, protected by lock */
 	bool has_value;
-	bool rendered_known; /* rendered_size is valid (here to fill a hole) */
+	uint32_t mark; /* resync sweep generation, protected by lock */
 	int64_t create_revision, mod_revision, version, lease;
 	size_t raw_size;      /* stored value size */
 	size_t rendered_size; /* size of the content shown (rendered) */
@@ -98,13 +98,12 @@ struct cache_node {
 	 * reader racing a change never gets a mix of two versions. */
 	int64_t rep_rev;
 	struct cache_val *rep_val; /* stored bytes of rep_rev when not the current */
-	int64_t pending_inval; /* a change the kernel was not yet told about */
-	int64_t changed_ms;    /* monotonic ms of the last content change */
+	int64_t pending_inval;	   /* a change the kernel was not yet told about */
+	int64_t changed_ms;	   /* monotonic ms of the last content change */
 
-	/* references that keep a detached node alive, protected by lock */
+	/* references that keep a detached node alive (with nopen), protected
+	 * by lock */
 	uint64_t nlookup; /* kernel lookups (file and dir inode together) */
-	uint32_t nopen;	  /* open handles */
-	uint64_t mark;	  /* resync sweep generation, protected by lock */
 
 	/* Write-path state (struct cache_local, src/save/save.h), owned by
 	 * src/save: NULL for the keys never written through the mount. Set
@@ -224,7 +223,7 @@ struct cache {
 	bool own_change;
 	bool stopping;	    /* protected by health_mu */
 	bool resync_wanted; /* protected by health_mu */
-	uint64_t sync_gen;  /* protected by lock */
+	uint32_t sync_gen;  /* protected by lock */
 	/* the running or last listing's progress (atomic), for the log and the
 	 * mount root's user.etcdfs.sync */
 	uint64_t sync_done, sync_total;

@@ -523,7 +523,8 @@ static void test_render_on_read(struct kv *kv)
 			      c->text_max);
 			free(got);
 			got = content(c, key + 4);
-			CHECK(got && strcmp(got, want) == 0, "%s content: %s", key, got ? got : "-");
+			CHECK(got && strcmp(got, want) == 0, "%s content: %s", key,
+			      got ? got : "-");
 			free(got);
 			free(want);
 		}
