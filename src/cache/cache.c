@@ -256,11 +256,13 @@ static void text_drop(struct cache *c, struct cache_node *n)
 }
 
 /* Keeps data (owned) as n's text of rev, evicting the least recently used
- * texts beyond the bound. */
+ * texts beyond the bound. The newest stays even when larger than the bound
+ * (alone then): a file read in several requests renders once, not once per
+ * request. */
 static void text_set(struct cache *c, struct cache_node *n, char *data, size_t len, int64_t rev)
 {
 	text_drop(c, n);
-	struct cache_text *t = len <= c->text_max ? malloc(sizeof(*t)) : NULL;
+	struct cache_text *t = c->text_max ? malloc(sizeof(*t)) : NULL;
 	if (!t) {
 		free(data);
 		return;

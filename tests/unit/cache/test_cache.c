@@ -617,6 +617,51 @@ static void test_render_on_read(struct kv *kv)
 	cache_destroy(c);
 }
 
+/* A text larger than the text budget is kept while it is the only one, so
+ * a file read in many requests renders once; the next text replaces it. */
+static void test_text_over_budget(struct kv *kv)
+{
+	put(kv, "/ob/a", "first value, long enough");
+	put(kv, "/ob/b", "second value, long enough");
+	/* budget 320 / 16 = 20 bytes, each text ~90 */
+	struct cache_config cfg = {.kv = kv,
+				   .prefix = "/ob/",
+				   .prefix_len = 4,
+				   .max_bytes = 320,
+				   .render = triple_render};
+	struct cache *c;
+	int ret = cache_new(&cfg, &c);
+	REQUIRE(ret == 0, "cache_new: %d", ret);
+	cache_rdlock(c);
+	struct cache_node *a = find(c, "a"), *b = find(c, "b");
+	REQUIRE(a && b, "loaded");
+	cache_ref_open(c, a);
+	cache_ref_open(c, b);
+	cache_unlock(c);
+	for (int round = 0; round < 2; round++) {
+		struct cache_node *n = round ? b : a;
+		int before = __atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST);
+		size_t len;
+		char *got = read_all(c, n, &len);
+		const char *val = round ? "second value, long enough" : "first value, long enough";
+		char *want = tripled(val, rev_of(c, n), round ? "/ob/b" : "/ob/a");
+		CHECK(got && strcmp(got, want) == 0, "read %s", got ? got : "-");
+		CHECK(len > 20 * 3, "text %zu bytes, over the budget", len);
+		CHECK_EQ(__atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST) - before, 1);
+		CHECK(c->text_bytes == len, "the one text kept: %zu", c->text_bytes);
+		free(got);
+		free(want);
+	}
+	cache_rdlock(c);
+	CHECK(!a->text && b->text, "the next text replaced the first");
+	cache_unlock(c);
+	cache_wrlock(c);
+	cache_unref_open(c, a);
+	cache_unref_open(c, b);
+	cache_unlock(c);
+	cache_destroy(c);
+}
+
 int main(void)
 {
 	log_set_level(LOG_WARNING);
@@ -740,6 +785,7 @@ int main(void)
 	test_times(kv);
 	test_reported_version(kv);
 	test_render_on_read(kv);
+	test_text_over_budget(kv);
 	test_progress_text();
 	kv_destroy(kv);
 	CHECK(test_rm_rf(dir) == 0, "could not remove %s", dir);
