@@ -54,7 +54,8 @@ static uint64_t id_hash(uint64_t id)
 
 static int grow_tables(struct cache *c)
 {
-	if (c->n_nodes * 2 < c->by_name_cap)
+	/* Load factor up to 1: 8 to 16 bytes of slots per node per table. */
+	if (c->n_nodes < c->by_name_cap)
 		return 0;
 	size_t ncap = c->by_name_cap ? c->by_name_cap * 2 : 1024;
 	struct cache_node **bn = calloc(ncap, sizeof(*bn));
@@ -143,7 +144,47 @@ static void emit_value_entry(struct cache *c, enum cache_change_kind kind, struc
 	c->cfg.notify(c->cfg.notify_arg, &chg);
 }
 
-/* ---- LRU (lru_lock held) ---- */
+/* ---- value cache (lru_lock held) ---- */
+
+/* The stored bytes of one version of a key. Immutable once made. A node
+ * that leaves the tree while handles still read it keeps its key after the
+ * value (key_len > 0), since a rendering needs the key. */
+struct cache_val {
+	int64_t rev;
+	uint32_t shown;	  /* the size reads show for this version */
+	uint32_t len;	  /* of the stored value */
+	uint32_t key_len; /* of the key after it, when detached */
+	bool as_stored;	  /* the render function declined: shown as stored */
+	char data[];
+};
+
+/* The rendered content of one version, in the text LRU. */
+struct cache_text {
+	struct cache_text *prev, *next; /* NULL when out of the LRU */
+	struct cache_node *node;
+	int64_t rev;
+	size_t len;
+	char *data;
+};
+
+/* NULL when the value cannot be cached (out of memory, or sizes over
+ * 4 GiB: etcd's values are below 2 GiB, but a rendering may be larger). */
+static struct cache_val *val_new(const struct kv_kv *kv, size_t shown, bool as_stored)
+{
+	if (kv->value_len > UINT32_MAX || shown > UINT32_MAX)
+		return NULL;
+	struct cache_val *v = malloc(offsetof(struct cache_val, data) + kv->value_len);
+	if (!v)
+		return NULL;
+	v->rev = kv->mod_revision;
+	v->shown = (uint32_t)shown;
+	v->len = (uint32_t)kv->value_len;
+	v->key_len = 0;
+	v->as_stored = as_stored;
+	if (kv->value_len)
+		memcpy(v->data, kv->value, kv->value_len);
+	return v;
+}
 
 static void lru_unlink(struct cache *c, struct cache_node *n)
 {
@@ -152,7 +193,7 @@ static void lru_unlink(struct cache *c, struct cache_node *n)
 	n->lru_prev->lru_next = n->lru_next;
 	n->lru_next->lru_prev = n->lru_prev;
 	n->lru_prev = n->lru_next = NULL;
-	c->lru_bytes -= n->rendered_size;
+	c->lru_bytes -= n->val->len;
 }
 
 static void lru_front(struct cache *c, struct cache_node *n)
@@ -161,7 +202,7 @@ static void lru_front(struct cache *c, struct cache_node *n)
 		n->lru_prev->lru_next = n->lru_next;
 		n->lru_next->lru_prev = n->lru_prev;
 	} else {
-		c->lru_bytes += n->rendered_size;
+		c->lru_bytes += n->val->len;
 	}
 	n->lru_next = c->lru_head.lru_next;
 	n->lru_prev = &c->lru_head;
@@ -169,51 +210,121 @@ static void lru_front(struct cache *c, struct cache_node *n)
 	c->lru_head.lru_next = n;
 }
 
+static void text_unlink(struct cache *c, struct cache_text *t)
+{
+	if (!t->next)
+		return;
+	if (t->next == t) {
+		c->text_mru = NULL;
+	} else {
+		t->prev->next = t->next;
+		t->next->prev = t->prev;
+		if (c->text_mru == t)
+			c->text_mru = t->next;
+	}
+	t->prev = t->next = NULL;
+	c->text_bytes -= t->len;
+}
+
+static void text_front(struct cache *c, struct cache_text *t)
+{
+	if (c->text_mru == t)
+		return;
+	text_unlink(c, t);
+	struct cache_text *h = c->text_mru;
+	if (!h) {
+		t->prev = t->next = t;
+	} else {
+		t->next = h;
+		t->prev = h->prev;
+		h->prev->next = t;
+		h->prev = t;
+	}
+	c->text_mru = t;
+	c->text_bytes += t->len;
+}
+
+static void text_drop(struct cache *c, struct cache_node *n)
+{
+	struct cache_text *t = n->text;
+	if (!t)
+		return;
+	text_unlink(c, t);
+	free(t->data);
+	free(t);
+	n->text = NULL;
+}
+
+/* Keeps data (owned) as n's text of rev, evicting the least recently used
+ * texts beyond the bound. The newest stays even when larger than the bound
+ * (alone then): a file read in several requests renders once, not once per
+ * request. */
+static void text_set(struct cache *c, struct cache_node *n, char *data, size_t len, int64_t rev)
+{
+	text_drop(c, n);
+	struct cache_text *t = c->text_max ? malloc(sizeof(*t)) : NULL;
+	if (!t) {
+		free(data);
+		return;
+	}
+	*t = (struct cache_text){.node = n, .rev = rev, .len = len, .data = data};
+	n->text = t;
+	text_front(c, t);
+	while (c->text_bytes > c->text_max && c->text_mru->prev != t)
+		text_drop(c, c->text_mru->prev->node);
+}
+
 static void drop_rendered(struct cache *c, struct cache_node *n)
 {
 	pthread_mutex_lock(&c->lru_lock);
 	lru_unlink(c, n);
-	free(n->rendered);
-	n->rendered = NULL;
-	free(n->rep_rendered);
-	n->rep_rendered = NULL;
+	free(n->val);
+	n->val = NULL;
+	free(n->rep_val);
+	n->rep_val = NULL;
+	text_drop(c, n);
 	pthread_mutex_unlock(&c->lru_lock);
 }
 
-/* Takes ownership of rendered. Evicts from the tail to stay under the bound. */
-static void set_rendered(struct cache *c, struct cache_node *n, char *rendered, size_t len,
-			 int64_t rev)
+/* Makes val (owned, may be NULL) n's cached version rev, with its
+ * rendering text (owned, may be NULL). Evicts from the tail to stay under
+ * the bound. */
+static void set_value(struct cache *c, struct cache_node *n, struct cache_val *val, char *text,
+		      size_t text_len, int64_t rev)
 {
 	pthread_mutex_lock(&c->lru_lock);
 	lru_unlink(c, n);
-	if (n->rendered && n->rendered_rev == n->rep_rev && rev != n->rep_rev && !n->rep_rendered) {
+	struct cache_val *old = n->val;
+	n->val = NULL;
+	if (old && old->rev == n->rep_rev && rev != n->rep_rev && !n->rep_val) {
 		/* The kernel still believes in this version: keep it for
 		 * reads until it asks for attributes again. */
-		n->rep_rendered = n->rendered;
-		n->rep_size = n->rendered_size;
-		n->rendered = NULL;
-	} else if (rev == n->rep_rev) {
-		free(n->rep_rendered);
-		n->rep_rendered = NULL;
+		n->rep_val = old;
+	} else {
+		if (rev == n->rep_rev) {
+			free(n->rep_val);
+			n->rep_val = NULL;
+		}
+		free(old);
 	}
-	free(n->rendered);
-	n->rendered = rendered;
-	n->rendered_size = len;
-	n->rendered_known = true;
-	n->rendered_rev = rev;
-	if (rendered) {
-		if (len > c->cfg.max_bytes) {
-			free(n->rendered);
-			n->rendered = NULL;
+	if (text)
+		text_set(c, n, text, text_len, rev);
+	else if (n->text && n->text->rev != rev && !(n->rep_val && n->text->rev == n->rep_val->rev))
+		text_drop(c, n);
+	n->val = val;
+	if (val) {
+		if (val->len > c->val_max) {
+			free(val);
+			n->val = NULL;
 		} else {
 			lru_front(c, n);
-			while (c->lru_bytes > c->cfg.max_bytes) {
+			while (c->lru_bytes > c->val_max) {
 				struct cache_node *t = c->lru_head.lru_prev;
 				if (t == n || t == &c->lru_head)
 					break;
 				lru_unlink(c, t);
-				free(t->rendered);
-				t->rendered = NULL;
+				free(t->val);
+				t->val = NULL;
 			}
 		}
 	}
@@ -248,16 +359,19 @@ static void load_time(struct cache_node *n, int64_t t)
 		p->mtime_ns = t;
 }
 
+/* The segment is stored after the node, in the same allocation (one
+ * malloc less per key); a rename gives the node a separate one. */
+static char *inline_seg(struct cache_node *n)
+{
+	return (char *)(n + 1);
+}
+
 static struct cache_node *node_alloc(struct cache *c, const char *seg, size_t len, int ns)
 {
-	struct cache_node *n = calloc(1, sizeof(*n));
+	struct cache_node *n = calloc(1, sizeof(*n) + len + 1);
 	if (!n)
 		return NULL;
-	n->seg = malloc(len + 1);
-	if (!n->seg) {
-		free(n);
-		return NULL;
-	}
+	n->seg = inline_seg(n);
 	memcpy(n->seg, seg, len);
 	n->seg[len] = 0;
 	n->seg_len = len;
@@ -273,11 +387,17 @@ static void free_local(struct cache *c, struct cache_node *n)
 	n->local = NULL;
 }
 
+static void free_seg(struct cache_node *n)
+{
+	if (n->seg != inline_seg(n))
+		free(n->seg);
+}
+
 static void node_free(struct cache *c, struct cache_node *n)
 {
 	drop_rendered(c, n);
 	free_local(c, n);
-	free(n->seg);
+	free_seg(n);
 	free(n);
 }
 
@@ -297,6 +417,23 @@ static void id_remove(struct cache *c, struct cache_node *n)
 		*pp = n->inext;
 }
 
+/* Puts n (its name set) last among dir's children and in the name hash. */
+static void link_child(struct cache *c, struct cache_node *dir, struct cache_node *n)
+{
+	n->parent = dir;
+	size_t b = name_hash(dir->id, n->ns, n->seg, n->seg_len) & (c->by_name_cap - 1);
+	n->hnext = c->by_name[b];
+	c->by_name[b] = n;
+	n->next_sib = NULL;
+	n->prev_sib = dir->last_child;
+	if (dir->last_child)
+		dir->last_child->next_sib = n;
+	else
+		dir->first_child = n;
+	dir->last_child = n;
+	dir->n_children++;
+}
+
 static struct cache_node *child_create(struct cache *c, struct cache_node *dir, int ns,
 				       const char *seg, size_t len)
 {
@@ -306,18 +443,8 @@ static struct cache_node *child_create(struct cache *c, struct cache_node *dir, 
 	if (!n)
 		return NULL;
 	bool was_dir = cache_is_dir(dir);
-	n->parent = dir;
-	size_t b = name_hash(dir->id, ns, seg, len) & (c->by_name_cap - 1);
-	n->hnext = c->by_name[b];
-	c->by_name[b] = n;
+	link_child(c, dir, n);
 	id_insert(c, n);
-	n->prev_sib = dir->last_child;
-	if (dir->last_child)
-		dir->last_child->next_sib = n;
-	else
-		dir->first_child = n;
-	dir->last_child = n;
-	dir->n_children++;
 	c->n_nodes++;
 	if (!was_dir && dir->parent) {
 		/* A file grew a child: it is now a directory (new inode). */
@@ -357,6 +484,30 @@ static void unlink_child(struct cache *c, struct cache_node *n)
 	dir->n_children--;
 }
 
+/* A node leaving the tree while handles read it can no longer name its
+ * key, which a rendering needs: its cached version (out of the LRU now)
+ * takes a copy of the key. Without one, reads of it that find no text
+ * fail with ENOENT, as they do once the value was evicted. lru_lock
+ * held, n still in the tree. */
+static void keep_key(struct cache *c, struct cache_node *n)
+{
+	struct cache_val *v = n->val;
+	if (!v || v->as_stored || (n->text && n->text->rev == v->rev))
+		return;
+	size_t klen;
+	char *key = cache_node_key(c, n, &klen);
+	struct cache_val *nv =
+		key && klen <= UINT32_MAX
+			? realloc(v, offsetof(struct cache_val, data) + v->len + klen)
+			: NULL;
+	if (nv) {
+		memcpy(nv->data + nv->len, key, klen);
+		nv->key_len = (uint32_t)klen;
+		n->val = nv;
+	}
+	free(key);
+}
+
 /* Unlinks n from its parent and the name hash. Frees it unless referenced. */
 static void node_detach(struct cache *c, struct cache_node *n)
 {
@@ -369,9 +520,13 @@ static void node_detach(struct cache *c, struct cache_node *n)
 		node_free(c, n);
 	} else {
 		/* Keep the content for handles that still read it, out of the
-		 * LRU so it cannot be evicted. */
+		 * LRUs so it cannot be evicted. */
 		pthread_mutex_lock(&c->lru_lock);
 		lru_unlink(c, n);
+		if (n->text)
+			text_unlink(c, n->text);
+		if (n->nopen && c->cfg.render)
+			keep_key(c, n);
 		pthread_mutex_unlock(&c->lru_lock);
 		n->parent = NULL;
 	}
@@ -555,28 +710,42 @@ static void bump_seen(struct cache *c, int64_t rev)
 		;
 }
 
-/* Applies a put; rendered (owned, may be NULL) is its content as shown,
- * loaded_ns the time its value records (used by the initial load only). Lock
- * held for write. */
-static void apply_put(struct cache *c, const struct kv_kv *kv, char *rendered, size_t rendered_len,
-		      bool force, int64_t loaded_ns)
+/* What a put brings: its size as shown, and (owned, may be NULL) its
+ * stored bytes to cache and its rendering. */
+struct shown {
+	size_t size;
+	struct cache_val *val;
+	char *text;
+	bool eio; /* the value must not be shown (render()) */
+};
+
+static void shown_free(struct shown *sh)
+{
+	free(sh->val);
+	free(sh->text);
+}
+
+/* Applies a put, loaded_ns the time its value records (used by the
+ * initial load only). Lock held for write. */
+static void apply_put(struct cache *c, const struct kv_kv *kv, struct shown sh, bool force,
+		      int64_t loaded_ns)
 {
 	bump_seen(c, kv->mod_revision);
 	struct cache_node *n = walk(c, kv->key, kv->key_len, false);
 	if (n && n->has_value && kv->mod_revision <= n->mod_revision && !force) {
-		free(rendered);
+		shown_free(&sh);
 		return;
 	}
 	if (!force ? tombstoned(c, kv->key, kv->key_len, kv->mod_revision)
 		   : held(c, kv->key, kv->key_len, kv->mod_revision)) {
-		free(rendered);
+		shown_free(&sh);
 		return;
 	}
 	if (!n)
 		n = walk(c, kv->key, kv->key_len, true);
 	if (!n) {
 		log_err("cache: out of memory adding a key");
-		free(rendered);
+		shown_free(&sh);
 		return;
 	}
 	bool had = n->has_value;
@@ -596,7 +765,8 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, char *rendered, s
 		load_time(n, loaded_ns);
 	else if (changed && !c->own_change)
 		n->mtime_ns = now_ns();
-	set_rendered(c, n, rendered, rendered_len, kv->mod_revision);
+	n->rendered_size = sh.size;
+	set_value(c, n, sh.val, sh.text, sh.size, kv->mod_revision);
 	if (!had && !c->quiet) {
 		/* a new key is as unsettled as a changed one */
 		pthread_mutex_lock(&c->lru_lock);
@@ -641,33 +811,41 @@ static void apply_delete(struct cache *c, const char *key, size_t key_len, int64
 
 /* ---- rendering ---- */
 
-/* -EIO from the render function: the value must not be shown at all (an
- * encrypted value the key does not open). It keeps no rendering, so every
- * read fetches and renders again, and fails. */
-static int render(struct cache *c, const struct kv_kv *kv, char **rendered, size_t *len)
+/* The content kv's value shows: *text is its rendering (malloc'd), or
+ * NULL when it is shown as stored (no render function, or one that
+ * declined it); *len is its size. -EIO: the value must not be shown at all
+ * (an encrypted value the key does not open): reads render it again, and
+ * fail. */
+static int render(struct cache *c, const struct kv_kv *kv, char **text, size_t *len)
 {
-	*rendered = NULL;
+	*text = NULL;
 	*len = kv->value_len;
-	if (!kv->value)
+	if (!kv->value || !c->cfg.render)
 		return 0;
-	if (c->cfg.render) {
-		int r = c->cfg.render(c->cfg.render_arg, kv->key, kv->key_len, kv->value,
-				      kv->value_len, kv->mod_revision, rendered, len);
-		if (r == 0)
-			return 0;
-		if (r == -EIO) {
-			*rendered = NULL;
-			*len = kv->value_len;
-			return -EIO;
-		}
-	}
-	*rendered = malloc(kv->value_len + 1);
-	if (*rendered) {
-		memcpy(*rendered, kv->value, kv->value_len);
-		(*rendered)[kv->value_len] = 0;
-	}
+	int r = c->cfg.render(c->cfg.render_arg, kv->key, kv->key_len, kv->value, kv->value_len,
+			      kv->mod_revision, text, len);
+	if (r == 0)
+		return 0;
+	*text = NULL;
 	*len = kv->value_len;
-	return *rendered ? 0 : -ENOMEM;
+	return r == -EIO ? -EIO : 0;
+}
+
+/* Renders kv for a put: its size, its stored bytes to cache and, when
+ * keep_text, its rendering too. The initial sync keeps no text: a YAML
+ * view would hold two to three times the stored bytes (docs/design.md,
+ * Memory). */
+static struct shown render_put(struct cache *c, const struct kv_kv *kv, bool keep_text)
+{
+	struct shown sh = {0};
+	int r = render(c, kv, &sh.text, &sh.size);
+	sh.eio = r == -EIO;
+	sh.val = val_new(kv, sh.size, r == 0 && !sh.text);
+	if (!keep_text) {
+		free(sh.text);
+		sh.text = NULL;
+	}
+	return sh;
 }
 
 /*
@@ -684,8 +862,7 @@ static int render(struct cache *c, const struct kv_kv *kv, char **rendered, size
 struct render_job {
 	struct cache *c;
 	const struct kv_kv *kvs;
-	char **renders;
-	size_t *lens;
+	struct shown *shs;
 	int64_t *times; /* NULL, or the time each value records (initial load) */
 	size_t n;
 	size_t next; /* next item to take (atomic) */
@@ -698,7 +875,7 @@ static void *render_worker(void *arg)
 		size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
 		if (i >= j->n)
 			break;
-		render(j->c, &j->kvs[i], &j->renders[i], &j->lens[i]);
+		j->shs[i] = render_put(j->c, &j->kvs[i], false);
 		const struct kv_kv *kv = &j->kvs[i];
 		if (j->times && kv->value)
 			j->times[i] = j->c->cfg.value_time(j->c->cfg.value_time_arg, kv->key,
@@ -715,11 +892,10 @@ static size_t usable_cpus(void)
 	return 1;
 }
 
-static void render_page(struct cache *c, const struct kv_kv *kvs, size_t n, char **renders,
-			size_t *lens, int64_t *times)
+static void render_page(struct cache *c, const struct kv_kv *kvs, size_t n, struct shown *shs,
+			int64_t *times)
 {
-	struct render_job j = {
-		.c = c, .kvs = kvs, .renders = renders, .lens = lens, .times = times, .n = n};
+	struct render_job j = {.c = c, .kvs = kvs, .shs = shs, .times = times, .n = n};
 	pthread_t th[RENDER_THREADS - 1];
 	size_t nt = 0;
 	if (c->cfg.render && n >= RENDER_MIN_PARALLEL) {
@@ -774,7 +950,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 		start[0] = 0;
 		start_len = 1; /* etcd: key "\0" with range_end "\0" = everything */
 	}
-	uint64_t gen = ++c->sync_gen;
+	uint32_t gen = ++c->sync_gen;
 	int ret = 0;
 	uint64_t total = 0;
 	int64_t t0 = util_now_ms(), last_report = t0;
@@ -800,37 +976,34 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 		if (rev == 0)
 			rev = res.revision;
 		/* Render without the lock: it may be slow (YAML). */
-		char **renders = calloc(res.n_kvs ? res.n_kvs : 1, sizeof(*renders));
-		size_t *lens = calloc(res.n_kvs ? res.n_kvs : 1, sizeof(*lens));
+		struct shown *shs = calloc(res.n_kvs ? res.n_kvs : 1, sizeof(*shs));
 		/* Only the initial load reads times out of values: later,
 		 * a key's time is when we saw it change. */
 		int64_t *times = NULL;
 		if (c->quiet && c->cfg.value_time)
 			times = calloc(res.n_kvs ? res.n_kvs : 1, sizeof(*times));
-		if (!renders || !lens || (c->quiet && c->cfg.value_time && !times)) {
-			free(renders);
-			free(lens);
+		if (!shs || (c->quiet && c->cfg.value_time && !times)) {
+			free(shs);
 			free(times);
 			kv_range_result_free(&res);
 			ret = -ENOMEM;
 			goto out;
 		}
-		render_page(c, res.kvs, res.n_kvs, renders, lens, times);
+		render_page(c, res.kvs, res.n_kvs, shs, times);
 		cache_wrlock(c);
 		for (size_t i = 0; i < res.n_kvs; i++) {
 			struct kv_kv *kv = &res.kvs[i];
 			if (!cache_key_in_prefix(c, kv->key, kv->key_len)) {
-				free(renders[i]);
+				shown_free(&shs[i]);
 				continue;
 			}
 			struct cache_node *n = walk(c, kv->key, kv->key_len, false);
 			if (n && n->has_value && n->mod_revision == kv->mod_revision) {
-				free(renders[i]);
+				shown_free(&shs[i]);
 			} else {
 				/* force: a resync may legitimately go "back" after
 				 * a restore; the listing is the truth at rev. */
-				apply_put(c, kv, renders[i], lens[i], mark_sweep,
-					  times ? times[i] : 0);
+				apply_put(c, kv, shs[i], mark_sweep, times ? times[i] : 0);
 				n = walk(c, kv->key, kv->key_len, false);
 			}
 			if (mark_sweep && n) {
@@ -839,8 +1012,9 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 					uint64_t *ns = realloc(seen, seen_cap * sizeof(*ns));
 					if (!ns) {
 						cache_unlock(c);
-						free(renders);
-						free(lens);
+						for (size_t k = i + 1; k < res.n_kvs; k++)
+							shown_free(&shs[k]);
+						free(shs);
 						free(times);
 						kv_range_result_free(&res);
 						ret = -ENOMEM;
@@ -852,8 +1026,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 			}
 		}
 		cache_unlock(c);
-		free(renders);
-		free(lens);
+		free(shs);
 		free(times);
 		total += res.n_kvs;
 		/* each page's count is what is left from its first key on */
@@ -987,28 +1160,25 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 	struct cache *c = arg;
 	switch (b->state) {
 	case KV_WATCH_EVENTS: {
-		char **renders = calloc(b->n_events ? b->n_events : 1, sizeof(*renders));
-		size_t *lens = calloc(b->n_events ? b->n_events : 1, sizeof(*lens));
-		if (!renders || !lens) {
-			free(renders);
-			free(lens);
+		struct shown *shs = calloc(b->n_events ? b->n_events : 1, sizeof(*shs));
+		if (!shs) {
 			log_err("watch: out of memory; resyncing");
 			request_resync(c);
 			return;
 		}
 		for (size_t i = 0; i < b->n_events; i++)
 			if (b->events[i].type == KV_EVENT_PUT)
-				render(c, &b->events[i].kv, &renders[i], &lens[i]);
+				shs[i] = render_put(c, &b->events[i].kv, true);
 		cache_wrlock(c);
 		int64_t maxrev = c->revision;
 		for (size_t i = 0; i < b->n_events; i++) {
 			const struct kv_event *e = &b->events[i];
 			if (!cache_key_in_prefix(c, e->kv.key, e->kv.key_len)) {
-				free(renders[i]);
+				shown_free(&shs[i]);
 				continue;
 			}
 			if (e->type == KV_EVENT_PUT)
-				apply_put(c, &e->kv, renders[i], lens[i], false, 0);
+				apply_put(c, &e->kv, shs[i], false, 0);
 			else if (!tombstoned(c, e->kv.key, e->kv.key_len, e->kv.mod_revision))
 				apply_delete(c, e->kv.key, e->kv.key_len, e->kv.mod_revision,
 					     false);
@@ -1022,8 +1192,7 @@ static void watch_cb(void *arg, const struct kv_watch_batch *b)
 		bump_seen(c, maxrev);
 		expire_tombs(c);
 		cache_unlock(c);
-		free(renders);
-		free(lens);
+		free(shs);
 		__atomic_store_n(&c->last_ok_ms, util_now_ms(), __ATOMIC_SEQ_CST);
 		break;
 	}
@@ -1167,6 +1336,10 @@ int cache_new(const struct cache_config *cfg, struct cache **out)
 		c->render_threads = RENDER_THREADS;
 	if (!c->cfg.stale_ms)
 		c->cfg.stale_ms = 1000;
+	/* Rendered texts are few (recently read versions): the pages the
+	 * kernel keeps serve most reads again. */
+	c->text_max = c->cfg.render ? c->cfg.max_bytes / 16 : 0;
+	c->val_max = c->cfg.max_bytes - c->text_max;
 	pthread_rwlockattr_t attr;
 	pthread_rwlockattr_init(&attr);
 	/* Writers (the watch) must not starve behind a stream of readers. */
@@ -1228,10 +1401,14 @@ void cache_destroy(struct cache *c)
 		struct cache_node *n = c->by_id[b];
 		while (n) {
 			struct cache_node *next = n->inext;
-			free(n->rendered);
-			free(n->rep_rendered);
+			free(n->val);
+			free(n->rep_val);
+			if (n->text) {
+				free(n->text->data);
+				free(n->text);
+			}
 			free_local(c, n);
-			free(n->seg);
+			free_seg(n);
 			free(n);
 			n = next;
 		}
@@ -1288,7 +1465,9 @@ void cache_get_stats(struct cache *c, struct cache_stats *st)
 	st->health = __atomic_load_n(&c->health, __ATOMIC_SEQ_CST);
 	st->revision = __atomic_load_n(&c->revision, __ATOMIC_SEQ_CST);
 	st->keys = c->n_keys;
-	st->value_bytes = c->lru_bytes;
+	pthread_mutex_lock(&c->lru_lock);
+	st->value_bytes = c->lru_bytes + c->text_bytes;
+	pthread_mutex_unlock(&c->lru_lock);
 	st->hits = c->hits;
 	st->misses = c->misses;
 	st->fetch_errors = c->fetch_errors;
@@ -1342,36 +1521,33 @@ static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_
 		__atomic_add_fetch(&c->fetch_errors, 1, __ATOMIC_RELAXED);
 		return ret;
 	}
-	char *rendered;
-	size_t len;
-	ret = render(c, &kv, &rendered, &len);
-	if (ret < 0) {
+	struct shown sh = render_put(c, &kv, true);
+	if (sh.eio) {
 		cache_wrlock(c);
 		/* the stat size follows the value even when it cannot be shown */
-		if (ret == -EIO && !n->detached && kv.mod_revision >= n->mod_revision)
-			apply_put(c, &kv, NULL, len, true, 0);
+		if (!n->detached && kv.mod_revision >= n->mod_revision)
+			apply_put(c, &kv, sh, true, 0);
+		else
+			shown_free(&sh);
 		cache_unlock(c);
 		kv_kv_free(&kv);
-		return ret;
+		return -EIO;
 	}
-	if (!rendered) {
-		kv_kv_free(&kv);
-		return -ENOMEM;
-	}
+	size_t len = sh.size;
 	char *copy = malloc(len + 1);
 	if (!copy) {
-		free(rendered);
+		shown_free(&sh);
 		kv_kv_free(&kv);
 		return -ENOMEM;
 	}
-	memcpy(copy, rendered, len);
+	if (len)
+		memcpy(copy, sh.text ? sh.text : kv.value, len);
 	copy[len] = 0;
 	cache_wrlock(c);
-	if (!n->detached && kv.mod_revision >= n->mod_revision) {
-		apply_put(c, &kv, rendered, len, true, 0);
-	} else {
-		free(rendered);
-	}
+	if (!n->detached && kv.mod_revision >= n->mod_revision)
+		apply_put(c, &kv, sh, true, 0);
+	else
+		shown_free(&sh);
 	cache_unlock(c);
 	*rev = kv.mod_revision;
 	kv_kv_free(&kv);
@@ -1380,27 +1556,139 @@ static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_
 	return 0;
 }
 
-int cache_get_content(struct cache *c, struct cache_node *n, char **out, size_t *len,
-		      int64_t *mod_revision)
+/* The version reads serve (lru_lock held): while the kernel has not yet
+ * dropped the pages of the version it was told of, that one (kernel
+ * true), else the current one, when cached. */
+static struct cache_val *served(struct cache_node *n, bool kernel)
+{
+	if (kernel && n->pending_inval && n->rep_val)
+		return n->rep_val;
+	if (n->val && (n->val->rev == n->mod_revision || n->detached))
+		return n->val;
+	return NULL;
+}
+
+/* Copies [off, off + size) of content t into buf (whole NULL), or all of
+ * it into a new *whole. Returns the bytes copied, 0 or -ENOMEM. */
+static ssize_t deliver(const char *t, size_t len, char *buf, size_t size, off_t off, char **whole,
+		       size_t *whole_len)
+{
+	if (whole) {
+		*whole = malloc(len + 1);
+		if (!*whole)
+			return -ENOMEM;
+		if (len)
+			memcpy(*whole, t, len);
+		(*whole)[len] = 0;
+		*whole_len = len;
+		return 0;
+	}
+	size_t cnt = (size_t)off < len ? len - off : 0;
+	if (cnt > size)
+		cnt = size;
+	if (cnt)
+		memcpy(buf, t + off, cnt);
+	return cnt;
+}
+
+/* Renders v (n's version) again, without locks; keeps the text for the
+ * next reads while that version is still n's. The text must have the
+ * size the kernel was told: a rendering that changed (it cannot, unless
+ * it failed for want of memory at sync) fails the read instead. */
+static ssize_t render_again(struct cache *c, struct cache_node *n, struct kv_kv *kv, size_t shown,
+			    char *buf, size_t size, off_t off, char **whole, size_t *whole_len)
+{
+	char *text;
+	size_t len;
+	int ret = render(c, kv, &text, &len);
+	if (ret < 0)
+		return ret;
+	if (!text || len != shown) {
+		log_warn("%.*s: revision %lld renders to %zu bytes, not the %zu its size says",
+			 (int)kv->key_len, kv->key, (long long)kv->mod_revision, len, shown);
+		free(text);
+		return -EIO;
+	}
+	ssize_t r = deliver(text, len, buf, size, off, whole, whole_len);
+	cache_rdlock(c);
+	pthread_mutex_lock(&c->lru_lock);
+	if ((n->val && n->val->rev == kv->mod_revision) ||
+	    (n->rep_val && n->rep_val->rev == kv->mod_revision)) {
+		text_set(c, n, text, len, kv->mod_revision);
+		/* a detached node's stays with it, out of the LRU */
+		if (n->detached && n->text)
+			text_unlink(c, n->text);
+	} else {
+		free(text);
+	}
+	pthread_mutex_unlock(&c->lru_lock);
+	cache_unlock(c);
+	return r;
+}
+
+/* n's content as reads see it (kernel: as the page cache must, see
+ * served()), into buf or a new *whole (see deliver()). -EAGAIN when no
+ * version is cached: the caller fetches. Without the lock. */
+static ssize_t serve(struct cache *c, struct cache_node *n, bool kernel, char *buf, size_t size,
+		     off_t off, char **whole, size_t *whole_len, int64_t *rev)
 {
 	cache_rdlock(c);
 	pthread_mutex_lock(&c->lru_lock);
-	if (n->rendered && (n->rendered_rev == n->mod_revision || n->detached)) {
-		*out = malloc(n->rendered_size + 1);
-		if (*out) {
-			memcpy(*out, n->rendered, n->rendered_size);
-			(*out)[n->rendered_size] = 0;
-			*len = n->rendered_size;
-			*mod_revision = n->rendered_rev;
-			if (n->lru_next)
-				lru_front(c, n);
-		}
-		pthread_mutex_unlock(&c->lru_lock);
-		cache_unlock(c);
-		__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
-		return *out ? 0 : -ENOMEM;
+	struct cache_val *v = served(n, kernel);
+	ssize_t r = -EAGAIN;
+	if (!v)
+		goto out;
+	if (v == n->val && n->lru_next)
+		lru_front(c, n);
+	if (rev)
+		*rev = v->rev;
+	__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
+	if (!c->cfg.render || v->as_stored) {
+		r = deliver(v->data, v->len, buf, size, off, whole, whole_len);
+		goto out;
 	}
+	if (n->text && n->text->rev == v->rev) {
+		if (n->text->next)
+			text_front(c, n->text);
+		r = deliver(n->text->data, n->text->len, buf, size, off, whole, whole_len);
+		goto out;
+	}
+	/* Render outside the locks, from a copy: rendering takes time. */
+	struct kv_kv kv = {.mod_revision = v->rev, .value_len = v->len};
+	size_t shown = v->shown;
+	char *key;
+	if (n->detached) {
+		kv.key_len = v->key_len;
+		key = v->key_len ? util_memdup(v->data + v->len, v->key_len) : NULL;
+	} else {
+		key = cache_node_key(c, n, &kv.key_len);
+	}
+	char *val = util_memdup(v->data, v->len);
 	pthread_mutex_unlock(&c->lru_lock);
+	cache_unlock(c);
+	if (!key || !val) {
+		r = n->detached && !key ? -ENOENT : -ENOMEM;
+	} else {
+		kv.key = key;
+		kv.value = val;
+		r = render_again(c, n, &kv, shown, buf, size, off, whole, whole_len);
+	}
+	free(key);
+	free(val);
+	return r;
+out:
+	pthread_mutex_unlock(&c->lru_lock);
+	cache_unlock(c);
+	return r;
+}
+
+int cache_get_content(struct cache *c, struct cache_node *n, char **out, size_t *len,
+		      int64_t *mod_revision)
+{
+	ssize_t r = serve(c, n, false, NULL, 0, 0, out, len, mod_revision);
+	if (r != -EAGAIN)
+		return (int)r;
+	cache_rdlock(c);
 	bool detached = n->detached, has = n->has_value;
 	cache_unlock(c);
 	if (detached || !has)
@@ -1413,12 +1701,12 @@ size_t cache_report_size(struct cache *c, struct cache_node *n)
 {
 	size_t size;
 	pthread_mutex_lock(&c->lru_lock);
-	if (n->pending_inval && n->rep_rendered) {
-		size = n->rep_size;
+	if (n->pending_inval && n->rep_val) {
+		size = n->rep_val->shown;
 	} else {
 		n->rep_rev = n->mod_revision;
-		free(n->rep_rendered);
-		n->rep_rendered = NULL;
+		free(n->rep_val);
+		n->rep_val = NULL;
 		size = n->rendered_size;
 	}
 	pthread_mutex_unlock(&c->lru_lock);
@@ -1434,57 +1722,27 @@ void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev)
 	 * it was told of before is believed by nobody now. Serving it while a
 	 * still newer change is pending would send readers back in time, as
 	 * far as the last getattr that found nothing pending. */
-	if (n->rep_rendered && n->rep_rev < rev) {
-		free(n->rep_rendered);
-		n->rep_rendered = NULL;
+	if (n->rep_val && n->rep_rev < rev) {
+		free(n->rep_val);
+		n->rep_val = NULL;
 	}
 	pthread_mutex_unlock(&c->lru_lock);
 }
 
 ssize_t cache_read(struct cache *c, struct cache_node *n, char *buf, size_t size, off_t off)
 {
-	cache_rdlock(c);
-	pthread_mutex_lock(&c->lru_lock);
-	if (n->rep_rendered && n->pending_inval) {
-		size_t cnt = 0;
-		if ((size_t)off < n->rep_size) {
-			cnt = n->rep_size - off < size ? n->rep_size - off : size;
-			memcpy(buf, n->rep_rendered + off, cnt);
-		}
-		pthread_mutex_unlock(&c->lru_lock);
-		cache_unlock(c);
-		__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
-		return cnt;
-	}
-	if (n->rendered && (n->rendered_rev == n->mod_revision || n->detached)) {
-		size_t len = n->rendered_size;
-		size_t cnt = 0;
-		if ((size_t)off < len) {
-			cnt = len - off < size ? len - off : size;
-			memcpy(buf, n->rendered + off, cnt);
-		}
-		if (n->lru_next)
-			lru_front(c, n);
-		pthread_mutex_unlock(&c->lru_lock);
-		cache_unlock(c);
-		__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
-		return cnt;
-	}
-	pthread_mutex_unlock(&c->lru_lock);
-	cache_unlock(c);
+	ssize_t r = serve(c, n, true, buf, size, off, NULL, NULL, NULL);
+	if (r != -EAGAIN)
+		return r;
 	char *content;
 	size_t len;
 	int64_t rev;
 	int ret = cache_get_content(c, n, &content, &len, &rev);
 	if (ret < 0)
 		return ret;
-	size_t cnt = 0;
-	if ((size_t)off < len) {
-		cnt = len - off < size ? len - off : size;
-		memcpy(buf, content + off, cnt);
-	}
+	r = deliver(content, len, buf, size, off, NULL, NULL);
 	free(content);
-	return cnt;
+	return r;
 }
 
 int cache_get_raw(struct cache *c, struct cache_node *n, char **out, size_t *len)
@@ -1530,14 +1788,13 @@ int cache_revalidate(struct cache *c, struct cache_node *n)
 void cache_apply_local(struct cache *c, const char *key, size_t key_len, const struct kv_kv *kv,
 		       int64_t rev)
 {
-	char *rendered = NULL;
-	size_t len = 0;
+	struct shown sh = {0};
 	if (kv)
-		render(c, kv, &rendered, &len);
+		sh = render_put(c, kv, true);
 	cache_wrlock(c);
 	c->own_change = true;
 	if (kv) {
-		apply_put(c, kv, rendered, len, false, 0);
+		apply_put(c, kv, sh, false, 0);
 	} else {
 		apply_delete(c, key, key_len, rev, false);
 		if (rev > c->revision && add_tomb(c, key, key_len, rev, false) < 0)
@@ -1624,22 +1881,11 @@ int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *
 	struct cache_node *oldparent = n->parent;
 	/* unlink from the old place, keeping the node */
 	unlink_child(c, n);
-	free(n->seg);
+	free_seg(n);
 	n->seg = nseg;
 	n->seg_len = seg_len;
 	n->ns = ns;
-	n->parent = newparent;
-	n->next_sib = NULL;
-	size_t b = name_hash(newparent->id, ns, seg, seg_len) & (c->by_name_cap - 1);
-	n->hnext = c->by_name[b];
-	c->by_name[b] = n;
-	n->prev_sib = newparent->last_child;
-	if (newparent->last_child)
-		newparent->last_child->next_sib = n;
-	else
-		newparent->first_child = n;
-	newparent->last_child = n;
-	newparent->n_children++;
+	link_child(c, newparent, n);
 	/* a local rename: src/save stamps both directories */
 	/* A name moved away through the mount leaves its directory in place,
 	 * as on any filesystem (it is local until a key appears in it). */
@@ -1671,8 +1917,8 @@ void cache_told_locked(struct cache *c, struct cache_node *n)
 {
 	pthread_mutex_lock(&c->lru_lock);
 	n->rep_rev = n->mod_revision;
-	free(n->rep_rendered);
-	n->rep_rendered = NULL;
+	free(n->rep_val);
+	n->rep_val = NULL;
 	pthread_mutex_unlock(&c->lru_lock);
 	__atomic_store_n(&n->kernel_rev, n->mod_revision, __ATOMIC_RELAXED);
 }
@@ -1688,7 +1934,6 @@ void cache_set_key_locked(struct cache *c, struct cache_node *n, const struct ca
 	n->lease = m->lease;
 	n->raw_size = m->raw_size;
 	n->rendered_size = m->rendered_size;
-	n->rendered_known = true;
 }
 
 void cache_prune_locked(struct cache *c, struct cache_node *n)

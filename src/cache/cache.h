@@ -3,7 +3,11 @@
  * At start the whole prefix is listed (paged) at one revision R, then
  * watched from R+1; every event updates the tree, so lookups, listings and
  * sizes never touch the network while the watch is healthy. Values are kept
- * in an LRU bounded by max_bytes and fetched again when evicted.
+ * in an LRU bounded by max_bytes and fetched again when evicted. With a
+ * render function the LRU keeps the stored bytes, not the rendering: every
+ * value is rendered once for its size (exact, so stat needs no render),
+ * and rendered again when read; the texts of recently read versions are
+ * kept too, in 1/16 of max_bytes.
  *
  * The tree is keyed by raw key segments. A key K under prefix P becomes the
  * relative key R = K[len(P):]. When P is empty, keys starting with '/' have
@@ -40,6 +44,8 @@
 
 struct cache;
 struct cache_local;
+struct cache_val;  /* cache.c: the stored bytes of one version of a key */
+struct cache_text; /* cache.c: the rendered content of one version */
 
 /* How the cache treats the write-path state of a node (set by src/save). */
 struct cache_local_ops {
@@ -53,21 +59,21 @@ struct cache_local_ops {
 struct cache_node {
 	uint64_t id;		   /* immutable */
 	struct cache_node *parent; /* protected by lock; NULL for root or detached */
-	char *seg;		   /* raw segment bytes (immutable, NUL-terminated) */
+	char *seg;		   /* raw segment bytes (NUL-terminated) */
 	size_t seg_len;
-	int ns; /* 1 for non-slash top-level keys (see above) */
 
 	/* tree links, protected by lock */
 	struct cache_node *hnext; /* hash chain on (parent, ns, seg) */
 	struct cache_node *inext; /* hash chain on id */
 	struct cache_node *first_child, *last_child, *next_sib, *prev_sib;
 	uint32_t n_children;
+	uint32_t nopen; /* open handles (a reference, see nlookup) */
+	int8_t ns;	/* 1 for non-slash top-level keys (see above) */
 	bool local_dir; /* created by mkdir, kept while empty */
 	bool detached;	/* removed from the tree, kept alive by references */
-
 	/* the key at this path, protected by lock */
 	bool has_value;
-	bool rendered_known; /* rendered_size is valid (here to fill a hole) */
+	uint32_t mark; /* resync sweep generation, protected by lock */
 	int64_t create_revision, mod_revision, version, lease;
 	size_t raw_size;      /* stored value size */
 	size_t rendered_size; /* size of the content shown (rendered) */
@@ -79,24 +85,25 @@ struct cache_node {
 	 * time below it. Shared by a node's file and directory inodes. */
 	int64_t mtime_ns;
 
-	/* value cache, protected by lru_lock (and lock for the pointer swap) */
-	char *rendered;	      /* rendered content, NULL if not cached */
-	int64_t rendered_rev; /* mod_revision the cached rendering belongs to */
+	/* Value cache, protected by lru_lock (and lock for the pointer swap).
+	 * The stored bytes are kept, not the content shown: a rendered view
+	 * (YAML) renders again on read, and keeps the text of recently read
+	 * versions only (docs/design.md, Memory). */
+	struct cache_val *val;	 /* stored bytes of a version, NULL if not cached */
+	struct cache_text *text; /* its rendering (or rep_val's), NULL if none */
 	struct cache_node *lru_prev, *lru_next;
 	/* The version whose size the kernel was last told (protected by
 	 * lru_lock). Reads are served from it until the kernel asks for
 	 * attributes again, so data always matches the kernel's i_size and a
 	 * reader racing a change never gets a mix of two versions. */
 	int64_t rep_rev;
-	char *rep_rendered; /* content of rep_rev when it is not the current */
-	size_t rep_size;
-	int64_t pending_inval; /* a change the kernel was not yet told about */
-	int64_t changed_ms;    /* monotonic ms of the last content change */
+	struct cache_val *rep_val; /* stored bytes of rep_rev when not the current */
+	int64_t pending_inval;	   /* a change the kernel was not yet told about */
+	int64_t changed_ms;	   /* monotonic ms of the last content change */
 
-	/* references that keep a detached node alive, protected by lock */
+	/* references that keep a detached node alive (with nopen), protected
+	 * by lock */
 	uint64_t nlookup; /* kernel lookups (file and dir inode together) */
-	uint32_t nopen;	  /* open handles */
-	uint64_t mark;	  /* resync sweep generation, protected by lock */
 
 	/* Write-path state (struct cache_local, src/save/save.h), owned by
 	 * src/save: NULL for the keys never written through the mount. Set
@@ -144,7 +151,7 @@ struct cache_config {
 	struct kv *kv;	    /* borrowed */
 	const char *prefix; /* borrowed; normalized by the caller */
 	size_t prefix_len;
-	size_t max_bytes;	/* value cache bound */
+	size_t max_bytes;	/* value cache bound (stored bytes and texts) */
 	size_t page_size;	/* keys per range page at sync (default 1000) */
 	cache_render_fn render; /* NULL = raw */
 	void *render_arg;
@@ -191,7 +198,12 @@ struct cache {
 	uint64_t next_id;
 	uint64_t n_keys;
 	struct cache_node lru_head; /* protected by lru_lock */
-	size_t lru_bytes;	    /* protected by lru_lock */
+	size_t lru_bytes;	    /* protected by lru_lock: stored bytes cached */
+	size_t val_max;		    /* bound of lru_bytes (immutable) */
+	/* Rendered texts, most recently used first (circular; protected by
+	 * lru_lock), and their bound: 1/16 of max_bytes, taken from val_max. */
+	struct cache_text *text_mru;
+	size_t text_bytes, text_max;
 	struct kv_watch *watch;
 	/* health: atomics, readable without locks */
 	int health;
@@ -211,7 +223,7 @@ struct cache {
 	bool own_change;
 	bool stopping;	    /* protected by health_mu */
 	bool resync_wanted; /* protected by health_mu */
-	uint64_t sync_gen;  /* protected by lock */
+	uint32_t sync_gen;  /* protected by lock */
 	/* the running or last listing's progress (atomic), for the log and the
 	 * mount root's user.etcdfs.sync */
 	uint64_t sync_done, sync_total;

@@ -385,6 +385,278 @@ static void test_reported_version(struct kv *kv)
 	cache_destroy(c);
 }
 
+/* A render function of a rendered view: the text is three times the
+ * value, plus its revision and key; values starting with "secret" cannot
+ * be shown (-EIO), "plain" ones are declined (shown as stored). Counts its
+ * calls. */
+static int n_tripled;
+
+static int triple_render(void *arg, const char *key, size_t key_len, const char *val,
+			 size_t val_len, int64_t mod_revision, char **out, size_t *out_len)
+{
+	(void)arg;
+	__atomic_add_fetch(&n_tripled, 1, __ATOMIC_SEQ_CST);
+	if (val_len >= 6 && memcmp(val, "secret", 6) == 0)
+		return -EIO;
+	if (val_len >= 5 && memcmp(val, "plain", 5) == 0)
+		return -ENOTSUP;
+	int v = (int)val_len, k = (int)key_len;
+	if (asprintf(out, "%.*s|%.*s|%.*s @%lld %.*s\n", v, val, v, val, v, val,
+		     (long long)mod_revision, k, key) < 0)
+		return -ENOMEM;
+	*out_len = strlen(*out);
+	return 0;
+}
+
+static char *tripled(const char *val, int64_t rev, const char *key)
+{
+	char *s;
+	if (asprintf(&s, "%s|%s|%s @%lld %s\n", val, val, val, (long long)rev, key) < 0)
+		abort();
+	return s;
+}
+
+static int64_t rev_of(struct cache *c, struct cache_node *n)
+{
+	cache_rdlock(c);
+	int64_t r = n->mod_revision;
+	cache_unlock(c);
+	return r;
+}
+
+/* Reads all of n through cache_read in chunks of 7 bytes, as the kernel
+ * reads pages: every chunk must come from one version. */
+static char *read_all(struct cache *c, struct cache_node *n, size_t *len)
+{
+	size_t cap = 4096, got = 0;
+	char *buf = malloc(cap);
+	for (;;) {
+		ssize_t r = cache_read(c, n, buf + got, 7, (off_t)got);
+		if (r <= 0) {
+			if (r < 0) {
+				free(buf);
+				*len = (size_t)r;
+				return NULL;
+			}
+			break;
+		}
+		got += (size_t)r;
+		REQUIRE(got + 7 < cap, "content too long");
+	}
+	buf[got] = 0;
+	*len = got;
+	return buf;
+}
+
+/* A rendered view keeps the stored bytes, not the texts: the sync renders
+ * every value once for its exact size and drops the text; a read renders
+ * again (the same bytes), and the texts of recent reads stay within 1/16 of
+ * max_bytes, the least recently read going first. */
+static void test_render_on_read(struct kv *kv)
+{
+	enum { N = 40 };
+	char key[64], val[64];
+	for (int i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "/rr/k%02d", i);
+		snprintf(val, sizeof(val), "value-%02d-%020d", i, i);
+		put(kv, key, val);
+	}
+	put(kv, "/rr/secret", "secret bytes");
+	put(kv, "/rr/plain", "plain bytes");
+	__atomic_store_n(&n_tripled, 0, __ATOMIC_SEQ_CST);
+	/* text budget 3200 / 16 = 200 bytes: one text of ~100 bytes */
+	struct cache_config cfg = {.kv = kv,
+				   .prefix = "/rr/",
+				   .prefix_len = 4,
+				   .max_bytes = 3200,
+				   .page_size = 16,
+				   .render = triple_render,
+				   .notify = notify};
+	struct cache *c;
+	int ret = cache_new(&cfg, &c);
+	REQUIRE(ret == 0, "cache_new: %d", ret);
+	CHECK_EQ(__atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST), N + 2);
+	CHECK(c->text_max == 200 && c->text_bytes == 0, "no text kept at sync (%zu of %zu)",
+	      c->text_bytes, c->text_max);
+	size_t raw = 0;
+	for (int i = 0; i < N; i++)
+		raw += strlen("value-00-") + 20;
+	raw += strlen("secret bytes") + strlen("plain bytes");
+	CHECK(c->lru_bytes == raw, "every stored value cached: %zu of %zu bytes", c->lru_bytes,
+	      raw);
+
+	struct cache_node *nodes[N];
+	cache_rdlock(c);
+	for (int i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "rr/k%02d", i);
+		nodes[i] = find(c, key + 3);
+		REQUIRE(nodes[i], "%s loaded", key);
+		cache_ref_open(c, nodes[i]);
+	}
+	struct cache_node *sec = find(c, "secret"), *pl = find(c, "plain");
+	REQUIRE(sec && pl, "secret and plain loaded");
+	cache_unlock(c);
+
+	for (int round = 0; round < 2; round++)
+		for (int i = 0; i < N; i++) {
+			snprintf(key, sizeof(key), "/rr/k%02d", i);
+			snprintf(val, sizeof(val), "value-%02d-%020d", i, i);
+			char *want = tripled(val, rev_of(c, nodes[i]), key);
+			cache_rdlock(c);
+			size_t size = cache_report_size(c, nodes[i]);
+			cache_unlock(c);
+			CHECK(size == strlen(want), "%s: size %zu, text %zu", key, size,
+			      strlen(want));
+			int before = __atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST);
+			size_t len;
+			char *got = read_all(c, nodes[i], &len);
+			CHECK(got && strcmp(got, want) == 0, "%s read: %s", key, got ? got : "-");
+			int renders = __atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST) - before;
+			CHECK(renders == 1, "%s: one rendering for %zu reads, not %d", key,
+			      len / 7 + 1, renders);
+			CHECK(c->text_bytes <= c->text_max, "texts %zu over %zu", c->text_bytes,
+			      c->text_max);
+			free(got);
+			got = content(c, key + 4);
+			CHECK(got && strcmp(got, want) == 0, "%s content: %s", key,
+			      got ? got : "-");
+			free(got);
+			free(want);
+		}
+	CHECK(c->text_bytes > 0, "recent texts kept");
+	struct cache_stats st;
+	cache_get_stats(c, &st);
+	CHECK(st.misses == 0, "nothing fetched from the backend: %llu",
+	      (unsigned long long)st.misses);
+
+	/* -EIO: the size is the stored one, and reads fail */
+	cache_rdlock(c);
+	CHECK_EQ(cache_report_size(c, sec), strlen("secret bytes"));
+	CHECK_EQ(cache_report_size(c, pl), strlen("plain bytes"));
+	cache_unlock(c);
+	char buf[64];
+	CHECK_EQ(cache_read(c, sec, buf, sizeof(buf), 0), -EIO);
+	/* declined: shown as stored, without rendering again */
+	int before = __atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST);
+	ssize_t r = cache_read(c, pl, buf, sizeof(buf), 0);
+	CHECK(r == 11 && memcmp(buf, "plain bytes", 11) == 0, "plain read %zd", r);
+	CHECK_EQ(__atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST), before);
+
+	/* A change through the watch keeps its text (it is about to be read);
+	 * before the kernel hears of it, reads serve the version it was told
+	 * of, rendered again from the stored bytes kept for it. */
+	cache_rdlock(c);
+	cache_report_size(c, nodes[0]);
+	int64_t rev1 = nodes[0]->mod_revision;
+	cache_unlock(c);
+	put(kv, "/rr/k00", "second");
+	char *want2 = NULL;
+	for (int i = 0; i < 500 && rev_of(c, nodes[0]) == rev1; i++)
+		usleep(10000);
+	int64_t rev2 = rev_of(c, nodes[0]);
+	CHECK(rev2 > rev1, "change seen");
+	want2 = tripled("second", rev2, "/rr/k00");
+	char *want1 = tripled("value-00-00000000000000000000", rev1, "/rr/k00");
+	size_t len;
+	for (int i = 0; i < 3; i++) { /* texts evicted in between: rendered again */
+		char *got = read_all(c, nodes[0], &len);
+		CHECK(got && strcmp(got, want1) == 0, "pending: the told version: %s",
+		      got ? got : "-");
+		free(got);
+		got = read_all(c, nodes[1 + i], &len);
+		free(got);
+		got = read_all(c, nodes[5 + i], &len);
+		free(got);
+	}
+	cache_rdlock(c);
+	cache_inval_done(c, nodes[0], rev2);
+	CHECK_EQ(cache_report_size(c, nodes[0]), strlen(want2));
+	cache_unlock(c);
+	char *got = read_all(c, nodes[0], &len);
+	CHECK(got && strcmp(got, want2) == 0, "after the invalidation: %s", got ? got : "-");
+	free(got);
+	free(want1);
+	free(want2);
+
+	/* A key deleted while a handle reads it: the handle still reads the
+	 * last version, rendered again from the key kept with it. */
+	cache_wrlock(c);
+	for (int i = 2; i < 12; i++)
+		cache_unref_open(c, nodes[i]);
+	cache_unlock(c);
+	for (int i = 12; i < 20; i++) { /* push k01's text out */
+		got = read_all(c, nodes[i], &len);
+		free(got);
+	}
+	int64_t d;
+	ret = kv_delete_range(kv, "/rr/k01", 7, NULL, 0, &d, NULL);
+	CHECK(ret == 0 && d == 1, "delete k01");
+	CHECK(wait_until(c, "k01", false), "k01 gone");
+	cache_rdlock(c);
+	CHECK(nodes[1]->detached, "k01 detached, kept by its handle");
+	cache_unlock(c);
+	before = __atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST);
+	got = read_all(c, nodes[1], &len);
+	CHECK(got && strncmp(got, "value-01-00000000000000000001|", 30) == 0 &&
+		      strstr(got, " /rr/k01\n"),
+	      "a detached node reads its last version: %s", got ? got : "-");
+	CHECK(__atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST) == before + 1,
+	      "rendered again with its kept key: %d renders",
+	      __atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST) - before);
+	free(got);
+	cache_wrlock(c);
+	for (int i = 0; i < N; i++)
+		if (i < 2 || i >= 12)
+			cache_unref_open(c, nodes[i]);
+	cache_unlock(c);
+	cache_destroy(c);
+}
+
+/* A text larger than the text budget is kept while it is the only one, so
+ * a file read in many requests renders once; the next text replaces it. */
+static void test_text_over_budget(struct kv *kv)
+{
+	put(kv, "/ob/a", "first value, long enough");
+	put(kv, "/ob/b", "second value, long enough");
+	/* budget 320 / 16 = 20 bytes, each text ~90 */
+	struct cache_config cfg = {.kv = kv,
+				   .prefix = "/ob/",
+				   .prefix_len = 4,
+				   .max_bytes = 320,
+				   .render = triple_render};
+	struct cache *c;
+	int ret = cache_new(&cfg, &c);
+	REQUIRE(ret == 0, "cache_new: %d", ret);
+	cache_rdlock(c);
+	struct cache_node *a = find(c, "a"), *b = find(c, "b");
+	REQUIRE(a && b, "loaded");
+	cache_ref_open(c, a);
+	cache_ref_open(c, b);
+	cache_unlock(c);
+	for (int round = 0; round < 2; round++) {
+		struct cache_node *n = round ? b : a;
+		int before = __atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST);
+		size_t len;
+		char *got = read_all(c, n, &len);
+		const char *val = round ? "second value, long enough" : "first value, long enough";
+		char *want = tripled(val, rev_of(c, n), round ? "/ob/b" : "/ob/a");
+		CHECK(got && strcmp(got, want) == 0, "read %s", got ? got : "-");
+		CHECK(len > 20 * 3, "text %zu bytes, over the budget", len);
+		CHECK_EQ(__atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST) - before, 1);
+		CHECK(c->text_bytes == len, "the one text kept: %zu", c->text_bytes);
+		free(got);
+		free(want);
+	}
+	cache_rdlock(c);
+	CHECK(!a->text && b->text, "the next text replaced the first");
+	cache_unlock(c);
+	cache_wrlock(c);
+	cache_unref_open(c, a);
+	cache_unref_open(c, b);
+	cache_unlock(c);
+	cache_destroy(c);
+}
+
 int main(void)
 {
 	log_set_level(LOG_WARNING);
@@ -501,6 +773,8 @@ int main(void)
 	test_parallel_render(kv);
 	test_times(kv);
 	test_reported_version(kv);
+	test_render_on_read(kv);
+	test_text_over_budget(kv);
 	test_progress_text();
 	kv_destroy(kv);
 	CHECK(test_rm_rf(dir) == 0, "could not remove %s", dir);
