@@ -129,6 +129,17 @@ static void emit(struct cache *c, enum cache_change_kind kind, uint64_t parent_i
 	c->cfg.notify(c->cfg.notify_arg, &chg);
 }
 
+/* n's content changed (up to its mod_revision): the kernel drops its pages
+ * and attributes. Lock held. */
+static void emit_content(struct cache *c, struct cache_node *n)
+{
+	if (!c->cfg.notify || c->quiet)
+		return;
+	struct cache_change chg = {
+		.kind = CACHE_CHG_CONTENT, .ino = cache_file_ino(n), .rev = n->mod_revision};
+	c->cfg.notify(c->cfg.notify_arg, &chg);
+}
+
 /* The %value entry of a directory that is also a key. */
 static void emit_value_entry(struct cache *c, enum cache_change_kind kind, struct cache_node *n)
 {
@@ -608,12 +619,7 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, char *rendered, s
 		n->pending_inval = kv->mod_revision;
 		n->changed_ms = util_now_ms();
 		pthread_mutex_unlock(&c->lru_lock);
-		if (c->cfg.notify && !c->quiet) {
-			struct cache_change chg = {.kind = CACHE_CHG_CONTENT,
-						   .ino = cache_file_ino(n),
-						   .rev = kv->mod_revision};
-			c->cfg.notify(c->cfg.notify_arg, &chg);
-		}
+		emit_content(c, n);
 	}
 }
 
@@ -1425,19 +1431,43 @@ size_t cache_report_size(struct cache *c, struct cache_node *n)
 	return size;
 }
 
+/* How long after a change a read that raced its invalidation still gets
+ * the version the kernel was told the size of (rep_rendered). */
+#define REP_GRACE_MS 1000
+
+/* Whether reads still serve rep_rendered, the version whose size the
+ * kernel holds: while its pages may be of it (an invalidation pending),
+ * and for REP_GRACE_MS after the change: the invalidation drops pages and
+ * marks attributes stale, but the kernel's i_size stays rep's until a
+ * getattr (cache_report_size) tells it another, so a read that sampled it
+ * before needs rep's bytes. After that, rep goes: a mapping, which never
+ * asks for attributes, moves on. lru_lock held. */
+static bool serve_rep(struct cache *c, struct cache_node *n)
+{
+	if (!n->rep_rendered)
+		return false;
+	if (n->pending_inval || util_now_ms() - n->changed_ms < REP_GRACE_MS)
+		return true;
+	free(n->rep_rendered);
+	n->rep_rendered = NULL;
+	(void)c;
+	return false;
+}
+
+size_t cache_held_size(struct cache *c, struct cache_node *n)
+{
+	pthread_mutex_lock(&c->lru_lock);
+	size_t size = serve_rep(c, n) ? n->rep_size : n->rendered_size;
+	pthread_mutex_unlock(&c->lru_lock);
+	return size;
+}
+
 void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev)
 {
 	pthread_mutex_lock(&c->lru_lock);
 	if (n->pending_inval && n->pending_inval <= rev)
 		n->pending_inval = 0;
-	/* The kernel dropped every page and size older than rev: the version
-	 * it was told of before is believed by nobody now. Serving it while a
-	 * still newer change is pending would send readers back in time, as
-	 * far as the last getattr that found nothing pending. */
-	if (n->rep_rendered && n->rep_rev < rev) {
-		free(n->rep_rendered);
-		n->rep_rendered = NULL;
-	}
+	(void)serve_rep(c, n); /* frees rep once its grace is over */
 	pthread_mutex_unlock(&c->lru_lock);
 }
 
@@ -1445,13 +1475,21 @@ ssize_t cache_read(struct cache *c, struct cache_node *n, char *buf, size_t size
 {
 	cache_rdlock(c);
 	pthread_mutex_lock(&c->lru_lock);
-	if (n->rep_rendered && n->pending_inval) {
+	if (serve_rep(c, n)) {
 		size_t cnt = 0;
 		if ((size_t)off < n->rep_size) {
 			cnt = n->rep_size - off < size ? n->rep_size - off : size;
 			memcpy(buf, n->rep_rendered + off, cnt);
 		}
+		/* Once the invalidation was delivered, these pages of the
+		 * older version must go again before a getattr may tell the
+		 * kernel the newer size (cache_report_size waits for it). */
+		bool again = !n->pending_inval;
+		if (again)
+			n->pending_inval = n->mod_revision;
 		pthread_mutex_unlock(&c->lru_lock);
+		if (again)
+			emit_content(c, n);
 		cache_unlock(c);
 		__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
 		return cnt;

@@ -287,6 +287,10 @@ bool cache_key_in_prefix(const struct cache *c, const char *key, size_t key_len)
  * previous version's while the kernel has not yet been told to drop its
  * pages (so pages and i_size always belong to one version). Lock held. */
 size_t cache_report_size(struct cache *c, struct cache_node *n);
+/* The size the kernel was last told for n, not moving it to a newer
+ * version (fs: another reader may still be copying pages of the told one).
+ * Lock held. */
+size_t cache_held_size(struct cache *c, struct cache_node *n);
 /* The notifier delivered the invalidation of n's content up to rev. Lock
  * held (read is enough). */
 void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev);
