@@ -1431,13 +1431,14 @@ size_t cache_report_size(struct cache *c, struct cache_node *n)
 	return size;
 }
 
-/* How long after a change a read that raced its invalidation still gets
- * the version the kernel was told the size of (rep_rendered). */
-#define REP_GRACE_MS 1000
+void cache_set_rep_grace(struct cache *c, int ms)
+{
+	__atomic_store_n(&c->rep_grace_ms, ms, __ATOMIC_RELAXED);
+}
 
 /* Whether reads still serve rep_rendered, the version whose size the
  * kernel holds: while its pages may be of it (an invalidation pending),
- * and for REP_GRACE_MS after the change: the invalidation drops pages and
+ * and for rep_grace_ms after the change: the invalidation drops pages and
  * marks attributes stale, but the kernel's i_size stays rep's until a
  * getattr (cache_report_size) tells it another, so a read that sampled it
  * before needs rep's bytes. After that, rep goes: a mapping, which never
@@ -1446,11 +1447,11 @@ static bool serve_rep(struct cache *c, struct cache_node *n)
 {
 	if (!n->rep_rendered)
 		return false;
-	if (n->pending_inval || util_now_ms() - n->changed_ms < REP_GRACE_MS)
+	int grace = __atomic_load_n(&c->rep_grace_ms, __ATOMIC_RELAXED);
+	if (n->pending_inval || util_now_ms() - n->changed_ms < grace)
 		return true;
 	free(n->rep_rendered);
 	n->rep_rendered = NULL;
-	(void)c;
 	return false;
 }
 
@@ -1481,15 +1482,15 @@ ssize_t cache_read(struct cache *c, struct cache_node *n, char *buf, size_t size
 			cnt = n->rep_size - off < size ? n->rep_size - off : size;
 			memcpy(buf, n->rep_rendered + off, cnt);
 		}
-		/* Once the invalidation was delivered, these pages of the
-		 * older version must go again before a getattr may tell the
-		 * kernel the newer size (cache_report_size waits for it). */
-		bool again = !n->pending_inval;
-		if (again)
-			n->pending_inval = n->mod_revision;
+		/* The pages this fills hold the older version: they go again
+		 * (an invalidation waits for a page being read), and until
+		 * then no getattr tells the kernel the newer size
+		 * (cache_report_size). Always, even with one pending: the
+		 * pending one may have dropped the pages already, which is
+		 * why this read came, and only be marked done after it. */
+		n->pending_inval = n->mod_revision;
 		pthread_mutex_unlock(&c->lru_lock);
-		if (again)
-			emit_content(c, n);
+		emit_content(c, n);
 		cache_unlock(c);
 		__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
 		return cnt;

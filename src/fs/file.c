@@ -340,7 +340,7 @@ static void read_unopened(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t 
 {
 	cache_rdlock(fs->cache);
 	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
-	bool hot = n && n->changed_ms && util_now_ms() - n->changed_ms < 1000;
+	bool hot = n && n->changed_ms && util_now_ms() - n->changed_ms < FS_HOT_MS;
 	cache_unlock(fs->cache);
 	if (!n) {
 		fuse_reply_err(req, ENOENT);

@@ -182,7 +182,7 @@ static size_t file_size(struct fs *fs, struct cache_node *n, uint64_t ino)
 		return size;
 	if (save_local(n)->local_file)
 		return save_local(n)->local_len;
-	if (!fs->no_open || !n->changed_ms || util_now_ms() - n->changed_ms >= 1000)
+	if (!fs->no_open || !n->changed_ms || util_now_ms() - n->changed_ms >= FS_HOT_MS)
 		return cache_report_size(fs->cache, n);
 	size = fs_reader_other(fs, ino, fs_asker) ? cache_held_size(fs->cache, n)
 						  : cache_report_size(fs->cache, n);
@@ -270,6 +270,7 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	    (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)) {
 		conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
 		fs->no_open = true;
+		cache_set_rep_grace(fs->cache, FS_HOT_MS);
 	}
 }
 

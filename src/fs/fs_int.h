@@ -78,6 +78,8 @@ extern __thread int fs_asker;
  * second); fs_reader_other says whether another process was, within the
  * last FS_READER_MS. */
 #define FS_READER_MS 20
+/* A file changed within this many ms is "hot" (docs/consistency.md). */
+#define FS_HOT_MS 1000
 void fs_reader_note(struct fs *fs, uint64_t ino, int pid);
 bool fs_reader_other(struct fs *fs, uint64_t ino, int pid);
 
