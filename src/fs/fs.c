@@ -31,7 +31,7 @@ __thread int fs_asker;
 void fs_reader_note(struct fs *fs, uint64_t ino, int pid)
 {
 	pthread_mutex_lock(&fs->rd_lock);
-	struct fs_reader *r = &fs->readers[fs->rd_next++ % 64];
+	struct fs_reader *r = &fs->readers[fs->rd_next++ % FS_READERS];
 	r->ino = ino;
 	r->pid = pid;
 	r->ms = util_now_ms();
@@ -43,7 +43,7 @@ bool fs_reader_other(struct fs *fs, uint64_t ino, int pid)
 	int64_t since = util_now_ms() - FS_READER_MS;
 	bool found = false;
 	pthread_mutex_lock(&fs->rd_lock);
-	for (size_t i = 0; i < 64 && !found; i++) {
+	for (size_t i = 0; i < FS_READERS && !found; i++) {
 		const struct fs_reader *r = &fs->readers[i];
 		found = r->ino == ino && r->ms > since && (r->pid != pid || !pid);
 	}

@@ -11,6 +11,10 @@
 
 struct notify_item;
 
+/* How many of the latest readers of changing files a no_open mount keeps
+ * (fs_reader_note). */
+#define FS_READERS 64
+
 struct fs {
 	struct fs_config cfg;
 	struct cache *cache;	 /* borrowed */
@@ -38,13 +42,14 @@ struct fs {
 	 * Set in init, before any request. */
 	bool no_open;
 
-	/* no_open: the latest readers of changing files (fs_reader_*) */
+	/* no_open: the latest readers of changing files (fs_reader_*),
+	 * a ring */
 	pthread_mutex_t rd_lock;
 	struct fs_reader {
 		uint64_t ino;
 		int pid;
 		int64_t ms;
-	} readers[64];
+	} readers[FS_READERS];
 	unsigned rd_next;
 
 	/* request counters (atomics) */
