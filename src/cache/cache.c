@@ -130,6 +130,17 @@ static void emit(struct cache *c, enum cache_change_kind kind, uint64_t parent_i
 	c->cfg.notify(c->cfg.notify_arg, &chg);
 }
 
+/* n's content changed (up to its mod_revision): the kernel drops its pages
+ * and attributes. Lock held. */
+static void emit_content(struct cache *c, struct cache_node *n)
+{
+	if (!c->cfg.notify || c->quiet)
+		return;
+	struct cache_change chg = {
+		.kind = CACHE_CHG_CONTENT, .ino = cache_file_ino(n), .rev = n->mod_revision};
+	c->cfg.notify(c->cfg.notify_arg, &chg);
+}
+
 /* The %value entry of a directory that is also a key. */
 static void emit_value_entry(struct cache *c, enum cache_change_kind kind, struct cache_node *n)
 {
@@ -778,12 +789,7 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, struct shown sh, 
 		n->pending_inval = kv->mod_revision;
 		n->changed_ms = util_now_ms();
 		pthread_mutex_unlock(&c->lru_lock);
-		if (c->cfg.notify && !c->quiet) {
-			struct cache_change chg = {.kind = CACHE_CHG_CONTENT,
-						   .ino = cache_file_ino(n),
-						   .rev = kv->mod_revision};
-			c->cfg.notify(c->cfg.notify_arg, &chg);
-		}
+		emit_content(c, n);
 	}
 }
 
@@ -1559,9 +1565,11 @@ static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_
 /* The version reads serve (lru_lock held): while the kernel has not yet
  * dropped the pages of the version it was told of, that one (kernel
  * true), else the current one, when cached. */
-static struct cache_val *served(struct cache_node *n, bool kernel)
+static bool serve_rep(struct cache *c, struct cache_node *n);
+
+static struct cache_val *served(struct cache *c, struct cache_node *n, bool kernel)
 {
-	if (kernel && n->pending_inval && n->rep_val)
+	if (kernel && serve_rep(c, n))
 		return n->rep_val;
 	if (n->val && (n->val->rev == n->mod_revision || n->detached))
 		return n->val;
@@ -1634,10 +1642,20 @@ static ssize_t serve(struct cache *c, struct cache_node *n, bool kernel, char *b
 {
 	cache_rdlock(c);
 	pthread_mutex_lock(&c->lru_lock);
-	struct cache_val *v = served(n, kernel);
+	struct cache_val *v = served(c, n, kernel);
 	ssize_t r = -EAGAIN;
+	bool again = false;
 	if (!v)
 		goto out;
+	/* The pages this fills hold the older version: they go again (an
+	 * invalidation waits for a page being read), and until then no
+	 * getattr tells the kernel the newer size (cache_report_size).
+	 * Always, even with one pending: the pending one may have dropped the
+	 * pages already, which is why this read came, and only be marked done
+	 * after it. */
+	again = v == n->rep_val;
+	if (again)
+		n->pending_inval = n->mod_revision;
 	if (v == n->val && n->lru_next)
 		lru_front(c, n);
 	if (rev)
@@ -1665,6 +1683,8 @@ static ssize_t serve(struct cache *c, struct cache_node *n, bool kernel, char *b
 	}
 	char *val = util_memdup(v->data, v->len);
 	pthread_mutex_unlock(&c->lru_lock);
+	if (again)
+		emit_content(c, n);
 	cache_unlock(c);
 	if (!key || !val) {
 		r = n->detached && !key ? -ENOENT : -ENOMEM;
@@ -1678,6 +1698,8 @@ static ssize_t serve(struct cache *c, struct cache_node *n, bool kernel, char *b
 	return r;
 out:
 	pthread_mutex_unlock(&c->lru_lock);
+	if (again)
+		emit_content(c, n);
 	cache_unlock(c);
 	return r;
 }
@@ -1713,6 +1735,38 @@ size_t cache_report_size(struct cache *c, struct cache_node *n)
 	return size;
 }
 
+void cache_set_rep_grace(struct cache *c, int ms)
+{
+	__atomic_store_n(&c->rep_grace_ms, ms, __ATOMIC_RELAXED);
+}
+
+/* Whether reads still serve rep_val, the version whose size the kernel
+ * holds: while its pages may be of it (an invalidation pending), and for
+ * rep_grace_ms after the change: the invalidation drops pages and marks
+ * attributes stale, but the kernel's i_size stays rep's until a getattr
+ * (cache_report_size) tells it another, so a read that sampled it before
+ * needs rep's bytes. After that, rep goes: a mapping, which never asks for
+ * attributes, moves on. lru_lock held. */
+static bool serve_rep(struct cache *c, struct cache_node *n)
+{
+	if (!n->rep_val)
+		return false;
+	int grace = __atomic_load_n(&c->rep_grace_ms, __ATOMIC_RELAXED);
+	if (n->pending_inval || util_now_ms() - n->changed_ms < grace)
+		return true;
+	free(n->rep_val);
+	n->rep_val = NULL;
+	return false;
+}
+
+size_t cache_held_size(struct cache *c, struct cache_node *n)
+{
+	pthread_mutex_lock(&c->lru_lock);
+	size_t size = serve_rep(c, n) ? n->rep_val->shown : n->rendered_size;
+	pthread_mutex_unlock(&c->lru_lock);
+	return size;
+}
+
 void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev)
 {
 	pthread_mutex_lock(&c->lru_lock);
@@ -1721,11 +1775,13 @@ void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev)
 	/* The kernel dropped every page and size older than rev: the version
 	 * it was told of before is believed by nobody now. Serving it while a
 	 * still newer change is pending would send readers back in time, as
-	 * far as the last getattr that found nothing pending. */
-	if (n->rep_val && n->rep_rev < rev) {
+	 * far as the last getattr that found nothing pending. A mount with a
+	 * grace (no OPEN) keeps it for that long, as serve_rep says. */
+	if (n->rep_val && n->rep_rev < rev && !__atomic_load_n(&c->rep_grace_ms, __ATOMIC_RELAXED)) {
 		free(n->rep_val);
 		n->rep_val = NULL;
 	}
+	(void)serve_rep(c, n); /* frees rep once its grace is over */
 	pthread_mutex_unlock(&c->lru_lock);
 }
 

@@ -188,6 +188,7 @@ struct cache {
 	struct cache_config cfg;
 	pthread_rwlock_t lock;
 	pthread_mutex_t lru_lock;
+	int rep_grace_ms; /* cache_set_rep_grace; atomic */
 	/* everything below protected by lock unless noted */
 	struct cache_node *root;
 	struct cache_node **by_name;
@@ -299,6 +300,16 @@ bool cache_key_in_prefix(const struct cache *c, const char *key, size_t key_len)
  * previous version's while the kernel has not yet been told to drop its
  * pages (so pages and i_size always belong to one version). Lock held. */
 size_t cache_report_size(struct cache *c, struct cache_node *n);
+/* For how long after a change reads keep getting the version whose size
+ * the kernel was told, after the invalidation too (0, the default: only
+ * until it was delivered). A mount whose reads have no OPEN (fs no_open)
+ * needs it, as nothing else makes the kernel ask for the new size before
+ * a read; a mapping then sees a change up to that late. */
+void cache_set_rep_grace(struct cache *c, int ms);
+/* The size the kernel was last told for n, not moving it to a newer
+ * version (fs: another reader may still be copying pages of the told one).
+ * Lock held. */
+size_t cache_held_size(struct cache *c, struct cache_node *n);
 /* The notifier delivered the invalidation of n's content up to rev. Lock
  * held (read is enough). */
 void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev);

@@ -140,6 +140,12 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	CNT(fs, n_open);
+	if (fs->no_open) {
+		/* The kernel stops asking: this file and every later one are
+		 * opened without us (fs_op_init). */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (cache_ino_kind(ino) == CACHE_INO_DIR) {
 		fuse_reply_err(req, EISDIR);
 		return;
@@ -320,13 +326,79 @@ static ssize_t read_node(struct fs *fs, struct cache_node *n, int pid, char *buf
 	return cache_read(c, n, buf, size, off);
 }
 
+/* Copies the part of buf at off, up to size bytes, as the reply. */
+static void reply_slice(fuse_req_t req, const char *buf, size_t len, size_t size, off_t off)
+{
+	size_t cnt = (size_t)off < len ? len - off : 0;
+	fuse_reply_buf(req, buf + (cnt ? off : 0), cnt < size ? cnt : size);
+}
+
+/* A read of a file the kernel opened without asking (no_open): no handle;
+ * it fills the page cache, which the notifier empties at every change. The
+ * node lives as long as the kernel's inode, which this READ names. */
+static void read_unopened(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t size, off_t off)
+{
+	cache_rdlock(fs->cache);
+	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
+	bool hot = n && n->changed_ms && util_now_ms() - n->changed_ms < FS_HOT_MS;
+	cache_unlock(fs->cache);
+	if (!n) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	/* Until this reader has copied the pages, no other is told the size
+	 * of another version (file_size, fs.c). */
+	if (hot)
+		fs_reader_note(fs, ino, fuse_req_ctx(req)->pid);
+	/* While the watch is down nothing is served without the backend
+	 * answering (no OPEN does that here), and the pages this read fills
+	 * are dropped again after it, so that the next read asks too. */
+	bool fresh = cache_fresh(fs->cache);
+	bool raw = cache_ino_kind(ino) == CACHE_INO_RAW;
+	char *buf = NULL;
+	size_t len = 0;
+	ssize_t ret = 0;
+	if (!fresh && !raw) {
+		struct fs_intr it;
+		fs_intr_arm(req, &it);
+		ret = cache_revalidate(fs->cache, n);
+		if (!fs_intr_claim(&it))
+			return; /* interrupted: EINTR was the reply */
+	}
+	if (ret == 0 && raw) {
+		/* NAME%raw: the stored bytes as etcd has them now */
+		ret = cache_get_raw(fs->cache, n, &buf, &len);
+		if (ret == 0)
+			reply_slice(req, buf, len, size, off);
+	} else if (ret == 0) {
+		buf = malloc(size ? size : 1);
+		ret = buf ? read_node(fs, n, -1, buf, size, off) : -ENOMEM;
+		if (ret >= 0)
+			fuse_reply_buf(req, buf, ret);
+	}
+	if (ret < 0)
+		fuse_reply_err(req, fs_errno_out(ret));
+	free(buf);
+	if (!fresh) {
+		cache_rdlock(fs->cache);
+		struct cache_change chg = {.kind = CACHE_CHG_CONTENT,
+					   .ino = cache_file_ino(n),
+					   .rev = n->mod_revision};
+		cache_unlock(fs->cache);
+		fs_cache_notify(fs, &chg);
+	}
+}
+
 void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	(void)ino;
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	CNT(fs, n_read);
 	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
+	if (!fh) {
+		read_unopened(req, fs, ino, size, off);
+		return;
+	}
 	/* A read that fills the page cache (the kernel sends a lock owner
 	 * with every direct read, none with a fill) through a direct I/O
 	 * handle comes from mmap: it reads the content the page cache holds
@@ -365,7 +437,7 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
-	if (!fh->file) {
+	if (!fh || !fh->file) {
 		fuse_reply_err(req, EBADF);
 		return;
 	}
@@ -385,7 +457,7 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 /* A save of fh: flush (force: fsync). */
 static int save_handle(struct fs *fs, struct fhandle *fh, bool force)
 {
-	if (!fh->file)
+	if (!fh || !fh->file) /* !fh: opened without us (no_open) */
 		return 0;
 	bool wrote;
 	int ret = save_file_flush(fs->save, fh->node, fh->file, force, &wrote);
@@ -399,6 +471,12 @@ void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	(void)ino;
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
+	if (!fi->fh && fs->no_open) {
+		/* Nothing to save on a read-only mount: the kernel stops
+		 * sending FLUSH too. */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	/* A shell's "cmd > file" opens with O_TRUNC, dup2()s and closes the
 	 * original fd before cmd writes: save_file_flush leaves a file
 	 * nothing was written to since for the last close. */
@@ -438,7 +516,8 @@ void fs_handle_free(struct fs *fs, struct fhandle *fh)
 void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	fs_handle_free(fs_of(req), (struct fhandle *)(uintptr_t)fi->fh);
+	if (fi->fh) /* else opened without us (no_open): nothing to free */
+		fs_handle_free(fs_of(req), (struct fhandle *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 

@@ -11,6 +11,10 @@
 
 struct notify_item;
 
+/* How many of the latest readers of changing files a no_open mount keeps
+ * (fs_reader_note). */
+#define FS_READERS 64
+
 struct fs {
 	struct fs_config cfg;
 	struct cache *cache;	 /* borrowed */
@@ -32,6 +36,21 @@ struct fs {
 	pthread_cond_t nq_done_cv;
 
 	bool ro_explained; /* the first EROFS logs why */
+	/* A read-only mount whose kernel opens files without asking (FUSE
+	 * NO_OPEN): reads arrive with fh 0 and go through the page cache, and
+	 * no handle state exists (docs/consistency.md, "Read-only mounts").
+	 * Set in init, before any request. */
+	bool no_open;
+
+	/* no_open: the latest readers of changing files (fs_reader_*),
+	 * a ring */
+	pthread_mutex_t rd_lock;
+	struct fs_reader {
+		uint64_t ino;
+		int pid;
+		int64_t ms;
+	} readers[FS_READERS];
+	unsigned rd_next;
 
 	/* request counters (atomics) */
 	uint64_t n_requests, n_lookup, n_getattr, n_open, n_read, n_readdir, n_errors;
@@ -53,6 +72,21 @@ struct fs_intr {
 void fs_intr_arm(fuse_req_t req, struct fs_intr *it);
 /* True if the caller still owns the reply (not interrupted). */
 bool fs_intr_claim(struct fs_intr *it);
+
+/* The process a handler answers (its thread's pid), for fs_fill_attr. */
+extern __thread int fs_asker;
+/* no_open mounts: the kernel samples a file's size after a read's pages
+ * arrive, and reads on past the first pages if the size grew meanwhile; so
+ * while a reader may still be copying pages of one version, no other
+ * reader is told the size of another. fs_reader_note records that pid was
+ * told the size of, or read, ino (a file that changed within the last
+ * second); fs_reader_other says whether another process was, within the
+ * last FS_READER_MS. */
+#define FS_READER_MS 20
+/* A file changed within this many ms is "hot" (docs/consistency.md). */
+#define FS_HOT_MS 1000
+void fs_reader_note(struct fs *fs, uint64_t ino, int pid);
+bool fs_reader_other(struct fs *fs, uint64_t ino, int pid);
 
 /* fs.c helpers shared with write.c */
 double fs_timeout(struct fs *fs);
@@ -125,6 +159,11 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
 void fs_op_readlink(fuse_req_t req, fuse_ino_t ino);
 void fs_reply_erofs(struct fs *fs, fuse_req_t req);
+/* Logs (once, after lead) why writes are refused and keeps it for the
+ * root's user.etcdfs.last_error: at every refusal, and when a read-only
+ * mount mounts, as the kernel then refuses its writes without asking (it
+ * is mounted read-only). */
+void fs_explain_read_only(struct fs *fs, const char *lead);
 
 int fs_notifier_start(struct fs *fs);
 /* Waits (bounded) until every invalidation queued so far reached the

@@ -62,6 +62,10 @@ void fs_cache_notify(void *arg, const struct cache_change *chg)
 	pthread_mutex_unlock(&fs->nq_lock);
 }
 
+/* Health changed: every attribute the kernel holds goes. On a no_open
+ * mount the pages go too, as no OPEN would drop them: the next read of any
+ * file reaches us, and while the watch is down we ask the backend before
+ * answering it (read_unopened). */
 static void inval_all_attrs(struct fs *fs)
 {
 	/* Gather under the cache lock, notify after releasing it. */
@@ -73,7 +77,7 @@ static void inval_all_attrs(struct fs *fs)
 		for (struct cache_node *nd = c->by_id[b]; nd; nd = nd->inext) {
 			if (!__atomic_load_n(&nd->nlookup, __ATOMIC_RELAXED))
 				continue;
-			if (n + 2 > cap) {
+			if (n + 3 > cap) {
 				cap = cap ? cap * 2 : 256;
 				uint64_t *ni = realloc(inos, cap * sizeof(*ni));
 				if (!ni)
@@ -82,11 +86,13 @@ static void inval_all_attrs(struct fs *fs)
 			}
 			inos[n++] = cache_file_ino(nd);
 			inos[n++] = cache_dir_ino(nd);
+			if (fs->no_open)
+				inos[n++] = cache_raw_ino(nd);
 		}
 done:
 	cache_unlock(c);
 	for (size_t i = 0; i < n; i++)
-		fuse_lowlevel_notify_inval_inode(fs->se, inos[i], -1, 0);
+		fuse_lowlevel_notify_inval_inode(fs->se, inos[i], fs->no_open ? 0 : -1, 0);
 	free(inos);
 }
 
@@ -103,7 +109,11 @@ static void deliver(struct fs *fs, struct notify_item *it)
 		struct cache_node *n = cache_node_by_id(c, cache_ino_id(it->ino));
 		if (n)
 			cache_inval_done(c, n, it->rev);
+		uint64_t raw = n && fs->no_open ? cache_raw_ino(n) : 0;
 		cache_unlock(c);
+		/* NAME%raw's pages: no OPEN drops them on a no_open mount */
+		if (raw)
+			fuse_lowlevel_notify_inval_inode(se, raw, 0, 0);
 		break;
 	}
 	case CACHE_CHG_NEW:

@@ -90,15 +90,20 @@ static bool refused_read_only(struct fs *fs, fuse_req_t req)
 	return true;
 }
 
-void fs_reply_erofs(struct fs *fs, fuse_req_t req)
+void fs_explain_read_only(struct fs *fs, const char *lead)
 {
 	const char *why = fs->cfg.ro_reason ? fs->cfg.ro_reason : "the mount is read-only (-o ro)";
 	if (fs->cfg.ro_reason && !__atomic_exchange_n(&fs->ro_explained, true, __ATOMIC_SEQ_CST))
-		log_warn("write refused: %s", why);
-	/* the root's user.etcdfs.last_error says it too, for every refusal */
+		log_warn("%s: %s", lead, why);
+	/* the root's user.etcdfs.last_error says it too */
 	char msg[512];
 	snprintf(msg, sizeof(msg), "write refused: %s", why);
 	save_why_note(fs->save, msg);
+}
+
+void fs_reply_erofs(struct fs *fs, fuse_req_t req)
+{
+	fs_explain_read_only(fs, "write refused");
 	fuse_reply_err(req, EROFS);
 }
 
