@@ -939,6 +939,88 @@ static int grow_victims(char ***vk, size_t **vl, size_t *cap)
 	return 0;
 }
 
+/*
+ * Pages of a big listing end at a window, not at the prefix's end. etcd 3.4
+ * serves a range with a limit by first collecting the revision of every key
+ * from the start key to range_end, holding its index's read lock, and only
+ * then cutting at the limit (mvcc treeIndex.Revisions). Paging a 1M-key
+ * prefix to its end so costs each page a walk of all that is left: quadratic
+ * in all, and every walk holds off every write to etcd while it runs (the
+ * stall of etcd-io/etcd#7719). So only the first page spans the whole prefix
+ * (its count is the progress total); each later page ends 2^-bits of the key
+ * space (keys read as base-256 fractions) after its start key: bits is the
+ * span of the page before when that one was full, else the window before
+ * widened by how far short of a page it fell. Walks stay near the keys
+ * listed, plus one per jump into a denser part of the key space.
+ */
+
+/* Bits two keys share from their first byte on. */
+static unsigned common_bits(const char *a, size_t alen, const char *b, size_t blen)
+{
+	size_t n = alen < blen ? alen : blen, i = 0;
+	while (i < n && a[i] == b[i])
+		i++;
+	if (i == n)
+		return (unsigned)(8 * i);
+	unsigned x = (unsigned char)(a[i] ^ b[i]);
+	return (unsigned)(8 * i) + (unsigned)__builtin_clz(x) - 24;
+}
+
+/* 64 bits of a key from bit off on, zeros past its end. */
+static uint64_t key_bits64(const char *k, size_t len, unsigned off)
+{
+	size_t b = off / 8;
+	unsigned sh = off % 8;
+	uint64_t v = 0;
+	for (size_t i = 0; i < 9; i++) {
+		uint64_t byte = b + i < len ? (unsigned char)k[b + i] : 0;
+		v = i < 8 ? v << 8 | byte : sh ? v << sh | byte >> (8 - sh) : v;
+	}
+	return v;
+}
+
+/* The largest power of two under the span from a to b (a < b), as bits. */
+static unsigned span_bits(const char *a, size_t alen, const char *b, size_t blen)
+{
+	unsigned cb = common_bits(a, alen, b, blen);
+	uint64_t d = key_bits64(b, blen, cb) - key_bits64(a, alen, cb);
+	return cb + 1 + (d ? (unsigned)__builtin_clzll(d) : 63);
+}
+
+/* The end of the window of 2^-bits from key: key cut to bits, plus one at
+ * the last bit. Always above key. *out is NULL when the window reaches end
+ * (end "\0" of length 1: no end). */
+static int window_end(const char *key, size_t len, unsigned bits, const char *end, size_t end_len,
+		      char **out, size_t *out_len)
+{
+	size_t n = (bits + 7) / 8;
+	unsigned char *w = malloc(n);
+	*out = NULL;
+	if (!w)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		w[i] = i < len ? (unsigned char)key[i] : 0;
+	unsigned add = 1u << (7 - (bits - 1) % 8);
+	bool carry = true;
+	for (size_t i = n; carry && i-- > 0; add = 1) {
+		unsigned v = w[i] + add;
+		w[i] = (unsigned char)v;
+		carry = v > 255;
+	}
+	bool to_end = carry;
+	if (!carry && !(end_len == 1 && end[0] == 0)) {
+		int d = memcmp(w, end, n < end_len ? n : end_len);
+		to_end = d > 0 || (d == 0 && n >= end_len);
+	}
+	if (to_end) {
+		free(w);
+		return 0;
+	}
+	*out = (char *)w;
+	*out_len = n;
+	return 0;
+}
+
 static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 {
 	char *end = malloc(c->cfg.prefix_len + 1);
@@ -967,11 +1049,19 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 	/* Keys seen in this listing, by id, for the sweep. */
 	size_t seen_cap = 0, n_seen = 0;
 	uint64_t *seen = NULL;
+	unsigned bits = 0; /* the next page's window; 0: to the end */
+	char *wend = NULL; /* its end; NULL: end */
+	size_t wend_len = 0;
 	for (;;) {
+		if (bits) {
+			ret = window_end(start, start_len, bits, end, end_len, &wend, &wend_len);
+			if (ret < 0)
+				goto out;
+		}
 		struct kv_range_req req = {.key = start,
 					   .key_len = start_len,
-					   .range_end = end,
-					   .range_end_len = end_len,
+					   .range_end = wend ? wend : end,
+					   .range_end_len = wend ? wend_len : end_len,
 					   .revision = rev,
 					   .limit = (int64_t)c->cfg.page_size,
 					   .serializable = false};
@@ -1061,7 +1151,26 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 			memcpy(start, last->key, last->key_len);
 			start[last->key_len] = 0; /* the smallest key after last */
 			start_len = last->key_len + 1;
+			/* the next window: about as wide as this full page */
+			bits = span_bits(res.kvs[0].key, res.kvs[0].key_len, last->key,
+					 last->key_len);
+		} else if (wend) {
+			/* the window is done, not the listing */
+			free(start);
+			start = wend;
+			start_len = wend_len;
+			wend = NULL;
+			more = true;
+			/* short of a page: wider by the shortfall, 4x at most,
+			 * 2x past an empty one (a denser part may lie ahead) */
+			unsigned wider = res.n_kvs ? 0 : 1;
+			while (res.n_kvs && wider < 2 &&
+			       (res.n_kvs << (wider + 1)) <= c->cfg.page_size)
+				wider++;
+			bits = bits > wider ? bits - wider : 1;
 		}
+		free(wend);
+		wend = NULL;
 		kv_range_result_free(&res);
 		if (!more)
 			break;
@@ -1114,6 +1223,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 	__atomic_store_n(&c->sync_total, total, __ATOMIC_RELAXED);
 out:
 	__atomic_store_n(&c->syncing, false, __ATOMIC_RELAXED);
+	free(wend);
 	free(seen);
 	free(start);
 	free(end);

@@ -657,6 +657,92 @@ static void test_text_over_budget(struct kv *kv)
 	cache_destroy(c);
 }
 
+/* A backend that, before each range, counts the keys from its key to its
+ * range_end: what etcd 3.4 walks for it under its index lock, whatever the
+ * limit (mvcc treeIndex.Revisions). */
+struct span_kv {
+	struct kv kv;
+	struct kv *inner;
+	size_t page;
+	int64_t ranges, walked, wide; /* wide: ranges spanning over 8 pages */
+};
+
+static int span_range(struct kv *kv, const struct kv_range_req *req, struct kv_range_result *res)
+{
+	struct span_kv *s = (struct span_kv *)kv;
+	struct kv_range_req cnt = *req;
+	cnt.count_only = true;
+	cnt.limit = 0;
+	struct kv_range_result r;
+	int ret = kv_range(s->inner, &cnt, &r);
+	if (ret == 0) {
+		s->ranges++;
+		s->walked += r.count;
+		if (r.count > 8 * (int64_t)s->page)
+			s->wide++;
+		kv_range_result_free(&r);
+	}
+	return kv_range(s->inner, req, res);
+}
+
+static int span_status(struct kv *kv, int64_t *revision)
+{
+	return kv_status(((struct span_kv *)kv)->inner, revision);
+}
+
+static const struct kv_ops span_ops = {.name = "span", .range = span_range, .status = span_status};
+
+/* A big listing's pages after the first end at a window sized from the page
+ * before, so the keys all ranges span stay a few times the keys listed (each
+ * page to the prefix's end: 111,220 for 3,310 keys in 67 pages, 59 of them
+ * wider than 8 pages). Wide ones remain where the keys jump to a denser part
+ * of the key space (here the cluster b, and each thousand of its decimal
+ * names). */
+static void test_windowed_pages(struct kv *kv)
+{
+	int n = 0;
+	char k[96];
+	for (int i = 0; i < 300; i++, n++) {
+		snprintf(k, sizeof(k), "/win/a/k%04d", i * 7);
+		put(kv, k, "a");
+	}
+	for (int i = 0; i < 3000; i++, n++) {
+		snprintf(k, sizeof(k), "/win/b/a/much/longer/path/k%05d", i * 13);
+		put(kv, k, "b");
+	}
+	for (int i = 0; i < 10; i++, n++) {
+		snprintf(k, sizeof(k), "/win/c%c/\xff\xff%d", 'a' + i * 2, i);
+		put(kv, k, "c");
+	}
+	put(kv, "/win\xff", "outside");
+	struct span_kv s = {.kv = {.ops = &span_ops}, .inner = kv, .page = 50};
+	struct cache_config cfg = {.kv = &s.kv,
+				   .prefix = "/win/",
+				   .prefix_len = 5,
+				   .max_bytes = 1 << 20,
+				   .page_size = 50,
+				   .no_watch = true};
+	struct cache *c;
+	int ret = cache_new(&cfg, &c);
+	REQUIRE(ret == 0, "cache_new over the span backend: %d", ret);
+	struct cache_stats st;
+	cache_get_stats(c, &st);
+	CHECK(c->n_keys == (uint64_t)n && st.sync_done == (uint64_t)n &&
+		      st.sync_total == (uint64_t)n,
+	      "keys %llu, progress %llu of %llu, want %d", (unsigned long long)c->n_keys,
+	      (unsigned long long)st.sync_done, (unsigned long long)st.sync_total, n);
+	CHECK(s.walked <= 5 * n, "the ranges spanned %lld keys for %d listed (%lld ranges)",
+	      (long long)s.walked, n, (long long)s.ranges);
+	CHECK(s.wide <= 8, "%lld of %lld ranges spanned over 8 pages", (long long)s.wide,
+	      (long long)s.ranges);
+	cache_rdlock(c);
+	CHECK(find(c, "b/a/much/longer/path/k38987") && find(c, "a/k2093") &&
+		      find(c, "cs/\377\3779"),
+	      "the last key of each cluster");
+	cache_unlock(c);
+	cache_destroy(c);
+}
+
 int main(void)
 {
 	log_set_level(LOG_WARNING);
@@ -775,6 +861,7 @@ int main(void)
 	test_reported_version(kv);
 	test_render_on_read(kv);
 	test_text_over_budget(kv);
+	test_windowed_pages(kv);
 	test_progress_text();
 	kv_destroy(kv);
 	CHECK(test_rm_rf(dir) == 0, "could not remove %s", dir);
