@@ -1597,6 +1597,19 @@ void cache_get_stats(struct cache *c, struct cache_stats *st)
 	st->sync_elapsed_ms = util_now_ms() - __atomic_load_n(&c->sync_t0_ms, __ATOMIC_RELAXED);
 }
 
+/* Caches a fetched version of n (sh owned) unless n went, or a newer one
+ * arrived meanwhile. Without locks. */
+static void keep_fetched(struct cache *c, struct cache_node *n, const struct kv_kv *kv,
+			 struct shown sh)
+{
+	cache_wrlock(c);
+	if (!n->detached && kv->mod_revision >= n->mod_revision)
+		apply_put(c, kv, sh, true, 0);
+	else
+		shown_free(&sh);
+	cache_unlock(c);
+}
+
 /* Fetches n's value from the backend and caches it. Without locks. */
 static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_len, int64_t *rev)
 {
@@ -1639,13 +1652,8 @@ static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_
 	}
 	struct shown sh = render_put(c, &kv, true);
 	if (sh.eio) {
-		cache_wrlock(c);
 		/* the stat size follows the value even when it cannot be shown */
-		if (!n->detached && kv.mod_revision >= n->mod_revision)
-			apply_put(c, &kv, sh, true, 0);
-		else
-			shown_free(&sh);
-		cache_unlock(c);
+		keep_fetched(c, n, &kv, sh);
 		kv_kv_free(&kv);
 		return -EIO;
 	}
@@ -1659,12 +1667,7 @@ static int fetch(struct cache *c, struct cache_node *n, char **out, size_t *out_
 	if (len)
 		memcpy(copy, sh.text ? sh.text : kv.value, len);
 	copy[len] = 0;
-	cache_wrlock(c);
-	if (!n->detached && kv.mod_revision >= n->mod_revision)
-		apply_put(c, &kv, sh, true, 0);
-	else
-		shown_free(&sh);
-	cache_unlock(c);
+	keep_fetched(c, n, &kv, sh);
 	*rev = kv.mod_revision;
 	kv_kv_free(&kv);
 	*out = copy;
