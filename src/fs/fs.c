@@ -493,7 +493,10 @@ static int build_listing(struct dir_handle *dh, struct cache_node *dir)
 /* The listing is taken by the READDIR at offset 0, not here: a change that
  * lands between OPENDIR and READDIR has its invalidation processed by the
  * kernel before that READDIR, and a listing taken at OPENDIR would then be
- * cached by the kernel (cache_readdir) with the change missing, for good. */
+ * cached by the kernel (cache_readdir) with the change missing, for good.
+ * A change during a READDIR is safe: the notifier's inval_entry (NEW,
+ * DELETE) waits for the directory lock getdents holds while it fills the
+ * cache, so the inval_inode after it drops those pages. */
 static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
