@@ -182,6 +182,20 @@ struct kv_watch_req {
 	bool prev_kv;
 };
 
+/* ---- leases ----
+ *
+ * Optional: a backend without leases leaves these ops NULL and the wrappers
+ * answer -ENOSYS. Errors beyond the list above: -ENOENT the lease does not
+ * exist (expired, revoked or never granted; also a txn PUT naming such a
+ * lease, as etcd's "requested lease not found"), -EEXIST a grant with an id
+ * already in use. A lease's expiry deletes every key attached to it in one
+ * revision, as etcd does. */
+struct kv_lease {
+	int64_t id;
+	int64_t ttl;	     /* seconds left (keep-alive: the TTL renewed to) */
+	int64_t granted_ttl; /* seconds the grant asked for (after the backend's minimum) */
+};
+
 /* ---- the backend vtable ---- */
 
 struct kv;
@@ -202,6 +216,15 @@ struct kv_ops {
 	size_t (*max_request_bytes)(struct kv *kv);
 	/* Most operations one txn may hold (etcd: 128 default). */
 	size_t (*max_txn_ops)(struct kv *kv);
+	/* Leases (optional, see above). grant: id 0 lets the backend pick one. */
+	int (*lease_grant)(struct kv *kv, int64_t id, int64_t ttl, struct kv_lease *out);
+	int (*lease_revoke)(struct kv *kv, int64_t id, int64_t *revision);
+	int (*lease_keepalive)(struct kv *kv, int64_t id, struct kv_lease *out);
+	/* keys (may be NULL): the attached keys, key only (value NULL), owned by the caller. */
+	int (*lease_ttl)(struct kv *kv, int64_t id, struct kv_lease *out,
+			 struct kv_range_result *keys);
+	/* *ids: malloc'd array of n lease ids, owned by the caller. */
+	int (*lease_list)(struct kv *kv, int64_t **ids, size_t *n);
 	void (*destroy)(struct kv *kv);
 };
 
@@ -226,6 +249,11 @@ void kv_watch_cancel(struct kv *kv, struct kv_watch *w);
 int kv_compact(struct kv *kv, int64_t revision, bool physical);
 int kv_status(struct kv *kv, int64_t *revision);
 void kv_destroy(struct kv *kv);
+int kv_lease_grant(struct kv *kv, int64_t id, int64_t ttl, struct kv_lease *out);
+int kv_lease_revoke(struct kv *kv, int64_t id, int64_t *revision);
+int kv_lease_keepalive(struct kv *kv, int64_t id, struct kv_lease *out);
+int kv_lease_ttl(struct kv *kv, int64_t id, struct kv_lease *out, struct kv_range_result *keys);
+int kv_lease_list(struct kv *kv, int64_t **ids, size_t *n);
 
 /* Computes the range_end that selects every key with the given prefix
  * (etcd's "prefix + 1" rule). Writes into buf (at least prefix_len bytes)

@@ -145,6 +145,32 @@ void kv_destroy(struct kv *kv)
 		kv->ops->destroy(kv);
 }
 
+/* Leases are optional in a backend: a NULL op answers -ENOSYS. */
+int kv_lease_grant(struct kv *kv, int64_t id, int64_t ttl, struct kv_lease *out)
+{
+	return kv->ops->lease_grant ? kv->ops->lease_grant(kv, id, ttl, out) : -ENOSYS;
+}
+
+int kv_lease_revoke(struct kv *kv, int64_t id, int64_t *revision)
+{
+	return kv->ops->lease_revoke ? kv->ops->lease_revoke(kv, id, revision) : -ENOSYS;
+}
+
+int kv_lease_keepalive(struct kv *kv, int64_t id, struct kv_lease *out)
+{
+	return kv->ops->lease_keepalive ? kv->ops->lease_keepalive(kv, id, out) : -ENOSYS;
+}
+
+int kv_lease_ttl(struct kv *kv, int64_t id, struct kv_lease *out, struct kv_range_result *keys)
+{
+	return kv->ops->lease_ttl ? kv->ops->lease_ttl(kv, id, out, keys) : -ENOSYS;
+}
+
+int kv_lease_list(struct kv *kv, int64_t **ids, size_t *n)
+{
+	return kv->ops->lease_list ? kv->ops->lease_list(kv, ids, n) : -ENOSYS;
+}
+
 size_t kv_prefix_end(const void *prefix, size_t prefix_len, char *buf)
 {
 	const unsigned char *p = prefix;
