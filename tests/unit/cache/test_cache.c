@@ -104,6 +104,7 @@ static char *content(struct cache *c, const char *path)
  * ran it (at most 16 distinct). */
 static pthread_t render_tids[16];
 static int n_render_tids, n_rendered;
+static int ranging, n_render_during_range; /* see test_prefetched_pages */
 
 static int slow_render(void *arg, const char *key, size_t key_len, const char *val, size_t val_len,
 		       int64_t mod_revision, char **out, size_t *out_len)
@@ -112,6 +113,7 @@ static int slow_render(void *arg, const char *key, size_t key_len, const char *v
 	usleep(200);
 	pthread_mutex_lock(&mu);
 	n_rendered++;
+	n_render_during_range += ranging > 0;
 	bool known = false;
 	for (int i = 0; i < n_render_tids; i++)
 		known = known || pthread_equal(render_tids[i], pthread_self());
@@ -743,6 +745,67 @@ static void test_windowed_pages(struct kv *kv)
 	cache_destroy(c);
 }
 
+/* A backend whose ranges take 2 ms, note that they are running, and fail
+ * with -ETIMEDOUT from the fail_at-th on (0: never). */
+struct slow_kv {
+	struct kv kv;
+	struct kv *inner;
+	int ranges, fail_at;
+};
+
+static int slow_range(struct kv *kv, const struct kv_range_req *req, struct kv_range_result *res)
+{
+	struct slow_kv *s = (struct slow_kv *)kv;
+	pthread_mutex_lock(&mu);
+	int nth = ++s->ranges;
+	ranging++;
+	pthread_mutex_unlock(&mu);
+	usleep(2000);
+	int ret = s->fail_at && nth >= s->fail_at ? -ETIMEDOUT : kv_range(s->inner, req, res);
+	pthread_mutex_lock(&mu);
+	ranging--;
+	pthread_mutex_unlock(&mu);
+	return ret;
+}
+
+static int slow_status(struct kv *kv, int64_t *revision)
+{
+	return kv_status(((struct slow_kv *)kv)->inner, revision);
+}
+
+static const struct kv_ops slow_ops = {.name = "slow", .range = slow_range, .status = slow_status};
+
+/* The initial sync fetches the next page while it renders this one (a
+ * sequential sync never renders during a range), and a page that fails
+ * to arrive fails the mount with its error, leaking nothing (ASan). Uses
+ * test_parallel_render's 600 keys under /rend/. */
+static void test_prefetched_pages(struct kv *kv)
+{
+	struct slow_kv s = {.kv = {.ops = &slow_ops}, .inner = kv};
+	struct cache_config cfg = {.kv = &s.kv,
+				   .prefix = "/rend/",
+				   .prefix_len = 6,
+				   .max_bytes = 1 << 20,
+				   .page_size = 100,
+				   .render = slow_render,
+				   .no_watch = true};
+	struct cache *c;
+	n_render_during_range = 0;
+	int ret = cache_new(&cfg, &c);
+	REQUIRE(ret == 0, "cache_new over the slow backend: %d", ret);
+	CHECK(c->n_keys == 600, "keys %llu", (unsigned long long)c->n_keys);
+	CHECK(counter(&n_render_during_range) > 0, "no page was rendered while the next was fetched");
+	cache_destroy(c);
+	for (int fail_at = 1; fail_at <= 3; fail_at++) {
+		s.ranges = 0;
+		s.fail_at = fail_at;
+		ret = cache_new(&cfg, &c);
+		CHECK(ret == -ETIMEDOUT, "page %d failing: cache_new gave %d", fail_at, ret);
+		if (ret == 0)
+			cache_destroy(c);
+	}
+}
+
 int main(void)
 {
 	log_set_level(LOG_WARNING);
@@ -862,6 +925,7 @@ int main(void)
 	test_render_on_read(kv);
 	test_text_over_budget(kv);
 	test_windowed_pages(kv);
+	test_prefetched_pages(kv);
 	test_progress_text();
 	kv_destroy(kv);
 	CHECK(test_rm_rf(dir) == 0, "could not remove %s", dir);
