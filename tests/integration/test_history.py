@@ -239,3 +239,38 @@ def test_revision_mount_history_stops_at_its_revision(etcd, mount_factory):
     with pytest.raises(OSError) as e:
         os.open(os.path.join(hist(m, "k"), str(revs[0])), os.O_WRONLY)
     assert e.value.errno in (errno.EROFS, errno.EACCES)
+
+
+def test_kubernetes_versions_render_and_keep_their_times(etcd, mount_factory):
+    """A protobuf Pod's versions show as the mount shows the Pod (YAML by
+    default, JSON with --format=json), each with the time it records."""
+    from test_times import pod, utc
+    t1, t2 = utc("2021-01-01T00:00:00Z"), utc("2022-06-01T12:00:00Z")
+    r1 = etcd.put("/registry/pods/default/web", pod("web", t1))
+    r2 = etcd.put("/registry/pods/default/web", pod("web", t1, [t2]))
+    for fmt, marker in (("yaml", "kind: Pod"), ("json", '"kind": "Pod"')):
+        m = mount_factory(["--endpoints", etcd.endpoint, "--format", fmt])
+        d = hist(m, "registry/pods/default/web")
+        assert listing(m, "registry/pods/default/web") == [r1, r2]
+        old = read(os.path.join(d, str(r1))).decode()
+        new = read(os.path.join(d, str(r2))).decode()
+        assert marker in old and "managedFields" not in old
+        assert "managedFields" in new
+        # the newest version is the file itself
+        assert new == read(os.path.join(m.path, "registry/pods/default/web")).decode()
+        assert os.stat(os.path.join(d, str(r1))).st_mtime == t1
+        assert os.stat(os.path.join(d, str(r2))).st_mtime == t2
+        assert os.stat(os.path.join(d, str(r1))).st_size == len(old.encode())
+        m.stop()
+
+
+def test_snapshot_mount_history(etcd, mount_factory, tmp):
+    """A backup file keeps every revision after its compaction point: the
+    history comes from it like from etcd."""
+    revs = [etcd.put("/k", b"v%d" % i) for i in range(3)]
+    snap = os.path.join(tmp, "snap.db")
+    etcd.ctl("snapshot", "save", snap)
+    m = mount_factory(["--snapshot", snap])
+    assert listing(m, "k") == revs
+    for i, r in enumerate(revs):
+        assert read(os.path.join(hist(m, "k"), str(r))) == b"v%d" % i
