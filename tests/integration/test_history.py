@@ -91,6 +91,10 @@ def test_history_equals_the_walk_and_reads_each_version(etcd, mnt):
         assert st.st_mode & 0o777 == 0o444 and st.st_size == len(val)
     d = os.stat(hist(mnt, "app/color"))
     assert d.st_mode & 0o777 == 0o555
+    # inodes (docs/naming.md): the directory is the file's 4*id+3, versions 2^62 and up
+    assert d.st_ino == os.stat(os.path.join(mnt.path, "app/color")).st_ino + 3
+    inos = {os.stat(os.path.join(hist(mnt, "app/color"), str(r))).st_ino for r, _, _ in want}
+    assert len(inos) == 3 and min(inos) >= 1 << 62
     # a key with one version has a history of one
     assert listing(mnt, "app/other") == [walk(etcd, "/app/other")[0][0]]
     # no such key, or a name that is not a version: ENOENT
@@ -274,3 +278,13 @@ def test_snapshot_mount_history(etcd, mount_factory, tmp):
     assert listing(m, "k") == revs
     for i, r in enumerate(revs):
         assert read(os.path.join(hist(m, "k"), str(r))) == b"v%d" % i
+
+
+def test_secret_versions_are_private(etcd, mount_factory):
+    """Keys under /secrets/ are the owner's only (mode 0600): their history too."""
+    etcd.put("/secrets/db", b"one")
+    r = etcd.put("/secrets/db", b"two")
+    m = mount_factory(["--endpoints", etcd.endpoint])
+    assert os.stat(os.path.join(m.path, "secrets/db")).st_mode & 0o777 == 0o600
+    assert os.stat(hist(m, "secrets/db")).st_mode & 0o777 == 0o500
+    assert os.stat(os.path.join(hist(m, "secrets/db"), str(r))).st_mode & 0o777 == 0o400
