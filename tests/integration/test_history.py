@@ -56,7 +56,7 @@ def put(etcd, m, key, value):
             except OSError:
                 pass
         return False
-    wait_for(seen)
+    assert wait_for(seen)
     return r
 
 
@@ -167,6 +167,10 @@ def test_deleted_and_recreated_key_starts_again(etcd, mnt):
     old = listing(mnt, "k")
     assert len(old) == 2
     etcd.delete("/k")
+    # a deleted key has no history directory (once the kernel's entry,
+    # kept for --stale-timeout, expired)
+    assert wait_for(lambda: not os.path.exists(os.path.join(mnt.path, "k")))
+    assert wait_for(lambda: not os.path.exists(hist(mnt, "k")))
     put(etcd, mnt, "/k", b"new 1")
     r = put(etcd, mnt, "/k", b"new 2")
     # the mount's watch brings the change; then the history is the new key's
@@ -178,7 +182,7 @@ def test_deleted_and_recreated_key_starts_again(etcd, mnt):
             return listing(mnt, "k") == sorted(want)
         except FileNotFoundError:
             return False
-    wait_for(seen)
+    assert wait_for(seen)
     for rev in old:
         assert not os.path.exists(os.path.join(hist(mnt, "k"), str(rev)))
     assert read(os.path.join(hist(mnt, "k"), str(r))) == b"new 2"
@@ -188,7 +192,7 @@ def test_history_follows_new_versions(etcd, mnt):
     put(etcd, mnt, "/k", b"1")
     assert len(listing(mnt, "k")) == 1
     r = put(etcd, mnt, "/k", b"2")
-    wait_for(lambda: r in listing(mnt, "k"))
+    assert wait_for(lambda: r in listing(mnt, "k"))
     assert len(listing(mnt, "k")) == 2
     assert read(os.path.join(hist(mnt, "k"), str(r))) == b"2"
 
@@ -246,7 +250,7 @@ def test_history_of_a_1000_version_key(etcd, mnt):
     assert checks <= elapsed / 1.0 + 1
     # one more version: still the newest 1000 (the cap), the oldest gone
     r = put(etcd, mnt, "/big/k", b"version 1000\n")
-    wait_for(lambda: r in [int(n) for n in os.listdir(d)])
+    assert wait_for(lambda: r in [int(n) for n in os.listdir(d)])
     now = sorted(int(n) for n in os.listdir(d))
     assert len(now) == 1000 and now == names[1:] + [r]
     assert not os.path.exists(os.path.join(d, str(names[0])))
