@@ -227,16 +227,17 @@ static void walk_free(struct walk *w)
 
 /* Fetches the versions of key from revision rev back, stopping above
  * stop_mod (a version already held), at version 1, at the compaction point
- * or at max versions. */
+ * (*compacted) or at max versions. */
 static int walk_back(struct history *h, const char *key, size_t key_len, int64_t rev,
-		     int64_t create, int64_t stop_mod, struct walk *w)
+		     int64_t create, int64_t stop_mod, struct walk *w, bool *compacted)
 {
+	*compacted = false;
 	while (w->n < h->cfg.max_versions && rev > stop_mod) {
 		struct kv_range_req req = {.key = key, .key_len = key_len, .revision = rev};
 		struct kv_range_result res;
 		__atomic_add_fetch(&h->ranges, 1, __ATOMIC_RELAXED);
 		int ret = kv_range(h->cfg.kv, &req, &res);
-		if (ret == -ERANGE && !w->n && !stop_mod) {
+		if (ret == -ERANGE && !w->n) {
 			/* compacted at or after the key's last change: the
 			 * current value is still there at the latest revision */
 			kv_range_result_free(&res);
@@ -249,6 +250,7 @@ static int walk_back(struct history *h, const char *key, size_t key_len, int64_t
 		if (ret == -ERANGE) {
 			/* reach ends at the compaction point */
 			kv_range_result_free(&res);
+			*compacted = true;
 			return 0;
 		}
 		if (ret < 0)
@@ -435,9 +437,13 @@ static int update(struct history *h, struct hist *x, const struct history_head *
 	if (stop >= head->mod_revision)
 		return 0;
 	struct walk w = {0};
+	bool compacted;
 	int ret = walk_back(h, head->key, head->key_len, head->mod_revision, head->create_revision,
-			    stop, &w);
+			    stop, &w, &compacted);
 	pthread_mutex_lock(&h->mu);
+	/* compacted before the walk reached what was held: that is older */
+	if (ret == 0 && compacted && stop)
+		retire_from(h, x, 0);
 	if (ret == 0)
 		ret = merge(h, x, &w);
 	if (ret == 0 && !stop)

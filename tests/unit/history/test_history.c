@@ -248,6 +248,34 @@ static void test_compaction_without_its_revision(void)
 	compaction(true);
 }
 
+/* The key changed and was compacted since its history was fetched: the
+ * walk of the newer versions meets the compaction point before the
+ * versions held, which are then older than it and leave too. */
+static void test_compaction_between_walks(void)
+{
+	setup();
+	for (int i = 0; i < 3; i++)
+		put("old");
+	struct history *h = new_history(mem, 0, 60000);
+	struct history_head hd = head_now(5);
+	CHECK(history_refresh(h, &hd, true) == 0);
+	CHECK_EQ(count(h, 5, NULL), 3);
+	put("new4");
+	int64_t r5 = put("new5");
+	int64_t r6 = put("new6");
+	REQUIRE(kv_compact(kvmem_other(mem), r5, true) == 0);
+	hd = head_now(5);
+	CHECK(history_refresh(h, &hd, false) == 0);
+	struct history_ver_info *v;
+	size_t n;
+	REQUIRE(history_list(h, 5, &v, &n) == 0);
+	CHECK_EQ(n, 2);
+	CHECK_EQ(n > 0 ? v[0].mod_revision : 0, r6);
+	CHECK_EQ(n > 1 ? v[1].mod_revision : 0, r5);
+	free(v);
+	history_destroy(h);
+}
+
 static void test_unshowable_version_reads_eio(void)
 {
 	setup();
@@ -292,6 +320,7 @@ int main(void)
 	TEST_RUN(test_recreated_key_starts_a_new_history);
 	TEST_RUN(test_compaction_with_its_revision);
 	TEST_RUN(test_compaction_without_its_revision);
+	TEST_RUN(test_compaction_between_walks);
 	TEST_RUN(test_unshowable_version_reads_eio);
 	TEST_RUN(test_backend_error_is_returned);
 	if (mem)
