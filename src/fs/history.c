@@ -237,6 +237,15 @@ void fs_history_readdir(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t si
 {
 	struct hist_dir *hd = (struct hist_dir *)(uintptr_t)fi->fh;
 	bool secret = false;
+	uint64_t up = FUSE_ROOT_ID; /* the directory NAME%history is in */
+	cache_rdlock(fs->cache);
+	struct cache_node *n = key_node(fs, hd->id);
+	secret = n && fs_is_secret(fs, n);
+	if (n && cache_is_dir(n))
+		up = cache_dir_ino(n); /* DIR/%value%history */
+	else if (n && n->parent)
+		up = cache_dir_ino(n->parent);
+	cache_unlock(fs->cache);
 	int ret = 0;
 	if (off == 0) {
 		/* the listing is taken at offset 0, with the key's newer
@@ -250,11 +259,6 @@ void fs_history_readdir(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t si
 			ret = history_list(fs->history, hd->id, &hd->ents, &hd->n);
 		if (ret == -ENOENT)
 			ret = 0; /* the key is gone: an empty listing, as tmpfs */
-	} else {
-		cache_rdlock(fs->cache);
-		struct cache_node *n = key_node(fs, hd->id);
-		secret = n && fs_is_secret(fs, n);
-		cache_unlock(fs->cache);
 	}
 	if (ret < 0) {
 		fuse_reply_err(req, fs_errno_out(ret));
@@ -272,7 +276,7 @@ void fs_history_readdir(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t si
 		char name[24];
 		if (i < 2) {
 			snprintf(name, sizeof(name), "%s", i == 0 ? "." : "..");
-			e.attr.st_ino = i == 0 ? ino : cache_ino_id(ino) * 4 + CACHE_INO_DIR;
+			e.attr.st_ino = i == 0 ? ino : up;
 			e.attr.st_mode = S_IFDIR;
 		} else {
 			const struct history_ver_info *v = &hd->ents[i - 2];
