@@ -236,6 +236,9 @@ struct kv {
 /* Convenience wrappers over the vtable (kv.c). put and delete_range are txns
  * without compares. */
 int kv_range(struct kv *kv, const struct kv_range_req *req, struct kv_range_result *res);
+/* How many kv_range calls this process has made, on any backend (the etcd client may send
+ * one as several pages). Shown as the mount root's user.etcdfs.backend_ranges. */
+uint64_t kv_range_count(void);
 int kv_get(struct kv *kv, const void *key, size_t key_len,
 	   struct kv_kv *out); /* -ENOENT if absent */
 int kv_put(struct kv *kv, const void *key, size_t key_len, const void *val, size_t val_len,

@@ -77,6 +77,7 @@ if setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=fals
 		tests/integration/test_watch.py tests/integration/test_k8s.py \
 		tests/integration/test_model.py tests/integration/test_model_basic.py tests/integration/test_toolbox.py \
 		tests/integration/test_tools.py tests/integration/test_issue14.py tests/integration/test_refusals.py \
+		tests/integration/test_history.py \
 		${PYTEST_ARGS:-} || status=1
 else
 	echo "BUILD FAILED: build-asan"
@@ -94,7 +95,7 @@ mkdir "$plain/etcdfs"
 git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$plain/etcdfs"
 if (cd "$plain/etcdfs" && setup build -Dwerror=true && ninja -C build >"$results/plain-build.log" 2>&1); then
 	unit "$plain/etcdfs/build" plain-clone --suite k8s --suite snapshot --suite core \
-		--suite lib --suite cache --suite save --suite fs
+		--suite lib --suite cache --suite save --suite fs --suite history
 	grep -ho 'skip: .*' "$plain/etcdfs/build/meson-logs/testlog.txt" | sort -u | head -20
 else
 	cat "$results/plain-build.log"
@@ -108,7 +109,7 @@ if command -v valgrind >/dev/null && [ -x build/etcdfs ]; then
 	# the C unit tests that start no servers (valgrind would watch etcd's
 	# Go runtime or a shell otherwise)
 	meson test -C build --print-errorlogs --num-processes 2 naming cache k8s-fixtures \
-		k8s-codec k8s-fuzz-replay etcd_json snapshot_real snapshot_malformed store_mvcc kvmem \
+		k8s-codec k8s-fuzz-replay etcd_json snapshot_real snapshot_malformed store_mvcc kvmem history \
 		--wrapper='valgrind --error-exitcode=97 --leak-check=full --errors-for-leak-kinds=definite -q' \
 		--timeout-multiplier 10 || status=1
 	cp build/meson-logs/testlog-valgrind.json "$results/unit-valgrind.json" 2>/dev/null ||

@@ -50,8 +50,17 @@ void kv_txn_result_free(struct kv_txn_result *r)
 	r->n_results = 0;
 }
 
+/* Ranges asked of any backend by this process (kv_range_count). */
+static uint64_t n_ranges;
+
+uint64_t kv_range_count(void)
+{
+	return __atomic_load_n(&n_ranges, __ATOMIC_RELAXED);
+}
+
 int kv_range(struct kv *kv, const struct kv_range_req *req, struct kv_range_result *res)
 {
+	__atomic_add_fetch(&n_ranges, 1, __ATOMIC_RELAXED);
 	memset(res, 0, sizeof(*res));
 	return kv->ops->range(kv, req, res);
 }

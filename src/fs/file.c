@@ -146,6 +146,10 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOSYS);
 		return;
 	}
+	if (fs_history_ino(ino)) {
+		fs_history_open(req, fs, ino, fi);
+		return;
+	}
 	if (cache_ino_kind(ino) == CACHE_INO_DIR) {
 		fuse_reply_err(req, EISDIR);
 		return;
@@ -394,6 +398,10 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
 	CNT(fs, n_read);
+	if (history_is_ino(ino)) {
+		fs_history_read(req, fs, ino, size, off);
+		return;
+	}
 	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
 	if (!fh) {
 		read_unopened(req, fs, ino, size, off);

@@ -61,7 +61,8 @@ double fs_attr_timeout(struct fs *fs, uint64_t ino, int ret)
 {
 	if (ret > 0)
 		return 0;
-	return cache_ino_kind(ino) == CACHE_INO_RAW ? fs->cfg.timeout_stale : fs_timeout(fs);
+	return cache_ino_kind(ino) == CACHE_INO_RAW || fs_history_ino(ino) ? fs->cfg.timeout_stale
+									   : fs_timeout(fs);
 }
 
 /* While the watch is unhealthy the cache may be stale: ask the backend
@@ -125,7 +126,7 @@ int fs_errno_out(int ret)
 	}
 }
 
-static bool is_secret(struct fs *fs, struct cache_node *n)
+bool fs_is_secret(struct fs *fs, struct cache_node *n)
 {
 	if (!fs->cfg.secrets_match || !*fs->cfg.secrets_match)
 		return false;
@@ -193,6 +194,8 @@ static size_t file_size(struct fs *fs, struct cache_node *n, uint64_t ino)
 
 int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 {
+	if (fs_history_ino(ino))
+		return fs_history_attr(fs, ino, st);
 	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
 	if (!n)
 		return -ENOENT;
@@ -206,7 +209,7 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 		st->st_mode = S_IFREG;
 		fill_meta(fs, n, 0444, st);
 		st->st_mode &= S_IFMT | 0444;
-		if (is_secret(fs, n))
+		if (fs_is_secret(fs, n))
 			st->st_mode &= S_IFMT | 0400;
 		st->st_nlink = 1;
 		st->st_size = n->raw_size;
@@ -232,7 +235,7 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 	if (link)
 		st->st_mode = S_IFLNK | 0777;
 	/* Secrets stay private to the owner whatever chmod said. */
-	if (is_secret(fs, n))
+	if (fs_is_secret(fs, n))
 		st->st_mode &= S_IFMT | 0700;
 	size_t size = file_size(fs, n, ino);
 	st->st_nlink = (n->detached || !fs_visible_file(n)) ? 0 : 1;
@@ -315,6 +318,10 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fs_asker = fuse_req_ctx(req)->pid;
 	if (stale_and_answered(req, fs))
 		return;
+	if (fs_history_ino(parent)) {
+		fs_history_lookup_version(req, fs, parent, name);
+		return;
+	}
 	char seg[NAMING_NAME_MAX + 1];
 	int ns;
 	cache_rdlock(fs->cache);
@@ -356,6 +363,26 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			fs_release_lookup(fs, n);
 		return;
 	}
+	size_t hlen = strlen(FS_HISTORY_SUFFIX);
+	if (nlen > hlen && strcmp(name + nlen - hlen, FS_HISTORY_SUFFIX) == 0) {
+		/* NAME%history/: never a name the escaping produces either */
+		char base[NAMING_NAME_MAX + 1];
+		memcpy(base, name, nlen - hlen);
+		base[nlen - hlen] = 0;
+		struct cache_node *n = NULL;
+		if (strcmp(base, NAMING_VALUE_NAME) == 0) {
+			n = dir->parent ? dir : NULL;
+		} else {
+			ssize_t l = naming_decode(base, seg, sizeof(seg), &ns);
+			if (l >= 0 && !(ns == 1 && (dir->parent || fs->cfg.prefix_len)))
+				n = cache_child(fs->cache, dir, ns, seg, l);
+			/* a key that is also a directory: DIR/%value%history */
+			if (n && cache_is_dir(n))
+				n = NULL;
+		}
+		fs_history_lookup_dir(req, fs, n); /* releases the lock */
+		return;
+	}
 	if (strcmp(name, NAMING_VALUE_NAME) == 0) {
 		if (!dir->has_value || save_local(dir)->hidden || !dir->parent) {
 			cache_unlock(fs->cache);
@@ -392,6 +419,10 @@ negative:;
 
 static void fs_op_forget_one(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
 {
+	if (fs_history_ino(ino)) {
+		fs_history_forget(fs, ino, nlookup);
+		return;
+	}
 	cache_wrlock(fs->cache);
 	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
 	if (n)
@@ -503,6 +534,10 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	CNT(fs, n_requests);
 	if (stale_and_answered(req, fs))
 		return;
+	if (fs_history_ino(ino)) {
+		fs_history_opendir(req, fs, ino, fi);
+		return;
+	}
 	cache_rdlock(fs->cache);
 	struct cache_node *dir = dir_node(fs, ino);
 	cache_unlock(fs->cache);
@@ -529,6 +564,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	CNT(fs, n_requests);
 	CNT(fs, n_readdir);
 	fs_asker = fuse_req_ctx(req)->pid;
+	if (fs_history_ino(ino)) {
+		fs_history_readdir(req, fs, ino, size, off, fi, plus);
+		return;
+	}
 	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
 	char *buf = malloc(size);
 	if (!buf) {
@@ -606,7 +645,11 @@ static void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t
 
 static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
+	if (fs_history_ino(ino)) {
+		fs_history_releasedir(fs_of(req), fi);
+		fuse_reply_err(req, 0);
+		return;
+	}
 	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
 	free_listing(dh);
 	free(dh);
@@ -642,11 +685,12 @@ static const char *const file_xattrs[] = {
 	"user.etcd.version", "user.etcd.lease",
 };
 static const char *const root_xattrs[] = {
-	"user.etcdfs.revision",	    "user.etcdfs.watch",	"user.etcdfs.keys",
-	"user.etcdfs.cache_hits",   "user.etcdfs.cache_misses", "user.etcdfs.requests",
-	"user.etcdfs.reads",	    "user.etcdfs.opens",	"user.etcdfs.errors",
-	"user.etcdfs.events",	    "user.etcdfs.resyncs",	"user.etcdfs.cache_hit_rate",
-	"user.etcdfs.watch_age_ms", "user.etcdfs.sync",
+	"user.etcdfs.revision",	      "user.etcdfs.watch",	  "user.etcdfs.keys",
+	"user.etcdfs.cache_hits",     "user.etcdfs.cache_misses", "user.etcdfs.requests",
+	"user.etcdfs.reads",	      "user.etcdfs.opens",	  "user.etcdfs.errors",
+	"user.etcdfs.events",	      "user.etcdfs.resyncs",	  "user.etcdfs.cache_hit_rate",
+	"user.etcdfs.watch_age_ms",   "user.etcdfs.sync",	  "user.etcdfs.backend_ranges",
+	"user.etcdfs.history_checks",
 };
 
 static void reply_xattr_value(fuse_req_t req, const char *val, size_t len, size_t size)
@@ -746,6 +790,10 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 		fuse_reply_err(req, ENOTSUP);
 		return;
 	}
+	if (fs_history_ino(ino)) {
+		fs_history_getxattr(req, fs, ino, name, size);
+		return;
+	}
 	if (reply_refusal(req, fs, ino, name, size))
 		return;
 	if (ino == FUSE_ROOT_ID && strncmp(name, "user.etcdfs.", 12) == 0) {
@@ -796,6 +844,12 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 			v = cs.resyncs;
 		} else if (strcmp(k, "watch_age_ms") == 0) {
 			v = cs.watch_age_ms;
+		} else if (strcmp(k, "backend_ranges") == 0) {
+			v = kv_range_count();
+		} else if (strcmp(k, "history_checks") == 0) {
+			struct history_stats hs;
+			history_get_stats(fs->history, &hs);
+			v = hs.checks;
 		} else {
 			fuse_reply_err(req, ENODATA);
 			return;
@@ -851,6 +905,10 @@ static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct fs *fs = fs_of(req);
 	CNT(fs, n_requests);
+	if (fs_history_ino(ino)) {
+		fs_history_listxattr(req, fs, ino, size);
+		return;
+	}
 	char buf[1024];
 	size_t pos = 0;
 	const char *const *names = NULL;
@@ -955,7 +1013,7 @@ int fs_set_cache(struct fs *fs, struct cache *cache)
 	if (ret < 0)
 		return ret;
 	fs->cache = cache;
-	return 0;
+	return fs_history_new(fs);
 }
 
 void fs_set_read_only(struct fs *fs, const char *reason)
@@ -1030,6 +1088,7 @@ void fs_destroy(struct fs *fs)
 		return;
 	fs_notifier_stop(fs);
 	save_destroy(fs->save);
+	history_destroy(fs->history);
 	pthread_mutex_destroy(&fs->nq_lock);
 	pthread_mutex_destroy(&fs->rd_lock);
 	pthread_cond_destroy(&fs->nq_cv);

@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "fs.h"
+#include "history/history.h"
 #include "save/save.h"
 
 struct notify_item;
@@ -20,6 +21,7 @@ struct fs {
 	struct cache *cache;	 /* borrowed */
 	struct save *save;	 /* the write path's commit model, owned */
 	struct fuse_session *se; /* set once mounted */
+	struct history *history; /* NAME%history/ (fs/history.c), owned */
 	uid_t uid;
 	gid_t gid;
 	struct timespec mount_time;
@@ -105,6 +107,34 @@ static inline bool fs_visible_file(const struct cache_node *n)
 {
 	return (n->has_value && !save_local(n)->hidden) || save_local(n)->local_file;
 }
+
+/* NAME%history/ (history.c): the directory is inode 4*id+3 of the key's
+ * node, its version files HISTORY_INO_BASE and up (src/history). */
+#define FS_INO_HISTORY 3
+#define FS_HISTORY_SUFFIX "%history"
+static inline bool fs_history_ino(uint64_t ino)
+{
+	return history_is_ino(ino) || cache_ino_kind(ino) == FS_INO_HISTORY;
+}
+/* Whether n's key matches --secrets-match (mode 0600). Cache lock held. */
+bool fs_is_secret(struct fs *fs, struct cache_node *n);
+int fs_history_new(struct fs *fs);
+/* Attributes of a history inode. Cache lock held. */
+int fs_history_attr(struct fs *fs, uint64_t ino, struct stat *st);
+/* Lookup of NAME%history, n the key's node or NULL: with the cache lock
+ * held (read), which it releases. */
+void fs_history_lookup_dir(fuse_req_t req, struct fs *fs, struct cache_node *n);
+void fs_history_lookup_version(fuse_req_t req, struct fs *fs, fuse_ino_t parent, const char *name);
+void fs_history_forget(struct fs *fs, uint64_t ino, uint64_t nlookup);
+void fs_history_opendir(fuse_req_t req, struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_history_readdir(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi, bool plus);
+void fs_history_releasedir(struct fs *fs, struct fuse_file_info *fi);
+void fs_history_open(fuse_req_t req, struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_history_read(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t size, off_t off);
+void fs_history_getxattr(fuse_req_t req, struct fs *fs, fuse_ino_t ino, const char *name,
+			 size_t size);
+void fs_history_listxattr(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t size);
 
 /* An open file (file.c). */
 struct fhandle {

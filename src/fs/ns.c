@@ -60,6 +60,8 @@ struct target {
 static int resolve(struct fs *fs, fuse_ino_t parent, const char *name, struct target *t)
 {
 	memset(t, 0, sizeof(*t));
+	if (fs_history_ino(parent))
+		return -EACCES; /* NAME%history/ is read-only, as a 0555 directory */
 	t->dir = cache_node_by_id(fs->cache, cache_ino_id(parent));
 	if (!t->dir || cache_ino_kind(parent) != CACHE_INO_DIR || !cache_is_dir(t->dir) ||
 	    t->dir->detached)
@@ -853,7 +855,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 	struct cache *c = fs->cache;
 	if (refused_read_only(fs, req))
 		return;
-	if (cache_ino_kind(ino) == CACHE_INO_RAW) {
+	if (cache_ino_kind(ino) == CACHE_INO_RAW || fs_history_ino(ino)) {
 		fuse_reply_err(req, EACCES);
 		return;
 	}

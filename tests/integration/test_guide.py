@@ -93,7 +93,7 @@ def test_guide_recipes(cluster, mount_factory, tmp, cleanup):
     book = recipes()
     assert set(book) == {"list-keys", "inspect-pod", "diff-revisions", "events", "images",
                          "edit-configmap", "copy-namespace", "stuck-finalizers", "standalone",
-                         "backup"}
+                         "backup", "history"}
     m = mount_factory(["--endpoints", cluster.endpoint, "-o", "rw"])
     newpod = os.path.join(tmp, "newpod.pb")
     with open(newpod, "wb") as f:
@@ -131,6 +131,18 @@ def test_guide_recipes(cluster, mount_factory, tmp, cleanup):
     assert "color: green" in out
     stored, _ = cluster.get("/registry/configmaps/shop/app-config")
     assert stored.startswith(b"k8s\x00") and b"green" in stored
+
+    out = run(book["history"], env)
+    lines = out.splitlines()
+    revs = [int(x) for x in lines[:3]]
+    assert revs == sorted(revs) and not lines[3].isdigit(), out
+    assert "-  color: red" in out and "+  color: purple" in out, out
+    assert "orange" not in out
+    assert "registry/configmaps/shop/feature-flags" in out
+    assert "registry/configmaps/shop/app-config" in out  # saved by the vim recipe
+    assert "%history" not in out
+    stored, kv = cluster.get("/registry/configmaps/shop/feature-flags")
+    assert stored.startswith(b"k8s\x00") and int(kv["version"]) == 3
 
     out = run(book["copy-namespace"], env)
     assert "/tmp/shop-backup/pods/web-7d9f8" in out
