@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/util.h"
@@ -1120,14 +1121,37 @@ struct prefetch {
 	struct kv_range_req req;
 	struct kv_range_result res;
 	int ret;
+	int tries; /* see range_page */
 	pthread_t th;
 	bool threaded;
 };
 
+/*
+ * The initial sync asks a page that timed out again, after 1, 2 and 4 s: a
+ * busy etcd (its compaction, or a loaded machine: bench/run --huge once saw
+ * one range of tree-1m take over the 5 s request timeout) must not fail a
+ * mount that has listed most of a big prefix. A resync tries once: the
+ * health thread already starts a failed one again.
+ */
+#define SYNC_PAGE_TRIES 4
+
+static int range_page(struct kv *kv, const struct kv_range_req *req, struct kv_range_result *res,
+		      int tries)
+{
+	for (int i = 1;; i++) {
+		int ret = kv_range(kv, req, res);
+		if (ret != -ETIMEDOUT || i >= tries)
+			return ret;
+		log_warn("sync: a page of the listing timed out; asking again in %d s (try %d of %d)",
+			 1 << (i - 1), i + 1, tries);
+		sleep(1u << (i - 1));
+	}
+}
+
 static void *prefetch_main(void *arg)
 {
 	struct prefetch *f = arg;
-	f->ret = kv_range(f->kv, &f->req, &f->res);
+	f->ret = range_page(f->kv, &f->req, &f->res, f->tries);
 	return NULL;
 }
 
@@ -1279,7 +1303,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 	uint32_t gen = ++c->sync_gen;
 	struct pager pg;
 	struct seen_ids seen = {0};
-	struct prefetch f = {.kv = c->cfg.kv};
+	struct prefetch f = {.kv = c->cfg.kv, .tries = mark_sweep ? 1 : SYNC_PAGE_TRIES};
 	struct kv_range_result res;
 	uint64_t total = 0;
 	int64_t t0 = util_now_ms(), last_report = t0;
@@ -1291,7 +1315,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 	if (ret == 0)
 		ret = pager_req(&pg, &f.req);
 	if (ret == 0)
-		ret = kv_range(c->cfg.kv, &f.req, &res);
+		ret = range_page(c->cfg.kv, &f.req, &res, f.tries);
 	for (bool more = true; ret == 0 && more;) {
 		if (pg.rev == 0)
 			pg.rev = res.revision;

@@ -745,12 +745,13 @@ static void test_windowed_pages(struct kv *kv)
 	cache_destroy(c);
 }
 
-/* A backend whose ranges take 2 ms, note that they are running, and fail
- * with -ETIMEDOUT from the fail_at-th on (0: never). */
+/* A backend whose ranges take 2 ms, note that they are running, fail with
+ * -ECONNREFUSED from the fail_at-th on, and with -ETIMEDOUT the
+ * time_out_at-th alone (0: never). */
 struct slow_kv {
 	struct kv kv;
 	struct kv *inner;
-	int ranges, fail_at;
+	int ranges, fail_at, time_out_at;
 };
 
 static int slow_range(struct kv *kv, const struct kv_range_req *req, struct kv_range_result *res)
@@ -761,7 +762,9 @@ static int slow_range(struct kv *kv, const struct kv_range_req *req, struct kv_r
 	ranging++;
 	pthread_mutex_unlock(&mu);
 	usleep(2000);
-	int ret = s->fail_at && nth >= s->fail_at ? -ETIMEDOUT : kv_range(s->inner, req, res);
+	int ret = s->fail_at && nth >= s->fail_at ? -ECONNREFUSED
+		  : nth == s->time_out_at	   ? -ETIMEDOUT
+						   : kv_range(s->inner, req, res);
 	pthread_mutex_lock(&mu);
 	ranging--;
 	pthread_mutex_unlock(&mu);
@@ -776,9 +779,10 @@ static int slow_status(struct kv *kv, int64_t *revision)
 static const struct kv_ops slow_ops = {.name = "slow", .range = slow_range, .status = slow_status};
 
 /* The initial sync fetches the next page while it renders this one (a
- * sequential sync never renders during a range), and a page that fails
- * to arrive fails the mount with its error, leaking nothing (ASan). Uses
- * test_parallel_render's 600 keys under /rend/. */
+ * sequential sync never renders during a range); a page that times out
+ * once is asked again; a page that fails to arrive fails the mount with
+ * its error, leaking nothing (ASan). Uses test_parallel_render's 600 keys
+ * under /rend/. */
 static void test_prefetched_pages(struct kv *kv)
 {
 	struct slow_kv s = {.kv = {.ops = &slow_ops}, .inner = kv};
@@ -796,11 +800,20 @@ static void test_prefetched_pages(struct kv *kv)
 	CHECK(c->n_keys == 600, "keys %llu", (unsigned long long)c->n_keys);
 	CHECK(counter(&n_render_during_range) > 0, "no page was rendered while the next was fetched");
 	cache_destroy(c);
+	s.ranges = 0;
+	s.time_out_at = 2;
+	ret = cache_new(&cfg, &c);
+	CHECK(ret == 0, "a page timing out once: cache_new gave %d", ret);
+	if (ret == 0) {
+		CHECK(c->n_keys == 600, "keys %llu after a retry", (unsigned long long)c->n_keys);
+		cache_destroy(c);
+	}
+	s.time_out_at = 0;
 	for (int fail_at = 1; fail_at <= 3; fail_at++) {
 		s.ranges = 0;
 		s.fail_at = fail_at;
 		ret = cache_new(&cfg, &c);
-		CHECK(ret == -ETIMEDOUT, "page %d failing: cache_new gave %d", fail_at, ret);
+		CHECK(ret == -ECONNREFUSED, "page %d failing: cache_new gave %d", fail_at, ret);
 		if (ret == 0)
 			cache_destroy(c);
 	}
