@@ -623,8 +623,8 @@ int codec_unpack_fwd_resp(const void *buf, size_t len, struct codec_fwd_resp *ou
 	out->lease_ids = NULL;
 	out->n_lease_ids = 0;
 	if (m->n_lease_ids) {
-		out->lease_ids = (int64_t *)util_memdup(m->lease_ids,
-							 m->n_lease_ids * sizeof(int64_t));
+		out->lease_ids =
+			(int64_t *)util_memdup(m->lease_ids, m->n_lease_ids * sizeof(int64_t));
 		if (!out->lease_ids) {
 			ret = -ENOMEM;
 			goto out;

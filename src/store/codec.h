@@ -62,8 +62,8 @@ enum codec_lease_op {
 struct codec_lease_req {
 	enum codec_lease_op op;
 	int64_t id;
-	int64_t ttl;	/* GRANT */
-	bool keys;	/* TTL: also list the attached keys */
+	int64_t ttl; /* GRANT */
+	bool keys;   /* TTL: also list the attached keys */
 };
 
 struct codec_fwd_req {

@@ -362,8 +362,8 @@ static struct lease *lease_find(const struct mvcc *m, int64_t id)
 static int lease_insert(struct mvcc *m, int64_t id, int64_t ttl, int64_t now_ms)
 {
 	struct lease *l = calloc(1, sizeof(*l));
-	if (!l || util_grow(&m->leases, &m->cap_leases, m->n_leases + 1, sizeof(*m->leases),
-			    16) < 0) {
+	if (!l ||
+	    util_grow(&m->leases, &m->cap_leases, m->n_leases + 1, sizeof(*m->leases), 16) < 0) {
 		free(l);
 		return -ENOMEM;
 	}
@@ -799,8 +799,7 @@ static int check_leases(const struct mvcc *m, const struct kv_op *ops, size_t n)
 	return 0;
 }
 
-static int run_txn(struct mvcc *m, const struct kv_txn *txn, bool legacy,
-		   struct kv_txn_result *res)
+static int run_txn(struct mvcc *m, const struct kv_txn *txn, bool legacy, struct kv_txn_result *res)
 {
 	bool ok = true;
 	for (size_t i = 0; i < txn->n_compare && ok; i++)

@@ -119,7 +119,8 @@ size_t mvcc_lease_expired(const struct mvcc *m, int64_t now_ms, int64_t retry_ms
 			  size_t max);
 
 /* Integrity check: index order, per-key revision/version invariants, change
- * log consistency, every live key's lease exists and lists it. Returns 0 or -EUCLEAN, logging the first violation. */
+ * log consistency, every live key's lease exists and lists it. Returns 0 or
+ * -EUCLEAN, logging the first violation. */
 int mvcc_check(const struct mvcc *m);
 
 #endif
