@@ -1590,6 +1590,7 @@ int store_get_status(struct kv *kv, struct store_status *st)
 	st->revision = mvcc_revision(s->m);
 	st->compact_revision = mvcc_compact_revision(s->m);
 	st->applied_index = mvcc_applied_index(s->m);
+	st->leases = mvcc_lease_count(s->m);
 	pthread_rwlock_unlock(&s->state_lock);
 	return 0;
 }
