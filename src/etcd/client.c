@@ -916,6 +916,214 @@ static int client_status(struct kv *kv, int64_t *revision)
 	return ret;
 }
 
+/* ---- leases ----
+ *
+ * Over the JSON gateway (etcd 3.4: /v3/lease/...), with the same request loop as every other
+ * call. KeepAlive is a stream in gRPC; through the gateway one request object posted as the
+ * whole body gets one {"result": LeaseKeepAliveResponse} back and the stream ends. */
+
+/* One lease call: posts {"ID": id} plus (ttl > 0) "TTL" and (keys) "keys"; *out is the reply
+ * object (for keep-alive, its "result"). */
+static int lease_request(struct etcd_client *c, const char *path, int64_t id, int64_t ttl,
+			 bool keys, const struct req_opts *o, json_t **out)
+{
+	json_t *req = json_pack("{s:I}", "ID", (json_int_t)id);
+	*out = NULL;
+	if (!req || (ttl && json_object_set_new(req, "TTL", json_integer((json_int_t)ttl)) < 0) ||
+	    (keys && json_object_set_new(req, "keys", json_true()) < 0)) {
+		json_decref(req);
+		return -ENOMEM;
+	}
+	json_t *resp = NULL;
+	int ret = request(c, path, req, o, &resp, NULL);
+	json_decref(req);
+	if (ret < 0)
+		return ret;
+	json_t *result = json_object_get(resp, "result");
+	if (result) {
+		json_incref(result);
+		json_decref(resp);
+		resp = result;
+	}
+	*out = resp;
+	return 0;
+}
+
+static int lease_malformed(const char *what, json_t *resp)
+{
+	log_err("etcd: malformed %s reply", what);
+	json_decref(resp);
+	return -EIO;
+}
+
+static int client_lease_grant(struct kv *kv, int64_t id, int64_t ttl, struct kv_lease *out)
+{
+	json_t *resp;
+	/* TTL 0 is left out of the request like any zero field: etcd then grants its minimum. */
+	int ret =
+		lease_request(to_client(kv), "/v3/lease/grant", id, ttl, false, &write_opts, &resp);
+	if (ret < 0)
+		return ret;
+	memset(out, 0, sizeof(*out));
+	if (etcd_json_int64(resp, "ID", &out->id) < 0 ||
+	    etcd_json_int64(resp, "TTL", &out->ttl) < 0 || out->id == 0)
+		return lease_malformed("lease grant", resp);
+	out->granted_ttl = out->ttl;
+	json_decref(resp);
+	return 0;
+}
+
+static int client_lease_revoke(struct kv *kv, int64_t id, int64_t *revision)
+{
+	json_t *resp;
+	int ret =
+		lease_request(to_client(kv), "/v3/lease/revoke", id, 0, false, &write_opts, &resp);
+	if (ret < 0)
+		return ret;
+	int64_t rev = 0;
+	if (etcd_json_header_revision(resp, &rev) < 0)
+		return lease_malformed("lease revoke", resp);
+	if (revision)
+		*revision = rev;
+	json_decref(resp);
+	return 0;
+}
+
+static int client_lease_keepalive(struct kv *kv, int64_t id, struct kv_lease *out)
+{
+	json_t *resp;
+	/* A renewal may be repeated safely: it only moves the deadline. */
+	int ret = lease_request(to_client(kv), "/v3/lease/keepalive", id, 0, false, &read_opts,
+				&resp);
+	if (ret < 0)
+		return ret;
+	memset(out, 0, sizeof(*out));
+	if (etcd_json_int64(resp, "ID", &out->id) < 0 ||
+	    etcd_json_int64(resp, "TTL", &out->ttl) < 0)
+		return lease_malformed("lease keep-alive", resp);
+	json_decref(resp);
+	/* etcd answers a lease that is gone with TTL 0 rather than an error. */
+	if (out->ttl <= 0)
+		return -ENOENT;
+	out->id = id;
+	out->granted_ttl = out->ttl;
+	return 0;
+}
+
+static int cmp_kv_key(const void *a, const void *b)
+{
+	const struct kv_kv *x = a, *y = b;
+	return kv_key_cmp(x->key, x->key_len, y->key, y->key_len);
+}
+
+/* The "keys" of a LeaseTimeToLiveResponse (base64 strings) as key-only kvs. */
+static int lease_keys(const json_t *resp, struct kv_range_result *keys)
+{
+	const json_t *arr = json_object_get(resp, "keys");
+	size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
+	if (arr && !json_is_array(arr))
+		return -EINVAL;
+	if (n) {
+		keys->kvs = calloc(n, sizeof(*keys->kvs));
+		if (!keys->kvs)
+			return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *holder = json_pack("{s:O}", "k", json_array_get(arr, i));
+		if (!holder)
+			return -ENOMEM;
+		struct kv_kv *k = &keys->kvs[i];
+		int ret = etcd_json_bytes(holder, "k", &k->key, &k->key_len);
+		json_decref(holder);
+		if (ret < 0)
+			return ret;
+		keys->n_kvs = i + 1;
+	}
+	keys->count = (int64_t)n;
+	/* etcd lists them in no particular order; kv.h callers get key order. */
+	if (n > 1)
+		qsort(keys->kvs, n, sizeof(*keys->kvs), cmp_kv_key);
+	return etcd_json_header_revision(resp, &keys->revision);
+}
+
+static int client_lease_ttl(struct kv *kv, int64_t id, struct kv_lease *out,
+			    struct kv_range_result *keys)
+{
+	json_t *resp;
+	if (keys)
+		memset(keys, 0, sizeof(*keys));
+	int ret = lease_request(to_client(kv), "/v3/lease/timetolive", id, 0, keys != NULL,
+				&read_opts, &resp);
+	if (ret < 0)
+		return ret;
+	memset(out, 0, sizeof(*out));
+	if (etcd_json_int64(resp, "ID", &out->id) < 0 ||
+	    etcd_json_int64(resp, "TTL", &out->ttl) < 0 ||
+	    etcd_json_int64(resp, "grantedTTL", &out->granted_ttl) < 0)
+		return lease_malformed("lease time-to-live", resp);
+	/* etcd answers a lease that is gone with TTL -1 rather than an error. */
+	if (out->ttl < 0) {
+		json_decref(resp);
+		return -ENOENT;
+	}
+	out->id = id;
+	if (keys) {
+		ret = lease_keys(resp, keys);
+		if (ret < 0) {
+			kv_range_result_free(keys);
+			if (ret == -ENOMEM) {
+				json_decref(resp);
+				return ret;
+			}
+			return lease_malformed("lease time-to-live", resp);
+		}
+	}
+	json_decref(resp);
+	return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int client_lease_list(struct kv *kv, int64_t **ids, size_t *n)
+{
+	struct etcd_client *c = to_client(kv);
+	*ids = NULL;
+	*n = 0;
+	json_t *req = json_object(), *resp = NULL;
+	if (!req)
+		return -ENOMEM;
+	int ret = request(c, "/v3/lease/leases", req, &read_opts, &resp, NULL);
+	json_decref(req);
+	if (ret < 0)
+		return ret;
+	const json_t *arr = json_object_get(resp, "leases");
+	if (arr && !json_is_array(arr))
+		return lease_malformed("lease list", resp);
+	size_t cnt = arr ? json_array_size(arr) : 0;
+	int64_t *a = cnt ? calloc(cnt, sizeof(*a)) : NULL;
+	if (cnt && !a) {
+		json_decref(resp);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cnt; i++) {
+		if (etcd_json_int64(json_array_get(arr, i), "ID", &a[i]) < 0) {
+			free(a);
+			return lease_malformed("lease list", resp);
+		}
+	}
+	json_decref(resp);
+	/* etcd lists them in no particular order; kv.h callers get ascending ids. */
+	if (cnt > 1)
+		qsort(a, cnt, sizeof(*a), cmp_i64);
+	*ids = a;
+	*n = cnt;
+	return 0;
+}
+
 static size_t client_max_request_bytes(struct kv *kv)
 {
 	return to_client(kv)->max_request_bytes;
@@ -960,6 +1168,11 @@ static const struct kv_ops etcd_ops = {
 	.status = client_status,
 	.max_request_bytes = client_max_request_bytes,
 	.max_txn_ops = client_max_txn_ops,
+	.lease_grant = client_lease_grant,
+	.lease_revoke = client_lease_revoke,
+	.lease_keepalive = client_lease_keepalive,
+	.lease_ttl = client_lease_ttl,
+	.lease_list = client_lease_list,
 	.destroy = client_destroy,
 };
 
