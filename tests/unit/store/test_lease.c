@@ -12,6 +12,7 @@
 
 #include "core/util.h"
 #include "mvcc.h"
+#include "store.pb-c.h"
 #include "storetest.h"
 #include "watchrec.h"
 
@@ -408,6 +409,38 @@ static void test_mvcc_leases(void)
 	CHECK_STRN(keys.kvs[0].key, keys.kvs[0].key_len, "/m/a");
 	kv_range_result_free(&keys);
 	REQUIRE_EQ(mvcc_check(r), 0);
+	/* the same snapshot as format 1 (before leases): key leases are dropped, no table */
+	Etcdfs__Store__Snapshot *sp = NULL;
+	REQUIRE_EQ(mvcc_snapshot(m, &buf, &len), 0);
+	sp = etcdfs__store__snapshot__unpack(NULL, len, buf);
+	free(buf);
+	REQUIRE(sp != NULL);
+	sp->format = 1;
+	size_t lease_versions = 0;
+	for (size_t k = 0; k < sp->n_keys; k++)
+		for (size_t v = 0; v < sp->keys[k]->n_versions; v++)
+			lease_versions += sp->keys[k]->versions[v]->lease != 0;
+	CHECK_EQ(lease_versions, 1);
+	size_t n_leases = sp->n_leases;
+	sp->n_leases = 0; /* a format 1 writer had none */
+	len = etcdfs__store__snapshot__get_packed_size(sp);
+	buf = malloc(len);
+	REQUIRE(buf != NULL);
+	etcdfs__store__snapshot__pack(sp, buf);
+	sp->n_leases = n_leases;
+	etcdfs__store__snapshot__free_unpacked(sp, NULL);
+	struct mvcc *old;
+	REQUIRE_EQ(mvcc_restore(buf, len, &old), 0);
+	free(buf);
+	CHECK_EQ(mvcc_lease_count(old), 0);
+	rq.key = "/m/a";
+	REQUIRE_EQ(mvcc_range(old, &rq, &rr), 0);
+	REQUIRE_EQ(rr.n_kvs, 1);
+	CHECK_EQ(rr.kvs[0].lease, 0);
+	kv_range_result_free(&rr);
+	REQUIRE_EQ(mvcc_check(old), 0);
+	mvcc_free(old);
+
 	/* revoke on the restored copy: one revision */
 	int64_t rev = mvcc_revision(r), rrev = 0;
 	REQUIRE_EQ(mvcc_lease_revoke(r, id, &rrev), 0);
