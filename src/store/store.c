@@ -662,7 +662,8 @@ static void propose_internal(struct store *s, const struct codec_cmd *cmd)
 	submit(s, p);
 }
 
-static void expire_leases(struct store *s, bool promoted);
+static void promote_leases(struct store *s);
+static void expire_leases(struct store *s);
 
 static void maybe_auto_compact(struct store *s)
 {
@@ -694,6 +695,10 @@ static void poll_cb(uv_timer_t *t)
 	raft_id lid = 0;
 	const char *laddr = NULL;
 	raft_leader(&s->raft, &lid, &laddr);
+	/* Before lease calls can see is_leader: they must never read the deadlines
+	 * this node kept as a follower. */
+	if (role == RAFT_LEADER && s->last_role != RAFT_LEADER)
+		promote_leases(s);
 	pthread_mutex_lock(&s->mu);
 	bool changed = s->leader_id != (unsigned)lid || s->is_leader != (role == RAFT_LEADER);
 	s->leader_id = (unsigned)lid;
@@ -716,10 +721,9 @@ static void poll_cb(uv_timer_t *t)
 			.origin = s->cfg.id, .boot = s->boot, .seq = seq, .kind = CODEC_CMD_NOOP};
 		propose_internal(s, &cmd);
 	}
-	bool promoted = role == RAFT_LEADER && s->last_role != RAFT_LEADER;
 	s->last_role = role;
 	if (role == RAFT_LEADER)
-		expire_leases(s, promoted);
+		expire_leases(s);
 	if (role == RAFT_LEADER && s->cfg.auto_compact_retain > 0)
 		maybe_auto_compact(s);
 }
@@ -1171,15 +1175,21 @@ static int st_lease_list(struct kv *kv, int64_t **ids, size_t *n)
 	return 0;
 }
 
+/* Loop thread, on becoming leader: every lease gets its full TTL from now. */
+static void promote_leases(struct store *s)
+{
+	pthread_rwlock_rdlock(&s->state_lock);
+	mvcc_lease_promote(s->m, util_now_ms());
+	pthread_rwlock_unlock(&s->state_lock);
+}
+
 /* Loop thread, leader only: proposes a revoke for every lease past its
  * deadline (once per LEASE_RETRY_MS while it is in flight). */
-static void expire_leases(struct store *s, bool promoted)
+static void expire_leases(struct store *s)
 {
 	int64_t ids[LEASE_EXPIRE_BATCH];
 	int64_t now = util_now_ms();
 	pthread_rwlock_rdlock(&s->state_lock);
-	if (promoted)
-		mvcc_lease_promote(s->m, now);
 	size_t n = mvcc_lease_expired(s->m, now, LEASE_RETRY_MS, ids, LEASE_EXPIRE_BATCH);
 	pthread_rwlock_unlock(&s->state_lock);
 	for (size_t i = 0; i < n; i++) {
