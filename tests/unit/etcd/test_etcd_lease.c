@@ -1,6 +1,6 @@
 /* test_etcd_lease.c: the same lease sequence through kv.h on a real etcd (the etcd client,
- * started by the harness) and on the embedded store (src/store/), with the two transcripts
- * compared line by line. Lease ids are replaced by names (L1, L2, ...) and revisions are
+ * over the transport ETCDFS_ETCD_TRANSPORT names; meson runs it over each) and on the
+ * embedded store (src/store/), with the two transcripts compared line by line. Lease ids are replaced by names (L1, L2, ...) and revisions are
  * written relative to the revision the sequence started at; a time-to-live is written as
  * "ok" when it lies between the granted TTL minus 2 and the granted TTL. Everything else
  * (errors, TTLs after the minimum, attached keys, revisions of revokes and expiries, the
