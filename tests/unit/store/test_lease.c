@@ -464,9 +464,154 @@ static void test_mvcc_leases(void)
 	mvcc_free(m);
 }
 
+/* ---- randomized: the MVCC lease table against a model ---- */
+
+enum { RK = 12, RL = 4 };
+
+struct model {
+	bool live[RK];
+	int lease[RK]; /* index into ids + 1, 0 = none */
+	bool granted[RL];
+	int64_t ids[RL];
+	int64_t rev;
+};
+
+static void rkey(int k, char *buf)
+{
+	sprintf(buf, "/rnd/%02d", k);
+}
+
+/* Every lease's keys and every key's lease agree with the model; the integrity check holds. */
+static void compare_model(const struct mvcc *m, const struct model *md)
+{
+	REQUIRE_EQ(mvcc_check(m), 0);
+	REQUIRE_EQ(mvcc_revision(m), md->rev);
+	size_t n_granted = 0;
+	for (int l = 0; l < RL; l++) {
+		struct kv_lease info;
+		struct kv_range_result keys;
+		int ret = mvcc_lease_get(m, md->ids[l], 0, &info, &keys);
+		if (!md->granted[l]) {
+			REQUIRE_EQ(ret, -ENOENT);
+			continue;
+		}
+		n_granted++;
+		REQUIRE_EQ(ret, 0);
+		size_t want = 0;
+		for (int k = 0; k < RK; k++) {
+			if (!md->live[k] || md->lease[k] != l + 1)
+				continue;
+			char kb[16];
+			rkey(k, kb);
+			REQUIRE(want < keys.n_kvs);
+			REQUIRE_STRN(keys.kvs[want].key, keys.kvs[want].key_len, kb);
+			want++;
+		}
+		REQUIRE_EQ(keys.n_kvs, want);
+		kv_range_result_free(&keys);
+	}
+	REQUIRE_EQ(mvcc_lease_count(m), n_granted);
+}
+
+static void test_random(void)
+{
+	struct mvcc *m = mvcc_new();
+	struct model md = {.rev = 1};
+	uint64_t rnd = 12345;
+	for (int l = 0; l < RL; l++)
+		md.ids[l] = 1000 + l;
+	int revokes = 0, moves = 0, refused = 0;
+	for (int step = 0; step < 4000; step++) {
+		rnd = rnd * 6364136223846793005ull + 1442695040888963407ull;
+		unsigned r = (unsigned)(rnd >> 33);
+		int k = (int)(r % RK), l = (int)((r / RK) % RL), what = (int)((r / 97) % 10);
+		char kb[16];
+		rkey(k, kb);
+		if (what == 0) { /* grant */
+			int64_t id;
+			int ret = mvcc_lease_grant(m, md.ids[l], 60, (uint64_t)step, 0, &id);
+			REQUIRE_EQ(ret, md.granted[l] ? -EEXIST : 0);
+			md.granted[l] = true;
+		} else if (what == 1) { /* revoke */
+			int64_t rev;
+			int ret = mvcc_lease_revoke(m, md.ids[l], &rev);
+			REQUIRE_EQ(ret, md.granted[l] ? 0 : -ENOENT);
+			if (ret == 0) {
+				bool any = false;
+				for (int i = 0; i < RK; i++)
+					if (md.live[i] && md.lease[i] == l + 1)
+						md.live[i] = false, md.lease[i] = 0, any = true;
+				md.rev += any;
+				REQUIRE_EQ(rev, md.rev);
+				md.granted[l] = false;
+				revokes++;
+			}
+		} else if (what <= 6) { /* put with a lease, none, or ignore_lease */
+			bool ignore = what == 6, none = what == 5;
+			struct kv_op op = {.type = KV_OP_PUT,
+					   .key = kb,
+					   .key_len = strlen(kb),
+					   .value = "v",
+					   .value_len = 1,
+					   .lease = ignore || none ? 0 : md.ids[l],
+					   .ignore_lease = ignore};
+			struct kv_txn t = {.success = &op, .n_success = 1};
+			int ret = mvcc_txn(m, &t, NULL);
+			bool ok = ignore ? md.live[k] : (none || md.granted[l]);
+			REQUIRE_EQ(ret, ok ? 0 : -ENOENT);
+			if (!ok) {
+				refused++;
+				continue;
+			}
+			int nl = ignore ? md.lease[k] : none ? 0 : l + 1;
+			moves += md.live[k] && md.lease[k] && md.lease[k] != nl;
+			md.live[k] = true;
+			md.lease[k] = nl;
+			md.rev++;
+		} else if (what <= 8) { /* delete one key or a range of three */
+			char end[16];
+			int k2 = k + 3 < RK ? k + 3 : RK;
+			rkey(k2, end);
+			struct kv_op op = {.type = KV_OP_DELETE,
+					   .key = kb,
+					   .key_len = strlen(kb),
+					   .range_end = what == 8 ? end : NULL,
+					   .range_end_len = what == 8 ? strlen(end) : 0};
+			struct kv_txn t = {.success = &op, .n_success = 1};
+			REQUIRE_EQ(mvcc_txn(m, &t, NULL), 0);
+			bool any = false;
+			for (int i = k; i < (what == 8 ? k2 : k + 1); i++)
+				if (md.live[i])
+					md.live[i] = false, md.lease[i] = 0, any = true;
+			md.rev += any;
+		} else if (r & 1) {
+			/* compact everything but the current revision */
+			int want = md.rev > mvcc_compact_revision(m) ? 0 : -ERANGE;
+			REQUIRE_EQ(mvcc_compact(m, md.rev), want);
+		} else { /* snapshot round trip */
+			void *buf;
+			size_t len;
+			struct mvcc *m2;
+			REQUIRE_EQ(mvcc_snapshot(m, &buf, &len), 0);
+			REQUIRE_EQ(mvcc_restore(buf, len, &m2), 0);
+			free(buf);
+			mvcc_free(m);
+			m = m2;
+		}
+		compare_model(m, &md);
+	}
+	fprintf(stderr,
+		"random: 4000 steps, %d revokes, %d keys moved between leases, %d puts "
+		"refused\n",
+		revokes, moves, refused);
+	CHECK(revokes > 50 && moves > 50 && refused > 50);
+	mvcc_free(m);
+}
+
 int main(void)
 {
 	test_run("mvcc leases", test_mvcc_leases);
+	test_run("mvcc leases against a model", test_random);
 	test_run("grant rules", test_grant_rules);
 	test_run("attach and revoke", test_attach);
 	test_run("expiry", test_expiry);
