@@ -126,6 +126,22 @@ static void node_main(int id, int fd)
 					    : kv_lease_ttl(kv, atoll(key), &l, NULL);
 			node_reply(out, "R %d %lld %lld", ret, (long long)l.ttl,
 				   (long long)l.granted_ttl);
+		} else if (!strcmp(cmd, "TTLKEYS")) { /* the first key attached, and how many */
+			struct kv_lease l = {0};
+			struct kv_range_result keys;
+			ret = kv_lease_ttl(kv, atoll(key), &l, &keys);
+			if (ret == 0 && keys.n_kvs && !keys.kvs[0].value)
+				node_reply(out, "R 0 %zu %s", keys.n_kvs, keys.kvs[0].key);
+			else
+				node_reply(out, "R %d", ret ? ret : -ENOENT);
+			if (ret == 0)
+				kv_range_result_free(&keys);
+		} else if (!strcmp(cmd, "LEASES")) {
+			int64_t *ids = NULL;
+			size_t n = 0;
+			ret = kv_lease_list(kv, &ids, &n);
+			node_reply(out, "R %d %zu", ret, n);
+			free(ids);
 		} else if (!strcmp(cmd, "REVOKE")) {
 			int64_t rev = 0;
 			ret = kv_lease_revoke(kv, atoll(key), &rev);
@@ -479,6 +495,11 @@ static void lease_phase(void)
 	CHECK_EQ(call(f2, r, sizeof(r), "GRANT %lld 10", b), -EEXIST);
 	long long rev = wait_agree(3, 10000);
 	CHECK_EQ(rev, base_rev + 4);
+	/* time-to-live with keys and the list, answered by the leader through a follower */
+	REQUIRE_EQ(call(f2, r, sizeof(r), "TTLKEYS %lld", b), 0);
+	CHECK(strcmp(r, "R 0 1 /ls/b1") == 0);
+	REQUIRE_EQ(call(f1, r, sizeof(r), "LEASES"), 0);
+	CHECK(strcmp(r, "R 0 3") == 0);
 
 	/* a expires (k is kept alive through a follower meanwhile) */
 	int64_t t_gone = 0;
