@@ -248,7 +248,7 @@ static void test_expiry(void)
 	}
 	struct kv_lease t;
 	REQUIRE_EQ(kv_lease_ttl(kv, l.id, &t, NULL), 0);
-	CHECK(t.ttl >= 1 && t.ttl <= 2);
+	CHECK(t.ttl >= 0 && t.ttl <= 2); /* 1 unless this thread stalled */
 	CHECK_EQ(t.granted_ttl, 2);
 	int64_t t_gone = wait_gone(kv, "/e/a", 8000);
 	REQUIRE(t_gone > 0);
