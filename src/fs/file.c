@@ -229,7 +229,8 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		 * read calls. A reader in a process that writes the file
 		 * reads that process's content instead. */
 		bool hot = !local && !own &&
-			   (shared || (cache_changed_ms(n) && util_now_ms() - cache_changed_ms(n) < 1000));
+			   (shared ||
+			    (cache_changed_ms(n) && util_now_ms() - cache_changed_ms(n) < 1000));
 		cache_unlock(fs->cache);
 		if (hot) {
 			int64_t rev;

@@ -183,7 +183,8 @@ static size_t file_size(struct fs *fs, struct cache_node *n, uint64_t ino)
 		return size;
 	if (save_local(n)->local_file)
 		return save_local(n)->local_len;
-	if (!fs->no_open || !cache_changed_ms(n) || util_now_ms() - cache_changed_ms(n) >= FS_HOT_MS)
+	if (!fs->no_open || !cache_changed_ms(n) ||
+	    util_now_ms() - cache_changed_ms(n) >= FS_HOT_MS)
 		return cache_report_size(fs->cache, n);
 	size = fs_reader_other(fs, ino, fs_asker) ? cache_held_size(fs->cache, n)
 						  : cache_report_size(fs->cache, n);
@@ -478,7 +479,8 @@ static int build_listing(struct cache *cache, struct dir_handle *dh, struct cach
 		if (!cache_is_dir(c) && !fs_visible_file(c))
 			continue;
 		char name[NAMING_NAME_MAX + 1];
-		ssize_t len = naming_encode(cache_node_seg(c), c->seg_len, c->ns, name, sizeof(name));
+		ssize_t len =
+			naming_encode(cache_node_seg(c), c->seg_len, c->ns, name, sizeof(name));
 		if (len < 0) {
 			log_warn("a key segment of %u bytes is too long for a file name; not "
 				 "listed",

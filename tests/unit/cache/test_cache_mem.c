@@ -108,8 +108,8 @@ int main(void)
 	       "segment %.1f, name hash and id table %.1f, side records and child arrays "
 	       "%.1f (%zu directories): %.1f bytes per node\n",
 	       nkeys, t.nodes, sizeof(struct cache_node), offsetof(struct cache_node, seg),
-	       (double)t.seg / t.nodes, (double)t.slots / t.nodes, (double)t.side / t.nodes,
-	       dirs, never);
+	       (double)t.seg / t.nodes, (double)t.slots / t.nodes, (double)t.side / t.nodes, dirs,
+	       never);
 	/* the name hash at load factor up to 1 (4 to 8 bytes), the id table
 	 * dense (8 bytes a slot) */
 	CHECK((double)t.slots / t.nodes <= 17.0, "slots %.1f bytes per node",
@@ -133,8 +133,7 @@ int main(void)
 	for (struct cache_node *n; (n = cache_next_node(c, &i));)
 		cache_unref_lookup(c, n, 1);
 	tree_bytes(c, &t);
-	CHECK(t.with_x == dirs, "forgotten: side records %zu, for %zu directories", t.with_x,
-	      dirs);
+	CHECK(t.with_x == dirs, "forgotten: side records %zu, for %zu directories", t.with_x, dirs);
 	CHECK(per_node(&t) == never, "forgotten: %.1f bytes per node again", per_node(&t));
 	cache_unlock(c);
 	if (heap)
