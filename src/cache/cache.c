@@ -43,65 +43,113 @@ static uint64_t name_hash(uint64_t pid, int ns, const char *seg, size_t len)
 	return fnv(h, seg, len);
 }
 
-static uint64_t id_hash(uint64_t id)
+/* ---- the id table and the name hash (lock held for write when modifying) ---- */
+
+/* A slot's generation stays below 2^30, so 4 * id + 3 fits 64 bits. */
+#define ID_GEN_LIMIT (1u << 30)
+
+static uint32_t idx_of(const struct cache_node *n)
 {
-	id ^= id >> 33;
-	id *= 0xff51afd7ed558ccdULL;
-	id ^= id >> 33;
-	return id;
+	return (uint32_t)n->id;
 }
 
-/* ---- hash tables (lock held for write when modifying) ---- */
-
-static int grow_tables(struct cache *c)
+static uint64_t *id_slot(const struct cache *c, uint32_t i)
 {
-	/* Load factor up to 1: 8 to 16 bytes of slots per node per table. */
-	if (c->n_nodes < c->by_name_cap)
-		return 0;
-	size_t ncap = c->by_name_cap ? c->by_name_cap * 2 : 1024;
-	struct cache_node **bn = calloc(ncap, sizeof(*bn));
-	struct cache_node **bi = calloc(ncap, sizeof(*bi));
-	if (!bn || !bi) {
-		free(bn);
-		free(bi);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < c->by_id_cap; i++) {
-		struct cache_node *n = c->by_id[i];
-		while (n) {
-			struct cache_node *next = n->inext;
-			size_t b = id_hash(n->id) & (ncap - 1);
-			n->inext = bi[b];
-			bi[b] = n;
-			n = next;
+	return &c->ids[i / CACHE_ID_CHUNK][i % CACHE_ID_CHUNK];
+}
+
+/* The node in slot i; NULL for a free slot or one past the table. A node's
+ * pointer is even; a free slot holds (next free << 32) | (gen << 1) | 1. */
+static struct cache_node *node_at(const struct cache *c, uint32_t i)
+{
+	if (i >= c->n_ids)
+		return NULL;
+	uint64_t s = *id_slot(c, i);
+	return s & 1 ? NULL : (struct cache_node *)(uintptr_t)s;
+}
+
+/* Gives n a slot: the first free one (its next generation), else a new one.
+ * Freed slots are reused so the table stays as dense as the tree: a slot is
+ * freed only once the kernel forgot the node and no handle holds it, and
+ * the generation in the id keeps old ids (forgotten inodes, queued
+ * notifications, directory listings) from naming the new node. */
+static int id_take(struct cache *c, struct cache_node *n)
+{
+	uint32_t i, gen = 0;
+	if (c->id_free) {
+		i = c->id_free;
+		uint64_t s = *id_slot(c, i);
+		c->id_free = (uint32_t)(s >> 32);
+		gen = (uint32_t)s >> 1;
+	} else {
+		if (c->n_ids == UINT32_MAX)
+			return -ENOMEM;
+		i = c->n_ids;
+		size_t ch = i / CACHE_ID_CHUNK;
+		if (i % CACHE_ID_CHUNK == 0) {
+			if (util_grow(&c->ids, &c->ids_cap, ch + 1, sizeof(*c->ids), 16) < 0)
+				return -ENOMEM;
+			c->ids[ch] = malloc(CACHE_ID_CHUNK * sizeof(**c->ids));
+			if (!c->ids[ch])
+				return -ENOMEM;
 		}
+		c->n_ids++;
 	}
-	for (size_t i = 0; i < c->by_name_cap; i++) {
-		struct cache_node *n = c->by_name[i];
-		while (n) {
-			struct cache_node *next = n->hnext;
-			size_t b = name_hash(n->parent->id, n->ns, n->seg, n->seg_len) & (ncap - 1);
-			n->hnext = bn[b];
-			bn[b] = n;
-			n = next;
-		}
-	}
-	free(c->by_name);
-	free(c->by_id);
-	c->by_name = bn;
-	c->by_id = bi;
-	c->by_name_cap = c->by_id_cap = ncap;
+	n->id = (uint64_t)gen << 32 | i;
+	*id_slot(c, i) = (uint64_t)(uintptr_t)n;
 	return 0;
+}
+
+static void id_put(struct cache *c, struct cache_node *n)
+{
+	uint32_t gen = (uint32_t)(n->id >> 32) + 1;
+	if (gen == ID_GEN_LIMIT)
+		gen = 0;
+	*id_slot(c, idx_of(n)) = (uint64_t)c->id_free << 32 | (uint64_t)gen << 1 | 1;
+	c->id_free = idx_of(n);
 }
 
 struct cache_node *cache_node_by_id(struct cache *c, uint64_t id)
 {
-	if (!c->by_id_cap)
-		return NULL;
-	for (struct cache_node *n = c->by_id[id_hash(id) & (c->by_id_cap - 1)]; n; n = n->inext)
-		if (n->id == id)
+	struct cache_node *n = node_at(c, (uint32_t)id);
+	return n && n->id == id ? n : NULL;
+}
+
+struct cache_node *cache_next_node(const struct cache *c, uint32_t *i)
+{
+	while (*i < c->n_ids) {
+		struct cache_node *n = node_at(c, (*i)++);
+		if (n)
 			return n;
+	}
 	return NULL;
+}
+
+static int grow_names(struct cache *c)
+{
+	/* Load factor up to 1: 4 to 8 bytes of heads per node. */
+	if (c->n_nodes < c->by_name_cap)
+		return 0;
+	size_t ncap = c->by_name_cap ? c->by_name_cap * 2 : 1024;
+	uint32_t *bn = calloc(ncap, sizeof(*bn));
+	if (!bn)
+		return -ENOMEM;
+	for (size_t b = 0; b < c->by_name_cap; b++) {
+		uint32_t i = c->by_name[b];
+		while (i) {
+			struct cache_node *n = node_at(c, i);
+			uint32_t next = n->hnext;
+			size_t nb = name_hash(n->parent->id, n->ns, cache_node_seg(n), n->seg_len) &
+				    (ncap - 1);
+			n->hnext = bn[nb];
+			bn[nb] = i;
+			i = next;
+		}
+	}
+	free(c->by_name);
+	c->by_name = bn;
+	c->by_name_cap = ncap;
+	return 0;
 }
 
 struct cache_node *cache_child(struct cache *c, struct cache_node *dir, int ns, const char *seg,
@@ -110,11 +158,103 @@ struct cache_node *cache_child(struct cache *c, struct cache_node *dir, int ns, 
 	if (!c->by_name_cap || dir->detached)
 		return NULL;
 	size_t b = name_hash(dir->id, ns, seg, seg_len) & (c->by_name_cap - 1);
-	for (struct cache_node *n = c->by_name[b]; n; n = n->hnext)
+	for (uint32_t i = c->by_name[b]; i;) {
+		struct cache_node *n = node_at(c, i);
 		if (n->parent == dir && n->ns == ns && n->seg_len == seg_len &&
-		    memcmp(n->seg, seg, seg_len) == 0)
+		    memcmp(cache_node_seg(n), seg, seg_len) == 0)
 			return n;
+		i = n->hnext;
+	}
 	return NULL;
+}
+
+struct cache_node *cache_next_child(const struct cache *c, const struct cache_node *dir,
+				    uint32_t *i)
+{
+	const struct cache_node_x *x = cache_node_x(dir);
+	while (x && *i < x->n_slots) {
+		uint32_t k = x->kids[(*i)++];
+		if (k)
+			return node_at(c, k);
+	}
+	return NULL;
+}
+
+/* ---- side records ---- */
+
+/* n's side record, made on first use. Under the read lock several threads
+ * may race to make it: the first one's stays. NULL when out of memory. */
+static struct cache_node_x *x_get(struct cache_node *n)
+{
+	struct cache_node_x *x = cache_node_x(n);
+	if (x)
+		return x;
+	struct cache_node_x *nx = calloc(1, sizeof(*nx));
+	if (!nx)
+		return NULL;
+	if (__atomic_compare_exchange_n(&n->x, &x, nx, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return nx;
+	free(nx);
+	return x;
+}
+
+/* For a reference: one that could not be counted would let the node be
+ * freed while the kernel or a handle still names it, so running out of
+ * memory for this record (tens of bytes) stops the daemon. */
+static struct cache_node_x *x_must(struct cache_node *n)
+{
+	struct cache_node_x *x = x_get(n);
+	if (!x) {
+		log_err("cache: out of memory counting a reference; stopping");
+		abort();
+	}
+	return x;
+}
+
+/* Frees n's record once nothing in it is needed: no reference, write-path
+ * state, children or renamed segment. The kernel-view fields go with it:
+ * without a lookup the kernel holds no inode, so no size or page of n.
+ * Lock held for write. */
+static void x_trim(struct cache_node *n)
+{
+	struct cache_node_x *x = n->x;
+	if (!x || x->nlookup || x->nopen || x->rep_val || x->kids || x->local || n->seg_out)
+		return;
+	n->x = NULL;
+	free(x);
+}
+
+int cache_node_set_local(struct cache_node *n, struct cache_local *l)
+{
+	struct cache_node_x *x = x_get(n);
+	if (!x)
+		return -ENOMEM;
+	__atomic_store_n(&x->local, l, __ATOMIC_RELEASE);
+	return 0;
+}
+
+void cache_set_kernel_rev(struct cache_node *n, int64_t rev)
+{
+	if (!rev && !cache_node_x(n))
+		return; /* already the default */
+	__atomic_store_n(&x_must(n)->kernel_rev, rev, __ATOMIC_RELAXED);
+}
+
+int64_t cache_changed_ms(const struct cache_node *n)
+{
+	uint32_t ch = __atomic_load_n(&n->changed, __ATOMIC_RELAXED);
+	if (!ch)
+		return 0;
+	int64_t now = util_now_ms();
+	int64_t t = now - (uint32_t)((uint32_t)now - ch);
+	return t > 0 ? t : 1;
+}
+
+/* n's content changed now. lru_lock held. */
+static void mark_changed(struct cache_node *n)
+{
+	uint32_t t = (uint32_t)util_now_ms();
+	__atomic_store_n(&n->changed, t ? t : 1, __ATOMIC_RELAXED);
 }
 
 static void emit(struct cache *c, enum cache_change_kind kind, uint64_t parent_ino, uint64_t ino,
@@ -124,7 +264,7 @@ static void emit(struct cache *c, enum cache_change_kind kind, uint64_t parent_i
 		return;
 	struct cache_change chg = {.kind = kind, .parent_ino = parent_ino, .ino = ino};
 	if (named) {
-		chg.seg = named->seg;
+		chg.seg = cache_node_seg(named);
 		chg.seg_len = named->seg_len;
 		chg.ns = named->ns;
 	}
@@ -158,10 +298,14 @@ static void emit_value_entry(struct cache *c, enum cache_change_kind kind, struc
 
 /* ---- value cache (lru_lock held) ---- */
 
-/* The stored bytes of one version of a key. Immutable once made. A node
- * that leaves the tree while handles still read it keeps its key after the
- * value (key_len > 0), since a rendering needs the key. */
+/* The stored bytes of one version of a key, and (text) their rendering
+ * when kept. Immutable once made, but for the links. A node that leaves
+ * the tree while handles still read it keeps its key after the value
+ * (key_len > 0), since a rendering needs the key. */
 struct cache_val {
+	struct cache_lru lru;	 /* first; next is NULL when out of the LRU */
+	struct cache_node *node; /* whose n->val it is, while in the LRU */
+	struct cache_text *text; /* its rendering, NULL if none */
 	int64_t rev;
 	uint32_t shown;	  /* the size reads show for this version */
 	uint32_t len;	  /* of the stored value */
@@ -173,8 +317,7 @@ struct cache_val {
 /* The rendered content of one version, in the text LRU. */
 struct cache_text {
 	struct cache_text *prev, *next; /* NULL when out of the LRU */
-	struct cache_node *node;
-	int64_t rev;
+	struct cache_val *owner;
 	size_t len;
 	char *data;
 };
@@ -188,6 +331,10 @@ static struct cache_val *val_new(const struct kv_kv *kv, size_t shown, bool as_s
 	struct cache_val *v = malloc(offsetof(struct cache_val, data) + kv->value_len);
 	if (!v)
 		return NULL;
+	/* field by field: the allocation may end inside the struct's padding */
+	v->lru.prev = v->lru.next = NULL;
+	v->node = NULL;
+	v->text = NULL;
 	v->rev = kv->mod_revision;
 	v->shown = (uint32_t)shown;
 	v->len = (uint32_t)kv->value_len;
@@ -198,33 +345,33 @@ static struct cache_val *val_new(const struct kv_kv *kv, size_t shown, bool as_s
 	return v;
 }
 
-static void lru_unlink(struct cache *c, struct cache_node *n)
+static void lru_unlink(struct cache *c, struct cache_val *v)
 {
-	if (!n->lru_next)
+	if (!v || !v->lru.next)
 		return;
-	n->lru_prev->lru_next = n->lru_next;
-	n->lru_next->lru_prev = n->lru_prev;
-	n->lru_prev = n->lru_next = NULL;
-	c->lru_bytes -= n->val->len;
+	v->lru.prev->next = v->lru.next;
+	v->lru.next->prev = v->lru.prev;
+	v->lru.prev = v->lru.next = NULL;
+	c->lru_bytes -= v->len;
 }
 
-static void lru_front(struct cache *c, struct cache_node *n)
+static void lru_front(struct cache *c, struct cache_val *v)
 {
-	if (n->lru_next) {
-		n->lru_prev->lru_next = n->lru_next;
-		n->lru_next->lru_prev = n->lru_prev;
+	if (v->lru.next) {
+		v->lru.prev->next = v->lru.next;
+		v->lru.next->prev = v->lru.prev;
 	} else {
-		c->lru_bytes += n->val->len;
+		c->lru_bytes += v->len;
 	}
-	n->lru_next = c->lru_head.lru_next;
-	n->lru_prev = &c->lru_head;
-	c->lru_head.lru_next->lru_prev = n;
-	c->lru_head.lru_next = n;
+	v->lru.next = c->lru_head.next;
+	v->lru.prev = &c->lru_head;
+	c->lru_head.next->prev = &v->lru;
+	c->lru_head.next = &v->lru;
 }
 
 static void text_unlink(struct cache *c, struct cache_text *t)
 {
-	if (!t->next)
+	if (!t || !t->next)
 		return;
 	if (t->next == t) {
 		c->text_mru = NULL;
@@ -256,45 +403,55 @@ static void text_front(struct cache *c, struct cache_text *t)
 	c->text_bytes += t->len;
 }
 
-static void text_drop(struct cache *c, struct cache_node *n)
+static void text_drop(struct cache *c, struct cache_val *v)
 {
-	struct cache_text *t = n->text;
+	struct cache_text *t = v->text;
 	if (!t)
 		return;
 	text_unlink(c, t);
 	free(t->data);
 	free(t);
-	n->text = NULL;
+	v->text = NULL;
 }
 
-/* Keeps data (owned) as n's text of rev, evicting the least recently used
- * texts beyond the bound. The newest stays even when larger than the bound
+/* Frees v (out of the LRU) and its text. */
+static void val_free(struct cache *c, struct cache_val *v)
+{
+	if (!v)
+		return;
+	text_drop(c, v);
+	free(v);
+}
+
+/* Keeps data (owned) as v's text, evicting the least recently used texts
+ * beyond the bound. The newest stays even when larger than the bound
  * (alone then): a file read in several requests renders once, not once per
  * request. */
-static void text_set(struct cache *c, struct cache_node *n, char *data, size_t len, int64_t rev)
+static void text_set(struct cache *c, struct cache_val *v, char *data, size_t len)
 {
-	text_drop(c, n);
+	text_drop(c, v);
 	struct cache_text *t = c->text_max ? malloc(sizeof(*t)) : NULL;
 	if (!t) {
 		free(data);
 		return;
 	}
-	*t = (struct cache_text){.node = n, .rev = rev, .len = len, .data = data};
-	n->text = t;
+	*t = (struct cache_text){.owner = v, .len = len, .data = data};
+	v->text = t;
 	text_front(c, t);
 	while (c->text_bytes > c->text_max && c->text_mru->prev != t)
-		text_drop(c, c->text_mru->prev->node);
+		text_drop(c, c->text_mru->prev->owner);
 }
 
 static void drop_rendered(struct cache *c, struct cache_node *n)
 {
 	pthread_mutex_lock(&c->lru_lock);
-	lru_unlink(c, n);
-	free(n->val);
+	lru_unlink(c, n->val);
+	val_free(c, n->val);
 	n->val = NULL;
-	free(n->rep_val);
-	n->rep_val = NULL;
-	text_drop(c, n);
+	if (n->x) {
+		val_free(c, n->x->rep_val);
+		n->x->rep_val = NULL;
+	}
 	pthread_mutex_unlock(&c->lru_lock);
 }
 
@@ -305,47 +462,55 @@ static void set_value(struct cache *c, struct cache_node *n, struct cache_val *v
 		      size_t text_len, int64_t rev)
 {
 	pthread_mutex_lock(&c->lru_lock);
-	lru_unlink(c, n);
+	struct cache_node_x *x = n->x;
 	struct cache_val *old = n->val;
 	n->val = NULL;
-	if (old && old->rev == n->rep_rev && rev != n->rep_rev && !n->rep_val) {
-		/* The kernel still believes in this version: keep it for
-		 * reads until it asks for attributes again. */
-		n->rep_val = old;
-	} else {
-		if (rev == n->rep_rev) {
-			free(n->rep_val);
-			n->rep_val = NULL;
-		}
-		free(old);
+	lru_unlink(c, old);
+	if (val && val->len > c->val_max) {
+		free(val);
+		val = NULL;
 	}
-	if (text)
-		text_set(c, n, text, text_len, rev);
-	else if (n->text && n->text->rev != rev && !(n->rep_val && n->text->rev == n->rep_val->rev))
-		text_drop(c, n);
-	n->val = val;
-	if (val) {
-		if (val->len > c->val_max) {
-			free(val);
-			n->val = NULL;
-		} else {
-			lru_front(c, n);
-			while (c->lru_bytes > c->val_max) {
-				struct cache_node *t = c->lru_head.lru_prev;
-				if (t == n || t == &c->lru_head)
-					break;
-				lru_unlink(c, t);
-				free(t->val);
-				t->val = NULL;
-			}
+	if (old && x && old->rev == x->rep_rev && rev != x->rep_rev && !x->rep_val) {
+		/* The kernel still believes in this version: keep it (and its
+		 * text) for reads until it asks for attributes again. */
+		x->rep_val = old;
+	} else {
+		if (x && rev == x->rep_rev) {
+			val_free(c, x->rep_val);
+			x->rep_val = NULL;
 		}
+		if (old && old->text && old->rev == rev && val && !text) {
+			/* the same version again: its text still holds */
+			val->text = old->text;
+			val->text->owner = val;
+			old->text = NULL;
+		}
+		val_free(c, old);
+	}
+	n->val = val;
+	if (!val) {
+		free(text); /* reads serve texts of cached versions only */
+		pthread_mutex_unlock(&c->lru_lock);
+		return;
+	}
+	val->node = n;
+	if (text)
+		text_set(c, val, text, text_len);
+	lru_front(c, val);
+	while (c->lru_bytes > c->val_max) {
+		struct cache_val *t = (struct cache_val *)c->lru_head.prev;
+		if (t == val || &t->lru == &c->lru_head)
+			break;
+		lru_unlink(c, t);
+		t->node->val = NULL;
+		val_free(c, t);
 	}
 	pthread_mutex_unlock(&c->lru_lock);
 }
 
 /* ---- tree ---- */
 
-/* Node times are wall-clock (st_mtime), unlike changed_ms. */
+/* Node times are wall-clock (st_mtime), unlike changed. */
 static int64_t now_ns(void)
 {
 	struct timespec ts;
@@ -371,92 +536,121 @@ static void load_time(struct cache_node *n, int64_t t)
 		p->mtime_ns = t;
 }
 
-/* The segment is stored after the node, in the same allocation (one
- * malloc less per key); a rename gives the node a separate one. */
-static char *inline_seg(struct cache_node *n)
-{
-	return (char *)(n + 1);
-}
-
+/* The segment is stored at the end of the node, in the same allocation; a
+ * rename moves it to the side record (seg_out). */
 static struct cache_node *node_alloc(struct cache *c, const char *seg, size_t len, int ns)
 {
-	struct cache_node *n = calloc(1, sizeof(*n) + len + 1);
+	if (len >= UINT32_MAX)
+		return NULL;
+	struct cache_node *n = calloc(1, offsetof(struct cache_node, seg) + len + 1);
 	if (!n)
 		return NULL;
-	n->seg = inline_seg(n);
 	memcpy(n->seg, seg, len);
-	n->seg[len] = 0;
-	n->seg_len = len;
-	n->ns = ns;
-	n->id = c->next_id++;
+	n->seg_len = (uint32_t)len;
+	n->ns = (int8_t)ns;
+	if (id_take(c, n) < 0) {
+		free(n);
+		return NULL;
+	}
 	return n;
 }
 
-static void free_local(struct cache *c, struct cache_node *n)
+/* Frees n and all it holds; its slot stays taken (cache_destroy). */
+static void node_release(struct cache *c, struct cache_node *n)
 {
-	if (n->local && c->local_ops)
-		c->local_ops->free(n->local);
-	n->local = NULL;
-}
-
-static void free_seg(struct cache_node *n)
-{
-	if (n->seg != inline_seg(n))
-		free(n->seg);
+	drop_rendered(c, n);
+	struct cache_node_x *x = n->x;
+	if (x) {
+		if (x->local && c->local_ops)
+			c->local_ops->free(x->local);
+		free(x->seg);
+		free(x->kids);
+		free(x);
+	}
+	free(n);
 }
 
 static void node_free(struct cache *c, struct cache_node *n)
 {
-	drop_rendered(c, n);
-	free_local(c, n);
-	free_seg(n);
-	free(n);
+	id_put(c, n);
+	node_release(c, n);
 }
 
-static void id_insert(struct cache *c, struct cache_node *n)
+/* Squeezes the holes out of x's children, keeping their order. */
+static void kids_compact(struct cache *c, struct cache_node_x *x)
 {
-	size_t b = id_hash(n->id) & (c->by_id_cap - 1);
-	n->inext = c->by_id[b];
-	c->by_id[b] = n;
+	uint32_t j = 0;
+	for (uint32_t i = 0; i < x->n_slots; i++) {
+		if (!x->kids[i])
+			continue;
+		x->kids[j] = x->kids[i];
+		node_at(c, x->kids[j])->pos = j;
+		j++;
+	}
+	x->n_slots = j;
 }
 
-static void id_remove(struct cache *c, struct cache_node *n)
+/* Makes room in dir for one more child, so that link_child cannot fail.
+ * 0 or -ENOMEM. */
+static int kids_reserve(struct cache *c, struct cache_node *dir)
 {
-	struct cache_node **pp = &c->by_id[id_hash(n->id) & (c->by_id_cap - 1)];
-	while (*pp && *pp != n)
-		pp = &(*pp)->inext;
-	if (*pp)
-		*pp = n->inext;
+	struct cache_node_x *x = x_get(dir);
+	if (!x)
+		return -ENOMEM;
+	if (x->n_slots < x->cap)
+		return 0;
+	if (x->n_slots && x->n_kids <= x->n_slots / 2) {
+		kids_compact(c, x);
+		return 0;
+	}
+	size_t cap = x->cap;
+	if (x->cap == UINT32_MAX ||
+	    util_grow(&x->kids, &cap, (size_t)x->n_slots + 1, sizeof(*x->kids), 4) < 0)
+		return -ENOMEM;
+	x->cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
+	return 0;
 }
 
-/* Puts n (its name set) last among dir's children and in the name hash. */
+/* dir lost a child: an empty directory drops its array, and a record left
+ * with nothing goes. Lock held for write. */
+static void kids_settle(struct cache_node *dir)
+{
+	struct cache_node_x *x = dir->x;
+	if (!x || x->n_kids)
+		return;
+	free(x->kids);
+	x->kids = NULL;
+	x->n_slots = x->cap = 0;
+	x_trim(dir);
+}
+
+/* Puts n (its name set) last among dir's children (room reserved) and in
+ * the name hash. */
 static void link_child(struct cache *c, struct cache_node *dir, struct cache_node *n)
 {
 	n->parent = dir;
-	size_t b = name_hash(dir->id, n->ns, n->seg, n->seg_len) & (c->by_name_cap - 1);
+	size_t b = name_hash(dir->id, n->ns, cache_node_seg(n), n->seg_len) &
+		   (c->by_name_cap - 1);
 	n->hnext = c->by_name[b];
-	c->by_name[b] = n;
-	n->next_sib = NULL;
-	n->prev_sib = dir->last_child;
-	if (dir->last_child)
-		dir->last_child->next_sib = n;
-	else
-		dir->first_child = n;
-	dir->last_child = n;
-	dir->n_children++;
+	c->by_name[b] = idx_of(n);
+	struct cache_node_x *x = dir->x;
+	n->pos = x->n_slots;
+	x->kids[x->n_slots++] = idx_of(n);
+	x->n_kids++;
 }
 
 static struct cache_node *child_create(struct cache *c, struct cache_node *dir, int ns,
 				       const char *seg, size_t len)
 {
-	if (grow_tables(c) < 0)
+	if (grow_names(c) < 0 || kids_reserve(c, dir) < 0)
 		return NULL;
 	struct cache_node *n = node_alloc(c, seg, len, ns);
-	if (!n)
+	if (!n) {
+		kids_settle(dir);
 		return NULL;
+	}
 	bool was_dir = cache_is_dir(dir);
 	link_child(c, dir, n);
-	id_insert(c, n);
 	c->n_nodes++;
 	if (!was_dir && dir->parent) {
 		/* A file grew a child: it is now a directory (new inode). */
@@ -474,26 +668,29 @@ static struct cache_node *child_create(struct cache *c, struct cache_node *dir, 
 	return n;
 }
 
-/* Takes n out of its parent's child list and the name hash (lock held for
- * write); n itself is untouched otherwise. */
+/* Takes n out of its parent's children and the name hash (lock held for
+ * write); n itself is untouched otherwise, and the parent keeps its array
+ * (kids_settle). */
 static void unlink_child(struct cache *c, struct cache_node *n)
 {
 	struct cache_node *dir = n->parent;
-	size_t b = name_hash(dir->id, n->ns, n->seg, n->seg_len) & (c->by_name_cap - 1);
-	struct cache_node **pp = &c->by_name[b];
-	while (*pp && *pp != n)
-		pp = &(*pp)->hnext;
+	size_t b = name_hash(dir->id, n->ns, cache_node_seg(n), n->seg_len) &
+		   (c->by_name_cap - 1);
+	uint32_t *pp = &c->by_name[b];
+	while (*pp && *pp != idx_of(n))
+		pp = &node_at(c, *pp)->hnext;
 	if (*pp)
 		*pp = n->hnext;
-	if (n->prev_sib)
-		n->prev_sib->next_sib = n->next_sib;
-	else
-		dir->first_child = n->next_sib;
-	if (n->next_sib)
-		n->next_sib->prev_sib = n->prev_sib;
-	else
-		dir->last_child = n->prev_sib;
-	dir->n_children--;
+	n->hnext = 0;
+	struct cache_node_x *x = dir->x;
+	x->kids[n->pos] = 0;
+	x->n_kids--;
+	while (x->n_slots && !x->kids[x->n_slots - 1])
+		x->n_slots--;
+	/* Holes are squeezed out once they outnumber the children: removals
+	 * stay O(1) amortized and listings keep their order. */
+	if (x->n_slots >= 8 && x->n_kids < x->n_slots / 2)
+		kids_compact(c, x);
 }
 
 /* A node leaving the tree while handles read it can no longer name its
@@ -504,7 +701,7 @@ static void unlink_child(struct cache *c, struct cache_node *n)
 static void keep_key(struct cache *c, struct cache_node *n)
 {
 	struct cache_val *v = n->val;
-	if (!v || v->as_stored || (n->text && n->text->rev == v->rev))
+	if (!v || v->as_stored || v->text)
 		return;
 	size_t klen;
 	char *key = cache_node_key(c, n, &klen);
@@ -520,24 +717,25 @@ static void keep_key(struct cache *c, struct cache_node *n)
 	free(key);
 }
 
-/* Unlinks n from its parent and the name hash. Frees it unless referenced. */
+/* Unlinks n from its parent and the name hash (the parent's array stays:
+ * kids_settle). Frees it unless referenced. */
 static void node_detach(struct cache *c, struct cache_node *n)
 {
 	unlink_child(c, n);
-	n->hnext = n->next_sib = n->prev_sib = NULL;
 	n->detached = true;
 	c->n_nodes--;
-	if (n->nlookup == 0 && n->nopen == 0) {
-		id_remove(c, n);
+	if (!cache_nlookup(n) && !cache_nopen(n)) {
 		node_free(c, n);
 	} else {
 		/* Keep the content for handles that still read it, out of the
 		 * LRUs so it cannot be evicted. */
 		pthread_mutex_lock(&c->lru_lock);
-		lru_unlink(c, n);
-		if (n->text)
-			text_unlink(c, n->text);
-		if (n->nopen && c->cfg.render)
+		lru_unlink(c, n->val);
+		if (n->val)
+			text_unlink(c, n->val->text);
+		if (n->x && n->x->rep_val)
+			text_unlink(c, n->x->rep_val->text);
+		if (cache_nopen(n) && c->cfg.render)
 			keep_key(c, n);
 		pthread_mutex_unlock(&c->lru_lock);
 		n->parent = NULL;
@@ -547,15 +745,19 @@ static void node_detach(struct cache *c, struct cache_node *n)
 /* Removes n (which has no value and no children) and empty ancestors. */
 static void prune(struct cache *c, struct cache_node *n)
 {
-	while (n->parent && !n->has_value && n->n_children == 0 && !n->local_dir &&
-	       !(n->local && c->local_ops && c->local_ops->keep(n->local))) {
+	for (;;) {
+		struct cache_local *l = cache_node_local(n);
+		if (!n->parent || n->has_value || cache_n_children(n) || n->local_dir ||
+		    (l && c->local_ops && c->local_ops->keep(l)))
+			return;
 		struct cache_node *dir = n->parent;
 		bool file = !cache_is_dir(n);
 		emit(c, CACHE_CHG_DELETE, cache_dir_ino(dir),
 		     file ? cache_file_ino(n) : cache_dir_ino(n), n);
 		node_detach(c, n);
+		kids_settle(dir);
 		dir_changed(c, dir);
-		if (dir->parent && dir->n_children == 0 && !dir->local_dir && dir->has_value) {
+		if (dir->parent && !cache_n_children(dir) && !dir->local_dir && dir->has_value) {
 			/* Directory shrank back to a plain key. */
 			emit(c, CACHE_CHG_RETYPE, cache_dir_ino(dir->parent), cache_dir_ino(dir),
 			     dir);
@@ -564,6 +766,7 @@ static void prune(struct cache *c, struct cache_node *n)
 		n = dir;
 	}
 }
+
 
 /* Splits a relative key into its namespace and first segment position. */
 static const char *rel_key(const struct cache *c, const char *key, size_t key_len, size_t *rlen,
@@ -650,7 +853,7 @@ char *cache_node_key(struct cache *c, const struct cache_node *n, size_t *len)
 	k[pos] = 0;
 	for (const struct cache_node *p = n; p && p->parent; p = p->parent) {
 		pos -= p->seg_len;
-		memcpy(k + pos, p->seg, p->seg_len);
+		memcpy(k + pos, cache_node_seg(p), p->seg_len);
 		if (p->parent->parent)
 			k[--pos] = '/';
 	}
@@ -772,23 +975,26 @@ static void apply_put(struct cache *c, const struct kv_kv *kv, struct shown sh, 
 	n->mod_revision = kv->mod_revision;
 	n->version = kv->version;
 	n->lease = kv->lease;
-	n->raw_size = kv->value_len;
+	n->raw_size = (uint32_t)kv->value_len;
 	if (c->quiet)
 		load_time(n, loaded_ns);
 	else if (changed && !c->own_change)
 		n->mtime_ns = now_ns();
-	n->rendered_size = sh.size;
+	n->rendered_size = (uint32_t)sh.size;
 	set_value(c, n, sh.val, sh.text, sh.size, kv->mod_revision);
 	if (!had && !c->quiet) {
 		/* a new key is as unsettled as a changed one */
 		pthread_mutex_lock(&c->lru_lock);
-		n->changed_ms = util_now_ms();
+		mark_changed(n);
 		pthread_mutex_unlock(&c->lru_lock);
 	}
 	if (changed && had) {
 		pthread_mutex_lock(&c->lru_lock);
-		n->pending_inval = kv->mod_revision;
-		n->changed_ms = util_now_ms();
+		/* Without a record the kernel holds no inode of n: nothing
+		 * pending, and no version kept for it (set_value). */
+		if (n->x)
+			n->x->pending_inval = kv->mod_revision;
+		mark_changed(n);
 		pthread_mutex_unlock(&c->lru_lock);
 		emit_content(c, n);
 	}
@@ -805,7 +1011,7 @@ static void apply_delete(struct cache *c, const char *key, size_t key_len, int64
 	n->has_value = false;
 	c->n_keys--;
 	n->mod_revision = rev;
-	if (n->nopen == 0)
+	if (!cache_nopen(n))
 		drop_rendered(c, n);
 	if (cache_is_dir(n)) {
 		emit_value_entry(c, CACHE_CHG_DELETE, n);
@@ -819,10 +1025,10 @@ static void apply_delete(struct cache *c, const char *key, size_t key_len, int64
 /* ---- rendering ---- */
 
 /* The content kv's value shows: *text is its rendering (malloc'd), or
- * NULL when it is shown as stored (no render function, or one that
- * declined it); *len is its size. -EIO: the value must not be shown at all
- * (an encrypted value the key does not open): reads render it again, and
- * fail. */
+ * NULL when it is shown as stored (no render function, one that declined
+ * it, or a rendering of 4 GiB or more: node sizes are 32-bit); *len is its
+ * size. -EIO: the value must not be shown at all (an encrypted value the
+ * key does not open): reads render it again, and fail. */
 static int render(struct cache *c, const struct kv_kv *kv, char **text, size_t *len)
 {
 	*text = NULL;
@@ -831,8 +1037,10 @@ static int render(struct cache *c, const struct kv_kv *kv, char **text, size_t *
 		return 0;
 	int r = c->cfg.render(c->cfg.render_arg, kv->key, kv->key_len, kv->value, kv->value_len,
 			      kv->mod_revision, text, len);
-	if (r == 0)
+	if (r == 0 && *len <= UINT32_MAX)
 		return 0;
+	if (r == 0)
+		free(*text);
 	*text = NULL;
 	*len = kv->value_len;
 	return r == -EIO ? -EIO : 0;
@@ -1174,29 +1382,9 @@ static int prefetch_wait(struct prefetch *f, struct kv_range_result *res)
 	return f->ret;
 }
 
-/* Ids of the keys a resync listing saw, for its sweep. */
-struct seen_ids {
-	uint64_t *ids;
-	size_t n, cap;
-};
-
-static int seen_add(struct seen_ids *s, uint64_t id)
-{
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 4096;
-		uint64_t *ids = realloc(s->ids, cap * sizeof(*ids));
-		if (!ids)
-			return -ENOMEM;
-		s->ids = ids;
-		s->cap = cap;
-	}
-	s->ids[s->n++] = id;
-	return 0;
-}
-
 /* Renders a listed page (without the lock: a YAML rendering may be slow),
- * then applies it. seen: NULL, or the ids to keep from a resync's sweep. */
-static int apply_page(struct cache *c, const struct kv_range_result *res, struct seen_ids *seen)
+ * then applies it. mark: a resync's, whose sweep keeps the keys seen. */
+static int apply_page(struct cache *c, const struct kv_range_result *res, bool mark)
 {
 	size_t n = res->n_kvs ? res->n_kvs : 1;
 	struct shown *shs = calloc(n, sizeof(*shs));
@@ -1223,11 +1411,11 @@ static int apply_page(struct cache *c, const struct kv_range_result *res, struct
 		} else {
 			/* force: a resync may legitimately go "back" after a
 			 * restore; the listing is the truth at rev. */
-			apply_put(c, kv, shs[i], seen != NULL, times ? times[i] : 0);
+			apply_put(c, kv, shs[i], mark, times ? times[i] : 0);
 			nd = walk(c, kv->key, kv->key_len, false);
 		}
-		if (seen && nd && ret == 0)
-			ret = seen_add(seen, nd->id);
+		if (mark && nd)
+			nd->seen = true;
 	}
 	cache_unlock(c);
 out:
@@ -1236,31 +1424,39 @@ out:
 	return ret;
 }
 
-/* A resync's sweep: deletes every key the listing did not see. Sort-free:
- * flags the seen nodes, then deletes the rest. */
-static int sweep(struct cache *c, const struct seen_ids *seen, uint32_t gen, int64_t rev)
+/* Clears every node's seen bit before a resync's listing (a failed one
+ * before may have left some set). */
+static void unsee_all(struct cache *c)
+{
+	cache_wrlock(c);
+	uint32_t i = 0;
+	for (struct cache_node *n; (n = cache_next_node(c, &i));)
+		n->seen = false;
+	cache_unlock(c);
+}
+
+/* A resync's sweep: deletes every key the listing did not see (sort-free:
+ * the listing set the seen bit of the others), and clears the bits. */
+static int sweep(struct cache *c, int64_t rev)
 {
 	int ret = 0;
 	cache_wrlock(c);
-	for (size_t i = 0; i < seen->n; i++) {
-		struct cache_node *n = cache_node_by_id(c, seen->ids[i]);
-		if (n)
-			n->mark = gen;
-	}
 	size_t n_victims = 0, cap = 0;
 	char **vk = NULL;
 	size_t *vl = NULL;
-	for (size_t b = 0; b < c->by_id_cap; b++)
-		for (struct cache_node *n = c->by_id[b]; n; n = n->inext) {
-			if (!n->has_value || n->detached || n->mark == gen)
-				continue;
-			if (n_victims == cap && grow_victims(&vk, &vl, &cap) < 0) {
-				ret = -ENOMEM;
-				goto out;
-			}
-			vk[n_victims] = cache_node_key(c, n, &vl[n_victims]);
-			n_victims++;
+	uint32_t it = 0;
+	for (struct cache_node *n; (n = cache_next_node(c, &it));) {
+		bool seen = n->seen;
+		n->seen = false;
+		if (!n->has_value || n->detached || seen)
+			continue;
+		if (n_victims == cap && grow_victims(&vk, &vl, &cap) < 0) {
+			ret = -ENOMEM;
+			goto out;
 		}
+		vk[n_victims] = cache_node_key(c, n, &vl[n_victims]);
+		n_victims++;
+	}
 	for (size_t i = 0; i < n_victims; i++)
 		if (vk[i])
 			apply_delete(c, vk[i], vl[i], rev, true);
@@ -1300,9 +1496,7 @@ static void sync_progress(struct cache *c, uint64_t total, const struct kv_range
  * not in the listing. */
 static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 {
-	uint32_t gen = ++c->sync_gen;
 	struct pager pg;
-	struct seen_ids seen = {0};
 	struct prefetch f = {.kv = c->cfg.kv, .tries = mark_sweep ? 1 : SYNC_PAGE_TRIES};
 	struct kv_range_result res;
 	uint64_t total = 0;
@@ -1311,6 +1505,8 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 	__atomic_store_n(&c->sync_total, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&c->sync_t0_ms, t0, __ATOMIC_RELAXED);
 	__atomic_store_n(&c->syncing, true, __ATOMIC_RELAXED);
+	if (mark_sweep)
+		unsee_all(c);
 	int ret = pager_init(&pg, c, rev);
 	if (ret == 0)
 		ret = pager_req(&pg, &f.req);
@@ -1326,7 +1522,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 			pending = true;
 		}
 		if (ret == 0)
-			ret = apply_page(c, &res, mark_sweep ? &seen : NULL);
+			ret = apply_page(c, &res, mark_sweep);
 		total += res.n_kvs;
 		sync_progress(c, total, &res, t0, &last_report);
 		kv_range_result_free(&res);
@@ -1339,7 +1535,7 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 		}
 	}
 	if (ret == 0 && mark_sweep)
-		ret = sweep(c, &seen, gen, pg.rev);
+		ret = sweep(c, pg.rev);
 	if (ret == 0) {
 		log_info("sync: %llu keys at revision %lld in %.2f s", (unsigned long long)total,
 			 (long long)pg.rev, (util_now_ms() - t0) / 1000.0);
@@ -1348,7 +1544,6 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 	}
 	__atomic_store_n(&c->syncing, false, __ATOMIC_RELAXED);
 	pager_free(&pg);
-	free(seen.ids);
 	return ret;
 }
 
@@ -1587,16 +1782,15 @@ int cache_new(const struct cache_config *cfg, struct cache **out)
 	pthread_mutex_init(&c->lru_lock, NULL);
 	pthread_mutex_init(&c->health_mu, NULL);
 	pthread_cond_init(&c->health_cv, NULL);
-	c->lru_head.lru_next = c->lru_head.lru_prev = &c->lru_head;
-	int ret = grow_tables(c);
+	c->lru_head.next = c->lru_head.prev = &c->lru_head;
+	int ret = grow_names(c);
 	if (ret < 0)
 		goto out_free;
-	c->root = node_alloc(c, "", 0, 0);
+	c->root = node_alloc(c, "", 0, 0); /* slot 0: id 0 */
 	if (!c->root) {
 		ret = -ENOMEM;
 		goto out_free;
 	}
-	id_insert(c, c->root);
 	c->health = CACHE_SYNCING;
 	int64_t rev;
 	c->quiet = true; /* nothing is mounted yet: no kernel state to invalidate */
@@ -1635,29 +1829,18 @@ void cache_destroy(struct cache *c)
 		pthread_join(c->health_thread, NULL);
 	if (c->watch)
 		kv_watch_cancel(c->cfg.kv, c->watch);
-	for (size_t b = 0; b < c->by_id_cap; b++) {
-		struct cache_node *n = c->by_id[b];
-		while (n) {
-			struct cache_node *next = n->inext;
-			free(n->val);
-			free(n->rep_val);
-			if (n->text) {
-				free(n->text->data);
-				free(n->text);
-			}
-			free_local(c, n);
-			free_seg(n);
-			free(n);
-			n = next;
-		}
-	}
+	uint32_t i = 0;
+	for (struct cache_node *n; (n = cache_next_node(c, &i));)
+		node_release(c, n);
+	for (size_t ch = 0; ch * CACHE_ID_CHUNK < c->n_ids; ch++)
+		free(c->ids[ch]);
+	free(c->ids);
 	while (c->tombs) {
 		struct cache_tomb *t = c->tombs;
 		c->tombs = t->next;
 		free(t->key);
 		free(t);
 	}
-	free(c->by_id);
 	free(c->by_name);
 	pthread_rwlock_destroy(&c->lock);
 	pthread_mutex_destroy(&c->lru_lock);
@@ -1805,7 +1988,7 @@ static bool serve_rep(struct cache *c, struct cache_node *n);
 static struct cache_val *served(struct cache *c, struct cache_node *n, bool kernel)
 {
 	if (kernel && serve_rep(c, n))
-		return n->rep_val;
+		return n->x->rep_val;
 	if (n->val && (n->val->rev == n->mod_revision || n->detached))
 		return n->val;
 	return NULL;
@@ -1855,12 +2038,15 @@ static ssize_t render_again(struct cache *c, struct cache_node *n, struct kv_kv 
 	ssize_t r = deliver(text, len, buf, size, off, whole, whole_len);
 	cache_rdlock(c);
 	pthread_mutex_lock(&c->lru_lock);
-	if ((n->val && n->val->rev == kv->mod_revision) ||
-	    (n->rep_val && n->rep_val->rev == kv->mod_revision)) {
-		text_set(c, n, text, len, kv->mod_revision);
+	struct cache_val *v = n->val;
+	if (!v || v->rev != kv->mod_revision)
+		v = n->x && n->x->rep_val && n->x->rep_val->rev == kv->mod_revision ? n->x->rep_val
+										   : NULL;
+	if (v) {
+		text_set(c, v, text, len);
 		/* a detached node's stays with it, out of the LRU */
-		if (n->detached && n->text)
-			text_unlink(c, n->text);
+		if (n->detached)
+			text_unlink(c, v->text);
 	} else {
 		free(text);
 	}
@@ -1888,11 +2074,11 @@ static ssize_t serve(struct cache *c, struct cache_node *n, bool kernel, char *b
 	 * Always, even with one pending: the pending one may have dropped the
 	 * pages already, which is why this read came, and only be marked done
 	 * after it. */
-	again = v == n->rep_val;
+	again = n->x && v == n->x->rep_val;
 	if (again)
-		n->pending_inval = n->mod_revision;
-	if (v == n->val && n->lru_next)
-		lru_front(c, n);
+		n->x->pending_inval = n->mod_revision;
+	if (v == n->val && v->lru.next)
+		lru_front(c, v);
 	if (rev)
 		*rev = v->rev;
 	__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
@@ -1900,10 +2086,10 @@ static ssize_t serve(struct cache *c, struct cache_node *n, bool kernel, char *b
 		r = deliver(v->data, v->len, buf, size, off, whole, whole_len);
 		goto out;
 	}
-	if (n->text && n->text->rev == v->rev) {
-		if (n->text->next)
-			text_front(c, n->text);
-		r = deliver(n->text->data, n->text->len, buf, size, off, whole, whole_len);
+	if (v->text) {
+		if (v->text->next)
+			text_front(c, v->text);
+		r = deliver(v->text->data, v->text->len, buf, size, off, whole, whole_len);
 		goto out;
 	}
 	/* Render outside the locks, from a copy: rendering takes time. */
@@ -1958,12 +2144,18 @@ size_t cache_report_size(struct cache *c, struct cache_node *n)
 {
 	size_t size;
 	pthread_mutex_lock(&c->lru_lock);
-	if (n->pending_inval && n->rep_val) {
-		size = n->rep_val->shown;
+	struct cache_node_x *x = n->x;
+	if (x && x->pending_inval && x->rep_val) {
+		size = x->rep_val->shown;
 	} else {
-		n->rep_rev = n->mod_revision;
-		free(n->rep_val);
-		n->rep_val = NULL;
+		/* Without a record, the lookup that counts this telling
+		 * records it (cache_ref_lookup); an entry of a plain READDIR
+		 * is not one the kernel keeps. */
+		if (x) {
+			x->rep_rev = n->mod_revision;
+			val_free(c, x->rep_val);
+			x->rep_val = NULL;
+		}
 		size = n->rendered_size;
 	}
 	pthread_mutex_unlock(&c->lru_lock);
@@ -1984,20 +2176,21 @@ void cache_set_rep_grace(struct cache *c, int ms)
  * attributes, moves on. lru_lock held. */
 static bool serve_rep(struct cache *c, struct cache_node *n)
 {
-	if (!n->rep_val)
+	struct cache_node_x *x = n->x;
+	if (!x || !x->rep_val)
 		return false;
 	int grace = __atomic_load_n(&c->rep_grace_ms, __ATOMIC_RELAXED);
-	if (n->pending_inval || util_now_ms() - n->changed_ms < grace)
+	if (x->pending_inval || util_now_ms() - cache_changed_ms(n) < grace)
 		return true;
-	free(n->rep_val);
-	n->rep_val = NULL;
+	val_free(c, x->rep_val);
+	x->rep_val = NULL;
 	return false;
 }
 
 size_t cache_held_size(struct cache *c, struct cache_node *n)
 {
 	pthread_mutex_lock(&c->lru_lock);
-	size_t size = serve_rep(c, n) ? n->rep_val->shown : n->rendered_size;
+	size_t size = serve_rep(c, n) ? n->x->rep_val->shown : n->rendered_size;
 	pthread_mutex_unlock(&c->lru_lock);
 	return size;
 }
@@ -2005,16 +2198,21 @@ size_t cache_held_size(struct cache *c, struct cache_node *n)
 void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev)
 {
 	pthread_mutex_lock(&c->lru_lock);
-	if (n->pending_inval && n->pending_inval <= rev)
-		n->pending_inval = 0;
+	struct cache_node_x *x = n->x;
+	if (!x) {
+		pthread_mutex_unlock(&c->lru_lock);
+		return;
+	}
+	if (x->pending_inval && x->pending_inval <= rev)
+		x->pending_inval = 0;
 	/* The kernel dropped every page and size older than rev: the version
 	 * it was told of before is believed by nobody now. Serving it while a
 	 * still newer change is pending would send readers back in time, as
 	 * far as the last getattr that found nothing pending. A mount with a
 	 * grace (no OPEN) keeps it for that long, as serve_rep says. */
-	if (n->rep_val && n->rep_rev < rev && !__atomic_load_n(&c->rep_grace_ms, __ATOMIC_RELAXED)) {
-		free(n->rep_val);
-		n->rep_val = NULL;
+	if (x->rep_val && x->rep_rev < rev && !__atomic_load_n(&c->rep_grace_ms, __ATOMIC_RELAXED)) {
+		val_free(c, x->rep_val);
+		x->rep_val = NULL;
 	}
 	(void)serve_rep(c, n); /* frees rep once its grace is over */
 	pthread_mutex_unlock(&c->lru_lock);
@@ -2149,19 +2347,15 @@ int cache_mknode_locked(struct cache *c, struct cache_node *parent, int ns, cons
 int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *newparent, int ns,
 		      const char *seg, size_t seg_len)
 {
-	char *nseg = malloc(seg_len + 1);
-	if (!nseg)
-		return -ENOMEM;
-	memcpy(nseg, seg, seg_len);
-	nseg[seg_len] = 0;
-	if (grow_tables(c) < 0) {
-		free(nseg);
-		return -ENOMEM;
-	}
 	struct cache_node *old = cache_child(c, newparent, ns, seg, seg_len);
-	if (old == n) {
-		free(nseg);
+	if (old == n)
 		return 0;
+	/* everything that can fail first */
+	char *nseg = seg_len < UINT32_MAX ? util_memdup(seg, seg_len) : NULL;
+	struct cache_node_x *x = nseg ? x_get(n) : NULL;
+	if (!x || grow_names(c) < 0 || kids_reserve(c, newparent) < 0) {
+		free(nseg);
+		return -ENOMEM;
 	}
 	if (old) {
 		if (old->has_value)
@@ -2172,16 +2366,19 @@ int cache_move_locked(struct cache *c, struct cache_node *n, struct cache_node *
 	struct cache_node *oldparent = n->parent;
 	/* unlink from the old place, keeping the node */
 	unlink_child(c, n);
-	free_seg(n);
-	n->seg = nseg;
-	n->seg_len = seg_len;
-	n->ns = ns;
+	free(x->seg);
+	x->seg = nseg;
+	n->seg_out = true;
+	n->seg_len = (uint32_t)seg_len;
+	n->ns = (int8_t)ns;
 	link_child(c, newparent, n);
 	/* a local rename: src/save stamps both directories */
 	/* A name moved away through the mount leaves its directory in place,
 	 * as on any filesystem (it is local until a key appears in it). */
-	if (oldparent != c->root && oldparent->n_children == 0)
+	if (oldparent != c->root && !cache_n_children(oldparent))
 		oldparent->local_dir = true;
+	if (oldparent != newparent)
+		kids_settle(oldparent);
 	return 0;
 }
 
@@ -2206,12 +2403,13 @@ void cache_forget_key_locked(struct cache *c, struct cache_node *n)
 
 void cache_told_locked(struct cache *c, struct cache_node *n)
 {
+	struct cache_node_x *x = x_must(n);
 	pthread_mutex_lock(&c->lru_lock);
-	n->rep_rev = n->mod_revision;
-	free(n->rep_val);
-	n->rep_val = NULL;
+	x->rep_rev = n->mod_revision;
+	val_free(c, x->rep_val);
+	x->rep_val = NULL;
 	pthread_mutex_unlock(&c->lru_lock);
-	__atomic_store_n(&n->kernel_rev, n->mod_revision, __ATOMIC_RELAXED);
+	__atomic_store_n(&x->kernel_rev, n->mod_revision, __ATOMIC_RELAXED);
 }
 
 void cache_set_key_locked(struct cache *c, struct cache_node *n, const struct cache_key_meta *m)
@@ -2223,8 +2421,8 @@ void cache_set_key_locked(struct cache *c, struct cache_node *n, const struct ca
 	n->mod_revision = m->mod_revision;
 	n->version = m->version;
 	n->lease = m->lease;
-	n->raw_size = m->raw_size;
-	n->rendered_size = m->rendered_size;
+	n->raw_size = (uint32_t)m->raw_size;
+	n->rendered_size = (uint32_t)m->rendered_size;
 }
 
 void cache_prune_locked(struct cache *c, struct cache_node *n)
@@ -2274,7 +2472,7 @@ int cache_rmdir(struct cache *c, struct cache_node *parent, int ns, const char *
 		ret = -ENOTDIR;
 		goto out;
 	}
-	if (n->n_children > 0 || n->has_value) {
+	if (cache_n_children(n) || n->has_value) {
 		ret = -ENOTEMPTY;
 		goto out;
 	}
@@ -2287,33 +2485,62 @@ out:
 
 void cache_ref_lookup(struct cache *c, struct cache_node *n)
 {
-	(void)c;
-	__atomic_add_fetch(&n->nlookup, 1, __ATOMIC_RELAXED);
+	struct cache_node_x *x = x_must(n);
+	if (__atomic_fetch_add(&x->nlookup, 1, __ATOMIC_RELAXED))
+		return;
+	/* The kernel now keeps an inode of n, with the size it was just told
+	 * in this same lock hold (cache_report_size, which records nothing
+	 * without a record): the current version's, unless a change is
+	 * pending and the one it was told before still held. */
+	pthread_mutex_lock(&c->lru_lock);
+	if (!(x->pending_inval && x->rep_val)) {
+		x->rep_rev = n->mod_revision;
+		val_free(c, x->rep_val);
+		x->rep_val = NULL;
+	}
+	pthread_mutex_unlock(&c->lru_lock);
 }
 
+/* Frees n once detached and unreferenced; else, once the kernel forgot it
+ * and no handle holds it, drops its kernel view, and its record if that
+ * is all it held. Lock held for write. */
 static void maybe_free(struct cache *c, struct cache_node *n)
 {
-	if (n->detached && n->nlookup == 0 && n->nopen == 0) {
-		id_remove(c, n);
+	struct cache_node_x *x = n->x;
+	if (x && (x->nlookup || x->nopen))
+		return;
+	if (n->detached) {
 		node_free(c, n);
+		return;
 	}
+	if (!x)
+		return;
+	pthread_mutex_lock(&c->lru_lock);
+	val_free(c, x->rep_val);
+	x->rep_val = NULL;
+	x->rep_rev = x->pending_inval = x->kernel_rev = 0;
+	pthread_mutex_unlock(&c->lru_lock);
+	x_trim(n);
 }
 
 void cache_unref_lookup(struct cache *c, struct cache_node *n, uint64_t nlookup)
 {
-	n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
+	struct cache_node_x *x = n->x;
+	if (x)
+		x->nlookup = nlookup > x->nlookup ? 0 : x->nlookup - nlookup;
 	maybe_free(c, n);
 }
 
 void cache_ref_open(struct cache *c, struct cache_node *n)
 {
 	(void)c;
-	__atomic_add_fetch(&n->nopen, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&x_must(n)->nopen, 1, __ATOMIC_RELAXED);
 }
 
 void cache_unref_open(struct cache *c, struct cache_node *n)
 {
-	if (n->nopen)
-		n->nopen--;
+	struct cache_node_x *x = n->x;
+	if (x && x->nopen)
+		x->nopen--;
 	maybe_free(c, n);
 }

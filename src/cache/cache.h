@@ -15,11 +15,14 @@
  * of the root; fs/ shows namespace-1 names with a marker (docs/naming.md).
  * Every other split is on '/', so empty segments are legal.
  *
- * Each node has a stable id for the life of the mount. Its file inode is
- * 4*id, its directory inode 4*id+1 and its raw-bytes view 4*id+2, so a key
- * that is also a prefix has two inodes (the directory, and its value shown
- * inside it), and a file that turns into a directory gets a new inode as
- * the kernel requires. The root is id 0, directory inode 1 (FUSE_ROOT_ID).
+ * Each node has a stable id for its life: the index of its slot in the id
+ * table and the slot's generation, which grows each time a freed slot is
+ * reused, so an id (an inode the kernel forgot, one in a queued
+ * notification or a directory listing) never names a later node. Its file
+ * inode is 4*id, its directory inode 4*id+1 and its raw-bytes view 4*id+2,
+ * so a key that is also a prefix has two inodes (the directory, and its
+ * value shown inside it), and a file that turns into a directory gets a
+ * new inode as the kernel requires. The root is id 0, directory inode 1 (FUSE_ROOT_ID).
  *
  * No FUSE here: changes that the kernel must hear about are reported through
  * cache_config.notify, called with the cache lock held; it must only queue.
@@ -44,6 +47,11 @@
 
 struct cache;
 struct cache_local;
+/* links of the value LRU (cache.c: the first member of struct cache_val) */
+struct cache_lru {
+	struct cache_lru *prev, *next;
+};
+#define CACHE_ID_CHUNK 4096
 struct cache_val;  /* cache.c: the stored bytes of one version of a key */
 struct cache_text; /* cache.c: the rendered content of one version */
 
@@ -56,42 +64,13 @@ struct cache_local_ops {
 	void (*free)(struct cache_local *l);
 };
 
-struct cache_node {
-	uint64_t id;		   /* immutable */
-	struct cache_node *parent; /* protected by lock; NULL for root or detached */
-	char *seg;		   /* raw segment bytes (NUL-terminated) */
-	size_t seg_len;
-
-	/* tree links, protected by lock */
-	struct cache_node *hnext; /* hash chain on (parent, ns, seg) */
-	struct cache_node *inext; /* hash chain on id */
-	struct cache_node *first_child, *last_child, *next_sib, *prev_sib;
-	uint32_t n_children;
-	uint32_t nopen; /* open handles (a reference, see nlookup) */
-	int8_t ns;	/* 1 for non-slash top-level keys (see above) */
-	bool local_dir; /* created by mkdir, kept while empty */
-	bool detached;	/* removed from the tree, kept alive by references */
-	/* the key at this path, protected by lock */
-	bool has_value;
-	uint32_t mark; /* resync sweep generation, protected by lock */
-	int64_t create_revision, mod_revision, version, lease;
-	size_t raw_size;      /* stored value size */
-	size_t rendered_size; /* size of the content shown (rendered) */
-	/* Realtime ns of the last change seen, 0 = unknown (fs shows the mount
-	 * time); protected by lock. A key: when the watch, a resync or a save
-	 * of this mount changed it, else (initial load) the time its value
-	 * records (cache_config.value_time). A directory: when an entry last
-	 * appeared in it or vanished from it, else (initial load) the latest
-	 * time below it. Shared by a node's file and directory inodes. */
-	int64_t mtime_ns;
-
-	/* Value cache, protected by lru_lock (and lock for the pointer swap).
-	 * The stored bytes are kept, not the content shown: a rendered view
-	 * (YAML) renders again on read, and keeps the text of recently read
-	 * versions only (docs/design.md, Memory). */
-	struct cache_val *val;	 /* stored bytes of a version, NULL if not cached */
-	struct cache_text *text; /* its rendering (or rep_val's), NULL if none */
-	struct cache_node *lru_prev, *lru_next;
+/* State few nodes need, in a record allocated on first use (cache.c,
+ * node_x) and freed again, under the write lock, once it is back to its
+ * defaults: the kernel's view of a node the kernel has looked up, its
+ * references, its write-path state, a directory's children, a renamed
+ * node's segment. A key synced and never looked up, written or listed as
+ * a directory has none (docs/design.md, Memory). */
+struct cache_node_x {
 	/* The version whose size the kernel was last told (protected by
 	 * lru_lock). Reads are served from it until the kernel asks for
 	 * attributes again, so data always matches the kernel's i_size and a
@@ -99,17 +78,60 @@ struct cache_node {
 	int64_t rep_rev;
 	struct cache_val *rep_val; /* stored bytes of rep_rev when not the current */
 	int64_t pending_inval;	   /* a change the kernel was not yet told about */
-	int64_t changed_ms;	   /* monotonic ms of the last content change */
-
-	/* references that keep a detached node alive (with nopen), protected
-	 * by lock */
+	int64_t kernel_rev;	   /* content revision the kernel page cache holds */
+	/* references that keep a detached node alive, protected by lock
+	 * (atomic increments under the read lock) */
 	uint64_t nlookup; /* kernel lookups (file and dir inode together) */
-
+	uint32_t nopen;	  /* open handles */
+	/* A directory's children, in the order they came (listings keep it):
+	 * node indices (cache_node_at), 0 for a hole a removal left;
+	 * n_kids of them live, n_slots used, room for cap. Protected by lock. */
+	uint32_t n_kids, n_slots, cap;
+	uint32_t *kids;
 	/* Write-path state (struct cache_local, src/save/save.h), owned by
-	 * src/save: NULL for the keys never written through the mount. Set
-	 * once under the write lock, then kept until the node is freed. */
+	 * src/save. Set once under the write lock, then kept until the node
+	 * is freed. */
 	struct cache_local *local;
-	int64_t kernel_rev; /* content revision the kernel page cache holds */
+	char *seg; /* the segment after a rename (seg_out) */
+};
+
+struct cache_node {
+	/* immutable: the index of its slot in the id table (low 32 bits) and
+	 * that slot's generation (high bits), so an id never names a later
+	 * node that reuses the slot */
+	uint64_t id;
+	struct cache_node *parent; /* protected by lock; NULL for root or detached */
+	/* Value cache, protected by lru_lock (and lock for the pointer swap).
+	 * The stored bytes are kept, not the content shown: a rendered view
+	 * (YAML) renders again on read, and keeps the text of recently read
+	 * versions only, beside the bytes (docs/design.md, Memory). */
+	struct cache_val *val;	  /* stored bytes of a version, NULL if not cached */
+	struct cache_node_x *x;	  /* NULL when all its fields would be defaults */
+	/* the key at this path, protected by lock */
+	int64_t create_revision, mod_revision, version, lease;
+	/* Realtime ns of the last change seen, 0 = unknown (fs shows the mount
+	 * time); protected by lock. A key: when the watch, a resync or a save
+	 * of this mount changed it, else (initial load) the time its value
+	 * records (cache_config.value_time). A directory: when an entry last
+	 * appeared in it or vanished from it, else (initial load) the latest
+	 * time below it. Shared by a node's file and directory inodes. */
+	int64_t mtime_ns;
+	uint32_t raw_size;	/* stored value size (etcd's values are < 2 GiB) */
+	uint32_t rendered_size; /* size of the content shown (render() keeps it < 4 GiB) */
+	uint32_t seg_len;
+	uint32_t hnext; /* next node index in its name hash chain (0: none) */
+	uint32_t pos;	/* its slot in parent's x->kids */
+	/* monotonic ms of the last content change, low 32 bits (0 = none;
+	 * protected by lru_lock): cache_changed_ms */
+	uint32_t changed;
+	int8_t ns; /* 1 for non-slash top-level keys (see above) */
+	/* protected by lock */
+	bool local_dir : 1; /* created by mkdir, kept while empty */
+	bool detached : 1;  /* removed from the tree, kept alive by references */
+	bool has_value : 1;
+	bool seen : 1;	  /* listed by the running resync (its sweep) */
+	bool seg_out : 1; /* renamed: the segment is x->seg, not seg */
+	char seg[];	  /* raw segment bytes, NUL-terminated (cache_node_seg) */
 };
 
 /* What changed, for kernel invalidation. Names are raw segments. */
@@ -191,14 +213,20 @@ struct cache {
 	int rep_grace_ms; /* cache_set_rep_grace; atomic */
 	/* everything below protected by lock unless noted */
 	struct cache_node *root;
-	struct cache_node **by_name;
+	/* The name hash: heads of chains of node indices (0: empty; the root,
+	 * index 0, has no name), load factor up to 1. */
+	uint32_t *by_name;
 	size_t by_name_cap;
-	struct cache_node **by_id;
-	size_t by_id_cap;
+	/* The id table: node index -> node, in chunks of CACHE_ID_CHUNK
+	 * slots. A free slot holds the next free index and the generation its
+	 * next node gets (cache.c, id_put). Detached nodes keep their slot. */
+	uint64_t **ids;
+	size_t ids_cap;	  /* chunk pointers allocated */
+	uint32_t n_ids;	  /* slots used so far */
+	uint32_t id_free; /* first free slot, 0: none */
 	size_t n_nodes;
-	uint64_t next_id;
 	uint64_t n_keys;
-	struct cache_node lru_head; /* protected by lru_lock */
+	struct cache_lru lru_head; /* protected by lru_lock */
 	size_t lru_bytes;	    /* protected by lru_lock: stored bytes cached */
 	size_t val_max;		    /* bound of lru_bytes (immutable) */
 	/* Rendered texts, most recently used first (circular; protected by
@@ -224,7 +252,6 @@ struct cache {
 	bool own_change;
 	bool stopping;	    /* protected by health_mu */
 	bool resync_wanted; /* protected by health_mu */
-	uint32_t sync_gen;  /* protected by lock */
 	/* the running or last listing's progress (atomic), for the log and the
 	 * mount root's user.etcdfs.sync */
 	uint64_t sync_done, sync_total;
@@ -274,10 +301,61 @@ static inline uint64_t cache_raw_ino(const struct cache_node *n)
 {
 	return n->id * 4 + CACHE_INO_RAW;
 }
+/* n's side record, NULL when it has none. Any lock. */
+static inline struct cache_node_x *cache_node_x(const struct cache_node *n)
+{
+	return __atomic_load_n(&n->x, __ATOMIC_ACQUIRE);
+}
+static inline uint32_t cache_n_children(const struct cache_node *n)
+{
+	const struct cache_node_x *x = cache_node_x(n);
+	return x ? x->n_kids : 0;
+}
 static inline bool cache_is_dir(const struct cache_node *n)
 {
-	return n->n_children > 0 || n->local_dir || n->parent == NULL;
+	return cache_n_children(n) > 0 || n->local_dir || n->parent == NULL;
 }
+static inline const char *cache_node_seg(const struct cache_node *n)
+{
+	return n->seg_out ? n->x->seg : n->seg;
+}
+/* Open handles and kernel lookups of n. Lock held. */
+static inline uint32_t cache_nopen(const struct cache_node *n)
+{
+	const struct cache_node_x *x = cache_node_x(n);
+	return x ? __atomic_load_n(&x->nopen, __ATOMIC_RELAXED) : 0;
+}
+static inline uint64_t cache_nlookup(const struct cache_node *n)
+{
+	const struct cache_node_x *x = cache_node_x(n);
+	return x ? __atomic_load_n(&x->nlookup, __ATOMIC_RELAXED) : 0;
+}
+/* n's write-path state, NULL for a key never written. Lock held. */
+static inline struct cache_local *cache_node_local(const struct cache_node *n)
+{
+	const struct cache_node_x *x = cache_node_x(n);
+	return x ? __atomic_load_n(&x->local, __ATOMIC_ACQUIRE) : NULL;
+}
+/* Sets it, once (lock held for write). 0 or -ENOMEM. */
+int cache_node_set_local(struct cache_node *n, struct cache_local *l);
+/* The content revision the kernel's page cache holds of n (0: unknown,
+ * -1: whatever it holds must go). Lock held (read is enough). */
+static inline int64_t cache_kernel_rev(const struct cache_node *n)
+{
+	const struct cache_node_x *x = cache_node_x(n);
+	return x ? __atomic_load_n(&x->kernel_rev, __ATOMIC_RELAXED) : 0;
+}
+void cache_set_kernel_rev(struct cache_node *n, int64_t rev);
+/* Monotonic ms of n's last content change (util_now_ms), 0 when none;
+ * kept to 32 bits, so a change 49.7 days old may look recent again. */
+int64_t cache_changed_ms(const struct cache_node *n);
+/* The live node in the id table after index *i (from 0), or NULL at the
+ * end; *i moves on. Lock held. */
+struct cache_node *cache_next_node(const struct cache *c, uint32_t *i);
+/* dir's children in the order they came, from *i = 0 on; NULL at the
+ * end. Lock held. */
+struct cache_node *cache_next_child(const struct cache *c, const struct cache_node *dir,
+				    uint32_t *i);
 
 /* n's mtime_ns as a timespec, or dflt when unknown (0). Lock held. */
 static inline struct timespec cache_node_mtime(const struct cache_node *n, struct timespec dflt)
@@ -369,7 +447,7 @@ void cache_forget_key_locked(struct cache *c, struct cache_node *n);
 /* Metadata of a key a local write just stored (cache_set_key_locked). */
 struct cache_key_meta {
 	int64_t create_revision, mod_revision, version, lease;
-	size_t raw_size, rendered_size;
+	size_t raw_size, rendered_size; /* < 4 GiB, as render() keeps them */
 };
 /* Makes n show a key with this metadata (counted in the stats' keys). Lock
  * held for write. */

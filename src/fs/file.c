@@ -67,7 +67,7 @@ static void forget_kernel_view(struct fs *fs, struct cache_node *n)
 	struct cache_change chg = {
 		.kind = CACHE_CHG_CONTENT, .ino = cache_file_ino(n), .rev = n->mod_revision};
 	/* The next reader's open drops whatever pages are left. */
-	__atomic_store_n(&n->kernel_rev, -1, __ATOMIC_RELAXED);
+	cache_set_kernel_rev(n, -1);
 	cache_unlock(fs->cache);
 	fs_cache_notify(fs, &chg);
 	fs_notify_wait(fs, 2000);
@@ -84,7 +84,7 @@ void fs_writer_io(struct fs *fs, struct fhandle *fh, struct fuse_file_info *fi, 
 	 * their process's content, whose size the kernel then tracks). */
 	fh->cached = joined || (!(fi->flags & O_APPEND) && save_file_cache_locked(n, fh->file));
 	if (fh->cached)
-		__atomic_store_n(&n->kernel_rev, -1, __ATOMIC_RELAXED);
+		cache_set_kernel_rev(n, -1);
 	cache_unlock(fs->cache);
 	/* Alone with the file, a writer goes through the page cache, so a
 	 * shared writable mmap works. Else its content is its process's
@@ -218,9 +218,9 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		cache_rdlock(fs->cache);
 		bool mine = save_file_cached_by_locked(n, fh->pid);
 		int64_t cur = n->mod_revision;
-		bool same = __atomic_load_n(&n->kernel_rev, __ATOMIC_RELAXED) == cur;
+		bool same = cache_kernel_rev(n) == cur;
 		if (!mine && !save_local(n)->file)
-			__atomic_store_n(&n->kernel_rev, cur, __ATOMIC_RELAXED);
+			cache_set_kernel_rev(n, cur);
 		/* Another process's writer through the page cache, or
 		 * writers with direct I/O: this handle's content is not the
 		 * page cache's. */
@@ -233,7 +233,8 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		 * read calls. A reader in a process that writes the file
 		 * reads that process's content instead. */
 		bool hot = !local && !own &&
-			   (shared || (n->changed_ms && util_now_ms() - n->changed_ms < 1000));
+			   (shared ||
+			    (cache_changed_ms(n) && util_now_ms() - cache_changed_ms(n) < 1000));
 		cache_unlock(fs->cache);
 		if (hot) {
 			int64_t rev;
@@ -344,7 +345,7 @@ static void read_unopened(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t 
 {
 	cache_rdlock(fs->cache);
 	struct cache_node *n = cache_node_by_id(fs->cache, cache_ino_id(ino));
-	bool hot = n && n->changed_ms && util_now_ms() - n->changed_ms < FS_HOT_MS;
+	bool hot = n && cache_changed_ms(n) && util_now_ms() - cache_changed_ms(n) < FS_HOT_MS;
 	cache_unlock(fs->cache);
 	if (!n) {
 		fuse_reply_err(req, ENOENT);

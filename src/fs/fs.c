@@ -184,7 +184,8 @@ static size_t file_size(struct fs *fs, struct cache_node *n, uint64_t ino)
 		return size;
 	if (save_local(n)->local_file)
 		return save_local(n)->local_len;
-	if (!fs->no_open || !n->changed_ms || util_now_ms() - n->changed_ms >= FS_HOT_MS)
+	if (!fs->no_open || !cache_changed_ms(n) ||
+	    util_now_ms() - cache_changed_ms(n) >= FS_HOT_MS)
 		return cache_report_size(fs->cache, n);
 	size = fs_reader_other(fs, ino, fs_asker) ? cache_held_size(fs->cache, n)
 						  : cache_report_size(fs->cache, n);
@@ -227,7 +228,7 @@ int fs_fill_attr(struct fs *fs, uint64_t ino, struct stat *st)
 		return 0;
 	}
 	/* An open file stays stat-able after unlink (nlink 0). */
-	if (!fs_visible_file(n) && !n->nopen)
+	if (!fs_visible_file(n) && !cache_nopen(n))
 		return -ENOENT;
 	bool link = save_local(n)->is_link;
 	st->st_mode = link ? S_IFLNK : S_IFREG;
@@ -495,22 +496,24 @@ static int add_entry(struct dir_handle *dh, const char *name, uint64_t id, bool 
 
 /* Snapshots dir's listing into dh so offsets stay valid while the tree
  * changes. Cache lock held. */
-static int build_listing(struct dir_handle *dh, struct cache_node *dir)
+static int build_listing(struct cache *cache, struct dir_handle *dh, struct cache_node *dir)
 {
 	free_listing(dh);
-	dh->ents = calloc(dir->n_children + 1, sizeof(*dh->ents));
+	dh->ents = calloc(cache_n_children(dir) + 1, sizeof(*dh->ents));
 	if (!dh->ents)
 		return -ENOMEM;
 	if (dir->has_value && !save_local(dir)->hidden && dir->parent &&
 	    add_entry(dh, NAMING_VALUE_NAME, dir->id, true) < 0)
 		return -ENOMEM;
-	for (struct cache_node *c = dir->first_child; c; c = c->next_sib) {
+	uint32_t it = 0;
+	for (struct cache_node *c; (c = cache_next_child(cache, dir, &it));) {
 		if (!cache_is_dir(c) && !fs_visible_file(c))
 			continue;
 		char name[NAMING_NAME_MAX + 1];
-		ssize_t len = naming_encode(c->seg, c->seg_len, c->ns, name, sizeof(name));
+		ssize_t len =
+			naming_encode(cache_node_seg(c), c->seg_len, c->ns, name, sizeof(name));
 		if (len < 0) {
-			log_warn("a key segment of %zu bytes is too long for a file name; not "
+			log_warn("a key segment of %u bytes is too long for a file name; not "
 				 "listed",
 				 c->seg_len);
 			continue;
@@ -580,7 +583,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (off == 0 || !dh->built) {
 		/* a directory removed since OPENDIR lists as empty, as on tmpfs */
 		struct cache_node *dir = dir_node(fs, ino);
-		int ret = dir ? build_listing(dh, dir) : 0;
+		int ret = dir ? build_listing(fs->cache, dh, dir) : 0;
 		if (!dir)
 			free_listing(dh);
 		dh->built = ret == 0;

@@ -73,22 +73,22 @@ static void inval_all_attrs(struct fs *fs)
 	uint64_t *inos = NULL;
 	struct cache *c = fs->cache;
 	cache_rdlock(c);
-	for (size_t b = 0; b < c->by_id_cap; b++)
-		for (struct cache_node *nd = c->by_id[b]; nd; nd = nd->inext) {
-			if (!__atomic_load_n(&nd->nlookup, __ATOMIC_RELAXED))
-				continue;
-			if (n + 3 > cap) {
-				cap = cap ? cap * 2 : 256;
-				uint64_t *ni = realloc(inos, cap * sizeof(*ni));
-				if (!ni)
-					goto done;
-				inos = ni;
-			}
-			inos[n++] = cache_file_ino(nd);
-			inos[n++] = cache_dir_ino(nd);
-			if (fs->no_open)
-				inos[n++] = cache_raw_ino(nd);
+	uint32_t it = 0;
+	for (struct cache_node *nd; (nd = cache_next_node(c, &it));) {
+		if (!cache_nlookup(nd))
+			continue;
+		if (n + 3 > cap) {
+			cap = cap ? cap * 2 : 256;
+			uint64_t *ni = realloc(inos, cap * sizeof(*ni));
+			if (!ni)
+				goto done;
+			inos = ni;
 		}
+		inos[n++] = cache_file_ino(nd);
+		inos[n++] = cache_dir_ino(nd);
+		if (fs->no_open)
+			inos[n++] = cache_raw_ino(nd);
+	}
 done:
 	cache_unlock(c);
 	for (size_t i = 0; i < n; i++)

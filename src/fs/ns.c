@@ -360,7 +360,7 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		ret = t.value_entry ? -ENOTDIR : -ENOENT;
 	if (ret == 0 && !cache_is_dir(t.n))
 		ret = -ENOTDIR;
-	if (ret == 0 && (t.n->n_children || (t.n->has_value && !save_local(t.n)->hidden)))
+	if (ret == 0 && (cache_n_children(t.n) || (t.n->has_value && !save_local(t.n)->hidden)))
 		ret = -ENOTEMPTY;
 	if (ret == 0) {
 		t.n->local_dir = false;
@@ -462,7 +462,7 @@ static void take_over_key(struct cache *c, struct cache_node *sn, const struct t
 				   .raw_size = rs,
 				   .rendered_size = vs};
 	cache_set_key_locked(c, sn, &m);
-	sn->kernel_rev = 0;
+	cache_set_kernel_rev(sn, 0);
 }
 
 /* A new file that replaces a key (created within its unlink's grace
@@ -470,7 +470,7 @@ static void take_over_key(struct cache *c, struct cache_node *sn, const struct t
  * write. -ENOMEM. */
 static int leave_replaced_key(struct fs *fs, struct cache_node *n)
 {
-	struct cache_local *l = n->local;
+	struct cache_local *l = cache_node_local(n);
 	if (!l || l->shadow || !l->origin_rev)
 		return 0;
 	size_t klen;
@@ -569,11 +569,11 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 			ret = -ENOTDIR;
 			goto out_unlock;
 		}
-		if (dst_visible && (dn->n_children || dn->has_value)) {
+		if (dst_visible && (cache_n_children(dn) || dn->has_value)) {
 			ret = -ENOTEMPTY;
 			goto out_unlock;
 		}
-		if (sn->n_children == 0 && !sn->has_value) {
+		if (cache_n_children(sn) == 0 && !sn->has_value) {
 			/* an empty local directory: a local rename */
 			ret = cache_move_locked(c, sn, d.dir, d.ns, d.seg, d.seg_len);
 			goto out_unlock;
@@ -725,7 +725,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	sn = cache_node_by_id(c, sn_id);
 	if (sn)
 		save_unpin_locked(sn);
-	if (sn && !sn->detached && sn->n_children == 0 &&
+	if (sn && !sn->detached && cache_n_children(sn) == 0 &&
 	    cache_child(c, d.dir, d.ns, d.seg, d.seg_len)) {
 		/* Keep the kernel's inode: the moved node takes over the new
 		 * key (save_move_key put its metadata on the node at the new

@@ -51,7 +51,7 @@ static int add(struct save *s, const char *key, size_t klen, int64_t rev, uint64
 int save_unlink_locked(struct save *s, struct cache_node *n)
 {
 	struct cache *c = s->cfg.cache;
-	struct cache_local *l = n->local;
+	struct cache_local *l = cache_node_local(n);
 	size_t klen;
 	char *key = cache_node_key(c, n, &klen);
 	if (!key)

@@ -141,8 +141,8 @@ static struct save_file *attach(struct cache_node *n, int pid, struct save_file 
 		return NULL;
 	f->users = f->refs = 1;
 	f->pid = pid;
-	f->next = n->local->file;
-	n->local->file = f;
+	f->next = cache_node_local(n)->file;
+	cache_node_local(n)->file = f;
 	return f;
 }
 
@@ -319,7 +319,7 @@ bool save_file_cache_locked(struct cache_node *n, struct save_fh *h)
 		return true;
 	/* Alone: no other handle of any process, no other process's
 	 * content (readers in flight keep one alive). */
-	if (n->nopen != 1 || f->users != 1 || save_local(n)->file != f || f->next)
+	if (cache_nopen(n) != 1 || f->users != 1 || save_local(n)->file != f || f->next)
 		return false;
 	f->cached = true;
 	return true;
@@ -351,7 +351,7 @@ static int keep_local(struct cache_node *n, struct save_file *f)
 		return -ENOMEM;
 	if (f->len)
 		memcpy(copy, f->buf, f->len);
-	struct cache_local *l = n->local;
+	struct cache_local *l = cache_node_local(n);
 	free(l->local_data);
 	l->local_data = copy;
 	l->local_len = f->len;
@@ -380,7 +380,7 @@ static bool unchanged(struct cache *c, struct cache_node *n, struct save_fh *h)
  * show what etcd has. Lock held for write. */
 static void drop_rejected_new(struct cache *c, struct cache_node *n)
 {
-	struct cache_local *l = n->local;
+	struct cache_local *l = cache_node_local(n);
 	if (!l->local_file || l->shadow)
 		return;
 	l->local_file = false;
@@ -550,7 +550,7 @@ void save_file_unref_locked(struct cache_node *n, struct save_file *f)
 {
 	if (--f->refs)
 		return;
-	struct save_file **pp = &n->local->file;
+	struct save_file **pp = &cache_node_local(n)->file;
 	while (*pp != f)
 		pp = &(*pp)->next;
 	*pp = f->next;

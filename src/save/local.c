@@ -22,25 +22,29 @@ const struct cache_local_ops save_local_ops = {.keep = local_keep, .free = local
 
 const struct cache_local *save_local(const struct cache_node *n)
 {
-	const struct cache_local *l = __atomic_load_n(&n->local, __ATOMIC_ACQUIRE);
+	const struct cache_local *l = cache_node_local(n);
 	return l ? l : &none;
 }
 
 struct cache_local *save_local_mut(struct cache_node *n)
 {
-	if (n->local)
-		return n->local;
-	struct cache_local *l = malloc(sizeof(*l));
+	struct cache_local *l = cache_node_local(n);
+	if (l)
+		return l;
+	l = malloc(sizeof(*l));
 	if (!l)
 		return NULL;
 	*l = none;
-	__atomic_store_n(&n->local, l, __ATOMIC_RELEASE);
+	if (cache_node_set_local(n, l) < 0) {
+		free(l);
+		return NULL;
+	}
 	return l;
 }
 
 void save_clear_local(struct cache_node *n)
 {
-	struct cache_local *l = n->local;
+	struct cache_local *l = cache_node_local(n);
 	if (!l)
 		return;
 	l->local_file = false;
@@ -53,7 +57,7 @@ void save_clear_local(struct cache_node *n)
 
 void save_mark_stored(struct cache_node *n)
 {
-	struct cache_local *l = n->local;
+	struct cache_local *l = cache_node_local(n);
 	if (!l)
 		return;
 	l->local_file = false;
@@ -66,7 +70,7 @@ void save_mark_stored(struct cache_node *n)
 
 void save_unhide_locked(struct cache *c, struct cache_node *n, bool prune)
 {
-	struct cache_local *l = n->local;
+	struct cache_local *l = cache_node_local(n);
 	if (!l || !l->hidden)
 		return;
 	l->hidden = false;
@@ -76,8 +80,9 @@ void save_unhide_locked(struct cache *c, struct cache_node *n, bool prune)
 
 void save_unpin_locked(struct cache_node *n)
 {
-	if (n->local)
-		n->local->pinned = false;
+	struct cache_local *l = cache_node_local(n);
+	if (l)
+		l->pinned = false;
 }
 
 int save_mkfile_locked(struct cache *c, struct cache_node *parent, int ns, const char *seg,

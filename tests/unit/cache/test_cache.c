@@ -649,12 +649,105 @@ static void test_text_over_budget(struct kv *kv)
 		free(got);
 		free(want);
 	}
-	cache_rdlock(c);
-	CHECK(!a->text && b->text, "the next text replaced the first");
-	cache_unlock(c);
+	/* b's text is kept: reading it again renders nothing; a's went */
+	for (int round = 0; round < 2; round++) {
+		int before = __atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST);
+		size_t len;
+		free(read_all(c, round ? a : b, &len));
+		/* the next text replaced the first */
+		CHECK_EQ(__atomic_load_n(&n_tripled, __ATOMIC_SEQ_CST) - before, round);
+	}
 	cache_wrlock(c);
 	cache_unref_open(c, a);
 	cache_unref_open(c, b);
+	cache_unlock(c);
+	cache_destroy(c);
+}
+
+/* dir's children as "name,name,..." in listing order. Lock held. */
+static void child_names(struct cache *c, struct cache_node *dir, char *buf, size_t size)
+{
+	size_t pos = 0;
+	buf[0] = 0;
+	uint32_t it = 0;
+	for (struct cache_node *n; (n = cache_next_child(c, dir, &it));)
+		pos += (size_t)snprintf(buf + pos, size - pos, "%s%s", pos ? "," : "",
+					cache_node_seg(n));
+}
+
+static void drop_key(struct cache *c, const char *key, int64_t rev)
+{
+	cache_apply_local(c, key, strlen(key), NULL, rev);
+}
+
+/* A freed node's slot is reused with a new generation: its old id (an
+ * inode the kernel forgot, one in a queued notification or a listing)
+ * names nothing, not the new node. Listings keep the order keys came in
+ * across removals, and a key never looked up keeps no side record. */
+static void test_ids_and_children(struct kv *kv)
+{
+	char k[32];
+	for (int i = 0; i < 20; i++) {
+		snprintf(k, sizeof(k), "/ic/k%02d", i);
+		put(kv, k, "v");
+	}
+	struct cache_config cfg = {.kv = kv, .prefix = "/ic/", .prefix_len = 4, .no_watch = true};
+	struct cache *c;
+	int ret = cache_new(&cfg, &c);
+	REQUIRE(ret == 0, "cache_new: %d", ret);
+	char names[512];
+	cache_wrlock(c);
+	struct cache_node *k05 = find(c, "k05"), *k06 = find(c, "k06");
+	REQUIRE(k05 && k06, "loaded");
+	uint64_t id5 = k05->id, id6 = k06->id;
+	CHECK(!cache_node_x(k06), "a key never looked up has no side record");
+	cache_ref_lookup(c, k05);
+	CHECK(cache_nlookup(k05) == 1 && cache_node_x(k05), "a looked-up key has one");
+	cache_unlock(c);
+
+	drop_key(c, "/ic/k06", 1000);
+	cache_rdlock(c);
+	CHECK(cache_node_by_id(c, id6) == NULL, "a freed node's id names nothing");
+	cache_unlock(c);
+	struct kv_kv nk = kvtest_kv("/ic/new", "n", 1001, 1001, 1);
+	cache_apply_local(c, "/ic/new", 7, &nk, 1001);
+	cache_rdlock(c);
+	struct cache_node *nn = find(c, "new");
+	REQUIRE(nn, "new key");
+	CHECK((uint32_t)nn->id == (uint32_t)id6 && nn->id != id6,
+	      "the slot is reused with another generation: %llx after %llx",
+	      (unsigned long long)nn->id, (unsigned long long)id6);
+	CHECK(cache_node_by_id(c, id6) == NULL && cache_node_by_id(c, nn->id) == nn,
+	      "the old id still names nothing, the new one its node");
+	cache_unlock(c);
+
+	/* a removed node the kernel still knows keeps its id until forgotten */
+	drop_key(c, "/ic/k05", 1002);
+	cache_wrlock(c);
+	CHECK(cache_node_by_id(c, id5) == k05 && k05->detached, "kept while looked up");
+	cache_unref_lookup(c, k05, 1);
+	CHECK(cache_node_by_id(c, id5) == NULL, "freed once forgotten");
+	cache_unlock(c);
+
+	/* enough removals to squeeze the holes out: the order stays */
+	for (int i = 0; i < 14; i++) {
+		if (i == 5 || i == 6)
+			continue;
+		snprintf(k, sizeof(k), "/ic/k%02d", i);
+		drop_key(c, k, 1003 + i);
+	}
+	cache_rdlock(c);
+	child_names(c, c->root, names, sizeof(names));
+	CHECK(strcmp(names, "k14,k15,k16,k17,k18,k19,new") == 0, "listing order: %s", names);
+	CHECK(cache_n_children(c->root) == 7, "children: %u", cache_n_children(c->root));
+	cache_unlock(c);
+	drop_key(c, "/ic/k17", 1100);
+	snprintf(k, sizeof(k), "/ic/k%02d", 3);
+	struct kv_kv again = kvtest_kv(k, "w", 1101, 1101, 1);
+	cache_apply_local(c, k, strlen(k), &again, 1101);
+	cache_rdlock(c);
+	child_names(c, c->root, names, sizeof(names));
+	CHECK(strcmp(names, "k14,k15,k16,k18,k19,new,k03") == 0, "listing order: %s", names);
 	cache_unlock(c);
 	cache_destroy(c);
 }
@@ -937,6 +1030,7 @@ int main(void)
 	test_reported_version(kv);
 	test_render_on_read(kv);
 	test_text_over_budget(kv);
+	test_ids_and_children(kv);
 	test_windowed_pages(kv);
 	test_prefetched_pages(kv);
 	test_progress_text();

@@ -422,7 +422,7 @@ static void test_side_table(void)
 	cache_rdlock(cache);
 	n = node("plain");
 	REQUIRE(n);
-	CHECK(n->local == NULL);
+	CHECK(cache_node_local(n) == NULL);
 	CHECK(!save_local(n)->hidden && !save_local(n)->file && !save_local(n)->mode_set);
 	cache_unlock(cache);
 }
@@ -555,7 +555,7 @@ static void test_unlink_frees_the_name(void)
 	CHECK_EQ(save_unlink_locked(save, x), 0);
 	CHECK(x->detached && !x->has_value, "an open unlinked file is kept out of the tree");
 	CHECK(node("u") == u && cache_is_dir(u), "the directory stays");
-	CHECK(u->n_children == 0, "and is empty");
+	CHECK(cache_n_children(u) == 0, "and is empty");
 	CHECK(cache_child(cache, u, 0, "x", 1) == NULL);
 	struct cache_node *d;
 	CHECK(cache_mknode_locked(cache, u, 0, "x", 1, true, &d) == 0, "mkdir of the name");
