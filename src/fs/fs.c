@@ -311,6 +311,63 @@ void fs_reply_entry(fuse_req_t req, struct fs *fs, struct cache_node *n, bool as
 		fs_release_lookup(fs, n); /* the kernel never saw it */
 }
 
+/* A negative entry is cached as long as positive ones: a new key
+ * invalidates it through the notifier. */
+static void reply_negative(fuse_req_t req, struct fs *fs)
+{
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	e.entry_timeout = fs_timeout(fs);
+	fuse_reply_entry(req, &e);
+}
+
+/* Whether name is NAME + suffix, a name the escaping never produces; then
+ * *n is the node NAME names in dir (NULL if none), and *value whether NAME
+ * is %value (dir's own value). Cache lock held. */
+static bool suffixed(struct fs *fs, struct cache_node *dir, const char *name, const char *suffix,
+		     struct cache_node **n, bool *value)
+{
+	size_t nlen = strlen(name), slen = strlen(suffix);
+	if (nlen <= slen || strcmp(name + nlen - slen, suffix) != 0)
+		return false;
+	char base[NAMING_NAME_MAX + 1], seg[NAMING_NAME_MAX + 1];
+	memcpy(base, name, nlen - slen);
+	base[nlen - slen] = 0;
+	*n = NULL;
+	*value = strcmp(base, NAMING_VALUE_NAME) == 0;
+	if (*value) {
+		*n = dir->parent ? dir : NULL;
+		return true;
+	}
+	int ns;
+	ssize_t l = naming_decode(base, seg, sizeof(seg), &ns);
+	if (l >= 0 && !(ns == 1 && (dir->parent || fs->cfg.prefix_len)))
+		*n = cache_child(fs->cache, dir, ns, seg, l);
+	return true;
+}
+
+/* NAME%raw: the stored bytes of NAME under every --format. Cache lock
+ * held; released. */
+static void lookup_raw(fuse_req_t req, struct fs *fs, struct cache_node *n)
+{
+	if (!n || !n->has_value || save_local(n)->hidden) {
+		cache_unlock(fs->cache);
+		reply_negative(req, fs);
+		return;
+	}
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	e.ino = cache_raw_ino(n);
+	e.generation = 1;
+	fs_fill_attr(fs, e.ino, &e.attr);
+	/* short lifetimes: the notifier only tracks the decoded view */
+	e.attr_timeout = e.entry_timeout = fs->cfg.timeout_stale;
+	cache_ref_lookup(fs->cache, n);
+	cache_unlock(fs->cache);
+	if (fuse_reply_entry(req, &e) < 0)
+		fs_release_lookup(fs, n);
+}
+
 static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
@@ -332,57 +389,16 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, dir ? ENOTDIR : ENOENT);
 		return;
 	}
-	size_t nlen = strlen(name);
-	if (nlen > 4 && strcmp(name + nlen - 4, "%raw") == 0) {
-		/* NAME%raw is never a file name the escaping produces; it
-		 * gives the stored bytes of NAME under every --format. */
-		char base[NAMING_NAME_MAX + 1];
-		memcpy(base, name, nlen - 4);
-		base[nlen - 4] = 0;
-		struct cache_node *n = NULL;
-		if (strcmp(base, NAMING_VALUE_NAME) == 0) {
-			n = dir->parent ? dir : NULL;
-		} else {
-			ssize_t l = naming_decode(base, seg, sizeof(seg), &ns);
-			if (l >= 0 && !(ns == 1 && (dir->parent || fs->cfg.prefix_len)))
-				n = cache_child(fs->cache, dir, ns, seg, l);
-		}
-		if (!n || !n->has_value || save_local(n)->hidden) {
-			cache_unlock(fs->cache);
-			goto negative;
-		}
-		struct fuse_entry_param e;
-		memset(&e, 0, sizeof(e));
-		e.ino = cache_raw_ino(n);
-		e.generation = 1;
-		fs_fill_attr(fs, e.ino, &e.attr);
-		/* short lifetimes: the notifier only tracks the decoded view */
-		e.attr_timeout = e.entry_timeout = fs->cfg.timeout_stale;
-		cache_ref_lookup(fs->cache, n);
-		cache_unlock(fs->cache);
-		if (fuse_reply_entry(req, &e) < 0)
-			fs_release_lookup(fs, n);
+	struct cache_node *n;
+	bool value;
+	if (suffixed(fs, dir, name, "%raw", &n, &value)) {
+		lookup_raw(req, fs, n); /* releases the lock */
 		return;
 	}
-	size_t hlen = strlen(FS_HISTORY_SUFFIX);
-	if (nlen > hlen && strcmp(name + nlen - hlen, FS_HISTORY_SUFFIX) == 0) {
-		/* NAME%history/: never a name the escaping produces either */
-		char base[NAMING_NAME_MAX + 1];
-		memcpy(base, name, nlen - hlen);
-		base[nlen - hlen] = 0;
-		struct cache_node *n = NULL;
-		if (strcmp(base, NAMING_VALUE_NAME) == 0) {
-			n = dir->parent ? dir : NULL;
-		} else {
-			ssize_t l = naming_decode(base, seg, sizeof(seg), &ns);
-			if (l >= 0 && !(ns == 1 && (dir->parent || fs->cfg.prefix_len)))
-				n = cache_child(fs->cache, dir, ns, seg, l);
-			/* a key that is also a directory: DIR/%value%history */
-			if (n && cache_is_dir(n))
-				n = NULL;
-		}
-		fs_history_lookup_dir(req, fs, n); /* releases the lock */
-		return;
+	if (suffixed(fs, dir, name, FS_HISTORY_SUFFIX, &n, &value)) {
+		/* a key that is also a directory: DIR/%value%history */
+		fs_history_lookup_dir(req, fs, n && !value && cache_is_dir(n) ? NULL : n);
+		return; /* the lock released */
 	}
 	if (strcmp(name, NAMING_VALUE_NAME) == 0) {
 		if (!dir->has_value || save_local(dir)->hidden || !dir->parent) {
@@ -402,20 +418,15 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		cache_unlock(fs->cache);
 		goto negative;
 	}
-	struct cache_node *n = cache_child(fs->cache, dir, ns, seg, len);
+	n = cache_child(fs->cache, dir, ns, seg, len);
 	if (!n || (!cache_is_dir(n) && !fs_visible_file(n))) {
 		cache_unlock(fs->cache);
 		goto negative;
 	}
 	fs_reply_entry(req, fs, n, false);
 	return;
-negative:;
-	/* A negative entry is cached as long as positive ones: a new key
-	 * invalidates it through the notifier. */
-	struct fuse_entry_param e;
-	memset(&e, 0, sizeof(e));
-	e.entry_timeout = fs_timeout(fs);
-	fuse_reply_entry(req, &e);
+negative:
+	reply_negative(req, fs);
 }
 
 static void fs_op_forget_one(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
