@@ -662,6 +662,15 @@ static void propose_internal(struct store *s, const struct codec_cmd *cmd)
 	submit(s, p);
 }
 
+/* A command of this node's own (loop thread), with its next sequence number. */
+static struct codec_cmd own_cmd(struct store *s, enum codec_cmd_kind kind)
+{
+	pthread_mutex_lock(&s->mu);
+	uint64_t seq = ++s->next_seq;
+	pthread_mutex_unlock(&s->mu);
+	return (struct codec_cmd){.origin = s->cfg.id, .boot = s->boot, .seq = seq, .kind = kind};
+}
+
 static void promote_leases(struct store *s);
 static void expire_leases(struct store *s);
 
@@ -674,14 +683,8 @@ static void maybe_auto_compact(struct store *s)
 	if (rev - comp <= 2 * retain || rev - retain <= s->auto_compacted)
 		return;
 	s->auto_compacted = rev - retain;
-	pthread_mutex_lock(&s->mu);
-	uint64_t seq = ++s->next_seq;
-	pthread_mutex_unlock(&s->mu);
-	struct codec_cmd cmd = {.origin = s->cfg.id,
-				.boot = s->boot,
-				.seq = seq,
-				.kind = CODEC_CMD_COMPACT,
-				.compact = rev - retain};
+	struct codec_cmd cmd = own_cmd(s, CODEC_CMD_COMPACT);
+	cmd.compact = rev - retain;
 	log_debug("store: auto-compacting history below revision %lld", (long long)(rev - retain));
 	propose_internal(s, &cmd);
 }
@@ -1193,14 +1196,8 @@ static void expire_leases(struct store *s)
 	size_t n = mvcc_lease_expired(s->m, now, LEASE_RETRY_MS, ids, LEASE_EXPIRE_BATCH);
 	pthread_rwlock_unlock(&s->state_lock);
 	for (size_t i = 0; i < n; i++) {
-		pthread_mutex_lock(&s->mu);
-		uint64_t seq = ++s->next_seq;
-		pthread_mutex_unlock(&s->mu);
-		struct codec_cmd cmd = {.origin = s->cfg.id,
-					.boot = s->boot,
-					.seq = seq,
-					.kind = CODEC_CMD_LEASE_REVOKE,
-					.lease_id = ids[i]};
+		struct codec_cmd cmd = own_cmd(s, CODEC_CMD_LEASE_REVOKE);
+		cmd.lease_id = ids[i];
 		log_debug("store: lease %lld expired; revoking it", (long long)ids[i]);
 		propose_internal(s, &cmd);
 	}
