@@ -65,12 +65,17 @@ if setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=fals
 	"${shared_opt[@]}" &&
 	ninja -C build-asan; then
 	unit build-asan asan
-	stamp "integration tests (ASan+UBSan daemon)"
+	# The two integration passes run at once: each test waits on etcd,
+	# the store and the kernel more than it computes, and the two share
+	# nothing (their own servers, ports and mounts). Each prints its
+	# report when both are done.
+	stamp "integration tests (ASan+UBSan daemon), over etcd and over the embedded store at once"
 	ETCDFS_BUILD="$top/build-asan" /usr/bin/python3 -m pytest tests/integration -q \
-		-p no:cacheprovider --junitxml="$results/it-asan.xml" ${PYTEST_ARGS:-} || status=1
+		-p no:cacheprovider --junitxml="$results/it-asan.xml" ${PYTEST_ARGS:-} \
+		>"$results/it-asan.log" 2>&1 &
+	it_etcd=$!
 	# The same foundation, write, watch, Kubernetes and model tests over
 	# the embedded store (etcdfs-server serves it through etcd's JSON API).
-	stamp "integration tests over the embedded store"
 	ETCDFS_BUILD="$top/build-asan" ETCDFS_BACKENDS=store /usr/bin/python3 -m pytest -q \
 		-p no:cacheprovider --junitxml="$results/it-store.xml" \
 		tests/integration/test_read.py tests/integration/test_write.py \
@@ -78,7 +83,14 @@ if setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=fals
 		tests/integration/test_model.py tests/integration/test_model_basic.py tests/integration/test_toolbox.py \
 		tests/integration/test_tools.py tests/integration/test_issue14.py tests/integration/test_refusals.py \
 		tests/integration/test_history.py \
-		${PYTEST_ARGS:-} || status=1
+		${PYTEST_ARGS:-} >"$results/it-store.log" 2>&1 &
+	it_store=$!
+	wait "$it_etcd" || status=1
+	wait "$it_store" || status=1
+	stamp "integration tests over etcd: report"
+	cat "$results/it-asan.log"
+	stamp "integration tests over the embedded store: report"
+	cat "$results/it-store.log"
 else
 	echo "BUILD FAILED: build-asan"
 	echo "build-asan" >>"$results/build-failures"
