@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -105,6 +106,7 @@ static char *content(struct cache *c, const char *path)
 static pthread_t render_tids[16];
 static int n_render_tids, n_rendered;
 static int ranging, n_render_during_range; /* see test_prefetched_pages */
+static int render_nice_min = 100; /* the least nice thread that rendered */
 
 static int slow_render(void *arg, const char *key, size_t key_len, const char *val, size_t val_len,
 		       int64_t mod_revision, char **out, size_t *out_len)
@@ -114,6 +116,9 @@ static int slow_render(void *arg, const char *key, size_t key_len, const char *v
 	pthread_mutex_lock(&mu);
 	n_rendered++;
 	n_render_during_range += ranging > 0;
+	int nice = getpriority(PRIO_PROCESS, (id_t)gettid());
+	if (nice < render_nice_min)
+		render_nice_min = nice;
 	bool known = false;
 	for (int i = 0; i < n_render_tids; i++)
 		known = known || pthread_equal(render_tids[i], pthread_self());
@@ -145,10 +150,17 @@ static void test_parallel_render(struct kv *kv)
 				   .render = slow_render,
 				   .no_watch = true};
 	struct cache *c;
+	int nice = getpriority(PRIO_PROCESS, (id_t)gettid());
+	render_nice_min = 100;
 	int ret = cache_new(&cfg, &c);
 	CHECK(ret == 0, "cache_new with a render function: %d", ret);
 	if (ret)
 		return;
+	/* the initial sync yields the CPU (cache.c, SYNC_NICE); we do not */
+	int want = nice + 10 > 19 ? 19 : nice + 10;
+	CHECK(counter(&render_nice_min) == want, "the sync rendered at nice %d, want %d",
+	      render_nice_min, want);
+	CHECK(getpriority(PRIO_PROCESS, (id_t)gettid()) == nice, "cache_new changed our nice");
 	CHECK(c->n_keys == (uint64_t)n, "rendered keys: %llu", (unsigned long long)c->n_keys);
 	CHECK(counter(&n_rendered) == n, "each key rendered once at sync: %d", n_rendered);
 	for (int i = 0; i < n; i++) {
