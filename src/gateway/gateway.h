@@ -48,6 +48,18 @@ int gw_port(const struct gw *gw);
  * (default 5000 ms; tests lower it). Applies from the next check of each stream. */
 void gw_set_progress_interval(struct gw *gw, long ms);
 
+/* What Status and MemberList report about this node (optional; set before clients come). */
+struct gw_node {
+	uint64_t leader;	  /* member id of the leader, 0 = none known */
+	uint64_t raft_index;	  /* applied Raft index */
+	int64_t compact_revision; /* oldest revision still readable */
+};
+typedef int (*gw_node_fn)(void *arg, struct gw_node *out);
+/* cluster_id and member_id go into every gRPC reply header; name and client_url into
+ * MemberList; fn (may be NULL) fills struct gw_node when Status or HashKV is asked. */
+void gw_set_member(struct gw *gw, uint64_t cluster_id, uint64_t member_id, const char *name,
+		   const char *client_url, gw_node_fn fn, void *arg);
+
 /* Stops accepting, ends every connection and watch, joins all threads, frees gw. NULL is
  * ignored. */
 void gw_stop(struct gw *gw);

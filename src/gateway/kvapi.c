@@ -16,16 +16,7 @@
 static const char *const sort_orders[] = {"NONE", "ASCEND", "DESCEND"};
 static const char *const sort_targets[] = {"KEY", "VERSION", "CREATE", "MOD", "VALUE"};
 
-/* Range options applied by the gateway itself: inside a txn (kv_op carries only key,
- * range_end and keys_only) and for the revision filters kv.h does not have. */
-struct range_post {
-	int64_t limit;
-	bool count_only;
-	int sort_order, sort_target;
-	int64_t min_mod, max_mod, min_create, max_create;
-};
-
-static bool has_filters(const struct range_post *p)
+bool gw_range_has_filters(const struct range_post *p)
 {
 	return p->min_mod || p->max_mod || p->min_create || p->max_create;
 }
@@ -67,9 +58,7 @@ static int cmp_kv(const void *pa, const void *pb, void *target)
 	return kv_sort_cmp(pa, pb, *(const enum kv_sort_target *)target);
 }
 
-/* Applies filters, sort, limit and count_only to a result holding the whole range in
- * ascending key order, the way etcd does: count is the size of the range before filtering. */
-static void range_post_apply(struct kv_range_result *r, const struct range_post *p)
+void gw_range_post_apply(struct kv_range_result *r, const struct range_post *p)
 {
 	if (!r->count)
 		r->count = (int64_t)r->n_kvs;
@@ -127,7 +116,7 @@ int api_range(struct ctx *x, const json_t *body)
 	int64_t rev;
 	if (parse_range(x, body, &req, &post, &rev) < 0)
 		return -1;
-	bool post_filter = has_filters(&post) && !post.count_only;
+	bool post_filter = gw_range_has_filters(&post) && !post.count_only;
 	if (post_filter) {
 		/* etcd filters the whole sorted range, then applies the limit. */
 		req.limit = 0;
@@ -138,7 +127,7 @@ int api_range(struct ctx *x, const json_t *body)
 	if (ret < 0)
 		return ctx_kv_fail(x, ret, false);
 	if (post_filter)
-		range_post_apply(&res, &post);
+		gw_range_post_apply(&res, &post);
 	ret = ctx_reply(x, range_json(&res, res.revision), 0);
 	kv_range_result_free(&res);
 	return ret;
@@ -345,10 +334,7 @@ out_err:
 	return NULL;
 }
 
-/* etcd's rule, used to name the error the store gave: one branch may not put a key twice,
- * nor put a key that one of its deletes covers. Only run after a refusal, on at most the
- * few hundred ops a txn may hold. */
-static bool has_duplicate(const struct kv_op *ops, size_t n)
+bool gw_txn_has_duplicate(const struct kv_op *ops, size_t n)
 {
 	for (size_t i = 0; i < n && n <= 1024; i++) {
 		if (ops[i].type != KV_OP_PUT)
@@ -393,7 +379,7 @@ int api_txn(struct ctx *x, const json_t *body)
 	struct kv_txn_result res;
 	int ret = kv_txn(x->gw->kv, &txn, &res);
 	if (ret == -EINVAL &&
-	    (has_duplicate(ops_s, txn.n_success) || has_duplicate(ops_f, txn.n_failure)))
+	    (gw_txn_has_duplicate(ops_s, txn.n_success) || gw_txn_has_duplicate(ops_f, txn.n_failure)))
 		return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_DUPLICATE_KEY);
 	if (ret < 0)
 		return ctx_kv_fail(x, ret, true);
@@ -417,7 +403,7 @@ int api_txn(struct ctx *x, const json_t *body)
 		struct kv_op_result *r = &res.results[i];
 		int64_t rev = res.revision;
 		if (r->type == KV_OP_RANGE) {
-			range_post_apply(&r->range, i < n_ops ? &posts[i] : &none);
+			gw_range_post_apply(&r->range, i < n_ops ? &posts[i] : &none);
 			rev = read_rev;
 		} else if (r->type == KV_OP_PUT || r->deleted > 0) {
 			read_rev = res.revision;

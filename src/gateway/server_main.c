@@ -45,6 +45,19 @@ static void usage(FILE *f)
 		"    -V, --version              print the version\n");
 }
 
+/* What Status and HashKV report about this node, from the store. */
+static int node_status(void *arg, struct gw_node *out)
+{
+	struct store_status st;
+	int ret = store_get_status(arg, &st);
+	if (ret < 0)
+		return ret;
+	out->leader = st.leader_id;
+	out->raft_index = st.applied_index;
+	out->compact_revision = st.compact_revision;
+	return 0;
+}
+
 static int parse_num(const char *opt, const char *s, long long min, long long *out)
 {
 	char *end;
@@ -155,6 +168,11 @@ int main(int argc, char **argv)
 		kv_destroy(kv);
 		return 1;
 	}
+	char name[64];
+	snprintf(name, sizeof(name), "etcdfs-%u", cfg.id);
+	/* Every member of one store cluster shares its cluster id; the member id is the node's
+	 * Raft id, so the leader field of Status names a member of MemberList. */
+	gw_set_member(gw, 0x65746364667300ULL, cfg.id, name, NULL, node_status, kv);
 	log_notice("etcdfs-server: store %s, clients on http://%s (port %d)", cfg.data_dir,
 		   listen_client, gw_port(gw));
 
