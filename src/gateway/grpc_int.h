@@ -46,6 +46,8 @@ struct grpc_method {
 	int (*open)(struct h2stream *st);
 	int (*msg)(struct h2stream *st, const uint8_t *msg, size_t len);
 	void (*close)(struct h2stream *st);
+	/* the call goes on after the client ended its side (etcd's Watch does; KeepAlive ends) */
+	bool outlives_input;
 };
 
 /* ---- h2.c ---- */

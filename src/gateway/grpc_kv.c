@@ -786,7 +786,7 @@ static int member_list_call(struct ctx *x, const uint8_t *msg, size_t len)
 
 /* ---- the methods served ---- */
 
-#define UNARY(path, fn) {path, fn, NULL, NULL, NULL}
+#define UNARY(path, fn) {path, fn, NULL, NULL, NULL, false}
 
 const struct grpc_method grpc_methods[] = {
 	UNARY("/etcdserverpb.KV/Range", kv_range_call),
@@ -794,11 +794,12 @@ const struct grpc_method grpc_methods[] = {
 	UNARY("/etcdserverpb.KV/DeleteRange", kv_delete_call),
 	UNARY("/etcdserverpb.KV/Txn", kv_txn_call),
 	UNARY("/etcdserverpb.KV/Compact", kv_compact_call),
-	{"/etcdserverpb.Watch/Watch", NULL, grpc_watch_open, grpc_watch_msg, grpc_watch_close},
+	{"/etcdserverpb.Watch/Watch", NULL, grpc_watch_open, grpc_watch_msg, grpc_watch_close,
+	 true},
 	UNARY("/etcdserverpb.Lease/LeaseGrant", lease_grant_call),
 	UNARY("/etcdserverpb.Lease/LeaseRevoke", lease_revoke_call),
 	{"/etcdserverpb.Lease/LeaseKeepAlive", NULL, grpc_keepalive_open, grpc_keepalive_msg,
-	 grpc_keepalive_close},
+	 grpc_keepalive_close, false},
 	UNARY("/etcdserverpb.Lease/LeaseTimeToLive", lease_ttl_call),
 	UNARY("/etcdserverpb.Lease/LeaseLeases", lease_leases_call),
 	UNARY("/etcdserverpb.Maintenance/Status", status_call),

@@ -295,7 +295,8 @@ static ssize_t read_out(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len
 	pthread_mutex_lock(&hc->mu);
 	size_t avail = st->out_len - st->out_off;
 	size_t n = avail < length ? avail : length;
-	memcpy(buf, st->out + st->out_off, n);
+	if (n)
+		memcpy(buf, st->out + st->out_off, n);
 	st->out_off += n;
 	hc->out_mem -= n;
 	if (st->out_off == st->out_len)
@@ -425,7 +426,7 @@ static void on_remote_end(struct h2stream *st)
 			  st->in_len ? "grpc: incomplete message" : "grpc: no request message");
 	else if (st->in_len)
 		fail_call(st, GRPC_INTERNAL, "grpc: incomplete message");
-	else
+	else if (!st->m->outlives_input)
 		h2_stream_end(st, GRPC_OK, ""); /* the client closed its side: etcd ends the call */
 }
 
