@@ -192,6 +192,9 @@ struct range_post {
 };
 
 bool gw_range_has_filters(const struct range_post *p);
+/* A descending sort by a target other than the key: the store's order of ties is not etcd's,
+ * so the gateway asks for the range in key order and sorts it itself. */
+bool gw_range_sorts_itself(const struct range_post *p);
 /* Applies filters, sort, limit and count_only to a result holding the whole range in
  * ascending key order, the way etcd does: count is the size of the range before filtering. */
 void gw_range_post_apply(struct kv_range_result *r, const struct range_post *p);

@@ -181,7 +181,7 @@ static void on_batch(void *arg, const struct kv_watch_batch *b)
 	case KV_WATCH_COMPACTED: {
 		Gwpb__WatchResponse o = GWPB__WATCH_RESPONSE__INIT;
 		Gwpb__Header h;
-		grpc_header_fill(ws->gw, &h, b->revision);
+		grpc_header_fill(ws->gw, &h, 0); /* etcd's compaction reply has no revision */
 		o.header = &h;
 		o.watch_id = g->id;
 		o.compact_revision = b->compact_revision;

@@ -1,0 +1,563 @@
+"""etcd's gRPC API served by etcdfs-server (src/gateway/h2.c, grpc_*.c).
+
+Differential: the same etcdctl commands against a real etcd 3.4 and against
+etcdfs-server, outputs equal apart from cluster, member and raft-term ids.
+Limits: oversized requests, too many streams, a connection that sends more
+than it may, and a watch whose reader stalls, through a small raw HTTP/2
+client written here (frames and HPACK literals by hand, no library).
+"""
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import Etcd, StoreServer
+
+
+# ---- fixtures ----
+
+@pytest.fixture
+def pair(tmp):
+    """A real etcd and an etcdfs-server, both fresh (revision 1)."""
+    e, s = Etcd(tmp), StoreServer(tmp)
+    e.start()
+    s.start()
+    yield e, s
+    e.stop()
+    s.stop()
+    with open(s.log.name, "rb") as f:
+        log = f.read().decode(errors="replace")
+    assert "AddressSanitizer" not in log and "runtime error" not in log, log[-4000:]
+
+
+@pytest.fixture
+def store(tmp):
+    s = StoreServer(tmp)
+    s.start()
+    yield s
+    s.stop()
+    with open(s.log.name, "rb") as f:
+        log = f.read().decode(errors="replace")
+    assert "AddressSanitizer" not in log and "runtime error" not in log, log[-4000:]
+
+
+ID_FIELDS = {"cluster_id", "member_id", "raft_term", "ClusterID", "MemberID", "RaftTerm"}
+
+
+def norm(o):
+    """o without the ids that differ between two servers by nature."""
+    if isinstance(o, dict):
+        return {k: norm(v) for k, v in o.items() if k not in ID_FIELDS}
+    if isinstance(o, list):
+        return [norm(v) for v in o]
+    return o
+
+
+def run_ctl(server, args, input=None):
+    """(exit code, parsed JSON output or raw text, the "Error:" line) of etcdctl -w json."""
+    r = subprocess.run(server.ctl_args() + ["-w", "json"] + list(args), capture_output=True,
+                       env=server.ctl_env(), timeout=60, input=input)
+    out = r.stdout.decode(errors="replace").strip()
+    try:
+        out = norm(json.loads(out)) if out else None
+    except ValueError:
+        pass
+    err = [ln for ln in r.stderr.decode(errors="replace").splitlines()
+           if ln.startswith("Error")]
+    return r.returncode, out, err
+
+
+def same(pair, args, input=None):
+    e, s = pair
+    a, b = run_ctl(e, args, input), run_ctl(s, args, input)
+    assert a == b, f"etcdctl {args}:\netcd:  {a}\nstore: {b}"
+    return a
+
+
+# ---- differential: KV, txn, compaction ----
+
+TXNS = [
+    'value("a") = "4"\n\nput t 1\n\nput t 2\n',
+    'value("a") != "4"\n\nput t 3\n\nget a\n',
+    'mod("a") > "3"\ncreate("b") < "10"\n\nget a --prefix\nput u 1\n\ndel b\n',
+    'version("a") = "2"\nlease("a") = "0"\n\ndel t --prev-kv\n\n',
+    'create("nope") = "0"\n\nput nope x\nget nope\n\n',
+    'value("nope") = "x"\nversion("zz") < "1"\n\nput v 1\n\nput v 2\n',
+    'mod("a") < "1"\n\n\nget a b\nget "" --from-key --keys-only\n',
+]
+
+
+def test_kv_differential(pair):
+    for k, v in [("a", "1"), ("b", "2"), ("c", "3"), ("a", "4"), ("d/x", "5"), ("d/y", "6")]:
+        same(pair, ["put", k, v])
+    for args in (["get", "a"], ["get", "", "--prefix"], ["get", "a", "c"],
+                 ["get", "", "--prefix", "--limit", "2"], ["get", "b", "--from-key"],
+                 ["get", "", "--prefix", "--sort-by", "MODIFY", "--order", "DESCEND"],
+                 ["get", "", "--prefix", "--sort-by", "VALUE", "--order", "ASCEND", "--limit", "3"],
+                 ["get", "", "--prefix", "--sort-by", "VERSION", "--order", "DESCEND"],
+                 ["get", "", "--prefix", "--sort-by", "CREATE", "--limit", "4"],
+                 ["get", "", "--prefix", "--sort-by", "KEY", "--order", "DESCEND"],
+                 ["get", "d/", "--prefix", "--count-only"], ["get", "", "--prefix", "--keys-only"],
+                 ["get", "", "--prefix", "--consistency", "s"],
+                 ["get", "a", "--rev", "2"], ["get", "", "--prefix", "--rev", "3"],
+                 ["get", "missing"]):
+        same(pair, args)
+    for args in (["put", "a", "5", "--prev-kv"], ["del", "b", "--prev-kv"], ["del", "zz"],
+                 ["del", "d/", "--prefix", "--prev-kv"], ["put", "d/z", "7", "--prev-kv"]):
+        same(pair, args)
+    for t in TXNS:
+        same(pair, ["txn"], input=t.encode())
+    # compaction and its errors
+    same(pair, ["compaction", "5"])
+    for args in (["get", "a", "--rev", "4"], ["get", "a", "--rev", "5"], ["get", "a", "--rev", "999"],
+                 ["compaction", "5"], ["compaction", "3"], ["compaction", "999"]):
+        code, out, err = same(pair, args)
+    assert code != 0 and err == ["Error: etcdserver: mvcc: required revision is a future revision"]
+
+
+def test_limits_differential(pair):
+    # above etcd's 1.5 MiB request limit: the server refuses it
+    code, _, err = same(pair, ["put", "big"], input=b"x" * (1600 << 10))
+    assert code != 0 and err == ["Error: etcdserver: request is too large"], err
+    # above 1.5 MiB + 512 KiB etcdctl refuses to send it; a client that sends it anyway
+    # gets gRPC's own refusal, code 8 (etcd's grpc-go then resets the stream, which curl
+    # reports as a framing error, so only the store's trailers are read here)
+    code, _, err = same(pair, ["put", "big"], input=b"x" * (2200 << 10))
+    assert code != 0 and "larger than max" in err[0], err
+    msg = pb_field(1, 2, b"big") + pb_field(2, 2, b"x" * 2200000)
+    trailers = curl_grpc(pair[1], "/etcdserverpb.KV/Put", grpc_frame(msg))
+    assert trailers["grpc-status"] == "8", trailers
+    assert trailers["grpc-message"] == \
+        f"grpc: received message larger than max ({len(msg)} vs. 2097152)", trailers
+    # too many operations, duplicate key
+    ops = "".join(f"put k{i} v\n" for i in range(129))
+    code, _, err = same(pair, ["txn"], input=("\n" + ops + "\n\n").encode())
+    assert err == ["Error: etcdserver: too many operations in txn request"], err
+    code, _, err = same(pair, ["txn"], input=b"\nput k 1\nput k 2\n\n\n")
+    assert err == ["Error: etcdserver: duplicate key given in txn request"], err
+    code, _, err = same(pair, ["txn"], input=b"\nput k 1\ndel k\n\n\n")
+    assert err == ["Error: etcdserver: duplicate key given in txn request"], err
+
+
+def curl_grpc(server, path, body):
+    """The response headers and trailers of one gRPC call made by curl (HTTP/2 cleartext)."""
+    r = subprocess.run(["curl", "-sS", "-v", "--http2-prior-knowledge", "-o", "/dev/null",
+                        "-H", "content-type: application/grpc", "-H", "te: trailers",
+                        "--data-binary", "@-", server.endpoint + path],
+                       input=body, capture_output=True, timeout=30)
+    out = {}
+    for ln in r.stderr.decode(errors="replace").splitlines():
+        m = re.match(r"< ([a-z0-9-]+): (.*)", ln.strip())
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+# ---- differential: watch ----
+
+def watch_lines(server, args, n, stdin=None, timeout=10):
+    """The first n JSON lines etcdctl watch prints (then it is stopped)."""
+    p = subprocess.Popen(server.ctl_args() + ["-w", "json", "watch"] + args,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                         env=server.ctl_env())
+    out = []
+    timer = threading.Timer(timeout, p.kill)
+    timer.start()
+    try:
+        if stdin:
+            for line in stdin:
+                p.stdin.write(line.encode())
+                p.stdin.flush()
+                time.sleep(0.5)
+        while len(out) < n:
+            line = p.stdout.readline()
+            if not line:
+                break
+            line = line.decode().strip()
+            if line.startswith("{"):
+                out.append(norm(json.loads(line)))
+    finally:
+        timer.cancel()
+        p.kill()
+        p.wait()
+        err = p.stderr.read().decode(errors="replace")
+    return out, [ln for ln in err.splitlines() if ln.startswith("watch was canceled")
+                 or ln.startswith("Error")]
+
+
+def test_watch_differential(pair):
+    for k, v in [("w/a", "1"), ("w/b", "2"), ("w/a", "3"), ("x", "4"), ("w/c", "5")]:
+        same(pair, ["put", k, v])
+    same(pair, ["del", "w/b"])
+    same(pair, ["txn"], input=b"\nput w/d 1\nput w/e 2\ndel w/a\n\n\n")
+    # history with prev_kv: one reply holding the 8 events
+    res = [watch_lines(s, ["--prefix", "w/", "--rev", "2", "--prev-kv"], 1) for s in pair]
+    assert res[0] == res[1] and len(res[0][0][0]["Events"]) == 8, res
+    # one key from the past, from its creation on
+    res = [watch_lines(s, ["w/a", "--rev", "1"], 1) for s in pair]
+    assert res[0] == res[1] and len(res[0][0][0]["Events"]) == 3, res
+    # a progress request on an interactive watch, after the history was sent
+    res = [watch_lines(s, ["--interactive"], 2,
+                       stdin=["watch w/ --prefix --rev 6\n", "progress\n"]) for s in pair]
+    assert res[0] == res[1] and len(res[0][0]) == 2, res
+    assert res[0][0][-1]["Events"] == [] and res[0][0][-1]["Header"]["revision"] == 8
+    # a watch from a compacted revision is canceled with the compaction point
+    same(pair, ["compaction", "6"])
+    res = [watch_lines(s, ["w/", "--prefix", "--rev", "3"], 1) for s in pair]
+    assert res[0] == res[1], res
+    assert res[0][1] == ["watch was canceled (etcdserver: mvcc: required revision has been "
+                         "compacted)", "Error: watch is canceled by the server"], res
+
+
+def test_maintenance_and_cluster(store):
+    store.put("first", "x")
+    out = json.loads(store.ctl("endpoint", "status", "-w", "json"))
+    st = out[0]["Status"]
+    assert st["version"] == "3.4.0" and st["leader"] == st["header"]["member_id"]
+    assert st["header"]["revision"] == 2 and st["raftIndex"] >= 1
+    store.ctl("endpoint", "health")  # raises unless etcdctl says healthy
+    members = json.loads(store.ctl("member", "list", "-w", "json"))["members"]
+    assert len(members) == 1 and members[0]["name"] == "etcdfs-1"
+    assert members[0]["clientURLs"] == [store.endpoint]
+    assert json.loads(store.ctl("alarm", "list", "-w", "json")).get("alarms") is None
+    # HashKV: equal for equal content at one revision, different after a change
+    h1 = json.loads(store.ctl("endpoint", "hashkv", "-w", "json"))[0]["HashKV"]
+    h2 = json.loads(store.ctl("endpoint", "hashkv", "-w", "json"))[0]["HashKV"]
+    store.put("k", "v")
+    h3 = json.loads(store.ctl("endpoint", "hashkv", "-w", "json"))[0]["HashKV"]
+    assert h1["hash"] == h2["hash"] != h3["hash"]
+
+
+def test_etcdfs_client_uses_grpc(store, mount_factory):
+    """etcdfs's own client reads the store over gRPC: its watch goes over gRPC (the mount
+    sees a change) and it never falls back to the JSON gateway (debug log says which)."""
+    store.put("/g/k", "v1")
+    m = mount_factory(["--endpoints", store.endpoint, "-d"])
+    assert open(os.path.join(m.path, "g/k"), "rb").read() == b"v1"
+    store.ctl("put", "/g/k", "v2")
+    deadline = time.time() + 5
+    while open(os.path.join(m.path, "g/k"), "rb").read() != b"v2":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    log = m.log()
+    assert "falling back" not in log.lower() and "fallback" not in log.lower(), log[-3000:]
+
+
+# ---- a raw HTTP/2 client ----
+
+DATA, HEADERS, RST, SETTINGS, PING, GOAWAY, WINDOW = 0, 1, 3, 4, 6, 7, 8
+END_STREAM, ACK, END_HEADERS = 1, 1, 4
+
+
+def hpack_literal(name, value):
+    """A header as an HPACK literal without indexing, new name, no Huffman."""
+    def s(b):
+        assert len(b) < 127
+        return bytes([len(b)]) + b
+    return b"\x00" + s(name.encode()) + s(value.encode())
+
+
+def pb_varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def pb_field(num, wire, payload):
+    if wire == 0:
+        return pb_varint(num << 3) + pb_varint(payload)
+    return pb_varint(num << 3 | 2) + pb_varint(len(payload)) + payload
+
+
+def pb_parse(b):
+    """{field: [values]} of one protobuf message (varints as ints, the rest as bytes)."""
+    out, i = {}, 0
+    while i < len(b):
+        key, i = _varint(b, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            v, i = _varint(b, i)
+        elif wire == 2:
+            n, i = _varint(b, i)
+            v, i = b[i:i + n], i + n
+        elif wire == 1:
+            v, i = b[i:i + 8], i + 8
+        else:
+            v, i = b[i:i + 4], i + 4
+        out.setdefault(num, []).append(v)
+    return out
+
+
+def _varint(b, i):
+    n = shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        n |= (c & 0x7F) << shift
+        shift += 7
+        if not c & 0x80:
+            return n, i
+
+
+def grpc_frame(msg, announced=None):
+    return struct.pack(">BI", 0, len(msg) if announced is None else announced) + msg
+
+
+class H2:
+    """Just enough HTTP/2 to open gRPC calls and watch what the server does."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        self.frame(SETTINGS, 0, 0, b"")
+        self.settings = {}
+        self.buf = b""
+        self.conn_window = 65535
+        self.stream_window = {}
+        self.initial_window = 65535
+        self.ended = set()      # streams the server ended (END_STREAM or RST)
+        self.rst = {}
+        self.data = {}          # stream -> bytes received
+        self.next_id = 1
+
+    def frame(self, ftype, flags, sid, payload):
+        self.sock.sendall(struct.pack(">I", len(payload))[1:] + bytes([ftype, flags])
+                          + struct.pack(">I", sid) + payload)
+
+    def read_frame(self, timeout=10):
+        self.sock.settimeout(timeout)
+        while len(self.buf) < 9 or len(self.buf) < 9 + int.from_bytes(self.buf[:3], "big"):
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+        n = int.from_bytes(self.buf[:3], "big")
+        ftype, flags = self.buf[3], self.buf[4]
+        sid = struct.unpack(">I", self.buf[5:9])[0] & 0x7FFFFFFF
+        payload, self.buf = self.buf[9:9 + n], self.buf[9 + n:]
+        self.handle(ftype, flags, sid, payload)
+        return ftype, flags, sid, payload
+
+    def handle(self, ftype, flags, sid, payload):
+        if ftype == SETTINGS and not flags & ACK:
+            for i in range(0, len(payload), 6):
+                k, v = struct.unpack(">HI", payload[i:i + 6])
+                self.settings[k] = v
+                if k == 4:
+                    for s in self.stream_window:
+                        self.stream_window[s] += v - self.initial_window
+                    self.initial_window = v
+            self.frame(SETTINGS, ACK, 0, b"")
+        elif ftype == WINDOW:
+            inc = struct.unpack(">I", payload)[0] & 0x7FFFFFFF
+            if sid:
+                self.stream_window[sid] = self.stream_window.get(sid, 0) + inc
+            else:
+                self.conn_window += inc
+        elif ftype == PING and not flags & ACK:
+            self.frame(PING, ACK, 0, payload)
+        elif ftype == RST:
+            self.rst[sid] = struct.unpack(">I", payload)[0]
+            self.ended.add(sid)
+        elif ftype in (HEADERS, DATA):
+            if ftype == DATA:
+                self.data[sid] = self.data.get(sid, b"") + payload
+            if flags & END_STREAM:
+                self.ended.add(sid)
+
+    def open(self, path):
+        sid = self.next_id
+        self.next_id += 2
+        block = b"".join(hpack_literal(k, v) for k, v in [
+            (":method", "POST"), (":scheme", "http"), (":path", path),
+            (":authority", "127.0.0.1"), ("content-type", "application/grpc"),
+            ("te", "trailers")])
+        self.frame(HEADERS, END_HEADERS, sid, block)
+        self.stream_window[sid] = self.initial_window
+        return sid
+
+    def send(self, sid, data, end=False):
+        """Sends data within flow control, reading frames while the window is closed."""
+        while data:
+            n = min(len(data), 16384, self.conn_window, self.stream_window[sid])
+            if n <= 0:
+                self.read_frame()
+                continue
+            self.frame(DATA, 0, sid, data[:n])
+            self.conn_window -= n
+            self.stream_window[sid] -= n
+            data = data[n:]
+        if end:
+            self.frame(DATA, END_STREAM, sid, b"")
+
+    def drain(self, seconds):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            try:
+                self.read_frame(timeout=max(0.01, deadline - time.time()))
+            except socket.timeout:
+                return
+
+    def close(self):
+        self.sock.close()
+
+
+def test_raw_unary_and_trailers(store):
+    """A hand-built Put and Range; an unknown method is UNIMPLEMENTED (trailers-only)."""
+    c = H2(store.port)
+    sid = c.open("/etcdserverpb.KV/Put")
+    c.send(sid, grpc_frame(pb_field(1, 2, b"raw") + pb_field(2, 2, b"val")), end=True)
+    sid2 = c.open("/etcdserverpb.KV/Range")
+    c.send(sid2, grpc_frame(pb_field(1, 2, b"raw")), end=True)
+    sid3 = c.open("/etcdserverpb.KV/NoSuchMethod")
+    c.send(sid3, grpc_frame(b""), end=True)
+    while not {sid, sid2, sid3} <= c.ended:
+        c.read_frame()
+    msg = c.data[sid2]
+    assert msg[0] == 0 and struct.unpack(">I", msg[1:5])[0] == len(msg) - 5
+    r = pb_parse(msg[5:])
+    kv = pb_parse(r[2][0])
+    assert kv[1] == [b"raw"] and kv[5] == [b"val"] and r[4] == [1]
+    assert sid3 not in c.data  # no message, just the status
+    c.close()
+
+
+def test_max_concurrent_streams(store):
+    """SETTINGS_MAX_CONCURRENT_STREAMS is 1000: 1000 streams are served; a client that opens
+    one more than it was told loses the connection (nghttp2 answers GOAWAY PROTOCOL_ERROR,
+    naming the last stream it took), and the server goes on serving others."""
+    c = H2(store.port)
+    while 3 not in c.settings:
+        c.read_frame()
+    limit = c.settings[3]
+    assert limit == 1000
+    sids = [c.open("/etcdserverpb.Watch/Watch") for _ in range(limit)]
+    # the last of them is alive: a watch created on it answers
+    c.send(sids[-1], grpc_frame(pb_field(1, 2, pb_field(1, 2, b"k"))))
+    while sids[-1] not in c.data:
+        c.read_frame()
+    assert pb_parse(c.data[sids[-1]][5:])[3] == [1]  # created
+    c.open("/etcdserverpb.Watch/Watch")
+    goaway = None
+    try:
+        while goaway is None:
+            f = c.read_frame()
+            if f[0] == GOAWAY:
+                goaway = f[3]
+    except EOFError:
+        pass
+    assert goaway is not None
+    last, code = struct.unpack(">II", goaway[:8])
+    assert code == 1 and last == sids[-1], (code, last)
+    c.close()
+    store.ctl("endpoint", "health")  # raises unless etcdctl says healthy
+
+
+def test_connection_memory_bound(store):
+    """Many streams each holding part of a large message: past the per-connection bound
+    (16 MiB of unhandled request bytes) the streams that would exceed it are ended with an
+    error, and the ones within it stay open."""
+    c = H2(store.port)
+    part = b"x" * (512 << 10)
+    sids = []
+    for _ in range(48):
+        sid = c.open("/etcdserverpb.KV/Put")
+        sids.append(sid)
+        c.send(sid, grpc_frame(b"", announced=2_000_000) + part)
+        c.drain(0.02)
+    c.drain(1)
+    ended = [s for s in sids if s in c.ended]
+    # the first 16 MiB are held (32 streams of 512 KiB), the rest refused
+    assert 28 <= sids.index(ended[0]) <= 33, (ended, sids)
+    assert all(s in c.ended for s in sids[sids.index(ended[0]):])
+    assert not [s for s in sids[:sids.index(ended[0])] if s in c.ended]
+    c.close()
+    assert store.revision() >= 1  # the server is fine
+
+
+def vm_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_slow_watch_reader_is_bounded(tmp):
+    """A watch whose client stops reading: the store goes on, the server's memory does not
+    grow with the events it cannot send (128 MiB of them), and once the client reads again
+    the events come in order from the first one, with no gap: the watch stalled, nothing was
+    dropped. History compacted meanwhile then ends the watch as etcd ends a slow watcher
+    that fell behind a compaction: canceled, with the compaction revision."""
+    store = StoreServer(tmp, extra_args=["--snapshot-threshold", "64"])
+    store.start()
+    try:
+        c = H2(store.port)
+        sid = c.open("/etcdserverpb.Watch/Watch")
+        create = pb_field(1, 2, b"slow/") + pb_field(2, 2, b"slow0")
+        c.send(sid, grpc_frame(pb_field(1, 2, create)))
+        while sid not in c.data:
+            c.read_frame()
+        # stop reading; compact as we go so that the store itself keeps little. First the
+        # same writes with no watch, to see what the store alone grows by.
+        val = "v" * (64 << 10)
+        n = 2048
+
+        def write(prefix):
+            rss0 = vm_rss_kb(store.proc.pid)
+            for i in range(n):
+                store.put(f"{prefix}/{i % 8}", f"{i:06d}" + val)
+                if i % 64 == 63:
+                    store.compact(store.revision())
+            return (vm_rss_kb(store.proc.pid) - rss0) / 1024
+
+        alone = write("other")
+        grown = write("slow")
+        assert grown < alone + 32, \
+            f"server grew {grown:.0f} MiB with a stalled watch of 128 MiB, {alone:.0f} without"
+        # read again
+        got, compacted, consumed = [], 0, 0
+        deadline = time.time() + 60
+        while len(got) < n and not compacted and time.time() < deadline:
+            try:
+                c.read_frame(timeout=2)
+            except socket.timeout:
+                break
+            data = c.data.get(sid, b"")
+            if len(data) > consumed:
+                inc = len(data) - consumed
+                consumed = len(data)
+                c.frame(WINDOW, 0, 0, struct.pack(">I", inc))
+                c.frame(WINDOW, 0, sid, struct.pack(">I", inc))
+            got, compacted, i = [], 0, 0
+            while len(data) - i >= 5:
+                ln = struct.unpack(">I", data[i + 1:i + 5])[0]
+                if len(data) - i - 5 < ln:
+                    break
+                r = pb_parse(data[i + 5:i + 5 + ln])
+                for ev in r.get(11, []):
+                    kv = pb_parse(pb_parse(ev)[2][0])
+                    got.append(int(kv[5][0][:6]))
+                if r.get(5):
+                    compacted = r[5][0]
+                    assert r.get(4) == [1]  # canceled
+                i += 5 + ln
+        assert got and got == list(range(len(got))), (len(got), got[:5], got[-5:])
+        assert len(got) == n or compacted, (len(got), compacted)
+        c.close()
+    finally:
+        store.stop()
