@@ -4,6 +4,7 @@
  *              gRPC message framing, grpc-status trailers, flow control and memory bounds
  * grpc_kv.c    the unary RPCs: KV, Lease (but KeepAlive), Maintenance, Cluster
  * grpc_watch.c the streaming RPCs: Watch and Lease.KeepAlive
+ * grpc_snapshot.c Maintenance.Snapshot: the keyspace as a bbolt file, as etcd streams it
  *
  * Wire facts (gRPC over HTTP/2): a call is a POST to /<package.Service>/<Method> with
  * "content-type: application/grpc"; each message travels as [1 byte compressed flag][4 bytes
@@ -70,6 +71,9 @@ int h2_stream_send_packed(struct h2stream *st, const uint8_t *p, size_t len);
 /* Sets the message a streaming call ends with; returns code. */
 int h2_stream_error(struct h2stream *st, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Ends a streaming call with code and message once the queued output is sent (connection
+ * thread only). */
+void h2_stream_finish(struct h2stream *st, int code, const char *msg);
 /* Wakes every h2_stream_send() waiting on st, so each re-checks its stop flag. */
 void h2_stream_wake(struct h2stream *st);
 
@@ -95,5 +99,10 @@ void grpc_watch_close(struct h2stream *st);
 int grpc_keepalive_open(struct h2stream *st);
 int grpc_keepalive_msg(struct h2stream *st, const uint8_t *msg, size_t len);
 void grpc_keepalive_close(struct h2stream *st);
+
+/* ---- grpc_snapshot.c ---- */
+
+int grpc_snapshot_open(struct h2stream *st);
+int grpc_snapshot_msg(struct h2stream *st, const uint8_t *msg, size_t len);
 
 #endif

@@ -812,6 +812,8 @@ const struct grpc_method grpc_methods[] = {
 	UNARY("/etcdserverpb.Maintenance/Alarm", alarm_call),
 	UNARY("/etcdserverpb.Maintenance/HashKV", hashkv_call),
 	UNARY("/etcdserverpb.Maintenance/Hash", hash_call),
+	{"/etcdserverpb.Maintenance/Snapshot", NULL, grpc_snapshot_open, grpc_snapshot_msg, NULL,
+	 false},
 	UNARY("/etcdserverpb.Cluster/MemberList", member_list_call),
 };
 

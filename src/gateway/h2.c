@@ -238,6 +238,11 @@ static void h2_stream_end(struct h2stream *st, int code, const char *msg)
 	st->done = true;
 }
 
+void h2_stream_finish(struct h2stream *st, int code, const char *msg)
+{
+	h2_stream_end(st, code, msg);
+}
+
 void h2_stream_wake(struct h2stream *st)
 {
 	pthread_mutex_lock(&st->hc->mu);
