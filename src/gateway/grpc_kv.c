@@ -350,7 +350,8 @@ static int op_of(struct ctx *x, const Gwpb__RequestOp *o, struct kv_op *op, stru
 		return ctx_fail(x, GRPC_UNIMPLEMENTED,
 				"etcdfs gateway: nested txns are not supported by this server");
 	default:
-		return ctx_fail(x, GRPC_INVALID_ARGUMENT, "etcdserver: request op without a request");
+		return ctx_fail(x, GRPC_INVALID_ARGUMENT,
+				"etcdserver: request op without a request");
 	}
 }
 
@@ -571,8 +572,9 @@ out:
 
 static int lease_ttl_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
-	Gwpb__LeaseTimeToLiveRequest *r = REQ_UNPACK(
-		x, Gwpb__LeaseTimeToLiveRequest, gwpb__lease_time_to_live_request__unpack, msg, len);
+	Gwpb__LeaseTimeToLiveRequest *r =
+		REQ_UNPACK(x, Gwpb__LeaseTimeToLiveRequest,
+			   gwpb__lease_time_to_live_request__unpack, msg, len);
 	struct kv_lease l = {0};
 	struct kv_range_result keys = {0};
 	int64_t cur;
@@ -707,8 +709,8 @@ static uint32_t fnv1a(uint32_t h, const void *p, size_t n)
  * database, history included), so it is no use across etcd and etcdfs. */
 static int hash_at(struct ctx *x, int64_t rev, uint32_t *hash, int64_t *at)
 {
-	struct kv_range_req q = {.key = "\0", .key_len = 1, .range_end = "\0", .range_end_len = 1,
-				 .revision = rev};
+	struct kv_range_req q = {
+		.key = "\0", .key_len = 1, .range_end = "\0", .range_end_len = 1, .revision = rev};
 	struct kv_range_result res;
 	int ret = kv_range(x->gw->kv, &q, &res);
 	if (ret < 0)
@@ -792,7 +794,10 @@ static int member_list_call(struct ctx *x, const uint8_t *msg, size_t len)
 
 /* ---- the methods served ---- */
 
-#define UNARY(path, fn) {path, fn, NULL, NULL, NULL, false}
+#define UNARY(path, fn)                                                                            \
+	{                                                                                          \
+		path, fn, NULL, NULL, NULL, false                                                  \
+	}
 
 const struct grpc_method grpc_methods[] = {
 	UNARY("/etcdserverpb.KV/Range", kv_range_call),

@@ -74,8 +74,7 @@ static void be64(uint8_t *p, uint64_t v)
 
 /* Appends a page of flags with room for body bytes; returns its id, or 0 when out of
  * memory (page 0 is never handed out: it is a meta page). */
-static uint64_t page_new(struct db *d, uint16_t flags, uint16_t count, size_t body,
-			 uint8_t **out)
+static uint64_t page_new(struct db *d, uint16_t flags, uint16_t count, size_t body, uint8_t **out)
 {
 	size_t n = (PAGE_HDR + body + PAGE - 1) / PAGE;
 	if (!n)
@@ -279,8 +278,8 @@ out:
 	return ret;
 }
 
-static int send_blob(struct h2stream *st, struct gw *gw, int64_t rev, const uint8_t *p,
-		     size_t n, uint64_t remaining)
+static int send_blob(struct h2stream *st, struct gw *gw, int64_t rev, const uint8_t *p, size_t n,
+		     uint64_t remaining)
 {
 	Gwpb__SnapshotResponse o = GWPB__SNAPSHOT_RESPONSE__INIT;
 	Gwpb__Header h;
@@ -318,7 +317,8 @@ int grpc_snapshot_msg(struct h2stream *st, const uint8_t *msg, size_t len)
 	kv_range_result_free(&res);
 	if (ret < 0) {
 		free(d.p);
-		return h2_stream_error(st, GRPC_RESOURCE_EXHAUSTED, "etcdfs gateway: out of memory");
+		return h2_stream_error(st, GRPC_RESOURCE_EXHAUSTED,
+				       "etcdfs gateway: out of memory");
 	}
 	SHA256(d.p, d.len, sha);
 	for (size_t off = 0; off < d.len && !ret; off += CHUNK) {
@@ -329,7 +329,8 @@ int grpc_snapshot_msg(struct h2stream *st, const uint8_t *msg, size_t len)
 	if (!ret)
 		ret = send_blob(st, gw, rev, sha, sizeof(sha), 0);
 	if (ret < 0)
-		return h2_stream_error(st, GRPC_RESOURCE_EXHAUSTED, "etcdfs gateway: out of memory");
+		return h2_stream_error(st, GRPC_RESOURCE_EXHAUSTED,
+				       "etcdfs gateway: out of memory");
 	h2_stream_finish(st, GRPC_OK, "");
 	return 0;
 }

@@ -26,10 +26,10 @@ struct gwatch {
 	int64_t id;
 	struct kv_watch *w;
 	bool no_put, no_delete, prev_kv, progress_notify, fragment;
-	int stop;	       /* atomic: cancel has begun, senders give up */
-	int64_t rev;	       /* atomic: everything up to it was delivered */
-	int64_t last_sent_ms;  /* watch thread */
-	struct gwatch *next;   /* connection thread */
+	int stop;	      /* atomic: cancel has begun, senders give up */
+	int64_t rev;	      /* atomic: everything up to it was delivered */
+	int64_t last_sent_ms; /* watch thread */
+	struct gwatch *next;  /* connection thread */
 };
 
 struct wstream {
@@ -68,8 +68,8 @@ static int send_ctl(struct wstream *ws, int64_t id, int64_t rev, bool created, b
  * compacted away). */
 static bool prev_of(struct gw *gw, const struct kv_kv *k, int64_t rev, struct kv_range_result *r)
 {
-	struct kv_range_req q = {.key = k->key, .key_len = k->key_len, .revision = rev - 1,
-				 .serializable = true};
+	struct kv_range_req q = {
+		.key = k->key, .key_len = k->key_len, .revision = rev - 1, .serializable = true};
 	if (rev <= 1 || kv_range(gw->kv, &q, r) < 0)
 		return false;
 	if (!r->n_kvs) {
@@ -101,7 +101,8 @@ static int send_events(struct gwatch *g, const struct kv_event *const *ev, size_
 		e[i].type = ev[i]->type == KV_EVENT_DELETE ? 1 : 0;
 		grpc_kv_fill(&kvs[2 * i], &ev[i]->kv);
 		e[i].kv = &kvs[2 * i];
-		if (g->prev_kv && prev_of(g->ws->gw, &ev[i]->kv, ev[i]->kv.mod_revision, &prev[i])) {
+		if (g->prev_kv &&
+		    prev_of(g->ws->gw, &ev[i]->kv, ev[i]->kv.mod_revision, &prev[i])) {
 			grpc_kv_fill(&kvs[2 * i + 1], &prev[i].kvs[0]);
 			e[i].prev_kv = &kvs[2 * i + 1];
 		}
@@ -304,7 +305,8 @@ int grpc_watch_open(struct h2stream *st)
 {
 	struct wstream *ws = calloc(1, sizeof(*ws));
 	if (!ws)
-		return h2_stream_error(st, GRPC_RESOURCE_EXHAUSTED, "etcdfs gateway: out of memory");
+		return h2_stream_error(st, GRPC_RESOURCE_EXHAUSTED,
+				       "etcdfs gateway: out of memory");
 	ws->st = st;
 	ws->gw = h2_stream_gw(st);
 	h2_stream_set_data(st, ws);
@@ -333,7 +335,8 @@ int grpc_watch_msg(struct h2stream *st, const uint8_t *msg, size_t len)
 	}
 	gwpb__watch_request__free_unpacked(r, NULL);
 	if (ret == -ENOMEM)
-		return h2_stream_error(st, GRPC_RESOURCE_EXHAUSTED, "etcdfs gateway: out of memory");
+		return h2_stream_error(st, GRPC_RESOURCE_EXHAUSTED,
+				       "etcdfs gateway: out of memory");
 	return 0;
 }
 

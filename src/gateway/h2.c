@@ -180,10 +180,12 @@ static int send_msg(struct h2stream *st, const ProtobufCMessage *m, const uint8_
 	struct h2conn *hc = st->hc;
 	int ret = 0;
 	pthread_mutex_lock(&hc->mu);
-	while (wait && !st->closed && !hc->ending && !(stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE)) &&
+	while (wait && !st->closed && !hc->ending &&
+	       !(stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE)) &&
 	       (st->out_len - st->out_off > STREAM_OUT_MAX || hc->out_mem > OUT_MAX))
 		pthread_cond_wait(&hc->space, &hc->mu);
-	if (st->closed || hc->ending || st->out_end || (stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE))) {
+	if (st->closed || hc->ending || st->out_end ||
+	    (stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE))) {
 		ret = -EPIPE;
 		goto out;
 	}
@@ -390,8 +392,9 @@ static void handle_input(struct h2stream *st)
 		}
 		if (n > GRPC_MAX_RECV_MSG) {
 			char m[128];
-			snprintf(m, sizeof(m), "grpc: received message larger than max (%zu vs. %zu)",
-				 n, GRPC_MAX_RECV_MSG);
+			snprintf(m, sizeof(m),
+				 "grpc: received message larger than max (%zu vs. %zu)", n,
+				 GRPC_MAX_RECV_MSG);
 			fail_call(st, GRPC_RESOURCE_EXHAUSTED, m);
 			break;
 		}

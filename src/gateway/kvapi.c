@@ -410,8 +410,8 @@ int api_txn(struct ctx *x, const json_t *body)
 	txn.failure = ops_f;
 	struct kv_txn_result res;
 	int ret = kv_txn(x->gw->kv, &txn, &res);
-	if (ret == -EINVAL &&
-	    (gw_txn_has_duplicate(ops_s, txn.n_success) || gw_txn_has_duplicate(ops_f, txn.n_failure)))
+	if (ret == -EINVAL && (gw_txn_has_duplicate(ops_s, txn.n_success) ||
+			       gw_txn_has_duplicate(ops_f, txn.n_failure)))
 		return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_DUPLICATE_KEY);
 	if (ret < 0)
 		return ctx_kv_fail(x, ret, true);

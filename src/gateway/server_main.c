@@ -1,10 +1,11 @@
-/* server_main.c: etcdfs-server, the embedded store served over etcd's v3 JSON gateway.
+/* server_main.c: etcdfs-server, the embedded store served over etcd's v3 API (gRPC and the
+ * JSON gateway on one port).
  *
  * Opens the store in --data-dir (store.h) and serves it on --listen-client through
  * gateway.h until SIGTERM or SIGINT, then shuts down cleanly: the gateway closes every
  * connection and watch, then the store stops Raft and flushes nothing it has not already
  * made durable (every acknowledged write is on disk before it is acknowledged).
- * Any etcd v3 JSON client works against it: etcdfs --endpoints, curl, the test suite.
+ * Any etcd v3 client works against it: etcdctl, client libraries, etcdfs --endpoints, curl.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -25,14 +26,16 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: etcdfs-server --data-dir DIR [options]\n"
 		"\n"
-		"Serves the etcdfs embedded store through etcd's v3 JSON API (the grpc-gateway\n"
-		"paths /v3/kv/..., /v3/watch, /v3/maintenance/status), so etcdfs --endpoints,\n"
-		"curl or any etcd JSON client can use it. There is no TLS and no authentication:\n"
-		"keep the client address on loopback.\n"
+		"Serves the etcdfs embedded store through etcd's v3 API: gRPC (KV, Watch, Lease,\n"
+		"Maintenance, Cluster.MemberList) and the JSON gateway (/v3/kv/..., /v3/watch)\n"
+		"on one port, so etcdctl, etcd client libraries, etcdfs --endpoints and curl can\n"
+		"use it. There is no TLS and no authentication: keep the client address on\n"
+		"loopback.\n"
 		"\n"
 		"options:\n"
 		"    --data-dir=DIR             keep the keyspace in DIR (created if missing)\n"
-		"    --listen-client=IP:PORT    client (HTTP) address, default " DEFAULT_LISTEN "\n"
+		"    --listen-client=IP:PORT    client (gRPC and HTTP) address, "
+		"default " DEFAULT_LISTEN "\n"
 		"                               (port 0 picks a free port and logs it)\n"
 		"    --node-id=N                this node's Raft id (default 1)\n"
 		"    --peers=ID=IP:PORT,...     the Raft cluster, for several nodes\n"
