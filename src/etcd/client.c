@@ -916,6 +916,275 @@ static int client_status(struct kv *kv, int64_t *revision)
 	return ret;
 }
 
+/* ---- leases ----
+ *
+ * Over gRPC (the Lease service) when the transport setting allows it, as a txn would go,
+ * else through the JSON gateway (etcd 3.4: /v3/lease/...), with the same request loop as
+ * every other call. KeepAlive is a bidirectional stream: one request sent as the whole
+ * request stream gets one reply, and the server then ends the stream (through the gateway:
+ * one {"result": LeaseKeepAliveResponse}). */
+
+static const char *const lease_json_paths[] = {
+	[ETCD_LEASE_GRANT] = "/v3/lease/grant",		[ETCD_LEASE_REVOKE] = "/v3/lease/revoke",
+	[ETCD_LEASE_KEEPALIVE] = "/v3/lease/keepalive", [ETCD_LEASE_TTL] = "/v3/lease/timetolive",
+	[ETCD_LEASE_LIST] = "/v3/lease/leases",
+};
+
+static const char *const lease_names[] = {
+	[ETCD_LEASE_GRANT] = "lease grant",
+	[ETCD_LEASE_REVOKE] = "lease revoke",
+	[ETCD_LEASE_KEEPALIVE] = "lease keep-alive",
+	[ETCD_LEASE_TTL] = "lease time-to-live",
+	[ETCD_LEASE_LIST] = "lease list",
+};
+
+/* Grant and revoke change the server; keep-alive, time-to-live and list may be repeated. */
+static bool lease_writes(enum etcd_lease_op op)
+{
+	return op == ETCD_LEASE_GRANT || op == ETCD_LEASE_REVOKE;
+}
+
+/* The "keys" of a LeaseTimeToLiveResponse (base64 strings) as key-only kvs. */
+static int json_lease_keys(const json_t *resp, struct kv_range_result *keys)
+{
+	const json_t *arr = json_object_get(resp, "keys");
+	size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
+	if (arr && !json_is_array(arr))
+		return -EINVAL;
+	if (n) {
+		keys->kvs = calloc(n, sizeof(*keys->kvs));
+		if (!keys->kvs)
+			return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *holder = json_pack("{s:O}", "k", json_array_get(arr, i));
+		if (!holder)
+			return -ENOMEM;
+		struct kv_kv *k = &keys->kvs[i];
+		int ret = etcd_json_bytes(holder, "k", &k->key, &k->key_len);
+		json_decref(holder);
+		if (ret < 0)
+			return ret;
+		keys->n_kvs = i + 1;
+	}
+	keys->count = (int64_t)n;
+	return 0;
+}
+
+static int json_lease_ids(const json_t *resp, struct etcd_lease_reply *out)
+{
+	const json_t *arr = json_object_get(resp, "leases");
+	if (arr && !json_is_array(arr))
+		return -EINVAL;
+	size_t n = arr ? json_array_size(arr) : 0;
+	if (!n)
+		return 0;
+	out->ids = calloc(n, sizeof(*out->ids));
+	if (!out->ids)
+		return -ENOMEM;
+	out->n_ids = n;
+	for (size_t i = 0; i < n; i++)
+		if (etcd_json_int64(json_array_get(arr, i), "ID", &out->ids[i]) < 0)
+			return -EINVAL;
+	return 0;
+}
+
+/* Decodes any lease reply of the gateway (keep-alive's inside "result"). */
+static int json_parse_lease(const json_t *resp, struct etcd_lease_reply *out)
+{
+	const json_t *result = json_object_get(resp, "result");
+	if (result)
+		resp = result;
+	int ret;
+	if ((ret = etcd_json_int64(resp, "ID", &out->id)) < 0 ||
+	    (ret = etcd_json_int64(resp, "TTL", &out->ttl)) < 0 ||
+	    (ret = etcd_json_int64(resp, "grantedTTL", &out->granted_ttl)) < 0 ||
+	    (ret = etcd_json_header_revision(resp, &out->revision)) < 0 ||
+	    (ret = json_lease_keys(resp, &out->keys)) < 0 || (ret = json_lease_ids(resp, out)) < 0)
+		return ret;
+	out->keys.revision = out->revision;
+	return 0;
+}
+
+static int lease_json(struct etcd_client *c, enum etcd_lease_op op, int64_t id, int64_t ttl,
+		      bool keys, struct etcd_lease_reply *out)
+{
+	/* Zero fields stay out, as the gateway itself writes them: a grant with TTL 0 gets the
+	 * server's minimum. */
+	json_t *req = json_object(), *resp = NULL;
+	if (!req || (id && json_object_set_new(req, "ID", json_integer((json_int_t)id)) < 0) ||
+	    (ttl && json_object_set_new(req, "TTL", json_integer((json_int_t)ttl)) < 0) ||
+	    (keys && json_object_set_new(req, "keys", json_true()) < 0)) {
+		json_decref(req);
+		return -ENOMEM;
+	}
+	int ret = request(c, lease_json_paths[op], req, lease_writes(op) ? &write_opts : &read_opts,
+			  &resp, NULL);
+	json_decref(req);
+	if (ret < 0)
+		return ret;
+	ret = json_parse_lease(resp, out);
+	json_decref(resp);
+	if (ret == -EINVAL) {
+		log_err("etcd: malformed %s reply", lease_names[op]);
+		ret = -EIO;
+	}
+	return ret;
+}
+
+/* One lease call through gRPC. -EPROTONOSUPPORT: nothing was applied, use JSON instead. */
+static int lease_grpc(struct etcd_client *c, enum etcd_lease_op op, int64_t id, int64_t ttl,
+		      bool keys, struct etcd_lease_reply *out)
+{
+	uint8_t *body = NULL;
+	size_t body_len = 0, msg_len = 0;
+	const uint8_t *msg = NULL;
+	struct etcd_grpc_reply r;
+	int ret = etcd_grpc_lease_req(op, id, ttl, keys, &body, &body_len);
+	if (ret < 0)
+		return ret;
+	const char *path = etcd_grpc_lease_path(op);
+	ret = grpc_request(c, path, body, body_len, RESP_MAX(c), !lease_writes(op), NULL, &r, &msg,
+			   &msg_len);
+	free(body);
+	if (ret == -EMSGSIZE) {
+		log_err("etcd: reply to %s larger than %zu bytes", path, RESP_MAX(c));
+		return -EIO;
+	}
+	if (ret < 0)
+		return ret;
+	ret = etcd_grpc_parse_lease(op, msg, msg_len, out);
+	etcd_grpc_reply_free(&r);
+	if (ret == -EINVAL) {
+		log_err("etcd: malformed %s reply", lease_names[op]);
+		ret = -EIO;
+	}
+	return ret;
+}
+
+/* One lease call by gRPC or JSON, chosen as for a txn (falling back to JSON in AUTO). */
+static int lease_call(struct etcd_client *c, enum etcd_lease_op op, int64_t id, int64_t ttl,
+		      bool keys, struct etcd_lease_reply *out)
+{
+	memset(out, 0, sizeof(*out));
+	size_t pref = __atomic_load_n(&c->preferred, __ATOMIC_RELAXED) % c->n_urls;
+	int ret;
+	if (etcd_use_grpc(c) && (!lease_writes(op) || etcd_grpc_write_ok(c, pref))) {
+		ret = lease_grpc(c, op, id, ttl, keys, out);
+		if (ret != -EPROTONOSUPPORT)
+			goto out;
+		etcd_lease_reply_free(out);
+		memset(out, 0, sizeof(*out));
+		if (!etcd_fall_back(c)) {
+			ret = -EIO;
+			goto out;
+		}
+	}
+	ret = lease_json(c, op, id, ttl, keys, out);
+out:
+	if (ret < 0)
+		etcd_lease_reply_free(out);
+	return ret;
+}
+
+static int client_lease_grant(struct kv *kv, int64_t id, int64_t ttl, struct kv_lease *out)
+{
+	struct etcd_lease_reply r;
+	int ret = lease_call(to_client(kv), ETCD_LEASE_GRANT, id, ttl, false, &r);
+	if (ret < 0)
+		return ret;
+	etcd_lease_reply_free(&r);
+	if (r.id == 0) {
+		log_err("etcd: lease grant reply without a lease id");
+		return -EIO;
+	}
+	*out = (struct kv_lease){.id = r.id, .ttl = r.ttl, .granted_ttl = r.ttl};
+	return 0;
+}
+
+static int client_lease_revoke(struct kv *kv, int64_t id, int64_t *revision)
+{
+	struct etcd_lease_reply r;
+	int ret = lease_call(to_client(kv), ETCD_LEASE_REVOKE, id, 0, false, &r);
+	if (ret < 0)
+		return ret;
+	etcd_lease_reply_free(&r);
+	if (revision)
+		*revision = r.revision;
+	return 0;
+}
+
+static int client_lease_keepalive(struct kv *kv, int64_t id, struct kv_lease *out)
+{
+	struct etcd_lease_reply r;
+	int ret = lease_call(to_client(kv), ETCD_LEASE_KEEPALIVE, id, 0, false, &r);
+	if (ret < 0)
+		return ret;
+	etcd_lease_reply_free(&r);
+	/* etcd answers a lease that is gone with TTL 0 rather than an error. */
+	if (r.ttl <= 0)
+		return -ENOENT;
+	*out = (struct kv_lease){.id = id, .ttl = r.ttl, .granted_ttl = r.ttl};
+	return 0;
+}
+
+static int cmp_kv_key(const void *a, const void *b)
+{
+	const struct kv_kv *x = a, *y = b;
+	return kv_key_cmp(x->key, x->key_len, y->key, y->key_len);
+}
+
+static int client_lease_ttl(struct kv *kv, int64_t id, struct kv_lease *out,
+			    struct kv_range_result *keys)
+{
+	struct etcd_lease_reply r;
+	if (keys)
+		memset(keys, 0, sizeof(*keys));
+	int ret = lease_call(to_client(kv), ETCD_LEASE_TTL, id, 0, keys != NULL, &r);
+	if (ret < 0)
+		return ret;
+	/* etcd answers a lease that is gone with TTL -1 rather than an error. */
+	if (r.ttl < 0) {
+		etcd_lease_reply_free(&r);
+		return -ENOENT;
+	}
+	*out = (struct kv_lease){.id = id, .ttl = r.ttl, .granted_ttl = r.granted_ttl};
+	if (keys) {
+		/* etcd lists them in no particular order; kv.h callers get key order. */
+		*keys = r.keys;
+		memset(&r.keys, 0, sizeof(r.keys));
+		if (keys->n_kvs > 1)
+			qsort(keys->kvs, keys->n_kvs, sizeof(*keys->kvs), cmp_kv_key);
+	}
+	etcd_lease_reply_free(&r);
+	return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int client_lease_list(struct kv *kv, int64_t **ids, size_t *n)
+{
+	struct etcd_lease_reply r;
+	*ids = NULL;
+	*n = 0;
+	int ret = lease_call(to_client(kv), ETCD_LEASE_LIST, 0, 0, false, &r);
+	if (ret < 0)
+		return ret;
+	/* etcd lists them in no particular order; kv.h callers get ascending ids. */
+	if (r.n_ids > 1)
+		qsort(r.ids, r.n_ids, sizeof(*r.ids), cmp_i64);
+	*ids = r.ids;
+	*n = r.n_ids;
+	r.ids = NULL;
+	r.n_ids = 0;
+	etcd_lease_reply_free(&r);
+	return 0;
+}
+
 static size_t client_max_request_bytes(struct kv *kv)
 {
 	return to_client(kv)->max_request_bytes;
@@ -960,6 +1229,11 @@ static const struct kv_ops etcd_ops = {
 	.status = client_status,
 	.max_request_bytes = client_max_request_bytes,
 	.max_txn_ops = client_max_txn_ops,
+	.lease_grant = client_lease_grant,
+	.lease_revoke = client_lease_revoke,
+	.lease_keepalive = client_lease_keepalive,
+	.lease_ttl = client_lease_ttl,
+	.lease_list = client_lease_list,
 	.destroy = client_destroy,
 };
 

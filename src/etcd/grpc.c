@@ -449,6 +449,120 @@ out:
 	return ret;
 }
 
+/* ---- leases ---- */
+
+const char *etcd_grpc_lease_path(enum etcd_lease_op op)
+{
+	static const char *const paths[] = {
+		[ETCD_LEASE_GRANT] = "/etcdserverpb.Lease/LeaseGrant",
+		[ETCD_LEASE_REVOKE] = "/etcdserverpb.Lease/LeaseRevoke",
+		[ETCD_LEASE_KEEPALIVE] = "/etcdserverpb.Lease/LeaseKeepAlive",
+		[ETCD_LEASE_TTL] = "/etcdserverpb.Lease/LeaseTimeToLive",
+		[ETCD_LEASE_LIST] = "/etcdserverpb.Lease/LeaseLeases",
+	};
+	return paths[op];
+}
+
+void etcd_lease_reply_free(struct etcd_lease_reply *r)
+{
+	kv_range_result_free(&r->keys);
+	free(r->ids);
+	r->ids = NULL;
+	r->n_ids = 0;
+}
+
+int etcd_grpc_lease_req(enum etcd_lease_op op, int64_t id, int64_t ttl, bool keys, uint8_t **out,
+			size_t *out_len)
+{
+	Etcdrpc__LeaseGrantReq g = ETCDRPC__LEASE_GRANT_REQ__INIT;
+	Etcdrpc__LeaseIdReq i = ETCDRPC__LEASE_ID_REQ__INIT;
+	Etcdrpc__LeaseTtlReq t = ETCDRPC__LEASE_TTL_REQ__INIT;
+	Etcdrpc__LeaseListReq l = ETCDRPC__LEASE_LIST_REQ__INIT;
+	switch (op) {
+	case ETCD_LEASE_GRANT:
+		g.id = id;
+		g.ttl = ttl;
+		return pack_framed(&g.base, out, out_len);
+	case ETCD_LEASE_TTL:
+		t.id = id;
+		t.keys = keys;
+		return pack_framed(&t.base, out, out_len);
+	case ETCD_LEASE_LIST:
+		return pack_framed(&l.base, out, out_len);
+	default:
+		i.id = id;
+		return pack_framed(&i.base, out, out_len);
+	}
+}
+
+static int fill_lease_ttl(const Etcdrpc__LeaseTtlResp *r, struct etcd_lease_reply *out)
+{
+	out->revision = r->header ? r->header->revision : 0;
+	out->id = r->id;
+	out->ttl = r->ttl;
+	out->granted_ttl = r->granted_ttl;
+	if (!r->n_keys)
+		return 0;
+	out->keys.kvs = calloc(r->n_keys, sizeof(*out->keys.kvs));
+	if (!out->keys.kvs)
+		return -ENOMEM;
+	for (size_t k = 0; k < r->n_keys; k++) {
+		struct kv_kv *kv = &out->keys.kvs[k];
+		if (!(kv->key = util_memdup(r->keys[k].data, r->keys[k].len)))
+			return -ENOMEM;
+		kv->key_len = r->keys[k].len;
+		out->keys.n_kvs = k + 1;
+	}
+	out->keys.count = (int64_t)r->n_keys;
+	out->keys.revision = out->revision;
+	return 0;
+}
+
+static int fill_lease_list(const Etcdrpc__LeaseListResp *r, struct etcd_lease_reply *out)
+{
+	out->revision = r->header ? r->header->revision : 0;
+	if (!r->n_leases)
+		return 0;
+	out->ids = calloc(r->n_leases, sizeof(*out->ids));
+	if (!out->ids)
+		return -ENOMEM;
+	for (size_t k = 0; k < r->n_leases; k++)
+		out->ids[k] = r->leases[k] ? r->leases[k]->id : 0;
+	out->n_ids = r->n_leases;
+	return 0;
+}
+
+int etcd_grpc_parse_lease(enum etcd_lease_op op, const uint8_t *msg, size_t len,
+			  struct etcd_lease_reply *out)
+{
+	struct arena a;
+	ProtobufCAllocator pa;
+	int ret = -EINVAL;
+	memset(out, 0, sizeof(*out));
+	arena_init(&a, &pa, len + len / 4 + 4096);
+	if (op == ETCD_LEASE_TTL) {
+		Etcdrpc__LeaseTtlResp *r = etcdrpc__lease_ttl_resp__unpack(&pa, len, msg);
+		if (r)
+			ret = fill_lease_ttl(r, out);
+	} else if (op == ETCD_LEASE_LIST) {
+		Etcdrpc__LeaseListResp *r = etcdrpc__lease_list_resp__unpack(&pa, len, msg);
+		if (r)
+			ret = fill_lease_list(r, out);
+	} else {
+		Etcdrpc__LeaseResp *r = etcdrpc__lease_resp__unpack(&pa, len, msg);
+		if (r) {
+			out->revision = r->header ? r->header->revision : 0;
+			out->id = r->id;
+			out->ttl = r->ttl;
+			ret = 0;
+		}
+	}
+	arena_destroy(&a);
+	if (ret < 0)
+		etcd_lease_reply_free(out);
+	return ret;
+}
+
 int etcd_grpc_watch_req(const struct kv_watch_req *req, int64_t start_revision, uint8_t **out,
 			size_t *out_len)
 {

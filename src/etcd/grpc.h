@@ -80,6 +80,39 @@ int etcd_grpc_txn_req(const struct kv_txn *txn, uint8_t **out, size_t *out_len);
 int etcd_grpc_parse_txn(const uint8_t *msg, size_t len, const struct kv_txn *txn,
 			struct kv_txn_result *res);
 
+/* ---- leases ---- */
+
+enum etcd_lease_op {
+	ETCD_LEASE_GRANT = 0,
+	ETCD_LEASE_REVOKE,
+	ETCD_LEASE_KEEPALIVE,
+	ETCD_LEASE_TTL,
+	ETCD_LEASE_LIST,
+};
+
+/* The gRPC path of op ("/etcdserverpb.Lease/LeaseGrant", ...). */
+const char *etcd_grpc_lease_path(enum etcd_lease_op op);
+
+/* A lease reply of either transport, as the server sent it (TTL -1 or 0 for a lease that is
+ * gone, keys in the server's order). Free with etcd_lease_reply_free(). */
+struct etcd_lease_reply {
+	int64_t id, ttl, granted_ttl;
+	int64_t revision;	     /* header revision */
+	struct kv_range_result keys; /* TTL with keys: key-only kvs */
+	int64_t *ids;		     /* LIST: n_ids lease ids, malloc'd */
+	size_t n_ids;
+};
+
+void etcd_lease_reply_free(struct etcd_lease_reply *r);
+
+/* Encodes the framed request of op: GRANT uses id and ttl, TTL id and keys, REVOKE and
+ * KEEPALIVE id, LIST nothing. 0 or -ENOMEM. */
+int etcd_grpc_lease_req(enum etcd_lease_op op, int64_t id, int64_t ttl, bool keys, uint8_t **out,
+			size_t *out_len);
+/* Decodes the reply message of op into out (zeroed first). -EINVAL when malformed. */
+int etcd_grpc_parse_lease(enum etcd_lease_op op, const uint8_t *msg, size_t len,
+			  struct etcd_lease_reply *out);
+
 /* Encodes a framed WatchRequest holding a create request (progress notifications on). */
 int etcd_grpc_watch_req(const struct kv_watch_req *req, int64_t start_revision, uint8_t **out,
 			size_t *out_len);

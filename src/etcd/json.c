@@ -201,6 +201,9 @@ int etcd_error_errno(const char *msg, int grpc_code, bool *retry_auth)
 		{"user name not found", -EACCES, false},
 		{"authentication is not enabled", -EOPNOTSUPP, false},
 		{"request timed out", -ETIMEDOUT, false},
+		{"requested lease not found", -ENOENT, false},
+		{"lease already exists", -EEXIST, false},
+		{"too large lease TTL", -EINVAL, false},
 		{"context deadline exceeded", -ETIMEDOUT, false},
 	};
 	if (retry_auth)

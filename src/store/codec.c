@@ -23,6 +23,7 @@ static ProtobufCBinaryData bin(const void *p, size_t n)
 
 struct pb_txn_store {
 	PbTxn txn;
+	Etcdfs__Store__LeaseGrant grant; /* a Command's lease_grant */
 	PbCompare *cmps;
 	PbCompare **cmpp;
 	PbOp *ops;
@@ -189,6 +190,7 @@ static int cmd_msg(const struct codec_cmd *cmd, Etcdfs__Store__Command *m, struc
 {
 	etcdfs__store__command__init(m);
 	memset(s, 0, sizeof(*s));
+	etcdfs__store__lease_grant__init(&s->grant);
 	m->origin = cmd->origin;
 	m->boot = cmd->boot;
 	m->seq = cmd->seq;
@@ -207,9 +209,20 @@ static int cmd_msg(const struct codec_cmd *cmd, Etcdfs__Store__Command *m, struc
 		m->body_case = ETCDFS__STORE__COMMAND__BODY_NOOP;
 		m->noop = 1;
 		break;
+	case CODEC_CMD_LEASE_GRANT:
+		m->body_case = ETCDFS__STORE__COMMAND__BODY_LEASE_GRANT;
+		m->lease_grant = &s->grant;
+		s->grant.id = cmd->lease_id;
+		s->grant.ttl = cmd->lease_ttl;
+		break;
+	case CODEC_CMD_LEASE_REVOKE:
+		m->body_case = ETCDFS__STORE__COMMAND__BODY_LEASE_REVOKE;
+		m->lease_revoke = cmd->lease_id;
+		break;
 	default:
 		return -EINVAL;
 	}
+	m->leases_checked = cmd->leases_checked;
 	return 0;
 }
 
@@ -290,6 +303,7 @@ int codec_unpack_cmd(const void *buf, size_t len, struct codec_cmd *out)
 	out->origin = m->origin;
 	out->boot = m->boot;
 	out->seq = m->seq;
+	out->leases_checked = m->leases_checked;
 	switch (m->body_case) {
 	case ETCDFS__STORE__COMMAND__BODY_TXN:
 		out->kind = CODEC_CMD_TXN;
@@ -304,6 +318,15 @@ int codec_unpack_cmd(const void *buf, size_t len, struct codec_cmd *out)
 		break;
 	case ETCDFS__STORE__COMMAND__BODY_NOOP:
 		out->kind = CODEC_CMD_NOOP;
+		break;
+	case ETCDFS__STORE__COMMAND__BODY_LEASE_GRANT:
+		out->kind = CODEC_CMD_LEASE_GRANT;
+		out->lease_id = m->lease_grant->id;
+		out->lease_ttl = m->lease_grant->ttl;
+		break;
+	case ETCDFS__STORE__COMMAND__BODY_LEASE_REVOKE:
+		out->kind = CODEC_CMD_LEASE_REVOKE;
+		out->lease_id = m->lease_revoke;
 		break;
 	default:
 		codec_cmd_free(out);
@@ -323,6 +346,7 @@ int codec_pack_fwd_req(const struct codec_fwd_req *req, void **buf, size_t *len)
 {
 	Etcdfs__Store__ForwardRequest m = ETCDFS__STORE__FORWARD_REQUEST__INIT;
 	Etcdfs__Store__RangeRequest rr = ETCDFS__STORE__RANGE_REQUEST__INIT;
+	Etcdfs__Store__LeaseRequest lr = ETCDFS__STORE__LEASE_REQUEST__INIT;
 	struct pb_txn_store s;
 	memset(&s, 0, sizeof(s));
 	int ret = 0;
@@ -350,6 +374,14 @@ int codec_pack_fwd_req(const struct codec_fwd_req *req, void **buf, size_t *len)
 	case CODEC_FWD_COMPACT:
 		m.body_case = ETCDFS__STORE__FORWARD_REQUEST__BODY_COMPACT;
 		m.compact = req->compact;
+		break;
+	case CODEC_FWD_LEASE:
+		lr.op = (int32_t)req->lease.op;
+		lr.id = req->lease.id;
+		lr.ttl = req->lease.ttl;
+		lr.keys = req->lease.keys;
+		m.body_case = ETCDFS__STORE__FORWARD_REQUEST__BODY_LEASE;
+		m.lease = &lr;
 		break;
 	default:
 		ret = -EINVAL;
@@ -405,6 +437,15 @@ int codec_unpack_fwd_req(const void *buf, size_t len, struct codec_fwd_req *out)
 	case ETCDFS__STORE__FORWARD_REQUEST__BODY_COMPACT:
 		out->kind = CODEC_FWD_COMPACT;
 		out->compact = m->compact;
+		break;
+	case ETCDFS__STORE__FORWARD_REQUEST__BODY_LEASE:
+		out->kind = CODEC_FWD_LEASE;
+		out->lease = (struct codec_lease_req){
+			.op = (enum codec_lease_op)m->lease->op,
+			.id = m->lease->id,
+			.ttl = m->lease->ttl,
+			.keys = m->lease->keys,
+		};
 		break;
 	default:
 		codec_fwd_req_free(out);
@@ -489,6 +530,11 @@ int codec_pack_fwd_resp(const struct codec_fwd_resp *resp, void **buf, size_t *l
 	int ret = -ENOMEM;
 	m.err = resp->err;
 	m.revision = resp->revision;
+	m.lease_id = resp->lease.id;
+	m.lease_ttl = resp->lease.ttl;
+	m.lease_granted_ttl = resp->lease.granted_ttl;
+	m.lease_ids = resp->lease_ids;
+	m.n_lease_ids = resp->n_lease_ids;
 	if (resp->range) {
 		m.range = pb_range(&a, resp->range);
 		if (!m.range)
@@ -572,6 +618,19 @@ int codec_unpack_fwd_resp(const void *buf, size_t len, struct codec_fwd_resp *ou
 	int ret = 0;
 	out->err = m->err;
 	out->revision = m->revision;
+	out->lease = (struct kv_lease){
+		.id = m->lease_id, .ttl = m->lease_ttl, .granted_ttl = m->lease_granted_ttl};
+	out->lease_ids = NULL;
+	out->n_lease_ids = 0;
+	if (m->n_lease_ids) {
+		out->lease_ids =
+			(int64_t *)util_memdup(m->lease_ids, m->n_lease_ids * sizeof(int64_t));
+		if (!out->lease_ids) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		out->n_lease_ids = m->n_lease_ids;
+	}
 	if (out->range) {
 		ret = range_from_pb(m->range, out->range);
 		if (ret < 0)
@@ -606,6 +665,11 @@ int codec_unpack_fwd_resp(const void *buf, size_t len, struct codec_fwd_resp *ou
 out:
 	if (ret < 0 && out->range)
 		kv_range_result_free(out->range);
+	if (ret < 0) {
+		free(out->lease_ids);
+		out->lease_ids = NULL;
+		out->n_lease_ids = 0;
+	}
 	etcdfs__store__forward_response__free_unpacked(m, NULL);
 	return ret;
 }

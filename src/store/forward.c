@@ -136,6 +136,10 @@ static void handle(struct store *s, const struct codec_fwd_req *req, struct code
 	case CODEC_FWD_COMPACT:
 		ret = store_local_compact(s, req->compact);
 		break;
+	case CODEC_FWD_LEASE:
+		resp->range = rres;
+		ret = store_local_lease(s, &req->lease, resp);
+		break;
 	default:
 		ret = -EINVAL;
 		break;
@@ -170,6 +174,7 @@ static void *conn_main(void *arg)
 		ret = codec_pack_fwd_resp(&resp, &out, &out_len);
 		kv_txn_result_free(&tres);
 		kv_range_result_free(&rres);
+		free(resp.lease_ids);
 		if (ret < 0)
 			break;
 		ret = send_frame(c->fd, out, out_len);
@@ -400,7 +405,10 @@ int fwd_call(struct store *s, const struct codec_fwd_req *req, struct codec_fwd_
 	int ret = codec_pack_fwd_req(req, &out, &out_len);
 	if (ret < 0)
 		return ret;
-	bool is_write = req->kind != CODEC_FWD_RANGE;
+	/* Keep-alive, time-to-live and list only read (or re-set a deadline). */
+	bool is_write = req->kind != CODEC_FWD_RANGE &&
+			(req->kind != CODEC_FWD_LEASE || req->lease.op == CODEC_LEASE_GRANT ||
+			 req->lease.op == CODEC_LEASE_REVOKE);
 	struct kv_txn_result *txn_out = resp->txn;
 	struct kv_range_result *range_out = resp->range;
 	int last_err = -ETIMEDOUT;
@@ -422,6 +430,8 @@ int fwd_call(struct store *s, const struct codec_fwd_req *req, struct codec_fwd_
 				ret = store_local_txn(s, &req->txn, txn_out);
 			else if (req->kind == CODEC_FWD_COMPACT)
 				ret = store_local_compact(s, req->compact);
+			else if (req->kind == CODEC_FWD_LEASE)
+				ret = store_local_lease(s, &req->lease, resp);
 			else
 				ret = store_linear_range(s, &req->range, range_out);
 			if (ret == -STORE_ENOTLEADER) {
@@ -481,6 +491,9 @@ int fwd_call(struct store *s, const struct codec_fwd_req *req, struct codec_fwd_
 				kv_txn_result_free(txn_out);
 			if (range_out)
 				kv_range_result_free(range_out);
+			free(resp->lease_ids);
+			resp->lease_ids = NULL;
+			resp->n_lease_ids = 0;
 			last_err = -ETIMEDOUT;
 			usleep(50000);
 			continue;

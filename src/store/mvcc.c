@@ -17,7 +17,9 @@
 #include "core/util.h"
 
 #define MAX_LEVEL 24
-#define SNAPSHOT_FORMAT 1
+#define SNAPSHOT_FORMAT 2
+/* Snapshots from before leases: their key leases name no lease and are dropped. */
+#define SNAPSHOT_FORMAT_NO_LEASES 1
 
 /* One version of one key. version == 0 marks a tombstone (deletion). */
 struct rev {
@@ -31,13 +33,28 @@ struct rev {
 	char value[]; /* value_len bytes + NUL */
 };
 
+struct lease;
+
 struct knode {
 	char *key;
 	size_t key_len;
 	struct rev **revs; /* ascending main */
 	size_t n_revs, cap_revs;
+	struct lease *lease; /* the lease the live key is attached to, or NULL */
+	size_t lease_slot;   /* its index in lease->keys */
 	int level;
 	struct knode *next[];
+};
+
+/* A granted lease. id and ttl are replicated; keys is derived from the keys'
+ * latest versions; deadline and retry_at are this node's own (see mvcc.h). */
+struct lease {
+	int64_t id;
+	int64_t ttl;
+	int64_t deadline; /* monotonic ms; atomic: renewed under the shared lock */
+	int64_t retry_at; /* loop thread only: no new revoke proposal before */
+	struct knode **keys;
+	size_t n_keys, cap_keys;
 };
 
 struct mvcc {
@@ -51,6 +68,8 @@ struct mvcc {
 	struct rev **log;
 	size_t log_len, log_cap;
 	uint64_t rng;
+	struct lease **leases; /* ascending id */
+	size_t n_leases, cap_leases;
 };
 
 /* ---- keys and ranges ---- */
@@ -198,6 +217,11 @@ void mvcc_free(struct mvcc *m)
 	}
 	free(m->head);
 	free(m->log);
+	for (size_t i = 0; i < m->n_leases; i++) {
+		free(m->leases[i]->keys);
+		free(m->leases[i]);
+	}
+	free(m->leases);
 	free(m);
 }
 
@@ -310,6 +334,74 @@ static int add_rev(struct mvcc *m, struct knode *n, struct rev *r)
 		n->n_revs--;
 		return -ENOMEM;
 	}
+	return 0;
+}
+
+/* ---- lease table ---- */
+
+/* Index of the first lease with id >= id. */
+static size_t lease_lower(const struct mvcc *m, int64_t id)
+{
+	size_t lo = 0, hi = m->n_leases;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (m->leases[mid]->id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static struct lease *lease_find(const struct mvcc *m, int64_t id)
+{
+	size_t i = lease_lower(m, id);
+	return i < m->n_leases && m->leases[i]->id == id ? m->leases[i] : NULL;
+}
+
+static int lease_insert(struct mvcc *m, int64_t id, int64_t ttl, int64_t now_ms)
+{
+	struct lease *l = calloc(1, sizeof(*l));
+	if (!l ||
+	    util_grow(&m->leases, &m->cap_leases, m->n_leases + 1, sizeof(*m->leases), 16) < 0) {
+		free(l);
+		return -ENOMEM;
+	}
+	l->id = id;
+	l->ttl = ttl;
+	l->deadline = now_ms + ttl * 1000;
+	size_t i = lease_lower(m, id);
+	memmove(&m->leases[i + 1], &m->leases[i], (m->n_leases - i) * sizeof(*m->leases));
+	m->leases[i] = l;
+	m->n_leases++;
+	return 0;
+}
+
+static void detach(struct knode *n)
+{
+	struct lease *l = n->lease;
+	if (!l)
+		return;
+	struct knode *last = l->keys[--l->n_keys];
+	l->keys[n->lease_slot] = last;
+	last->lease_slot = n->lease_slot;
+	n->lease = NULL;
+	n->lease_slot = 0;
+}
+
+/* Moves n to lease l (NULL: to none). */
+static int attach(struct knode *n, struct lease *l)
+{
+	if (n->lease == l)
+		return 0;
+	if (l && util_grow(&l->keys, &l->cap_keys, l->n_keys + 1, sizeof(*l->keys), 4) < 0)
+		return -ENOMEM;
+	detach(n);
+	if (!l)
+		return 0;
+	n->lease = l;
+	n->lease_slot = l->n_keys;
+	l->keys[l->n_keys++] = n;
 	return 0;
 }
 
@@ -578,6 +670,7 @@ struct txn_state {
 	int64_t cur; /* revision of this txn's writes */
 	int32_t sub;
 	bool changed;
+	bool legacy; /* entry from before leases: unknown leases become 0 */
 };
 
 static void begin_write(struct txn_state *t)
@@ -620,7 +713,11 @@ static int do_put(struct txn_state *t, const struct kv_op *op, struct kv_op_resu
 	r->create = prev ? prev->create : t->cur;
 	r->version = prev ? prev->version + 1 : 1;
 	r->lease = op->ignore_lease ? (prev ? prev->lease : 0) : op->lease;
-	if (add_rev(m, n, r) < 0) {
+	struct lease *l = r->lease ? lease_find(m, r->lease) : NULL;
+	if (r->lease && !l && t->legacy)
+		r->lease = 0;
+	/* Room for the attachment first: after add_rev nothing may fail. */
+	if (attach(n, l) < 0 || add_rev(m, n, r) < 0) {
 		rev_free(r);
 		return -ENOMEM;
 	}
@@ -652,6 +749,7 @@ static int do_delete(struct txn_state *t, const struct kv_op *op, struct kv_op_r
 			rev_free(r);
 			return -ENOMEM;
 		}
+		detach(x);
 		if (or)
 			or->deleted++;
 	}
@@ -691,7 +789,17 @@ static int check_ignore_lease(const struct mvcc *m, const struct kv_op *ops, siz
 	return 0;
 }
 
-static int run_txn(struct mvcc *m, const struct kv_txn *txn, struct kv_txn_result *res)
+/* etcd fails a txn whose executed branch puts with a lease that does not
+ * exist ("requested lease not found"), before anything is written. */
+static int check_leases(const struct mvcc *m, const struct kv_op *ops, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ops[i].type == KV_OP_PUT && ops[i].lease && !lease_find(m, ops[i].lease))
+			return -ENOENT;
+	return 0;
+}
+
+static int run_txn(struct mvcc *m, const struct kv_txn *txn, bool legacy, struct kv_txn_result *res)
 {
 	bool ok = true;
 	for (size_t i = 0; i < txn->n_compare && ok; i++)
@@ -699,6 +807,8 @@ static int run_txn(struct mvcc *m, const struct kv_txn *txn, struct kv_txn_resul
 	const struct kv_op *ops = ok ? txn->success : txn->failure;
 	size_t n_ops = ok ? txn->n_success : txn->n_failure;
 	int ret = check_ignore_lease(m, ops, n_ops);
+	if (ret == 0 && !legacy)
+		ret = check_leases(m, ops, n_ops);
 	if (ret < 0)
 		return ret;
 	if (res) {
@@ -710,7 +820,7 @@ static int run_txn(struct mvcc *m, const struct kv_txn *txn, struct kv_txn_resul
 			res->n_results = n_ops;
 		}
 	}
-	struct txn_state t = {.m = m, .cur = m->rev + 1};
+	struct txn_state t = {.m = m, .cur = m->rev + 1, .legacy = legacy};
 	for (size_t i = 0; i < n_ops; i++) {
 		struct kv_op_result * or = res ? &res->results[i] : NULL;
 		if (or)
@@ -737,14 +847,25 @@ static int run_txn(struct mvcc *m, const struct kv_txn *txn, struct kv_txn_resul
 	return 0;
 }
 
-int mvcc_txn(struct mvcc *m, const struct kv_txn *txn, struct kv_txn_result *res)
+static int txn_common(struct mvcc *m, const struct kv_txn *txn, bool legacy,
+		      struct kv_txn_result *res)
 {
 	if (res)
 		memset(res, 0, sizeof(*res));
-	int ret = run_txn(m, txn, res);
+	int ret = run_txn(m, txn, legacy, res);
 	if (ret < 0 && res)
 		kv_txn_result_free(res);
 	return ret;
+}
+
+int mvcc_txn(struct mvcc *m, const struct kv_txn *txn, struct kv_txn_result *res)
+{
+	return txn_common(m, txn, false, res);
+}
+
+int mvcc_txn_legacy(struct mvcc *m, const struct kv_txn *txn, struct kv_txn_result *res)
+{
+	return txn_common(m, txn, true, res);
 }
 
 int mvcc_txn_readonly_eval(const struct mvcc *m, const struct kv_txn *txn,
@@ -817,6 +938,202 @@ int mvcc_compact(struct mvcc *m, int64_t rev)
 		m->level--;
 	m->compact_rev = rev;
 	return 0;
+}
+
+/* ---- leases ---- */
+
+static int64_t load_deadline(const struct lease *l)
+{
+	return __atomic_load_n(&l->deadline, __ATOMIC_RELAXED);
+}
+
+static void store_deadline(struct lease *l, int64_t ms)
+{
+	__atomic_store_n(&l->deadline, ms, __ATOMIC_RELAXED);
+}
+
+/* splitmix64: spreads consecutive raft indexes over the id space. */
+static int64_t id_from_seed(uint64_t seed)
+{
+	uint64_t z = seed + 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	return (int64_t)(z & INT64_MAX);
+}
+
+int mvcc_lease_grant(struct mvcc *m, int64_t id, int64_t ttl, uint64_t seed, int64_t now_ms,
+		     int64_t *out_id)
+{
+	if (ttl <= 0)
+		return -EINVAL;
+	if (id == 0) {
+		/* Deterministic, so every node picks the same one. */
+		id = id_from_seed(seed);
+		while (id == 0 || lease_find(m, id))
+			id = id == INT64_MAX ? 1 : id + 1;
+	} else if (lease_find(m, id)) {
+		return -EEXIST;
+	}
+	int ret = lease_insert(m, id, ttl, now_ms);
+	if (ret == 0 && out_id)
+		*out_id = id;
+	return ret;
+}
+
+static int cmp_knode_key(const void *pa, const void *pb)
+{
+	const struct knode *a = *(struct knode *const *)pa, *b = *(struct knode *const *)pb;
+	return kv_key_cmp(a->key, a->key_len, b->key, b->key_len);
+}
+
+/* The lease's keys in key order (etcd revokes in that order), malloc'd. */
+static struct knode **sorted_keys(const struct lease *l)
+{
+	struct knode **ks = malloc((l->n_keys ? l->n_keys : 1) * sizeof(*ks));
+	if (!ks)
+		return NULL;
+	memcpy(ks, l->keys, l->n_keys * sizeof(*ks));
+	qsort(ks, l->n_keys, sizeof(*ks), cmp_knode_key);
+	return ks;
+}
+
+int mvcc_lease_revoke(struct mvcc *m, int64_t id, int64_t *revision)
+{
+	size_t i = lease_lower(m, id);
+	if (i >= m->n_leases || m->leases[i]->id != id)
+		return -ENOENT;
+	struct lease *l = m->leases[i];
+	struct knode **ks = sorted_keys(l);
+	if (!ks)
+		return -ENOMEM;
+	/* Every tombstone first, so that the lease goes only once all of them
+	 * are in: one revision for all its keys. */
+	struct txn_state t = {.m = m, .cur = m->rev + 1};
+	int ret = 0;
+	for (size_t k = 0; k < l->n_keys; k++) {
+		struct rev *r = rev_new(ks[k], NULL, 0);
+		if (!r) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		begin_write(&t);
+		r->main = t.cur;
+		r->sub = t.sub++;
+		if (add_rev(m, ks[k], r) < 0) {
+			rev_free(r);
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+	for (size_t k = 0; k < l->n_keys; k++)
+		ks[k]->lease = NULL;
+	memmove(&m->leases[i], &m->leases[i + 1], (m->n_leases - i - 1) * sizeof(*m->leases));
+	m->n_leases--;
+	free(l->keys);
+	free(l);
+	if (revision)
+		*revision = m->rev;
+out:
+	free(ks);
+	return ret;
+}
+
+int mvcc_lease_renew(const struct mvcc *m, int64_t id, int64_t now_ms, struct kv_lease *out)
+{
+	struct lease *l = lease_find(m, id);
+	if (!l || load_deadline(l) <= now_ms)
+		return -ENOENT;
+	store_deadline(l, now_ms + l->ttl * 1000);
+	*out = (struct kv_lease){.id = id, .ttl = l->ttl, .granted_ttl = l->ttl};
+	return 0;
+}
+
+static int lease_keys(const struct lease *l, struct kv_range_result *keys)
+{
+	struct knode **ks = sorted_keys(l);
+	if (!ks)
+		return -ENOMEM;
+	int ret = 0;
+	if (l->n_keys) {
+		keys->kvs = calloc(l->n_keys, sizeof(*keys->kvs));
+		if (!keys->kvs) {
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+	for (size_t k = 0; k < l->n_keys; k++) {
+		ret = kv_from_rev(&keys->kvs[k], ks[k]->revs[ks[k]->n_revs - 1], true);
+		if (ret < 0) {
+			kv_range_result_free(keys);
+			goto out;
+		}
+		keys->n_kvs = k + 1;
+	}
+	keys->count = (int64_t)l->n_keys;
+out:
+	free(ks);
+	return ret;
+}
+
+int mvcc_lease_get(const struct mvcc *m, int64_t id, int64_t now_ms, struct kv_lease *out,
+		   struct kv_range_result *keys)
+{
+	if (keys)
+		memset(keys, 0, sizeof(*keys));
+	struct lease *l = lease_find(m, id);
+	int64_t left = l ? load_deadline(l) - now_ms : 0;
+	if (!l || left <= 0)
+		return -ENOENT;
+	/* etcd truncates the remaining time to whole seconds. */
+	*out = (struct kv_lease){.id = id, .ttl = left / 1000, .granted_ttl = l->ttl};
+	if (!keys)
+		return 0;
+	keys->revision = m->rev;
+	return lease_keys(l, keys);
+}
+
+int mvcc_lease_list(const struct mvcc *m, int64_t **ids, size_t *n)
+{
+	*ids = NULL;
+	*n = 0;
+	if (!m->n_leases)
+		return 0;
+	int64_t *a = malloc(m->n_leases * sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_leases; i++)
+		a[i] = m->leases[i]->id;
+	*ids = a;
+	*n = m->n_leases;
+	return 0;
+}
+
+size_t mvcc_lease_count(const struct mvcc *m)
+{
+	return m->n_leases;
+}
+
+void mvcc_lease_promote(const struct mvcc *m, int64_t now_ms)
+{
+	for (size_t i = 0; i < m->n_leases; i++) {
+		store_deadline(m->leases[i], now_ms + m->leases[i]->ttl * 1000);
+		m->leases[i]->retry_at = 0;
+	}
+}
+
+size_t mvcc_lease_expired(const struct mvcc *m, int64_t now_ms, int64_t retry_ms, int64_t *ids,
+			  size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < m->n_leases && n < max; i++) {
+		struct lease *l = m->leases[i];
+		if (load_deadline(l) > now_ms || l->retry_at > now_ms)
+			continue;
+		l->retry_at = now_ms + retry_ms;
+		ids[n++] = l->id;
+	}
+	return n;
 }
 
 /* ---- watch support ---- */
@@ -900,6 +1217,7 @@ int mvcc_snapshot(const struct mvcc *m, void **buf, size_t *len)
 	Etcdfs__Store__Snapshot snap = ETCDFS__STORE__SNAPSHOT__INIT;
 	Etcdfs__Store__KeyHistory *khs = NULL, **khp = NULL;
 	Etcdfs__Store__Version *vs = NULL, **vp = NULL;
+	Etcdfs__Store__Lease *ls = NULL, **lp = NULL;
 	size_t n_versions = 0;
 	int ret = -ENOMEM;
 	for (struct knode *x = m->head->next[0]; x; x = x->next[0])
@@ -941,6 +1259,20 @@ int mvcc_snapshot(const struct mvcc *m, void **buf, size_t *len)
 	}
 	snap.keys = khp;
 	snap.n_keys = m->n_keys;
+	if (m->n_leases) {
+		ls = calloc(m->n_leases, sizeof(*ls));
+		lp = calloc(m->n_leases, sizeof(*lp));
+		if (!ls || !lp)
+			goto out;
+	}
+	for (size_t i = 0; i < m->n_leases; i++) {
+		etcdfs__store__lease__init(&ls[i]);
+		ls[i].id = m->leases[i]->id;
+		ls[i].ttl = m->leases[i]->ttl;
+		lp[i] = &ls[i];
+	}
+	snap.leases = lp;
+	snap.n_leases = m->n_leases;
 	size_t sz = etcdfs__store__snapshot__get_packed_size(&snap);
 	void *out = malloc(sz ? sz : 1);
 	if (!out)
@@ -954,6 +1286,8 @@ out:
 	free(khp);
 	free(vs);
 	free(vp);
+	free(ls);
+	free(lp);
 	return ret;
 }
 
@@ -963,6 +1297,37 @@ static int cmp_log(const void *pa, const void *pb)
 	if (a->main != b->main)
 		return a->main < b->main ? -1 : 1;
 	return a->sub < b->sub ? -1 : a->sub > b->sub;
+}
+
+static int restore_leases(struct mvcc *m, const Etcdfs__Store__Snapshot *snap)
+{
+	int64_t now = util_now_ms();
+	for (size_t i = 0; i < snap->n_leases; i++) {
+		const Etcdfs__Store__Lease *l = snap->leases[i];
+		if (l->id == 0 || l->ttl <= 0 || (i && snap->leases[i - 1]->id >= l->id)) {
+			log_err("store: snapshot lease %zu is invalid or out of order", i);
+			return -EINVAL;
+		}
+		/* A restart gives every lease its full TTL again, as etcd does. */
+		if (lease_insert(m, l->id, l->ttl, now) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Attaches a restored key to the lease of its live version. */
+static int restore_attach(struct mvcc *m, struct knode *x)
+{
+	struct rev *r = latest_live(x);
+	if (!r || !r->lease)
+		return 0;
+	struct lease *l = lease_find(m, r->lease);
+	if (!l) {
+		log_err("store: snapshot key is attached to lease %lld, which it does not hold",
+			(long long)r->lease);
+		return -EINVAL;
+	}
+	return attach(x, l);
 }
 
 int mvcc_restore(const void *buf, size_t len, struct mvcc **out)
@@ -975,11 +1340,12 @@ int mvcc_restore(const void *buf, size_t len, struct mvcc **out)
 	}
 	int ret = -EINVAL;
 	struct mvcc *m = NULL;
-	if (snap->format != SNAPSHOT_FORMAT) {
+	if (snap->format != SNAPSHOT_FORMAT && snap->format != SNAPSHOT_FORMAT_NO_LEASES) {
 		log_err("store: snapshot format %u is not supported (expected %d)", snap->format,
 			SNAPSHOT_FORMAT);
 		goto out;
 	}
+	bool no_leases = snap->format == SNAPSHOT_FORMAT_NO_LEASES;
 	m = mvcc_new();
 	if (!m) {
 		ret = -ENOMEM;
@@ -988,6 +1354,10 @@ int mvcc_restore(const void *buf, size_t len, struct mvcc **out)
 	m->rev = snap->revision;
 	m->compact_rev = snap->compact_revision;
 	m->applied_index = snap->applied_index;
+	ret = restore_leases(m, snap);
+	if (ret < 0)
+		goto out;
+	ret = -EINVAL;
 	struct knode *update[MAX_LEVEL];
 	for (int l = 0; l < MAX_LEVEL; l++)
 		update[l] = m->head;
@@ -1031,12 +1401,18 @@ int mvcc_restore(const void *buf, size_t len, struct mvcc **out)
 			r->sub = v->sub;
 			r->create = v->create_revision;
 			r->version = v->version;
-			r->lease = v->lease;
+			/* Before leases existed a lease number named nothing; log
+			 * entries of that time are replayed the same way. */
+			r->lease = no_leases ? 0 : v->lease;
 			if (r->main >= m->compact_rev && log_append(m, r) < 0) {
 				ret = -ENOMEM;
 				goto out;
 			}
 		}
+		ret = restore_attach(m, x);
+		if (ret < 0)
+			goto out;
+		ret = -EINVAL;
 	}
 	if (m->log_len > 1)
 		qsort(m->log, m->log_len, sizeof(m->log[0]), cmp_log);
@@ -1109,6 +1485,39 @@ static int check_key(const struct mvcc *m, const struct knode *x, size_t *n_logg
 	return 0;
 }
 
+static int check_leases_attached(const struct mvcc *m)
+{
+	size_t attached = 0;
+	for (size_t i = 0; i < m->n_leases; i++) {
+		const struct lease *l = m->leases[i];
+		if (l->id == 0 || l->ttl <= 0 || (i && m->leases[i - 1]->id >= l->id))
+			BAD("lease table out of order or holding an invalid lease");
+		for (size_t k = 0; k < l->n_keys; k++) {
+			const struct knode *x = l->keys[k];
+			const struct rev *r = latest_live(x);
+			if (x->lease != l || x->lease_slot != k || !r || r->lease != l->id)
+				BAD("lease %lld lists a key not attached to it", (long long)l->id);
+		}
+		attached += l->n_keys;
+	}
+	size_t leased = 0;
+	for (const struct knode *x = m->head->next[0]; x; x = x->next[0]) {
+		const struct rev *r = latest_live(x);
+		if (r && r->lease) {
+			if (x->lease == NULL || x->lease->id != r->lease)
+				BAD("a live key's lease %lld does not exist or does not list it",
+				    (long long)r->lease);
+			leased++;
+		} else if (x->lease) {
+			BAD("a key without a lease is listed by lease %lld",
+			    (long long)x->lease->id);
+		}
+	}
+	if (leased != attached)
+		BAD("%zu leased keys, leases list %zu", leased, attached);
+	return 0;
+}
+
 int mvcc_check(const struct mvcc *m)
 {
 	if (m->rev < 1 || m->compact_rev < 0 || m->compact_rev > m->rev)
@@ -1160,5 +1569,5 @@ int mvcc_check(const struct mvcc *m)
 	}
 	if (expect != m->rev + 1)
 		BAD("revisions %lld..%lld have no change", (long long)expect, (long long)m->rev);
-	return 0;
+	return check_leases_attached(m);
 }

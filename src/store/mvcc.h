@@ -53,6 +53,9 @@ int mvcc_range(const struct mvcc *m, const struct kv_range_req *req, struct kv_r
  * the same state on every node. Returns 0 or -ENOMEM (state unchanged). A
  * read-only txn may be run here too (it then changes nothing). */
 int mvcc_txn(struct mvcc *m, const struct kv_txn *txn, struct kv_txn_result *res);
+/* mvcc_txn for a log entry written before the store had leases: a put's
+ * lease that does not exist is stored as 0 instead of failing the txn. */
+int mvcc_txn_legacy(struct mvcc *m, const struct kv_txn *txn, struct kv_txn_result *res);
 /* Same evaluation on a shared (read) lock; txn must be read-only. */
 int mvcc_txn_readonly_eval(const struct mvcc *m, const struct kv_txn *txn,
 			   struct kv_txn_result *res);
@@ -79,8 +82,45 @@ int mvcc_snapshot(const struct mvcc *m, void **buf, size_t *len);
 /* Builds a new state from a Snapshot message; -EINVAL if malformed. */
 int mvcc_restore(const void *buf, size_t len, struct mvcc **out);
 
+/* ---- leases ----
+ *
+ * The lease table (id, granted TTL, attached keys) is replicated state: it
+ * changes only through mvcc_lease_grant/revoke and txns, and travels in
+ * snapshots. Each lease also has a local deadline (monotonic ms) that is NOT
+ * replicated: it is set to now + TTL on grant, restore and promotion, and
+ * moved by renew. Deadlines are atomics, so the deadline calls work on a
+ * shared lock. A put with a lease attaches the key (leaving its old lease), a
+ * delete detaches it; a txn put naming a missing lease fails with -ENOENT. */
+
+/* Grants a lease of ttl seconds (> 0). id 0 picks an unused id derived from
+ * seed (the raft index: the same on every node). -EEXIST if id is in use. */
+int mvcc_lease_grant(struct mvcc *m, int64_t id, int64_t ttl, uint64_t seed, int64_t now_ms,
+		     int64_t *out_id);
+/* Deletes every key attached to the lease in one new revision (none if it
+ * has no keys) and drops the lease; *revision is the store revision after.
+ * -ENOENT if there is no such lease. */
+int mvcc_lease_revoke(struct mvcc *m, int64_t id, int64_t *revision);
+/* Moves the local deadline to now + TTL; -ENOENT if missing or already past
+ * its deadline (the leader is revoking it). out->ttl is the granted TTL. */
+int mvcc_lease_renew(const struct mvcc *m, int64_t id, int64_t now_ms, struct kv_lease *out);
+/* Seconds left before the local deadline (truncated) and the granted TTL;
+ * keys (may be NULL) receives the attached keys in key order, key only.
+ * -ENOENT if missing or past its deadline. */
+int mvcc_lease_get(const struct mvcc *m, int64_t id, int64_t now_ms, struct kv_lease *out,
+		   struct kv_range_result *keys);
+/* Every lease id, ascending, in a malloc'd array (NULL when n is 0). */
+int mvcc_lease_list(const struct mvcc *m, int64_t **ids, size_t *n);
+size_t mvcc_lease_count(const struct mvcc *m);
+/* A new leader's rule: every lease gets its full TTL from now. */
+void mvcc_lease_promote(const struct mvcc *m, int64_t now_ms);
+/* Up to max leases past their deadline, into ids; each one returned is not
+ * returned again for retry_ms (its revoke is in flight). Loop thread only. */
+size_t mvcc_lease_expired(const struct mvcc *m, int64_t now_ms, int64_t retry_ms, int64_t *ids,
+			  size_t max);
+
 /* Integrity check: index order, per-key revision/version invariants, change
- * log consistency. Returns 0 or -EUCLEAN, logging the first violation. */
+ * log consistency, every live key's lease exists and lists it. Returns 0 or
+ * -EUCLEAN, logging the first violation. */
 int mvcc_check(const struct mvcc *m);
 
 #endif

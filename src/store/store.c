@@ -27,6 +27,12 @@
 #include "core/util.h"
 
 #define POLL_MS 50
+/* etcd's MaxLeaseTTL: a longer grant is refused. */
+#define LEASE_MAX_TTL 9000000000ll
+/* How long the leader waits for an expired lease's revoke before proposing it again. */
+#define LEASE_RETRY_MS 3000
+/* Expired leases revoked per poll tick at most (the rest follow 50 ms later). */
+#define LEASE_EXPIRE_BATCH 64
 
 /* ---- time ---- */
 
@@ -287,10 +293,19 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
 	pthread_rwlock_wrlock(&s->state_lock);
 	switch (cmd.kind) {
 	case CODEC_CMD_TXN:
-		ret = mvcc_txn(s->m, &cmd.txn, res);
+		ret = cmd.leases_checked ? mvcc_txn(s->m, &cmd.txn, res)
+					 : mvcc_txn_legacy(s->m, &cmd.txn, res);
 		break;
 	case CODEC_CMD_COMPACT:
 		ret = mvcc_compact(s->m, cmd.compact);
+		break;
+	case CODEC_CMD_LEASE_GRANT:
+		/* The raft index seeds the id: the same on every node. */
+		ret = mvcc_lease_grant(s->m, cmd.lease_id, cmd.lease_ttl, index, util_now_ms(),
+				       p ? &p->lease_id : NULL);
+		break;
+	case CODEC_CMD_LEASE_REVOKE:
+		ret = mvcc_lease_revoke(s->m, cmd.lease_id, p ? &p->lease_revision : NULL);
 		break;
 	default:
 		ret = 0;
@@ -647,6 +662,9 @@ static void propose_internal(struct store *s, const struct codec_cmd *cmd)
 	submit(s, p);
 }
 
+static void promote_leases(struct store *s);
+static void expire_leases(struct store *s);
+
 static void maybe_auto_compact(struct store *s)
 {
 	int64_t retain = s->cfg.auto_compact_retain;
@@ -677,6 +695,10 @@ static void poll_cb(uv_timer_t *t)
 	raft_id lid = 0;
 	const char *laddr = NULL;
 	raft_leader(&s->raft, &lid, &laddr);
+	/* Before lease calls can see is_leader: they must never read the deadlines
+	 * this node kept as a follower. */
+	if (role == RAFT_LEADER && s->last_role != RAFT_LEADER)
+		promote_leases(s);
 	pthread_mutex_lock(&s->mu);
 	bool changed = s->leader_id != (unsigned)lid || s->is_leader != (role == RAFT_LEADER);
 	s->leader_id = (unsigned)lid;
@@ -700,6 +722,8 @@ static void poll_cb(uv_timer_t *t)
 		propose_internal(s, &cmd);
 	}
 	s->last_role = role;
+	if (role == RAFT_LEADER)
+		expire_leases(s);
 	if (role == RAFT_LEADER && s->cfg.auto_compact_retain > 0)
 		maybe_auto_compact(s);
 }
@@ -803,7 +827,8 @@ static int raft_boot(struct store *s, bool bootstrap, bool *inited)
 /* Proposes cmd and waits (bounded) for it to be applied. res receives the
  * txn result when non-NULL. Returns the apply error, -STORE_ENOTLEADER, or
  * -ETIMEDOUT. */
-static int propose(struct store *s, struct codec_cmd *cmd, struct kv_txn_result *res)
+static int propose_out(struct store *s, struct codec_cmd *cmd, struct kv_txn_result *res,
+		       int64_t *lease_id, int64_t *lease_revision)
 {
 	struct preq *p = calloc(1, sizeof(*p));
 	if (!p)
@@ -855,6 +880,10 @@ static int propose(struct store *s, struct codec_cmd *cmd, struct kv_txn_result 
 			*res = p->res;
 			memset(&p->res, 0, sizeof(p->res));
 		}
+		if (ret == 0 && lease_id)
+			*lease_id = p->lease_id;
+		if (ret == 0 && lease_revision)
+			*lease_revision = p->lease_revision;
 	} else {
 		p->cancelled = true;
 		ret = -ETIMEDOUT;
@@ -863,6 +892,11 @@ static int propose(struct store *s, struct codec_cmd *cmd, struct kv_txn_result 
 	preq_unref_locked(p);
 	pthread_mutex_unlock(&s->mu);
 	return ret;
+}
+
+static int propose(struct store *s, struct codec_cmd *cmd, struct kv_txn_result *res)
+{
+	return propose_out(s, cmd, res, NULL, NULL);
 }
 
 /* ---- local execution ---- */
@@ -971,7 +1005,7 @@ int store_local_txn(struct store *s, const struct kv_txn *txn, struct kv_txn_res
 		pthread_rwlock_unlock(&s->state_lock);
 		return ret;
 	}
-	struct codec_cmd cmd = {.kind = CODEC_CMD_TXN, .txn = *txn};
+	struct codec_cmd cmd = {.kind = CODEC_CMD_TXN, .txn = *txn, .leases_checked = true};
 	return propose(s, &cmd, res);
 }
 
@@ -979,6 +1013,197 @@ int store_local_compact(struct store *s, int64_t rev)
 {
 	struct codec_cmd cmd = {.kind = CODEC_CMD_COMPACT, .compact = rev};
 	return propose(s, &cmd, NULL);
+}
+
+/* ---- leases ----
+ *
+ * Grant and revoke are log entries. Expiry is the leader's: its poll timer
+ * proposes a revoke entry for every lease past its local deadline, as etcd's
+ * lessor does; followers never expire anything. Keep-alive, like etcd's, only
+ * moves the leader's local deadline and is not replicated: a node that
+ * becomes leader first gives every lease its full TTL from that moment, so a
+ * renewal the old leader saw can never make the new one expire a lease
+ * early. All lease calls run on the leader (followers forward them). */
+
+/* etcd's minimum TTL: 1.5 election timeouts, rounded up to whole seconds. */
+static int64_t min_lease_ttl(const struct store *s)
+{
+	int64_t ms = 3 * (int64_t)s->cfg.election_timeout_ms / 2;
+	return (ms + 999) / 1000;
+}
+
+static int lease_grant_here(struct store *s, int64_t id, int64_t ttl, struct kv_lease *out)
+{
+	if (ttl > LEASE_MAX_TTL)
+		return -EINVAL;
+	if (ttl < min_lease_ttl(s))
+		ttl = min_lease_ttl(s);
+	struct codec_cmd cmd = {.kind = CODEC_CMD_LEASE_GRANT, .lease_id = id, .lease_ttl = ttl};
+	int ret = propose_out(s, &cmd, NULL, &out->id, NULL);
+	if (ret == 0)
+		out->ttl = out->granted_ttl = ttl;
+	return ret;
+}
+
+/* Keep-alive, time-to-live and list read the local table: only the leader's
+ * deadlines mean anything. */
+static int lease_read_here(struct store *s, const struct codec_lease_req *req,
+			   struct codec_fwd_resp *resp)
+{
+	int64_t now = util_now_ms();
+	int ret;
+	pthread_rwlock_rdlock(&s->state_lock);
+	switch (req->op) {
+	case CODEC_LEASE_KEEPALIVE:
+		ret = mvcc_lease_renew(s->m, req->id, now, &resp->lease);
+		break;
+	case CODEC_LEASE_TTL:
+		ret = mvcc_lease_get(s->m, req->id, now, &resp->lease,
+				     req->keys ? resp->range : NULL);
+		break;
+	default:
+		ret = mvcc_lease_list(s->m, &resp->lease_ids, &resp->n_lease_ids);
+		break;
+	}
+	pthread_rwlock_unlock(&s->state_lock);
+	return ret;
+}
+
+int store_local_lease(struct store *s, const struct codec_lease_req *req,
+		      struct codec_fwd_resp *resp)
+{
+	bool leader;
+	leader_known_here(s, &leader);
+	if (!leader)
+		return -STORE_ENOTLEADER;
+	struct codec_cmd cmd = {.kind = CODEC_CMD_LEASE_REVOKE, .lease_id = req->id};
+	switch (req->op) {
+	case CODEC_LEASE_GRANT:
+		return lease_grant_here(s, req->id, req->ttl, &resp->lease);
+	case CODEC_LEASE_REVOKE:
+		return propose_out(s, &cmd, NULL, NULL, &resp->revision);
+	case CODEC_LEASE_KEEPALIVE:
+	case CODEC_LEASE_TTL:
+	case CODEC_LEASE_LIST:
+		return lease_read_here(s, req, resp);
+	default:
+		return -EINVAL;
+	}
+}
+
+/* Runs a lease call here when this node leads, else on the leader. */
+static int lease_call(struct store *s, const struct codec_lease_req *req,
+		      struct codec_fwd_resp *resp)
+{
+	int64_t deadline = store_deadline_ms(s->cfg.apply_timeout_ms);
+	for (;;) {
+		bool leader;
+		leader_known_here(s, &leader);
+		if (!s->multi || leader) {
+			int ret = store_local_lease(s, req, resp);
+			if (ret != -STORE_ENOTLEADER)
+				return ret;
+			if (util_now_ms() >= deadline)
+				return -ETIMEDOUT;
+			usleep(20000);
+			if (!s->multi)
+				continue; /* single node between raft restarts */
+		}
+		struct codec_fwd_req fr = {.kind = CODEC_FWD_LEASE, .lease = *req};
+		int ret = fwd_call(s, &fr, resp, deadline);
+		return ret < 0 ? ret : resp->err;
+	}
+}
+
+static int st_lease_grant(struct kv *kv, int64_t id, int64_t ttl, struct kv_lease *out)
+{
+	struct codec_lease_req req = {.op = CODEC_LEASE_GRANT, .id = id, .ttl = ttl};
+	struct codec_fwd_resp resp = {0};
+	int ret = lease_call((struct store *)kv, &req, &resp);
+	if (ret == 0)
+		*out = resp.lease;
+	return ret;
+}
+
+static int st_lease_revoke(struct kv *kv, int64_t id, int64_t *revision)
+{
+	struct codec_lease_req req = {.op = CODEC_LEASE_REVOKE, .id = id};
+	struct codec_fwd_resp resp = {0};
+	int ret = lease_call((struct store *)kv, &req, &resp);
+	if (ret == 0 && revision)
+		*revision = resp.revision;
+	return ret;
+}
+
+static int st_lease_keepalive(struct kv *kv, int64_t id, struct kv_lease *out)
+{
+	struct codec_lease_req req = {.op = CODEC_LEASE_KEEPALIVE, .id = id};
+	struct codec_fwd_resp resp = {0};
+	int ret = lease_call((struct store *)kv, &req, &resp);
+	if (ret == 0)
+		*out = resp.lease;
+	return ret;
+}
+
+static int st_lease_ttl(struct kv *kv, int64_t id, struct kv_lease *out,
+			struct kv_range_result *keys)
+{
+	struct codec_lease_req req = {.op = CODEC_LEASE_TTL, .id = id, .keys = keys != NULL};
+	struct kv_range_result scratch = {0};
+	struct codec_fwd_resp resp = {.range = keys ? keys : &scratch};
+	memset(resp.range, 0, sizeof(*resp.range));
+	int ret = lease_call((struct store *)kv, &req, &resp);
+	kv_range_result_free(&scratch);
+	if (ret == 0)
+		*out = resp.lease;
+	else if (keys)
+		kv_range_result_free(keys);
+	return ret;
+}
+
+static int st_lease_list(struct kv *kv, int64_t **ids, size_t *n)
+{
+	struct codec_lease_req req = {.op = CODEC_LEASE_LIST};
+	struct codec_fwd_resp resp = {0};
+	int ret = lease_call((struct store *)kv, &req, &resp);
+	if (ret < 0) {
+		free(resp.lease_ids);
+		return ret;
+	}
+	*ids = resp.lease_ids;
+	*n = resp.n_lease_ids;
+	return 0;
+}
+
+/* Loop thread, on becoming leader: every lease gets its full TTL from now. */
+static void promote_leases(struct store *s)
+{
+	pthread_rwlock_rdlock(&s->state_lock);
+	mvcc_lease_promote(s->m, util_now_ms());
+	pthread_rwlock_unlock(&s->state_lock);
+}
+
+/* Loop thread, leader only: proposes a revoke for every lease past its
+ * deadline (once per LEASE_RETRY_MS while it is in flight). */
+static void expire_leases(struct store *s)
+{
+	int64_t ids[LEASE_EXPIRE_BATCH];
+	int64_t now = util_now_ms();
+	pthread_rwlock_rdlock(&s->state_lock);
+	size_t n = mvcc_lease_expired(s->m, now, LEASE_RETRY_MS, ids, LEASE_EXPIRE_BATCH);
+	pthread_rwlock_unlock(&s->state_lock);
+	for (size_t i = 0; i < n; i++) {
+		pthread_mutex_lock(&s->mu);
+		uint64_t seq = ++s->next_seq;
+		pthread_mutex_unlock(&s->mu);
+		struct codec_cmd cmd = {.origin = s->cfg.id,
+					.boot = s->boot,
+					.seq = seq,
+					.kind = CODEC_CMD_LEASE_REVOKE,
+					.lease_id = ids[i]};
+		log_debug("store: lease %lld expired; revoking it", (long long)ids[i]);
+		propose_internal(s, &cmd);
+	}
 }
 
 /* ---- kv.h vtable ---- */
@@ -1174,6 +1399,11 @@ static const struct kv_ops store_ops = {
 	.status = st_status,
 	.max_request_bytes = st_max_request_bytes,
 	.max_txn_ops = st_max_txn_ops,
+	.lease_grant = st_lease_grant,
+	.lease_revoke = st_lease_revoke,
+	.lease_keepalive = st_lease_keepalive,
+	.lease_ttl = st_lease_ttl,
+	.lease_list = st_lease_list,
 	.destroy = st_destroy,
 };
 
@@ -1370,6 +1600,7 @@ int store_get_status(struct kv *kv, struct store_status *st)
 	st->revision = mvcc_revision(s->m);
 	st->compact_revision = mvcc_compact_revision(s->m);
 	st->applied_index = mvcc_applied_index(s->m);
+	st->leases = mvcc_lease_count(s->m);
 	pthread_rwlock_unlock(&s->state_lock);
 	return 0;
 }

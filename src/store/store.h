@@ -69,6 +69,7 @@ struct store_status {
 	int64_t revision;
 	int64_t compact_revision;
 	uint64_t applied_index; /* raft index reflected in the state */
+	size_t leases;		/* leases in the local state */
 	bool io_error;		/* last log write failed; raft restarting */
 };
 

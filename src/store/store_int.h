@@ -43,6 +43,8 @@ struct preq {
 	/* Filled on the loop thread before done is set. */
 	int err;
 	struct kv_txn_result res;
+	int64_t lease_id;	/* lease grant: the id granted */
+	int64_t lease_revision; /* lease revoke: the store revision after */
 	pthread_cond_t cond;
 	struct preq *qnext;	    /* submission queue, protected by mu */
 	struct preq *pprev, *pnext; /* proposed and waiting, loop thread only */
@@ -118,6 +120,10 @@ struct store {
 int store_local_txn(struct store *s, const struct kv_txn *txn, struct kv_txn_result *res);
 int store_local_range(struct store *s, const struct kv_range_req *req, struct kv_range_result *res);
 int store_local_compact(struct store *s, int64_t rev);
+/* A lease call on the leader; -STORE_ENOTLEADER elsewhere. Fills resp's lease,
+ * revision, lease_ids and (TTL with keys) *resp->range. */
+int store_local_lease(struct store *s, const struct codec_lease_req *req,
+		      struct codec_fwd_resp *resp);
 /* Linearizable read on this node: confirms leadership with a read barrier
  * (multi-node) and then reads the local state. -STORE_ENOTLEADER if this
  * node is not the leader. */

@@ -9,7 +9,9 @@
  * back and catches up; a follower is killed, falls far behind (past snapshots
  * and log truncation) and catches up after a restart. At the end every
  * acknowledged write is readable on every node and every node passes
- * store_check. */
+ * store_check. Then leases (lease_phase): expiry by the leader, a leader
+ * change that must not expire a kept-alive lease early, revoke through a
+ * follower, every node agreeing on the lease table and revisions. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -112,8 +114,61 @@ static void node_main(int id, int fd)
 		} else if (!strcmp(cmd, "STATUS")) {
 			struct store_status st;
 			store_get_status(kv, &st);
-			node_reply(out, "R 0 %u %d %lld", st.leader_id, st.is_leader,
-				   (long long)st.revision);
+			node_reply(out, "R 0 %u %d %lld %zu", st.leader_id, st.is_leader,
+				   (long long)st.revision, st.leases);
+		} else if (!strcmp(cmd, "GRANT")) { /* GRANT id ttl */
+			struct kv_lease l = {0};
+			ret = kv_lease_grant(kv, atoll(key), atoll(val), &l);
+			node_reply(out, "R %d %lld %lld", ret, (long long)l.id, (long long)l.ttl);
+		} else if (!strcmp(cmd, "KEEPALIVE") || !strcmp(cmd, "TTL")) {
+			struct kv_lease l = {0};
+			ret = cmd[0] == 'K' ? kv_lease_keepalive(kv, atoll(key), &l)
+					    : kv_lease_ttl(kv, atoll(key), &l, NULL);
+			node_reply(out, "R %d %lld %lld", ret, (long long)l.ttl,
+				   (long long)l.granted_ttl);
+		} else if (!strcmp(cmd, "TTLKEYS")) { /* the first key attached, and how many */
+			struct kv_lease l = {0};
+			struct kv_range_result keys;
+			ret = kv_lease_ttl(kv, atoll(key), &l, &keys);
+			if (ret == 0 && keys.n_kvs && !keys.kvs[0].value)
+				node_reply(out, "R 0 %zu %s", keys.n_kvs, keys.kvs[0].key);
+			else
+				node_reply(out, "R %d", ret ? ret : -ENOENT);
+			if (ret == 0)
+				kv_range_result_free(&keys);
+		} else if (!strcmp(cmd, "LEASES")) {
+			int64_t *ids = NULL;
+			size_t n = 0;
+			ret = kv_lease_list(kv, &ids, &n);
+			node_reply(out, "R %d %zu", ret, n);
+			free(ids);
+		} else if (!strcmp(cmd, "REVOKE")) {
+			int64_t rev = 0;
+			ret = kv_lease_revoke(kv, atoll(key), &rev);
+			node_reply(out, "R %d %lld", ret, (long long)rev);
+		} else if (!strcmp(cmd, "PUTL")) { /* PUTL key lease */
+			struct kv_op op = {.type = KV_OP_PUT,
+					   .key = key,
+					   .key_len = strlen(key),
+					   .value = "l",
+					   .value_len = 1,
+					   .lease = atoll(val)};
+			struct kv_txn t = {.success = &op, .n_success = 1};
+			struct kv_txn_result res;
+			ret = kv_txn(kv, &t, &res);
+			node_reply(out, "R %d %lld", ret, ret ? 0 : (long long)res.revision);
+			if (ret == 0)
+				kv_txn_result_free(&res);
+		} else if (!strcmp(cmd, "SMOD")) { /* serializable: mod revision or -ENOENT */
+			struct kv_range_req req = {
+				.key = key, .key_len = strlen(key), .serializable = true};
+			struct kv_range_result res;
+			ret = kv_range(kv, &req, &res);
+			if (ret == 0 && res.n_kvs)
+				node_reply(out, "R 0 %lld", (long long)res.kvs[0].mod_revision);
+			else
+				node_reply(out, "R %d", ret ? ret : -ENOENT);
+			kv_range_result_free(&res);
 		} else if (!strcmp(cmd, "CHECKALL")) {
 			/* key = a file of acknowledged keys, one per line: all must be
 			 * in one linearizable range of /cl/ with value v-KEY */
@@ -364,6 +419,149 @@ static void verify_node(int id)
 	REQUIRE_EQ(call(id, r, sizeof(r), "CHECK"), 0);
 }
 
+/* ---- leases ---- */
+
+/* Waits until every live node holds n_leases leases and the same revision, and returns it. */
+static long long wait_agree(size_t n_leases, int timeout_ms)
+{
+	int64_t deadline = util_now_ms() + timeout_ms;
+	while (util_now_ms() < deadline) {
+		long long rev = -1;
+		bool ok = true;
+		for (int i = 1; i <= NODES && ok; i++) {
+			if (!pids[i])
+				continue;
+			char r[128];
+			unsigned lid;
+			int is_leader;
+			long long nrev;
+			size_t nl;
+			ok = call(i, r, sizeof(r), "STATUS") == 0 &&
+			     sscanf(r, "R 0 %u %d %lld %zu", &lid, &is_leader, &nrev, &nl) == 4 &&
+			     nl == n_leases && (rev < 0 || nrev == rev);
+			rev = nrev;
+		}
+		if (ok)
+			return rev;
+		usleep(100000);
+	}
+	fprintf(stderr, "nodes did not agree on %zu leases\n", n_leases);
+	REQUIRE(false);
+	return -1;
+}
+
+static long long grant_via(int id, long long lease, long long ttl)
+{
+	char r[128];
+	long long got, got_ttl;
+	REQUIRE_EQ(call(id, r, sizeof(r), "GRANT %lld %lld", lease, ttl), 0);
+	REQUIRE(sscanf(r, "R 0 %lld %lld", &got, &got_ttl) == 2);
+	CHECK_EQ(got_ttl, ttl);
+	return got;
+}
+
+static bool gone_everywhere(const char *key)
+{
+	for (int i = 1; i <= NODES; i++) {
+		char r[128];
+		if (pids[i] && call(i, r, sizeof(r), "SMOD %s", key) != -ENOENT)
+			return false;
+	}
+	return true;
+}
+
+/* Leases through every node: grants and puts through followers, the leader
+ * expires a lease (its keys go in one revision on every node), a lease kept
+ * alive through the leader survives the leader's death (the new leader gives
+ * it its full TTL), the old leader comes back with the same table, and a
+ * revoke through a follower removes the keys everywhere. */
+static void lease_phase(void)
+{
+	char r[256];
+	int leader = agreed_leader(15000);
+	REQUIRE(leader > 0);
+	int f1 = leader % NODES + 1, f2 = f1 % NODES + 1;
+	long long base_rev = wait_agree(0, 10000);
+	int64_t t_grant = util_now_ms();
+	long long a = grant_via(f1, 0, 3);
+	long long b = grant_via(f2, 0, 60);
+	long long k = grant_via(leader, 0, 3);
+	REQUIRE(a != b && b != k && a != k);
+	REQUIRE_EQ(call(f2, r, sizeof(r), "PUTL /ls/a1 %lld", a), 0);
+	REQUIRE_EQ(call(leader, r, sizeof(r), "PUTL /ls/a2 %lld", a), 0);
+	REQUIRE_EQ(call(f1, r, sizeof(r), "PUTL /ls/b1 %lld", b), 0);
+	REQUIRE_EQ(call(f1, r, sizeof(r), "PUTL /ls/k1 %lld", k), 0);
+	CHECK_EQ(call(f1, r, sizeof(r), "PUTL /ls/x 999"), -ENOENT);
+	CHECK_EQ(call(f2, r, sizeof(r), "GRANT %lld 10", b), -EEXIST);
+	long long rev = wait_agree(3, 10000);
+	CHECK_EQ(rev, base_rev + 4);
+	/* time-to-live with keys and the list, answered by the leader through a follower */
+	REQUIRE_EQ(call(f2, r, sizeof(r), "TTLKEYS %lld", b), 0);
+	CHECK(strcmp(r, "R 0 1 /ls/b1") == 0);
+	REQUIRE_EQ(call(f1, r, sizeof(r), "LEASES"), 0);
+	CHECK(strcmp(r, "R 0 3") == 0);
+
+	/* a expires (k is kept alive through a follower meanwhile) */
+	int64_t t_gone = 0;
+	while (util_now_ms() - t_grant < 15000) {
+		REQUIRE_EQ(call(f2, r, sizeof(r), "KEEPALIVE %lld", k), 0);
+		if (gone_everywhere("/ls/a1") && gone_everywhere("/ls/a2")) {
+			t_gone = util_now_ms();
+			break;
+		}
+		usleep(200000);
+	}
+	REQUIRE(t_gone > 0);
+	CHECK(t_gone - t_grant >= 2900);
+	long long rev_exp = wait_agree(2, 10000);
+	CHECK_EQ(rev_exp, rev + 1); /* both keys in one revision, on every node */
+	fprintf(stderr, "lease phase: a 3 s lease expired on every node %lld ms after its grant\n",
+		(long long)(t_gone - t_grant));
+
+	/* k has lived > 3 s past its grant only through keep-alives the leader
+	 * saw. Kill the leader: the new one must not expire k at once. */
+	REQUIRE_EQ(call(leader, r, sizeof(r), "KEEPALIVE %lld", k), 0);
+	kill_node(leader);
+	int old_leader = leader;
+	leader = agreed_leader(15000);
+	REQUIRE(leader > 0 && leader != old_leader);
+	long long ttl, granted;
+	int ret = call(leader, r, sizeof(r), "TTL %lld", k);
+	CHECK_EQ(ret, 0);
+	if (ret == 0) {
+		REQUIRE(sscanf(r, "R 0 %lld %lld", &ttl, &granted) == 2);
+		CHECK_EQ(granted, 3);
+		CHECK(ttl >= 1 && ttl <= 3);
+	}
+	CHECK_EQ(call(leader, r, sizeof(r), "KEEPALIVE %lld", k), 0);
+	CHECK_EQ(call(leader, r, sizeof(r), "SMOD /ls/k1"), 0);
+	fprintf(stderr, "lease phase: node %d leads; lease k (3 s) survived the change\n", leader);
+
+	/* the old leader comes back with the same lease table */
+	start_node(old_leader);
+	wait_ready(old_leader);
+	REQUIRE(agreed_leader(15000) > 0);
+	for (int i = 0; i < 10; i++) { /* keep k alive while it catches up */
+		call(leader, r, sizeof(r), "KEEPALIVE %lld", k);
+		usleep(100000);
+	}
+	CHECK_EQ(wait_agree(2, 10000), rev_exp);
+
+	/* revoke b through a follower */
+	int fol = leader % NODES + 1;
+	long long rrev = -1;
+	REQUIRE_EQ(call(fol, r, sizeof(r), "REVOKE %lld", b), 0);
+	REQUIRE(sscanf(r, "R 0 %lld", &rrev) == 1);
+	CHECK_EQ(rrev, rev_exp + 1);
+	CHECK_EQ(call(fol, r, sizeof(r), "REVOKE %lld", b), -ENOENT);
+	CHECK_EQ(call(fol, r, sizeof(r), "TTL %lld", b), -ENOENT);
+	/* k is no longer kept alive: it expires too */
+	CHECK_EQ(wait_agree(0, 15000), rrev + 1);
+	REQUIRE(gone_everywhere("/ls/b1") && gone_everywhere("/ls/k1"));
+	for (int i = 1; i <= NODES; i++)
+		REQUIRE_EQ(call(i, r, sizeof(r), "CHECK"), 0);
+}
+
 static int free_port(void)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -451,6 +649,8 @@ int main(void)
 	for (int i = 1; i <= NODES; i++)
 		verify_node(i);
 	fprintf(stderr, "phase 4: follower %d missed 300 writes, restarted, caught up\n", lagger);
+
+	lease_phase();
 
 	/* 5. a leader cut off from its quorum must not serve linearizable reads
 	 * from its (possibly stale) state; serializable reads still work */

@@ -387,7 +387,8 @@ static void test_txn_ops(void)
 	REQUIRE_EQ(kv_txn(kv, &tboth, &r), 0);
 	kv_txn_result_free(&r);
 
-	/* leases are stored and compared; ignore_lease keeps the old one */
+	/* leases are stored and compared; ignore_lease keeps the old one; a put
+	 * naming a lease nobody granted fails (test_lease.c has the rest) */
 	struct kv_op pl = {.type = KV_OP_PUT,
 			   .key = "/txn/l",
 			   .key_len = 6,
@@ -395,6 +396,9 @@ static void test_txn_ops(void)
 			   .value_len = 1,
 			   .lease = 0x1234};
 	struct kv_txn tl = {.success = &pl, .n_success = 1};
+	REQUIRE_EQ(kv_txn(kv, &tl, &r), -ENOENT);
+	struct kv_lease gl;
+	REQUIRE_EQ(kv_lease_grant(kv, 0x1234, 60, &gl), 0);
 	REQUIRE_EQ(kv_txn(kv, &tl, &r), 0);
 	kv_txn_result_free(&r);
 	REQUIRE(holds(cmp_num("/txn/l", KV_CMP_LEASE, KV_CMP_EQUAL, 0x1234)));
