@@ -594,3 +594,70 @@ def test_snapshot_restores_into_etcd(store, tmp):
         assert e.revision() == store.revision() + 1
     finally:
         e.stop()
+
+
+def test_lease_differential(pair):
+    """Leases through etcdctl on both servers: grant, attach, time-to-live with keys, list,
+    keep-alive, revoke deleting the keys, an unknown lease, and expiry deleting the keys in
+    one revision. Lease ids differ by nature (each server picks its own): they are replaced
+    by their order of appearance; remaining TTLs may differ by the second they straddle."""
+    ids = [{}, {}]
+
+    def grant(i, s, ttl):
+        code, out, err = run_ctl(s, ["lease", "grant", str(ttl)])
+        assert code == 0, err
+        ids[i][out["ID"]] = f"L{len(ids[i])}"
+        return out["ID"]
+
+    def hexid(i, name):
+        return next(f"{k:x}" for k, v in ids[i].items() if v == name)
+
+    def canon(i, o):
+        if isinstance(o, dict):
+            out = {}
+            for k, v in o.items():
+                if k in ("ID", "lease", "id") and isinstance(v, int) and v in ids[i]:
+                    v = ids[i][v]
+                if k == "TTL" and isinstance(v, int) and v > 0:
+                    v = "ttl" if v >= 55 else v
+                out[k] = canon(i, v)
+            return out
+        if isinstance(o, list):
+            return [canon(i, v) for v in o]
+        return o
+
+    def both(args_of, input=None):
+        res = []
+        for i, s in enumerate(pair):
+            code, out, err = run_ctl(s, args_of(i), input)
+            res.append((code, canon(i, out), err))
+        assert res[0] == res[1], f"{args_of(0)}:\netcd:  {res[0]}\nstore: {res[1]}"
+        return res[0]
+
+    for i, s in enumerate(pair):
+        grant(i, s, 60)
+    both(lambda i: ["put", "a", "1", "--lease", hexid(i, "L0")])
+    both(lambda i: ["put", "b", "2", "--lease", hexid(i, "L0")])
+    both(lambda i: ["get", "", "--prefix"])
+    both(lambda i: ["lease", "timetolive", hexid(i, "L0"), "--keys"])
+    both(lambda i: ["lease", "list"])
+    both(lambda i: ["lease", "keep-alive", "--once", hexid(i, "L0")])
+    both(lambda i: ["put", "b", "3", "--ignore-lease"])
+    both(lambda i: ["lease", "revoke", hexid(i, "L0")])
+    both(lambda i: ["get", "", "--prefix"])
+    both(lambda i: ["lease", "timetolive", hexid(i, "L0")])
+    code, _, err = both(lambda i: ["put", "c", "1", "--lease", "1234"])
+    assert err == ["Error: etcdserver: requested lease not found"]
+    code, _, err = both(lambda i: ["lease", "revoke", "1234"])
+    assert code != 0
+    # expiry: the keys go in one revision on both
+    for i, s in enumerate(pair):
+        grant(i, s, 2)
+    both(lambda i: ["put", "e1", "x", "--lease", hexid(i, "L1")])
+    both(lambda i: ["put", "e2", "y", "--lease", hexid(i, "L1")])
+    deadline = time.time() + 15
+    while any(run_ctl(s, ["get", "e1"])[1].get("kvs") for s in pair):
+        assert time.time() < deadline, "the lease did not expire"
+        time.sleep(0.2)
+    both(lambda i: ["get", "", "--prefix"])
+    both(lambda i: ["lease", "list"])
