@@ -15,6 +15,7 @@
 #include "grpc_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -239,7 +240,7 @@ static int watch_create(struct wstream *ws, const Gwpb__WatchCreateRequest *c)
 			id++;
 	if (c->watch_id && find_watch(ws, id, NULL))
 		return send_ctl(ws, -1, rev, true, true, 0,
-				"etcdserver: mvcc: duplicate watch ID provided on the WatchStream");
+				"mvcc: duplicate watch ID provided on the WatchStream");
 	if (!c->watch_id)
 		ws->next_id = id + 1;
 	struct gwatch *g = calloc(1, sizeof(*g));
@@ -281,11 +282,10 @@ static int watch_cancel(struct wstream *ws, int64_t id)
 {
 	struct gwatch **link;
 	struct gwatch *g = find_watch(ws, id, &link);
-	if (g) {
-		*link = g->next;
-		watch_free(ws, g);
-	}
-	/* etcd answers a cancel of an id it does not know the same way */
+	if (!g)
+		return 0; /* etcd does not answer a cancel of an id it does not know */
+	*link = g->next;
+	watch_free(ws, g);
 	return send_ctl(ws, id, now_rev(ws->gw), false, true, 0, NULL);
 }
 
@@ -340,16 +340,64 @@ int grpc_watch_msg(struct h2stream *st, const uint8_t *msg, size_t len)
 	return 0;
 }
 
+#define CANCEL_THREADS 16
+
+struct cancel_job {
+	struct gw *gw;
+	struct gwatch *list; /* every CANCEL_THREADS-th watch, linked through next */
+	pthread_t thread;
+};
+
+static void *cancel_main(void *arg)
+{
+	struct cancel_job *j = arg;
+	while (j->list) {
+		struct gwatch *g = j->list;
+		j->list = g->next;
+		if (g->w)
+			kv_watch_cancel(j->gw->kv, g->w);
+		free(g);
+	}
+	return NULL;
+}
+
+/* Cancels every watch of the stream. Each cancel joins a backend thread; one after another,
+ * a thousand of them take seconds (every cancel wakes the store's other watch threads), so
+ * many are cancelled from a few threads at once. */
+static void cancel_all(struct wstream *ws)
+{
+	struct cancel_job jobs[CANCEL_THREADS] = {{0}};
+	size_t n = 0;
+	for (struct gwatch *g = ws->watches; g; g = g->next, n++)
+		__atomic_store_n(&g->stop, 1, __ATOMIC_RELEASE);
+	h2_stream_wake(ws->st);
+	size_t nj = n < 64 ? 1 : CANCEL_THREADS;
+	for (size_t i = 0; ws->watches; i++) {
+		struct gwatch *g = ws->watches;
+		ws->watches = g->next;
+		g->next = jobs[i % nj].list;
+		jobs[i % nj].list = g;
+	}
+	for (size_t i = 0; i < nj; i++) {
+		jobs[i].gw = ws->gw;
+		if (i == 0 || pthread_create(&jobs[i].thread, NULL, cancel_main, &jobs[i]) != 0)
+			jobs[i].thread = 0;
+	}
+	cancel_main(&jobs[0]);
+	for (size_t i = 1; i < nj; i++) {
+		if (jobs[i].thread)
+			pthread_join(jobs[i].thread, NULL);
+		else
+			cancel_main(&jobs[i]);
+	}
+}
+
 void grpc_watch_close(struct h2stream *st)
 {
 	struct wstream *ws = h2_stream_data(st);
 	if (!ws)
 		return;
-	while (ws->watches) {
-		struct gwatch *g = ws->watches;
-		ws->watches = g->next;
-		watch_free(ws, g);
-	}
+	cancel_all(ws);
 	free(ws);
 	h2_stream_set_data(st, NULL);
 }
