@@ -21,7 +21,8 @@
  *
  * (/v3beta/ and /v3alpha/ are accepted as aliases of /v3/.) Everything else answers 404 with
  * a plain "Not Found", as etcd does. Not supported, with a clear error (gRPC code 12, HTTP 501):
- * put's ignore_value, nested txns, and a range at a revision inside a txn. Range options kv.h
+ * put's ignore_value (served over gRPC outside txns), nested txns, and a range at a revision
+ * inside a txn. Range options kv.h
  * lacks (min/max mod/create revision filters; limit, sort and count_only inside a txn) are
  * applied by the gateway as etcd applies them. Watch: create/cancel/progress requests, the
  * NOPUT/NODELETE filters; prev_kv is accepted but JSON events carry no previous value (gRPC

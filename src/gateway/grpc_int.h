@@ -27,6 +27,7 @@
 #define GRPC_NOT_FOUND 5
 #define ERR_LEASE_NOT_FOUND "etcdserver: requested lease not found"
 #define ERR_LEASE_EXISTS "etcdserver: lease already exists"
+#define ERR_VALUE_PROVIDED "etcdserver: value is provided"
 
 /* etcd's defaults: requests up to 1.5 MiB, and gRPC messages up to that plus 512 KiB of
  * overhead (larger ones are refused by gRPC itself, before etcd looks at them). */

@@ -170,15 +170,20 @@ out:
 
 /* ---- Put, DeleteRange, Txn ---- */
 
-static int put_op(struct ctx *x, const Gwpb__PutRequest *r, struct kv_op *op)
+static int put_op(struct ctx *x, const Gwpb__PutRequest *r, struct kv_op *op,
+		  bool allow_ignore_value)
 {
 	memset(op, 0, sizeof(*op));
 	op->type = KV_OP_PUT;
 	if (!r->key.len)
 		return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_EMPTY_KEY);
-	if (r->ignore_value)
-		return ctx_fail(x, GRPC_UNIMPLEMENTED,
-				"etcdfs gateway: ignore_value is not supported by this server");
+	if (r->ignore_value && !allow_ignore_value)
+		return ctx_fail(
+			x, GRPC_UNIMPLEMENTED,
+			"etcdfs gateway: ignore_value inside a txn is not supported by this "
+			"server");
+	if (r->ignore_value && r->value.len)
+		return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_VALUE_PROVIDED);
 	if (r->ignore_lease && r->lease)
 		return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_LEASE_PROVIDED);
 	op->key = r->key.data;
@@ -226,13 +231,48 @@ static int run_one(struct ctx *x, const struct kv_op *op, struct kv_txn_result *
 	return 0;
 }
 
+/* etcd's ignore_value on a lone put: the key keeps its value (and must exist). kv.h has no
+ * such op, so it is a put of the value read, on condition that the key's mod revision is
+ * still the one read, retried while the key changes under it. */
+static int run_keep_value(struct ctx *x, const struct kv_op *op, struct kv_txn_result *res)
+{
+	for (int tries = 0; tries < 32; tries++) {
+		struct kv_kv cur;
+		int ret = kv_get(x->gw->kv, op->key, op->key_len, &cur);
+		if (ret == -ENOENT)
+			return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_KEY_NOT_FOUND);
+		if (ret < 0)
+			return ctx_kv_fail(x, ret, false);
+		struct kv_compare c = {.target = KV_CMP_MOD,
+				       .result = KV_CMP_EQUAL,
+				       .key = op->key,
+				       .key_len = op->key_len,
+				       .number = cur.mod_revision};
+		struct kv_op put = *op;
+		put.value = cur.value;
+		put.value_len = cur.value_len;
+		struct kv_txn txn = {
+			.compare = &c, .n_compare = 1, .success = &put, .n_success = 1};
+		ret = kv_txn(x->gw->kv, &txn, res);
+		kv_kv_free(&cur);
+		if (ret < 0)
+			return grpc_kv_fail(x, ret, true, op->lease != 0);
+		if (res->succeeded && res->n_results == 1 && res->results[0].type == KV_OP_PUT)
+			return 0;
+		kv_txn_result_free(res);
+	}
+	return ctx_fail(x, GRPC_UNAVAILABLE,
+			"etcdfs gateway: the key kept changing under a put with ignore_value");
+}
+
 static int kv_put_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
 	Gwpb__PutRequest *r = REQ_UNPACK(x, Gwpb__PutRequest, gwpb__put_request__unpack, msg, len);
 	struct kv_op op;
 	struct kv_txn_result res;
 	int ret = -1;
-	if (!r || put_op(x, r, &op) < 0 || run_one(x, &op, &res) < 0)
+	if (!r || put_op(x, r, &op, true) < 0 ||
+	    (r->ignore_value ? run_keep_value(x, &op, &res) : run_one(x, &op, &res)) < 0)
 		goto out;
 	Gwpb__PutResponse o = GWPB__PUT_RESPONSE__INIT;
 	Gwpb__Header h;
@@ -343,7 +383,7 @@ static int op_of(struct ctx *x, const Gwpb__RequestOp *o, struct kv_op *op, stru
 		return 0;
 	}
 	case GWPB__REQUEST_OP__REQUEST_REQUEST_PUT:
-		return put_op(x, o->request_put, op);
+		return put_op(x, o->request_put, op, false);
 	case GWPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE:
 		return delete_op(x, o->request_delete_range, op);
 	case GWPB__REQUEST_OP__REQUEST_REQUEST_TXN:

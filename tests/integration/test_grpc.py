@@ -110,7 +110,9 @@ def test_kv_differential(pair):
                  ["get", "a", "--rev", "2"], ["get", "", "--prefix", "--rev", "3"],
                  ["get", "missing"]):
         same(pair, args)
-    for args in (["put", "a", "5", "--prev-kv"], ["del", "b", "--prev-kv"], ["del", "zz"],
+    for args in (["put", "a", "5", "--prev-kv"], ["put", "a", "--ignore-value", "--prev-kv"],
+                 ["put", "missing", "--ignore-value"], ["put", "a", "6", "--ignore-value"],
+                 ["del", "b", "--prev-kv"], ["del", "zz"],
                  ["del", "d/", "--prefix", "--prev-kv"], ["put", "d/z", "7", "--prev-kv"]):
         same(pair, args)
     for t in TXNS:
