@@ -242,19 +242,33 @@ def test_maintenance_and_cluster(store):
     assert h1["hash"] == h2["hash"] != h3["hash"]
 
 
-def test_etcdfs_client_uses_grpc(store, mount_factory):
-    """etcdfs's own client reads the store over gRPC: its watch goes over gRPC (the mount
-    sees a change) and it never falls back to the JSON gateway (debug log says which)."""
+def test_etcdfs_client_uses_grpc(store, mount_factory, monkeypatch):
+    """etcdfs's own client works against the store over gRPC alone: a mount forced to gRPC
+    (ETCDFS_ETCD_TRANSPORT=grpc: no JSON fallback at all) lists, reads, saves (a txn) and
+    sees an outside change (the watch); a mount on the default transport never falls back
+    to the JSON gateway (it logs when it does)."""
     store.put("/g/k", "v1")
-    m = mount_factory(["--endpoints", store.endpoint, "-d"])
-    assert open(os.path.join(m.path, "g/k"), "rb").read() == b"v1"
+    monkeypatch.setenv("ETCDFS_ETCD_TRANSPORT", "grpc")
+    m = mount_factory(["--endpoints", store.endpoint, "-o", "rw"])
+    monkeypatch.delenv("ETCDFS_ETCD_TRANSPORT")
+    path = os.path.join(m.path, "g/k")
+    assert open(path, "rb").read() == b"v1"
+    with open(path, "wb") as f:
+        f.write(b"saved")
+    assert store.get("/g/k")[0] == b"saved"
     store.ctl("put", "/g/k", "v2")
     deadline = time.time() + 5
-    while open(os.path.join(m.path, "g/k"), "rb").read() != b"v2":
+    while open(path, "rb").read() != b"v2":
         assert time.time() < deadline
         time.sleep(0.05)
-    log = m.log()
-    assert "falling back" not in log.lower() and "fallback" not in log.lower(), log[-3000:]
+    auto = mount_factory(["--endpoints", store.endpoint, "-d"])
+    assert open(os.path.join(auto.path, "g/k"), "rb").read() == b"v2"
+    store.ctl("put", "/g/k", "v3")
+    deadline = time.time() + 5
+    while open(os.path.join(auto.path, "g/k"), "rb").read() != b"v3":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert "using the JSON gateway" not in auto.log(), auto.log()[-3000:]
 
 
 # ---- a raw HTTP/2 client ----
