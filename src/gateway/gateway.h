@@ -56,6 +56,12 @@ int gw_port(const struct gw *gw);
  * (default 5000 ms; tests lower it). Applies from the next check of each stream. */
 void gw_set_progress_interval(struct gw *gw, long ms);
 
+/* gRPC connections: after interval_ms without a byte from the client the server sends a
+ * PING, and ends the connection when nothing comes back within timeout_ms (etcd's
+ * --grpc-keepalive-interval and --grpc-keepalive-timeout: default 2 h and 20 s; interval 0
+ * turns it off). */
+void gw_set_keepalive(struct gw *gw, long interval_ms, long timeout_ms);
+
 /* What Status and MemberList report about this node (optional; set before clients come). */
 struct gw_node {
 	uint64_t leader;	  /* member id of the leader, 0 = none known */

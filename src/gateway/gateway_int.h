@@ -70,6 +70,8 @@ struct gw {
 	int port;
 	pthread_t accept_thread;
 	long progress_ms; /* atomic */
+	/* atomic; gw_set_keepalive() */
+	long keepalive_ms, keepalive_timeout_ms;
 	pthread_mutex_t lock;
 	struct conn *conns; /* protected by lock */
 	size_t n_conns;	    /* protected by lock */

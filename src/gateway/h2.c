@@ -674,11 +674,37 @@ static int session_new(struct h2conn *hc)
 	return 0;
 }
 
+/* etcd's server keep-alive: after interval_ms without a byte from the client, a PING; no
+ * byte within timeout_ms after it ends the connection, so a vanished client (a half-open
+ * connection) does not keep its watches forever. false: end the connection. */
+static bool keepalive(struct h2conn *hc, int64_t last_rx, int64_t *ping_at)
+{
+	struct gw *gw = hc->c->gw;
+	long every = __atomic_load_n(&gw->keepalive_ms, __ATOMIC_RELAXED);
+	long wait = __atomic_load_n(&gw->keepalive_timeout_ms, __ATOMIC_RELAXED);
+	int64_t now = util_now_ms();
+	if (every <= 0)
+		return true;
+	if (*ping_at && now - *ping_at >= wait) {
+		log_info("gateway: a client answered no keep-alive ping for %ld ms: closing its "
+			 "connection",
+			 wait);
+		return false;
+	}
+	if (!*ping_at && now - last_rx >= every) {
+		nghttp2_submit_ping(hc->s, NGHTTP2_FLAG_NONE, NULL);
+		*ping_at = now;
+	}
+	return true;
+}
+
 static void serve_loop(struct h2conn *hc)
 {
 	uint8_t buf[16384];
-	int64_t idle_since = util_now_ms();
+	int64_t idle_since = util_now_ms(), last_rx = idle_since, ping_at = 0;
 	while (!gw_stopping(hc->c->gw)) {
+		if (!keepalive(hc, last_rx, &ping_at))
+			break;
 		release_window(hc);
 		resume_deferred(hc);
 		if (flush(hc) < 0)
@@ -707,6 +733,8 @@ static void serve_loop(struct h2conn *hc)
 				continue;
 			if (n <= 0)
 				break;
+			last_rx = util_now_ms();
+			ping_at = 0;
 			if (nghttp2_session_mem_recv(hc->s, buf, (size_t)n) < 0)
 				break;
 		}

@@ -23,6 +23,8 @@
 #define MAX_CONNS 256
 #define SEND_TIMEOUT_S 30 /* a client that does not read for this long is dropped */
 #define DEFAULT_PROGRESS_MS 5000
+#define DEFAULT_KEEPALIVE_MS 7200000 /* etcd's --grpc-keepalive-interval */
+#define DEFAULT_KEEPALIVE_TIMEOUT_MS 20000
 #define DEFAULT_CLUSTER_ID 0x65746364667300ULL /* "etcdfs": any constant, clients only compare */
 
 bool gw_stopping(struct gw *gw)
@@ -251,6 +253,8 @@ int gw_start(struct kv *kv, const char *listen_addr, struct gw **out)
 	gw->kv = kv;
 	gw->lfd = fd;
 	gw->progress_ms = DEFAULT_PROGRESS_MS;
+	gw->keepalive_ms = DEFAULT_KEEPALIVE_MS;
+	gw->keepalive_timeout_ms = DEFAULT_KEEPALIVE_TIMEOUT_MS;
 	gw->cluster_id = DEFAULT_CLUSTER_ID;
 	gw->member_id = 1;
 	snprintf(gw->name, sizeof(gw->name), "etcdfs");
@@ -294,6 +298,14 @@ int gw_port(const struct gw *gw)
 void gw_set_progress_interval(struct gw *gw, long ms)
 {
 	__atomic_store_n(&gw->progress_ms, ms > 0 ? ms : DEFAULT_PROGRESS_MS, __ATOMIC_RELAXED);
+}
+
+void gw_set_keepalive(struct gw *gw, long interval_ms, long timeout_ms)
+{
+	__atomic_store_n(&gw->keepalive_ms, interval_ms > 0 ? interval_ms : 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&gw->keepalive_timeout_ms,
+			 timeout_ms > 0 ? timeout_ms : DEFAULT_KEEPALIVE_TIMEOUT_MS,
+			 __ATOMIC_RELAXED);
 }
 
 void gw_set_member(struct gw *gw, uint64_t cluster_id, uint64_t member_id, const char *name,

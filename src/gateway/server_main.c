@@ -16,6 +16,7 @@
 #include <syslog.h>
 
 #include "core/log.h"
+#include "etcd/etcd.h" /* etcd_parse_duration_ms: etcd's duration syntax, written once */
 #include "gateway/gateway.h"
 #include "store/store.h"
 
@@ -43,6 +44,12 @@ static void usage(FILE *f)
 		"    --auto-compact-retain=N    revisions of history kept (default 10000, 0 = "
 		"all)\n"
 		"    --snapshot-threshold=N     Raft entries between snapshots (default 1024)\n"
+		"    --grpc-keepalive-interval=DURATION\n"
+		"                               silence from a gRPC client after which the server\n"
+		"                               pings it (default 2h, 0 = never)\n"
+		"    --grpc-keepalive-timeout=DURATION\n"
+		"                               wait for the answer to that ping before closing\n"
+		"                               the connection (default 20s)\n"
 		"    -d, --debug                log debug messages\n"
 		"    -h, --help                 this text\n"
 		"    -V, --version              print the version\n");
@@ -84,6 +91,8 @@ int main(int argc, char **argv)
 		{"listen", required_argument, NULL, 'l'},
 		{"auto-compact-retain", required_argument, NULL, 'r'},
 		{"snapshot-threshold", required_argument, NULL, 's'},
+		{"grpc-keepalive-interval", required_argument, NULL, 'k'},
+		{"grpc-keepalive-timeout", required_argument, NULL, 'K'},
 		{"debug", no_argument, NULL, 'd'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
@@ -91,6 +100,7 @@ int main(int argc, char **argv)
 	};
 	struct store_config cfg;
 	const char *listen_client = DEFAULT_LISTEN;
+	long ka_interval = 7200000, ka_timeout = 20000;
 	long long v;
 	int c;
 	store_config_init(&cfg);
@@ -122,6 +132,17 @@ int main(int argc, char **argv)
 			if (parse_num("snapshot-threshold", optarg, 1, &v) < 0 || v > 0xffffffffLL)
 				return 2;
 			cfg.snapshot_threshold = (unsigned)v;
+			break;
+		case 'k':
+		case 'K':
+			if (etcd_parse_duration_ms(optarg, c == 'k' ? &ka_interval : &ka_timeout) <
+			    0) {
+				fprintf(stderr, "etcdfs-server: bad duration '%s' for --%s\n",
+					optarg,
+					c == 'k' ? "grpc-keepalive-interval"
+						 : "grpc-keepalive-timeout");
+				return 2;
+			}
 			break;
 		case 'd':
 			log_set_level(LOG_DEBUG);
@@ -175,6 +196,7 @@ int main(int argc, char **argv)
 	snprintf(name, sizeof(name), "etcdfs-%u", cfg.id);
 	/* Every member of one store cluster shares its cluster id; the member id is the node's
 	 * Raft id, so the leader field of Status names a member of MemberList. */
+	gw_set_keepalive(gw, ka_interval, ka_timeout);
 	gw_set_member(gw, 0x65746364667300ULL, cfg.id, name, NULL, node_status, kv);
 	log_notice("etcdfs-server: store %s, clients on http://%s (port %d)", cfg.data_dir,
 		   listen_client, gw_port(gw));

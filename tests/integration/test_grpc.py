@@ -833,3 +833,42 @@ def test_thousand_watches_then_client_killed(store):
     print(f"1000 watches cancelled after the reset in {took:.1f} s")
     assert task_count(pid) <= threads0 + 4, (task_count(pid), threads0)
     store.ctl("endpoint", "health")
+
+
+def test_half_open_client_is_dropped(tmp):
+    """A client that vanished without closing (nothing more comes from it, not even the
+    answer to a PING) loses its connection after --grpc-keepalive-interval plus
+    --grpc-keepalive-timeout, and its watches with it; a client that answers the pings
+    keeps its connection and its watch."""
+    store = StoreServer(tmp, extra_args=["--grpc-keepalive-interval", "2s",
+                                         "--grpc-keepalive-timeout", "2s"])
+    store.start()
+    try:
+        pid = store.proc.pid
+        store.ctl("endpoint", "health")
+        threads0 = task_count(pid)
+        live, dead = H2(store.port), H2(store.port)
+        sids = {}
+        for c in (live, dead):
+            sids[c] = c.open("/etcdserverpb.Watch/Watch")
+            for _ in range(20):
+                c.send(sids[c], watch_create(b"h/", b"h0"))
+            while len(replies(c, sids[c])[0]) < 20:
+                c.read_frame()
+        assert task_count(pid) >= threads0 + 40
+        # dead reads nothing from now on; live keeps reading (and answering pings)
+        deadline = time.time() + 20
+        while task_count(pid) > threads0 + 20 + 2 and time.time() < deadline:
+            live.drain(0.5)
+        assert task_count(pid) <= threads0 + 20 + 2, (task_count(pid), threads0)
+        with open(store.log.name, "rb") as f:
+            assert b"answered no keep-alive ping" in f.read()
+        store.put("h/x", "1")
+        deadline = time.time() + 10
+        while len(replies(live, sids[live])[0]) < 40 and time.time() < deadline:
+            live.read_frame()
+        assert len(replies(live, sids[live])[0]) == 40  # 20 events: the live one stayed
+        live.close()
+        dead.close()
+    finally:
+        store.stop()
