@@ -872,3 +872,74 @@ def test_half_open_client_is_dropped(tmp):
         dead.close()
     finally:
         store.stop()
+
+
+def test_three_node_store_with_etcdctl(tmp):
+    """Three etcdfs-server nodes forming one store: etcdctl writes through any node (a
+    follower forwards to the leader), reads and watches through any other, every node
+    names the same leader, and a lease granted through one node and revoked through
+    another takes its keys on all."""
+    from conftest import BUILD, free_port
+    server = os.path.join(BUILD, "src/gateway/etcdfs-server")
+    raft = [free_port() for _ in range(3)]
+    peers = ",".join(f"{i + 1}=127.0.0.1:{raft[i]}:{free_port()}" for i in range(3))
+    clients = [free_port() for _ in range(3)]
+    procs, logs = [], []
+    for i in range(3):
+        logs.append(open(os.path.join(tmp, f"node{i + 1}.log"), "ab"))
+        procs.append(subprocess.Popen(
+            [server, "--data-dir", os.path.join(tmp, f"d{i + 1}"), "--node-id", str(i + 1),
+             "--peers", peers, "--listen-client", f"127.0.0.1:{clients[i]}"],
+            stdout=logs[-1], stderr=logs[-1]))
+    eps = [f"http://127.0.0.1:{p}" for p in clients]
+
+    def ctl(i, *args, input=None):
+        r = subprocess.run(["etcdctl", "--endpoints", eps[i]] + list(args), input=input,
+                           capture_output=True, timeout=30, env=dict(os.environ, ETCDCTL_API="3"))
+        assert r.returncode == 0, (i, args, r.stderr.decode(errors="replace"))
+        return r.stdout
+
+    def until(fn, what, timeout=20):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                v = fn()
+                if v:
+                    return v
+            except (AssertionError, subprocess.TimeoutExpired):
+                pass
+            assert time.time() < deadline, what
+            time.sleep(0.2)
+
+    try:
+        for i in range(3):
+            until(lambda: ctl(i, "endpoint", "health") is not None, f"node {i + 1} healthy", 40)
+        leaders = {json.loads(ctl(i, "endpoint", "status", "-w", "json"))[0]["Status"]["leader"]
+                   for i in range(3)}
+        assert len(leaders) == 1 and leaders <= {1, 2, 3}, leaders
+        w = subprocess.Popen(["etcdctl", "--endpoints", eps[0], "watch", "c/", "--prefix"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        for i in range(3):
+            ctl(i, "put", f"c/from{i + 1}", f"node {i + 1}")
+        for i in range(3):
+            until(lambda: ctl(i, "get", "c/", "--prefix", "--keys-only").split() ==
+                  [b"c/from1", b"c/from2", b"c/from3"], f"node {i + 1} sees every put")
+        lease = ctl(1, "lease", "grant", "60").split()[1].decode()
+        ctl(2, "put", "c/leased", "x", "--lease", lease)
+        ctl(0, "lease", "revoke", lease)
+        for i in range(3):
+            until(lambda: not ctl(i, "get", "c/leased").strip(), f"node {i + 1}: lease keys gone")
+        w.terminate()
+        out = w.communicate(timeout=10)[0].decode().split()
+        assert out.count("PUT") == 4 and out.count("DELETE") == 1, out
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for f in logs:
+            f.close()
