@@ -73,6 +73,10 @@ typedef int (*gw_node_fn)(void *arg, struct gw_node *out);
  * MemberList; fn (may be NULL) fills struct gw_node when Status or HashKV is asked. */
 void gw_set_member(struct gw *gw, uint64_t cluster_id, uint64_t member_id, const char *name,
 		   const char *client_url, gw_node_fn fn, void *arg);
+/* A member of the cluster (this node too) with its peer URL, for MemberList, which then lists
+ * every member added, by id (the others without client URLs: this node does not know them).
+ * At most 16; -ENOSPC beyond. Call before clients come. */
+int gw_add_peer(struct gw *gw, uint64_t id, const char *peer_url);
 
 /* Stops accepting, ends every connection and watch, joins all threads, frees gw. NULL is
  * ignored. */

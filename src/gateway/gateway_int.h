@@ -25,6 +25,7 @@
 #include "kv.h"
 
 #define API_VERSION "3.4.0" /* the etcd API level this gateway mimics */
+#define GW_MAX_PEERS 16
 
 /* gRPC status codes used here. */
 enum {
@@ -80,6 +81,12 @@ struct gw {
 	uint64_t cluster_id, member_id;
 	char name[64];
 	char client_url[300];
+	/* the other members (gw_add_peer), for MemberList; set before clients come */
+	struct gw_peer {
+		uint64_t id;
+		char peer_url[300];
+	} peers[GW_MAX_PEERS];
+	size_t n_peers;
 	gw_node_fn node_fn;
 	void *node_arg;
 };

@@ -810,8 +810,44 @@ static int hash_call(struct ctx *x, const uint8_t *msg, size_t len)
 	return grpc_reply(x, &o.base);
 }
 
+static int cmp_member(const void *a, const void *b)
+{
+	const Gwpb__Member *x = *(Gwpb__Member *const *)a, *y = *(Gwpb__Member *const *)b;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* One member: this node with its client URL, another without (it is not known here). */
+static Gwpb__Member *member(struct ctx *x, uint64_t id, const char *peer_url)
+{
+	struct gw *gw = x->gw;
+	Gwpb__Member *m = ctx_calloc(x, 1, sizeof(*m));
+	char **urls = ctx_calloc(x, 2, sizeof(*urls));
+	char *name = ctx_calloc(x, sizeof(gw->name), 1);
+	if (!m || !urls || !name)
+		return NULL;
+	gwpb__member__init(m);
+	m->id = id;
+	if (id == gw->member_id && gw->name[0])
+		snprintf(name, sizeof(gw->name), "%s", gw->name);
+	else
+		snprintf(name, sizeof(gw->name), "etcdfs-%llu", (unsigned long long)id);
+	m->name = name;
+	if (peer_url) {
+		urls[1] = (char *)peer_url;
+		m->peer_urls = &urls[1];
+		m->n_peer_urls = 1;
+	}
+	if (id == gw->member_id && gw->client_url[0]) {
+		urls[0] = gw->client_url;
+		m->client_urls = &urls[0];
+		m->n_client_urls = 1;
+	}
+	return m;
+}
+
 static int member_list_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
+	struct gw *gw = x->gw;
 	int64_t cur;
 	(void)msg;
 	(void)len;
@@ -819,16 +855,17 @@ static int member_list_call(struct ctx *x, const uint8_t *msg, size_t len)
 		return -1;
 	Gwpb__MemberListResponse o = GWPB__MEMBER_LIST_RESPONSE__INIT;
 	Gwpb__Header h;
-	Gwpb__Member m = GWPB__MEMBER__INIT, *mp = &m;
-	char *urls[1] = {x->gw->client_url};
-	grpc_header_fill(x->gw, &h, cur);
+	grpc_header_fill(gw, &h, cur);
 	o.header = &h;
-	m.id = x->gw->member_id;
-	m.name = x->gw->name;
-	m.n_client_urls = x->gw->client_url[0] ? 1 : 0;
-	m.client_urls = urls;
-	o.members = &mp;
-	o.n_members = 1;
+	size_t n = gw->n_peers ? gw->n_peers : 1;
+	if (!(o.members = ctx_calloc(x, n, sizeof(*o.members))))
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (!(o.members[i] = gw->n_peers ? member(x, gw->peers[i].id, gw->peers[i].peer_url)
+						 : member(x, gw->member_id, NULL)))
+			return -1;
+	o.n_members = n;
+	qsort(o.members, n, sizeof(*o.members), cmp_member);
 	return grpc_reply(x, &o.base);
 }
 

@@ -320,6 +320,16 @@ void gw_set_member(struct gw *gw, uint64_t cluster_id, uint64_t member_id, const
 	gw->node_arg = arg;
 }
 
+int gw_add_peer(struct gw *gw, uint64_t id, const char *peer_url)
+{
+	if (gw->n_peers == GW_MAX_PEERS)
+		return -ENOSPC;
+	struct gw_peer *p = &gw->peers[gw->n_peers++];
+	p->id = id;
+	snprintf(p->peer_url, sizeof(p->peer_url), "%s", peer_url);
+	return 0;
+}
+
 void gw_stop(struct gw *gw)
 {
 	if (!gw)

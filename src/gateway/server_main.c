@@ -68,6 +68,31 @@ static int node_status(void *arg, struct gw_node *out)
 	return 0;
 }
 
+/* Tells the gateway every member of --peers ("ID=IP:PORT[:FWDPORT],..."), with its Raft
+ * address as peer URL, for MemberList. */
+static void add_peers(struct gw *gw, const char *peers)
+{
+	char *copy = peers ? strdup(peers) : NULL, *save = NULL;
+	for (char *e = copy ? strtok_r(copy, ",", &save) : NULL; e;
+	     e = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(e, '='), *addr, *last;
+		if (!eq)
+			continue;
+		*eq = 0;
+		addr = eq + 1;
+		/* drop the forwarding port: IP:PORT:FWD has a colon after the port */
+		char *close = strchr(addr, ']');
+		char *port = strchr(close ? close : addr, ':');
+		if (port && (last = strchr(port + 1, ':')))
+			*last = 0;
+		char url[300];
+		snprintf(url, sizeof(url), "http://%s", addr);
+		if (gw_add_peer(gw, strtoull(e, NULL, 10), url) < 0)
+			log_warn("etcdfs-server: MemberList lists only the first 16 members");
+	}
+	free(copy);
+}
+
 static int parse_num(const char *opt, const char *s, long long min, long long *out)
 {
 	char *end;
@@ -197,6 +222,7 @@ int main(int argc, char **argv)
 	/* Every member of one store cluster shares its cluster id; the member id is the node's
 	 * Raft id, so the leader field of Status names a member of MemberList. */
 	gw_set_keepalive(gw, ka_interval, ka_timeout);
+	add_peers(gw, cfg.peers);
 	gw_set_member(gw, 0x65746364667300ULL, cfg.id, name, NULL, node_status, kv);
 	log_notice("etcdfs-server: store %s, clients on http://%s (port %d)", cfg.data_dir,
 		   listen_client, gw_port(gw));

@@ -917,6 +917,10 @@ def test_three_node_store_with_etcdctl(tmp):
         leaders = {json.loads(ctl(i, "endpoint", "status", "-w", "json"))[0]["Status"]["leader"]
                    for i in range(3)}
         assert len(leaders) == 1 and leaders <= {1, 2, 3}, leaders
+        members = json.loads(ctl(1, "member", "list", "-w", "json"))["members"]
+        assert [(m["ID"], m["name"], m["peerURLs"]) for m in members] == \
+            [(i + 1, f"etcdfs-{i + 1}", [f"http://127.0.0.1:{raft[i]}"]) for i in range(3)]
+        assert [m.get("clientURLs") for m in members] == [None, [eps[1]], None]
         w = subprocess.Popen(["etcdctl", "--endpoints", eps[0], "watch", "c/", "--prefix"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         time.sleep(1)
