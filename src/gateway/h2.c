@@ -416,6 +416,8 @@ static void handle_input(struct h2stream *st)
 	}
 	if (st->done)
 		off = st->in_len;
+	if (!off)
+		return; /* also: no input buffer yet (in is NULL) */
 	memmove(st->in, st->in + off, st->in_len - off);
 	st->in_len -= off;
 	st->hc->in_mem -= off;

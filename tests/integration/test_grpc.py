@@ -455,6 +455,25 @@ def test_raw_unary_and_trailers(store):
     c.close()
 
 
+def test_malformed_calls(store):
+    """Calls no real client makes are refused with a status, and the server lives on: no
+    message at all (END_STREAM on the headers), a compressed message, a message that does
+    not decode, an unknown method, a body that is not gRPC."""
+    def call(path, body, ctype="application/grpc"):
+        r = subprocess.run(["curl", "-sS", "-v", "--http2-prior-knowledge", "-o", "/dev/null",
+                            "-X", "POST", "-H", f"content-type: {ctype}"]
+                           + (["--data-binary", "@-"] if body is not None else [])
+                           + [store.endpoint + path],
+                           input=body, capture_output=True, timeout=30)
+        return dict(re.findall(r"< ([a-z0-9:-]+): ?(.*?)\r?\n", r.stderr.decode()))
+    assert call("/etcdserverpb.KV/Range", None)["grpc-status"] == "13"
+    assert call("/etcdserverpb.KV/Range", b"\x01\x00\x00\x00\x01x")["grpc-status"] == "12"
+    assert call("/etcdserverpb.KV/Range", grpc_frame(b"\xff\xff"))["grpc-status"] == "13"
+    assert call("/etcdserverpb.Auth/Authenticate", grpc_frame(b""))["grpc-status"] == "12"
+    assert call("/etcdserverpb.KV/Range", b"{}", "application/json").get("grpc-status") is None
+    store.ctl("put", "still", "alive")
+
+
 def test_max_concurrent_streams(store):
     """SETTINGS_MAX_CONCURRENT_STREAMS is 1000: 1000 streams are served; a client that opens
     one more than it was told loses the connection (nghttp2 answers GOAWAY PROTOCOL_ERROR,
