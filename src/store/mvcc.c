@@ -70,6 +70,10 @@ struct mvcc {
 	uint64_t rng;
 	struct lease **leases; /* ascending id */
 	size_t n_leases, cap_leases;
+	/* No lease can expire before this (monotonic ms): deadlines only move later, except
+	 * for new leases, which lower it. Loop thread only; spares the leader a scan of the
+	 * whole table every tick. */
+	int64_t next_expiry_check;
 };
 
 /* ---- keys and ranges ---- */
@@ -370,6 +374,8 @@ static int lease_insert(struct mvcc *m, int64_t id, int64_t ttl, int64_t now_ms)
 	l->id = id;
 	l->ttl = ttl;
 	l->deadline = now_ms + ttl * 1000;
+	if (l->deadline < m->next_expiry_check)
+		m->next_expiry_check = l->deadline;
 	size_t i = lease_lower(m, id);
 	memmove(&m->leases[i + 1], &m->leases[i], (m->n_leases - i) * sizeof(*m->leases));
 	m->leases[i] = l;
@@ -1114,25 +1120,39 @@ size_t mvcc_lease_count(const struct mvcc *m)
 	return m->n_leases;
 }
 
-void mvcc_lease_promote(const struct mvcc *m, int64_t now_ms)
+void mvcc_lease_promote(struct mvcc *m, int64_t now_ms)
 {
 	for (size_t i = 0; i < m->n_leases; i++) {
 		store_deadline(m->leases[i], now_ms + m->leases[i]->ttl * 1000);
 		m->leases[i]->retry_at = 0;
 	}
+	m->next_expiry_check = 0;
 }
 
-size_t mvcc_lease_expired(const struct mvcc *m, int64_t now_ms, int64_t retry_ms, int64_t *ids,
+size_t mvcc_lease_expired(struct mvcc *m, int64_t now_ms, int64_t retry_ms, int64_t *ids,
 			  size_t max)
 {
+	if (now_ms < m->next_expiry_check)
+		return 0;
 	size_t n = 0;
-	for (size_t i = 0; i < m->n_leases && n < max; i++) {
+	int64_t next = INT64_MAX;
+	for (size_t i = 0; i < m->n_leases; i++) {
 		struct lease *l = m->leases[i];
-		if (load_deadline(l) > now_ms || l->retry_at > now_ms)
+		int64_t deadline = load_deadline(l);
+		if (deadline > now_ms || l->retry_at > now_ms) {
+			int64_t due = deadline > now_ms ? deadline : l->retry_at;
+			next = due < next ? due : next;
 			continue;
+		}
+		if (n == max) {
+			next = now_ms; /* more to revoke: look again next time */
+			break;
+		}
 		l->retry_at = now_ms + retry_ms;
+		next = l->retry_at < next ? l->retry_at : next;
 		ids[n++] = l->id;
 	}
+	m->next_expiry_check = next;
 	return n;
 }
 

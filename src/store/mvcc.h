@@ -112,10 +112,13 @@ int mvcc_lease_get(const struct mvcc *m, int64_t id, int64_t now_ms, struct kv_l
 int mvcc_lease_list(const struct mvcc *m, int64_t **ids, size_t *n);
 size_t mvcc_lease_count(const struct mvcc *m);
 /* A new leader's rule: every lease gets its full TTL from now. */
-void mvcc_lease_promote(const struct mvcc *m, int64_t now_ms);
+void mvcc_lease_promote(struct mvcc *m, int64_t now_ms);
 /* Up to max leases past their deadline, into ids; each one returned is not
- * returned again for retry_ms (its revoke is in flight). Loop thread only. */
-size_t mvcc_lease_expired(const struct mvcc *m, int64_t now_ms, int64_t retry_ms, int64_t *ids,
+ * returned again for retry_ms (its revoke is in flight). Scans the table only
+ * once the earliest deadline it knows of has come. Loop thread only (it keeps
+ * loop-thread bookkeeping, which is why it and promote take m non-const, though
+ * they need only the shared lock). */
+size_t mvcc_lease_expired(struct mvcc *m, int64_t now_ms, int64_t retry_ms, int64_t *ids,
 			  size_t max);
 
 /* Integrity check: index order, per-key revision/version invariants, change

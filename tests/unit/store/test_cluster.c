@@ -485,7 +485,7 @@ static void lease_phase(void)
 	int64_t t_grant = util_now_ms();
 	long long a = grant_via(f1, 0, 3);
 	long long b = grant_via(f2, 0, 60);
-	long long k = grant_via(leader, 0, 3);
+	long long k = grant_via(leader, 0, 5);
 	REQUIRE(a != b && b != k && a != k);
 	REQUIRE_EQ(call(f2, r, sizeof(r), "PUTL /ls/a1 %lld", a), 0);
 	REQUIRE_EQ(call(leader, r, sizeof(r), "PUTL /ls/a2 %lld", a), 0);
@@ -517,8 +517,17 @@ static void lease_phase(void)
 	CHECK_EQ(rev_exp, rev + 1); /* both keys in one revision, on every node */
 	fprintf(stderr, "lease phase: a 3 s lease expired on every node %lld ms after its grant\n",
 		(long long)(t_gone - t_grant));
+	/* keep k (5 s) alive until it has lived well past its TTL */
+	while (util_now_ms() - t_grant < 6000) {
+		REQUIRE_EQ(call(f2, r, sizeof(r), "KEEPALIVE %lld", k), 0);
+		usleep(200000);
+	}
+	/* k is past the deadline each follower set when it applied the grant, but
+	 * followers expire nothing themselves: k1 is still on every node */
+	for (int i = 1; i <= NODES; i++)
+		CHECK_EQ(call(i, r, sizeof(r), "SMOD /ls/k1"), 0);
 
-	/* k has lived > 3 s past its grant only through keep-alives the leader
+	/* k has lived > 5 s past its grant only through keep-alives the leader
 	 * saw. Kill the leader: the new one must not expire k at once. */
 	REQUIRE_EQ(call(leader, r, sizeof(r), "KEEPALIVE %lld", k), 0);
 	kill_node(leader);
@@ -530,12 +539,12 @@ static void lease_phase(void)
 	CHECK_EQ(ret, 0);
 	if (ret == 0) {
 		REQUIRE(sscanf(r, "R 0 %lld %lld", &ttl, &granted) == 2);
-		CHECK_EQ(granted, 3);
-		CHECK(ttl >= 1 && ttl <= 3);
+		CHECK_EQ(granted, 5);
+		CHECK(ttl >= 0 && ttl <= 5);
 	}
 	CHECK_EQ(call(leader, r, sizeof(r), "KEEPALIVE %lld", k), 0);
 	CHECK_EQ(call(leader, r, sizeof(r), "SMOD /ls/k1"), 0);
-	fprintf(stderr, "lease phase: node %d leads; lease k (3 s) survived the change\n", leader);
+	fprintf(stderr, "lease phase: node %d leads; lease k (5 s) survived the change\n", leader);
 
 	/* the old leader comes back with the same lease table */
 	start_node(old_leader);

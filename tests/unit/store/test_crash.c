@@ -8,7 +8,10 @@
  * bootstrap), usually while writes, snapshots and log truncation are in full
  * swing. It then reopens the store itself and checks that every acknowledged
  * put is there with its value, that overwritten counters never went back,
- * that the revision did not go back, and that store_check passes. */
+ * that the revision did not go back, and that store_check passes. A fourth
+ * thread grants leases with a key each and revokes every third: every
+ * acknowledged grant is there with its key unless its revoke was tried, every
+ * acknowledged revoke stays done. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -28,13 +31,23 @@
 #define THREADS 3
 #define MAX_ACKS 200000
 
+/* kind 0: unique key, 1: counter, 2: lease granted and its key put, 3: that
+ * lease's revoke is about to be sent, 4: the revoke was acknowledged */
 struct ack {
-	int32_t round, thread, seq, kind; /* kind 0: unique key, 1: counter */
+	int32_t round, thread, seq, kind;
 	int64_t rev;
 };
 
+#define LEASE_THREAD THREADS
+
+static int64_t lease_id_of(int round, int seq)
+{
+	return 1000000ll * (round + 1) + seq + 1;
+}
+
 static struct ack *acks;
 static size_t n_acks;
+static int n_leases_checked;
 static struct kv *child_kv;
 static int child_fd;
 static int child_round;
@@ -79,6 +92,81 @@ static void *writer(void *arg)
 	return NULL;
 }
 
+static void *leaser(void *arg)
+{
+	(void)arg;
+	for (int i = 0;; i++) {
+		struct kv_lease l;
+		int64_t id = lease_id_of(child_round, i);
+		if (kv_lease_grant(child_kv, id, 600, &l) != 0)
+			continue;
+		char k[64];
+		snprintf(k, sizeof(k), "/crash/lease/%02d/%06d", child_round, i);
+		struct kv_op op = {.type = KV_OP_PUT,
+				   .key = k,
+				   .key_len = strlen(k),
+				   .value = "l",
+				   .value_len = 1,
+				   .lease = id};
+		struct kv_txn t = {.success = &op, .n_success = 1};
+		struct kv_txn_result r;
+		if (kv_txn(child_kv, &t, &r) != 0)
+			continue;
+		struct ack a = {child_round, LEASE_THREAD, i, 2, r.revision};
+		kv_txn_result_free(&r);
+		report(&a);
+		if (i % 3 == 2) {
+			a.kind = 3;
+			report(&a);
+			if (kv_lease_revoke(child_kv, id, &a.rev) == 0) {
+				a.kind = 4;
+				report(&a);
+			}
+		}
+	}
+	return NULL;
+}
+
+/* Every acknowledged grant holds its key unless a revoke was tried; every
+ * acknowledged revoke took the lease and its key. Returns the leases checked. */
+static int verify_leases(struct kv *kv)
+{
+	int checked = 0;
+	for (size_t i = 0; i < n_acks; i++) {
+		const struct ack *a = &acks[i];
+		if (a->kind != 2)
+			continue;
+		bool tried = false, done = false;
+		/* acks arrive round by round: the revoke's are in the same round */
+		for (size_t j = i + 1; j < n_acks && acks[j].round == a->round; j++) {
+			const struct ack *b = &acks[j];
+			if (b->seq == a->seq && b->thread == LEASE_THREAD) {
+				tried = tried || b->kind == 3;
+				done = done || b->kind == 4;
+			}
+		}
+		int64_t id = lease_id_of(a->round, a->seq);
+		struct kv_lease l;
+		struct kv_range_result keys;
+		int ret = kv_lease_ttl(kv, id, &l, &keys);
+		if (done || (tried && ret == -ENOENT)) {
+			REQUIRE_EQ(ret, -ENOENT);
+		} else {
+			if (ret != 0)
+				fprintf(stderr, "acknowledged lease %lld missing\n", (long long)id);
+			REQUIRE_EQ(ret, 0);
+			CHECK_EQ(l.granted_ttl, 600);
+			char k[64];
+			snprintf(k, sizeof(k), "/crash/lease/%02d/%06d", a->round, a->seq);
+			REQUIRE_EQ(keys.n_kvs, 1);
+			REQUIRE_STRN(keys.kvs[0].key, keys.kvs[0].key_len, k);
+			kv_range_result_free(&keys);
+		}
+		checked++;
+	}
+	return checked;
+}
+
 static void config(struct store_config *cfg, const char *dir)
 {
 	store_config_init(cfg);
@@ -98,9 +186,10 @@ static void child_main(const char *dir, int fd, int round)
 	config(&cfg, dir);
 	if (store_open(&cfg, &child_kv) < 0)
 		_exit(2);
-	pthread_t th[THREADS];
+	pthread_t th[THREADS + 1];
 	for (long t = 0; t < THREADS; t++)
 		pthread_create(&th[t], NULL, writer, (void *)t);
+	pthread_create(&th[THREADS], NULL, leaser, NULL);
 	for (;;)
 		pause();
 }
@@ -149,6 +238,8 @@ static void verify(const char *dir)
 	for (size_t i = 0; i < n_acks; i++) {
 		const struct ack *a = &acks[i];
 		REQUIRE(a->rev <= rev); /* the revision never goes back */
+		if (a->kind >= 2)
+			continue; /* leases: verify_leases() */
 		if (a->kind == 1) {
 			if (a->round > last_counter_round[a->thread] ||
 			    (a->round == last_counter_round[a->thread] &&
@@ -186,6 +277,7 @@ static void verify(const char *dir)
 			(r == last_counter_round[t] && s >= last_counter_seq[t]));
 		kv_kv_free(&got);
 	}
+	n_leases_checked = verify_leases(kv);
 	kv_destroy(kv);
 }
 
@@ -242,6 +334,8 @@ int main(void)
 	test_rm_rf(dir);
 	free(dir);
 	free(acks);
-	fprintf(stderr, "test_crash: %d kills, %zu acknowledged writes verified\n", ROUNDS, n_acks);
+	fprintf(stderr, "test_crash: %d kills, %zu acknowledged writes verified, %d leases\n",
+		ROUNDS, n_acks, n_leases_checked);
+	REQUIRE(n_leases_checked >= 20);
 	return test_summary();
 }
