@@ -13,8 +13,9 @@
  * before any message may answer with the trailers alone ("trailers-only").
  *
  * Threads: an h2 connection, its session and its streams belong to the connection's thread.
- * Only a stream's output queue (and the connection's output accounting) is shared with the
- * backend's watch threads, under h2conn.mu.
+ * A stream's output queue (and the connection's output accounting) is shared with the
+ * backend's watch threads, under h2conn.mu; unary handlers run on the connection's worker
+ * threads and see only their ctx (never the stream).
  */
 #ifndef ETCDFS_GATEWAY_GRPC_INT_H
 #define ETCDFS_GATEWAY_GRPC_INT_H

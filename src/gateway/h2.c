@@ -2,7 +2,8 @@
  * framing on its streams (see grpc_int.h for the wire facts).
  *
  * The connection's thread owns the nghttp2 session: it reads the socket, feeds the session,
- * runs every call (unary ones to completion, in order) and writes what the session produces.
+ * hands unary calls to up to N_WORKERS workers (their outcome comes back by stream id through
+ * hc->done), runs the streaming calls' handlers and writes what the session produces.
  * Streaming replies are filled from the backend's watch threads through a per-stream queue
  * under hc->mu; an eventfd wakes the connection thread to resume the stream.
  *
@@ -41,6 +42,8 @@
 #define IN_MAX ((size_t)16 << 20)
 #define OUT_MAX ((size_t)16 << 20)
 #define STREAM_OUT_MAX ((size_t)1 << 20)
+#define N_WORKERS 8	       /* unary calls of one connection running at once */
+#define MAX_JOBS 64	       /* calls queued beyond that run on the connection thread */
 #define IDLE_TIMEOUT_MS 300000 /* a connection with no stream and no byte for this long ends */
 #define SNIFF_TIMEOUT_MS 30000
 
@@ -58,6 +61,7 @@ struct h2stream {
 	bool started;	 /* response headers submitted */
 	bool deferred;	 /* the data source said "nothing yet" */
 	bool remote_end; /* the client ended its side */
+	bool awaiting;	 /* a worker runs the (unary) call: input is dropped */
 	/* input (connection thread): bytes of messages not yet handled */
 	uint8_t *in;
 	size_t in_len, in_cap;
@@ -73,6 +77,21 @@ struct h2stream {
 	struct h2stream *next;
 };
 
+/* One unary call handed to a worker: the request in, the packed reply or the error out. The
+ * worker never touches the stream (it may be gone when the call ends): the connection thread
+ * finds it again by id. */
+struct job {
+	struct job *next;
+	int32_t stream_id;
+	const struct grpc_method *m;
+	uint8_t *msg;
+	size_t len;
+	uint8_t *pb; /* the reply, NULL on error */
+	size_t pb_len;
+	int code;
+	char err[256];
+};
+
 struct h2conn {
 	struct conn *c;
 	nghttp2_session *s;
@@ -85,6 +104,11 @@ struct h2conn {
 	bool wake; /* an eventfd write is pending */
 	bool ending;
 	struct h2stream *streams;
+	/* unary calls run on workers (under mu: the queues and counts) */
+	pthread_cond_t work; /* a job was queued, or ending */
+	pthread_t workers[N_WORKERS];
+	size_t n_workers, n_idle, n_jobs;
+	struct job *todo, **todo_tail, *done;
 };
 
 struct gw *h2_stream_gw(struct h2stream *st)
@@ -362,27 +386,169 @@ static void fail_call(struct h2stream *st, int code, const char *msg)
 
 /* ---- calls ---- */
 
-static void run_unary(struct h2stream *st, const uint8_t *msg, size_t len)
+/* Sends a unary call's outcome: the packed reply, or the error in x. */
+static void finish_unary(struct h2stream *st, const uint8_t *pb, size_t pb_len, int code,
+			 const char *err)
 {
-	struct ctx x = {.gw = st->hc->c->gw};
-	if (st->m->unary(&x, msg, len) < 0 || !x.pb) {
-		if (x.code == GRPC_OK)
-			ctx_fail(&x, GRPC_INTERNAL, "etcdfs gateway: no reply");
-		fail_call(st, x.code, x.msg);
-	} else if (h2_stream_send_packed(st, x.pb, x.pb_len) < 0) {
+	st->awaiting = false;
+	if (!pb) {
+		fail_call(st, code == GRPC_OK ? GRPC_INTERNAL : code,
+			  code == GRPC_OK ? "etcdfs gateway: no reply" : err);
+	} else if (h2_stream_send_packed(st, pb, pb_len) < 0) {
 		fail_call(st, GRPC_RESOURCE_EXHAUSTED, "etcdfs gateway: out of memory");
 	} else {
 		h2_stream_end(st, GRPC_OK, "");
 		start_reply(st);
 	}
+}
+
+/* Runs a unary call; on success *pb is a malloc'd copy of the reply. */
+static void call_unary(struct gw *gw, const struct grpc_method *m, const uint8_t *msg, size_t len,
+		       uint8_t **pb, size_t *pb_len, int *code, char *err, size_t err_size)
+{
+	struct ctx x = {.gw = gw};
+	*pb = NULL;
+	if (m->unary(&x, msg, len) == 0 && x.pb && (*pb = malloc(x.pb_len ? x.pb_len : 1))) {
+		memcpy(*pb, x.pb, x.pb_len);
+		*pb_len = x.pb_len;
+	} else if (x.code == GRPC_OK && x.pb) {
+		ctx_oom(&x);
+	}
+	*code = x.code;
+	snprintf(err, err_size, "%s", x.msg);
 	ctx_free(&x);
+}
+
+static void *worker_main(void *arg)
+{
+	struct h2conn *hc = arg;
+	pthread_mutex_lock(&hc->mu);
+	for (;;) {
+		while (!hc->todo && !hc->ending)
+			pthread_cond_wait(&hc->work, &hc->mu);
+		if (!hc->todo)
+			break;
+		struct job *j = hc->todo;
+		if (!(hc->todo = j->next))
+			hc->todo_tail = &hc->todo;
+		hc->n_idle--;
+		pthread_mutex_unlock(&hc->mu);
+		call_unary(hc->c->gw, j->m, j->msg, j->len, &j->pb, &j->pb_len, &j->code, j->err,
+			   sizeof(j->err));
+		pthread_mutex_lock(&hc->mu);
+		hc->n_idle++;
+		j->next = hc->done;
+		hc->done = j;
+		wake_locked(hc);
+	}
+	pthread_mutex_unlock(&hc->mu);
+	return NULL;
+}
+
+static void job_free(struct job *j)
+{
+	free(j->msg);
+	free(j->pb);
+	free(j);
+}
+
+/* Hands the call to a worker (started when none is idle, up to N_WORKERS); false when it
+ * must run here (too many queued, or no thread could start). */
+static bool submit_unary(struct h2stream *st, const uint8_t *msg, size_t len)
+{
+	struct h2conn *hc = st->hc;
+	struct job *j = calloc(1, sizeof(*j));
+	if (!j || !(j->msg = malloc(len ? len : 1))) {
+		free(j);
+		return false;
+	}
+	memcpy(j->msg, msg, len);
+	j->len = len;
+	j->m = st->m;
+	j->stream_id = st->id;
+	pthread_mutex_lock(&hc->mu);
+	bool ok = hc->n_jobs < MAX_JOBS;
+	if (ok && !hc->n_idle && hc->n_workers < N_WORKERS) {
+		if (pthread_create(&hc->workers[hc->n_workers], NULL, worker_main, hc) == 0) {
+			hc->n_workers++;
+			hc->n_idle++;
+		}
+	}
+	ok = ok && hc->n_workers > 0;
+	if (ok) {
+		*hc->todo_tail = j;
+		hc->todo_tail = &j->next;
+		hc->n_jobs++;
+		pthread_cond_signal(&hc->work);
+	}
+	pthread_mutex_unlock(&hc->mu);
+	if (!ok) {
+		job_free(j);
+		return false;
+	}
+	hc->in_mem += len; /* held by the job until it is delivered */
+	st->awaiting = true;
+	return true;
+}
+
+static void run_unary(struct h2stream *st, const uint8_t *msg, size_t len)
+{
+	uint8_t *pb;
+	size_t pb_len = 0;
+	int code;
+	char err[256];
+	if (submit_unary(st, msg, len))
+		return;
+	call_unary(st->hc->c->gw, st->m, msg, len, &pb, &pb_len, &code, err, sizeof(err));
+	finish_unary(st, pb, pb_len, code, err);
+	free(pb);
+}
+
+/* Sends the outcome of every call the workers finished (connection thread). */
+static void deliver_done(struct h2conn *hc)
+{
+	pthread_mutex_lock(&hc->mu);
+	struct job *j = hc->done;
+	hc->done = NULL;
+	pthread_mutex_unlock(&hc->mu);
+	while (j) {
+		struct job *next = j->next;
+		struct h2stream *st = nghttp2_session_get_stream_user_data(hc->s, j->stream_id);
+		if (st && st->awaiting)
+			finish_unary(st, j->pb, j->pb_len, j->code, j->err);
+		hc->in_mem -= j->len;
+		pthread_mutex_lock(&hc->mu);
+		hc->n_jobs--;
+		pthread_mutex_unlock(&hc->mu);
+		job_free(j);
+		j = next;
+	}
+}
+
+/* Ends the workers (after their current call) and drops what they did not deliver. */
+static void workers_stop(struct h2conn *hc)
+{
+	pthread_mutex_lock(&hc->mu);
+	hc->ending = true;
+	pthread_cond_broadcast(&hc->work);
+	pthread_cond_broadcast(&hc->space);
+	pthread_mutex_unlock(&hc->mu);
+	for (size_t i = 0; i < hc->n_workers; i++)
+		pthread_join(hc->workers[i], NULL);
+	for (struct job *lists[2] = {hc->todo, hc->done}, **l = lists; l < lists + 2; l++)
+		while (*l) {
+			struct job *j = *l;
+			*l = j->next;
+			job_free(j);
+		}
+	hc->todo = hc->done = NULL;
 }
 
 /* Handles every complete message in st->in. */
 static void handle_input(struct h2stream *st)
 {
 	size_t off = 0;
-	while (!st->done && st->in_len - off >= 5) {
+	while (!st->done && !st->awaiting && st->in_len - off >= 5) {
 		const uint8_t *p = st->in + off;
 		size_t n = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
 		if (p[0] != 0) {
@@ -414,7 +580,7 @@ static void handle_input(struct h2stream *st)
 		if (code)
 			fail_call(st, code, st->msg[0] ? st->msg : "etcdfs gateway: stream ended");
 	}
-	if (st->done)
+	if (st->done || st->awaiting)
 		off = st->in_len;
 	if (!off)
 		return; /* also: no input buffer yet (in is NULL) */
@@ -426,10 +592,10 @@ static void handle_input(struct h2stream *st)
 static void on_remote_end(struct h2stream *st)
 {
 	st->remote_end = true;
-	if (st->done || !st->m)
+	if (st->done || st->awaiting || !st->m)
 		return;
 	handle_input(st);
-	if (st->done)
+	if (st->done || st->awaiting)
 		return;
 	if (st->m->unary)
 		fail_call(st, GRPC_INTERNAL,
@@ -544,7 +710,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
 		return 0;
 	}
 	st->unacked += len;
-	if (st->done || !st->m)
+	if (st->done || st->awaiting || !st->m)
 		return 0;
 	if (hc->in_mem + len > IN_MAX) {
 		fail_call(st, GRPC_RESOURCE_EXHAUSTED,
@@ -707,6 +873,7 @@ static void serve_loop(struct h2conn *hc)
 	while (!gw_stopping(hc->c->gw)) {
 		if (!keepalive(hc, last_rx, &ping_at))
 			break;
+		deliver_done(hc);
 		release_window(hc);
 		resume_deferred(hc);
 		if (flush(hc) < 0)
@@ -747,8 +914,10 @@ static void serve_loop(struct h2conn *hc)
 void h2_serve(struct conn *c)
 {
 	struct h2conn hc = {.c = c, .efd = -1};
+	hc.todo_tail = &hc.todo;
 	pthread_mutex_init(&hc.mu, NULL);
 	pthread_cond_init(&hc.space, NULL);
+	pthread_cond_init(&hc.work, NULL);
 	hc.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (hc.efd < 0 || session_new(&hc) < 0) {
 		log_warn("gateway: cannot start an HTTP/2 session (out of resources)");
@@ -757,15 +926,13 @@ void h2_serve(struct conn *c)
 	serve_loop(&hc);
 out:
 	/* Wake every waiting watch thread before the streams' close() joins them. */
-	pthread_mutex_lock(&hc.mu);
-	hc.ending = true;
-	pthread_cond_broadcast(&hc.space);
-	pthread_mutex_unlock(&hc.mu);
+	workers_stop(&hc);
 	while (hc.streams)
 		stream_free(&hc, hc.streams);
 	nghttp2_session_del(hc.s);
 	if (hc.efd >= 0)
 		close(hc.efd);
+	pthread_cond_destroy(&hc.work);
 	pthread_cond_destroy(&hc.space);
 	pthread_mutex_destroy(&hc.mu);
 }

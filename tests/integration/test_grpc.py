@@ -440,6 +440,8 @@ def test_raw_unary_and_trailers(store):
     c = H2(store.port)
     sid = c.open("/etcdserverpb.KV/Put")
     c.send(sid, grpc_frame(pb_field(1, 2, b"raw") + pb_field(2, 2, b"val")), end=True)
+    while sid not in c.ended:  # calls of one connection run concurrently, as on etcd
+        c.read_frame()
     sid2 = c.open("/etcdserverpb.KV/Range")
     c.send(sid2, grpc_frame(pb_field(1, 2, b"raw")), end=True)
     sid3 = c.open("/etcdserverpb.KV/NoSuchMethod")
@@ -1043,3 +1045,49 @@ def test_random_requests(store):
     c.close()
     store.ctl("put", "still", "alive")
     store.ctl("endpoint", "status")
+
+
+def test_slow_call_does_not_block_the_connection(tmp):
+    """Unary calls of one connection run concurrently: a write stuck waiting for a Raft
+    quorum that is gone does not hold up a read sent after it on the same connection."""
+    from conftest import BUILD, free_port
+    server = os.path.join(BUILD, "src/gateway/etcdfs-server")
+    raft = [free_port() for _ in range(2)]
+    peers = ",".join(f"{i + 1}=127.0.0.1:{raft[i]}:{free_port()}" for i in range(2))
+    port = free_port()
+    log = open(os.path.join(tmp, "n.log"), "ab")
+    procs = [subprocess.Popen([server, "--data-dir", os.path.join(tmp, f"d{i + 1}"),
+                               "--node-id", str(i + 1), "--peers", peers,
+                               "--listen-client", f"127.0.0.1:{port if i == 0 else free_port()}"],
+                              stdout=log, stderr=log) for i in range(2)]
+    try:
+        class S:
+            endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 40
+        while True:
+            r = subprocess.run(["etcdctl", "--endpoints", S.endpoint, "put", "k", "v"],
+                               capture_output=True, timeout=30)
+            if r.returncode == 0:
+                break
+            assert time.time() < deadline, r.stderr
+            time.sleep(0.3)
+        procs[1].kill()  # no quorum any more: writes wait (5 s), local reads do not
+        procs[1].wait()
+        c = H2(port)
+        put = c.open("/etcdserverpb.KV/Put")
+        c.send(put, grpc_frame(pb_field(1, 2, b"k") + pb_field(2, 2, b"w")), end=True)
+        time.sleep(0.2)
+        t0 = time.time()
+        get = c.open("/etcdserverpb.KV/Range")
+        c.send(get, grpc_frame(pb_field(1, 2, b"k") + pb_field(7, 0, 1)), end=True)
+        while get not in c.ended:
+            c.read_frame()
+        took = time.time() - t0
+        assert put not in c.ended and took < 2, took  # the read did not wait for the write
+        c.close()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        log.close()
