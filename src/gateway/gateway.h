@@ -1,9 +1,18 @@
-/* gateway.h: an etcd-v3-compatible JSON gateway (HTTP/1.1) over any kv.h backend.
+/* gateway.h: etcd's v3 API over any kv.h backend, gRPC and JSON on one port, as etcd serves
+ * them: a connection that opens with the HTTP/2 client preface speaks gRPC (cleartext HTTP/2,
+ * nghttp2), any other the HTTP/1.1 JSON gateway. So etcdctl, etcd client libraries and
+ * src/etcd/ (which prefers gRPC) talk to the embedded store exactly as to etcd.
  *
- * Serves the subset of etcd 3.4's grpc-gateway that etcdfs and its tests use, with the same
+ * gRPC: KV (Range, Put, DeleteRange, Txn, Compact), Watch, Lease (Grant, Revoke,
+ * KeepAlive, TimeToLive, Leases), Maintenance (Status, Alarm, HashKV, Hash, Snapshot) and
+ * Cluster.MemberList, with etcd's status codes and messages; docs/store.md lists every RPC
+ * and what differs. Limits: messages above 1.5 MiB + 512 KiB, 1000 streams per connection,
+ * 16 MiB of unhandled request bytes per connection, and a bounded reply queue per watch
+ * stream (a slow reader stalls its watches).
+ *
+ * JSON: the subset of etcd 3.4's grpc-gateway that etcdfs and its tests use, with the same
  * JSON shapes (base64 keys and values, int64 fields as strings, zero values omitted) and the
- * same error bodies, so that src/etcd/ (and curl, Python, ...) can talk to the embedded store
- * exactly as to etcd:
+ * same error bodies:
  *
  *   POST /v3/kv/range  /v3/kv/put  /v3/kv/deleterange  /v3/kv/txn  /v3/kv/compaction
  *   POST /v3/maintenance/status  /v3/auth/authenticate (answers "not enabled")
@@ -12,16 +21,15 @@
  *
  * (/v3beta/ and /v3alpha/ are accepted as aliases of /v3/.) Everything else answers 404 with
  * a plain "Not Found", as etcd does. Not supported, with a clear error (gRPC code 12, HTTP 501):
- * put's ignore_value, nested txns, and a range at a revision inside a txn. Range options kv.h
+ * put's ignore_value (served over gRPC outside txns), nested txns, and a range at a revision
+ * inside a txn. Range options kv.h
  * lacks (min/max mod/create revision filters; limit, sort and count_only inside a txn) are
  * applied by the gateway as etcd applies them. Watch: create/cancel/progress requests, the
- * NOPUT/NODELETE filters; prev_kv is accepted but events carry no previous value (kv.h has
- * none). There is no lease API, no TLS and no authentication: listen on loopback.
- * etcd's gRPC API (HTTP/2) is not served: an HTTP/2 preface gets an HTTP/1.1 error, on which
- * src/etcd/ falls back to JSON.
+ * NOPUT/NODELETE filters; prev_kv is accepted but JSON events carry no previous value (gRPC
+ * ones do). There is no TLS and no authentication: listen on loopback.
  *
- * Threads: one accept thread, one thread per connection (at most 256). Request bodies above
- * 4 MiB are refused with etcd's "request is too large" error. A watch stream asking for
+ * Threads: one accept thread, one thread per connection (at most 256). JSON request bodies
+ * above 4 MiB are refused with etcd's "request is too large" error. A watch stream asking for
  * progress_notify gets a progress message (no events, header revision = everything up to it
  * delivered) after every few seconds without other output, so clients see it is alive.
  *
@@ -47,6 +55,28 @@ int gw_port(const struct gw *gw);
 /* Silence after which a watch that asked for progress_notify gets a progress message
  * (default 5000 ms; tests lower it). Applies from the next check of each stream. */
 void gw_set_progress_interval(struct gw *gw, long ms);
+
+/* gRPC connections: after interval_ms without a byte from the client the server sends a
+ * PING, and ends the connection when nothing comes back within timeout_ms (etcd's
+ * --grpc-keepalive-interval and --grpc-keepalive-timeout: default 2 h and 20 s; interval 0
+ * turns it off). */
+void gw_set_keepalive(struct gw *gw, long interval_ms, long timeout_ms);
+
+/* What Status and MemberList report about this node (optional; set before clients come). */
+struct gw_node {
+	uint64_t leader;	  /* member id of the leader, 0 = none known */
+	uint64_t raft_index;	  /* applied Raft index */
+	int64_t compact_revision; /* oldest revision still readable */
+};
+typedef int (*gw_node_fn)(void *arg, struct gw_node *out);
+/* cluster_id and member_id go into every gRPC reply header; name and client_url into
+ * MemberList; fn (may be NULL) fills struct gw_node when Status or HashKV is asked. */
+void gw_set_member(struct gw *gw, uint64_t cluster_id, uint64_t member_id, const char *name,
+		   const char *client_url, gw_node_fn fn, void *arg);
+/* A member of the cluster (this node too) with its peer URL, for MemberList, which then lists
+ * every member added, by id (the others without client URLs: this node does not know them).
+ * At most 16; -ENOSPC beyond. Call before clients come. */
+int gw_add_peer(struct gw *gw, uint64_t id, const char *peer_url);
 
 /* Stops accepting, ends every connection and watch, joins all threads, frees gw. NULL is
  * ignored. */

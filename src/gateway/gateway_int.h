@@ -25,6 +25,7 @@
 #include "kv.h"
 
 #define API_VERSION "3.4.0" /* the etcd API level this gateway mimics */
+#define GW_MAX_PEERS 16
 
 /* gRPC status codes used here. */
 enum {
@@ -70,10 +71,24 @@ struct gw {
 	int port;
 	pthread_t accept_thread;
 	long progress_ms; /* atomic */
+	/* atomic; gw_set_keepalive() */
+	long keepalive_ms, keepalive_timeout_ms;
 	pthread_mutex_t lock;
 	struct conn *conns; /* protected by lock */
 	size_t n_conns;	    /* protected by lock */
 	bool stopping;	    /* protected by lock */
+	/* what Status, MemberList and reply headers say about this node (gw_set_member) */
+	uint64_t cluster_id, member_id;
+	char name[64];
+	char client_url[300];
+	/* the other members (gw_add_peer), for MemberList; set before clients come */
+	struct gw_peer {
+		uint64_t id;
+		char peer_url[300];
+	} peers[GW_MAX_PEERS];
+	size_t n_peers;
+	gw_node_fn node_fn;
+	void *node_arg;
 };
 
 struct request {
@@ -102,6 +117,8 @@ struct ctx {
 	int code; /* gRPC code; GRPC_OK with body set on success */
 	char msg[256];
 	json_t *body;
+	const uint8_t *pb; /* gRPC: the packed reply (allocated in the context) */
+	size_t pb_len;
 	void **allocs;
 	size_t n_allocs, cap_allocs;
 };
@@ -171,6 +188,29 @@ json_t *jp_done(json_t *o, bool failed);
 json_t *jp_reply(int64_t revision);
 json_t *jp_kv(const struct kv_kv *kv);
 int jp_set_kvs(json_t *o, const char *k, const struct kv_kv *kvs, size_t n);
+
+/* ---- kvapi.c: range options kv.h lacks, shared with the gRPC handlers ---- */
+
+/* Range options applied by the gateway itself: inside a txn (kv_op carries only key,
+ * range_end and keys_only) and for the revision filters kv.h does not have. */
+struct range_post {
+	int64_t limit;
+	bool count_only;
+	int sort_order, sort_target;
+	int64_t min_mod, max_mod, min_create, max_create;
+};
+
+bool gw_range_has_filters(const struct range_post *p);
+/* A descending sort by a target other than the key: the store's order of ties is not etcd's,
+ * so the gateway asks for the range in key order and sorts it itself. */
+bool gw_range_sorts_itself(const struct range_post *p);
+/* Applies filters, sort, limit and count_only to a result holding the whole range in
+ * ascending key order, the way etcd does: count is the size of the range before filtering. */
+void gw_range_post_apply(struct kv_range_result *r, const struct range_post *p);
+/* etcd's rule, used to name the error the store gave: one branch may not put a key twice,
+ * nor put a key that one of its deletes covers. Only run after a refusal, on at most the
+ * few hundred ops a txn may hold. */
+bool gw_txn_has_duplicate(const struct kv_op *ops, size_t n);
 
 /* ---- kvapi.c: unary handlers (POST bodies, parsed into a JSON object) ---- */
 

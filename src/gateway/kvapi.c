@@ -16,18 +16,14 @@
 static const char *const sort_orders[] = {"NONE", "ASCEND", "DESCEND"};
 static const char *const sort_targets[] = {"KEY", "VERSION", "CREATE", "MOD", "VALUE"};
 
-/* Range options applied by the gateway itself: inside a txn (kv_op carries only key,
- * range_end and keys_only) and for the revision filters kv.h does not have. */
-struct range_post {
-	int64_t limit;
-	bool count_only;
-	int sort_order, sort_target;
-	int64_t min_mod, max_mod, min_create, max_create;
-};
-
-static bool has_filters(const struct range_post *p)
+bool gw_range_has_filters(const struct range_post *p)
 {
 	return p->min_mod || p->max_mod || p->min_create || p->max_create;
+}
+
+bool gw_range_sorts_itself(const struct range_post *p)
+{
+	return p->sort_order == KV_SORT_DESCEND && p->sort_target != KV_SORT_KEY;
 }
 
 static int parse_range(struct ctx *x, const json_t *o, struct kv_range_req *r, struct range_post *p,
@@ -62,14 +58,41 @@ static int parse_range(struct ctx *x, const json_t *o, struct kv_range_req *r, s
 	return 0;
 }
 
-static int cmp_kv(const void *pa, const void *pb, void *target)
+static int cmp_i64(int64_t a, int64_t b)
 {
-	return kv_sort_cmp(pa, pb, *(const enum kv_sort_target *)target);
+	return a < b ? -1 : a > b;
 }
 
-/* Applies filters, sort, limit and count_only to a result holding the whole range in
- * ascending key order, the way etcd does: count is the size of the range before filtering. */
-static void range_post_apply(struct kv_range_result *r, const struct range_post *p)
+/* The sort target alone, no tie-break. */
+static int cmp_target(const struct kv_kv *a, const struct kv_kv *b, int target)
+{
+	switch (target) {
+	case KV_SORT_VERSION:
+		return cmp_i64(a->version, b->version);
+	case KV_SORT_CREATE:
+		return cmp_i64(a->create_revision, b->create_revision);
+	case KV_SORT_MOD:
+		return cmp_i64(a->mod_revision, b->mod_revision);
+	case KV_SORT_VALUE:
+		return kv_key_cmp(a->value, a->value ? a->value_len : 0, b->value,
+				  b->value ? b->value_len : 0);
+	default:
+		return kv_key_cmp(a->key, a->key_len, b->key, b->key_len);
+	}
+}
+
+/* etcd's order: by target in the asked direction; ties keep their ascending key order (etcd
+ * sorts the key-ordered range with sort.Reverse, which leaves ties as they were). */
+static int cmp_kv(const void *pa, const void *pb, void *arg)
+{
+	const struct range_post *p = arg;
+	int c = cmp_target(pa, pb, p->sort_target);
+	if (p->sort_order == KV_SORT_DESCEND)
+		c = -c;
+	return c ? c : cmp_target(pa, pb, KV_SORT_KEY);
+}
+
+void gw_range_post_apply(struct kv_range_result *r, const struct range_post *p)
 {
 	if (!r->count)
 		r->count = (int64_t)r->n_kvs;
@@ -93,16 +116,8 @@ static void range_post_apply(struct kv_range_result *r, const struct range_post 
 	}
 	r->n_kvs = n;
 	bool key_asc = p->sort_target == KV_SORT_KEY && p->sort_order != KV_SORT_DESCEND;
-	if (!key_asc && n > 1) {
-		enum kv_sort_target target = (enum kv_sort_target)p->sort_target;
-		qsort_r(r->kvs, n, sizeof(*r->kvs), cmp_kv, &target);
-		if (p->sort_order == KV_SORT_DESCEND)
-			for (size_t i = 0; i < n / 2; i++) {
-				struct kv_kv t = r->kvs[i];
-				r->kvs[i] = r->kvs[n - 1 - i];
-				r->kvs[n - 1 - i] = t;
-			}
-	}
+	if (!key_asc && n > 1)
+		qsort_r(r->kvs, n, sizeof(*r->kvs), cmp_kv, (void *)p);
 	if (p->limit > 0 && n > (size_t)p->limit) {
 		for (size_t i = (size_t)p->limit; i < n; i++)
 			kv_kv_free(&r->kvs[i]);
@@ -127,8 +142,14 @@ int api_range(struct ctx *x, const json_t *body)
 	int64_t rev;
 	if (parse_range(x, body, &req, &post, &rev) < 0)
 		return -1;
-	bool post_filter = has_filters(&post) && !post.count_only;
-	if (post_filter) {
+	bool post_filter = gw_range_has_filters(&post) && !post.count_only;
+	bool post_sort = gw_range_sorts_itself(&post) && !post.count_only;
+	if (post_sort) {
+		/* the whole range in key order; sorted, filtered and limited here */
+		req.limit = 0;
+		req.sort_order = KV_SORT_NONE;
+		req.sort_target = KV_SORT_KEY;
+	} else if (post_filter) {
 		/* etcd filters the whole sorted range, then applies the limit. */
 		req.limit = 0;
 		post.sort_order = KV_SORT_NONE;
@@ -137,8 +158,8 @@ int api_range(struct ctx *x, const json_t *body)
 	int ret = kv_range(x->gw->kv, &req, &res);
 	if (ret < 0)
 		return ctx_kv_fail(x, ret, false);
-	if (post_filter)
-		range_post_apply(&res, &post);
+	if (post_filter || post_sort)
+		gw_range_post_apply(&res, &post);
 	ret = ctx_reply(x, range_json(&res, res.revision), 0);
 	kv_range_result_free(&res);
 	return ret;
@@ -345,10 +366,7 @@ out_err:
 	return NULL;
 }
 
-/* etcd's rule, used to name the error the store gave: one branch may not put a key twice,
- * nor put a key that one of its deletes covers. Only run after a refusal, on at most the
- * few hundred ops a txn may hold. */
-static bool has_duplicate(const struct kv_op *ops, size_t n)
+bool gw_txn_has_duplicate(const struct kv_op *ops, size_t n)
 {
 	for (size_t i = 0; i < n && n <= 1024; i++) {
 		if (ops[i].type != KV_OP_PUT)
@@ -392,8 +410,8 @@ int api_txn(struct ctx *x, const json_t *body)
 	txn.failure = ops_f;
 	struct kv_txn_result res;
 	int ret = kv_txn(x->gw->kv, &txn, &res);
-	if (ret == -EINVAL &&
-	    (has_duplicate(ops_s, txn.n_success) || has_duplicate(ops_f, txn.n_failure)))
+	if (ret == -EINVAL && (gw_txn_has_duplicate(ops_s, txn.n_success) ||
+			       gw_txn_has_duplicate(ops_f, txn.n_failure)))
 		return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_DUPLICATE_KEY);
 	if (ret < 0)
 		return ctx_kv_fail(x, ret, true);
@@ -417,7 +435,7 @@ int api_txn(struct ctx *x, const json_t *body)
 		struct kv_op_result *r = &res.results[i];
 		int64_t rev = res.revision;
 		if (r->type == KV_OP_RANGE) {
-			range_post_apply(&r->range, i < n_ops ? &posts[i] : &none);
+			gw_range_post_apply(&r->range, i < n_ops ? &posts[i] : &none);
 			rev = read_rev;
 		} else if (r->type == KV_OP_PUT || r->deleted > 0) {
 			read_rev = res.revision;

@@ -3,7 +3,7 @@
  * A connection thread never closes its socket: whoever joins it does, so gw_stop() can
  * shutdown() any socket at any time without racing a reuse of the descriptor.
  */
-#include "gateway_int.h"
+#include "grpc_int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,6 +23,9 @@
 #define MAX_CONNS 256
 #define SEND_TIMEOUT_S 30 /* a client that does not read for this long is dropped */
 #define DEFAULT_PROGRESS_MS 5000
+#define DEFAULT_KEEPALIVE_MS 7200000 /* etcd's --grpc-keepalive-interval */
+#define DEFAULT_KEEPALIVE_TIMEOUT_MS 20000
+#define DEFAULT_CLUSTER_ID 0x65746364667300ULL /* "etcdfs": any constant, clients only compare */
 
 bool gw_stopping(struct gw *gw)
 {
@@ -35,7 +38,11 @@ bool gw_stopping(struct gw *gw)
 static void *conn_main(void *arg)
 {
 	struct conn *c = arg;
-	for (;;) {
+	/* etcd serves gRPC and its JSON gateway on one port: the first bytes tell which. */
+	bool h2 = h2_sniff(c);
+	if (h2)
+		h2_serve(c);
+	for (; !h2;) {
 		struct request rq;
 		struct http_err e = {0};
 		int ret = http_read_request(c, &rq, &e);
@@ -246,8 +253,16 @@ int gw_start(struct kv *kv, const char *listen_addr, struct gw **out)
 	gw->kv = kv;
 	gw->lfd = fd;
 	gw->progress_ms = DEFAULT_PROGRESS_MS;
+	gw->keepalive_ms = DEFAULT_KEEPALIVE_MS;
+	gw->keepalive_timeout_ms = DEFAULT_KEEPALIVE_TIMEOUT_MS;
+	gw->cluster_id = DEFAULT_CLUSTER_ID;
+	gw->member_id = 1;
+	snprintf(gw->name, sizeof(gw->name), "etcdfs");
 	gw->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 						  : ((struct sockaddr_in *)&ss)->sin_port);
+	snprintf(gw->client_url, sizeof(gw->client_url), "http://%s%s%s:%d",
+		 ai->ai_family == AF_INET6 ? "[" : "", host, ai->ai_family == AF_INET6 ? "]" : "",
+		 gw->port);
 	pthread_mutex_init(&gw->lock, NULL);
 	if (pipe2(gw->wake, O_CLOEXEC) < 0) {
 		ret = -errno;
@@ -261,7 +276,8 @@ int gw_start(struct kv *kv, const char *listen_addr, struct gw **out)
 		goto out_free;
 	}
 	freeaddrinfo(ai);
-	log_info("gateway: serving the etcd v3 JSON API on %s (port %d)", listen_addr, gw->port);
+	log_info("gateway: serving etcd's v3 API (gRPC and JSON) on %s (port %d)", listen_addr,
+		 gw->port);
 	*out = gw;
 	return 0;
 out_free:
@@ -282,6 +298,36 @@ int gw_port(const struct gw *gw)
 void gw_set_progress_interval(struct gw *gw, long ms)
 {
 	__atomic_store_n(&gw->progress_ms, ms > 0 ? ms : DEFAULT_PROGRESS_MS, __ATOMIC_RELAXED);
+}
+
+void gw_set_keepalive(struct gw *gw, long interval_ms, long timeout_ms)
+{
+	__atomic_store_n(&gw->keepalive_ms, interval_ms > 0 ? interval_ms : 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&gw->keepalive_timeout_ms,
+			 timeout_ms > 0 ? timeout_ms : DEFAULT_KEEPALIVE_TIMEOUT_MS,
+			 __ATOMIC_RELAXED);
+}
+
+void gw_set_member(struct gw *gw, uint64_t cluster_id, uint64_t member_id, const char *name,
+		   const char *client_url, gw_node_fn fn, void *arg)
+{
+	gw->cluster_id = cluster_id;
+	gw->member_id = member_id;
+	snprintf(gw->name, sizeof(gw->name), "%s", name ? name : "");
+	if (client_url)
+		snprintf(gw->client_url, sizeof(gw->client_url), "%s", client_url);
+	gw->node_fn = fn;
+	gw->node_arg = arg;
+}
+
+int gw_add_peer(struct gw *gw, uint64_t id, const char *peer_url)
+{
+	if (gw->n_peers == GW_MAX_PEERS)
+		return -ENOSPC;
+	struct gw_peer *p = &gw->peers[gw->n_peers++];
+	p->id = id;
+	snprintf(p->peer_url, sizeof(p->peer_url), "%s", peer_url);
+	return 0;
 }
 
 void gw_stop(struct gw *gw)

@@ -1,10 +1,11 @@
-/* server_main.c: etcdfs-server, the embedded store served over etcd's v3 JSON gateway.
+/* server_main.c: etcdfs-server, the embedded store served over etcd's v3 API (gRPC and the
+ * JSON gateway on one port).
  *
  * Opens the store in --data-dir (store.h) and serves it on --listen-client through
  * gateway.h until SIGTERM or SIGINT, then shuts down cleanly: the gateway closes every
  * connection and watch, then the store stops Raft and flushes nothing it has not already
  * made durable (every acknowledged write is on disk before it is acknowledged).
- * Any etcd v3 JSON client works against it: etcdfs --endpoints, curl, the test suite.
+ * Any etcd v3 client works against it: etcdctl, client libraries, etcdfs --endpoints, curl.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -15,6 +16,7 @@
 #include <syslog.h>
 
 #include "core/log.h"
+#include "etcd/etcd.h" /* etcd_parse_duration_ms: etcd's duration syntax, written once */
 #include "gateway/gateway.h"
 #include "store/store.h"
 
@@ -25,14 +27,16 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: etcdfs-server --data-dir DIR [options]\n"
 		"\n"
-		"Serves the etcdfs embedded store through etcd's v3 JSON API (the grpc-gateway\n"
-		"paths /v3/kv/..., /v3/watch, /v3/maintenance/status), so etcdfs --endpoints,\n"
-		"curl or any etcd JSON client can use it. There is no TLS and no authentication:\n"
-		"keep the client address on loopback.\n"
+		"Serves the etcdfs embedded store through etcd's v3 API: gRPC (KV, Watch, Lease,\n"
+		"Maintenance, Cluster.MemberList) and the JSON gateway (/v3/kv/..., /v3/watch)\n"
+		"on one port, so etcdctl, etcd client libraries, etcdfs --endpoints and curl can\n"
+		"use it. There is no TLS and no authentication: keep the client address on\n"
+		"loopback.\n"
 		"\n"
 		"options:\n"
 		"    --data-dir=DIR             keep the keyspace in DIR (created if missing)\n"
-		"    --listen-client=IP:PORT    client (HTTP) address, default " DEFAULT_LISTEN "\n"
+		"    --listen-client=IP:PORT    client (gRPC and HTTP) address, "
+		"default " DEFAULT_LISTEN "\n"
 		"                               (port 0 picks a free port and logs it)\n"
 		"    --node-id=N                this node's Raft id (default 1)\n"
 		"    --peers=ID=IP:PORT,...     the Raft cluster, for several nodes\n"
@@ -40,9 +44,53 @@ static void usage(FILE *f)
 		"    --auto-compact-retain=N    revisions of history kept (default 10000, 0 = "
 		"all)\n"
 		"    --snapshot-threshold=N     Raft entries between snapshots (default 1024)\n"
+		"    --grpc-keepalive-interval=DURATION\n"
+		"                               silence from a gRPC client after which the server\n"
+		"                               pings it (default 2h, 0 = never)\n"
+		"    --grpc-keepalive-timeout=DURATION\n"
+		"                               wait for the answer to that ping before closing\n"
+		"                               the connection (default 20s)\n"
 		"    -d, --debug                log debug messages\n"
 		"    -h, --help                 this text\n"
 		"    -V, --version              print the version\n");
+}
+
+/* What Status and HashKV report about this node, from the store. */
+static int node_status(void *arg, struct gw_node *out)
+{
+	struct store_status st;
+	int ret = store_get_status(arg, &st);
+	if (ret < 0)
+		return ret;
+	out->leader = st.leader_id;
+	out->raft_index = st.applied_index;
+	out->compact_revision = st.compact_revision;
+	return 0;
+}
+
+/* Tells the gateway every member of --peers ("ID=IP:PORT[:FWDPORT],..."), with its Raft
+ * address as peer URL, for MemberList. */
+static void add_peers(struct gw *gw, const char *peers)
+{
+	char *copy = peers ? strdup(peers) : NULL, *save = NULL;
+	for (char *e = copy ? strtok_r(copy, ",", &save) : NULL; e;
+	     e = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(e, '='), *addr, *last;
+		if (!eq)
+			continue;
+		*eq = 0;
+		addr = eq + 1;
+		/* drop the forwarding port: IP:PORT:FWD has a colon after the port */
+		char *close = strchr(addr, ']');
+		char *port = strchr(close ? close : addr, ':');
+		if (port && (last = strchr(port + 1, ':')))
+			*last = 0;
+		char url[300];
+		snprintf(url, sizeof(url), "http://%s", addr);
+		if (gw_add_peer(gw, strtoull(e, NULL, 10), url) < 0)
+			log_warn("etcdfs-server: MemberList lists only the first 16 members");
+	}
+	free(copy);
 }
 
 static int parse_num(const char *opt, const char *s, long long min, long long *out)
@@ -68,6 +116,8 @@ int main(int argc, char **argv)
 		{"listen", required_argument, NULL, 'l'},
 		{"auto-compact-retain", required_argument, NULL, 'r'},
 		{"snapshot-threshold", required_argument, NULL, 's'},
+		{"grpc-keepalive-interval", required_argument, NULL, 'k'},
+		{"grpc-keepalive-timeout", required_argument, NULL, 'K'},
 		{"debug", no_argument, NULL, 'd'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
@@ -75,6 +125,7 @@ int main(int argc, char **argv)
 	};
 	struct store_config cfg;
 	const char *listen_client = DEFAULT_LISTEN;
+	long ka_interval = 7200000, ka_timeout = 20000;
 	long long v;
 	int c;
 	store_config_init(&cfg);
@@ -106,6 +157,17 @@ int main(int argc, char **argv)
 			if (parse_num("snapshot-threshold", optarg, 1, &v) < 0 || v > 0xffffffffLL)
 				return 2;
 			cfg.snapshot_threshold = (unsigned)v;
+			break;
+		case 'k':
+		case 'K':
+			if (etcd_parse_duration_ms(optarg, c == 'k' ? &ka_interval : &ka_timeout) <
+			    0) {
+				fprintf(stderr, "etcdfs-server: bad duration '%s' for --%s\n",
+					optarg,
+					c == 'k' ? "grpc-keepalive-interval"
+						 : "grpc-keepalive-timeout");
+				return 2;
+			}
 			break;
 		case 'd':
 			log_set_level(LOG_DEBUG);
@@ -155,6 +217,13 @@ int main(int argc, char **argv)
 		kv_destroy(kv);
 		return 1;
 	}
+	char name[64];
+	snprintf(name, sizeof(name), "etcdfs-%u", cfg.id);
+	/* Every member of one store cluster shares its cluster id; the member id is the node's
+	 * Raft id, so the leader field of Status names a member of MemberList. */
+	gw_set_keepalive(gw, ka_interval, ka_timeout);
+	add_peers(gw, cfg.peers);
+	gw_set_member(gw, 0x65746364667300ULL, cfg.id, name, NULL, node_status, kv);
 	log_notice("etcdfs-server: store %s, clients on http://%s (port %d)", cfg.data_dir,
 		   listen_client, gw_port(gw));
 

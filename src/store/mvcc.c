@@ -999,7 +999,8 @@ static struct knode **sorted_keys(const struct lease *l)
 	struct knode **ks = malloc((l->n_keys ? l->n_keys : 1) * sizeof(*ks));
 	if (!ks)
 		return NULL;
-	memcpy(ks, l->keys, l->n_keys * sizeof(*ks));
+	if (l->n_keys) /* keys is NULL for a lease without keys */
+		memcpy(ks, l->keys, l->n_keys * sizeof(*ks));
 	qsort(ks, l->n_keys, sizeof(*ks), cmp_knode_key);
 	return ks;
 }

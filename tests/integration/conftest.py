@@ -237,9 +237,10 @@ class Etcd:
 
 
 class StoreServer(Etcd):
-    """The embedded store behind etcd's JSON API (etcdfs-server): the same
-    wire protocol as Etcd above, so every test helper and etcdfs itself
-    talk to it unchanged. etcdctl speaks gRPC, which it does not serve."""
+    """The embedded store behind etcd's v3 API (etcdfs-server): gRPC and the
+    JSON gateway on one port, as etcd serves them, so every test helper,
+    etcdctl and etcdfs itself talk to it unchanged. Authentication is not
+    served: etcdctl user/role/auth commands skip the test."""
 
     def __init__(self, tmp, extra_args=(), tls=None):
         super().__init__(tmp, extra_args, tls)
@@ -248,13 +249,18 @@ class StoreServer(Etcd):
     def _start(self):
         server = os.path.join(BUILD, "src/gateway/etcdfs-server")
         args = [server, "--data-dir", os.path.join(self.dir, "data"),
-                "--listen-client", f"127.0.0.1:{self.port}"]
+                "--listen-client", f"127.0.0.1:{self.port}"] + self.extra_args
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
         self._await_ready(self.revision, 0.05, b"already in use", "etcdfs-server exited",
                           "etcdfs-server did not answer")
 
     def ctl(self, *args, timeout=20, input=None):
-        pytest.skip("needs etcdctl, which speaks gRPC; the embedded store serves the JSON API")
+        # etcd's authentication is optional in issue 19 and etcdfs-server leaves it out
+        # (docs/store.md): tests that turn it on cannot run here
+        if args and args[0] in ("user", "role", "auth"):
+            pytest.skip("needs etcd's authentication (users, roles, auth enable), which "
+                        "etcdfs-server does not serve: see docs/store.md")
+        return super().ctl(*args, timeout=timeout, input=input)
 
 
 def prefix_end(p):
