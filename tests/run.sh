@@ -75,7 +75,7 @@ if setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=fals
 		>"$results/it-asan.log" 2>&1 &
 	it_etcd=$!
 	# The same foundation, write, watch, Kubernetes and model tests over
-	# the embedded store (etcdfs-server serves it through etcd's JSON API).
+	# the embedded store (etcdfs-server serves it through etcd's gRPC API and JSON gateway).
 	ETCDFS_BUILD="$top/build-asan" ETCDFS_BACKENDS=store /usr/bin/python3 -m pytest -q \
 		-p no:cacheprovider --junitxml="$results/it-store.xml" \
 		tests/integration/test_read.py tests/integration/test_write.py \
