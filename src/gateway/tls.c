@@ -179,6 +179,9 @@ static const char *handshake_reason(SSL *ssl, int err, char *buf, size_t size)
 	return ssl_reason(buf, size);
 }
 
+static const char plain_answer[] = "HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\n"
+				   "Client sent an HTTP request to an HTTPS server.\n";
+
 static int handshake(struct conn *c, SSL *ssl)
 {
 	int64_t deadline = util_now_ms() + HANDSHAKE_TIMEOUT_MS;
@@ -199,12 +202,17 @@ static int handshake(struct conn *c, SSL *ssl)
 			poll(&p, 1, left < 1000 ? (int)left : 1000);
 			continue;
 		}
+		/* A cleartext HTTP client is told in words it can read, as etcd (Go) does. */
+		bool cleartext = !ev && ERR_GET_REASON(ERR_peek_error()) == SSL_R_HTTP_REQUEST;
 		peer_name(c->fd, peer, sizeof(peer));
 		if (ev)
 			snprintf(why, sizeof(why), "%s", left > 0 ? "stopping" : "timed out");
 		else
 			handshake_reason(ssl, err, why, sizeof(why));
 		log_warn("gateway: TLS handshake with %s failed: %s", peer, why);
+		if (cleartext && send(c->fd, plain_answer, sizeof(plain_answer) - 1,
+				      MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			log_debug("gateway: cannot answer %s: %s", peer, strerror(errno));
 		return -ECONNABORTED;
 	}
 }

@@ -199,6 +199,31 @@ def test_client_without_certificate_refused(tls_store, pki):
     s.ctl("put", "/still", "ok")
 
 
+def test_cleartext_client_and_silent_client(tls_store, pki):
+    s = tls_store
+    # a cleartext HTTP request on the TLS port gets a readable answer, as from etcd
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        answer = b""
+        while True:
+            b = c.recv(4096)
+            if not b:
+                break
+            answer += b
+    assert answer.startswith(b"HTTP/1.0 400") and b"HTTP request to an HTTPS server" in answer
+    # a client that connects and never starts the handshake holds nothing: others are
+    # served meanwhile, and the server lets it go after 10 s
+    silent = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    try:
+        t0 = time.time()
+        s.ctl("put", "/served", "meanwhile")
+        assert silent.recv(1) == b""
+        assert 8 < time.time() - t0 < 25
+    finally:
+        silent.close()
+    assert "timed out" in s.server_log()
+
+
 def test_wrong_ca_refused(tls_store, pki):
     s = tls_store
     # the client does not trust the server's CA
