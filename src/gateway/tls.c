@@ -207,6 +207,8 @@ static int handshake(struct conn *c, SSL *ssl)
 		peer_name(c->fd, peer, sizeof(peer));
 		if (ev)
 			snprintf(why, sizeof(why), "%s", left > 0 ? "stopping" : "timed out");
+		else if (cleartext)
+			snprintf(why, sizeof(why), "a cleartext HTTP request (answered 400)");
 		else
 			handshake_reason(ssl, err, why, sizeof(why));
 		log_warn("gateway: TLS handshake with %s failed: %s", peer, why);

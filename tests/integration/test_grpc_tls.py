@@ -221,6 +221,7 @@ def test_cleartext_client_and_silent_client(tls_store, pki):
         assert 8 < time.time() - t0 < 25
     finally:
         silent.close()
+    assert "a cleartext HTTP request (answered 400)" in s.server_log()
     assert "timed out" in s.server_log()
 
 
