@@ -112,6 +112,8 @@ def test_etcdctl_and_json_over_tls(tls_store, pki):
     assert s.ctl("get", "/tls/a", "--print-value-only") == b"over grpc\n"
     st = json.loads(s.ctl("endpoint", "status", "-w", "json"))
     assert st[0]["Endpoint"] == s.endpoint
+    members = json.loads(s.ctl("member", "list", "-w", "json"))["members"]
+    assert members[0]["clientURLs"] == [s.endpoint], members
     # a watch streams over TLS too
     w = subprocess.Popen(s.ctl_args() + ["watch", "/tls/w"], stdout=subprocess.PIPE,
                          env=s.ctl_env())
