@@ -26,7 +26,7 @@
  * lacks (min/max mod/create revision filters; limit, sort and count_only inside a txn) are
  * applied by the gateway as etcd applies them. Watch: create/cancel/progress requests, the
  * NOPUT/NODELETE filters; prev_kv is accepted but JSON events carry no previous value (gRPC
- * ones do). There is no authentication. TLS (gw_start_tls) serves both gRPC and JSON, with
+ * ones do). No user/password authentication. TLS (gw_start_tls) serves both gRPC and JSON, with
  * ALPN offering h2 and http/1.1 and, if asked, client certificates verified against a CA;
  * cleartext is refused on an address other than loopback unless the caller insists.
  *

@@ -215,6 +215,9 @@ static int handshake(struct conn *c, SSL *ssl)
 		if (cleartext && send(c->fd, plain_answer, sizeof(plain_answer) - 1,
 				      MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 			log_debug("gateway: cannot answer %s: %s", peer, strerror(errno));
+		else if (cleartext)
+			http_linger_drain(
+				c); /* the rest of its request must not reset the answer */
 		return -ECONNABORTED;
 	}
 }
