@@ -333,3 +333,45 @@ def test_bad_tls_flags_refused(tmp, pki):
             stop(p)
         out = p.stdout.read().decode()
         assert exited and p.returncode != 0 and msg in out, (args, out)
+
+
+def test_stalled_tls_watcher(tls_store, pki):
+    """A TLS watcher that stops reading: the relay neither spins nor drops anything, and
+    every event arrives once it reads again."""
+    s = tls_store
+    r, w = os.pipe()
+    watch = subprocess.Popen(s.ctl_args() + ["watch", "--prefix", "/s/"], stdout=w,
+                             env=s.ctl_env())
+    os.close(w)
+    try:
+        time.sleep(2)  # the watch is created
+        ctx = ssl_ctx(pki, alpn=("http/1.1",))
+        c = http.client.HTTPSConnection("127.0.0.1", s.port, context=ctx, timeout=60)
+        value = "x" * (256 << 10)
+        n = 128  # 32 MiB of events, far above the pipe, socket and relay buffers
+        for i in range(n):
+            c.request("POST", "/v3/kv/put", body=json.dumps(
+                {"key": b64(f"/s/{i % 8}"), "value": b64(value)}))
+            assert c.getresponse().read()
+        c.close()
+        stat = lambda: open(f"/proc/{s.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        cpu = lambda: (int(stat()[11]) + int(stat()[12])) / os.sysconf("SC_CLK_TCK")
+        c0 = cpu()
+        time.sleep(5)
+        # a correct relay idles (0.05 s of CPU in 10 s, measured); a spinning one burns
+        # whatever share of a core the loaded machine gives it
+        assert cpu() - c0 < 0.5, "the server spins while its TLS watcher is stalled"
+        got, deadline = 0, time.time() + 60
+        os.set_blocking(r, False)
+        while got < n * len(value) and time.time() < deadline:
+            try:
+                b = os.read(r, 1 << 20)
+                got += b.count(b"x")
+            except BlockingIOError:
+                time.sleep(0.05)
+        assert got == n * len(value)
+    finally:
+        watch.kill()
+        watch.wait()
+        os.close(r)
+    s.ctl("put", "/after", "ok")
