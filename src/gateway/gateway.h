@@ -26,7 +26,9 @@
  * lacks (min/max mod/create revision filters; limit, sort and count_only inside a txn) are
  * applied by the gateway as etcd applies them. Watch: create/cancel/progress requests, the
  * NOPUT/NODELETE filters; prev_kv is accepted but JSON events carry no previous value (gRPC
- * ones do). There is no TLS and no authentication: listen on loopback.
+ * ones do). No user/password authentication. TLS (gw_start_tls) serves both gRPC and JSON, with
+ * ALPN offering h2 and http/1.1 and, if asked, client certificates verified against a CA;
+ * cleartext is refused on an address other than loopback unless the caller insists.
  *
  * Threads: one accept thread, one thread per connection (at most 256). JSON request bodies
  * above 4 MiB are refused with etcd's "request is too large" error. A watch stream asking for
@@ -45,9 +47,24 @@
 struct gw; /* opaque; freed by gw_stop() */
 
 /* Binds listen_addr ("IP:PORT", "[IPv6]:PORT" or "localhost:PORT"; port 0 picks a free
- * one), starts serving and returns. Errors (logged with the address): -EINVAL bad address,
- * -EADDRINUSE port taken, -EACCES privileged port, -EADDRNOTAVAIL not a local address. */
+ * one), starts serving cleartext (any address, with a warning off loopback) and returns. Errors
+ * (logged with the address): -EINVAL bad address, -EADDRINUSE port taken, -EACCES privileged port,
+ * -EADDRNOTAVAIL not a local address. */
 int gw_start(struct kv *kv, const char *listen_addr, struct gw **out);
+
+/* TLS on the client port, with etcd's flag names. */
+struct gw_tls_config {
+	const char *cert_file;	     /* --cert-file: the server's PEM certificate (chain) */
+	const char *key_file;	     /* --key-file: its PEM private key */
+	const char *trusted_ca_file; /* --trusted-ca-file: PEM CAs that sign client certs */
+	bool client_cert_auth;	     /* --client-cert-auth: require a certificate it signed */
+};
+
+/* gw_start() with TLS when tls is not NULL (files loaded before binding; a bad file is
+ * -EINVAL, logged with OpenSSL's reason). Without TLS, an address that is not loopback is
+ * refused with -EPERM (the log says what to do) unless insecure_plaintext is set. */
+int gw_start_tls(struct kv *kv, const char *listen_addr, const struct gw_tls_config *tls,
+		 bool insecure_plaintext, struct gw **out);
 
 /* The TCP port actually bound (useful with port 0). */
 int gw_port(const struct gw *gw);

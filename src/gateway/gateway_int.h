@@ -6,6 +6,7 @@
  * jsonpb.c   the request context (reply, error, allocations) and etcd's jsonpb rules
  * kvapi.c    the unary handlers: KV, compaction, status, auth
  * watch.c    /v3/watch streams
+ * tls.c      TLS: the handshake and a relay thread per connection (tls.h)
  *
  * Threads: struct gw is shared by the accept thread, every connection thread and the
  * caller of gw_stop(); a struct conn and its struct request belong to the connection's
@@ -57,15 +58,17 @@ struct conn {
 	struct gw *gw;
 	int fd;
 	pthread_t thread;
-	bool done;	   /* protected by gw->lock: the thread has ended */
-	struct conn *next; /* protected by gw->lock */
+	bool done;	      /* protected by gw->lock: the thread has ended */
+	struct conn *next;    /* protected by gw->lock */
+	struct tls_conn *tls; /* set under gw->lock by tls_conn_start(); NULL: cleartext */
 	/* input buffer, conn thread only: bytes [in_off, in_len) are unconsumed */
 	char *in;
 	size_t in_len, in_cap, in_off;
 };
 
 struct gw {
-	struct kv *kv; /* borrowed */
+	struct kv *kv;	     /* borrowed */
+	struct tls_srv *tls; /* NULL: cleartext */
 	int lfd;
 	int wake[2]; /* pipe: wakes the accept thread on stop */
 	int port;

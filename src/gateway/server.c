@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "tls.h"
 
 #define MAX_CONNS 256
 #define SEND_TIMEOUT_S 30 /* a client that does not read for this long is dropped */
@@ -38,6 +39,8 @@ bool gw_stopping(struct gw *gw)
 static void *conn_main(void *arg)
 {
 	struct conn *c = arg;
+	if (c->gw->tls && tls_conn_start(c) < 0)
+		goto out;
 	/* etcd serves gRPC and its JSON gateway on one port: the first bytes tell which. */
 	bool h2 = h2_sniff(c);
 	if (h2)
@@ -69,8 +72,10 @@ static void *conn_main(void *arg)
 	}
 	free(c->in);
 	c->in = NULL;
+out:
 	/* The client sees the end now; the descriptor itself is closed by the reaper. */
 	shutdown(c->fd, SHUT_RDWR);
+	tls_conn_end(c);
 	pthread_mutex_lock(&c->gw->lock);
 	c->done = true;
 	pthread_mutex_unlock(&c->gw->lock);
@@ -100,16 +105,21 @@ static void reap(struct gw *gw, bool all)
 		dead = c->next;
 		pthread_join(c->thread, NULL);
 		close(c->fd);
+		tls_conn_free(c);
 		free(c);
 	}
 }
 
-static void refuse_busy(int fd)
+static void refuse_busy(int fd, bool tls)
 {
 	static const char body[] =
 		"{\"error\":\"etcdfs gateway: too many connections\","
 		"\"code\":14,\"message\":\"etcdfs gateway: too many connections\"}";
 	char msg[512];
+	if (tls) { /* a cleartext answer would only be a TLS error to the client */
+		close(fd);
+		return;
+	}
 	int n = snprintf(msg, sizeof(msg),
 			 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
 			 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
@@ -169,7 +179,7 @@ static void *accept_main(void *arg)
 			log_warn("gateway: refusing a connection (%s)",
 				 c ? "too many connections" : "out of memory");
 			free(c);
-			refuse_busy(fd);
+			refuse_busy(fd, gw->tls != NULL);
 		}
 	}
 	return NULL;
@@ -207,7 +217,35 @@ static bool is_loopback(const struct sockaddr *sa)
 
 int gw_start(struct kv *kv, const char *listen_addr, struct gw **out)
 {
+	return gw_start_tls(kv, listen_addr, NULL, true, out);
+}
+
+/* Cleartext off loopback only when asked: anyone who reaches the port owns the keyspace. */
+static int check_plaintext(const struct sockaddr *sa, const char *listen_addr, bool insecure)
+{
+	if (is_loopback(sa))
+		return 0;
+	if (!insecure) {
+		log_err("gateway: refusing to serve cleartext on %s, which is not a loopback "
+			"address: anyone who reaches it could read and write the whole keyspace. "
+			"Give --cert-file and --key-file (and --trusted-ca-file with "
+			"--client-cert-auth) to serve TLS, or --insecure-plaintext to serve "
+			"cleartext anyway",
+			listen_addr);
+		return -EPERM;
+	}
+	log_warn("gateway: listening on %s, which is not a loopback address: there is no "
+		 "TLS and no authentication, anyone who reaches it can read and write the "
+		 "whole keyspace",
+		 listen_addr);
+	return 0;
+}
+
+int gw_start_tls(struct kv *kv, const char *listen_addr, const struct gw_tls_config *tls,
+		 bool insecure_plaintext, struct gw **out)
+{
 	char host[256], port[8];
+	struct tls_srv *ts = NULL;
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV},
 			*ai = NULL;
 	int ret, fd = -1;
@@ -223,6 +261,10 @@ int gw_start(struct kv *kv, const char *listen_addr, struct gw **out)
 		log_err("gateway: cannot resolve '%s': %s", listen_addr, gai_strerror(gai));
 		return -EINVAL;
 	}
+	ret = tls ? tls_srv_new(tls, &ts)
+		  : check_plaintext(ai->ai_addr, listen_addr, insecure_plaintext);
+	if (ret < 0)
+		goto out_err;
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		ret = -errno;
@@ -237,11 +279,6 @@ int gw_start(struct kv *kv, const char *listen_addr, struct gw **out)
 		log_err("gateway: cannot listen on %s: %s", listen_addr, strerror(errno));
 		goto out_err;
 	}
-	if (!is_loopback(ai->ai_addr))
-		log_warn("gateway: listening on %s, which is not a loopback address: there is no "
-			 "TLS and no authentication, anyone who reaches it can read and write the "
-			 "whole keyspace",
-			 listen_addr);
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	getsockname(fd, (struct sockaddr *)&ss, &sl);
@@ -251,6 +288,7 @@ int gw_start(struct kv *kv, const char *listen_addr, struct gw **out)
 		goto out_err;
 	}
 	gw->kv = kv;
+	gw->tls = ts;
 	gw->lfd = fd;
 	gw->progress_ms = DEFAULT_PROGRESS_MS;
 	gw->keepalive_ms = DEFAULT_KEEPALIVE_MS;
@@ -260,7 +298,7 @@ int gw_start(struct kv *kv, const char *listen_addr, struct gw **out)
 	snprintf(gw->name, sizeof(gw->name), "etcdfs");
 	gw->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 						  : ((struct sockaddr_in *)&ss)->sin_port);
-	snprintf(gw->client_url, sizeof(gw->client_url), "http://%s%s%s:%d",
+	snprintf(gw->client_url, sizeof(gw->client_url), "%s://%s%s%s:%d", ts ? "https" : "http",
 		 ai->ai_family == AF_INET6 ? "[" : "", host, ai->ai_family == AF_INET6 ? "]" : "",
 		 gw->port);
 	pthread_mutex_init(&gw->lock, NULL);
@@ -276,8 +314,8 @@ int gw_start(struct kv *kv, const char *listen_addr, struct gw **out)
 		goto out_free;
 	}
 	freeaddrinfo(ai);
-	log_info("gateway: serving etcd's v3 API (gRPC and JSON) on %s (port %d)", listen_addr,
-		 gw->port);
+	log_info("gateway: serving etcd's v3 API (gRPC and JSON) on %s (port %d)%s", listen_addr,
+		 gw->port, ts ? " over TLS" : "");
 	*out = gw;
 	return 0;
 out_free:
@@ -286,6 +324,7 @@ out_free:
 out_err:
 	if (fd >= 0)
 		close(fd);
+	tls_srv_free(ts);
 	freeaddrinfo(ai);
 	return ret;
 }
@@ -343,13 +382,16 @@ void gw_stop(struct gw *gw)
 	pthread_join(gw->accept_thread, NULL);
 	close(gw->lfd);
 	pthread_mutex_lock(&gw->lock);
-	for (struct conn *c = gw->conns; c; c = c->next)
+	for (struct conn *c = gw->conns; c; c = c->next) {
 		shutdown(c->fd, SHUT_RDWR);
+		tls_conn_abort(c);
+	}
 	pthread_mutex_unlock(&gw->lock);
 	reap(gw, true);
 	close(gw->wake[0]);
 	close(gw->wake[1]);
 	pthread_mutex_destroy(&gw->lock);
+	tls_srv_free(gw->tls);
 	log_info("gateway: stopped");
 	free(gw);
 }

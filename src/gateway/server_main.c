@@ -30,8 +30,9 @@ static void usage(FILE *f)
 		"Serves the etcdfs embedded store through etcd's v3 API: gRPC (KV, Watch, Lease,\n"
 		"Maintenance, Cluster.MemberList) and the JSON gateway (/v3/kv/..., /v3/watch)\n"
 		"on one port, so etcdctl, etcd client libraries, etcdfs --endpoints and curl can\n"
-		"use it. There is no TLS and no authentication: keep the client address on\n"
-		"loopback.\n"
+		"use it. TLS and client certificates use etcd's flags; etcd's users and\n"
+		"passwords are not served. Cleartext is only served on a loopback address\n"
+		"unless --insecure-plaintext.\n"
 		"\n"
 		"options:\n"
 		"    --data-dir=DIR             keep the keyspace in DIR (created if missing)\n"
@@ -50,6 +51,14 @@ static void usage(FILE *f)
 		"    --grpc-keepalive-timeout=DURATION\n"
 		"                               wait for the answer to that ping before closing\n"
 		"                               the connection (default 20s)\n"
+		"    --cert-file=FILE           serve TLS with this PEM certificate (chain)\n"
+		"    --key-file=FILE            and this PEM private key\n"
+		"    --trusted-ca-file=FILE     PEM CA(s) that sign client certificates\n"
+		"    --client-cert-auth         require a client certificate signed by\n"
+		"                               --trusted-ca-file (refused without one)\n"
+		"    --insecure-plaintext       serve cleartext on an address that is not\n"
+		"                               loopback (refused otherwise: anyone who reaches\n"
+		"                               the port could read and write every key)\n"
 		"    -d, --debug                log debug messages\n"
 		"    -h, --help                 this text\n"
 		"    -V, --version              print the version\n");
@@ -118,6 +127,11 @@ int main(int argc, char **argv)
 		{"snapshot-threshold", required_argument, NULL, 's'},
 		{"grpc-keepalive-interval", required_argument, NULL, 'k'},
 		{"grpc-keepalive-timeout", required_argument, NULL, 'K'},
+		{"cert-file", required_argument, NULL, 'C'},
+		{"key-file", required_argument, NULL, 'Y'},
+		{"trusted-ca-file", required_argument, NULL, 'T'},
+		{"client-cert-auth", optional_argument, NULL, 'A'},
+		{"insecure-plaintext", no_argument, NULL, 'I'},
 		{"debug", no_argument, NULL, 'd'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
@@ -126,6 +140,8 @@ int main(int argc, char **argv)
 	struct store_config cfg;
 	const char *listen_client = DEFAULT_LISTEN;
 	long ka_interval = 7200000, ka_timeout = 20000;
+	struct gw_tls_config tls = {0};
+	bool insecure_plaintext = false;
 	long long v;
 	int c;
 	store_config_init(&cfg);
@@ -169,6 +185,29 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'C':
+			tls.cert_file = optarg;
+			break;
+		case 'Y':
+			tls.key_file = optarg;
+			break;
+		case 'T':
+			tls.trusted_ca_file = optarg;
+			break;
+		case 'A':
+			/* etcd's boolean flag: bare, =true or =false */
+			if (optarg && strcmp(optarg, "true") && strcmp(optarg, "false")) {
+				fprintf(stderr,
+					"etcdfs-server: bad value '%s' for --client-cert-auth "
+					"(true or false)\n",
+					optarg);
+				return 2;
+			}
+			tls.client_cert_auth = !optarg || !strcmp(optarg, "true");
+			break;
+		case 'I':
+			insecure_plaintext = true;
+			break;
 		case 'd':
 			log_set_level(LOG_DEBUG);
 			break;
@@ -194,6 +233,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	bool use_tls = tls.cert_file || tls.key_file;
+	if (!use_tls && (tls.trusted_ca_file || tls.client_cert_auth)) {
+		fprintf(stderr, "etcdfs-server: --trusted-ca-file and --client-cert-auth need "
+				"--cert-file and --key-file (TLS)\n");
+		return 2;
+	}
+
 	/* Every thread inherits this mask, so only sigwait() below sees the signals. */
 	sigset_t stop_set;
 	sigemptyset(&stop_set);
@@ -210,7 +256,7 @@ int main(int argc, char **argv)
 			strerror(-ret));
 		return 1;
 	}
-	ret = gw_start(kv, listen_client, &gw);
+	ret = gw_start_tls(kv, listen_client, use_tls ? &tls : NULL, insecure_plaintext, &gw);
 	if (ret < 0) {
 		fprintf(stderr, "etcdfs-server: cannot serve clients on %s: %s\n", listen_client,
 			strerror(-ret));
@@ -224,8 +270,8 @@ int main(int argc, char **argv)
 	gw_set_keepalive(gw, ka_interval, ka_timeout);
 	add_peers(gw, cfg.peers);
 	gw_set_member(gw, 0x65746364667300ULL, cfg.id, name, NULL, node_status, kv);
-	log_notice("etcdfs-server: store %s, clients on http://%s (port %d)", cfg.data_dir,
-		   listen_client, gw_port(gw));
+	log_notice("etcdfs-server: store %s, clients on %s://%s (port %d)", cfg.data_dir,
+		   use_tls ? "https" : "http", listen_client, gw_port(gw));
 
 	int sig = 0;
 	while (sigwait(&stop_set, &sig) != 0)
