@@ -552,7 +552,8 @@ int main(int argc, char *argv[])
 			 &o.shadow,
 			 &o.node_id_s,
 			 &o.kernel_timeout_s,
-			 &o.stale_timeout_s};
+			 &o.stale_timeout_s,
+			 &o.transport};
 	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
 		if (*strs[i] && (*strs[i])[0] == '=')
 			memmove(*strs[i], *strs[i] + 1, strlen(*strs[i]));

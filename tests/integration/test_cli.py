@@ -108,3 +108,15 @@ def test_help_man_page_and_readme_agree():
     named |= _options(section)
     assert len(named) >= 8
     assert named - help_opts == set(), "in the README but not in --help"
+
+
+def test_transport_takes_the_equals_form(etcd, tmp):
+    """--transport=json as --help writes it (it was refused: "--transport
+    must be auto, grpc or json", the '=' kept in the value)."""
+    etcd.put("/logtest/k", "v")
+    mnt, _ = _daemon_mount(etcd, tmp, ["--transport=json"])
+    try:
+        with open(os.path.join(mnt, "k")) as f:
+            assert f.read() == "v"
+    finally:
+        _unmount(mnt)
