@@ -14,7 +14,7 @@ build=(build-essential meson ninja-build pkg-config libfuse3-dev fuse3
 test=(etcd-server etcd-client python3 python3-pytest attr openssl ca-certificates
 	vim nano emacs-nox rsync perl util-linux mount curl tmux man-db procps
 	tar git sqlite3 make valgrind clang libclang-rt-14-dev
-	python3-cryptography python3-nacl python3-cbor2)
+	python3-cryptography python3-nacl python3-cbor2 nodejs)
 case "${1:-}" in
 build) want=("${build[@]}") ;;
 test) want=("${build[@]}" "${test[@]}") ;;
@@ -28,6 +28,9 @@ for p in "${want[@]}"; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" ||
 		missing+=("$p")
 done
+# npm for the Node.js client test (tests/node): a nodejs that brings its own
+# npm (NodeSource's) must not get Debian's npm package as well
+[ "${1:-}" = test ] && ! command -v npm >/dev/null && missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
 	echo "deps: missing Debian packages (run as root to install): ${missing[*]}" >&2
