@@ -6,7 +6,7 @@
 #     the integration tests (pytest: real etcd servers, real FUSE mounts,
 #     real tools), over etcd and over the embedded store;
 #  3. valgrind memcheck over the plain build's unit tests that run no servers;
-#  4. build-fuzz (clang): every libFuzzer target for FUZZ_SECONDS (45).
+#  4. build-fuzz (clang): every libFuzzer target for FUZZ_SECONDS (30).
 # Ends with "N passed, N failed"; exits non-zero on any failure.
 # Needs root (FUSE, mount, and apt-get for tools/deps.sh on a fresh machine).
 set -u
@@ -18,7 +18,7 @@ if ! tools/deps.sh test; then
 	exit 1
 fi
 results=$(mktemp -d)
-FUZZ_SECONDS=${FUZZ_SECONDS:-45}
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 status=0
 t0=$(date +%s)
 stamp() { echo "== $* ($(($(date +%s) - t0)) s)"; }
@@ -70,12 +70,18 @@ if setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=fals
 	# nothing (their own servers, ports and mounts). Each prints its
 	# report when both are done.
 	stamp "integration tests (ASan+UBSan daemon), over etcd and over the embedded store at once"
+	# etcdfs-server's own tests (gRPC, TLS, faults, a third-party client)
+	# run after the store pass, in its process, to even the two out.
+	server_tests=(tests/integration/test_grpc.py tests/integration/test_grpc_faults.py
+		tests/integration/test_grpc_tls.py tests/integration/test_node_client.py)
 	ETCDFS_BUILD="$top/build-asan" /usr/bin/python3 -m pytest tests/integration -q \
-		-p no:cacheprovider --junitxml="$results/it-asan.xml" ${PYTEST_ARGS:-} \
+		-p no:cacheprovider --junitxml="$results/it-asan.xml" \
+		"${server_tests[@]/#/--ignore=}" ${PYTEST_ARGS:-} \
 		>"$results/it-asan.log" 2>&1 &
 	it_etcd=$!
 	# The same foundation, write, watch, Kubernetes and model tests over
 	# the embedded store (etcdfs-server serves it through etcd's gRPC API and JSON gateway).
+	{
 	ETCDFS_BUILD="$top/build-asan" ETCDFS_BACKENDS=store /usr/bin/python3 -m pytest -q \
 		-p no:cacheprovider --junitxml="$results/it-store.xml" \
 		tests/integration/test_read.py tests/integration/test_write.py \
@@ -83,7 +89,12 @@ if setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=fals
 		tests/integration/test_model.py tests/integration/test_model_basic.py tests/integration/test_toolbox.py \
 		tests/integration/test_tools.py tests/integration/test_issue14.py tests/integration/test_refusals.py \
 		tests/integration/test_history.py \
-		${PYTEST_ARGS:-} >"$results/it-store.log" 2>&1 &
+		${PYTEST_ARGS:-} >"$results/it-store.log" 2>&1
+	store_status=$?
+	ETCDFS_BUILD="$top/build-asan" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+		--junitxml="$results/it-server.xml" "${server_tests[@]}" ${PYTEST_ARGS:-} \
+		>>"$results/it-store.log" 2>&1 && exit "$store_status"
+	} &
 	it_store=$!
 	wait "$it_etcd" || status=1
 	wait "$it_store" || status=1
