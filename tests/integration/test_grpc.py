@@ -977,24 +977,6 @@ def test_three_node_store_with_etcdctl(tmp):
             f.close()
 
 
-def test_node_etcd3_client(pair):
-    """A third-party client: the etcd3 npm package (grpc-js, Node's own HTTP/2) runs
-    put, get, txn, watch, lease and delete against both servers, with the same results.
-    Needs node and the package (npm install etcd3; NODE_PATH to its node_modules)."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "etcd3_smoke.js")
-    probe = subprocess.run(["node", "-e", "require('etcd3')"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip("needs node and the npm package etcd3 (npm install etcd3, then set "
-                    "NODE_PATH to its node_modules)")
-    outs = []
-    for s in pair:
-        r = subprocess.run(["node", script, s.endpoint], capture_output=True, timeout=120)
-        assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
-        outs.append(r.stdout.decode())
-    assert outs[0] == outs[1], outs
-    assert "watch n/w=watched" in outs[1] and "after revoke null" in outs[1]
-
-
 METHODS = ["/etcdserverpb.KV/Range", "/etcdserverpb.KV/Put", "/etcdserverpb.KV/DeleteRange",
            "/etcdserverpb.KV/Txn", "/etcdserverpb.KV/Compact", "/etcdserverpb.Watch/Watch",
            "/etcdserverpb.Lease/LeaseGrant", "/etcdserverpb.Lease/LeaseRevoke",
