@@ -2190,6 +2190,7 @@ size_t cache_report_size(struct cache *c, struct cache_node *n)
 	struct cache_node_x *x = n->x;
 	if (x && x->pending_inval && x->rep_val) {
 		size = x->rep_val->shown;
+		x->rep_told++;
 	} else {
 		/* Without a record, the lookup that counts this telling
 		 * records it (cache_ref_lookup); an entry of a plain READDIR
@@ -2233,17 +2234,41 @@ static bool serve_rep(struct cache *c, struct cache_node *n)
 size_t cache_held_size(struct cache *c, struct cache_node *n)
 {
 	pthread_mutex_lock(&c->lru_lock);
-	size_t size = serve_rep(c, n) ? n->x->rep_val->shown : n->rendered_size;
+	size_t size = n->rendered_size;
+	if (serve_rep(c, n)) {
+		size = n->x->rep_val->shown;
+		n->x->rep_told++;
+	}
 	pthread_mutex_unlock(&c->lru_lock);
 	return size;
 }
 
-void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev)
+uint32_t cache_inval_begin(struct cache *c, struct cache_node *n)
+{
+	pthread_mutex_lock(&c->lru_lock);
+	uint32_t told = n->x ? n->x->rep_told : 0;
+	pthread_mutex_unlock(&c->lru_lock);
+	return told;
+}
+
+void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev, uint32_t told)
 {
 	pthread_mutex_lock(&c->lru_lock);
 	struct cache_node_x *x = n->x;
 	if (!x) {
 		pthread_mutex_unlock(&c->lru_lock);
+		return;
+	}
+	/* A getattr or lookup that told rep's size while this invalidation
+	 * was on its way may have reached the kernel after it: the kernel
+	 * then holds that size as fresh, and a read filling pages of the
+	 * current version would be cut at it. Like a read of rep (serve), it
+	 * keeps rep and takes another invalidation. */
+	bool again = x->pending_inval && x->rep_val && x->rep_told != told;
+	if (again) {
+		x->pending_inval = n->mod_revision;
+		pthread_mutex_unlock(&c->lru_lock);
+		emit_content(c, n);
 		return;
 	}
 	if (x->pending_inval && x->pending_inval <= rev)

@@ -79,6 +79,9 @@ struct cache_node_x {
 	struct cache_val *rep_val; /* stored bytes of rep_rev when not the current */
 	int64_t pending_inval;	   /* a change the kernel was not yet told about */
 	int64_t kernel_rev;	   /* content revision the kernel page cache holds */
+	/* times the kernel was told rep_val's size (protected by lru_lock):
+	 * the notifier compares it around an invalidation (cache_inval_done) */
+	uint32_t rep_told;
 	/* references that keep a detached node alive, protected by lock
 	 * (atomic increments under the read lock) */
 	uint64_t nlookup; /* kernel lookups (file and dir inode together) */
@@ -388,9 +391,13 @@ void cache_set_rep_grace(struct cache *c, int ms);
  * version (fs: another reader may still be copying pages of the told one).
  * Lock held. */
 size_t cache_held_size(struct cache *c, struct cache_node *n);
-/* The notifier delivered the invalidation of n's content up to rev. Lock
- * held (read is enough). */
-void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev);
+/* Taken by the notifier before it invalidates n's content, for
+ * cache_inval_done. Lock held (read is enough). */
+uint32_t cache_inval_begin(struct cache *c, struct cache_node *n);
+/* The notifier delivered the invalidation of n's content up to rev; told
+ * is what cache_inval_begin returned before it. Lock held (read is
+ * enough). */
+void cache_inval_done(struct cache *c, struct cache_node *n, int64_t rev, uint32_t told);
 
 /* Copies up to size bytes of n's content at off into buf. Fetches from the
  * backend when not cached. Must be called WITHOUT the lock; n must be kept

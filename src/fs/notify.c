@@ -101,14 +101,19 @@ static void deliver(struct fs *fs, struct notify_item *it)
 	struct fuse_session *se = fs->se;
 	switch (it->kind) {
 	case CACHE_CHG_CONTENT: {
-		fuse_lowlevel_notify_inval_inode(se, it->ino, 0, 0);
-		/* From now on the kernel holds no page or size of older
-		 * versions: reads and getattr may serve the current one. */
 		struct cache *c = fs->cache;
 		cache_rdlock(c);
 		struct cache_node *n = cache_node_by_id(c, cache_ino_id(it->ino));
+		uint32_t told = n ? cache_inval_begin(c, n) : 0;
+		cache_unlock(c);
+		fuse_lowlevel_notify_inval_inode(se, it->ino, 0, 0);
+		/* From now on the kernel holds no page or size of older
+		 * versions (unless told one meanwhile, cache_inval_done):
+		 * reads and getattr may serve the current one. */
+		cache_rdlock(c);
+		n = cache_node_by_id(c, cache_ino_id(it->ino));
 		if (n)
-			cache_inval_done(c, n, it->rev);
+			cache_inval_done(c, n, it->rev, told);
 		uint64_t raw = n && fs->no_open ? cache_raw_ino(n) : 0;
 		cache_unlock(c);
 		/* NAME%raw's pages: no OPEN drops them on a no_open mount */
