@@ -18,6 +18,11 @@ static const struct route {
 	{"/v3/kv/deleterange", api_delete},  {"/v3/kv/txn", api_txn},
 	{"/v3/kv/compaction", api_compact},  {"/v3/maintenance/status", api_status},
 	{"/v3/auth/authenticate", api_auth}, {"/v3/watch", NULL},
+	{"/v3/lease/grant", api_lease_grant},
+	{"/v3/lease/revoke", api_lease_revoke},	{"/v3/kv/lease/revoke", api_lease_revoke},
+	{"/v3/lease/keepalive", api_lease_keepalive},
+	{"/v3/lease/timetolive", api_lease_ttl}, {"/v3/kv/lease/timetolive", api_lease_ttl},
+	{"/v3/lease/leases", api_lease_leases},	{"/v3/kv/lease/leases", api_lease_leases},
 };
 
 /* Maps /v3beta/... and /v3alpha/... to /v3/... in place. */

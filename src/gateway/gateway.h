@@ -17,6 +17,8 @@
  *   POST /v3/kv/range  /v3/kv/put  /v3/kv/deleterange  /v3/kv/txn  /v3/kv/compaction
  *   POST /v3/maintenance/status  /v3/auth/authenticate (answers "not enabled")
  *   POST /v3/watch     (streamed: chunked, newline-delimited {"result": WatchResponse})
+ *   POST /v3/lease/grant  /v3/lease/revoke  /v3/lease/keepalive (one request)
+ *        /v3/lease/timetolive  /v3/lease/leases  (and the /v3/kv/lease/... aliases)
  *   GET  /health  /version
  *
  * (/v3beta/ and /v3alpha/ are accepted as aliases of /v3/.) Everything else answers 404 with

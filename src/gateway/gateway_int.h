@@ -224,6 +224,12 @@ int api_txn(struct ctx *x, const json_t *body);
 int api_compact(struct ctx *x, const json_t *body);
 int api_status(struct ctx *x, const json_t *body);
 int api_auth(struct ctx *x, const json_t *body);
+/* leaseapi.c */
+int api_lease_grant(struct ctx *x, const json_t *body);
+int api_lease_revoke(struct ctx *x, const json_t *body);
+int api_lease_keepalive(struct ctx *x, const json_t *body);
+int api_lease_ttl(struct ctx *x, const json_t *body);
+int api_lease_leases(struct ctx *x, const json_t *body);
 
 /* ---- watch.c ---- */
 

@@ -42,6 +42,8 @@ static const char *status_text(int status)
 		return "Request Timeout";
 	case 409:
 		return "Conflict";
+	case 412:
+		return "Precondition Failed";
 	case 413:
 		return "Payload Too Large";
 	case 414:
@@ -68,8 +70,10 @@ static const char *status_text(int status)
 /* grpc-gateway's mapping of gRPC codes to HTTP statuses. */
 static int http_status(int code)
 {
+	/* etcd 3.4's grpc-gateway: FailedPrecondition (9) is 412, as etcd answers a grant of
+	 * a lease id in use (test_json_lease_endpoints_differential) */
 	static const int map[] = {200, 408, 500, 400, 504, 404, 409, 403, 429,
-				  400, 409, 400, 501, 500, 503, 500, 401};
+				  412, 409, 400, 501, 500, 503, 500, 401};
 	return code >= 0 && code < (int)(sizeof(map) / sizeof(map[0])) ? map[code] : 500;
 }
 
