@@ -164,6 +164,8 @@ void *ctx_calloc(struct ctx *x, size_t n, size_t size);
 /* Maps a kv.h errno to etcd's error. ENOENT means a future revision for reads and
  * compaction, and a missing key (ignore_lease) for writes. Returns -1. */
 int ctx_kv_fail(struct ctx *x, int err, bool write);
+/* The store's current revision (for a reply's header); -1 with x failed when it cannot say. */
+int ctx_current_rev(struct ctx *x, int64_t *rev);
 /* Makes body (stolen) the reply; err < 0 or a NULL body gives an out-of-memory error. */
 int ctx_reply(struct ctx *x, json_t *body, int err);
 

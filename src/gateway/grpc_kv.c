@@ -526,12 +526,6 @@ out:
 	return ret;
 }
 
-static int current_rev(struct ctx *x, int64_t *rev)
-{
-	int ret = kv_status(x->gw->kv, rev);
-	return ret < 0 ? ctx_kv_fail(x, ret, false) : 0;
-}
-
 static int kv_compact_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
 	Gwpb__CompactionRequest *r =
@@ -545,7 +539,7 @@ static int kv_compact_call(struct ctx *x, const uint8_t *msg, size_t len)
 		ret = ctx_kv_fail(x, ret, false);
 		goto out;
 	}
-	if ((ret = current_rev(x, &cur)) < 0)
+	if ((ret = ctx_current_rev(x, &cur)) < 0)
 		goto out;
 	Gwpb__CompactionResponse o = GWPB__COMPACTION_RESPONSE__INIT;
 	Gwpb__Header h;
@@ -573,7 +567,7 @@ static int lease_grant_call(struct ctx *x, const uint8_t *msg, size_t len)
 		ret = grpc_kv_fail(x, ret, true, false);
 		goto out;
 	}
-	if ((ret = current_rev(x, &cur)) < 0)
+	if ((ret = ctx_current_rev(x, &cur)) < 0)
 		goto out;
 	Gwpb__LeaseGrantResponse o = GWPB__LEASE_GRANT_RESPONSE__INIT;
 	Gwpb__Header h;
@@ -619,7 +613,7 @@ static int lease_ttl_call(struct ctx *x, const uint8_t *msg, size_t len)
 	struct kv_range_result keys = {0};
 	int64_t cur;
 	int ret = -1;
-	if (!r || current_rev(x, &cur) < 0)
+	if (!r || ctx_current_rev(x, &cur) < 0)
 		goto out;
 	ret = kv_lease_ttl(x->gw->kv, r->id, &l, r->keys ? &keys : NULL);
 	Gwpb__LeaseTimeToLiveResponse o = GWPB__LEASE_TIME_TO_LIVE_RESPONSE__INIT;
@@ -661,7 +655,7 @@ static int lease_leases_call(struct ctx *x, const uint8_t *msg, size_t len)
 	int ret = kv_lease_list(x->gw->kv, &ids, &n);
 	if (ret < 0)
 		return grpc_kv_fail(x, ret, false, false);
-	if (current_rev(x, &cur) < 0)
+	if (ctx_current_rev(x, &cur) < 0)
 		goto out;
 	Gwpb__LeaseLeasesResponse o = GWPB__LEASE_LEASES_RESPONSE__INIT;
 	Gwpb__Header h;
@@ -698,7 +692,7 @@ static int status_call(struct ctx *x, const uint8_t *msg, size_t len)
 	struct gw_node n;
 	(void)msg;
 	(void)len;
-	if (current_rev(x, &cur) < 0)
+	if (ctx_current_rev(x, &cur) < 0)
 		return -1;
 	node_of(x->gw, &n);
 	Gwpb__StatusResponse o = GWPB__STATUS_RESPONSE__INIT;
@@ -718,7 +712,7 @@ static int alarm_call(struct ctx *x, const uint8_t *msg, size_t len)
 		REQ_UNPACK(x, Gwpb__AlarmRequest, gwpb__alarm_request__unpack, msg, len);
 	int64_t cur;
 	int ret = -1;
-	if (!r || current_rev(x, &cur) < 0)
+	if (!r || ctx_current_rev(x, &cur) < 0)
 		goto out;
 	/* No alarm is ever raised: GET and DEACTIVATE answer none; raising one is refused. */
 	if (r->action == 1) {
@@ -851,7 +845,7 @@ static int member_list_call(struct ctx *x, const uint8_t *msg, size_t len)
 	int64_t cur;
 	(void)msg;
 	(void)len;
-	if (current_rev(x, &cur) < 0)
+	if (ctx_current_rev(x, &cur) < 0)
 		return -1;
 	Gwpb__MemberListResponse o = GWPB__MEMBER_LIST_RESPONSE__INIT;
 	Gwpb__Header h;

@@ -103,6 +103,12 @@ int ctx_kv_fail(struct ctx *x, int err, bool write)
 	}
 }
 
+int ctx_current_rev(struct ctx *x, int64_t *rev)
+{
+	int ret = kv_status(x->gw->kv, rev);
+	return ret < 0 ? ctx_kv_fail(x, ret, false) : 0;
+}
+
 /* ---- request field readers (jsonpb rules) ---- */
 
 const json_t *jp_field(const json_t *o, const char *snake, const char *camel)

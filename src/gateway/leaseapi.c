@@ -13,12 +13,6 @@
 #include "core/base64.h"
 #include "v3json/v3json.h"
 
-static int current_rev(struct ctx *x, int64_t *rev)
-{
-	int ret = kv_status(x->gw->kv, rev);
-	return ret < 0 ? ctx_kv_fail(x, ret, false) : 0;
-}
-
 static json_t *lease_json(int64_t revision, int64_t id, int64_t ttl)
 {
 	json_t *o = jp_reply(revision);
@@ -34,7 +28,7 @@ int api_lease_grant(struct ctx *x, const json_t *body)
 	int ret = kv_lease_grant(x->gw->kv, id, ttl, &l);
 	if (ret < 0)
 		return grpc_kv_fail(x, ret, true, false);
-	if (current_rev(x, &cur) < 0)
+	if (ctx_current_rev(x, &cur) < 0)
 		return -1;
 	return ctx_reply(x, lease_json(cur, l.id, l.granted_ttl ? l.granted_ttl : l.ttl), 0);
 }
@@ -59,7 +53,7 @@ int api_lease_keepalive(struct ctx *x, const json_t *body)
 	int ret = kv_lease_keepalive(x->gw->kv, id, &l);
 	if (ret < 0 && ret != -ENOENT)
 		return grpc_kv_fail(x, ret, false, true);
-	if (current_rev(x, &cur) < 0)
+	if (ctx_current_rev(x, &cur) < 0)
 		return -1;
 	/* etcd answers a lease that is gone with TTL 0, not an error */
 	json_t *o = lease_json(cur, id, ret == -ENOENT ? 0 : l.ttl);
@@ -91,7 +85,7 @@ int api_lease_ttl(struct ctx *x, const json_t *body)
 	struct kv_lease l = {0};
 	struct kv_range_result keys = {0};
 	if (jp_get_i64(x, body, "ID", NULL, &id) < 0 ||
-	    jp_get_bool(x, body, "keys", NULL, &want_keys) < 0 || current_rev(x, &cur) < 0)
+	    jp_get_bool(x, body, "keys", NULL, &want_keys) < 0 || ctx_current_rev(x, &cur) < 0)
 		return -1;
 	int ret = kv_lease_ttl(x->gw->kv, id, &l, want_keys ? &keys : NULL);
 	if (ret < 0 && ret != -ENOENT)
@@ -112,7 +106,7 @@ int api_lease_leases(struct ctx *x, const json_t *body)
 	int ret = kv_lease_list(x->gw->kv, &ids, &n);
 	if (ret < 0)
 		return grpc_kv_fail(x, ret, false, false);
-	if (current_rev(x, &cur) < 0) {
+	if (ctx_current_rev(x, &cur) < 0) {
 		free(ids);
 		return -1;
 	}
