@@ -380,3 +380,35 @@ def mnt(etcd, mount_factory):
     """etcdfs over the whole keyspace of a fresh etcd, short timeouts."""
     return mount_factory(["--endpoints", etcd.endpoint, "--command-timeout=2s",
                           "--dial-timeout=1s"])
+
+
+def server_clean(s):
+    """Stops an etcdfs-server and fails when its log has a sanitizer report."""
+    s.stop()
+    with open(s.log.name, "rb") as f:
+        log = f.read().decode(errors="replace")
+    assert "AddressSanitizer" not in log and "runtime error" not in log, log[-4000:]
+
+
+def store_started(tmp):
+    """A fresh etcdfs-server for a fixture to yield, checked when it stops."""
+    s = StoreServer(tmp)
+    s.start()
+    yield s
+    server_clean(s)
+
+
+@pytest.fixture
+def store(tmp):
+    yield from store_started(tmp)
+
+
+@pytest.fixture
+def pair(tmp):
+    """A real etcd and an etcdfs-server, both fresh (revision 1): differential tests."""
+    e, s = Etcd(tmp), StoreServer(tmp)
+    e.start()
+    s.start()
+    yield e, s
+    e.stop()
+    server_clean(s)

@@ -24,31 +24,6 @@ from conftest import Etcd, StoreServer
 
 # ---- fixtures ----
 
-@pytest.fixture
-def pair(tmp):
-    """A real etcd and an etcdfs-server, both fresh (revision 1)."""
-    e, s = Etcd(tmp), StoreServer(tmp)
-    e.start()
-    s.start()
-    yield e, s
-    e.stop()
-    s.stop()
-    with open(s.log.name, "rb") as f:
-        log = f.read().decode(errors="replace")
-    assert "AddressSanitizer" not in log and "runtime error" not in log, log[-4000:]
-
-
-@pytest.fixture
-def store(tmp):
-    s = StoreServer(tmp)
-    s.start()
-    yield s
-    s.stop()
-    with open(s.log.name, "rb") as f:
-        log = f.read().decode(errors="replace")
-    assert "AddressSanitizer" not in log and "runtime error" not in log, log[-4000:]
-
-
 ID_FIELDS = {"cluster_id", "member_id", "raft_term", "ClusterID", "MemberID", "RaftTerm"}
 
 

@@ -23,23 +23,8 @@ import time
 
 import pytest
 
-from conftest import StoreServer
+from conftest import store_started
 from test_grpc import H2, WINDOW, pb_parse, task_count, vm_rss_kb, watch_cancel, watch_create
-
-
-def started(tmp):
-    s = StoreServer(tmp)
-    s.start()
-    yield s
-    s.stop()
-    with open(s.log.name, "rb") as f:
-        log = f.read().decode(errors="replace")
-    assert "AddressSanitizer" not in log and "runtime error" not in log, log[-4000:]
-
-
-@pytest.fixture
-def store(tmp):
-    yield from started(tmp)
 
 
 @pytest.fixture
@@ -50,7 +35,7 @@ def bare_store(tmp, monkeypatch):
     Leaks are still reported at exit."""
     monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "")
                        + ":quarantine_size_mb=0:thread_local_quarantine_size_kb=0")
-    yield from started(tmp)
+    yield from store_started(tmp)
 
 
 def settle(pid, limit, timeout=30):

@@ -66,19 +66,6 @@ def session(node_modules, server):
     return json.loads(r.stdout)
 
 
-@pytest.fixture
-def pair(tmp):
-    e, s = Etcd(tmp), StoreServer(tmp)
-    e.start()
-    s.start()
-    yield e, s
-    e.stop()
-    s.stop()
-    with open(s.log.name, "rb") as f:
-        log = f.read().decode(errors="replace")
-    assert "AddressSanitizer" not in log and "runtime error" not in log, log[-4000:]
-
-
 def check(r):
     """What the session must have seen, on any server."""
     assert r["get"] == "3" and r["get_missing"] is None
