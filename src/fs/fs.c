@@ -571,6 +571,16 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		free(dh);
 }
 
+size_t fs_add_dirent(fuse_req_t req, char *buf, size_t size, const char *name,
+		     struct fuse_entry_param *e, off_t i, bool plus)
+{
+	if (!plus)
+		return fuse_add_direntry(req, buf, size, name, &e->attr, i + 1);
+	if (i < 2)
+		e->ino = 0; /* no lookup count for . and .. */
+	return fuse_add_direntry_plus(req, buf, size, name, e, i + 1);
+}
+
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi, bool plus)
 {
@@ -626,14 +636,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			if (fill_entry(fs, eino, &e) < 0)
 				continue;
 		}
-		size_t ent;
-		if (plus) {
-			if (i < 2)
-				e.ino = 0; /* no lookup count for . and .. */
-			ent = fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, i + 1);
-		} else {
-			ent = fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, i + 1);
-		}
+		size_t ent = fs_add_dirent(req, buf + pos, size - pos, name, &e, i, plus);
 		if (ent > size - pos)
 			break;
 		if (plus && n)

@@ -111,6 +111,11 @@ static inline bool fs_visible_file(const struct cache_node *n)
 /* NAME%history/ (history.c): the directory is inode 4*id+3 of the key's
  * node, its version files HISTORY_INO_BASE and up (src/history). */
 #define FS_INO_HISTORY 3
+/* Adds entry i of a listing (0 and 1: "." and "..", which get no lookup count) to a
+ * READDIR(PLUS) reply buffer; the size it needs, as fuse_add_direntry gives it. */
+size_t fs_add_dirent(fuse_req_t req, char *buf, size_t size, const char *name,
+		     struct fuse_entry_param *e, off_t i, bool plus);
+
 #define FS_HISTORY_SUFFIX "%history"
 static inline bool fs_history_ino(uint64_t ino)
 {

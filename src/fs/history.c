@@ -289,14 +289,7 @@ void fs_history_readdir(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t si
 			e.generation = 1;
 			e.attr_timeout = e.entry_timeout = fs->cfg.timeout_stale;
 		}
-		size_t ent;
-		if (plus) {
-			if (i < 2)
-				e.ino = 0; /* no lookup count for . and .. */
-			ent = fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, i + 1);
-		} else {
-			ent = fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, i + 1);
-		}
+		size_t ent = fs_add_dirent(req, buf + pos, size - pos, name, &e, i, plus);
 		if (ent > size - pos)
 			break;
 		if (plus && i >= 2)
