@@ -70,6 +70,7 @@ struct conn {
 	/* HTTP/1.1: the descriptor given to MHD and where it is (http.c), under gw->lock */
 	int mhd_fd;
 	int mhd_state;
+	struct conn *mhd_next; /* in gw->mhd_pending until MHD starts serving it */
 	/* MHD's thread only: the connection of the request being answered, and whether a
 	 * reply was queued for it */
 	struct MHD_Connection *mc;
@@ -83,9 +84,10 @@ struct gw {
 	int wake[2]; /* pipe: wakes the accept thread on stop */
 	int port;
 	pthread_t accept_thread;
-	struct MHD_Daemon *mhd;	 /* HTTP/1.1 (http.c) */
-	pthread_cond_t mhd_cond; /* with lock: a conn's mhd_state became closed */
-	long progress_ms;	 /* atomic */
+	struct MHD_Daemon *mhd;	  /* HTTP/1.1 (http.c) */
+	pthread_cond_t mhd_cond;  /* with lock: a conn's mhd_state became closed */
+	struct conn *mhd_pending; /* protected by lock: handed to MHD, not yet started */
+	long progress_ms;	  /* atomic */
 	/* atomic; gw_set_keepalive() */
 	long keepalive_ms, keepalive_timeout_ms;
 	pthread_mutex_t lock;

@@ -251,11 +251,15 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_co
 		const union MHD_ConnectionInfo *ci =
 			MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
 		pthread_mutex_lock(&gw->lock);
-		/* Only one pending connection can hold this descriptor: it is still open. */
-		for (struct conn *c = gw->conns; ci && c; c = c->next) {
-			if (c->mhd_state == MHD_PENDING && c->mhd_fd == ci->connect_fd) {
+		/* Only one pending connection can hold this descriptor: it is still open. The
+		 * pending list is not gw->conns, which gw_stop() empties before joining. */
+		for (struct conn **pp = &gw->mhd_pending; ci && *pp; pp = &(*pp)->mhd_next) {
+			struct conn *c = *pp;
+			if (c->mhd_fd == ci->connect_fd) {
+				*pp = c->mhd_next;
 				c->mhd_state = MHD_STARTED;
 				*socket_context = c;
+				break;
 			}
 		}
 		pthread_mutex_unlock(&gw->lock);
@@ -319,12 +323,20 @@ void http_serve(struct conn *c)
 	pthread_mutex_lock(&gw->lock);
 	c->mhd_fd = fd;
 	c->mhd_state = MHD_PENDING;
+	c->mhd_next = gw->mhd_pending;
+	gw->mhd_pending = c;
 	pthread_mutex_unlock(&gw->lock);
 	/* MHD closes fd in any case */
 	bool added = MHD_add_connection(gw->mhd, fd, (struct sockaddr *)&ss, sl) == MHD_YES;
 	pthread_mutex_lock(&gw->lock);
 	if (!added) {
 		log_warn("gateway: libmicrohttpd refused a connection: %s", strerror(errno));
+		for (struct conn **pp = &gw->mhd_pending; *pp; pp = &(*pp)->mhd_next) {
+			if (*pp == c) {
+				*pp = c->mhd_next;
+				break;
+			}
+		}
 		c->mhd_state = MHD_CLOSED;
 	}
 	while (c->mhd_state != MHD_CLOSED)
