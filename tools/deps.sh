@@ -10,7 +10,8 @@
 set -u
 build=(build-essential meson ninja-build pkg-config libfuse3-dev fuse3
 	libcurl4-openssl-dev libjansson-dev libssl-dev libprotobuf-c-dev
-	protobuf-c-compiler libyaml-dev libraft-dev libuv1-dev libsodium-dev libcbor-dev libnghttp2-dev)
+	protobuf-c-compiler libyaml-dev libraft-dev libuv1-dev libsodium-dev libcbor-dev libnghttp2-dev
+	libmicrohttpd-dev)
 test=(etcd-server etcd-client python3 python3-pytest attr openssl ca-certificates
 	vim nano emacs-nox rsync perl util-linux mount curl tmux man-db procps
 	tar git sqlite3 make valgrind clang libclang-rt-14-dev

@@ -1,6 +1,7 @@
 /* gateway.h: etcd's v3 API over any kv.h backend, gRPC and JSON on one port, as etcd serves
  * them: a connection that opens with the HTTP/2 client preface speaks gRPC (cleartext HTTP/2,
- * nghttp2), any other the HTTP/1.1 JSON gateway. So etcdctl, etcd client libraries and
+ * nghttp2), any other the HTTP/1.1 JSON gateway (libmicrohttpd, handed the connection after
+ * the sniff). So etcdctl, etcd client libraries and
  * src/etcd/ (which prefers gRPC) talk to the embedded store exactly as to etcd.
  *
  * gRPC: KV (Range, Put, DeleteRange, Txn, Compact), Watch, Lease (Grant, Revoke,

@@ -1,7 +1,7 @@
 /* gateway_int.h: what the files of the JSON gateway share. Not a public header.
  *
  * server.c   listening socket, accept thread, one thread per connection, start/stop
- * http.c     HTTP/1.1 on a connection: reading requests, sending replies
+ * http.c     HTTP/1.1 through libmicrohttpd: handing a connection over, queueing replies
  * dispatch.c routing a request to its handler and sending the reply or the error
  * jsonpb.c   the request context (reply, error, allocations) and etcd's jsonpb rules
  * kvapi.c    the unary handlers: KV, compaction, status, auth
@@ -10,8 +10,10 @@
  *
  * Threads: struct gw is shared by the accept thread, every connection thread and the
  * caller of gw_stop(); a struct conn and its struct request belong to the connection's
- * thread, except for the fields marked otherwise. A watch stream's messages are also sent
- * from the backend's watch callback threads, under the stream's lock.
+ * thread, except for the fields marked otherwise. An HTTP/1.1 connection is served by
+ * libmicrohttpd's thread for it while the connection thread waits (http_serve()). A watch
+ * stream's messages are also queued from the backend's watch callback threads, under the
+ * stream's lock.
  */
 #ifndef ETCDFS_GATEWAY_INT_H
 #define ETCDFS_GATEWAY_INT_H
@@ -54,6 +56,10 @@ enum {
 #define ERR_AUTH_OFF "etcdserver: authentication is not enabled"
 #define ERR_DUPLICATE_KEY "etcdserver: duplicate key given in txn request"
 
+struct MHD_Connection;
+struct MHD_Daemon;
+struct MHD_Response;
+
 struct conn {
 	struct gw *gw;
 	int fd;
@@ -61,9 +67,14 @@ struct conn {
 	bool done;	      /* protected by gw->lock: the thread has ended */
 	struct conn *next;    /* protected by gw->lock */
 	struct tls_conn *tls; /* set under gw->lock by tls_conn_start(); NULL: cleartext */
-	/* input buffer, conn thread only: bytes [in_off, in_len) are unconsumed */
-	char *in;
-	size_t in_len, in_cap, in_off;
+	/* HTTP/1.1: the descriptor given to MHD and where it is (http.c), under gw->lock */
+	int mhd_fd;
+	int mhd_state;
+	struct conn *mhd_next; /* in gw->mhd_pending until MHD starts serving it */
+	/* MHD's thread only: the connection of the request being answered, and whether a
+	 * reply was queued for it */
+	struct MHD_Connection *mc;
+	bool replied;
 };
 
 struct gw {
@@ -73,7 +84,10 @@ struct gw {
 	int wake[2]; /* pipe: wakes the accept thread on stop */
 	int port;
 	pthread_t accept_thread;
-	long progress_ms; /* atomic */
+	struct MHD_Daemon *mhd;	  /* HTTP/1.1 (http.c) */
+	pthread_cond_t mhd_cond;  /* with lock: a conn's mhd_state became closed */
+	struct conn *mhd_pending; /* protected by lock: handed to MHD, not yet started */
+	long progress_ms;	  /* atomic */
 	/* atomic; gw_set_keepalive() */
 	long keepalive_ms, keepalive_timeout_ms;
 	pthread_mutex_t lock;
@@ -97,20 +111,10 @@ struct gw {
 struct request {
 	char method[16];
 	char path[1024];
-	int minor; /* HTTP/1.minor */
 	bool keep_alive;
-	bool chunked;
-	bool expect_continue;
-	long long content_length; /* -1: none */
-	char *body;		  /* malloc'd, NUL-terminated; freed by the connection thread */
-	size_t body_len;
-};
-
-/* An HTTP-level refusal: status (0: close without an answer), gRPC code and message. */
-struct http_err {
-	int status;
-	int code;
-	const char *msg;
+	bool too_large; /* the body passed the limit: the rest is dropped, then refused */
+	char *body;	/* malloc'd, NUL-terminated; freed when MHD completes the request */
+	size_t body_len, body_cap;
 };
 
 /* A unary request's context: the reply (or error) and the allocations that live until
@@ -133,6 +137,14 @@ bool gw_stopping(struct gw *gw);
 
 /* ---- http.c ---- */
 
+/* Starts and stops the MHD daemon (no listening socket of its own). 0 or a negative errno. */
+int http_start(struct gw *gw);
+void http_stop(struct gw *gw);
+/* Serves c's HTTP/1.1 requests through MHD; returns once MHD has closed the connection. */
+void http_serve(struct conn *c);
+/* Queues r (consumed; NULL is out of memory) as the reply to c's current request. */
+int http_queue(struct conn *c, int status, struct MHD_Response *r, bool keep);
+
 /* One complete response with a body of the given content type; keep false adds
  * "Connection: close". 0 or a negative errno. */
 int http_send_typed(struct conn *c, int status, const char *type, const char *body, size_t len,
@@ -141,9 +153,6 @@ int http_send_typed(struct conn *c, int status, const char *type, const char *bo
 int http_send_json(struct conn *c, int status, json_t *o, bool keep);
 /* etcd's error body {"error", "code", "message"} with grpc-gateway's HTTP status. */
 int http_send_error(struct conn *c, int code, const char *msg, bool keep);
-/* Reads one request. 0: rq filled (the caller frees rq->body, also on errors); 1: the
- * connection ended quietly (EOF, idle timeout); -1: e says what to answer before closing. */
-int http_read_request(struct conn *c, struct request *rq, struct http_err *e);
 /* Closes the sending side and drops what the client still sends (bounded), so that the
  * reply is not lost to a reset caused by unread input. */
 void http_linger_drain(struct conn *c);
@@ -235,7 +244,8 @@ int api_lease_leases(struct ctx *x, const json_t *body);
 
 /* ---- watch.c ---- */
 
-/* Serves POST /v3/watch until the client goes away or the gateway stops. */
+/* Answers POST /v3/watch with a stream that lasts until the client goes away or the
+ * gateway stops (MHD's thread blocks in its content callback). */
 void gw_serve_watch(struct conn *c, const struct request *rq);
 
 #endif

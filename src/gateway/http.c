@@ -1,71 +1,36 @@
-/* http.c: HTTP/1.1 on one connection: reading requests (bounded head and body, keep-alive,
- * pipelining, chunked bodies, Expect: 100-continue) and sending replies.
+/* http.c: HTTP/1.1 through libmicrohttpd. The accept thread (server.c) owns the port and
+ * sniffs each connection; one that does not start with the HTTP/2 preface is handed here and
+ * added to an MHD daemon that has no listening socket of its own. MHD parses requests (head
+ * and body limits, keep-alive, pipelining, chunked bodies, Expect: 100-continue) and writes
+ * replies; this file turns its calls into struct request and gw_dispatch().
+ *
+ * MHD runs one thread per connection, so a watch stream may block in its content callback
+ * (watch.c). The connection thread of server.c waits until MHD has closed the connection, so
+ * the life of a struct conn and gw_stop()'s shutdown() of its socket stay as they were.
  */
 #include "gateway_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include "core/log.h"
 #include "core/util.h"
 
-#define BODY_MAX ((size_t)4 << 20) /* larger request bodies are refused */
-#define HEAD_MAX ((size_t)16 << 10)
-#define IN_MAX (BODY_MAX + HEAD_MAX + ((size_t)64 << 10))
-#define DRAIN_MAX ((size_t)64 << 20) /* bytes read and dropped before closing on an error */
-#define MAX_HEADERS 100
-#define IDLE_TIMEOUT_MS 300000 /* keep-alive connection without a request */
-#define IO_TIMEOUT_MS 30000    /* silence in the middle of a request */
+#define BODY_MAX ((size_t)4 << 20)    /* larger request bodies are refused */
+#define POOL_BYTES ((size_t)24 << 10) /* MHD's per-connection pool: bounds the head (431) */
+#define DRAIN_MAX ((size_t)64 << 20)  /* bytes read and dropped before closing on an error */
+#define IDLE_TIMEOUT_S 300	      /* keep-alive connection without a request */
 
-static const char *status_text(int status)
-{
-	switch (status) {
-	case 100:
-		return "Continue";
-	case 200:
-		return "OK";
-	case 400:
-		return "Bad Request";
-	case 401:
-		return "Unauthorized";
-	case 403:
-		return "Forbidden";
-	case 404:
-		return "Not Found";
-	case 405:
-		return "Method Not Allowed";
-	case 408:
-		return "Request Timeout";
-	case 409:
-		return "Conflict";
-	case 412:
-		return "Precondition Failed";
-	case 413:
-		return "Payload Too Large";
-	case 414:
-		return "URI Too Long";
-	case 417:
-		return "Expectation Failed";
-	case 429:
-		return "Too Many Requests";
-	case 431:
-		return "Request Header Fields Too Large";
-	case 501:
-		return "Not Implemented";
-	case 503:
-		return "Service Unavailable";
-	case 504:
-		return "Gateway Timeout";
-	case 505:
-		return "HTTP Version Not Supported";
-	default:
-		return "Internal Server Error";
-	}
-}
+enum { MHD_NONE, MHD_PENDING, MHD_STARTED, MHD_CLOSED };
 
 /* grpc-gateway's mapping of gRPC codes to HTTP statuses. */
 static int http_status(int code)
@@ -77,23 +42,31 @@ static int http_status(int code)
 	return code >= 0 && code < (int)(sizeof(map) / sizeof(map[0])) ? map[code] : 500;
 }
 
+int http_queue(struct conn *c, int status, struct MHD_Response *r, bool keep)
+{
+	if (!r)
+		return -ENOMEM;
+	int ret = 0;
+	if (!keep && MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)
+		ret = -ENOMEM;
+	if (!ret && MHD_queue_response(c->mc, (unsigned)status, r) != MHD_YES)
+		ret = -EIO;
+	if (!ret)
+		c->replied = true;
+	MHD_destroy_response(r);
+	return ret;
+}
+
 int http_send_typed(struct conn *c, int status, const char *type, const char *body, size_t len,
 		    bool keep)
 {
-	char head[256];
-	int hn = snprintf(head, sizeof(head),
-			  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-			  "Content-Length: %zu\r\n%s\r\n",
-			  status, status_text(status), type, len,
-			  keep ? "" : "Connection: close\r\n");
-	char *all = malloc((size_t)hn + len);
-	if (!all)
-		return -ENOMEM;
-	memcpy(all, head, (size_t)hn);
-	memcpy(all + hn, body, len);
-	int ret = util_send_all(c->fd, all, (size_t)hn + len);
-	free(all);
-	return ret;
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (r && MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type) != MHD_YES) {
+		MHD_destroy_response(r);
+		r = NULL;
+	}
+	return http_queue(c, status, r, keep);
 }
 
 static int send_response(struct conn *c, int status, const char *body, size_t len, bool keep)
@@ -141,73 +114,10 @@ void http_linger_drain(struct conn *c)
 	}
 }
 
-/* Reads more input. >0 bytes read, 0 at EOF, -ETIMEDOUT, -ENOBUFS when the buffer is at its
- * bound, or another negative errno. */
-static ssize_t fill(struct conn *c, int timeout_ms)
-{
-	if (c->in_off && c->in_len == c->in_cap) {
-		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
-		c->in_len -= c->in_off;
-		c->in_off = 0;
-	}
-	if (c->in_len == c->in_cap) {
-		if (c->in_cap >= IN_MAX)
-			return -ENOBUFS;
-		size_t cap = c->in_cap ? c->in_cap * 2 : 16384;
-		if (cap > IN_MAX)
-			cap = IN_MAX;
-		char *p = realloc(c->in, cap);
-		if (!p)
-			return -ENOMEM;
-		c->in = p;
-		c->in_cap = cap;
-	}
-	for (;;) {
-		struct pollfd p = {.fd = c->fd, .events = POLLIN};
-		int r = poll(&p, 1, timeout_ms);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return -ETIMEDOUT;
-		ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
-		if (n < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (n < 0)
-			return -errno;
-		c->in_len += (size_t)n;
-		return n;
-	}
-}
-
-static int http_fail(struct http_err *e, int status, int code, const char *msg)
-{
-	e->status = status;
-	e->code = code;
-	e->msg = msg;
-	return -1;
-}
-
-static bool is_token_char(unsigned char ch)
-{
-	return ch > 32 && ch < 127 && !strchr("()<>@,;:\\\"/[]?={}", ch);
-}
-
-static char *trim(char *s)
-{
-	while (*s == ' ' || *s == '\t')
-		s++;
-	size_t n = strlen(s);
-	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-		s[--n] = 0;
-	return s;
-}
-
 static bool has_token(const char *value, const char *tok)
 {
 	size_t tl = strlen(tok);
-	for (const char *p = value; *p;) {
+	for (const char *p = value; p && *p;) {
 		while (*p == ' ' || *p == '\t' || *p == ',')
 			p++;
 		const char *e = p;
@@ -223,265 +133,215 @@ static bool has_token(const char *value, const char *tok)
 	return false;
 }
 
-/* Parses the head in head[0..len) (NUL-terminated copy, no NUL inside). */
-static int parse_head(char *head, struct request *rq, struct http_err *e)
+static const char *header(struct MHD_Connection *mc, const char *name)
 {
-	char *save = NULL, *line = strtok_r(head, "\n", &save);
-	if (!line)
-		return http_fail(e, 400, GRPC_INVALID_ARGUMENT, "empty request");
-	size_t ll = strlen(line);
-	if (ll && line[ll - 1] == '\r')
-		line[--ll] = 0;
-	/* METHOD SP TARGET SP HTTP/1.x */
-	char *sp1 = strchr(line, ' '), *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-	if (!sp1 || !sp2 || strchr(sp2 + 1, ' '))
-		return http_fail(e, 400, GRPC_INVALID_ARGUMENT, "malformed request line");
-	*sp1 = *sp2 = 0;
-	size_t ml = strlen(line), tl = strlen(sp1 + 1);
-	if (!ml || ml >= sizeof(rq->method) || !tl)
-		return http_fail(e, 400, GRPC_INVALID_ARGUMENT, "malformed request line");
-	for (size_t i = 0; i < ml; i++)
-		if (!is_token_char((unsigned char)line[i]))
-			return http_fail(e, 400, GRPC_INVALID_ARGUMENT, "malformed method");
-	if (tl >= sizeof(rq->path))
-		return http_fail(e, 414, GRPC_INVALID_ARGUMENT, "request target too long");
-	const char *ver = sp2 + 1;
-	if (strncmp(ver, "HTTP/1.", 7) || (ver[7] != '0' && ver[7] != '1') || ver[8])
-		return http_fail(e, strncmp(ver, "HTTP/", 5) ? 400 : 505, GRPC_INVALID_ARGUMENT,
-				 "unsupported HTTP version");
-	memcpy(rq->method, line, ml + 1);
-	memcpy(rq->path, sp1 + 1, tl + 1);
-	char *q = strchr(rq->path, '?');
-	if (q)
-		*q = 0;
-	rq->minor = ver[7] - '0';
-	rq->content_length = -1;
-	bool close = false, keep = false, te = false;
-	int n_headers = 0;
-	while ((line = strtok_r(NULL, "\n", &save))) {
-		ll = strlen(line);
-		if (ll && line[ll - 1] == '\r')
-			line[--ll] = 0;
-		if (!ll)
-			break;
-		if (++n_headers > MAX_HEADERS)
-			return http_fail(e, 431, GRPC_INVALID_ARGUMENT, "too many header fields");
-		if (line[0] == ' ' || line[0] == '\t')
-			return http_fail(e, 400, GRPC_INVALID_ARGUMENT, "folded header line");
-		char *colon = strchr(line, ':');
-		if (!colon || colon == line)
-			return http_fail(e, 400, GRPC_INVALID_ARGUMENT, "malformed header line");
-		for (char *p = line; p < colon; p++)
-			if (!is_token_char((unsigned char)*p))
-				return http_fail(e, 400, GRPC_INVALID_ARGUMENT,
-						 "malformed header name");
-		*colon = 0;
-		char *v = trim(colon + 1);
-		if (!strcasecmp(line, "Content-Length")) {
-			size_t vl = strlen(v);
-			if (!vl || vl > 18 || strspn(v, "0123456789") != vl)
-				return http_fail(e, 400, GRPC_INVALID_ARGUMENT,
-						 "bad Content-Length");
-			long long cl = strtoll(v, NULL, 10);
-			if (rq->content_length >= 0 && rq->content_length != cl)
-				return http_fail(e, 400, GRPC_INVALID_ARGUMENT,
-						 "conflicting Content-Length");
-			rq->content_length = cl;
-		} else if (!strcasecmp(line, "Transfer-Encoding")) {
-			if (te || strcasecmp(v, "chunked"))
-				return http_fail(e, 501, GRPC_UNIMPLEMENTED,
-						 "unsupported Transfer-Encoding");
-			te = true;
-		} else if (!strcasecmp(line, "Connection")) {
-			close |= has_token(v, "close");
-			keep |= has_token(v, "keep-alive");
-		} else if (!strcasecmp(line, "Expect")) {
-			if (strcasecmp(v, "100-continue"))
-				return http_fail(e, 417, GRPC_INVALID_ARGUMENT,
-						 "unsupported expectation");
-			rq->expect_continue = rq->minor >= 1;
-		}
-	}
-	if (te && rq->content_length >= 0)
-		return http_fail(e, 400, GRPC_INVALID_ARGUMENT,
-				 "both Content-Length and Transfer-Encoding");
-	rq->chunked = te;
+	return MHD_lookup_connection_value(mc, MHD_HEADER_KIND, name);
+}
+
+/* The first call for a request: its head. Returns the error to answer at once, or NULL. */
+static const char *check_head(struct conn *c, struct request *rq, const char *url,
+			      const char *method, const char *version, int *status, int *code)
+{
+	const char *cl = header(c->mc, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = header(c->mc, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	*status = 400;
+	*code = GRPC_INVALID_ARGUMENT;
 	/* HTTP/1.0 clients get one request per connection (no keep-alive header games). */
-	(void)keep;
-	rq->keep_alive = rq->minor >= 1 && !close;
-	return 0;
+	rq->keep_alive = !strcmp(version, MHD_HTTP_VERSION_1_1) &&
+			 !has_token(header(c->mc, MHD_HTTP_HEADER_CONNECTION), "close");
+	if (strlen(method) >= sizeof(rq->method) || strlen(url) >= sizeof(rq->path)) {
+		*status = 414;
+		return "request target too long";
+	}
+	strcpy(rq->method, method);
+	strcpy(rq->path, url);
+	if (cl && te)
+		return "both Content-Length and Transfer-Encoding";
+	if (te && strcasecmp(te, "chunked")) {
+		*status = 501;
+		*code = GRPC_UNIMPLEMENTED;
+		return "unsupported Transfer-Encoding";
+	}
+	if (cl && strtoull(cl, NULL, 10) > BODY_MAX)
+		return ERR_TOO_LARGE;
+	return NULL;
 }
 
-/* Finds the end of the head (after the empty line) in b[0..n); 0 if not there yet. */
-static size_t head_end(const char *b, size_t n)
+static enum MHD_Result refuse(struct conn *c, int status, int code, const char *msg)
 {
-	for (size_t i = 0; i + 1 < n; i++) {
-		if (b[i] != '\n')
-			continue;
-		if (b[i + 1] == '\n')
-			return i + 2;
-		if (b[i + 1] == '\r' && i + 2 < n && b[i + 2] == '\n')
-			return i + 3;
-	}
-	return 0;
+	log_debug("gateway: refusing a request: %s", msg);
+	json_t *o = json_pack("{s:s, s:s, s:i}", "error", msg, "message", msg, "code", code);
+	int ret = http_send_json(c, status, o, false);
+	json_decref(o);
+	return ret ? MHD_NO : MHD_YES;
 }
 
-/* Reads a line ending in LF from the input (for chunk sizes and trailers); returns its
- * length without CR LF, the line starting at c->in + c->in_off, and *adv the bytes to consume.
- * -1 with e set on errors, or a negative errno (-2 style values are not used). */
-static int read_line(struct conn *c, size_t max, size_t *len, size_t *adv, struct http_err *e)
+/* Appends a piece of the body; past BODY_MAX the rest is read and dropped. */
+static int add_body(struct request *rq, const char *data, size_t n)
 {
-	for (;;) {
-		char *s = c->in + c->in_off;
-		size_t avail = c->in_len - c->in_off;
-		char *nl = memchr(s, '\n', avail < max ? avail : max);
-		if (nl) {
-			size_t n = (size_t)(nl - s);
-			*adv = n + 1;
-			if (n && s[n - 1] == '\r')
-				n--;
-			*len = n;
-			return 0;
-		}
-		if (avail >= max)
-			return http_fail(e, 400, GRPC_INVALID_ARGUMENT, "malformed chunked body");
-		ssize_t r = fill(c, IO_TIMEOUT_MS);
-		if (r <= 0)
-			return http_fail(e, 0, 0, NULL); /* status 0: just close */
+	if (rq->too_large || rq->body_len + n > BODY_MAX) {
+		rq->too_large = true;
+		return 0;
 	}
-}
-
-static int read_chunked(struct conn *c, struct request *rq, struct http_err *e)
-{
-	size_t cap = 0;
-	for (;;) {
-		size_t len, adv;
-		if (read_line(c, 1024, &len, &adv, e) < 0)
-			return -1;
-		const char *s = c->in + c->in_off;
-		size_t size = 0, i = 0;
-		for (; i < len && i < 9; i++) {
-			int d = s[i] >= '0' && s[i] <= '9'   ? s[i] - '0'
-				: s[i] >= 'a' && s[i] <= 'f' ? s[i] - 'a' + 10
-				: s[i] >= 'A' && s[i] <= 'F' ? s[i] - 'A' + 10
-							     : -1;
-			if (d < 0)
-				break;
-			size = size * 16 + (size_t)d;
-		}
-		if (!i || (i < len && s[i] != ';' && s[i] != ' ' && s[i] != '\t') || i > 8)
-			return http_fail(e, 400, GRPC_INVALID_ARGUMENT, "malformed chunk size");
-		c->in_off += adv;
-		if (size == 0)
-			break;
-		if (size > BODY_MAX || rq->body_len + size > BODY_MAX)
-			return http_fail(e, 400, GRPC_INVALID_ARGUMENT, ERR_TOO_LARGE);
-		if (rq->body_len + size + 1 > cap) {
-			size_t ncap = cap ? cap : 4096;
-			while (ncap < rq->body_len + size + 1)
-				ncap *= 2;
-			char *p = realloc(rq->body, ncap);
-			if (!p)
-				return http_fail(e, 500, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-			rq->body = p;
-			cap = ncap;
-		}
-		size_t need = size + 1; /* data + at least LF */
-		while (c->in_len - c->in_off < need + 1) {
-			ssize_t r = fill(c, IO_TIMEOUT_MS);
-			if (r <= 0)
-				return http_fail(e, 0, 0, NULL);
-		}
-		memcpy(rq->body + rq->body_len, c->in + c->in_off, size);
-		rq->body_len += size;
-		c->in_off += size;
-		const char *t = c->in + c->in_off;
-		if (t[0] == '\r' && t[1] == '\n')
-			c->in_off += 2;
-		else if (t[0] == '\n')
-			c->in_off += 1;
-		else
-			return http_fail(e, 400, GRPC_INVALID_ARGUMENT, "malformed chunk");
+	if (rq->body_len + n + 1 > rq->body_cap) {
+		size_t cap = rq->body_cap ? rq->body_cap : 4096;
+		while (cap < rq->body_len + n + 1)
+			cap *= 2;
+		char *p = realloc(rq->body, cap);
+		if (!p)
+			return -ENOMEM;
+		rq->body = p;
+		rq->body_cap = cap;
 	}
-	/* Trailer fields up to an empty line. */
-	for (int n = 0;; n++) {
-		size_t len, adv;
-		if (n > MAX_HEADERS)
-			return http_fail(e, 431, GRPC_INVALID_ARGUMENT, "too many trailer fields");
-		if (read_line(c, HEAD_MAX, &len, &adv, e) < 0)
-			return -1;
-		c->in_off += adv;
-		if (!len)
-			break;
-	}
-	if (!rq->body && !(rq->body = malloc(1)))
-		return http_fail(e, 500, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+	memcpy(rq->body + rq->body_len, data, n);
+	rq->body_len += n;
 	rq->body[rq->body_len] = 0;
 	return 0;
 }
 
-int http_read_request(struct conn *c, struct request *rq, struct http_err *e)
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
+				  const char *method, const char *version, const char *data,
+				  size_t *size, void **req_cls)
 {
-	size_t end;
-	memset(rq, 0, sizeof(*rq));
-	if (c->in_off) {
-		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
-		c->in_len -= c->in_off;
-		c->in_off = 0;
+	(void)cls;
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct conn *c = ci ? ci->socket_context : NULL;
+	struct request *rq = *req_cls;
+	int status, code;
+	if (!c)
+		return MHD_NO;
+	c->mc = mc;
+	if (!rq) {
+		if (!(rq = calloc(1, sizeof(*rq))))
+			return MHD_NO;
+		*req_cls = rq;
+		const char *err = check_head(c, rq, url, method, version, &status, &code);
+		return err ? refuse(c, status, code, err) : MHD_YES;
 	}
-	bool started = false;
-	for (;;) {
-		/* Empty lines before a request line are allowed (RFC 9112 2.2). */
-		while (c->in_off < c->in_len &&
-		       (c->in[c->in_off] == '\r' || c->in[c->in_off] == '\n'))
-			c->in_off++;
-		if (c->in_off < c->in_len)
-			started = true;
-		end = head_end(c->in + c->in_off, c->in_len - c->in_off);
-		if (end)
-			break;
-		if (c->in_len - c->in_off > HEAD_MAX)
-			return http_fail(e, 431, GRPC_INVALID_ARGUMENT, "request head too large");
-		ssize_t r = fill(c, started ? IO_TIMEOUT_MS : IDLE_TIMEOUT_MS);
-		if (r == 0 || (r == -ETIMEDOUT && !started) || r == -ECONNRESET)
-			return 1;
-		if (r < 0)
-			return http_fail(e, r == -ETIMEDOUT ? 408 : 0, GRPC_INVALID_ARGUMENT,
-					 "request timed out");
+	if (*size) {
+		int ret = add_body(rq, data, *size);
+		*size = 0;
+		return ret ? MHD_NO : MHD_YES;
 	}
-	if (end > HEAD_MAX)
-		return http_fail(e, 431, GRPC_INVALID_ARGUMENT, "request head too large");
-	char head[HEAD_MAX + 1];
-	memcpy(head, c->in + c->in_off, end);
-	head[end] = 0;
-	if (memchr(head, 0, end))
-		return http_fail(e, 400, GRPC_INVALID_ARGUMENT, "NUL byte in request head");
-	c->in_off += end;
-	if (parse_head(head, rq, e) < 0)
-		return -1;
-	if (rq->chunked) {
-		if (rq->expect_continue &&
-		    util_send_all(c->fd, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
-			return http_fail(e, 0, 0, NULL);
-		return read_chunked(c, rq, e);
+	if (rq->too_large)
+		return refuse(c, 400, GRPC_INVALID_ARGUMENT, ERR_TOO_LARGE);
+	if (!rq->body && !(rq->body = calloc(1, 1)))
+		return MHD_NO;
+	c->replied = false;
+	gw_dispatch(c, rq); /* its keep-alive verdict is in the reply's Connection header */
+	return c->replied ? MHD_YES : MHD_NO;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
+			 enum MHD_RequestTerminationCode why)
+{
+	(void)cls, (void)mc, (void)why;
+	struct request *rq = *req_cls;
+	if (rq) {
+		free(rq->body);
+		free(rq);
+		*req_cls = NULL;
 	}
-	size_t cl = rq->content_length > 0 ? (size_t)rq->content_length : 0;
-	if (rq->content_length > (long long)BODY_MAX)
-		return http_fail(e, 400, GRPC_INVALID_ARGUMENT, ERR_TOO_LARGE);
-	if (cl && rq->expect_continue && c->in_len == c->in_off &&
-	    util_send_all(c->fd, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
-		return http_fail(e, 0, 0, NULL);
-	while (c->in_len - c->in_off < cl) {
-		ssize_t r = fill(c, IO_TIMEOUT_MS);
-		if (r <= 0)
-			return http_fail(e, r == -ETIMEDOUT ? 408 : 0, GRPC_INVALID_ARGUMENT,
-					 "request timed out");
+}
+
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct gw *gw = cls;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+		pthread_mutex_lock(&gw->lock);
+		/* Only one pending connection can hold this descriptor: it is still open. The
+		 * pending list is not gw->conns, which gw_stop() empties before joining. */
+		for (struct conn **pp = &gw->mhd_pending; ci && *pp; pp = &(*pp)->mhd_next) {
+			struct conn *c = *pp;
+			if (c->mhd_fd == ci->connect_fd) {
+				*pp = c->mhd_next;
+				c->mhd_state = MHD_STARTED;
+				*socket_context = c;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&gw->lock);
+		return;
 	}
-	if (!(rq->body = malloc(cl + 1)))
-		return http_fail(e, 500, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-	memcpy(rq->body, c->in + c->in_off, cl);
-	rq->body[cl] = 0;
-	rq->body_len = cl;
-	c->in_off += cl;
+	struct conn *c = *socket_context;
+	if (!c)
+		return;
+	pthread_mutex_lock(&gw->lock);
+	c->mhd_state = MHD_CLOSED;
+	pthread_cond_broadcast(&gw->mhd_cond);
+	pthread_mutex_unlock(&gw->lock);
+}
+
+int http_start(struct gw *gw)
+{
+	pthread_cond_init(&gw->mhd_cond, NULL);
+	gw->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+					   MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC | MHD_USE_POLL,
+				   0, NULL, NULL, on_request, gw,
+				   MHD_OPTION_CONNECTION_MEMORY_LIMIT, POOL_BYTES,
+				   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)IDLE_TIMEOUT_S,
+				   MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw,
+				   MHD_OPTION_NOTIFY_CONNECTION, on_connection, gw, MHD_OPTION_END);
+	if (!gw->mhd) {
+		pthread_cond_destroy(&gw->mhd_cond);
+		log_err("gateway: cannot start libmicrohttpd");
+		return -ENOMEM;
+	}
 	return 0;
+}
+
+void http_stop(struct gw *gw)
+{
+	if (!gw->mhd)
+		return;
+	MHD_stop_daemon(gw->mhd);
+	gw->mhd = NULL;
+	pthread_cond_destroy(&gw->mhd_cond);
+}
+
+void http_serve(struct conn *c)
+{
+	struct gw *gw = c->gw;
+	/* MHD closes the descriptor it gets; ours stays for the reaper and gw_stop(). */
+	int fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0) {
+		log_warn("gateway: cannot hand a connection over: %s", strerror(errno));
+		return;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0 || ss.ss_family == AF_UNIX) {
+		/* TLS arrives through a socketpair: the peer is the relay in this process */
+		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+		memset(&ss, 0, sizeof(ss));
+		in->sin_family = AF_INET;
+		in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sl = sizeof(*in);
+	}
+	pthread_mutex_lock(&gw->lock);
+	c->mhd_fd = fd;
+	c->mhd_state = MHD_PENDING;
+	c->mhd_next = gw->mhd_pending;
+	gw->mhd_pending = c;
+	pthread_mutex_unlock(&gw->lock);
+	/* MHD closes fd in any case */
+	bool added = MHD_add_connection(gw->mhd, fd, (struct sockaddr *)&ss, sl) == MHD_YES;
+	pthread_mutex_lock(&gw->lock);
+	if (!added) {
+		log_warn("gateway: libmicrohttpd refused a connection: %s", strerror(errno));
+		for (struct conn **pp = &gw->mhd_pending; *pp; pp = &(*pp)->mhd_next) {
+			if (*pp == c) {
+				*pp = c->mhd_next;
+				break;
+			}
+		}
+		c->mhd_state = MHD_CLOSED;
+	}
+	while (c->mhd_state != MHD_CLOSED)
+		pthread_cond_wait(&gw->mhd_cond, &gw->lock);
+	pthread_mutex_unlock(&gw->lock);
 }

@@ -42,36 +42,10 @@ static void *conn_main(void *arg)
 	if (c->gw->tls && tls_conn_start(c) < 0)
 		goto out;
 	/* etcd serves gRPC and its JSON gateway on one port: the first bytes tell which. */
-	bool h2 = h2_sniff(c);
-	if (h2)
+	if (h2_sniff(c))
 		h2_serve(c);
-	for (; !h2;) {
-		struct request rq;
-		struct http_err e = {0};
-		int ret = http_read_request(c, &rq, &e);
-		if (ret == 1) {
-			free(rq.body);
-			break;
-		}
-		if (ret < 0) {
-			free(rq.body);
-			if (e.status) {
-				log_debug("gateway: refusing a request: %s", e.msg);
-				json_t *o = json_pack("{s:s, s:s, s:i}", "error", e.msg, "message",
-						      e.msg, "code", e.code);
-				http_send_json(c, e.status, o, false);
-				json_decref(o);
-				http_linger_drain(c);
-			}
-			break;
-		}
-		bool go_on = gw_dispatch(c, &rq);
-		free(rq.body);
-		if (!go_on || gw_stopping(c->gw))
-			break;
-	}
-	free(c->in);
-	c->in = NULL;
+	else
+		http_serve(c);
 out:
 	/* The client sees the end now; the descriptor itself is closed by the reaper. */
 	shutdown(c->fd, SHUT_RDWR);
@@ -302,22 +276,26 @@ int gw_start_tls(struct kv *kv, const char *listen_addr, const struct gw_tls_con
 		 ai->ai_family == AF_INET6 ? "[" : "", host, ai->ai_family == AF_INET6 ? "]" : "",
 		 gw->port);
 	pthread_mutex_init(&gw->lock, NULL);
+	if ((ret = http_start(gw)) < 0)
+		goto out_free;
 	if (pipe2(gw->wake, O_CLOEXEC) < 0) {
 		ret = -errno;
-		goto out_free;
+		goto out_http;
 	}
 	ret = -pthread_create(&gw->accept_thread, NULL, accept_main, gw);
 	if (ret < 0) {
 		log_err("gateway: cannot start a thread: %s", strerror(-ret));
 		close(gw->wake[0]);
 		close(gw->wake[1]);
-		goto out_free;
+		goto out_http;
 	}
 	freeaddrinfo(ai);
 	log_info("gateway: serving etcd's v3 API (gRPC and JSON) on %s (port %d)%s", listen_addr,
 		 gw->port, ts ? " over TLS" : "");
 	*out = gw;
 	return 0;
+out_http:
+	http_stop(gw);
 out_free:
 	pthread_mutex_destroy(&gw->lock);
 	free(gw);
@@ -388,6 +366,7 @@ void gw_stop(struct gw *gw)
 	}
 	pthread_mutex_unlock(&gw->lock);
 	reap(gw, true);
+	http_stop(gw);
 	close(gw->wake[0]);
 	close(gw->wake[1]);
 	pthread_mutex_destroy(&gw->lock);

@@ -1,15 +1,17 @@
 /* watch.c: /v3/watch streams: a chunked reply of newline-delimited {"result": WatchResponse}
  * objects, one kv.h watch per create_request.
  *
- * The connection thread parses the request body, starts the watches and then only waits
- * for the client to go away, sending progress messages; events are sent from the backend's
- * watch callbacks. Everything sent on the socket goes through stream_send() under the
- * stream's lock.
+ * MHD's thread parses the request body, starts the watches and queues a reply of unknown
+ * length; MHD then calls stream_read() for each chunk, which waits for queued messages,
+ * sends progress messages and notices the client going away. Events are queued by the
+ * backend's watch callbacks. Every message goes through stream_send() under the stream's
+ * lock; one message is one chunk on the wire.
  */
 #include "gateway_int.h"
 
 #include <errno.h>
-#include <poll.h>
+#include <microhttpd.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,8 @@
 
 #include "core/log.h"
 #include "core/util.h"
+
+#define QUEUE_MAX ((size_t)16 << 20) /* queued bytes of a client that does not read */
 
 static const char *const filter_names[] = {"NOPUT", "NODELETE"};
 
@@ -34,16 +38,25 @@ struct watcher {
 	int64_t last_send_ms;  /* protected by st->lock */
 };
 
+struct msg {
+	struct msg *next;
+	size_t len, off;
+	char data[];
+};
+
 struct stream {
 	struct conn *c;
-	pthread_mutex_t lock; /* serializes chunks on the socket */
-	bool broken;	      /* protected by lock: a send failed, nothing more is sent */
+	pthread_mutex_t lock;	  /* orders the messages */
+	pthread_cond_t more;	  /* with lock: a message was queued or the stream broke */
+	bool broken;		  /* protected by lock: the stream ends, nothing more is queued */
+	struct msg *head, **tail; /* protected by lock: not yet sent */
+	size_t queued;		  /* protected by lock: bytes in the queue */
 	struct watcher **ws;
 	size_t n_ws;
 	int64_t next_id;
 };
 
-/* Sends {"result": r} as one chunk. Called with st->lock held; steals r. */
+/* Queues {"result": r} as one chunk. Called with st->lock held; steals r. */
 static void stream_send(struct stream *st, json_t *r)
 {
 	json_t *o = r ? json_pack("{s:o}", "result", r) : NULL;
@@ -54,22 +67,28 @@ static void stream_send(struct stream *st, json_t *r)
 		goto out_broken;
 	}
 	size_t n = strlen(s);
-	char head[24];
-	int hn = snprintf(head, sizeof(head), "%zx\r\n", n + 1);
-	int ret = st->broken ? -EPIPE : util_send_all(st->c->fd, head, (size_t)hn);
-	if (!ret)
-		ret = util_send_all(st->c->fd, s, n);
-	if (!ret)
-		ret = util_send_all(st->c->fd, "\n\r\n", 3);
+	struct msg *m =
+		st->broken || st->queued + n + 1 > QUEUE_MAX ? NULL : malloc(sizeof(*m) + n + 1);
+	if (!m) {
+		if (!st->broken)
+			log_info("gateway: watch client does not read; closing its stream");
+		free(s);
+		goto out_broken;
+	}
+	memcpy(m->data, s, n);
+	m->data[n] = '\n';
+	m->len = n + 1;
+	m->off = 0;
+	m->next = NULL;
+	*st->tail = m;
+	st->tail = &m->next;
+	st->queued += m->len;
 	free(s);
-	if (!ret)
-		return;
-	if (ret != -EPIPE && ret != -ECONNRESET)
-		log_info("gateway: watch client does not read (%s); closing its stream",
-			 strerror(-ret));
+	pthread_cond_signal(&st->more);
+	return;
 out_broken:
 	st->broken = true;
-	shutdown(st->c->fd, SHUT_RDWR); /* wakes the connection thread */
+	pthread_cond_signal(&st->more);
 }
 
 static json_t *watch_msg(const struct watcher *wt, int64_t revision)
@@ -294,10 +313,9 @@ static void watch_cancel_req(struct stream *st, const json_t *o)
 
 /* Sends a progress message for every live watch silent for interval_ms (or for all when
  * force: a progress_request). The revision is the last one fully delivered. */
-static void send_progress(struct stream *st, long interval_ms, bool force)
+static void send_progress_locked(struct stream *st, long interval_ms, bool force)
 {
 	int64_t now = util_now_ms();
-	pthread_mutex_lock(&st->lock);
 	for (size_t i = 0; i < st->n_ws && !st->broken; i++) {
 		struct watcher *wt = st->ws[i];
 		if (!wt->created || wt->finished || !wt->w)
@@ -307,17 +325,97 @@ static void send_progress(struct stream *st, long interval_ms, bool force)
 		stream_send(st, watch_msg(wt, wt->delivered_rev));
 		wt->last_send_ms = now;
 	}
+}
+
+static void send_progress(struct stream *st, long interval_ms, bool force)
+{
+	pthread_mutex_lock(&st->lock);
+	send_progress_locked(st, interval_ms, force);
 	pthread_mutex_unlock(&st->lock);
+}
+
+/* True when the client has closed its side; what it still sends is dropped. */
+static bool client_gone(struct stream *st)
+{
+	char buf[4096];
+	ssize_t n = recv(st->c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+/* MHD's content callback: the next message (or the rest of one that did not fit). Blocks,
+ * which MHD allows with a thread per connection. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct stream *st = cls;
+	(void)pos;
+	pthread_mutex_lock(&st->lock);
+	while (!st->head && !st->broken) {
+		long interval = __atomic_load_n(&st->c->gw->progress_ms, __ATOMIC_RELAXED);
+		long wait_ms = interval < 1000 ? interval / 2 + 1 : 500;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += wait_ms / 1000;
+		ts.tv_nsec += (wait_ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		if (pthread_cond_timedwait(&st->more, &st->lock, &ts) != ETIMEDOUT)
+			continue;
+		if (client_gone(st) || gw_stopping(st->c->gw))
+			st->broken = true;
+		else
+			send_progress_locked(st, interval, false);
+	}
+	if (!st->head) {
+		pthread_mutex_unlock(&st->lock);
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	}
+	struct msg *m = st->head;
+	size_t n = m->len - m->off < max ? m->len - m->off : max;
+	memcpy(buf, m->data + m->off, n);
+	m->off += n;
+	if (m->off == m->len) {
+		st->head = m->next;
+		if (!st->head)
+			st->tail = &st->head;
+		st->queued -= m->len;
+		free(m);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return (ssize_t)n;
+}
+
+/* MHD is done with the reply: the watches end before the stream is freed. */
+static void stream_free(void *cls)
+{
+	struct stream *st = cls;
+	for (size_t i = 0; i < st->n_ws; i++) {
+		if (st->ws[i]->w)
+			kv_watch_cancel(st->c->gw->kv, st->ws[i]->w);
+		free(st->ws[i]);
+	}
+	free(st->ws);
+	while (st->head) {
+		struct msg *m = st->head;
+		st->head = m->next;
+		free(m);
+	}
+	pthread_cond_destroy(&st->more);
+	pthread_mutex_destroy(&st->lock);
+	free(st);
 }
 
 /* The request body holds one or more WatchRequest objects. */
 void gw_serve_watch(struct conn *c, const struct request *rq)
 {
-	struct stream st = {.c = c};
 	json_error_t jerr;
 	size_t off = 0;
 	json_t *msgs = json_array();
-	if (!msgs) {
+	struct stream *st = calloc(1, sizeof(*st));
+	if (!msgs || !st) {
+		json_decref(msgs);
+		free(st);
 		http_send_error(c, GRPC_RESOURCE_EXHAUSTED, "etcdfs gateway: out of memory", false);
 		return;
 	}
@@ -335,56 +433,42 @@ void gw_serve_watch(struct conn *c, const struct request *rq)
 				 o ? "not an object" : jerr.text);
 			json_decref(o);
 			json_decref(msgs);
+			free(st);
 			http_send_error(c, GRPC_INVALID_ARGUMENT, msg, false);
 			return;
 		}
 		off += jerr.position;
 		json_array_append_new(msgs, o);
 	}
-	pthread_mutex_init(&st.lock, NULL);
-	static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-				   "Transfer-Encoding: chunked\r\n\r\n";
-	if (util_send_all(c->fd, head, sizeof(head) - 1) < 0)
-		goto out;
+	st->c = c;
+	st->tail = &st->head;
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_cond_init(&st->more, NULL);
 	size_t i;
 	json_t *m;
 	json_array_foreach(msgs, i, m)
 	{
 		const json_t *v;
 		if ((v = jp_field(m, "create_request", "createRequest")))
-			watch_create(&st, v);
+			watch_create(st, v);
 		else if ((v = jp_field(m, "cancel_request", "cancelRequest")))
-			watch_cancel_req(&st, v);
+			watch_cancel_req(st, v);
 		else if (jp_field(m, "progress_request", "progressRequest"))
-			send_progress(&st, 0, true);
+			send_progress(st, 0, true);
 	}
-	/* Now only the client's going away (or stop) ends the stream; input is dropped. */
-	for (;;) {
-		long interval = __atomic_load_n(&c->gw->progress_ms, __ATOMIC_RELAXED);
-		struct pollfd p = {.fd = c->fd, .events = POLLIN};
-		int r = poll(&p, 1, interval < 1000 ? (int)(interval / 2 + 1) : 500);
-		if (r < 0 && errno != EINTR)
-			break;
-		if (r > 0) {
-			char buf[4096];
-			ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
-			if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
-				break;
-		}
-		pthread_mutex_lock(&st.lock);
-		bool broken = st.broken;
-		pthread_mutex_unlock(&st.lock);
-		if (broken || gw_stopping(c->gw))
-			break;
-		send_progress(&st, interval, false);
-	}
-out:
-	for (i = 0; i < st.n_ws; i++) {
-		if (st.ws[i]->w)
-			kv_watch_cancel(c->gw->kv, st.ws[i]->w);
-		free(st.ws[i]);
-	}
-	free(st.ws);
-	pthread_mutex_destroy(&st.lock);
 	json_decref(msgs);
+	/* Unknown length: MHD sends it chunked. It frees st through stream_free, also when
+	 * creating the reply fails. */
+	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 << 10,
+								   stream_read, st, stream_free);
+	if (!r) {
+		stream_free(st);
+		return;
+	}
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") !=
+	    MHD_YES) {
+		MHD_destroy_response(r);
+		return;
+	}
+	http_queue(c, 200, r, false);
 }
