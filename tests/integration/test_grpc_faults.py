@@ -38,6 +38,16 @@ def bare_store(tmp, monkeypatch):
     yield from store_started(tmp)
 
 
+def steady_task_count(pid, timeout=10):
+    """The server's thread count once two samples 0.3 s apart agree."""
+    deadline = time.time() + timeout
+    prev, cur = -1, task_count(pid)
+    while cur != prev and time.time() < deadline:
+        time.sleep(0.3)
+        prev, cur = cur, task_count(pid)
+    return cur
+
+
 def settle(pid, limit, timeout=30):
     """Waits until the server has at most limit threads; the count it reached."""
     deadline = time.time() + timeout
@@ -172,7 +182,8 @@ def test_raw_client_killed_mid_frame(store, where):
     request (ASan checks the memory at exit), and serves on."""
     pid = store.proc.pid
     store.ctl("endpoint", "health")
-    threads0, rss0 = task_count(pid), vm_rss_kb(pid)
+    # etcdctl's connection thread may still be ending: count once it has
+    threads0, rss0 = steady_task_count(pid), vm_rss_kb(pid)
     here = os.path.dirname(os.path.abspath(__file__))
     p = subprocess.Popen([sys.executable, "-c", RAW_CLIENT, here, str(store.port), where],
                          stdout=subprocess.PIPE)

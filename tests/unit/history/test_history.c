@@ -130,7 +130,7 @@ static void test_walk_costs_one_request_per_version(void)
 	before = kvmem_calls(mem, KVMEM_RANGE);
 	CHECK(history_refresh(h, &hd, false) == 0);
 	CHECK_EQ(kvmem_calls(mem, KVMEM_RANGE) - before, 2);
-	int64_t newest;
+	int64_t newest = 0;
 	CHECK_EQ(count(h, 7, &newest), 7);
 	CHECK_EQ(newest, r6);
 	history_dir_unref(h, 7, 1);
@@ -189,7 +189,7 @@ static void test_recreated_key_starts_a_new_history(void)
 	int64_t r = put("new2");
 	hd = head_now(3);
 	CHECK(history_refresh(h, &hd, false) == 0);
-	int64_t newest;
+	int64_t newest = 0;
 	CHECK_EQ(count(h, 3, &newest), 2);
 	CHECK_EQ(newest, r);
 	CHECK(history_stat(h, old_ino, &(struct history_ver_info){0}) == -ENOENT);
