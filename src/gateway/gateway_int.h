@@ -220,6 +220,7 @@ bool gw_range_has_filters(const struct range_post *p);
 bool gw_range_sorts_itself(const struct range_post *p);
 /* Applies filters, sort, limit and count_only to a result holding the whole range in
  * ascending key order, the way etcd does: count is the size of the range before filtering. */
+bool gw_range_plan(struct kv_range_req *req, struct range_post *post);
 void gw_range_post_apply(struct kv_range_result *r, const struct range_post *p);
 /* etcd's rule, used to name the error the store gave: one branch may not put a key twice,
  * nor put a key that one of its deletes covers. Only run after a refusal, on at most the

@@ -137,25 +137,13 @@ static int kv_range_call(struct ctx *x, const uint8_t *msg, size_t len)
 	int ret = -1;
 	if (!r || range_req(x, r, &q, &post) < 0)
 		goto out;
-	bool post_filter = gw_range_has_filters(&post) && !post.count_only;
-	bool post_sort = gw_range_sorts_itself(&post) && !post.count_only;
-	if (post_sort) {
-		/* the whole range in key order; sorted, filtered and limited here */
-		q.limit = 0;
-		q.sort_order = KV_SORT_NONE;
-		q.sort_target = KV_SORT_KEY;
-	} else if (post_filter) {
-		/* etcd filters the whole sorted range, then applies the limit. */
-		q.limit = 0;
-		post.sort_order = KV_SORT_NONE;
-		post.sort_target = KV_SORT_KEY;
-	}
+	bool post_apply = gw_range_plan(&q, &post);
 	ret = kv_range(x->gw->kv, &q, &res);
 	if (ret < 0) {
 		ret = ctx_kv_fail(x, ret, false);
 		goto out;
 	}
-	if (post_filter || post_sort)
+	if (post_apply)
 		gw_range_post_apply(&res, &post);
 	Gwpb__RangeResponse o;
 	Gwpb__Header h;

@@ -126,6 +126,27 @@ void gw_range_post_apply(struct kv_range_result *r, const struct range_post *p)
 	}
 }
 
+/* Splits a range between the backend and the gateway: when the gateway must sort or filter
+ * (options kv.h lacks), the backend is asked for the whole range. Returns whether
+ * gw_range_post_apply must then run on the result. */
+bool gw_range_plan(struct kv_range_req *req, struct range_post *post)
+{
+	bool post_filter = gw_range_has_filters(post) && !post->count_only;
+	bool post_sort = gw_range_sorts_itself(post) && !post->count_only;
+	if (post_sort) {
+		/* the whole range in key order; sorted, filtered and limited here */
+		req->limit = 0;
+		req->sort_order = KV_SORT_NONE;
+		req->sort_target = KV_SORT_KEY;
+	} else if (post_filter) {
+		/* etcd filters the whole sorted range, then applies the limit. */
+		req->limit = 0;
+		post->sort_order = KV_SORT_NONE;
+		post->sort_target = KV_SORT_KEY;
+	}
+	return post_filter || post_sort;
+}
+
 static json_t *range_json(const struct kv_range_result *r, int64_t revision)
 {
 	json_t *o = jp_reply(revision);
@@ -142,23 +163,11 @@ int api_range(struct ctx *x, const json_t *body)
 	int64_t rev;
 	if (parse_range(x, body, &req, &post, &rev) < 0)
 		return -1;
-	bool post_filter = gw_range_has_filters(&post) && !post.count_only;
-	bool post_sort = gw_range_sorts_itself(&post) && !post.count_only;
-	if (post_sort) {
-		/* the whole range in key order; sorted, filtered and limited here */
-		req.limit = 0;
-		req.sort_order = KV_SORT_NONE;
-		req.sort_target = KV_SORT_KEY;
-	} else if (post_filter) {
-		/* etcd filters the whole sorted range, then applies the limit. */
-		req.limit = 0;
-		post.sort_order = KV_SORT_NONE;
-		post.sort_target = KV_SORT_KEY;
-	}
+	bool post_apply = gw_range_plan(&req, &post);
 	int ret = kv_range(x->gw->kv, &req, &res);
 	if (ret < 0)
 		return ctx_kv_fail(x, ret, false);
-	if (post_filter || post_sort)
+	if (post_apply)
 		gw_range_post_apply(&res, &post);
 	ret = ctx_reply(x, range_json(&res, res.revision), 0);
 	kv_range_result_free(&res);
