@@ -108,8 +108,8 @@ struct cache_node {
 	 * The stored bytes are kept, not the content shown: a rendered view
 	 * (YAML) renders again on read, and keeps the text of recently read
 	 * versions only, beside the bytes (docs/design.md, Memory). */
-	struct cache_val *val;	  /* stored bytes of a version, NULL if not cached */
-	struct cache_node_x *x;	  /* NULL when all its fields would be defaults */
+	struct cache_val *val;	/* stored bytes of a version, NULL if not cached */
+	struct cache_node_x *x; /* NULL when all its fields would be defaults */
 	/* the key at this path, protected by lock */
 	int64_t create_revision, mod_revision, version, lease;
 	/* Realtime ns of the last change seen, 0 = unknown (fs shows the mount
@@ -197,6 +197,7 @@ struct cache_stats {
 	uint64_t keys;
 	uint64_t value_bytes; /* bytes in the value cache */
 	uint64_t hits, misses, fetch_errors, events, resyncs;
+	uint64_t read_ahead;   /* versions cached by read-ahead along a miss */
 	uint64_t watch_age_ms; /* since the watch last proved current (event/progress/probe) */
 	uint64_t sync_done, sync_total; /* keys listed by the current or last listing, of */
 	bool syncing;			/* a listing (initial sync or resync) is running */
@@ -206,8 +207,8 @@ struct cache_stats {
 /* One line on a listing's progress into buf: "12000 of 100000 keys (12%),
  * 45000 keys/s, about 2 s left" (no rate or time left before a second has
  * passed; "N keys" once done). */
-void cache_progress_text(char *buf, size_t size, uint64_t done, uint64_t total,
-			 int64_t elapsed_ms, bool finished);
+void cache_progress_text(char *buf, size_t size, uint64_t done, uint64_t total, int64_t elapsed_ms,
+			 bool finished);
 
 struct cache {
 	struct cache_config cfg;
@@ -230,8 +231,8 @@ struct cache {
 	size_t n_nodes;
 	uint64_t n_keys;
 	struct cache_lru lru_head; /* protected by lru_lock */
-	size_t lru_bytes;	    /* protected by lru_lock: stored bytes cached */
-	size_t val_max;		    /* bound of lru_bytes (immutable) */
+	size_t lru_bytes;	   /* protected by lru_lock: stored bytes cached */
+	size_t val_max;		   /* bound of lru_bytes (immutable) */
 	/* Rendered texts, most recently used first (circular; protected by
 	 * lru_lock), and their bound: 1/16 of max_bytes, taken from val_max. */
 	struct cache_text *text_mru;
@@ -243,6 +244,10 @@ struct cache {
 	int64_t seen_rev;   /* highest revision known, local writes included */
 	int64_t last_ok_ms; /* last time the watch proved fresh */
 	uint64_t hits, misses, fetch_errors, events, resyncs;
+	uint64_t read_ahead; /* versions cached by read-ahead (atomic) */
+	/* The last miss's directory (index), its slot there and the siblings
+	 * it fetched along (cache.c, ahead_window); protected by lru_lock. */
+	uint32_t ra_dir, ra_pos, ra_window;
 	/* tombstones of local writes the watch has not caught up with */
 	struct cache_tomb *tombs;
 	pthread_t health_thread;

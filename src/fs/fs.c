@@ -702,12 +702,23 @@ static const char *const file_xattrs[] = {
 	"user.etcd.version", "user.etcd.lease",
 };
 static const char *const root_xattrs[] = {
-	"user.etcdfs.revision",	      "user.etcdfs.watch",	  "user.etcdfs.keys",
-	"user.etcdfs.cache_hits",     "user.etcdfs.cache_misses", "user.etcdfs.requests",
-	"user.etcdfs.reads",	      "user.etcdfs.opens",	  "user.etcdfs.errors",
-	"user.etcdfs.events",	      "user.etcdfs.resyncs",	  "user.etcdfs.cache_hit_rate",
-	"user.etcdfs.watch_age_ms",   "user.etcdfs.sync",	  "user.etcdfs.backend_ranges",
+	"user.etcdfs.revision",
+	"user.etcdfs.watch",
+	"user.etcdfs.keys",
+	"user.etcdfs.cache_hits",
+	"user.etcdfs.cache_misses",
+	"user.etcdfs.requests",
+	"user.etcdfs.reads",
+	"user.etcdfs.opens",
+	"user.etcdfs.errors",
+	"user.etcdfs.events",
+	"user.etcdfs.resyncs",
+	"user.etcdfs.cache_hit_rate",
+	"user.etcdfs.watch_age_ms",
+	"user.etcdfs.sync",
+	"user.etcdfs.backend_ranges",
 	"user.etcdfs.history_checks",
+	"user.etcdfs.cache_read_ahead",
 };
 
 static void reply_xattr_value(fuse_req_t req, const char *val, size_t len, size_t size)
@@ -847,6 +858,8 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 			v = cs.hits;
 		} else if (strcmp(k, "cache_misses") == 0) {
 			v = cs.misses;
+		} else if (strcmp(k, "cache_read_ahead") == 0) {
+			v = cs.read_ahead;
 		} else if (strcmp(k, "requests") == 0) {
 			v = fs->n_requests;
 		} else if (strcmp(k, "reads") == 0) {

@@ -245,3 +245,31 @@ def test_not_visible_to_other_users(etcd, mnt):
                         "cat", os.path.join(mnt.path, "s/x")], capture_output=True)
     assert r.returncode != 0
     assert b"secret" not in r.stdout
+
+
+def test_grep_reads_ahead_when_values_are_not_cached(etcd, mount_factory):
+    """grep -r over a directory whose values do not fit --cache-size: the
+    files come a window at a time (one range brings the next ones along),
+    not one range per file, and grep finds exactly what etcd holds."""
+    n = 3000
+    items = []
+    for i in range(n):
+        mark = b"NEEDLE" if i % 7 == 0 else b"hay"
+        items.append((b"/ra/d/f%05d" % i, mark + b"-%05d-" % i + b"x" * 1500))
+    etcd.put_many(items)
+    m = mount_factory(["--endpoints", etcd.endpoint, "--command-timeout=5s",
+                       "--cache-size=1M"])
+    before = int(m.xattr("", "user.etcdfs.backend_ranges"))
+    misses0 = int(m.xattr("", "user.etcdfs.cache_misses"))
+    r = subprocess.run(["grep", "-r", "-l", "NEEDLE", os.path.join(m.path, "ra")],
+                       capture_output=True, check=True)
+    ranges = int(m.xattr("", "user.etcdfs.backend_ranges")) - before
+    misses = int(m.xattr("", "user.etcdfs.cache_misses")) - misses0
+    ahead = int(m.xattr("", "user.etcdfs.cache_read_ahead"))
+    got = sorted(os.path.basename(p) for p in r.stdout.decode().split())
+    assert got == ["f%05d" % i for i in range(0, n, 7)]
+    # 4.5 MB of values against a 1 MiB cache: most files were not cached
+    assert misses + ahead >= n // 2, (misses, ahead)
+    # a range per file would be 3,000; windows of up to 64 keys
+    assert ranges <= n // 20, (ranges, misses, ahead)
+    assert ahead >= n // 2, (ranges, misses, ahead)
