@@ -2144,7 +2144,7 @@ static int fetch(struct cache *c, struct cache_node *n, bool ahead, char **out, 
 		__atomic_add_fetch(&c->fetch_errors, 1, __ATOMIC_RELAXED);
 	} else {
 		ret = keep_own(c, n, &res.kvs[0], out, out_len, rev);
-		/* after n's own: its reader is waiting */
+		/* the others' renders are what their reads would cost */
 		keep_ahead(c, res.kvs + 1, res.n_kvs - 1);
 	}
 	free(key);
