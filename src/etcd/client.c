@@ -594,7 +594,7 @@ static int range_grpc(struct etcd_client *c, const struct kv_range_req *req, con
 	ret = etcd_grpc_parse_range(msg, msg_len, req->keys_only, res);
 	etcd_grpc_reply_free(&r);
 	if (ret == -EINVAL) {
-		/* Not what our rpc.proto describes (a server from the future?): the JSON
+		/* Not what our etcdserver.proto describes (a server from the future?): the JSON
 		 * gateway may still serve it. */
 		etcd_grpc_failed(
 			c, c->urls[__atomic_load_n(&c->preferred, __ATOMIC_RELAXED) % c->n_urls],
@@ -826,7 +826,7 @@ static int txn_grpc(struct etcd_client *c, const struct kv_txn *txn, bool writes
 	ret = etcd_grpc_parse_txn(msg, msg_len, txn, res);
 	etcd_grpc_reply_free(&r);
 	if (ret == -EINVAL) {
-		/* Not what our rpc.proto describes (a server from the future?). A read-only
+		/* Not what our etcdserver.proto describes (a server from the future?). A read-only
 		 * txn may be asked again through JSON; a write was applied already. */
 		etcd_grpc_failed(
 			c, c->urls[__atomic_load_n(&c->preferred, __ATOMIC_RELAXED) % c->n_urls],

@@ -1,5 +1,5 @@
 /* etcd.h: the etcd v3 backend of kv.h, over etcd's native gRPC API (HTTP/2 with libcurl,
- * our own rpc.proto with protobuf-c) for ranges, txns and watches, and etcd's JSON
+ * our own src/v3pb/etcdserver.proto with protobuf-c) for ranges, txns and watches, and etcd's JSON
  * gRPC-gateway (libcurl + jansson) for everything else and as a fallback.
  *
  * Works with etcd 3.4 and later (paths /v3/...). Configuration mirrors etcdctl's flags and

@@ -12,7 +12,7 @@
 
 #include "internal.h"
 #include "core/log.h"
-#include "rpc.pb-c.h"
+#include "etcdserver.pb-c.h"
 #include "core/util.h"
 
 /* ---- framing ---- */
@@ -166,7 +166,7 @@ int etcd_grpc_range_req(const struct kv_range_req *req, const void *key, size_t 
 			const void *range_end, size_t range_end_len, int64_t revision,
 			int64_t limit, uint8_t **out, size_t *out_len)
 {
-	Etcdrpc__RangeReq r = ETCDRPC__RANGE_REQ__INIT;
+	V3pb__RangeRequest r = V3PB__RANGE_REQUEST__INIT;
 	r.key = bin(key, key_len);
 	r.range_end = bin(range_end, range_end_len);
 	r.limit = limit;
@@ -180,9 +180,9 @@ int etcd_grpc_range_req(const struct kv_range_req *req, const void *key, size_t 
 }
 
 /* Copies one Kv into a kv_kv. A missing message (NULL) is an empty one. */
-static int copy_kv(const Etcdrpc__Kv *src, bool keys_only, struct kv_kv *out)
+static int copy_kv(const V3pb__KeyValue *src, bool keys_only, struct kv_kv *out)
 {
-	static const Etcdrpc__Kv empty = ETCDRPC__KV__INIT;
+	static const V3pb__KeyValue empty = V3PB__KEY_VALUE__INIT;
 	memset(out, 0, sizeof(*out));
 	if (!src)
 		src = &empty;
@@ -204,7 +204,7 @@ static int copy_kv(const Etcdrpc__Kv *src, bool keys_only, struct kv_kv *out)
 }
 
 /* Appends the kvs of a decoded RangeResponse to res and sets more, count and revision. */
-static int fill_range(const Etcdrpc__RangeResp *r, bool keys_only, struct kv_range_result *res)
+static int fill_range(const V3pb__RangeResponse *r, bool keys_only, struct kv_range_result *res)
 {
 	res->revision = r->header ? r->header->revision : 0;
 	res->count = r->count;
@@ -231,7 +231,7 @@ int etcd_grpc_parse_range(const uint8_t *msg, size_t len, bool keys_only,
 	ProtobufCAllocator pa;
 	int ret;
 	arena_init(&a, &pa, len + len / 4 + 4096);
-	Etcdrpc__RangeResp *r = etcdrpc__range_resp__unpack(&pa, len, msg);
+	V3pb__RangeResponse *r = v3pb__range_response__unpack(&pa, len, msg);
 	ret = r ? fill_range(r, keys_only, res) : -EINVAL;
 	arena_destroy(&a);
 	return ret;
@@ -241,42 +241,42 @@ int etcd_grpc_parse_range(const uint8_t *msg, size_t len, bool keys_only,
 
 /* Room for one operation of a branch and the request it points to. */
 struct op_slot {
-	Etcdrpc__Op op;
+	V3pb__RequestOp op;
 	union {
-		Etcdrpc__RangeReq range;
-		Etcdrpc__PutReq put;
-		Etcdrpc__DeleteReq del;
+		V3pb__RangeRequest range;
+		V3pb__PutRequest put;
+		V3pb__DeleteRangeRequest del;
 	} u;
 };
 
-static int fill_cmp(const struct kv_compare *c, Etcdrpc__Cmp *m)
+static int fill_cmp(const struct kv_compare *c, V3pb__Compare *m)
 {
-	*m = (Etcdrpc__Cmp)ETCDRPC__CMP__INIT;
+	*m = (V3pb__Compare)V3PB__COMPARE__INIT;
 	m->result = (int32_t)c->result;
 	m->target = (int32_t)c->target;
 	m->key = bin(c->key, c->key_len);
 	m->range_end = bin(c->range_end, c->range_end_len);
 	/* Setting the oneof case is what makes protobuf-c send the operand when it is 0 or
-	 * empty (see rpc.proto). */
+	 * empty (see etcdserver.proto). */
 	switch (c->target) {
 	case KV_CMP_VERSION:
-		m->operand_case = ETCDRPC__CMP__OPERAND_VERSION;
+		m->target_union_case = V3PB__COMPARE__TARGET_UNION_VERSION;
 		m->version = c->number;
 		break;
 	case KV_CMP_CREATE:
-		m->operand_case = ETCDRPC__CMP__OPERAND_CREATE_REVISION;
+		m->target_union_case = V3PB__COMPARE__TARGET_UNION_CREATE_REVISION;
 		m->create_revision = c->number;
 		break;
 	case KV_CMP_MOD:
-		m->operand_case = ETCDRPC__CMP__OPERAND_MOD_REVISION;
+		m->target_union_case = V3PB__COMPARE__TARGET_UNION_MOD_REVISION;
 		m->mod_revision = c->number;
 		break;
 	case KV_CMP_VALUE:
-		m->operand_case = ETCDRPC__CMP__OPERAND_VALUE;
+		m->target_union_case = V3PB__COMPARE__TARGET_UNION_VALUE;
 		m->value = bin(c->value, c->value_len);
 		break;
 	case KV_CMP_LEASE:
-		m->operand_case = ETCDRPC__CMP__OPERAND_LEASE;
+		m->target_union_case = V3PB__COMPARE__TARGET_UNION_LEASE;
 		m->lease = c->number;
 		break;
 	default:
@@ -288,33 +288,33 @@ static int fill_cmp(const struct kv_compare *c, Etcdrpc__Cmp *m)
 /* The same fields as the JSON path sends (etcd_json_txn_req). */
 static int fill_op(const struct kv_op *op, struct op_slot *s)
 {
-	s->op = (Etcdrpc__Op)ETCDRPC__OP__INIT;
+	s->op = (V3pb__RequestOp)V3PB__REQUEST_OP__INIT;
 	switch (op->type) {
 	case KV_OP_RANGE:
-		s->u.range = (Etcdrpc__RangeReq)ETCDRPC__RANGE_REQ__INIT;
+		s->u.range = (V3pb__RangeRequest)V3PB__RANGE_REQUEST__INIT;
 		s->u.range.key = bin(op->key, op->key_len);
 		s->u.range.range_end = bin(op->range_end, op->range_end_len);
 		s->u.range.keys_only = op->keys_only;
-		s->op.request_case = ETCDRPC__OP__REQUEST_RANGE;
-		s->op.range = &s->u.range;
+		s->op.request_case = V3PB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+		s->op.request_range = &s->u.range;
 		break;
 	case KV_OP_PUT:
-		s->u.put = (Etcdrpc__PutReq)ETCDRPC__PUT_REQ__INIT;
+		s->u.put = (V3pb__PutRequest)V3PB__PUT_REQUEST__INIT;
 		s->u.put.key = bin(op->key, op->key_len);
 		s->u.put.value = bin(op->value, op->value_len);
 		s->u.put.lease = op->lease;
 		s->u.put.prev_kv = op->prev_kv;
 		s->u.put.ignore_lease = op->ignore_lease;
-		s->op.request_case = ETCDRPC__OP__REQUEST_PUT;
-		s->op.put = &s->u.put;
+		s->op.request_case = V3PB__REQUEST_OP__REQUEST_REQUEST_PUT;
+		s->op.request_put = &s->u.put;
 		break;
 	case KV_OP_DELETE:
-		s->u.del = (Etcdrpc__DeleteReq)ETCDRPC__DELETE_REQ__INIT;
+		s->u.del = (V3pb__DeleteRangeRequest)V3PB__DELETE_RANGE_REQUEST__INIT;
 		s->u.del.key = bin(op->key, op->key_len);
 		s->u.del.range_end = bin(op->range_end, op->range_end_len);
 		s->u.del.prev_kv = op->prev_kv;
-		s->op.request_case = ETCDRPC__OP__REQUEST_DELETE_RANGE;
-		s->op.delete_range = &s->u.del;
+		s->op.request_case = V3PB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+		s->op.request_delete_range = &s->u.del;
 		break;
 	default:
 		return -EINVAL;
@@ -324,14 +324,14 @@ static int fill_op(const struct kv_op *op, struct op_slot *s)
 
 int etcd_grpc_txn_req(const struct kv_txn *txn, uint8_t **out, size_t *out_len)
 {
-	Etcdrpc__TxnReq t = ETCDRPC__TXN_REQ__INIT;
+	V3pb__TxnRequest t = V3PB__TXN_REQUEST__INIT;
 	size_t n_ops = txn->n_success + txn->n_failure;
 	/* One block each for the structs and the pointer arrays protobuf-c wants; +1 keeps
 	 * calloc() from returning NULL for an empty txn. */
-	Etcdrpc__Cmp *cmps = calloc(txn->n_compare + 1, sizeof(*cmps));
-	Etcdrpc__Cmp **cmp_ptrs = calloc(txn->n_compare + 1, sizeof(*cmp_ptrs));
+	V3pb__Compare *cmps = calloc(txn->n_compare + 1, sizeof(*cmps));
+	V3pb__Compare **cmp_ptrs = calloc(txn->n_compare + 1, sizeof(*cmp_ptrs));
 	struct op_slot *slots = calloc(n_ops + 1, sizeof(*slots));
-	Etcdrpc__Op **op_ptrs = calloc(n_ops + 1, sizeof(*op_ptrs));
+	V3pb__RequestOp **op_ptrs = calloc(n_ops + 1, sizeof(*op_ptrs));
 	int ret = -ENOMEM;
 	*out = NULL;
 	*out_len = 0;
@@ -365,7 +365,7 @@ out:
 }
 
 /* Appends copies of kvs to res (prev kvs: values always present). */
-static int append_prev(Etcdrpc__Kv *const *kvs, size_t n, struct kv_range_result *res)
+static int append_prev(V3pb__KeyValue *const *kvs, size_t n, struct kv_range_result *res)
 {
 	if (!n)
 		return 0;
@@ -384,25 +384,27 @@ static int append_prev(Etcdrpc__Kv *const *kvs, size_t n, struct kv_range_result
 
 /* One ResponseOp, filled like the JSON path's parse_op_result(): every result carries the
  * txn's revision; prev kvs count as the range of a put or delete. */
-static int fill_op_result(const Etcdrpc__OpResp *o, bool keys_only, int64_t revision,
+static int fill_op_result(const V3pb__ResponseOp *o, bool keys_only, int64_t revision,
 			  struct kv_op_result *r)
 {
 	int ret;
-	switch (o->result_case) {
-	case ETCDRPC__OP_RESP__RESULT_RANGE:
+	switch (o->response_case) {
+	case V3PB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE:
 		r->type = KV_OP_RANGE;
-		ret = fill_range(o->range, keys_only, &r->range);
+		ret = fill_range(o->response_range, keys_only, &r->range);
 		break;
-	case ETCDRPC__OP_RESP__RESULT_PUT:
+	case V3PB__RESPONSE_OP__RESPONSE_RESPONSE_PUT:
 		r->type = KV_OP_PUT;
-		ret = o->put->prev_kv ? append_prev(&o->put->prev_kv, 1, &r->range) : 0;
+		ret = o->response_put->prev_kv
+			      ? append_prev(&o->response_put->prev_kv, 1, &r->range)
+			      : 0;
 		r->range.count = (int64_t)r->range.n_kvs;
 		break;
-	case ETCDRPC__OP_RESP__RESULT_DELETE_RANGE:
+	case V3PB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE:
 		r->type = KV_OP_DELETE;
-		r->deleted = o->delete_range->deleted;
-		ret = append_prev(o->delete_range->prev_kvs, o->delete_range->n_prev_kvs,
-				  &r->range);
+		r->deleted = o->response_delete_range->deleted;
+		ret = append_prev(o->response_delete_range->prev_kvs,
+				  o->response_delete_range->n_prev_kvs, &r->range);
 		r->range.count = (int64_t)r->range.n_kvs;
 		break;
 	default:
@@ -421,7 +423,7 @@ int etcd_grpc_parse_txn(const uint8_t *msg, size_t len, const struct kv_txn *txn
 	ProtobufCAllocator pa;
 	int ret = 0;
 	arena_init(&a, &pa, len + len / 4 + 4096);
-	Etcdrpc__TxnResp *t = etcdrpc__txn_resp__unpack(&pa, len, msg);
+	V3pb__TxnResponse *t = v3pb__txn_response__unpack(&pa, len, msg);
 	if (!t) {
 		ret = -EINVAL;
 		goto out;
@@ -474,10 +476,11 @@ void etcd_lease_reply_free(struct etcd_lease_reply *r)
 int etcd_grpc_lease_req(enum etcd_lease_op op, int64_t id, int64_t ttl, bool keys, uint8_t **out,
 			size_t *out_len)
 {
-	Etcdrpc__LeaseGrantReq g = ETCDRPC__LEASE_GRANT_REQ__INIT;
-	Etcdrpc__LeaseIdReq i = ETCDRPC__LEASE_ID_REQ__INIT;
-	Etcdrpc__LeaseTtlReq t = ETCDRPC__LEASE_TTL_REQ__INIT;
-	Etcdrpc__LeaseListReq l = ETCDRPC__LEASE_LIST_REQ__INIT;
+	V3pb__LeaseGrantRequest g = V3PB__LEASE_GRANT_REQUEST__INIT;
+	/* LeaseRevokeRequest and LeaseKeepAliveRequest are the same on the wire (id = 1) */
+	V3pb__LeaseRevokeRequest i = V3PB__LEASE_REVOKE_REQUEST__INIT;
+	V3pb__LeaseTimeToLiveRequest t = V3PB__LEASE_TIME_TO_LIVE_REQUEST__INIT;
+	V3pb__LeaseLeasesRequest l = V3PB__LEASE_LEASES_REQUEST__INIT;
 	switch (op) {
 	case ETCD_LEASE_GRANT:
 		g.id = id;
@@ -495,7 +498,7 @@ int etcd_grpc_lease_req(enum etcd_lease_op op, int64_t id, int64_t ttl, bool key
 	}
 }
 
-static int fill_lease_ttl(const Etcdrpc__LeaseTtlResp *r, struct etcd_lease_reply *out)
+static int fill_lease_ttl(const V3pb__LeaseTimeToLiveResponse *r, struct etcd_lease_reply *out)
 {
 	out->revision = r->header ? r->header->revision : 0;
 	out->id = r->id;
@@ -518,7 +521,7 @@ static int fill_lease_ttl(const Etcdrpc__LeaseTtlResp *r, struct etcd_lease_repl
 	return 0;
 }
 
-static int fill_lease_list(const Etcdrpc__LeaseListResp *r, struct etcd_lease_reply *out)
+static int fill_lease_list(const V3pb__LeaseLeasesResponse *r, struct etcd_lease_reply *out)
 {
 	out->revision = r->header ? r->header->revision : 0;
 	if (!r->n_leases)
@@ -541,15 +544,18 @@ int etcd_grpc_parse_lease(enum etcd_lease_op op, const uint8_t *msg, size_t len,
 	memset(out, 0, sizeof(*out));
 	arena_init(&a, &pa, len + len / 4 + 4096);
 	if (op == ETCD_LEASE_TTL) {
-		Etcdrpc__LeaseTtlResp *r = etcdrpc__lease_ttl_resp__unpack(&pa, len, msg);
+		V3pb__LeaseTimeToLiveResponse *r =
+			v3pb__lease_time_to_live_response__unpack(&pa, len, msg);
 		if (r)
 			ret = fill_lease_ttl(r, out);
 	} else if (op == ETCD_LEASE_LIST) {
-		Etcdrpc__LeaseListResp *r = etcdrpc__lease_list_resp__unpack(&pa, len, msg);
+		V3pb__LeaseLeasesResponse *r = v3pb__lease_leases_response__unpack(&pa, len, msg);
 		if (r)
 			ret = fill_lease_list(r, out);
 	} else {
-		Etcdrpc__LeaseResp *r = etcdrpc__lease_resp__unpack(&pa, len, msg);
+		/* Grant, Revoke (header alone) and KeepAlive (TTL 0: the lease is gone)
+		 * responses share fields 1-3 on the wire */
+		V3pb__LeaseGrantResponse *r = v3pb__lease_grant_response__unpack(&pa, len, msg);
 		if (r) {
 			out->revision = r->header ? r->header->revision : 0;
 			out->id = r->id;
@@ -566,14 +572,14 @@ int etcd_grpc_parse_lease(enum etcd_lease_op op, const uint8_t *msg, size_t len,
 int etcd_grpc_watch_req(const struct kv_watch_req *req, int64_t start_revision, uint8_t **out,
 			size_t *out_len)
 {
-	Etcdrpc__WatchCreate c = ETCDRPC__WATCH_CREATE__INIT;
-	Etcdrpc__WatchReq w = ETCDRPC__WATCH_REQ__INIT;
+	V3pb__WatchCreateRequest c = V3PB__WATCH_CREATE_REQUEST__INIT;
+	V3pb__WatchRequest w = V3PB__WATCH_REQUEST__INIT;
 	c.key = bin(req->key, req->key_len);
 	c.range_end = bin(req->range_end, req->range_end_len);
 	c.start_revision = start_revision;
 	c.progress_notify = true;
 	c.prev_kv = req->prev_kv;
-	w.union_case = ETCDRPC__WATCH_REQ__UNION_CREATE_REQUEST;
+	w.request_union_case = V3PB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
 	w.create_request = &c;
 	return pack_framed(&w.base, out, out_len);
 }
@@ -585,7 +591,7 @@ int etcd_grpc_parse_watch(const uint8_t *msg, size_t len, struct etcd_watch_msg 
 	int ret = 0;
 	memset(m, 0, sizeof(*m));
 	arena_init(&a, &pa, len + len / 4 + 4096);
-	Etcdrpc__WatchResp *r = etcdrpc__watch_resp__unpack(&pa, len, msg);
+	V3pb__WatchResponse *r = v3pb__watch_response__unpack(&pa, len, msg);
 	if (!r) {
 		ret = -EINVAL;
 		goto out;
@@ -606,7 +612,7 @@ int etcd_grpc_parse_watch(const uint8_t *msg, size_t len, struct etcd_watch_msg 
 		goto out;
 	}
 	for (size_t i = 0; i < r->n_events; i++) {
-		const Etcdrpc__Event *ev = r->events[i];
+		const V3pb__Event *ev = r->events[i];
 		if (ev->type != 0 && ev->type != 1) {
 			ret = -EINVAL;
 			goto out;

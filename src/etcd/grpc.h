@@ -1,5 +1,5 @@
 /* grpc.h: internal to src/etcd: etcd's native gRPC API over HTTP/2 with libcurl, and the
- * protobuf-c codec of our own rpc.proto messages.
+ * protobuf-c codec of our own src/v3pb/etcdserver.proto messages.
  *
  * Wire facts (gRPC over HTTP/2): a request is a POST to /<service>/<method> with
  * "content-type: application/grpc" and "te: trailers"; each message travels as a frame of a

@@ -391,7 +391,7 @@ static enum etcd_outcome stream_outcome(struct kv_watch *w, CURLcode rc, const c
 					struct etcd_attempt *a)
 {
 	if (w->grpc_malformed) {
-		/* Not what our rpc.proto describes (a server from the future?): resume through
+		/* Not what our etcdserver.proto describes (a server from the future?): resume through
 		 * JSON from the next undelivered revision; nothing is lost or repeated. */
 		snprintf(a->why, sizeof(a->why), "malformed WatchResponse");
 		return ETCD_FOREIGN;

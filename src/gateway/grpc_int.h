@@ -86,9 +86,9 @@ extern const size_t grpc_n_methods;
 /* Packs m as x's reply; 0, or -1 (out of memory, error set). */
 int grpc_reply(struct ctx *x, const ProtobufCMessage *m);
 /* Fills a reply header at revision rev. */
-void grpc_header_fill(struct gw *gw, struct Gwpb__Header *h, int64_t rev);
+void grpc_header_fill(struct gw *gw, struct V3pb__Header *h, int64_t rev);
 /* A KeyValue from kv (borrowing its buffers). */
-void grpc_kv_fill(struct Gwpb__KeyValue *o, const struct kv_kv *kv);
+void grpc_kv_fill(struct V3pb__KeyValue *o, const struct kv_kv *kv);
 /* Maps a kv.h errno to etcd's gRPC error like ctx_kv_fail(); -ENOENT of a write that names
  * a lease is "lease not found", -ENOSYS is Unimplemented. Returns -1. */
 int grpc_kv_fail(struct ctx *x, int err, bool write, bool lease);

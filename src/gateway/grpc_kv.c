@@ -31,17 +31,17 @@ int grpc_reply(struct ctx *x, const ProtobufCMessage *m)
 	return 0;
 }
 
-void grpc_header_fill(struct gw *gw, Gwpb__Header *h, int64_t rev)
+void grpc_header_fill(struct gw *gw, V3pb__Header *h, int64_t rev)
 {
-	gwpb__header__init(h);
+	v3pb__header__init(h);
 	h->cluster_id = gw->cluster_id;
 	h->member_id = gw->member_id;
 	h->revision = rev;
 }
 
-void grpc_kv_fill(Gwpb__KeyValue *o, const struct kv_kv *kv)
+void grpc_kv_fill(V3pb__KeyValue *o, const struct kv_kv *kv)
 {
-	gwpb__key_value__init(o);
+	v3pb__key_value__init(o);
 	o->key.data = (uint8_t *)kv->key;
 	o->key.len = kv->key_len;
 	o->value.data = (uint8_t *)kv->value;
@@ -65,10 +65,10 @@ int grpc_kv_fail(struct ctx *x, int err, bool write, bool lease)
 }
 
 /* Borrowed KeyValues of kvs, as the pointer array a repeated field wants. */
-static Gwpb__KeyValue **kvs_pb(struct ctx *x, const struct kv_kv *kvs, size_t n)
+static V3pb__KeyValue **kvs_pb(struct ctx *x, const struct kv_kv *kvs, size_t n)
 {
-	Gwpb__KeyValue **a = ctx_calloc(x, n, sizeof(*a));
-	Gwpb__KeyValue *o = ctx_calloc(x, n, sizeof(*o));
+	V3pb__KeyValue **a = ctx_calloc(x, n, sizeof(*a));
+	V3pb__KeyValue *o = ctx_calloc(x, n, sizeof(*o));
 	if (!a || !o)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
@@ -80,7 +80,7 @@ static Gwpb__KeyValue **kvs_pb(struct ctx *x, const struct kv_kv *kvs, size_t n)
 
 /* ---- Range ---- */
 
-static int range_req(struct ctx *x, const Gwpb__RangeRequest *r, struct kv_range_req *q,
+static int range_req(struct ctx *x, const V3pb__RangeRequest *r, struct kv_range_req *q,
 		     struct range_post *p)
 {
 	memset(q, 0, sizeof(*q));
@@ -113,10 +113,10 @@ static int range_req(struct ctx *x, const Gwpb__RangeRequest *r, struct kv_range
 }
 
 /* Fills o from res (borrowing its kvs). */
-static int range_pb(struct ctx *x, Gwpb__RangeResponse *o, Gwpb__Header *h,
+static int range_pb(struct ctx *x, V3pb__RangeResponse *o, V3pb__Header *h,
 		    const struct kv_range_result *res, int64_t rev)
 {
-	gwpb__range_response__init(o);
+	v3pb__range_response__init(o);
 	grpc_header_fill(x->gw, h, rev);
 	o->header = h;
 	o->more = res->more;
@@ -129,8 +129,8 @@ static int range_pb(struct ctx *x, Gwpb__RangeResponse *o, Gwpb__Header *h,
 
 static int kv_range_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
-	Gwpb__RangeRequest *r =
-		REQ_UNPACK(x, Gwpb__RangeRequest, gwpb__range_request__unpack, msg, len);
+	V3pb__RangeRequest *r =
+		REQ_UNPACK(x, V3pb__RangeRequest, v3pb__range_request__unpack, msg, len);
 	struct kv_range_req q;
 	struct range_post post;
 	struct kv_range_result res;
@@ -145,20 +145,20 @@ static int kv_range_call(struct ctx *x, const uint8_t *msg, size_t len)
 	}
 	if (post_apply)
 		gw_range_post_apply(&res, &post);
-	Gwpb__RangeResponse o;
-	Gwpb__Header h;
+	V3pb__RangeResponse o;
+	V3pb__Header h;
 	ret = range_pb(x, &o, &h, &res, res.revision);
 	if (!ret)
 		ret = grpc_reply(x, &o.base);
 	kv_range_result_free(&res);
 out:
-	gwpb__range_request__free_unpacked(r, NULL);
+	v3pb__range_request__free_unpacked(r, NULL);
 	return ret;
 }
 
 /* ---- Put, DeleteRange, Txn ---- */
 
-static int put_op(struct ctx *x, const Gwpb__PutRequest *r, struct kv_op *op,
+static int put_op(struct ctx *x, const V3pb__PutRequest *r, struct kv_op *op,
 		  bool allow_ignore_value)
 {
 	memset(op, 0, sizeof(*op));
@@ -184,7 +184,7 @@ static int put_op(struct ctx *x, const Gwpb__PutRequest *r, struct kv_op *op,
 	return 0;
 }
 
-static int delete_op(struct ctx *x, const Gwpb__DeleteRangeRequest *r, struct kv_op *op)
+static int delete_op(struct ctx *x, const V3pb__DeleteRangeRequest *r, struct kv_op *op)
 {
 	memset(op, 0, sizeof(*op));
 	op->type = KV_OP_DELETE;
@@ -255,16 +255,16 @@ static int run_keep_value(struct ctx *x, const struct kv_op *op, struct kv_txn_r
 
 static int kv_put_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
-	Gwpb__PutRequest *r = REQ_UNPACK(x, Gwpb__PutRequest, gwpb__put_request__unpack, msg, len);
+	V3pb__PutRequest *r = REQ_UNPACK(x, V3pb__PutRequest, v3pb__put_request__unpack, msg, len);
 	struct kv_op op;
 	struct kv_txn_result res;
 	int ret = -1;
 	if (!r || put_op(x, r, &op, true) < 0 ||
 	    (r->ignore_value ? run_keep_value(x, &op, &res) : run_one(x, &op, &res)) < 0)
 		goto out;
-	Gwpb__PutResponse o = GWPB__PUT_RESPONSE__INIT;
-	Gwpb__Header h;
-	Gwpb__KeyValue prev;
+	V3pb__PutResponse o = V3PB__PUT_RESPONSE__INIT;
+	V3pb__Header h;
+	V3pb__KeyValue prev;
 	grpc_header_fill(x->gw, &h, res.revision);
 	o.header = &h;
 	if (op.prev_kv && res.results[0].range.n_kvs) {
@@ -274,14 +274,14 @@ static int kv_put_call(struct ctx *x, const uint8_t *msg, size_t len)
 	ret = grpc_reply(x, &o.base);
 	kv_txn_result_free(&res);
 out:
-	gwpb__put_request__free_unpacked(r, NULL);
+	v3pb__put_request__free_unpacked(r, NULL);
 	return ret;
 }
 
-static int delete_pb(struct ctx *x, Gwpb__DeleteRangeResponse *o, Gwpb__Header *h,
+static int delete_pb(struct ctx *x, V3pb__DeleteRangeResponse *o, V3pb__Header *h,
 		     const struct kv_op_result *r, int64_t rev)
 {
-	gwpb__delete_range_response__init(o);
+	v3pb__delete_range_response__init(o);
 	grpc_header_fill(x->gw, h, rev);
 	o->header = h;
 	o->deleted = r->deleted;
@@ -293,25 +293,25 @@ static int delete_pb(struct ctx *x, Gwpb__DeleteRangeResponse *o, Gwpb__Header *
 
 static int kv_delete_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
-	Gwpb__DeleteRangeRequest *r = REQ_UNPACK(x, Gwpb__DeleteRangeRequest,
-						 gwpb__delete_range_request__unpack, msg, len);
+	V3pb__DeleteRangeRequest *r = REQ_UNPACK(x, V3pb__DeleteRangeRequest,
+						 v3pb__delete_range_request__unpack, msg, len);
 	struct kv_op op;
 	struct kv_txn_result res;
 	int ret = -1;
 	if (!r || delete_op(x, r, &op) < 0 || run_one(x, &op, &res) < 0)
 		goto out;
-	Gwpb__DeleteRangeResponse o;
-	Gwpb__Header h;
+	V3pb__DeleteRangeResponse o;
+	V3pb__Header h;
 	ret = delete_pb(x, &o, &h, &res.results[0], res.revision);
 	if (!ret)
 		ret = grpc_reply(x, &o.base);
 	kv_txn_result_free(&res);
 out:
-	gwpb__delete_range_request__free_unpacked(r, NULL);
+	v3pb__delete_range_request__free_unpacked(r, NULL);
 	return ret;
 }
 
-static int compare_of(struct ctx *x, const Gwpb__Compare *c, struct kv_compare *k)
+static int compare_of(struct ctx *x, const V3pb__Compare *c, struct kv_compare *k)
 {
 	memset(k, 0, sizeof(*k));
 	if (c->result < 0 || c->result > 3 || c->target < 0 || c->target > 4)
@@ -325,19 +325,19 @@ static int compare_of(struct ctx *x, const Gwpb__Compare *c, struct kv_compare *
 	/* The operand is a oneof; one of another target (or none) compares as zero / empty,
 	 * as etcd's generated getters do. */
 	switch (c->target_union_case) {
-	case GWPB__COMPARE__TARGET_UNION_VERSION:
+	case V3PB__COMPARE__TARGET_UNION_VERSION:
 		k->number = k->target == KV_CMP_VERSION ? c->version : 0;
 		break;
-	case GWPB__COMPARE__TARGET_UNION_CREATE_REVISION:
+	case V3PB__COMPARE__TARGET_UNION_CREATE_REVISION:
 		k->number = k->target == KV_CMP_CREATE ? c->create_revision : 0;
 		break;
-	case GWPB__COMPARE__TARGET_UNION_MOD_REVISION:
+	case V3PB__COMPARE__TARGET_UNION_MOD_REVISION:
 		k->number = k->target == KV_CMP_MOD ? c->mod_revision : 0;
 		break;
-	case GWPB__COMPARE__TARGET_UNION_LEASE:
+	case V3PB__COMPARE__TARGET_UNION_LEASE:
 		k->number = k->target == KV_CMP_LEASE ? c->lease : 0;
 		break;
-	case GWPB__COMPARE__TARGET_UNION_VALUE:
+	case V3PB__COMPARE__TARGET_UNION_VALUE:
 		if (k->target == KV_CMP_VALUE) {
 			k->value = c->value.data;
 			k->value_len = c->value.len;
@@ -349,11 +349,11 @@ static int compare_of(struct ctx *x, const Gwpb__Compare *c, struct kv_compare *
 	return 0;
 }
 
-static int op_of(struct ctx *x, const Gwpb__RequestOp *o, struct kv_op *op, struct range_post *p)
+static int op_of(struct ctx *x, const V3pb__RequestOp *o, struct kv_op *op, struct range_post *p)
 {
 	memset(p, 0, sizeof(*p));
 	switch (o->request_case) {
-	case GWPB__REQUEST_OP__REQUEST_REQUEST_RANGE: {
+	case V3PB__REQUEST_OP__REQUEST_REQUEST_RANGE: {
 		struct kv_range_req q;
 		if (range_req(x, o->request_range, &q, p) < 0)
 			return -1;
@@ -370,11 +370,11 @@ static int op_of(struct ctx *x, const Gwpb__RequestOp *o, struct kv_op *op, stru
 		op->keys_only = q.keys_only;
 		return 0;
 	}
-	case GWPB__REQUEST_OP__REQUEST_REQUEST_PUT:
+	case V3PB__REQUEST_OP__REQUEST_REQUEST_PUT:
 		return put_op(x, o->request_put, op, false);
-	case GWPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE:
+	case V3PB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE:
 		return delete_op(x, o->request_delete_range, op);
-	case GWPB__REQUEST_OP__REQUEST_REQUEST_TXN:
+	case V3PB__REQUEST_OP__REQUEST_REQUEST_TXN:
 		return ctx_fail(x, GRPC_UNIMPLEMENTED,
 				"etcdfs gateway: nested txns are not supported by this server");
 	default:
@@ -383,7 +383,7 @@ static int op_of(struct ctx *x, const Gwpb__RequestOp *o, struct kv_op *op, stru
 	}
 }
 
-static int ops_of(struct ctx *x, Gwpb__RequestOp **in, size_t n, struct kv_op **ops,
+static int ops_of(struct ctx *x, V3pb__RequestOp **in, size_t n, struct kv_op **ops,
 		  struct range_post **posts)
 {
 	if (!(*ops = ctx_calloc(x, n, sizeof(**ops))) ||
@@ -396,45 +396,45 @@ static int ops_of(struct ctx *x, Gwpb__RequestOp **in, size_t n, struct kv_op **
 }
 
 /* One ResponseOp of a txn's result (borrowing r). */
-static Gwpb__ResponseOp *op_result_pb(struct ctx *x, struct kv_op_result *r, int64_t rev)
+static V3pb__ResponseOp *op_result_pb(struct ctx *x, struct kv_op_result *r, int64_t rev)
 {
-	Gwpb__ResponseOp *o = ctx_calloc(x, 1, sizeof(*o));
-	Gwpb__Header *h = ctx_calloc(x, 1, sizeof(*h));
+	V3pb__ResponseOp *o = ctx_calloc(x, 1, sizeof(*o));
+	V3pb__Header *h = ctx_calloc(x, 1, sizeof(*h));
 	if (!o || !h)
 		return NULL;
-	gwpb__response_op__init(o);
+	v3pb__response_op__init(o);
 	switch (r->type) {
 	case KV_OP_RANGE: {
-		Gwpb__RangeResponse *rr = ctx_calloc(x, 1, sizeof(*rr));
+		V3pb__RangeResponse *rr = ctx_calloc(x, 1, sizeof(*rr));
 		if (!rr || range_pb(x, rr, h, &r->range, rev) < 0)
 			return NULL;
-		o->response_case = GWPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE;
+		o->response_case = V3PB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE;
 		o->response_range = rr;
 		break;
 	}
 	case KV_OP_PUT: {
-		Gwpb__PutResponse *pr = ctx_calloc(x, 1, sizeof(*pr));
+		V3pb__PutResponse *pr = ctx_calloc(x, 1, sizeof(*pr));
 		if (!pr)
 			return NULL;
-		gwpb__put_response__init(pr);
+		v3pb__put_response__init(pr);
 		grpc_header_fill(x->gw, h, rev);
 		pr->header = h;
 		if (r->range.n_kvs) {
-			Gwpb__KeyValue *prev = ctx_calloc(x, 1, sizeof(*prev));
+			V3pb__KeyValue *prev = ctx_calloc(x, 1, sizeof(*prev));
 			if (!prev)
 				return NULL;
 			grpc_kv_fill(prev, &r->range.kvs[0]);
 			pr->prev_kv = prev;
 		}
-		o->response_case = GWPB__RESPONSE_OP__RESPONSE_RESPONSE_PUT;
+		o->response_case = V3PB__RESPONSE_OP__RESPONSE_RESPONSE_PUT;
 		o->response_put = pr;
 		break;
 	}
 	case KV_OP_DELETE: {
-		Gwpb__DeleteRangeResponse *dr = ctx_calloc(x, 1, sizeof(*dr));
+		V3pb__DeleteRangeResponse *dr = ctx_calloc(x, 1, sizeof(*dr));
 		if (!dr || delete_pb(x, dr, h, r, rev) < 0)
 			return NULL;
-		o->response_case = GWPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE;
+		o->response_case = V3PB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE;
 		o->response_delete_range = dr;
 		break;
 	}
@@ -445,8 +445,8 @@ static Gwpb__ResponseOp *op_result_pb(struct ctx *x, struct kv_op_result *r, int
 static int txn_reply(struct ctx *x, struct kv_txn_result *res, const struct range_post *posts,
 		     size_t n_ops)
 {
-	Gwpb__TxnResponse o = GWPB__TXN_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__TxnResponse o = V3PB__TXN_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(x->gw, &h, res->revision);
 	o.header = &h;
 	o.succeeded = res->succeeded;
@@ -478,7 +478,7 @@ static int txn_reply(struct ctx *x, struct kv_txn_result *res, const struct rang
 
 static int kv_txn_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
-	Gwpb__TxnRequest *r = REQ_UNPACK(x, Gwpb__TxnRequest, gwpb__txn_request__unpack, msg, len);
+	V3pb__TxnRequest *r = REQ_UNPACK(x, V3pb__TxnRequest, v3pb__txn_request__unpack, msg, len);
 	struct kv_txn txn = {0};
 	struct kv_compare *cmps;
 	struct kv_op *ops_s, *ops_f;
@@ -510,14 +510,14 @@ static int kv_txn_call(struct ctx *x, const uint8_t *msg, size_t len)
 			res.succeeded ? txn.n_success : txn.n_failure);
 	kv_txn_result_free(&res);
 out:
-	gwpb__txn_request__free_unpacked(r, NULL);
+	v3pb__txn_request__free_unpacked(r, NULL);
 	return ret;
 }
 
 static int kv_compact_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
-	Gwpb__CompactionRequest *r =
-		REQ_UNPACK(x, Gwpb__CompactionRequest, gwpb__compaction_request__unpack, msg, len);
+	V3pb__CompactionRequest *r =
+		REQ_UNPACK(x, V3pb__CompactionRequest, v3pb__compaction_request__unpack, msg, len);
 	int64_t cur;
 	int ret = -1;
 	if (!r)
@@ -529,13 +529,13 @@ static int kv_compact_call(struct ctx *x, const uint8_t *msg, size_t len)
 	}
 	if ((ret = ctx_current_rev(x, &cur)) < 0)
 		goto out;
-	Gwpb__CompactionResponse o = GWPB__COMPACTION_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__CompactionResponse o = V3PB__COMPACTION_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(x->gw, &h, cur);
 	o.header = &h;
 	ret = grpc_reply(x, &o.base);
 out:
-	gwpb__compaction_request__free_unpacked(r, NULL);
+	v3pb__compaction_request__free_unpacked(r, NULL);
 	return ret;
 }
 
@@ -543,8 +543,8 @@ out:
 
 static int lease_grant_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
-	Gwpb__LeaseGrantRequest *r =
-		REQ_UNPACK(x, Gwpb__LeaseGrantRequest, gwpb__lease_grant_request__unpack, msg, len);
+	V3pb__LeaseGrantRequest *r =
+		REQ_UNPACK(x, V3pb__LeaseGrantRequest, v3pb__lease_grant_request__unpack, msg, len);
 	struct kv_lease l;
 	int64_t cur;
 	int ret = -1;
@@ -557,22 +557,22 @@ static int lease_grant_call(struct ctx *x, const uint8_t *msg, size_t len)
 	}
 	if ((ret = ctx_current_rev(x, &cur)) < 0)
 		goto out;
-	Gwpb__LeaseGrantResponse o = GWPB__LEASE_GRANT_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__LeaseGrantResponse o = V3PB__LEASE_GRANT_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(x->gw, &h, cur);
 	o.header = &h;
 	o.id = l.id;
 	o.ttl = l.granted_ttl ? l.granted_ttl : l.ttl;
 	ret = grpc_reply(x, &o.base);
 out:
-	gwpb__lease_grant_request__free_unpacked(r, NULL);
+	v3pb__lease_grant_request__free_unpacked(r, NULL);
 	return ret;
 }
 
 static int lease_revoke_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
-	Gwpb__LeaseRevokeRequest *r = REQ_UNPACK(x, Gwpb__LeaseRevokeRequest,
-						 gwpb__lease_revoke_request__unpack, msg, len);
+	V3pb__LeaseRevokeRequest *r = REQ_UNPACK(x, V3pb__LeaseRevokeRequest,
+						 v3pb__lease_revoke_request__unpack, msg, len);
 	int64_t rev = 0;
 	int ret = -1;
 	if (!r)
@@ -582,21 +582,21 @@ static int lease_revoke_call(struct ctx *x, const uint8_t *msg, size_t len)
 		ret = grpc_kv_fail(x, ret, true, true);
 		goto out;
 	}
-	Gwpb__LeaseRevokeResponse o = GWPB__LEASE_REVOKE_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__LeaseRevokeResponse o = V3PB__LEASE_REVOKE_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(x->gw, &h, rev);
 	o.header = &h;
 	ret = grpc_reply(x, &o.base);
 out:
-	gwpb__lease_revoke_request__free_unpacked(r, NULL);
+	v3pb__lease_revoke_request__free_unpacked(r, NULL);
 	return ret;
 }
 
 static int lease_ttl_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
-	Gwpb__LeaseTimeToLiveRequest *r =
-		REQ_UNPACK(x, Gwpb__LeaseTimeToLiveRequest,
-			   gwpb__lease_time_to_live_request__unpack, msg, len);
+	V3pb__LeaseTimeToLiveRequest *r =
+		REQ_UNPACK(x, V3pb__LeaseTimeToLiveRequest,
+			   v3pb__lease_time_to_live_request__unpack, msg, len);
 	struct kv_lease l = {0};
 	struct kv_range_result keys = {0};
 	int64_t cur;
@@ -604,8 +604,8 @@ static int lease_ttl_call(struct ctx *x, const uint8_t *msg, size_t len)
 	if (!r || ctx_current_rev(x, &cur) < 0)
 		goto out;
 	ret = kv_lease_ttl(x->gw->kv, r->id, &l, r->keys ? &keys : NULL);
-	Gwpb__LeaseTimeToLiveResponse o = GWPB__LEASE_TIME_TO_LIVE_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__LeaseTimeToLiveResponse o = V3PB__LEASE_TIME_TO_LIVE_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(x->gw, &h, cur);
 	o.header = &h;
 	o.id = r->id;
@@ -630,7 +630,7 @@ static int lease_ttl_call(struct ctx *x, const uint8_t *msg, size_t len)
 	ret = grpc_reply(x, &o.base);
 out:
 	kv_range_result_free(&keys);
-	gwpb__lease_time_to_live_request__free_unpacked(r, NULL);
+	v3pb__lease_time_to_live_request__free_unpacked(r, NULL);
 	return ret;
 }
 
@@ -645,15 +645,15 @@ static int lease_leases_call(struct ctx *x, const uint8_t *msg, size_t len)
 		return grpc_kv_fail(x, ret, false, false);
 	if (ctx_current_rev(x, &cur) < 0)
 		goto out;
-	Gwpb__LeaseLeasesResponse o = GWPB__LEASE_LEASES_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__LeaseLeasesResponse o = V3PB__LEASE_LEASES_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(x->gw, &h, cur);
 	o.header = &h;
-	Gwpb__LeaseStatus *ls = ctx_calloc(x, n, sizeof(*ls));
+	V3pb__LeaseStatus *ls = ctx_calloc(x, n, sizeof(*ls));
 	if (!ls || !(o.leases = ctx_calloc(x, n, sizeof(*o.leases))))
 		goto out;
 	for (size_t i = 0; i < n; i++) {
-		gwpb__lease_status__init(&ls[i]);
+		v3pb__lease_status__init(&ls[i]);
 		ls[i].id = ids[i];
 		o.leases[i] = &ls[i];
 	}
@@ -683,8 +683,8 @@ static int status_call(struct ctx *x, const uint8_t *msg, size_t len)
 	if (ctx_current_rev(x, &cur) < 0)
 		return -1;
 	node_of(x->gw, &n);
-	Gwpb__StatusResponse o = GWPB__STATUS_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__StatusResponse o = V3PB__STATUS_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(x->gw, &h, cur);
 	o.header = &h;
 	o.version = API_VERSION;
@@ -696,8 +696,8 @@ static int status_call(struct ctx *x, const uint8_t *msg, size_t len)
 
 static int alarm_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
-	Gwpb__AlarmRequest *r =
-		REQ_UNPACK(x, Gwpb__AlarmRequest, gwpb__alarm_request__unpack, msg, len);
+	V3pb__AlarmRequest *r =
+		REQ_UNPACK(x, V3pb__AlarmRequest, v3pb__alarm_request__unpack, msg, len);
 	int64_t cur;
 	int ret = -1;
 	if (!r || ctx_current_rev(x, &cur) < 0)
@@ -708,13 +708,13 @@ static int alarm_call(struct ctx *x, const uint8_t *msg, size_t len)
 			       "etcdfs gateway: alarms cannot be raised on this server");
 		goto out;
 	}
-	Gwpb__AlarmResponse o = GWPB__ALARM_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__AlarmResponse o = V3PB__ALARM_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(x->gw, &h, cur);
 	o.header = &h;
 	ret = grpc_reply(x, &o.base);
 out:
-	gwpb__alarm_request__free_unpacked(r, NULL);
+	v3pb__alarm_request__free_unpacked(r, NULL);
 	return ret;
 }
 
@@ -755,8 +755,8 @@ static int hash_at(struct ctx *x, int64_t rev, uint32_t *hash, int64_t *at)
 
 static int hashkv_call(struct ctx *x, const uint8_t *msg, size_t len)
 {
-	Gwpb__HashKVRequest *r =
-		REQ_UNPACK(x, Gwpb__HashKVRequest, gwpb__hash_kvrequest__unpack, msg, len);
+	V3pb__HashKVRequest *r =
+		REQ_UNPACK(x, V3pb__HashKVRequest, v3pb__hash_kvrequest__unpack, msg, len);
 	struct gw_node n;
 	int64_t at;
 	uint32_t hash;
@@ -764,15 +764,15 @@ static int hashkv_call(struct ctx *x, const uint8_t *msg, size_t len)
 	if (!r || hash_at(x, r->revision, &hash, &at) < 0)
 		goto out;
 	node_of(x->gw, &n);
-	Gwpb__HashKVResponse o = GWPB__HASH_KVRESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__HashKVResponse o = V3PB__HASH_KVRESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(x->gw, &h, at);
 	o.header = &h;
 	o.hash = hash;
 	o.compact_revision = n.compact_revision;
 	ret = grpc_reply(x, &o.base);
 out:
-	gwpb__hash_kvrequest__free_unpacked(r, NULL);
+	v3pb__hash_kvrequest__free_unpacked(r, NULL);
 	return ret;
 }
 
@@ -784,8 +784,8 @@ static int hash_call(struct ctx *x, const uint8_t *msg, size_t len)
 	(void)len;
 	if (hash_at(x, 0, &hash, &at) < 0)
 		return -1;
-	Gwpb__HashResponse o = GWPB__HASH_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__HashResponse o = V3PB__HASH_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(x->gw, &h, at);
 	o.header = &h;
 	o.hash = hash;
@@ -794,20 +794,20 @@ static int hash_call(struct ctx *x, const uint8_t *msg, size_t len)
 
 static int cmp_member(const void *a, const void *b)
 {
-	const Gwpb__Member *x = *(Gwpb__Member *const *)a, *y = *(Gwpb__Member *const *)b;
+	const V3pb__Member *x = *(V3pb__Member *const *)a, *y = *(V3pb__Member *const *)b;
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
 /* One member: this node with its client URL, another without (it is not known here). */
-static Gwpb__Member *member(struct ctx *x, uint64_t id, const char *peer_url)
+static V3pb__Member *member(struct ctx *x, uint64_t id, const char *peer_url)
 {
 	struct gw *gw = x->gw;
-	Gwpb__Member *m = ctx_calloc(x, 1, sizeof(*m));
+	V3pb__Member *m = ctx_calloc(x, 1, sizeof(*m));
 	char **urls = ctx_calloc(x, 2, sizeof(*urls));
 	char *name = ctx_calloc(x, sizeof(gw->name), 1);
 	if (!m || !urls || !name)
 		return NULL;
-	gwpb__member__init(m);
+	v3pb__member__init(m);
 	m->id = id;
 	if (id == gw->member_id && gw->name[0])
 		snprintf(name, sizeof(gw->name), "%s", gw->name);
@@ -835,8 +835,8 @@ static int member_list_call(struct ctx *x, const uint8_t *msg, size_t len)
 	(void)len;
 	if (ctx_current_rev(x, &cur) < 0)
 		return -1;
-	Gwpb__MemberListResponse o = GWPB__MEMBER_LIST_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__MemberListResponse o = V3PB__MEMBER_LIST_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(gw, &h, cur);
 	o.header = &h;
 	size_t n = gw->n_peers ? gw->n_peers : 1;

@@ -207,7 +207,7 @@ static int build(struct db *d, const struct kv_range_result *res, int64_t rev, u
 		return ret;
 	for (size_t i = 0; i < res->n_kvs; i++) {
 		const struct kv_kv *k = &res->kvs[i];
-		Gwpb__KeyValue o;
+		V3pb__KeyValue o;
 		grpc_kv_fill(&o, k);
 		int64_t sub = 0;
 		for (size_t j = 0; j < i; j++)
@@ -281,8 +281,8 @@ out:
 static int send_blob(struct h2stream *st, struct gw *gw, int64_t rev, const uint8_t *p, size_t n,
 		     uint64_t remaining)
 {
-	Gwpb__SnapshotResponse o = GWPB__SNAPSHOT_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__SnapshotResponse o = V3PB__SNAPSHOT_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(gw, &h, rev);
 	o.header = &h;
 	o.remaining_bytes = remaining;

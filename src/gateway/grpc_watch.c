@@ -51,8 +51,8 @@ static int64_t now_rev(struct gw *gw)
 static int send_ctl(struct wstream *ws, int64_t id, int64_t rev, bool created, bool canceled,
 		    int64_t compact, const char *reason)
 {
-	Gwpb__WatchResponse o = GWPB__WATCH_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__WatchResponse o = V3PB__WATCH_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(ws->gw, &h, rev);
 	o.header = &h;
 	o.watch_id = id;
@@ -84,11 +84,11 @@ static bool prev_of(struct gw *gw, const struct kv_kv *k, int64_t rev, struct kv
 static int send_events(struct gwatch *g, const struct kv_event *const *ev, size_t n, int64_t rev,
 		       bool fragment)
 {
-	Gwpb__WatchResponse o = GWPB__WATCH_RESPONSE__INIT;
-	Gwpb__Header h;
-	Gwpb__Event *e = calloc(n, sizeof(*e));
-	Gwpb__Event **ep = calloc(n, sizeof(*ep));
-	Gwpb__KeyValue *kvs = calloc(2 * n, sizeof(*kvs));
+	V3pb__WatchResponse o = V3PB__WATCH_RESPONSE__INIT;
+	V3pb__Header h;
+	V3pb__Event *e = calloc(n, sizeof(*e));
+	V3pb__Event **ep = calloc(n, sizeof(*ep));
+	V3pb__KeyValue *kvs = calloc(2 * n, sizeof(*kvs));
 	struct kv_range_result *prev = calloc(n, sizeof(*prev));
 	int ret = -ENOMEM;
 	if (!e || !ep || !kvs || !prev)
@@ -98,7 +98,7 @@ static int send_events(struct gwatch *g, const struct kv_event *const *ev, size_
 	o.watch_id = g->id;
 	o.fragment = fragment;
 	for (size_t i = 0; i < n; i++) {
-		gwpb__event__init(&e[i]);
+		v3pb__event__init(&e[i]);
 		e[i].type = ev[i]->type == KV_EVENT_DELETE ? 1 : 0;
 		grpc_kv_fill(&kvs[2 * i], &ev[i]->kv);
 		e[i].kv = &kvs[2 * i];
@@ -170,8 +170,8 @@ static void on_batch(void *arg, const struct kv_watch_batch *b)
 	case KV_WATCH_PROGRESS: {
 		long every = __atomic_load_n(&ws->gw->progress_ms, __ATOMIC_RELAXED);
 		if (g->progress_notify && util_now_ms() - g->last_sent_ms >= every) {
-			Gwpb__WatchResponse o = GWPB__WATCH_RESPONSE__INIT;
-			Gwpb__Header h;
+			V3pb__WatchResponse o = V3PB__WATCH_RESPONSE__INIT;
+			V3pb__Header h;
 			grpc_header_fill(ws->gw, &h, b->revision);
 			o.header = &h;
 			o.watch_id = g->id;
@@ -181,8 +181,8 @@ static void on_batch(void *arg, const struct kv_watch_batch *b)
 		break;
 	}
 	case KV_WATCH_COMPACTED: {
-		Gwpb__WatchResponse o = GWPB__WATCH_RESPONSE__INIT;
-		Gwpb__Header h;
+		V3pb__WatchResponse o = V3PB__WATCH_RESPONSE__INIT;
+		V3pb__Header h;
 		grpc_header_fill(ws->gw, &h, 0); /* etcd's compaction reply has no revision */
 		o.header = &h;
 		o.watch_id = g->id;
@@ -192,8 +192,8 @@ static void on_batch(void *arg, const struct kv_watch_batch *b)
 		break;
 	}
 	case KV_WATCH_CANCELED: {
-		Gwpb__WatchResponse o = GWPB__WATCH_RESPONSE__INIT;
-		Gwpb__Header h;
+		V3pb__WatchResponse o = V3PB__WATCH_RESPONSE__INIT;
+		V3pb__Header h;
 		grpc_header_fill(ws->gw, &h, b->revision);
 		o.header = &h;
 		o.watch_id = g->id;
@@ -231,7 +231,7 @@ static void watch_free(struct wstream *ws, struct gwatch *g)
 	free(g);
 }
 
-static int watch_create(struct wstream *ws, const Gwpb__WatchCreateRequest *c)
+static int watch_create(struct wstream *ws, const V3pb__WatchCreateRequest *c)
 {
 	int64_t rev = now_rev(ws->gw);
 	int64_t id = c->watch_id ? c->watch_id : ws->next_id;
@@ -316,24 +316,24 @@ int grpc_watch_open(struct h2stream *st)
 int grpc_watch_msg(struct h2stream *st, const uint8_t *msg, size_t len)
 {
 	struct wstream *ws = h2_stream_data(st);
-	Gwpb__WatchRequest *r = gwpb__watch_request__unpack(NULL, len, msg);
+	V3pb__WatchRequest *r = v3pb__watch_request__unpack(NULL, len, msg);
 	int ret = 0;
 	if (!r)
 		return h2_stream_error(st, GRPC_INTERNAL, "grpc: error unmarshalling request");
 	switch (r->request_union_case) {
-	case GWPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST:
+	case V3PB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST:
 		ret = watch_create(ws, r->create_request);
 		break;
-	case GWPB__WATCH_REQUEST__REQUEST_UNION_CANCEL_REQUEST:
+	case V3PB__WATCH_REQUEST__REQUEST_UNION_CANCEL_REQUEST:
 		ret = watch_cancel(ws, r->cancel_request->watch_id);
 		break;
-	case GWPB__WATCH_REQUEST__REQUEST_UNION_PROGRESS_REQUEST:
+	case V3PB__WATCH_REQUEST__REQUEST_UNION_PROGRESS_REQUEST:
 		ret = watch_progress(ws);
 		break;
 	default:
 		break; /* etcd ignores a request it does not know */
 	}
-	gwpb__watch_request__free_unpacked(r, NULL);
+	v3pb__watch_request__free_unpacked(r, NULL);
 	if (ret == -ENOMEM)
 		return h2_stream_error(st, GRPC_RESOURCE_EXHAUSTED,
 				       "etcdfs gateway: out of memory");
@@ -413,12 +413,12 @@ int grpc_keepalive_open(struct h2stream *st)
 int grpc_keepalive_msg(struct h2stream *st, const uint8_t *msg, size_t len)
 {
 	struct gw *gw = h2_stream_gw(st);
-	Gwpb__LeaseKeepAliveRequest *r = gwpb__lease_keep_alive_request__unpack(NULL, len, msg);
+	V3pb__LeaseKeepAliveRequest *r = v3pb__lease_keep_alive_request__unpack(NULL, len, msg);
 	struct kv_lease l = {0};
 	if (!r)
 		return h2_stream_error(st, GRPC_INTERNAL, "grpc: error unmarshalling request");
 	int64_t id = r->id;
-	gwpb__lease_keep_alive_request__free_unpacked(r, NULL);
+	v3pb__lease_keep_alive_request__free_unpacked(r, NULL);
 	int ret = kv_lease_keepalive(gw->kv, id, &l);
 	if (ret == -ENOSYS)
 		return h2_stream_error(st, GRPC_UNIMPLEMENTED,
@@ -427,8 +427,8 @@ int grpc_keepalive_msg(struct h2stream *st, const uint8_t *msg, size_t len)
 		l.ttl = 0; /* etcd: a lease that is gone renews to TTL 0, not an error */
 	else if (ret < 0)
 		return h2_stream_error(st, GRPC_UNAVAILABLE, "etcdserver: %s", strerror(-ret));
-	Gwpb__LeaseKeepAliveResponse o = GWPB__LEASE_KEEP_ALIVE_RESPONSE__INIT;
-	Gwpb__Header h;
+	V3pb__LeaseKeepAliveResponse o = V3PB__LEASE_KEEP_ALIVE_RESPONSE__INIT;
+	V3pb__Header h;
 	grpc_header_fill(gw, &h, now_rev(gw));
 	o.header = &h;
 	o.id = id;

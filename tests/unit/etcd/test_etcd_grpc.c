@@ -1,7 +1,7 @@
 /* test_etcd_grpc.c: the native gRPC range and txn paths.
  *
  * First the codec without a server: gRPC framing, grpc-message decoding, status mapping, and
- * our rpc.proto messages checked against wire bytes written out by hand from the protobuf
+ * our etcdserver.proto messages checked against wire bytes written out by hand from the protobuf
  * encoding rules (plus one reply recorded from etcd 3.4.23). Then against real etcds started by
  * the harness: a gRPC-only client and a JSON-only client must return the same results for many
  * kinds of range (binary keys and values, empty values, a lease, 2600+ keys paged, keys_only,
