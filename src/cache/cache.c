@@ -1966,10 +1966,10 @@ static void keep_fetched(struct cache *c, struct cache_node *n, const struct kv_
  * kernel does for a file's pages, a miss that follows the previous miss in
  * the same directory fetches the files after it too, in the same range:
  * RA_MIN more, doubling up to RA_MAX (and RA_BYTES of stored values, at
- * most an eighth of the value cache) while
- * the misses stay sequential; any other miss fetches its key alone. */
+ * most an eighth of the value cache) while the misses stay sequential,
+ * into the next directories too; any other miss fetches its key alone. */
 #define RA_MIN 4
-#define RA_MAX 64
+#define RA_MAX 256
 #define RA_BYTES (1u << 20)
 
 /* How many siblings after n the miss of n fetches too (lock held). */
@@ -1984,6 +1984,11 @@ static uint32_t ahead_window(struct cache *c, const struct cache_node *n)
 	if (dir == c->ra_dir && n->pos > c->ra_pos &&
 	    n->pos - c->ra_pos <= 2 * c->ra_window + RA_MIN)
 		w = c->ra_window ? c->ra_window * 2 : RA_MIN;
+	/* The first files of another directory, while a scan was going on:
+	 * the scan went on there (tree-1m has 125 keys a directory; starting
+	 * each again from one key took 21 reads a range instead of 60). */
+	else if (dir != c->ra_dir && n->pos < RA_MIN)
+		w = c->ra_window;
 	if (w > RA_MAX)
 		w = RA_MAX;
 	c->ra_dir = dir;
