@@ -316,6 +316,9 @@ class H2:
 
     def __init__(self, port):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        # as gRPC clients do: with Nagle, a WINDOW_UPDATE sent right after another
+        # waits for the server's delayed ACK (40 ms), stalling a stream at every window
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         self.frame(SETTINGS, 0, 0, b"")
         self.settings = {}
