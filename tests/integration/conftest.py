@@ -131,6 +131,9 @@ class Etcd:
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
             "--initial-cluster", f"t=http://127.0.0.1:{self.peer_port}",
             "--log-level", "error", "--logger", "zap",
+            # one member: no peer to miss a heartbeat, and the first election waits up
+            # to an election timeout more (0.25-1.0 s a start with the 100/1000 ms default)
+            "--heartbeat-interval", "20", "--election-timeout", "200",
         ] + self.extra_args
         if self.tls:
             args += ["--cert-file", self.tls["cert"], "--key-file", self.tls["key"],
