@@ -110,7 +110,11 @@ def test_limits_differential(pair):
     code, _, err = same(pair, ["put", "big"], input=b"x" * (2200 << 10))
     assert code != 0 and "larger than max" in err[0], err
     msg = pb_field(1, 2, b"big") + pb_field(2, 2, b"x" * 2200000)
-    trailers = curl_grpc(pair[1], "/etcdserverpb.KV/Put", grpc_frame(msg))
+    # The server refuses on the message's length prefix, answering at once. Only the first
+    # KiB is sent: with the whole 2.2 MB, the answer can arrive while curl is uploading,
+    # and Debian's curl 7.88 may then stall (curl issue 11157, fixed in later curl): 11
+    # of 40 such calls hung on the loaded VM, 0 of 40 with the first KiB (2026-12-05).
+    trailers = curl_grpc(pair[1], "/etcdserverpb.KV/Put", grpc_frame(msg)[:1024])
     assert trailers["grpc-status"] == "8", trailers
     assert trailers["grpc-message"] == \
         f"grpc: received message larger than max ({len(msg)} vs. 2097152)", trailers
