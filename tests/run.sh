@@ -80,6 +80,8 @@ if setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=fals
 	# alone; docs/reliability.md), and curl's 30 s bound was hit once.
 	alone_tests=("tests/integration/test_reliability.py::test_ctrl_c_interrupts_a_waiting_read_at_once"
 		"tests/integration/test_grpc.py::test_malformed_calls")
+	# each report ends with its 15 slowest phases: where the suite's time goes
+	export PYTEST_ADDOPTS="--durations=15 ${PYTEST_ADDOPTS:-}"
 	ETCDFS_BUILD="$top/build-asan" /usr/bin/python3 -m pytest tests/integration -q \
 		-p no:cacheprovider --junitxml="$results/it-asan.xml" \
 		"${server_tests[@]/#/--ignore=}" "${alone_tests[@]/#/--deselect=}" ${PYTEST_ARGS:-} \

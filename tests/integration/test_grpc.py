@@ -110,7 +110,11 @@ def test_limits_differential(pair):
     code, _, err = same(pair, ["put", "big"], input=b"x" * (2200 << 10))
     assert code != 0 and "larger than max" in err[0], err
     msg = pb_field(1, 2, b"big") + pb_field(2, 2, b"x" * 2200000)
-    trailers = curl_grpc(pair[1], "/etcdserverpb.KV/Put", grpc_frame(msg))
+    # The server refuses on the message's length prefix, answering at once. Only the first
+    # KiB is sent: with the whole 2.2 MB, the answer can arrive while curl is uploading,
+    # and Debian's curl 7.88 may then stall (curl issue 11157, fixed in later curl): 11
+    # of 40 such calls hung on the loaded VM, 0 of 40 with the first KiB (2026-12-05).
+    trailers = curl_grpc(pair[1], "/etcdserverpb.KV/Put", grpc_frame(msg)[:1024])
     assert trailers["grpc-status"] == "8", trailers
     assert trailers["grpc-message"] == \
         f"grpc: received message larger than max ({len(msg)} vs. 2097152)", trailers
@@ -316,6 +320,9 @@ class H2:
 
     def __init__(self, port):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        # as gRPC clients do: with Nagle, a WINDOW_UPDATE sent right after another
+        # waits for the server's delayed ACK (40 ms), stalling a stream at every window
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         self.frame(SETTINGS, 0, 0, b"")
         self.settings = {}
@@ -514,7 +521,7 @@ def vm_rss_kb(pid):
 
 def test_slow_watch_reader_is_bounded(tmp):
     """A watch whose client stops reading: the store goes on, the server's memory does not
-    grow with the events it cannot send (128 MiB of them), and once the client reads again
+    grow with the events it cannot send (64 MiB of them), and once the client reads again
     the events come in order from the first one, with no gap: the watch stalled, nothing was
     dropped. History compacted meanwhile then ends the watch as etcd ends a slow watcher
     that fell behind a compaction: canceled, with the compaction revision."""
@@ -529,8 +536,11 @@ def test_slow_watch_reader_is_bounded(tmp):
             c.read_frame()
         # stop reading; compact as we go so that the store itself keeps little. First the
         # same writes with no watch, to see what the store alone grows by.
+        # 64 MiB of events: a server that queued them all would grow by twice the
+        # tolerance below; one that holds its bound (16 MiB a connection) stays within it
+        # (the same writes with no watch, on a warmed-up heap, are the baseline)
         val = "v" * (64 << 10)
-        n = 2048
+        n = 1024
 
         def write(prefix):
             rss0 = vm_rss_kb(store.proc.pid)
@@ -540,10 +550,15 @@ def test_slow_watch_reader_is_bounded(tmp):
                     store.compact(store.revision())
             return (vm_rss_kb(store.proc.pid) - rss0) / 1024
 
+        # the first writes also grow the heap (+69 MiB measured): warm it up first, so
+        # that the baseline is what the same writes cost once the heap has grown
+        write("warm")
         alone = write("other")
         grown = write("slow")
+        print(f"stalled watch, {n} x 64 KiB events: server RSS +{grown:.1f} MiB "
+              f"(+{alone:.1f} MiB for the same writes not watched)")
         assert grown < alone + 32, \
-            f"server grew {grown:.0f} MiB with a stalled watch of 128 MiB, {alone:.0f} without"
+            f"server grew {grown:.0f} MiB with a stalled watch of 64 MiB, {alone:.0f} without"
         # read again
         got, compacted, consumed = [], 0, 0
         deadline = time.time() + 60

@@ -18,10 +18,10 @@ from test_tls_auth import make_ca, make_cert
 SERVER = os.path.join(BUILD, "src/gateway/etcdfs-server")
 
 
-@pytest.fixture
-def pki(tmp):
-    d = os.path.join(tmp, "pki")
-    os.mkdir(d)
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """The certificates, made once for the module: the tests only read them."""
+    d = str(tmp_path_factory.mktemp("pki"))
     make_ca(d, "ca")
     make_ca(d, "otherca")
     make_cert(d, "ca", "server", True)

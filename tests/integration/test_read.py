@@ -183,6 +183,7 @@ def test_prefix_mount(etcd, mount_factory):
         assert f.read() == "pod"
 
 
+@pytest.mark.no_backend
 def test_unreachable_at_mount(tmp):
     from conftest import free_port
     port = free_port()

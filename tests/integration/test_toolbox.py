@@ -3,6 +3,8 @@
 import os
 import subprocess
 
+import pytest
+
 from conftest import ETCDFS, read_tree, shared
 from naming import expected_files
 
@@ -41,6 +43,7 @@ def test_time_travel_compacted(etcd, tmp):
     assert b"compacted" in r.stderr
 
 
+@pytest.mark.no_backend
 def test_snapshot_of_real_cluster(mount_factory):
     db = shared("k8s-real/boltdb/db")
     with open(shared("k8s-real/boltdb/keys.txt"), "rb") as f:
@@ -65,6 +68,7 @@ def test_snapshot_saved_by_etcdctl(etcd, mount_factory, tmp):
     assert tree == want
 
 
+@pytest.mark.no_backend
 def test_snapshot_malformed(tmp):
     mp = os.path.join(tmp, "m")
     os.mkdir(mp)

@@ -25,6 +25,9 @@ class Watch:
                                               "range_end": b64(prefix_end(prefix))}})
         self.conn.request("POST", "/v3/watch", body=body,
                           headers={"Content-Type": "application/json"})
+        # kept: a response that ends with the connection (etcdfs-server's) takes the
+        # socket from self.conn, and only shutting it down ends the reader at once
+        self.sock = self.conn.sock
         self.resp = self.conn.getresponse()
         self.events = []
         self.created = threading.Event()
@@ -55,7 +58,7 @@ class Watch:
     def stop(self, settle=0.6):
         time.sleep(settle)
         try:
-            self.conn.sock.shutdown(2)
+            self.sock.shutdown(2)
         except Exception:
             pass
         self.conn.close()
