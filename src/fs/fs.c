@@ -1020,6 +1020,7 @@ int fs_new(const struct fs_config *cfg, struct fs **out)
 	clock_gettime(CLOCK_REALTIME, &fs->mount_time);
 	pthread_mutex_init(&fs->nq_lock, NULL);
 	pthread_mutex_init(&fs->rd_lock, NULL);
+	pthread_mutex_init(&fs->rename_mu, NULL);
 	pthread_cond_init(&fs->nq_cv, NULL);
 	pthread_cond_init(&fs->nq_done_cv, NULL);
 	fuse_set_log_func(fuse_log_hook);
@@ -1121,6 +1122,7 @@ void fs_destroy(struct fs *fs)
 	history_destroy(fs->history);
 	pthread_mutex_destroy(&fs->nq_lock);
 	pthread_mutex_destroy(&fs->rd_lock);
+	pthread_mutex_destroy(&fs->rename_mu);
 	pthread_cond_destroy(&fs->nq_cv);
 	free(fs);
 }

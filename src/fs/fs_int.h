@@ -37,6 +37,11 @@ struct fs {
 	uint64_t nq_enqueued; /* protected by nq_lock */
 	pthread_cond_t nq_done_cv;
 
+	/* Serializes renames: a rename holds every writer's file of its
+	 * source (save_hold_locked) and may take a newly opened one's too,
+	 * so two renames must not hold files at once (lock order first). */
+	pthread_mutex_t rename_mu;
+
 	bool ro_explained; /* the first EROFS logs why */
 	/* A read-only mount whose kernel opens files without asking (FUSE
 	 * NO_OPEN): reads arrive with fh 0 and go through the page cache, and

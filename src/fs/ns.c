@@ -496,27 +496,38 @@ static void rename_touched(struct fs *fs, fuse_ino_t parent, fuse_ino_t newparen
  * flight: "create a; close; mv a b; mv b a" raced the RELEASE that saves a,
  * which then created a behind the rename (ESTALE and a false conflict, the
  * issue's bug 5). Lock held for write. */
+/* Resolves both names of a rename, with saves of the source held until
+ * the rename is done (*hold, save_hold_locked) and a close's save of the
+ * destination waited for. Lock held for write; dropped while waiting, then
+ * both are resolved again. */
 static int resolve_pair(struct fs *fs, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
-			const char *newname, struct target *s, struct target *d)
+			const char *newname, struct target *s, struct target *d,
+			struct save_hold **hold)
 {
 	for (int i = 0; i < 2; i++) {
 		int ret = resolve(fs, parent, name, s);
 		if (ret == 0)
 			ret = resolve(fs, newparent, newname, d);
+		if (*hold && (ret < 0 || s->n != save_hold_node(*hold))) {
+			/* the source changed while we waited: hold nothing */
+			save_unhold_locked(fs->save, *hold);
+			*hold = NULL;
+		}
 		if (ret < 0 || i == 1)
 			return ret;
-		bool busy = false;
-		if (s->n && save_local(s->n)->file) {
-			wait_for_save(fs, s->n);
-			busy = true;
-		}
-		if (d->n && d->n != s->n && save_local(d->n)->file) {
-			wait_for_save(fs, d->n);
-			busy = true;
-		}
-		if (!busy)
+		bool src = s->n && save_local(s->n)->file;
+		bool dst = d->n && d->n != s->n && save_local(d->n)->file;
+		if (!src && !dst)
 			return 0;
-		/* the lock was dropped: resolve again */
+		if (src)
+			cache_ref_open(fs->cache, s->n); /* alive across d's wait */
+		if (dst)
+			wait_for_save(fs, d->n);
+		/* after d's: a rename holds no other file while it holds these */
+		if (src) {
+			*hold = save_hold_locked(fs->save, s->n);
+			cache_unref_open(fs->cache, s->n);
+		}
 	}
 	return 0;
 }
@@ -540,8 +551,10 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	/* the moved node's writers follow it (save_file_moved) */
 	struct cache_node *moved = NULL;
 	int64_t from_rev = 0, moved_rev = 0;
+	struct save_hold *hold = NULL;
+	pthread_mutex_lock(&fs->rename_mu);
 	cache_wrlock(c);
-	int ret = resolve_pair(fs, parent, name, newparent, newname, &s, &d);
+	int ret = resolve_pair(fs, parent, name, newparent, newname, &s, &d, &hold);
 	if (ret < 0)
 		goto out_unlock;
 	struct cache_node *sn = s.n, *dn = d.n;
@@ -759,9 +772,15 @@ out_unlock:
 	cache_unlock(c);
 out_reply:
 	if (moved) {
-		save_file_moved(fs->save, moved, from_rev, from_rev == 0, moved_rev);
+		save_file_moved(fs->save, moved, from_rev, from_rev == 0, moved_rev, hold);
 		fs_release_node(fs, moved);
 	}
+	if (hold) {
+		cache_wrlock(c);
+		save_unhold_locked(fs->save, hold);
+		cache_unlock(c);
+	}
+	pthread_mutex_unlock(&fs->rename_mu);
 	if (ret == 0)
 		rename_touched(fs, parent, newparent);
 	free(skey);
@@ -874,8 +893,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 	if (ret == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
 		struct stat cur;
 		cache_rdlock(c);
-		resized = fs_fill_attr(fs, ino, &cur) >= 0 &&
-			  cur.st_size != attr->st_size;
+		resized = fs_fill_attr(fs, ino, &cur) >= 0 && cur.st_size != attr->st_size;
 		cache_unlock(c);
 		ret = set_size(fs, ino, attr->st_size, fi, fuse_req_ctx(req)->pid);
 	}

@@ -571,8 +571,75 @@ static void rebase(struct save_file *f, int64_t from_rev, bool from_absent, int6
 		}
 }
 
+struct save_hold {
+	struct cache_node *n;
+	size_t nf;
+	struct save_file *f[];
+};
+
+static int by_address(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t) * (struct save_file *const *)a;
+	uintptr_t y = (uintptr_t) * (struct save_file *const *)b;
+	return x < y ? -1 : x > y;
+}
+
+struct save_hold *save_hold_locked(struct save *s, struct cache_node *n)
+{
+	struct cache *c = s->cfg.cache;
+	size_t nf = 0;
+	for (struct save_file *f = save_local(n)->file; f; f = f->next)
+		nf++;
+	if (!nf)
+		return NULL;
+	struct save_hold *h = malloc(sizeof(*h) + nf * sizeof(h->f[0]));
+	if (!h) {
+		struct save_file *f = save_file_hold_locked(s, n);
+		if (f)
+			save_file_unhold_locked(n, f);
+		return NULL;
+	}
+	h->n = n;
+	h->nf = 0;
+	for (struct save_file *f = save_local(n)->file; f; f = f->next) {
+		f->refs++;
+		h->f[h->nf++] = f;
+	}
+	/* one order for every holder (renames are serialized anyway) */
+	qsort(h->f, h->nf, sizeof(h->f[0]), by_address);
+	cache_ref_open(c, n);
+	cache_unlock(c);
+	for (size_t i = 0; i < h->nf; i++)
+		pthread_mutex_lock(&h->f[i]->mu);
+	cache_wrlock(c);
+	return h;
+}
+
+struct cache_node *save_hold_node(const struct save_hold *h)
+{
+	return h->n;
+}
+
+void save_unhold_locked(struct save *s, struct save_hold *h)
+{
+	for (size_t i = 0; i < h->nf; i++) {
+		pthread_mutex_unlock(&h->f[i]->mu);
+		save_file_unref_locked(h->n, h->f[i]);
+	}
+	cache_unref_open(s->cfg.cache, h->n);
+	free(h);
+}
+
+static bool held_by(const struct save_hold *h, const struct save_file *f)
+{
+	for (size_t i = 0; h && h->n && i < h->nf; i++)
+		if (h->f[i] == f)
+			return true;
+	return false;
+}
+
 void save_file_moved(struct save *s, struct cache_node *n, int64_t from_rev, bool from_absent,
-		     int64_t rev)
+		     int64_t rev, const struct save_hold *held)
 {
 	struct cache *c = s->cfg.cache;
 	cache_wrlock(c);
@@ -592,10 +659,15 @@ void save_file_moved(struct save *s, struct cache_node *n, int64_t from_rev, boo
 		fs[nf++] = f;
 	}
 	cache_unlock(c);
+	if (held && held->n != n)
+		held = NULL;
 	for (size_t i = 0; i < nf; i++) {
-		pthread_mutex_lock(&fs[i]->mu);
+		bool mine = held_by(held, fs[i]);
+		if (!mine)
+			pthread_mutex_lock(&fs[i]->mu);
 		rebase(fs[i], from_rev, from_absent, rev);
-		pthread_mutex_unlock(&fs[i]->mu);
+		if (!mine)
+			pthread_mutex_unlock(&fs[i]->mu);
 	}
 	cache_wrlock(c);
 	for (size_t i = 0; i < nf; i++)

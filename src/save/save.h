@@ -173,13 +173,31 @@ int save_why_last(struct save *s, char **out);
 /* A refusal of no one key (a read-only mount's EROFS) for save_why_last. */
 void save_why_note(struct save *s, const char *msg);
 
+/* Every writer's file of one node, held for a rename (save_hold_locked). */
+struct save_hold;
+/* Waits for n's commits in flight to end and keeps the next from starting
+ * until save_unhold_locked, so that a rename never races a close's save:
+ * the kernel sends RELEASE after close() returns, and "touch a; mv a b"
+ * stored a under its old name while the rename moved it (a key left
+ * behind, and the rename back refused as a conflict). Takes every file's
+ * mu, so the caller holds no other file's: renames are serialized by the
+ * caller for that. Keeps n alive. Cache lock held for write on entry and
+ * return, dropped while waiting. NULL when no writer has n open (or out
+ * of memory: then it waited for one file only, as save_file_hold_locked). */
+struct save_hold *save_hold_locked(struct save *s, struct cache_node *n);
+/* The node a hold is on. */
+struct cache_node *save_hold_node(const struct save_hold *h);
+/* Ends a hold and frees it. Cache lock held for write. */
+void save_unhold_locked(struct save *s, struct save_hold *h);
+
 /* A rename moved n's key (from_rev, or from_absent: a new file) and
  * stored it under the new name at rev: n's writers that built on what
  * moved now build on rev (a handle's save goes to the new key, not a
- * conflict with its own rename). Without the cache lock; n kept alive by
- * a reference. */
+ * conflict with its own rename). Files in held (may be NULL) are already
+ * locked by the caller. Without the cache lock; n kept alive by a
+ * reference. */
 void save_file_moved(struct save *s, struct cache_node *n, int64_t from_rev, bool from_absent,
-		     int64_t rev);
+		     int64_t rev, const struct save_hold *held);
 
 /* ---- metadata (attr.c) ---- */
 
