@@ -574,8 +574,27 @@ static void rebase(struct save_file *f, int64_t from_rev, bool from_absent, int6
 struct save_hold {
 	struct cache_node *n;
 	size_t nf;
-	struct save_file *f[];
+	struct save_file **f; /* each referenced, its mu held */
 };
+
+/* Every writer's file of n, each referenced (lock held for write): an
+ * array of *nf (malloc'd), NULL when none (*nf 0) or out of memory (*nf
+ * the count, nothing referenced). */
+static struct save_file **ref_all_locked(struct cache_node *n, size_t *nf)
+{
+	*nf = 0;
+	for (struct save_file *f = save_local(n)->file; f; f = f->next)
+		(*nf)++;
+	struct save_file **fs = *nf ? malloc(*nf * sizeof(*fs)) : NULL;
+	if (!fs)
+		return NULL;
+	size_t i = 0;
+	for (struct save_file *f = save_local(n)->file; f; f = f->next) {
+		f->refs++;
+		fs[i++] = f;
+	}
+	return fs;
+}
 
 static int by_address(const void *a, const void *b)
 {
@@ -587,24 +606,20 @@ static int by_address(const void *a, const void *b)
 struct save_hold *save_hold_locked(struct save *s, struct cache_node *n)
 {
 	struct cache *c = s->cfg.cache;
-	size_t nf = 0;
-	for (struct save_file *f = save_local(n)->file; f; f = f->next)
-		nf++;
-	if (!nf)
-		return NULL;
-	struct save_hold *h = malloc(sizeof(*h) + nf * sizeof(h->f[0]));
+	size_t nf;
+	struct save_file **fs = ref_all_locked(n, &nf);
+	struct save_hold *h = fs ? malloc(sizeof(*h)) : NULL;
 	if (!h) {
-		struct save_file *f = save_file_hold_locked(s, n);
+		for (size_t i = 0; fs && i < nf; i++)
+			save_file_unref_locked(n, fs[i]);
+		free(fs);
+		/* out of memory: at least no commit in flight */
+		struct save_file *f = nf ? save_file_hold_locked(s, n) : NULL;
 		if (f)
 			save_file_unhold_locked(n, f);
 		return NULL;
 	}
-	h->n = n;
-	h->nf = 0;
-	for (struct save_file *f = save_local(n)->file; f; f = f->next) {
-		f->refs++;
-		h->f[h->nf++] = f;
-	}
+	*h = (struct save_hold){.n = n, .nf = nf, .f = fs};
 	/* one order for every holder (renames are serialized anyway) */
 	qsort(h->f, h->nf, sizeof(h->f[0]), by_address);
 	cache_ref_open(c, n);
@@ -627,12 +642,13 @@ void save_unhold_locked(struct save *s, struct save_hold *h)
 		save_file_unref_locked(h->n, h->f[i]);
 	}
 	cache_unref_open(s->cfg.cache, h->n);
+	free(h->f);
 	free(h);
 }
 
 static bool held_by(const struct save_hold *h, const struct save_file *f)
 {
-	for (size_t i = 0; h && h->n && i < h->nf; i++)
+	for (size_t i = 0; h && i < h->nf; i++)
 		if (h->f[i] == f)
 			return true;
 	return false;
@@ -643,22 +659,14 @@ void save_file_moved(struct save *s, struct cache_node *n, int64_t from_rev, boo
 {
 	struct cache *c = s->cfg.cache;
 	cache_wrlock(c);
-	size_t nf = 0;
-	for (struct save_file *f = save_local(n)->file; f; f = f->next)
-		nf++;
-	struct save_file **fs = nf ? malloc(nf * sizeof(*fs)) : NULL;
+	size_t nf;
+	struct save_file **fs = ref_all_locked(n, &nf);
+	cache_unlock(c);
 	if (!fs) {
-		cache_unlock(c);
 		if (nf)
 			log_err("rename: out of memory; open writers of the file will get ESTALE");
 		return;
 	}
-	nf = 0;
-	for (struct save_file *f = save_local(n)->file; f; f = f->next) {
-		f->refs++;
-		fs[nf++] = f;
-	}
-	cache_unlock(c);
 	if (held && held->n != n)
 		held = NULL;
 	for (size_t i = 0; i < nf; i++) {
