@@ -312,21 +312,24 @@ def thousand_watches(store, threads0):
 
 def test_thousand_watches_cancelled(bare_store):
     """1,000 concurrent watches, all cancelled by request and answered, five times over:
-    the server's threads come back to where they were each time, and its RSS after a round
-    levels off (what a round leaves is reused): from the second round to the fifth it grows
-    by less than 12 MiB, so a leak of 4 KiB per watch fails it."""
+    the server's threads come back to where they were each time, and its peak RSS (after one
+    event on every watch) levels off, as what a round leaves is reused: from the second round
+    to the fifth it grows by less than 6 MiB, where a leak of 2 KiB per watch adds 5.9 MiB
+    and 4 KiB adds 11.7. The peak is the measure because it is steady (146.0-147.1 MiB in
+    ten rounds here); RSS after the close swung between 57 and 80 MiB from round to round,
+    as ASan's allocator returned freed pages to the kernel or not, and once failed CI."""
     store = bare_store
     pid = store.proc.pid
     store.put("warm", "up")
     store.ctl("endpoint", "health")
     threads0, rss0 = task_count(pid), vm_rss_kb(pid) / 1024
-    after = []
+    peaks = []
     for i in range(5):
         (rss1, rss2, rss3), (t1, t2, t3, took) = thousand_watches(store, threads0)
-        after.append(rss3)
+        peaks.append(rss2)
         print(f"round {i + 1}: 1000 watches on 4 connections: RSS {rss0:.1f} MiB before, "
               f"{rss1:.1f} created, {rss2:.1f} after one event each, {rss3:.1f} after all "
               f"cancelled and closed; threads {threads0} -> {t1} -> {t2} (cancelled) -> "
               f"{t3} (closed); 1000 cancels answered in {took:.1f} s")
-    assert after[4] < after[1] + 12, after
+    assert peaks[4] < peaks[1] + 6, peaks
     store.ctl("endpoint", "health")
