@@ -126,8 +126,10 @@ void save_meta_of(const struct cache_node *n, int64_t seen_ns, struct save_meta 
 		m->gid = l->gid;
 	}
 	/* A change seen later than the last local one (the watch, another
-	 * writer) moves mtime and ctime past what was set here. */
-	if (l->ctime_ns && l->ctime_ns >= seen_ns) {
+	 * writer) moves mtime and ctime past what was set here; this mount's
+	 * own save does not (own_times in file.c). */
+	bool own = l->own_rev && l->own_rev == n->mod_revision;
+	if (l->ctime_ns && (l->ctime_ns >= seen_ns || own)) {
 		m->atime_ns = l->atime_ns;
 		m->mtime_ns = l->mtime_ns;
 		m->ctime_ns = l->ctime_ns;

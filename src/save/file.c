@@ -403,6 +403,21 @@ static void advance(struct save_fh *h, int64_t rev)
 		}
 }
 
+/* n's content is stored at rev by this mount: its times stay those of the
+ * change (the write, the create or truncate), not the save's. A save can
+ * land after close() returned (a created file's, at RELEASE), and tmpfs
+ * moves no time then; nor when the watch delivers the put before the
+ * store returns. Lock held for write. */
+static void own_times(struct cache_node *n, int64_t rev)
+{
+	struct cache_local *l = save_local_mut(n);
+	if (!l)
+		return; /* times are best effort under memory pressure */
+	if (!l->ctime_ns)
+		(void)save_touch_locked(n, SAVE_MTIME | SAVE_CTIME);
+	l->own_rev = rev;
+}
+
 static int store(struct save *s, struct cache_node *n, struct save_fh *h, const char *key,
 		 size_t klen)
 {
@@ -428,9 +443,7 @@ static int store(struct save *s, struct cache_node *n, struct save_fh *h, const 
 		f->dirty = f->diverged = false;
 		save_mark_stored(n);
 		cache_told_locked(c, n);
-		/* The cache stamped the put now; mtime stays the last
-		 * write's, as on any filesystem. */
-		(void)save_touch_locked(n, SAVE_CTIME);
+		own_times(n, rev);
 	} else if (ret == -ESTALE || ret == -EFBIG) {
 		/* The rejected content is kept in the conflict dir; another
 		 * handle's close must not store it. */

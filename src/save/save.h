@@ -68,6 +68,10 @@ struct cache_local {
 	uint32_t mode; /* permission bits (07777) when mode_set */
 	uint32_t uid, gid;
 	int64_t atime_ns, mtime_ns, ctime_ns; /* realtime; 0 = not set here */
+	/* mod_revision of this mount's last save of the content: while the
+	 * key is still at it, the times set here stand, however late the
+	 * cache saw the put (0: none). */
+	int64_t own_rev;
 };
 
 /* n's write-path state, or the defaults (all clear) for a
