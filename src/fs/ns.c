@@ -681,8 +681,12 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		size_t clen = save_local(sn)->local_len;
 		if (content)
 			memcpy(content, save_local(sn)->local_data, clen);
-		bool changed = dn && dn->has_value && save_local(sn)->born_rev &&
-			       dn->mod_revision > save_local(sn)->born_rev;
+		/* An edit is lost only if the key existed when the file was
+		 * made (it may have been read for it); one created later is
+		 * replaced, as on any filesystem. */
+		int64_t born = save_local(sn)->born_rev;
+		bool changed = dn && dn->has_value && born && dn->create_revision <= born &&
+			       dn->mod_revision > born;
 		/* a new file replacing a key: that key goes with its name */
 		int64_t s_origin = save_local(sn)->shadow ? 0 : save_local(sn)->origin_rev;
 		from_rev = save_local(sn)->origin_rev;

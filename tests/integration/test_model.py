@@ -27,7 +27,9 @@ import time
 
 import pytest
 
-SEEDS = range(1, 11)
+# Ten seeds per back end in CI (20 s of the suite each); 11 and 14 found bugs
+# (docs/reliability.md). Seeds 1-20 all passed on both back ends when 14 was fixed.
+SEEDS = (1, 2, 3, 4, 5, 6, 7, 10, 11, 14)
 OPS = 1000
 USER = 1000
 # ETCDFS_MODEL_KEEP_GOING=1 lists every mismatch of a seed instead of the
@@ -118,6 +120,9 @@ class Side:
             elif kind == "touch_unlink":  # create + close + unlink an empty file
                 os.close(os.open(p(a[0]), os.O_WRONLY | os.O_CREAT, 0o644))
                 os.unlink(p(a[0]))
+            elif kind == "touch_rename":  # create + close + rename: the save lands at RELEASE
+                os.close(os.open(p(a[0]), os.O_WRONLY | os.O_CREAT, 0o644))
+                os.rename(p(a[0]), p(a[1]))
             elif kind == "truncate":
                 os.truncate(p(a[0]), a[1])
             elif kind == "rename":
@@ -196,8 +201,10 @@ def random_op(rng):
         return ("pwrite", name(), rng.randrange(0, 60), data())
     if k < 0.21:
         return ("append", name(), data())
-    if k < 0.23:
+    if k < 0.22:
         return ("touch_unlink", name())
+    if k < 0.23:
+        return ("touch_rename", name(), name())
     if k < 0.27:
         return ("truncate", name(), rng.randrange(0, 50))
     if k < 0.34:

@@ -324,6 +324,27 @@ def test_rename_shadow_onto_changed_key_is_estale(pm, etcd):
     assert etcd.get("/p/sedAbC123")[1] is None
 
 
+def test_rename_onto_a_key_created_after_the_source(pm, etcd):
+    """The ESTALE above protects an edit: the key changed after the file that replaces it was
+    made. A key that did not exist then cannot have been read for it, so the rename replaces
+    it, as tmpfs does. It was ESTALE ("changed while it was being edited") for a new file still
+    open (its save pending) renamed onto a key created meanwhile: the model test's seed 14,
+    shrunk to mkdir, open(O_CREAT), an append to the other name, rename. Shadow or not."""
+    p = pm.p
+    for src in ("p/new", "p/sedXy12Z"):
+        fd = os.open(p(src), os.O_RDWR | os.O_CREAT, 0o644)
+        etcd.put("/p/later", "made after " + src)
+        assert wait_for(lambda: os.path.exists(p("p/later")), timeout=3)
+        assert err_of(os.rename, p(src), p("p/later")) is None
+        assert os.fstat(fd).st_size == 0 and os.path.getsize(p("p/later")) == 0
+        os.write(fd, b"written after the rename")
+        os.close(fd)
+        assert etcd.get("/p/later")[0] == b"written after the rename"
+        assert etcd.get("/" + src)[1] is None
+        etcd.delete("/p/later")
+        assert wait_for(lambda: not os.path.exists(p("p/later")), timeout=3)
+
+
 # ---------------------------------------------------------------- mkdir / rmdir
 
 def test_mkdir(pm, etcd, mount_factory):
