@@ -1066,7 +1066,7 @@ static struct shown render_put(struct cache *c, const struct kv_kv *kv, bool kee
  * (bench/run: 316 us per Pod), so with a render function it is nearly all of
  * an initial sync's time: 10,000 Pods take 3 s on one core against 0.2 s to
  * fetch them. Rendering is pure (the codec keeps no shared state), so the
- * page is shared among up to RENDER_THREADS threads, the caller being one;
+ * page is shared among up to RENDER_THREADS helper threads and the caller;
  * items are handed out one at a time because their costs vary 100-fold.
  */
 #define RENDER_THREADS 8
