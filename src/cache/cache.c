@@ -1066,11 +1066,11 @@ static struct shown render_put(struct cache *c, const struct kv_kv *kv, bool kee
  * (bench/run: 316 us per Pod), so with a render function it is nearly all of
  * an initial sync's time: 10,000 Pods take 3 s on one core against 0.2 s to
  * fetch them. Rendering is pure (the codec keeps no shared state), so the
- * page is shared among up to RENDER_THREADS threads, the caller being one;
+ * page is shared among up to RENDER_THREADS helper threads and the caller;
  * items are handed out one at a time because their costs vary 100-fold.
  */
 #define RENDER_THREADS 8
-#define RENDER_MIN_PARALLEL 16 /* smaller pages: thread start-up would dominate */
+#define RENDER_MIN_PARALLEL 16 /* keys per helper thread at least */
 
 struct render_job {
 	struct cache *c;
@@ -1105,20 +1105,56 @@ static size_t usable_cpus(void)
 	return 1;
 }
 
+/*
+ * The next page of a listing. The listing's own thread fetches it while
+ * helpers render this one (render_page), so a YAML view's sync takes about
+ * the longer of the two, not their sum (bench/run: 100k Pods fetch in 1.8 s
+ * and render in about as long on two cores). It is fetched here, not on a
+ * thread of its own, so that a page's memory is allocated and freed by the
+ * same thread: a page fetched by a short-lived thread lives in that thread's
+ * malloc arena, which glibc shrinks back to the kernel once the page is
+ * freed and the next page faults in again (docs/performance.md, mount
+ * time). At most one range is in flight, so etcd sees no more load than
+ * from a sequential listing.
+ */
+struct next_page {
+	struct kv *kv;
+	struct kv_range_req req;
+	struct kv_range_result res;
+	int ret;
+	int tries; /* see range_page */
+};
+
+static void next_page_fetch(struct next_page *f);
+
+/* Helper threads for a page of n keys. The caller renders too, but when it
+ * fetches the next page first, the helpers get the CPUs meanwhile; a view
+ * without rendering then still copies its values on one helper. */
+static size_t render_helpers(const struct cache *c, size_t n, bool fetching)
+{
+	size_t want = 0;
+	if (c->cfg.render)
+		want = fetching ? c->render_threads : c->render_threads - 1;
+	else if (fetching)
+		want = 1;
+	if (want > n / RENDER_MIN_PARALLEL)
+		want = n / RENDER_MIN_PARALLEL; /* smaller: thread start-up would dominate */
+	return want;
+}
+
+/* Renders kvs into shs (and times); next, when not NULL, is fetched on this
+ * thread meanwhile. */
 static void render_page(struct cache *c, const struct kv_kv *kvs, size_t n, struct shown *shs,
-			int64_t *times)
+			int64_t *times, struct next_page *next)
 {
 	struct render_job j = {.c = c, .kvs = kvs, .shs = shs, .times = times, .n = n};
-	pthread_t th[RENDER_THREADS - 1];
-	size_t nt = 0;
-	if (c->cfg.render && n >= RENDER_MIN_PARALLEL) {
-		size_t want = c->render_threads - 1;
-		if (want > n / RENDER_MIN_PARALLEL)
-			want = n / RENDER_MIN_PARALLEL;
-		/* A thread that cannot start just leaves more work to us. */
-		while (nt < want && pthread_create(&th[nt], NULL, render_worker, &j) == 0)
-			nt++;
-	}
+	pthread_t th[RENDER_THREADS];
+	size_t nt = 0, want = render_helpers(c, n, next != NULL);
+	/* A thread that cannot start just leaves more work to us. */
+	while (nt < want && pthread_create(&th[nt], NULL, render_worker, &j) == 0)
+		nt++;
+	if (next)
+		next_page_fetch(next);
 	render_worker(&j);
 	for (size_t i = 0; i < nt; i++)
 		pthread_join(th[i], NULL);
@@ -1316,23 +1352,6 @@ static int pager_advance(struct pager *p, const struct kv_range_result *res, boo
 }
 
 /*
- * The next page is fetched on a thread of its own while this one is
- * rendered and applied, so a YAML view's sync takes about the longer of
- * the two, not their sum (bench/run: 100k Pods fetch in 1.8 s and render
- * in about as long on two cores). At most one range is in flight, as
- * before, so etcd sees no more load than from a sequential listing.
- */
-struct prefetch {
-	struct kv *kv;
-	struct kv_range_req req;
-	struct kv_range_result res;
-	int ret;
-	int tries; /* see range_page */
-	pthread_t th;
-	bool threaded;
-};
-
-/*
  * The initial sync asks a page that timed out again, after 1, 2 and 4 s: a
  * busy etcd (its compaction, or a loaded machine: bench/run --huge once saw
  * one range of tree-1m take over the 5 s request timeout) must not fail a
@@ -1355,35 +1374,17 @@ static int range_page(struct kv *kv, const struct kv_range_req *req, struct kv_r
 	}
 }
 
-static void *prefetch_main(void *arg)
+static void next_page_fetch(struct next_page *f)
 {
-	struct prefetch *f = arg;
 	f->ret = range_page(f->kv, &f->req, &f->res, f->tries);
-	return NULL;
-}
-
-static void prefetch_start(struct prefetch *f)
-{
-	f->threaded = pthread_create(&f->th, NULL, prefetch_main, f) == 0;
-	if (!f->threaded)
-		prefetch_main(f); /* no thread: fetch it now instead */
-}
-
-/* The page started by prefetch_start: 0 and *res (the caller's), or an
- * error. */
-static int prefetch_wait(struct prefetch *f, struct kv_range_result *res)
-{
-	if (f->threaded)
-		pthread_join(f->th, NULL);
-	f->threaded = false;
-	if (f->ret == 0)
-		*res = f->res;
-	return f->ret;
 }
 
 /* Renders a listed page (without the lock: a YAML rendering may be slow),
- * then applies it. mark: a resync's, whose sweep keeps the keys seen. */
-static int apply_page(struct cache *c, const struct kv_range_result *res, bool mark)
+ * then applies it. mark: a resync's, whose sweep keeps the keys seen.
+ * next, when not NULL, is fetched meanwhile; its ret is left alone if
+ * this fails first. */
+static int apply_page(struct cache *c, const struct kv_range_result *res, bool mark,
+		      struct next_page *next)
 {
 	size_t n = res->n_kvs ? res->n_kvs : 1;
 	struct shown *shs = calloc(n, sizeof(*shs));
@@ -1396,7 +1397,7 @@ static int apply_page(struct cache *c, const struct kv_range_result *res, bool m
 		ret = -ENOMEM;
 		goto out;
 	}
-	render_page(c, res->kvs, res->n_kvs, shs, times);
+	render_page(c, res->kvs, res->n_kvs, shs, times, next);
 	cache_wrlock(c);
 	for (size_t i = 0; i < res->n_kvs; i++) {
 		const struct kv_kv *kv = &res->kvs[i];
@@ -1496,7 +1497,7 @@ static void sync_progress(struct cache *c, uint64_t total, const struct kv_range
 static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 {
 	struct pager pg;
-	struct prefetch f = {.kv = c->cfg.kv, .tries = mark_sweep ? 1 : SYNC_PAGE_TRIES};
+	struct next_page f = {.kv = c->cfg.kv, .tries = mark_sweep ? 1 : SYNC_PAGE_TRIES};
 	struct kv_range_result res;
 	uint64_t total = 0;
 	int64_t t0 = util_now_ms(), last_report = t0;
@@ -1516,22 +1517,20 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 			pg.rev = res.revision;
 		bool pending = false;
 		ret = pager_advance(&pg, &res, &more);
-		if (ret == 0 && more && (ret = pager_req(&pg, &f.req)) == 0) {
-			prefetch_start(&f);
+		if (ret == 0 && more && (ret = pager_req(&pg, &f.req)) == 0)
 			pending = true;
-		}
+		f.ret = -ECANCELED; /* not fetched */
 		if (ret == 0)
-			ret = apply_page(c, &res, mark_sweep);
+			ret = apply_page(c, &res, mark_sweep, pending ? &f : NULL);
 		total += res.n_kvs;
 		sync_progress(c, total, &res, t0, &last_report);
 		kv_range_result_free(&res);
-		if (pending) {
-			int r = prefetch_wait(&f, &res);
-			if (ret < 0 && r == 0)
-				kv_range_result_free(&res);
-			else if (ret == 0)
-				ret = r;
-		}
+		if (pending && f.ret == 0 && ret == 0)
+			res = f.res;
+		else if (pending && f.ret == 0)
+			kv_range_result_free(&f.res);
+		else if (pending && ret == 0)
+			ret = f.ret;
 	}
 	if (ret == 0 && mark_sweep)
 		ret = sweep(c, pg.rev);
@@ -1757,7 +1756,7 @@ void cache_unlock(struct cache *c)
 
 /*
  * The initial listing runs on a thread of its own, SYNC_NICE steps nicer
- * than the process (its render helpers and prefetcher inherit that): on a
+ * than the process (its render helpers inherit that): on a
  * machine it shares with etcd, a big sync otherwise takes CPU from etcd
  * and its writers. bench/run --huge measured a concurrent writer's put p99
  * at 4.30x its p99 alone during the raw sync of tree-1m, and 1.77x during
