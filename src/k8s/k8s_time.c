@@ -135,7 +135,7 @@ static int pb_nested_time(const struct field *f, uint32_t num, int64_t *best)
 	if (f->wt != 2)
 		return 0;
 	const uint8_t *q = f->p, *end = f->p + f->len;
-	struct field g;
+	struct field g = {0}; /* -O3 cannot see next_field fill it */
 	int r;
 	while ((r = next_field(&q, end, &g)) > 0)
 		if (g.num == num && (r = pb_time(&g, best)) < 0)

@@ -333,7 +333,7 @@ static void test_encode(void)
 	char *v = get("/enc", NULL);
 	CHECK(v && strcmp(v, "HELLO") == 0);
 	free(v);
-	int64_t mod;
+	int64_t mod = 0;
 	free(get("/enc", &mod));
 	CHECK_EQ(save_store_text(s, "/enc", 4, "bad", 3, mod, false, &rev), -EINVAL);
 	CHECK_EQ(save_store_text(s, "/enc", 4, "plain", 5, mod, false, &rev), 0);
