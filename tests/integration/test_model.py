@@ -6,8 +6,10 @@ they move in tmpfs, and not on a failed call; explicit utimensat values read bac
 trees must end identical, and etcd must hold exactly the mount's files.
 
 The generator covers create (O_CREAT with modes, O_EXCL, O_TRUNC), write,
-pwrite, append, handles held open across calls (write, ftruncate, fstat,
-lseek SEEK_END, close through several handles of one file), truncate, chmod
+pwrite, append, reads of the whole content (by path, and through a held
+handle), handles held open across calls (write, ftruncate, fstat, pread,
+lseek SEEK_END, close through several handles of one file), a new empty
+file renamed right after its close (its save lands at RELEASE), truncate, chmod
 (files and dirs, incl. setuid/setgid), chown, utimensat, mkdir with modes,
 rmdir, rename, unlink, and calls made as a second user (uid/gid 1000 on an
 allow_other mount) that succeed where modes allow and get EACCES elsewhere.
@@ -125,6 +127,9 @@ class Side:
                 os.rename(p(a[0]), p(a[1]))
             elif kind == "truncate":
                 os.truncate(p(a[0]), a[1])
+            elif kind == "read":  # by path, in the process that holds the handles
+                with open(p(a[0]), "rb") as f:
+                    return ("data", f.read())
             elif kind == "rename":
                 os.rename(p(a[0]), p(a[1]))
             elif kind == "unlink":
@@ -156,6 +161,8 @@ class Side:
                 os.ftruncate(self.fds[a[0]], a[1])
             elif kind == "hfstat":
                 return ("size", os.fstat(self.fds[a[0]]).st_size)
+            elif kind == "hread":  # the whole content through the handle (EBADF if O_WRONLY)
+                return ("data", os.pread(self.fds[a[0]], 1 << 16, 0))
             elif kind == "hseekend":
                 return ("pos", os.lseek(self.fds[a[0]], 0, os.SEEK_END))
             elif kind.startswith("u"):
@@ -205,8 +212,10 @@ def random_op(rng):
         return ("touch_unlink", name())
     if k < 0.23:
         return ("touch_rename", name(), name())
-    if k < 0.27:
+    if k < 0.26:
         return ("truncate", name(), rng.randrange(0, 50))
+    if k < 0.27:
+        return ("read", name())
     if k < 0.34:
         return ("rename", name(), name())
     if k < 0.36:
@@ -234,8 +243,10 @@ def random_op(rng):
         return ("hwrite", slot(), rng.randrange(0, 60), data())
     if k < 0.78:
         return ("hftruncate", slot(), rng.randrange(0, 50))
-    if k < 0.81:
+    if k < 0.80:
         return ("hfstat", slot())
+    if k < 0.81:
+        return ("hread", slot())
     if k < 0.84:
         return ("hseekend", slot())
     if k < 0.89:
