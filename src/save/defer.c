@@ -145,6 +145,17 @@ static void run_deferred(struct save *s, struct deferred_del *d)
 		show_again(s, d);
 }
 
+/* Takes d off dd_run once carried out. dd_lock held. */
+static void run_done(struct save *s, struct deferred_del *d)
+{
+	for (struct deferred_del **pp = &s->dd_run; *pp; pp = &(*pp)->next)
+		if (*pp == d) {
+			*pp = d->next;
+			break;
+		}
+	pthread_cond_broadcast(&s->dd_done);
+}
+
 void save_flush_deferred(struct save *s, bool all)
 {
 	for (;;) {
@@ -159,23 +170,42 @@ void save_flush_deferred(struct save *s, bool all)
 			}
 			pp = &(*pp)->next;
 		}
-		if (d)
-			s->dd_running++;
+		if (d) {
+			d->next = s->dd_run;
+			s->dd_run = d;
+		}
 		/* fsync on a directory and rmdir promise that every delete
 		 * is in etcd when they return: wait for those in flight */
-		while (!d && all && s->dd_running)
+		while (!d && all && s->dd_run)
 			pthread_cond_wait(&s->dd_done, &s->dd_lock);
 		pthread_mutex_unlock(&s->dd_lock);
 		if (!d)
 			return;
 		run_deferred(s, d);
+		pthread_mutex_lock(&s->dd_lock);
+		run_done(s, d);
+		pthread_mutex_unlock(&s->dd_lock);
 		free(d->key);
 		free(d);
-		pthread_mutex_lock(&s->dd_lock);
-		s->dd_running--;
-		pthread_cond_broadcast(&s->dd_done);
-		pthread_mutex_unlock(&s->dd_lock);
 	}
+}
+
+/* A create of a name whose delete is already running found nothing to
+ * take over (save_take_deferred_locked) and saves as a new key: sent
+ * beside that delete, it could reach etcd first and be refused, "created
+ * by someone else" (model test seed 13), so it waits for the delete. */
+void save_wait_delete(struct save *s, const char *key, size_t klen)
+{
+	pthread_mutex_lock(&s->dd_lock);
+	for (;;) {
+		const struct deferred_del *d = s->dd_run;
+		while (d && (d->key_len != klen || memcmp(d->key, key, klen) != 0))
+			d = d->next;
+		if (!d)
+			break;
+		pthread_cond_wait(&s->dd_done, &s->dd_lock);
+	}
+	pthread_mutex_unlock(&s->dd_lock);
 }
 
 static void *writer_main(void *arg)

@@ -247,6 +247,8 @@ int save_put_txn(struct save *s, const char *key, size_t klen, const char *buf, 
 			     .failure = &fail,
 			     .n_failure = 1};
 	struct kv_txn_result res;
+	if (absent)
+		save_wait_delete(s, key, klen);
 	int ret = kv_txn(kv, &txn, &res);
 	if (ret < 0) {
 		save_refuse(s, key, klen, "save of %.*s failed: %s%s", (int)klen, key,

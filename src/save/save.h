@@ -335,7 +335,7 @@ void save_unpark_locked(struct save *s, uint64_t owner);
 /* The name of key is created (or renamed onto) again: takes its pending
  * delete, if any, so that the new content is one put compared against
  * *rev instead of a delete and a create. false when none is pending (or
- * it is being sent: then the key is gone, or the watch shows why not).
+ * it is being sent: the new key's save then waits for it, save_put_txn).
  * Lock held for write. */
 bool save_take_deferred_locked(struct save *s, const char *key, size_t klen, int64_t *rev);
 /* Runs deferred deletes now: those due, or all of them. */

@@ -17,7 +17,7 @@ struct save {
 	pthread_cond_t dd_cv;
 	pthread_cond_t dd_done; /* a delete in flight ended */
 	struct deferred_del *dd_head;
-	unsigned dd_running; /* deletes taken off the list, not yet done */
+	struct deferred_del *dd_run; /* taken off the list, being carried out */
 	bool dd_stop, dd_running_thread;
 	pthread_t dd_thread;
 	/* why saves were refused (why.c): protected by why_lock */
@@ -44,6 +44,9 @@ extern const struct cache_local_ops save_local_ops;
 
 /* Frees the deletes left parked at the end (their keys stay). */
 void save_drop_parked(struct save *s);
+/* Returns once no deferred delete of key is being sent (defer.c). Without
+ * the cache lock. */
+void save_wait_delete(struct save *s, const char *key, size_t klen);
 
 /* Stores buf under key as one txn: compare (absent ? create_revision == 0 :
  * mod_revision == base) plus xcmp, then extra, then the put keeping the

@@ -27,6 +27,7 @@ struct fault {
 	int err;       /* 0 for a compare fault */
 	bool applied;
 	bool always;
+	bool stall; /* kvmem_stall: waits for kvmem_release_stall instead */
 };
 
 struct kvmem {
@@ -40,6 +41,8 @@ struct kvmem {
 	struct fault faults[MAX_FAULTS]; /* protected by mu, in the order armed */
 	size_t n_faults;		 /* protected by mu */
 	struct kv_watch *watches;	 /* protected by mu */
+	pthread_cond_t stall_cv;	 /* with mu: stalled or stall_released changed */
+	bool stalled, stall_released;	 /* protected by mu */
 };
 
 struct kv_watch {
@@ -78,9 +81,20 @@ struct kv *kvmem_other(struct kv *kv)
 
 static bool matches(const struct fault *f, enum kvmem_call kind)
 {
-	if (f->err == 0) /* a compare fault only means something to a txn */
+	if (f->err == 0 && !f->stall) /* a compare fault only means something to a txn */
 		return kind == KVMEM_TXN && (f->which == KVMEM_TXN || f->which == KVMEM_ANY);
 	return f->which == KVMEM_ANY || f->which == kind;
+}
+
+/* A stalled call: waits, letting other calls go on (mu is released while
+ * waiting), until kvmem_release_stall. With mem->mu. */
+static void stall_here(struct kvmem *mem)
+{
+	mem->stalled = true;
+	pthread_cond_broadcast(&mem->stall_cv);
+	while (!mem->stall_released)
+		pthread_cond_wait(&mem->stall_cv, &mem->mu);
+	mem->stalled = mem->stall_released = false;
 }
 
 /* Counts one call of kind made through kv and returns the fault it triggers, if any, in *out.
@@ -108,6 +122,10 @@ static bool begin_call(struct kvmem *mem, struct kv *kv, enum kvmem_call kind, s
 		memmove(&mem->faults[fired], &mem->faults[fired + 1],
 			(mem->n_faults - fired - 1) * sizeof(mem->faults[0]));
 		mem->n_faults--;
+	}
+	if (out->stall) {
+		stall_here(mem);
+		return false;
 	}
 	if (out->err)
 		log_warn("kvmem: %s call %lu fails with %s (injected%s)", kind_names[kind], n,
@@ -149,6 +167,29 @@ void kvmem_fail_always(struct kv *kv, enum kvmem_call which, int err)
 void kvmem_fail_compare(struct kv *kv, unsigned after)
 {
 	arm(kv, (struct fault){.which = KVMEM_TXN, .left = after});
+}
+
+void kvmem_stall(struct kv *kv, enum kvmem_call which, unsigned after)
+{
+	arm(kv, (struct fault){.which = which, .left = after, .stall = true});
+}
+
+void kvmem_wait_stalled(struct kv *kv)
+{
+	struct kvmem *mem = to_mem(kv);
+	pthread_mutex_lock(&mem->mu);
+	while (!mem->stalled)
+		pthread_cond_wait(&mem->stall_cv, &mem->mu);
+	pthread_mutex_unlock(&mem->mu);
+}
+
+void kvmem_release_stall(struct kv *kv)
+{
+	struct kvmem *mem = to_mem(kv);
+	pthread_mutex_lock(&mem->mu);
+	mem->stall_released = true;
+	pthread_cond_broadcast(&mem->stall_cv);
+	pthread_mutex_unlock(&mem->mu);
 }
 
 void kvmem_fail_clear(struct kv *kv)
@@ -539,6 +580,7 @@ static void mem_destroy(struct kv *kv)
 	}
 	mvcc_free(mem->m);
 	pthread_cond_destroy(&mem->changed);
+	pthread_cond_destroy(&mem->stall_cv);
 	pthread_mutex_destroy(&mem->mu);
 	free(mem);
 }
@@ -581,5 +623,6 @@ struct kv *kvmem_new(void)
 	mem->other.ops = &mem->other_ops;
 	pthread_mutex_init(&mem->mu, NULL);
 	pthread_cond_init(&mem->changed, NULL);
+	pthread_cond_init(&mem->stall_cv, NULL);
 	return &mem->kv;
 }

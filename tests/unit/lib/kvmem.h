@@ -49,6 +49,14 @@ void kvmem_fail_always(struct kv *kv, enum kvmem_call which, int err);
  * txn without compares too, so count only the txns you mean. */
 void kvmem_fail_compare(struct kv *kv, unsigned after);
 
+/* The call number after+1 of that kind (counted from now) waits, before it does anything,
+ * until kvmem_release_stall(); calls of other threads go on meanwhile. kvmem_wait_stalled()
+ * returns once a call waits there. For races that need one call held in flight. One stall
+ * at a time. */
+void kvmem_stall(struct kv *kv, enum kvmem_call which, unsigned after);
+void kvmem_wait_stalled(struct kv *kv);
+void kvmem_release_stall(struct kv *kv);
+
 /* Disarms every fault that has not fired yet. */
 void kvmem_fail_clear(struct kv *kv);
 

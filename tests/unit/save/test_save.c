@@ -2,6 +2,7 @@
  * compares and limits, conflict copies, the encoder hook, deferred deletes
  * and the side table of write-path state. */
 #include <dirent.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -539,6 +540,56 @@ static void test_deferred(void)
 	cache_unlock(cache);
 }
 
+/* Model test seed 13 over etcd (docs/reliability.md): a file created
+ * again while its name's deferred delete was already being carried out
+ * found no delete to take over, and its create-only save raced that delete
+ * to etcd: refused, "created by someone else", where tmpfs just creates
+ * the file. The create's save now waits for that delete. */
+struct racing_save {
+	int ret;
+	bool done;
+};
+
+static void *save_again(void *arg)
+{
+	struct racing_save *r = arg;
+	store("/again", "new", 0, true, &r->ret);
+	__atomic_store_n(&r->done, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void *flush_all(void *arg)
+{
+	(void)arg;
+	save_flush_deferred(save, true);
+	return NULL;
+}
+
+static void test_create_while_its_delete_runs(void)
+{
+	store_new("/again", "old");
+	CHECK_EQ(unlink_node("again"), 0);
+	kvmem_stall(kv, KVMEM_TXN, 0); /* the delete's txn, once sent */
+	pthread_t fl, sv;
+	REQUIRE_EQ(pthread_create(&fl, NULL, flush_all, NULL), 0);
+	kvmem_wait_stalled(kv);
+	int64_t taken = 0;
+	cache_wrlock(cache);
+	CHECK(!save_take_deferred_locked(save, "/again", 6, &taken), "running: nothing to take");
+	cache_unlock(cache);
+	struct racing_save r = {0};
+	REQUIRE_EQ(pthread_create(&sv, NULL, save_again, &r), 0);
+	usleep(100 * 1000); /* long enough for a save that does not wait to be refused */
+	CHECK(!__atomic_load_n(&r.done, __ATOMIC_ACQUIRE), "the save waits for the delete");
+	kvmem_release_stall(kv);
+	pthread_join(fl, NULL);
+	pthread_join(sv, NULL);
+	CHECK_EQ(r.ret, 0);
+	char *v = get("/again", NULL);
+	CHECK(v && strcmp(v, "new") == 0, "%s", v ? v : "(absent)");
+	free(v);
+}
+
 /* Issue #14 bug 2: an unlinked key waiting for its delete kept its name,
  * so mkdir of the name gave EEXIST and its directory stayed non-empty for
  * rmdir and rename. Now it leaves the tree at once, and neither the watch
@@ -623,6 +674,7 @@ int main(void)
 	TEST_RUN(test_side_table);
 	TEST_RUN(test_unlink_frees_the_name);
 	TEST_RUN(test_parked);
+	TEST_RUN(test_create_while_its_delete_runs);
 	TEST_RUN(test_page_cache_owner);
 	TEST_RUN(test_deferred);
 
