@@ -552,6 +552,13 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		fs_history_opendir(req, fs, ino, fi);
 		return;
 	}
+	/* A name the listing leaves out must be gone for stat too: the
+	 * invalidations queued so far reach the kernel first. Here, not in
+	 * READDIR: getdents holds the directory's lock, which the notifier's
+	 * inval_entry of a name in it waits for. Before the ENOENT of a
+	 * directory gone too: its names are still in the kernel's cache until
+	 * then (test_names_gone_from_a_listing_are_gone_for_stat). */
+	fs_notify_wait(fs, 2000);
 	cache_rdlock(fs->cache);
 	struct cache_node *dir = dir_node(fs, ino);
 	cache_unlock(fs->cache);
@@ -564,11 +571,6 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	/* A name the listing leaves out must be gone for stat too: the
-	 * invalidations queued so far reach the kernel first. Here, not in
-	 * READDIR: getdents holds the directory's lock, which the notifier's
-	 * inval_entry of a name in it waits for. */
-	fs_notify_wait(fs, 2000);
 	fi->fh = (uintptr_t)dh;
 	fi->cache_readdir = cache_fresh(fs->cache);
 	fi->keep_cache = cache_fresh(fs->cache);
