@@ -324,11 +324,11 @@ int k8s_decode_typed(const void *val, size_t len, enum k8s_format fmt, int64_t r
 	*out = NULL;
 	if (out_len)
 		*out_len = 0;
+	k8s_jv_arena_begin(); /* the view lives only for this call */
 	r = k8s_decode_view(val, len, resource_version, api_version, kind, &v, err);
-	if (r)
-		return r;
-	r = render(v, fmt, out, out_len, err);
-	k8s_jv_free(v);
+	if (r == 0)
+		r = render(v, fmt, out, out_len, err);
+	k8s_jv_arena_end();
 	return r;
 }
 

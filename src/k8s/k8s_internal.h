@@ -66,8 +66,16 @@ struct jval {
 	const char *src; /* J text this node was parsed from (borrowed), or NULL */
 	size_t src_off, src_len;
 	bool s_inline; /* s lives in the same allocation as the node */
+	bool arena;    /* the node and all it holds live in a render's arena */
 };
 
+/* Between begin and end, this thread's new nodes (and their strings, keys
+ * and member arrays) come from one arena, freed at once by end; freeing
+ * such a node does nothing. For a tree built and dropped in one call, as
+ * k8s_decode_typed's: malloc and free were a fifth of a YAML view's initial
+ * sync. Calls nest; only the outermost end frees. */
+void k8s_jv_arena_begin(void);
+void k8s_jv_arena_end(void);
 struct jval *k8s_jv_new(enum jtype t);
 void k8s_jv_free(struct jval *v);
 struct jval *k8s_jv_str(const char *s, size_t len);

@@ -2,15 +2,89 @@
  * member indexes for large objects), copying, numbers, equality and hashing. */
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "k8s_internal.h"
 
+/* ---- the render arena ---- */
+
+#define ARENA_CHUNK (32 << 10) /* under glibc's mmap threshold */
+
+struct arena_chunk {
+	struct arena_chunk *next;
+	size_t used, cap;
+	max_align_t data[];
+};
+
+static __thread struct arena_chunk *arena;
+static __thread unsigned arena_depth;
+
+void k8s_jv_arena_begin(void)
+{
+	arena_depth++;
+}
+
+void k8s_jv_arena_end(void)
+{
+	if (--arena_depth)
+		return;
+	while (arena) {
+		struct arena_chunk *c = arena;
+		arena = c->next;
+		free(c);
+	}
+}
+
+/* n zeroed bytes from the arena; NULL on ENOMEM. */
+static void *arena_alloc(size_t n)
+{
+	size_t a = sizeof(max_align_t);
+	if (n > SIZE_MAX - a)
+		return NULL;
+	n = (n + a - 1) / a * a;
+	if (!arena || arena->cap - arena->used < n) {
+		size_t cap = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+		struct arena_chunk *c = malloc(sizeof(*c) + cap);
+		if (!c)
+			return NULL;
+		*c = (struct arena_chunk){.next = arena, .cap = cap};
+		arena = c;
+	}
+	void *p = (char *)arena->data + arena->used;
+	arena->used += n;
+	return memset(p, 0, n);
+}
+
+/* A new node of size bytes (the node and what follows it), zeroed: from
+ * the arena while one is open. */
+static struct jval *node_alloc(size_t size)
+{
+	if (!arena_depth)
+		return calloc(1, size);
+	struct jval *v = arena_alloc(size);
+	if (v)
+		v->arena = true;
+	return v;
+}
+
+/* n bytes that belong to v: from the arena when v is. */
+static void *owned_alloc(const struct jval *v, size_t n)
+{
+	return v->arena ? arena_alloc(n) : malloc(n);
+}
+
+static void owned_free(const struct jval *v, void *p)
+{
+	if (!v->arena)
+		free(p);
+}
+
 struct jval *k8s_jv_new(enum jtype t)
 {
-	struct jval *v = calloc(1, sizeof(*v));
+	struct jval *v = node_alloc(sizeof(*v));
 
 	if (v)
 		v->t = t;
@@ -19,7 +93,7 @@ struct jval *k8s_jv_new(enum jtype t)
 
 void k8s_jv_free(struct jval *v)
 {
-	if (!v)
+	if (!v || v->arena)
 		return;
 	for (size_t i = 0; i < v->n; i++) {
 		k8s_jv_free(v->v[i]);
@@ -35,7 +109,7 @@ void k8s_jv_free(struct jval *v)
 struct jval *k8s_jv_str(const char *s, size_t len)
 {
 	/* one allocation for the node and its bytes */
-	struct jval *v = len < SIZE_MAX - sizeof(*v) - 1 ? calloc(1, sizeof(*v) + len + 1) : NULL;
+	struct jval *v = len < SIZE_MAX - sizeof(*v) - 1 ? node_alloc(sizeof(*v) + len + 1) : NULL;
 
 	if (!v)
 		return NULL;
@@ -77,7 +151,7 @@ static bool jv_resize(struct jval *v, size_t cap)
 
 	if (cap > SIZE_MAX / per)
 		return false;
-	blk = malloc(cap * per);
+	blk = owned_alloc(v, cap * per);
 	if (!blk)
 		return false;
 	struct jval **nv = (struct jval **)blk;
@@ -96,7 +170,7 @@ static bool jv_resize(struct jval *v, size_t cap)
 		v->klen = nl;
 		v->kown = no;
 	}
-	free(v->v);
+	owned_free(v, v->v);
 	v->v = nv;
 	v->cap = cap;
 	return true;
@@ -136,7 +210,7 @@ static int jv_insert(struct jval *obj, size_t pos, const char *key, size_t klen,
 	if (borrow) {
 		k = (char *)key;
 	} else {
-		k = malloc(klen + 1);
+		k = owned_alloc(obj, klen + 1);
 		if (!k) {
 			k8s_jv_free(val);
 			return -ENOMEM;
@@ -179,7 +253,7 @@ void k8s_jv_remove(struct jval *obj, size_t idx)
 		return;
 	k8s_jv_free(obj->v[idx]);
 	if (obj->k && obj->kown[idx])
-		free(obj->k[idx]);
+		owned_free(obj, obj->k[idx]);
 	size_t rest = obj->n - idx - 1;
 	memmove(&obj->v[idx], &obj->v[idx + 1], rest * sizeof(obj->v[0]));
 	if (obj->k) {
@@ -219,7 +293,7 @@ struct jval *k8s_jv_dup(const struct jval *v)
 	d->b = v->b;
 	d->line = v->line;
 	if (v->s) {
-		d->s = malloc(v->len + 1);
+		d->s = owned_alloc(d, v->len + 1);
 		if (!d->s)
 			goto fail;
 		memcpy(d->s, v->s, v->len + 1);
