@@ -13,7 +13,7 @@
  * and prints per row the median of RUNS (default 5) runs: seconds, µs per value,
  * MB/s of output and of stored input. The first run also compares the two YAML
  * renderers' bytes value by value and exits 1 on any difference. -o times one row only
- * (for a profiler).
+ * (for a profiler). Each value's JSON view is built in an arena, as k8s_decode builds it.
  * Built by bench/meson.build; bench/run runs it on bench's Pods. */
 #include <errno.h>
 #include <stdio.h>
@@ -68,15 +68,19 @@ nomem:
 	return -ENOMEM;
 }
 
-/* one value through row r; *out_len the bytes it printed; out (may be NULL) keeps them */
+/* one value through row r; *out_len the bytes it printed; out (may be NULL) keeps them.
+ * The view lives in an arena, as k8s_decode builds it. */
 static int render_one(int row, const struct val *v, size_t *out_len, struct buf *out)
 {
 	struct jval *j;
 	struct buf b;
+	k8s_jv_arena_begin();
 	int r = k8s_decode_view(v->data, v->len, 0, NULL, NULL, &j, NULL);
 
-	if (r)
+	if (r) {
+		k8s_jv_arena_end();
 		return r;
+	}
 	k8s_buf_init(&b);
 	if (row == R_LIBYAML)
 		r = k8s_yaml_write_libyaml(&b, j, NULL);
@@ -87,6 +91,7 @@ static int render_one(int row, const struct val *v, size_t *out_len, struct buf 
 		k8s_buf_addc(&b, '\n');
 	}
 	k8s_jv_free(j);
+	k8s_jv_arena_end();
 	*out_len = b.len;
 	if (out)
 		*out = b;
