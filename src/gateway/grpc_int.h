@@ -38,14 +38,16 @@
 struct h2conn;
 struct h2stream;
 
-/* One RPC. Unary: fn decodes msg, does the call and sets the packed reply (grpc_reply()),
- * returning 0, or returns -1 with x's error set. Streaming: open, then one msg call per
- * request message, then close (also when the connection ends); they run on the connection
- * thread, and open and msg return 0 to go on or a gRPC code (message: h2_stream_error())
+/* One RPC. Unary: the request is unpacked as req_desc says (an undecodable one fails the
+ * call), then unary does the call with it (borrowed: freed after it returns) and sets the
+ * packed reply (grpc_reply()), returning 0, or returns -1 with x's error set. Streaming: open, then
+ * one msg call per request message, then close (also when the connection ends); they run on the
+ * connection thread, and open and msg return 0 to go on or a gRPC code (message: h2_stream_error())
  * to end the call. */
 struct grpc_method {
 	const char *path;
-	int (*unary)(struct ctx *x, const uint8_t *msg, size_t len);
+	const ProtobufCMessageDescriptor *req_desc;
+	int (*unary)(struct ctx *x, void *req);
 	int (*open)(struct h2stream *st);
 	int (*msg)(struct h2stream *st, const uint8_t *msg, size_t len);
 	void (*close)(struct h2stream *st);
@@ -87,6 +89,9 @@ extern const size_t grpc_n_methods;
 int grpc_reply(struct ctx *x, const ProtobufCMessage *m);
 /* Fills a reply header at revision rev. */
 void grpc_header_fill(struct gw *gw, struct V3pb__Header *h, int64_t rev);
+/* grpc_reply() of m with *header (m's own header field) set to a header at rev. */
+int grpc_reply_at(struct ctx *x, const ProtobufCMessage *m, struct V3pb__Header **header,
+		  int64_t rev);
 /* A KeyValue from kv (borrowing its buffers). */
 void grpc_kv_fill(struct V3pb__KeyValue *o, const struct kv_kv *kv);
 /* Maps a kv.h errno to etcd's gRPC error like ctx_kv_fail(); -ENOENT of a write that names

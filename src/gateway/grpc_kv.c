@@ -11,14 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define REQ_UNPACK(x, type, fn, msg, len)                                                          \
-	({                                                                                         \
-		type *r_ = fn(NULL, len, msg);                                                     \
-		if (!r_)                                                                           \
-			ctx_fail(x, GRPC_INTERNAL, "grpc: error unmarshalling request");           \
-		r_;                                                                                \
-	})
-
 int grpc_reply(struct ctx *x, const ProtobufCMessage *m)
 {
 	size_t n = protobuf_c_message_get_packed_size(m);
@@ -37,6 +29,16 @@ void grpc_header_fill(struct gw *gw, V3pb__Header *h, int64_t rev)
 	h->cluster_id = gw->cluster_id;
 	h->member_id = gw->member_id;
 	h->revision = rev;
+}
+
+int grpc_reply_at(struct ctx *x, const ProtobufCMessage *m, V3pb__Header **header, int64_t rev)
+{
+	V3pb__Header *h = ctx_calloc(x, 1, sizeof(*h));
+	if (!h)
+		return -1;
+	grpc_header_fill(x->gw, h, rev);
+	*header = h;
+	return grpc_reply(x, m);
 }
 
 void grpc_kv_fill(V3pb__KeyValue *o, const struct kv_kv *kv)
@@ -127,15 +129,14 @@ static int range_pb(struct ctx *x, V3pb__RangeResponse *o, V3pb__Header *h,
 	return 0;
 }
 
-static int kv_range_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int kv_range_call(struct ctx *x, void *req)
 {
-	V3pb__RangeRequest *r =
-		REQ_UNPACK(x, V3pb__RangeRequest, v3pb__range_request__unpack, msg, len);
+	V3pb__RangeRequest *r = req;
 	struct kv_range_req q;
 	struct range_post post;
 	struct kv_range_result res;
 	int ret = -1;
-	if (!r || range_req(x, r, &q, &post) < 0)
+	if (range_req(x, r, &q, &post) < 0)
 		goto out;
 	bool post_apply = gw_range_plan(&q, &post);
 	ret = kv_range(x->gw->kv, &q, &res);
@@ -152,7 +153,6 @@ static int kv_range_call(struct ctx *x, const uint8_t *msg, size_t len)
 		ret = grpc_reply(x, &o.base);
 	kv_range_result_free(&res);
 out:
-	v3pb__range_request__free_unpacked(r, NULL);
 	return ret;
 }
 
@@ -253,13 +253,13 @@ static int run_keep_value(struct ctx *x, const struct kv_op *op, struct kv_txn_r
 			"etcdfs gateway: the key kept changing under a put with ignore_value");
 }
 
-static int kv_put_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int kv_put_call(struct ctx *x, void *req)
 {
-	V3pb__PutRequest *r = REQ_UNPACK(x, V3pb__PutRequest, v3pb__put_request__unpack, msg, len);
+	V3pb__PutRequest *r = req;
 	struct kv_op op;
 	struct kv_txn_result res;
 	int ret = -1;
-	if (!r || put_op(x, r, &op, true) < 0 ||
+	if (put_op(x, r, &op, true) < 0 ||
 	    (r->ignore_value ? run_keep_value(x, &op, &res) : run_one(x, &op, &res)) < 0)
 		goto out;
 	V3pb__PutResponse o = V3PB__PUT_RESPONSE__INIT;
@@ -274,7 +274,6 @@ static int kv_put_call(struct ctx *x, const uint8_t *msg, size_t len)
 	ret = grpc_reply(x, &o.base);
 	kv_txn_result_free(&res);
 out:
-	v3pb__put_request__free_unpacked(r, NULL);
 	return ret;
 }
 
@@ -291,14 +290,13 @@ static int delete_pb(struct ctx *x, V3pb__DeleteRangeResponse *o, V3pb__Header *
 	return 0;
 }
 
-static int kv_delete_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int kv_delete_call(struct ctx *x, void *req)
 {
-	V3pb__DeleteRangeRequest *r = REQ_UNPACK(x, V3pb__DeleteRangeRequest,
-						 v3pb__delete_range_request__unpack, msg, len);
+	V3pb__DeleteRangeRequest *r = req;
 	struct kv_op op;
 	struct kv_txn_result res;
 	int ret = -1;
-	if (!r || delete_op(x, r, &op) < 0 || run_one(x, &op, &res) < 0)
+	if (delete_op(x, r, &op) < 0 || run_one(x, &op, &res) < 0)
 		goto out;
 	V3pb__DeleteRangeResponse o;
 	V3pb__Header h;
@@ -307,7 +305,6 @@ static int kv_delete_call(struct ctx *x, const uint8_t *msg, size_t len)
 		ret = grpc_reply(x, &o.base);
 	kv_txn_result_free(&res);
 out:
-	v3pb__delete_range_request__free_unpacked(r, NULL);
 	return ret;
 }
 
@@ -476,15 +473,15 @@ static int txn_reply(struct ctx *x, struct kv_txn_result *res, const struct rang
 	return grpc_reply(x, &o.base);
 }
 
-static int kv_txn_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int kv_txn_call(struct ctx *x, void *req)
 {
-	V3pb__TxnRequest *r = REQ_UNPACK(x, V3pb__TxnRequest, v3pb__txn_request__unpack, msg, len);
+	V3pb__TxnRequest *r = req;
 	struct kv_txn txn = {0};
 	struct kv_compare *cmps;
 	struct kv_op *ops_s, *ops_f;
 	struct range_post *post_s, *post_f;
 	int ret = -1;
-	if (!r || !(cmps = ctx_calloc(x, r->n_compare, sizeof(*cmps))))
+	if (!(cmps = ctx_calloc(x, r->n_compare, sizeof(*cmps))))
 		goto out;
 	for (size_t i = 0; i < r->n_compare; i++)
 		if (compare_of(x, r->compare[i], &cmps[i]) < 0)
@@ -510,19 +507,14 @@ static int kv_txn_call(struct ctx *x, const uint8_t *msg, size_t len)
 			res.succeeded ? txn.n_success : txn.n_failure);
 	kv_txn_result_free(&res);
 out:
-	v3pb__txn_request__free_unpacked(r, NULL);
 	return ret;
 }
 
-static int kv_compact_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int kv_compact_call(struct ctx *x, void *req)
 {
-	V3pb__CompactionRequest *r =
-		REQ_UNPACK(x, V3pb__CompactionRequest, v3pb__compaction_request__unpack, msg, len);
+	V3pb__CompactionRequest *r = req;
 	int64_t cur;
-	int ret = -1;
-	if (!r)
-		goto out;
-	ret = kv_compact(x->gw->kv, r->revision, r->physical);
+	int ret = kv_compact(x->gw->kv, r->revision, r->physical);
 	if (ret < 0) {
 		ret = ctx_kv_fail(x, ret, false);
 		goto out;
@@ -530,27 +522,19 @@ static int kv_compact_call(struct ctx *x, const uint8_t *msg, size_t len)
 	if ((ret = ctx_current_rev(x, &cur)) < 0)
 		goto out;
 	V3pb__CompactionResponse o = V3PB__COMPACTION_RESPONSE__INIT;
-	V3pb__Header h;
-	grpc_header_fill(x->gw, &h, cur);
-	o.header = &h;
-	ret = grpc_reply(x, &o.base);
+	ret = grpc_reply_at(x, &o.base, &o.header, cur);
 out:
-	v3pb__compaction_request__free_unpacked(r, NULL);
 	return ret;
 }
 
 /* ---- Lease (KeepAlive is a stream: grpc_watch.c) ---- */
 
-static int lease_grant_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int lease_grant_call(struct ctx *x, void *req)
 {
-	V3pb__LeaseGrantRequest *r =
-		REQ_UNPACK(x, V3pb__LeaseGrantRequest, v3pb__lease_grant_request__unpack, msg, len);
+	V3pb__LeaseGrantRequest *r = req;
 	struct kv_lease l;
 	int64_t cur;
-	int ret = -1;
-	if (!r)
-		goto out;
-	ret = kv_lease_grant(x->gw->kv, r->id, r->ttl, &l);
+	int ret = kv_lease_grant(x->gw->kv, r->id, r->ttl, &l);
 	if (ret < 0) {
 		ret = grpc_kv_fail(x, ret, true, false);
 		goto out;
@@ -558,56 +542,39 @@ static int lease_grant_call(struct ctx *x, const uint8_t *msg, size_t len)
 	if ((ret = ctx_current_rev(x, &cur)) < 0)
 		goto out;
 	V3pb__LeaseGrantResponse o = V3PB__LEASE_GRANT_RESPONSE__INIT;
-	V3pb__Header h;
-	grpc_header_fill(x->gw, &h, cur);
-	o.header = &h;
 	o.id = l.id;
 	o.ttl = l.granted_ttl ? l.granted_ttl : l.ttl;
-	ret = grpc_reply(x, &o.base);
+	ret = grpc_reply_at(x, &o.base, &o.header, cur);
 out:
-	v3pb__lease_grant_request__free_unpacked(r, NULL);
 	return ret;
 }
 
-static int lease_revoke_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int lease_revoke_call(struct ctx *x, void *req)
 {
-	V3pb__LeaseRevokeRequest *r = REQ_UNPACK(x, V3pb__LeaseRevokeRequest,
-						 v3pb__lease_revoke_request__unpack, msg, len);
+	V3pb__LeaseRevokeRequest *r = req;
 	int64_t rev = 0;
-	int ret = -1;
-	if (!r)
-		goto out;
-	ret = kv_lease_revoke(x->gw->kv, r->id, &rev);
+	int ret = kv_lease_revoke(x->gw->kv, r->id, &rev);
 	if (ret < 0) {
 		ret = grpc_kv_fail(x, ret, true, true);
 		goto out;
 	}
 	V3pb__LeaseRevokeResponse o = V3PB__LEASE_REVOKE_RESPONSE__INIT;
-	V3pb__Header h;
-	grpc_header_fill(x->gw, &h, rev);
-	o.header = &h;
-	ret = grpc_reply(x, &o.base);
+	ret = grpc_reply_at(x, &o.base, &o.header, rev);
 out:
-	v3pb__lease_revoke_request__free_unpacked(r, NULL);
 	return ret;
 }
 
-static int lease_ttl_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int lease_ttl_call(struct ctx *x, void *req)
 {
-	V3pb__LeaseTimeToLiveRequest *r =
-		REQ_UNPACK(x, V3pb__LeaseTimeToLiveRequest,
-			   v3pb__lease_time_to_live_request__unpack, msg, len);
+	V3pb__LeaseTimeToLiveRequest *r = req;
 	struct kv_lease l = {0};
 	struct kv_range_result keys = {0};
 	int64_t cur;
 	int ret = -1;
-	if (!r || ctx_current_rev(x, &cur) < 0)
+	if (ctx_current_rev(x, &cur) < 0)
 		goto out;
 	ret = kv_lease_ttl(x->gw->kv, r->id, &l, r->keys ? &keys : NULL);
 	V3pb__LeaseTimeToLiveResponse o = V3PB__LEASE_TIME_TO_LIVE_RESPONSE__INIT;
-	V3pb__Header h;
-	grpc_header_fill(x->gw, &h, cur);
-	o.header = &h;
 	o.id = r->id;
 	if (ret == -ENOENT) {
 		o.ttl = -1; /* etcd's answer for a lease that is gone: not an error */
@@ -627,28 +594,23 @@ static int lease_ttl_call(struct ctx *x, const uint8_t *msg, size_t len)
 			o.keys[i].len = keys.kvs[i].key_len;
 		}
 	}
-	ret = grpc_reply(x, &o.base);
+	ret = grpc_reply_at(x, &o.base, &o.header, cur);
 out:
 	kv_range_result_free(&keys);
-	v3pb__lease_time_to_live_request__free_unpacked(r, NULL);
 	return ret;
 }
 
-static int lease_leases_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int lease_leases_call(struct ctx *x, void *req)
 {
+	(void)req; /* no fields */
 	int64_t *ids = NULL, cur;
 	size_t n = 0;
-	(void)msg;
-	(void)len;
 	int ret = kv_lease_list(x->gw->kv, &ids, &n);
 	if (ret < 0)
 		return grpc_kv_fail(x, ret, false, false);
 	if (ctx_current_rev(x, &cur) < 0)
 		goto out;
 	V3pb__LeaseLeasesResponse o = V3PB__LEASE_LEASES_RESPONSE__INIT;
-	V3pb__Header h;
-	grpc_header_fill(x->gw, &h, cur);
-	o.header = &h;
 	V3pb__LeaseStatus *ls = ctx_calloc(x, n, sizeof(*ls));
 	if (!ls || !(o.leases = ctx_calloc(x, n, sizeof(*o.leases))))
 		goto out;
@@ -658,7 +620,7 @@ static int lease_leases_call(struct ctx *x, const uint8_t *msg, size_t len)
 		o.leases[i] = &ls[i];
 	}
 	o.n_leases = n;
-	ret = grpc_reply(x, &o.base);
+	ret = grpc_reply_at(x, &o.base, &o.header, cur);
 out:
 	free(ids);
 	return ret < 0 ? -1 : ret;
@@ -674,33 +636,28 @@ static void node_of(struct gw *gw, struct gw_node *n)
 		memset(n, 0, sizeof(*n));
 }
 
-static int status_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int status_call(struct ctx *x, void *req)
 {
+	(void)req; /* no fields */
 	int64_t cur;
 	struct gw_node n;
-	(void)msg;
-	(void)len;
 	if (ctx_current_rev(x, &cur) < 0)
 		return -1;
 	node_of(x->gw, &n);
 	V3pb__StatusResponse o = V3PB__STATUS_RESPONSE__INIT;
-	V3pb__Header h;
-	grpc_header_fill(x->gw, &h, cur);
-	o.header = &h;
 	o.version = API_VERSION;
 	o.leader = n.leader;
 	o.raft_index = n.raft_index;
 	o.raft_applied_index = n.raft_index;
-	return grpc_reply(x, &o.base);
+	return grpc_reply_at(x, &o.base, &o.header, cur);
 }
 
-static int alarm_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int alarm_call(struct ctx *x, void *req)
 {
-	V3pb__AlarmRequest *r =
-		REQ_UNPACK(x, V3pb__AlarmRequest, v3pb__alarm_request__unpack, msg, len);
+	V3pb__AlarmRequest *r = req;
 	int64_t cur;
 	int ret = -1;
-	if (!r || ctx_current_rev(x, &cur) < 0)
+	if (ctx_current_rev(x, &cur) < 0)
 		goto out;
 	/* No alarm is ever raised: GET and DEACTIVATE answer none; raising one is refused. */
 	if (r->action == 1) {
@@ -709,12 +666,8 @@ static int alarm_call(struct ctx *x, const uint8_t *msg, size_t len)
 		goto out;
 	}
 	V3pb__AlarmResponse o = V3PB__ALARM_RESPONSE__INIT;
-	V3pb__Header h;
-	grpc_header_fill(x->gw, &h, cur);
-	o.header = &h;
-	ret = grpc_reply(x, &o.base);
+	ret = grpc_reply_at(x, &o.base, &o.header, cur);
 out:
-	v3pb__alarm_request__free_unpacked(r, NULL);
 	return ret;
 }
 
@@ -753,43 +706,34 @@ static int hash_at(struct ctx *x, int64_t rev, uint32_t *hash, int64_t *at)
 	return 0;
 }
 
-static int hashkv_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int hashkv_call(struct ctx *x, void *req)
 {
-	V3pb__HashKVRequest *r =
-		REQ_UNPACK(x, V3pb__HashKVRequest, v3pb__hash_kvrequest__unpack, msg, len);
+	V3pb__HashKVRequest *r = req;
 	struct gw_node n;
 	int64_t at;
 	uint32_t hash;
 	int ret = -1;
-	if (!r || hash_at(x, r->revision, &hash, &at) < 0)
+	if (hash_at(x, r->revision, &hash, &at) < 0)
 		goto out;
 	node_of(x->gw, &n);
 	V3pb__HashKVResponse o = V3PB__HASH_KVRESPONSE__INIT;
-	V3pb__Header h;
-	grpc_header_fill(x->gw, &h, at);
-	o.header = &h;
 	o.hash = hash;
 	o.compact_revision = n.compact_revision;
-	ret = grpc_reply(x, &o.base);
+	ret = grpc_reply_at(x, &o.base, &o.header, at);
 out:
-	v3pb__hash_kvrequest__free_unpacked(r, NULL);
 	return ret;
 }
 
-static int hash_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int hash_call(struct ctx *x, void *req)
 {
+	(void)req; /* no fields */
 	int64_t at;
 	uint32_t hash;
-	(void)msg;
-	(void)len;
 	if (hash_at(x, 0, &hash, &at) < 0)
 		return -1;
 	V3pb__HashResponse o = V3PB__HASH_RESPONSE__INIT;
-	V3pb__Header h;
-	grpc_header_fill(x->gw, &h, at);
-	o.header = &h;
 	o.hash = hash;
-	return grpc_reply(x, &o.base);
+	return grpc_reply_at(x, &o.base, &o.header, at);
 }
 
 static int cmp_member(const void *a, const void *b)
@@ -827,12 +771,11 @@ static V3pb__Member *member(struct ctx *x, uint64_t id, const char *peer_url)
 	return m;
 }
 
-static int member_list_call(struct ctx *x, const uint8_t *msg, size_t len)
+static int member_list_call(struct ctx *x, void *req)
 {
+	(void)req; /* no fields */
 	struct gw *gw = x->gw;
 	int64_t cur;
-	(void)msg;
-	(void)len;
 	if (ctx_current_rev(x, &cur) < 0)
 		return -1;
 	V3pb__MemberListResponse o = V3PB__MEMBER_LIST_RESPONSE__INIT;
@@ -853,32 +796,32 @@ static int member_list_call(struct ctx *x, const uint8_t *msg, size_t len)
 
 /* ---- the methods served ---- */
 
-#define UNARY(path, fn)                                                                            \
+#define UNARY(path, req, fn)                                                                       \
 	{                                                                                          \
-		path, fn, NULL, NULL, NULL, false                                                  \
+		path, &v3pb__##req##__descriptor, fn, NULL, NULL, NULL, false                      \
 	}
 
 const struct grpc_method grpc_methods[] = {
-	UNARY("/etcdserverpb.KV/Range", kv_range_call),
-	UNARY("/etcdserverpb.KV/Put", kv_put_call),
-	UNARY("/etcdserverpb.KV/DeleteRange", kv_delete_call),
-	UNARY("/etcdserverpb.KV/Txn", kv_txn_call),
-	UNARY("/etcdserverpb.KV/Compact", kv_compact_call),
-	{"/etcdserverpb.Watch/Watch", NULL, grpc_watch_open, grpc_watch_msg, grpc_watch_close,
+	UNARY("/etcdserverpb.KV/Range", range_request, kv_range_call),
+	UNARY("/etcdserverpb.KV/Put", put_request, kv_put_call),
+	UNARY("/etcdserverpb.KV/DeleteRange", delete_range_request, kv_delete_call),
+	UNARY("/etcdserverpb.KV/Txn", txn_request, kv_txn_call),
+	UNARY("/etcdserverpb.KV/Compact", compaction_request, kv_compact_call),
+	{"/etcdserverpb.Watch/Watch", NULL, NULL, grpc_watch_open, grpc_watch_msg, grpc_watch_close,
 	 true},
-	UNARY("/etcdserverpb.Lease/LeaseGrant", lease_grant_call),
-	UNARY("/etcdserverpb.Lease/LeaseRevoke", lease_revoke_call),
-	{"/etcdserverpb.Lease/LeaseKeepAlive", NULL, grpc_keepalive_open, grpc_keepalive_msg,
+	UNARY("/etcdserverpb.Lease/LeaseGrant", lease_grant_request, lease_grant_call),
+	UNARY("/etcdserverpb.Lease/LeaseRevoke", lease_revoke_request, lease_revoke_call),
+	{"/etcdserverpb.Lease/LeaseKeepAlive", NULL, NULL, grpc_keepalive_open, grpc_keepalive_msg,
 	 grpc_keepalive_close, false},
-	UNARY("/etcdserverpb.Lease/LeaseTimeToLive", lease_ttl_call),
-	UNARY("/etcdserverpb.Lease/LeaseLeases", lease_leases_call),
-	UNARY("/etcdserverpb.Maintenance/Status", status_call),
-	UNARY("/etcdserverpb.Maintenance/Alarm", alarm_call),
-	UNARY("/etcdserverpb.Maintenance/HashKV", hashkv_call),
-	UNARY("/etcdserverpb.Maintenance/Hash", hash_call),
-	{"/etcdserverpb.Maintenance/Snapshot", NULL, grpc_snapshot_open, grpc_snapshot_msg, NULL,
-	 false},
-	UNARY("/etcdserverpb.Cluster/MemberList", member_list_call),
+	UNARY("/etcdserverpb.Lease/LeaseTimeToLive", lease_time_to_live_request, lease_ttl_call),
+	UNARY("/etcdserverpb.Lease/LeaseLeases", lease_leases_request, lease_leases_call),
+	UNARY("/etcdserverpb.Maintenance/Status", status_request, status_call),
+	UNARY("/etcdserverpb.Maintenance/Alarm", alarm_request, alarm_call),
+	UNARY("/etcdserverpb.Maintenance/HashKV", hash_kvrequest, hashkv_call),
+	UNARY("/etcdserverpb.Maintenance/Hash", hash_request, hash_call),
+	{"/etcdserverpb.Maintenance/Snapshot", NULL, NULL, grpc_snapshot_open, grpc_snapshot_msg,
+	 NULL, false},
+	UNARY("/etcdserverpb.Cluster/MemberList", member_list_request, member_list_call),
 };
 
 const size_t grpc_n_methods = sizeof(grpc_methods) / sizeof(grpc_methods[0]);

@@ -408,7 +408,12 @@ static void call_unary(struct gw *gw, const struct grpc_method *m, const uint8_t
 {
 	struct ctx x = {.gw = gw};
 	*pb = NULL;
-	if (m->unary(&x, msg, len) == 0 && x.pb && (*pb = malloc(x.pb_len ? x.pb_len : 1))) {
+	ProtobufCMessage *req = protobuf_c_message_unpack(m->req_desc, NULL, len, msg);
+	int ret = req ? m->unary(&x, req)
+		      : ctx_fail(&x, GRPC_INTERNAL, "grpc: error unmarshalling request");
+	if (req)
+		protobuf_c_message_free_unpacked(req, NULL);
+	if (ret == 0 && x.pb && (*pb = malloc(x.pb_len ? x.pb_len : 1))) {
 		memcpy(*pb, x.pb, x.pb_len);
 		*pb_len = x.pb_len;
 	} else if (x.code == GRPC_OK && x.pb) {

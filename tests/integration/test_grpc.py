@@ -455,7 +455,21 @@ def test_malformed_calls(store):
     assert call("/etcdserverpb.KV/Range", grpc_frame(b"\xff\xff"))["grpc-status"] == "13"
     assert call("/etcdserverpb.Auth/Authenticate", grpc_frame(b""))["grpc-status"] == "12"
     assert call("/etcdserverpb.KV/Range", b"{}", "application/json").get("grpc-status") is None
+    # every unary method decodes its request first, as gRPC does for etcd: the ones whose
+    # request has no fields too (an empty message is one)
+    for path in UNARY_METHODS:
+        assert call(path, grpc_frame(b"\xff\xff"))["grpc-status"] == "13", path
+    for path in ("/etcdserverpb.Maintenance/Status", "/etcdserverpb.Lease/LeaseLeases",
+                 "/etcdserverpb.Maintenance/Hash", "/etcdserverpb.Cluster/MemberList"):
+        assert call(path, grpc_frame(b""))["grpc-status"] == "0", path
     store.ctl("put", "still", "alive")
+
+
+UNARY_METHODS = ["/etcdserverpb.KV/" + m for m in ("Range", "Put", "DeleteRange", "Txn", "Compact")] \
+    + ["/etcdserverpb.Lease/" + m for m in ("LeaseGrant", "LeaseRevoke", "LeaseTimeToLive",
+                                              "LeaseLeases")] \
+    + ["/etcdserverpb.Maintenance/" + m for m in ("Status", "Alarm", "HashKV", "Hash")] \
+    + ["/etcdserverpb.Cluster/MemberList"]
 
 
 def test_max_concurrent_streams(store):
