@@ -682,11 +682,14 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		if (content)
 			memcpy(content, save_local(sn)->local_data, clen);
 		/* An edit is lost only if the key existed when the file was
-		 * made (it may have been read for it); one created later is
-		 * replaced, as on any filesystem. */
+		 * made (it may have been read for it) and someone else changed
+		 * it since; one created later, or changed through this mount
+		 * (its own save: any process here), is replaced, as on any
+		 * filesystem. */
 		int64_t born = save_local(sn)->born_rev;
 		bool changed = dn && dn->has_value && born && dn->create_revision <= born &&
-			       dn->mod_revision > born;
+			       dn->mod_revision > born &&
+			       save_local(dn)->own_rev != dn->mod_revision;
 		/* a new file replacing a key: that key goes with its name */
 		int64_t s_origin = save_local(sn)->shadow ? 0 : save_local(sn)->origin_rev;
 		from_rev = save_local(sn)->origin_rev;

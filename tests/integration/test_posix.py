@@ -345,6 +345,30 @@ def test_rename_onto_a_key_created_after_the_source(pm, etcd):
         assert wait_for(lambda: not os.path.exists(p("p/later")), timeout=3)
 
 
+def test_rename_onto_a_key_this_mount_changed_after_the_source(pm, etcd):
+    """The ESTALE protects an edit from another writer's change. A change made through this
+    mount after the file was made (any process here: tmpfs would just replace the file) does
+    not fail the rename. It did, "changed while it was being edited", for a new file held
+    open and renamed onto a key this mount had truncated meanwhile: the model test's seed 30
+    (its op 668). Shadow or not; the content written before the rename lands."""
+    p = pm.p
+    for src in ("p/new", "p/sedQw34E"):
+        etcd.put("/p/mine", "0123456789")
+        assert wait_for(lambda: os.path.exists(p("p/mine")), timeout=3)
+        fd = os.open(p(src), os.O_RDWR | os.O_CREAT, 0o644)
+        os.write(fd, b"the new content")
+        os.truncate(p("p/mine"), 4)  # through this mount, after src was made
+        assert etcd.get("/p/mine")[0] == b"0123"
+        assert err_of(os.rename, p(src), p("p/mine")) is None
+        os.close(fd)
+        assert wait_for(lambda: etcd.get("/p/mine")[0] == b"the new content", timeout=3)
+        assert etcd.get("/" + src)[1] is None
+        with open(p("p/mine"), "rb") as f:
+            assert f.read() == b"the new content"
+        etcd.delete("/p/mine")
+        assert wait_for(lambda: not os.path.exists(p("p/mine")), timeout=3)
+
+
 # ---------------------------------------------------------------- mkdir / rmdir
 
 def test_mkdir(pm, etcd, mount_factory):
