@@ -9,6 +9,8 @@
  *   view          protobuf/JSON -> JSON view only (k8s_decode_view), the common part
  *   yaml-libyaml  view + YAML through libyaml's event emitter (the renderer before)
  *   yaml          view + YAML through k8s_emit.c (k8s_decode's renderer now)
+ *   yaml-size     the same into a counting buffer: the size alone, as the initial
+ *                 sync asks for it (its out MB are the text's, never held)
  *   json          view + JSON (k8s_json_write, indent 4)
  * and prints per row the median of RUNS (default 5) runs: seconds, µs per value,
  * MB/s of output and of stored input. The first run also compares the two YAML
@@ -27,8 +29,8 @@
 #include "k8s/k8s_emit.h"
 #include "k8s/k8s_internal.h"
 
-enum { R_VIEW, R_LIBYAML, R_YAML, R_JSON, R_N };
-static const char *const row_names[R_N] = {"view", "yaml-libyaml", "yaml", "json"};
+enum { R_VIEW, R_LIBYAML, R_YAML, R_YAML_SIZE, R_JSON, R_N };
+static const char *const row_names[R_N] = {"view", "yaml-libyaml", "yaml", "yaml-size", "json"};
 
 struct val {
 	char *data;
@@ -81,10 +83,13 @@ static int render_one(int row, const struct val *v, size_t *out_len, struct buf 
 		k8s_jv_arena_end();
 		return r;
 	}
-	k8s_buf_init(&b);
+	if (row == R_YAML_SIZE)
+		k8s_buf_init_count(&b);
+	else
+		k8s_buf_init(&b);
 	if (row == R_LIBYAML)
 		r = k8s_yaml_write_libyaml(&b, j, NULL);
-	else if (row == R_YAML)
+	else if (row == R_YAML || row == R_YAML_SIZE)
 		r = k8s_yaml_write(&b, j, NULL);
 	else if (row == R_JSON) {
 		k8s_json_write(&b, j, 4);
@@ -92,7 +97,7 @@ static int render_one(int row, const struct val *v, size_t *out_len, struct buf 
 	}
 	k8s_jv_free(j);
 	k8s_jv_arena_end();
-	*out_len = b.len;
+	*out_len = k8s_buf_size(&b);
 	if (out)
 		*out = b;
 	else
@@ -136,18 +141,20 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < n; i++)
 		in_bytes += vals[i].len;
 
-	/* both YAML renderers must print the same bytes for every value */
+	/* both YAML renderers must print the same bytes for every value, and the
+	 * counting one must count them */
 	size_t decoded = 0, differ = 0;
 	for (size_t i = 0; i < n && only < 0; i++) {
 		struct buf a, b;
-		size_t la, lb;
+		size_t la, lb, lc;
 		if (render_one(R_LIBYAML, &vals[i], &la, &a)) {
 			k8s_buf_free(&a);
 			continue; /* not decodable (raw, CBOR, ...): no row measures it */
 		}
 		decoded++;
 		if (render_one(R_YAML, &vals[i], &lb, &b) || la != lb ||
-		    memcmp(a.data, b.data, la)) {
+		    memcmp(a.data, b.data, la) || render_one(R_YAML_SIZE, &vals[i], &lc, NULL) ||
+		    lc != lb) {
 			if (differ++ < 5)
 				fprintf(stderr, "value %zu: the YAML renderers differ\n", i);
 		}
@@ -209,6 +216,7 @@ int main(int argc, char **argv)
 	free(vals);
 	return 0;
 usage:
-	fprintf(stderr, "usage: %s [-r RUNS] [-o view|yaml-libyaml|yaml|json] FILE...\n", argv[0]);
+	fprintf(stderr, "usage: %s [-r RUNS] [-o view|yaml-libyaml|yaml|yaml-size|json] FILE...\n",
+		argv[0]);
 	return 2;
 }

@@ -1027,19 +1027,28 @@ static void apply_delete(struct cache *c, const char *key, size_t key_len, int64
  * it, or a rendering of 4 GiB or more: node sizes are 32-bit); *len is its
  * size. -EIO: the value must not be shown at all (an encrypted value the
  * key does not open): reads render it again, and fail. */
-static int render(struct cache *c, const struct kv_kv *kv, char **text, size_t *len)
+/* kv's content: its size, and its text when text is not NULL (NULL: the
+ * size alone, which the renderer finds without holding the text).
+ * *as_stored: the stored bytes are shown (no renderer, or it declined). */
+static int render(struct cache *c, const struct kv_kv *kv, char **text, size_t *len,
+		  bool *as_stored)
 {
-	*text = NULL;
+	*as_stored = true;
+	if (text)
+		*text = NULL;
 	*len = kv->value_len;
 	if (!kv->value || !c->cfg.render)
 		return 0;
 	int r = c->cfg.render(c->cfg.render_arg, kv->key, kv->key_len, kv->value, kv->value_len,
 			      kv->mod_revision, text, len);
-	if (r == 0 && *len <= UINT32_MAX)
+	if (r == 0 && *len <= UINT32_MAX) {
+		*as_stored = false;
 		return 0;
-	if (r == 0)
+	}
+	if (r == 0 && text)
 		free(*text);
-	*text = NULL;
+	if (text)
+		*text = NULL;
 	*len = kv->value_len;
 	return r == -EIO ? -EIO : 0;
 }
@@ -1047,17 +1056,14 @@ static int render(struct cache *c, const struct kv_kv *kv, char **text, size_t *
 /* Renders kv for a put: its size, its stored bytes to cache and, when
  * keep_text, its rendering too. The initial sync keeps no text: a YAML
  * view would hold two to three times the stored bytes (docs/design.md,
- * Memory). */
+ * Memory), so it asks for the size alone. */
 static struct shown render_put(struct cache *c, const struct kv_kv *kv, bool keep_text)
 {
 	struct shown sh = {0};
-	int r = render(c, kv, &sh.text, &sh.size);
+	bool as_stored;
+	int r = render(c, kv, keep_text ? &sh.text : NULL, &sh.size, &as_stored);
 	sh.eio = r == -EIO;
-	sh.val = val_new(kv, sh.size, r == 0 && !sh.text);
-	if (!keep_text) {
-		free(sh.text);
-		sh.text = NULL;
-	}
+	sh.val = val_new(kv, sh.size, r == 0 && as_stored);
 	return sh;
 }
 
@@ -2202,7 +2208,8 @@ static ssize_t render_again(struct cache *c, struct cache_node *n, struct kv_kv 
 {
 	char *text;
 	size_t len;
-	int ret = render(c, kv, &text, &len);
+	bool as_stored;
+	int ret = render(c, kv, &text, &len, &as_stored);
 	if (ret < 0)
 		return ret;
 	if (!text || len != shown) {

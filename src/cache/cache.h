@@ -160,8 +160,9 @@ struct cache_change {
 /* Renders a stored value to the content a file shows (YAML for Kubernetes
  * values). Returns 0 and a malloc'd buffer, -EIO when the value must not be
  * shown at all (reads of the file then fail with EIO: an encrypted value
- * without its key), or another negative errno to show the raw bytes. Called
- * without locks held. */
+ * without its key), or another negative errno to show the raw bytes. out is
+ * NULL when only the length is wanted (the initial sync's sizes): the text
+ * need not be built whole then. Called without locks held. */
 typedef int (*cache_render_fn)(void *arg, const char *key, size_t key_len, const char *val,
 			       size_t val_len, int64_t mod_revision, char **out, size_t *out_len);
 

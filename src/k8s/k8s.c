@@ -197,20 +197,28 @@ static int set_resource_version(struct jval *obj, int64_t rv)
 	return k8s_jv_insert(md, pos, "resourceVersion", 15, v);
 }
 
+/* out NULL: only the size is wanted, and no text is kept */
 static int render(const struct jval *v, enum k8s_format fmt, char **out, size_t *out_len,
 		  char **err)
 {
 	struct buf b;
 	int r = 0;
 
-	k8s_buf_init(&b);
+	if (out)
+		k8s_buf_init(&b);
+	else
+		k8s_buf_init_count(&b);
 	if (fmt == K8S_FMT_JSON) {
 		k8s_json_write(&b, v, 4);
 		k8s_buf_addc(&b, '\n');
 	} else {
 		r = k8s_yaml_write(&b, v, err);
 	}
-	if (r) {
+	if (!r && b.oom)
+		r = -ENOMEM;
+	if (r || !out) {
+		if (!r && out_len)
+			*out_len = k8s_buf_size(&b);
 		k8s_buf_free(&b);
 		return r;
 	}
@@ -321,7 +329,8 @@ int k8s_decode_typed(const void *val, size_t len, enum k8s_format fmt, int64_t r
 	struct jval *v;
 	int r;
 
-	*out = NULL;
+	if (out)
+		*out = NULL;
 	if (out_len)
 		*out_len = 0;
 	k8s_jv_arena_begin(); /* the view lives only for this call */

@@ -43,7 +43,9 @@ int k8s_object_time(const void *val, size_t len, int64_t *ns);
 /* Decode a stored value to text. resource_version > 0 is shown as
  * metadata.resourceVersion (the apiserver shows the key's mod_revision).
  * YAML is kubectl's `-o yaml`; JSON is indented by 4 like `-o json`, in Go
- * struct field order, with a final newline. */
+ * struct field order, with a final newline. out may be NULL when only the
+ * text's length is wanted (*out_len): the text is then measured as it is
+ * written, never held whole. */
 int k8s_decode(const void *val, size_t len, enum k8s_format fmt, int64_t resource_version,
 	       char **out, size_t *out_len, char **err);
 

@@ -16,6 +16,21 @@ void k8s_buf_init(struct buf *b)
 	memset(b, 0, sizeof(*b));
 }
 
+/* Big enough that forgetting is rare, small enough to stay in L1: a size-only
+ * render of a Pod then touches no new memory (docs/performance.md). */
+#define COUNT_CAP 4096
+
+void k8s_buf_init_count(struct buf *b)
+{
+	memset(b, 0, sizeof(*b));
+	b->count_only = true;
+}
+
+size_t k8s_buf_size(const struct buf *b)
+{
+	return b->dropped + b->len;
+}
+
 void k8s_buf_free(struct buf *b)
 {
 	free(b->data);
@@ -28,7 +43,12 @@ bool k8s_buf_reserve(struct buf *b, size_t n)
 		return false;
 	if (b->len + n + 1 <= b->cap)
 		return true;
-	size_t cap = b->cap ? b->cap : 256;
+	if (b->count_only && b->cap && n + 1 <= b->cap) {
+		b->dropped += b->len;
+		b->len = 0;
+		return true;
+	}
+	size_t cap = b->cap ? b->cap : b->count_only ? COUNT_CAP : 256;
 	while (cap < b->len + n + 1) {
 		if (cap > SIZE_MAX / 2) {
 			b->oom = true;

@@ -26,10 +26,18 @@
 struct buf {
 	uint8_t *data;
 	size_t len, cap;
-	bool oom; /* an allocation failed; further appends are dropped */
+	bool oom;	 /* an allocation failed; further appends are dropped */
+	bool count_only; /* k8s_buf_init_count: bytes are counted, not kept */
+	size_t dropped;	 /* count_only: bytes written before data[0] */
 };
 
 void k8s_buf_init(struct buf *b);
+/* A buffer that only counts what is written (k8s_buf_size): when it would
+ * grow, it forgets what it holds instead, so a writer that only reserves and
+ * appends (never reads back) measures a text without holding it. */
+void k8s_buf_init_count(struct buf *b);
+/* bytes written so far, the forgotten ones of a counting buffer included */
+size_t k8s_buf_size(const struct buf *b);
 void k8s_buf_free(struct buf *b);
 void k8s_buf_add(struct buf *b, const void *p, size_t n);
 void k8s_buf_addc(struct buf *b, char c);

@@ -108,6 +108,18 @@ static int n_render_tids, n_rendered;
 static int ranging, n_render_during_range; /* see test_prefetched_pages */
 static int render_nice_min = 100;	   /* the least nice thread that rendered */
 
+/* A test renderer's text s to the cache: its length, and s itself unless
+ * only the length is wanted (out NULL, as the initial sync asks). */
+static int hand_over(char *s, char **out, size_t *out_len)
+{
+	*out_len = strlen(s);
+	if (out)
+		*out = s;
+	else
+		free(s);
+	return 0;
+}
+
 static int slow_render(void *arg, const char *key, size_t key_len, const char *val, size_t val_len,
 		       int64_t mod_revision, char **out, size_t *out_len)
 {
@@ -125,10 +137,10 @@ static int slow_render(void *arg, const char *key, size_t key_len, const char *v
 	if (!known && n_render_tids < 16)
 		render_tids[n_render_tids++] = pthread_self();
 	pthread_mutex_unlock(&mu);
-	if (asprintf(out, "R:%.*s:%.*s", (int)val_len, val, (int)key_len, key) < 0)
+	char *s;
+	if (asprintf(&s, "R:%.*s:%.*s", (int)val_len, val, (int)key_len, key) < 0)
 		return -ENOMEM;
-	*out_len = strlen(*out);
-	return 0;
+	return hand_over(s, out, out_len);
 }
 
 /* The initial sync renders each page on several threads; every key still
@@ -466,11 +478,11 @@ static int triple_render(void *arg, const char *key, size_t key_len, const char 
 	if (val_len >= 5 && memcmp(val, "plain", 5) == 0)
 		return -ENOTSUP;
 	int v = (int)val_len, k = (int)key_len;
-	if (asprintf(out, "%.*s|%.*s|%.*s @%lld %.*s\n", v, val, v, val, v, val,
+	char *s;
+	if (asprintf(&s, "%.*s|%.*s|%.*s @%lld %.*s\n", v, val, v, val, v, val,
 		     (long long)mod_revision, k, key) < 0)
 		return -ENOMEM;
-	*out_len = strlen(*out);
-	return 0;
+	return hand_over(s, out, out_len);
 }
 
 static char *tripled(const char *val, int64_t rev, const char *key)

@@ -54,6 +54,14 @@ static bool same_yaml(const char *what, const struct jval *v, struct buf *out)
 	int ra = k8s_yaml_write_libyaml(&a, v, &ea);
 	int rb = k8s_yaml_write(&b, v, &eb);
 	bool ok = ra == rb && (ra || (a.len == b.len && !memcmp(a.data, b.data, a.len)));
+	/* a size-only render (the initial sync's) measures the same text */
+	struct buf c;
+	k8s_buf_init_count(&c);
+	int rc = k8s_yaml_write(&c, v, NULL);
+	if (!CHECK(rc == rb && (rb || k8s_buf_size(&c) == b.len),
+		   "%s: counted %zu bytes, wrote %zu", what, k8s_buf_size(&c), b.len))
+		ok = false;
+	k8s_buf_free(&c);
 	compared++;
 	if (!ok) {
 		if (differ++ < 10) {
@@ -86,6 +94,24 @@ static bool file_is(const char *path, const struct buf *b)
 	return eq;
 }
 
+/* k8s_decode asked for the size alone (out NULL) gives the text's length,
+ * in YAML (yaml_len) and in JSON */
+static void check_sizes(const char *path, const char *data, size_t len, const char *av,
+			const char *kind, size_t yaml_len)
+{
+	char *json = NULL;
+	size_t ylen = 0, jlen = 0, counted = 0;
+
+	CHECK(k8s_decode_typed(data, len, K8S_FMT_YAML, 0, av, kind, NULL, &ylen, NULL) == 0 &&
+		      ylen == yaml_len,
+	      "size-only YAML of %s: %zu, text %zu", path, ylen, yaml_len);
+	REQUIRE(k8s_decode_typed(data, len, K8S_FMT_JSON, 0, av, kind, &json, &jlen, NULL) == 0);
+	CHECK(k8s_decode_typed(data, len, K8S_FMT_JSON, 0, av, kind, NULL, &counted, NULL) == 0 &&
+		      counted == jlen,
+	      "size-only JSON of %s: %zu, text %zu", path, counted, jlen);
+	free(json);
+}
+
 /* one stored value: both renderers, and k8s_decode's text equal to the new one */
 static void check_value(const char *path, const char *data, size_t len, const char *av,
 			const char *kind, bool exact_fixture)
@@ -111,6 +137,7 @@ static void check_value(const char *path, const char *data, size_t len, const ch
 		goto out;
 	r = k8s_decode_typed(data, len, K8S_FMT_YAML, 0, av, kind, &out, &olen, &err);
 	CHECK(r == 0 && olen == y.len && !memcmp(out, y.data, olen), "k8s_decode %s", path);
+	check_sizes(path, data, len, av, kind, olen);
 	if (exact_fixture) {
 		char fx[4096];
 		size_t pl = strlen(path) - 3; /* ".pb" */
