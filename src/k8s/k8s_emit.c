@@ -36,6 +36,7 @@ struct em {
 struct sallow {
 	bool multiline, block_plain, single, block;
 	bool ascii; /* every byte below 0x80: a character per byte */
+	bool space; /* holds a space (false only when known to hold none) */
 };
 
 enum style { S_PLAIN, S_SINGLE, S_DOUBLE, S_LITERAL };
@@ -202,14 +203,12 @@ static bool first_indicator(uint8_t c)
  * special characters, and blank means a space or the end. False for any other string. */
 static bool analyze_ascii(const uint8_t *s, size_t n, struct sallow *a)
 {
-	/* 1: not printable ASCII, 2: ':' or '#', which need a look at their neighbours */
+	/* 1: not printable ASCII, 2: ':' or '#', which need a look at their
+	 * neighbours, 3: a space */
 	static const uint8_t cls[256] = {
-		[0x00 ... 0x1f] = 1,
-		[0x7f ... 0xff] = 1,
-		[':'] = 2,
-		['#'] = 2,
+		[0x00 ... 0x1f] = 1, [0x7f ... 0xff] = 1, [':'] = 2, ['#'] = 2, [' '] = 3,
 	};
-	bool block_ind = false;
+	bool block_ind = false, space = false;
 
 	for (size_t i = 0; i < n; i++) {
 		uint8_t c = s[i], k = cls[c];
@@ -217,6 +216,10 @@ static bool analyze_ascii(const uint8_t *s, size_t n, struct sallow *a)
 			continue;
 		if (k == 1)
 			return false;
+		if (k == 3) {
+			space = true;
+			continue;
+		}
 		if ((c == ':' && (i + 1 == n || s[i + 1] == ' ')) ||
 		    (c == '#' && i > 0 && s[i - 1] == ' '))
 			block_ind = true;
@@ -232,6 +235,7 @@ static bool analyze_ascii(const uint8_t *s, size_t n, struct sallow *a)
 	a->single = true;
 	a->block = !trail;
 	a->ascii = true;
+	a->space = space;
 	return true;
 }
 
@@ -248,6 +252,7 @@ static void analyze(const uint8_t *s, size_t n, struct sallow *a)
 		*a = (struct sallow){.block_plain = true, .single = true, .ascii = true};
 		return;
 	}
+	a->space = true; /* not looked for here */
 	if ((s[0] == '-' && at(s, n, 1) == '-' && at(s, n, 2) == '-') ||
 	    (s[0] == '.' && at(s, n, 1) == '.' && at(s, n, 2) == '.'))
 		block_ind = true;
@@ -316,12 +321,20 @@ static enum style select_style(enum k8s_ystyle req, const struct sallow *a, size
 }
 
 /* plain scalars hold no line break (analyze forbids them) */
-static void write_plain(struct em *e, const uint8_t *s, size_t n, bool allow_breaks, bool ascii)
+static void write_plain(struct em *e, const uint8_t *s, size_t n, bool allow_breaks,
+			const struct sallow *a)
 {
-	bool spaces = false;
+	bool spaces = false, ascii = a->ascii;
 
 	if (!e->whitespace && n)
 		put(e, ' ');
+	if (!a->space && n) {
+		/* one word: nothing to fold (most scalars) */
+		put_text(e, s, n, ascii ? n : count_chars(s, n));
+		e->whitespace = false;
+		e->indention = false;
+		return;
+	}
 	for (size_t i = 0; i < n;) {
 		if (s[i] == ' ') {
 			if (allow_breaks && !spaces && e->column > BEST_WIDTH &&
@@ -568,7 +581,7 @@ static void emit_scalar(struct em *e, const char *str, size_t n, enum k8s_ystyle
 	e->indent = e->indent < 0 ? BEST_INDENT : e->indent + BEST_INDENT;
 	switch (select_style(req, a, n, simple_key)) {
 	case S_PLAIN:
-		write_plain(e, s, n, !simple_key, a->ascii);
+		write_plain(e, s, n, !simple_key, a);
 		break;
 	case S_SINGLE:
 		write_single(e, s, n, !simple_key);
@@ -641,12 +654,44 @@ static int emit_string(struct em *e, const char *s0, size_t n0)
 	return 0;
 }
 
+/*
+ * The analysis of a key that is static text (a schema field's name) is the
+ * same every time: a thread keeps its recent ones by address. Keys are half
+ * of a Pod's scalars, and nearly all of them are such names.
+ */
+#define KEY_MEMO_BITS 8
+
+struct key_memo {
+	const char *k;
+	size_t n;
+	struct sallow a;
+	enum k8s_ystyle req;
+};
+
+static __thread struct key_memo key_memo[1 << KEY_MEMO_BITS];
+
+static int prepare_key(const struct k8s_ykey *k, struct scalar *sc)
+{
+	if (!k->fixed)
+		return prepare(k->k, k->len, true, sc);
+	struct key_memo *m =
+		&key_memo[((uintptr_t)k->k * 0x9E3779B97F4A7C15u) >> (64 - KEY_MEMO_BITS)];
+	if (m->k == k->k && m->n == k->len) {
+		*sc = (struct scalar){.s = k->k, .n = k->len, .a = m->a, .req = m->req};
+		return 0;
+	}
+	int r = prepare(k->k, k->len, true, sc);
+	if (!r && !sc->tofree)
+		*m = (struct key_memo){.k = k->k, .n = k->len, .a = sc->a, .req = sc->req};
+	return r;
+}
+
 /* a key: "key:" when it is a simple key, else "? key" and ":" on the next line */
-static int emit_key(struct em *e, const char *s0, size_t n0)
+static int emit_key(struct em *e, const struct k8s_ykey *k)
 {
 	struct scalar sc;
 
-	if (prepare(s0, n0, true, &sc))
+	if (prepare_key(k, &sc))
 		return -ENOMEM;
 	if (!sc.a.multiline && sc.n <= SIMPLE_KEY_MAX) {
 		emit_scalar(e, sc.s, sc.n, sc.req, &sc.a, true);
@@ -664,7 +709,7 @@ static int emit_key(struct em *e, const char *s0, size_t n0)
 static void emit_fixed(struct em *e, const char *s, size_t n)
 {
 	static const struct sallow plain = {
-		.block_plain = true, .single = true, .block = true, .ascii = true};
+		.block_plain = true, .single = true, .block = true, .ascii = true, .space = false};
 
 	emit_scalar(e, s, n, K8S_Y_PLAIN, &plain, false);
 }
@@ -702,7 +747,7 @@ static int emit_map(struct em *e, const struct jval *v)
 	e->indent = e->indent < 0 ? 0 : e->indent + BEST_INDENT;
 	for (size_t i = 0; i < v->n && !r; i++) {
 		write_indent(e);
-		r = emit_key(e, keys[i].k, keys[i].len);
+		r = emit_key(e, &keys[i]);
 		if (!r)
 			r = emit_node(e, v->v[keys[i].idx], true);
 	}

@@ -35,6 +35,7 @@ struct k8s_ykey {
 	const char *k;
 	size_t len;
 	size_t idx; /* member index in the object */
+	bool fixed; /* k is static text (a schema field's name), never freed or changed */
 };
 void k8s_yaml_sort_keys(const struct jval *obj, struct k8s_ykey *keys);
 

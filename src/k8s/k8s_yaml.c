@@ -285,6 +285,20 @@ static bool parse_timestamp(const char *s, size_t n)
 	return false;
 }
 
+/* The class of a scalar's first byte, as go-yaml's resolve table has it: 'S'
+ * sign, 'D' digit, 'M' the first letter of a word in resolve_map, '.' a dot,
+ * 0 nothing that can resolve to other than a string. A table: this runs for
+ * every scalar of every rendering. */
+static char resolve_hint(uint8_t c)
+{
+	static const char hints[256] = {
+		['+'] = 'S', ['-'] = 'S', ['.'] = '.', ['0' ... '9'] = 'D', ['y'] = 'M',
+		['Y'] = 'M', ['n'] = 'M', ['N'] = 'M', ['t'] = 'M',	    ['T'] = 'M',
+		['f'] = 'M', ['F'] = 'M', ['o'] = 'M', ['O'] = 'M',	    ['~'] = 'M',
+	};
+	return hints[c];
+}
+
 static void resolve(const char *s, size_t n, struct resolved *r)
 {
 	char hint;
@@ -293,26 +307,14 @@ static void resolve(const char *s, size_t n, struct resolved *r)
 
 	memset(r, 0, sizeof(*r));
 	r->tag = R_STR;
-	if (n == 0) {
-		hint = 'N';
-	} else {
-		char c = s[0];
-		if (c == '+' || c == '-')
-			hint = 'S';
-		else if (isdig(c))
-			hint = 'D';
-		else if (c && memchr("yYnNtTfFoO~", c, 11))
-			hint = 'M';
-		else if (c == '.')
-			hint = '.';
-		else
-			hint = 0;
-	}
+	hint = n == 0 ? 'N' : resolve_hint((uint8_t)s[0]);
 	if (!hint)
 		return;
-	/* the table's words are at most 5 bytes long */
-	for (size_t i = 0; n <= 5 && i < sizeof(resolve_map) / sizeof(resolve_map[0]); i++) {
-		if (resolve_map[i].len == n && memcmp(resolve_map[i].s, s, n) == 0) {
+	/* the table's words are at most 5 bytes long, and none starts with a digit */
+	for (size_t i = 0;
+	     n <= 5 && hint != 'D' && i < sizeof(resolve_map) / sizeof(resolve_map[0]); i++) {
+		if (resolve_map[i].len == n && (n == 0 || resolve_map[i].s[0] == s[0]) &&
+		    memcmp(resolve_map[i].s, s, n) == 0) {
 			r->tag = resolve_map[i].tag;
 			r->b = resolve_map[i].val;
 			if (r->tag == R_FLOAT)
@@ -587,20 +589,14 @@ static bool ascii_no_digit(const char *s, size_t n)
 
 #define INSERTION_SORT_MAX 64
 
-void k8s_yaml_sort_keys(const struct jval *obj, struct k8s_ykey *keys)
+static void sort_keys(struct k8s_ykey *keys, size_t n, bool simple)
 {
-	bool simple = obj->n <= INSERTION_SORT_MAX;
-
-	for (size_t i = 0; i < obj->n; i++) {
-		keys[i] = (struct k8s_ykey){obj->k[i], obj->klen[i], i};
-		simple = simple && ascii_no_digit(obj->k[i], obj->klen[i]);
-	}
 	if (!simple) {
-		qsort(keys, obj->n, sizeof(*keys), cmp_keyref);
+		qsort(keys, n, sizeof(*keys), cmp_keyref);
 		return;
 	}
 	/* stable insertion sort; struct members mostly come in few runs */
-	for (size_t i = 1; i < obj->n; i++) {
+	for (size_t i = 1; i < n; i++) {
 		struct k8s_ykey k = keys[i];
 		size_t j = i;
 		while (j > 0 && cmp_nodigit(&k, &keys[j - 1]) < 0) {
@@ -609,6 +605,62 @@ void k8s_yaml_sort_keys(const struct jval *obj, struct k8s_ykey *keys)
 		}
 		keys[j] = k;
 	}
+}
+
+/*
+ * An object whose keys are all static text (a message's fields by their
+ * schema names) sorts the same way whenever the same fields are present:
+ * a thread keeps the orders of its recent ones, by the keys' addresses.
+ * Sorting was a sixteenth of a Pod's YAML.
+ */
+#define SORT_MEMO_BITS 6
+#define SORT_MEMO_KEYS 32
+
+struct sort_memo {
+	size_t n;
+	const char *k[SORT_MEMO_KEYS];
+	uint8_t order[SORT_MEMO_KEYS];
+};
+
+static __thread struct sort_memo sort_memo[1 << SORT_MEMO_BITS];
+
+static struct sort_memo *sort_memo_slot(const struct jval *obj)
+{
+	uint64_t h = obj->n;
+
+	if (obj->n == 0 || obj->n > SORT_MEMO_KEYS)
+		return NULL;
+	for (size_t i = 0; i < obj->n; i++) {
+		if (obj->kown[i])
+			return NULL;
+		h = (h ^ (uintptr_t)obj->k[i]) * 0x100000001B3u;
+	}
+	return &sort_memo[(h * 0x9E3779B97F4A7C15u) >> (64 - SORT_MEMO_BITS)];
+}
+
+void k8s_yaml_sort_keys(const struct jval *obj, struct k8s_ykey *keys)
+{
+	struct sort_memo *m = sort_memo_slot(obj);
+	bool simple = obj->n <= INSERTION_SORT_MAX;
+
+	if (m && m->n == obj->n && !memcmp(m->k, obj->k, obj->n * sizeof(obj->k[0]))) {
+		for (size_t i = 0; i < obj->n; i++) {
+			size_t o = m->order[i];
+			keys[i] = (struct k8s_ykey){obj->k[o], obj->klen[o], o, true};
+		}
+		return;
+	}
+	for (size_t i = 0; i < obj->n; i++) {
+		keys[i] = (struct k8s_ykey){obj->k[i], obj->klen[i], i, !obj->kown[i]};
+		simple = simple && ascii_no_digit(obj->k[i], obj->klen[i]);
+	}
+	sort_keys(keys, obj->n, simple);
+	if (!m)
+		return;
+	m->n = obj->n;
+	memcpy(m->k, obj->k, obj->n * sizeof(obj->k[0]));
+	for (size_t i = 0; i < obj->n; i++)
+		m->order[i] = (uint8_t)keys[i].idx;
 }
 
 /* line breaks other than \n: YAML parsers normalize them inside block and
@@ -648,10 +700,30 @@ enum k8s_ystyle k8s_yaml_style(const char *s, size_t n, bool key)
 	return k8s_yaml_style_line(s, n, key);
 }
 
+/* A decimal int that go-yaml prints back as it is (no sign but '-', no
+ * leading zero, no "-0", at most 18 digits: within int64): most numbers of
+ * a view, which its protobuf walk wrote so, spared resolve and snprintf. */
+static bool canonical_int(const char *s, size_t n)
+{
+	size_t i = n && s[0] == '-';
+
+	if (n - i == 0 || n - i > 18 || (s[i] == '0' && (n - i > 1 || i)))
+		return false;
+	for (; i < n; i++)
+		if (!isdig(s[i]))
+			return false;
+	return true;
+}
+
 int k8s_yaml_number(const struct jval *v, char *out, size_t n)
 {
 	struct resolved r;
 
+	if (v->len < n && canonical_int(v->s, v->len)) {
+		memcpy(out, v->s, v->len);
+		out[v->len] = 0;
+		return (int)v->len;
+	}
 	resolve(v->s, v->len, &r);
 	switch (r.tag) {
 	case R_INT:
