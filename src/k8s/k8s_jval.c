@@ -218,12 +218,16 @@ static int jv_insert(struct jval *obj, size_t pos, const char *key, size_t klen,
 		memcpy(k, key, klen);
 		k[klen] = 0;
 	}
-	if (pos > obj->n)
+	if (pos < obj->n) {
+		/* not an append (a view's are), which would call memmove for nothing */
+		memmove(&obj->v[pos + 1], &obj->v[pos], (obj->n - pos) * sizeof(obj->v[0]));
+		memmove(&obj->k[pos + 1], &obj->k[pos], (obj->n - pos) * sizeof(obj->k[0]));
+		memmove(&obj->klen[pos + 1], &obj->klen[pos],
+			(obj->n - pos) * sizeof(obj->klen[0]));
+		memmove(&obj->kown[pos + 1], &obj->kown[pos], obj->n - pos);
+	} else {
 		pos = obj->n;
-	memmove(&obj->v[pos + 1], &obj->v[pos], (obj->n - pos) * sizeof(obj->v[0]));
-	memmove(&obj->k[pos + 1], &obj->k[pos], (obj->n - pos) * sizeof(obj->k[0]));
-	memmove(&obj->klen[pos + 1], &obj->klen[pos], (obj->n - pos) * sizeof(obj->klen[0]));
-	memmove(&obj->kown[pos + 1], &obj->kown[pos], obj->n - pos);
+	}
 	obj->v[pos] = val;
 	obj->k[pos] = k;
 	obj->klen[pos] = klen;
