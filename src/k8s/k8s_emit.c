@@ -114,34 +114,39 @@ static size_t count_chars(const uint8_t *s, size_t n)
 
 /* ---- output ---- */
 
+/* Room for n more bytes, or false when they are only to be counted (a
+ * counting buffer, k8s_buf_init_count: they are counted here then) or
+ * memory ran out. */
 static bool room(struct em *e, size_t n)
 {
+	if (e->b->count_only) {
+		e->b->dropped += n;
+		return false;
+	}
 	return e->b->len + n + 1 <= e->b->cap || k8s_buf_reserve(e->b, n);
 }
 
 static void put(struct em *e, char c)
 {
-	if (!room(e, 1))
-		return;
-	e->b->data[e->b->len++] = (uint8_t)c;
+	if (room(e, 1))
+		e->b->data[e->b->len++] = (uint8_t)c;
 	e->column++;
 }
 
 static void put_break(struct em *e)
 {
-	if (!room(e, 1))
-		return;
-	e->b->data[e->b->len++] = '\n';
+	if (room(e, 1))
+		e->b->data[e->b->len++] = '\n';
 	e->column = 0;
 }
 
 /* n bytes holding chars characters, none of them a break */
 static void put_text(struct em *e, const uint8_t *s, size_t n, size_t chars)
 {
-	if (!room(e, n))
-		return;
-	memcpy(e->b->data + e->b->len, s, n);
-	e->b->len += n;
+	if (room(e, n)) {
+		memcpy(e->b->data + e->b->len, s, n);
+		e->b->len += n;
+	}
 	e->column += (int)chars;
 }
 
@@ -151,9 +156,11 @@ static void write_indent(struct em *e)
 
 	if (!e->indention || e->column > indent || (e->column == indent && !e->whitespace))
 		put_break(e);
-	if (e->column < indent && room(e, (size_t)(indent - e->column))) {
-		memset(e->b->data + e->b->len, ' ', (size_t)(indent - e->column));
-		e->b->len += (size_t)(indent - e->column);
+	if (e->column < indent) {
+		if (room(e, (size_t)(indent - e->column))) {
+			memset(e->b->data + e->b->len, ' ', (size_t)(indent - e->column));
+			e->b->len += (size_t)(indent - e->column);
+		}
 		e->column = indent;
 	}
 	e->whitespace = true;

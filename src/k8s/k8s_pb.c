@@ -88,6 +88,20 @@ static inline bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *
 	return k8s_pb_read_varint(p, end, v);
 }
 
+/* room for one more field; -ENOMEM frees m */
+static int grow(struct pbmsg *m)
+{
+	size_t cap = m->cap ? m->cap * 2 : 16;
+	struct pbf *nf = realloc(m->f, cap * sizeof(*nf));
+	if (!nf) {
+		k8s_pb_free(m);
+		return -ENOMEM;
+	}
+	m->f = nf;
+	m->cap = cap;
+	return 0;
+}
+
 static int split(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed)
 {
 	const uint8_t *q = p, *end = p + len;
@@ -95,51 +109,44 @@ static int split(const uint8_t *p, size_t len, struct pbmsg *m, size_t *consumed
 	m->nums = 0;
 	m->indexed = true;
 	while (q < end) {
-		struct pbf f;
 		uint64_t tag, l;
 
-		memset(&f, 0, sizeof(f));
-		f.raw = q;
+		if (m->n == m->cap && grow(m))
+			return -ENOMEM;
+		/* filled in place: a field built on the stack and then copied
+		 * was read back before its stores landed, a third of split */
+		struct pbf *f = &m->f[m->n];
+		*f = (struct pbf){.raw = q};
 		if (!read_varint(&q, end, &tag))
 			goto bad;
 		if ((tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
 			goto bad;
-		f.num = (uint32_t)(tag >> 3);
-		f.wt = tag & 7;
-		switch (f.wt) {
+		f->num = (uint32_t)(tag >> 3);
+		f->wt = tag & 7;
+		switch (f->wt) {
 		case 0:
-			if (!read_varint(&q, end, &f.v))
+			if (!read_varint(&q, end, &f->v))
 				goto bad;
 			break;
 		case 1:
 		case 5:
-			if (!read_fixed(&q, end, f.wt == 1 ? 8 : 4, &f.v))
+			if (!read_fixed(&q, end, f->wt == 1 ? 8 : 4, &f->v))
 				goto bad;
 			break;
 		case 2:
 			if (!read_varint(&q, end, &l) || l > (uint64_t)(end - q))
 				goto bad;
-			f.p = q;
-			f.len = (size_t)l;
+			f->p = q;
+			f->len = (size_t)l;
 			q += l;
 			break;
 		default:
 			/* groups (3, 4) are not used by Kubernetes */
 			goto bad;
 		}
-		f.raw_len = (size_t)(q - f.raw);
-		if (m->n == m->cap) {
-			size_t cap = m->cap ? m->cap * 2 : 16;
-			struct pbf *nf = realloc(m->f, cap * sizeof(*nf));
-			if (!nf) {
-				k8s_pb_free(m);
-				return -ENOMEM;
-			}
-			m->f = nf;
-			m->cap = cap;
-		}
-		m->f[m->n++] = f;
-		m->nums |= 1ULL << (f.num < 63 ? f.num : 63);
+		f->raw_len = (size_t)(q - f->raw);
+		m->n++;
+		m->nums |= 1ULL << (f->num < 63 ? f->num : 63);
 	}
 	if (consumed)
 		*consumed = len;
