@@ -281,6 +281,17 @@ static void verify(const char *dir)
 	kv_destroy(kv);
 }
 
+/* The test's own random stream: libraft calls srand() (verify() opens the
+ * store here), so with rand() the schedule did not follow CRASH_SEED: one
+ * seed gave 13 early kills of 24 in one run, failing busy_kills, and 4 in
+ * the next. */
+static unsigned rng;
+
+static unsigned pick(unsigned n)
+{
+	return (unsigned)rand_r(&rng) % n;
+}
+
 int main(void)
 {
 	acks = calloc(MAX_ACKS, sizeof(*acks));
@@ -289,7 +300,7 @@ int main(void)
 	if (getenv("CRASH_SEED"))
 		seed = (unsigned)atoi(getenv("CRASH_SEED"));
 	fprintf(stderr, "crash test seed %u (CRASH_SEED=%u to repeat)\n", seed, seed);
-	srand(seed);
+	rng = seed;
 	int early_kills = 0, busy_kills = 0;
 	for (int round = 0; round < ROUNDS; round++) {
 		int fds[2];
@@ -304,14 +315,14 @@ int main(void)
 		}
 		close(fds[1]);
 		size_t before = n_acks;
-		bool early = round == 0 || rand() % 5 == 0;
+		bool early = round == 0 || pick(5) == 0;
 		if (early) {
 			/* during startup / first writes, often before any ack */
-			read_acks(fds[0], util_now_ms() + rand() % 60, false);
+			read_acks(fds[0], util_now_ms() + pick(60), false);
 			early_kills++;
 		} else {
 			REQUIRE(read_acks(fds[0], util_now_ms() + 10000, true) == 1);
-			read_acks(fds[0], util_now_ms() + 20 + rand() % 300, false);
+			read_acks(fds[0], util_now_ms() + 20 + pick(300), false);
 		}
 		REQUIRE_EQ(kill(pid, SIGKILL), 0);
 		int status;
