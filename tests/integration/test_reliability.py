@@ -62,6 +62,17 @@ def proc_state(pid):
     return state
 
 
+def interruptible_cat(path):
+    """`cat path` as a shell's foreground job runs it: with SIGINT at its
+    default action. A child inherits an ignored SIGINT, and a suite started
+    in the background by a shell without job control (`cmd &` in a script)
+    has it ignored: Ctrl-C then did nothing, and the read ended at
+    --command-timeout (test_ctrl_c_interrupts_a_waiting_read_at_once, 1.71 s,
+    in a clean-clone CI run started that way)."""
+    return subprocess.Popen(["cat", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 def write_file(p, data):
     with open(p, "wb") as f:
         f.write(data)
@@ -243,7 +254,7 @@ def test_etcd_stalled_sigstop(etcd, mount_factory):
         os.stat(m.path)
         # a reader waiting on the stalled etcd sleeps interruptibly, and
         # Ctrl-C ends it no later than the daemon's own timeout
-        cat = subprocess.Popen(["cat", p], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        cat = interruptible_cat(p)
         time.sleep(0.3)
         waiting = [proc_state(cat.pid) for _ in range(5) if not time.sleep(0.02)]
         assert cat.poll() is None, "cat returned at once; nothing was waiting"
@@ -819,7 +830,7 @@ def test_ctrl_c_interrupts_a_waiting_read_at_once(etcd, mount_factory):
     etcd.proc.send_signal(signal.SIGSTOP)
     try:
         assert wait_for(lambda: watch_state(m) == "degraded", timeout=1 + TIMEOUT + 2)
-        cat = subprocess.Popen(["cat", p], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        cat = interruptible_cat(p)
         time.sleep(0.3)
         assert cat.poll() is None
         t0 = time.time()
