@@ -1022,14 +1022,13 @@ static void apply_delete(struct cache *c, const char *key, size_t key_len, int64
 
 /* ---- rendering ---- */
 
-/* The content kv's value shows: *text is its rendering (malloc'd), or
- * NULL when it is shown as stored (no render function, one that declined
- * it, or a rendering of 4 GiB or more: node sizes are 32-bit); *len is its
- * size. -EIO: the value must not be shown at all (an encrypted value the
- * key does not open): reads render it again, and fail. */
-/* kv's content: its size, and its text when text is not NULL (NULL: the
- * size alone, which the renderer finds without holding the text).
- * *as_stored: the stored bytes are shown (no renderer, or it declined). */
+/* The content kv's value shows: *len is its size, and *text, when text is
+ * not NULL, its rendering (malloc'd; NULL asks for the size alone, which
+ * the renderer finds without holding the text). *as_stored: it is shown as
+ * stored (no render function, one that declined it, or a rendering of 4
+ * GiB or more: node sizes are 32-bit), and *text is NULL. -EIO: the value
+ * must not be shown at all (an encrypted value the key does not open):
+ * reads render it again, and fail. */
 static int render(struct cache *c, const struct kv_kv *kv, char **text, size_t *len,
 		  bool *as_stored)
 {
@@ -1045,10 +1044,11 @@ static int render(struct cache *c, const struct kv_kv *kv, char **text, size_t *
 		*as_stored = false;
 		return 0;
 	}
-	if (r == 0 && text)
-		free(*text);
-	if (text)
+	if (text) {
+		if (r == 0)
+			free(*text);
 		*text = NULL;
+	}
 	*len = kv->value_len;
 	return r == -EIO ? -EIO : 0;
 }

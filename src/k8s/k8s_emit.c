@@ -681,8 +681,7 @@ static int prepare_key(const struct k8s_ykey *k, struct scalar *sc)
 {
 	if (!k->fixed)
 		return prepare(k->k, k->len, true, sc);
-	struct key_memo *m =
-		&key_memo[((uintptr_t)k->k * 0x9E3779B97F4A7C15u) >> (64 - KEY_MEMO_BITS)];
+	struct key_memo *m = &key_memo[k8s_slot((uintptr_t)k->k, KEY_MEMO_BITS)];
 	if (m->k == k->k && m->n == k->len) {
 		*sc = (struct scalar){.s = k->k, .n = k->len, .a = m->a, .req = m->req};
 		return 0;

@@ -21,6 +21,14 @@
 
 #include "k8s_schema.h"
 
+/* The slot of a 64-bit key (an address, or a hash of several) in a table of
+ * 2^bits entries, by Fibonacci hashing: the codec's per-thread caches
+ * (k8s_emit.c, k8s_yaml.c). */
+static inline size_t k8s_slot(uint64_t key, unsigned bits)
+{
+	return (size_t)((key * 0x9E3779B97F4A7C15u) >> (64 - bits));
+}
+
 /* ---- growable buffer ---- */
 
 struct buf {

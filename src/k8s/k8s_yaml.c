@@ -635,7 +635,7 @@ static struct sort_memo *sort_memo_slot(const struct jval *obj)
 			return NULL;
 		h = (h ^ (uintptr_t)obj->k[i]) * 0x100000001B3u;
 	}
-	return &sort_memo[(h * 0x9E3779B97F4A7C15u) >> (64 - SORT_MEMO_BITS)];
+	return &sort_memo[k8s_slot(h, SORT_MEMO_BITS)];
 }
 
 void k8s_yaml_sort_keys(const struct jval *obj, struct k8s_ykey *keys)
