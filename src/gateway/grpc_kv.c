@@ -135,15 +135,13 @@ static int kv_range_call(struct ctx *x, void *req)
 	struct kv_range_req q;
 	struct range_post post;
 	struct kv_range_result res;
-	int ret = -1;
+	int ret;
 	if (range_req(x, r, &q, &post) < 0)
-		goto out;
+		return -1;
 	bool post_apply = gw_range_plan(&q, &post);
 	ret = kv_range(x->gw->kv, &q, &res);
-	if (ret < 0) {
-		ret = ctx_kv_fail(x, ret, false);
-		goto out;
-	}
+	if (ret < 0)
+		return ctx_kv_fail(x, ret, false);
 	if (post_apply)
 		gw_range_post_apply(&res, &post);
 	V3pb__RangeResponse o;
@@ -152,7 +150,6 @@ static int kv_range_call(struct ctx *x, void *req)
 	if (!ret)
 		ret = grpc_reply(x, &o.base);
 	kv_range_result_free(&res);
-out:
 	return ret;
 }
 
@@ -258,10 +255,10 @@ static int kv_put_call(struct ctx *x, void *req)
 	V3pb__PutRequest *r = req;
 	struct kv_op op;
 	struct kv_txn_result res;
-	int ret = -1;
+	int ret;
 	if (put_op(x, r, &op, true) < 0 ||
 	    (r->ignore_value ? run_keep_value(x, &op, &res) : run_one(x, &op, &res)) < 0)
-		goto out;
+		return -1;
 	V3pb__PutResponse o = V3PB__PUT_RESPONSE__INIT;
 	V3pb__Header h;
 	V3pb__KeyValue prev;
@@ -273,7 +270,6 @@ static int kv_put_call(struct ctx *x, void *req)
 	}
 	ret = grpc_reply(x, &o.base);
 	kv_txn_result_free(&res);
-out:
 	return ret;
 }
 
@@ -295,16 +291,15 @@ static int kv_delete_call(struct ctx *x, void *req)
 	V3pb__DeleteRangeRequest *r = req;
 	struct kv_op op;
 	struct kv_txn_result res;
-	int ret = -1;
+	int ret;
 	if (delete_op(x, r, &op) < 0 || run_one(x, &op, &res) < 0)
-		goto out;
+		return -1;
 	V3pb__DeleteRangeResponse o;
 	V3pb__Header h;
 	ret = delete_pb(x, &o, &h, &res.results[0], res.revision);
 	if (!ret)
 		ret = grpc_reply(x, &o.base);
 	kv_txn_result_free(&res);
-out:
 	return ret;
 }
 
@@ -480,33 +475,28 @@ static int kv_txn_call(struct ctx *x, void *req)
 	struct kv_compare *cmps;
 	struct kv_op *ops_s, *ops_f;
 	struct range_post *post_s, *post_f;
-	int ret = -1;
+	int ret;
 	if (!(cmps = ctx_calloc(x, r->n_compare, sizeof(*cmps))))
-		goto out;
+		return -1;
 	for (size_t i = 0; i < r->n_compare; i++)
 		if (compare_of(x, r->compare[i], &cmps[i]) < 0)
-			goto out;
+			return -1;
 	if (ops_of(x, r->success, r->n_success, &ops_s, &post_s) < 0 ||
 	    ops_of(x, r->failure, r->n_failure, &ops_f, &post_f) < 0)
-		goto out;
+		return -1;
 	txn = (struct kv_txn){cmps, r->n_compare, ops_s, r->n_success, ops_f, r->n_failure};
 	struct kv_txn_result res;
 	ret = kv_txn(x->gw->kv, &txn, &res);
 	if (ret == -EINVAL && (gw_txn_has_duplicate(ops_s, txn.n_success) ||
-			       gw_txn_has_duplicate(ops_f, txn.n_failure))) {
-		ret = ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_DUPLICATE_KEY);
-		goto out;
-	}
-	if (ret < 0) {
-		ret = grpc_kv_fail(x, ret, true,
-				   names_lease(ops_s, txn.n_success) ||
-					   names_lease(ops_f, txn.n_failure));
-		goto out;
-	}
+			       gw_txn_has_duplicate(ops_f, txn.n_failure)))
+		return ctx_fail(x, GRPC_INVALID_ARGUMENT, ERR_DUPLICATE_KEY);
+	if (ret < 0)
+		return grpc_kv_fail(x, ret, true,
+				    names_lease(ops_s, txn.n_success) ||
+					    names_lease(ops_f, txn.n_failure));
 	ret = txn_reply(x, &res, res.succeeded ? post_s : post_f,
 			res.succeeded ? txn.n_success : txn.n_failure);
 	kv_txn_result_free(&res);
-out:
 	return ret;
 }
 
@@ -515,16 +505,12 @@ static int kv_compact_call(struct ctx *x, void *req)
 	V3pb__CompactionRequest *r = req;
 	int64_t cur;
 	int ret = kv_compact(x->gw->kv, r->revision, r->physical);
-	if (ret < 0) {
-		ret = ctx_kv_fail(x, ret, false);
-		goto out;
-	}
+	if (ret < 0)
+		return ctx_kv_fail(x, ret, false);
 	if ((ret = ctx_current_rev(x, &cur)) < 0)
-		goto out;
+		return ret;
 	V3pb__CompactionResponse o = V3PB__COMPACTION_RESPONSE__INIT;
-	ret = grpc_reply_at(x, &o.base, &o.header, cur);
-out:
-	return ret;
+	return grpc_reply_at(x, &o.base, &o.header, cur);
 }
 
 /* ---- Lease (KeepAlive is a stream: grpc_watch.c) ---- */
@@ -535,18 +521,14 @@ static int lease_grant_call(struct ctx *x, void *req)
 	struct kv_lease l;
 	int64_t cur;
 	int ret = kv_lease_grant(x->gw->kv, r->id, r->ttl, &l);
-	if (ret < 0) {
-		ret = grpc_kv_fail(x, ret, true, false);
-		goto out;
-	}
+	if (ret < 0)
+		return grpc_kv_fail(x, ret, true, false);
 	if ((ret = ctx_current_rev(x, &cur)) < 0)
-		goto out;
+		return ret;
 	V3pb__LeaseGrantResponse o = V3PB__LEASE_GRANT_RESPONSE__INIT;
 	o.id = l.id;
 	o.ttl = l.granted_ttl ? l.granted_ttl : l.ttl;
-	ret = grpc_reply_at(x, &o.base, &o.header, cur);
-out:
-	return ret;
+	return grpc_reply_at(x, &o.base, &o.header, cur);
 }
 
 static int lease_revoke_call(struct ctx *x, void *req)
@@ -554,14 +536,10 @@ static int lease_revoke_call(struct ctx *x, void *req)
 	V3pb__LeaseRevokeRequest *r = req;
 	int64_t rev = 0;
 	int ret = kv_lease_revoke(x->gw->kv, r->id, &rev);
-	if (ret < 0) {
-		ret = grpc_kv_fail(x, ret, true, true);
-		goto out;
-	}
+	if (ret < 0)
+		return grpc_kv_fail(x, ret, true, true);
 	V3pb__LeaseRevokeResponse o = V3PB__LEASE_REVOKE_RESPONSE__INIT;
-	ret = grpc_reply_at(x, &o.base, &o.header, rev);
-out:
-	return ret;
+	return grpc_reply_at(x, &o.base, &o.header, rev);
 }
 
 static int lease_ttl_call(struct ctx *x, void *req)
@@ -658,17 +636,13 @@ static int alarm_call(struct ctx *x, void *req)
 	int64_t cur;
 	int ret = -1;
 	if (ctx_current_rev(x, &cur) < 0)
-		goto out;
+		return ret;
 	/* No alarm is ever raised: GET and DEACTIVATE answer none; raising one is refused. */
-	if (r->action == 1) {
-		ret = ctx_fail(x, GRPC_UNIMPLEMENTED,
-			       "etcdfs gateway: alarms cannot be raised on this server");
-		goto out;
-	}
+	if (r->action == 1)
+		return ctx_fail(x, GRPC_UNIMPLEMENTED,
+				"etcdfs gateway: alarms cannot be raised on this server");
 	V3pb__AlarmResponse o = V3PB__ALARM_RESPONSE__INIT;
-	ret = grpc_reply_at(x, &o.base, &o.header, cur);
-out:
-	return ret;
+	return grpc_reply_at(x, &o.base, &o.header, cur);
 }
 
 static uint32_t fnv1a(uint32_t h, const void *p, size_t n)
@@ -714,14 +688,12 @@ static int hashkv_call(struct ctx *x, void *req)
 	uint32_t hash;
 	int ret = -1;
 	if (hash_at(x, r->revision, &hash, &at) < 0)
-		goto out;
+		return ret;
 	node_of(x->gw, &n);
 	V3pb__HashKVResponse o = V3PB__HASH_KVRESPONSE__INIT;
 	o.hash = hash;
 	o.compact_revision = n.compact_revision;
-	ret = grpc_reply_at(x, &o.base, &o.header, at);
-out:
-	return ret;
+	return grpc_reply_at(x, &o.base, &o.header, at);
 }
 
 static int hash_call(struct ctx *x, void *req)
