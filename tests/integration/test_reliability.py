@@ -68,9 +68,29 @@ def interruptible_cat(path):
     in the background by a shell without job control (`cmd &` in a script)
     has it ignored: Ctrl-C then did nothing, and the read ended at
     --command-timeout (test_ctrl_c_interrupts_a_waiting_read_at_once, 1.71 s,
-    in a clean-clone CI run started that way)."""
-    return subprocess.Popen(["cat", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    in a clean-clone CI run started that way).
+
+    SIGINT is caught here while cat starts, since exec resets a caught signal
+    to its default and keeps an ignored one ignored. No preexec_fn: it runs
+    Python in the forked child of a process whose other tests left threads
+    behind, and it once failed there in a full CI run
+    (test_etcd_stalled_sigstop, in Popen)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        p = subprocess.Popen(["cat", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert not sigint_ignored(p.pid), "cat started with SIGINT ignored"
+    return p
+
+
+def sigint_ignored(pid):
+    """Whether pid ignores SIGINT (its SigIgn mask in /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    return False
 
 
 def write_file(p, data):
