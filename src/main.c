@@ -45,6 +45,8 @@ struct options {
 	char *shadow;
 	char *kernel_timeout_s, *stale_timeout_s;
 	double timeout_fresh, timeout_stale;
+	char *sync_pace_s;
+	double sync_pace; /* negative: auto */
 	int show_help, show_version, foreground, debug, single_thread, read_only, read_write;
 	int allow_other;
 };
@@ -100,6 +102,8 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--shadow %s", shadow),
 	OPT("--kernel-timeout %s", kernel_timeout_s),
 	OPT("--stale-timeout %s", stale_timeout_s),
+	OPT("--sync-pace %s", sync_pace_s),
+	OPT("sync_pace=%s", sync_pace_s),
 	OPT("-s", single_thread),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
@@ -171,7 +175,7 @@ static void usage(const char *prog)
 	       "snapshot:FILE, or etcd (use the options). Options may also be given as\n"
 	       "-o endpoints=,cacert=,cert=,key=,user=,password_file=,prefix=,format=,\n"
 	       "data_dir=,snapshot=,cache_size=,dial_timeout=,command_timeout=,consistency=,\n"
-	       "encryption_config=\n"
+	       "encryption_config=,sync_pace=\n"
 	       "\n"
 	       "etcd connection (etcdctl-compatible; ETCDCTL_* variables are honoured):\n"
 	       "    --endpoints=URL[,URL...]   etcd endpoints (default http://127.0.0.1:2379)\n"
@@ -209,6 +213,11 @@ static void usage(const char *prog)
 	       "    --kernel-timeout=SEC       kernel cache lifetime while the watch is healthy "
 	       "(default 3600)\n"
 	       "    --stale-timeout=SEC        the same while it is not (default 1)\n"
+	       "    --sync-pace=auto|N         a listing of the prefix (at mount, after a lost\n"
+	       "                               watch) leaves etcd idle N times as long as it\n"
+	       "                               took to serve each page, so etcd's other clients\n"
+	       "                               keep their latency; 0: full speed. auto (the\n"
+	       "                               default): 6 past 200000 keys, else 0\n"
 	       "    --consistency=MODE         serializable (default: watch-fed cache) or\n"
 	       "                               linearizable (every open does a quorum read)\n"
 	       "\n"
@@ -250,6 +259,20 @@ static int parse_double_opt(const char *name, const char *s, double *out)
 		return -EINVAL;
 	}
 	*out = v;
+	return 0;
+}
+
+/* --sync-pace: "auto" (negative) or a number from 0 to 100. */
+static int parse_pace(const char *s, double *out)
+{
+	if (!s || strcmp(s, "auto") == 0)
+		return 0;
+	if (parse_double_opt("--sync-pace", s, out) < 0)
+		return -EINVAL;
+	if (*out > 100) {
+		fprintf(stderr, "etcdfs: bad --sync-pace '%s': at most 100\n", s);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -511,7 +534,7 @@ static bool keyspace_is_k8s(struct cache *c, const char *prefix)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options o = {.timeout_fresh = 3600, .timeout_stale = 1};
+	struct options o = {.timeout_fresh = 3600, .timeout_stale = 1, .sync_pace = -1};
 	struct kv *kv = NULL;
 	struct fs *fs = NULL;
 	struct cache *cache = NULL;
@@ -553,12 +576,14 @@ int main(int argc, char *argv[])
 			 &o.node_id_s,
 			 &o.kernel_timeout_s,
 			 &o.stale_timeout_s,
+			 &o.sync_pace_s,
 			 &o.transport};
 	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
 		if (*strs[i] && (*strs[i])[0] == '=')
 			memmove(*strs[i], *strs[i] + 1, strlen(*strs[i]));
 	if (parse_double_opt("--kernel-timeout", o.kernel_timeout_s, &o.timeout_fresh) < 0 ||
-	    parse_double_opt("--stale-timeout", o.stale_timeout_s, &o.timeout_stale) < 0)
+	    parse_double_opt("--stale-timeout", o.stale_timeout_s, &o.timeout_stale) < 0 ||
+	    parse_pace(o.sync_pace_s, &o.sync_pace) < 0)
 		goto out_args;
 	if (o.node_id_s) {
 		char *end;
@@ -754,6 +779,7 @@ int main(int argc, char *argv[])
 		.value_time_arg = &k8s,
 		.no_watch = static_view,
 		.revision = at_rev,
+		.sync_pace = o.sync_pace,
 	};
 	r = cache_new(&ccfg, &cache);
 	if (r == -ERANGE) {
@@ -815,6 +841,7 @@ out_args:
 	free(o.shadow);
 	free(o.node_id_s);
 	free(o.kernel_timeout_s);
+	free(o.sync_pace_s);
 	free(o.stale_timeout_s);
 	free(prefix);
 	free(mountpoint);

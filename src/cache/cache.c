@@ -1128,17 +1128,21 @@ struct next_page {
 	struct kv_range_req req;
 	struct kv_range_result res;
 	int ret;
-	int tries; /* see range_page */
+	int tries;		  /* see range_page */
+	int64_t took_us, done_us; /* the fetch's span and end (util_now_us) */
 };
 
 static void next_page_fetch(struct next_page *f);
 
 /* Helper threads for a page of n keys. The caller renders too, but when it
  * fetches the next page first, the helpers get the CPUs meanwhile; a view
- * without rendering then still copies its values on one helper. */
-static size_t render_helpers(const struct cache *c, size_t n, bool fetching)
+ * without rendering then still copies its values on one helper. A paced
+ * listing (alone) renders on its own thread only. */
+static size_t render_helpers(const struct cache *c, size_t n, bool fetching, bool alone)
 {
 	size_t want = 0;
+	if (alone)
+		return 0;
 	if (c->cfg.render)
 		want = fetching ? c->render_threads : c->render_threads - 1;
 	else if (fetching)
@@ -1149,13 +1153,13 @@ static size_t render_helpers(const struct cache *c, size_t n, bool fetching)
 }
 
 /* Renders kvs into shs (and times); next, when not NULL, is fetched on this
- * thread meanwhile. */
+ * thread meanwhile. alone: no helper threads. */
 static void render_page(struct cache *c, const struct kv_kv *kvs, size_t n, struct shown *shs,
-			int64_t *times, struct next_page *next)
+			int64_t *times, struct next_page *next, bool alone)
 {
 	struct render_job j = {.c = c, .kvs = kvs, .shs = shs, .times = times, .n = n};
 	pthread_t th[RENDER_THREADS];
-	size_t nt = 0, want = render_helpers(c, n, next != NULL);
+	size_t nt = 0, want = render_helpers(c, n, next != NULL, alone);
 	/* A thread that cannot start just leaves more work to us. */
 	while (nt < want && pthread_create(&th[nt], NULL, render_worker, &j) == 0)
 		nt++;
@@ -1382,15 +1386,63 @@ static int range_page(struct kv *kv, const struct kv_range_req *req, struct kv_r
 
 static void next_page_fetch(struct next_page *f)
 {
+	int64_t t = util_now_us();
 	f->ret = range_page(f->kv, &f->req, &f->res, f->tries);
+	f->done_us = util_now_us();
+	f->took_us = f->done_us - t;
+}
+
+/*
+ * A big listing is paced (cache_config.sync_pace). On two CPUs, measured with
+ * a closed-loop writer of small puts (docs/performance.md, "Pacing"): while
+ * etcd serves page after page, the writer's put p99 is 4-6x its p99 alone;
+ * while both CPUs merely run busy loops, even at SCHED_IDLE, about 3x; with
+ * one CPU busy at nice +10, 1.2x. So a paced listing renders on one thread
+ * (the listing's, nice) and asks for its next page only once etcd has been
+ * idle pace times as long as it took to serve the last one: at most one CPU
+ * works for the listing at a time, and etcd serves it a 1/(1+pace) share of
+ * the time. A page that took long (a retry after a timeout) pauses at most
+ * PACE_MAX_MS. The first page decides, by its count, whether "auto" paces: a
+ * small prefix is listed at full speed, its burst over in seconds.
+ */
+#define PACE_MAX_MS 1000
+
+static double sync_pace(const struct cache *c, const struct kv_range_result *first)
+{
+	if (c->cfg.sync_pace >= 0)
+		return c->cfg.sync_pace;
+	uint64_t above = c->cfg.pace_above ? c->cfg.pace_above : CACHE_PACE_ABOVE;
+	return first->count > 0 && (uint64_t)first->count > above ? CACHE_PACE_AUTO : 0;
+}
+
+/* Waits out the pause after f's last fetch; -ECANCELED when the cache stops
+ * meanwhile (a resync must not hold up an unmount for its whole listing). */
+static int pace_pause(struct cache *c, const struct next_page *f, double pace)
+{
+	int64_t idle_us = (int64_t)(pace * (double)f->took_us);
+	if (idle_us > PACE_MAX_MS * 1000)
+		idle_us = PACE_MAX_MS * 1000;
+	int64_t left_us = f->done_us + idle_us - util_now_us();
+	pthread_mutex_lock(&c->health_mu);
+	if (left_us > 0) {
+		struct timespec ts;
+		util_deadline_ts(CLOCK_REALTIME, (long)((left_us + 999) / 1000), &ts);
+		/* health_cv also wakes for resync requests: wait on */
+		while (!c->stopping &&
+		       pthread_cond_timedwait(&c->health_cv, &c->health_mu, &ts) == 0)
+			;
+	}
+	int ret = c->stopping ? -ECANCELED : 0;
+	pthread_mutex_unlock(&c->health_mu);
+	return ret;
 }
 
 /* Renders a listed page (without the lock: a YAML rendering may be slow),
  * then applies it. mark: a resync's, whose sweep keeps the keys seen.
  * next, when not NULL, is fetched meanwhile; its ret is left alone if
- * this fails first. */
+ * this fails first. alone: render on this thread only (a paced listing). */
 static int apply_page(struct cache *c, const struct kv_range_result *res, bool mark,
-		      struct next_page *next)
+		      struct next_page *next, bool alone)
 {
 	size_t n = res->n_kvs ? res->n_kvs : 1;
 	struct shown *shs = calloc(n, sizeof(*shs));
@@ -1403,7 +1455,7 @@ static int apply_page(struct cache *c, const struct kv_range_result *res, bool m
 		ret = -ENOMEM;
 		goto out;
 	}
-	render_page(c, res->kvs, res->n_kvs, shs, times, next);
+	render_page(c, res->kvs, res->n_kvs, shs, times, next, alone);
 	cache_wrlock(c);
 	for (size_t i = 0; i < res->n_kvs; i++) {
 		const struct kv_kv *kv = &res->kvs[i];
@@ -1516,8 +1568,16 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 	int ret = pager_init(&pg, c, rev);
 	if (ret == 0)
 		ret = pager_req(&pg, &f.req);
-	if (ret == 0)
-		ret = range_page(c->cfg.kv, &f.req, &res, f.tries);
+	if (ret == 0) {
+		next_page_fetch(&f);
+		ret = f.ret;
+		res = f.res;
+	}
+	double pace = ret == 0 ? sync_pace(c, &res) : 0;
+	if (pace > 0)
+		log_info("sync: %lld keys: paced, etcd idle %.1f times as long as each page takes "
+			 "(--sync-pace)",
+			 (long long)res.count, pace);
 	for (bool more = true; ret == 0 && more;) {
 		if (pg.rev == 0)
 			pg.rev = res.revision;
@@ -1527,10 +1587,13 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 			pending = true;
 		f.ret = -ECANCELED; /* not fetched */
 		if (ret == 0)
-			ret = apply_page(c, &res, mark_sweep, pending ? &f : NULL);
+			ret = apply_page(c, &res, mark_sweep, pending && !pace ? &f : NULL,
+					 pace > 0);
 		total += res.n_kvs;
 		sync_progress(c, total, &res, t0, &last_report);
 		kv_range_result_free(&res);
+		if (pending && pace > 0 && ret == 0 && (ret = pace_pause(c, &f, pace)) == 0)
+			next_page_fetch(&f);
 		if (pending && f.ret == 0 && ret == 0)
 			res = f.res;
 		else if (pending && f.ret == 0)
@@ -1708,7 +1771,7 @@ static void *health_main(void *arg)
 				ret = start_watch(c);
 			}
 			pthread_mutex_lock(&c->health_mu);
-			if (ret < 0) {
+			if (ret < 0 && !c->stopping) {
 				log_warn("resync failed (%s); retrying", strerror(-ret));
 				c->resync_wanted = true;
 			}

@@ -177,8 +177,14 @@ struct cache_config {
 	struct kv *kv;	    /* borrowed */
 	const char *prefix; /* borrowed; normalized by the caller */
 	size_t prefix_len;
-	size_t max_bytes;	/* value cache bound (stored bytes and texts) */
-	size_t page_size;	/* keys per range page at sync (default 1000) */
+	size_t max_bytes; /* value cache bound (stored bytes and texts) */
+	size_t page_size; /* keys per range page at sync (default 1000) */
+	/* A paced listing leaves etcd idle for sync_pace times as long as it
+	 * took to serve each page, and renders on one thread meanwhile; 0:
+	 * full speed; negative: CACHE_PACE_AUTO past pace_above keys (default
+	 * CACHE_PACE_ABOVE), else full speed. See list_all in cache.c. */
+	double sync_pace;
+	uint64_t pace_above;
 	cache_render_fn render; /* NULL = raw */
 	void *render_arg;
 	cache_time_fn value_time; /* NULL = keys load with mtime_ns 0 */
@@ -189,6 +195,9 @@ struct cache_config {
 	int64_t revision; /* list at this revision (0 = latest) */
 	long stale_ms;	  /* how long an unhealthy watch may serve cache */
 };
+
+#define CACHE_PACE_AUTO 6.0
+#define CACHE_PACE_ABOVE 200000
 
 enum cache_health { CACHE_SYNCING = 0, CACHE_HEALTHY, CACHE_DEGRADED };
 

@@ -14,6 +14,9 @@
  * sees (those are CLOCK_REALTIME). */
 int64_t util_now_ms(void);
 
+/* The same in microseconds: for spans of a few milliseconds. */
+int64_t util_now_us(void);
+
 /* The time ms milliseconds from now on clock (CLOCK_REALTIME or CLOCK_MONOTONIC, matching
  * the condition variable's clock), for pthread_cond_timedwait. */
 void util_deadline_ts(clockid_t clock, long ms, struct timespec *ts);

@@ -11,6 +11,7 @@
 
 #include "cache/cache.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "store/store.h"
 #include "kvtest.h"
 #include "test.h"
@@ -920,8 +921,9 @@ struct slow_kv {
 	struct kv kv;
 	struct kv *inner;
 	int ranges, fail_at, time_out_at;
-	pthread_t ranger;  /* the thread of the first range */
-	int other_rangers; /* ranges asked by another thread */
+	pthread_t ranger;	/* the thread of the first range */
+	int other_rangers;	/* ranges asked by another thread */
+	int64_t span_us[64][2]; /* the first 64 ranges' start and end */
 };
 
 static int slow_range(struct kv *kv, const struct kv_range_req *req, struct kv_range_result *res)
@@ -935,12 +937,17 @@ static int slow_range(struct kv *kv, const struct kv_range_req *req, struct kv_r
 	else if (!pthread_equal(s->ranger, pthread_self()))
 		s->other_rangers++;
 	pthread_mutex_unlock(&mu);
+	int64_t t0 = util_now_us();
 	usleep(2000);
 	int ret = s->fail_at && nth >= s->fail_at ? -ECONNREFUSED
 		  : nth == s->time_out_at	  ? -ETIMEDOUT
 						  : kv_range(s->inner, req, res);
 	pthread_mutex_lock(&mu);
 	ranging--;
+	if (nth <= 64) {
+		s->span_us[nth - 1][0] = t0;
+		s->span_us[nth - 1][1] = util_now_us();
+	}
 	pthread_mutex_unlock(&mu);
 	return ret;
 }
@@ -996,6 +1003,75 @@ static void test_prefetched_pages(struct kv *kv)
 		if (ret == 0)
 			cache_destroy(c);
 	}
+}
+
+/* The shortest pause between two of s's ranges, as a multiple of the
+ * range before it. */
+static double least_pause(const struct slow_kv *s)
+{
+	double least = 1e9;
+	for (int i = 1; i < s->ranges && i < 64; i++) {
+		double took = (double)(s->span_us[i - 1][1] - s->span_us[i - 1][0]);
+		double idle = (double)(s->span_us[i][0] - s->span_us[i - 1][1]);
+		if (idle / took < least)
+			least = idle / took;
+	}
+	return least;
+}
+
+/* Lists /rend/ (test_parallel_render's 600 keys) over s with cfg's pacing. */
+static struct cache *paced_listing(struct slow_kv *s, double pace, uint64_t above)
+{
+	struct cache_config cfg = {.kv = &s->kv,
+				   .prefix = "/rend/",
+				   .prefix_len = 6,
+				   .max_bytes = 1 << 20,
+				   .page_size = 100,
+				   .render = slow_render,
+				   .no_watch = true,
+				   .sync_pace = pace,
+				   .pace_above = above};
+	struct cache *c;
+	s->ranges = 0;
+	n_render_during_range = 0;
+	n_render_tids = 0;
+	int ret = cache_new(&cfg, &c);
+	REQUIRE(ret == 0, "cache_new, pace %.1f: %d", pace, ret);
+	CHECK(c->n_keys == 600, "keys %llu, pace %.1f", (unsigned long long)c->n_keys, pace);
+	return c;
+}
+
+/* A paced listing leaves the backend idle pace times as long as each page
+ * took before it asks for the next, and renders on its own thread only,
+ * never while a range runs: one CPU at a time (cache.c, sync_pace). "auto"
+ * paces at CACHE_PACE_AUTO a prefix of more than pace_above keys, and lists
+ * one of no more at full speed (prefetching, as test_prefetched_pages). */
+static void test_paced_pages(struct kv *kv)
+{
+	struct slow_kv s = {.kv = {.ops = &slow_ops}, .inner = kv};
+	struct cache *c = paced_listing(&s, 2, 0);
+	double least = least_pause(&s);
+	CHECK(s.ranges > 1 && least >= 1.9,
+	      "pace 2: %d ranges, the shortest pause %.2f times a "
+	      "range",
+	      s.ranges, least);
+	CHECK(counter(&n_render_during_range) == 0 && counter(&n_render_tids) == 1,
+	      "pace 2: %d renderings during a range, %d rendering threads", n_render_during_range,
+	      n_render_tids);
+	cache_destroy(c);
+	c = paced_listing(&s, -1, 599);
+	least = least_pause(&s);
+	CHECK(least >= CACHE_PACE_AUTO * 0.95, "auto over 599 keys: the shortest pause %.2f",
+	      least);
+	cache_destroy(c);
+	c = paced_listing(&s, -1, 600);
+	least = least_pause(&s);
+	CHECK(least < 1 && counter(&n_render_during_range) > 0,
+	      "auto at 600 keys: paced (shortest pause %.2f, %d renderings during a range)", least,
+	      n_render_during_range);
+	if (c->render_threads > 1)
+		CHECK(counter(&n_render_tids) > 1, "auto at 600 keys: one rendering thread");
+	cache_destroy(c);
 }
 
 /* Reads /ra/d/fNNNN in order, checking each; returns the ranges it took. */
@@ -1245,6 +1321,7 @@ int main(void)
 	test_ids_and_children(kv);
 	test_windowed_pages(kv);
 	test_prefetched_pages(kv);
+	test_paced_pages(kv);
 	test_read_ahead(kv);
 	test_progress_text();
 	kv_destroy(kv);
