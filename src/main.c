@@ -217,7 +217,7 @@ static void usage(const char *prog)
 	       "                               watch) leaves etcd idle N times as long as it\n"
 	       "                               took to serve each page, so etcd's other clients\n"
 	       "                               keep their latency; 0: full speed. auto (the\n"
-	       "                               default): 6 past 200000 keys, else 0\n"
+	       "                               default): 8 past 200000 keys, else 0\n"
 	       "    --consistency=MODE         serializable (default: watch-fed cache) or\n"
 	       "                               linearizable (every open does a quorum read)\n"
 	       "\n"

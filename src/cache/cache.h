@@ -196,7 +196,7 @@ struct cache_config {
 	long stale_ms;	  /* how long an unhealthy watch may serve cache */
 };
 
-#define CACHE_PACE_AUTO 6.0
+#define CACHE_PACE_AUTO 8.0
 #define CACHE_PACE_ABOVE 200000
 
 enum cache_health { CACHE_SYNCING = 0, CACHE_HEALTHY, CACHE_DEGRADED };
