@@ -25,7 +25,8 @@ def test_every_option_documented_in_man_page():
 
 def test_bad_option_values_fail_clearly(tmp):
     for bad, word in (("--cache-size=lots", "cache-size"), ("--consistency=maybe", "consistency"),
-                      ("--command-timeout=soon", "command-timeout")):
+                      ("--command-timeout=soon", "command-timeout"),
+                      ("--sync-pace=fast", "sync-pace"), ("--sync-pace=101", "sync-pace")):
         r = subprocess.run([ETCDFS, bad, tmp], capture_output=True, timeout=20)
         assert r.returncode != 0
         assert word in r.stderr.decode(), r.stderr

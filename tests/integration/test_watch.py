@@ -185,6 +185,22 @@ def test_sync_progress_xattr(etcd, mount_factory):
     assert "sync: 30 keys at revision" in m.log()
 
 
+def test_paced_sync(etcd, mount_factory):
+    """--sync-pace=N lists the prefix at a pace (cache.c, sync_pace; the pauses
+    themselves are timed in test_cache's test_paced_pages): the mount says so
+    in its log and still shows every key of its three pages; -o sync_pace=0
+    lists at full speed."""
+    etcd.put_many([(f"/pace/k{i:05d}", f"v{i}") for i in range(2500)])
+    m = mount_factory(["--endpoints", etcd.endpoint, "--prefix", "/pace", "--sync-pace=4"])
+    assert "sync: 2500 keys: paced" in m.log()
+    assert m.xattr("", "user.etcdfs.sync") == "2500 keys"
+    assert len(os.listdir(m.path)) == 2500
+    assert read(os.path.join(m.path, "k02499")) == b"v2499"
+    m2 = mount_factory(["--endpoints", etcd.endpoint, "--prefix", "/pace", "-o", "sync_pace=0"])
+    assert "paced" not in m2.log()
+    assert len(os.listdir(m2.path)) == 2500
+
+
 def test_resync_after_outage_and_compaction(etcd, mnt):
     mnt.allowed_errors += ["watch", "etcd", "unreachable", "refused", "compacted"]
     for i in range(20):
