@@ -217,7 +217,8 @@ static void usage(const char *prog)
 	       "                               watch) leaves etcd idle N times as long as it\n"
 	       "                               took to serve each page, so etcd's other clients\n"
 	       "                               keep their latency; 0: full speed. auto (the\n"
-	       "                               default): 8 past 200000 keys, else 0\n"
+	       "                               default): 8 past 200000 keys, else 0; 0 for\n"
+	       "                               a --snapshot mount\n"
 	       "    --consistency=MODE         serializable (default: watch-fed cache) or\n"
 	       "                               linearizable (every open does a quorum read)\n"
 	       "\n"
@@ -779,7 +780,8 @@ int main(int argc, char *argv[])
 		.value_time_arg = &k8s,
 		.no_watch = static_view,
 		.revision = at_rev,
-		.sync_pace = o.sync_pace,
+		/* a backup file has no other client to keep etcd for */
+		.sync_pace = o.snapshot && o.sync_pace < 0 ? 0 : o.sync_pace,
 	};
 	r = cache_new(&ccfg, &cache);
 	if (r == -ERANGE) {
