@@ -1574,7 +1574,8 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 		res = f.res;
 	}
 	double pace = ret == 0 ? sync_pace(c, &res) : 0;
-	if (pace > 0)
+	bool paced = pace > 0;
+	if (paced)
 		log_info("sync: %lld keys: paced, etcd idle %.1f times as long as each page takes "
 			 "(--sync-pace)",
 			 (long long)res.count, pace);
@@ -1587,12 +1588,11 @@ static int list_all(struct cache *c, int64_t rev, bool mark_sweep, int64_t *at)
 			pending = true;
 		f.ret = -ECANCELED; /* not fetched */
 		if (ret == 0)
-			ret = apply_page(c, &res, mark_sweep, pending && !pace ? &f : NULL,
-					 pace > 0);
+			ret = apply_page(c, &res, mark_sweep, pending && !paced ? &f : NULL, paced);
 		total += res.n_kvs;
 		sync_progress(c, total, &res, t0, &last_report);
 		kv_range_result_free(&res);
-		if (pending && pace > 0 && ret == 0 && (ret = pace_pause(c, &f, pace)) == 0)
+		if (pending && paced && ret == 0 && (ret = pace_pause(c, &f, pace)) == 0)
 			next_page_fetch(&f);
 		if (pending && f.ret == 0 && ret == 0)
 			res = f.res;
@@ -1778,8 +1778,7 @@ static void *health_main(void *arg)
 			continue;
 		}
 		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 1;
+		util_deadline_ts(CLOCK_REALTIME, 1000, &ts);
 		pthread_cond_timedwait(&c->health_cv, &c->health_mu, &ts);
 		if (c->stopping || c->resync_wanted)
 			continue;

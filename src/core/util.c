@@ -7,18 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-int64_t util_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int64_t util_now_us(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t util_now_ms(void)
+{
+	return util_now_us() / 1000;
 }
 
 void util_deadline_ts(clockid_t clock, long ms, struct timespec *ts)
